@@ -1,0 +1,97 @@
+"""Load an experiment file by path and pick its variant: ``path/to/exp.py[:VARIANT]``.
+
+An experiment file is a short Python module (not installed, not importable by name) exporting:
+- ``get_config(variant: str = "default")`` → the top-level config dataclass of a registered task;
+- ``VARIANTS: tuple[str, ...]`` → the variants it accepts (every experiment has ``"smoke"``);
+- optionally ``sweep() -> dict[str, list]`` → the default sweep axes for ``lmforge sweep``.
+
+``:NAME`` after the path picks a variant, as in big_vision; without it the variant is
+``"default"``, which every ``get_config`` accepts whether or not ``VARIANTS`` lists it.
+
+The module is executed under the name ``lmforge_experiment_<stem>`` and registered in
+``sys.modules``, because ``typing.get_type_hints`` and ``dataclasses`` look a class's module up
+there (a dataclass with ``from __future__ import annotations`` defined in the file needs it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pathlib
+import re
+import sys
+import types
+from typing import Any
+
+from .errors import ConfigError, did_you_mean
+
+DEFAULT_VARIANT = "default"
+
+
+def split_spec(spec: str) -> tuple[pathlib.Path, str]:
+    """``"exp.py:smoke"`` → ``(Path("exp.py"), "smoke")``; no ``:NAME`` gives ``"default"``."""
+    path, sep, variant = spec.rpartition(":")
+    if not sep or "/" in variant or variant.endswith(".py"):
+        return pathlib.Path(spec), DEFAULT_VARIANT
+    if not variant:
+        raise ConfigError(f"experiment spec {spec!r} ends with ':' but names no variant")
+    return pathlib.Path(path), variant
+
+
+def load_experiment(spec: str) -> tuple[types.ModuleType, str]:
+    """``(module, variant)`` for ``path/to/exp.py[:VARIANT]``, the variant checked against VARIANTS."""
+    path, variant = split_spec(spec)
+    if not path.is_file():
+        hint = " (it is a folder; name the .py file)" if path.is_dir() else ""
+        raise ConfigError(f"experiment file {str(path)!r} not found{hint}")
+    if path.suffix != ".py":
+        raise ConfigError(f"experiment file {str(path)!r} is not a .py file")
+    module = _exec_module(path)
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"experiment {path} defines no get_config(variant) function")
+    variants = getattr(module, "VARIANTS", None)
+    if not isinstance(variants, (tuple, list)) or not all(isinstance(v, str) for v in variants):
+        raise ConfigError(f"experiment {path} must define VARIANTS, a tuple of variant names (e.g. ('smoke',))")
+    if variant != DEFAULT_VARIANT and variant not in variants:
+        near = did_you_mean(variant, variants)
+        tail = f" — did you mean {near!r}?" if near else ""
+        raise ConfigError(f"experiment {path} has no variant {variant!r}; its variants: "
+                          f"{', '.join(dict.fromkeys((DEFAULT_VARIANT, *variants)))}{tail}")
+    return module, variant
+
+
+def experiment_config(module: types.ModuleType, variant: str) -> Any:
+    """``module.get_config(variant)``, checked to be a config dataclass instance."""
+    config = module.get_config(variant)
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise ConfigError(f"{module.__file__}: get_config({variant!r}) returned a {type(config).__name__}; "
+                          f"it must return a config dataclass instance")
+    return config
+
+
+def experiment_sweep(module: types.ModuleType) -> dict[str, list] | None:
+    """The experiment's default sweep axes, or None if it has no ``sweep()``."""
+    sweep = getattr(module, "sweep", None)
+    return sweep() if callable(sweep) else None
+
+
+def _exec_module(path: pathlib.Path) -> types.ModuleType:
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"lmforge_experiment_{stem}"
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load experiment file {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        # Leave no half-executed module behind; errors inside the file keep their traceback,
+        # which points at the line to fix.
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
+        raise
+    return module

@@ -1,0 +1,208 @@
+"""The ``lmforge`` command: run, sweep, sample and train tokenizers from the shell.
+
+    lmforge run experiments/pretrain/gpt2_small.py:smoke model.num_layers=4 optim.lr=3e-4
+    lmforge sweep experiments/pretrain/gpt2_small.py "optim.lr=[1e-3,3e-4]" "model.num_layers=[2,4]"
+    lmforge sample runs/gpt2_small-smoke-20250101-120000 --prompt "Once upon a time"
+    lmforge tokenizer train --source-kind text --path corpus.txt --vocab-size 4096 --out tok/
+
+A user's mistake (unknown key, wrong type, missing file, a run folder holding another config, bad
+data) prints ``lmforge: error: <one line>`` on stderr and exits 2; ``lmforge --traceback ...``
+shows the traceback instead. Anything else is a bug and keeps its traceback. A sweep in which
+some point failed exits 1 after writing its summary.
+
+Everything heavy (jax, the task packages, matplotlib) is imported by the subcommand that needs it,
+so ``lmforge --help`` and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from .bindings import apply_bindings, axis_bindings, non_default, split_binding, split_sweep
+from .config_io import load_config
+from .errors import ConfigError, one_line
+from .experiment import experiment_config, experiment_sweep, load_experiment, split_spec
+from .launch import CONFIG_FILE, default_workdir, launch
+from .registry import task_for
+
+USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed usage; hand back its status instead of exiting
+        return e.code if isinstance(e.code, int) else USER_ERROR
+    try:
+        return args.handler(args)
+    except FileNotFoundError as e:
+        if args.traceback:
+            raise
+        what = f"no such file or directory: {e.filename}" if e.filename else one_line(e)
+        print(f"lmforge: error: {what}", file=sys.stderr)
+        return USER_ERROR
+    except ValueError as e:  # ConfigError and the ValueErrors library code raises for bad input
+        if args.traceback:
+            raise
+        print(f"lmforge: error: {one_line(e)}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130  # the shell's convention for SIGINT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="Train and use language models with lmforge.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback for user errors too (for debugging)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one experiment", description=_run_cmd.__doc__)
+    run.add_argument("experiment", metavar="EXP.py[:VARIANT]")
+    run.add_argument("bindings", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. optim.lr=3e-4")
+    run.add_argument("--workdir", help="run folder (default: a new folder under runs/); an existing one resumes")
+    run.set_defaults(handler=_run_cmd)
+
+    sweep = sub.add_parser("sweep", help="run a grid of bindings", description=_sweep_cmd.__doc__)
+    sweep.add_argument("experiment", metavar="EXP.py[:VARIANT]")
+    sweep.add_argument("bindings", nargs="*", metavar="KEY=VALUE",
+                       help='fixed bindings and sweep axes, e.g. "optim.lr=[1e-3,3e-4]"')
+    sweep.add_argument("--workdir", help="sweep folder (default: a new folder under runs/)")
+    sweep.set_defaults(handler=_sweep_cmd)
+
+    sample = sub.add_parser("sample", help="continue prompts with a trained run", description=_sample_cmd.__doc__)
+    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
+    sample.add_argument("--max-new-tokens", type=int, default=200)
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 → greedy")
+    sample.add_argument("--top-k", type=int, default=0, help="0 → off")
+    sample.add_argument("--top-p", type=float, default=1.0, help="1.0 → off")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(handler=_sample_cmd)
+
+    tokenizer = sub.add_parser("tokenizer", help="tokenizer tools")
+    tok_sub = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
+    train = tok_sub.add_parser("train", help="train a tokenizer on a text source",
+                               description=_tokenizer_train_cmd.__doc__)
+    train.add_argument("--source-kind", default="text", help="text | jsonl | python_docs (default: text)")
+    train.add_argument("--path", default="", help="file or glob to read (text/jsonl)")
+    train.add_argument("--vocab-size", type=int,
+                       help="vocabulary size (sentencepiece; default: the TokenizerConfig default)")
+    train.add_argument("--kind", choices=("sentencepiece", "char"), default="sentencepiece")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="held out for the compression report")
+    train.add_argument("--out", required=True, help="folder to write the tokenizer into")
+    train.set_defaults(handler=_tokenizer_train_cmd)
+    return parser
+
+
+def _run_cmd(args: argparse.Namespace) -> int:
+    """Run one experiment: load it, apply the bindings, write WORKDIR/config.json, train.
+
+    Prints the keys that differ from the config classes' defaults, the workdir, and at the end the
+    final metrics as one JSON line. Re-running into an existing workdir resumes it, but only with
+    an identical config; a different one is refused and nothing is touched.
+    """
+    module, variant = load_experiment(args.experiment)
+    config = apply_bindings(experiment_config(module, variant), args.bindings)
+    task = task_for(config)
+    workdir = pathlib.Path(args.workdir) if args.workdir else default_workdir(split_spec(args.experiment)[0], variant)
+    print(f"experiment: {module.__file__}:{variant}  (task {task.name})")
+    _print_config(config)
+    print(f"workdir: {workdir}", flush=True)
+    metrics = launch(config, workdir)
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def _sweep_cmd(args: argparse.Namespace) -> int:
+    """Run the grid of list-valued bindings, or the experiment's sweep() if none is given.
+
+    Each point runs in WORKDIR/<swept values> exactly like `lmforge run`; WORKDIR gets
+    summary.md, summary.csv and summary.png. Exits 1 if any point failed.
+    """
+    from .sweep import plan_sweep, run_sweep  # matplotlib comes with it
+
+    module, variant = load_experiment(args.experiment)
+    config = experiment_config(module, variant)
+    bindings = list(args.bindings)
+    fixed, axes = split_sweep(bindings)
+    if not axes:
+        default = experiment_sweep(module)
+        if not default:
+            raise ConfigError(f"no sweep axis given (a binding such as 'optim.lr=[1e-3,3e-4]') and "
+                              f"{args.experiment} defines no sweep()")
+        fixed_keys = {split_binding(b)[0] for b in fixed}
+        # A fixed binding on the command line overrides the experiment's axis for that key.
+        bindings = [b for b in axis_bindings(default) if split_binding(b)[0] not in fixed_keys] + fixed
+    task = task_for(config)
+    keys, points = plan_sweep(bindings)
+    workdir = (pathlib.Path(args.workdir) if args.workdir
+               else default_workdir(split_spec(args.experiment)[0], variant, suffix="sweep"))
+    print(f"experiment: {module.__file__}:{variant}  (task {task.name})")
+    print(f"sweep: {len(points)} runs over {', '.join(keys)}")
+    print(f"workdir: {workdir}", flush=True)
+    points = run_sweep(config, bindings, workdir, log=lambda line: print(line, flush=True))
+    failed = [p for p in points if not p.ok]
+    print(f"summary: {workdir / 'summary.md'} ({len(points) - len(failed)} ok, {len(failed)} failed)")
+    return 1 if failed else 0
+
+
+def _sample_cmd(args: argparse.Namespace) -> int:
+    """Continue each --prompt with the latest checkpoint of RUN_DIR (a `lmforge run` workdir)."""
+    run_dir = pathlib.Path(args.run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
+        raise ConfigError(f"{run_dir} is not a run folder: it {what} (give the workdir of a `lmforge run`)")
+    if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
+        raise ConfigError("sampling needs --max-new-tokens >= 1, --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1")
+    config = load_config(run_dir / CONFIG_FILE)
+    from lmforge.train.sampling import sample_run
+
+    completions = sample_run(run_dir, config, list(args.prompt), max_new_tokens=args.max_new_tokens,
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    for prompt, completion in zip(args.prompt, completions):
+        print(f">>> {prompt}")
+        print(completion)
+        print()
+    return 0
+
+
+def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
+    """Train a tokenizer on a source and print its compression on a held-out split as JSON."""
+    from lmforge.data.sources import SourceConfig, read_documents, split_documents
+    from lmforge.data.tokenizer import TokenizerConfig, compression_report, train_tokenizer
+
+    if not 0 < args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    docs = read_documents(SourceConfig(kind=args.source_kind, path=args.path))
+    if not docs:
+        raise ConfigError(f"source {args.source_kind} {args.path!r} holds no documents")
+    train_docs, val_docs = split_documents(docs, args.val_fraction)
+    if not train_docs or not val_docs:
+        raise ConfigError(f"source {args.path!r} is too small to hold out {args.val_fraction:.0%} for the report")
+    overrides = {"kind": args.kind}
+    if args.vocab_size is not None:
+        overrides["vocab_size"] = args.vocab_size
+    tok = train_tokenizer(TokenizerConfig(**overrides), train_docs, pathlib.Path(args.out))
+    report = compression_report(tok, val_docs)
+    print(json.dumps({"held_out_documents": len(val_docs), **report}, indent=2, sort_keys=True))
+    return 0
+
+
+def _print_config(config) -> None:
+    changed = non_default(config)
+    print(f"config: {type(config).__qualname__}" + (", non-default keys:" if changed else " (all defaults)"))
+    for key, value in changed.items():
+        print(f"  {key} = {value!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

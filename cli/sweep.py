@@ -1,0 +1,159 @@
+"""Run a grid of bindings, one run folder per point, and summarise the final metrics.
+
+``run_sweep(config, ["optim.lr=[1e-3,3e-4]", "model.num_layers=[2,4]"], workdir)`` runs four points
+through :func:`lmforge.cli.launch.launch` (the same path as ``lmforge run``), each in
+``workdir/<swept values>`` (e.g. ``optim.lr=1e-3,model.num_layers=2``), and writes
+``summary.md``, ``summary.csv`` and ``summary.png`` in ``workdir``.
+
+Notable choices:
+- Every point's config is resolved before any run starts. If no point resolves (an unknown key, a
+  wrong type: the same mistake in every point), the sweep stops with that one-line error and
+  runs nothing. A point that alone is invalid (a combination its ``__post_init__`` rejects) is
+  recorded as failed and the others run.
+- A failing run does not stop the sweep: its row says ``failed`` with a one-line error, and the
+  full traceback goes to ``<run folder>/error.txt``. The caller exits non-zero if any point failed.
+- The tables are rewritten after every point, so a long sweep can be watched and a crashed one
+  still leaves its partial results.
+- Re-running a sweep into the same workdir resumes each point (same config ⇒ same folder name).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import math
+import pathlib
+import re
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .bindings import apply_bindings, parse_sweep, split_binding, split_sweep
+from .errors import ConfigError, one_line
+from .launch import launch
+from .sweep_plot import plot_summary
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]+")
+_MAX_NAME = 120
+
+
+@dataclasses.dataclass
+class SweepPoint:
+    """One point of the grid and, once run, its outcome."""
+
+    name: str                       # run folder name under the sweep workdir
+    swept: dict[str, str]           # axis key → value text, e.g. {"optim.lr": "1e-3"}
+    bindings: list[str]             # every binding applied for this point (fixed ones too)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None        # one line; None when the run succeeded (or has not run)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def point_name(swept: dict[str, str]) -> str:
+    """A run folder name from the swept values: ``optim.lr=1e-3,model.num_layers=2``, filesystem-safe.
+
+    Characters other than letters, digits and ``._,=+-`` become ``_``; a name longer than 120
+    characters is cut and given a hash of the full name, so distinct points stay distinct.
+    """
+    full = ",".join(f"{k}={v}" for k, v in swept.items())
+    name = _UNSAFE.sub("_", full).strip("._") or "point"
+    if len(name) > _MAX_NAME:
+        name = f"{name[:_MAX_NAME - 9]}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
+    return name
+
+
+def plan_sweep(bindings: Iterable[str]) -> tuple[list[str], list[SweepPoint]]:
+    """``(axis keys, points)`` for the bindings; folder names made unique if sanitising collides."""
+    bindings = list(bindings)
+    fixed, axes = split_sweep(bindings)
+    if not axes:
+        raise ConfigError("a sweep needs at least one axis: a binding whose value is a list, "
+                          "e.g. 'optim.lr=[1e-3,3e-4]'")
+    points, used = [], set()
+    for point in parse_sweep(bindings):
+        swept = dict(split_binding(b) for b in point[len(fixed):])
+        name = point_name(swept)
+        base, n = name, 2
+        while name in used:
+            name, n = f"{base}-{n}", n + 1
+        used.add(name)
+        points.append(SweepPoint(name=name, swept=swept, bindings=point))
+    return [k for k, _ in axes], points
+
+
+def run_sweep(config: Any, bindings: Iterable[str], workdir: str | pathlib.Path, *,
+              launch_fn: Callable[[Any, pathlib.Path], dict] = launch,
+              log: Callable[[str], None] = print) -> list[SweepPoint]:
+    """Runs every point of the grid under ``workdir``; returns the points with metrics or errors."""
+    workdir = pathlib.Path(workdir)
+    keys, points = plan_sweep(bindings)
+    configs = []
+    for point in points:
+        try:
+            configs.append(apply_bindings(config, point.bindings))
+        except ConfigError as e:
+            configs.append(None)
+            point.error = str(e)
+    if all(c is None for c in configs):
+        raise ConfigError(points[0].error)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for i, (point, point_config) in enumerate(zip(points, configs), start=1):
+        log(f"[{i}/{len(points)}] {point.name}: running")
+        if point_config is not None:
+            _run_point(point, point_config, workdir / point.name, launch_fn)
+        log(f"[{i}/{len(points)}] {point.name}: " + (f"failed: {point.error}" if point.error else
+                                                       ", ".join(f"{k}={_fmt(v)}" for k, v in point.metrics.items())))
+        write_tables(points[:i], keys, workdir)
+    write_tables(points, keys, workdir)
+    plot_summary(points, keys, metric_keys(points), workdir / "summary.png")
+    return points
+
+
+def metric_keys(points: Iterable[SweepPoint]) -> list[str]:
+    """Every final metric name any point reported, sorted."""
+    return sorted({k for p in points for k in p.metrics})
+
+
+def write_tables(points: list[SweepPoint], keys: list[str], workdir: pathlib.Path) -> None:
+    """``summary.md`` and ``summary.csv``: one row per point, swept keys then status then metrics."""
+    metrics = metric_keys(points)
+    header = ["run", *keys, "status", *metrics, "error"]
+    rows = [[p.name, *(p.swept.get(k, "") for k in keys), "ok" if p.ok else "failed",
+             *(p.metrics.get(m, "") for m in metrics), p.error or ""] for p in points]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    (workdir / "summary.csv").write_text(buf.getvalue())
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
+    failed = sum(not p.ok for p in points)
+    lines += ["", f"{len(points) - failed} ok, {failed} failed."]
+    (workdir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _run_point(point: SweepPoint, config: Any, run_dir: pathlib.Path,
+               launch_fn: Callable[[Any, pathlib.Path], dict]) -> None:
+    try:
+        point.metrics = dict(launch_fn(config, run_dir))
+    except ConfigError as e:  # e.g. the folder holds a different config: the message says it all
+        point.error = one_line(e)
+    except Exception as e:  # a crashed run: keep the sweep going, keep the traceback for later
+        point.error = f"{type(e).__name__}: {one_line(e)}"
+        if (run_dir / "config.json").exists():  # the run started: its folder is ours to write in
+            (run_dir / "error.txt").write_text("".join(traceback.format_exception(e)))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _md_cell(value: Any) -> str:
+    return _fmt(value).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,246 @@
+"""Turn a command-line string or a JSON value into the value a config field's annotation asks for.
+
+Config trees are frozen stdlib dataclasses, and a dataclass checks nothing about its field types.
+Command-line bindings and ``config.json`` files are the two places where untyped values enter, so
+this module converts and checks them there, once, against the annotations:
+
+- ``int``: an int, or an integral float (``train.steps=1e5`` is a common way to write 100000);
+  never a bool, although ``bool`` subclasses ``int``.
+- ``float``: an int or a float (``optim.lr=1`` means 1.0), or the strings ``inf``/``nan``.
+- ``bool``: ``True``/``False`` or ``true``/``false``; never 0/1, which are more often typos.
+- ``str``: the parsed string, or the raw text when it does not parse (``model.family=llama``).
+- ``X | None``: ``None`` only where the annotation allows it.
+- ``tuple[X, ...]`` / ``tuple[X, Y]``: from a tuple or list (JSON has no tuples), element-wise.
+- ``Literal[...]``: one of the listed values.
+- a nested dataclass: an instance, or a dict of its fields (from JSON) checked recursively.
+
+Annotations are resolved with :func:`typing.get_type_hints`, so config modules may use
+``from __future__ import annotations``.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections.abc
+import dataclasses
+import functools
+import math
+import types
+import typing
+from typing import Any, Literal, Union
+
+from .errors import ConfigError, did_you_mean, one_line
+
+
+class _Mismatch(Exception):
+    """Internal: a value does not fit a type; the caller turns it into a ConfigError with a key."""
+
+
+_NOT_PARSED = object()
+
+
+def is_config(value: Any) -> bool:
+    """True for a dataclass instance (a config node), False for dataclass types and leaves."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """``{field name: resolved annotation}`` for the fields of ``cls`` that ``__init__`` accepts."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as e:  # NameError for a forward reference that does not resolve, mostly
+        raise ConfigError(
+            f"cannot resolve the type annotations of {cls.__module__}.{cls.__qualname__}: {one_line(e)}"
+        ) from e
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+def type_name(tp: Any) -> str:
+    """A short readable spelling of an annotation, for error messages: ``tuple[int, ...] | None``."""
+    if tp is type(None) or tp is None:
+        return "None"
+    if tp is Any:
+        return "any value"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return f"tuple[{type_name(args[0])}, ...]"
+        return f"{name}[{', '.join(type_name(a) for a in args)}]" if args else name
+    if isinstance(tp, type):
+        return tp.__qualname__ if dataclasses.is_dataclass(tp) else tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str, *, source: str = "") -> Any:
+    """``value`` converted to annotation ``tp``, or a ConfigError naming ``key`` (and ``source``).
+
+    ``value`` is already a Python value (from JSON or a Python sweep list); for command-line text
+    use :func:`parse_text`. Nested dataclasses given as dicts are built field by field, so an
+    error deep inside names the full dotted key.
+    """
+    try:
+        return _coerce(value, tp, key, source)
+    except _Mismatch:
+        raise ConfigError(
+            f"{_where(source)}config key {key!r} expects {type_name(tp)}, got {value!r}"
+        ) from None
+
+
+def parse_text(text: str, tp: Any, key: str) -> Any:
+    """Command-line text converted to annotation ``tp``: ``ast.literal_eval`` first, raw text second.
+
+    The raw-text fallback is what lets ``model.family=llama`` and ``flag=true`` work unquoted; it
+    is tried after the literal, so ``name=None`` on a ``str | None`` field gives ``None``.
+    """
+    try:
+        parsed = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        parsed = _NOT_PARSED
+    for candidate in (parsed, text):
+        if candidate is _NOT_PARSED:
+            continue
+        try:
+            return _coerce(candidate, tp, key, "")
+        except _Mismatch:
+            continue
+    raise ConfigError(f"config key {key!r} expects {type_name(tp)}, got {text!r}{_hint(text, parsed, tp, key)}")
+
+
+def build_config(cls: type, data: dict, key: str = "", *, source: str = "") -> Any:
+    """An instance of dataclass ``cls`` from a dict of its fields, every value checked.
+
+    Keys missing from ``data`` take the field's default (so a config.json written before a field
+    was added still loads); an unknown key is an error naming it and the nearest field.
+    """
+    types_ = field_types(cls)
+    prefix = f"{key}." if key else ""
+    kwargs = {}
+    for name, value in data.items():
+        if name not in types_:
+            near = did_you_mean(name, types_)
+            tail = f" — did you mean {prefix + near!r}?" if near else f"; {cls.__qualname__} has {', '.join(types_)}"
+            raise ConfigError(f"{_where(source)}unknown config key {prefix + name!r}{tail}")
+        kwargs[name] = coerce(value, types_[name], prefix + name, source=source)
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{_where(source)}config key {key or cls.__qualname__!r} is missing required "
+                          f"field(s) {', '.join(repr(prefix + m) for m in missing)}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"{_where(source)}invalid {cls.__qualname__} at {key or 'top level'}: {one_line(e)}") from e
+
+
+# --- internals ----------------------------------------------------------------------------------
+
+def _coerce(v: Any, tp: Any, key: str, source: str) -> Any:
+    """Converted ``v`` or ``_Mismatch``; nested dataclass errors surface as ConfigError with keys."""
+    if tp is Any or tp is object or isinstance(tp, typing.TypeVar):
+        return v
+    if tp is None or tp is type(None):
+        if v is None:
+            return None
+        raise _Mismatch
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        # The member whose type is exactly the value's first (4 on `float | int` stays an int),
+        # then the others, `str` last so that text which also reads as a number becomes the number.
+        members = sorted(args, key=lambda a: (type(v) is not a, a is str))
+        for member in members:
+            try:
+                return _coerce(v, member, key, source)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        for allowed in args:
+            if type(v) is type(allowed) and v == allowed:
+                return allowed
+        raise _Mismatch
+    if origin is typing.ClassVar or origin is typing.Final:
+        return _coerce(v, args[0], key, source) if args else v
+    if tp is bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            return v.strip().lower() == "true"
+        raise _Mismatch
+    if tp is int:
+        if isinstance(v, bool):
+            raise _Mismatch
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            return int(v)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(v, bool):
+            raise _Mismatch
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, str) and v.strip().lower() in ("inf", "+inf", "-inf", "nan"):
+            return float(v)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(v, str):
+            return v
+        raise _Mismatch
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(v, tp):
+            return v
+        if isinstance(v, dict):
+            return build_config(tp, v, key, source=source)
+        raise _Mismatch
+    if origin is tuple or tp is tuple:
+        if not isinstance(v, (tuple, list)):
+            raise _Mismatch
+        if not args:
+            return tuple(v)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(x, args[0], f"{key}[{i}]", source) for i, x in enumerate(v))
+        if args == ((),):  # tuple[()]: the empty tuple
+            args = ()
+        if len(v) != len(args):
+            raise _Mismatch
+        return tuple(_coerce(x, a, f"{key}[{i}]", source) for i, (x, a) in enumerate(zip(v, args)))
+    if origin in (list, collections.abc.Sequence) or tp is list:
+        if not isinstance(v, (tuple, list)):
+            raise _Mismatch
+        return [_coerce(x, args[0], f"{key}[{i}]", source) for i, x in enumerate(v)] if args else list(v)
+    if origin in (dict, collections.abc.Mapping) or tp is dict:
+        if not isinstance(v, dict):
+            raise _Mismatch
+        if not args:
+            return dict(v)
+        return {_coerce(k, args[0], key, source): _coerce(x, args[1], f"{key}[{k!r}]", source) for k, x in v.items()}
+    if isinstance(tp, type):
+        if isinstance(v, tp):
+            return v
+        raise _Mismatch
+    return v  # a typing construct we do not model: accept rather than reject a valid config
+
+
+def _hint(text: str, parsed: Any, tp: Any, key: str) -> str:
+    """The likely cause of a command-line type error, when there is a common one."""
+    stripped = text.strip()
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        first = dataclasses.fields(tp)[0].name if dataclasses.fields(tp) else "field"
+        return f" — set its fields instead, e.g. '{key}.{first}=…'"
+    if stripped.startswith("[") and typing.get_origin(tp) not in (tuple, list) and tp not in (tuple, list):
+        return " — a [...] list is a sweep axis: use `lmforge sweep`"
+    wants_tuple = typing.get_origin(tp) is tuple or any(
+        typing.get_origin(a) is tuple for a in typing.get_args(tp))
+    if wants_tuple and parsed is not _NOT_PARSED and not isinstance(parsed, (tuple, list)):
+        return " — a one-element tuple needs a trailing comma, e.g. (8,)"
+    return ""
+
+
+def _where(source: str) -> str:
+    return f"{source}: " if source else ""

@@ -1,0 +1,28 @@
+"""lmforge.data: raw sources, tokenizers and grain pipelines (nothing else in lmforge below it)."""
+
+from lmforge.data.pipeline import Batch, DataConfig, eval_batches, train_dataset
+from lmforge.data.sources import SourceConfig, read_documents, split_documents
+from lmforge.data.tokenizer import (
+    SPECIAL_TOKENS,
+    Tokenizer,
+    TokenizerConfig,
+    compression_report,
+    load_tokenizer,
+    train_tokenizer,
+)
+
+__all__ = [
+    "Batch",
+    "DataConfig",
+    "SPECIAL_TOKENS",
+    "SourceConfig",
+    "Tokenizer",
+    "TokenizerConfig",
+    "compression_report",
+    "eval_batches",
+    "load_tokenizer",
+    "read_documents",
+    "split_documents",
+    "train_dataset",
+    "train_tokenizer",
+]

@@ -1,0 +1,51 @@
+"""Quickstart: tokenizer → small GPT → validation perplexity → samples, on one CPU, no download.
+
+The data is the documentation that ships inside Python itself (pydoc topics + stdlib module
+docstrings, ~2 MB of English technical prose): a BPE tokenizer is trained on the first 90% of the
+documents, a 4-layer GPT is trained on them, validation perplexity is reported over the whole
+held-out 10% as training goes, and the model writes a few samples at the end.
+
+    lmforge run experiments/quickstart.py             # the main job
+    lmforge run experiments/quickstart.py:smoke       # ~1 minute; what the tests run
+    lmforge sample runs/<the printed workdir> --prompt "The with statement"
+
+Measured (2-core CPU machine, jax 0.10.2): see RESULT below.
+"""
+
+from lmforge.data import DataConfig, SourceConfig, TokenizerConfig
+from lmforge.model import ModelConfig
+from lmforge.train.optim import OptimConfig
+from lmforge.train.pretrain import PretrainConfig
+from lmforge.train.sampling import SamplingConfig
+
+VARIANTS = ("default", "smoke")
+
+RESULT = "filled in below after measuring"
+
+
+def get_config(variant: str = "default") -> PretrainConfig:
+    cfg = PretrainConfig(
+        model=ModelConfig.gpt2(num_layers=4, num_heads=4, embed_dim=128, mlp_dim=512, max_seq_len=128,
+                               vocab_size=0, vocab_multiple=64),
+        tokenizer=TokenizerConfig(vocab_size=2048),
+        data=DataConfig(source=SourceConfig(kind="python_docs"), seq_len=128, batch_size=16, packing="pack"),
+        optim=OptimConfig(lr=2e-3, min_lr=2e-4, warmup_steps=50, b2=0.99, weight_decay=0.1),
+        steps=600,
+        log_every=10,
+        eval_every=150,
+        checkpoint_every=300,
+        sample_prompts=("The with statement", "A list comprehension", "Exceptions"),
+        sample=SamplingConfig(max_new_tokens=60, temperature=0.7, top_k=40, top_p=0.95),
+    )
+    if variant == "smoke":
+        cfg = PretrainConfig(
+            model=ModelConfig.gpt2(num_layers=2, num_heads=2, embed_dim=64, mlp_dim=256, max_seq_len=64,
+                                   vocab_size=0, vocab_multiple=64),
+            tokenizer=TokenizerConfig(vocab_size=512),
+            data=DataConfig(source=SourceConfig(kind="python_docs"), seq_len=64, batch_size=8, packing="pack"),
+            optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=5),
+            steps=40, log_every=5, eval_every=20, eval_max_batches=8, checkpoint_every=20,
+            sample_prompts=("The with statement",),
+            sample=SamplingConfig(max_new_tokens=16, temperature=0.7, top_k=20, top_p=0.95),
+        )
+    return cfg

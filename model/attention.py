@@ -1,0 +1,130 @@
+"""Causal self-attention with grouped-query heads, RoPE, packed segments and a KV cache.
+
+Shape letters: B batch, T query length, S key length, D embed, N query heads, K key/value heads,
+G = N // K query heads per key/value head, H head dimension.
+
+Choices:
+- One mask for every use: a query attends to a key iff the key's *slot* is not after the query's
+  slot (causal), both carry the same non-zero segment id (packing: no attention across documents;
+  left-padding in batched sampling is segment 0). Training uses slots 0..T-1; decoding with a cache
+  uses the absolute slot in the cache buffer.
+- Masked logits get the most negative finite float, not -inf, so a fully masked row (a padding
+  query) gives a finite uniform softmax instead of NaN; its loss weight is 0 anyway.
+- Softmax in float32 whatever the compute dtype.
+- Backends: ``xla`` is the einsum path written here (the reference); ``dot_product`` calls
+  ``jax.nn.dot_product_attention`` (XLA), ``cudnn`` the same with ``implementation="cudnn"``
+  (flash attention on NVIDIA GPUs; bf16/fp16 only).
+- RoPE uses the "rotate half" layout of Llama / Hugging Face (first half of the head dimension
+  paired with the second half), so imported Llama weights need no permutation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmforge.model.layers import dropout, normal, param, zeros
+from lmforge.model.sharding import constrain
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding. x: (B, T, N, H); positions: (B, T) int."""
+    h = x.shape[-1]
+    freq = theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)            # (H/2,)
+    angle = positions.astype(jnp.float32)[..., None] * freq                 # (B, T, H/2)
+    sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]  # (B, T, 1, H/2)
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention_mask(q_segments: jax.Array, kv_segments: jax.Array, q_slots: jax.Array,
+                   kv_slots: jax.Array) -> jax.Array:
+    """(B, T), (B, S), (T,), (S,) -> boolean (B, 1, T, S): True where the query may attend."""
+    causal = kv_slots[None, :] <= q_slots[:, None]                                   # (T, S)
+    same = (q_segments[:, :, None] == kv_segments[:, None, :]) & (kv_segments[:, None, :] != 0)
+    return (causal[None] & same)[:, None]
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
+                  dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None) -> jax.Array:
+    """q: (B, T, N, H); k, v: (B, S, K, H); mask: (B, 1, T, S) -> (B, T, N, H)."""
+    b, t, n, h = q.shape
+    kv = k.shape[2]
+    q = q.reshape(b, t, kv, n // kv, h)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * (h ** -0.5)
+    logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = dropout(probs, dropout_rate, dropout_rng).astype(v.dtype)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    return out.reshape(b, t, n, h)
+
+
+class Attention(nnx.Module):
+    def __init__(self, *, embed_dim: int, num_heads: int, num_kv_heads: int, head_dim: int, use_bias: bool,
+                 position: str, rope_theta: float, backend: str, dropout: float, init_std: float,
+                 out_std: float, dtype, param_dtype, rngs: nnx.Rngs):
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.position, self.rope_theta, self.backend = position, rope_theta, backend
+        self.dropout_rate, self.dtype = dropout, dtype
+        d, n, k, h = embed_dim, num_heads, num_kv_heads, head_dim
+        self.q = param(rngs, normal(init_std), (d, n, h), ("embed", "heads", "head_dim"), param_dtype)
+        self.k = param(rngs, normal(init_std), (d, k, h), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.v = param(rngs, normal(init_std), (d, k, h), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.o = param(rngs, normal(out_std), (n, h, d), ("heads", "head_dim", "embed"), param_dtype)
+        if use_bias:
+            self.q_bias = param(rngs, zeros, (n, h), ("heads", "head_dim"), param_dtype)
+            self.k_bias = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), param_dtype)
+            self.v_bias = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), param_dtype)
+            self.o_bias = param(rngs, zeros, (d,), ("embed",), param_dtype)
+        else:
+            self.q_bias = self.k_bias = self.v_bias = self.o_bias = None
+
+    def _project(self, x, w, b, names):
+        y = jnp.einsum("BTD,DNH->BTNH", x, w[...].astype(self.dtype))
+        if b is not None:
+            y = y + b[...].astype(self.dtype)
+        return constrain(y, names)
+
+    def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array,
+                 kv_cache: dict | None = None, cache_index: jax.Array | None = None,
+                 kv_segment_ids: jax.Array | None = None, dropout_rng: jax.Array | None = None):
+        """x: (B, T, D); positions, segment_ids: (B, T).
+
+        With ``kv_cache`` ({"k", "v"}: (B, S, K, H)), the new keys/values are written at
+        ``cache_index`` and the queries attend to the whole buffer, whose segment ids
+        ``kv_segment_ids`` (B, S) the caller has already updated. Returns (y (B, T, D), new kv).
+        """
+        q = self._project(x, self.q, self.q_bias, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
+        k = self._project(x, self.k, self.k_bias, ("act_batch", "act_seq", "act_kv_heads", "act_head_dim"))
+        v = self._project(x, self.v, self.v_bias, ("act_batch", "act_seq", "act_kv_heads", "act_head_dim"))
+        if self.position == "rope":
+            q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+
+        t = x.shape[1]
+        if kv_cache is None:
+            new_cache = None
+            q_slots = kv_slots = jnp.arange(t)
+            kv_segment_ids = segment_ids
+        else:
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(kv_cache["k"], k.astype(kv_cache["k"].dtype), start)
+            v = jax.lax.dynamic_update_slice(kv_cache["v"], v.astype(kv_cache["v"].dtype), start)
+            new_cache = {"k": k, "v": v}
+            k, v = k.astype(self.dtype), v.astype(self.dtype)
+            q_slots = cache_index + jnp.arange(t)
+            kv_slots = jnp.arange(k.shape[1])
+        mask = attention_mask(segment_ids, kv_segment_ids, q_slots, kv_slots)
+
+        if self.backend == "xla":
+            rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, 1)
+            out = xla_attention(q, k, v, mask, dropout_rate=self.dropout_rate, dropout_rng=rng)
+        else:  # attention-probability dropout is not offered by jax.nn.dot_product_attention
+            impl = "cudnn" if self.backend == "cudnn" else None
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+        out = constrain(out, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
+        y = jnp.einsum("BTNH,NHD->BTD", out, self.o[...].astype(self.dtype))
+        if self.o_bias is not None:
+            y = y + self.o_bias[...].astype(self.dtype)
+        return y, new_cache

@@ -1,0 +1,186 @@
+"""Logical axis names → mesh axes: the one place the model meets the device mesh.
+
+Parameters are annotated with *logical* names (``("embed", "mlp")``) and activations are
+constrained with logical names through :func:`constrain`. Which mesh axis (``data``, ``fsdp``,
+``tensor``) a logical name lands on is decided by one rules table that lives in the experiment
+config (see ``lmforge.train.mesh``), never in the model.
+
+Choices:
+- Parameters and activations use *different* logical names (``embed`` vs ``act_embed``), as in
+  MaxText: with FSDP the parameter's embed dimension is split over ``fsdp`` while the activation's
+  batch dimension already uses ``fsdp``, and one mesh axis may appear only once per spec.
+- The rules are held in a context variable set by :func:`axis_rules`; the helper never silently
+  does nothing: an unknown logical name is an error even on a one-device mesh, and a dimension
+  that the mesh axes do not divide is an error naming the array.
+- Outside any mesh (a plain CPU unit test) :func:`constrain` still resolves and checks the names,
+  then returns the array unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator, Sequence
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+# A rule maps one logical name to a mesh axis, a tuple of mesh axes, or None (replicated).
+MeshAxes = str | tuple[str, ...] | None
+Rules = tuple[tuple[str, MeshAxes], ...]
+
+# Every logical name the model uses. Params: embed, mlp, heads, kv_heads, head_dim, vocab, layers,
+# norm. Activations: act_*. A rules table must cover all of them (missing ones are an error).
+PARAM_AXES = ("embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers", "norm", "pos")
+ACTIVATION_AXES = (
+    "act_batch", "act_seq", "act_embed", "act_mlp", "act_heads", "act_kv_heads", "act_head_dim",
+    "act_vocab", "act_kv_seq",
+)
+LOGICAL_AXES = PARAM_AXES + ACTIVATION_AXES
+
+_RULES: contextvars.ContextVar[Rules | None] = contextvars.ContextVar("lmforge_axis_rules", default=None)
+
+
+class ShardingError(ValueError):
+    """A logical axis name or a sharded dimension that the rules/mesh cannot honour."""
+
+
+def check_rules(rules: Rules) -> None:
+    """Every logical name used by the model has exactly one rule; no unknown names."""
+    names = [name for name, _ in rules]
+    unknown = sorted(set(names) - set(LOGICAL_AXES))
+    if unknown:
+        raise ShardingError(f"axis rules name unknown logical axes {unknown}; known: {list(LOGICAL_AXES)}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ShardingError(f"axis rules give more than one rule for {dupes}")
+    missing = [n for n in LOGICAL_AXES if n not in names]
+    if missing:
+        raise ShardingError(f"axis rules have no rule for logical axes {missing}")
+
+
+@contextlib.contextmanager
+def axis_rules(rules: Rules) -> Iterator[None]:
+    """Installs ``rules`` for :func:`logical_spec` / :func:`constrain` inside the block."""
+    check_rules(rules)
+    token = _RULES.set(tuple(rules))
+    try:
+        yield
+    finally:
+        _RULES.reset(token)
+
+
+def current_rules() -> Rules:
+    rules = _RULES.get()
+    if rules is None:
+        raise ShardingError(
+            "no logical axis rules are active: wrap model creation and calls in "
+            "`with lmforge.model.sharding.axis_rules(rules):` (see lmforge.train.mesh)"
+        )
+    return rules
+
+
+def logical_spec(names: Sequence[str | None], rules: Rules | None = None) -> PartitionSpec:
+    """``("act_batch", "act_seq", "act_embed")`` → ``P(("data", "fsdp"), None, None)``."""
+    table = dict(rules if rules is not None else current_rules())
+    out = []
+    used: set[str] = set()
+    for name in names:
+        if name is None:
+            out.append(None)
+            continue
+        if name not in table:
+            raise ShardingError(f"logical axis {name!r} has no rule; rules cover {sorted(table)}")
+        axes = table[name]
+        flat = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        if used & set(flat):
+            raise ShardingError(f"logical axes {tuple(names)} map mesh axis {sorted(used & set(flat))} twice")
+        used.update(flat)
+        out.append(axes if not isinstance(axes, list) else tuple(axes))
+    return PartitionSpec(*out)
+
+
+def _mesh_axis_size(mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh, axes) -> int:
+    if axes is None:
+        return 1
+    flat = (axes,) if isinstance(axes, str) else tuple(axes)
+    return math.prod(mesh.shape[a] for a in flat)
+
+
+def check_divisible(shape: Sequence[int], spec: PartitionSpec, mesh, what: str) -> None:
+    for dim, (size, axes) in enumerate(zip(shape, spec)):
+        n = _mesh_axis_size(mesh, axes)
+        if size % n:
+            raise ShardingError(
+                f"{what}: dimension {dim} has size {size}, not divisible by mesh axes {axes} of size {n}; "
+                f"change the model size or the axis rules"
+            )
+
+
+def named_sharding(mesh: jax.sharding.Mesh, names: Sequence[str | None], shape: Sequence[int], what: str,
+                   rules: Rules | None = None) -> NamedSharding:
+    spec = logical_spec(names, rules)
+    check_divisible(shape, spec, mesh, what)
+    return NamedSharding(mesh, spec)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """``with_sharding_constraint`` by logical names, under the active mesh (if any)."""
+    if len(names) != x.ndim:
+        raise ShardingError(f"constrain: {len(names)} names {tuple(names)} for an array of rank {x.ndim}")
+    spec = logical_spec(names)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+def _set_path(tree: dict, path: tuple, value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def param_shardings(state, mesh: jax.sharding.Mesh, rules: Rules | None = None) -> dict:
+    """NamedShardings, as a pure dict mirroring ``nnx.to_pure_dict(state)``, from the parameters'
+    logical names (``out_sharding`` metadata); an unannotated parameter is replicated."""
+    from flax import nnx
+
+    out: dict = {}
+    for path, var in nnx.to_flat_state(state):
+        shape = var.get_value().shape
+        names = var.get_metadata().get("out_sharding") or (None,) * len(shape)
+        what = "parameter " + "/".join(str(p) for p in path)
+        if len(names) != len(shape):
+            raise ShardingError(f"{what}: {len(names)} axis names {tuple(names)} for shape {tuple(shape)}")
+        _set_path(out, tuple(path), named_sharding(mesh, names, shape, what, rules))
+    return out
+
+
+def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
+    """Builds an NNX module with its parameters born sharded.
+
+    ``make()`` constructs the module. It is first traced abstractly (``nnx.eval_shape``: no memory),
+    the logical names give each parameter a NamedSharding, and then a jitted init with those
+    ``out_shardings`` materializes every parameter directly in its shards, so a model too big for
+    one device never exists whole on one device.
+
+    Returns ``(graphdef, params, shardings)``: params a pure dict of arrays, shardings the same tree
+    of NamedShardings. ``nnx.merge(graphdef, params)`` gives the module back.
+    """
+    from flax import nnx
+
+    check_rules(rules)
+    with nnx.use_eager_sharding(False):
+        abstract = nnx.eval_shape(make)
+    graphdef, state = nnx.split(abstract)
+    shardings = param_shardings(state, mesh, rules)
+
+    def init():
+        with nnx.use_eager_sharding(False):
+            return nnx.to_pure_dict(nnx.state(make()))
+
+    with jax.set_mesh(mesh):
+        params = jax.jit(init, out_shardings=shardings)()
+    return graphdef, params, shardings

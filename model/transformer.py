@@ -1,0 +1,157 @@
+"""Decoder-only Transformer language model (GPT-2 and Llama families) in Flax NNX.
+
+Pre-norm residual blocks: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``, a final norm and an
+unembedding (tied to the token embedding for GPT-2). Shape letters as in ``attention.py``;
+L is the number of layers, V the vocabulary.
+
+Choices:
+- The forward pass is functional about randomness and caches: dropout takes an explicit
+  ``dropout_rng`` (None = deterministic) and the KV cache is a dict of arrays passed in and
+  returned, so the jitted train step and the sampler own all state (DESIGN: split once at jit).
+- ``scan_layers`` stacks the blocks' parameters on a leading ``layers`` axis (``nnx.vmap`` at
+  creation, ``nnx.scan`` in the forward pass): one block is compiled instead of L, which keeps
+  compile time flat for deep models. ``remat`` wraps each block in ``nnx.remat`` with a named
+  policy (``full`` saves nothing, ``dots`` saves matmul outputs).
+- Logits are returned in float32 (the loss upcasts anyway, and sampling wants exact ties).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmforge.model.attention import Attention
+from lmforge.model.config import ModelConfig
+from lmforge.model.layers import MLP, Norm, dropout, dtype_of, normal, param, residual_std
+from lmforge.model.sharding import constrain
+
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype, pdtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        out_std = residual_std(cfg.init_std, cfg.num_layers)
+        norm = dict(kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, param_dtype=pdtype, rngs=rngs)
+        self.dropout_rate = cfg.dropout
+        self.attn_norm = Norm(cfg.embed_dim, **norm)
+        self.attn = Attention(embed_dim=cfg.embed_dim, num_heads=cfg.num_heads, num_kv_heads=cfg.kv_heads,
+                              head_dim=cfg.dims_per_head, use_bias=cfg.use_bias, position=cfg.position,
+                              rope_theta=cfg.rope_theta, backend=cfg.attention, dropout=cfg.dropout,
+                              init_std=cfg.init_std, out_std=out_std, dtype=dtype, param_dtype=pdtype, rngs=rngs)
+        self.mlp_norm = Norm(cfg.embed_dim, **norm)
+        self.mlp = MLP(embed_dim=cfg.embed_dim, mlp_dim=cfg.mlp_dim, activation=cfg.activation,
+                       use_bias=cfg.use_bias, init_std=cfg.init_std, out_std=out_std, dtype=dtype,
+                       param_dtype=pdtype, rngs=rngs)
+
+    def __call__(self, x, ctx: dict, kv_cache: dict | None, rng: jax.Array | None):
+        """x: (B, T, D) -> (B, T, D), new kv cache of this layer (or None)."""
+        rngs = (None, None, None) if rng is None else tuple(jax.random.split(rng, 3))
+        h, new_cache = self.attn(self.attn_norm(x), kv_cache=kv_cache, dropout_rng=rngs[0], **ctx)
+        x = x + dropout(h, self.dropout_rate, rngs[1])
+        x = constrain(x, ("act_batch", "act_seq", "act_embed"))
+        x = x + dropout(self.mlp(self.mlp_norm(x)), self.dropout_rate, rngs[2])
+        return constrain(x, ("act_batch", "act_seq", "act_embed")), new_cache
+
+
+class DecoderLM(nnx.Module):
+    """Token ids (B, T) -> next-token logits (B, T, V)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pdtype = dtype_of(cfg.param_dtype)
+        self.embed = param(rngs, normal(cfg.init_std), (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), pdtype)
+        self.pos_embed = (param(rngs, normal(cfg.init_std), (cfg.max_seq_len, cfg.embed_dim), ("pos", "embed"), pdtype)
+                          if cfg.position == "learned" else None)
+        if cfg.scan_layers:
+            @nnx.split_rngs(splits=cfg.num_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def make_blocks(rngs):
+                return Block(cfg, rngs=rngs)
+            self.blocks = make_blocks(rngs)
+        else:
+            self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.final_norm = Norm(cfg.embed_dim, kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias,
+                               param_dtype=pdtype, rngs=rngs)
+        self.unembed = (None if cfg.tie_embeddings else
+                        param(rngs, normal(cfg.init_std), (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), pdtype))
+
+    def init_cache(self, batch_size: int, max_len: int, dtype=None) -> dict:
+        """An empty KV cache: k, v (L, B, S, K, H) zeros, segment ids (B, S) zeros, index 0."""
+        cfg = self.cfg
+        shape = (cfg.num_layers, batch_size, max_len, cfg.kv_heads, cfg.dims_per_head)
+        dt = dtype_of(dtype or cfg.dtype)
+        return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
+                "segment_ids": jnp.zeros((batch_size, max_len), jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+    def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None, cache: dict | None = None,
+                 dropout_rng: jax.Array | None = None):
+        """tokens (B, T) int; positions, segment_ids (B, T) (default 0..T-1 and all ones).
+
+        Returns ``(logits (B, T, V) float32, new_cache or None)``.
+        """
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        b, t = tokens.shape
+        if positions is None:
+            start = 0 if cache is None else cache["index"]
+            positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+        if segment_ids is None:
+            segment_ids = jnp.ones((b, t), jnp.int32)
+
+        # Gather from a replicated copy of the table (FSDP all-gathers weights before use anyway);
+        # gathering from the fsdp-sharded table makes XLA rematerialize the output expensively.
+        table = constrain(self.embed[...], (None, None))
+        x = jnp.take(table, tokens, axis=0).astype(dtype)                  # (B, T, D)
+        if self.pos_embed is not None:
+            x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(dtype)
+        rngs = None if dropout_rng is None else jax.random.split(dropout_rng, cfg.num_layers + 1)
+        x = dropout(x, cfg.dropout, None if rngs is None else rngs[-1])
+        x = constrain(x, ("act_batch", "act_seq", "act_embed"))
+
+        ctx = {"positions": positions, "segment_ids": segment_ids}
+        if cache is not None:
+            index = cache["index"]
+            kv_segments = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
+            ctx.update(cache_index=index, kv_segment_ids=kv_segments)
+        x, new_kv = self._layers(x, ctx, cache, None if rngs is None else rngs[:-1])
+
+        x = self.final_norm(x)
+        w = self.embed[...].T if self.unembed is None else self.unembed[...]
+        logits = jnp.einsum("BTD,DV->BTV", x, w.astype(dtype), preferred_element_type=jnp.float32)
+        logits = constrain(logits, ("act_batch", "act_seq", "act_vocab"))
+        new_cache = None
+        if cache is not None:
+            new_cache = {"k": new_kv["k"], "v": new_kv["v"], "segment_ids": ctx["kv_segment_ids"],
+                         "index": cache["index"] + t}
+        return logits, new_cache
+
+    def _layers(self, x, ctx, cache, rngs):
+        cfg = self.cfg
+
+        def call(block, x, kv, rng):
+            return block(x, ctx, kv, rng)
+        if cfg.remat != "none":
+            call = nnx.remat(call, policy=REMAT_POLICIES[cfg.remat])
+
+        kv = None if cache is None else {"k": cache["k"], "v": cache["v"]}
+        if cfg.scan_layers:
+            @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))
+            def body(block, x, kv_layer, rng):
+                return call(block, x, kv_layer, rng)
+            return body(self.blocks, x, kv, rngs)
+
+        new = []
+        for i, block in enumerate(self.blocks):
+            layer_kv = None if kv is None else {"k": kv["k"][i], "v": kv["v"][i]}
+            x, layer_new = call(block, x, layer_kv, None if rngs is None else rngs[i])
+            new.append(layer_new)
+        if kv is None:
+            return x, None
+        return x, {"k": jnp.stack([c["k"] for c in new]), "v": jnp.stack([c["v"] for c in new])}

@@ -1,0 +1,37 @@
+"""lmforge: a JAX/Flax framework for the whole life of a language model.
+
+The repository root is the architecture: each top-level library folder is installed as a
+subpackage of ``lmforge`` (``model/`` -> ``lmforge.model``, ...). Plain and editable installs both
+work; there is no ``lmforge/`` folder.
+"""
+
+from setuptools import setup
+
+PACKAGES = ("model", "train", "data", "align", "cli")
+
+setup(
+    name="lmforge",
+    version="0.1.0",
+    description="Curate, tokenize, pretrain, fine-tune, align, evaluate and serve language models in JAX.",
+    python_requires=">=3.11",
+    # `lmforge` itself is an implicit namespace package: only its subpackages are real folders.
+    packages=[f"lmforge.{p}" for p in PACKAGES],
+    package_dir={f"lmforge.{p}": p for p in PACKAGES},
+    install_requires=[
+        "jax>=0.10.2,<0.12",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "grain>=0.2.18,<0.3",
+        "sentencepiece>=0.2.0,<0.3",
+        "numpy>=2.0",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "portpicker>=1.6"],
+        "gpu": ["jax[cuda12]>=0.10.2,<0.12"],
+    },
+    entry_points={"console_scripts": ["lmforge=lmforge.cli.main:main"]},
+)

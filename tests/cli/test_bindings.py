@@ -1,0 +1,145 @@
+"""Bindings on a frozen dataclass tree: every field type, nested keys, errors, sweep grids."""
+
+import dataclasses
+
+import pytest
+from cli_fake_task import FakeConfig, SourceCfg
+
+from lmforge.cli import ConfigError, apply_bindings, config_keys, diff, flatten, non_default, parse_sweep
+from lmforge.cli.bindings import axis_bindings, format_value, split_sweep
+
+BASE = FakeConfig()
+
+
+def bind(*bindings):
+    return apply_bindings(BASE, bindings)
+
+
+def error(*bindings) -> str:
+    with pytest.raises(ConfigError) as info:
+        bind(*bindings)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_each_field_type():
+    c = bind("model.num_layers=4", "optim.lr=3e-4", "model.family=llama", "model.use_bias=false",
+             "model.dims=(2, 3)", "steps=1e3", "optim.weight_decay=1", "optim.schedule=constant",
+             "name='my run'", "model.dropout=0.25")
+    assert c.model.num_layers == 4 and c.optim.lr == 3e-4 and c.model.family == "llama"
+    assert c.model.use_bias is False and c.model.dims == (2, 3)
+    assert c.steps == 1000 and isinstance(c.steps, int)                      # integral float → int
+    assert c.optim.weight_decay == 1.0 and isinstance(c.optim.weight_decay, float)  # int → float
+    assert c.optim.schedule == "constant" and c.name == "my run" and c.model.dropout == 0.25
+    assert BASE == FakeConfig()  # the original is untouched
+
+
+def test_bool_spellings():
+    assert bind("fail=True").fail is True and bind("fail=true").fail is True
+    assert bind("fail=False").fail is False
+    assert "expects bool, got '1'" in error("fail=1")
+
+
+def test_nested_keys_and_nested_tuples():
+    c = bind("data.source.path=foo.txt", "mesh.rules=(('embed','fsdp'), ('mlp', None))")
+    assert c.data.source == SourceCfg(path="foo.txt")
+    assert c.mesh.rules == (("embed", "fsdp"), ("mlp", None))
+    c = bind("mesh.rules=(('embed', ('data', 'fsdp')),)")
+    assert c.mesh.rules == (("embed", ("data", "fsdp")),)
+    assert bind("mesh.rules=[['embed', 'fsdp']]").mesh.rules == (("embed", "fsdp"),)  # lists → tuples
+
+
+def test_optional_none():
+    assert bind("optim.clip=None").optim.clip is None
+    assert bind("optim.clip=2").optim.clip == 2.0
+    assert bind("name=None").name is None
+    assert "expects int, got 'None'" in error("steps=None")
+    assert bind("data.extra=None").data.extra is None
+
+
+def test_unknown_key_suggestions():
+    assert error("optim.learning_rate=1") == "unknown config key 'optim.learning_rate' — did you mean 'optim.lr'?"
+    assert error("lr=1") == "unknown config key 'lr' — did you mean 'optim.lr'?"
+    assert error("model.num_layer=1") == "unknown config key 'model.num_layer' — did you mean 'model.num_layers'?"
+    assert error("optim.wd=0") == "unknown config key 'optim.wd' — did you mean 'optim.weight_decay'?"
+    message = error("model.zzz=1")
+    assert message.startswith("unknown config key 'model.zzz'; model has: family, num_layers")
+
+
+def test_wrong_type_messages():
+    assert error("model.num_layers=4.5") == "config key 'model.num_layers' expects int, got '4.5'"
+    assert error("optim.lr=fast") == "config key 'optim.lr' expects float, got 'fast'"
+    assert "expects one of 'cosine', 'constant'" in error("optim.schedule=linear")
+    assert "a one-element tuple needs a trailing comma" in error("model.dims=(8)")
+    assert "a [...] list is a sweep axis" in error("optim.lr=[1e-3,3e-4]")
+    assert "set its fields instead, e.g. 'model.family=…'" in error("model=3")
+    assert "expects int, got 'True'" in error("steps=True")  # bool is not an int here
+
+
+def test_structural_errors():
+    assert "is not KEY=VALUE" in error("model.num_layers")
+    assert "is None in this config" in error("data.extra.path=x")
+    assert "holds a int value, not a config section" in error("steps.x=1")
+    assert "set both 'model' and 'model.num_layers'" in error("model=None", "model.num_layers=3")
+
+
+def test_post_init_sees_all_bindings_of_a_node_at_once():
+    c = bind("model.num_heads=3", "model.embed_dim=9")  # 8 % 3 != 0 on the half-applied state
+    assert (c.model.num_heads, c.model.embed_dim) == (3, 9)
+    message = error("model.num_heads=3")
+    assert message.startswith("binding model.num_heads makes an invalid ModelCfg (model): model.embed_dim=8")
+
+
+def test_later_binding_wins():
+    assert bind("steps=3", "steps=4").steps == 4
+
+
+def test_flatten_keys_diff_non_default():
+    flat = flatten(BASE)
+    assert flat["data.source.path"] == "data.txt" and flat["data.extra"] is None
+    assert "data.source" not in flat and "data.source" in config_keys(BASE)
+    other = bind("optim.lr=0.5", "data.source.kind=jsonl")
+    assert diff(BASE, other) == {"optim.lr": (1e-3, 0.5), "data.source.kind": ("text", "jsonl")}
+    assert non_default(other) == {"optim.lr": 0.5, "data.source.kind": "jsonl"}
+    assert non_default(BASE) == {}
+
+
+def test_parse_sweep_grid():
+    grid = parse_sweep(["optim.lr=[1e-3,3e-4]", "model.num_layers=[2, 4, 6]", "steps=7"])
+    assert len(grid) == 6
+    assert grid[0] == ["steps=7", "optim.lr=1e-3", "model.num_layers=2"]
+    assert grid[-1] == ["steps=7", "optim.lr=3e-4", "model.num_layers=6"]
+    for point in grid:
+        apply_bindings(BASE, point)  # every point is a valid set of plain bindings
+
+
+def test_sweep_items_keep_tuples_and_strings():
+    fixed, axes = split_sweep(["mesh.rules=[(('embed','fsdp'),), (('embed', None),)]", "model.family=[gpt2, llama]"])
+    assert fixed == []
+    assert axes == [("mesh.rules", ["(('embed','fsdp'),)", "(('embed', None),)"]),
+                    ("model.family", ["gpt2", "llama"])]
+    assert apply_bindings(BASE, ["model.dims=(1, 2)"]).model.dims == (1, 2)  # a tuple is not an axis
+    with pytest.raises(ConfigError, match="empty list"):
+        split_sweep(["optim.lr=[]"])
+    with pytest.raises(ConfigError, match="twice"):
+        split_sweep(["optim.lr=[1, 2]", "optim.lr=3"])
+
+
+def test_axis_bindings_from_a_sweep_dict_round_trip():
+    bindings = axis_bindings({"optim.lr": [1e-3, 3e-4], "model.family": ["gpt2", "a b", "4"],
+                              "model.dims": [(1, 2), (3,)], "optim.clip": [None, 1.0]})
+    values = {k: [apply_bindings(BASE, [f"{k}={v}"]) for v in items] for k, items in split_sweep(bindings)[1]}
+    assert [c.optim.lr for c in values["optim.lr"]] == [1e-3, 3e-4]
+    assert [c.model.family for c in values["model.family"]] == ["gpt2", "a b", "4"]
+    assert [c.model.dims for c in values["model.dims"]] == [(1, 2), (3,)]
+    assert [c.optim.clip for c in values["optim.clip"]] == [None, 1.0]
+    assert format_value("gpt2") == "gpt2" and format_value("None") == "'None'"
+    with pytest.raises(ConfigError, match="bind its fields instead"):
+        format_value(SourceCfg(), "data.source")
+
+
+def test_not_a_dataclass():
+    with pytest.raises(TypeError):
+        apply_bindings({"a": 1}, ["a=2"])
+    assert dataclasses.is_dataclass(bind())

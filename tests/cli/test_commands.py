@@ -1,0 +1,146 @@
+"""The `lmforge` command end to end on the fake task: run, resume, user errors, sample, tokenizer."""
+
+import json
+import sys
+import types
+
+import pytest
+from cli_fake_task import FakeConfig, read_json, write_experiment
+
+from lmforge.cli import to_json
+from lmforge.cli.main import main
+
+
+@pytest.fixture
+def exp(tmp_path):
+    return write_experiment(tmp_path)
+
+
+def test_run_writes_config_and_prints_metrics(exp, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert main(["run", f"{exp}:smoke", "optim.lr=0.5", "model.num_layers=3", "--workdir", str(workdir)]) == 0
+    out = capsys.readouterr().out
+    assert "  optim.lr = 0.5" in out and "  model.num_layers = 3" in out and "  steps = 5" in out
+    assert f"workdir: {workdir}" in out
+    assert json.loads(out.strip().splitlines()[-1]) == {"final/layers": 3.0, "final/loss": 5.0}
+    saved = read_json(workdir / "config.json")
+    assert saved["__class__"] == "cli_fake_task.FakeConfig" and saved["optim"]["lr"] == 0.5
+    assert (workdir / "ran.txt").exists()
+
+
+def test_default_workdir_under_runs(exp, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", f"{exp}:smoke"]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("fake_exp-smoke-") and (run_dir / "config.json").exists()
+    assert f"workdir: runs/{run_dir.name}" in capsys.readouterr().out
+
+
+def test_resume_same_config_and_refuse_a_different_one(exp, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert main(["run", str(exp), "optim.lr=0.5", "--workdir", str(workdir)]) == 0
+    assert main(["run", str(exp), "optim.lr=0.5", "--workdir", str(workdir)]) == 0  # a resume
+    before = (workdir / "config.json").read_bytes()
+    (workdir / "ran.txt").unlink()
+    capsys.readouterr()
+    assert main(["run", str(exp), "optim.lr=0.25", "model.num_layers=4", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmforge: error: ") and err.count("\n") == 1
+    assert "optim.lr: 0.5 → 0.25" in err and "model.num_layers: 2 → 4" in err and "refusing to resume" in err
+    assert (workdir / "config.json").read_bytes() == before  # nothing overwritten
+    assert not (workdir / "ran.txt").exists()                # and the runner never ran
+
+
+def test_refuses_a_non_empty_folder_that_is_not_a_run(exp, tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "corpus.txt").write_text("precious")
+    assert main(["run", str(exp), "--workdir", str(folder)]) == 2
+    assert "exists and is not a run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["corpus.txt"]
+
+
+def test_resume_tolerates_a_field_added_since(exp, tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    data = json.loads(to_json(FakeConfig(steps=5)))
+    del data["optim"]["warmup_steps"]  # as if written before the field existed
+    (workdir / "config.json").write_text(json.dumps(data))
+    assert main(["run", str(exp), "--workdir", str(workdir)]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "{exp}", "optim.learning_rate=1"], "unknown config key 'optim.learning_rate' — did you mean 'optim.lr'?"),
+    (["run", "{exp}", "model.num_layers=4.5"], "config key 'model.num_layers' expects int, got '4.5'"),
+    (["run", "{exp}:smok"], "has no variant 'smok'"),
+    (["run", "{tmp}/missing.py"], "not found"),
+    (["run", "{exp}", "model.num_heads=3"], "makes an invalid ModelCfg"),
+    (["sweep", "{exp}", "optim.lr=[1,2]", "optim.typo=[1]"], "unknown config key 'optim.typo'"),
+    (["sample", "{tmp}", "--prompt", "hi"], "is not a run folder"),
+])
+def test_user_errors_are_one_line_exit_2(exp, tmp_path, capsys, argv, message):
+    argv = [a.format(exp=exp, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmforge: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
+
+
+def test_traceback_flag_and_bugs_keep_tracebacks(exp, tmp_path):
+    from lmforge.cli import ConfigError
+    with pytest.raises(ConfigError):
+        main(["--traceback", "run", str(exp), "nope=1"])
+    with pytest.raises(RuntimeError, match="told to fail"):  # a crashing runner is not a user error
+        main(["run", str(exp), "fail=true", "--workdir", str(tmp_path / "w")])
+
+
+def test_argparse_errors_return_2(capsys):
+    assert main(["run"]) == 2
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    capsys.readouterr()
+
+
+def test_sample_calls_sample_run(exp, tmp_path, monkeypatch, capsys):
+    workdir = tmp_path / "run"
+    assert main(["run", str(exp), "--workdir", str(workdir)]) == 0
+    calls = []
+
+    def sample_run(run_dir, config, prompts, **kwargs):
+        calls.append((run_dir, config, prompts, kwargs))
+        return [p.upper() for p in prompts]
+
+    monkeypatch.setitem(sys.modules, "lmforge.train.sampling", types.SimpleNamespace(sample_run=sample_run))
+    capsys.readouterr()
+    assert main(["sample", str(workdir), "--prompt", "ab", "--prompt", "cd", "--temperature", "0", "--top-k", "5"]) == 0
+    (run_dir, config, prompts, kwargs) = calls[0]
+    assert run_dir == workdir and config == FakeConfig(steps=5) and prompts == ["ab", "cd"]
+    assert kwargs == dict(max_new_tokens=200, temperature=0.0, top_k=5, top_p=1.0, seed=0)
+    out = capsys.readouterr().out
+    assert ">>> ab\nAB\n" in out and ">>> cd\nCD\n" in out
+    assert main(["sample", str(workdir), "--prompt", "x", "--top-p", "0"]) == 2
+
+
+def test_tokenizer_train(tmp_path, monkeypatch, capsys):
+    seen = {}
+    sources = types.SimpleNamespace(
+        SourceConfig=lambda kind, path: (kind, path),
+        read_documents=lambda cfg: [f"doc {i} from {cfg[1]}" for i in range(10)],
+        split_documents=lambda docs, frac: (docs[:9], docs[9:]),
+    )
+    tokenizer = types.SimpleNamespace(
+        TokenizerConfig=lambda **kw: kw,
+        train_tokenizer=lambda cfg, texts, directory: seen.update(cfg=cfg, n=len(texts), dir=directory) or "tok",
+        compression_report=lambda tok, texts: {"chars_per_token": 4.0, "bytes_per_token": 4.5, "n": len(texts)},
+    )
+    monkeypatch.setitem(sys.modules, "lmforge.data.sources", sources)
+    monkeypatch.setitem(sys.modules, "lmforge.data.tokenizer", tokenizer)
+    out_dir = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--path", "c.txt", "--vocab-size", "300", "--kind", "char", "--out", str(out_dir)]) == 0
+    assert seen == {"cfg": {"kind": "char", "vocab_size": 300}, "n": 9, "dir": out_dir}
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"chars_per_token": 4.0, "bytes_per_token": 4.5, "n": 1, "held_out_documents": 1}
+
+    sources.read_documents = lambda cfg: []
+    assert main(["tokenizer", "train", "--path", "c.txt", "--out", str(out_dir)]) == 2
+    assert "holds no documents" in capsys.readouterr().err

@@ -1,0 +1,93 @@
+"""Sweeps: grid, run folders, summary.md/csv/png, failed points recorded, exit status."""
+
+import csv
+
+import pytest
+from cli_fake_task import FakeConfig, read_json, write_experiment
+
+from lmforge.cli import ConfigError, run_sweep
+from lmforge.cli.main import main
+from lmforge.cli.sweep import point_name
+
+
+def quiet(_line):
+    pass
+
+
+def test_grid_folders_and_summaries(tmp_path):
+    points = run_sweep(FakeConfig(), ["optim.lr=[1e-3,3e-4]", "model.num_layers=[2,4]", "steps=3"], tmp_path, log=quiet)
+    assert len(points) == 4 and all(p.ok for p in points)
+    names = [p.name for p in points]
+    assert names[0] == "optim.lr=1e-3,model.num_layers=2"
+    for p in points:
+        assert read_json(tmp_path / p.name / "config.json")["steps"] == 3
+    assert points[3].metrics == {"final/loss": pytest.approx(3e-3), "final/layers": 4.0}
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [r["run"] for r in rows] == names
+    assert rows[1]["optim.lr"] == "1e-3" and rows[1]["model.num_layers"] == "4" and rows[1]["status"] == "ok"
+    assert float(rows[2]["final/loss"]) == pytest.approx(3e-3)
+    md = (tmp_path / "summary.md").read_text().splitlines()
+    assert md[0] == "| run | optim.lr | model.num_layers | status | final/layers | final/loss | error |"
+    assert len([line for line in md if line.startswith("| optim.lr=")]) == 4
+    assert (tmp_path / "summary.png").stat().st_size > 1000
+
+
+def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    points = run_sweep(FakeConfig(), ["fail=[false, true]", "model.num_heads=[2, 3]"], tmp_path, log=quiet)
+    status = {p.name: (p.ok, p.error) for p in points}
+    assert status["fail=false,model.num_heads=2"] == (True, None)
+    ok, error = status["fail=true,model.num_heads=2"]
+    assert not ok and error == "RuntimeError: the fake run was told to fail"
+    assert "RuntimeError" in (tmp_path / "fail=true,model.num_heads=2" / "error.txt").read_text()
+    ok, error = status["fail=false,model.num_heads=3"]  # invalid combination: never ran
+    assert not ok and "makes an invalid ModelCfg" in error
+    assert not (tmp_path / "fail=false,model.num_heads=3").exists()
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "failed", "failed", "failed"]
+    assert "told to fail" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "summary.png").exists()
+
+
+def test_a_mistake_in_every_point_runs_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'optim.lr'"):
+        run_sweep(FakeConfig(), ["optim.learning_rate=[1, 2]"], tmp_path / "s", log=quiet)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="needs at least one axis"):
+        run_sweep(FakeConfig(), ["optim.lr=1"], tmp_path / "s", log=quiet)
+
+
+def test_point_names_are_filesystem_safe():
+    assert point_name({"mesh.rules": "(('embed', 'fsdp'),)"}) == "mesh.rules=_embed_,_fsdp_,"
+    assert point_name({"data.source.path": "a/b c.txt"}) == "data.source.path=a_b_c.txt"
+    long = point_name({"name": "x" * 300})
+    assert len(long) <= 120 and long != point_name({"name": "x" * 299})
+
+
+def test_sweep_command_uses_the_experiment_sweep_and_exit_status(tmp_path, capsys):
+    exp = write_experiment(tmp_path)
+    workdir = tmp_path / "sweep"
+    assert main(["sweep", f"{exp}:smoke", "--workdir", str(workdir)]) == 0
+    rows = list(csv.DictReader((workdir / "summary.csv").open()))
+    assert [r["optim.lr"] for r in rows] == ["0.001", "0.0003"]
+    out = capsys.readouterr().out
+    assert "sweep: 2 runs over optim.lr" in out and "(2 ok, 0 failed)" in out
+    # A fixed binding on the command line replaces the experiment's axis for that key.
+    assert main(["sweep", str(exp), "optim.lr=0.5", "fail=[false,true]", "--workdir", str(tmp_path / "s2")]) == 1
+    rows = list(csv.DictReader((tmp_path / "s2" / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "failed"] and float(rows[0]["final/loss"]) == 5.0
+    # Re-running resumes each point in its folder (same config, same folder name).
+    assert main(["sweep", f"{exp}:smoke", "--workdir", str(workdir)]) == 0
+
+
+def test_sweep_without_axes_or_sweep_fn(tmp_path, capsys):
+    exp = write_experiment(tmp_path, "from cli_fake_task import FakeConfig\nVARIANTS = ('smoke',)\n"
+                                     "def get_config(variant='default'):\n    return FakeConfig()\n", name="nosweep.py")
+    assert main(["sweep", str(exp), "--workdir", str(tmp_path / "s")]) == 2
+    assert "defines no sweep()" in capsys.readouterr().err
+
+
+def test_plot_with_non_numeric_axis_and_all_failed(tmp_path):
+    run_sweep(FakeConfig(), ["model.family=[gpt2, llama]"], tmp_path / "a", log=quiet)
+    assert (tmp_path / "a" / "summary.png").stat().st_size > 1000
+    run_sweep(FakeConfig(), ["fail=[true]"], tmp_path / "b", log=quiet)
+    assert (tmp_path / "b" / "summary.png").exists()

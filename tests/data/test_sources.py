@@ -1,0 +1,173 @@
+"""Sources: python_docs, text files, jsonl, and the train/val split."""
+
+import gzip
+import json
+import logging
+
+import pytest
+
+from lmforge.data import SourceConfig, read_documents, split_documents
+
+
+# --------------------------------------------------------------------------- python_docs
+
+
+def test_python_docs_is_big_deterministic_and_starts_with_pydoc_topics():
+    from pydoc_data import topics
+
+    docs = read_documents(SourceConfig(kind="python_docs"))
+    assert docs == read_documents(SourceConfig())  # the default kind, same order every time
+    assert len(docs) > 400
+    assert sum(map(len, docs)) > 1_500_000
+    assert docs[: len(topics.topics)] == [topics.topics[k] for k in sorted(topics.topics)]
+    assert all(isinstance(d, str) and d for d in docs)
+
+
+def test_python_docs_holds_stdlib_docstrings_not_code():
+    text = "\n".join(read_documents(SourceConfig()))
+    assert "Return a task factory, or None if the default one is in use." in text  # asyncio docstring
+    assert "_MIN_SCHEDULED_TIMER_HANDLES = 100" not in text  # a line of asyncio/base_events.py
+
+
+# --------------------------------------------------------------------------- text
+
+
+def test_text_file_is_one_document(tmp_path):
+    (tmp_path / "a.txt").write_text("héllo\nwörld 🙂\n", encoding="utf-8")
+    assert read_documents(SourceConfig(kind="text", path=str(tmp_path / "a.txt"))) == ["héllo\nwörld 🙂\n"]
+
+
+def test_text_glob_gives_sorted_documents(tmp_path):
+    for name in ("b.txt", "a.txt", "c.txt"):
+        (tmp_path / name).write_text(name)
+    docs = read_documents(SourceConfig(kind="text", path=str(tmp_path / "*.txt")))
+    assert docs == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
+    (tmp_path / "x.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert read_documents(SourceConfig(kind="text", path="x.txt")) == ["x"]
+
+
+def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"abc\xffdef")
+    with pytest.raises(ValueError, match=r"bad\.txt: invalid UTF-8 at byte offset 3"):
+        read_documents(SourceConfig(kind="text", path=str(path)))
+
+
+def test_missing_file_and_empty_glob_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt: no such file"):
+        read_documents(SourceConfig(kind="text", path=str(tmp_path / "nope.txt")))
+    with pytest.raises(FileNotFoundError, match=r"\*\.md.*matched no files"):
+        read_documents(SourceConfig(kind="text", path=str(tmp_path / "*.md")))
+    with pytest.raises(ValueError, match="source.path is empty"):
+        read_documents(SourceConfig(kind="text"))
+
+
+def test_bad_config_values_name_the_key():
+    with pytest.raises(ValueError, match="source.kind='csv'"):
+        read_documents(SourceConfig(kind="csv", path="x"))
+    with pytest.raises(ValueError, match="source.on_bad_line='ignore'"):
+        read_documents(SourceConfig(kind="jsonl", path="x", on_bad_line="ignore"))
+
+
+# --------------------------------------------------------------------------- jsonl
+
+
+def _write_jsonl(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_jsonl_one_document_per_line_blank_lines_ignored(tmp_path):
+    path = tmp_path / "d.jsonl"
+    _write_jsonl(path, [json.dumps({"text": "one", "id": 1}), "", json.dumps({"text": "two\nlines"})])
+    assert read_documents(SourceConfig(kind="jsonl", path=str(path))) == ["one", "two\nlines"]
+
+
+def test_jsonl_gz_and_other_field(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"question": "q1"}) + "\n" + json.dumps({"question": "q2 ✓"}) + "\n")
+    assert read_documents(SourceConfig(kind="jsonl", path=str(path), text_field="question")) == ["q1", "q2 ✓"]
+
+
+@pytest.mark.parametrize(
+    "bad_line, why",
+    [
+        ("{not json", "invalid JSON"),
+        ('["a list"]', "got a JSON list"),
+        ('{"body": "x"}', "field missing; the keys are: body"),
+        ('{"text": 3}', "field is a int"),
+    ],
+)
+def test_jsonl_bad_line_names_file_and_line(tmp_path, bad_line, why):
+    path = tmp_path / "d.jsonl"
+    _write_jsonl(path, [json.dumps({"text": "ok"}), bad_line, json.dumps({"text": "ok"})])
+    with pytest.raises(ValueError) as e:
+        read_documents(SourceConfig(kind="jsonl", path=str(path)))
+    assert str(e.value).startswith(f"{path}:2: expected a JSON object with a string field 'text'")
+    assert why in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_jsonl_invalid_utf8_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"d\.jsonl:2: expected a JSON object .*invalid UTF-8"):
+        read_documents(SourceConfig(kind="jsonl", path=str(path)))
+
+
+def test_jsonl_skip_counts_and_logs(tmp_path, caplog):
+    path = tmp_path / "d.jsonl"
+    _write_jsonl(path, ['{"text": "a"}', "oops", '{"text": "b"}', '{"x": 1}'])
+    with caplog.at_level(logging.WARNING):
+        docs = read_documents(SourceConfig(kind="jsonl", path=str(path), on_bad_line="skip"))
+    assert docs == ["a", "b"]
+    assert "skipped 2 bad line(s) of 4" in caplog.text
+    assert "d.jsonl:2:" in caplog.text
+
+
+def test_gsm8k_questions(shared_data):
+    docs = read_documents(SourceConfig(kind="jsonl", path=str(shared_data / "gsm8k_train.jsonl"), text_field="question"))
+    assert len(docs) == 7473
+
+
+def test_hh_rlhf_gz(shared_data):
+    path = shared_data / "hh_rlhf_harmless_base_test.jsonl.gz"
+    docs = read_documents(SourceConfig(kind="jsonl", path=str(path), text_field="chosen"))
+    assert len(docs) == 2312
+
+
+# --------------------------------------------------------------------------- split
+
+
+def test_single_document_splits_by_characters_like_nanogpt():
+    doc = "".join(chr(ord("a") + i % 26) for i in range(1000))
+    train, val = split_documents([doc], 0.1)
+    assert train == [doc[:900]] and val == [doc[900:]]
+
+
+def test_shakespeare_split_sizes(shared_data):
+    text = read_documents(SourceConfig(kind="text", path=str(shared_data / "tinyshakespeare.txt")))
+    assert len(text) == 1 and len(text[0]) == 1_115_394
+    train, val = split_documents(text, 0.1)
+    assert len(train[0]) == 1_003_854 and len(val[0]) == 111_540  # nanoGPT: int(n * 0.9)
+    assert train[0] + val[0] == text[0]
+
+
+@pytest.mark.parametrize("n, frac, n_val", [(10, 0.1, 1), (30, 0.1, 3), (7, 0.1, 1), (3, 0.5, 2), (2, 0.9, 1)])
+def test_several_documents_last_ones_are_val(n, frac, n_val):
+    docs = [f"doc{i}" for i in range(n)]
+    train, val = split_documents(docs, frac)
+    assert val == docs[n - n_val :] and train == docs[: n - n_val]
+
+
+def test_split_edge_cases():
+    assert split_documents(["a", "b"], 0.0) == (["a", "b"], [])
+    assert split_documents(["abc"], 0.0) == (["abc"], [])
+    with pytest.raises(ValueError, match="val_fraction=1.0"):
+        split_documents(["a"], 1.0)
+    with pytest.raises(ValueError, match="no documents"):
+        split_documents([], 0.1)

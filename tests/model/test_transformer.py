@@ -1,0 +1,153 @@
+"""Decoder-only Transformer: parameter counts, KV cache, packing isolation, backends, sharding specs."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import AxisType, PartitionSpec as P
+
+from lmforge.model import DecoderLM, ModelConfig, ShardingError, axis_rules, create_sharded, logical_spec
+from lmforge.train.mesh import DEFAULT_RULES
+
+CONFIGS = {
+    "gpt2": ModelConfig.gpt2_tiny(),
+    "llama": ModelConfig.llama_tiny(),
+    "gpt2_scan_remat": ModelConfig.gpt2_tiny(scan_layers=True, remat="full"),
+    "llama_scan": ModelConfig.llama_tiny(scan_layers=True),
+}
+
+
+def one_device_mesh():
+    return jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3,
+                         devices=jax.devices()[:1])
+
+
+def make(cfg, mesh=None):
+    mesh = mesh or one_device_mesh()
+    with axis_rules(DEFAULT_RULES):
+        gd, params, sh = create_sharded(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
+    return gd, params, sh, mesh
+
+
+def forward(gd, params, tokens, **kw):
+    with axis_rules(DEFAULT_RULES):
+        return nnx.merge(gd, params)(tokens, **kw)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_param_count_matches_config(name):
+    cfg = CONFIGS[name]
+    _, params, _, _ = make(cfg)
+    assert sum(x.size for x in jax.tree.leaves(params)) == cfg.num_params()
+
+
+def test_named_preset_sizes():
+    # GPT-2 small is the 124M model (with nanoGPT's padded vocabulary 50304: 124.4M).
+    assert abs(ModelConfig.gpt2_small().num_params() - 124.4e6) < 0.1e6
+    assert abs(ModelConfig.gpt2_medium().num_params() - 354.8e6) < 0.2e6
+    assert abs(ModelConfig.llama_1b().num_params() - 1.236e9) < 0.005e9   # Llama 3.2 1B
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_kv_cache_decoding_matches_full_forward(name):
+    cfg = CONFIGS[name]
+    gd, params, _, _ = make(cfg)
+    tokens = jax.random.randint(jax.random.key(1), (2, 24), 0, cfg.vocab_size)
+    full, _ = forward(gd, params, tokens)
+    model = nnx.merge(gd, params)
+    with axis_rules(DEFAULT_RULES):
+        cache = model.init_cache(2, 32)
+        logits, cache = model(tokens[:, :10], cache=cache)            # prefill
+        steps = [logits]
+        for t in range(10, 24):                                        # decode one token at a time
+            logits, cache = model(tokens[:, t:t + 1], cache=cache)
+            steps.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
+    assert int(cache["index"]) == 24
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_packed_documents_do_not_attend_to_each_other(name):
+    cfg = CONFIGS[name]
+    gd, params, _, _ = make(cfg)
+    a = jax.random.randint(jax.random.key(2), (1, 10), 0, cfg.vocab_size)
+    b = jax.random.randint(jax.random.key(3), (1, 6), 0, cfg.vocab_size)
+    packed = jnp.concatenate([a, b], 1)
+    seg = jnp.array([[1] * 10 + [2] * 6])
+    pos = jnp.array([list(range(10)) + list(range(6))])
+    out, _ = forward(gd, params, packed, positions=pos, segment_ids=seg)
+    alone_a, _ = forward(gd, params, a)
+    alone_b, _ = forward(gd, params, b)
+    np.testing.assert_allclose(out[:, :10], alone_a, atol=2e-5)
+    np.testing.assert_allclose(out[:, 10:], alone_b, atol=2e-5)
+
+
+def test_dot_product_backend_matches_xla():
+    gd, params, _, _ = make(CONFIGS["llama"])
+    gd2, _, _, _ = make(dataclasses.replace(CONFIGS["llama"], attention="dot_product"))
+    tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, 256)
+    seg = jnp.array([[1] * 8 + [2] * 8, [1] * 16])
+    np.testing.assert_allclose(forward(gd2, params, tokens, segment_ids=seg)[0],
+                               forward(gd, params, tokens, segment_ids=seg)[0], atol=2e-5)
+
+
+def test_remat_does_not_change_gradients():
+    cfg = CONFIGS["gpt2"]
+    gd, params, _, _ = make(cfg)
+    gd_r, params_r, _, _ = make(dataclasses.replace(cfg, remat="dots"))
+    tokens = jax.random.randint(jax.random.key(5), (2, 16), 0, 256)
+
+    def loss(p, g):
+        return forward(g, p, tokens)[0].mean()
+    for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, gd)), jax.tree.leaves(jax.grad(loss)(params_r, gd_r))):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_dropout_is_deterministic_per_key_and_off_without_key():
+    cfg = dataclasses.replace(CONFIGS["gpt2"], dropout=0.5)
+    gd, params, _, _ = make(cfg)
+    tokens = jnp.ones((1, 8), jnp.int32)
+    a = forward(gd, params, tokens, dropout_rng=jax.random.key(0))[0]
+    b = forward(gd, params, tokens, dropout_rng=jax.random.key(0))[0]
+    c = forward(gd, params, tokens, dropout_rng=jax.random.key(1))[0]
+    d = forward(gd, params, tokens)[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, d)
+
+
+def test_parameters_carry_the_rule_specs_on_a_2x2x2_mesh():
+    mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    cfg = CONFIGS["llama_scan"]
+    _, params, sh, _ = make(cfg, mesh)
+    attn = params["blocks"]["attn"]
+    assert attn["q"].sharding.spec == P(None, "fsdp", "tensor", None)       # (layers, embed, heads, head_dim)
+    assert attn["o"].sharding.spec == P(None, "tensor", None, "fsdp")
+    assert params["blocks"]["mlp"]["up"].sharding.spec == P(None, "fsdp", "tensor")
+    assert params["embed"].sharding.spec == P("tensor", "fsdp")
+    # born sharded: each device holds a quarter of the (embed, heads) plane of q
+    assert attn["q"].addressable_shards[0].data.shape == (2, 32, 2, 16)
+    assert jax.tree.map(lambda s: s.spec, sh) == jax.tree.map(lambda x: x.sharding.spec, params)
+
+
+def test_sharding_errors_are_clear():
+    with pytest.raises(ShardingError, match="no rule"):
+        logical_spec(("act_batch", "nonsense"), DEFAULT_RULES)
+    mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    with pytest.raises(ShardingError, match="vocab|not divisible"):
+        make(dataclasses.replace(CONFIGS["gpt2"], vocab_size=255), mesh)   # 255 rows over tensor=2
+    with pytest.raises(ShardingError, match="no logical axis rules"):
+        nnx.merge(*make(CONFIGS["gpt2"])[:2])(jnp.ones((1, 4), jnp.int32))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_heads=4, num_kv_heads=3), "multiple"),
+    (dict(norm="batchnorm"), "model.norm"),
+    (dict(embed_dim=66, num_heads=4), "divisible"),
+    (dict(dropout=1.0), "dropout"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig.gpt2_tiny(**kwargs)

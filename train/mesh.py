@@ -1,0 +1,90 @@
+"""The device mesh and the logical-axis rules table, both from the experiment config.
+
+Mesh axes: ``data`` (pure data parallel: parameters replicated), ``fsdp`` (data parallel with
+parameters, gradients and optimizer state sharded: ZeRO-3), ``tensor`` (Megatron-style model
+parallel over heads / MLP / vocab). The batch is split over ``data`` × ``fsdp``.
+
+A size of -1 on one axis means "all remaining devices". The mesh uses ``AxisType.Auto`` (classic
+GSPMD propagation between our explicit constraints), because jax >= 0.10 defaults to Explicit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+from jax.sharding import AxisType
+
+from lmforge.model.sharding import Rules, check_rules
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+DEFAULT_RULES: Rules = (
+    # activations
+    ("act_batch", ("data", "fsdp")),
+    ("act_seq", None),
+    ("act_embed", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_head_dim", None),
+    ("act_vocab", "tensor"),
+    ("act_kv_seq", None),
+    # parameters
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("norm", None),
+    ("pos", None),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    rules: tuple[tuple[str, str | tuple[str, ...] | None], ...] = DEFAULT_RULES
+
+    def __post_init__(self):
+        sizes = (self.data, self.fsdp, self.tensor)
+        if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+            raise ValueError(f"mesh: sizes (data, fsdp, tensor) = {sizes}; use positive sizes and at most one -1")
+        check_rules(self.rules)
+        for name, axes in self.rules:
+            for axis in ((axes,) if isinstance(axes, str) else tuple(axes or ())):
+                if axis not in MESH_AXES:
+                    raise ValueError(f"mesh.rules: logical axis {name!r} maps to unknown mesh axis {axis!r}; "
+                                     f"mesh axes are {MESH_AXES}")
+
+
+def mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
+    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if num_devices % known:
+            raise ValueError(f"mesh: {num_devices} devices are not divisible by the fixed axes {sizes}")
+        sizes[sizes.index(-1)] = num_devices // known
+    if math.prod(sizes) != num_devices:
+        raise ValueError(f"mesh (data, fsdp, tensor) = {tuple(sizes)} needs {math.prod(sizes)} devices, "
+                         f"but {num_devices} are available")
+    return tuple(sizes)
+
+
+def make_mesh(cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(cfg, len(devices))
+    if devices == list(jax.devices()):
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+    return jax.sharding.Mesh(np.array(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def batch_axes_size(mesh: jax.sharding.Mesh) -> int:
+    """How many ways the batch is split (data × fsdp)."""
+    return mesh.shape["data"] * mesh.shape["fsdp"]
