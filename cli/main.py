@@ -36,7 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        # Bindings may also come after options (`run EXP.py --workdir D optim.lr=1e-3`): argparse
+        # leaves such late positionals unparsed, so collect them here.
+        args, extra = parser.parse_known_args(argv)
+        late = [a for a in extra if not a.startswith("-")]
+        if extra and (len(late) != len(extra) or not hasattr(args, "bindings")):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if late:
+            args.bindings = list(args.bindings) + late
     except SystemExit as e:  # argparse has printed usage; hand back its status instead of exiting
         return e.code if isinstance(e.code, int) else USER_ERROR
     try:

@@ -48,6 +48,7 @@ def get_config(variant: str = "default") -> PretrainConfig:
         steps=5000,
         log_every=10,
         eval_every=250,
+        eval_batch_size=128,
         checkpoint_every=1000,
         sample_prompts=("\n",),
         sample=SamplingConfig(max_new_tokens=500, temperature=0.8, top_k=200),

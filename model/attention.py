@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmforge.model.layers import dropout, normal, param, zeros
+from lmforge.model.layers import dropout, matmul, normal, param, zeros
 from lmforge.model.sharding import constrain
 
 
@@ -50,15 +50,16 @@ def attention_mask(q_segments: jax.Array, kv_segments: jax.Array, q_slots: jax.A
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
                   dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None) -> jax.Array:
     """q: (B, T, N, H); k, v: (B, S, K, H); mask: (B, 1, T, S) -> (B, T, N, H)."""
-    b, t, n, h = q.shape
-    kv = k.shape[2]
-    q = q.reshape(b, t, kv, n // kv, h)
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * (h ** -0.5)
-    logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+    h, groups = q.shape[-1], q.shape[2] // k.shape[2]
+    if groups > 1:
+        # GQA: repeat each key/value head for its G query heads. The grouped 5-D einsum
+        # ('BTKGH,BSKH->BKGTS') is the same math, but XLA:CPU runs its backward pass ~5x slower.
+        k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+    logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32) * (h ** -0.5)
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     probs = dropout(probs, dropout_rate, dropout_rng).astype(v.dtype)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
-    return out.reshape(b, t, n, h)
+    return jnp.einsum("BNTS,BSNH->BTNH", probs, v)
 
 
 class Attention(nnx.Module):
@@ -82,7 +83,7 @@ class Attention(nnx.Module):
             self.q_bias = self.k_bias = self.v_bias = self.o_bias = None
 
     def _project(self, x, w, b, names):
-        y = jnp.einsum("BTD,DNH->BTNH", x, w[...].astype(self.dtype))
+        y = matmul(x, w[...].astype(self.dtype))                            # (B, T, N, H)
         if b is not None:
             y = y + b[...].astype(self.dtype)
         return constrain(y, names)
@@ -124,7 +125,7 @@ class Attention(nnx.Module):
             impl = "cudnn" if self.backend == "cudnn" else None
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         out = constrain(out, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
-        y = jnp.einsum("BTNH,NHD->BTD", out, self.o[...].astype(self.dtype))
+        y = matmul(out, self.o[...].astype(self.dtype), n_in=2)             # (B, T, D)
         if self.o_bias is not None:
             y = y + self.o_bias[...].astype(self.dtype)
         return y, new_cache

@@ -39,6 +39,20 @@ zeros: Initializer = nnx.initializers.zeros
 ones: Initializer = nnx.initializers.ones
 
 
+def matmul(x: jax.Array, w: jax.Array, n_in: int = 1, preferred_element_type=None) -> jax.Array:
+    """``x (..., *IN) @ w (*IN, *OUT) -> (..., *OUT)`` as one 2-D matmul.
+
+    Same math as ``einsum('BTD,DNH->BTNH')``, but XLA:CPU fuses the elementwise neighbours of a
+    3-D einsum badly: the GELU MLP's backward pass ran 2x slower than with flattened operands
+    (measured on the 2-core CPU machine: 8.0 ms vs 4.05 ms for B12 T64 D128 F512). Flattening
+    is free on GPU/TPU and keeps the shardings (the merged batch dimension stays the major one).
+    """
+    lead, ins, outs = x.shape[:x.ndim - n_in], w.shape[:n_in], w.shape[n_in:]
+    k = math.prod(ins)
+    y = jnp.matmul(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
+    return y.reshape(*lead, *outs)
+
+
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
     """Inverted dropout; a no-op when ``rng`` is None (evaluation) or ``rate`` is 0."""
     if rng is None or rate == 0.0:
@@ -71,7 +85,11 @@ class Norm(nnx.Module):
 
 
 class MLP(nnx.Module):
-    """GELU MLP (GPT-2: ``down(gelu(up(x)))``) or SwiGLU (Llama: ``down(silu(gate(x)) * up(x))``)."""
+    """GELU MLP (GPT-2: ``down(gelu(up(x)))``) or SwiGLU (Llama: ``down(silu(gate(x)) * up(x))``).
+
+    ``gelu`` is the tanh approximation (GPT-2, Hugging Face ``gelu_new``); ``gelu_exact`` the erf
+    form (PyTorch ``nn.GELU()``, which nanoGPT uses).
+    """
 
     def __init__(self, *, embed_dim: int, mlp_dim: int, activation: str, use_bias: bool, init_std: float,
                  out_std: float, dtype, param_dtype, rngs: nnx.Rngs):
@@ -86,18 +104,18 @@ class MLP(nnx.Module):
         self.down_bias = param(rngs, zeros, (embed_dim,), ("embed",), param_dtype) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:  # (B, T, D) -> (B, T, D)
-        h = jnp.einsum("BTD,DF->BTF", x, self.up[...].astype(self.dtype))
+        h = matmul(x, self.up[...].astype(self.dtype))                     # (B, T, F)
         if self.up_bias is not None:
             h = h + self.up_bias[...].astype(self.dtype)
         if self.activation == "swiglu":
-            g = jnp.einsum("BTD,DF->BTF", x, self.gate[...].astype(self.dtype))
+            g = matmul(x, self.gate[...].astype(self.dtype))
             if self.gate_bias is not None:
                 g = g + self.gate_bias[...].astype(self.dtype)
             h = jax.nn.silu(g) * h
         else:
-            h = jax.nn.gelu(h, approximate=True)
+            h = jax.nn.gelu(h, approximate=self.activation == "gelu")
         h = constrain(h, ("act_batch", "act_seq", "act_mlp"))
-        y = jnp.einsum("BTF,FD->BTD", h, self.down[...].astype(self.dtype))
+        y = matmul(h, self.down[...].astype(self.dtype))                   # (B, T, D)
         if self.down_bias is not None:
             y = y + self.down_bias[...].astype(self.dtype)
         return y

@@ -23,7 +23,7 @@ from flax import nnx
 
 from lmforge.model.attention import Attention
 from lmforge.model.config import ModelConfig
-from lmforge.model.layers import MLP, Norm, dropout, dtype_of, normal, param, residual_std
+from lmforge.model.layers import MLP, Norm, dropout, dtype_of, matmul, normal, param, residual_std
 from lmforge.model.sharding import constrain
 
 REMAT_POLICIES = {
@@ -110,7 +110,7 @@ class DecoderLM(nnx.Module):
         table = constrain(self.embed[...], (None, None))
         x = jnp.take(table, tokens, axis=0).astype(dtype)                  # (B, T, D)
         if self.pos_embed is not None:
-            x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(dtype)
+            x = x + jnp.take(constrain(self.pos_embed[...], (None, None)), positions, axis=0).astype(dtype)
         rngs = None if dropout_rng is None else jax.random.split(dropout_rng, cfg.num_layers + 1)
         x = dropout(x, cfg.dropout, None if rngs is None else rngs[-1])
         x = constrain(x, ("act_batch", "act_seq", "act_embed"))
@@ -124,7 +124,7 @@ class DecoderLM(nnx.Module):
 
         x = self.final_norm(x)
         w = self.embed[...].T if self.unembed is None else self.unembed[...]
-        logits = jnp.einsum("BTD,DV->BTV", x, w.astype(dtype), preferred_element_type=jnp.float32)
+        logits = matmul(x, w.astype(dtype), preferred_element_type=jnp.float32)    # (B, T, V)
         logits = constrain(logits, ("act_batch", "act_seq", "act_vocab"))
         new_cache = None
         if cache is not None:

@@ -49,6 +49,7 @@ class PretrainConfig:
     log_every: int = 10
     eval_every: int = 0              # 0 → evaluate only at the end
     eval_max_batches: int = 0        # 0 → the whole validation split
+    eval_batch_size: int = 0         # rows per evaluation batch; 0 → data.batch_size
     checkpoint_every: int = 0        # 0 → only at the end (and on SIGTERM)
     keep_checkpoints: int = 3
     sample_prompts: tuple[str, ...] = ("",)
@@ -73,14 +74,15 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelConfig:
 def prepare_tokenizer(cfg: PretrainConfig, workdir: pathlib.Path, train_docs, val_docs):
     """Trains the tokenizer into WORKDIR/tokenizer once (process 0) and reuses it after."""
     directory = workdir / "tokenizer"
-    if not any(directory.glob("tokenizer.*")):
-        if jax.process_index() == 0:
-            tok = train_tokenizer(cfg.tokenizer, train_docs, directory)
-            report = compression_report(tok, val_docs)
-            (workdir / "tokenizer_report.json").write_text(json.dumps(report, indent=2) + "\n")
-            print(f"tokenizer: {tok.vocab_size} ids, {report['chars_per_token']:.2f} chars/token, "
-                  f"{report['bytes_per_token']:.2f} bytes/token on held-out text", flush=True)
-        distributed.barrier("tokenizer")
+    # Process 0 alone decides and every process waits: a process that looked later would see
+    # process 0's files, skip the barrier and deadlock the others (or read a half-written file).
+    if jax.process_index() == 0 and not any(directory.glob("tokenizer.*")):
+        tok = train_tokenizer(cfg.tokenizer, train_docs, directory)
+        report = compression_report(tok, val_docs)
+        (workdir / "tokenizer_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"tokenizer: {tok.vocab_size} ids, {report['chars_per_token']:.2f} chars/token, "
+              f"{report['bytes_per_token']:.2f} bytes/token on held-out text", flush=True)
+    distributed.barrier("tokenizer")
     return load_tokenizer(directory)
 
 
@@ -186,8 +188,12 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
         print(f"resumed from step {start} in {ckpt.directory}", flush=True)
     rng = jax.random.key(cfg.seed)
 
-    val_batches, val_bytes = eval_batches(cfg.data, tok, val_docs, batch_size=global_bs)
-    evaluate = Evaluator(setup, val_batches, val_bytes, global_bs, cfg.eval_max_batches)
+    eval_bs = cfg.eval_batch_size or global_bs
+    if eval_bs % batch_axes_size(mesh) or eval_bs % jax.process_count():
+        raise ValueError(f"eval_batch_size={eval_bs} must be divisible by the batch mesh axes "
+                         f"({batch_axes_size(mesh)}) and the process count")
+    val_batches, val_bytes = eval_batches(cfg.data, tok, val_docs, batch_size=eval_bs)
+    evaluate = Evaluator(setup, val_batches, val_bytes, eval_bs, cfg.eval_max_batches)
     writer = MetricsWriter(workdir, resume_step=start if restored is not None else None)
     throughput = Throughput(
         flops_per_token=model_flops_per_token(
@@ -201,14 +207,17 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     eval_metrics: dict[str, float] = {}
 
     with jax.set_mesh(mesh), axis_rules(cfg.mesh.rules), _SigtermFlag() as sigterm:
-        step = start
+        step = logged_step = start
         while step < cfg.steps:
             batch = global_batch(next(data_iter), setup.batch_sharding)
             state, metrics = setup.train_step(state, batch, rng)
             step += 1
-            perf = throughput.update(step, tokens_per_step) or perf
             if step % cfg.log_every == 0 or step == cfg.steps:
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                # Timed here, after device_get has waited for the step: dispatch is asynchronous,
+                # so the time between dispatches says nothing about the device.
+                perf = throughput.update(step, tokens_per_step * (step - logged_step)) or perf
+                logged_step = step
                 if last["train/nonfinite"]:
                     ckpt.wait()
                     raise FloatingPointError(

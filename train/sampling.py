@@ -43,7 +43,7 @@ class SamplingConfig:
 
 def filter_logits(logits: jax.Array, *, top_k: int, top_p: float) -> jax.Array:
     """(B, V) float32 logits with everything outside the top-k / top-p set at -inf."""
-    if top_k:
+    if top_k and top_k < logits.shape[-1]:     # top_k >= V keeps everything (as nanoGPT's min(k, V))
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
         logits = jnp.where(logits < kth, NEG_INF, logits)
     if top_p < 1.0:
@@ -110,9 +110,12 @@ def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingCo
     """Continues each prompt (a list of token ids); returns the new ids of each, stop token included.
 
     Call under the mesh/axis rules the params were created with (``jax.set_mesh`` + ``axis_rules``).
+    ``max_seq_len`` defaults to the model's: past it, learned positions would index outside their table.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token (encode a BOS token for an empty prompt)")
+    if max_seq_len is None:
+        max_seq_len = getattr(getattr(nnx.merge(graphdef, params), "cfg", None), "max_seq_len", None)
     longest = max(len(p) for p in prompts)
     width = -(-longest // 16) * 16
     if max_seq_len is not None and longest + cfg.max_new_tokens > max_seq_len:

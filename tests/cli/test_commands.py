@@ -28,6 +28,14 @@ def test_run_writes_config_and_prints_metrics(exp, tmp_path, capsys):
     assert (workdir / "ran.txt").exists()
 
 
+def test_bindings_may_follow_options(exp, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert main(["run", f"{exp}:smoke", "--workdir", str(workdir), "optim.lr=0.5"]) == 0
+    assert read_json(workdir / "config.json")["optim"]["lr"] == 0.5
+    assert main(["run", f"{exp}:smoke", "--workdir", str(workdir), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_default_workdir_under_runs(exp, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", f"{exp}:smoke"]) == 0

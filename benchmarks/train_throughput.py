@@ -1,0 +1,188 @@
+"""Train-step throughput, MFU and memory of a model preset; prints one JSON object.
+
+    python benchmarks/train_throughput.py gpt2_tiny                      # CPU: well under a minute
+    python benchmarks/train_throughput.py gpt2_small --batch-size 16 --seq-len 1024 --dtype bfloat16
+    python benchmarks/train_throughput.py llama_1b --mesh 1,-1,1 --remat dots --attention cudnn
+
+What is measured: the sharded, jitted train step of ``lmforge.train.step.build`` (forward,
+backward, AdamW update; state donated) on random token batches that are already on the devices,
+so the number is the step, not the input pipeline. The step is compiled ahead of time first
+(``lower(...).compile()``: compile time and XLA's memory analysis are reported), then run
+``--warmup`` times untimed and ``--steps`` times timed, each step waited for with
+``block_until_ready``; the median and p90 step times are reported, tokens/s and MFU from the
+median.
+
+- MFU = tokens/s x model FLOPs per token / (peak FLOP/s per device x devices), FLOPs as in
+  ``lmforge.train.metrics.model_flops_per_token`` (6 N + 12 L T D, no remat recompute) and the
+  peak from ``peak_flops_per_device`` for ``--dtype`` (on CPU a measured f32 matmul rate, so CPU
+  MFU is relative to that, not to a datasheet).
+- ``peak_memory_bytes`` is device 0's ``memory_stats()["peak_bytes_in_use"]`` where the backend
+  keeps it (GPU, TPU: it includes creating the state); elsewhere (CPU) the compiled step's
+  arguments + outputs - donated aliases + temporaries, per device. ``peak_memory_source`` says
+  which.
+- Defaults are chosen for CPU (float32, batch 8, sequence 128, 10 steps); on an accelerator the
+  dtype defaults to bfloat16 and the sequence to the preset's max_seq_len (at most 2048).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+from lmforge.model import PRESETS, ModelConfig
+from lmforge.model.config import ATTENTION_BACKENDS, DTYPES
+from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, batch_axes_size, make_mesh
+from lmforge.train.metrics import model_flops_per_token, peak_flops_per_device
+from lmforge.train.optim import OptimConfig
+from lmforge.train.step import build, global_batch
+
+REMAT = ("none", "full", "dots", "dots_no_batch")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="train_throughput.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("preset", choices=PRESETS, metavar="PRESET", help=f"one of {', '.join(PRESETS)}")
+    parser.add_argument("--batch-size", type=int, default=8, help="global batch (rows); default 8")
+    parser.add_argument("--seq-len", type=int, default=0,
+                        help="tokens per row; default 128 on CPU, else the preset's max_seq_len (at most 2048)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling (default 2)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="compute dtype (params stay float32); default float32 on CPU, else bfloat16")
+    parser.add_argument("--attention", choices=ATTENTION_BACKENDS, default="xla")
+    parser.add_argument("--remat", choices=REMAT, default="none")
+    parser.add_argument("--scan-layers", action="store_true", help="scan over stacked layers")
+    parser.add_argument("--mesh", default="-1,1,1", metavar="DATA,FSDP,TENSOR",
+                        help="mesh sizes; -1 = the remaining devices (default -1,1,1: pure data parallel)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    platform = jax.devices()[0].platform
+    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0 or args.seq_len < 0:
+        parser.error("need --batch-size >= 1, --steps >= 1, --warmup >= 0, --seq-len >= 1")
+    try:
+        sizes = tuple(int(s) for s in args.mesh.split(","))
+        if len(sizes) != 3:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--mesh {args.mesh!r}: expected three comma-separated sizes DATA,FSDP,TENSOR such as 1,-1,1")
+    args.mesh_sizes = sizes
+    args.dtype = args.dtype or ("float32" if platform == "cpu" else "bfloat16")
+    if args.attention == "cudnn" and (platform != "gpu" or args.dtype == "float32"):
+        parser.error(f"--attention cudnn needs an NVIDIA GPU and --dtype bfloat16 or float16 "
+                     f"(have {platform}, {args.dtype})")
+    return args
+
+
+def model_config(args) -> ModelConfig:
+    base = ModelConfig.preset(args.preset)
+    seq_len = args.seq_len or (min(128, base.max_seq_len) if jax.devices()[0].platform == "cpu"
+                               else min(base.max_seq_len, 2048))
+    if seq_len > base.max_seq_len:
+        raise ValueError(f"--seq-len {seq_len} exceeds {args.preset}'s max_seq_len={base.max_seq_len}")
+    args.seq_len = seq_len
+    return ModelConfig.preset(args.preset, dtype=args.dtype, attention=args.attention, remat=args.remat,
+                              scan_layers=args.scan_layers)
+
+
+def random_batch(rng: np.random.Generator, b: int, t: int, vocab: int) -> dict:
+    tokens = rng.integers(0, vocab, size=(b, t + 1), dtype=np.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": np.ones((b, t), np.float32),
+            "segment_ids": np.ones((b, t), np.int32), "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1))}
+
+
+def memory_analysis(compiled) -> dict | None:
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if m is None:
+        return None
+    keys = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
+            "generated_code_size_in_bytes")
+    out = {k: int(getattr(m, k)) for k in keys if hasattr(m, k)}
+    if {"argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes"} <= set(out):
+        out["total_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
+                              - out["alias_size_in_bytes"] + out["temp_size_in_bytes"])
+    return out
+
+
+def benchmark(args) -> dict:
+    cfg = model_config(args)
+    mesh = make_mesh(MeshConfig(*args.mesh_sizes))
+    if args.batch_size % batch_axes_size(mesh):
+        raise ValueError(f"--batch-size {args.batch_size} is not divisible by the batch mesh axes "
+                         f"data x fsdp = {batch_axes_size(mesh)}")
+    total = args.warmup + args.steps
+    setup = build(cfg, OptimConfig(warmup_steps=0), total_steps=total, mesh=mesh, rules=DEFAULT_RULES,
+                  seed=args.seed)
+    state = setup.state
+    params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    data_rng = np.random.default_rng(args.seed)
+    with jax.set_mesh(mesh):
+        batches = [global_batch(random_batch(data_rng, args.batch_size, args.seq_len, cfg.vocab_size),
+                                setup.batch_sharding) for _ in range(2)]
+        rng = jax.device_put(jax.random.key(args.seed), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        jax.block_until_ready((state, batches, rng))
+
+        start = time.perf_counter()
+        compiled = setup.train_step.lower(state, batches[0], rng).compile()
+        compile_s = time.perf_counter() - start
+        memory = memory_analysis(compiled)
+
+        times = []
+        for i in range(total):
+            start = time.perf_counter()
+            state, metrics = compiled(state, batches[i % 2], rng)
+            jax.block_until_ready((state, metrics))
+            if i >= args.warmup:
+                times.append(time.perf_counter() - start)
+        loss = float(metrics["train/loss"])
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        peak, source = int(stats["peak_bytes_in_use"]), "memory_stats"
+    else:
+        peak, source = (memory or {}).get("total_bytes"), "memory_analysis"
+    step_s = statistics.median(times)
+    tokens_per_s = args.batch_size * args.seq_len / step_s
+    flops_per_token = model_flops_per_token(
+        num_params_non_embedding=cfg.num_params(embeddings=False), num_layers=cfg.num_layers,
+        seq_len=args.seq_len, embed_dim=cfg.embed_dim, vocab_size=cfg.vocab_size)
+    peak_flops = peak_flops_per_device(device, args.dtype)
+    return {
+        "preset": args.preset, "params": int(params), "batch": args.batch_size, "seq_len": args.seq_len,
+        "dtype": args.dtype, "attention": args.attention, "remat": args.remat, "scan_layers": args.scan_layers,
+        "mesh": dict(mesh.shape), "device_kind": device.device_kind, "num_devices": mesh.size,
+        "compile_s": round(compile_s, 3), "steps": args.steps, "warmup": args.warmup,
+        "step_ms_median": round(1e3 * step_s, 3),
+        "step_ms_p90": round(1e3 * float(np.percentile(times, 90)), 3),
+        "tokens_per_s": round(tokens_per_s, 1),
+        "model_flops_per_token": flops_per_token,
+        "peak_flops_per_device": peak_flops,
+        "mfu": None if not peak_flops else round(tokens_per_s * flops_per_token / (peak_flops * mesh.size), 5),
+        "peak_memory_bytes": peak, "peak_memory_source": source, "compiled_memory": memory,
+        "final_loss": round(loss, 4), "jax": jax.__version__,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        result = benchmark(args)
+    except ValueError as e:
+        print(f"train_throughput.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

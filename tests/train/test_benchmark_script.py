@@ -1,0 +1,37 @@
+"""benchmarks/train_throughput.py runs and prints one JSON object with the documented keys."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
+KEYS = {"preset", "params", "batch", "seq_len", "dtype", "attention", "mesh", "device_kind", "num_devices",
+        "compile_s", "step_ms_median", "step_ms_p90", "tokens_per_s", "mfu", "peak_memory_bytes", "jax"}
+
+
+def run(*args):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}    # one CPU device: quick
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_gpt2_tiny_prints_one_json_object():
+    proc = run("gpt2_tiny", "--steps", "2", "--warmup", "1", "--seq-len", "64")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert KEYS <= set(result)
+    assert result["preset"] == "gpt2_tiny" and result["params"] == 124672
+    assert (result["batch"], result["seq_len"], result["dtype"]) == (8, 64, "float32")
+    assert result["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1} and result["num_devices"] == 1
+    assert result["step_ms_p90"] >= result["step_ms_median"] > 0 and result["compile_s"] > 0
+    assert result["tokens_per_s"] > 0 and result["mfu"] > 0 and result["peak_memory_bytes"] > 0
+
+
+def test_bad_arguments_are_one_line_errors():
+    proc = run("gpt2_tiny", "--seq-len", "999")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == "train_throughput.py: error: --seq-len 999 exceeds gpt2_tiny's max_seq_len=128"
