@@ -110,17 +110,45 @@ def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingCo
     """Continues each prompt (a list of token ids); returns the new ids of each, stop token included.
 
     Call under the mesh/axis rules the params were created with (``jax.set_mesh`` + ``axis_rules``).
-    ``max_seq_len`` defaults to the model's: past it, learned positions would index outside their table.
+    ``max_seq_len`` defaults to the model's. When a prompt plus ``max_new_tokens`` would pass it,
+    generation goes on in windows: once the context is full, the model re-reads the last
+    ``max_seq_len // 2`` tokens (a fresh prefill at positions 0..) and continues from there, as
+    nanoGPT's ``sample.py`` crops its context to the block size, but re-prefilling once per
+    half-window instead of at every token.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token (encode a BOS token for an empty prompt)")
     if max_seq_len is None:
         max_seq_len = getattr(getattr(nnx.merge(graphdef, params), "cfg", None), "max_seq_len", None)
     longest = max(len(p) for p in prompts)
-    width = -(-longest // 16) * 16
-    if max_seq_len is not None and longest + cfg.max_new_tokens > max_seq_len:
-        raise ValueError(f"generate: a prompt of {longest} tokens + max_new_tokens={cfg.max_new_tokens} exceeds the "
-                         f"model's max_seq_len={max_seq_len}")
+    if max_seq_len is None or longest + cfg.max_new_tokens <= max_seq_len:
+        return _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limit, pad_id)
+    if longest >= max_seq_len:
+        raise ValueError(f"generate: a prompt of {longest} tokens leaves no room to generate within the model's "
+                         f"max_seq_len={max_seq_len}; shorten the prompt")
+    keep = max(max_seq_len // 2, 1)
+    outs: list[list[int]] = [[] for _ in prompts]
+    live = list(range(len(prompts)))                # rows that have not hit a stop token
+    contexts = [list(p) for p in prompts]
+    remaining, window = cfg.max_new_tokens, 0
+    while live and remaining:
+        n = min(remaining, max_seq_len - max(len(contexts[i]) for i in live))
+        chunk = _generate_batch(graphdef, params, [contexts[i] for i in live],
+                                dataclasses.replace(cfg, max_new_tokens=n),
+                                rng if window == 0 else jax.random.fold_in(rng, window),
+                                stop_tokens, vocab_limit, pad_id)
+        still = []
+        for i, new in zip(live, chunk):
+            outs[i] += new
+            contexts[i] = (list(prompts[i]) + outs[i])[-keep:]
+            if len(new) == n and not (stop_tokens and new[-1] in stop_tokens):
+                still.append(i)
+        live, remaining, window = still, remaining - n, window + 1
+    return outs
+
+
+def _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limit, pad_id) -> list[list[int]]:
+    width = -(-max(len(p) for p in prompts) // 16) * 16
     tokens = np.full((len(prompts), width), pad_id, np.int32)
     segments = np.zeros((len(prompts), width), np.int32)
     for row, prompt in enumerate(prompts):

@@ -1,6 +1,7 @@
 """The KV-cache sampler: filtering numerics, greedy == a naive no-cache loop, batching, stops,
 vocabulary limit, sharding, and `lmforge sample` on a real smoke run."""
 
+import dataclasses
 import functools
 
 import jax
@@ -184,12 +185,36 @@ def test_too_long_and_empty_prompts_are_clear_errors(models):
     mesh, made = models
     graphdef, params = made["gpt2"]                                     # max_seq_len 128
     cfg = SamplingConfig(max_new_tokens=40)
-    with pytest.raises(ValueError, match=r"100 tokens \+ max_new_tokens=40 exceeds the model's max_seq_len=128"):
-        run(mesh, graphdef, params, [[1] * 100], cfg)                    # max_seq_len from the model
+    with pytest.raises(ValueError, match=r"a prompt of 128 tokens leaves no room .* max_seq_len=128"):
+        run(mesh, graphdef, params, [[1] * 128], cfg)                    # max_seq_len from the model
     with pytest.raises(ValueError, match="max_seq_len=64"):
-        run(mesh, graphdef, params, [[1] * 30], cfg, max_seq_len=64)
+        run(mesh, graphdef, params, [[1] * 70], cfg, max_seq_len=64)
     with pytest.raises(ValueError, match="at least one token"):
         run(mesh, graphdef, params, [[1, 2], []])
+
+
+def test_generation_past_max_seq_len_continues_in_half_windows():
+    # A larger init than the presets' makes greedy decoding wander instead of repeating one token,
+    # so a wrong context after a window shift shows up in the tokens.
+    mesh = one_device_mesh()
+    graphdef, params = make(dataclasses.replace(ModelConfig.gpt2_tiny(), init_std=0.5), mesh)
+    L, n, greedy = 32, 40, SamplingConfig(max_new_tokens=40, temperature=0.0)
+    for prompt in (PROMPTS[0], PROMPTS[2]):
+        got = run(mesh, graphdef, params, [prompt], greedy, max_seq_len=L)[0]
+        # The reference: fill the context, then re-read the last L // 2 tokens and go on.
+        expected, context = [], list(prompt)
+        while len(expected) < n:
+            k = min(n - len(expected), L - len(context))
+            expected += naive_greedy(mesh, graphdef, params, context, k)
+            context = (list(prompt) + expected)[-(L // 2):]
+        assert got == expected and len(set(got)) > 10
+    # Batched rows share the window boundaries (set by the longest live context): each row then
+    # equals its own windowed run with that boundary, and a stop token ends its row in a later window.
+    both = run(mesh, graphdef, params, [PROMPTS[0], PROMPTS[2]], greedy, max_seq_len=L)
+    assert both[1] == got and len(both[0]) == n
+    k = next(k for k in range(L, n) if both[1][k] not in both[1][:k] and both[1][k] not in both[0])
+    stopped = run(mesh, graphdef, params, [PROMPTS[0], PROMPTS[2]], greedy, max_seq_len=L, stop_tokens=[both[1][k]])
+    assert stopped == [both[0], both[1][:k + 1]]
 
 
 def test_sharded_2x2x2_equals_one_device(models):
