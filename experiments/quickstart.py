@@ -9,7 +9,15 @@ held-out 10% as training goes, and the model writes a few samples at the end.
     lmforge run experiments/quickstart.py:smoke       # ~1 minute; what the tests run
     lmforge sample runs/<the printed workdir> --prompt "The with statement"
 
-Measured (2-core CPU machine, jax 0.10.2): see RESULT below.
+Measured (the 2-core CPU machine, jax 0.10.2, `lmforge run experiments/quickstart.py`, wall time
+from `/usr/bin/time`, in a busy hour): 212.7 s in all; BPE tokenizer 2048 ids, 2.88 bytes/token
+on the held-out docs; 1.07M parameters; validation over the whole held-out split:
+
+    step        150     300     450     600
+    val ppl   221.4   145.8   116.7   104.2      (bits/byte 2.71 -> 2.33)
+
+and samples such as "A list comprehension to revers on / Returns a path. / Returns a curs the
+message." -- the shape of docstrings, not yet their sense.
 """
 
 from lmforge.data import DataConfig, SourceConfig, TokenizerConfig
@@ -19,8 +27,6 @@ from lmforge.train.pretrain import PretrainConfig
 from lmforge.train.sampling import SamplingConfig
 
 VARIANTS = ("default", "smoke")
-
-RESULT = "filled in below after measuring"
 
 
 def get_config(variant: str = "default") -> PretrainConfig:

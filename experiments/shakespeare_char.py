@@ -13,7 +13,28 @@ Variants:
     lmforge run experiments/shakespeare_char.py:cpu
     lmforge run experiments/shakespeare_char.py:gpu
 
-Measured: see RESULTS below (filled in from real runs).
+Measured (the 2-core CPU machine, jax 0.10.2, `lmforge run experiments/shakespeare_char.py:cpu`,
+wall time from `/usr/bin/time`, whole validation split of 111,539 targets; the run is deterministic,
+so the loss repeats exactly):
+
+    val loss   step 500: 2.2878   1000: 2.0672   1500: 1.9499   2000: 1.9024 (seed 1: 1.9070)
+    wall time  140.8 s (59 ms/step) in a quiet hour; 178.5 s (76 ms/step) in a busy one
+
+nanoGPT's own recipe in PyTorch (``benchmarks/nanogpt_reference.py``, torch 2.13 CPU, 2 threads),
+run right after each of the two lmforge runs on the same machine:
+
+    val loss   2000: 1.8857 on nanoGPT's estimate (20 random batches: the published ~1.88),
+                     1.8977 on the whole validation split (the number to compare with 1.9024)
+    wall time  99.6 s (47 ms/iteration), then 108.4 s (51 ms/iteration)
+
+So on the same metric lmforge matches nanoGPT's loss to 0.005 (within seed noise: 1.9024 / 1.9070),
+but the whole-split loss of the recipe is ~1.90 in both frameworks, and on this CPU XLA's step is
+1.25-1.5x slower than PyTorch's. The sample printed at the end (500 characters, windowed past the
+64-character block):
+
+    CORINABELL:
+    O, ell may thee may so daint a so should,
+    Of he the lijos and thee, I reperenty our our thy revert.
 """
 
 import dataclasses
@@ -29,8 +50,6 @@ from lmforge.train.sampling import SamplingConfig
 VARIANTS = ("default", "gpu", "cpu", "smoke")
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-
-RESULTS = "filled in below after measuring"
 
 
 def get_config(variant: str = "default") -> PretrainConfig:

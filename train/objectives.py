@@ -7,6 +7,8 @@ Choices:
 - The causal-LM loss is the weighted mean token cross-entropy, ``sum(w * nll) / sum(w)``; the
   metrics also return the *sums* (``nll_sum``, ``weight_sum``) so evaluation over many batches can
   reduce exactly (mean of means would weight short batches wrongly).
+- The masked-LM loss (BERT) is the same weighted cross-entropy with *unshifted* targets: the
+  weights from ``lmforge.data.corruption.mask_tokens`` are 1 exactly at the chosen positions.
 - z-loss (PaLM, Chowdhery et al. 2022, sec. 5): ``z_loss * log(Z)^2`` per token keeps the softmax
   normalizer near 1 for bf16 stability; reported separately and added to the loss.
 """
@@ -48,3 +50,12 @@ def causal_lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array, *,
         "weight_sum": weight_sum,
     }
     return loss + z_loss * z, metrics
+
+
+def masked_lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """BERT's masked-LM loss: mean cross-entropy over the chosen positions only.
+
+    logits (B, T, V) at each input position predict ``targets`` (B, T), the original token at that
+    same position (no shift); ``weights`` (B, T) is 1 where the token was chosen for masking.
+    """
+    return causal_lm_loss(logits, targets, weights)

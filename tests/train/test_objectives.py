@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmforge.train.objectives import causal_lm_loss, token_log_likelihood
+from lmforge.train.objectives import causal_lm_loss, masked_lm_loss, token_log_likelihood
 from lmforge.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
 
 
@@ -69,3 +69,12 @@ def test_weight_decay_skips_vectors():
 def test_optim_config_errors():
     with pytest.raises(ValueError, match="min_lr"):
         OptimConfig(lr=1e-4, min_lr=1e-3)
+
+
+def test_masked_lm_loss_counts_chosen_positions_only():
+    # two positions, vocabulary 3; only position 1 was chosen: loss = -log softmax([0, 2, 0])[1]
+    logits = jnp.array([[[5.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
+    loss, m = masked_lm_loss(logits, jnp.array([[2, 1]]), jnp.array([[0.0, 1.0]]))
+    expected = -(2.0 - math.log(math.exp(0) + math.exp(2) + math.exp(0)))
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(m["accuracy"]) == 1.0 and float(m["weight_sum"]) == 1.0
