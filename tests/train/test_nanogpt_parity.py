@@ -1,0 +1,89 @@
+"""lmforge's GPT (nanoGPT settings) == nanoGPT's model in PyTorch on the same weights.
+
+The PyTorch side is ``benchmarks/nanogpt_reference.py``'s transcription of nanoGPT's ``model.py``
+(the side-by-side reference for ``experiments/shakespeare_char.py``). Needs torch (CPU wheel).
+"""
+
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import AxisType
+
+from lmforge.model import DecoderLM, ModelConfig, axis_rules, create_sharded
+from lmforge.train.mesh import DEFAULT_RULES
+from lmforge.train.objectives import causal_lm_loss
+
+torch = pytest.importorskip("torch", reason="needs torch (pip install torch; the CPU wheel is enough)")
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "nanogpt_reference.py"
+V, T, D, H, L = 23, 16, 32, 4, 2
+
+
+def load_reference():
+    spec = importlib.util.spec_from_file_location("nanogpt_reference", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_same_weights_give_same_logits_and_loss():
+    ref = load_reference()
+    torch.manual_seed(0)
+    cfg = {**ref.COMMON, "n_layer": L, "n_head": H, "n_embd": D, "block_size": T, "dropout": 0.0}
+    theirs = ref.build_model(torch, V, cfg).eval()
+    with torch.no_grad():   # nanoGPT's LayerNorm weights start at 1: perturb them so the mapping is tested
+        for name, p in theirs.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    w = {k: v.detach().numpy() for k, v in theirs.state_dict().items()}
+
+    mcfg = ModelConfig.gpt2(num_layers=L, num_heads=H, embed_dim=D, mlp_dim=4 * D, max_seq_len=T, vocab_size=V,
+                            use_bias=False, activation="gelu_exact", dtype="float32")
+    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3,
+                         devices=jax.devices()[:1])
+    with axis_rules(DEFAULT_RULES):
+        ours = nnx.merge(*create_sharded(lambda: DecoderLM(mcfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)[:2])
+    ours.embed[...] = w["transformer.wte.weight"]
+    ours.pos_embed[...] = w["transformer.wpe.weight"]
+    ours.final_norm.scale[...] = w["transformer.ln_f.weight"]
+    hd = D // H
+    for i, block in enumerate(ours.blocks):
+        p = f"transformer.h.{i}."
+        qkv = w[p + "attn.c_attn.weight"].T                              # (D, 3D): torch Linear is (out, in)
+        block.attn.q[...], block.attn.k[...], block.attn.v[...] = (
+            qkv[:, j * D:(j + 1) * D].reshape(D, H, hd) for j in range(3))
+        block.attn.o[...] = w[p + "attn.c_proj.weight"].T.reshape(H, hd, D)
+        block.attn_norm.scale[...] = w[p + "ln_1.weight"]
+        block.mlp_norm.scale[...] = w[p + "ln_2.weight"]
+        block.mlp.up[...] = w[p + "mlp.c_fc.weight"].T
+        block.mlp.down[...] = w[p + "mlp.c_proj.weight"].T
+
+    tokens = np.random.default_rng(0).integers(0, V, (3, T + 1))
+    x, y = np.ascontiguousarray(tokens[:, :-1]), np.ascontiguousarray(tokens[:, 1:])
+    with torch.no_grad():
+        logits_ref = theirs.lm_head(theirs.transformer.ln_f(_trunk(theirs, torch.from_numpy(x)))).numpy()
+        loss_ref = float(theirs(torch.from_numpy(x), torch.from_numpy(y)))
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        logits, _ = ours(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(logits), logits_ref, atol=1e-5, rtol=1e-5)
+    loss, _ = causal_lm_loss(logits, jnp.asarray(y), jnp.ones(y.shape))
+    assert float(loss) == pytest.approx(loss_ref, rel=1e-5)
+    assert np.abs(logits_ref).max() > 0.1                                # not a trivial comparison
+
+
+def _trunk(model, idx):
+    pos = torch.arange(idx.size(1))
+    x = model.transformer.wte(idx) + model.transformer.wpe(pos)
+    for block in model.transformer.h:
+        x = block(x)
+    return x
+
+
+def test_reference_script_refuses_missing_data(tmp_path):
+    ref = load_reference()
+    assert ref.main(["--data", str(tmp_path / "missing.txt")]) == 2
