@@ -116,12 +116,15 @@ def build_model(torch, vocab_size: int, cfg: dict):
             elif isinstance(module, nn.Embedding):
                 torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-        def forward(self, idx, targets, reduction="mean"):
+        def logits(self, idx):
             pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
             x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
             for block in self.transformer.h:
                 x = block(x)
-            logits = self.lm_head(self.transformer.ln_f(x))
+            return self.lm_head(self.transformer.ln_f(x))
+
+        def forward(self, idx, targets, reduction="mean"):
+            logits = self.logits(idx)
             return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
                                    reduction=reduction)
 

@@ -168,9 +168,13 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
 
     mesh = make_mesh(cfg.mesh)
     global_bs = cfg.data.batch_size
-    if global_bs % batch_axes_size(mesh) or global_bs % (jax.process_count() * cfg.optim.grad_accum):
-        raise ValueError(f"data.batch_size={global_bs} must be divisible by the batch mesh axes "
-                         f"({batch_axes_size(mesh)}), the process count and optim.grad_accum")
+    eval_bs = cfg.eval_batch_size or global_bs
+    for name, rows, per_process, what in (
+            ("data.batch_size", global_bs, cfg.optim.grad_accum, ", the process count and optim.grad_accum"),
+            ("eval_batch_size", eval_bs, 1, " and the process count")):
+        if rows % batch_axes_size(mesh) or rows % (jax.process_count() * per_process):
+            raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes "
+                             f"({batch_axes_size(mesh)}){what}")
     setup = build(model_cfg, cfg.optim, total_steps=cfg.steps, mesh=mesh, rules=cfg.mesh.rules, seed=cfg.seed,
                   z_loss=cfg.z_loss)
     n_params = sum(x.size for x in jax.tree.leaves(setup.state["params"]))
@@ -188,10 +192,6 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
         print(f"resumed from step {start} in {ckpt.directory}", flush=True)
     rng = jax.random.key(cfg.seed)
 
-    eval_bs = cfg.eval_batch_size or global_bs
-    if eval_bs % batch_axes_size(mesh) or eval_bs % jax.process_count():
-        raise ValueError(f"eval_batch_size={eval_bs} must be divisible by the batch mesh axes "
-                         f"({batch_axes_size(mesh)}) and the process count")
     val_batches, val_bytes = eval_batches(cfg.data, tok, val_docs, batch_size=eval_bs)
     evaluate = Evaluator(setup, val_batches, val_bytes, eval_bs, cfg.eval_max_batches)
     writer = MetricsWriter(workdir, resume_step=start if restored is not None else None)
