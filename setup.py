@@ -30,8 +30,19 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "portpicker>=1.6"],
+        "test": ["pytest>=8", "portpicker>=1.6",
+                 # data curation (the curate and beam extras), imported by tests/data/curate
+                 "datasketch>=2.0,<3", "ftfy>=6.3", "zstandard>=0.23", "pyarrow>=17", "py3langid>=0.3",
+                 "alt-profanity-check>=1.6", "python-stdnum>=1.20", "xxhash>=3.4", "apache-beam>=2.77,<3"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.12"],
+        # `lmforge data curate`: MinHash, mojibake repair, compressed shards, parquet, language id
+        # (model in the wheel), toxicity (model in the wheel), checksum validation for PII.
+        "curate": ["datasketch>=2.0,<3", "ftfy>=6.3", "zstandard>=0.23", "pyarrow>=17", "py3langid>=0.3",
+                   "alt-profanity-check>=1.6", "python-stdnum>=1.20", "xxhash>=3.4"],
+        # curation on Apache Beam (Dataflow / Flink / Spark); moves protobuf to 6.x beside jax.
+        "beam": ["apache-beam>=2.77,<3"],
+        # benchmarks/curate_throughput.py compares with datatrove (whose English word filters need spacy)
+        "bench": ["datatrove>=0.10", "spacy>=3.7"],
     },
     entry_points={"console_scripts": ["lmforge=lmforge.cli.main:main"]},
 )

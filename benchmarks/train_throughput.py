@@ -118,7 +118,7 @@ def benchmark(args) -> dict:
     mesh = make_mesh(MeshConfig(*args.mesh_sizes))
     if args.batch_size % batch_axes_size(mesh):
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the batch mesh axes "
-                         f"data x fsdp = {batch_axes_size(mesh)}")
+                         f"data x fsdp x expert = {batch_axes_size(mesh)}")
     total = args.warmup + args.steps
     setup = build(cfg, OptimConfig(warmup_steps=0), total_steps=total, mesh=mesh, rules=DEFAULT_RULES,
                   seed=args.seed)
@@ -154,7 +154,7 @@ def benchmark(args) -> dict:
     step_s = statistics.median(times)
     tokens_per_s = args.batch_size * args.seq_len / step_s
     flops_per_token = model_flops_per_token(
-        num_params_non_embedding=cfg.num_params(embeddings=False), num_layers=cfg.num_layers,
+        num_params_non_embedding=cfg.num_params(embeddings=False, active=True), num_layers=cfg.num_layers,
         seq_len=args.seq_len, embed_dim=cfg.embed_dim, vocab_size=cfg.vocab_size)
     peak_flops = peak_flops_per_device(device, args.dtype)
     return {

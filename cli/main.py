@@ -4,6 +4,7 @@
     lmforge sweep experiments/pretrain/gpt2_small.py "optim.lr=[1e-3,3e-4]" "model.num_layers=[2,4]"
     lmforge sample runs/gpt2_small-smoke-20250101-120000 --prompt "Once upon a time"
     lmforge tokenizer train --source-kind text --path corpus.txt --vocab-size 4096 --out tok/
+    lmforge convert hf_gpt2/ gpt2_lmforge/          # transformers folder <-> lmforge (run or model folder)
 
 A user's mistake (unknown key, wrong type, missing file, a run folder holding another config, bad
 data) prints ``lmforge: error: <one line>`` on stderr and exits 2; ``lmforge --traceback ...``
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 
 from .bindings import apply_bindings, axis_bindings, non_default, split_binding, split_sweep
 from .config_io import load_config
+from .convert_cmd import add_convert_parser
+from .data_cmd import add_data_parser
 from .errors import ConfigError, one_line
 from .experiment import experiment_config, experiment_sweep, load_experiment, split_spec
 from .launch import CONFIG_FILE, default_workdir, launch
@@ -107,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-fraction", type=float, default=0.1, help="held out for the compression report")
     train.add_argument("--out", required=True, help="folder to write the tokenizer into")
     train.set_defaults(handler=_tokenizer_train_cmd)
+
+    add_data_parser(sub)
+    add_convert_parser(sub)
     return parser
 
 

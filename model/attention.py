@@ -39,23 +39,36 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return out.astype(x.dtype)
 
 
-def attention_mask(q_segments: jax.Array, kv_segments: jax.Array, q_slots: jax.Array,
-                   kv_slots: jax.Array) -> jax.Array:
-    """(B, T), (B, S), (T,), (S,) -> boolean (B, 1, T, S): True where the query may attend."""
-    causal = kv_slots[None, :] <= q_slots[:, None]                                   # (T, S)
+def attention_mask(q_segments: jax.Array, kv_segments: jax.Array, q_slots: jax.Array | None,
+                   kv_slots: jax.Array | None) -> jax.Array:
+    """(B, T), (B, S), (T,), (S,) -> boolean (B, 1, T, S): True where the query may attend.
+
+    ``q_slots=None`` (bidirectional: encoders, cross-attention) drops the causal part.
+    """
     same = (q_segments[:, :, None] == kv_segments[:, None, :]) & (kv_segments[:, None, :] != 0)
+    if q_slots is None:
+        return same[:, None]
+    causal = kv_slots[None, :] <= q_slots[:, None]                                   # (T, S)
     return (causal[None] & same)[:, None]
 
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
-                  dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None) -> jax.Array:
-    """q: (B, T, N, H); k, v: (B, S, K, H); mask: (B, 1, T, S) -> (B, T, N, H)."""
+                  dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
+                  bias: jax.Array | None = None, scale: float | None = None) -> jax.Array:
+    """q: (B, T, N, H); k, v: (B, S, K, H); mask: (B, 1, T, S); bias: (B|1, N, T, S) -> (B, T, N, H).
+
+    ``scale`` multiplies the logits (default ``H ** -0.5``); ``bias`` is added to them (T5's
+    relative position bias).
+    """
     h, groups = q.shape[-1], q.shape[2] // k.shape[2]
     if groups > 1:
         # GQA: repeat each key/value head for its G query heads. The grouped 5-D einsum
         # ('BTKGH,BSKH->BKGTS') is the same math, but XLA:CPU runs its backward pass ~5x slower.
         k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-    logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32) * (h ** -0.5)
+    logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32)
+    logits = logits * (h ** -0.5 if scale is None else scale)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     probs = dropout(probs, dropout_rate, dropout_rng).astype(v.dtype)
@@ -63,12 +76,21 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
 
 
 class Attention(nnx.Module):
+    """Multi-head (grouped-query) attention: causal or bidirectional self-attention, or cross-attention.
+
+    ``causal=False`` is an encoder's self-attention; cross-attention (a decoder reading the
+    encoder's output, "memory") is :meth:`cross`, with keys/values from :meth:`memory_kv`, which a
+    sampler computes once per prompt and keeps in its cache. ``scale=False`` drops the
+    ``1/sqrt(H)`` factor (T5 folds it into the initialization of ``q``).
+    """
+
     def __init__(self, *, embed_dim: int, num_heads: int, num_kv_heads: int, head_dim: int, use_bias: bool,
                  position: str, rope_theta: float, backend: str, dropout: float, init_std: float,
-                 out_std: float, dtype, param_dtype, rngs: nnx.Rngs):
+                 out_std: float, dtype, param_dtype, rngs: nnx.Rngs, causal: bool = True, scale: bool = True):
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.position, self.rope_theta, self.backend = position, rope_theta, backend
-        self.dropout_rate, self.dtype = dropout, dtype
+        self.dropout_rate, self.dtype, self.causal = dropout, dtype, causal
+        self.scale = None if scale else 1.0
         d, n, k, h = embed_dim, num_heads, num_kv_heads, head_dim
         self.q = param(rngs, normal(init_std), (d, n, h), ("embed", "heads", "head_dim"), param_dtype)
         self.k = param(rngs, normal(init_std), (d, k, h), ("embed", "kv_heads", "head_dim"), param_dtype)
@@ -88,18 +110,49 @@ class Attention(nnx.Module):
             y = y + b[...].astype(self.dtype)
         return constrain(y, names)
 
+    def _q(self, x):
+        return self._project(x, self.q, self.q_bias, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
+
+    def memory_kv(self, memory: jax.Array) -> dict:
+        """Cross-attention keys/values of the encoder output ``memory`` (B, S, D): {"k", "v"} (B, S, K, H)."""
+        names = ("act_batch", "act_seq", "act_kv_heads", "act_head_dim")
+        return {"k": self._project(memory, self.k, self.k_bias, names),
+                "v": self._project(memory, self.v, self.v_bias, names)}
+
+    def _attend(self, q, k, v, mask, bias, dropout_rng):
+        if self.backend == "xla" or bias is not None:
+            rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, 1)
+            out = xla_attention(q, k, v, mask, dropout_rate=self.dropout_rate, dropout_rng=rng, bias=bias,
+                                scale=self.scale)
+        else:  # attention-probability dropout is not offered by jax.nn.dot_product_attention
+            impl = "cudnn" if self.backend == "cudnn" else None
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale, implementation=impl)
+        out = constrain(out, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
+        y = matmul(out, self.o[...].astype(self.dtype), n_in=2)             # (B, T, D)
+        if self.o_bias is not None:
+            y = y + self.o_bias[...].astype(self.dtype)
+        return y
+
+    def cross(self, x: jax.Array, kv: dict, *, segment_ids: jax.Array, kv_segment_ids: jax.Array,
+              dropout_rng: jax.Array | None = None) -> jax.Array:
+        """x (B, T, D) attends to all of ``kv`` (from :meth:`memory_kv`) in its own segment -> (B, T, D)."""
+        mask = attention_mask(segment_ids, kv_segment_ids, None, None)
+        k, v = kv["k"].astype(self.dtype), kv["v"].astype(self.dtype)
+        return self._attend(self._q(x), k, v, mask, None, dropout_rng)
+
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array,
                  kv_cache: dict | None = None, cache_index: jax.Array | None = None,
-                 kv_segment_ids: jax.Array | None = None, dropout_rng: jax.Array | None = None):
-        """x: (B, T, D); positions, segment_ids: (B, T).
+                 kv_segment_ids: jax.Array | None = None, dropout_rng: jax.Array | None = None,
+                 bias: jax.Array | None = None):
+        """x: (B, T, D); positions, segment_ids: (B, T); bias: (B|1, N, T, S) added to the logits.
 
         With ``kv_cache`` ({"k", "v"}: (B, S, K, H)), the new keys/values are written at
         ``cache_index`` and the queries attend to the whole buffer, whose segment ids
         ``kv_segment_ids`` (B, S) the caller has already updated. Returns (y (B, T, D), new kv).
         """
-        q = self._project(x, self.q, self.q_bias, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
-        k = self._project(x, self.k, self.k_bias, ("act_batch", "act_seq", "act_kv_heads", "act_head_dim"))
-        v = self._project(x, self.v, self.v_bias, ("act_batch", "act_seq", "act_kv_heads", "act_head_dim"))
+        q = self._q(x)
+        kv = self.memory_kv(x)
+        k, v = kv["k"], kv["v"]
         if self.position == "rope":
             q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
 
@@ -116,16 +169,7 @@ class Attention(nnx.Module):
             k, v = k.astype(self.dtype), v.astype(self.dtype)
             q_slots = cache_index + jnp.arange(t)
             kv_slots = jnp.arange(k.shape[1])
+        if not self.causal:
+            q_slots = kv_slots = None
         mask = attention_mask(segment_ids, kv_segment_ids, q_slots, kv_slots)
-
-        if self.backend == "xla":
-            rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, 1)
-            out = xla_attention(q, k, v, mask, dropout_rate=self.dropout_rate, dropout_rng=rng)
-        else:  # attention-probability dropout is not offered by jax.nn.dot_product_attention
-            impl = "cudnn" if self.backend == "cudnn" else None
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-        out = constrain(out, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
-        y = matmul(out, self.o[...].astype(self.dtype), n_in=2)             # (B, T, D)
-        if self.o_bias is not None:
-            y = y + self.o_bias[...].astype(self.dtype)
-        return y, new_cache
+        return self._attend(q, k, v, mask, bias, dropout_rng), new_cache

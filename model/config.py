@@ -4,6 +4,8 @@ Two decoder-only families share one module tree and differ only in a few fields:
 - ``gpt2`` (Radford et al. 2019): learned absolute positions, pre-LayerNorm with biases, GELU
   (tanh approximation, as GPT-2 and Hugging Face's ``gelu_new``), tied input/output embeddings.
 - ``llama`` (Touvron et al. 2023): RoPE, RMSNorm, SwiGLU, no biases, grouped-query attention.
+- ``num_experts > 0`` makes a decoder's FFNs mixtures of experts (``moe.py``); ``llama_moe`` is a
+  Mixtral-style preset (8 experts, top-2).
 
 ``vocab_size=0`` means "take it from the tokenizer" (the pretraining runner fills it in, rounded up
 to ``vocab_multiple``, as nanoGPT pads GPT-2's 50257 to 50304 for faster matmuls).
@@ -13,9 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 
+FAMILIES = ("gpt2", "llama", "bert", "transformer", "t5")
+ARCHITECTURES = {"gpt2": "decoder", "llama": "decoder", "bert": "encoder", "transformer": "encoder_decoder",
+                 "t5": "encoder_decoder"}
 NORMS = ("layernorm", "rmsnorm")
-POSITIONS = ("learned", "rope")
-ACTIVATIONS = ("gelu", "gelu_exact", "swiglu")
+POSITIONS = ("learned", "rope", "sinusoidal", "relative")
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("gelu", "gelu_exact", "swiglu", "relu", "geglu")
 ATTENTION_BACKENDS = ("xla", "dot_product", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -47,10 +53,27 @@ class ModelConfig:
     remat: str = "none"
     dtype: str = "float32"           # compute dtype (activations, matmuls)
     param_dtype: str = "float32"     # master weights
+    # Encoder-only and encoder-decoder families (model/encoder.py, model/encdec.py).
+    num_decoder_layers: int = 0      # encoder-decoder: decoder depth; 0 → num_layers
+    norm_position: str = "pre"       # "pre" (GPT-2, Llama, T5) | "post" (original Transformer, BERT)
+    type_vocab_size: int = 0         # BERT token-type (sentence A/B) embeddings; 0 → none
+    embed_scale: bool = False        # token embeddings times sqrt(embed_dim) (original Transformer)
+    attention_scale: bool = True     # q·k / sqrt(head_dim); T5 folds the factor into its init instead
+    relative_buckets: int = 32       # T5 relative position bias: buckets and the distance of the last one
+    relative_max_distance: int = 128
+    lm_head: bool = True             # encoder: False returns hidden states (sentence encoders, no MLM head)
+    output_scale: bool = False       # decoder output times embed_dim ** -0.5 before unembedding (T5 with tied embeddings)
+    # Mixture of experts (model/moe.py): every block's FFN becomes num_experts SwiGLU/GELU experts.
+    num_experts: int = 0             # 0 → dense MLP
+    experts_per_token: int = 2       # top-k routing (Mixtral: 2 of 8)
+    moe_capacity_factor: float = 0.0  # 0 → dropless; > 0 → per-sequence capacity ceil(k T factor / E)
+    moe_aux_loss: float = 0.01       # weight of the Switch load-balancing loss (1.0 when balanced)
+    moe_z_loss: float = 0.001        # weight of the ST-MoE router z-loss
+    num_shared_experts: int = 0      # always-on experts beside the routed ones (DeepSeekMoE)
 
     def __post_init__(self):
-        for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("activation", ACTIVATIONS),
-                              ("attention", ATTENTION_BACKENDS), ("remat", REMAT_POLICIES),
+        for name, allowed in (("family", FAMILIES), ("norm_position", NORM_POSITIONS), ("norm", NORMS),
+                              ("position", POSITIONS), ("activation", ACTIVATIONS), ("attention", ATTENTION_BACKENDS), ("remat", REMAT_POLICIES),
                               ("dtype", DTYPES), ("param_dtype", DTYPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {allowed}")
@@ -65,6 +88,45 @@ class ModelConfig:
             raise ValueError(f"RoPE needs an even head dimension, got {self.dims_per_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        self._check_family()
+        if self.num_experts < 0 or self.num_shared_experts < 0:
+            raise ValueError(f"model.num_experts={self.num_experts} and model.num_shared_experts="
+                             f"{self.num_shared_experts} must be >= 0")
+        if self.num_experts:
+            if not 1 <= self.experts_per_token <= self.num_experts:
+                raise ValueError(f"model.experts_per_token={self.experts_per_token} must be in "
+                                 f"[1, model.num_experts={self.num_experts}]")
+            if self.moe_capacity_factor < 0 or self.moe_aux_loss < 0 or self.moe_z_loss < 0:
+                raise ValueError("model.moe_capacity_factor, model.moe_aux_loss and model.moe_z_loss must be >= 0")
+            if self.use_bias:
+                raise ValueError("model.num_experts > 0 needs model.use_bias=False (experts have no biases, as in Mixtral)")
+
+    def _check_family(self):
+        arch = self.architecture
+        if arch == "decoder" and (self.position not in ("learned", "rope") or self.norm_position != "pre"):
+            raise ValueError(f"model.family={self.family!r} (decoder-only) needs position 'learned' or 'rope' and "
+                             f"norm_position 'pre'; got {self.position!r}, {self.norm_position!r}")
+        if arch != "decoder":
+            if self.position == "rope":
+                raise ValueError(f"model.position='rope' is for decoder-only families; {self.family!r} takes "
+                                 "'learned', 'sinusoidal' or 'relative'")
+            if self.scan_layers or self.remat != "none":
+                raise ValueError(f"model.scan_layers / model.remat are implemented for decoder-only families, "
+                                 f"not {self.family!r}")
+        if self.position == "relative" and (self.relative_buckets < 2 or self.relative_max_distance < self.relative_buckets):
+            raise ValueError(f"model.relative_buckets={self.relative_buckets} must be >= 2 and <= "
+                             f"model.relative_max_distance={self.relative_max_distance}")
+        if self.type_vocab_size and arch != "encoder":
+            raise ValueError("model.type_vocab_size (token types) is for encoder-only families (bert)")
+
+    @property
+    def architecture(self) -> str:
+        """"decoder" (gpt2, llama), "encoder" (bert) or "encoder_decoder" (transformer, t5)."""
+        return ARCHITECTURES[self.family]
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_decoder_layers or self.num_layers
 
     @property
     def kv_heads(self) -> int:
@@ -74,14 +136,21 @@ class ModelConfig:
     def dims_per_head(self) -> int:
         return self.head_dim or self.embed_dim // self.num_heads
 
-    def num_params(self, *, embeddings: bool = True) -> int:
-        """Parameter count from the config alone (checked against the real model in tests)."""
+    def num_params(self, *, embeddings: bool = True, active: bool = False) -> int:
+        """Parameter count from the config alone (checked against the real model in tests).
+
+        ``active``: a mixture of experts counts only the ``experts_per_token`` experts a token
+        uses (the parameters that cost FLOPs per token, for MFU), not all of them.
+        """
         d, f, h = self.embed_dim, self.mlp_dim, self.dims_per_head
         attn = d * h * (self.num_heads * 2 + self.kv_heads * 2)
-        mlp = d * f * (3 if self.activation == "swiglu" else 2)
+        mlp = d * f * (3 if self.activation in ("swiglu", "geglu") else 2)
+        if self.num_experts:  # routed experts + shared experts + the router (D, E)
+            routed = self.experts_per_token if active else self.num_experts
+            mlp = mlp * (routed + self.num_shared_experts) + d * self.num_experts
         norms = 2 * d * (2 if self.norm == "layernorm" and self.use_bias else 1)
         bias = (h * (self.num_heads + 2 * self.kv_heads) + d + f + d) if self.use_bias else 0
-        if self.use_bias and self.activation == "swiglu":
+        if self.use_bias and self.activation in ("swiglu", "geglu"):
             bias += f
         per_layer = attn + mlp + norms + bias
         final_norm = d * (2 if self.norm == "layernorm" and self.use_bias else 1)
@@ -136,6 +205,71 @@ class ModelConfig:
                                    tie_embeddings=True), **overrides})
 
     @classmethod
+    def llama_moe(cls, **overrides) -> ModelConfig:  # Mixtral-style 8 experts top-2: 0.41B total, 0.15B active
+        return cls.llama(**{**dict(num_layers=12, num_heads=12, num_kv_heads=4, embed_dim=768, mlp_dim=1536,
+                                   vocab_size=32000, max_seq_len=2048, num_experts=8, experts_per_token=2),
+                            **overrides})
+
+    @classmethod
+    def llama_moe_tiny(cls, **overrides) -> ModelConfig:
+        return cls.llama_tiny(**{**dict(mlp_dim=96, num_experts=4, experts_per_token=2), **overrides})
+
+    @classmethod
+    def bert(cls, **overrides) -> ModelConfig:
+        """BERT (Devlin et al. 2019): post-LN encoder, learned positions, token types, exact GELU, tied MLM head."""
+        base = dict(family="bert", norm="layernorm", norm_position="post", norm_eps=1e-12, position="learned",
+                    activation="gelu_exact", use_bias=True, tie_embeddings=True, type_vocab_size=2,
+                    vocab_size=30522, max_seq_len=512, dropout=0.1)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def bert_tiny(cls, **overrides) -> ModelConfig:
+        return cls.bert(**{**dict(num_layers=2, num_heads=4, embed_dim=64, mlp_dim=256, vocab_size=256,
+                                  max_seq_len=128, dropout=0.0), **overrides})
+
+    @classmethod
+    def bert_base(cls, **overrides) -> ModelConfig:  # 110M
+        return cls.bert(**{**dict(num_layers=12, num_heads=12, embed_dim=768, mlp_dim=3072), **overrides})
+
+    @classmethod
+    def transformer(cls, **overrides) -> ModelConfig:
+        """"Attention Is All You Need" (Vaswani et al. 2017): post-LN encoder-decoder, sinusoidal
+        positions, ReLU FFN, one embedding shared by encoder, decoder and output (scaled by sqrt(d))."""
+        base = dict(family="transformer", norm="layernorm", norm_position="post", norm_eps=1e-6,
+                    position="sinusoidal", activation="relu", use_bias=True, tie_embeddings=True, embed_scale=True,
+                    init_std=0.02, dropout=0.1)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def transformer_tiny(cls, **overrides) -> ModelConfig:
+        return cls.transformer(**{**dict(num_layers=2, num_heads=4, embed_dim=64, mlp_dim=256, vocab_size=256,
+                                         max_seq_len=128, dropout=0.0), **overrides})
+
+    @classmethod
+    def transformer_base(cls, **overrides) -> ModelConfig:  # the paper's base model, 6 + 6 layers
+        return cls.transformer(**{**dict(num_layers=6, num_heads=8, embed_dim=512, mlp_dim=2048, vocab_size=37000,
+                                         max_seq_len=512), **overrides})
+
+    @classmethod
+    def t5(cls, **overrides) -> ModelConfig:
+        """T5 v1.1 (Raffel et al. 2020 + the v1.1 checkpoints): pre-RMSNorm without biases, relative
+        position buckets, gated GELU, untied output layer, no 1/sqrt(H) attention scale.
+        The original T5 is ``activation="relu", tie_embeddings=True, output_scale=True``."""
+        base = dict(family="t5", norm="rmsnorm", norm_position="pre", norm_eps=1e-6, position="relative",
+                    activation="geglu", use_bias=False, tie_embeddings=False, attention_scale=False,
+                    relative_buckets=32, relative_max_distance=128, vocab_size=32128, max_seq_len=512, init_std=0.05)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def t5_tiny(cls, **overrides) -> ModelConfig:
+        return cls.t5(**{**dict(num_layers=2, num_heads=4, embed_dim=64, mlp_dim=128, vocab_size=256,
+                                max_seq_len=128, relative_buckets=8, relative_max_distance=32), **overrides})
+
+    @classmethod
+    def t5_small(cls, **overrides) -> ModelConfig:  # T5 v1.1 small, 77M
+        return cls.t5(**{**dict(num_layers=8, num_heads=6, head_dim=64, embed_dim=512, mlp_dim=1024), **overrides})
+
+    @classmethod
     def preset(cls, name: str, **overrides) -> ModelConfig:
         if name not in PRESETS:
             import difflib
@@ -144,4 +278,5 @@ class ModelConfig:
         return getattr(cls, name)(**overrides)
 
 
-PRESETS = ("gpt2_tiny", "gpt2_small", "gpt2_medium", "gpt2_large", "llama_tiny", "llama_1b")
+PRESETS = ("gpt2_tiny", "gpt2_small", "gpt2_medium", "gpt2_large", "llama_tiny", "llama_1b", "llama_moe",
+           "llama_moe_tiny", "bert_tiny", "bert_base", "transformer_tiny", "transformer_base", "t5_tiny", "t5_small")

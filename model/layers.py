@@ -84,11 +84,26 @@ class Norm(nnx.Module):
         return y.astype(dtype)
 
 
+GATED = ("swiglu", "geglu")
+
+
+def activate(h: jax.Array, activation: str) -> jax.Array:
+    """The nonlinearity of an MLP; for gated kinds it is applied to the gate branch."""
+    if activation in ("gelu", "geglu"):
+        return jax.nn.gelu(h, approximate=True)
+    if activation == "gelu_exact":
+        return jax.nn.gelu(h, approximate=False)
+    if activation == "relu":
+        return jax.nn.relu(h)
+    return jax.nn.silu(h)  # swiglu
+
+
 class MLP(nnx.Module):
-    """GELU MLP (GPT-2: ``down(gelu(up(x)))``) or SwiGLU (Llama: ``down(silu(gate(x)) * up(x))``).
+    """Plain MLP ``down(act(up(x)))`` (GPT-2, BERT, original Transformer) or gated
+    ``down(act(gate(x)) * up(x))`` (SwiGLU: Llama; GeGLU: T5 v1.1, Shazeer 2020).
 
     ``gelu`` is the tanh approximation (GPT-2, Hugging Face ``gelu_new``); ``gelu_exact`` the erf
-    form (PyTorch ``nn.GELU()``, which nanoGPT uses).
+    form (PyTorch ``nn.GELU()``, which nanoGPT and BERT use); ``relu`` the original Transformer's.
     """
 
     def __init__(self, *, embed_dim: int, mlp_dim: int, activation: str, use_bias: bool, init_std: float,
@@ -96,24 +111,24 @@ class MLP(nnx.Module):
         self.activation, self.dtype = activation, dtype
         self.up = param(rngs, normal(init_std), (embed_dim, mlp_dim), ("embed", "mlp"), param_dtype)
         self.gate = (param(rngs, normal(init_std), (embed_dim, mlp_dim), ("embed", "mlp"), param_dtype)
-                     if activation == "swiglu" else None)
+                     if activation in GATED else None)
         self.down = param(rngs, normal(out_std), (mlp_dim, embed_dim), ("mlp", "embed"), param_dtype)
         self.up_bias = param(rngs, zeros, (mlp_dim,), ("mlp",), param_dtype) if use_bias else None
         self.gate_bias = (param(rngs, zeros, (mlp_dim,), ("mlp",), param_dtype)
-                          if use_bias and activation == "swiglu" else None)
+                          if use_bias and activation in GATED else None)
         self.down_bias = param(rngs, zeros, (embed_dim,), ("embed",), param_dtype) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:  # (B, T, D) -> (B, T, D)
         h = matmul(x, self.up[...].astype(self.dtype))                     # (B, T, F)
         if self.up_bias is not None:
             h = h + self.up_bias[...].astype(self.dtype)
-        if self.activation == "swiglu":
+        if self.gate is not None:
             g = matmul(x, self.gate[...].astype(self.dtype))
             if self.gate_bias is not None:
                 g = g + self.gate_bias[...].astype(self.dtype)
-            h = jax.nn.silu(g) * h
+            h = activate(g, self.activation) * h
         else:
-            h = jax.nn.gelu(h, approximate=self.activation == "gelu")
+            h = activate(h, self.activation)
         h = constrain(h, ("act_batch", "act_seq", "act_mlp"))
         y = matmul(h, self.down[...].astype(self.dtype))                   # (B, T, D)
         if self.down_bias is not None:

@@ -2,7 +2,7 @@
 
 Parameters are annotated with *logical* names (``("embed", "mlp")``) and activations are
 constrained with logical names through :func:`constrain`. Which mesh axis (``data``, ``fsdp``,
-``tensor``) a logical name lands on is decided by one rules table that lives in the experiment
+``expert``, ``tensor``) a logical name lands on is decided by one rules table that lives in the experiment
 config (see ``lmforge.train.mesh``), never in the model.
 
 Choices:
@@ -14,6 +14,9 @@ Choices:
   that the mesh axes do not divide is an error naming the array.
 - Outside any mesh (a plain CPU unit test) :func:`constrain` still resolves and checks the names,
   then returns the array unchanged.
+- The ``expert`` mesh axis is optional: a mesh without it behaves as one with ``expert`` of size 1
+  (the axis is dropped from specs), so meshes built before expert parallelism existed keep working.
+  Every other mesh axis a rule names must exist.
 """
 
 from __future__ import annotations
@@ -31,12 +34,16 @@ MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
 
 # Every logical name the model uses. Params: embed, mlp, heads, kv_heads, head_dim, vocab, layers,
-# norm. Activations: act_*. A rules table must cover all of them (missing ones are an error).
-PARAM_AXES = ("embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers", "norm", "pos")
+# norm, expert. Activations: act_*. A rules table must cover all of them (missing ones are an error).
+# MoE: ``act_expert`` is the expert dimension of dispatched tokens; ``act_batch_no_expert`` is their
+# batch dimension, which must leave the mesh axis that ``act_expert`` takes (an all-to-all).
+PARAM_AXES = ("embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers", "norm", "pos", "expert")
 ACTIVATION_AXES = (
     "act_batch", "act_seq", "act_embed", "act_mlp", "act_heads", "act_kv_heads", "act_head_dim",
-    "act_vocab", "act_kv_seq",
+    "act_vocab", "act_kv_seq", "act_expert", "act_batch_no_expert",
 )
+# Mesh axes that a mesh may lack (then they count as size 1).
+OPTIONAL_MESH_AXES = ("expert",)
 LOGICAL_AXES = PARAM_AXES + ACTIVATION_AXES
 
 _RULES: contextvars.ContextVar[Rules | None] = contextvars.ContextVar("lmforge_axis_rules", default=None)
@@ -81,8 +88,30 @@ def current_rules() -> Rules:
     return rules
 
 
-def logical_spec(names: Sequence[str | None], rules: Rules | None = None) -> PartitionSpec:
-    """``("act_batch", "act_seq", "act_embed")`` → ``P(("data", "fsdp"), None, None)``."""
+def logical_spec(names: Sequence[str | None], rules: Rules | None = None, mesh=None) -> PartitionSpec:
+    """``("act_batch", "act_seq", "act_embed")`` → ``P(("data", "fsdp"), None, None)``.
+
+    With ``mesh``, optional mesh axes it lacks (``OPTIONAL_MESH_AXES``) are dropped from the spec.
+    """
+    spec = _logical_spec(names, rules)
+    return spec if mesh is None else fit_to_mesh(spec, mesh)
+
+
+def fit_to_mesh(spec: PartitionSpec, mesh) -> PartitionSpec:
+    """Drops the optional mesh axes (``expert``) that ``mesh`` does not have: they have size 1."""
+    absent = {a for a in OPTIONAL_MESH_AXES if a not in mesh.axis_names}
+    if not absent:
+        return spec
+
+    def fit(axes):
+        if axes is None:
+            return None
+        kept = tuple(a for a in ((axes,) if isinstance(axes, str) else axes) if a not in absent)
+        return None if not kept else kept[0] if isinstance(axes, str) or len(kept) == 1 else kept
+    return PartitionSpec(*(fit(a) for a in spec))
+
+
+def _logical_spec(names: Sequence[str | None], rules: Rules | None = None) -> PartitionSpec:
     table = dict(rules if rules is not None else current_rules())
     out = []
     used: set[str] = set()
@@ -120,7 +149,7 @@ def check_divisible(shape: Sequence[int], spec: PartitionSpec, mesh, what: str) 
 
 def named_sharding(mesh: jax.sharding.Mesh, names: Sequence[str | None], shape: Sequence[int], what: str,
                    rules: Rules | None = None) -> NamedSharding:
-    spec = logical_spec(names, rules)
+    spec = logical_spec(names, rules, mesh)
     check_divisible(shape, spec, mesh, what)
     return NamedSharding(mesh, spec)
 
@@ -133,7 +162,7 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty:
         return x
-    return jax.lax.with_sharding_constraint(x, spec)
+    return jax.lax.with_sharding_constraint(x, fit_to_mesh(spec, mesh))
 
 
 def _set_path(tree: dict, path: tuple, value) -> None:

@@ -13,6 +13,11 @@ Choices:
   compile time flat for deep models. ``remat`` wraps each block in ``nnx.remat`` with a named
   policy (``full`` saves nothing, ``dots`` saves matmul outputs).
 - Logits are returned in float32 (the loss upcasts anyway, and sampling wants exact ties).
+- With ``num_experts > 0`` each block's FFN is a mixture of experts (``moe.py``). Its router
+  losses come back functionally: every block returns a dict of scalars (empty for a dense block),
+  stacked by the scan or collected by the loop and averaged over layers, and
+  :meth:`DecoderLM.forward_with_aux` returns them beside the logits. Nothing is stored on the
+  module, so scan, remat and the jitted steps need no mutable collections.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from flax import nnx
 from lmforge.model.attention import Attention
 from lmforge.model.config import ModelConfig
 from lmforge.model.layers import MLP, Norm, dropout, dtype_of, matmul, normal, param, residual_std
+from lmforge.model.moe import MoE
 from lmforge.model.sharding import constrain
 
 REMAT_POLICIES = {
@@ -45,18 +51,27 @@ class Block(nnx.Module):
                               rope_theta=cfg.rope_theta, backend=cfg.attention, dropout=cfg.dropout,
                               init_std=cfg.init_std, out_std=out_std, dtype=dtype, param_dtype=pdtype, rngs=rngs)
         self.mlp_norm = Norm(cfg.embed_dim, **norm)
-        self.mlp = MLP(embed_dim=cfg.embed_dim, mlp_dim=cfg.mlp_dim, activation=cfg.activation,
-                       use_bias=cfg.use_bias, init_std=cfg.init_std, out_std=out_std, dtype=dtype,
-                       param_dtype=pdtype, rngs=rngs)
+        self.mlp = None if cfg.num_experts else MLP(
+            embed_dim=cfg.embed_dim, mlp_dim=cfg.mlp_dim, activation=cfg.activation, use_bias=cfg.use_bias,
+            init_std=cfg.init_std, out_std=out_std, dtype=dtype, param_dtype=pdtype, rngs=rngs)
+        self.moe = None if not cfg.num_experts else MoE(
+            embed_dim=cfg.embed_dim, mlp_dim=cfg.mlp_dim, num_experts=cfg.num_experts,
+            experts_per_token=cfg.experts_per_token, capacity_factor=cfg.moe_capacity_factor,
+            num_shared=cfg.num_shared_experts, activation=cfg.activation, init_std=cfg.init_std,
+            out_std=out_std, dtype=dtype, param_dtype=pdtype, rngs=rngs)
 
     def __call__(self, x, ctx: dict, kv_cache: dict | None, rng: jax.Array | None):
-        """x: (B, T, D) -> (B, T, D), new kv cache of this layer (or None)."""
+        """x: (B, T, D) -> (B, T, D), (new kv cache of this layer or None, aux scalars)."""
         rngs = (None, None, None) if rng is None else tuple(jax.random.split(rng, 3))
         h, new_cache = self.attn(self.attn_norm(x), kv_cache=kv_cache, dropout_rng=rngs[0], **ctx)
         x = x + dropout(h, self.dropout_rate, rngs[1])
         x = constrain(x, ("act_batch", "act_seq", "act_embed"))
-        x = x + dropout(self.mlp(self.mlp_norm(x)), self.dropout_rate, rngs[2])
-        return constrain(x, ("act_batch", "act_seq", "act_embed")), new_cache
+        if self.moe is None:
+            h, aux = self.mlp(self.mlp_norm(x)), {}
+        else:
+            h, aux = self.moe(self.mlp_norm(x), ctx["segment_ids"])
+        x = x + dropout(h, self.dropout_rate, rngs[2])
+        return constrain(x, ("act_batch", "act_seq", "act_embed")), (new_cache, aux)
 
 
 class DecoderLM(nnx.Module):
@@ -96,6 +111,18 @@ class DecoderLM(nnx.Module):
 
         Returns ``(logits (B, T, V) float32, new_cache or None)``.
         """
+        logits, new_cache, _ = self.forward_with_aux(tokens, positions=positions, segment_ids=segment_ids,
+                                                     cache=cache, dropout_rng=dropout_rng)
+        return logits, new_cache
+
+    def forward_with_aux(self, tokens: jax.Array, *, positions: jax.Array | None = None,
+                         segment_ids: jax.Array | None = None, cache: dict | None = None,
+                         dropout_rng: jax.Array | None = None):
+        """As ``__call__``, plus the layers' auxiliary scalars averaged over layers: the MoE router
+        losses ``moe_aux_loss``, ``moe_z_loss`` and ``moe_dropped`` ({} for a dense model).
+
+        Returns ``(logits (B, T, V) float32, new_cache or None, aux)``.
+        """
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         b, t = tokens.shape
@@ -120,7 +147,7 @@ class DecoderLM(nnx.Module):
             index = cache["index"]
             kv_segments = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
             ctx.update(cache_index=index, kv_segment_ids=kv_segments)
-        x, new_kv = self._layers(x, ctx, cache, None if rngs is None else rngs[:-1])
+        x, new_kv, aux = self._layers(x, ctx, cache, None if rngs is None else rngs[:-1])
 
         x = self.final_norm(x)
         w = self.embed[...].T if self.unembed is None else self.unembed[...]
@@ -130,7 +157,7 @@ class DecoderLM(nnx.Module):
         if cache is not None:
             new_cache = {"k": new_kv["k"], "v": new_kv["v"], "segment_ids": ctx["kv_segment_ids"],
                          "index": cache["index"] + t}
-        return logits, new_cache
+        return logits, new_cache, aux
 
     def _layers(self, x, ctx, cache, rngs):
         cfg = self.cfg
@@ -145,13 +172,16 @@ class DecoderLM(nnx.Module):
             @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))
             def body(block, x, kv_layer, rng):
                 return call(block, x, kv_layer, rng)
-            return body(self.blocks, x, kv, rngs)
+            x, (new_kv, aux) = body(self.blocks, x, kv, rngs)              # aux: (L,) per key
+            return x, new_kv, jax.tree.map(lambda v: v.mean(0), aux)
 
-        new = []
+        new, auxes = [], []
         for i, block in enumerate(self.blocks):
             layer_kv = None if kv is None else {"k": kv["k"][i], "v": kv["v"][i]}
-            x, layer_new = call(block, x, layer_kv, None if rngs is None else rngs[i])
+            x, (layer_new, aux) = call(block, x, layer_kv, None if rngs is None else rngs[i])
             new.append(layer_new)
+            auxes.append(aux)
+        aux = jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *auxes)
         if kv is None:
-            return x, None
-        return x, {"k": jnp.stack([c["k"] for c in new]), "v": jnp.stack([c["v"] for c in new])}
+            return x, None, aux
+        return x, {"k": jnp.stack([c["k"] for c in new]), "v": jnp.stack([c["v"] for c in new])}, aux

@@ -1,8 +1,11 @@
 """The device mesh and the logical-axis rules table, both from the experiment config.
 
 Mesh axes: ``data`` (pure data parallel: parameters replicated), ``fsdp`` (data parallel with
-parameters, gradients and optimizer state sharded: ZeRO-3), ``tensor`` (Megatron-style model
-parallel over heads / MLP / vocab). The batch is split over ``data`` × ``fsdp``.
+parameters, gradients and optimizer state sharded: ZeRO-3), ``expert`` (expert parallel: MoE
+experts split over it; everywhere else it is one more data-parallel axis, as in MaxText and
+GShard, so no device idles outside the expert layers), ``tensor`` (Megatron-style model parallel
+over heads / MLP / vocab). The batch is split over ``data`` × ``fsdp`` × ``expert``. ``tensor``
+is the innermost axis (neighbouring devices: fastest links), ``expert`` next to it.
 
 A size of -1 on one axis means "all remaining devices". The mesh uses ``AxisType.Auto`` (classic
 GSPMD propagation between our explicit constraints), because jax >= 0.10 defaults to Explicit.
@@ -19,11 +22,11 @@ from jax.sharding import AxisType
 
 from lmforge.model.sharding import Rules, check_rules
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 DEFAULT_RULES: Rules = (
     # activations
-    ("act_batch", ("data", "fsdp")),
+    ("act_batch", ("data", "fsdp", "expert")),
     ("act_seq", None),
     ("act_embed", None),
     ("act_mlp", "tensor"),
@@ -32,6 +35,8 @@ DEFAULT_RULES: Rules = (
     ("act_head_dim", None),
     ("act_vocab", "tensor"),
     ("act_kv_seq", None),
+    ("act_expert", "expert"),
+    ("act_batch_no_expert", ("data", "fsdp")),
     # parameters
     ("embed", "fsdp"),
     ("mlp", "tensor"),
@@ -42,6 +47,7 @@ DEFAULT_RULES: Rules = (
     ("layers", None),
     ("norm", None),
     ("pos", None),
+    ("expert", "expert"),
 )
 
 
@@ -50,12 +56,13 @@ class MeshConfig:
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    expert: int = 1
     rules: tuple[tuple[str, str | tuple[str, ...] | None], ...] = DEFAULT_RULES
 
     def __post_init__(self):
-        sizes = (self.data, self.fsdp, self.tensor)
+        sizes = (self.data, self.fsdp, self.expert, self.tensor)
         if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-            raise ValueError(f"mesh: sizes (data, fsdp, tensor) = {sizes}; use positive sizes and at most one -1")
+            raise ValueError(f"mesh: sizes (data, fsdp, expert, tensor) = {sizes}; use positive sizes and at most one -1")
         check_rules(self.rules)
         for name, axes in self.rules:
             for axis in ((axes,) if isinstance(axes, str) else tuple(axes or ())):
@@ -64,15 +71,15 @@ class MeshConfig:
                                      f"mesh axes are {MESH_AXES}")
 
 
-def mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
-    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+def mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int, int]:
+    sizes = [cfg.data, cfg.fsdp, cfg.expert, cfg.tensor]
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if num_devices % known:
             raise ValueError(f"mesh: {num_devices} devices are not divisible by the fixed axes {sizes}")
         sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
-        raise ValueError(f"mesh (data, fsdp, tensor) = {tuple(sizes)} needs {math.prod(sizes)} devices, "
+        raise ValueError(f"mesh (data, fsdp, expert, tensor) = {tuple(sizes)} needs {math.prod(sizes)} devices, "
                          f"but {num_devices} are available")
     return tuple(sizes)
 
@@ -81,10 +88,10 @@ def make_mesh(cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(cfg, len(devices))
     if devices == list(jax.devices()):
-        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
-    return jax.sharding.Mesh(np.array(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    return jax.sharding.Mesh(np.array(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 def batch_axes_size(mesh: jax.sharding.Mesh) -> int:
-    """How many ways the batch is split (data × fsdp)."""
-    return mesh.shape["data"] * mesh.shape["fsdp"]
+    """How many ways the batch is split (data × fsdp × expert; a mesh without ``expert``: data × fsdp)."""
+    return mesh.shape["data"] * mesh.shape["fsdp"] * dict(mesh.shape).get("expert", 1)

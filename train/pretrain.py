@@ -25,6 +25,7 @@ from tqdm import tqdm
 from lmforge.data import DataConfig, SourceConfig, TokenizerConfig
 from lmforge.data import compression_report, eval_batches, load_tokenizer, read_documents, split_documents
 from lmforge.data import train_dataset, train_tokenizer
+from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
 from lmforge.model import ModelConfig, axis_rules
 from lmforge.train import distributed
 from lmforge.train.checkpoint import Checkpointer
@@ -32,7 +33,7 @@ from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh
 from lmforge.train.metrics import MetricsWriter, ProgressBar, Throughput, model_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
 from lmforge.train.sampling import SamplingConfig, generate
-from lmforge.train.step import BATCH_KEYS, TrainSetup, build, global_batch
+from lmforge.train.step import TrainSetup, build, global_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,7 @@ class PretrainConfig:
     optim: OptimConfig = OptimConfig()
     mesh: MeshConfig = MeshConfig()
     distributed: distributed.DistributedConfig = distributed.DistributedConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()   # causal (decoders) | mlm (bert) | span, reverse (enc-dec)
     steps: int = 1000
     seed: int = 0
     z_loss: float = 0.0
@@ -58,6 +60,21 @@ class PretrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.log_every < 1:
             raise ValueError(f"steps and log_every must be >= 1, got steps={self.steps}, log_every={self.log_every}")
+
+
+OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
+
+
+def check_objective(cfg: PretrainConfig, model_cfg: ModelConfig) -> None:
+    """The objective fits the model family and the sequence lengths fit the model."""
+    allowed = OBJECTIVES_OF[model_cfg.architecture]
+    if cfg.objective.kind not in allowed:
+        raise ValueError(f"objective.kind={cfg.objective.kind!r} does not train a {model_cfg.architecture} model "
+                         f"(model.family={model_cfg.family!r}); expected one of {allowed}")
+    lengths = seq2seq_lengths(cfg.objective, cfg.data.seq_len) if cfg.objective.seq2seq else (cfg.data.seq_len,)
+    if max(lengths) > model_cfg.max_seq_len:
+        raise ValueError(f"data.seq_len={cfg.data.seq_len} makes sequences of {max(lengths)} tokens, more than "
+                         f"model.max_seq_len={model_cfg.max_seq_len}")
 
 
 def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelConfig:
@@ -163,8 +180,8 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
     tok = prepare_tokenizer(cfg, workdir, train_docs, val_docs)
     model_cfg = resolve_model(cfg.model, tok.vocab_size)
-    if cfg.data.seq_len > model_cfg.max_seq_len:
-        raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}")
+    check_objective(cfg, model_cfg)
+    objective = Objective(cfg.objective, tok, cfg.data.seq_len)
 
     mesh = make_mesh(cfg.mesh)
     global_bs = cfg.data.batch_size
@@ -181,8 +198,11 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     print(f"model: {model_cfg.family}, {n_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)}; "
           f"{jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)", flush=True)
 
-    data_iter = iter(train_dataset(cfg.data, tok, train_docs, process_index=jax.process_index(),
-                                   process_count=jax.process_count()))
+    dataset = train_dataset(cfg.data, tok, train_docs, process_index=jax.process_index(),
+                            process_count=jax.process_count())
+    if cfg.objective.kind != "causal":   # masking / corruption drawn per batch, checkpointed with the iterator
+        dataset = dataset.random_map(objective, seed=cfg.seed)
+    data_iter = iter(dataset)
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), setup.state)
     restored = ckpt.restore(abstract, data_iter)
@@ -193,11 +213,14 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     rng = jax.random.key(cfg.seed)
 
     val_batches, val_bytes = eval_batches(cfg.data, tok, val_docs, batch_size=eval_bs)
+    if cfg.objective.kind != "causal":   # a fixed draw per batch: every evaluation scores the same task
+        val_batches = [objective(b, np.random.default_rng([cfg.seed, i])) for i, b in enumerate(val_batches)]
     evaluate = Evaluator(setup, val_batches, val_bytes, eval_bs, cfg.eval_max_batches)
     writer = MetricsWriter(workdir, resume_step=start if restored is not None else None)
     throughput = Throughput(
         flops_per_token=model_flops_per_token(
-            num_params_non_embedding=model_cfg.num_params(embeddings=False), num_layers=model_cfg.num_layers,
+            num_params_non_embedding=model_cfg.num_params(embeddings=False, active=True),
+            num_layers=model_cfg.num_layers,
             seq_len=cfg.data.seq_len, embed_dim=model_cfg.embed_dim, vocab_size=model_cfg.vocab_size),
         peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype), num_devices=jax.device_count())
     bar = ProgressBar(total=cfg.steps, initial=start, desc="train")
@@ -253,8 +276,9 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
 
     print(f"step {step}: val loss {eval_metrics['eval/loss']:.4f}, perplexity {eval_metrics['eval/perplexity']:.2f}, "
           f"bits/byte {eval_metrics['eval/bits_per_byte']:.4f}", flush=True)
+    prompts = [] if model_cfg.architecture == "encoder" else list(cfg.sample_prompts)   # MLM does not generate
     samples = Sampler(setup.graphdef, state["params"], tok, model_cfg, mesh, cfg.mesh.rules).complete(
-        list(cfg.sample_prompts), cfg.sample, seed=cfg.seed)
+        prompts, cfg.sample, seed=cfg.seed)
     if jax.process_index() == 0 and samples:
         text = "".join(f"--- sample {i} (prompt {p!r}) ---\n{p}{s}\n" for i, (p, s) in
                        enumerate(zip(cfg.sample_prompts, samples)))
@@ -282,13 +306,17 @@ class Sampler:
             return []
         bos = [self.tok.bos_id] if self.tok.bos_id >= 0 else []
         ids = [bos + self.tok.encode(p) for p in prompts]
+        encoder = None
+        if self.model_cfg.architecture == "encoder_decoder":   # the prompt is the encoder's input
+            encoder = [self.tok.encode(p) + [self.tok.eos_id] for p in prompts]
+            ids = [bos] * len(prompts)
         if any(not x for x in ids):   # a char tokenizer has no BOS: start an empty prompt with a newline
             ids = [x or self.tok.encode("\n") for x in ids]
         stops = [self.tok.eos_id] if self.tok.eos_id >= 0 else []
         with jax.set_mesh(self.mesh), axis_rules(self.rules):
             out = generate(self.graphdef, self.params, ids, cfg, rng=jax.random.key(seed), stop_tokens=stops,
                            vocab_limit=self.tok.vocab_size, max_seq_len=self.model_cfg.max_seq_len,
-                           pad_id=max(self.tok.pad_id, 0))
+                           pad_id=max(self.tok.pad_id, 0), encoder_inputs=encoder)
         return [self.tok.decode([t for t in o if t not in stops]) for o in out]
 
 
@@ -296,7 +324,16 @@ def load_for_sampling(run_dir, cfg: PretrainConfig) -> Sampler:
     """The tokenizer and the latest checkpoint's parameters of a pretraining run folder."""
     run_dir = pathlib.Path(run_dir)
     tok = load_tokenizer(run_dir / "tokenizer")
-    model_cfg = resolve_model(cfg.model, tok.vocab_size)
+    model_cfg, graphdef, params, mesh = restore_params(run_dir, cfg, tok.vocab_size)
+    return Sampler(graphdef, params, tok, model_cfg, mesh, cfg.mesh.rules)
+
+
+def restore_params(run_dir, cfg: PretrainConfig, vocab_size: int | None = None):
+    """The latest checkpoint's parameters of a run folder: (model config, graphdef, params, mesh)."""
+    run_dir = pathlib.Path(run_dir)
+    if vocab_size is None:
+        vocab_size = load_tokenizer(run_dir / "tokenizer").vocab_size
+    model_cfg = resolve_model(cfg.model, vocab_size)
     mesh = make_mesh(dataclasses.replace(cfg.mesh, data=-1, fsdp=1, tensor=1))
     setup = build(model_cfg, cfg.optim, total_steps=cfg.steps, mesh=mesh, rules=cfg.mesh.rules, seed=cfg.seed)
     ckpt = Checkpointer(run_dir / "checkpoints")
@@ -305,8 +342,8 @@ def load_for_sampling(run_dir, cfg: PretrainConfig) -> Sampler:
     if restored is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint to sample from")
     step, state = restored
-    print(f"sampling from step {step} of {run_dir}", file=sys.stderr)
-    return Sampler(setup.graphdef, state["params"], tok, model_cfg, mesh, cfg.mesh.rules)
+    print(f"using step {step} of {run_dir}", file=sys.stderr)
+    return model_cfg, setup.graphdef, state["params"], mesh
 
 
-__all__ = ["PretrainConfig", "run_pretrain", "load_for_sampling", "Sampler", "resolve_model", "SourceConfig"]
+__all__ = ["PretrainConfig", "run_pretrain", "load_for_sampling", "restore_params", "Sampler", "resolve_model", "SourceConfig"]

@@ -66,12 +66,15 @@ def sample_token(logits: jax.Array, rng: jax.Array, *, temperature: float, top_k
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_tokens", "vocab_limit"))
-def _generate(graphdef, params, tokens, segment_ids, rng, *, cfg: SamplingConfig, stop_tokens: tuple[int, ...],
-              vocab_limit: int):
+def _generate(graphdef, params, tokens, segment_ids, rng, encoder=None, *, cfg: SamplingConfig,
+              stop_tokens: tuple[int, ...], vocab_limit: int):
     model = nnx.merge(graphdef, params)
     b, p = tokens.shape
     positions = jnp.maximum(jnp.cumsum(segment_ids, axis=1) - 1, 0).astype(jnp.int32)
-    cache = model.init_cache(b, p + cfg.max_new_tokens)
+    if encoder is None:
+        cache = model.init_cache(b, p + cfg.max_new_tokens)
+    else:   # an encoder-decoder: the encoder runs once, its keys/values wait in the cache
+        cache = model.init_cache(b, p + cfg.max_new_tokens, encoder_tokens=encoder[0], encoder_segment_ids=encoder[1])
     logits, cache = model(tokens, positions=positions, segment_ids=segment_ids, cache=cache)
     next_pos = positions[:, -1] + 1                                                     # (B,)
     stops = jnp.asarray(stop_tokens if stop_tokens else (-1,), jnp.int32)
@@ -106,8 +109,11 @@ def _generate(graphdef, params, tokens, segment_ids, rng, *, cfg: SamplingConfig
 
 def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *, rng: jax.Array,
              stop_tokens: Sequence[int] = (), vocab_limit: int | None = None, max_seq_len: int | None = None,
-             pad_id: int = 0) -> list[list[int]]:
+             pad_id: int = 0, encoder_inputs: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
     """Continues each prompt (a list of token ids); returns the new ids of each, stop token included.
+
+    For an encoder-decoder model, ``encoder_inputs`` (one id list per prompt) is what the encoder
+    reads and ``prompts`` start the decoder (usually just BOS).
 
     Call under the mesh/axis rules the params were created with (``jax.set_mesh`` + ``axis_rules``).
     ``max_seq_len`` defaults to the model's. When a prompt plus ``max_new_tokens`` would pass it,
@@ -121,6 +127,13 @@ def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingCo
     if max_seq_len is None:
         max_seq_len = getattr(getattr(nnx.merge(graphdef, params), "cfg", None), "max_seq_len", None)
     longest = max(len(p) for p in prompts)
+    if encoder_inputs is not None:
+        if len(encoder_inputs) != len(prompts) or any(len(e) == 0 for e in encoder_inputs):
+            raise ValueError("generate: encoder_inputs needs one non-empty id list per prompt")
+        if max_seq_len is not None and longest + cfg.max_new_tokens > max_seq_len:
+            raise ValueError(f"generate: an encoder-decoder decodes at most max_seq_len={max_seq_len} tokens; "
+                             f"lower max_new_tokens")
+        return _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limit, pad_id, encoder_inputs)
     if max_seq_len is None or longest + cfg.max_new_tokens <= max_seq_len:
         return _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limit, pad_id)
     if longest >= max_seq_len:
@@ -147,7 +160,8 @@ def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingCo
     return outs
 
 
-def _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limit, pad_id) -> list[list[int]]:
+def _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limit, pad_id,
+                    encoder_inputs=None) -> list[list[int]]:
     width = -(-max(len(p) for p in prompts) // 16) * 16
     tokens = np.full((len(prompts), width), pad_id, np.int32)
     segments = np.zeros((len(prompts), width), np.int32)
@@ -155,7 +169,14 @@ def _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limi
         tokens[row, width - len(prompt):] = prompt
         segments[row, width - len(prompt):] = 1
     vocab = vocab_limit if vocab_limit is not None else 1 << 30
-    out, lengths = _generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(segments), rng, cfg=cfg,
+    encoder = None
+    if encoder_inputs is not None:   # right-padded: the encoder is bidirectional, padding is segment 0
+        s = -(-max(len(e) for e in encoder_inputs) // 16) * 16
+        enc, enc_seg = np.full((len(prompts), s), pad_id, np.int32), np.zeros((len(prompts), s), np.int32)
+        for row, e in enumerate(encoder_inputs):
+            enc[row, :len(e)], enc_seg[row, :len(e)] = e, 1
+        encoder = (jnp.asarray(enc), jnp.asarray(enc_seg))
+    out, lengths = _generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(segments), rng, encoder, cfg=cfg,
                              stop_tokens=tuple(int(t) for t in stop_tokens), vocab_limit=int(vocab))
     out, lengths = np.asarray(out), np.asarray(lengths)
     return [out[i, :lengths[i]].tolist() for i in range(len(prompts))]

@@ -11,6 +11,9 @@ Choices:
 - NaN/inf guard: if the loss or the gradient norm is not finite, the update is skipped inside the
   step (the returned state equals the input state) and ``train/nonfinite`` is 1; the loop stops.
 - The dropout RNG of a step is ``fold_in(rng, step)``: a resumed run draws the same masks.
+- A mixture-of-experts model adds its weighted router losses (``model.moe_aux_loss`` × load
+  balancing + ``model.moe_z_loss`` × z-loss, averaged over layers) to each micro-batch's loss,
+  divided by the number of micro-batches; ``train/loss`` stays the cross-entropy alone.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from lmforge.model import DecoderLM, ModelConfig, axis_rules, create_sharded, logical_spec
+from lmforge.data.objectives import ENCODER_KEYS
+from lmforge.model import DecoderLM, ModelConfig, axis_rules, build_model, create_sharded, logical_spec
 from lmforge.train.objectives import causal_lm_loss
 from lmforge.train.optim import OptimConfig, make_optimizer
 
@@ -50,7 +54,7 @@ class TrainSetup:
 def create_state(model_cfg: ModelConfig, optim_cfg: OptimConfig, total_steps: int, mesh, rules, seed: int):
     """Sharded params (born sharded) and optimizer state. Returns (graphdef, state, shardings, tx, schedule)."""
     with axis_rules(rules):
-        graphdef, params, param_sh = create_sharded(lambda: DecoderLM(model_cfg, rngs=nnx.Rngs(seed)), mesh, rules)
+        graphdef, params, param_sh = create_sharded(lambda: build_model(model_cfg, rngs=nnx.Rngs(seed)), mesh, rules)
     tx, schedule = make_optimizer(optim_cfg, total_steps)
     replicated = NamedSharding(mesh, PartitionSpec())
     # Optimizer leaves shaped like the parameters (Adam's mu, nu) take the parameters' shardings;
@@ -68,10 +72,30 @@ def create_state(model_cfg: ModelConfig, optim_cfg: OptimConfig, total_steps: in
 
 def lm_forward(graphdef, params, batch: dict, dropout_rng=None) -> jax.Array:
     """The forward pass of the loss: (B, T) batch -> logits (B, T, V)."""
+    return lm_forward_aux(graphdef, params, batch, dropout_rng)[0]
+
+
+def lm_forward_aux(graphdef, params, batch: dict, dropout_rng=None) -> tuple[jax.Array, dict]:
+    """Logits (B, T, V) and the model's auxiliary scalars (MoE router losses; {} when dense).
+
+    Encoders score every input position (masked LM); encoder-decoders read ``encoder_*`` and score
+    the decoder's positions.
+    """
     model = nnx.merge(graphdef, params)
-    logits, _ = model(batch["inputs"], positions=batch["positions"], segment_ids=batch["segment_ids"],
-                      dropout_rng=dropout_rng)
-    return logits
+    kw = dict(positions=batch["positions"], segment_ids=batch["segment_ids"], dropout_rng=dropout_rng)
+    if isinstance(model, DecoderLM):
+        logits, _, aux = model.forward_with_aux(batch["inputs"], **kw)
+        return logits, aux
+    if "encoder_inputs" in batch:
+        kw.update(encoder_tokens=batch["encoder_inputs"], encoder_positions=batch["encoder_positions"],
+                  encoder_segment_ids=batch["encoder_segment_ids"])
+    logits, _ = model(batch["inputs"], **kw)
+    return logits, {}
+
+
+def batch_keys(model_cfg: ModelConfig) -> tuple[str, ...]:
+    """The arrays of one training batch for this model family."""
+    return BATCH_KEYS + (ENCODER_KEYS if model_cfg.architecture == "encoder_decoder" else ())
 
 
 def _split_micro(batch: dict, k: int) -> dict:
@@ -85,10 +109,15 @@ def build(model_cfg: ModelConfig, optim_cfg: OptimConfig, *, total_steps: int, m
     train_dropout = model_cfg.dropout > 0
 
     def micro_loss(params, micro, rng, denom):
-        logits = lm_forward(graphdef, params, micro, rng)
+        logits, aux = lm_forward_aux(graphdef, params, micro, rng)
         loss, m = causal_lm_loss(logits, micro["targets"], micro["weights"], z_loss=z_loss)
         # Token-summed loss over the *whole* batch's weight: micro-batch gradients add up exactly.
-        return loss * m["weight_sum"] / denom, m
+        loss = loss * m["weight_sum"] / denom
+        if aux:  # MoE router losses: per micro-batch means, averaged over the micro-batches
+            router = model_cfg.moe_aux_loss * aux["moe_aux_loss"] + model_cfg.moe_z_loss * aux["moe_z_loss"]
+            loss = loss + router / accum
+            m = {**m, **aux}
+        return loss, m
 
     def train_step(state: State, batch: dict, rng: jax.Array):
         with axis_rules(rules):
@@ -124,6 +153,9 @@ def build(model_cfg: ModelConfig, optim_cfg: OptimConfig, *, total_steps: int, m
                        "train/tokens": denom, "train/nonfinite": 1 - finite.astype(jnp.int32)}
             if z_loss:
                 metrics["train/z_loss"] = m["z_loss"] / accum
+            for key in ("moe_aux_loss", "moe_z_loss", "moe_dropped"):
+                if key in m:
+                    metrics[f"train/{key}"] = m[key] / accum
             return new_state, metrics
 
     def eval_step(params, batch: dict):
@@ -134,8 +166,8 @@ def build(model_cfg: ModelConfig, optim_cfg: OptimConfig, *, total_steps: int, m
                     "correct_sum": m["accuracy"] * m["weight_sum"]}
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharding = NamedSharding(mesh, logical_spec(("act_batch", "act_seq"), rules))
-    batch_shardings = {k: batch_sharding for k in BATCH_KEYS}
+    batch_sharding = NamedSharding(mesh, logical_spec(("act_batch", "act_seq"), rules, mesh))
+    batch_shardings = {k: batch_sharding for k in batch_keys(model_cfg)}
     train_jit = jax.jit(train_step, in_shardings=(shardings, batch_shardings, replicated),
                         out_shardings=(shardings, replicated), donate_argnums=(0,))
     eval_jit = jax.jit(eval_step, in_shardings=(shardings["params"], batch_shardings), out_shardings=replicated)
@@ -146,8 +178,7 @@ def build(model_cfg: ModelConfig, optim_cfg: OptimConfig, *, total_steps: int, m
 def global_batch(local: dict, sharding: NamedSharding) -> dict:
     """This process's rows (numpy) -> one global jax.Array per key, sharded over the batch axes."""
     out = {}
-    for key in BATCH_KEYS:
-        x = local[key]
+    for key, x in local.items():
         shape = (x.shape[0] * jax.process_count(), *x.shape[1:])
         out[key] = jax.make_array_from_process_local_data(sharding, x, shape)
     return out

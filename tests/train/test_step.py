@@ -79,4 +79,4 @@ def test_mesh_config_errors():
     with pytest.raises(ValueError, match="needs 6 devices"):
         make_mesh(MeshConfig(data=3, fsdp=2, tensor=1))
     with pytest.raises(ValueError, match="unknown mesh axis"):
-        MeshConfig(rules=tuple((n, "expert" if n == "mlp" else a) for n, a in DEFAULT_RULES))
+        MeshConfig(rules=tuple((n, "pipeline" if n == "mlp" else a) for n, a in DEFAULT_RULES))

@@ -1,0 +1,66 @@
+"""The curation config: inputs, one config per stage (each with its thresholds), output, runner.
+
+A curation run is ``run_curate(CurateConfig, workdir)``; ``lmforge data curate EXP.py`` and
+``lmforge run EXP.py`` both call it, with gin-style bindings such as
+``near_dedup.threshold=0.7 quality.min_words=100`` applied to this tree first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lmforge.data.curate.c4 import C4Config
+from lmforge.data.curate.decontam import DecontamConfig
+from lmforge.data.curate.dedup import ExactDedupConfig, NearDedupConfig
+from lmforge.data.curate.document import InputConfig
+from lmforge.data.curate.gopher import GopherQualityConfig, GopherRepetitionConfig
+from lmforge.data.curate.language import LanguageConfig
+from lmforge.data.curate.normalize import NormalizeConfig
+from lmforge.data.curate.pii import PIIConfig
+from lmforge.data.curate.safety import SafetyConfig
+
+OUTPUT_FORMATS = ("jsonl.zst", "parquet", "arrayrecord")
+RUNNERS = ("local", "beam")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    format: str = "jsonl.zst"  # jsonl.zst | parquet | arrayrecord
+    num_shards: int = 4
+    prefix: str = "part"
+    zstd_level: int = 3
+    examples_per_reason: int = 3  # dropped documents shown per reason in the report
+
+    def __post_init__(self):
+        if self.format not in OUTPUT_FORMATS:
+            raise ValueError(f"output.format={self.format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
+        if self.num_shards < 1:
+            raise ValueError(f"output.num_shards={self.num_shards}: expected >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class CurateConfig:
+    """Stages run in the order of the fields below, from ``normalize`` to ``near_dedup``."""
+
+    inputs: tuple[InputConfig, ...] = ()
+    normalize: NormalizeConfig = NormalizeConfig()
+    language: LanguageConfig = LanguageConfig()
+    gopher_repetition: GopherRepetitionConfig = GopherRepetitionConfig()
+    gopher_quality: GopherQualityConfig = GopherQualityConfig()
+    c4: C4Config = C4Config()
+    safety: SafetyConfig = SafetyConfig()
+    decontaminate: DecontamConfig = DecontamConfig()
+    pii: PIIConfig = PIIConfig()
+    exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    near_dedup: NearDedupConfig = NearDedupConfig()
+    output: OutputConfig = OutputConfig()
+    runner: str = "local"  # "local" (multiprocessing) | "beam"
+    workers: int = 0  # local runner processes; 0 → os.cpu_count(); 1 → in this process
+    chunk_size: int = 64  # documents per task sent to a local worker
+    beam_options: tuple[str, ...] = ("--runner=DirectRunner",)  # e.g. ("--runner=DataflowRunner", ...)
+
+    def __post_init__(self):
+        if self.runner not in RUNNERS:
+            raise ValueError(f"curate.runner={self.runner!r}: expected one of {', '.join(RUNNERS)}")
+        if self.workers < 0 or self.chunk_size < 1:
+            raise ValueError(f"curate.workers={self.workers}, chunk_size={self.chunk_size}: expected >= 0 and >= 1")

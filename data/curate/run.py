@@ -1,0 +1,45 @@
+"""``run_curate(cfg, workdir)``: curate with the configured runner, then write the report.
+
+WORKDIR/data holds the shards, WORKDIR/report.md (+ funnel.png, funnel.json) the report. The
+return value is the task's final metrics (``lmforge run`` prints them as one JSON line).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+from lmforge.data.curate.config import CurateConfig
+from lmforge.data.curate.funnel import Funnel
+from lmforge.data.curate.report import write_report
+
+DATA_DIR = "data"
+
+
+def curate(cfg: CurateConfig, out_dir: pathlib.Path) -> Funnel:
+    """Writes the curated shards of ``cfg`` into ``out_dir``; returns the funnel."""
+    if cfg.runner == "beam":
+        from lmforge.data.curate.beam import run_beam  # pylint: disable=import-outside-toplevel
+
+        return run_beam(cfg, pathlib.Path(out_dir))
+    from lmforge.data.curate.local import run_local  # pylint: disable=import-outside-toplevel
+
+    return run_local(cfg, pathlib.Path(out_dir))
+
+
+def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
+    workdir = pathlib.Path(workdir)
+    t0 = time.time()
+    funnel = curate(cfg, workdir / DATA_DIR)
+    seconds = time.time() - t0
+    report = write_report(funnel, workdir)
+    print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents into {workdir / DATA_DIR}; report {report}",
+          flush=True)
+    return {
+        "curate/input_documents": funnel.input_docs,
+        "curate/input_mb": funnel.input_bytes / 1e6,
+        "curate/output_documents": funnel.docs[-1],
+        "curate/output_mb": funnel.bytes[-1] / 1e6,
+        "curate/seconds": seconds,
+        "curate/mb_per_s": funnel.input_bytes / 1e6 / max(seconds, 1e-9),
+    }

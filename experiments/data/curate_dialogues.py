@@ -1,0 +1,38 @@
+"""Curate Anthropic's hh-rlhf red-team dialogues (harmless-base test, the "chosen" side):
+normalization, English only, Gopher/C4-style quality, toxicity, GSM8K decontamination, PII, dedup.
+
+    lmforge data curate experiments/data/curate_dialogues.py            # all 2,312 dialogues
+    lmforge data curate experiments/data/curate_dialogues.py:smoke      # the first file's first rows
+    lmforge data curate experiments/data/curate_dialogues.py runner=beam near_dedup.threshold=0.7
+
+Reads ../shared/data (beside the checkout; run from the repository root). Dialogue turns are
+lines without terminal punctuation, so C4's line rules are off and Gopher's word minimum is
+lowered; the red-team prompts make the safety stage the biggest filter. WORKDIR/report.md has the
+funnel. Numbers depend on the machine's package versions; run it to see them.
+"""
+
+from lmforge.data.curate import (
+    C4Config,
+    CurateConfig,
+    DecontamConfig,
+    GopherQualityConfig,
+    InputConfig,
+    OutputConfig,
+)
+
+VARIANTS = ("default", "smoke")
+SHARED = "../shared/data"
+
+
+def get_config(variant: str = "default") -> CurateConfig:
+    cfg = CurateConfig(
+        inputs=(InputConfig(paths=(f"{SHARED}/hh_rlhf_harmless_base_test.jsonl.gz",), text_field="chosen",
+                            source="hh_rlhf"),),
+        gopher_quality=GopherQualityConfig(min_words=20),
+        c4=C4Config(enabled=False),
+        decontaminate=DecontamConfig(eval_paths=(f"{SHARED}/gsm8k_test.jsonl",), fields=("question", "answer")),
+        output=OutputConfig(num_shards=4),
+    )
+    if variant == "smoke":
+        cfg = CurateConfig(**{**cfg.__dict__, "workers": 1, "output": OutputConfig(num_shards=1)})
+    return cfg

