@@ -89,7 +89,7 @@ class Objective:
             real = batch["segment_ids"] != 0
             out = mask_tokens(batch["inputs"], rng, mask_id=self.mask_id, vocab_size=self.vocab_size,
                               special_ids=self.special, rate=self.cfg.mask_rate)
-            return {**batch, "inputs": out["inputs"], "targets": out["targets"],
+            return {**batch, "inputs": np.where(real, out["inputs"], batch["inputs"]), "targets": out["targets"],
                     "weights": (out["weights"] * real).astype(np.float32)}
         rows = [self._row(x[s != 0], rng) for x, s in zip(batch["inputs"], batch["segment_ids"])]
         return {k: np.stack([r[k] for r in rows]) for k in rows[0]}

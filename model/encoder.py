@@ -72,7 +72,9 @@ class MLMHead(nnx.Module):
         dtype = dtype_of(self.cfg.dtype)
         h = matmul(x, self.dense[...].astype(dtype)) + self.dense_bias[...].astype(dtype)
         act = "gelu_exact" if self.cfg.activation == "gelu_exact" else "gelu"
-        h = self.norm(activate(h, act))
+        # Back to full rows before the norm: left sharded over `tensor`, XLA's SPMD partitioner gave
+        # wrong gradients for this norm on a (2, 2, 2) mesh (right forward values).
+        h = self.norm(constrain(activate(h, act), ACT_BTD))
         w = embed_table.T if self.unembed is None else self.unembed[...]
         logits = matmul(h, w.astype(dtype), preferred_element_type=jnp.float32) + self.bias[...].astype(jnp.float32)
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))

@@ -14,8 +14,8 @@ Choices:
   that the mesh axes do not divide is an error naming the array.
 - Outside any mesh (a plain CPU unit test) :func:`constrain` still resolves and checks the names,
   then returns the array unchanged.
-- The ``expert`` mesh axis is optional: a mesh without it behaves as one with ``expert`` of size 1
-  (the axis is dropped from specs), so meshes built before expert parallelism existed keep working.
+- The ``expert`` mesh axis is optional: a mesh without it, or with it of size 1, drops it from
+  every spec, so meshes built before expert parallelism existed keep working unchanged.
   Every other mesh axis a rule names must exist.
 """
 
@@ -98,8 +98,9 @@ def logical_spec(names: Sequence[str | None], rules: Rules | None = None, mesh=N
 
 
 def fit_to_mesh(spec: PartitionSpec, mesh) -> PartitionSpec:
-    """Drops the optional mesh axes (``expert``) that ``mesh`` does not have: they have size 1."""
-    absent = {a for a in OPTIONAL_MESH_AXES if a not in mesh.axis_names}
+    """Drops the optional mesh axes (``expert``) that ``mesh`` lacks or has with size 1, so such a
+    mesh gets exactly the specs (and the collectives, and the numerics) it had before the axis."""
+    absent = {a for a in OPTIONAL_MESH_AXES if a not in mesh.axis_names or mesh.shape[a] == 1}
     if not absent:
         return spec
 

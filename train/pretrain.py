@@ -25,6 +25,7 @@ from tqdm import tqdm
 from lmforge.data import DataConfig, SourceConfig, TokenizerConfig
 from lmforge.data import compression_report, eval_batches, load_tokenizer, read_documents, split_documents
 from lmforge.data import train_dataset, train_tokenizer
+from lmforge.data.curate.config import CurateConfig
 from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
 from lmforge.model import ModelConfig, axis_rules
 from lmforge.train import distributed
@@ -44,6 +45,7 @@ class PretrainConfig:
     optim: OptimConfig = OptimConfig()
     mesh: MeshConfig = MeshConfig()
     distributed: distributed.DistributedConfig = distributed.DistributedConfig()
+    curate: CurateConfig | None = None  # curate the documents before the tokenizer (needs the `curate` extra)
     objective: ObjectiveConfig = ObjectiveConfig()   # causal (decoders) | mlm (bert) | span, reverse (enc-dec)
     steps: int = 1000
     seed: int = 0
@@ -69,12 +71,12 @@ def check_objective(cfg: PretrainConfig, model_cfg: ModelConfig) -> None:
     """The objective fits the model family and the sequence lengths fit the model."""
     allowed = OBJECTIVES_OF[model_cfg.architecture]
     if cfg.objective.kind not in allowed:
-        raise ValueError(f"objective.kind={cfg.objective.kind!r} does not train a {model_cfg.architecture} model "
-                         f"(model.family={model_cfg.family!r}); expected one of {allowed}")
-    lengths = seq2seq_lengths(cfg.objective, cfg.data.seq_len) if cfg.objective.seq2seq else (cfg.data.seq_len,)
-    if max(lengths) > model_cfg.max_seq_len:
-        raise ValueError(f"data.seq_len={cfg.data.seq_len} makes sequences of {max(lengths)} tokens, more than "
-                         f"model.max_seq_len={model_cfg.max_seq_len}")
+        raise ValueError(f"objective.kind={cfg.objective.kind!r} does not train model.family={model_cfg.family!r} "
+                         f"({model_cfg.architecture.replace('_', '-')}); expected one of {allowed}")
+    longest = max(seq2seq_lengths(cfg.objective, cfg.data.seq_len)) if cfg.objective.seq2seq else cfg.data.seq_len
+    if longest > model_cfg.max_seq_len:
+        made = f" (it makes {cfg.objective.kind} sequences of {longest} tokens)" if longest != cfg.data.seq_len else ""
+        raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}{made}")
 
 
 def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelConfig:
@@ -86,6 +88,21 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelConfig:
         raise ValueError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {vocab_size} ids; "
                          f"set model.vocab_size=0 to follow the tokenizer")
     return cfg
+
+
+def curate_documents(curate_cfg: CurateConfig, docs: list[str], directory: pathlib.Path) -> list[str]:
+    """The curation stage (process 0 curates once into WORKDIR/curated; every process reads the shards)."""
+    from lmforge.data.curate import curate_texts
+
+    if jax.process_index() == 0:
+        kept = curate_texts(curate_cfg, docs, directory)
+    distributed.barrier("curate")
+    if jax.process_index() != 0:
+        kept = curate_texts(curate_cfg, docs, directory)   # finished by process 0: only reads
+    if not kept:
+        raise ValueError(f"curation kept none of the {len(docs)} documents; see {directory / 'report.md'} and relax "
+                         f"its thresholds")
+    return kept
 
 
 def prepare_tokenizer(cfg: PretrainConfig, workdir: pathlib.Path, train_docs, val_docs):
@@ -173,14 +190,16 @@ class _SigtermFlag:
 def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    check_objective(cfg, cfg.model)   # config-only: before any data is read or tokenizer trained
     distributed.initialize(cfg.distributed)
     t_start = time.time()
 
     docs = read_documents(cfg.data.source)
+    if cfg.curate is not None:
+        docs = curate_documents(cfg.curate, docs, workdir / "curated")
     train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
     tok = prepare_tokenizer(cfg, workdir, train_docs, val_docs)
     model_cfg = resolve_model(cfg.model, tok.vocab_size)
-    check_objective(cfg, model_cfg)
     objective = Objective(cfg.objective, tok, cfg.data.seq_len)
 
     mesh = make_mesh(cfg.mesh)

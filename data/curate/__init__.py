@@ -26,7 +26,7 @@ from lmforge.data.curate.mixture import MixtureConfig, MixtureSource, mixture_da
 from lmforge.data.curate.normalize import NormalizeConfig, normalize, normalize_text
 from lmforge.data.curate.pii import PIIConfig, pii, scrub
 from lmforge.data.curate.report import write_report
-from lmforge.data.curate.run import DATA_DIR, curate, run_curate
+from lmforge.data.curate.run import DATA_DIR, curate, curate_texts, run_curate
 from lmforge.data.curate.safety import SafetyConfig, safety, toxicity
 from lmforge.data.curate.stages import DocResult, enabled_stages, process
 from lmforge.data.curate.verdict import Verdict
@@ -36,7 +36,7 @@ __all__ = [
     "C4Config", "CurateConfig", "DATA_DIR", "DecontamConfig", "DocResult", "Document", "ExactDedupConfig", "Funnel",
     "GopherQualityConfig", "GopherRepetitionConfig", "InputConfig", "LanguageConfig", "MixtureConfig",
     "MixtureSource", "NearDedupConfig", "NormalizeConfig", "OutputConfig", "PIIConfig", "Record", "SafetyConfig",
-    "Verdict", "c4", "curate", "decontaminate", "enabled_stages", "exact_duplicates", "exact_key", "gopher_quality",
+    "Verdict", "c4", "curate", "curate_texts", "decontaminate", "enabled_stages", "exact_duplicates", "exact_key", "gopher_quality",
     "gopher_repetition", "identify", "jaccard", "language", "mixture_dataset", "mixture_documents",
     "near_duplicates", "normalize", "normalize_text", "pii", "process", "read_file", "read_shards",
     "resolve_files", "run_curate", "safety", "scrub", "shard_files", "signature", "toxicity", "write_report",

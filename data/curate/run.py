@@ -27,6 +27,32 @@ def curate(cfg: CurateConfig, out_dir: pathlib.Path) -> Funnel:
     return run_local(cfg, pathlib.Path(out_dir))
 
 
+def curate_texts(cfg: CurateConfig, texts: list[str], workdir: pathlib.Path, *, source: str = "documents") -> list[str]:
+    """Curates in-memory ``texts`` (e.g. a pretraining source) with ``cfg``'s stages (its own inputs are
+    ignored): writes them to ``workdir/input.jsonl``, the shards to ``workdir/DATA_DIR`` and the
+    report beside them, and returns the kept texts. A workdir that already holds a finished
+    curation (its funnel.json) is reused as it is, so a resumed run reads the same documents."""
+    import dataclasses
+    import json
+
+    from lmforge.data.curate.document import InputConfig
+    from lmforge.data.curate.writers import read_shards
+
+    workdir = pathlib.Path(workdir)
+    if not (workdir / "funnel.json").is_file():
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "input.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for i, text in enumerate(texts):
+                f.write(json.dumps({"id": f"{source}-{i}", "text": text}, ensure_ascii=False) + "\n")
+        inputs = (InputConfig(paths=(str(path),), format="jsonl", source=source),)
+        funnel = curate(dataclasses.replace(cfg, inputs=inputs), workdir / DATA_DIR)
+        report = write_report(funnel, workdir)
+        print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents "
+              f"({funnel.input_bytes / 1e6:.2f} → {funnel.bytes[-1] / 1e6:.2f} MB); report {report}", flush=True)
+    return [doc.text for doc in read_shards(workdir / DATA_DIR)]
+
+
 def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
     workdir = pathlib.Path(workdir)
     t0 = time.time()

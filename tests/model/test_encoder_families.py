@@ -75,10 +75,10 @@ def test_encoder_decoder_cache_equals_full_forward_and_sampler_is_greedy(family)
         c, _ = model(dec[:, 3:], cache=cache)
         np.testing.assert_allclose(jnp.concatenate([a, b, c], 1), full, atol=2e-5)
         # the shared sampler, greedy: the same tokens as an argmax loop over full forward passes
-        out = generate(gd, params, [[2], [2]], SamplingConfig(max_new_tokens=5, temperature=0.0),
+        out = generate(gd, params, [[2], [2]], SamplingConfig(max_new_tokens=3, temperature=0.0),
                        rng=jax.random.key(0), encoder_inputs=[[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]])
         seq = jnp.array([[2], [2]])
-        for _ in range(5):
+        for _ in range(3):
             logits = model(seq, encoder_tokens=enc, encoder_segment_ids=enc_seg)[0]
             seq = jnp.concatenate([seq, jnp.argmax(logits[:, -1], -1)[:, None]], 1)
     assert out == np.asarray(seq[:, 1:]).tolist()

@@ -26,7 +26,7 @@ def test_gpt2_tiny_prints_one_json_object():
     assert KEYS <= set(result)
     assert result["preset"] == "gpt2_tiny" and result["params"] == 124672
     assert (result["batch"], result["seq_len"], result["dtype"]) == (8, 64, "float32")
-    assert result["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1} and result["num_devices"] == 1
+    assert result["mesh"] == {"data": 1, "fsdp": 1, "expert": 1, "tensor": 1} and result["num_devices"] == 1
     assert result["step_ms_p90"] >= result["step_ms_median"] > 0 and result["compile_s"] > 0
     assert result["tokens_per_s"] > 0 and result["mfu"] > 0 and result["peak_memory_bytes"] > 0
 
