@@ -13,8 +13,8 @@ objective reuses the same tokenization, packing, sharding and checkpointable ite
   pre-processing does (``reduce_concat_tokens``): encoder inputs with sentinels, decoder targets
   the dropped spans each after its sentinel, plus EOS. Fixed shapes: the number of noise tokens and
   spans depends only on the length, so :func:`seq2seq_lengths` gives them up front.
-- ``reverse``: encoder reads a row's tokens, the decoder writes them in reverse order, then EOS —
-  a task that cannot be solved without cross-attention.
+- ``reverse``: encoder reads a prefix of a row's tokens (of random length), the decoder writes it
+  in reverse order, then EOS — a task that cannot be solved without cross-attention.
 
 Encoder-decoder batches carry ``encoder_inputs``, ``encoder_segment_ids``, ``encoder_positions``
 (B, S) beside the decoder's ``inputs`` (BOS + targets shifted right), ``targets``, ``weights``,
@@ -96,7 +96,10 @@ class Objective:
 
     def _row(self, ids: np.ndarray, rng: np.random.Generator) -> dict:
         if self.cfg.kind == "reverse":
+            # A random length per row: with packed (always full) rows the model would learn to reverse
+            # by absolute position and fail on any other length.
             ids = ids[: self.encoder_len]
+            ids = ids[: rng.integers(1, len(ids) + 1)] if len(ids) else ids
             enc, targets = ids, np.concatenate([ids[::-1], [self.eos]])
         elif len(ids) >= 2:
             out = span_corrupt(ids, rng, sentinels=self.sentinels, noise_density=self.cfg.noise_density,

@@ -142,6 +142,9 @@ class ModelConfig:
         ``active``: a mixture of experts counts only the ``experts_per_token`` experts a token
         uses (the parameters that cost FLOPs per token, for MFU), not all of them.
         """
+        if self.architecture != "decoder":
+            raise ValueError(f"num_params() counts decoder-only families; for model.family={self.family!r} count "
+                             "the built model's parameters")
         d, f, h = self.embed_dim, self.mlp_dim, self.dims_per_head
         attn = d * h * (self.num_heads * 2 + self.kv_heads * 2)
         mlp = d * f * (3 if self.activation in ("swiglu", "geglu") else 2)

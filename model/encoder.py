@@ -35,7 +35,8 @@ class Embeddings(nnx.Module):
         self.tokens = param(rngs, normal(cfg.init_std), (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), pdtype)
         self.positions = (param(rngs, normal(cfg.init_std), (cfg.max_seq_len, cfg.embed_dim), ("pos", "embed"), pdtype)
                           if cfg.position == "learned" else None)
-        self.types = (param(rngs, normal(cfg.init_std), (cfg.type_vocab_size, cfg.embed_dim), ("vocab", "embed"),
+        # token types: a handful of rows, never split over `tensor` like the vocabulary
+        self.types = (param(rngs, normal(cfg.init_std), (cfg.type_vocab_size, cfg.embed_dim), ("pos", "embed"),
                             pdtype) if cfg.type_vocab_size else None)
 
     def __call__(self, tokens, positions, token_types=None):

@@ -21,3 +21,20 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent (real public data lives beside the repo)")
     return SHARED_DATA
+
+
+class FakeSentencePiece:
+    """The slice of a sentencepiece tokenizer that the objective transforms read, with lmforge's ids:
+    pad 0, unk 1, bos 2, eos 3, <|mask|> 4, sentinels <|reserved_i|> at 10 + i."""
+    vocab_size, bos_id, eos_id = 64, 2, 3
+    pieces = {"<|mask|>": 4, **{f"<|reserved_{i}|>": 10 + i for i in range(16)}}
+
+    def token_id(self, piece):
+        if piece not in self.pieces:
+            raise KeyError(piece)
+        return self.pieces[piece]
+
+
+@pytest.fixture
+def fake_tok() -> FakeSentencePiece:
+    return FakeSentencePiece()

@@ -130,6 +130,9 @@ def config_to_hf(cfg: ModelConfig) -> dict:
                 "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_seq_len, "hidden_act": "silu",
                 "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": False, "mlp_bias": False}
     if cfg.family == "bert":
+        if not cfg.tie_embeddings or cfg.position != "learned" or cfg.norm_position != "post":
+            raise InteropError("a bert model exports to transformers only with tied MLM embeddings, learned "
+                               "positions and post-LN")
         acts = {v: k for k, v in _BERT_ACT.items() if k != "gelu_pytorch_tanh"}
         return {**base, "architectures": ["BertForMaskedLM" if cfg.lm_head else "BertModel"],
                 "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.num_layers,

@@ -238,7 +238,10 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     writer = MetricsWriter(workdir, resume_step=start if restored is not None else None)
     throughput = Throughput(
         flops_per_token=model_flops_per_token(
-            num_params_non_embedding=model_cfg.num_params(embeddings=False, active=True),
+            # the config's count covers decoder-only families; the others count their built tensors
+            num_params_non_embedding=(model_cfg.num_params(embeddings=False, active=True)
+                                      if model_cfg.architecture == "decoder"
+                                      else n_params - model_cfg.vocab_size * model_cfg.embed_dim),
             num_layers=model_cfg.num_layers,
             seq_len=cfg.data.seq_len, embed_dim=model_cfg.embed_dim, vocab_size=model_cfg.vocab_size),
         peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype), num_devices=jax.device_count())
@@ -296,8 +299,8 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     print(f"step {step}: val loss {eval_metrics['eval/loss']:.4f}, perplexity {eval_metrics['eval/perplexity']:.2f}, "
           f"bits/byte {eval_metrics['eval/bits_per_byte']:.4f}", flush=True)
     prompts = [] if model_cfg.architecture == "encoder" else list(cfg.sample_prompts)   # MLM does not generate
-    samples = Sampler(setup.graphdef, state["params"], tok, model_cfg, mesh, cfg.mesh.rules).complete(
-        prompts, cfg.sample, seed=cfg.seed)
+    samples = Sampler(setup.graphdef, state["params"], tok, model_cfg, mesh, cfg.mesh.rules,
+                      encoder_eos=cfg.objective.kind == "span").complete(prompts, cfg.sample, seed=cfg.seed)
     if jax.process_index() == 0 and samples:
         text = "".join(f"--- sample {i} (prompt {p!r}) ---\n{p}{s}\n" for i, (p, s) in
                        enumerate(zip(cfg.sample_prompts, samples)))
@@ -316,9 +319,10 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
 class Sampler:
     """Text in, text out, over the shared KV-cache sampler."""
 
-    def __init__(self, graphdef, params, tok, model_cfg: ModelConfig, mesh, rules):
+    def __init__(self, graphdef, params, tok, model_cfg: ModelConfig, mesh, rules, *, encoder_eos: bool = False):
         self.graphdef, self.params, self.tok, self.model_cfg = graphdef, params, tok, model_cfg
         self.mesh, self.rules = mesh, rules
+        self.encoder_eos = encoder_eos   # end encoder inputs with EOS, as the objective trained them (span)
 
     def complete(self, prompts: list[str], cfg: SamplingConfig, *, seed: int = 0) -> list[str]:
         if not prompts:
@@ -327,7 +331,7 @@ class Sampler:
         ids = [bos + self.tok.encode(p) for p in prompts]
         encoder = None
         if self.model_cfg.architecture == "encoder_decoder":   # the prompt is the encoder's input
-            encoder = [self.tok.encode(p) + [self.tok.eos_id] for p in prompts]
+            encoder = [self.tok.encode(p) + ([self.tok.eos_id] if self.encoder_eos else []) for p in prompts]
             ids = [bos] * len(prompts)
         if any(not x for x in ids):   # a char tokenizer has no BOS: start an empty prompt with a newline
             ids = [x or self.tok.encode("\n") for x in ids]
@@ -344,7 +348,7 @@ def load_for_sampling(run_dir, cfg: PretrainConfig) -> Sampler:
     run_dir = pathlib.Path(run_dir)
     tok = load_tokenizer(run_dir / "tokenizer")
     model_cfg, graphdef, params, mesh = restore_params(run_dir, cfg, tok.vocab_size)
-    return Sampler(graphdef, params, tok, model_cfg, mesh, cfg.mesh.rules)
+    return Sampler(graphdef, params, tok, model_cfg, mesh, cfg.mesh.rules, encoder_eos=cfg.objective.kind == "span")
 
 
 def restore_params(run_dir, cfg: PretrainConfig, vocab_size: int | None = None):

@@ -1,4 +1,4 @@
-"""Train state and the sharded, jitted train / eval steps for causal language modelling.
+"""Train state and the sharded, jitted train / eval steps for language-model pretraining (every family).
 
 The state is a plain dict pytree ``{"params", "opt_state", "step"}`` (arrays only), so orbax
 saves it as is and every leaf has an explicit sharding. The NNX model is split once
@@ -11,6 +11,10 @@ Choices:
 - NaN/inf guard: if the loss or the gradient norm is not finite, the update is skipped inside the
   step (the returned state equals the input state) and ``train/nonfinite`` is 1; the loop stops.
 - The dropout RNG of a step is ``fold_in(rng, step)``: a resumed run draws the same masks.
+- One step trains every family: the loss is the weighted cross-entropy of ``targets`` whatever the
+  model (next token for decoders, the masked tokens for BERT, the decoder targets of T5 / the
+  original Transformer); the objective lives in the batch (``lmforge.data.objectives``), and an
+  encoder-decoder batch adds ``encoder_inputs`` / ``encoder_segment_ids`` / ``encoder_positions``.
 - A mixture-of-experts model adds its weighted router losses (``model.moe_aux_loss`` × load
   balancing + ``model.moe_z_loss`` × z-loss, averaged over layers) to each micro-batch's loss,
   divided by the number of micro-batches; ``train/loss`` stays the cross-entropy alone.

@@ -7,6 +7,11 @@ split once with a fixed seed, so every evaluation scores the same task.
     lmforge run experiments/pretrain/bert_mlm.py            # 4-layer BERT, CPU
     lmforge run experiments/pretrain/bert_mlm.py:smoke      # what the tests run
     lmforge run experiments/pretrain/bert_mlm.py:base       # BERT-base shape (GPU)
+
+Measured (the 2-core CPU machine, jax 0.10.2, the default variant, 1.09M parameters, curation off):
+237 s; masked-token loss on the held-out split 6.24 -> 6.06 -> 5.96 -> 5.92 at steps 150..600,
+masked-token accuracy 0.087 -> 0.134 at steps 150..600. Masked LM learns slowly at this size and
+length (a token is predicted from context only); the smoke variant is what the tests check.
 """
 
 from lmforge.data import DataConfig, SourceConfig, TokenizerConfig

@@ -7,6 +7,12 @@ At the end it fills in the sentinels of the sample prompts.
     lmforge run experiments/pretrain/t5_span_corruption.py          # small T5, CPU
     lmforge run experiments/pretrain/t5_span_corruption.py:smoke    # what the tests run
     lmforge run experiments/pretrain/t5_span_corruption.py:small    # T5 v1.1 small shape (GPU)
+
+Measured (the 2-core CPU machine, jax 0.10.2, the default variant, 2.10M parameters, curation off):
+236 s; held-out target loss 5.10 -> 4.98 -> 4.90 -> 4.85 at steps 150..600, target-token accuracy
+0.281 -> 0.290. At this size and step count the model has learned the target layout (each
+sentinel, then a span, in order) before the spans' content: the greedy fill of the sample prompt
+is the sentinel sequence "<|reserved_0|> <|reserved_1|> ..." with empty spans.
 """
 
 from lmforge.data import DataConfig, SourceConfig, TokenizerConfig

@@ -7,16 +7,6 @@ from lmforge.data.corruption import span_uncorrupt
 from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
 
 
-class Tok:
-    vocab_size, bos_id, eos_id = 64, 2, 3
-    pieces = {"<|mask|>": 4, **{f"<|reserved_{i}|>": 10 + i for i in range(16)}}
-
-    def token_id(self, piece):
-        if piece not in self.pieces:
-            raise KeyError(piece)
-        return self.pieces[piece]
-
-
 def packed(b=4, t=32, seed=0):
     tok = np.random.default_rng(seed).integers(30, 64, size=(b, t)).astype(np.int32)
     seg = np.ones((b, t), np.int32)
@@ -25,9 +15,9 @@ def packed(b=4, t=32, seed=0):
             "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1))}
 
 
-def test_mlm_scores_only_chosen_real_tokens():
+def test_mlm_scores_only_chosen_real_tokens(fake_tok):
     batch = packed(b=64, t=64)
-    out = Objective(ObjectiveConfig(kind="mlm"), Tok(), 64)(batch, np.random.default_rng(0))
+    out = Objective(ObjectiveConfig(kind="mlm"), fake_tok, 64)(batch, np.random.default_rng(0))
     np.testing.assert_array_equal(out["targets"], batch["inputs"])
     assert set(np.unique(out["weights"])) <= {0.0, 1.0}
     assert not out["weights"][batch["segment_ids"] == 0].any()
@@ -38,10 +28,10 @@ def test_mlm_scores_only_chosen_real_tokens():
 
 
 @pytest.mark.parametrize("t", [32, 64, 128])
-def test_span_rows_reconstruct_and_have_fixed_shapes(t):
+def test_span_rows_reconstruct_and_have_fixed_shapes(t, fake_tok):
     batch = packed(t=t)
     enc_len, dec_len = seq2seq_lengths(ObjectiveConfig(kind="span"), t)
-    out = Objective(ObjectiveConfig(kind="span"), Tok(), t)(batch, np.random.default_rng(1))
+    out = Objective(ObjectiveConfig(kind="span"), fake_tok, t)(batch, np.random.default_rng(1))
     assert out["encoder_inputs"].shape == (4, enc_len) and out["targets"].shape == (4, dec_len)
     sentinels = list(range(10, 26))
     for row in range(4):
@@ -55,12 +45,17 @@ def test_span_rows_reconstruct_and_have_fixed_shapes(t):
         np.testing.assert_array_equal(out["inputs"][row][:n], np.concatenate([[2], tgt[:-1]]))
 
 
-def test_reverse_task():
+def test_reverse_task(fake_tok):
     batch = packed(t=16)
-    out = Objective(ObjectiveConfig(kind="reverse"), Tok(), 16)(batch, np.random.default_rng(0))
-    real = batch["inputs"][0][:15]
-    np.testing.assert_array_equal(out["encoder_inputs"][0], real)
-    np.testing.assert_array_equal(out["targets"][0], np.concatenate([real[::-1], [3]]))
+    out = Objective(ObjectiveConfig(kind="reverse"), fake_tok, 16)(batch, np.random.default_rng(0))
+    lengths = out["encoder_segment_ids"].sum(1)
+    assert len(set(lengths.tolist())) > 1 and lengths.max() <= 15          # random prefix lengths
+    for row in range(4):
+        n = lengths[row]
+        real = batch["inputs"][row][:n]
+        np.testing.assert_array_equal(out["encoder_inputs"][row][:n], real)
+        np.testing.assert_array_equal(out["targets"][row][:n + 1], np.concatenate([real[::-1], [3]]))
+        assert out["weights"][row].sum() == n + 1 and not out["encoder_inputs"][row][n:].any()
 
 
 def test_objective_errors():

@@ -84,20 +84,9 @@ def test_encoder_decoder_cache_equals_full_forward_and_sampler_is_greedy(family)
     assert out == np.asarray(seq[:, 1:]).tolist()
 
 
-class _Tok:
-    """The slice of a sentencepiece tokenizer the objectives read (ids as lmforge reserves them)."""
-    vocab_size, bos_id, eos_id = 64, 2, 3
-    pieces = {"<|mask|>": 4, **{f"<|reserved_{i}|>": 10 + i for i in range(16)}}
-
-    def token_id(self, piece):
-        if piece not in self.pieces:
-            raise KeyError(piece)
-        return self.pieces[piece]
-
-
-def objective_batches(kind, n=3, b=8, t=16):
+def objective_batches(kind, tok, n=3, b=8, t=16):
     rng = np.random.default_rng(0)
-    objective = Objective(ObjectiveConfig(kind=kind), _Tok(), t)
+    objective = Objective(ObjectiveConfig(kind=kind), tok, t)
     out = []
     for i in range(n):
         tok = rng.integers(30, 64, size=(b, t)).astype(np.int32)
@@ -110,9 +99,9 @@ def objective_batches(kind, n=3, b=8, t=16):
 
 
 @pytest.mark.parametrize("family,kind", [("bert", "mlm"), ("transformer", "reverse"), ("t5", "span")])
-def test_family_trains_sharded_like_one_device(family, kind):
+def test_family_trains_sharded_like_one_device(family, kind, fake_tok):
     cfg, optim = FAMILIES[family], OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=1)
-    data = objective_batches(kind)
+    data = objective_batches(kind, fake_tok)
     runs = []
     for mesh_cfg in (MeshConfig(data=1), MeshConfig(data=2, fsdp=2, tensor=2)):
         mesh = make_mesh(mesh_cfg, devices=jax.devices()[:1] if mesh_cfg.data == 1 and mesh_cfg.fsdp == 1 else None)
@@ -125,6 +114,8 @@ def test_family_trains_sharded_like_one_device(family, kind):
         runs.append((losses, jax.device_get(state["params"])))
     (one, p1), (eight, p8) = runs
     np.testing.assert_allclose(eight, one, rtol=1e-5)
+    # atol 1e-5: a key bias has a zero gradient in exact math (softmax ignores a per-key-head shift),
+    # so its value is Adam-amplified float noise of order 1e-7..1e-6 that differs with the reduction order.
     for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert one[-1] < one[0]
