@@ -110,6 +110,6 @@ def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
         if not isinstance(config, PretrainConfig):
             raise ConfigError(f"{src} is a {type(config).__name__} run; only pretraining runs hold a model to export")
         cfg, _, params, _ = restore_params(src, config)
-        pure = jax.tree.map(lambda x: jax.device_get(x), params)
+        pure = jax.device_get(params)
     save_hf(dst, cfg, pure)
     return cfg

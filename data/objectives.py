@@ -67,8 +67,8 @@ class Objective:
         self.cfg, self.seq_len = cfg, seq_len
         if cfg.kind == "causal":
             return
-        missing = [p for p in ("<|mask|>",) if cfg.kind == "mlm" and not _has(tok, p)]
-        if getattr(tok, "bos_id", -1) < 0 or getattr(tok, "eos_id", -1) < 0 or missing:
+        no_mask = cfg.kind == "mlm" and not _has(tok, "<|mask|>")
+        if getattr(tok, "bos_id", -1) < 0 or getattr(tok, "eos_id", -1) < 0 or no_mask:
             raise ValueError(f"objective.kind={cfg.kind!r} needs a sentencepiece tokenizer with BOS/EOS and the "
                              f"reserved special tokens (tokenizer.kind='sentencepiece'), got {type(tok).__name__}")
         self.vocab_size, self.bos, self.eos = tok.vocab_size, tok.bos_id, tok.eos_id

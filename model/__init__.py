@@ -21,6 +21,6 @@ def build_model(cfg: ModelConfig, *, rngs):
 
 
 __all__ = [
-    "PRESETS", "ModelConfig", "DecoderLM", "EncoderLM", "EncoderDecoderLM", "build_model", "mean_pool", "ShardingError", "axis_rules", "constrain", "create_sharded",
-    "logical_spec", "param_shardings",
+    "PRESETS", "ModelConfig", "DecoderLM", "EncoderLM", "EncoderDecoderLM", "build_model", "mean_pool",
+    "ShardingError", "axis_rules", "constrain", "create_sharded", "logical_spec", "param_shardings",
 ]

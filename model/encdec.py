@@ -75,10 +75,9 @@ class EncoderDecoderLM(nnx.Module):
         x = self.embed(tokens, positions)
         return constrain(dropout(x, self.cfg.dropout, rng), ACT_BTD)
 
-    def memory_kv(self, memory: jax.Array) -> dict:
-        """Every decoder layer's cross-attention keys/values: {"k", "v"} (L, B, S, K, H)."""
-        kvs = [layer.cross_attn.memory_kv(memory) for layer in self.decoder_layers]
-        return {"k": jnp.stack([kv["k"] for kv in kvs]), "v": jnp.stack([kv["v"] for kv in kvs])}
+    def memory_kv(self, memory: jax.Array) -> list[dict]:
+        """Each decoder layer's cross-attention keys/values of ``memory``: [{"k", "v"} (B, S, K, H)] * L."""
+        return [layer.cross_attn.memory_kv(memory) for layer in self.decoder_layers]
 
     # --- decoder -----------------------------------------------------------------------------------
     def init_cache(self, batch_size: int, max_len: int, dtype=None, *, encoder_tokens: jax.Array,
@@ -95,7 +94,8 @@ class EncoderDecoderLM(nnx.Module):
         return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
                 "segment_ids": jnp.zeros((batch_size, max_len), jnp.int32),
                 "positions": jnp.zeros((batch_size, max_len), jnp.int32), "index": jnp.zeros((), jnp.int32),
-                "memory_k": cross["k"].astype(dt), "memory_v": cross["v"].astype(dt),
+                "memory_k": jnp.stack([kv["k"] for kv in cross]).astype(dt),      # (L, B, S, K, H)
+                "memory_v": jnp.stack([kv["v"] for kv in cross]).astype(dt),
                 "memory_segment_ids": encoder_segment_ids.astype(jnp.int32)}
 
     def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
@@ -122,7 +122,7 @@ class EncoderDecoderLM(nnx.Module):
             memory_kv = self.memory_kv(memory)
             memory_segments = jnp.ones_like(encoder_tokens) if encoder_segment_ids is None else encoder_segment_ids
         else:
-            memory_kv = {"k": cache["memory_k"], "v": cache["memory_v"]}
+            memory_kv = [{"k": cache["memory_k"][i], "v": cache["memory_v"][i]} for i in range(cfg.decoder_layers)]
             memory_segments = cache["memory_segment_ids"]
 
         x = self._embed(tokens, positions, None if rngs is None else rngs[-1])
@@ -138,8 +138,7 @@ class EncoderDecoderLM(nnx.Module):
         new_k, new_v = [], []
         for i, layer in enumerate(self.decoder_layers):
             layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
-            x, layer_new = layer(x, ctx, kv_cache=layer_cache,
-                                 memory_kv={"k": memory_kv["k"][i], "v": memory_kv["v"][i]},
+            x, layer_new = layer(x, ctx, kv_cache=layer_cache, memory_kv=memory_kv[i],
                                  rng=None if rngs is None else rngs[i])
             if layer_new is not None:
                 new_k.append(layer_new["k"])

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmforge.model.config import ModelConfig
-from lmforge.model.layers import MLP, Norm, activate, dropout, dtype_of, matmul, normal, param, zeros
+from lmforge.model.layers import Norm, activate, dropout, dtype_of, matmul, normal, param, zeros
 from lmforge.model.sharding import constrain
 from lmforge.model.stack import ACT_BTD, Layer, default_positions, sinusoidal_positions
 

@@ -282,8 +282,7 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], shapes: dic
     if cfg.family == "t5" and "shared.weight" not in tensors and "encoder.embed_tokens.weight" in tensors:
         tensors = {**tensors, "shared.weight": tensors["encoder.embed_tokens.weight"]}
     flat, used = {}, set()
-    for hf, ours, transpose, n_in in tensor_map(cfg, hf_prefix=prefix):
-        name = hf
+    for name, ours, transpose, n_in in tensor_map(cfg, hf_prefix=prefix):
         if name not in tensors:
             raise InteropError(f"checkpoint has no tensor {name!r} (needed for lmforge parameter {ours!r})")
         x = np.asarray(tensors[name], np.float32)
@@ -375,7 +374,6 @@ def read_hf_config(folder: pathlib.Path) -> dict:
 def load_hf(folder, *, model_cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict, set]:
     """A transformers folder -> (ModelConfig, nested pure param dict of numpy float32, unused tensor names)."""
     from flax import nnx
-    from lmforge.model import build_model
 
     folder = pathlib.Path(folder)
     cfg = model_cfg or config_from_hf(read_hf_config(folder))
@@ -383,21 +381,21 @@ def load_hf(folder, *, model_cfg: ModelConfig | None = None) -> tuple[ModelConfi
     if model_cfg is None and cfg.family == "t5" and "lm_head.weight" in tensors:
         cfg = dataclasses.replace(cfg, tie_embeddings=False)
     plain = dataclasses.replace(cfg, scan_layers=False, remat="none")
-    with nnx.use_eager_sharding(False):
-        abstract = nnx.eval_shape(lambda: build_model(plain, rngs=nnx.Rngs(0)))
-    shapes = {k: tuple(v.shape) for k, v in flatten(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))}
+    _, state = abstract_model(plain)
+    shapes = {k: tuple(v.shape) for k, v in flatten(nnx.to_pure_dict(state))}
     flat, unused = params_from_hf(plain, tensors, shapes)
     if cfg.scan_layers:
         flat = _stack_layers(flat, cfg.num_layers)
     return cfg, unflatten(flat), unused
 
 
-def save_hf(folder, cfg: ModelConfig, params) -> pathlib.Path:
-    """Writes ``config.json`` + ``model.safetensors`` that ``transformers`` loads with ``from_pretrained``."""
+def save_hf(folder, cfg: ModelConfig, pure: dict) -> pathlib.Path:
+    """Writes ``config.json`` + ``model.safetensors`` that ``transformers`` loads with ``from_pretrained``.
+
+    ``pure``: the nested parameter dict (``nnx.to_pure_dict``; the train state's ``params``)."""
     from safetensors.numpy import save_file
 
     folder = pathlib.Path(folder)
-    pure = params if isinstance(params, dict) else _pure(params)
     flat = {k: np.asarray(v) for k, v in flatten(pure)}
     if cfg.scan_layers:   # stacked (L, ...) block parameters -> one entry per layer
         flat = _unstack_layers(flat, cfg.num_layers)
@@ -424,6 +422,21 @@ def _unstack_layers(flat: dict, num_layers: int) -> dict:
     return out
 
 
-def _pure(state) -> dict:
+def abstract_model(cfg: ModelConfig):
+    """(graphdef, abstract parameter state) of ``cfg``'s model: shapes only, no memory, no mesh needed."""
     from flax import nnx
-    return nnx.to_pure_dict(state)
+    from lmforge.model import build_model
+
+    with nnx.use_eager_sharding(False):
+        return nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
+
+
+def merge_params(cfg: ModelConfig, pure: dict):
+    """The NNX model of ``cfg`` holding the parameters ``pure`` (e.g. from :func:`load_hf`), unsharded."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    graphdef, state = abstract_model(cfg)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
+    return nnx.merge(graphdef, state)

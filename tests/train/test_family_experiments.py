@@ -48,9 +48,10 @@ def test_convert_bert_run_to_transformers_and_back(bert_run, tmp_path, capsys):
     hf_dir, back = tmp_path / "hf", tmp_path / "lmforge"
     assert main(["convert", str(bert_run), str(hf_dir)]) == 0
     assert "BertForMaskedLM" in capsys.readouterr().out
-    model_cfg, graphdef, params, mesh = restore_params(bert_run, load_config(bert_run / "config.json"))
+    config = load_config(bert_run / "config.json")
+    model_cfg, graphdef, params, mesh = restore_params(bert_run, config)
     tokens = np.random.RandomState(0).randint(5, model_cfg.vocab_size, (8, 16))   # 8 rows: the 8-way data mesh
-    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES_OF(bert_run)):
+    with jax.set_mesh(mesh), axis_rules(config.mesh.rules):
         ours = np.asarray(nnx.merge(graphdef, params)(jnp.asarray(tokens))[0])
     hf = transformers.AutoModelForMaskedLM.from_pretrained(hf_dir).eval()
     with torch.no_grad():
@@ -64,11 +65,6 @@ def test_convert_bert_run_to_transformers_and_back(bert_run, tmp_path, capsys):
     from safetensors.numpy import load_file
     a, b = load_file(str(hf_dir / "model.safetensors")), load_file(str(again / "model.safetensors"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-def DEFAULT_RULES_OF(run_dir):
-    from lmforge.cli.config_io import load_config
-    return load_config(run_dir / "config.json").mesh.rules
 
 
 def test_convert_errors(tmp_path, capsys):

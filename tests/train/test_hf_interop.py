@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded, mean_pool
-from lmforge.train.hf_interop import InteropError, load_hf, save_hf
+from lmforge.train.hf_interop import InteropError, load_hf, merge_params, save_hf
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
 
 torch = pytest.importorskip("torch", reason="parity tests need CPU torch (pip install torch==2.13.0)")
@@ -50,11 +50,8 @@ def hf_logits(model, encdec: bool) -> np.ndarray:
 
 
 def our_logits(cfg, pure) -> np.ndarray:
-    with nnx.use_eager_sharding(False):
-        graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
     with axis_rules(DEFAULT_RULES):
-        model = nnx.merge(graphdef, state)
+        model = merge_params(cfg, pure)
         if cfg.architecture == "encoder_decoder":
             return np.asarray(model(jnp.asarray(DEC), encoder_tokens=jnp.asarray(TOKENS))[0])
         kw = {"token_types": jnp.asarray(TOKENS % 2)} if cfg.family == "bert" else {}
@@ -122,11 +119,8 @@ def test_minilm_real_weights_reproduce_sentence_transformers():
     cfg, pure, unused = load_hf(folder)
     assert not cfg.lm_head and unused <= {"pooler.dense.weight", "pooler.dense.bias", "embeddings.position_ids"}
     batch = reference.tokenizer(sentences, padding=True, return_tensors="np")
-    with nnx.use_eager_sharding(False):
-        graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
     with axis_rules(DEFAULT_RULES):
-        encoder = nnx.merge(graphdef, state)
+        encoder = merge_params(cfg, pure)
         mask = jnp.asarray(batch["attention_mask"])
         hidden = encoder.encode(jnp.asarray(batch["input_ids"]), token_types=jnp.asarray(batch["token_type_ids"]),
                                 segment_ids=mask)
