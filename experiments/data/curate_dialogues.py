@@ -2,14 +2,21 @@
 normalization, English only, Gopher/C4-style quality, toxicity, GSM8K decontamination, PII, dedup.
 
     lmforge data curate experiments/data/curate_dialogues.py            # all 2,312 dialogues
-    lmforge data curate experiments/data/curate_dialogues.py:smoke      # the first file's first rows
+    lmforge data curate experiments/data/curate_dialogues.py:smoke      # one process, one shard (the tests)
     lmforge data curate experiments/data/curate_dialogues.py runner=beam near_dedup.threshold=0.7
 
 Reads ../shared/data (beside the checkout; run from the repository root). Dialogue turns are
 lines without terminal punctuation, so C4's line rules are off and Gopher's word minimum is
 lowered; the red-team prompts make the safety stage the biggest filter. WORKDIR/report.md has the
-funnel. Numbers depend on the machine's package versions; run it to see them.
+funnel.
+
+Measured (the 2-core CPU machine, `lmforge data curate experiments/data/curate_dialogues.py`, local
+runner, 2 workers): 13 s wall; 2,312 dialogues (1.53 MB) -> 1,761 (1.24 MB). Biggest drops:
+safety/toxic 237, gopher_quality few_words 108 and few_stop_words 92, Gopher repetition 64, near
+duplicates 17, language 9; decontamination against GSM8K test dropped none.
 """
+
+import dataclasses
 
 from lmforge.data.curate import (
     C4Config,
@@ -34,5 +41,5 @@ def get_config(variant: str = "default") -> CurateConfig:
         output=OutputConfig(num_shards=4),
     )
     if variant == "smoke":
-        cfg = CurateConfig(**{**cfg.__dict__, "workers": 1, "output": OutputConfig(num_shards=1)})
+        cfg = dataclasses.replace(cfg, workers=1, output=OutputConfig(num_shards=1))
     return cfg

@@ -37,3 +37,17 @@ def test_cli_curate_errors_are_one_line(tmp_path, capsys):
     exp.write_text(EXP.format(path=str(data)).replace("InputConfig(paths=", "InputConfig(on_bad_record='fail', paths="))
     assert main(["data", "curate", str(exp), "--workdir", str(tmp_path / "run2")]) == 2
     assert f"{data}:1: invalid JSON" in capsys.readouterr().err
+
+
+def test_curate_dialogues_experiment_smoke(shared_data, tmp_path, monkeypatch, capsys):
+    import pathlib
+
+    repo = pathlib.Path(__file__).resolve().parents[3]
+    monkeypatch.chdir(repo)   # the experiment reads ../shared/data relative to the repository root
+    exp = repo / "experiments" / "data" / "curate_dialogues.py"
+    assert main(["data", "curate", f"{exp}:smoke", "--workdir", str(tmp_path / "run")]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["curate/input_documents"] == 2312
+    assert 0 < metrics["curate/output_documents"] < metrics["curate/input_documents"]
+    funnel = json.loads((tmp_path / "run" / "funnel.json").read_text())
+    assert "safety" in json.dumps(funnel)
