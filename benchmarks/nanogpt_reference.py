@@ -2,6 +2,7 @@
 
     python benchmarks/nanogpt_reference.py                 # the CPU recipe: 2000 iterations
     python benchmarks/nanogpt_reference.py --recipe gpu    # the GPU recipe (needs CUDA)
+    python benchmarks/nanogpt_reference.py --learning-rate 3e-3 --max-iters 1200   # a tuned variant
 
 A faithful transcription of Karpathy's nanoGPT ``model.py`` + ``train.py`` for
 ``config/train_shakespeare_char.py`` (the GPT, its init, AdamW with decay on >= 2-D parameters,
@@ -131,10 +132,10 @@ def build_model(torch, vocab_size: int, cfg: dict):
     return GPT()
 
 
-def run(recipe: str, data_path: pathlib.Path, seed: int, device: str) -> dict:
+def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides: dict | None = None) -> dict:
     import torch
 
-    cfg = {**COMMON, **RECIPES[recipe]}
+    cfg = {**COMMON, **RECIPES[recipe], **(overrides or {})}
     text = data_path.read_text(encoding="utf-8")
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
@@ -181,7 +182,7 @@ def run(recipe: str, data_path: pathlib.Path, seed: int, device: str) -> dict:
     while True:
         for g in optimizer.param_groups:
             g["lr"] = get_lr(it)
-        if it % cfg["eval_interval"] == 0:
+        if it % cfg["eval_interval"] == 0 or it == cfg["max_iters"]:   # (the last: when not a multiple)
             evals.append({"iter": it, **estimate_loss()})
             print(f"step {it}: train loss {evals[-1]['train']:.4f}, val loss {evals[-1]['val']:.4f}",
                   file=sys.stderr, flush=True)
@@ -235,7 +236,25 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu")
     parser.add_argument("--data", type=pathlib.Path, default=DATA, help=f"text file (default {DATA})")
     parser.add_argument("--seed", type=int, default=0, help="added to nanoGPT's 1337")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="peak learning rate (nanoGPT: 1e-3); min_lr follows at a tenth")
+    parser.add_argument("--max-iters", type=int, default=None,
+                        help="iterations, and lr_decay_iters with them (recipe: 2000 cpu, 5000 gpu)")
+    parser.add_argument("--eval-interval", type=int, default=None, help="iterations between nanoGPT's estimates")
     args = parser.parse_args(argv)
+    overrides = {}
+    if args.learning_rate is not None:
+        if args.learning_rate <= 0:
+            parser.error(f"--learning-rate must be > 0, got {args.learning_rate}")
+        overrides.update(learning_rate=args.learning_rate, min_lr=args.learning_rate / 10)
+    if args.max_iters is not None:
+        if args.max_iters <= COMMON["warmup_iters"]:
+            parser.error(f"--max-iters must exceed the {COMMON['warmup_iters']} warmup iterations, got {args.max_iters}")
+        overrides.update(max_iters=args.max_iters, lr_decay_iters=args.max_iters)
+    if args.eval_interval is not None:
+        if args.eval_interval < 1:
+            parser.error(f"--eval-interval must be >= 1, got {args.eval_interval}")
+        overrides.update(eval_interval=args.eval_interval)
     try:
         import torch
     except ImportError:
@@ -249,7 +268,7 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("nanogpt_reference.py: --recipe gpu needs a CUDA device", file=sys.stderr)
         return 2
-    print(json.dumps(run(args.recipe, args.data, args.seed, device)))
+    print(json.dumps(run(args.recipe, args.data, args.seed, device, overrides)))
     return 0
 
 

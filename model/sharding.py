@@ -211,6 +211,9 @@ def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
         with nnx.use_eager_sharding(False):
             return nnx.to_pure_dict(nnx.state(make()))
 
+    # The init runs once: on CPU, XLA's cheapest backend optimization compiles it 1.7x faster (3.4 s ->
+    # 2.0 s for the nanoGPT CPU model on the 2-core machine) and draws the same values.
+    options = {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None
     with jax.set_mesh(mesh):
-        params = jax.jit(init, out_shardings=shardings)()
+        params = jax.jit(init, out_shardings=shardings, compiler_options=options)()
     return graphdef, params, shardings

@@ -62,6 +62,22 @@ TB_DIR = "tb"
 
 
 # ------------------------------------------------------------------------------ metrics files
+def _import_tensorboardx():
+    """tensorboardX, imported without PyTorch: it imports torch at load time whenever torch is
+    installed (3.3 s on the 2-core machine) only to accept torch tensors, and lmforge writes floats."""
+    import sys
+
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX
+        return tensorboardX
+    sys.modules["torch"] = None   # makes `import torch` raise ImportError, which tensorboardX handles
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
+
+
 class MetricsWriter:
     """Writes WORKDIR/metrics.jsonl and TensorBoard event files in WORKDIR/tb/ (process 0 only)."""
 
@@ -76,7 +92,7 @@ class MetricsWriter:
         if self.path.exists():
             _drop_after(self.path, None if resume_step is None else int(resume_step))
         self._file = open(self.path, "a", encoding="utf-8")
-        import tensorboardX  # deferred: only process 0 pays for it
+        tensorboardX = _import_tensorboardx()   # deferred: only process 0 pays for it
 
         purge = None if resume_step is None else int(resume_step) + 1
         self._tb = tensorboardX.SummaryWriter(logdir=str(self.workdir / TB_DIR),

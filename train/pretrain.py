@@ -30,7 +30,7 @@ from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
 from lmforge.model import ModelConfig, axis_rules
 from lmforge.train import distributed
 from lmforge.train.checkpoint import Checkpointer
-from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh
+from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
 from lmforge.train.metrics import MetricsWriter, ProgressBar, Throughput, model_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
 from lmforge.train.sampling import SamplingConfig, generate
@@ -191,6 +191,7 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     check_objective(cfg, cfg.model)   # config-only: before any data is read or tokenizer trained
+    use_host_devices(cfg.mesh)        # both before JAX starts
     distributed.initialize(cfg.distributed)
     t_start = time.time()
 

@@ -140,18 +140,23 @@ def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingCo
         raise ValueError(f"generate: a prompt of {longest} tokens leaves no room to generate within the model's "
                          f"max_seq_len={max_seq_len}; shorten the prompt")
     keep = max(max_seq_len // 2, 1)
+    # Every window after the first reads `keep` tokens and writes max_seq_len - keep, padded to one
+    # width, and the last one is cut rather than shortened: one compiled shape for all of them (and
+    # for the first too when the prompts fit in `keep`).
+    min_width, per_window = keep, max_seq_len - keep
     outs: list[list[int]] = [[] for _ in prompts]
     live = list(range(len(prompts)))                # rows that have not hit a stop token
     contexts = [list(p) for p in prompts]
     remaining, window = cfg.max_new_tokens, 0
     while live and remaining:
-        n = min(remaining, max_seq_len - max(len(contexts[i]) for i in live))
+        n = min(per_window, max_seq_len - max(len(contexts[i]) for i in live))
         chunk = _generate_batch(graphdef, params, [contexts[i] for i in live],
                                 dataclasses.replace(cfg, max_new_tokens=n),
                                 rng if window == 0 else jax.random.fold_in(rng, window),
-                                stop_tokens, vocab_limit, pad_id)
+                                stop_tokens, vocab_limit, pad_id, min_width=min_width)
         still = []
         for i, new in zip(live, chunk):
+            new = new[:remaining]
             outs[i] += new
             contexts[i] = (list(prompts[i]) + outs[i])[-keep:]
             if len(new) == n and not (stop_tokens and new[-1] in stop_tokens):
@@ -161,8 +166,8 @@ def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingCo
 
 
 def _generate_batch(graphdef, params, prompts, cfg, rng, stop_tokens, vocab_limit, pad_id,
-                    encoder_inputs=None) -> list[list[int]]:
-    width = -(-max(len(p) for p in prompts) // 16) * 16
+                    encoder_inputs=None, min_width: int = 0) -> list[list[int]]:
+    width = -(-max(max(len(p) for p in prompts), min_width) // 16) * 16
     tokens = np.full((len(prompts), width), pad_id, np.int32)
     segments = np.zeros((len(prompts), width), np.int32)
     for row, prompt in enumerate(prompts):

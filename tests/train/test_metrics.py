@@ -199,3 +199,17 @@ def test_module_exports():
     assert set(metrics_lib.__all__) >= {"MetricsWriter", "read_metrics", "Throughput",
                                         "ProgressBar", "model_flops_per_token",
                                         "peak_flops_per_device"}
+
+
+def test_tensorboard_writer_does_not_import_torch(tmp_path):
+    # tensorboardX imports torch whenever it is installed (seconds of start-up); the writer keeps it out.
+    import subprocess
+    import sys
+
+    code = ("import sys; from lmforge.train.metrics import MetricsWriter\n"
+            f"w = MetricsWriter({str(tmp_path)!r}); w.write(1, {{'train/loss': 2.0}}); w.close()\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "import importlib.util; print(importlib.util.find_spec('torch') is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1

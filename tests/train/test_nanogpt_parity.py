@@ -79,3 +79,12 @@ def test_same_weights_give_same_logits_and_loss():
 def test_reference_script_refuses_missing_data(tmp_path):
     ref = load_reference()
     assert ref.main(["--data", str(tmp_path / "missing.txt")]) == 2
+
+
+@pytest.mark.parametrize("argv, message", [(["--max-iters", "50"], "must exceed the 100 warmup"),
+                                           (["--learning-rate", "0"], "--learning-rate must be > 0"),
+                                           (["--eval-interval", "0"], "--eval-interval must be >= 1")])
+def test_reference_script_refuses_bad_overrides(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_reference().main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

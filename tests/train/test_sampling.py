@@ -201,10 +201,11 @@ def test_generation_past_max_seq_len_continues_in_half_windows():
     L, n, greedy = 32, 40, SamplingConfig(max_new_tokens=40, temperature=0.0)
     for prompt in (PROMPTS[0], PROMPTS[2]):
         got = run(mesh, graphdef, params, [prompt], greedy, max_seq_len=L)[0]
-        # The reference: fill the context, then re-read the last L // 2 tokens and go on.
+        # The reference: write up to L - L // 2 tokens (fewer when the prompt leaves less room),
+        # then re-read the last L // 2 tokens and go on.
         expected, context = [], list(prompt)
         while len(expected) < n:
-            k = min(n - len(expected), L - len(context))
+            k = min(n - len(expected), L - L // 2, L - len(context))
             expected += naive_greedy(mesh, graphdef, params, context, k)
             context = (list(prompt) + expected)[-(L // 2):]
         assert got == expected and len(set(got)) > 10
