@@ -31,7 +31,8 @@ setup(
         "safetensors>=0.4",          # Hugging Face interop (`lmforge convert`)
     ],
     extras_require={
-        "test": ["pytest>=8", "portpicker>=1.6",
+        # pytest-xdist: the suite runs one worker per core, a test file per worker (pytest.ini)
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "portpicker>=1.6",
                  # data curation (the curate and beam extras), imported by tests/data/curate
                  "datasketch>=2.0,<3", "ftfy>=6.3", "zstandard>=0.23", "pyarrow>=17", "py3langid>=0.3",
                  "alt-profanity-check>=1.6", "python-stdnum>=1.20", "xxhash>=3.4", "apache-beam>=2.77,<3",
