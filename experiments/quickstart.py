@@ -11,7 +11,9 @@ held-out 10% as training goes, and the model writes a few samples at the end.
     lmforge sample runs/<the printed workdir> --prompt "The with statement"
 
 Measured (the 2-core CPU machine, jax 0.10.2, `lmforge run experiments/quickstart.py`, wall time
-from `/usr/bin/time`, nothing else running): 252 s in all (4:12), of which curation ~8 s: 581 -> 340
+from `/usr/bin/time`, nothing else running): 235 s in all (252 s before the sampler and start-up
+changes of the shakespeare_char work; `mesh.host_devices=2` gave no gain here: 235.7 vs 235.4 s,
+median step 323 vs 327 ms, back to back), of which curation ~8 s: 581 -> 340
 documents, 2.09 -> 1.39 MB (most bytes go to Gopher's duplicate 5-gram rule on grammar listings;
 WORKDIR/curated/report.md has the funnel and examples); BPE tokenizer 2048 ids, 2.89 bytes/token
 on the held-out docs; 1.07M parameters; validation over the whole held-out split:

@@ -14,7 +14,7 @@ GSPMD propagation between our explicit constraints), because jax >= 0.10 default
 JAX starts. XLA's CPU runtime runs one step's operations one after another, so a small model on
 one device keeps one core busy; two devices on a 2-core machine run the two halves of a
 data-parallel batch at once (the nanoGPT CPU recipe's step: 1.25x faster, see
-``experiments/shakespeare_char.py``). It only takes effect before the first JAX computation of
+``experiments/shakespeare_char.py``; the quickstart's larger ops gained nothing). It only takes effect before the first JAX computation of
 the process; later it is reported and ignored, and the mesh uses the devices there are.
 """
 

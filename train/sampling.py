@@ -117,7 +117,8 @@ def generate(graphdef, params, prompts: Sequence[Sequence[int]], cfg: SamplingCo
 
     Call under the mesh/axis rules the params were created with (``jax.set_mesh`` + ``axis_rules``).
     ``max_seq_len`` defaults to the model's. When a prompt plus ``max_new_tokens`` would pass it,
-    generation goes on in windows: once the context is full, the model re-reads the last
+    generation goes on in windows of at most ``max_seq_len - max_seq_len // 2`` new tokens (fewer
+    in the first when the prompt leaves less room): after each, the model re-reads the last
     ``max_seq_len // 2`` tokens (a fresh prefill at positions 0..) and continues from there, as
     nanoGPT's ``sample.py`` crops its context to the block size, but re-prefilling once per
     half-window instead of at every token.
