@@ -97,3 +97,33 @@ def test_builtin_tasks_load_lazily(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "_builtins_loaded", False)
     with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):  # a broken task is a bug: loud
         registry.tasks()
+
+
+def _shipped_experiments():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+    return sorted(p for p in root.rglob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", _shipped_experiments(), ids=lambda p: p.stem)
+def test_every_shipped_variant_builds_its_config(path):
+    # Config only (nothing trains): an experiment file that rots fails here, not in a user's run.
+    module, _ = load_experiment(str(path))
+    assert "smoke" in module.VARIANTS
+    for variant in dict.fromkeys(("default", *module.VARIANTS)):
+        experiment_config(module, variant)
+
+
+def test_shakespeare_cpu_tuned_changes_only_the_schedule():
+    import dataclasses
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "shakespeare_char.py"
+    module, _ = load_experiment(f"{path}:cpu_tuned")
+    cpu, tuned = module.get_config("cpu"), module.get_config("cpu_tuned")
+    assert (cpu.model, cpu.data, cpu.mesh) == (tuned.model, tuned.data, tuned.mesh)
+    assert (cpu.optim.lr, cpu.steps, tuned.optim.lr, tuned.steps) == (1e-3, 2000, 4e-3, 1400)
+    assert dataclasses.replace(tuned.optim, lr=cpu.optim.lr, min_lr=cpu.optim.min_lr,
+                               decay_steps=cpu.optim.decay_steps) == cpu.optim
+    assert cpu.mesh.host_devices == 2 and (cpu.model.num_layers, cpu.data.batch_size, cpu.data.seq_len) == (4, 12, 64)
