@@ -30,9 +30,12 @@ import math
 import pathlib
 from collections.abc import Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from lmforge.model import ModelConfig
+from lmforge.model import ModelConfig, build_model
 
 HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM",
                     "t5": "T5ForConditionalGeneration"}
@@ -373,8 +376,6 @@ def read_hf_config(folder: pathlib.Path) -> dict:
 
 def load_hf(folder, *, model_cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict, set]:
     """A transformers folder -> (ModelConfig, nested pure param dict of numpy float32, unused tensor names)."""
-    from flax import nnx
-
     folder = pathlib.Path(folder)
     cfg = model_cfg or config_from_hf(read_hf_config(folder))
     tensors = read_safetensors(folder)
@@ -424,19 +425,12 @@ def _unstack_layers(flat: dict, num_layers: int) -> dict:
 
 def abstract_model(cfg: ModelConfig):
     """(graphdef, abstract parameter state) of ``cfg``'s model: shapes only, no memory, no mesh needed."""
-    from flax import nnx
-    from lmforge.model import build_model
-
     with nnx.use_eager_sharding(False):
         return nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
 
 
 def merge_params(cfg: ModelConfig, pure: dict):
     """The NNX model of ``cfg`` holding the parameters ``pure`` (e.g. from :func:`load_hf`), unsharded."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
     graphdef, state = abstract_model(cfg)
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
     return nnx.merge(graphdef, state)

@@ -65,8 +65,6 @@ TB_DIR = "tb"
 def _import_tensorboardx():
     """tensorboardX, imported without PyTorch: it imports torch at load time whenever torch is
     installed (2.3 s on the 2-core machine; 0.27 s without) only to accept torch tensors, and lmforge writes floats."""
-    import sys
-
     if "tensorboardX" in sys.modules or "torch" in sys.modules:
         import tensorboardX
         return tensorboardX
