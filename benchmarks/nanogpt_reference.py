@@ -13,6 +13,12 @@ overrides for ``--recipe cpu`` (``--device=cpu --compile=False --eval_iters=20 -
 --dropout=0.0``). It reads the same text as the lmforge experiment (first 90% train, last 10%
 val, vocabulary = the sorted characters of the whole file, as nanoGPT's ``prepare.py``).
 
+On CUDA (``--recipe gpu``) it runs as nanoGPT's ``train.py`` does by default there: bf16 autocast
+(``dtype='bfloat16'``; parameters and AdamW state float32), ``compile=True`` (``torch.compile`` of
+the model), TF32 matmuls and the fused AdamW; ``--dtype float32 --no-compile`` gives plain eager
+float32 (which this script ran before it had those switches). The CPU recipe is float32 and eager,
+as nanoGPT's CPU overrides (``--compile=False``; nanoGPT's autocast is a no-op on CPU).
+
 It prints one JSON object: nanoGPT's own estimates at each eval, the wall time of the run as
 nanoGPT measures it (the training loop with its evals, after the data is loaded), and, after the
 timer stops, the loss on the *whole* validation split in non-overlapping windows of
@@ -132,7 +138,10 @@ def build_model(torch, vocab_size: int, cfg: dict):
     return GPT()
 
 
-def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides: dict | None = None) -> dict:
+def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides: dict | None = None,
+        dtype: str = "float32", compile: bool = False) -> dict:
+    import contextlib
+
     import torch
 
     cfg = {**COMMON, **RECIPES[recipe], **(overrides or {})}
@@ -145,11 +154,19 @@ def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides:
     T, B = cfg["block_size"], cfg["batch_size"]
 
     torch.manual_seed(1337 + seed)
-    model = build_model(torch, len(chars), cfg).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    if device == "cuda":   # nanoGPT's train.py: TF32 on for matmul and cuDNN
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    raw_model = build_model(torch, len(chars), cfg).to(device)
+    params = [p for p in raw_model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg["weight_decay"]},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]))
+    # nanoGPT's configure_optimizers: the fused kernel where the device is CUDA
+    optimizer = torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]),
+                                  **({"fused": True} if device == "cuda" else {}))
+    model = torch.compile(raw_model) if compile else raw_model
+    ctx = (torch.autocast(device_type=device, dtype=torch.bfloat16) if dtype == "bfloat16"
+           else contextlib.nullcontext())
 
     def get_batch(split):
         data = train if split == "train" else val
@@ -163,7 +180,9 @@ def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides:
         model.eval()
         out = {}
         for split in ("train", "val"):
-            out[split] = float(torch.stack([model(*get_batch(split)) for _ in range(cfg["eval_iters"])]).mean())
+            with ctx:
+                losses = [model(*get_batch(split)) for _ in range(cfg["eval_iters"])]
+            out[split] = float(torch.stack(losses).float().mean())
         model.train()
         return out
 
@@ -186,7 +205,8 @@ def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides:
             evals.append({"iter": it, **estimate_loss()})
             print(f"step {it}: train loss {evals[-1]['train']:.4f}, val loss {evals[-1]['val']:.4f}",
                   file=sys.stderr, flush=True)
-        loss = model(X, Y)
+        with ctx:
+            loss = model(X, Y)
         X, Y = get_batch("train")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
@@ -199,7 +219,9 @@ def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides:
         torch.cuda.synchronize()
     wall = time.time() - t0
 
-    # The whole validation split, every target once, as lmforge's evaluator scores it.
+    # The whole validation split, every target once, as lmforge's evaluator scores it (with the
+    # uncompiled module: its last, shorter batch would make torch.compile compile again).
+    model = raw_model
     model.eval()
     nll, count = 0.0, 0
     with torch.no_grad():
@@ -211,7 +233,8 @@ def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides:
             pad = -k % T
             x = torch.cat([x, torch.zeros(pad, dtype=torch.long)]).view(-1, T).to(device)
             y = torch.cat([y, torch.full((pad,), -1, dtype=torch.long)]).view(-1, T).to(device)
-            nll += float(model(x, y, reduction="sum"))
+            with ctx:
+                nll += float(model(x, y, reduction="sum"))
             count += k
     final = next(e for e in evals if e["iter"] == cfg["max_iters"])
     return {
@@ -219,6 +242,8 @@ def run(recipe: str, data_path: pathlib.Path, seed: int, device: str, overrides:
         "recipe": recipe,
         "device": device if device == "cpu" else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(),
+        "dtype": dtype,
+        "compile": compile,
         "seed": seed,
         "iters": cfg["max_iters"],
         "wall_s": round(wall, 2),
@@ -241,6 +266,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iters", type=int, default=None,
                         help="iterations, and lr_decay_iters with them (recipe: 2000 cpu, 5000 gpu)")
     parser.add_argument("--eval-interval", type=int, default=None, help="iterations between nanoGPT's estimates")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="bfloat16 = autocast, as nanoGPT on CUDA (default there); float32 (CPU default)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the model (nanoGPT's default on CUDA; off on CPU, as its CPU overrides)")
     args = parser.parse_args(argv)
     overrides = {}
     if args.learning_rate is not None:
@@ -268,7 +297,9 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("nanogpt_reference.py: --recipe gpu needs a CUDA device", file=sys.stderr)
         return 2
-    print(json.dumps(run(args.recipe, args.data, args.seed, device, overrides)))
+    dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
+    compile = args.compile if args.compile is not None else device == "cuda"
+    print(json.dumps(run(args.recipe, args.data, args.seed, device, overrides, dtype=dtype, compile=compile)))
     return 0
 
 

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Every GPU figure of issue 12 in one command, one JSON line per figure, within a wall-time budget.
+#
+#   bash benchmarks/gpu_suite.sh                        # GPU (one H100/H200): the default figures, <= 465 s
+#   bash benchmarks/gpu_suite.sh recipe train_gpt2_large   # only these figures, in this order
+#   LMFORGE_SUITE=cpu bash benchmarks/gpu_suite.sh      # the dry run: tiny presets on CPU, every code path
+#
+# Figures (GPU default order = priority order; a name is train_<preset>, train_<preset>_scan,
+# decode_<preset> or recipe):
+#   train_gpt2_small       lmforge vs PyTorch train step, bf16, batch 16 x seq 1024 (compare.py train)
+#   train_llama_1b         the same for Llama 3.2 1B's shape, batch 16 x seq 1024 (SUITE_LLAMA_BATCH/SEQ)
+#   decode_llama_1b        decode at batch 1/8/64: lmforge vs transformers static cache vs the floor (decode.py)
+#   train_gpt2_medium      350M, batch 16 x seq 1024
+#   recipe                 nanoGPT's shakespeare_char: lmforge run ...:gpu vs nanogpt_reference.py --recipe gpu,
+#                          SUITE_RECIPE_STEPS iterations for both (default 1000; "full" = the recipe's 5000)
+#   train_gpt2_large       774M, batch 16 x seq 1024
+#   train_gpt2_small_scan  lmforge with --scan-layers, against the PyTorch number of train_gpt2_small
+#
+# Each figure runs under its own `timeout`, only if at least its minimum time is left of the budget
+# (SUITE_BUDGET_S, default 465 s on GPU), and never past the budget; one that does not fit prints
+# {"figure": ..., "skipped": ...}. Lines go to stdout and, when $OUT is set, to $OUT/gpu_suite.jsonl;
+# each figure's stderr to $OUT/gpu_suite_logs/<figure>.log (else /tmp/gpu_suite_logs).
+#
+# Environment: LMFORGE_SUITE=gpu|cpu, SUITE_BUDGET_S, SUITE_DATA (default .gpudata/tinyshakespeare.txt,
+# on CPU also ../shared/data/tinyshakespeare.txt), SUITE_RECIPE_STEPS, SUITE_STEPS / SUITE_WARMUP
+# (timed / untimed train steps: 10 / 3), SUITE_BATCH / SUITE_SEQ (GPT-2: 16 / 1024),
+# SUITE_LLAMA_BATCH / SUITE_LLAMA_SEQ (16 / 1024), SUITE_DECODE_BATCHES (1,8,64),
+# SUITE_DECODE_HF_BATCHES (1,8,64), SUITE_DECODE_NEW_TOKENS (128), SUITE_TORCH_COMPILE (1 on GPU,
+# 0 on CPU), SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
+#
+# Setup: wheels in .whl/ (grain, array-record, portpicker, tensorboardX) are installed with
+# --no-deps into /tmp/site when `import grain, tensorboardX` fails; lmforge is imported from this
+# tree through /tmp/lmforge_path.*/lmforge/<pkg> -> <repo>/<pkg> symlinks on PYTHONPATH (there is
+# no lmforge/ folder: setup.py maps lmforge.<pkg> to <pkg>/), so nothing is pip-installed.
+
+set -u -o pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3}
+MODE=${LMFORGE_SUITE:-gpu}
+START=$(date +%s)
+
+if [[ $MODE == gpu ]]; then
+  BUDGET=${SUITE_BUDGET_S:-465}
+  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium recipe train_gpt2_large train_gpt2_small_scan"
+  STEPS=${SUITE_STEPS:-10}; WARMUP=${SUITE_WARMUP:-3}
+  BATCH=${SUITE_BATCH:-16}; SEQ=${SUITE_SEQ:-1024}
+  LLAMA_BATCH=${SUITE_LLAMA_BATCH:-16}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-1024}
+  DECODE_BATCHES=${SUITE_DECODE_BATCHES:-1,8,64}; DECODE_HF_BATCHES=${SUITE_DECODE_HF_BATCHES:-1,8,64}
+  DECODE_NEW=${SUITE_DECODE_NEW_TOKENS:-128}
+  RECIPE_STEPS=${SUITE_RECIPE_STEPS:-1000}; RECIPE_VARIANT=gpu; RECIPE_EVAL=""
+  TORCH_COMPILE=${SUITE_TORCH_COMPILE:-1}
+  LM_TRAIN_ARGS="--dtype bfloat16 --attention cudnn"
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}   # one process at a time
+elif [[ $MODE == cpu ]]; then
+  BUDGET=${SUITE_BUDGET_S:-1500}
+  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan"
+  STEPS=${SUITE_STEPS:-5}; WARMUP=${SUITE_WARMUP:-2}
+  BATCH=${SUITE_BATCH:-8}; SEQ=${SUITE_SEQ:-128}
+  LLAMA_BATCH=${SUITE_LLAMA_BATCH:-8}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-128}
+  DECODE_BATCHES=${SUITE_DECODE_BATCHES:-1,4}; DECODE_HF_BATCHES=${SUITE_DECODE_HF_BATCHES:-1,4}
+  DECODE_NEW=${SUITE_DECODE_NEW_TOKENS:-16}
+  RECIPE_STEPS=${SUITE_RECIPE_STEPS:-120}; RECIPE_VARIANT=cpu; RECIPE_EVAL=60
+  TORCH_COMPILE=${SUITE_TORCH_COMPILE:-0}
+  LM_TRAIN_ARGS=""
+else
+  echo "gpu_suite.sh: LMFORGE_SUITE=$MODE; expected gpu or cpu" >&2
+  exit 2
+fi
+FIGURES=${*:-${SUITE_FIGURES:-$DEFAULT_FIGURES}}
+
+OUT_JSONL=""
+LOGDIR=/tmp/gpu_suite_logs
+if [[ -n ${OUT:-} ]]; then
+  mkdir -p "$OUT"
+  OUT_JSONL=$OUT/gpu_suite.jsonl
+  LOGDIR=$OUT/gpu_suite_logs
+fi
+mkdir -p "$LOGDIR"
+STATE=$(mktemp -d /tmp/gpu_suite_state.XXXXXX)    # each figure's lines, for later figures to reuse
+
+emit() {   # one JSON line to stdout and the jsonl file
+  printf '%s\n' "$1"
+  if [[ -n $OUT_JSONL ]]; then printf '%s\n' "$1" >>"$OUT_JSONL"; fi
+}
+
+suite_json() {   # suite_json KEY=VALUE ...  -> a JSON object (values: JSON if they parse, else strings)
+  "$PY" - "$@" <<'EOF'
+import json, sys
+out = {}
+for kv in sys.argv[1:]:
+    key, _, value = kv.partition("=")
+    if key.endswith("@file"):        # KEY@file=PATH: the last 1500 characters of a file
+        key = key[:-5]
+        try:
+            value = open(value, errors="replace").read()[-1500:]
+        except OSError:
+            value = ""
+        out[key] = value
+        continue
+    try:
+        out[key] = json.loads(value)
+    except ValueError:
+        out[key] = value
+print(json.dumps(out))
+EOF
+}
+
+annotate() {   # annotate LINE FIGURE WALL RC -> LINE with "suite": {...} added
+  "$PY" -c 'import json, sys
+line = json.loads(sys.argv[1])
+line["suite"] = {"figure": sys.argv[2], "wall_s": int(sys.argv[3]), "rc": int(sys.argv[4])}
+print(json.dumps(line))' "$1" "$2" "$3" "$4" 2>/dev/null || printf '%s\n' "$1"
+}
+
+# ------------------------------------------------------------------------------------------ setup
+if [[ ${SUITE_SKIP_INSTALL:-0} != 1 ]] && ! "$PY" -c "import grain, tensorboardX" 2>/dev/null; then
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      >"$LOGDIR/install.log" 2>&1 || echo "gpu_suite.sh: installing .whl/*.whl failed, see $LOGDIR/install.log" >&2
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  else
+    echo "gpu_suite.sh: grain/tensorboardX missing and no wheels in .whl/" >&2
+  fi
+fi
+LMPATH=$(mktemp -d /tmp/lmforge_path.XXXXXX)
+mkdir "$LMPATH/lmforge"
+for d in "$ROOT"/*/; do
+  d=${d%/}
+  if [[ -f $d/__init__.py ]]; then ln -s "$d" "$LMPATH/lmforge/$(basename "$d")"; fi
+done
+export PYTHONPATH=$LMPATH${PYTHONPATH:+:$PYTHONPATH}
+
+DATA=${SUITE_DATA:-$ROOT/.gpudata/tinyshakespeare.txt}
+if [[ ! -f $DATA && -z ${SUITE_DATA:-} && -f $ROOT/../shared/data/tinyshakespeare.txt ]]; then
+  DATA=$ROOT/../shared/data/tinyshakespeare.txt
+fi
+
+ENV_JSON=$("$PY" - <<'EOF' 2>/dev/null
+import importlib.metadata as m, json, platform
+v = {}
+for p in ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "triton", "grain", "tensorboardX", "numpy"):
+    try:
+        v[p] = m.version(p)
+    except m.PackageNotFoundError:
+        v[p] = None
+out = {"python": platform.python_version(), "versions": v}
+try:
+    import lmforge.model, lmforge.train.step  # noqa: F401  (imports only; no device is touched)
+    out["lmforge_import"] = "ok"
+except Exception as e:  # reported, and each figure will say what failed
+    out["lmforge_import"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+EOF
+)
+GPU_NAME=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
+COMMIT=${SUITE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+DIRTY=$( (git status --porcelain 2>/dev/null | grep -q .) && echo true || echo false)
+emit "$(suite_json figure=suite/env mode="$MODE" date="$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit="$COMMIT" \
+  tree_dirty="$DIRTY" gpu="${GPU_NAME:-none}" budget_s="$BUDGET" figures="$(printf '%s\n' $FIGURES | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))')" \
+  env="${ENV_JSON:-null}" data="$DATA" data_found="$([[ -f $DATA ]] && echo true || echo false)")"
+
+# ---------------------------------------------------------------------------------------- figures
+run_figure() {   # run_figure NAME MIN_S MAX_S CMD... : CMD gets --timeout-s (its own budget) appended
+  local name=$1 min=$2 max=$3
+  shift 3
+  local left=$((BUDGET - ($(date +%s) - START)))
+  if ((left < min)); then
+    emit "$(suite_json figure="$name" skipped="needs at least ${min} s, ${left} s left of the ${BUDGET} s budget")"
+    return
+  fi
+  local t=$((left < max ? left : max))
+  local t0 rc n=0 line
+  t0=$(date +%s)
+  echo "gpu_suite.sh: $name (up to ${t} s; ${left} s left)" >&2
+  timeout -k 5 "$t" "$@" --timeout-s $((t - 8)) >"$STATE/$name.out" 2>"$LOGDIR/$name.log"
+  rc=$?
+  while IFS= read -r line; do
+    if [[ $line == \{* ]]; then
+      emit "$(annotate "$line" "$name" $(($(date +%s) - t0)) "$rc")"
+      n=$((n + 1))
+    fi
+  done <"$STATE/$name.out"
+  if ((n == 0)); then
+    emit "$(suite_json figure="$name" error="exit status $rc (124/137: the suite's timeout of ${t} s)" \
+      wall_s=$(($(date +%s) - t0)) stderr_tail@file="$LOGDIR/$name.log")"
+  fi
+}
+
+train_batch() {   # batch and sequence of a preset
+  case $1 in
+    llama_*) echo "$LLAMA_BATCH $LLAMA_SEQ" ;;
+    *) echo "$BATCH $SEQ" ;;
+  esac
+}
+
+limits() {   # minimum and maximum seconds of a figure on this MODE
+  if [[ $MODE == cpu ]]; then
+    case $1 in
+      recipe) echo "60 700" ;;
+      decode_*) echo "40 300" ;;
+      *_scan) echo "20 150" ;;
+      *) echo "30 250" ;;
+    esac
+    return
+  fi
+  case $1 in
+    train_gpt2_small) echo "60 170" ;;
+    train_gpt2_medium) echo "80 200" ;;
+    train_gpt2_large) echo "100 240" ;;
+    train_llama_1b) echo "100 240" ;;
+    train_*_scan) echo "40 100" ;;
+    train_*) echo "80 240" ;;
+    decode_*) echo "90 220" ;;
+    recipe) if [[ $RECIPE_STEPS == full || $RECIPE_STEPS -ge 3000 ]]; then echo "200 420"; else echo "90 200"; fi ;;
+    *) echo "60 200" ;;
+  esac
+}
+
+TORCH_ARGS=""
+if [[ $TORCH_COMPILE != 1 ]]; then TORCH_ARGS="--no-compile"; fi
+
+for fig in $FIGURES; do
+  read -r min max <<<"$(limits "$fig")"
+  case $fig in
+    train_*_scan)
+      preset=${fig#train_}; preset=${preset%_scan}
+      read -r b s <<<"$(train_batch "$preset")"
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" --figure "train/${preset}_scan" \
+        --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" --sides lmforge \
+        --lmforge-args="$LM_TRAIN_ARGS --scan-layers" --torch-result "$STATE/train_$preset.out"
+      ;;
+    train_*)
+      preset=${fig#train_}
+      read -r b s <<<"$(train_batch "$preset")"
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
+        --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" \
+        --lmforge-args="$LM_TRAIN_ARGS" --torch-args="$TORCH_ARGS"
+      ;;
+    decode_*)
+      preset=${fig#decode_}
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/decode.py "$preset" --batch-sizes "$DECODE_BATCHES" \
+        --hf-batch-sizes "$DECODE_HF_BATCHES" --new-tokens "$DECODE_NEW" --first-share 0.45
+      ;;
+    recipe)
+      if [[ ! -f $DATA ]]; then
+        emit "$(suite_json figure=recipe error="no data file $DATA: copy tinyshakespeare.txt to .gpudata/ (carry it) or set SUITE_DATA")"
+        continue
+      fi
+      steps_args=()
+      if [[ $RECIPE_STEPS != full ]]; then steps_args=(--steps "$RECIPE_STEPS"); fi
+      if [[ -n $RECIPE_EVAL ]]; then steps_args+=(--eval-every "$RECIPE_EVAL"); fi
+      run_figure recipe "$min" "$max" "$PY" benchmarks/compare.py recipe --data "$DATA" --variant "$RECIPE_VARIANT" \
+        ${steps_args[@]+"${steps_args[@]}"}
+      ;;
+    *)
+      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, decode_<preset> or recipe")"
+      ;;
+  esac
+done
+
+emit "$(suite_json figure=suite/summary wall_s=$(($(date +%s) - START)) budget_s="$BUDGET")"
+rm -rf "$STATE" "$LMPATH"
