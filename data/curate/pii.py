@@ -319,6 +319,7 @@ def scrub(text: str, kinds: tuple[str, ...] = KINDS, placeholders: dict[str, str
 
 
 def pii(cfg: PIIConfig, doc: Document) -> Verdict:
+    """The document with its PII replaced (never dropped), and the replacements per kind."""
     text, counts = scrub(doc.text, cfg.kinds, dict(cfg.placeholders), cfg.phone_region)
     if not counts:
         return Verdict(doc)

@@ -1,5 +1,7 @@
-"""The curation report: ``report.md`` (funnel table and plot, top drop reasons, examples of
-dropped documents per reason), ``funnel.png`` and ``funnel.json`` (the same numbers, for scripts).
+"""The curation report: ``report.md`` (funnel table and plot, top drop reasons, the counts each
+stage keeps — rewrites such as ``pii/EMAIL`` and notes such as ``c4/wrapped_documents``, the
+documents C4 judged as hard-wrapped prose — and examples of dropped documents per reason),
+``funnel.png`` and ``funnel.json`` (the same numbers, for scripts).
 
 The markdown and JSON hold no timings or paths of the machine, so two runs over the same input
 write the same bytes.
@@ -41,7 +43,8 @@ def write_report(funnel: Funnel, workdir: pathlib.Path, title: str = "Curation r
     if not ranked:
         lines.append("| (nothing dropped) | 0 | 0 |")
     if funnel.counts:
-        lines += ["", "## Rewrites (documents kept, text changed)", "", "| stage/what | count |", "|---|---:|"]
+        lines += ["", "## Counts per stage (rewrites, and notes such as c4/wrapped_documents)", "",
+                  "| stage/what | count |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(funnel.counts.items())]
     lines += ["", "## Examples of dropped documents", ""]
     for key, _ in ranked:

@@ -90,12 +90,12 @@ def process_many(cfg: CurateConfig, records: list[Record]) -> list[DocResult]:
         still = []
         for (j, doc, sizes, counts), verdict in zip(live, verdicts):
             rec = records[j]
+            for k, v in (verdict.counts or {}).items():  # a dropping stage may count too (c4/wrapped_documents)
+                counts[f"{name}/{k}"] = counts.get(f"{name}/{k}", 0) + v
             if verdict.doc is None:
                 out[j] = DocResult(rec.ordinal, None, name, verdict.reason, tuple(sizes), tuple(sorted(counts.items())),
                                    f"[{doc.id}] {doc.text[:SNIPPET_CHARS]}", raw_size=rec.size)
                 continue
-            for k, v in (verdict.counts or {}).items():
-                counts[f"{name}/{k}"] = counts.get(f"{name}/{k}", 0) + v
             changed = verdict.doc.text is not doc.text
             sizes.append(len(verdict.doc.text.encode("utf-8")) if changed else sizes[-1])
             still.append((j, verdict.doc, sizes, counts))
