@@ -11,7 +11,8 @@ Notable choices:
   must not fail on the half-applied state ``num_heads=5, embed_dim=768``.
 - A later binding of the same key wins, as in gin; binding both a section and a key inside it is
   an error, because the order would silently decide which one counts.
-- Unknown keys suggest the nearest dotted key of the whole tree (``errors.did_you_mean``).
+- Unknown keys suggest the nearest dotted key of the whole tree (``errors.did_you_mean``), and
+  nanoGPT's names (``max_iters``, ``n_layer``, ``learning_rate``, ...) the key they are here.
 - In a sweep, a value written ``[a, b, ...]`` at the top level of a binding is a sweep axis; a
   tuple-typed field is given with parentheses, ``mesh.shape=(2, 4)``. Axis items are split on
   top-level commas and kept as the user wrote them, so ``optim.lr=[1e-3,3e-4]`` names its runs
@@ -27,7 +28,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import ConfigError, did_you_mean, one_line
+from .errors import ConfigError, did_you_mean, nanogpt_key, one_line
 from .typecheck import field_types, is_config, parse_text
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -122,6 +123,9 @@ def split_sweep(bindings: Iterable[str]) -> tuple[list[str], list[tuple[str, lis
             raise ConfigError(f"sweep binds {key!r} twice; give each key once (a list makes it a sweep axis)")
         seen.add(key)
         stripped = text.strip()
+        if stripped.startswith("[") and not stripped.endswith("]"):
+            raise ConfigError(f"sweep binding {binding!r}: malformed list, no closing ']'; expected {key}=[a,b,...] "
+                              f"(quote the whole binding if its list has spaces)")
         if stripped.startswith("[") and stripped.endswith("]"):
             items = _split_items(stripped[1:-1], key)
             if not items:
@@ -202,7 +206,12 @@ def _apply(obj: Any, tree: dict[str, Any], prefix: str, root: Any) -> Any:
 
 
 def _unknown(key: str, root: Any) -> ConfigError:
-    near = did_you_mean(key, config_keys(root))
+    # nanoGPT's names are bare globals there (max_iters=...): they win for a bare key; a dotted key
+    # was written with lmforge's sections in mind, so the nearest key wins there.
+    keys = config_keys(root)
+    nanogpt, near = nanogpt_key(key, keys), did_you_mean(key, keys)
+    if nanogpt and ("." not in key or not near):
+        return ConfigError(f"unknown config key {key!r} — {nanogpt}")
     if near:
         return ConfigError(f"unknown config key {key!r} — did you mean {near!r}?")
     parent = key.rpartition(".")[0]

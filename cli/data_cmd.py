@@ -1,7 +1,11 @@
-"""``lmforge data curate EXP.py[:VARIANT] [KEY=VALUE ...] [--workdir DIR]``: run a curation config.
+"""``lmforge data curate EXP.py[:VARIANT] [KEY=VALUE ...] [--input FILE ...] [--workdir DIR]``.
 
 The experiment's ``get_config()`` returns a ``CurateConfig``; bindings such as
-``near_dedup.threshold=0.7 runner=beam`` apply to it as in ``lmforge run``. WORKDIR gets
+``near_dedup.threshold=0.7 runner=beam`` apply to it as in ``lmforge run``. ``--input a.jsonl
+b.parquet`` curates those files (or globs) instead of the experiment's inputs: one input per
+argument, its format from the suffix, its source name the file's stem, the other input settings
+(text field, bad-record policy, size limit) those of the experiment's first input.
+``output.format=jsonl`` writes plain JSON lines to read with ``head``. WORKDIR gets
 ``config.json``, the shards under ``data/`` and ``report.md`` (funnel plot, top drop reasons,
 examples of dropped documents). Bad input (a missing file, a malformed line under
 ``on_bad_record='fail'``, an unreadable archive) is a one-line ``lmforge: error: ...``.
@@ -10,10 +14,11 @@ examples of dropped documents). Bad input (a missing file, a malformed line unde
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 
-from .bindings import apply_bindings
+from .bindings import apply_bindings, split_binding
 from .errors import ConfigError
 from .experiment import experiment_config, load_experiment, split_spec
 from .launch import default_workdir, launch
@@ -26,7 +31,11 @@ def add_data_parser(sub) -> None:
     curate = data_sub.add_parser("curate", help="curate documents: filters, dedup, PII, decontamination",
                                  description=_curate_cmd.__doc__)
     curate.add_argument("experiment", metavar="CONFIG.py[:VARIANT]")
-    curate.add_argument("bindings", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. near_dedup.threshold=0.7")
+    curate.add_argument("bindings", nargs="*", metavar="KEY=VALUE",
+                        help="overrides, e.g. near_dedup.threshold=0.7; output.format=jsonl writes plain JSON lines")
+    curate.add_argument("--input", nargs="+", action="extend", metavar="FILE",
+                        help="files or globs to curate instead of the experiment's inputs (.jsonl[.gz|.zst], "
+                             ".parquet, .txt/.md)")
     curate.add_argument("--workdir", help="output folder (default: a new folder under runs/)")
     curate.set_defaults(handler=_curate_cmd)
 
@@ -36,10 +45,15 @@ def _curate_cmd(args: argparse.Namespace) -> int:
     from lmforge.data.curate import CurateConfig  # pylint: disable=import-outside-toplevel
 
     module, variant = load_experiment(args.experiment)
-    config = apply_bindings(experiment_config(module, variant), args.bindings)
+    # `--input a.jsonl b.jsonl near_dedup.threshold=0.7`: argparse gives --input the binding too
+    late = [a for a in args.input or () if _is_binding(a) and not pathlib.Path(a).exists()]
+    args.input = [a for a in args.input or () if a not in late]
+    config = apply_bindings(experiment_config(module, variant), [*args.bindings, *late])
     if not isinstance(config, CurateConfig):
         raise ConfigError(f"{args.experiment}: get_config() returned a {type(config).__qualname__}; "
                           f"`lmforge data curate` needs a lmforge.data.curate.CurateConfig")
+    if args.input:
+        config = dataclasses.replace(config, inputs=command_line_inputs(config.inputs, args.input))
     workdir = (pathlib.Path(args.workdir) if args.workdir
                else default_workdir(split_spec(args.experiment)[0], variant, suffix="curate"))
     print(f"experiment: {module.__file__}:{variant}  (curation, runner {config.runner})")
@@ -48,3 +62,20 @@ def _curate_cmd(args: argparse.Namespace) -> int:
     print(f"report: {workdir / 'report.md'}")
     print(json.dumps(metrics, sort_keys=True))
     return 0
+
+
+def command_line_inputs(inputs: tuple, paths: list[str]) -> tuple:
+    """One ``InputConfig`` per ``--input`` path: format by suffix, source named by the file's stem,
+    the other settings those of the experiment's first input (or the defaults)."""
+    from lmforge.data.curate import InputConfig  # pylint: disable=import-outside-toplevel
+
+    template = inputs[0] if inputs else InputConfig()
+    return tuple(dataclasses.replace(template, paths=(p,), format="auto", source="") for p in paths)
+
+
+def _is_binding(text: str) -> bool:
+    try:
+        split_binding(text)
+    except ConfigError:
+        return False
+    return True

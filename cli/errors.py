@@ -57,6 +57,43 @@ def did_you_mean(key: str, candidates: Iterable[str], cutoff: float = 0.6) -> st
     return best
 
 
+# nanoGPT's config names (its train.py globals, which people type from habit) → lmforge's keys.
+NANOGPT_KEYS: dict[str, tuple[str, ...]] = {
+    "max_iters": ("steps",),
+    "block_size": ("data.seq_len", "model.max_seq_len"),
+    "n_layer": ("model.num_layers",),
+    "n_head": ("model.num_heads",),
+    "n_embd": ("model.embed_dim",),
+    "learning_rate": ("optim.lr",),
+    "batch_size": ("data.batch_size",),
+    "dropout": ("model.dropout",),
+    "eval_interval": ("eval_every",),
+    "eval_iters": ("eval_max_batches",),
+    "log_interval": ("log_every",),
+    "weight_decay": ("optim.weight_decay",),
+    "beta1": ("optim.b1",),
+    "beta2": ("optim.b2",),
+    "grad_clip": ("optim.grad_clip",),
+    "gradient_accumulation_steps": ("optim.grad_accum",),
+    "warmup_iters": ("optim.warmup_steps",),
+    "lr_decay_iters": ("optim.decay_steps",),
+    "min_lr": ("optim.min_lr",),
+    "bias": ("model.use_bias",),
+}
+
+
+def nanogpt_key(key: str, candidates: Iterable[str]) -> str | None:
+    """``"nanoGPT's max_iters is 'steps' here"`` when the last part of ``key`` is a nanoGPT config
+    name whose lmforge key exists among ``candidates``; None otherwise."""
+    name = key.rpartition(".")[2]
+    known = set(candidates)
+    targets = [t for t in NANOGPT_KEYS.get(name, ()) if t in known and t != key]
+    if not targets:
+        return None
+    note = " (the global batch, all processes together)" if name == "batch_size" else ""
+    return f"nanoGPT's {name} is {' and '.join(repr(t) for t in targets)} here{note}"
+
+
 def _initials(name: str) -> str:
     parts = [p for p in name.split("_") if p]
     return "".join(p[0] for p in parts) if len(parts) > 1 else ""

@@ -4,10 +4,17 @@
 conventions (DESIGN.md "Configs and experiments") hold for both.
 
 Re-running into an existing folder resumes it (the runner picks up its latest checkpoint), but
-only with the same config: if ``config.json`` is there and differs, the run is refused with the
-differing keys, before anything is written. Comparison is between configs, not between file
-texts, so a field added to a dataclass since the folder was written (missing from the old file,
-hence at its default) does not block a resume.
+only with the same config: if ``config.json`` is there and differs while the folder holds a
+checkpoint, the run is refused with the differing keys, before anything is written. Comparison is
+between configs, not between file texts, so a field added to a dataclass since the folder was
+written (missing from the old file, hence at its default) does not block a resume.
+
+A folder with no checkpoint (``checkpoints/`` absent, or holding no finalized integer step folder)
+locks nothing: a run that failed before its first save (a wrong data path, a batch that does not
+divide the mesh) is retried with the corrected command in the same ``--workdir``. Its config.json
+is rewritten, and whatever else the failed attempt left there (a tokenizer trained on the wrong
+data, curated shards of other thresholds) is moved into ``replaced-<time>/`` inside it, so the new
+run reuses nothing the old config made and nothing is deleted; stderr says so.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import datetime
 import json
 import os
 import pathlib
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +32,10 @@ from .bindings import diff
 from .config_io import CLASS_KEY, class_path, from_json, to_json
 from .errors import ConfigError
 from .registry import task_for
+from .typecheck import nonfinite_keys
 
 CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
 RUNS_ROOT = pathlib.Path("runs")
 
 
@@ -37,26 +47,48 @@ def default_workdir(experiment: str | os.PathLike, variant: str, *, suffix: str 
     return RUNS_ROOT / "-".join(parts)
 
 
+def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
+    """The finalized checkpoint steps of a run folder, sorted: integer-named folders under
+    ``checkpoints/`` (orbax renames ``<step>.orbax-checkpoint-tmp-*`` to ``<step>`` when a save is done)."""
+    directory = pathlib.Path(workdir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
 def write_config(config: Any, workdir: pathlib.Path) -> bool:
     """Writes ``workdir/config.json``; returns True when resuming a folder with the same config.
 
-    Raises ConfigError, leaving the folder untouched, if it already holds a different config or is
-    a non-empty folder that is not a run folder.
+    Raises ConfigError, leaving the folder untouched, if it already holds a different config and a
+    checkpoint, or is a non-empty folder that is not a run folder. A different config in a folder
+    without a checkpoint replaces the old one (see the module docstring).
     """
+    bad = nonfinite_keys(config)
+    if bad:
+        raise ConfigError(f"config key {bad[0]!r} is {_short(_leaf(config, bad[0]))}; expected a finite number"
+                          + (f" (also {', '.join(bad[1:4])})" if len(bad) > 1 else ""))
     path = workdir / CONFIG_FILE
     text = to_json(config)
     if path.exists():
-        _check_same(config, path)
-        return True
+        changed = _changes(config, path)
+        if not changed:
+            return True
+        if checkpoint_steps(workdir):
+            shown = [f"{k}: {_short(a)} → {_short(b)}" for k, (a, b) in list(changed.items())[:6]]
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            raise ConfigError(f"{path} holds a different config ({'; '.join(shown)}{more}) and checkpoints "
+                              f"(steps {_steps(checkpoint_steps(workdir))}); refusing to resume into it — pick a "
+                              f"new --workdir or repeat the original bindings")
+        _replace_attempt(workdir, changed)
+        _write_atomic(path, text)
+        return False
     if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
         # Not a run folder (no config.json) but not empty either: a typo'd --workdir pointing at
         # a data or source folder must not get a run written into it.
         raise ConfigError(f"--workdir {workdir} exists and is not a run folder (it has no {CONFIG_FILE}); "
                           f"give a new or empty folder")
     workdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{CONFIG_FILE}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written config.json
+    _write_atomic(path, text)
     return False
 
 
@@ -72,7 +104,9 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     return {str(k): _number(v) for k, v in metrics.items()}
 
 
-def _check_same(config: Any, path: pathlib.Path) -> None:
+def _changes(config: Any, path: pathlib.Path) -> dict[str, tuple[Any, Any]]:
+    """The keys in which ``config`` differs from the one at ``path``; ConfigError if that is no
+    lmforge config or one of another task (never replaced, checkpoint or not)."""
     text = path.read_text()
     try:
         recorded = json.loads(text).get(CLASS_KEY)
@@ -82,13 +116,41 @@ def _check_same(config: Any, path: pathlib.Path) -> None:
     if recorded != class_path(type(config)):
         raise ConfigError(f"{path} is a {recorded} run, this is a {class_path(type(config))} run; "
                           f"pick a new --workdir")
-    old = from_json(type(config), text, source=str(path))
-    changed = diff(old, config)
-    if changed:
-        shown = [f"{k}: {_short(a)} → {_short(b)}" for k, (a, b) in list(changed.items())[:6]]
-        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-        raise ConfigError(f"{path} holds a different config ({'; '.join(shown)}{more}); refusing to "
-                          f"resume into it — pick a new --workdir or repeat the original bindings")
+    return diff(from_json(type(config), text, source=str(path)), config)
+
+
+def _replace_attempt(workdir: pathlib.Path, changed: dict[str, tuple[Any, Any]]) -> None:
+    """Moves what an earlier attempt with another config left in ``workdir`` (all but config.json)
+    into ``workdir/replaced-<time>/`` and says so on stderr."""
+    keys = ", ".join(list(changed)[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    left = sorted(p for p in workdir.iterdir() if p.name != CONFIG_FILE and not p.name.startswith("replaced-"))
+    moved = ""
+    if left:
+        aside = workdir / f"replaced-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+        aside.mkdir()
+        for p in left:
+            os.replace(p, aside / p.name)
+        moved = f"; what the earlier attempt left ({', '.join(p.name for p in left[:4])}" \
+                f"{', …' if len(left) > 4 else ''}) is moved to {aside.name}/"
+    print(f"lmforge: {workdir / CONFIG_FILE} held a different config ({keys}) but no checkpoint; "
+          f"rewriting it for this run{moved}", file=sys.stderr, flush=True)
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written config.json
+
+
+def _steps(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 3 else f"{steps[0]} … {steps[-1]}"
+
+
+def _leaf(config: Any, key: str) -> Any:
+    value = config
+    for part in key.replace("[", ".[").split("."):
+        value = value[int(part[1:-1])] if part.startswith("[") else getattr(value, part)
+    return value
 
 
 def _short(value: Any, limit: int = 40) -> str:

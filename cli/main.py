@@ -18,19 +18,21 @@ so ``lmforge --help`` and argument errors are instant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
 from collections.abc import Sequence
 
-from .bindings import apply_bindings, axis_bindings, non_default, split_binding, split_sweep
+from .bindings import apply_bindings, axis_bindings, flatten, format_value, non_default, split_binding, split_sweep
 from .config_io import load_config
 from .convert_cmd import add_convert_parser
 from .data_cmd import add_data_parser
 from .errors import ConfigError, one_line
 from .experiment import experiment_config, experiment_sweep, load_experiment, split_spec
-from .launch import CONFIG_FILE, default_workdir, launch
+from .launch import CHECKPOINT_DIR, CONFIG_FILE, checkpoint_steps, default_workdir, launch
 from .registry import task_for
+from .typecheck import check_flag
 
 USER_ERROR = 2
 
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", metavar="EXP.py[:VARIANT]")
     run.add_argument("bindings", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. optim.lr=3e-4")
     run.add_argument("--workdir", help="run folder (default: a new folder under runs/); an existing one resumes")
+    run.add_argument("--print-config", action="store_true",
+                     help="print every key of the resolved config (as KEY=VALUE) and exit without running")
     run.set_defaults(handler=_run_cmd)
 
     sweep = sub.add_parser("sweep", help="run a grid of bindings", description=_sweep_cmd.__doc__)
@@ -121,10 +125,19 @@ def _run_cmd(args: argparse.Namespace) -> int:
 
     Prints the keys that differ from the config classes' defaults, the workdir, and at the end the
     final metrics as one JSON line. Re-running into an existing workdir resumes it, but only with
-    an identical config; a different one is refused and nothing is touched.
+    an identical config; a different one is refused and nothing is touched, unless the folder
+    holds no checkpoint yet (a run that failed early): then its config is replaced.
+    With --print-config, prints every key of the resolved config and exits without running.
     """
     module, variant = load_experiment(args.experiment)
     config = apply_bindings(experiment_config(module, variant), args.bindings)
+    if args.print_config:
+        flat = flatten(config)
+        print(f"# {module.__file__}:{variant}: {type(config).__module__}.{type(config).__qualname__}, "
+              f"{len(flat)} keys")
+        for key, value in flat.items():
+            print(f"{key}={format_value(value, key)}")
+        return 0
     task = task_for(config)
     workdir = pathlib.Path(args.workdir) if args.workdir else default_workdir(split_spec(args.experiment)[0], variant)
     print(f"experiment: {module.__file__}:{variant}  (task {task.name})")
@@ -170,13 +183,16 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
 
 def _sample_cmd(args: argparse.Namespace) -> int:
     """Continue each --prompt with the latest checkpoint of RUN_DIR (a `lmforge run` workdir)."""
+    check_flag("--max-new-tokens", args.max_new_tokens, low=1)
+    check_flag("--temperature", args.temperature, low=0)
+    check_flag("--top-k", args.top_k, low=0)
+    check_flag("--top-p", args.top_p, low=0, high=1, low_open=True)
     run_dir = pathlib.Path(args.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
         raise ConfigError(f"{run_dir} is not a run folder: it {what} (give the workdir of a `lmforge run`)")
-    if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        raise ConfigError("sampling needs --max-new-tokens >= 1, --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1")
     config = load_config(run_dir / CONFIG_FILE)
+    _check_samplable(run_dir, config)
     from lmforge.train.sampling import sample_run
 
     completions = sample_run(run_dir, config, list(args.prompt), max_new_tokens=args.max_new_tokens,
@@ -193,8 +209,9 @@ def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
     from lmforge.data.sources import SourceConfig, read_documents, split_documents
     from lmforge.data.tokenizer import TokenizerConfig, compression_report, train_tokenizer
 
-    if not 0 < args.val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    check_flag("--val-fraction", args.val_fraction, low=0, high=1, low_open=True, high_open=True)
+    if args.vocab_size is not None:
+        check_flag("--vocab-size", args.vocab_size, low=1)
     docs = read_documents(SourceConfig(kind=args.source_kind, path=args.path))
     if not docs:
         raise ConfigError(f"source {args.source_kind} {args.path!r} holds no documents")
@@ -204,10 +221,28 @@ def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
     overrides = {"kind": args.kind}
     if args.vocab_size is not None:
         overrides["vocab_size"] = args.vocab_size
-    tok = train_tokenizer(TokenizerConfig(**overrides), train_docs, pathlib.Path(args.out))
+    # held_out: a char vocabulary covers the held-out characters too (nanoGPT's, from the whole text)
+    tok = train_tokenizer(TokenizerConfig(**overrides), train_docs, pathlib.Path(args.out), held_out=val_docs)
     report = compression_report(tok, val_docs)
     print(json.dumps({"held_out_documents": len(val_docs), **report}, indent=2, sort_keys=True))
     return 0
+
+
+def _check_samplable(run_dir: pathlib.Path, config) -> None:
+    """A run folder `lmforge sample` can use: one whose task trains a model, with a checkpoint."""
+    needs = "lmforge sample needs a pretraining run with a checkpoint"
+    if not any(f.name == "model" for f in dataclasses.fields(config)):   # curation: no model to sample
+        try:
+            task = task_for(config).name
+        except ConfigError:   # a config no registered task runs
+            task = "no registered task"
+        raise ConfigError(f"{run_dir} is a {type(config).__qualname__} run ({_TASK_WORDS.get(task, task)}); {needs}")
+    if not checkpoint_steps(run_dir):
+        raise ConfigError(f"{run_dir} has no checkpoint yet (no finished step folder in {run_dir / CHECKPOINT_DIR}); "
+                          f"{needs}: train it first, or give a run that saved one")
+
+
+_TASK_WORDS = {"curate": "curation", "pretrain": "pretraining"}
 
 
 def _print_config(config) -> None:

@@ -6,10 +6,11 @@ through :func:`lmforge.cli.launch.launch` (the same path as ``lmforge run``), ea
 ``summary.md``, ``summary.csv`` and ``summary.png`` in ``workdir``.
 
 Notable choices:
-- Every point's config is resolved before any run starts. If no point resolves (an unknown key, a
-  wrong type: the same mistake in every point), the sweep stops with that one-line error and
-  runs nothing. A point that alone is invalid (a combination its ``__post_init__`` rejects) is
-  recorded as failed and the others run.
+- Every point's config is built and checked (bindings, types, finiteness, ``__post_init__``)
+  before any run starts, by :func:`check_points`. If any point is invalid (an unknown key, a
+  wrong type, a combination its ``__post_init__`` rejects), the sweep stops with one line naming
+  the point and its error, and runs nothing: a grid whose fourth point cannot run should not
+  cost the first three runs' time before saying so.
 - A failing run does not stop the sweep: its row says ``failed`` with a one-line error, and the
   full traceback goes to ``<run folder>/error.txt``. The caller exits non-zero if any point failed.
 - The tables are rewritten after every point, so a long sweep can be watched and a crashed one
@@ -34,6 +35,7 @@ from .bindings import apply_bindings, parse_sweep, split_binding, split_sweep
 from .errors import ConfigError, one_line
 from .launch import launch
 from .sweep_plot import plot_summary
+from .typecheck import nonfinite_keys
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]+")
 _MAX_NAME = 120
@@ -92,26 +94,43 @@ def run_sweep(config: Any, bindings: Iterable[str], workdir: str | pathlib.Path,
     """Runs every point of the grid under ``workdir``; returns the points with metrics or errors."""
     workdir = pathlib.Path(workdir)
     keys, points = plan_sweep(bindings)
-    configs = []
-    for point in points:
-        try:
-            configs.append(apply_bindings(config, point.bindings))
-        except ConfigError as e:
-            configs.append(None)
-            point.error = str(e)
-    if all(c is None for c in configs):
-        raise ConfigError(points[0].error)
+    configs = check_points(config, points)
     workdir.mkdir(parents=True, exist_ok=True)
     for i, (point, point_config) in enumerate(zip(points, configs), start=1):
         log(f"[{i}/{len(points)}] {point.name}: running")
-        if point_config is not None:
-            _run_point(point, point_config, workdir / point.name, launch_fn)
+        _run_point(point, point_config, workdir / point.name, launch_fn)
         log(f"[{i}/{len(points)}] {point.name}: " + (f"failed: {point.error}" if point.error else
                                                        ", ".join(f"{k}={_fmt(v)}" for k, v in point.metrics.items())))
         write_tables(points[:i], keys, workdir)
     write_tables(points, keys, workdir)
     plot_summary(points, keys, metric_keys(points), workdir / "summary.png")
     return points
+
+
+def check_points(config: Any, points: list[SweepPoint]) -> list[Any]:
+    """Every point's config, built and checked before anything runs; one ConfigError names the
+    first invalid point (and how many are), its bindings and what is wrong with them."""
+    configs, bad = [], []
+    for i, point in enumerate(points, start=1):
+        try:
+            point_config = apply_bindings(config, point.bindings)
+            nonfinite = nonfinite_keys(point_config)
+            if nonfinite:
+                raise ConfigError(f"config key {nonfinite[0]!r} is not a finite number")
+            configs.append(point_config)
+        except ConfigError as e:
+            bad.append((i, point, one_line(e)))
+    if bad:
+        i, point, error = bad[0]
+        swept = ", ".join(f"{k}={v}" for k, v in point.swept.items())
+        if len(bad) == len(points) and len(points) > 1:
+            which = f"every sweep point is invalid, e.g. point 1 ({swept})"
+        elif len(bad) > 1:
+            which = f"{len(bad)} of {len(points)} sweep points are invalid, the first is point {i} ({swept})"
+        else:
+            which = f"sweep point {i} of {len(points)} ({swept}) is invalid"
+        raise ConfigError(f"{which}: {error}; nothing was run — fix or drop those values")
+    return configs
 
 
 def metric_keys(points: Iterable[SweepPoint]) -> list[str]:

@@ -6,13 +6,18 @@ this module converts and checks them there, once, against the annotations:
 
 - ``int``: an int, or an integral float (``train.steps=1e5`` is a common way to write 100000);
   never a bool, although ``bool`` subclasses ``int``.
-- ``float``: an int or a float (``optim.lr=1`` means 1.0), or the strings ``inf``/``nan``.
+- ``float``: an int or a float (``optim.lr=1`` means 1.0), and finite: ``nan``, ``inf`` and
+  ``1e999`` are refused with the key named (no config field means "unbounded" by ``inf``; a NaN
+  learning rate would pass every ``x <= 0`` check in ``__post_init__`` and die in the NaN guard).
 - ``bool``: ``True``/``False`` or ``true``/``false``; never 0/1, which are more often typos.
 - ``str``: the parsed string, or the raw text when it does not parse (``model.family=llama``).
 - ``X | None``: ``None`` only where the annotation allows it.
 - ``tuple[X, ...]`` / ``tuple[X, Y]``: from a tuple or list (JSON has no tuples), element-wise.
 - ``Literal[...]``: one of the listed values.
 - a nested dataclass: an instance, or a dict of its fields (from JSON) checked recursively.
+
+Ranges are the dataclasses' own (``__post_init__``); :func:`check_flag` does the same finiteness
+and range check for the numeric flags of the subcommands, naming the flag and its range.
 
 Annotations are resolved with :func:`typing.get_type_hints`, so config modules may use
 ``from __future__ import annotations``.
@@ -37,6 +42,7 @@ class _Mismatch(Exception):
 
 
 _NOT_PARSED = object()
+_NON_FINITE = ("inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan", "+nan", "-nan")
 
 
 def is_config(value: Any) -> bool:
@@ -138,6 +144,47 @@ def build_config(cls: type, data: dict, key: str = "", *, source: str = "") -> A
         raise ConfigError(f"{_where(source)}invalid {cls.__qualname__} at {key or 'top level'}: {one_line(e)}") from e
 
 
+def check_flag(flag: str, value: float, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` of a numeric command-line flag if it is finite and in range, else a one-line ConfigError
+    naming the flag and its range: ``--top-p=0.0: expected a number in (0, 1]``."""
+    if (math.isfinite(value) and (low is None or (value > low if low_open else value >= low))
+            and (high is None or (value < high if high_open else value <= high))):
+        return value
+    what = "an integer" if isinstance(value, int) else "a finite number"
+    if low is not None and high is not None:
+        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        expected = f"{what} {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        expected = f"{what} {'<' if high_open else '<='} {high:g}"
+    else:
+        expected = what
+    raise ConfigError(f"{flag}={value!r}: expected {expected}")
+
+
+def nonfinite_keys(config: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the float leaves of ``config`` that are NaN or infinite (inside tuples too).
+
+    Bindings and config.json are checked as they are parsed; this covers the values an experiment
+    file wrote in Python, so that no run starts with a NaN learning rate.
+    """
+    out: list[str] = []
+
+    def walk(value: Any, key: str) -> None:
+        if is_config(value):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+        elif isinstance(value, (tuple, list)):
+            for i, x in enumerate(value):
+                walk(x, f"{key}[{i}]")
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append(key)
+
+    walk(config, prefix)
+    return out
+
+
 # --- internals ----------------------------------------------------------------------------------
 
 def _coerce(v: Any, tp: Any, key: str, source: str) -> Any:
@@ -183,9 +230,11 @@ def _coerce(v: Any, tp: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(v, bool):
             raise _Mismatch
+        if isinstance(v, str) and v.strip().lower() in _NON_FINITE:
+            v = float(v)
         if isinstance(v, (int, float)):
-            return float(v)
-        if isinstance(v, str) and v.strip().lower() in ("inf", "+inf", "-inf", "nan"):
+            if not math.isfinite(v):
+                raise ConfigError(f"{_where(source)}config key {key!r} must be a finite number, got {v!r}")
             return float(v)
         raise _Mismatch
     if tp is str:

@@ -37,6 +37,12 @@ Choices:
   windows also carry segment ids and positions per document, and the targets that cross a
   document boundary (eos -> next bos) get weight 0, matching what training saw. The last batch is
   padded with all-zero-weight rows so every batch has the same shape (one compile).
+- ``check_splits`` refuses, before a tokenizer is trained, a train or validation split that cannot
+  fill one sequence of ``seq_len + 1`` tokens: training would repeat a few tokens forever and the
+  validation loss would come from a handful of positions. The count is exact for a char
+  tokenizer (one token a character) and an upper bound for SentencePiece (UTF-8 bytes plus bos
+  and eos: no piece is shorter than a byte), so only splits that surely cannot fill a sequence
+  are refused.
 """
 
 from __future__ import annotations
@@ -72,6 +78,33 @@ class DataConfig:
     packing: str = "pack"  # "pack" (documents packed, no attention across docs) | "windows" (nanoGPT)
     shuffle: bool = True
     seed: int = 0
+
+    def __post_init__(self):
+        _check_config(self)
+
+
+def check_splits(cfg: DataConfig, tokenizer_kind: str, train_docs: Sequence[str], val_docs: Sequence[str]) -> None:
+    """Refuses splits too small to train or evaluate on (see the module docstring), with the sizes.
+
+    Runs before the tokenizer is trained, so it counts characters (``char``) or UTF-8 bytes + 2 per
+    document (SentencePiece) as the most tokens a split can hold. An empty validation split
+    (``data.val_fraction=0``) is not checked here.
+    """
+    need = cfg.seq_len + 1
+    total = sum(map(len, train_docs)) + sum(map(len, val_docs))
+    for name, docs in (("train", train_docs), ("validation", val_docs)):
+        if name == "validation" and not docs:
+            continue
+        chars = sum(map(len, docs))
+        most = chars if tokenizer_kind == "char" else sum(len(d.encode("utf-8")) + 2 for d in docs)
+        if most >= need:
+            continue
+        bound = "" if tokenizer_kind == "char" else f", at most {most:,} tokens"
+        fix = ("more text in data.source, a smaller data.seq_len or a larger data.val_fraction"
+               if name == "validation" else "more text in data.source or a smaller data.seq_len")
+        raise ValueError(f"data too small: the {name} split has {chars:,} characters{bound} (of {total:,} in all, "
+                         f"data.val_fraction={cfg.val_fraction}), fewer than one sequence of data.seq_len + 1 = "
+                         f"{need} tokens; expected {fix}")
 
 
 def train_dataset(
@@ -153,6 +186,8 @@ def _check_config(cfg: DataConfig) -> None:
         raise ValueError(f"data.packing={cfg.packing!r}: expected one of {', '.join(PACKINGS)}")
     if cfg.seq_len < 1 or cfg.batch_size < 1:
         raise ValueError(f"data.seq_len={cfg.seq_len}, data.batch_size={cfg.batch_size}: expected both >= 1")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction={cfg.val_fraction}: expected a number in [0, 1)")
 
 
 def _pad_to(x: np.ndarray, length: int) -> np.ndarray:

@@ -49,6 +49,12 @@ class SourceConfig:
     text_field: str = "text"  # jsonl field holding the document text
     on_bad_line: str = "fail"  # jsonl: "fail" (raise naming file:line) or "skip" (skip and count)
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"source.kind={self.kind!r}: expected one of {', '.join(KINDS)}")
+        if self.on_bad_line not in ON_BAD_LINE:
+            raise ValueError(f"source.on_bad_line={self.on_bad_line!r}: expected one of {', '.join(ON_BAD_LINE)}")
+
 
 def read_documents(cfg: SourceConfig) -> list[str]:
     """Returns the documents of ``cfg`` in a deterministic order."""
@@ -58,7 +64,7 @@ def read_documents(cfg: SourceConfig) -> list[str]:
         raise ValueError(f"source.on_bad_line={cfg.on_bad_line!r}: expected one of {', '.join(ON_BAD_LINE)}")
     if cfg.kind == "python_docs":
         return list(_python_docs())
-    paths = _resolve_paths(cfg.path)
+    paths = _resolve_paths(cfg.path, cfg.kind)
     if cfg.kind == "text":
         return [_read_text_file(p) for p in paths]
     docs: list[str] = []
@@ -91,7 +97,7 @@ def split_documents(docs: Sequence[str], val_fraction: float) -> tuple[list[str]
 # --------------------------------------------------------------------------- files
 
 
-def _resolve_paths(path: str) -> list[pathlib.Path]:
+def _resolve_paths(path: str, kind: str) -> list[pathlib.Path]:
     if not path:
         raise ValueError("source.path is empty: expected a file path or glob for kind 'text'/'jsonl'")
     expanded = os.path.expanduser(path)
@@ -102,6 +108,10 @@ def _resolve_paths(path: str) -> list[pathlib.Path]:
             raise FileNotFoundError(f"source.path={path!r}: the glob matched no files (cwd {os.getcwd()})")
         return files
     p = pathlib.Path(expanded)
+    if p.is_dir():
+        pattern = os.path.join(path, "*.txt" if kind == "text" else "*.jsonl")
+        raise ValueError(f"source.path={path!r} is a directory ({p.resolve()}); expected a file, or a glob "
+                         f"such as {pattern!r} for the files in it")
     if not p.is_file():
         raise FileNotFoundError(f"{p.resolve()}: no such file (source.path={path!r})")
     return [p]

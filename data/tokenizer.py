@@ -17,8 +17,12 @@ Choices:
   are sampled with ``seed`` (BPE training itself is deterministic). Lines are the training
   "sentences"; ``"\\n"`` is atomic, so no merge could span lines anyway.
 - The char tokenizer (nanoGPT's ``shakespeare_char``) has exactly the sorted characters of its
-  training text as vocabulary (65 for Tiny Shakespeare) and no special ids: pad/bos/eos are -1,
-  meaning "none". Encoding an unseen character is an error, not a silent unk.
+  text as vocabulary (65 for Tiny Shakespeare) and no special ids: pad/bos/eos are -1, meaning
+  "none". Like nanoGPT's ``prepare.py``, the vocabulary comes from the whole text, the validation
+  split too (``train_tokenizer(..., held_out=val_docs)``): a character that occurs only in the
+  validation split must encode, and knowing that it exists tells the model nothing about the
+  text. (The other way, an unknown id, would score every such character as one token of no
+  meaning.) Encoding a character outside the vocabulary (a prompt's) is an error, not a silent unk.
 - On disk: ``tokenizer.model`` (SentencePiece proto) or ``tokenizer.json`` (``{"kind": "char",
   "chars": ...}``); ``load_tokenizer`` tells them apart. No pickle.
 """
@@ -62,6 +66,13 @@ class TokenizerConfig:
     max_train_chars: int = 20_000_000
     num_reserved: int = 32  # extra reserved special ids (<|reserved_0|>...) for later uses, e.g. T5 sentinels
     seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"tokenizer.kind={self.kind!r}: expected one of {', '.join(KINDS)}")
+        if self.vocab_size < 1 or self.max_train_chars < 1 or self.num_reserved < 0:
+            raise ValueError(f"tokenizer.vocab_size={self.vocab_size}, max_train_chars={self.max_train_chars}, "
+                             f"num_reserved={self.num_reserved}: expected >= 1, >= 1 and >= 0")
 
 
 @runtime_checkable
@@ -192,8 +203,14 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
-def train_tokenizer(cfg: TokenizerConfig, texts: Sequence[str], directory: pathlib.Path) -> Tokenizer:
-    """Trains a tokenizer on ``texts``, saves it into ``directory`` and returns it."""
+def train_tokenizer(cfg: TokenizerConfig, texts: Sequence[str], directory: pathlib.Path, *,
+                    held_out: Sequence[str] = ()) -> Tokenizer:
+    """Trains a tokenizer on ``texts``, saves it into ``directory`` and returns it.
+
+    ``held_out`` (the validation documents) adds its characters to a char vocabulary, as nanoGPT
+    builds its vocabulary from the whole text; SentencePiece ignores it (byte fallback encodes any
+    text, and its merges must not be fitted to the validation split).
+    """
     if cfg.kind not in KINDS:
         raise ValueError(f"tokenizer.kind={cfg.kind!r}: expected one of {', '.join(KINDS)}")
     if not any(texts):
@@ -201,7 +218,7 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Sequence[str], directory: pathl
     start = time.perf_counter()
     if cfg.kind == "char":
         # All the text, not max_train_chars of it: a character left out could never be encoded.
-        tok: Tokenizer = CharTokenizer("".join(sorted(set().union(*map(set, texts)))))
+        tok: Tokenizer = CharTokenizer("".join(sorted(set().union(*map(set, texts), *map(set, held_out)))))
         n_chars = sum(map(len, texts))
     else:
         lines = _training_lines(texts, cfg.max_train_chars, cfg.seed)

@@ -27,6 +27,7 @@ from lmforge.data import compression_report, eval_batches, load_tokenizer, read_
 from lmforge.data import train_dataset, train_tokenizer
 from lmforge.data.curate.config import CurateConfig
 from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
+from lmforge.data.pipeline import check_splits
 from lmforge.model import ModelConfig, axis_rules
 from lmforge.train import distributed
 from lmforge.train.checkpoint import Checkpointer
@@ -111,7 +112,7 @@ def prepare_tokenizer(cfg: PretrainConfig, workdir: pathlib.Path, train_docs, va
     # Process 0 alone decides and every process waits: a process that looked later would see
     # process 0's files, skip the barrier and deadlock the others (or read a half-written file).
     if jax.process_index() == 0 and not any(directory.glob("tokenizer.*")):
-        tok = train_tokenizer(cfg.tokenizer, train_docs, directory)
+        tok = train_tokenizer(cfg.tokenizer, train_docs, directory, held_out=val_docs)  # char: all the text
         report = compression_report(tok, val_docs)
         (workdir / "tokenizer_report.json").write_text(json.dumps(report, indent=2) + "\n")
         print(f"tokenizer: {tok.vocab_size} ids, {report['chars_per_token']:.2f} chars/token, "
@@ -199,6 +200,7 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     if cfg.curate is not None:
         docs = curate_documents(cfg.curate, docs, workdir / "curated")
     train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
+    check_splits(cfg.data, cfg.tokenizer.kind, train_docs, val_docs)   # before a tokenizer is trained on too little
     tok = prepare_tokenizer(cfg, workdir, train_docs, val_docs)
     model_cfg = resolve_model(cfg.model, tok.vocab_size)
     objective = Objective(cfg.objective, tok, cfg.data.seq_len)

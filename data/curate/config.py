@@ -19,13 +19,13 @@ from lmforge.data.curate.normalize import NormalizeConfig
 from lmforge.data.curate.pii import PIIConfig
 from lmforge.data.curate.safety import SafetyConfig
 
-OUTPUT_FORMATS = ("jsonl.zst", "parquet", "arrayrecord")
+OUTPUT_FORMATS = ("jsonl.zst", "parquet", "arrayrecord", "jsonl")
 RUNNERS = ("local", "beam")
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
-    format: str = "jsonl.zst"  # jsonl.zst | parquet | arrayrecord
+    format: str = "jsonl.zst"  # jsonl.zst | parquet | arrayrecord | jsonl (uncompressed, for a quick look)
     num_shards: int = 4
     prefix: str = "part"
     zstd_level: int = 3

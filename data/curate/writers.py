@@ -11,6 +11,7 @@ Choices:
   compression and no statistics-dependent options; deterministic for a fixed pyarrow version.
 - ``arrayrecord``: one JSON record per entry (``group_size:1`` for random access), the format
   grain's ``ArrayRecordDataSource`` reads at scale.
+- ``jsonl``: the ``jsonl.zst`` lines uncompressed, for a quick look with ``head`` or ``jq``.
 - Files are written to ``*.tmp`` and renamed, so a crash never leaves a half shard under its name.
 """
 
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from lmforge.data.curate.config import OutputConfig
 from lmforge.data.curate.document import Document
 
-EXTENSIONS = {"jsonl.zst": "jsonl.zst", "parquet": "parquet", "arrayrecord": "array_record"}
+EXTENSIONS = {"jsonl.zst": "jsonl.zst", "parquet": "parquet", "arrayrecord": "array_record", "jsonl": "jsonl"}
 
 
 def shard_of(doc_id: str, num_shards: int) -> int:
@@ -52,6 +53,8 @@ def write_shard(out_dir: pathlib.Path, cfg: OutputConfig, index: int, docs: Iter
 
         payload = b"".join(_line(d) + b"\n" for d in docs)
         tmp.write_bytes(zstandard.ZstdCompressor(level=cfg.zstd_level, write_checksum=True).compress(payload))
+    elif cfg.format == "jsonl":
+        tmp.write_bytes(b"".join(_line(d) + b"\n" for d in docs))
     elif cfg.format == "parquet":
         import pyarrow as pa  # pylint: disable=import-outside-toplevel
         import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
@@ -75,7 +78,7 @@ def write_shard(out_dir: pathlib.Path, cfg: OutputConfig, index: int, docs: Iter
 
 
 def shard_files(out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """The curated shards in ``out_dir`` (any of the three formats), sorted."""
+    """The curated shards in ``out_dir`` (any of the formats), sorted."""
     found = []
     for ext in EXTENSIONS.values():
         found += glob.glob(os.path.join(os.fspath(out_dir), f"*.{ext}"))
@@ -86,7 +89,8 @@ def read_shards(out_dir: str | os.PathLike) -> Iterator[Document]:
     """Every document of the curated shards in ``out_dir``, shard by shard."""
     files = shard_files(out_dir)
     if not files:
-        raise FileNotFoundError(f"{out_dir}: holds no curated shards (*.jsonl.zst, *.parquet, *.array_record); "
+        raise FileNotFoundError(f"{out_dir}: holds no curated shards (*.jsonl.zst, *.jsonl, *.parquet, "
+                                f"*.array_record); "
                                 f"run `lmforge data curate` first")
     for path in files:
         yield from read_shard(path)
@@ -104,6 +108,10 @@ def read_shard(path: pathlib.Path) -> Iterator[Document]:
             data = zstandard.ZstdDecompressor().stream_reader(f).read()
         for line in data.splitlines():
             yield doc(json.loads(line))
+    elif path.name.endswith(".jsonl"):
+        with open(path, "rb") as f:
+            for line in f:
+                yield doc(json.loads(line))
     elif path.name.endswith(".parquet"):
         import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
 

@@ -77,6 +77,36 @@ def test_wrong_type_messages():
     assert "expects int, got 'True'" in error("steps=True")  # bool is not an int here
 
 
+def test_floats_must_be_finite():
+    # Issue 13: optim.lr=nan passed every `lr <= 0` check and died in the NaN guard after compiling.
+    for text in ("nan", "inf", "-inf", "1e999", "NaN", "-Infinity"):
+        assert error(f"optim.lr={text}") == f"config key 'optim.lr' must be a finite number, got {float(text)!r}"
+    assert error("optim.clip=nan") == "config key 'optim.clip' must be a finite number, got nan"   # float | None
+    assert bind("optim.lr=1e300").optim.lr == 1e300
+
+
+def test_nanogpt_names_point_to_the_keys_here():
+    from lmforge.cli.errors import nanogpt_key
+    assert error("dropout=0.1") == "unknown config key 'dropout' — nanoGPT's dropout is 'model.dropout' here"
+    assert error("learning_rate=1") == ("unknown config key 'learning_rate' — "
+                                        "nanoGPT's learning_rate is 'optim.lr' here")
+    # a dotted key was written with lmforge's sections in mind: the nearest key still wins
+    assert error("optim.learning_rate=1") == "unknown config key 'optim.learning_rate' — did you mean 'optim.lr'?"
+    keys = ["steps", "data.seq_len", "model.max_seq_len", "model.num_layers", "data.batch_size", "optim.b2",
+            "optim.warmup_steps", "optim.decay_steps", "optim.min_lr", "eval_every", "model.num_heads",
+            "model.embed_dim", "optim.weight_decay"]
+    assert nanogpt_key("max_iters", keys) == "nanoGPT's max_iters is 'steps' here"
+    assert nanogpt_key("block_size", keys) == "nanoGPT's block_size is 'data.seq_len' and 'model.max_seq_len' here"
+    assert nanogpt_key("batch_size", keys) == ("nanoGPT's batch_size is 'data.batch_size' here "
+                                               "(the global batch, all processes together)")
+    for name, key in [("n_layer", "model.num_layers"), ("n_head", "model.num_heads"), ("n_embd", "model.embed_dim"),
+                      ("eval_interval", "eval_every"), ("weight_decay", "optim.weight_decay"), ("beta2", "optim.b2"),
+                      ("warmup_iters", "optim.warmup_steps"), ("lr_decay_iters", "optim.decay_steps"),
+                      ("min_lr", "optim.min_lr")]:
+        assert nanogpt_key(name, keys) == f"nanoGPT's {name} is {key!r} here"
+    assert nanogpt_key("max_iters", ["num_steps"]) is None   # only keys the config has
+
+
 def test_structural_errors():
     assert "is not KEY=VALUE" in error("model.num_layers")
     assert "is None in this config" in error("data.extra.path=x")

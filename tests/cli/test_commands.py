@@ -48,6 +48,7 @@ def test_resume_same_config_and_refuse_a_different_one(exp, tmp_path, capsys):
     workdir = tmp_path / "run"
     assert main(["run", str(exp), "optim.lr=0.5", "--workdir", str(workdir)]) == 0
     assert main(["run", str(exp), "optim.lr=0.5", "--workdir", str(workdir)]) == 0  # a resume
+    (workdir / "checkpoints" / "5").mkdir(parents=True)  # a saved step: the folder is now locked to its config
     before = (workdir / "config.json").read_bytes()
     (workdir / "ran.txt").unlink()
     capsys.readouterr()
@@ -112,6 +113,7 @@ def test_argparse_errors_return_2(capsys):
 def test_sample_calls_sample_run(exp, tmp_path, monkeypatch, capsys):
     workdir = tmp_path / "run"
     assert main(["run", str(exp), "--workdir", str(workdir)]) == 0
+    (workdir / "checkpoints" / "5").mkdir(parents=True)  # as if it had trained
     calls = []
 
     def sample_run(run_dir, config, prompts, **kwargs):
@@ -138,14 +140,15 @@ def test_tokenizer_train(tmp_path, monkeypatch, capsys):
     )
     tokenizer = types.SimpleNamespace(
         TokenizerConfig=lambda **kw: kw,
-        train_tokenizer=lambda cfg, texts, directory: seen.update(cfg=cfg, n=len(texts), dir=directory) or "tok",
+        train_tokenizer=lambda cfg, texts, directory, held_out: seen.update(
+            cfg=cfg, n=len(texts), dir=directory, held_out=len(held_out)) or "tok",
         compression_report=lambda tok, texts: {"chars_per_token": 4.0, "bytes_per_token": 4.5, "n": len(texts)},
     )
     monkeypatch.setitem(sys.modules, "lmforge.data.sources", sources)
     monkeypatch.setitem(sys.modules, "lmforge.data.tokenizer", tokenizer)
     out_dir = tmp_path / "tok"
     assert main(["tokenizer", "train", "--path", "c.txt", "--vocab-size", "300", "--kind", "char", "--out", str(out_dir)]) == 0
-    assert seen == {"cfg": {"kind": "char", "vocab_size": 300}, "n": 9, "dir": out_dir}
+    assert seen == {"cfg": {"kind": "char", "vocab_size": 300}, "n": 9, "dir": out_dir, "held_out": 1}
     report = json.loads(capsys.readouterr().out)
     assert report == {"chars_per_token": 4.0, "bytes_per_token": 4.5, "n": 1, "held_out_documents": 1}
 

@@ -10,7 +10,7 @@ from lmforge.cli import ConfigError, apply_bindings, from_json, load_config, to_
 
 def test_round_trip_equal():
     config = apply_bindings(FakeConfig(), ["mesh.rules=(('embed', ('data', 'fsdp')), ('mlp', None))",
-                                           "optim.clip=None", "model.dims=(3,)", "name=x", "optim.lr=inf"])
+                                           "optim.clip=None", "model.dims=(3,)", "name=x", "optim.lr=1e300"])
     text = to_json(config)
     data = json.loads(text)
     assert data["__class__"] == "cli_fake_task.FakeConfig"
@@ -57,3 +57,10 @@ def test_bad_files(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="no config file"):
         load_config(tmp_path / "missing.json")
+
+
+def test_non_finite_numbers_in_a_file_are_refused():
+    data = json.loads(to_json(FakeConfig()))
+    data["optim"]["lr"] = float("nan")
+    with pytest.raises(ConfigError, match=r"^c.json: config key 'optim.lr' must be a finite number, got nan$"):
+        from_json(FakeConfig, json.dumps(data), source="c.json")

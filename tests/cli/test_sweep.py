@@ -33,19 +33,49 @@ def test_grid_folders_and_summaries(tmp_path):
 
 
 def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
-    points = run_sweep(FakeConfig(), ["fail=[false, true]", "model.num_heads=[2, 3]"], tmp_path, log=quiet)
+    points = run_sweep(FakeConfig(), ["fail=[false, true]", "model.num_heads=[2, 4]"], tmp_path, log=quiet)
     status = {p.name: (p.ok, p.error) for p in points}
     assert status["fail=false,model.num_heads=2"] == (True, None)
     ok, error = status["fail=true,model.num_heads=2"]
     assert not ok and error == "RuntimeError: the fake run was told to fail"
     assert "RuntimeError" in (tmp_path / "fail=true,model.num_heads=2" / "error.txt").read_text()
-    ok, error = status["fail=false,model.num_heads=3"]  # invalid combination: never ran
-    assert not ok and "makes an invalid ModelCfg" in error
-    assert not (tmp_path / "fail=false,model.num_heads=3").exists()
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
-    assert [r["status"] for r in rows] == ["ok", "failed", "failed", "failed"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "failed"]
     assert "told to fail" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "summary.png").exists()
+
+
+def test_an_invalid_point_anywhere_runs_nothing(tmp_path):
+    # Issue 13: the second point's __post_init__ fails (8 % 3); the first must not train before that is said.
+    ran = []
+    with pytest.raises(ConfigError) as info:
+        run_sweep(FakeConfig(), ["model.num_heads=[2, 3]"], tmp_path / "s", log=quiet,
+                  launch_fn=lambda config, workdir: ran.append(workdir) or {})
+    message = str(info.value)
+    assert ran == [] and not (tmp_path / "s").exists()
+    assert message.startswith("sweep point 2 of 2 (model.num_heads=3) is invalid: binding model.num_heads makes "
+                              "an invalid ModelCfg (model): model.embed_dim=8 is not divisible by model.num_heads=3")
+    assert message.endswith("nothing was run — fix or drop those values") and "\n" not in message
+    with pytest.raises(ConfigError, match=r"^2 of 3 sweep points are invalid, the first is point 2 \(optim.lr=nan\): "
+                                          r"config key 'optim.lr' must be a finite number, got nan"):
+        run_sweep(FakeConfig(), ["optim.lr=[1e-3, nan, inf]"], tmp_path / "s", launch_fn=ran.append, log=quiet)
+    assert ran == [] and not (tmp_path / "s").exists()
+
+
+def test_sweep_command_checks_every_point_first(tmp_path, capsys):
+    exp = write_experiment(tmp_path)
+    assert main(["sweep", str(exp), "model.num_heads=[2,3]", "--workdir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmforge: error: sweep point 2 of 2 (model.num_heads=3) is invalid") and err.count("\n") == 1
+    assert not (tmp_path / "s" / "model.num_heads=2" / "ran.txt").exists()
+
+
+def test_malformed_sweep_list_names_the_binding(tmp_path, capsys):
+    exp = write_experiment(tmp_path)
+    assert main(["sweep", str(exp), "optim.lr=[1e-3,", "--workdir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "sweep binding 'optim.lr=[1e-3,': malformed list, no closing ']'" in err and "no sweep axis" not in err
+    assert err.count("\n") == 1
 
 
 def test_a_mistake_in_every_point_runs_nothing(tmp_path):

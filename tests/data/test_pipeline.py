@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from lmforge.data import DataConfig, TokenizerConfig, eval_batches, train_dataset, train_tokenizer
+from lmforge.data import DataConfig, TokenizerConfig, eval_batches, split_documents, train_dataset, train_tokenizer
+from lmforge.data.pipeline import check_splits
 
 KEYS = {"inputs": np.int32, "targets": np.int32, "weights": np.float32, "segment_ids": np.int32, "positions": np.int32}
 
@@ -252,3 +253,33 @@ def test_orbax_checkpoint_of_the_iterator(sp_tok, corpus, tmp_path):
     it2 = iter(train_dataset(cfg, sp_tok, corpus[:10]))
     mngr.restore(3, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(it2)))
     assert all(_same(a, b) for a, b in zip(_take(it2, 3), expected))
+
+
+# --------------------------------------------------------------------------- data too small
+
+
+def test_check_splits_refuses_what_cannot_fill_one_sequence():
+    # Issue 13: a 37-character text trained and reported a validation loss from a 4-character split.
+    cfg = DataConfig(seq_len=32)
+    train, val = split_documents(["x" * 36 + "\n"], 0.1)        # 33 + 4 characters
+    with pytest.raises(ValueError) as info:
+        check_splits(cfg, "char", train, val)
+    assert str(info.value) == (
+        "data too small: the validation split has 4 characters (of 37 in all, data.val_fraction=0.1), fewer than "
+        "one sequence of data.seq_len + 1 = 33 tokens; expected more text in data.source, a smaller data.seq_len "
+        "or a larger data.val_fraction")
+    with pytest.raises(ValueError, match=r"^data too small: the train split has 9 characters \(of 10 in all"):
+        check_splits(cfg, "char", *split_documents(["hello wor\n"], 0.1))
+    # SentencePiece: bytes + bos/eos bound the tokens; "é" is 2 bytes, so 20 of them may fill 33 tokens
+    with pytest.raises(ValueError, match=r"the validation split has 4 characters, at most 6 tokens"):
+        check_splits(cfg, "sentencepiece", ["é" * 40], ["abcd"])
+    check_splits(cfg, "sentencepiece", ["é" * 20], ["é" * 20])
+    check_splits(cfg, "char", ["x" * 33], ["y" * 33])
+    check_splits(cfg, "char", ["x" * 33], [])                 # val_fraction=0: no validation split to check
+
+
+def test_data_config_checks_its_values():
+    with pytest.raises(ValueError, match=r"data.val_fraction=1.5: expected a number in \[0, 1\)"):
+        DataConfig(val_fraction=1.5)
+    with pytest.raises(ValueError, match=r"data.seq_len=0, data.batch_size=16: expected both >= 1"):
+        DataConfig(seq_len=0)

@@ -66,6 +66,15 @@ def test_missing_file_and_empty_glob_name_the_path(tmp_path):
         read_documents(SourceConfig(kind="text"))
 
 
+def test_a_directory_as_the_path_says_it_is_a_directory(tmp_path):
+    # Issue 13: it used to say "no such file" of a folder that exists.
+    with pytest.raises(ValueError, match=rf"source.path='{tmp_path}' is a directory \({tmp_path}\); expected a file, "
+                                         rf"or a glob such as '{tmp_path}/\*.txt' for the files in it"):
+        read_documents(SourceConfig(kind="text", path=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"a glob such as '.*/\*.jsonl'"):
+        read_documents(SourceConfig(kind="jsonl", path=str(tmp_path)))
+
+
 def test_bad_config_values_name_the_key():
     with pytest.raises(ValueError, match="source.kind='csv'"):
         read_documents(SourceConfig(kind="csv", path="x"))

@@ -126,6 +126,24 @@ def test_char_tokenizer(tmp_path, capsys):
     assert loaded.encode("world") == tok.encode("world") and loaded.vocab_size == 9
 
 
+def test_char_vocabulary_covers_the_held_out_text(tmp_path):
+    # Issue 13: nanoGPT builds its vocabulary from the whole text; a '!' only in the validation split must encode.
+    train, val = ["the cat sat\n"], ["tea!\n"]
+    tok = train_tokenizer(TokenizerConfig(kind="char"), train, tmp_path, held_out=val)
+    assert tok.decode(tok.encode(val[0])) == val[0] and tok.chars == "".join(sorted(set(train[0] + val[0])))
+    assert load_tokenizer(tmp_path).chars == tok.chars
+    with pytest.raises(ValueError, match=r"character '!' \(U\+0021\) at position 3 is not in"):
+        train_tokenizer(TokenizerConfig(kind="char"), train, tmp_path).encode(val[0])
+
+
+def test_tokenizer_config_checks_its_values():
+    with pytest.raises(ValueError, match=r"tokenizer.kind='bpe': expected one of sentencepiece, char"):
+        TokenizerConfig(kind="bpe")
+    with pytest.raises(ValueError, match=r"tokenizer.vocab_size=0, max_train_chars=20000000, num_reserved=32: "
+                                         r"expected >= 1, >= 1 and >= 0"):
+        TokenizerConfig(vocab_size=0)
+
+
 def test_char_vocab_of_tiny_shakespeare_is_65(shared_data, tmp_path):
     text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
     tok = train_tokenizer(TokenizerConfig(kind="char"), [text], tmp_path)

@@ -25,6 +25,32 @@ def test_cli_curate_writes_shards_and_report(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["near_dedup"]["threshold"] == 0.7
 
 
+def test_cli_curate_inputs_from_the_command_line_and_plain_jsonl(tmp_path, capsys):
+    # Issue 13: input files as arguments (the experiment's inputs replaced), and plain jsonl to look at.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lmforge.data.curate import read_shards
+
+    a = write_jsonl(tmp_path / "a.jsonl", [{"text": web_page(i)} for i in range(3)])
+    b = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": [web_page(10 + i) for i in range(2)]}), b)
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(tmp_path / "never_read.jsonl")))
+    run = tmp_path / "run"
+    assert main(["data", "curate", str(exp), "--input", str(a), str(b), "output.format=jsonl",
+                 "--workdir", str(run)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["curate/input_documents"] == 5 and metrics["curate/output_documents"] == 5
+    shards = sorted(p.name for p in (run / "data").iterdir())
+    assert shards == ["part-00000-of-00002.jsonl", "part-00001-of-00002.jsonl"]
+    lines = [json.loads(line) for shard in shards for line in (run / "data" / shard).read_text().splitlines()]
+    assert sorted(d["source"] for d in lines) == ["a", "a", "a", "b", "b"]
+    assert sorted(d.text for d in read_shards(run / "data")) == sorted(d["text"] for d in lines)
+    config = json.loads((run / "config.json").read_text())
+    assert [i["paths"] for i in config["inputs"]] == [[str(a)], [str(b)]] and config["output"]["format"] == "jsonl"
+
+
 def test_cli_curate_errors_are_one_line(tmp_path, capsys):
     exp = tmp_path / "exp.py"
     exp.write_text(EXP.format(path=str(tmp_path / "missing.jsonl")))

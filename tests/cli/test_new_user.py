@@ -1,0 +1,182 @@
+"""What a new user hits (issue 13): each mistake a one-line error that says what was expected.
+
+Run folders that failed early, sampling a folder that cannot be sampled, seeing the resolved config,
+nanoGPT's names, non-finite numbers and out-of-range flags, data too small, the char vocabulary.
+"""
+
+import json
+import textwrap
+
+import pytest
+from cli_fake_task import FakeConfig, read_json, write_experiment
+
+from lmforge.cli import apply_bindings, flatten, to_json
+from lmforge.cli.main import main
+
+PRETRAIN_EXP = textwrap.dedent('''
+    from lmforge.data import DataConfig, SourceConfig, TokenizerConfig
+    from lmforge.model import ModelConfig
+    from lmforge.train.pretrain import PretrainConfig
+
+    VARIANTS = ("smoke",)
+
+    def get_config(variant="default"):
+        return PretrainConfig(
+            model=ModelConfig.gpt2(num_layers=1, num_heads=2, embed_dim=32, mlp_dim=64, max_seq_len=32,
+                                   vocab_size=0),
+            tokenizer=TokenizerConfig(kind="char"),
+            data=DataConfig(source=SourceConfig(kind="text", path="text.txt"), seq_len=32, batch_size=8,
+                            packing="windows"),
+            steps=2, sample_prompts=())
+''')
+
+
+@pytest.fixture
+def exp(tmp_path):
+    return write_experiment(tmp_path)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("lmforge: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+# ------------------------------------------------------------ a run that failed early locks nothing
+
+
+def test_a_folder_without_checkpoint_takes_the_corrected_config(exp, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    with pytest.raises(RuntimeError, match="told to fail"):
+        main(["run", str(exp), "fail=true", "--workdir", str(workdir)])
+    assert read_json(workdir / "config.json")["fail"] is True
+    capsys.readouterr()
+    assert main(["run", str(exp), "optim.lr=0.5", "--workdir", str(workdir)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{workdir / 'config.json'} held a different config (optim.lr, fail) " \
+                                   f"but no checkpoint; rewriting it for this run" in err
+    config = read_json(workdir / "config.json")
+    assert config["fail"] is False and config["optim"]["lr"] == 0.5
+    (aside,) = workdir.glob("replaced-*")       # the failed attempt's files, kept but out of the way
+    assert (aside / "ran.txt").read_text() == "0.001\n" and (workdir / "ran.txt").read_text() == "0.5\n"
+    # An unfinished save is no checkpoint; a finalized step folder is, and locks the folder.
+    (workdir / "checkpoints" / "7.orbax-checkpoint-tmp-123").mkdir(parents=True)
+    assert main(["run", str(exp), "optim.lr=0.25", "--workdir", str(workdir)]) == 0
+    (workdir / "checkpoints" / "7").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["run", str(exp), "optim.lr=0.5", "--workdir", str(workdir)]) == 2
+    err = one_error_line(capsys)
+    assert "holds a different config (optim.lr: 0.25 → 0.5) and checkpoints (steps 7); refusing to resume" in err
+    assert read_json(workdir / "config.json")["optim"]["lr"] == 0.25
+
+
+def test_a_pretraining_run_with_a_wrong_data_path_is_retried_in_its_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path, PRETRAIN_EXP, name="pre.py")
+    workdir = tmp_path / "w"
+    assert main(["run", str(exp), "data.source.path=/nope.txt", "--workdir", str(workdir)]) == 2
+    assert "nope.txt" in one_error_line(capsys) and (workdir / "config.json").is_file()
+    (tmp_path / "ten.txt").write_text("hello wor\n")
+    # The corrected command is not refused for the folder; it reaches the data, which is too small.
+    assert main(["run", str(exp), "data.source.path=ten.txt", "--workdir", str(workdir)]) == 2
+    notice, err = capsys.readouterr().err.splitlines()
+    assert notice.endswith("held a different config (data.source.path) but no checkpoint; rewriting it for this run")
+    assert "lmforge: error: data too small: the train split has 9 characters (of 10 in all, data.val_fraction=0.1), " \
+           "fewer than one sequence of data.seq_len + 1 = 33 tokens" in err
+    assert "not in the vocabulary" not in err and "different config" not in err
+    assert read_json(workdir / "config.json")["data"]["source"]["path"] == "ten.txt"
+    assert not (workdir / "tokenizer").exists()    # refused before a tokenizer was trained
+
+
+def test_a_validation_split_shorter_than_a_sequence_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path, PRETRAIN_EXP, name="pre.py")
+    (tmp_path / "text.txt").write_text("To be, or not to be: that is the qu.\n")   # 37 characters: val gets 4
+    assert main(["run", str(exp), "--workdir", str(tmp_path / "w")]) == 2
+    err = one_error_line(capsys)
+    assert "data too small: the validation split has 4 characters (of 37 in all, data.val_fraction=0.1)" in err
+    assert err.endswith("expected more text in data.source, a smaller data.seq_len or a larger data.val_fraction")
+
+
+# ------------------------------------------------------------ sampling a folder that is not a trained run
+
+
+def test_sample_says_what_the_folder_is(exp, tmp_path, capsys):
+    from lmforge.data.curate import CurateConfig
+
+    curation = tmp_path / "curated"
+    curation.mkdir()
+    (curation / "config.json").write_text(to_json(CurateConfig()))
+    assert main(["sample", str(curation), "--prompt", "x"]) == 2
+    assert one_error_line(capsys) == (f"lmforge: error: {curation} is a CurateConfig run (curation); "
+                                      f"lmforge sample needs a pretraining run with a checkpoint")
+    run = tmp_path / "run"
+    assert main(["run", str(exp), "--workdir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prompt", "x"]) == 2
+    err = one_error_line(capsys)
+    assert f"{run} has no checkpoint yet (no finished step folder in {run / 'checkpoints'})" in err
+    assert "no tokenizer" not in err
+
+
+# ------------------------------------------------------------ seeing the config, nanoGPT's names
+
+
+def test_print_config_prints_every_key_and_runs_nothing(exp, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    assert main(["run", f"{exp}:big", "optim.lr=0.5", "--print-config", "--workdir", str(workdir)]) == 0
+    assert not workdir.exists()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"# {exp}:big: cli_fake_task.FakeConfig, ")
+    config = apply_bindings(FakeConfig(), ["steps=5", "model.num_layers=8", "optim.lr=0.5"])
+    assert [line.split("=", 1)[0] for line in lines[1:]] == list(flatten(config))
+    assert "optim.lr=0.5" in lines and "data.source.path=data.txt" in lines and "name=None" in lines
+    assert apply_bindings(FakeConfig(), lines[1:]) == config     # each line is a binding that reads back
+
+
+def test_nanogpt_names_in_the_unknown_key_error(exp, capsys):
+    assert main(["run", str(exp), "learning_rate=1e-3"]) == 2
+    assert one_error_line(capsys) == ("lmforge: error: unknown config key 'learning_rate' — "
+                                      "nanoGPT's learning_rate is 'optim.lr' here")
+
+
+# ------------------------------------------------------------ numbers: finite, in range, the flag named
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "{tmp}", "--prompt", "x", "--temperature", "nan"], "--temperature=nan: expected a finite number >= 0"),
+    (["sample", "{tmp}", "--prompt", "x", "--temperature", "-1"], "--temperature=-1.0: expected a finite number >= 0"),
+    (["sample", "{tmp}", "--prompt", "x", "--top-p", "0"], "--top-p=0.0: expected a number in (0, 1]"),
+    (["sample", "{tmp}", "--prompt", "x", "--top-p", "inf"], "--top-p=inf: expected a number in (0, 1]"),
+    (["sample", "{tmp}", "--prompt", "x", "--top-k", "-1"], "--top-k=-1: expected an integer >= 0"),
+    (["sample", "{tmp}", "--prompt", "x", "--max-new-tokens", "0"], "--max-new-tokens=0: expected an integer >= 1"),
+    (["tokenizer", "train", "--path", "x", "--out", "{tmp}", "--val-fraction", "nan"],
+     "--val-fraction=nan: expected a number in (0, 1)"),
+    (["run", "{exp}", "optim.lr=nan"], "config key 'optim.lr' must be a finite number, got nan"),
+    (["run", "{exp}", "model.dropout=inf"], "config key 'model.dropout' must be a finite number, got inf"),
+])
+def test_numbers_are_checked_when_parsed(exp, tmp_path, capsys, argv, message):
+    assert main([a.format(exp=exp, tmp=tmp_path) for a in argv]) == 2
+    assert one_error_line(capsys) == f"lmforge: error: {message}"
+
+
+def test_a_nan_written_in_the_experiment_file_is_refused_before_the_run(tmp_path, capsys):
+    exp = write_experiment(tmp_path, "import dataclasses\nfrom cli_fake_task import FakeConfig, OptimCfg\n"
+                                     "VARIANTS = ()\ndef get_config(variant='default'):\n"
+                                     "    return FakeConfig(optim=OptimCfg(lr=float('nan')))\n", name="nan_exp.py")
+    assert main(["run", str(exp), "--workdir", str(tmp_path / "w")]) == 2
+    assert one_error_line(capsys) == "lmforge: error: config key 'optim.lr' is nan; expected a finite number"
+    assert not (tmp_path / "w").exists()
+
+
+# ------------------------------------------------------------ the char vocabulary covers the validation split
+
+
+def test_char_tokenizer_covers_characters_only_in_the_validation_split(tmp_path, capsys):
+    text = tmp_path / "small.txt"
+    text.write_text("the cat sat on the mat\n" * 9 + "wow!\n")   # '!' and 'w' occur only in the last 10%
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--kind", "char", "--path", str(text), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert report["chars_per_token"] == 1.0 and report["held_out_documents"] == 1
+    assert "!" in json.loads((out / "tokenizer.json").read_text())["chars"]
