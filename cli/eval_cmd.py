@@ -72,13 +72,21 @@ class EvalContext:
         return _checkpoint_steps(self.source)[-1] if self.kind == "run" else None
 
     def training_documents(self) -> list[str]:
-        """The run's training split, read as the run read it (``data.source``, ``data.val_fraction``)."""
+        """The run's training split, read as the run read it (``data.source``, its curated shards in
+        ``RUN/curated`` when the run curated, then ``data.val_fraction``)."""
         if self.kind != "run":
             raise ConfigError(f"{self.source} is a model folder: it names no training data; give "
                               f"memorisation:path=FILE (a .txt, or a .jsonl with a 'text' field)")
         from lmforge.data import read_documents, split_documents   # pylint: disable=import-outside-toplevel
 
         docs = read_documents(self.config.data.source)
+        if self.config.curate is not None:   # the run's finished curation: curate_documents only reads it
+            if not (self.source / "curated" / "funnel.json").is_file():
+                raise ConfigError(f"{self.source} curated its data but {self.source / 'curated'} holds no finished "
+                                  f"curation (funnel.json); give memorisation:path=FILE")
+            from lmforge.train.pretrain import curate_documents   # pylint: disable=import-outside-toplevel
+
+            docs = curate_documents(self.config.curate, docs, self.source / "curated")
         return split_documents(docs, self.config.data.val_fraction)[0]
 
 
