@@ -12,8 +12,8 @@ choice on a tie) of:
 
 - ``acc``: the summed log-likelihood — favours short choices, which have fewer tokens to pay for;
 - ``acc_norm``: the log-likelihood per *character* of the choice (``len(choice)`` in Unicode
-  characters): lm-evaluation-harness's ``acc_norm`` (Gao et al., used for HellaSwag, ARC, PIQA),
-  independent of the tokenizer;
+  characters): lm-evaluation-harness's ``acc_norm`` (Gao et al. 2021, "A framework for few-shot
+  language model evaluation"; reported for HellaSwag, ARC, PIQA), independent of the tokenizer;
 - ``acc_per_token``: the log-likelihood per token of the choice (the mean token log-probability,
   as in GPT-3's evaluation; Brown et al. 2020) — depends on the tokenizer.
 
