@@ -7,7 +7,7 @@ work; there is no ``lmforge/`` folder.
 
 from setuptools import setup
 
-PACKAGES = ("model", "train", "data", "align", "cli")
+PACKAGES = ("model", "data", "weights", "infer", "train", "eval", "align", "cli")
 
 setup(
     name="lmforge",

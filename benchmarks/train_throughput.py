@@ -4,8 +4,8 @@
     python benchmarks/train_throughput.py gpt2_small --batch-size 16 --seq-len 1024 --dtype bfloat16
     python benchmarks/train_throughput.py llama_1b --mesh 1,-1,1 --remat dots --attention cudnn
 
-What is measured: the sharded, jitted train step of ``lmforge.train.step.build`` (forward,
-backward, AdamW update; state donated) on random token batches that are already on the devices,
+What is measured: the sharded, jitted train step of ``lmforge.train.Trainer`` with the pretraining
+loss ``lmforge.train.pretrain.lm_loss`` (forward, chunked log-probs, backward, AdamW update; state donated) on random token batches that are already on the devices,
 so the number is the step, not the input pipeline. The step is compiled ahead of time first
 (``lower(...).compile()``: compile time and XLA's memory analysis are reported), then run
 ``--warmup`` times untimed and ``--steps`` times timed, each step waited for with
@@ -13,7 +13,7 @@ so the number is the step, not the input pipeline. The step is compiled ahead of
 median.
 
 - MFU = tokens/s x model FLOPs per token / (peak FLOP/s per device x devices), FLOPs as in
-  ``lmforge.train.metrics.model_flops_per_token`` (6 N + 12 L T D, no remat recompute) and the
+  ``lmforge.train.metrics.lm_flops_per_token`` (6 N + 12 L T D, no remat recompute) and the
   peak from ``peak_flops_per_device`` for ``--dtype`` (on CPU a measured f32 matmul rate, so CPU
   MFU is relative to that, not to a datasheet).
 - ``peak_memory_bytes`` is device 0's ``memory_stats()["peak_bytes_in_use"]`` where the backend
@@ -35,12 +35,15 @@ import time
 import jax
 import numpy as np
 
-from lmforge.model import PRESETS, ModelConfig
+from flax import nnx
+
+from lmforge.model import PRESETS, ModelConfig, build_model, create_sharded
 from lmforge.model.config import ATTENTION_BACKENDS, DTYPES
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, batch_axes_size, make_mesh
-from lmforge.train.metrics import model_flops_per_token, peak_flops_per_device
+from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
-from lmforge.train.step import build, global_batch
+from lmforge.train.pretrain import lm_loss
+from lmforge.train.trainer import LoopConfig, Trainer
 
 REMAT = ("none", "full", "dots", "dots_no_batch")
 
@@ -120,26 +123,28 @@ def benchmark(args) -> dict:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the batch mesh axes "
                          f"data x fsdp x expert = {batch_axes_size(mesh)}")
     total = args.warmup + args.steps
-    setup = build(cfg, OptimConfig(warmup_steps=0), total_steps=total, mesh=mesh, rules=DEFAULT_RULES,
-                  seed=args.seed)
-    state = setup.state
+    graphdef, params, shardings = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(args.seed)), mesh,
+                                                 DEFAULT_RULES)
+    trainer = Trainer(lm_loss(graphdef, cfg), params=params, param_shardings=shardings,
+                      optim=OptimConfig(warmup_steps=0), loop=LoopConfig(steps=total), mesh=mesh, rules=DEFAULT_RULES)
+    state, frozen = trainer.state, trainer.frozen
     params = sum(x.size for x in jax.tree.leaves(state["params"]))
     data_rng = np.random.default_rng(args.seed)
     with jax.set_mesh(mesh):
-        batches = [global_batch(random_batch(data_rng, args.batch_size, args.seq_len, cfg.vocab_size),
-                                setup.batch_sharding) for _ in range(2)]
+        batches = [trainer.global_batch(random_batch(data_rng, args.batch_size, args.seq_len, cfg.vocab_size))
+                   for _ in range(2)]
         rng = jax.device_put(jax.random.key(args.seed), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
         jax.block_until_ready((state, batches, rng))
 
         start = time.perf_counter()
-        compiled = setup.train_step.lower(state, batches[0], rng).compile()
+        compiled = trainer.jitted("train", batches[0]).lower(state, frozen, batches[0], rng).compile()
         compile_s = time.perf_counter() - start
         memory = memory_analysis(compiled)
 
         times = []
         for i in range(total):
             start = time.perf_counter()
-            state, metrics = compiled(state, batches[i % 2], rng)
+            state, metrics = compiled(state, frozen, batches[i % 2], rng)
             jax.block_until_ready((state, metrics))
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
@@ -153,9 +158,7 @@ def benchmark(args) -> dict:
         peak, source = (memory or {}).get("total_bytes"), "memory_analysis"
     step_s = statistics.median(times)
     tokens_per_s = args.batch_size * args.seq_len / step_s
-    flops_per_token = model_flops_per_token(
-        num_params_non_embedding=cfg.num_params(embeddings=False, active=True), num_layers=cfg.num_layers,
-        seq_len=args.seq_len, embed_dim=cfg.embed_dim, vocab_size=cfg.vocab_size)
+    flops_per_token = lm_flops_per_token(cfg, args.seq_len)
     peak_flops = peak_flops_per_device(device, args.dtype)
     return {
         "preset": args.preset, "params": int(params), "batch": args.batch_size, "seq_len": args.seq_len,

@@ -2,9 +2,11 @@
 
 - SRC a ``transformers`` folder (``config.json`` with a ``model_type`` + ``*.safetensors``) → DST
   an lmforge model folder: ``model.json`` (the ModelConfig) + ``params.safetensors`` (lmforge's
-  parameter names, e.g. ``blocks.0.attn.q``).
+  parameter names, e.g. ``blocks.0.attn.q.kernel``).
 - SRC an lmforge run folder (the latest checkpoint of a ``lmforge run`` workdir) or model folder →
-  DST a ``transformers`` folder that ``from_pretrained`` loads with the same logits.
+  DST a ``transformers`` folder that ``from_pretrained`` loads with the same logits, with the run's
+  tokenizer (``RUN/tokenizer``, or a model folder's ``tokenizer/``) as ``tokenizer.json`` that
+  ``AutoTokenizer`` loads, its bos/eos/pad ids in ``config.json`` and ``generation_config.json``.
 
 DST must not exist or be empty: nothing already written is overwritten.
 """
@@ -18,7 +20,6 @@ import pathlib
 
 from .errors import ConfigError
 
-MODEL_FILE, PARAMS_FILE = "model.json", "params.safetensors"
 
 
 def add_convert_parser(sub) -> None:
@@ -46,70 +47,52 @@ def convert_cmd(args: argparse.Namespace) -> int:
 
 
 def source_kind(src: pathlib.Path) -> str:
-    from .launch import CONFIG_FILE
+    from lmforge.weights import WeightsError, source_kind as kind_of
 
-    if (src / MODEL_FILE).is_file() and (src / PARAMS_FILE).is_file():
-        return "model"
-    if (src / CONFIG_FILE).is_file():
-        try:
-            config = json.loads((src / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{src / CONFIG_FILE}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(config, dict) and "model_type" in config:
-            return "hf"
-        if (src / "checkpoints").is_dir():
-            return "run"
-    raise ConfigError(f"{src} is neither a transformers folder (config.json with model_type), an lmforge run folder "
-                      f"(config.json + checkpoints/) nor a model folder ({MODEL_FILE} + {PARAMS_FILE})")
+    try:
+        return kind_of(src)
+    except WeightsError as e:
+        raise ConfigError(str(e)) from None
 
 
 def from_hf(src: pathlib.Path, dst: pathlib.Path):
     import numpy as np
-    from safetensors.numpy import save_file
 
-    from lmforge.train.hf_interop import flatten, load_hf
+    from lmforge.model.paths import flatten
+    from lmforge.weights import save_model_folder
+    from lmforge.weights.hf import load_hf
 
     cfg, pure, unused = load_hf(src)
     if unused:
         print(f"not used: {len(unused)} tensors ({', '.join(sorted(unused)[:4])}{' ...' if len(unused) > 4 else ''})")
-    tensors = {k: np.ascontiguousarray(v) for k, v in flatten(pure)}
-    dst.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(dst / PARAMS_FILE))
-    (dst / MODEL_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    return cfg, tensors
-
-
-def load_model_folder(folder: pathlib.Path):
-    """An lmforge model folder -> (ModelConfig, nested pure params of numpy arrays)."""
-    from safetensors.numpy import load_file
-
-    from lmforge.model import ModelConfig
-    from lmforge.train.hf_interop import unflatten
-
-    fields = json.loads((folder / MODEL_FILE).read_text())
-    try:
-        cfg = ModelConfig(**fields)
-    except TypeError as e:
-        raise ConfigError(f"{folder / MODEL_FILE}: {e}") from None
-    return cfg, unflatten(load_file(str(folder / PARAMS_FILE)))
+    save_model_folder(dst, cfg, pure)
+    return cfg, {k: np.asarray(v) for k, v in flatten(pure)}
 
 
 def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
     import jax
 
-    from lmforge.train.hf_interop import save_hf
+    from lmforge.weights import read_model_folder
+    from lmforge.weights.hf import save_hf
 
     if kind == "model":
-        cfg, pure = load_model_folder(src)
+        cfg, pure = read_model_folder(src)
     else:
         from .config_io import load_config
         from .launch import CONFIG_FILE
-        from lmforge.train.pretrain import PretrainConfig, restore_params
+        from lmforge.train.pretrain import PretrainConfig, load_for_sampling
 
         config = load_config(src / CONFIG_FILE)
         if not isinstance(config, PretrainConfig):
             raise ConfigError(f"{src} is a {type(config).__name__} run; only pretraining runs hold a model to export")
-        cfg, _, params, _ = restore_params(src, config)
-        pure = jax.device_get(params)
-    save_hf(dst, cfg, pure)
+        sampler = load_for_sampling(src, config)
+        cfg, pure = sampler.model_cfg, jax.device_get(sampler.params)
+    if cfg.lora.rank:   # a model with adapters exports merged (transformers has no such module)
+        from lmforge.model import lora
+
+        cfg, pure = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0)), lora.merge(pure, cfg.lora)
+    tok_dir = src / "tokenizer"
+    save_hf(dst, cfg, pure, tokenizer_dir=tok_dir if tok_dir.is_dir() else None)
+    if not tok_dir.is_dir():
+        print(f"no tokenizer in {src} ({tok_dir} is absent): {dst} has the weights only")
     return cfg

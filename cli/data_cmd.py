@@ -21,7 +21,7 @@ import pathlib
 from .bindings import apply_bindings, split_binding
 from .errors import ConfigError
 from .experiment import experiment_config, load_experiment, split_spec
-from .launch import default_workdir, launch
+from .launch import default_workdir, launch, strict_json
 
 
 def add_data_parser(sub) -> None:
@@ -60,7 +60,7 @@ def _curate_cmd(args: argparse.Namespace) -> int:
     print(f"workdir: {workdir}", flush=True)
     metrics = launch(config, workdir)
     print(f"report: {workdir / 'report.md'}")
-    print(json.dumps(metrics, sort_keys=True))
+    print(strict_json(metrics, sort_keys=True))
     return 0
 
 

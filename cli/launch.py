@@ -9,6 +9,13 @@ checkpoint, the run is refused with the differing keys, before anything is writt
 between configs, not between file texts, so a field added to a dataclass since the folder was
 written (missing from the old file, hence at its default) does not block a resume.
 
+A finished run (``final.json``: the final metrics, written when its runner returns) is not run
+again: ``launch`` says so and returns them, leaving the folder as it is. It continues only when asked
+for more steps: a config that differs in ``steps`` alone (greater than before) continues from the
+latest checkpoint. Its learning-rate schedule is kept as it was: ``optim.decay_steps=0`` meant "the
+run's steps", so it is pinned to the old ``steps`` (the cosine has ended; the rate stays at
+``min_lr``); bind ``optim.decay_steps`` too to stretch the decay instead.
+
 A folder with no checkpoint (``checkpoints/`` absent, or holding no finalized integer step folder)
 locks nothing: a run that failed before its first save (a wrong data path, a batch that does not
 divide the mesh) is retried with the corrected command in the same ``--workdir``. Its config.json
@@ -22,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import pathlib
 import sys
@@ -35,7 +43,9 @@ from .registry import task_for
 from .typecheck import nonfinite_keys
 
 CONFIG_FILE = "config.json"
+FINAL_FILE = "final.json"
 CHECKPOINT_DIR = "checkpoints"
+CONTINUE_KEYS = {"steps", "optim.decay_steps"}
 RUNS_ROOT = pathlib.Path("runs")
 
 
@@ -73,6 +83,13 @@ def write_config(config: Any, workdir: pathlib.Path) -> bool:
         changed = _changes(config, path)
         if not changed:
             return True
+        if _is_continuation(changed) and checkpoint_steps(workdir):
+            old_steps, new_steps = changed["steps"]
+            (workdir / FINAL_FILE).unlink(missing_ok=True)
+            _write_atomic(path, text)
+            print(f"lmforge: continuing {workdir} from step {checkpoint_steps(workdir)[-1]} to steps={new_steps} "
+                  f"(was {old_steps})", file=sys.stderr, flush=True)
+            return True
         if checkpoint_steps(workdir):
             shown = [f"{k}: {_short(a)} → {_short(b)}" for k, (a, b) in list(changed.items())[:6]]
             more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
@@ -93,15 +110,63 @@ def write_config(config: Any, workdir: pathlib.Path) -> bool:
 
 
 def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
-    """Runs ``config`` in ``workdir`` through its registered task; returns the final metrics."""
+    """Runs ``config`` in ``workdir`` through its registered task; returns the final metrics
+    (written to ``workdir/final.json``). A finished run with the same config is not run again."""
     workdir = pathlib.Path(workdir)
     task = task_for(config)  # an unknown task fails before anything is written
-    write_config(config, workdir)
+    config = continuation(config, workdir)
+    resuming = write_config(config, workdir)
+    final = workdir / FINAL_FILE
+    if resuming and final.is_file():
+        print(f"lmforge: {workdir} is a finished run ({final}); nothing to do. To train it longer, run it again "
+              f"with a larger steps=", file=sys.stderr, flush=True)
+        return json.loads(final.read_text())
     metrics = task.runner(config, workdir)
     if not isinstance(metrics, Mapping):
         raise TypeError(f"task {task.name!r} runner returned {type(metrics).__name__}; "
                         f"it must return a dict of final metrics")
-    return {str(k): _number(v) for k, v in metrics.items()}
+    metrics = {str(k): _number(v) for k, v in metrics.items()}
+    _write_atomic(final, strict_json(metrics, indent=2) + "\n")
+    return metrics
+
+
+def continuation(config: Any, workdir: pathlib.Path) -> Any:
+    """``config`` with ``optim.decay_steps`` pinned to the old run's steps when it continues a run
+    for more steps with ``optim.decay_steps=0`` (see the module docstring); else ``config``."""
+    path = workdir / CONFIG_FILE
+    optim = getattr(config, "optim", None)
+    if not path.is_file() or optim is None or not hasattr(optim, "decay_steps") or not checkpoint_steps(workdir):
+        return config
+    try:
+        changed = _changes(config, path)
+    except ConfigError:
+        return config
+    if not _is_continuation(changed) or "optim.decay_steps" in changed or optim.decay_steps:
+        return config
+    old_steps = changed["steps"][0]
+    print(f"lmforge: optim.decay_steps=0 meant the old run's steps: pinned to {old_steps}, so the learning rate "
+          f"stays at optim.min_lr (bind optim.decay_steps to stretch the decay)", file=sys.stderr, flush=True)
+    return dataclasses.replace(config, optim=dataclasses.replace(optim, decay_steps=old_steps))
+
+
+def _is_continuation(changed: dict[str, tuple[Any, Any]]) -> bool:
+    if "steps" not in changed or not set(changed) <= CONTINUE_KEYS:
+        return False
+    old, new = changed["steps"]
+    return isinstance(old, int) and isinstance(new, int) and new > old
+
+
+def strict_json(value: Any, **kw) -> str:
+    """JSON with non-finite floats as null (JSON has no NaN or Infinity; strict parsers reject them)."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), allow_nan=False, **kw)
 
 
 def _changes(config: Any, path: pathlib.Path) -> dict[str, tuple[Any, Any]]:

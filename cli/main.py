@@ -32,7 +32,7 @@ from .data_cmd import add_data_parser
 from .eval_cmd import add_eval_parser
 from .errors import ConfigError, one_line
 from .experiment import experiment_config, experiment_sweep, load_experiment, split_spec
-from .launch import CHECKPOINT_DIR, CONFIG_FILE, checkpoint_steps, default_workdir, launch
+from .launch import CHECKPOINT_DIR, CONFIG_FILE, checkpoint_steps, default_workdir, launch, strict_json
 from .registry import task_for
 from .typecheck import check_flag
 
@@ -61,16 +61,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = f"no such file or directory: {e.filename}" if e.filename else one_line(e)
         print(f"lmforge: error: {what}", file=sys.stderr)
         return USER_ERROR
-    except ValueError as e:  # ConfigError and the ValueErrors library code raises for bad input
+    except (ValueError, FloatingPointError) as e:  # ConfigError, bad input, the non-finite-update policy
         if args.traceback:
             raise
         print(f"lmforge: error: {one_line(e)}", file=sys.stderr)
         return USER_ERROR
+    except Exception as e:
+        stopped = _stopped(e)
+        if stopped is None or args.traceback:
+            raise
+        return stopped
     except KeyboardInterrupt:
         if args.traceback:
             raise
         print("lmforge: interrupted", file=sys.stderr)
         return 130  # the shell's convention for SIGINT
+
+
+def _stopped(e: Exception) -> int | None:
+    """A run stopped on purpose (SIGTERM / Ctrl-C, after saving) or an unusable checkpoint: one line and
+    its exit status; None for anything else (a bug keeps its traceback)."""
+    from lmforge.train.trainer import Preempted
+    from lmforge.weights import CheckpointError
+
+    if isinstance(e, Preempted):
+        print(f"lmforge: {e}", file=sys.stderr)
+        return 128 + int(e.signum)
+    if isinstance(e, CheckpointError):
+        print(f"lmforge: error: {one_line(e)}", file=sys.stderr)
+        return USER_ERROR
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +167,7 @@ def _run_cmd(args: argparse.Namespace) -> int:
     _print_config(config)
     print(f"workdir: {workdir}", flush=True)
     metrics = launch(config, workdir)
-    print(json.dumps(metrics, sort_keys=True))
+    print(strict_json(metrics, sort_keys=True))
     return 0
 
 
@@ -196,10 +216,12 @@ def _sample_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"{run_dir} is not a run folder: it {what} (give the workdir of a `lmforge run`)")
     config = load_config(run_dir / CONFIG_FILE)
     _check_samplable(run_dir, config)
-    from lmforge.train.sampling import sample_run
+    from lmforge.infer import SamplingConfig
+    from lmforge.train import pretrain
 
-    completions = sample_run(run_dir, config, list(args.prompt), max_new_tokens=args.max_new_tokens,
-                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p)
+    completions = pretrain.sample_run(run_dir, config, list(args.prompt), sampling, seed=args.seed)
     for prompt, completion in zip(args.prompt, completions):
         print(f">>> {prompt}")
         print(completion)

@@ -90,6 +90,8 @@ class Tokenizer(Protocol):
 
     def token_id(self, piece: str) -> int: ...
 
+    def token_bytes(self) -> list[bytes]: ...
+
     def save(self, directory: pathlib.Path) -> None: ...
 
 
@@ -147,6 +149,21 @@ class SentencePieceTokenizer:
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(int(i))
 
+    def token_bytes(self) -> list[bytes]:
+        """The bytes each id contributes to decoded text: ``▁`` is a space, ``<0xNN>`` the byte NN,
+        control ids (pad, unk, bos, eos) nothing, user-defined symbols (``<|user|>``) their text.
+        What the sampler matches stop strings against."""
+        out = []
+        for i in range(self.vocab_size):
+            piece = self._sp.id_to_piece(i)
+            if self._sp.is_control(i) or self._sp.is_unknown(i):
+                out.append(b"")
+            elif self._sp.is_byte(i):
+                out.append(bytes([int(piece[3:5], 16)]))
+            else:
+                out.append(piece.replace(_SPACE_MARK, " ").encode())
+        return out
+
     def save(self, directory: pathlib.Path) -> None:
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -187,6 +204,10 @@ class CharTokenizer:
         if bad:
             raise ValueError(f"decode: id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
         return "".join([self.chars[i] for i in ids])
+
+    def token_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes of each id's character (what the sampler matches stop strings against)."""
+        return [c.encode() for c in self.chars]
 
     def token_id(self, piece: str) -> int:
         if piece not in self._stoi:

@@ -31,7 +31,7 @@ from lmforge.data.curate import C4Config, CurateConfig, GopherQualityConfig, Out
 from lmforge.model import ModelConfig
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import PretrainConfig
-from lmforge.train.sampling import SamplingConfig
+from lmforge.infer import SamplingConfig
 
 VARIANTS = ("default", "smoke")
 # The docs are prose mixed with grammar rules and code: C4's line rules (which drop lines without

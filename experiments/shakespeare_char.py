@@ -59,7 +59,7 @@ from lmforge.model import ModelConfig
 from lmforge.train.mesh import MeshConfig
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import PretrainConfig
-from lmforge.train.sampling import SamplingConfig
+from lmforge.infer import SamplingConfig
 
 VARIANTS = ("default", "gpu", "cpu", "cpu_tuned", "smoke")
 

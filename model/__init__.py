@@ -1,26 +1,38 @@
 """lmforge.model — Flax NNX modules only: no optimizer, no data, no files."""
 
-from lmforge.model.config import PRESETS, ModelConfig
+from lmforge.model.config import PRESETS, LoRAConfig, ModelConfig
 from lmforge.model.sharding import (
+    DEFAULT_RULES,
     ShardingError,
+    abstract_sharded,
     axis_rules,
     constrain,
     create_sharded,
     logical_spec,
     param_shardings,
+    use_mesh,
 )
 from lmforge.model.encdec import EncoderDecoderLM
 from lmforge.model.encoder import EncoderLM, mean_pool
+from lmforge.model.layers import Dense
+from lmforge.model.logprobs import TokenLogprobs, forward_logprobs, token_logprobs
+from lmforge.model.lora import ADAPTER_PATTERN, LoRA, adapter_params, apply_lora
+from lmforge.model.paths import combine, flatten, select, unflatten
 from lmforge.model.transformer import DecoderLM
 
 
 def build_model(cfg: ModelConfig, *, rngs):
-    """The module of ``cfg.family``: DecoderLM (gpt2, llama), EncoderLM (bert) or EncoderDecoderLM (transformer, t5)."""
+    """The module of ``cfg.family``: DecoderLM (gpt2, llama), EncoderLM (bert) or EncoderDecoderLM
+    (transformer, t5), with LoRA adapters on the projections ``cfg.lora.targets`` when ``cfg.lora.rank > 0``."""
     kind = {"decoder": DecoderLM, "encoder": EncoderLM, "encoder_decoder": EncoderDecoderLM}[cfg.architecture]
-    return kind(cfg, rngs=rngs)
+    model = kind(cfg, rngs=rngs)
+    if cfg.lora.rank:
+        apply_lora(model, cfg.lora, rngs)
+    return model
 
 
 __all__ = [
-    "PRESETS", "ModelConfig", "DecoderLM", "EncoderLM", "EncoderDecoderLM", "build_model", "mean_pool",
-    "ShardingError", "axis_rules", "constrain", "create_sharded", "logical_spec", "param_shardings",
+    "PRESETS", "ModelConfig", "LoRAConfig", "LoRA", "apply_lora", "Dense", "TokenLogprobs", "token_logprobs",
+    "forward_logprobs", "ADAPTER_PATTERN", "adapter_params", "combine", "flatten", "select", "unflatten", "DecoderLM", "EncoderLM", "EncoderDecoderLM", "build_model", "mean_pool",
+    "DEFAULT_RULES", "ShardingError", "abstract_sharded", "axis_rules", "constrain", "create_sharded", "logical_spec", "param_shardings", "use_mesh",
 ]

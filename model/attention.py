@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmforge.model.layers import dropout, matmul, normal, param, zeros
+from lmforge.model.layers import Dense, dropout
 from lmforge.model.sharding import constrain
 
 
@@ -75,6 +75,11 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
     return jnp.einsum("BNTS,BSNH->BTNH", probs, v)
 
 
+def _adapter_rng(rng: jax.Array | None, i: int) -> jax.Array | None:
+    """The key of adapter dropout on a projection, folded from the attention's dropout key."""
+    return None if rng is None else jax.random.fold_in(rng, i)
+
+
 class Attention(nnx.Module):
     """Multi-head (grouped-query) attention: causal or bidirectional self-attention, or cross-attention.
 
@@ -92,32 +97,24 @@ class Attention(nnx.Module):
         self.dropout_rate, self.dtype, self.causal = dropout, dtype, causal
         self.scale = None if scale else 1.0
         d, n, k, h = embed_dim, num_heads, num_kv_heads, head_dim
-        self.q = param(rngs, normal(init_std), (d, n, h), ("embed", "heads", "head_dim"), param_dtype)
-        self.k = param(rngs, normal(init_std), (d, k, h), ("embed", "kv_heads", "head_dim"), param_dtype)
-        self.v = param(rngs, normal(init_std), (d, k, h), ("embed", "kv_heads", "head_dim"), param_dtype)
-        self.o = param(rngs, normal(out_std), (n, h, d), ("heads", "head_dim", "embed"), param_dtype)
-        if use_bias:
-            self.q_bias = param(rngs, zeros, (n, h), ("heads", "head_dim"), param_dtype)
-            self.k_bias = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), param_dtype)
-            self.v_bias = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), param_dtype)
-            self.o_bias = param(rngs, zeros, (d,), ("embed",), param_dtype)
-        else:
-            self.q_bias = self.k_bias = self.v_bias = self.o_bias = None
+        proj = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q = Dense((d,), (n, h), ("embed",), ("heads", "head_dim"), init_std=init_std, **proj)
+        self.k = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **proj)
+        self.v = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **proj)
+        self.o = Dense((n, h), (d,), ("heads", "head_dim"), ("embed",), init_std=out_std, **proj)
 
-    def _project(self, x, w, b, names):
-        y = matmul(x, w[...].astype(self.dtype))                            # (B, T, N, H)
-        if b is not None:
-            y = y + b[...].astype(self.dtype)
-        return constrain(y, names)
+    def _project(self, x, dense: Dense, names, rng):
+        return constrain(dense(x, rng), names)                              # (B, T, N|K, H)
 
-    def _q(self, x):
-        return self._project(x, self.q, self.q_bias, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
+    def _q(self, x, rng=None):
+        return self._project(x, self.q, ("act_batch", "act_seq", "act_heads", "act_head_dim"), rng)
 
-    def memory_kv(self, memory: jax.Array) -> dict:
+    def memory_kv(self, memory: jax.Array, rng: jax.Array | None = None) -> dict:
         """Cross-attention keys/values of the encoder output ``memory`` (B, S, D): {"k", "v"} (B, S, K, H)."""
         names = ("act_batch", "act_seq", "act_kv_heads", "act_head_dim")
-        return {"k": self._project(memory, self.k, self.k_bias, names),
-                "v": self._project(memory, self.v, self.v_bias, names)}
+        rngs = (None, None) if rng is None else tuple(jax.random.split(rng, 2))
+        return {"k": self._project(memory, self.k, names, rngs[0]),
+                "v": self._project(memory, self.v, names, rngs[1])}
 
     def _attend(self, q, k, v, mask, bias, dropout_rng):
         if self.backend == "xla" or bias is not None:
@@ -128,17 +125,15 @@ class Attention(nnx.Module):
             impl = "cudnn" if self.backend == "cudnn" else None
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale, implementation=impl)
         out = constrain(out, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
-        y = matmul(out, self.o[...].astype(self.dtype), n_in=2)             # (B, T, D)
-        if self.o_bias is not None:
-            y = y + self.o_bias[...].astype(self.dtype)
-        return y
+        # Adapter dropout of the output projection: a key of its own, unused by attention dropout.
+        return self.o(out, None if dropout_rng is None else jax.random.fold_in(dropout_rng, 2))   # (B, T, D)
 
     def cross(self, x: jax.Array, kv: dict, *, segment_ids: jax.Array, kv_segment_ids: jax.Array,
               dropout_rng: jax.Array | None = None) -> jax.Array:
         """x (B, T, D) attends to all of ``kv`` (from :meth:`memory_kv`) in its own segment -> (B, T, D)."""
         mask = attention_mask(segment_ids, kv_segment_ids, None, None)
         k, v = kv["k"].astype(self.dtype), kv["v"].astype(self.dtype)
-        return self._attend(self._q(x), k, v, mask, None, dropout_rng)
+        return self._attend(self._q(x, _adapter_rng(dropout_rng, 3)), k, v, mask, None, dropout_rng)
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array,
                  kv_cache: dict | None = None, cache_index: jax.Array | None = None,
@@ -150,8 +145,8 @@ class Attention(nnx.Module):
         ``cache_index`` and the queries attend to the whole buffer, whose segment ids
         ``kv_segment_ids`` (B, S) the caller has already updated. Returns (y (B, T, D), new kv).
         """
-        q = self._q(x)
-        kv = self.memory_kv(x)
+        q = self._q(x, _adapter_rng(dropout_rng, 3))
+        kv = self.memory_kv(x, _adapter_rng(dropout_rng, 4))
         k, v = kv["k"], kv["v"]
         if self.position == "rope":
             q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)

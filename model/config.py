@@ -14,6 +14,8 @@ to ``vocab_multiple``, as nanoGPT pads GPT-2's 50257 to 50304 for faster matmuls
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 
 FAMILIES = ("gpt2", "llama", "bert", "transformer", "t5")
 ARCHITECTURES = {"gpt2": "decoder", "llama": "decoder", "bert": "encoder", "transformer": "encoder_decoder",
@@ -25,6 +27,36 @@ ACTIVATIONS = ("gelu", "gelu_exact", "swiglu", "relu", "geglu")
 ATTENTION_BACKENDS = ("xla", "dot_product", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+LORA_TARGETS = (r".*attn\.(q|k|v|o)", r".*mlp\.(up|gate|down)")   # attention and MLP projections
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAConfig:
+    rank: int = 0                   # 0 → no adapters
+    alpha: float = 16.0
+    dropout: float = 0.0            # on the adapter's input, in training only
+    targets: tuple[str, ...] = LORA_TARGETS   # regexes over projection paths (attention q/k/v/o, MLP)
+    rslora: bool = False            # scale alpha / sqrt(rank) instead of alpha / rank
+
+    def __post_init__(self):
+        if self.rank < 0 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.lora: need rank >= 0, alpha > 0 and 0 <= dropout < 1; got rank={self.rank}, "
+                             f"alpha={self.alpha}, dropout={self.dropout}")
+        if self.rank and not self.targets:
+            raise ValueError("model.lora.targets is empty: name the projections to adapt (regexes over paths "
+                             "such as 'blocks.0.attn.q')")
+        for pattern in self.targets:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"model.lora.targets: {pattern!r} is not a valid regular expression ({e})") from None
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +102,7 @@ class ModelConfig:
     moe_aux_loss: float = 0.01       # weight of the Switch load-balancing loss (1.0 when balanced)
     moe_z_loss: float = 0.001        # weight of the ST-MoE router z-loss
     num_shared_experts: int = 0      # always-on experts beside the routed ones (DeepSeekMoE)
+    lora: LoRAConfig = LoRAConfig()  # rank > 0: low-rank adapters on the projections (model/lora.py)
 
     def __post_init__(self):
         for name, allowed in (("family", FAMILIES), ("norm_position", NORM_POSITIONS), ("norm", NORMS),

@@ -13,7 +13,7 @@ Shape letters as in ``attention.py``; S is the encoder length when it differs fr
 
 Decoding: :meth:`EncoderDecoderLM.init_cache` runs the encoder once and keeps each decoder layer's
 cross-attention keys/values in the cache next to the growing self-attention cache, so the one
-sampler in ``lmforge.train.sampling`` decodes these models with the same prefill/decode loop.
+sampler in ``lmforge.infer`` decodes these models with the same prefill/decode loop.
 """
 
 from __future__ import annotations
@@ -107,6 +107,25 @@ class EncoderDecoderLM(nnx.Module):
         Without a cache the encoder runs on ``encoder_tokens`` (B, S); with one (from
         :meth:`init_cache`) the cached cross-attention keys/values are used.
         """
+        h, new_cache, _ = self.hidden_states(
+            tokens, positions=positions, segment_ids=segment_ids, cache=cache, dropout_rng=dropout_rng,
+            encoder_tokens=encoder_tokens, encoder_positions=encoder_positions,
+            encoder_segment_ids=encoder_segment_ids)
+        w, _ = self.output_head()
+        logits = matmul(h, w, preferred_element_type=jnp.float32)                         # (B, T, V)
+        return constrain(logits, ("act_batch", "act_seq", "act_vocab")), new_cache
+
+    def output_head(self) -> tuple[jax.Array, None]:
+        """The unembedding (D, V) in the compute dtype (the shared table transposed when tied), no bias."""
+        w = self.embed.tokens[...].T if self.unembed is None else self.unembed[...]
+        return w.astype(dtype_of(self.cfg.dtype)), None
+
+    def hidden_states(self, tokens: jax.Array, *, positions: jax.Array | None = None,
+                      segment_ids: jax.Array | None = None, cache: dict | None = None,
+                      dropout_rng: jax.Array | None = None, encoder_tokens: jax.Array | None = None,
+                      encoder_positions: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None):
+        """As ``__call__``, but ``(decoder hidden states (B, T, D), new cache or None, {})``: the input of
+        :meth:`output_head` (after the final norm and, for the original T5, the output scale)."""
         cfg = self.cfg
         b, t = tokens.shape
         if positions is None:
@@ -145,14 +164,10 @@ class EncoderDecoderLM(nnx.Module):
                 new_v.append(layer_new["v"])
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        dtype = dtype_of(cfg.dtype)
         if cfg.output_scale:   # the original T5 rescales before its tied unembedding (Mesh TF)
             x = x * (cfg.embed_dim ** -0.5)
-        w = self.embed.tokens[...].T if self.unembed is None else self.unembed[...]
-        logits = matmul(x, w.astype(dtype), preferred_element_type=jnp.float32)          # (B, T, V)
-        logits = constrain(logits, ("act_batch", "act_seq", "act_vocab"))
         new_cache = None
         if cache is not None:
             new_cache = {**cache, "k": jnp.stack(new_k), "v": jnp.stack(new_v),
                          "segment_ids": ctx["kv_segment_ids"], "positions": kv_positions, "index": cache["index"] + t}
-        return logits, new_cache
+        return x, new_cache, {}

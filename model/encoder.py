@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmforge.model.config import ModelConfig
-from lmforge.model.layers import Norm, activate, dropout, dtype_of, matmul, normal, param, zeros
+from lmforge.model.layers import Dense, Norm, activate, dropout, dtype_of, matmul, normal, param, zeros
 from lmforge.model.sharding import constrain
 from lmforge.model.stack import ACT_BTD, Layer, default_positions, sinusoidal_positions
 
@@ -61,23 +61,29 @@ class MLMHead(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         pdtype = dtype_of(cfg.param_dtype)
         self.cfg = cfg
-        self.dense = param(rngs, normal(cfg.init_std), (cfg.embed_dim, cfg.embed_dim), ("embed", "mlp"), pdtype)
-        self.dense_bias = param(rngs, zeros, (cfg.embed_dim,), ("mlp",), pdtype)
+        self.dense = Dense((cfg.embed_dim,), (cfg.embed_dim,), ("embed",), ("mlp",), use_bias=True,
+                           init_std=cfg.init_std, dtype=dtype_of(cfg.dtype), param_dtype=pdtype, rngs=rngs)
         self.norm = Norm(cfg.embed_dim, kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, param_dtype=pdtype,
                          rngs=rngs)
         self.unembed = (None if cfg.tie_embeddings else
                         param(rngs, normal(cfg.init_std), (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), pdtype))
         self.bias = param(rngs, zeros, (cfg.vocab_size,), ("vocab",), pdtype)
 
-    def __call__(self, x, embed_table):
-        dtype = dtype_of(self.cfg.dtype)
-        h = matmul(x, self.dense[...].astype(dtype)) + self.dense_bias[...].astype(dtype)
+    def transform(self, x: jax.Array) -> jax.Array:
+        """Encoder output (B, T, D) -> the head's hidden states (B, T, D): dense, activation, norm."""
         act = "gelu_exact" if self.cfg.activation == "gelu_exact" else "gelu"
         # Back to full rows before the norm: left sharded over `tensor`, XLA's SPMD partitioner gave
         # wrong gradients for this norm on a (2, 2, 2) mesh (right forward values).
-        h = self.norm(constrain(activate(h, act), ACT_BTD))
+        return self.norm(constrain(activate(self.dense(x), act), ACT_BTD))
+
+    def output_head(self, embed_table: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(the unembedding (D, V) in the compute dtype, the output bias (V,) float32)."""
         w = embed_table.T if self.unembed is None else self.unembed[...]
-        logits = matmul(h, w.astype(dtype), preferred_element_type=jnp.float32) + self.bias[...].astype(jnp.float32)
+        return w.astype(dtype_of(self.cfg.dtype)), self.bias[...].astype(jnp.float32)
+
+    def __call__(self, x, embed_table):
+        w, b = self.output_head(embed_table)
+        logits = matmul(self.transform(x), w, preferred_element_type=jnp.float32) + b
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
 
 
@@ -114,17 +120,34 @@ class EncoderLM(nnx.Module):
             x, _ = layer(x, ctx, rng=None if rngs is None else rngs[i])
         return x if self.final_norm is None else self.final_norm(x)
 
-    def __call__(self, tokens: jax.Array, *, token_types: jax.Array | None = None,
-                 positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                 dropout_rng: jax.Array | None = None, cache=None):
-        """Returns ``(logits (B, T, V) float32, None)`` (the decoder's signature; encoders have no cache)."""
+    def hidden_states(self, tokens: jax.Array, *, token_types: jax.Array | None = None,
+                      positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                      dropout_rng: jax.Array | None = None, cache=None):
+        """tokens (B, T) -> ``(the MLM head's hidden states (B, T, D), None, {})``: the input of
+        :meth:`output_head`, in the decoder's signature (encoders have no cache and no aux losses)."""
         if cache is not None:
             raise ValueError("an encoder-only model has no KV cache: it does not generate text")
         if self.head is None:
             raise ValueError("this encoder was built with model.lm_head=False; call encode() for hidden states")
         x = self.encode(tokens, token_types=token_types, positions=positions, segment_ids=segment_ids,
                         dropout_rng=dropout_rng)
-        return self.head(x, self.embed.tokens[...]), None
+        return self.head.transform(x), None, {}
+
+    def output_head(self) -> tuple[jax.Array, jax.Array]:
+        """(the tied unembedding (D, V) in the compute dtype, the MLM output bias (V,) float32)."""
+        if self.head is None:
+            raise ValueError("this encoder was built with model.lm_head=False: it has no output head")
+        return self.head.output_head(self.embed.tokens[...])
+
+    def __call__(self, tokens: jax.Array, *, token_types: jax.Array | None = None,
+                 positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                 dropout_rng: jax.Array | None = None, cache=None):
+        """Returns ``(logits (B, T, V) float32, None)`` (the decoder's signature; encoders have no cache)."""
+        h, _, _ = self.hidden_states(tokens, token_types=token_types, positions=positions, segment_ids=segment_ids,
+                                     dropout_rng=dropout_rng, cache=cache)
+        w, b = self.output_head()
+        logits = matmul(h, w, preferred_element_type=jnp.float32) + b
+        return constrain(logits, ("act_batch", "act_seq", "act_vocab")), None
 
 
 def mean_pool(hidden: jax.Array, segment_ids: jax.Array) -> jax.Array:

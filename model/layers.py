@@ -1,9 +1,17 @@
-"""Building blocks shared by every model family: parameters with logical axes, norms, MLPs.
+"""Building blocks shared by every model family: parameters with logical axes, the one projection
+module, norms, MLPs.
 
 Every parameter is created through :func:`param`, which records its logical axis names in the
 variable's ``out_sharding`` metadata (read by ``lmforge.model.sharding.create_sharded``). Weights
 are stored in ``param_dtype`` (float32 master weights) and cast to the compute ``dtype`` at use,
 so bf16 training keeps fp32 parameters and optimizer state.
+
+Every linear map of every family (attention q/k/v/o, MLP up/gate/down, BERT's head transform) is a
+:class:`Dense`: ``kernel`` (*IN, *OUT) and an optional ``bias`` (*OUT), each with logical axes. One
+module means one place where an adapter can wrap a projection (``lora.py`` attaches LoRA to the
+``Dense`` modules whose path matches a pattern) and one parameter layout (``<path>.kernel``,
+``<path>.bias``) for checkpoints and the Hugging Face maps. Embedding tables, the unembedding (a
+head, read by ``token_logprobs`` in vocabulary chunks) and MoE experts stay plain parameters.
 """
 
 from __future__ import annotations
@@ -61,6 +69,35 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+class Dense(nnx.Module):
+    """The projection ``x (..., *IN) @ kernel (*IN, *OUT) (+ bias (*OUT)) -> (..., *OUT)``.
+
+    ``in_shape``/``out_shape`` may have several dimensions (attention's q is (D) -> (N, H), its o
+    (N, H) -> (D)); ``in_names``/``out_names`` are their logical axes. The bias is zero-initialised.
+    ``lora`` is None until :func:`lmforge.model.lora.apply_lora` attaches an adapter; the adapter's
+    output (the low-rank update) is added to the projection's.
+    """
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], in_names: Sequence[str | None],
+                 out_names: Sequence[str | None], *, use_bias: bool, init_std: float, dtype, param_dtype,
+                 rngs: nnx.Rngs):
+        in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+        self.n_in, self.n_out, self.dtype = len(in_shape), len(out_shape), dtype
+        self.kernel = param(rngs, normal(init_std), in_shape + out_shape, (*in_names, *out_names), param_dtype)
+        self.bias = param(rngs, zeros, out_shape, tuple(out_names), param_dtype) if use_bias else None
+        self.lora = nnx.data(None)   # a data slot: apply_lora puts a LoRA module here
+
+    def __call__(self, x: jax.Array, rng: jax.Array | None = None, *, preferred_element_type=None) -> jax.Array:
+        """x (..., *IN) -> (..., *OUT); ``rng`` drives the adapter's dropout (None: no dropout)."""
+        y = matmul(x, self.kernel[...].astype(self.dtype), n_in=self.n_in,
+                   preferred_element_type=preferred_element_type)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(y.dtype)
+        if self.lora is not None:
+            y = y + self.lora(x, rng).astype(y.dtype)
+        return y
+
+
 class Norm(nnx.Module):
     """LayerNorm (GPT-2; with bias when ``use_bias``) or RMSNorm (Llama), computed in float32."""
 
@@ -108,32 +145,23 @@ class MLP(nnx.Module):
 
     def __init__(self, *, embed_dim: int, mlp_dim: int, activation: str, use_bias: bool, init_std: float,
                  out_std: float, dtype, param_dtype, rngs: nnx.Rngs):
-        self.activation, self.dtype = activation, dtype
-        self.up = param(rngs, normal(init_std), (embed_dim, mlp_dim), ("embed", "mlp"), param_dtype)
-        self.gate = (param(rngs, normal(init_std), (embed_dim, mlp_dim), ("embed", "mlp"), param_dtype)
+        self.activation = activation
+        proj = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.up = Dense((embed_dim,), (mlp_dim,), ("embed",), ("mlp",), init_std=init_std, **proj)
+        self.gate = (Dense((embed_dim,), (mlp_dim,), ("embed",), ("mlp",), init_std=init_std, **proj)
                      if activation in GATED else None)
-        self.down = param(rngs, normal(out_std), (mlp_dim, embed_dim), ("mlp", "embed"), param_dtype)
-        self.up_bias = param(rngs, zeros, (mlp_dim,), ("mlp",), param_dtype) if use_bias else None
-        self.gate_bias = (param(rngs, zeros, (mlp_dim,), ("mlp",), param_dtype)
-                          if use_bias and activation in GATED else None)
-        self.down_bias = param(rngs, zeros, (embed_dim,), ("embed",), param_dtype) if use_bias else None
+        self.down = Dense((mlp_dim,), (embed_dim,), ("mlp",), ("embed",), init_std=out_std, **proj)
 
-    def __call__(self, x: jax.Array) -> jax.Array:  # (B, T, D) -> (B, T, D)
-        h = matmul(x, self.up[...].astype(self.dtype))                     # (B, T, F)
-        if self.up_bias is not None:
-            h = h + self.up_bias[...].astype(self.dtype)
+    def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """(B, T, D) -> (B, T, D); ``rng`` only feeds adapter dropout (see :class:`Dense`)."""
+        rngs = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
+        h = self.up(x, rngs[0])                                            # (B, T, F)
         if self.gate is not None:
-            g = matmul(x, self.gate[...].astype(self.dtype))
-            if self.gate_bias is not None:
-                g = g + self.gate_bias[...].astype(self.dtype)
-            h = activate(g, self.activation) * h
+            h = activate(self.gate(x, rngs[1]), self.activation) * h
         else:
             h = activate(h, self.activation)
         h = constrain(h, ("act_batch", "act_seq", "act_mlp"))
-        y = matmul(h, self.down[...].astype(self.dtype))                   # (B, T, D)
-        if self.down_bias is not None:
-            y = y + self.down_bias[...].astype(self.dtype)
-        return y
+        return self.down(h, rngs[2])                                       # (B, T, D)
 
 
 def residual_std(init_std: float, num_layers: int) -> float:

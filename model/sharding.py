@@ -12,8 +12,9 @@ Choices:
 - The rules are held in a context variable set by :func:`axis_rules`; the helper never silently
   does nothing: an unknown logical name is an error even on a one-device mesh, and a dimension
   that the mesh axes do not divide is an error naming the array.
-- Outside any mesh (a plain CPU unit test) :func:`constrain` still resolves and checks the names,
-  then returns the array unchanged.
+- Outside any mesh :func:`constrain` is an error, not a silent no-op: a model called without its
+  mesh would run unsharded without a word (every entry point — the train step, the sampler,
+  the evaluation harness — runs under ``jax.set_mesh``; a unit test uses a one-device mesh).
 - The ``expert`` mesh axis is optional: a mesh without it, or with it of size 1, drops it from
   every spec, so meshes built before expert parallelism existed keep working unchanged.
   Every other mesh axis a rule names must exist.
@@ -46,6 +47,39 @@ ACTIVATION_AXES = (
 OPTIONAL_MESH_AXES = ("expert",)
 LOGICAL_AXES = PARAM_AXES + ACTIVATION_AXES
 
+# The mesh axes lmforge meshes have (``lmforge.train.mesh`` builds them) and the default table from
+# logical names to them: batch over data x fsdp x expert, parameters' embed over fsdp (ZeRO-3 when
+# fsdp > 1), heads / MLP / vocabulary over tensor (Megatron), experts over expert. An experiment
+# overrides it as ``mesh.rules``; library code takes the table as an argument.
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
+
+DEFAULT_RULES: Rules = (
+    # activations
+    ("act_batch", ("data", "fsdp", "expert")),
+    ("act_seq", None),
+    ("act_embed", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_head_dim", None),
+    ("act_vocab", "tensor"),
+    ("act_kv_seq", None),
+    ("act_expert", "expert"),
+    ("act_batch_no_expert", ("data", "fsdp")),
+    # parameters
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("norm", None),
+    ("pos", None),
+    ("expert", "expert"),
+)
+
+
 _RULES: contextvars.ContextVar[Rules | None] = contextvars.ContextVar("lmforge_axis_rules", default=None)
 
 
@@ -76,6 +110,22 @@ def axis_rules(rules: Rules) -> Iterator[None]:
         yield
     finally:
         _RULES.reset(token)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
+    """``jax.set_mesh(mesh)`` and :func:`axis_rules` together: how every entry point calls models.
+
+    Already under ``mesh`` (e.g. inside a function jitted under it), only the rules are installed:
+    ``jax.set_mesh`` is not allowed inside a trace.
+    """
+    current = jax.sharding.get_abstract_mesh()
+    if not current.empty and current == mesh.abstract_mesh:
+        with axis_rules(rules):
+            yield
+        return
+    with jax.set_mesh(mesh), axis_rules(rules):
+        yield
 
 
 def current_rules() -> Rules:
@@ -156,13 +206,19 @@ def named_sharding(mesh: jax.sharding.Mesh, names: Sequence[str | None], shape: 
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """``with_sharding_constraint`` by logical names, under the active mesh (if any)."""
+    """``with_sharding_constraint`` by logical names, under the active mesh.
+
+    Raises ShardingError when no mesh is active (``jax.set_mesh``), a name has no rule, or the
+    number of names is not the array's rank.
+    """
     if len(names) != x.ndim:
         raise ShardingError(f"constrain: {len(names)} names {tuple(names)} for an array of rank {x.ndim}")
     spec = logical_spec(names)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty:
-        return x
+        raise ShardingError(
+            f"constrain{tuple(names)}: no mesh is active; call models under `with jax.set_mesh(mesh)` "
+            "(one device: lmforge.train.mesh.make_mesh(MeshConfig(data=1), devices=jax.devices()[:1]))")
     return jax.lax.with_sharding_constraint(x, fit_to_mesh(spec, mesh))
 
 
@@ -188,6 +244,27 @@ def param_shardings(state, mesh: jax.sharding.Mesh, rules: Rules | None = None) 
     return out
 
 
+def abstract_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
+    """``(graphdef, abstract params, shardings)`` of the module ``make()`` builds, without memory.
+
+    The module is traced abstractly (``nnx.eval_shape``); abstract params are
+    ``jax.ShapeDtypeStruct`` leaves carrying their NamedSharding (what an orbax restore or a
+    sharded load fills in), in the pure-dict layout of ``nnx.to_pure_dict``.
+    """
+    from flax import nnx
+
+    check_rules(rules)
+    # Traced with no mesh in force (even under a caller's jax.set_mesh): NNX would otherwise read the
+    # parameters' *logical* names as mesh axes.
+    with nnx.use_eager_sharding(False), jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
+        abstract = nnx.eval_shape(make)
+    graphdef, state = nnx.split(abstract)
+    shardings = param_shardings(state, mesh, rules)
+    shapes = nnx.to_pure_dict(state)
+    params = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, shardings)
+    return graphdef, params, shardings
+
+
 def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
     """Builds an NNX module with its parameters born sharded.
 
@@ -201,19 +278,19 @@ def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
     """
     from flax import nnx
 
-    check_rules(rules)
-    with nnx.use_eager_sharding(False):
-        abstract = nnx.eval_shape(make)
-    graphdef, state = nnx.split(abstract)
-    shardings = param_shardings(state, mesh, rules)
+    graphdef, _, shardings = abstract_sharded(make, mesh, rules)
 
     def init():
         with nnx.use_eager_sharding(False):
             return nnx.to_pure_dict(nnx.state(make()))
 
-    # The init runs once: on CPU, XLA's cheapest backend optimization compiles it 1.7x faster (3.4 s ->
-    # 2.0 s for the nanoGPT CPU model on the 2-core machine) and draws the same values.
-    options = {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None
     with jax.set_mesh(mesh):
-        params = jax.jit(init, out_shardings=shardings, compiler_options=options)()
+        params = jax.jit(init, out_shardings=shardings, compiler_options=init_compiler_options(mesh))()
     return graphdef, params, shardings
+
+
+def init_compiler_options(mesh: jax.sharding.Mesh) -> dict | None:
+    """XLA options for a jitted parameter init, which runs once: on CPU the cheapest backend
+    optimization compiles it 1.7x faster (3.4 s -> 2.0 s for the nanoGPT CPU model on the 2-core
+    machine). Every init of parameters uses them, so the same seed draws the same bits everywhere."""
+    return {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None

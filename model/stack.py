@@ -120,7 +120,7 @@ class Layer(nnx.Module):
             x = self._residual(x, self.cross_norm, lambda h: self.cross_attn.cross(
                 h, memory_kv, segment_ids=ctx["segment_ids"], kv_segment_ids=ctx["memory_segment_ids"],
                 dropout_rng=rngs[2]), rngs[3])
-        x = self._residual(x, self.mlp_norm, self.mlp, rngs[4])
+        x = self._residual(x, self.mlp_norm, lambda h: self.mlp(h, rngs[5]), rngs[4])
         return x, new_cache
 
 

@@ -67,7 +67,7 @@ class Block(nnx.Module):
         x = x + dropout(h, self.dropout_rate, rngs[1])
         x = constrain(x, ("act_batch", "act_seq", "act_embed"))
         if self.moe is None:
-            h, aux = self.mlp(self.mlp_norm(x)), {}
+            h, aux = self.mlp(self.mlp_norm(x), None if rng is None else jax.random.fold_in(rng, 3)), {}
         else:
             h, aux = self.moe(self.mlp_norm(x), ctx["segment_ids"])
         x = x + dropout(h, self.dropout_rate, rngs[2])
@@ -123,6 +123,30 @@ class DecoderLM(nnx.Module):
 
         Returns ``(logits (B, T, V) float32, new_cache or None, aux)``.
         """
+        hidden, new_cache, aux = self.hidden_states(tokens, positions=positions, segment_ids=segment_ids,
+                                                    cache=cache, dropout_rng=dropout_rng)
+        return self.logits(hidden), new_cache, aux
+
+    def output_head(self) -> tuple[jax.Array, None]:
+        """The unembedding ``(D, V)`` in the compute dtype (the token table transposed when tied), and
+        no bias: what :func:`lmforge.model.token_logprobs` multiplies the hidden states by."""
+        w = self.embed[...].T if self.unembed is None else self.unembed[...]
+        return w.astype(dtype_of(self.cfg.dtype)), None
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Final hidden states (B, T, D) -> logits (B, T, V) float32, the full table at once."""
+        w, _ = self.output_head()
+        logits = matmul(hidden, w, preferred_element_type=jnp.float32)      # (B, T, V)
+        return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
+
+    def hidden_states(self, tokens: jax.Array, *, positions: jax.Array | None = None,
+                      segment_ids: jax.Array | None = None, cache: dict | None = None,
+                      dropout_rng: jax.Array | None = None):
+        """tokens (B, T) -> ``(final hidden states (B, T, D) after the final norm, new_cache or None, aux)``.
+
+        The input of the unembedding: value and reward heads read it, and the losses turn it into
+        log-probs in vocabulary chunks (``token_logprobs``) instead of materialising (B, T, V) logits.
+        """
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         b, t = tokens.shape
@@ -148,16 +172,12 @@ class DecoderLM(nnx.Module):
             kv_segments = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
             ctx.update(cache_index=index, kv_segment_ids=kv_segments)
         x, new_kv, aux = self._layers(x, ctx, cache, None if rngs is None else rngs[:-1])
-
         x = self.final_norm(x)
-        w = self.embed[...].T if self.unembed is None else self.unembed[...]
-        logits = matmul(x, w.astype(dtype), preferred_element_type=jnp.float32)    # (B, T, V)
-        logits = constrain(logits, ("act_batch", "act_seq", "act_vocab"))
         new_cache = None
         if cache is not None:
             new_cache = {"k": new_kv["k"], "v": new_kv["v"], "segment_ids": ctx["kv_segment_ids"],
                          "index": cache["index"] + t}
-        return logits, new_cache, aux
+        return x, new_cache, aux
 
     def _layers(self, x, ctx, cache, rngs):
         cfg = self.cfg

@@ -1,14 +1,17 @@
-"""lmforge.train — objectives, train state, sharded steps, loop, checkpoints, sampling.
+"""lmforge.train — the generic trainer (state, step factory, loop), objectives, optimizer, mesh,
+metrics; the pretraining task.
 
 Import the runner and its config from ``lmforge.train.pretrain``; this package root stays light.
 """
 
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
-from lmforge.train.objectives import causal_lm_loss, token_log_likelihood
+from lmforge.train.objectives import causal_lm_loss, masked_lm_loss
 from lmforge.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
-from lmforge.train.sampling import SamplingConfig, filter_logits, generate, sample_token
+from lmforge.train.step import global_batch, make_eval_step, make_train_step, reduce_metrics
+from lmforge.train.trainer import BatchEvaluator, FitResult, LoopConfig, Preempted, Trainer
 
 __all__ = [
-    "DEFAULT_RULES", "MeshConfig", "make_mesh", "causal_lm_loss", "token_log_likelihood", "OptimConfig",
-    "learning_rate_schedule", "make_optimizer", "SamplingConfig", "filter_logits", "generate", "sample_token",
+    "DEFAULT_RULES", "MeshConfig", "make_mesh", "causal_lm_loss", "masked_lm_loss", "OptimConfig",
+    "learning_rate_schedule", "make_optimizer", "global_batch", "make_eval_step", "make_train_step",
+    "reduce_metrics", "BatchEvaluator", "FitResult", "LoopConfig", "Preempted", "Trainer",
 ]

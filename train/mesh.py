@@ -28,36 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType
 
-from lmforge.model.sharding import Rules, check_rules
-
-MESH_AXES = ("data", "fsdp", "expert", "tensor")
-
-DEFAULT_RULES: Rules = (
-    # activations
-    ("act_batch", ("data", "fsdp", "expert")),
-    ("act_seq", None),
-    ("act_embed", None),
-    ("act_mlp", "tensor"),
-    ("act_heads", "tensor"),
-    ("act_kv_heads", "tensor"),
-    ("act_head_dim", None),
-    ("act_vocab", "tensor"),
-    ("act_kv_seq", None),
-    ("act_expert", "expert"),
-    ("act_batch_no_expert", ("data", "fsdp")),
-    # parameters
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("vocab", "tensor"),
-    ("layers", None),
-    ("norm", None),
-    ("pos", None),
-    ("expert", "expert"),
-)
-
+from lmforge.model.sharding import DEFAULT_RULES, MESH_AXES, Rules, check_rules
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:

@@ -52,6 +52,7 @@ __all__ = [
     "ProgressBar",
     "Throughput",
     "format_postfix",
+    "lm_flops_per_token",
     "model_flops_per_token",
     "peak_flops_per_device",
     "read_metrics",
@@ -208,6 +209,26 @@ def model_flops_per_token(*, num_params_non_embedding: int, num_layers: int, seq
     matmul_params = num_params_non_embedding + vocab_size * embed_dim
     attention = 12 * num_layers * seq_len * embed_dim
     return float(6 * matmul_params + attention)
+
+
+def lm_flops_per_token(model_cfg, seq_len: int, num_params: int | None = None) -> float:
+    """Training FLOPs per token of a language model: :func:`model_flops_per_token` with N the
+    parameters of the layers (attention, MLP — the active experts of an MoE —, norms, encoder and
+    decoder stacks), embeddings and the unembedding excluded (the unembedding is added there once).
+
+    Decoder-only configs are counted from the config; other families need ``num_params`` (the
+    built model's total), from which the token table and an untied unembedding are taken out.
+    """
+    vd = model_cfg.vocab_size * model_cfg.embed_dim
+    untied = 0 if model_cfg.tie_embeddings else vd
+    if model_cfg.architecture == "decoder":
+        blocks = model_cfg.num_params(embeddings=False, active=True) - untied
+    elif num_params is None:
+        raise ValueError(f"lm_flops_per_token: model.family={model_cfg.family!r} needs num_params (the built model's)")
+    else:
+        blocks = num_params - vd - untied
+    return model_flops_per_token(num_params_non_embedding=blocks, num_layers=model_cfg.num_layers, seq_len=seq_len,
+                                 embed_dim=model_cfg.embed_dim, vocab_size=model_cfg.vocab_size)
 
 
 # Dense peak FLOP/s per jax device: (regex on device_kind.lower(), bf16/fp16, float32).

@@ -20,7 +20,7 @@ from lmforge.data.objectives import ObjectiveConfig
 from lmforge.model import ModelConfig
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import PretrainConfig
-from lmforge.train.sampling import SamplingConfig
+from lmforge.infer import SamplingConfig
 
 VARIANTS = ("default", "smoke", "small")
 PROMPTS = ("The with statement <|reserved_0|> the context manager.",)

@@ -19,7 +19,7 @@ from lmforge.data.objectives import ObjectiveConfig
 from lmforge.model import ModelConfig
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import PretrainConfig
-from lmforge.train.sampling import SamplingConfig
+from lmforge.infer import SamplingConfig
 
 VARIANTS = ("default", "smoke", "base")
 PROMPTS = ("The with statement",)

@@ -314,9 +314,6 @@ def test_dpo_sharded_equals_one_device(source, dense_run):
         np.testing.assert_allclose(eight[p], one[p], rtol=1e-5, atol=1e-7, err_msg=p)
 
 
-@pytest.mark.xfail(strict=True, reason="foundation defect: Trainer keeps the caller's arrays as its state and "
-                   "donates them at the first step, so a reference that is the same loaded tree dies there with XLA's "
-                   "'Attempt to use a buffer that was previously donated'; expected a copy or a ValueError here")
 def test_one_loaded_tree_as_policy_and_reference(source):
     """The natural DPO setup, one load for policy and reference. Checked at construction (no compile):
     either a one-line ValueError, or the trainer's state does not alias the frozen reference."""

@@ -116,16 +116,18 @@ def test_sample_calls_sample_run(exp, tmp_path, monkeypatch, capsys):
     (workdir / "checkpoints" / "5").mkdir(parents=True)  # as if it had trained
     calls = []
 
-    def sample_run(run_dir, config, prompts, **kwargs):
-        calls.append((run_dir, config, prompts, kwargs))
+    def sample_run(run_dir, config, prompts, sampling, **kwargs):
+        calls.append((run_dir, config, prompts, sampling, kwargs))
         return [p.upper() for p in prompts]
 
-    monkeypatch.setitem(sys.modules, "lmforge.train.sampling", types.SimpleNamespace(sample_run=sample_run))
+    from lmforge.infer import SamplingConfig
+    from lmforge.train import pretrain
+    monkeypatch.setattr(pretrain, "sample_run", sample_run)
     capsys.readouterr()
     assert main(["sample", str(workdir), "--prompt", "ab", "--prompt", "cd", "--temperature", "0", "--top-k", "5"]) == 0
-    (run_dir, config, prompts, kwargs) = calls[0]
+    (run_dir, config, prompts, sampling, kwargs) = calls[0]
     assert run_dir == workdir and config == FakeConfig(steps=5) and prompts == ["ab", "cd"]
-    assert kwargs == dict(max_new_tokens=200, temperature=0.0, top_k=5, top_p=1.0, seed=0)
+    assert sampling == SamplingConfig(max_new_tokens=200, temperature=0.0, top_k=5, top_p=1.0) and kwargs == {"seed": 0}
     out = capsys.readouterr().out
     assert ">>> ab\nAB\n" in out and ">>> cd\nCD\n" in out
     assert main(["sample", str(workdir), "--prompt", "x", "--top-p", "0"]) == 2

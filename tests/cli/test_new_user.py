@@ -5,6 +5,7 @@ nanoGPT's names, non-finite numbers and out-of-range flags, data too small, the 
 """
 
 import json
+import pathlib
 import textwrap
 
 import pytest
@@ -180,3 +181,31 @@ def test_char_tokenizer_covers_characters_only_in_the_validation_split(tmp_path,
     report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert report["chars_per_token"] == 1.0 and report["held_out_documents"] == 1
     assert "!" in json.loads((out / "tokenizer.json").read_text())["chars"]
+
+
+def test_a_finished_run_is_not_run_again_and_continues_when_asked_for_more_steps(tmp_path, capsys):
+    """A finished run says so and changes nothing; steps=N larger continues from its checkpoint with
+    the decay pinned to the old steps; every JSON line is strict."""
+    import json
+    exp = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "shakespeare_char.py"
+    if not pathlib.Path(__file__).resolve().parents[2].parent.joinpath("shared", "data").is_dir():
+        pytest.skip("needs ../shared/data/tinyshakespeare.txt")
+    workdir = tmp_path / "run"
+    args = ["run", f"{exp}:smoke", "steps=10", "optim.decay_steps=0", "eval_every=0", "sample_prompts=()",
+            "--workdir", str(workdir)]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    final = json.loads((workdir / "final.json").read_text())
+    assert json.loads(first.out.strip().splitlines()[-1]) == final and final["final/step"] == 10.0
+    rows = (workdir / "metrics.jsonl").read_text()
+    assert main(args) == 0
+    again = capsys.readouterr()
+    assert "is a finished run" in again.err and (workdir / "metrics.jsonl").read_text() == rows
+    assert json.loads(again.out.strip().splitlines()[-1]) == final
+    assert main([a if a != "steps=10" else "steps=14" for a in args]) == 0
+    more = capsys.readouterr()
+    assert "continuing" in more.err and "pinned to 10" in more.err and "resumed from step 10" in more.out
+    assert json.loads((workdir / "final.json").read_text())["final/step"] == 14.0
+    steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+             if "train/loss" in json.loads(line)]
+    assert steps == sorted(set(steps)) and steps[-1] == 14

@@ -14,8 +14,13 @@ from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded
 from lmforge.model.stack import relative_position_bucket, sinusoidal_positions
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
 from lmforge.train.optim import OptimConfig
-from lmforge.train.sampling import SamplingConfig, generate
-from lmforge.train.step import build, global_batch
+from lmforge.infer import Sampler, SamplingConfig
+from lmforge.train.pretrain import lm_loss
+from lmforge.train.trainer import LoopConfig, Trainer
+from lmforge.model.sharding import use_mesh
+from lmforge.train.mesh import MeshConfig as _MeshConfig, make_mesh as _make_mesh
+
+ONE_DEVICE = _make_mesh(_MeshConfig(data=1), devices=jax.devices()[:1])   # models are called under a mesh
 
 FAMILIES = {"bert": ModelConfig.bert_tiny(vocab_size=64, max_seq_len=32),
             "transformer": ModelConfig.transformer_tiny(vocab_size=64, max_seq_len=32),
@@ -24,7 +29,7 @@ FAMILIES = {"bert": ModelConfig.bert_tiny(vocab_size=64, max_seq_len=32),
 
 def make(cfg, seed=0):
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         gd, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(seed)), mesh, DEFAULT_RULES)
     return gd, params
 
@@ -51,7 +56,7 @@ def test_bert_attends_both_ways_and_not_across_segments():
     tok = jnp.array([[5, 6, 7, 8, 9, 10, 11, 12]])
     seg = jnp.array([[1, 1, 1, 1, 2, 2, 2, 2]])
     pos = jnp.array([[0, 1, 2, 3, 0, 1, 2, 3]])
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         model = nnx.merge(gd, params)
         base = model(tok, segment_ids=seg, positions=pos)[0]
         later = model(tok.at[0, 3].set(20), segment_ids=seg, positions=pos)[0]
@@ -66,7 +71,7 @@ def test_encoder_decoder_cache_equals_full_forward_and_sampler_is_greedy(family)
     enc = jnp.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0]])
     enc_seg = jnp.array([[1] * 6, [1, 1, 1, 1, 0, 0]])
     dec = jnp.array([[2, 20, 21, 22, 23], [2, 30, 31, 32, 33]])
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         model = nnx.merge(gd, params)
         full = model(dec, encoder_tokens=enc, encoder_segment_ids=enc_seg)[0]
         cache = model.init_cache(2, 8, encoder_tokens=enc, encoder_segment_ids=enc_seg)
@@ -75,8 +80,11 @@ def test_encoder_decoder_cache_equals_full_forward_and_sampler_is_greedy(family)
         c, _ = model(dec[:, 3:], cache=cache)
         np.testing.assert_allclose(jnp.concatenate([a, b, c], 1), full, atol=2e-5)
         # the shared sampler, greedy: the same tokens as an argmax loop over full forward passes
-        out = generate(gd, params, [[2], [2]], SamplingConfig(max_new_tokens=3, temperature=0.0),
-                       rng=jax.random.key(0), encoder_inputs=[[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]])
+        tok = type("Tok", (), {"vocab_size": FAMILIES[family].vocab_size, "pad_id": 0, "bos_id": 2, "eos_id": -1})()
+        sampled = Sampler(gd, params, tok, FAMILIES[family], ONE_DEVICE, DEFAULT_RULES).generate_ids(
+            [[2], [2]], SamplingConfig(max_new_tokens=3, temperature=0.0),
+            encoder_inputs=[[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]])
+        out = [sampled.tokens[i, :sampled.lengths[i]].tolist() for i in range(2)]
         seq = jnp.array([[2], [2]])
         for _ in range(3):
             logits = model(seq, encoder_tokens=enc, encoder_segment_ids=enc_seg)[0]
@@ -105,13 +113,11 @@ def test_family_trains_sharded_like_one_device(family, kind, fake_tok):
     runs = []
     for mesh_cfg in (MeshConfig(data=1), MeshConfig(data=2, fsdp=2, tensor=2)):
         mesh = make_mesh(mesh_cfg, devices=jax.devices()[:1] if mesh_cfg.data == 1 and mesh_cfg.fsdp == 1 else None)
-        setup = build(cfg, optim, total_steps=10, mesh=mesh, rules=DEFAULT_RULES, seed=0)
-        state, losses = setup.state, []
-        with jax.set_mesh(mesh):
-            for b in data:
-                state, m = setup.train_step(state, global_batch(b, setup.batch_sharding), jax.random.key(0))
-                losses.append(float(m["train/loss"]))
-        runs.append((losses, jax.device_get(state["params"])))
+        gd, params, sh = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
+        trainer = Trainer(lm_loss(gd, cfg), params=params, param_shardings=sh, optim=optim,
+                          loop=LoopConfig(steps=10), mesh=mesh, rules=DEFAULT_RULES)
+        losses = [float(trainer.train_step(b, jax.random.key(0))["train/loss"]) for b in data]
+        runs.append((losses, jax.device_get(trainer.params)))
     (one, p1), (eight, p8) = runs
     np.testing.assert_allclose(eight, one, rtol=1e-5)
     # atol 1e-5: a key bias has a zero gradient in exact math (softmax ignores a per-key-head shift),

@@ -15,6 +15,10 @@ from lmforge.model import DecoderLM, ModelConfig, axis_rules, create_sharded
 from lmforge.model.moe import (MoE, capacity_dispatch, dropless_ffn, expert_capacity, load_balancing_loss, route,
                                router_z_loss)
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
+from lmforge.model.sharding import use_mesh
+from lmforge.train.mesh import MeshConfig as _MeshConfig, make_mesh as _make_mesh
+
+ONE_DEVICE = _make_mesh(_MeshConfig(data=1), devices=jax.devices()[:1])   # models are called under a mesh
 
 MOE = ModelConfig.llama_moe_tiny(vocab_size=128, max_seq_len=32)
 
@@ -112,7 +116,7 @@ def make_moe(capacity_factor=0.0, num_shared=0, e=4, k=2, d=16, f=24):
 
 
 def call(moe, x, seg=None):
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         return moe(x, jnp.ones(x.shape[:2], jnp.int32) if seg is None else seg)
 
 
@@ -162,7 +166,7 @@ def test_dropless_ffn_with_gelu_experts():
 
 def make(cfg, mesh=None):
     mesh = mesh or make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         return create_sharded(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
 
 
@@ -183,12 +187,13 @@ def test_kv_cache_decoding_matches_full_forward(scan):
     def run(params, tokens, cache=None):
         with axis_rules(DEFAULT_RULES):
             return nnx.merge(gd, params).forward_with_aux(tokens, cache=cache)
-    full, _, aux = run(params, tokens)
-    logits, cache, _ = run(params, tokens[:, :5], nnx.merge(gd, params).init_cache(2, 16))   # prefill
-    steps = [logits]
-    for t in range(5, 12):                                                  # decode, one compile
-        logits, cache, _ = run(params, tokens[:, t:t + 1], cache)
-        steps.append(logits)
+    with jax.set_mesh(ONE_DEVICE):
+        full, _, aux = run(params, tokens)
+        logits, cache, _ = run(params, tokens[:, :5], nnx.merge(gd, params).init_cache(2, 16))   # prefill
+        steps = [logits]
+        for t in range(5, 12):                                              # decode, one compile
+            logits, cache, _ = run(params, tokens[:, t:t + 1], cache)
+            steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
     assert set(aux) == {"moe_aux_loss", "moe_z_loss", "moe_dropped"} and aux["moe_aux_loss"].shape == ()
 
@@ -209,8 +214,9 @@ def test_scan_and_remat_equal_the_layer_loop():
                 logits, _, aux = nnx.merge(g, p).forward_with_aux(tokens)
             return logits.mean() + aux["moe_aux_loss"] + aux["moe_z_loss"], aux
         return jax.jit(jax.value_and_grad(loss, has_aux=True))
-    (l1, a1), g1 = grads(gd)(params)
-    (l2, a2), g2 = grads(gd_s)(params_s)
+    with jax.set_mesh(ONE_DEVICE):
+        (l1, a1), g1 = grads(gd)(params)
+        (l2, a2), g2 = grads(gd_s)(params_s)
     np.testing.assert_allclose(l2, l1, rtol=1e-6)
     for key in a1:
         np.testing.assert_allclose(a2[key], a1[key], rtol=1e-6)

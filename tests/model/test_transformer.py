@@ -11,6 +11,10 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from lmforge.model import DecoderLM, ModelConfig, ShardingError, axis_rules, create_sharded, logical_spec
 from lmforge.train.mesh import DEFAULT_RULES
+from lmforge.model.sharding import use_mesh
+from lmforge.train.mesh import MeshConfig as _MeshConfig, make_mesh as _make_mesh
+
+ONE_DEVICE = _make_mesh(_MeshConfig(data=1), devices=jax.devices()[:1])   # models are called under a mesh
 
 CONFIGS = {
     "gpt2": ModelConfig.gpt2_tiny(),
@@ -21,19 +25,18 @@ CONFIGS = {
 
 
 def one_device_mesh():
-    return jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3,
-                         devices=jax.devices()[:1])
+    return ONE_DEVICE
 
 
 def make(cfg, mesh=None):
     mesh = mesh or one_device_mesh()
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         gd, params, sh = create_sharded(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
     return gd, params, sh, mesh
 
 
 def forward(gd, params, tokens, **kw):
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         return nnx.merge(gd, params)(tokens, **kw)
 
 
@@ -58,7 +61,7 @@ def test_kv_cache_decoding_matches_full_forward(name):
     tokens = jax.random.randint(jax.random.key(1), (2, 24), 0, cfg.vocab_size)
     full, _ = forward(gd, params, tokens)
     model = nnx.merge(gd, params)
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         cache = model.init_cache(2, 32)
         logits, cache = model(tokens[:, :10], cache=cache)            # prefill
         steps = [logits]
@@ -102,8 +105,10 @@ def test_remat_does_not_change_gradients():
 
     def loss(p, g):
         return forward(g, p, tokens)[0].mean()
-    for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, gd)), jax.tree.leaves(jax.grad(loss)(params_r, gd_r))):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    with jax.set_mesh(ONE_DEVICE):   # the gradient traces the forward: the mesh is set outside it
+        pairs = zip(jax.tree.leaves(jax.grad(loss)(params, gd)), jax.tree.leaves(jax.grad(loss)(params_r, gd_r)))
+        for a, b in pairs:
+            np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_dropout_is_deterministic_per_key_and_off_without_key():
@@ -123,12 +128,12 @@ def test_parameters_carry_the_rule_specs_on_a_2x2x2_mesh():
     cfg = CONFIGS["llama_scan"]
     _, params, sh, _ = make(cfg, mesh)
     attn = params["blocks"]["attn"]
-    assert attn["q"].sharding.spec == P(None, "fsdp", "tensor", None)       # (layers, embed, heads, head_dim)
-    assert attn["o"].sharding.spec == P(None, "tensor", None, "fsdp")
-    assert params["blocks"]["mlp"]["up"].sharding.spec == P(None, "fsdp", "tensor")
+    assert attn["q"]["kernel"].sharding.spec == P(None, "fsdp", "tensor", None)   # (layers, embed, heads, head_dim)
+    assert attn["o"]["kernel"].sharding.spec == P(None, "tensor", None, "fsdp")
+    assert params["blocks"]["mlp"]["up"]["kernel"].sharding.spec == P(None, "fsdp", "tensor")
     assert params["embed"].sharding.spec == P("tensor", "fsdp")
     # born sharded: each device holds a quarter of the (embed, heads) plane of q
-    assert attn["q"].addressable_shards[0].data.shape == (2, 32, 2, 16)
+    assert attn["q"]["kernel"].addressable_shards[0].data.shape == (2, 32, 2, 16)
     assert jax.tree.map(lambda s: s.spec, sh) == jax.tree.map(lambda x: x.sharding.spec, params)
 
 
@@ -139,6 +144,8 @@ def test_sharding_errors_are_clear():
     with pytest.raises(ShardingError, match="vocab|not divisible"):
         make(dataclasses.replace(CONFIGS["gpt2"], vocab_size=255), mesh)   # 255 rows over tensor=2
     with pytest.raises(ShardingError, match="no logical axis rules"):
+        nnx.merge(*make(CONFIGS["gpt2"])[:2])(jnp.ones((1, 4), jnp.int32))
+    with axis_rules(DEFAULT_RULES), pytest.raises(ShardingError, match="no mesh is active"):
         nnx.merge(*make(CONFIGS["gpt2"])[:2])(jnp.ones((1, 4), jnp.int32))
 
 

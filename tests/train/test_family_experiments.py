@@ -43,16 +43,16 @@ def test_convert_bert_run_to_transformers_and_back(bert_run, tmp_path, capsys):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from lmforge.cli.config_io import load_config
-    from lmforge.train.pretrain import restore_params
+    from lmforge.train.pretrain import load_for_sampling
 
     hf_dir, back = tmp_path / "hf", tmp_path / "lmforge"
     assert main(["convert", str(bert_run), str(hf_dir)]) == 0
     assert "BertForMaskedLM" in capsys.readouterr().out
     config = load_config(bert_run / "config.json")
-    model_cfg, graphdef, params, mesh = restore_params(bert_run, config)
-    tokens = np.random.RandomState(0).randint(5, model_cfg.vocab_size, (8, 16))   # 8 rows: the 8-way data mesh
-    with jax.set_mesh(mesh), axis_rules(config.mesh.rules):
-        ours = np.asarray(nnx.merge(graphdef, params)(jnp.asarray(tokens))[0])
+    loaded = load_for_sampling(bert_run, config)    # lmforge.weights.load_params: parameters only, sharded
+    tokens = np.random.RandomState(0).randint(5, loaded.model_cfg.vocab_size, (8, 16))   # 8 rows: the 8-way data mesh
+    with jax.set_mesh(loaded.mesh), axis_rules(config.mesh.rules):
+        ours = np.asarray(nnx.merge(loaded.graphdef, loaded.params)(jnp.asarray(tokens))[0])
     hf = transformers.AutoModelForMaskedLM.from_pretrained(hf_dir).eval()
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(tokens)).logits.numpy()
@@ -70,7 +70,7 @@ def test_convert_bert_run_to_transformers_and_back(bert_run, tmp_path, capsys):
 def test_convert_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["convert", str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
-    assert "is neither a transformers folder" in capsys.readouterr().err
+    assert "is neither a run folder" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
     assert main(["convert", str(tmp_path / "empty"), str(tmp_path / "full")]) == 2

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from lmforge.cli.main import main
-from lmforge.model import ModelConfig
+from flax import nnx
+
+from lmforge.model import ModelConfig, build_model, create_sharded
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
 from lmforge.train.optim import OptimConfig
-from lmforge.train.step import build, global_batch
+from lmforge.train.pretrain import lm_loss
+from lmforge.train.trainer import LoopConfig, Trainer
 
 MODEL = ModelConfig.llama_moe_tiny(vocab_size=128, max_seq_len=32, moe_capacity_factor=1.0)
 OPTIM = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=2)
@@ -32,16 +35,17 @@ def batches(n, b=8, t=16, seed=0):
     return out
 
 
+def trainer_for(model, mesh):
+    graphdef, params, shardings = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
+    return Trainer(lm_loss(graphdef, model), params=params, param_shardings=shardings, optim=OPTIM,
+                   loop=LoopConfig(steps=10), mesh=mesh, rules=DEFAULT_RULES)
+
+
 def train(mesh_cfg, model=MODEL, steps=3):
     one = mesh_cfg == MeshConfig(data=1)
-    mesh = make_mesh(mesh_cfg, devices=jax.devices()[:1] if one else None)
-    setup = build(model, OPTIM, total_steps=10, mesh=mesh, rules=DEFAULT_RULES, seed=0)
-    state, metrics = setup.state, []
-    with jax.set_mesh(mesh):
-        for b in batches(steps):
-            state, m = setup.train_step(state, global_batch(b, setup.batch_sharding), jax.random.key(0))
-            metrics.append(jax.device_get(m))
-    return metrics, jax.device_get(state["params"]), state
+    trainer = trainer_for(model, make_mesh(mesh_cfg, devices=jax.devices()[:1] if one else None))
+    metrics = [jax.device_get(trainer.train_step(b, jax.random.key(0))) for b in batches(steps)]
+    return metrics, jax.device_get(trainer.state["params"]), trainer.state
 
 
 @pytest.mark.parametrize("model, mesh", [
@@ -68,9 +72,7 @@ def test_router_losses_are_added_with_their_weights():
     b = batches(1)[0]
     grads = {}
     for name, cfg in (("none", base), ("aux", dataclasses.replace(base, moe_aux_loss=1.0))):
-        setup = build(cfg, OPTIM, total_steps=10, mesh=mesh, rules=DEFAULT_RULES, seed=0)
-        with jax.set_mesh(mesh):
-            _, m = setup.train_step(setup.state, global_batch(b, setup.batch_sharding), jax.random.key(0))
+        m = trainer_for(cfg, mesh).train_step(b, jax.random.key(0))
         grads[name] = float(m["train/grad_norm"])
         assert float(m["train/moe_aux_loss"]) > 0                   # reported whatever its weight
     assert grads["aux"] != grads["none"]                             # and with a weight it is trained

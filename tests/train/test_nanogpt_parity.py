@@ -16,7 +16,12 @@ from jax.sharding import AxisType
 
 from lmforge.model import DecoderLM, ModelConfig, axis_rules, create_sharded
 from lmforge.train.mesh import DEFAULT_RULES
+from lmforge.model import token_logprobs
 from lmforge.train.objectives import causal_lm_loss
+from lmforge.model.sharding import use_mesh
+from lmforge.train.mesh import MeshConfig as _MeshConfig, make_mesh as _make_mesh
+
+ONE_DEVICE = _make_mesh(_MeshConfig(data=1), devices=jax.devices()[:1])   # models are called under a mesh
 
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch; the CPU wheel is enough)")
 
@@ -44,10 +49,8 @@ def test_same_weights_give_same_logits_and_loss():
 
     mcfg = ModelConfig.gpt2(num_layers=L, num_heads=H, embed_dim=D, mlp_dim=4 * D, max_seq_len=T, vocab_size=V,
                             use_bias=False, activation="gelu_exact", dtype="float32")
-    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3,
-                         devices=jax.devices()[:1])
-    with axis_rules(DEFAULT_RULES):
-        ours = nnx.merge(*create_sharded(lambda: DecoderLM(mcfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)[:2])
+    mesh = ONE_DEVICE
+    ours = nnx.merge(*create_sharded(lambda: DecoderLM(mcfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)[:2])
     ours.embed[...] = w["transformer.wte.weight"]
     ours.pos_embed[...] = w["transformer.wpe.weight"]
     ours.final_norm.scale[...] = w["transformer.ln_f.weight"]
@@ -55,23 +58,25 @@ def test_same_weights_give_same_logits_and_loss():
     for i, block in enumerate(ours.blocks):
         p = f"transformer.h.{i}."
         qkv = w[p + "attn.c_attn.weight"].T                              # (D, 3D): torch Linear is (out, in)
-        block.attn.q[...], block.attn.k[...], block.attn.v[...] = (
+        block.attn.q.kernel[...], block.attn.k.kernel[...], block.attn.v.kernel[...] = (
             qkv[:, j * D:(j + 1) * D].reshape(D, H, hd) for j in range(3))
-        block.attn.o[...] = w[p + "attn.c_proj.weight"].T.reshape(H, hd, D)
+        block.attn.o.kernel[...] = w[p + "attn.c_proj.weight"].T.reshape(H, hd, D)
         block.attn_norm.scale[...] = w[p + "ln_1.weight"]
         block.mlp_norm.scale[...] = w[p + "ln_2.weight"]
-        block.mlp.up[...] = w[p + "mlp.c_fc.weight"].T
-        block.mlp.down[...] = w[p + "mlp.c_proj.weight"].T
+        block.mlp.up.kernel[...] = w[p + "mlp.c_fc.weight"].T
+        block.mlp.down.kernel[...] = w[p + "mlp.c_proj.weight"].T
 
     tokens = np.random.default_rng(0).integers(0, V, (3, T + 1))
     x, y = np.ascontiguousarray(tokens[:, :-1]), np.ascontiguousarray(tokens[:, 1:])
     with torch.no_grad():
         logits_ref = theirs.logits(torch.from_numpy(x)).numpy()
         loss_ref = float(theirs(torch.from_numpy(x), torch.from_numpy(y)))
-    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+    with use_mesh(mesh):
         logits, _ = ours(jnp.asarray(x))
+        hidden, _, _ = ours.hidden_states(jnp.asarray(x))
+        loss, _ = causal_lm_loss(token_logprobs(hidden, ours.output_head()[0], jnp.asarray(y)).logprobs,
+                                 jnp.ones(y.shape))
     np.testing.assert_allclose(np.asarray(logits), logits_ref, atol=1e-5, rtol=1e-5)
-    loss, _ = causal_lm_loss(logits, jnp.asarray(y), jnp.ones(y.shape))
     assert float(loss) == pytest.approx(loss_ref, rel=1e-5)
     assert np.abs(logits_ref).max() > 0.1                                # not a trivial comparison
 

@@ -1,4 +1,4 @@
-"""Objectives and the optimizer schedule against hand-computed numbers."""
+"""Objectives, chunked log-probs and the optimizer schedule against hand-computed numbers."""
 
 import math
 
@@ -7,8 +7,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmforge.train.objectives import causal_lm_loss, masked_lm_loss, token_log_likelihood
+from lmforge.model import DEFAULT_RULES, token_logprobs, use_mesh
+from lmforge.train.mesh import MeshConfig, make_mesh
+from lmforge.train.objectives import causal_lm_loss, masked_lm_loss
 from lmforge.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
+
+ONE_DEVICE = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+
+
+def from_logits(logits, targets, **kw):
+    """token_logprobs of given logits: hidden = the logits, head = the identity."""
+    logits = jnp.asarray(logits)
+    with use_mesh(ONE_DEVICE):
+        return token_logprobs(logits, jnp.eye(logits.shape[-1], dtype=logits.dtype), jnp.asarray(targets), **kw)
+
+
+def lm_loss_of(logits, targets, weights, **kw):
+    lp = from_logits(logits, targets)
+    return causal_lm_loss(lp.logprobs, jnp.asarray(weights), correct=lp.correct, log_z=lp.log_z, **kw)
 
 
 def test_causal_lm_loss_by_hand():
@@ -16,18 +32,21 @@ def test_causal_lm_loss_by_hand():
     logits = jnp.array([[[0.0, math.log(2.0), 0.0], [5.0, 0.0, 0.0]]])
     targets = jnp.array([[1, 2]])
     weights = jnp.array([[1.0, 0.0]])
-    loss, m = causal_lm_loss(logits, targets, weights)
+    loss, m = lm_loss_of(logits, targets, weights)
     assert float(loss) == pytest.approx(-math.log(0.5), rel=1e-6)
     assert float(m["accuracy"]) == 1.0            # argmax of position 0 is token 1
     assert float(m["weight_sum"]) == 1.0
-    assert float(m["nll_sum"]) == pytest.approx(math.log(2.0), rel=1e-6)
+    assert float(m["loss"]) == pytest.approx(math.log(2.0), rel=1e-6)
 
 
 def test_z_loss_by_hand():
     logits = jnp.zeros((1, 1, 4))                  # log Z = log 4
-    loss, m = causal_lm_loss(logits, jnp.array([[0]]), jnp.ones((1, 1)), z_loss=1e-2)
+    loss, m = lm_loss_of(logits, jnp.array([[0]]), jnp.ones((1, 1)), z_loss=1e-2)
     assert float(m["z_loss"]) == pytest.approx(math.log(4.0) ** 2, rel=1e-6)
     assert float(loss) == pytest.approx(math.log(4.0) + 1e-2 * math.log(4.0) ** 2, rel=1e-6)
+    assert float(m["loss"]) == pytest.approx(math.log(4.0), rel=1e-6)          # the metric: cross-entropy alone
+    with pytest.raises(ValueError, match="needs log_z"):
+        causal_lm_loss(jnp.zeros((1, 1)), jnp.ones((1, 1)), z_loss=1e-2)
 
 
 def test_loss_weights_and_dtype():
@@ -37,13 +56,45 @@ def test_loss_weights_and_dtype():
     weights = rng.integers(0, 2, size=(2, 5)).astype(np.float32)
     log_p = logits[np.arange(2)[:, None], np.arange(5), targets] - np.log(np.exp(logits).sum(-1))
     expected = -(log_p * weights).sum() / weights.sum()
-    loss, _ = causal_lm_loss(jnp.asarray(logits, jnp.bfloat16), targets, weights)
+    loss, _ = lm_loss_of(jnp.asarray(logits, jnp.bfloat16), targets, weights)
     assert loss.dtype == jnp.float32
     assert float(loss) == pytest.approx(expected, rel=2e-2)   # bf16 input, float32 math
-    loss32, _ = causal_lm_loss(jnp.asarray(logits), targets, weights)
+    loss32, _ = lm_loss_of(jnp.asarray(logits), targets, weights)
     assert float(loss32) == pytest.approx(expected, rel=1e-5)
-    lp, _ = token_log_likelihood(jnp.asarray(logits), jnp.asarray(targets))
-    np.testing.assert_allclose(lp, log_p, rtol=1e-5)
+    np.testing.assert_allclose(from_logits(logits, targets).logprobs, log_p, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 100])       # 1000 = 143 x 7 (+1 padded), 16 x 64 (-24), 10 x 100
+def test_chunked_logprobs_equal_the_full_computation(chunk):
+    ks = jax.random.split(jax.random.key(0), 4)
+    hidden = jax.random.normal(ks[0], (2, 9, 16))
+    head, bias = jax.random.normal(ks[1], (16, 1000)), jax.random.normal(ks[2], (1000,))
+    targets = jax.random.randint(ks[3], (2, 9), 0, 1000)
+    with use_mesh(ONE_DEVICE):
+        full = token_logprobs(hidden, head, targets, bias=bias)
+        part = token_logprobs(hidden, head, targets, bias=bias, vocab_chunk=chunk)
+        np.testing.assert_allclose(part.logprobs, full.logprobs, atol=1e-5)
+        np.testing.assert_allclose(part.log_z, full.log_z, atol=1e-5)
+        np.testing.assert_array_equal(part.correct, full.correct)
+        grad = lambda c: jax.grad(lambda h, w: token_logprobs(h, w, targets, bias=bias, vocab_chunk=c).logprobs.sum(),
+                                  argnums=(0, 1))(hidden, head)
+        for a, b in zip(grad(chunk), grad(10**6)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_chunked_logprobs_sharded_2x2x2_equal_one_device():
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    ks = jax.random.split(jax.random.key(1), 3)
+    hidden, head = jax.random.normal(ks[0], (4, 6, 8)), jax.random.normal(ks[1], (8, 256))
+    targets = jax.random.randint(ks[2], (4, 6), 0, 256)
+    f = jax.jit(lambda h, w, t: token_logprobs(h, w, t, vocab_chunk=32).logprobs)
+    with use_mesh(mesh):
+        h = jax.device_put(hidden, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
+        w = jax.device_put(head, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "tensor")))
+        sharded = f(h, w, targets)
+    with use_mesh(ONE_DEVICE):
+        single = token_logprobs(hidden, head, targets).logprobs
+    np.testing.assert_allclose(sharded, single, atol=1e-5)
 
 
 def test_schedule_warmup_and_cosine():
@@ -57,13 +108,16 @@ def test_schedule_warmup_and_cosine():
     assert float(s(500)) == pytest.approx(1e-4)
 
 
-def test_weight_decay_skips_vectors():
+def test_weight_decay_skips_biases_and_norm_scales_by_path():
     tx, _ = make_optimizer(OptimConfig(lr=1.0, min_lr=1.0, warmup_steps=0, weight_decay=0.5, grad_clip=0), 10)
-    params = {"w": jnp.ones((2, 2)), "b": jnp.ones((2,))}
+    params = {"proj": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}, "norm": {"scale": jnp.ones((3, 2))},
+              "vec": jnp.ones((2,))}
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
-    np.testing.assert_allclose(updates["w"], -0.5 * np.ones((2, 2)))       # decayed: -lr * wd * w
-    np.testing.assert_allclose(updates["b"], np.zeros(2))                  # not decayed
+    np.testing.assert_allclose(updates["proj"]["kernel"], -0.5 * np.ones((2, 2)))   # decayed: -lr * wd * w
+    np.testing.assert_allclose(updates["proj"]["bias"], np.zeros(2))                # not decayed
+    np.testing.assert_allclose(updates["norm"]["scale"], np.zeros((3, 2)))          # 2-D (stacked), not decayed
+    np.testing.assert_allclose(updates["vec"], -0.5 * np.ones(2))                   # a path rule, not a rank rule
 
 
 def test_optim_config_errors():
@@ -74,7 +128,9 @@ def test_optim_config_errors():
 def test_masked_lm_loss_counts_chosen_positions_only():
     # two positions, vocabulary 3; only position 1 was chosen: loss = -log softmax([0, 2, 0])[1]
     logits = jnp.array([[[5.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
-    loss, m = masked_lm_loss(logits, jnp.array([[2, 1]]), jnp.array([[0.0, 1.0]]))
+    lp = from_logits(logits, jnp.array([[2, 1]]))
+    loss, m = masked_lm_loss(lp.logprobs, jnp.array([[0.0, 1.0]]), correct=lp.correct)
     expected = -(2.0 - math.log(math.exp(0) + math.exp(2) + math.exp(0)))
     assert float(loss) == pytest.approx(expected, rel=1e-6)
     assert float(m["accuracy"]) == 1.0 and float(m["weight_sum"]) == 1.0
+

@@ -25,7 +25,7 @@ import pytest
 
 from lmforge.data import DataConfig, SourceConfig, TokenizerConfig
 from lmforge.model import ModelConfig
-from lmforge.train.checkpoint import Checkpointer
+from lmforge.weights.checkpoint import Checkpointer
 from lmforge.train.mesh import MeshConfig
 from lmforge.train.metrics import read_metrics
 from lmforge.train.optim import OptimConfig
@@ -85,7 +85,12 @@ if pid > 0:
         time.sleep(2.0)
         return read(*args, **kwargs)
     pretrain.read_documents = slow_read
-final = pretrain.run_pretrain(cfg, pathlib.Path(workdir))
+from lmforge.train.trainer import Preempted
+try:
+    final = pretrain.run_pretrain(cfg, pathlib.Path(workdir))
+except Preempted as e:
+    print("PREEMPTED", e.step, flush=True)
+    sys.exit(128 + int(e.signum))
 print("FINAL", repr(final["final/val_loss"]), flush=True)
 '''
 
@@ -195,7 +200,7 @@ def test_killed_and_resumed_run_equals_straight_run(exp_dir, straight_run):
     proc.check(128 + signal.SIGTERM)  # the handler saved a checkpoint and exited 143
     saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and killed_at <= saved[0] < STEPS, saved
-    assert "SIGTERM: saving a checkpoint at step" in proc.out.read_text() + proc.err.read_text()
+    assert "SIGTERM: saved a checkpoint at step" in proc.out.read_text() + proc.err.read_text()
     assert max(r["step"] for r in read_metrics(metrics)) == saved[0]
 
     resumed = cli_run(exp_dir, workdir, "resumed")  # same command, same workdir, same config
@@ -219,14 +224,19 @@ def test_killed_and_resumed_run_equals_straight_run(exp_dir, straight_run):
 # ----------------------------------------------------------------- two processes == one
 
 
+def two_processes(exp_dir: pathlib.Path, workdir: pathlib.Path, name: str, steps: int) -> list[Proc]:
+    """The driver as 2 processes x 4 CPU devices on one coordinator (jax.distributed)."""
+    port = portpicker.pick_unused_port()
+    return [Proc(f"{name}{i}", [sys.executable, str(exp_dir / "driver.py"), str(exp_dir / "exp.py"),
+                                str(workdir), str(i), "2", str(port), str(steps)],
+                 subprocess_env(exp_dir, 4), exp_dir)
+            for i in range(2)]
+
+
 def test_two_processes_train_like_one(exp_dir, straight_run):
     """2 processes x 4 CPU devices, 8-way data parallel, one workdir == 1 process x 8 devices."""
     workdir = exp_dir / "two_processes"
-    port = portpicker.pick_unused_port()
-    procs = [Proc(f"process{i}", [sys.executable, str(exp_dir / "driver.py"), str(exp_dir / "exp.py"),
-                                  str(workdir), str(i), "2", str(port), str(MP_STEPS)],
-                  subprocess_env(exp_dir, 4), exp_dir)
-             for i in range(2)]
+    procs = two_processes(exp_dir, workdir, "process", MP_STEPS)
     try:
         for p in procs:
             p.wait()
@@ -250,6 +260,31 @@ def test_two_processes_train_like_one(exp_dir, straight_run):
     finals = [float(p.out.read_text().split("FINAL")[-1]) for p in procs]
     assert finals[0] == finals[1] == eval_loss[MP_STEPS]
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(MP_STEPS)]
+
+
+def test_sigterm_to_one_of_two_processes_saves_at_one_step_on_both(exp_dir):
+    """SIGTERM reaches one host of two: JAX's preemption sync point makes both save the same step
+    (a per-process flag could make them save at different steps, or one wait for the other forever)."""
+    workdir = exp_dir / "preempted"
+    procs = two_processes(exp_dir, workdir, "preempt", STEPS)
+    try:
+        metrics, sent = workdir / "metrics.jsonl", False
+        while all(p.popen.poll() is None for p in procs) and time.time() - procs[0].start < TIMEOUT_S:
+            if metrics.exists() and any(r["step"] >= 3 for r in read_metrics(metrics) if "train/loss" in r):
+                procs[0].popen.send_signal(signal.SIGTERM)     # process 0 only
+                sent = True
+                break
+            time.sleep(0.05)
+        assert sent, "\n".join(p.report() for p in procs)
+        codes = [p.wait() for p in procs]
+    finally:
+        for p in procs:
+            if p.popen.poll() is None:
+                p.popen.kill()
+    assert codes == [128 + signal.SIGTERM] * 2, "\n".join(p.report() for p in procs)
+    steps = [int(p.out.read_text().split("PREEMPTED")[-1].split()[0]) for p in procs]
+    assert steps[0] == steps[1] and 3 <= steps[0] < STEPS
+    assert sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit()) == [steps[0]]
 
 
 # ------------------------------------------------------- in-process: checkpoints and bad input

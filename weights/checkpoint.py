@@ -57,7 +57,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-__all__ = ["CheckpointError", "Checkpointer"]
+__all__ = ["CheckpointError", "Checkpointer", "fingerprints"]
 
 _STATE, _DATA_ITER = "state", "data_iter"
 _META_KEY = "lmforge"  # key in orbax custom_metadata: {"fingerprints": {leaf_path: uint32}}
@@ -129,12 +129,48 @@ class Checkpointer:
         steps = self._mngr.all_steps()
         return max(steps) if steps else None
 
+    def saved_leaves(self, key: str, *, step: int | None = None) -> set[str] | None:
+        """Dotted paths of the leaves saved under ``state[key]`` at ``step`` (default: the newest
+        step); None when there is no checkpoint. Reads metadata only."""
+        self.wait()
+        with _absl_quiet():
+            self._mngr.reload()
+            steps = self._mngr.all_steps()
+            if not steps:
+                return None
+            step = max(steps) if step is None else int(step)
+            if step not in steps:
+                raise CheckpointError(f"no finalized checkpoint step {step} in {self.directory} "
+                                      f"(steps there: {sorted(steps)})")
+            try:
+                meta = self._mngr.item_metadata(step)[_STATE]
+            except Exception as e:  # noqa: BLE001
+                raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable "
+                                      f"({_short_reason(e)})") from None
+        tree = getattr(meta, "tree", meta)
+        if not isinstance(tree, dict) or key not in tree:
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} holds no {key!r} "
+                                  f"(it holds {sorted(tree) if isinstance(tree, dict) else type(tree).__name__})")
+        return {p[len(key) + 1:].replace("/", ".") for p in _flat({key: tree[key]})}
+
     def all_steps(self) -> list[int]:
         """All finalized steps on disk, oldest first."""
         return sorted(self._mngr.all_steps())
 
     # -------------------------------------------------------------------------------- restore
-    def restore(self, abstract_state, data_iter=None, *, step: int | None = None
+    def restore_params(self, abstract_params, *, step: int | None = None, key: str = "params"
+                       ) -> tuple[int, Any] | None:
+        """Restores only ``state[key]`` (the parameters: no optimizer state is read) onto the
+        shardings of ``abstract_params``; ``(step, params)`` or None if there is no checkpoint.
+
+        The other leaves of the saved state are orbax placeholders: they are never read from disk
+        or placed on a device, so sampling or exporting a run needs memory for its parameters
+        only. Fallback to older steps, fingerprint checks and errors are as in :meth:`restore`.
+        """
+        out = self.restore({key: abstract_params}, step=step, partial=True)
+        return None if out is None else (out[0], out[1][key])
+
+    def restore(self, abstract_state, data_iter=None, *, step: int | None = None, partial: bool = False
                 ) -> tuple[int, Any] | None:
         """Restores `(step, state)` onto the shardings of `abstract_state`; None if no checkpoint.
 
@@ -143,7 +179,8 @@ class Checkpointer:
         placed on those shardings, whatever the shardings at save time. `data_iter`, when given,
         is moved to the saved position in place. With `step=None` the newest readable step is
         used (unreadable newer ones are reported on one line each and skipped); with an explicit
-        `step` there is no fallback.
+        `step` there is no fallback. `partial=True` restores only the leaves of `abstract_state`
+        (a subset of the saved tree: whole top-level entries such as `{"params": ...}`).
 
         Raises CheckpointError when no step is readable, or when a step does not fit
         `abstract_state` (a leaf's shape or dtype, or the set of leaves).
@@ -167,7 +204,7 @@ class Checkpointer:
         tried: list[str] = []
         for i, s in enumerate(candidates):
             try:
-                state = self._restore_step(s, abstract_state, data_iter)
+                state = self._restore_step(s, abstract_state, data_iter, partial)
             except _Unreadable as e:
                 reason = str(e)
                 self._unreadable.add(s)
@@ -181,19 +218,24 @@ class Checkpointer:
             f"no readable checkpoint in {self.directory}; tried step(s) {'; '.join(tried)}; "
             "they are left as they are: move them aside to start this run from scratch")
 
-    def _restore_step(self, step: int, abstract_state, data_iter):
+    def _restore_step(self, step: int, abstract_state, data_iter, partial: bool = False):
         """One attempt; raises _Unreadable (corrupt/partial) or CheckpointError (user error)."""
         error: CheckpointError | None = None
         reason: str | None = None
         expected = None
         try:
             with _quiet_orbax():
-                expected = self._check_fits(step, abstract_state)
-                args = {_STATE: ocp.args.StandardRestore(abstract_state)}
-                if data_iter is not None:
-                    args[_DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
-                restored = self._mngr.restore(step, args=ocp.args.Composite(**args))
-                state = restored[_STATE]
+                expected = self._check_fits(step, abstract_state, partial)
+                if partial:   # read only these leaves of the step's state item (the same on-disk format)
+                    state = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+                        self.directory / str(step) / _STATE, args=ocp.args.PyTreeRestore(
+                            item=abstract_state, partial_restore=True,
+                            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)))
+                else:
+                    args = {_STATE: ocp.args.StandardRestore(abstract_state)}
+                    if data_iter is not None:
+                        args[_DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+                    state = self._mngr.restore(step, args=ocp.args.Composite(**args))[_STATE]
                 _verify(state, abstract_state, expected)
         except CheckpointError as e:
             error = e
@@ -220,8 +262,9 @@ class Checkpointer:
             raise _Unreadable(reason)
         return state
 
-    def _check_fits(self, step: int, abstract_state) -> dict[str, int]:
-        """Compares the step's metadata with `abstract_state`; returns the saved fingerprints."""
+    def _check_fits(self, step: int, abstract_state, partial: bool = False) -> dict[str, int]:
+        """Compares the step's metadata with `abstract_state` (with `partial`, only the leaves it
+        holds); returns the saved fingerprints of those leaves."""
         try:
             meta = self._mngr.item_metadata(step)
             tree_meta = meta[_STATE] if _STATE in meta else None
@@ -232,7 +275,7 @@ class Checkpointer:
         on_disk = _flat(getattr(tree_meta, "tree", tree_meta))
         wanted = _flat(abstract_state)
         missing = sorted(wanted.keys() - on_disk.keys())
-        extra = sorted(on_disk.keys() - wanted.keys())
+        extra = [] if partial else sorted(on_disk.keys() - wanted.keys())
         where = f"checkpoint step {step} in {self.directory}"
         if missing or extra:
             raise CheckpointError(
@@ -253,6 +296,8 @@ class Checkpointer:
             fingerprints = custom[_META_KEY]["fingerprints"]
         except Exception as e:  # noqa: BLE001
             raise _Unreadable("_CHECKPOINT_METADATA or its lmforge fingerprints are missing") from e
+        if partial:
+            fingerprints = {k: v for k, v in fingerprints.items() if k in wanted}
         if not set(fingerprints) <= set(wanted):
             raise _Unreadable("the fingerprints in _CHECKPOINT_METADATA do not match the leaves")
         return fingerprints
@@ -338,6 +383,12 @@ def _fingerprints(tree) -> dict[str, int]:
         values = np.asarray(jax.device_get(_DIGEST_JITS[out](list(leaves.values()))))
         digests.update(zip(leaves, (int(v) for v in values)))
     return digests
+
+
+def fingerprints(tree) -> dict[str, int]:
+    """{leaf path: uint32 digest of its bits}, independent of sharding: what checkpoints record, and
+    what adapter folders record of their base."""
+    return _fingerprints(tree)
 
 
 def _verify(state, abstract_state, expected: dict[str, int]) -> None:

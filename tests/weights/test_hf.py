@@ -12,8 +12,12 @@ import pytest
 from flax import nnx
 
 from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded, mean_pool
-from lmforge.train.hf_interop import InteropError, load_hf, merge_params, save_hf
+from lmforge.weights.hf import InteropError, load_hf, merge_params, save_hf
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
+from lmforge.model.sharding import use_mesh
+from lmforge.train.mesh import MeshConfig as _MeshConfig, make_mesh as _make_mesh
+
+ONE_DEVICE = _make_mesh(_MeshConfig(data=1), devices=jax.devices()[:1])   # models are called under a mesh
 
 torch = pytest.importorskip("torch", reason="parity tests need CPU torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
@@ -50,7 +54,7 @@ def hf_logits(model, encdec: bool) -> np.ndarray:
 
 
 def our_logits(cfg, pure) -> np.ndarray:
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         model = merge_params(cfg, pure)
         if cfg.architecture == "encoder_decoder":
             return np.asarray(model(jnp.asarray(DEC), encoder_tokens=jnp.asarray(TOKENS))[0])
@@ -83,7 +87,7 @@ PRESETS = {
 def test_export_to_transformers_gives_same_logits(name, tmp_path):
     cfg = PRESETS[name]
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         _, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(1)), mesh, DEFAULT_RULES)
     # Random non-zero biases and norm scales, so a mis-mapped vector cannot hide behind zeros/ones.
     leaves, treedef = jax.tree.flatten(jax.tree.map(np.asarray, params))
@@ -119,7 +123,7 @@ def test_minilm_real_weights_reproduce_sentence_transformers():
     cfg, pure, unused = load_hf(folder)
     assert not cfg.lm_head and unused <= {"pooler.dense.weight", "pooler.dense.bias", "embeddings.position_ids"}
     batch = reference.tokenizer(sentences, padding=True, return_tensors="np")
-    with axis_rules(DEFAULT_RULES):
+    with use_mesh(ONE_DEVICE):
         encoder = merge_params(cfg, pure)
         mask = jnp.asarray(batch["attention_mask"])
         hidden = encoder.encode(jnp.asarray(batch["input_ids"]), token_types=jnp.asarray(batch["token_type_ids"]),

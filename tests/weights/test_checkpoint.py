@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lmforge.train.checkpoint import CheckpointError, Checkpointer, _fingerprints
+from lmforge.weights.checkpoint import CheckpointError, Checkpointer, _fingerprints
 
 STEPS = (1, 2, 3)  # written by the `saved` fixture; step s holds iterator position 2 * s - 1
 

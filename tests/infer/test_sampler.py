@@ -1,5 +1,7 @@
-"""The KV-cache sampler: filtering numerics, greedy == a naive no-cache loop, batching, stops,
-vocabulary limit, sharding, and `lmforge sample` on a real smoke run."""
+"""The sampler: filtering numerics (the top-p boundary), greedy == a naive no-cache loop, batching,
+stop tokens and strings, per-row limits, n samples per prompt, log-probs == a teacher-forced
+forward pass, no recompiles when sampling parameters change, long prompts, windows past
+max_seq_len, sharding, and `lmforge sample` on a real smoke run."""
 
 import dataclasses
 import functools
@@ -12,9 +14,10 @@ from flax import nnx
 from jax.sharding import AxisType
 
 from lmforge.cli.main import main
-from lmforge.model import DecoderLM, ModelConfig, axis_rules, create_sharded
-from lmforge.train.mesh import DEFAULT_RULES
-from lmforge.train.sampling import NEG_INF, SamplingConfig, filter_logits, generate, sample_token
+from lmforge.infer import FINISH_LENGTH, FINISH_STOP, Sampler, SamplingConfig, filter_logits, sample_token
+from lmforge.infer import sampler as sampler_module
+from lmforge.infer.sampler import NEG_INF
+from lmforge.model import DEFAULT_RULES, DecoderLM, ModelConfig, axis_rules, create_sharded, token_logprobs
 
 CONFIGS = {"gpt2": ModelConfig.gpt2_tiny(), "llama": ModelConfig.llama_tiny()}   # llama_tiny is GQA (4 q, 2 kv)
 GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)
@@ -29,55 +32,71 @@ def kept(logits) -> np.ndarray:
 # ------------------------------------------------------------------------------ filter / sample
 def test_top_p_keeps_the_smallest_set_reaching_p():
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
-    np.testing.assert_array_equal(kept(filter_logits(logits, top_k=0, top_p=0.8)),
+    np.testing.assert_array_equal(kept(filter_logits(logits, 0, 0.8)),
                                   [[1, 1, 0, 0], [0, 0, 1, 1]])
-    np.testing.assert_array_equal(kept(filter_logits(logits, top_k=0, top_p=0.9)),
+    np.testing.assert_array_equal(kept(filter_logits(logits, 0, 0.9)),
                                   [[1, 1, 1, 0], [0, 1, 1, 1]])
     # The top token survives however small top_p is; kept logits are unchanged.
-    out = filter_logits(logits, top_k=0, top_p=1e-6)
+    out = filter_logits(logits, 0, 1e-6)
     np.testing.assert_array_equal(kept(out), [[1, 0, 0, 0], [0, 0, 0, 1]])
     np.testing.assert_allclose(out[0, 0], logits[0, 0])
-    np.testing.assert_array_equal(filter_logits(logits, top_k=0, top_p=1.0), logits)   # off
+    np.testing.assert_array_equal(filter_logits(logits, 0, 1.0), logits)   # off
 
 
 def test_top_k_keeps_the_k_largest():
     logits = jnp.array([[0.1, 2.0, -1.0, 0.7, 1.5], [3.0, -2.0, 0.0, 0.5, 0.2]])
-    np.testing.assert_array_equal(kept(filter_logits(logits, top_k=1, top_p=1.0)),
+    np.testing.assert_array_equal(kept(filter_logits(logits, 1, 1.0)),
                                   [[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(kept(filter_logits(logits, top_k=3, top_p=1.0)),
+    np.testing.assert_array_equal(kept(filter_logits(logits, 3, 1.0)),
                                   [[0, 1, 0, 1, 1], [1, 0, 0, 1, 1]])
     # top-k then top-p: of the top 3 of row 0 (softmax over them ≈ .53, .32, .15) top_p=0.6 keeps 2.
-    np.testing.assert_array_equal(kept(filter_logits(logits[:1], top_k=3, top_p=0.6)), [[0, 1, 0, 0, 1]])
+    np.testing.assert_array_equal(kept(filter_logits(logits[:1], 3, 0.6)), [[0, 1, 0, 0, 1]])
+
+
+def test_top_p_boundary_is_robust_to_float32_rounding():
+    # 0.5 + 0.3 rounds to 0.79999995 in float32: the mass before the third token must still count
+    # as reaching top_p=0.8 (issue 14: lmforge kept {0, 1, 3}).
+    logits = jnp.log(jnp.array([[0.3, 0.1, 0.1, 0.5]], jnp.float32))
+    np.testing.assert_array_equal(kept(filter_logits(logits, 0, 0.8)), [[1, 0, 0, 1]])
+    # per-row parameters: row 0 top-p 0.8, row 1 top-k 1
+    both = jnp.concatenate([logits, logits])
+    np.testing.assert_array_equal(kept(filter_logits(both, jnp.array([0, 1]), jnp.array([0.8, 1.0]))),
+                                  [[1, 0, 0, 1], [0, 0, 0, 1]])
 
 
 def test_temperature_zero_is_argmax():
     logits = jax.random.normal(jax.random.key(0), (16, 50))
     for kw in (dict(top_k=0, top_p=1.0), dict(top_k=5, top_p=0.3)):
-        out = sample_token(logits, jax.random.key(1), temperature=0.0, **kw)
+        out, lp = sample_token(logits, jax.random.key(1), 0.0, kw["top_k"], kw["top_p"])
         np.testing.assert_array_equal(out, np.argmax(logits, -1))
         assert out.dtype == jnp.int32 and out.shape == (16,)
+        np.testing.assert_array_equal(lp, 0.0)                     # a point mass
 
 
 def test_sampling_frequencies_match_softmax_and_filters_hold():
     n = 20_000
     logits = jnp.log(jnp.array([0.4, 0.3, 0.2, 0.07, 0.03]))
     batch = jnp.broadcast_to(logits, (n, 5))                     # n independent draws in one call
-    draws = np.asarray(sample_token(batch, jax.random.key(0), temperature=1.0, top_k=0, top_p=1.0))
+    draws = np.asarray(sample_token(batch, jax.random.key(0), 1.0, 0, 1.0)[0])
     np.testing.assert_allclose(np.bincount(draws, minlength=5) / n, [0.4, 0.3, 0.2, 0.07, 0.03], atol=0.015)
     # temperature 2 flattens: p ∝ sqrt(p0)
-    hot = np.asarray(sample_token(batch, jax.random.key(1), temperature=2.0, top_k=0, top_p=1.0))
+    hot = np.asarray(sample_token(batch, jax.random.key(1), 2.0, 0, 1.0)[0])
     np.testing.assert_allclose(np.bincount(hot, minlength=5) / n, jax.nn.softmax(logits / 2), atol=0.015)
     # top-k 2: only the two largest, renormalized (0.4 : 0.3)
-    top2 = np.asarray(sample_token(batch, jax.random.key(2), temperature=1.0, top_k=2, top_p=1.0))
+    top2 = np.asarray(sample_token(batch, jax.random.key(2), 1.0, 2, 1.0)[0])
     assert set(np.unique(top2)) <= {0, 1}
     np.testing.assert_allclose(np.mean(top2 == 0), 4 / 7, atol=0.015)
     # top-p 0.65: mass before token 2 is 0.7 >= 0.65, so {0, 1}
-    nucleus = np.asarray(sample_token(batch, jax.random.key(3), temperature=1.0, top_k=0, top_p=0.65))
+    nucleus, nlp = sample_token(batch, jax.random.key(3), 1.0, 0, 0.65)
+    nucleus = np.asarray(nucleus)
     assert set(np.unique(nucleus)) <= {0, 1}
+    # the sampling log-prob is under the renormalised nucleus: log(0.4 / 0.7) for token 0
+    np.testing.assert_allclose(np.asarray(nlp)[nucleus == 0][:5], np.log(0.4 / 0.7), rtol=1e-5)
 
 
 def test_sampling_config_rejects_bad_values():
-    for kw in (dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5)):
+    for kw in (dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5),
+               dict(n=0), dict(stop_strings=("",))):
         with pytest.raises(ValueError, match="sampling"):
             SamplingConfig(**kw)
 
@@ -100,9 +119,31 @@ def models():
     return mesh, {name: make(cfg, mesh) for name, cfg in CONFIGS.items()}
 
 
-def run(mesh, graphdef, params, prompts, cfg=GREEDY, **kw):
-    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
-        return generate(graphdef, params, prompts, cfg, rng=jax.random.key(0), **kw)
+class Tok:
+    """The slice of a tokenizer the Sampler reads: ``vocab_size`` (ids at or past it are never
+    sampled), no special ids, and one letter per id for stop strings."""
+    pad_id = bos_id = eos_id = -1
+
+    def __init__(self, vocab_size=256):
+        self.vocab_size = vocab_size
+
+    def token_bytes(self):
+        return [bytes([97 + i % 26]) for i in range(self.vocab_size)]
+
+    def decode(self, ids):
+        return "".join(chr(97 + i % 26) for i in ids)
+
+
+def sampler(mesh, graphdef, params, *, vocab_limit=None, max_seq_len=None, name="gpt2"):
+    cfg = CONFIGS[name] if max_seq_len is None else dataclasses.replace(CONFIGS[name], max_seq_len=max_seq_len)
+    return Sampler(graphdef, params, Tok(vocab_limit or cfg.vocab_size), cfg, mesh, DEFAULT_RULES)
+
+
+def run(mesh, graphdef, params, prompts, cfg=GREEDY, *, stop_tokens=(), vocab_limit=None, max_seq_len=None,
+        seed=0, name="gpt2"):
+    out = sampler(mesh, graphdef, params, vocab_limit=vocab_limit, max_seq_len=max_seq_len, name=name).generate_ids(
+        prompts, dataclasses.replace(cfg, stop_token_ids=tuple(stop_tokens)), seed=seed)
+    return [out.tokens[i, :out.lengths[i]].tolist() for i in range(len(out.lengths))]
 
 
 def naive_greedy(mesh, graphdef, params, prompt, n, vocab_limit=None, buffer=32):
@@ -135,7 +176,7 @@ def test_greedy_equals_naive_loop_and_batching_does_not_leak(models, name):
     assert len({tuple(e) for e in expected}) == len(PROMPTS)             # the prompts matter
     # Batched, each row is left-padded to 32 (up to 29 padding tokens) and continues exactly as the
     # prompt alone does in the naive loop, which has no padding at all.
-    assert run(mesh, graphdef, params, PROMPTS) == expected
+    assert run(mesh, graphdef, params, PROMPTS, name=name) == expected
     if name == "gpt2":   # and as each prompt alone through generate (padded to 16 or 32)
         assert [run(mesh, graphdef, params, [p])[0] for p in PROMPTS] == expected
 
@@ -176,19 +217,21 @@ def test_sampling_is_reproducible_per_seed(models):
     mesh, made = models
     graphdef, params = made["gpt2"]
     a, b = run(mesh, graphdef, params, PROMPTS, HOT), run(mesh, graphdef, params, PROMPTS, HOT)
-    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
-        c = generate(graphdef, params, PROMPTS, HOT, rng=jax.random.key(1))
+    c = run(mesh, graphdef, params, PROMPTS, HOT, seed=1)
     assert a == b and a != c
 
 
-def test_too_long_and_empty_prompts_are_clear_errors(models):
+def test_long_prompts_keep_their_last_tokens_and_empty_ones_are_errors(models, capfd):
     mesh, made = models
     graphdef, params = made["gpt2"]                                     # max_seq_len 128
-    cfg = SamplingConfig(max_new_tokens=40)
-    with pytest.raises(ValueError, match=r"a prompt of 128 tokens leaves no room .* max_seq_len=128"):
-        run(mesh, graphdef, params, [[1] * 128], cfg)                    # max_seq_len from the model
-    with pytest.raises(ValueError, match="max_seq_len=64"):
-        run(mesh, graphdef, params, [[1] * 70], cfg, max_seq_len=64)
+    long = list(np.random.default_rng(0).integers(0, 256, 150))
+    # A prompt longer than the context keeps its last 64 tokens (said on stderr); the other prompt
+    # of the call is untouched and continues exactly as alone.
+    got = run(mesh, graphdef, params, [long, PROMPTS[0]])
+    err = capfd.readouterr().err
+    assert "1 prompt(s) reach the model's context of 128 tokens, keeping the last 64 of each: prompt 0 (150 tokens)" in err
+    assert got[0] == run(mesh, graphdef, params, [long[-64:]])[0]
+    assert got[1] == run(mesh, graphdef, params, [PROMPTS[0]])[0]
     with pytest.raises(ValueError, match="at least one token"):
         run(mesh, graphdef, params, [[1, 2], []])
 
@@ -222,10 +265,94 @@ def test_sharded_2x2x2_equals_one_device(models):
     mesh1, made = models
     mesh8 = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
     graphdef, params = make(CONFIGS["llama"], mesh8)
-    assert params["blocks"][0]["attn"]["q"].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+    assert params["blocks"][0]["attn"]["q"]["kernel"].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
     # 3 rows over a 4-way batch split (data x fsdp) is uneven, as when the CLI samples one prompt
-    # on a data-parallel mesh; heads and kv heads split over tensor.
-    assert run(mesh8, graphdef, params, PROMPTS) == run(mesh1, *made["llama"], PROMPTS)
+    # on a data-parallel mesh (the sampler pads the batch); heads and kv heads split over tensor.
+    assert (run(mesh8, graphdef, params, PROMPTS, name="llama")
+            == run(mesh1, *made["llama"], PROMPTS, name="llama"))
+
+
+def test_logprobs_equal_a_teacher_forced_forward_pass(models):
+    """The sampler's log-probs (under the unmodified model) equal token_logprobs of a full forward pass
+    over prompt + sampled tokens, whatever temperature / top-k / top-p shaped the draw."""
+    mesh, made = models
+    graphdef, params = made["llama"]
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0.7, top_k=50, top_p=0.9, n=3)
+    out = sampler(mesh, graphdef, params, name="llama").generate_ids(PROMPTS, cfg, seed=3)
+    assert out.tokens.shape == (9, 12) and out.prompt_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        model = nnx.merge(graphdef, params)
+        for r in range(9):
+            prompt, k = PROMPTS[r // 3], int(out.lengths[r])
+            seq = np.array(prompt + out.tokens[r, :k].tolist(), np.int32)[None]
+            hidden, _, _ = model.hidden_states(jnp.asarray(seq[:, :-1]))
+            lp = token_logprobs(hidden, model.output_head()[0], jnp.asarray(seq[:, 1:])).logprobs[0]
+            np.testing.assert_allclose(out.logprobs[r, :k], np.asarray(lp)[len(prompt) - 1:], atol=1e-4)
+    assert out.mask.sum() == out.lengths.sum() and np.all(out.logprobs[~out.mask] == 0)
+    # filtering makes each sampled token at least as likely under the sampled distribution
+    assert np.all(out.sampling_logprobs[out.mask] >= out.logprobs[out.mask] - 1e-4 - np.log(10))
+
+
+def test_changing_sampling_parameters_does_not_recompile(models):
+    mesh, made = models
+    graphdef, params = made["gpt2"]
+    s = sampler(mesh, graphdef, params)
+    s.generate_ids(PROMPTS, SamplingConfig(max_new_tokens=8, temperature=0.5))
+    compiles = sampler_module._generate._cache_size()
+    for cfg in (SamplingConfig(max_new_tokens=8, temperature=1.3, top_p=0.8),
+                SamplingConfig(max_new_tokens=8, temperature=0.0, top_k=7),
+                SamplingConfig(max_new_tokens=5, temperature=0.9, top_k=3, top_p=0.5)):   # 5 buckets to 16 too
+        s.generate_ids(PROMPTS[::-1], cfg)
+    assert sampler_module._generate._cache_size() == compiles
+
+
+def test_many_prompts_go_in_groups_of_max_rows(models):
+    mesh, made = models
+    graphdef, params = made["gpt2"]
+    s = Sampler(graphdef, params, Tok(), CONFIGS["gpt2"], mesh, DEFAULT_RULES, max_rows=4)
+    prompts = [PROMPTS[i % 3] for i in range(7)]
+    out = s.generate_ids(prompts, SamplingConfig(max_new_tokens=5, temperature=0.0, n=2))
+    assert out.tokens.shape == (14, 5) and out.prompt_index.tolist() == [i // 2 for i in range(14)]
+    alone = run(mesh, graphdef, params, PROMPTS, SamplingConfig(max_new_tokens=5, temperature=0.0))
+    assert [out.tokens[2 * i].tolist() for i in range(7)] == [alone[i % 3] for i in range(7)]
+
+
+def test_n_samples_per_prompt_and_per_row_limits(models):
+    mesh, made = models
+    graphdef, params = made["gpt2"]
+    s = sampler(mesh, graphdef, params)
+    greedy = s.generate_ids(PROMPTS[:2], SamplingConfig(max_new_tokens=6, temperature=0.0, n=3))
+    assert (greedy.tokens[0] == greedy.tokens[1]).all() and (greedy.tokens[3] == greedy.tokens[5]).all()
+    assert greedy.tokens[0].tolist() == run(mesh, graphdef, params, PROMPTS[:1], SamplingConfig(6, 0.0))[0]
+    hot = s.generate_ids(PROMPTS[:1], SamplingConfig(max_new_tokens=16, temperature=1.5, n=4))
+    assert len({tuple(r) for r in hot.tokens.tolist()}) == 4
+    assert hot.finish_reason.tolist() == [FINISH_LENGTH] * 4 and hot.lengths.tolist() == [16] * 4
+    # per-row token limits, through the pure generate(): rows stop at their own limit
+    from lmforge.infer import generate, pad_prompts
+    tokens, mask = pad_prompts(PROMPTS, rows=4, width=32)
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        out = generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
+                       SamplingConfig(max_new_tokens=16, temperature=0.0), max_tokens=jnp.array([3, 16, 1, 7]))
+    assert np.asarray(out.lengths).tolist() == [3, 16, 1, 7]
+    assert np.asarray(out.tokens)[0, :3].tolist() == run(mesh, graphdef, params, PROMPTS[:1], GREEDY)[0][:3]
+
+
+def test_stop_strings_match_generated_text_across_token_boundaries(models):
+    mesh, made = models
+    graphdef, params = made["gpt2"]
+    s = sampler(mesh, graphdef, params)
+    full = run(mesh, graphdef, params, PROMPTS, SamplingConfig(max_new_tokens=16, temperature=0.0))
+    text = Tok().decode(full[1])
+    # a string spanning tokens 4..6 of row 1 (its first occurrence ends at token 6)
+    stop = text[4:7]
+    end = text.index(stop) + len(stop)
+    out = s.generate_ids(PROMPTS, SamplingConfig(max_new_tokens=16, temperature=0.0, stop_strings=(stop,)))
+    assert out.tokens[1, :out.lengths[1]].tolist() == full[1][:end]
+    assert int(out.finish_reason[1]) == FINISH_STOP
+    for r in (0, 2):   # the other rows stop only where the string occurs in their own text
+        own = Tok().decode(full[r])
+        cut = own.index(stop) + len(stop) if stop in own else 16
+        assert int(out.lengths[r]) == cut and int(out.finish_reason[r]) == (FINISH_STOP if stop in own else FINISH_LENGTH)
 
 
 # ------------------------------------------------------------------------------- lmforge sample

@@ -1,0 +1,277 @@
+"""The one sampler: prefill + decode over a KV cache, returning arrays.
+
+    out = generate(graphdef, params, prompts, prompt_mask, rng, SamplingConfig(temperature=0.7, n=4))
+    out.tokens, out.logprobs, out.mask, out.lengths, out.finish_reason   # (B·n, M) / (B·n,)
+
+Everything that generates — a run's end-of-training samples, ``lmforge sample``, RL rollouts, the
+evaluation harness, tools, serving — calls :func:`generate` (text in and out is ``infer.text``).
+Samplers return arrays, not strings (STYLE rule 14): the tokens, the log-probabilities of each
+sampled token under the model (``logprobs``: temperature 1, no filtering — what a policy-gradient
+ratio or a KL needs, equal to a teacher-forced forward pass over the same tokens) and under the
+distribution actually sampled (``sampling_logprobs``: after temperature, top-k and top-p), a mask
+of the generated positions, lengths and why each row stopped.
+
+Choices:
+- Prompts are left-padded to one width (padding has segment id 0, so no real token attends to
+  it; real tokens' positions start at 0 in every row), so every row writes the same cache slot at
+  each decode step: a plain ``dynamic_update_slice``.
+- ``n`` samples per prompt: the prompt is prefilled once and its cache repeated n times.
+- Temperature, top-k, top-p and the per-row token limits are traced arrays (one per row, so a
+  server can mix requests): changing them never recompiles. What is static — the batch, prompt
+  and generation widths — is bucketed (:func:`bucket`: 16, 32, 64, ... ) by the callers in
+  ``infer.text``, so a bounded set of shapes is ever compiled. Rows stop at their own limit.
+- One sort per step serves top-k (a traced k) and top-p; top-p is applied to the top-k
+  distribution (as Hugging Face's processors chain them). A token is kept while the mass before
+  it is below ``top_p - TOP_P_TOLERANCE``: float32 sums that should reach ``top_p`` exactly
+  (0.5 + 0.3 = 0.79999995) would otherwise keep one token too many. The most likely token is
+  always kept. ``temperature == 0`` is greedy (its sampling log-prob is 0: a point mass).
+- Stop token ids end a row (the stop token is included and counted). Stop *strings* are matched
+  on the device against the bytes of the generated text: a rolling window of the last bytes of
+  each row is updated from a (V, L) table of each token's bytes, and a row stops when one of the
+  strings occurs in the window — whatever tokenization produced it. ``infer.text.stop_table``
+  builds the tables from a tokenizer.
+- Ids at or past ``vocab_limit`` (vocabulary padding) are never sampled.
+- The loop is one jitted ``lax.while_loop`` that ends when every row has stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NEG_INF = -1e30
+TOP_P_TOLERANCE = 1e-6
+FINISH_LENGTH, FINISH_STOP = 0, 1     # finish_reason codes: the row's token limit, a stop token or string
+FINISH_NAMES = ("length", "stop")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """What to sample. Only ``max_new_tokens`` and ``n`` shape the computation; the rest are traced."""
+    max_new_tokens: int = 200
+    temperature: float = 1.0        # 0 → greedy
+    top_k: int = 0                  # 0 → off
+    top_p: float = 1.0              # 1.0 → off
+    n: int = 1                      # samples per prompt
+    stop_token_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        problems = [msg for bad, msg in (
+            (self.max_new_tokens < 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
+            (not self.temperature >= 0, f"temperature={self.temperature} must be >= 0"),
+            (self.top_k < 0, f"top_k={self.top_k} must be >= 0"),
+            (not 0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1]"),
+            (self.n < 1, f"n={self.n} must be >= 1"),
+            (any(not s for s in self.stop_strings), "stop_strings must not hold an empty string"),
+        ) if bad]
+        if problems:
+            raise ValueError(f"sampling: {'; '.join(problems)}")
+
+
+class SamplerOutput(NamedTuple):
+    """Rows are prompt-major: row ``r`` continues prompt ``r // n`` (``prompt_index``)."""
+    tokens: jax.Array             # (R, M) int32; 0 past each row's length
+    logprobs: jax.Array           # (R, M) float32: log p(token) under the model (temperature 1, unfiltered)
+    sampling_logprobs: jax.Array  # (R, M) float32: under the sampled distribution (0 for greedy)
+    mask: jax.Array               # (R, M) bool: a generated position (the stop token included)
+    lengths: jax.Array            # (R,) int32
+    finish_reason: jax.Array      # (R,) int32: FINISH_LENGTH or FINISH_STOP
+    prompt_index: jax.Array       # (R,) int32
+
+
+class StopStrings(NamedTuple):
+    """Stop strings as arrays for the device (``infer.text.stop_table`` builds them)."""
+    token_bytes: jax.Array        # (V, L) int16: each token's bytes, left-aligned, -1 padded
+    token_lengths: jax.Array      # (V,) int32
+    strings: jax.Array            # (S, P) int16: each stop string's bytes, -1 padded
+    string_lengths: jax.Array     # (S,) int32; 0 for padding rows (never match)
+
+
+def bucket(x: int, smallest: int = 16) -> int:
+    """The compiled width for a size ``x``: ``smallest``, then powers of two."""
+    width = smallest
+    while width < x:
+        width *= 2
+    return width
+
+
+def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """(R, V) float32 logits with everything outside top-k, then top-p, set to NEG_INF.
+
+    ``top_k``, ``top_p``: scalars or (R,) arrays (traced); 0 and 1.0 switch them off.
+    """
+    r, v = logits.shape
+    top_k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), (r,))
+    top_p = jnp.broadcast_to(jnp.asarray(top_p, jnp.float32), (r,))
+    ordered = -jnp.sort(-logits, axis=-1)                                          # (R, V) descending
+    k = jnp.where((top_k > 0) & (top_k < v), top_k, v)
+    rank = jnp.arange(v)[None, :]
+    ordered = jnp.where(rank < k[:, None], ordered, NEG_INF)                        # the top-k set
+    probs = jax.nn.softmax(ordered, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs                                    # mass ranked above
+    keep = (before < top_p[:, None] - TOP_P_TOLERANCE) | (rank == 0)
+    keep &= rank < k[:, None]
+    threshold = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1)               # (R,) smallest kept logit
+    return jnp.where(logits >= threshold[:, None], logits, NEG_INF)
+
+
+def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                 top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(R, V) float32 logits -> (tokens (R,) int32, their log-prob under the sampled distribution (R,)).
+
+    Rows with ``temperature == 0`` take the argmax (log-prob 0).
+    """
+    r = logits.shape[0]
+    temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (r,))
+    greedy = temperature <= 0
+    scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
+    filtered = jax.lax.cond(jnp.any((jnp.asarray(top_k) > 0) | (jnp.asarray(top_p) < 1.0)),
+                            lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
+    drawn = jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
+    tokens = jnp.where(greedy, jnp.argmax(logits, axis=-1).astype(jnp.int32), drawn)
+    lp = jnp.take_along_axis(jax.nn.log_softmax(filtered, axis=-1), tokens[:, None], axis=-1)[:, 0]
+    return tokens, jnp.where(greedy, 0.0, lp)
+
+
+def _model_logprob(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[:, None], axis=-1)[:, 0]
+
+
+def _append_bytes(tail: jax.Array, tokens: jax.Array, stop: StopStrings) -> jax.Array:
+    """The last W bytes of each row after appending ``tokens``' bytes: (R, W) int16."""
+    w = tail.shape[1]
+    full = jnp.concatenate([tail, stop.token_bytes[tokens]], axis=1)               # (R, W + L)
+    n = stop.token_lengths[tokens]
+    return jax.vmap(lambda row, s: jax.lax.dynamic_slice(row, (s,), (w,)))(full, n)
+
+
+def _stop_hit(tail: jax.Array, stop: StopStrings) -> jax.Array:
+    """(R,) bool: one of the stop strings occurs in the rolling byte window."""
+    r, w = tail.shape
+    s, p = stop.strings.shape
+    padded = jnp.concatenate([tail, jnp.full((r, p), -1, tail.dtype)], axis=1)     # (R, W + P)
+    windows = jax.vmap(lambda o: jax.lax.dynamic_slice_in_dim(padded, o, p, axis=1), out_axes=1)(jnp.arange(w))
+    # windows (R, W, P) vs strings (S, P): a byte past a string's length always matches.
+    beyond = jnp.arange(p)[None, :] >= stop.string_lengths[:, None]                 # (S, P)
+    same = (windows[:, :, None, :] == stop.strings[None, None, :, :]) | beyond[None, None]
+    return jnp.any(jnp.all(same, axis=-1) & (stop.string_lengths > 0)[None, None, :], axis=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "n", "vocab_limit"))
+def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, top_p, max_tokens, stop_ids,
+              stop_strings, encoder, *, max_new_tokens: int, n: int, vocab_limit: int) -> SamplerOutput:
+    model = nnx.merge(graphdef, params)
+    b, p = prompts.shape
+    rows, m = b * n, max_new_tokens
+    segments = prompt_mask.astype(jnp.int32)
+    positions = jnp.maximum(jnp.cumsum(segments, axis=1) - 1, 0).astype(jnp.int32)
+    if encoder is None:
+        cache = model.init_cache(b, p + m)
+    else:   # an encoder-decoder: the encoder runs once, its keys/values wait in the cache
+        cache = model.init_cache(b, p + m, encoder_tokens=encoder[0], encoder_segment_ids=encoder[1])
+    logits, cache = model(prompts, positions=positions, segment_ids=segments, cache=cache)
+    repeat = (lambda x: x) if n == 1 else (lambda x: jnp.repeat(x, n, axis=0) if x.ndim and x.shape[0] == b else x)
+    if n > 1:   # the prompt was prefilled once; each of its n samples gets a copy of its cache
+        cache = {k: (jnp.repeat(v, n, axis=1) if k in ("k", "v", "memory_k", "memory_v") else repeat(v))
+                 for k, v in cache.items()}
+    last = repeat(logits[:, -1].astype(jnp.float32))                                 # (R, V)
+    next_pos = repeat(positions[:, -1] + 1)
+    limits = jnp.clip(max_tokens, 1, m)
+    vocab_ok = jnp.arange(last.shape[-1]) < vocab_limit
+
+    def pick(logits, i):
+        tok, slp = sample_token(jnp.where(vocab_ok, logits, NEG_INF), jax.random.fold_in(rng, i),
+                                temperature, top_k, top_p)
+        return tok, _model_logprob(logits, tok), slp
+
+    def finished(tok, tail, i):
+        hit = jnp.isin(tok, stop_ids)
+        if stop_strings is not None:
+            tail = _append_bytes(tail, tok, stop_strings)
+            hit |= _stop_hit(tail, stop_strings)
+        return hit, tail
+
+    tail = None if stop_strings is None else jnp.full(
+        (rows, stop_strings.strings.shape[1] + stop_strings.token_bytes.shape[1]), -1, jnp.int16)
+    tok, lp, slp = pick(last, 0)
+    hit, tail = finished(tok, tail, 0)
+    done = hit | (limits <= 1)
+    out = jnp.zeros((rows, m), jnp.int32).at[:, 0].set(tok)
+    out_lp = jnp.zeros((rows, m), jnp.float32).at[:, 0].set(lp)
+    out_slp = jnp.zeros((rows, m), jnp.float32).at[:, 0].set(slp)
+    state = (jnp.int32(1), tok, next_pos, cache, out, out_lp, out_slp, done, jnp.where(done, 1, m),
+             jnp.where(hit, FINISH_STOP, FINISH_LENGTH), tail)
+
+    def cond(s):
+        return (s[0] < m) & ~jnp.all(s[7])
+
+    def body(s):
+        i, tok, pos, cache, out, out_lp, out_slp, done, lengths, finish, tail = s
+        logits, cache = model(tok[:, None], positions=pos[:, None], segment_ids=jnp.ones((rows, 1), jnp.int32),
+                              cache=cache)
+        nxt, lp, slp = pick(logits[:, -1].astype(jnp.float32), i)
+        nxt = jnp.where(done, 0, nxt)
+        out = out.at[:, i].set(nxt)
+        out_lp = out_lp.at[:, i].set(jnp.where(done, 0.0, lp))
+        out_slp = out_slp.at[:, i].set(jnp.where(done, 0.0, slp))
+        hit, tail = finished(nxt, tail, i)
+        hit &= ~done
+        at_limit = ~done & ~hit & (i + 1 >= limits)
+        lengths = jnp.where(hit | at_limit, i + 1, lengths)
+        finish = jnp.where(hit, FINISH_STOP, finish)
+        return i + 1, nxt, pos + 1, cache, out, out_lp, out_slp, done | hit | at_limit, lengths, finish, tail
+
+    _, _, _, _, out, out_lp, out_slp, _, lengths, finish, _ = jax.lax.while_loop(cond, body, state)
+    lengths = jnp.minimum(lengths, limits)
+    mask = jnp.arange(m)[None, :] < lengths[:, None]
+    return SamplerOutput(tokens=jnp.where(mask, out, 0), logprobs=jnp.where(mask, out_lp, 0.0),
+                         sampling_logprobs=jnp.where(mask, out_slp, 0.0), mask=mask, lengths=lengths,
+                         finish_reason=finish, prompt_index=jnp.arange(rows, dtype=jnp.int32) // n)
+
+
+def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: jax.Array, cfg: SamplingConfig, *,
+             max_tokens: jax.Array | None = None, stop_strings: StopStrings | None = None,
+             vocab_limit: int | None = None, encoder_tokens: jax.Array | None = None,
+             encoder_mask: jax.Array | None = None) -> SamplerOutput:
+    """Samples ``cfg.n`` continuations of each prompt; pure and jittable (call it under the mesh and
+    axis rules the params were created with: ``jax.set_mesh`` + ``lmforge.model.axis_rules``).
+
+    Args:
+      graphdef: the model's graph (``nnx.split``); params: its parameters.
+      prompts: (B, P) int32, left-padded; prompt_mask: (B, P), 1 on real tokens (each row >= 1).
+      rng: a PRNG key.
+      cfg: sampling settings; ``max_new_tokens`` (M) and ``n`` are static, the rest traced.
+      max_tokens: (B·n,) per-row limits (<= M); default M for every row.
+      stop_strings: device tables for ``cfg.stop_strings`` (``infer.text.stop_table``).
+      vocab_limit: ids >= this are never sampled (vocabulary padding); default: none.
+      encoder_tokens, encoder_mask: (B, S) encoder inputs of an encoder-decoder model.
+
+    Returns:
+      SamplerOutput with R = B·n rows and M = ``cfg.max_new_tokens`` columns.
+
+    Raises:
+      ValueError: ``cfg.stop_strings`` without ``stop_strings`` tables, or mismatched shapes.
+    """
+    if prompts.ndim != 2 or prompts.shape != prompt_mask.shape:
+        raise ValueError(f"generate: prompts and prompt_mask must both be (B, P); got {prompts.shape}, "
+                         f"{prompt_mask.shape}")
+    if cfg.stop_strings and stop_strings is None:
+        raise ValueError("generate: cfg.stop_strings needs their byte tables (infer.text.stop_table)")
+    rows = prompts.shape[0] * cfg.n
+    if max_tokens is None:
+        max_tokens = jnp.full((rows,), cfg.max_new_tokens, jnp.int32)
+    knobs = [jnp.broadcast_to(jnp.asarray(v, dt), (rows,)) for v, dt in
+             ((cfg.temperature, jnp.float32), (cfg.top_k, jnp.int32), (cfg.top_p, jnp.float32))]
+    stop_ids = jnp.asarray(cfg.stop_token_ids if cfg.stop_token_ids else (-1,), jnp.int32)
+    encoder = None if encoder_tokens is None else (
+        encoder_tokens, jnp.ones_like(encoder_tokens) if encoder_mask is None else encoder_mask.astype(jnp.int32))
+    return _generate(graphdef, params, prompts.astype(jnp.int32), prompt_mask, rng, *knobs,
+                     jnp.asarray(max_tokens, jnp.int32), stop_ids, stop_strings if cfg.stop_strings else None,
+                     encoder, max_new_tokens=cfg.max_new_tokens, n=cfg.n,
+                     vocab_limit=int(vocab_limit) if vocab_limit is not None else 1 << 30)

@@ -1,0 +1,154 @@
+"""load_params (run folders: parameters only, born sharded with FSDP=8; model folders; dtype) and
+adapter checkpoints (round trip, several named adapters over one base, the wrong base refused)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, build_model, create_sharded, use_mesh
+from lmforge.model.lora import adapter_params
+from lmforge.model.paths import combine, flatten
+from lmforge.train.mesh import MeshConfig, make_mesh
+from lmforge.train.optim import OptimConfig
+from lmforge.train.pretrain import lm_loss
+from lmforge.train.trainer import LoopConfig, Trainer
+from lmforge.weights import CheckpointError, WeightsError, load_params, save_model_folder, write_model_config
+from lmforge.weights.adapters import load_adapter, load_adapters, save_adapter
+
+MODEL = ModelConfig.llama_tiny(vocab_size=128, max_seq_len=32, embed_dim=64, mlp_dim=128)
+ONE = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+
+
+def batches(n, b=8, t=16):
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        tok = rng.integers(0, 128, size=(b, t + 1)).astype(np.int32)
+        yield {"inputs": tok[:, :-1], "targets": tok[:, 1:], "weights": np.ones((b, t), np.float32),
+               "segment_ids": np.ones((b, t), np.int32), "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1))}
+
+
+def make_run(workdir, model=MODEL, steps=3, mesh=ONE, optim=OptimConfig(warmup_steps=1), params=None):
+    graphdef, p, sh = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
+    if params is not None:
+        p = params
+    write_model_config(workdir, model)
+    trainer = Trainer(lm_loss(graphdef, model), params=p, param_shardings=sh, optim=optim,
+                      loop=LoopConfig(steps=steps, log_every=steps), mesh=mesh, rules=DEFAULT_RULES)
+    trainer.fit(batches(steps), workdir)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    trainer = make_run(workdir)
+    return workdir, jax.device_get(trainer.params)
+
+
+def test_run_folder_loads_parameters_only_born_sharded_with_fsdp8(run):
+    workdir, trained = run
+    mesh = make_mesh(MeshConfig(data=1, fsdp=8))
+    loaded = load_params(workdir, mesh)
+    assert loaded.kind == "run" and loaded.step == 3 and loaded.cfg == MODEL
+    for path, x in flatten(loaded.params):
+        np.testing.assert_array_equal(np.asarray(x), dict(flatten(trained))[path], err_msg=path)
+        spec = x.sharding.spec
+        if "fsdp" in jax.tree.leaves(tuple(spec)):     # every fsdp-sharded parameter: 1/8 per device
+            assert all(s.data.size * 8 == x.size for s in x.addressable_shards), path
+    assert loaded.params["embed"].sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+    # a bfloat16 copy for inference
+    half = load_params(workdir, ONE, dtype="bfloat16")
+    assert half.params["blocks"][0]["attn"]["q"]["kernel"].dtype == jnp.bfloat16
+    assert half.cfg.param_dtype == "bfloat16"
+
+
+def test_model_folder_round_trip_and_logits(run, tmp_path):
+    workdir, trained = run
+    save_model_folder(tmp_path / "m", MODEL, trained)
+    loaded = load_params(tmp_path / "m", ONE)
+    ref = load_params(workdir, ONE)
+    tokens = jnp.arange(12, dtype=jnp.int32)[None]
+    with use_mesh(ONE):
+        a = nnx.merge(loaded.graphdef, loaded.params)(tokens)[0]
+        b = nnx.merge(ref.graphdef, ref.params)(tokens)[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_sources_are_one_line_errors(run, tmp_path):
+    workdir, _ = run
+    (tmp_path / "empty_run" / "checkpoints").mkdir(parents=True)
+    write_model_config(tmp_path / "empty_run", MODEL)
+    with pytest.raises(WeightsError, match="holds no checkpoint"):
+        load_params(tmp_path / "empty_run", ONE)
+    # a checkpoint of another architecture: the model.json says 3 layers, the checkpoint has 2
+    other = tmp_path / "other"
+    import shutil
+    shutil.copytree(workdir / "checkpoints", other / "checkpoints")
+    write_model_config(other, dataclasses.replace(MODEL, num_layers=3))
+    with pytest.raises((CheckpointError, WeightsError), match="does not fit the model"):
+        load_params(other, ONE)
+    with pytest.raises(WeightsError, match="is neither a run folder"):
+        load_params(tmp_path, ONE)
+    with pytest.raises(WeightsError, match="step=3 is for run folders"):
+        save_model_folder(tmp_path / "m", MODEL, jax.device_get(load_params(workdir, ONE).params))
+        load_params(tmp_path / "m", ONE, step=3)
+
+
+def test_adapters_round_trip_several_over_one_base_and_refuse_another_base(run, tmp_path):
+    workdir, _ = run
+    base = load_params(workdir, ONE)
+    lora = LoRAConfig(rank=4, alpha=8.0)
+    cfg = dataclasses.replace(MODEL, lora=lora)
+    graphdef, with_lora, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(1)), ONE, DEFAULT_RULES)
+    tokens = jnp.arange(16, dtype=jnp.int32)[None]
+    logits, folders = {}, {}
+    for name, seed in (("sql", 1), ("poems", 2)):   # two adapters: random A and B, so they differ
+        adapters, _ = adapter_params(with_lora)
+        adapters = jax.tree.map(lambda x, k=seed: x + 0.05 * jax.random.normal(jax.random.key(k), x.shape), adapters)
+        params = combine(base.params, adapters)
+        with use_mesh(ONE):
+            logits[name] = np.asarray(nnx.merge(graphdef, params)(tokens)[0])
+        folders[name] = save_adapter(tmp_path / name, params, cfg)
+    assert not np.allclose(logits["sql"], logits["poems"])
+    # adapter folders hold the adapters only
+    from safetensors.numpy import load_file
+    assert all(".lora." in k for k in load_file(str(folders["sql"] / "adapter.safetensors")))
+    loaded = load_adapters(folders, base.cfg, base.params, ONE)
+    for name, (cfg2, adapters) in loaded.items():
+        assert cfg2 == cfg
+        with use_mesh(ONE):
+            got = nnx.merge(graphdef, combine(base.params, adapters))(tokens)[0]
+        np.testing.assert_allclose(got, logits[name], atol=1e-6)
+    # another base of the same shapes (a fresh init): refused, naming both fingerprints
+    _, fresh, _ = create_sharded(lambda: build_model(MODEL, rngs=nnx.Rngs(7)), ONE, DEFAULT_RULES)
+    with pytest.raises(WeightsError, match="was trained over another base"):
+        load_adapter(folders["sql"], MODEL, fresh, ONE)
+    load_adapter(folders["sql"], MODEL, fresh, ONE, allow_other_base=True)
+    # another architecture
+    with pytest.raises(WeightsError, match="adapter for another architecture: the base differs in num_layers"):
+        load_adapter(folders["sql"], dataclasses.replace(MODEL, num_layers=3), fresh, ONE)
+    with pytest.raises(WeightsError, match="exists and is not empty"):
+        save_adapter(folders["sql"], combine(base.params, loaded["sql"][1]), cfg)
+
+
+def test_run_of_adapters_loads_over_its_base(run, tmp_path):
+    """A LoRA run checkpoints only its adapters; load_params takes the rest from its base.json."""
+    from lmforge.weights import write_base
+    workdir, _ = run
+    base = load_params(workdir, ONE)
+    cfg = dataclasses.replace(MODEL, lora=LoRAConfig(rank=2))
+    _, init, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), ONE, DEFAULT_RULES)
+    adapters, _ = adapter_params(init)
+    lora_run = tmp_path / "lora_run"
+    trainer = make_run(lora_run, cfg, params=combine(base.params, adapters),
+                       optim=OptimConfig(warmup_steps=1, trainable=(r".*\.lora\.(a|b)",)))
+    with pytest.raises(WeightsError, match="names no base"):
+        load_params(lora_run, ONE)
+    write_base(lora_run, workdir)
+    loaded = load_params(lora_run, ONE)
+    for path, x in flatten(jax.device_get(trainer.params)):
+        np.testing.assert_array_equal(np.asarray(dict(flatten(loaded.params))[path]), x, err_msg=path)

@@ -1,0 +1,118 @@
+"""The lmforge model folder and the model config file of a run folder.
+
+A *model folder* is ``model.json`` (the :class:`ModelConfig`) + ``params.safetensors`` (lmforge's
+parameter paths as tensor names: ``blocks.0.attn.q.kernel``), optionally with ``tokenizer/``. It is
+what ``lmforge convert`` writes from a Hugging Face folder, and one of the sources
+``load_params`` reads. A *run folder* (``lmforge run``'s workdir) also holds ``model.json``: the
+model it trains, with the vocabulary size resolved, so its checkpoints can be read without the
+task's config.
+
+Choices:
+- safetensors (Hugging Face's format: no pickle, memory-mapped, one tensor read at a time), not
+  orbax: a model folder is an exchange format, readable without JAX.
+- ``model.json`` is the dataclass as JSON; unknown or mistyped fields are one-line errors naming
+  the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import typing
+
+import numpy as np
+
+from lmforge.model import LoRAConfig, ModelConfig
+from lmforge.model.paths import flatten, unflatten
+
+MODEL_FILE, PARAMS_FILE = "model.json", "params.safetensors"
+
+
+class WeightsError(ValueError):
+    """A weights source that cannot be used: missing, of another kind, or not fitting the model."""
+
+
+def model_config_to_json(cfg: ModelConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+
+
+def model_config_from_dict(fields: dict, *, source: str = "model.json") -> ModelConfig:
+    """The inverse of ``dataclasses.asdict``: lists back to tuples, ``lora`` back to a LoRAConfig."""
+    if not isinstance(fields, dict):
+        raise WeightsError(f"{source}: expected a JSON object of ModelConfig fields")
+    known = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise WeightsError(f"{source}: unknown ModelConfig field(s) {unknown}")
+    hints = typing.get_type_hints(ModelConfig)
+    values = {}
+    for name, value in fields.items():
+        if name == "lora":
+            lora = dict(value or {})
+            if "targets" in lora:
+                lora["targets"] = tuple(lora["targets"])
+            try:
+                value = LoRAConfig(**lora)
+            except TypeError as e:
+                raise WeightsError(f"{source}: lora: {e}") from None
+        elif isinstance(value, list) and "tuple" in str(hints.get(name)):
+            value = tuple(value)
+        values[name] = value
+    try:
+        return ModelConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{source}: {e}") from None
+
+
+def write_model_config(directory: pathlib.Path, cfg: ModelConfig) -> pathlib.Path:
+    """Writes ``directory/model.json`` (atomically); returns its path."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MODEL_FILE
+    tmp = path.with_name(f".{MODEL_FILE}.tmp")
+    tmp.write_text(model_config_to_json(cfg))
+    tmp.replace(path)
+    return path
+
+
+def read_model_config(directory: pathlib.Path) -> ModelConfig:
+    path = pathlib.Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise WeightsError(f"{directory} has no {MODEL_FILE}")
+    try:
+        fields = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return model_config_from_dict(fields, source=str(path))
+
+
+def save_model_folder(directory: pathlib.Path, cfg: ModelConfig, params: dict) -> pathlib.Path:
+    """Writes a model folder: ``model.json`` + ``params.safetensors`` (host numpy copies of ``params``)."""
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flatten(params)}
+    save_file(tensors, str(directory / PARAMS_FILE))
+    write_model_config(directory, cfg)
+    return directory
+
+
+def is_model_folder(directory: pathlib.Path) -> bool:
+    directory = pathlib.Path(directory)
+    return (directory / MODEL_FILE).is_file() and (directory / PARAMS_FILE).is_file()
+
+
+def read_model_folder(directory: pathlib.Path) -> tuple[ModelConfig, dict]:
+    """(ModelConfig, nested params of numpy arrays) of a model folder, on the host."""
+    from safetensors.numpy import load_file
+
+    directory = pathlib.Path(directory)
+    cfg = read_model_config(directory)
+    try:
+        tensors = load_file(str(directory / PARAMS_FILE))
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+        raise WeightsError(f"{directory / PARAMS_FILE}: not a readable safetensors file "
+                           f"({str(e).splitlines()[0][:120]})") from None
+    return cfg, unflatten(tensors)

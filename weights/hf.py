@@ -1,0 +1,395 @@
+"""Hugging Face interop: GPT-2, Llama, BERT and T5 weights in and out through safetensors.
+
+A Hugging Face model folder is ``config.json`` + ``model.safetensors`` (or sharded
+``model-0000x-of-0000y.safetensors`` with an index), in the ``transformers`` tensor layout. This
+module maps that layout to lmforge's parameter tree and back, without torch:
+
+- :func:`config_from_hf` / :func:`config_to_hf`: ``config.json`` <-> :class:`ModelConfig`
+  (weights/hf_config.py: every config field is honoured, refused or inert, in ``CONFIG_FIELDS``);
+- :func:`params_from_hf` / :func:`params_to_hf`: tensor dict <-> lmforge's pure parameter dict
+  (the nested dict of ``nnx.to_pure_dict``, lists keyed by int);
+- :func:`load_hf` / :func:`save_hf`: folders; ``save_hf(..., tokenizer=)`` adds the tokenizer
+  (weights/hf_tokenizer.py), its special ids and a ``generation_config.json``.
+
+Choices:
+- Hugging Face ``nn.Linear`` weights are (out, in); lmforge's are (in, out) with the head
+  dimensions split out (``q``: (D, N, H), ``o``: (N, H, D)), so a tensor is transposed and reshaped;
+  GPT-2's ``Conv1D`` is already (in, out), and its fused ``c_attn`` is split into q, k, v.
+- Strict by default: a missing tensor, a tensor of the wrong shape, an unsupported architecture or
+  config field is an error naming the tensor or field. Extra tensors (BERT's pooler, tied copies,
+  rotary buffers) are listed in the returned ``unused`` set, never silently used; on export, an
+  lmforge parameter with no place in the transformers model is an error, never dropped.
+- GPT-2's attention-scale fields are folded into the query projection at import (hf_config.py).
+- A model without biases (nanoGPT's ``bias=False``) exports with zero biases: exact.
+- BERT checkpoints without the masked-LM head (``BertModel``, e.g. sentence encoders) import as
+  ``lm_head=False`` models.
+- Exported configs name the ``transformers`` class in ``architectures``; tied embeddings are not
+  written twice (``transformers`` re-ties them on load).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+import types
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lmforge.model import ModelConfig, build_model
+from lmforge.model.paths import flatten, unflatten
+from lmforge.weights.hf_config import (  # noqa: F401  (re-exported: the config half of the interop)
+    CONFIG_FIELDS,
+    HF_ARCHITECTURES,
+    INERT,
+    HONOURED,
+    REFUSED,
+    Field,
+    InteropError,
+    check_fields,
+    config_from_hf,
+    config_to_hf,
+    gpt2_query_scale,
+)
+
+
+# --- the tensor map -------------------------------------------------------------------------------
+# One entry: (Hugging Face name, lmforge path, transpose, n_in). lmforge's array is viewed as 2-D
+# (prod(shape[:n_in]), rest) and, when `transpose`, is the transpose of the Hugging Face matrix;
+# n_in=0 is a vector (bias, norm scale), n_in=None a table kept as is (embeddings).
+Entry = tuple[str, str, bool, int | None]
+
+
+def _linear(hf: str, ours: str, *, transpose: bool = True, n_in: int = 1, bias: bool = False) -> list[Entry]:
+    """A projection: ``hf.weight`` -> ``ours.kernel`` (and ``hf.bias`` -> ``ours.bias``), a Dense module."""
+    out = [(f"{hf}.weight", f"{ours}.kernel", transpose, n_in)]
+    if bias:
+        out.append((f"{hf}.bias", f"{ours}.bias", False, 0))
+    return out
+
+
+def _norm(hf: str, ours: str, *, bias: bool = True, weight: str = "weight") -> list[Entry]:
+    return [(f"{hf}.{weight}", f"{ours}.scale", False, 0)] + ([(f"{hf}.bias", f"{ours}.bias", False, 0)] if bias else [])
+
+
+def tensor_map(cfg: ModelConfig, *, hf_prefix: str = "") -> list[Entry]:
+    """Every tensor of ``cfg``'s model, as (Hugging Face name, lmforge path, transpose, n_in)."""
+    p, m = hf_prefix, []
+    if cfg.family == "gpt2":
+        m += [(f"{p}wte.weight", "embed", False, None), (f"{p}wpe.weight", "pos_embed", False, None)]
+        for i in range(cfg.num_layers):
+            h, o = f"{p}h.{i}", f"blocks.{i}"
+            m += _norm(f"{h}.ln_1", f"{o}.attn_norm") + _norm(f"{h}.ln_2", f"{o}.mlp_norm")
+            for x in "qkv":   # the three thirds of the fused c_attn (split in _gpt2_split)
+                m += _linear(f"{h}.attn.c_attn_{x}", f"{o}.attn.{x}", transpose=False, bias=True)
+            m += _linear(f"{h}.attn.c_proj", f"{o}.attn.o", transpose=False, n_in=2, bias=True)
+            m += _linear(f"{h}.mlp.c_fc", f"{o}.mlp.up", transpose=False, bias=True)
+            m += _linear(f"{h}.mlp.c_proj", f"{o}.mlp.down", transpose=False, bias=True)
+        m += _norm(f"{p}ln_f", "final_norm")
+        return m + ([] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)])
+    if cfg.family == "llama":
+        m += [(f"{p}embed_tokens.weight", "embed", False, None)]
+        for i in range(cfg.num_layers):
+            h, o = f"{p}layers.{i}", f"blocks.{i}"
+            m += _norm(f"{h}.input_layernorm", f"{o}.attn_norm", bias=False)
+            m += _norm(f"{h}.post_attention_layernorm", f"{o}.mlp_norm", bias=False)
+            b = cfg.use_bias   # attention_bias and mlp_bias (config_from_hf takes both or neither)
+            for x in "qkv":
+                m += _linear(f"{h}.self_attn.{x}_proj", f"{o}.attn.{x}", bias=b)
+            m += _linear(f"{h}.self_attn.o_proj", f"{o}.attn.o", n_in=2, bias=b)
+            for hf, ours in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
+                m += _linear(f"{h}.mlp.{hf}", f"{o}.mlp.{ours}", bias=b)
+        m += _norm(f"{p}norm", "final_norm", bias=False)
+        return m + ([] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)])
+    if cfg.family == "bert":
+        e = f"{p}embeddings"
+        m += [(f"{e}.word_embeddings.weight", "embed.tokens", False, None),
+              (f"{e}.position_embeddings.weight", "embed.positions", False, None),
+              (f"{e}.token_type_embeddings.weight", "embed.types", False, None)] + _norm(f"{e}.LayerNorm", "embed_norm")
+        for i in range(cfg.num_layers):
+            h, o = f"{p}encoder.layer.{i}", f"layers.{i}"
+            for hf, x in (("query", "q"), ("key", "k"), ("value", "v")):
+                m += _linear(f"{h}.attention.self.{hf}", f"{o}.attn.{x}", bias=True)
+            m += _linear(f"{h}.attention.output.dense", f"{o}.attn.o", n_in=2, bias=True)
+            m += _norm(f"{h}.attention.output.LayerNorm", f"{o}.attn_norm")
+            m += _linear(f"{h}.intermediate.dense", f"{o}.mlp.up", bias=True)
+            m += _linear(f"{h}.output.dense", f"{o}.mlp.down", bias=True)
+            m += _norm(f"{h}.output.LayerNorm", f"{o}.mlp_norm")
+        if cfg.lm_head:
+            m += _linear("cls.predictions.transform.dense", "head.dense", bias=True)
+            m += _norm("cls.predictions.transform.LayerNorm", "head.norm")
+            if cfg.tie_embeddings:
+                m += [("cls.predictions.bias", "head.bias", False, 0)]
+            else:   # transformers 5 unties the decoder's bias too, and reads that one
+                m += [("cls.predictions.decoder.weight", "head.unembed", True, 1),
+                      ("cls.predictions.decoder.bias", "head.bias", False, 0)]
+        return m
+    if cfg.family == "t5":
+        m += [("shared.weight", "embed.tokens", False, None),
+              ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", "encoder_bias.table", False, None),
+              ("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", "decoder_bias.table", False, None)]
+        gated = cfg.activation in ("geglu", "swiglu")
+        ffn = ([("wi_0", "gate"), ("wi_1", "up")] if gated else [("wi", "up")]) + [("wo", "down")]
+        for stack, layers, ours in (("encoder", cfg.num_layers, "encoder_layers"),
+                                    ("decoder", cfg.decoder_layers, "decoder_layers")):
+            for i in range(layers):
+                h, o = f"{stack}.block.{i}.layer", f"{ours}.{i}"
+                parts = [("SelfAttention", "attn", "attn_norm")]
+                if stack == "decoder":
+                    parts.append(("EncDecAttention", "cross_attn", "cross_norm"))
+                for j, (hf, attn, norm) in enumerate(parts):
+                    for x in "qkv":
+                        m += _linear(f"{h}.{j}.{hf}.{x}", f"{o}.{attn}.{x}")
+                    m += _linear(f"{h}.{j}.{hf}.o", f"{o}.{attn}.o", n_in=2)
+                    m += _norm(f"{h}.{j}.layer_norm", f"{o}.{norm}", bias=False)
+                j = len(parts)
+                for hf, x in ffn:
+                    m += _linear(f"{h}.{j}.DenseReluDense.{hf}", f"{o}.mlp.{x}")
+                m += _norm(f"{h}.{j}.layer_norm", f"{o}.mlp_norm", bias=False)
+            m += _norm(f"{stack}.final_layer_norm", f"{ours[:7]}_norm", bias=False)
+        return m + ([] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)])
+    raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
+                       f"{sorted(HF_ARCHITECTURES)}")
+
+
+def _hf_prefix(cfg: ModelConfig, names) -> str:
+    """The base-model prefix the checkpoint uses ('transformer.' / 'model.' / 'bert.' or none)."""
+    names = set(names)
+    first = tensor_map(cfg)[0][0]
+    for prefix in {"gpt2": ("transformer.", ""), "llama": ("model.", ""), "bert": ("bert.", "")}.get(cfg.family, ("",)):
+        if prefix + first in names:
+            return prefix
+    return {"gpt2": "transformer.", "llama": "model.", "bert": "bert."}.get(cfg.family, "")
+
+
+def _gpt2_split(tensors: dict, cfg: ModelConfig, prefix: str) -> dict:
+    out = dict(tensors)
+    for i in range(cfg.num_layers):
+        for kind in ("weight", "bias"):
+            name = f"{prefix}h.{i}.attn.c_attn.{kind}"
+            if name in out:
+                for x, part in zip("qkv", np.split(out.pop(name), 3, axis=-1)):
+                    out[f"{prefix}h.{i}.attn.c_attn_{x}.{kind}"] = part
+    return out
+
+
+def _gpt2_fuse(tensors: dict, cfg: ModelConfig) -> dict:
+    out = dict(tensors)
+    for i in range(cfg.num_layers):
+        for kind in ("weight", "bias"):
+            parts = [out.pop(f"transformer.h.{i}.attn.c_attn_{x}.{kind}") for x in "qkv"]
+            out[f"transformer.h.{i}.attn.c_attn.{kind}"] = np.concatenate(parts, axis=-1)
+    return out
+
+
+def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], shapes: dict[str, tuple]) -> tuple[dict, set]:
+    """HF tensors -> (flat {lmforge path: float32 array}, unused HF names). ``shapes`` are lmforge's."""
+    prefix = _hf_prefix(cfg, tensors)
+    if cfg.family == "gpt2":
+        tensors = _gpt2_split(tensors, cfg, prefix)
+    if (cfg.family == "bert" and not cfg.tie_embeddings and "cls.predictions.decoder.bias" not in tensors
+            and "cls.predictions.bias" in tensors):   # transformers 4 kept one bias for both
+        tensors = {**tensors, "cls.predictions.decoder.bias": tensors.pop("cls.predictions.bias")}
+    if cfg.family == "t5" and "shared.weight" not in tensors and "encoder.embed_tokens.weight" in tensors:
+        tensors = {**tensors, "shared.weight": tensors["encoder.embed_tokens.weight"]}
+    flat, used = {}, set()
+    for name, ours, transpose, n_in in tensor_map(cfg, hf_prefix=prefix):
+        if name not in tensors:
+            raise InteropError(f"checkpoint has no tensor {name!r} (needed for lmforge parameter {ours!r})")
+        x = np.asarray(tensors[name], np.float32)
+        want = shapes[ours]
+        if transpose:
+            x = x.T
+        if x.size != math.prod(want) or (x.ndim == 2 and n_in and x.shape[0] != math.prod(want[:n_in])):
+            raise InteropError(f"tensor {name!r} has shape {tuple(tensors[name].shape)}; lmforge parameter {ours!r} "
+                               f"of shape {tuple(want)} expects {_hf_shape(want, transpose, n_in)}")
+        flat[ours] = x.reshape(want)
+        used.add(name)
+    missing = sorted(set(shapes) - set(flat))
+    if missing:
+        raise InteropError(f"the tensor map leaves lmforge parameters {missing[:4]} unset")
+    return flat, set(tensors) - used
+
+
+def _hf_shape(shape, transpose, n_in):
+    if n_in is None:      # embedding tables: the same (rows, D) layout on both sides
+        return tuple(shape)
+    if not n_in:
+        return (math.prod(shape),)
+    rows, cols = math.prod(shape[:n_in]), math.prod(shape[n_in:])
+    return (cols, rows) if transpose else (rows, cols)
+
+
+def params_to_hf(cfg: ModelConfig, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Flat {lmforge path: array} -> HF tensors (float32, contiguous), in the LM-head layout."""
+    prefix = {"gpt2": "transformer.", "llama": "model.", "bert": "bert." if cfg.lm_head else ""}.get(cfg.family, "")
+    out, entries = {}, tensor_map(cfg, hf_prefix=prefix)
+    left = sorted(set(flat) - {ours for _, ours, _, _ in entries})
+    if left:   # a parameter transformers' model has no place for would be dropped without a word
+        raise InteropError(f"lmforge parameters {left[:4]}{' ...' if len(left) > 4 else ''} have no tensor in "
+                           f"{HF_ARCHITECTURES[cfg.family]}")
+    for hf, ours, transpose, n_in in entries:
+        if ours not in flat and ours.endswith(".bias") and not cfg.use_bias:
+            x = _zero_bias(flat, ours)   # GPT-2 without biases (nanoGPT's bias=False): zeros are exact
+        else:
+            x = np.asarray(flat[ours], np.float32)
+        x = x.reshape(_hf_shape(x.shape, False, n_in))
+        out[hf] = np.ascontiguousarray(x.T if transpose else x)
+    if cfg.family == "gpt2":
+        out = _gpt2_fuse(out, cfg)
+    if cfg.family == "t5" and cfg.tie_embeddings and not cfg.output_scale:
+        out["lm_head.weight"] = out["shared.weight"]   # transformers 4 would untie; 5 reads it back tied
+    if cfg.family == "bert" and cfg.lm_head and not cfg.tie_embeddings:   # 4 reads this one, 5 the decoder's
+        out["cls.predictions.bias"] = out["cls.predictions.decoder.bias"]
+    return out
+
+
+def _zero_bias(flat: dict, path: str) -> np.ndarray:
+    """Zeros shaped like the bias ``path`` would have: a norm's scale, or a projection's output axes."""
+    owner = path[:-len(".bias")]
+    if f"{owner}.scale" in flat:
+        return np.zeros(np.shape(flat[f"{owner}.scale"]), np.float32)
+    kernel = np.shape(flat[f"{owner}.kernel"])
+    n_in = 2 if owner.endswith("attn.o") else 1
+    return np.zeros(kernel[n_in:], np.float32)
+
+
+# --- folders --------------------------------------------------------------------------------------
+def read_safetensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
+    """All tensors of a HF folder (single file or an index of shards) as numpy arrays."""
+    from safetensors.numpy import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InteropError(f"{folder} holds no *.safetensors file (a transformers model folder has model.safetensors)")
+    tensors = {}
+    for f in files:
+        try:
+            tensors.update(load_file(str(f)))
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise InteropError(f"{f}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+    return tensors
+
+
+def read_hf_config(folder: pathlib.Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise InteropError(f"{folder} has no config.json (expected a transformers model folder)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InteropError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def load_hf(folder, *, model_cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict, set]:
+    """A transformers folder -> (ModelConfig, nested pure param dict of numpy float32, unused tensor names).
+
+    ``model_cfg``: the model to read the tensors into, instead of the one ``config.json`` describes
+    (the config is then not read at all)."""
+    folder = pathlib.Path(folder)
+    hf = read_hf_config(folder) if model_cfg is None else {}
+    cfg = model_cfg or config_from_hf(hf)
+    tensors = read_safetensors(folder)
+    if model_cfg is None and cfg.family == "t5" and "lm_head.weight" in tensors:
+        cfg = dataclasses.replace(cfg, tie_embeddings=False)
+    plain = dataclasses.replace(cfg, scan_layers=False, remat="none")
+    flat, unused = params_from_hf(plain, tensors, param_shapes(plain))
+    if cfg.family == "gpt2" and hf:
+        _fold_query_scale(flat, hf, cfg)
+    if cfg.scan_layers:
+        flat = _stack_layers(flat, cfg.num_layers)
+    return cfg, unflatten(flat), unused
+
+
+def _fold_query_scale(flat: dict, hf: dict, cfg: ModelConfig) -> None:
+    """GPT-2's attention-logit scale (scale_attn_weights, scale_attn_by_inverse_layer_idx) relative to
+    lmforge's 1/sqrt(H), folded into each layer's query kernel and bias: q.k is linear in q."""
+    for i in range(cfg.num_layers):
+        factor = np.float32(gpt2_query_scale(hf, i, cfg.dims_per_head))
+        if factor != 1:
+            for kind in ("kernel", "bias"):
+                if f"blocks.{i}.attn.q.{kind}" in flat:
+                    flat[f"blocks.{i}.attn.q.{kind}"] = flat[f"blocks.{i}.attn.q.{kind}"] * factor
+
+
+def save_hf(folder, cfg: ModelConfig, pure: dict, *, tokenizer_dir=None) -> pathlib.Path:
+    """Writes ``config.json`` + ``model.safetensors`` that ``transformers`` loads with ``from_pretrained``.
+
+    ``pure``: the nested parameter dict (``nnx.to_pure_dict``; the train state's ``params``).
+    ``tokenizer_dir``: the model's tokenizer folder (a run's ``RUN/tokenizer``); when given, the folder
+    also gets ``tokenizer.json`` / ``tokenizer_config.json`` (weights/hf_tokenizer.py), the special ids
+    in ``config.json``, and a ``generation_config.json`` that stops at eos and never picks the padded
+    vocabulary rows (ids >= the tokenizer's size), as lmforge's sampler does."""
+    from safetensors.numpy import save_file
+
+    folder = pathlib.Path(folder)
+    config = config_to_hf(cfg)
+    flat = {k: np.asarray(v) for k, v in flatten(pure)}
+    if cfg.scan_layers:   # stacked (L, ...) block parameters -> one entry per layer
+        flat = _unstack_layers(flat, cfg.num_layers)
+    tensors = params_to_hf(cfg, flat)
+    folder.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is not None:
+        from lmforge.data.tokenizer import load_tokenizer
+        from lmforge.weights.hf_tokenizer import save_hf_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_dir)
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise InteropError(f"{tokenizer_dir}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                               f"{cfg.vocab_size} rows")
+        ids = save_hf_tokenizer(folder, tokenizer, tokenizer_dir, architecture=cfg.architecture,
+                                max_length=None if cfg.family == "t5" else cfg.max_seq_len)
+        config.update(ids)
+        generation = dict(ids)
+        if cfg.architecture == "encoder_decoder":   # lmforge's sampler starts the decoder at bos
+            config["decoder_start_token_id"] = generation["decoder_start_token_id"] = ids["bos_token_id"]
+        if tokenizer.vocab_size < cfg.vocab_size:
+            generation["suppress_tokens"] = list(range(tokenizer.vocab_size, cfg.vocab_size))
+        if cfg.architecture != "encoder":
+            (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def _stack_layers(flat: dict, num_layers: int) -> dict:
+    out = {k: v for k, v in flat.items() if not k.startswith("blocks.")}
+    for key in {k.split(".", 2)[2] for k in flat if k.startswith("blocks.")}:
+        out[f"blocks.{key}"] = np.stack([flat[f"blocks.{i}.{key}"] for i in range(num_layers)])
+    return out
+
+
+def _unstack_layers(flat: dict, num_layers: int) -> dict:
+    out = {k: v for k, v in flat.items() if not k.startswith("blocks.")}
+    for key, value in flat.items():
+        if key.startswith("blocks."):
+            for i in range(num_layers):
+                out[f"blocks.{i}.{key[7:]}"] = value[i]
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def param_shapes(cfg: ModelConfig) -> Mapping[str, tuple]:
+    """{lmforge parameter path: shape} of ``cfg``'s model (traced once per config: tracing a model costs
+    about as much as reading a small checkpoint)."""
+    _, state = abstract_model(cfg)
+    return types.MappingProxyType({k: tuple(v.shape) for k, v in flatten(nnx.to_pure_dict(state))})
+
+
+def abstract_model(cfg: ModelConfig):
+    """(graphdef, abstract parameter state) of ``cfg``'s model: shapes only, no memory, no mesh needed."""
+    with nnx.use_eager_sharding(False), jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
+        return nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
+
+
+def merge_params(cfg: ModelConfig, pure: dict):
+    """The NNX model of ``cfg`` holding the parameters ``pure`` (e.g. from :func:`load_hf`), unsharded."""
+    graphdef, state = abstract_model(cfg)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
+    return nnx.merge(graphdef, state)

@@ -1,0 +1,235 @@
+"""``load_params``: the one way parameters enter a sampler, a trainer's frozen tree or an export.
+
+    loaded = load_params("runs/quickstart-...", mesh)            # a run folder: its latest checkpoint
+    loaded = load_params("runs/quickstart-...", mesh, step=300)  # a given step
+    loaded = load_params("hf_llama/", mesh, dtype="bfloat16")    # a Hugging Face folder
+    loaded = load_params("model_folder/", mesh)                  # an lmforge model folder
+    model = nnx.merge(loaded.graphdef, loaded.params)
+
+Choices:
+- Born sharded: the model is traced abstractly (no memory) to get every parameter's
+  NamedSharding from its logical axes and the rules, and each parameter is placed straight into
+  its shards — from a run folder by orbax restoring onto those shardings, from a safetensors file
+  by ``jax.make_array_from_callback`` handing each device its slice. No parameter is ever whole on
+  one device, so a model that only fits with FSDP loads, samples and exports.
+- A run folder is read for its parameters only: a partial orbax restore (``Checkpointer.restore_params``)
+  never reads the optimizer state. A run that trained a subset (LoRA adapters, frozen layers)
+  checkpoints only that subset; the rest comes from the base it started from, named in its
+  ``base.json`` and loaded the same way, recursively.
+- ``dtype`` casts floating-point parameters (e.g. bfloat16 weights for inference); the model's
+  ``param_dtype`` follows, so shapes, dtypes and shardings of the result agree with ``graphdef``.
+- Every mismatch (a missing or extra parameter, a wrong shape, a checkpoint of another model) is a
+  one-line :class:`WeightsError` (or ``CheckpointError``) naming the parameter and both shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, abstract_sharded, build_model
+from lmforge.model.paths import combine, flatten, unflatten
+from lmforge.weights.checkpoint import Checkpointer
+from lmforge.weights.folder import WeightsError, is_model_folder, read_model_config, read_model_folder
+
+BASE_FILE = "base.json"
+KINDS = ("run", "hf", "model")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """Parameters placed on a mesh, with what is needed to use them."""
+    cfg: ModelConfig
+    graphdef: Any            # nnx.merge(graphdef, params) is the model
+    params: dict             # nested dict of sharded jax.Arrays
+    shardings: dict          # the same tree of NamedShardings
+    kind: str                # "run" | "hf" | "model"
+    source: pathlib.Path
+    step: int | None         # the checkpoint step (run folders)
+
+
+def source_kind(source: pathlib.Path) -> str:
+    """"run" (a ``lmforge run`` workdir), "hf" (a transformers folder) or "model" (an lmforge model folder).
+
+    Raises WeightsError (naming what the folder lacks) for anything else.
+    """
+    source = pathlib.Path(source)
+    if not source.is_dir():
+        raise WeightsError(f"{source} is not a folder (expected a run folder, a transformers folder or an lmforge "
+                           f"model folder)")
+    if is_model_folder(source):
+        return "model"
+    config = source / "config.json"
+    if config.is_file():
+        try:
+            fields = json.loads(config.read_text())
+        except json.JSONDecodeError as e:
+            raise WeightsError(f"{config}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(fields, dict) and "model_type" in fields:
+            return "hf"
+    if (source / "checkpoints").is_dir() or (source / "model.json").is_file():
+        return "run"
+    raise WeightsError(f"{source} is neither a run folder (checkpoints/ + model.json), a transformers folder "
+                       f"(config.json with model_type) nor a model folder (model.json + params.safetensors)")
+
+
+def write_base(workdir: pathlib.Path, source: str | pathlib.Path) -> None:
+    """Records in a run folder the weights source its frozen parameters come from (``base.json``)."""
+    (pathlib.Path(workdir) / BASE_FILE).write_text(json.dumps({"source": str(pathlib.Path(source).absolute())}) + "\n")
+
+
+def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DEFAULT_RULES, dtype: str | None = None,
+                step: int | None = None, model_cfg: ModelConfig | None = None, lora: LoRAConfig | None = None,
+                seed: int = 0) -> LoadedModel:
+    """Loads a model's parameters from ``source`` directly into their shards on ``mesh``.
+
+    Args:
+      source: a run folder (the latest readable checkpoint, or ``step``), a Hugging Face folder, or
+        an lmforge model folder.
+      mesh: where the parameters go; their shardings come from the logical axes and ``rules``.
+      dtype: cast floating-point parameters to this dtype (None: as stored).
+      step: a run folder's checkpoint step (None: the latest readable one).
+      model_cfg: the model's config when the source does not say it (a run folder written before
+        runs recorded ``model.json``); otherwise it must be None.
+      lora: add fresh LoRA adapters (A random from ``seed``, B zero: the model computes exactly the
+        source's function) to a source without adapters — the start of a LoRA fine-tune.
+
+    Returns:
+      LoadedModel with graphdef, params and shardings.
+
+    Raises:
+      WeightsError / CheckpointError / InteropError: the source is not usable, with the reason.
+    """
+    source = pathlib.Path(source)
+    if lora is not None and lora.rank:
+        return _with_fresh_adapters(load_params(source, mesh, rules=rules, dtype=dtype, step=step,
+                                                model_cfg=model_cfg), lora, mesh, rules, seed)
+    kind = source_kind(source)
+    if step is not None and kind != "run":
+        raise WeightsError(f"step={step} is for run folders; {source} is a {kind} folder")
+    if kind == "run":
+        return _load_run(source, mesh, rules, dtype, step, model_cfg)
+    if kind == "hf":
+        from lmforge.weights.hf import load_hf
+        cfg, host, _ = load_hf(source)
+    else:
+        cfg, host = read_model_folder(source)
+    cfg = _with_dtype(cfg, dtype)
+    graphdef, abstract, shardings = _abstract(cfg, mesh, rules)
+    params = place(host, abstract, what=str(source))
+    return LoadedModel(cfg, graphdef, params, shardings, kind, source, None)
+
+
+def _with_fresh_adapters(base: LoadedModel, lora: LoRAConfig, mesh, rules, seed: int) -> LoadedModel:
+    from lmforge.weights.adapters import init_adapters
+
+    if base.cfg.lora.rank:
+        raise WeightsError(f"{base.source} already has LoRA adapters (rank {base.cfg.lora.rank}); merge them "
+                           f"(lmforge.model.lora.merge) before adding new ones")
+    cfg = dataclasses.replace(base.cfg, lora=lora)
+    adapters, adapter_sh = init_adapters(cfg, mesh, rules=rules, seed=seed)
+    graphdef, _, _ = _abstract(cfg, mesh, rules)
+    return dataclasses.replace(base, cfg=cfg, graphdef=graphdef, params=combine(base.params, adapters),
+                               shardings=combine(base.shardings, adapter_sh))
+
+
+def _with_dtype(cfg: ModelConfig, dtype: str | None) -> ModelConfig:
+    return cfg if dtype is None else dataclasses.replace(cfg, param_dtype=jnp.dtype(dtype).name)
+
+
+def _abstract(cfg: ModelConfig, mesh, rules):
+    return abstract_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), mesh, rules)
+
+
+def place(host: dict, abstract: dict, *, what: str) -> dict:
+    """Host arrays (nested dict) -> jax arrays on ``abstract``'s shardings and dtypes, one device slice
+    at a time (``jax.make_array_from_callback``). Raises WeightsError on a missing, extra or
+    wrongly shaped parameter."""
+    flat_host, flat_abs = dict(flatten(host)), dict(flatten(abstract))
+    missing, extra = sorted(flat_abs.keys() - flat_host.keys()), sorted(flat_host.keys() - flat_abs.keys())
+    if missing or extra:
+        raise WeightsError(f"{what} does not fit the model: missing {missing[:4] or 'none'}"
+                           f"{' ...' if len(missing) > 4 else ''}; not in the model {extra[:4] or 'none'}"
+                           f"{' ...' if len(extra) > 4 else ''}")
+    out = {}
+    for path, want in flat_abs.items():
+        x = np.asarray(flat_host[path])
+        if x.shape != want.shape:
+            raise WeightsError(f"{what}: parameter {path!r} has shape {x.shape}; the model expects {want.shape}")
+        x = x.astype(want.dtype, copy=False)
+        out[path] = jax.make_array_from_callback(want.shape, want.sharding, lambda index, x=x: x[index])
+    return unflatten(out)
+
+
+def _load_run(run: pathlib.Path, mesh, rules, dtype, step, model_cfg) -> LoadedModel:
+    if (run / "model.json").is_file():
+        if model_cfg is not None:
+            raise WeightsError(f"{run} records its model in model.json; do not pass model_cfg")
+        cfg = read_model_config(run)
+    elif model_cfg is not None:
+        cfg = model_cfg
+    else:
+        raise WeightsError(f"{run} has no model.json (written by runs since the post-training foundation); "
+                           f"pass model_cfg, or use `lmforge sample`/`convert`, which rebuild it from config.json")
+    _, abstract, _ = _abstract(cfg, mesh, rules)          # as stored: the run's param_dtype
+    ckpt = Checkpointer(run / "checkpoints")
+    try:
+        saved = ckpt.saved_leaves("params", step=step)
+        if saved is None:
+            raise WeightsError(f"{run / 'checkpoints'} holds no checkpoint (the run has not saved one yet: it "
+                               f"saves at checkpoint_every, at its end and on SIGTERM / Ctrl-C)")
+        flat_abs = dict(flatten(abstract))
+        unknown = sorted(saved - flat_abs.keys())
+        if unknown:
+            from lmforge.weights.checkpoint import CheckpointError
+            raise CheckpointError(f"checkpoint in {run / 'checkpoints'} does not fit the model of {run / 'model.json'}: "
+                                  f"it holds parameters the model lacks ({', '.join(unknown[:4])})")
+        # Restored in the stored dtype (the checkpoint's fingerprints are of those bits), cast after.
+        restored = ckpt.restore_params(unflatten({p: a for p, a in flat_abs.items() if p in saved}), step=step)
+    finally:
+        ckpt.close()
+    got_step, params = restored
+    rest = sorted(flat_abs.keys() - saved)
+    if rest:
+        params = combine(params, _from_base(run, cfg, mesh, rules, rest))
+    cfg = _with_dtype(cfg, dtype)
+    graphdef, abstract, shardings = _abstract(cfg, mesh, rules)
+    params = _cast(params, abstract)
+    print(f"using step {got_step} of {run}", file=sys.stderr)
+    return LoadedModel(cfg, graphdef, params, shardings, "run", run, got_step)
+
+
+def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str]) -> dict:
+    """The parameters ``paths`` that a run did not train, from the base recorded in its base.json."""
+    base_file = run / BASE_FILE
+    if not base_file.is_file():
+        raise WeightsError(f"the checkpoint in {run / 'checkpoints'} does not fit the model of {run / 'model.json'}: "
+                           f"it lacks {paths[:3]}{' ...' if len(paths) > 3 else ''} (another architecture?), and the "
+                           f"run names no base to take them from ({BASE_FILE})")
+    base = json.loads(base_file.read_text())["source"]
+    base_cfg = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0))
+    loaded = load_params(base, mesh, rules=rules)
+    if dataclasses.replace(loaded.cfg, lora=base_cfg.lora) != base_cfg:
+        raise WeightsError(f"{run} was trained over {base}, whose model no longer matches {run / 'model.json'}")
+    flat = dict(flatten(loaded.params))
+    missing = [p for p in paths if p not in flat]
+    if missing:
+        raise WeightsError(f"{base} (the base of {run}) has no parameter {missing[0]!r}")
+    return unflatten({p: flat[p] for p in paths})
+
+
+def _cast(params: dict, abstract: dict) -> dict:
+    """Casts each leaf to the abstract dtype where they differ (same sharding)."""
+    flat_p, flat_a = dict(flatten(params)), dict(flatten(abstract))
+    out = {p: (x if x.dtype == flat_a[p].dtype else
+               jax.jit(lambda v, d=flat_a[p].dtype: v.astype(d), out_shardings=flat_a[p].sharding)(x))
+           for p, x in flat_p.items()}
+    return unflatten(out)
