@@ -14,8 +14,10 @@ Choices:
 - ``lr_multipliers``: (pattern, factor) pairs; a matching leaf's learning rate (and with it its
   decoupled weight decay, as PyTorch's parameter groups) is ``factor`` times the schedule
   (``optax.multi_transform`` over one AdamW per group). First match wins.
-- The schedule warms up linearly from 0 to ``lr`` over ``warmup_steps`` and decays with a cosine
-  to ``min_lr`` at ``decay_steps`` (then stays there): nanoGPT's ``get_lr``.
+- The schedule warms up linearly to ``lr`` over ``warmup_steps`` and decays with a cosine to
+  ``min_lr`` at ``decay_steps`` (then stays there): nanoGPT's ``get_lr``, including its fix for the
+  first update: the warmup rate of update ``s`` is ``lr * (s + 1) / (warmup_steps + 1)``, never 0
+  (a rate of 0 at step 0 made the first update a no-op that still counted as a step).
 - Gradient accumulation is done in the train step (a scan over micro-batches), not with
   ``optax.MultiSteps``, so that one call of the step is one optimizer update and the step counter,
   schedule and checkpoints count real updates.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 import optax
 
 from lmforge.model.paths import compile_patterns, label
@@ -62,10 +65,18 @@ class OptimConfig:
 
 
 def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    decay = cfg.decay_steps or total_steps
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.lr, warmup_steps=cfg.warmup_steps,
-        decay_steps=max(decay, cfg.warmup_steps + 1), end_value=cfg.min_lr)
+    """The learning rate of update ``step`` (0-based): linear warmup that starts above 0, then cosine
+    decay from ``lr`` at ``warmup_steps`` to ``min_lr`` at ``decay_steps`` (default ``total_steps``)."""
+    warmup = cfg.warmup_steps
+    decay = max(cfg.decay_steps or total_steps, warmup + 1)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = cfg.lr * (step + 1.0) / (warmup + 1.0)
+        progress = jnp.clip((step - warmup) / (decay - warmup), 0.0, 1.0)
+        cosine = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.where(step < warmup, warm, cosine)
+    return schedule
 
 
 def decay_mask(cfg: OptimConfig, params) -> dict:

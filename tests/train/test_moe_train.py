@@ -19,7 +19,7 @@ from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import LoopConfig, Trainer
 
 MODEL = ModelConfig.llama_moe_tiny(vocab_size=128, max_seq_len=32, moe_capacity_factor=1.0)
-OPTIM = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=2)
+OPTIM = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=2, eps=1e-6)   # eps: see tests/train/test_trainer.py
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "llama_moe.py"
 
 

@@ -100,8 +100,9 @@ def test_chunked_logprobs_sharded_2x2x2_equal_one_device():
 def test_schedule_warmup_and_cosine():
     cfg = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, decay_steps=110)
     s = learning_rate_schedule(cfg, total_steps=1000)
-    assert float(s(0)) == 0.0
-    assert float(s(5)) == pytest.approx(5e-4)
+    assert float(s(0)) == pytest.approx(1e-3 / 11)          # nanoGPT's (it + 1) / (warmup + 1): never 0
+    assert float(s(5)) == pytest.approx(6e-3 / 11)
+    assert float(s(9)) == pytest.approx(1e-3 * 10 / 11)
     assert float(s(10)) == pytest.approx(1e-3)
     assert float(s(60)) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4), rel=1e-5)   # half way down the cosine
     assert float(s(110)) == pytest.approx(1e-4)
@@ -134,3 +135,13 @@ def test_masked_lm_loss_counts_chosen_positions_only():
     assert float(loss) == pytest.approx(expected, rel=1e-6)
     assert float(m["accuracy"]) == 1.0 and float(m["weight_sum"]) == 1.0
 
+
+@pytest.mark.parametrize("warmup", [0, 1, 100])
+def test_the_first_update_moves_the_parameters(warmup):
+    """Issue 14: a warmup starting at 0 made update 0 a no-op that still counted as a step."""
+    cfg = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=warmup, decay_steps=1000, weight_decay=0.0)
+    assert float(learning_rate_schedule(cfg, 1000)(0)) > 0
+    tx, _ = make_optimizer(cfg, 1000)
+    params = {"kernel": jnp.ones((3, 3))}
+    updates, _ = tx.update({"kernel": jnp.full((3, 3), 0.5)}, tx.init(params), params)
+    assert float(jnp.abs(updates["kernel"]).min()) > 0
