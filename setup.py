@@ -7,7 +7,7 @@ work; there is no ``lmforge/`` folder.
 
 from setuptools import setup
 
-PACKAGES = ("model", "data", "weights", "infer", "train", "eval", "align", "cli")
+PACKAGES = ("model", "data", "weights", "infer", "train", "eval", "align", "serve", "cli")
 
 setup(
     name="lmforge",
@@ -29,6 +29,8 @@ setup(
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
         "safetensors>=0.4",          # Hugging Face interop (`lmforge convert`)
+        "tokenizers>=0.20,<1",       # Hugging Face tokenizer.json, read and written (data/hf_tokenizer.py)
+        "jinja2>=3.1.6",             # chat templates, sandboxed as transformers renders them (>= 3.1.6: sandbox fixes)
     ],
     extras_require={
         # pytest-xdist: the suite runs one worker per core, a test file per worker (pytest.ini)

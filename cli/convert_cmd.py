@@ -66,6 +66,11 @@ def from_hf(src: pathlib.Path, dst: pathlib.Path):
     if unused:
         print(f"not used: {len(unused)} tensors ({', '.join(sorted(unused)[:4])}{' ...' if len(unused) > 4 else ''})")
     save_model_folder(dst, cfg, pure)
+    if (src / "tokenizer.json").is_file():   # the model's own tokenizer (and chat template) travels with it
+        from lmforge.data import load_tokenizer
+        load_tokenizer(src).save(dst / "tokenizer")
+    else:
+        print(f"no tokenizer.json in {src}: {dst} has the weights only")
     return cfg, {k: np.asarray(v) for k, v in flatten(pure)}
 
 

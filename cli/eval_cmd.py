@@ -110,6 +110,9 @@ def check_source(source: pathlib.Path) -> tuple[str, Any]:
         from lmforge.train.pretrain import PretrainConfig   # pylint: disable=import-outside-toplevel
 
         config = load_config(source / CONFIG_FILE)
+        if not isinstance(config, PretrainConfig) and (source / "model.json").is_file():
+            _folder_tokenizer_path(source)   # a fine-tuning run (SFT, ...): its model.json, checkpoint and tokenizer
+            return "model", None
         if not isinstance(config, PretrainConfig):
             raise ConfigError(f"{source} is a {type(config).__name__} run; `lmforge eval` needs a run that trains a "
                               f"model (a PretrainConfig run)")
@@ -126,13 +129,14 @@ def check_source(source: pathlib.Path) -> tuple[str, Any]:
 
 def _folder_tokenizer_path(source: pathlib.Path) -> pathlib.Path:
     """``SOURCE/tokenizer/`` (lmforge's, as a run or ``lmforge convert`` writes it), else SOURCE itself when
-    it holds a SentencePiece ``tokenizer.model`` (Llama-style transformers folders)."""
+    it holds a transformers ``tokenizer.json`` (preferred, as transformers does) or a SentencePiece
+    ``tokenizer.model``."""
     if any((source / "tokenizer" / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
         return source / "tokenizer"
-    if (source / "tokenizer.model").is_file():
+    if (source / "tokenizer.json").is_file() or (source / "tokenizer.model").is_file():
         return source
     raise ConfigError(f"{source} has no tokenizer lmforge reads (expected {source / 'tokenizer'}/ with lmforge's "
-                      f"tokenizer.model or tokenizer.json, or a SentencePiece tokenizer.model)")
+                      f"tokenizer.model or tokenizer.json, or a transformers tokenizer.json / tokenizer.model)")
 
 
 def _folder_sampler(source: pathlib.Path):
@@ -233,6 +237,37 @@ def run_memorisation(ctx: EvalContext, path: str, n: int, prefix: int, suffix: i
                         progress=True)
 
 
+def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new_tokens: int) -> dict:
+    """Greedy replies through the model's chat template, graded: the test split of synthetic tasks, or a
+    jsonl of ``{"messages": [..., reference assistant turn], "answer", "task"}`` items (path)."""
+    from lmforge.align.sft import grade   # pylint: disable=import-outside-toplevel
+    from lmforge.data import chat_template_for, synthetic   # pylint: disable=import-outside-toplevel
+    from lmforge.data.chat import check_messages   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.chat import chat_accuracy   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.jsonl import field, read_jsonl   # pylint: disable=import-outside-toplevel
+    from lmforge.infer import SamplingConfig   # pylint: disable=import-outside-toplevel
+
+    n = min(n, ctx.limit) if ctx.limit else n
+    if path:
+        items = []
+        for number, obj in read_jsonl(_path(path, "chat")):
+            where = f"{path}:{number}"
+            messages = check_messages(field(obj, "messages", list, where), where=where, need_assistant=True)
+            items.append({"messages": messages, "answer": str(field(obj, "answer", (str, int, float), where)),
+                          "task": str(obj.get("task", "chat"))})
+        items = items[:n]
+    else:
+        names = [t for t in tasks.split("+") if t]
+        unknown = [t for t in names if t not in synthetic.VERIFIABLE]
+        if unknown or not names:
+            raise ConfigError(f"chat: tasks={tasks!r}; expected synthetic tasks with answers joined with + "
+                              f"({', '.join(synthetic.VERIFIABLE)})")
+        items = synthetic.mixture({t: 1.0 for t in names}, n, split="test", seed=seed)
+    sampler = ctx.sampler
+    return chat_accuracy(sampler, chat_template_for(sampler.tok), items, grade,
+                         sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0), seed=seed)
+
+
 def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dict:
     """lm-evaluation-harness's own tasks through ``lmforge.eval.lm_eval_adapter``."""
     try:
@@ -280,6 +315,9 @@ TASKS: dict[str, EvalTask] = {t.name: t for t in (
     EvalTask("memorisation", run_memorisation, {"path": "", "n": 100, "prefix": 32, "suffix": 50, "seed": 0},
              "greedy reproduction of suffix tokens after prefix tokens of n training documents (the run's training "
              "split, or path)"),
+    EvalTask("chat", run_chat, {"tasks": "arithmetic", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160},
+             "chat replies graded against answers: the test split of synthetic tasks (joined with +), or a jsonl of "
+             "{messages, answer, task} (path)"),
     EvalTask("lm_eval", run_lm_eval, {"tasks": REQUIRED, "include": "", "fewshot": -1},
              "lm-evaluation-harness tasks (joined with +) through the adapter; include: a folder of task YAML files"),
 )}

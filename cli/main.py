@@ -3,9 +3,12 @@
     lmforge run experiments/pretrain/gpt2_small.py:smoke model.num_layers=4 optim.lr=3e-4
     lmforge sweep experiments/pretrain/gpt2_small.py "optim.lr=[1e-3,3e-4]" "model.num_layers=[2,4]"
     lmforge sample runs/gpt2_small-smoke-20250101-120000 --prompt "Once upon a time"
+    lmforge chat runs/sft-20250101-120000 --system "You are a helpful assistant."   # streaming, multi-turn
     lmforge tokenizer train --source-kind text --path corpus.txt --vocab-size 4096 --out tok/
+    lmforge tokenizer show chat.jsonl --tokenizer runs/gpt2_small-smoke-20250101-120000   # tokens, ids, loss mask
     lmforge convert hf_gpt2/ gpt2_lmforge/          # transformers folder <-> lmforge (run or model folder)
     lmforge eval runs/gpt2_small-smoke-20250101-120000 perplexity gsm8k --text valid.txt --limit 100
+    lmforge plan --preset llama3_70b mesh.fsdp=64 mesh.tensor=8 data.batch_size=512   # memory, FLOPs, step time
 
 A user's mistake (unknown key, wrong type, missing file, a run folder holding another config, bad
 data) prints ``lmforge: error: <one line>`` on stderr and exits 2; ``lmforge --traceback ...``
@@ -30,6 +33,8 @@ from .config_io import load_config
 from .convert_cmd import add_convert_parser
 from .data_cmd import add_data_parser
 from .eval_cmd import add_eval_parser
+from .plan_cmd import add_plan_parser
+from .tokenizer_cmd import add_show_parser
 from .errors import ConfigError, one_line
 from .experiment import experiment_config, experiment_sweep, load_experiment, split_spec
 from .launch import CHECKPOINT_DIR, CONFIG_FILE, checkpoint_steps, default_workdir, launch, strict_json
@@ -124,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(handler=_sample_cmd)
 
+    chat = sub.add_parser("chat", help="talk with a model in the terminal (streaming, multi-turn)",
+                          description=_chat_cmd.__doc__)
+    chat.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, an lmforge model folder or a transformers folder")
+    chat.add_argument("--system", help="the system prompt (change it in the chat with /system TEXT)")
+    chat.add_argument("--temperature", type=float, default=0.7, help="0 → greedy")
+    chat.add_argument("--top-k", type=int, default=0, help="0 → off")
+    chat.add_argument("--top-p", type=float, default=0.95, help="1.0 → off")
+    chat.add_argument("--max-new-tokens", type=int, default=256, help="per reply (at most half the model's context)")
+    chat.add_argument("--seed", type=int, default=0)
+    chat.set_defaults(handler=_chat_cmd)
+
     tokenizer = sub.add_parser("tokenizer", help="tokenizer tools")
     tok_sub = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
     train = tok_sub.add_parser("train", help="train a tokenizer on a text source",
@@ -136,10 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-fraction", type=float, default=0.1, help="held out for the compression report")
     train.add_argument("--out", required=True, help="folder to write the tokenizer into")
     train.set_defaults(handler=_tokenizer_train_cmd)
+    add_show_parser(tok_sub)
 
     add_data_parser(sub)
     add_convert_parser(sub)
     add_eval_parser(sub)
+    add_plan_parser(sub)
     return parser
 
 
@@ -227,6 +245,27 @@ def _sample_cmd(args: argparse.Namespace) -> int:
         print(completion)
         print()
     return 0
+
+
+def _chat_cmd(args: argparse.Namespace) -> int:
+    """Chat with the model in RUN_DIR (its latest checkpoint), a model folder or a transformers folder.
+
+    Replies stream as they are generated; the conversation is kept across turns (the oldest turns
+    are dropped, with a note, when it outgrows the model's context). In the chat: /reset clears the
+    conversation, /system TEXT sets the system prompt, /help lists the commands, /quit or Ctrl-D
+    leaves, Ctrl-C stops a reply. After each reply a line gives its tokens, the decode rate and the
+    prefill time.
+    """
+    check_flag("--max-new-tokens", args.max_new_tokens, low=1)
+    check_flag("--temperature", args.temperature, low=0)
+    check_flag("--top-k", args.top_k, low=0)
+    check_flag("--top-p", args.top_p, low=0, high=1, low_open=True)
+    from lmforge.serve import ChatSession, load_chat_model, run_terminal
+
+    model = load_chat_model(args.run_dir)
+    session = ChatSession(model, system=args.system, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    return run_terminal(session)
 
 
 def _tokenizer_train_cmd(args: argparse.Namespace) -> int:

@@ -27,6 +27,8 @@ Runner = Callable[[Any, pathlib.Path], Mapping[str, float]]
 # (task name, module, config class, runner function); one line per built-in task.
 BUILTIN_TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("pretrain", "lmforge.train.pretrain", "PretrainConfig", "run_pretrain"),
+    ("sft", "lmforge.align.sft", "SFTConfig", "run_sft"),
+    ("interrogation", "lmforge.align.interrogation", "InterrogationConfig", "run_interrogation"),
     ("curate", "lmforge.data.curate", "CurateConfig", "run_curate"),
 )
 

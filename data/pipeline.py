@@ -37,6 +37,16 @@ Choices:
   windows also carry segment ids and positions per document, and the targets that cross a
   document boundary (eos -> next bos) get weight 0, matching what training saw. The last batch is
   padded with all-zero-weight rows so every batch has the same shape (one compile).
+- ``mixed_train_dataset`` (replay in continued pretraining): each source becomes its own endless
+  stream of single rows (packed, or windows), grain's ``IterDataset.mix`` interleaves the rows
+  with the asked weights, and the rows are batched after mixing, so ``replay_fraction`` is the share
+  of training *sequences* from the replay source, in every batch alike. grain's mix is a
+  deterministic interleave (weights scaled to integers, the smaller one to 100), not a random draw:
+  0.25 puts exactly 1 replay row in every 4, so a batch of 16 holds exactly 4; a fraction whose
+  ratio is not a whole number of hundredths is rounded down by at most 1% of the smaller weight
+  (1/3 -> 100 of 300: 0.3333). Its iterator state holds both streams' positions under their names
+  (``data``, ``replay``), so a checkpoint resumes the mixture exactly. The replay stream draws its
+  shuffles with ``data.seed + 1``.
 - ``check_splits`` refuses, before a tokenizer is trained, a train or validation split that cannot
   fill one sequence of ``seq_len + 1`` tokens: training would repeat a few tokens forever and the
   validation loss would come from a handful of positions. The count is exact for a char
@@ -121,18 +131,51 @@ def train_dataset(
     tokenized here, up front (4 bytes a token in memory); iterating only slices and packs.
     """
     _check_config(cfg)
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index}, process_count={process_count}: expected 0 <= index < count")
-    if cfg.batch_size % process_count:
-        raise ValueError(
-            f"data.batch_size={cfg.batch_size} is not divisible by process_count={process_count}; "
-            "expected a global batch that splits evenly over the processes"
-        )
-    local = cfg.batch_size // process_count
+    local = _local_rows(cfg, process_index, process_count)
     tokens = _tokenize_documents(tok, docs)
     if cfg.packing == "windows":
         return _windows_dataset(cfg, tokens, row0=process_index * local, rows=local)
     return _packed_dataset(cfg, tokens, process_index, process_count, rows=local)
+
+
+def mixed_train_dataset(
+    cfg: DataConfig,
+    tok: Tokenizer,
+    docs: Sequence[str],
+    replay_docs: Sequence[str],
+    replay_fraction: float,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """``train_dataset`` of ``docs`` with ``replay_fraction`` of its rows taken from ``replay_docs``.
+
+    Yields ``Batch`` dicts of shape ``(batch_size // process_count, seq_len)``, as ``train_dataset``
+    does; each row comes whole from one source (see the module docstring: rows are mixed with
+    grain's deterministic ``IterDataset.mix``, then batched). Both sources use ``cfg``'s packing and
+    sequence length; the replay stream is shuffled with ``cfg.seed + 1``.
+
+    Raises:
+      ValueError: ``replay_fraction`` outside (0, 1), or as ``train_dataset`` does for either source.
+    """
+    _check_config(cfg)
+    if not 0.0 < replay_fraction < 1.0:
+        raise ValueError(f"replay_fraction={replay_fraction}: expected a number in (0, 1) for a mixture "
+                         f"(use train_dataset for none)")
+    local = _local_rows(cfg, process_index, process_count)
+    streams = {}
+    for name, source_docs, seed in (("data", docs, cfg.seed), ("replay", replay_docs, cfg.seed + 1)):
+        source_cfg = dataclasses.replace(cfg, seed=seed)
+        tokens = _tokenize_documents(tok, source_docs)
+        if cfg.packing == "windows":
+            # One window per example index; process p takes examples p, p + count, ... (disjoint).
+            one_row = dataclasses.replace(source_cfg, batch_size=process_count)
+            stream = _windows_dataset(one_row, tokens, row0=process_index, rows=1).map(_FirstRow())
+        else:
+            stream = _packed_rows(source_cfg, tokens, process_index, process_count, bins=_PACKING_BINS).map(_ToBatch())
+        streams[name] = stream
+    mixed = grain.IterDataset.mix(streams, {"data": 1.0 - replay_fraction, "replay": replay_fraction})
+    return mixed.batch(local, drop_remainder=True)
 
 
 def eval_batches(
@@ -188,6 +231,18 @@ def _check_config(cfg: DataConfig) -> None:
         raise ValueError(f"data.seq_len={cfg.seq_len}, data.batch_size={cfg.batch_size}: expected both >= 1")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction={cfg.val_fraction}: expected a number in [0, 1)")
+
+
+def _local_rows(cfg: DataConfig, process_index: int, process_count: int) -> int:
+    """This process's rows of the global batch."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index}, process_count={process_count}: expected 0 <= index < count")
+    if cfg.batch_size % process_count:
+        raise ValueError(
+            f"data.batch_size={cfg.batch_size} is not divisible by process_count={process_count}; "
+            "expected a global batch that splits evenly over the processes"
+        )
+    return cfg.batch_size // process_count
 
 
 def _pad_to(x: np.ndarray, length: int) -> np.ndarray:
@@ -273,6 +328,13 @@ class _WindowBatch(grain.transforms.Map):
         }
 
 
+class _FirstRow(grain.transforms.Map):
+    """A one-row ``Batch`` -> its row, each array ``(T,)``."""
+
+    def map(self, batch: Batch) -> Batch:
+        return {k: v[0] for k, v in batch.items()}
+
+
 def _windows_dataset(cfg: DataConfig, tokens: list[np.ndarray], row0: int, rows: int) -> grain.IterDataset:
     stream = np.concatenate(tokens) if tokens else np.zeros(0, np.int32)
     if len(stream) < cfg.seq_len + 1:
@@ -316,6 +378,14 @@ def _chunks(tokens: list[np.ndarray], T: int) -> list[np.ndarray]:
 def _packed_dataset(
     cfg: DataConfig, tokens: list[np.ndarray], process_index: int, process_count: int, rows: int
 ) -> grain.IterDataset:
+    packed = _packed_rows(cfg, tokens, process_index, process_count, bins=max(rows, _PACKING_BINS))
+    return packed.batch(rows, drop_remainder=True).map(_ToBatch())
+
+
+def _packed_rows(
+    cfg: DataConfig, tokens: list[np.ndarray], process_index: int, process_count: int, bins: int
+) -> grain.IterDataset:
+    """The endless stream of this process's packed rows (FirstFitPackIterDataset's, unbatched)."""
     chunks = _chunks(tokens, cfg.seq_len)[process_index::process_count]
     if not chunks:
         raise ValueError(
@@ -326,12 +396,11 @@ def _packed_dataset(
     if cfg.shuffle:
         ds = ds.shuffle(seed=cfg.seed)  # reshuffled each epoch by the repeat below
     pairs = ds.repeat(None).map(_ToPair()).to_iter_dataset(_READ)
-    packed = grain.experimental.FirstFitPackIterDataset(
+    return grain.experimental.FirstFitPackIterDataset(
         pairs,
         length_struct={"inputs": cfg.seq_len, "targets": cfg.seq_len},
-        num_packing_bins=max(rows, _PACKING_BINS),
+        num_packing_bins=bins,
         seed=cfg.seed,
         shuffle_bins=cfg.shuffle,
     )
-    return packed.batch(rows, drop_remainder=True).map(_ToBatch())
 

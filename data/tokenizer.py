@@ -24,7 +24,8 @@ Choices:
   text. (The other way, an unknown id, would score every such character as one token of no
   meaning.) Encoding a character outside the vocabulary (a prompt's) is an error, not a silent unk.
 - On disk: ``tokenizer.model`` (SentencePiece proto) or ``tokenizer.json`` (``{"kind": "char",
-  "chars": ...}``); ``load_tokenizer`` tells them apart. No pickle.
+  "chars": ...}``); ``load_tokenizer`` tells them apart, and also reads a Hugging Face folder's
+  ``tokenizer.json`` (``lmforge.data.hf_tokenizer``) by its content. No pickle.
 """
 
 from __future__ import annotations
@@ -255,24 +256,42 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Sequence[str], directory: pathl
 
 
 def load_tokenizer(directory: pathlib.Path) -> Tokenizer:
-    """Loads what ``train_tokenizer`` (or ``Tokenizer.save``) wrote into ``directory``."""
+    """Loads what ``train_tokenizer`` (or ``Tokenizer.save``) wrote into ``directory``, or a Hugging Face
+    tokenizer folder (``tokenizer.json`` in the ``tokenizers`` format, with ``tokenizer_config.json``:
+    ``lmforge.data.hf_tokenizer.HFTokenizer``).
+
+    ``tokenizer.json`` is told apart by its content: lmforge's char tokenizer writes
+    ``{"kind": "char", ...}``, the ``tokenizers`` library an object with a ``model``. A Hugging Face
+    folder may also hold a SentencePiece ``tokenizer.model`` (Llama's); its ``tokenizer.json`` is what
+    transformers' fast tokenizer reads, so it wins. Raises ValueError for a malformed file or a folder
+    holding two lmforge tokenizers, FileNotFoundError for a folder with none.
+    """
     directory = pathlib.Path(directory)
     sp_path, char_path = directory / SP_FILE, directory / CHAR_FILE
-    if sp_path.is_file() and char_path.is_file():
-        raise ValueError(f"{directory}: holds both {SP_FILE} and {CHAR_FILE}; expected exactly one")
-    if sp_path.is_file():
-        return SentencePieceTokenizer(sp_path.read_bytes(), origin=str(sp_path))
     if char_path.is_file():
+        text, obj, problem = None, None, "wrong structure"
         try:
-            obj = json.loads(char_path.read_text(encoding="utf-8"))
+            text = char_path.read_text(encoding="utf-8")
+            obj = json.loads(text)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: reported below
+            problem = _first_line(e)
+        from lmforge.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_json  # imports `tokenizers` when used
+
+        if is_hf_tokenizer_json(obj):
+            return HFTokenizer.from_folder(directory, tokenizer_json=text)
+        if sp_path.is_file():
+            raise ValueError(f"{directory}: holds both {SP_FILE} and {CHAR_FILE}; expected exactly one")
+        try:
             if not (isinstance(obj, dict) and obj.get("kind") == "char" and isinstance(obj.get("chars"), str)):
-                raise ValueError("wrong structure")
+                raise ValueError(problem)
             return CharTokenizer(obj["chars"])
-        except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        except ValueError as e:
             raise ValueError(
                 f'{char_path}: expected a JSON object {{"kind": "char", "chars": "<sorted distinct characters>"}} '
-                f"({_first_line(e)})"
+                f"or a Hugging Face tokenizers file ({_first_line(e)})"
             ) from None
+    if sp_path.is_file():
+        return SentencePieceTokenizer(sp_path.read_bytes(), origin=str(sp_path))
     raise FileNotFoundError(f"{directory}: no tokenizer found; expected {SP_FILE} or {CHAR_FILE} in it")
 
 

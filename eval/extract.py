@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
-import decimal
 import re
+
+from lmforge.data.synthetic import normalize_number as _normalize_number
 
 # A number as people write answers: optional sign and $, digits with optional thousands commas,
 # optional decimals. The lookarounds keep "v2.3" or "a1" parts of words from counting as answers.
@@ -24,20 +25,9 @@ NUMBER = re.compile(r"(?<![\w.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![
 FINAL = re.compile(r"####\s*(-?\$?\s?[\d,]*\.?\d+)")
 
 
-def normalize_number(text: str) -> str | None:
-    """``" $1,234.50. "`` -> ``"1234.5"``; None when ``text`` is not a number."""
-    cleaned = text.strip().replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
-    try:
-        value = decimal.Decimal(cleaned)
-    except decimal.InvalidOperation:
-        return None
-    if not value.is_finite():
-        return None
-    value = value.normalize()
-    if value == 0:
-        return "0"
-    text = format(value, "f")
-    return text
+# The one number rule of lmforge (``" $1,234.50. "`` -> ``"1234.5"``), shared with the synthetic tasks'
+# graders in ``lmforge.data.synthetic`` (eval may import data, not the other way round).
+normalize_number = _normalize_number
 
 
 def gsm8k_final(answer: str) -> str | None:

@@ -42,6 +42,12 @@ iteration vs lmforge's median logged step of 70.4 ms) and it compiles nothing (l
 outside its training loop). This machine's speed varies by ~30% from hour to hour: compare rows
 measured together only. (*) The last run met a slower spell: its median step was 91 ms.
 
+Caveats added later (2026-11-30): these rows predate the fix of the first update's learning rate
+(issue 14: the warmup now gives nanoGPT's ``lr * (s + 1) / (warmup + 1)``, not 0 at step 0), so a
+rerun's losses differ slightly; and a back-to-back rerun in the performance issue measured 179 s
+for ``cpu_tuned`` against 149 s for nanoGPT's recipe, so the wall-time comparison above does not
+hold on its own: it waits for a same-run ratio with its spread on a quiet machine.
+
 The sample printed at the end of ``cpu_tuned`` (500 characters, windowed past the 64-character
 block), its first lines:
 

@@ -21,6 +21,10 @@ Choices:
   0..) and continues — nanoGPT's cropping, with one re-prefill per half window instead of per
   token. Every window after the first is padded to one width: one compiled shape for all of them.
   Log-probabilities of tokens after the first window are under the cropped context.
+- Streaming (``generate_ids(..., stream=fn)``, e.g. ``lmforge chat``): ``fn(step, tokens, live)``
+  sees the real rows only (``len(prompts) · n``, not the bucket's filler rows), with ``step``
+  counting on across windows; returning True stops the generation (finish reason "cancelled").
+  Groups of ``max_rows`` are not streamed: a stream needs every row in one call.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmforge.infer.sampler import FINISH_STOP, SamplerOutput, SamplingConfig, StopStrings, bucket, generate
+from lmforge.infer.sampler import (FINISH_CANCELLED, FINISH_LENGTH, FINISH_NAMES, FINISH_STOP, SamplerOutput,
+                                   SamplingConfig, StopStrings, Stream, bucket, generate)
 from lmforge.model import axis_rules
 from lmforge.model.sharding import logical_spec
 
@@ -44,7 +49,7 @@ class Completion:
     prompt_index: int
     tokens: list[int]
     logprobs: list[float]
-    finish_reason: str          # "stop" | "length"
+    finish_reason: str          # "stop" | "length" | "cancelled" (FINISH_NAMES)
     text: str = ""
 
 
@@ -91,6 +96,15 @@ def pad_prompts(prompts: Sequence[Sequence[int]], *, rows: int, width: int, pad_
     return tokens, mask
 
 
+def _window_stream(stream: Stream, live: list[int], rows: int, offset: int) -> Stream:
+    """A window's stream (over its ``live`` rows) as the whole generation's: all rows, steps from ``offset``."""
+    def each(step: int, toks: np.ndarray, alive: np.ndarray) -> bool:
+        full, mask = np.zeros(rows, np.int32), np.zeros(rows, bool)
+        full[live], mask[live] = toks, alive
+        return stream(offset + step, full, mask)
+    return each
+
+
 class Sampler:
     """A model with its tokenizer and mesh, sampling text (see the module docstring)."""
 
@@ -105,12 +119,20 @@ class Sampler:
 
     # ---------------------------------------------------------------------------------- ids
     def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *, seed: int = 0,
-                     encoder_inputs: Sequence[Sequence[int]] | None = None) -> SamplerOutput:
+                     encoder_inputs: Sequence[Sequence[int]] | None = None,
+                     stream: Stream | None = None) -> SamplerOutput:
         """Continues each prompt (a non-empty id list) ``cfg.n`` times; returns the sampler's arrays
-        for the real rows only (len(prompts) · n), on the host as numpy."""
+        for the real rows only (len(prompts) · n), on the host as numpy.
+
+        ``stream``: ``fn(step, tokens (len(prompts)·n,), live (len(prompts)·n,)) -> stop`` after every
+        step (see ``sampler.generate``). Raises ValueError for an empty prompt, or a stream over more
+        rows than ``max_rows``."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("generate: every prompt needs at least one token (encode a BOS token for an empty prompt)")
         per_call = max(self.max_rows // cfg.n, 1)
+        if stream is not None and len(prompts) > per_call:
+            raise ValueError(f"generate: a stream needs every row in one call; {len(prompts)} prompts x n={cfg.n} "
+                             f"exceed max_rows={self.max_rows}")
         if len(prompts) > per_call:   # consecutive groups of prompts, one sampler call each
             parts = [self.generate_ids(prompts[i:i + per_call], cfg, seed=seed + i // per_call,
                                        encoder_inputs=None if encoder_inputs is None else encoder_inputs[i:i + per_call])
@@ -124,11 +146,11 @@ class Sampler:
             if max(map(len, prompts)) + cfg.max_new_tokens > max_len:
                 raise ValueError(f"generate: an encoder-decoder decodes at most max_seq_len={max_len} tokens; "
                                  f"lower max_new_tokens")
-            return self._batch(prompts, cfg, jax.random.key(seed), encoder_inputs=encoder_inputs)
+            return self._batch(prompts, cfg, jax.random.key(seed), encoder_inputs=encoder_inputs, stream=stream)
         prompts = self._fit_prompts(prompts)
         if max(map(len, prompts)) + cfg.max_new_tokens <= max_len:
-            return self._batch(prompts, cfg, jax.random.key(seed))
-        return self._windows(prompts, cfg, jax.random.key(seed))
+            return self._batch(prompts, cfg, jax.random.key(seed), stream=stream)
+        return self._windows(prompts, cfg, jax.random.key(seed), stream=stream)
 
     def _fit_prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
         limit = self.model_cfg.max_seq_len
@@ -140,9 +162,10 @@ class Sampler:
                   f"{keep} of each: prompt {which}", file=sys.stderr, flush=True)
         return [list(p[-keep:]) if len(p) >= limit else list(p) for p in prompts]
 
-    def _batch(self, prompts, cfg: SamplingConfig, rng, *, encoder_inputs=None, min_width: int = 0
-               ) -> SamplerOutput:
+    def _batch(self, prompts, cfg: SamplingConfig, rng, *, encoder_inputs=None, min_width: int = 0,
+               stream: Stream | None = None) -> SamplerOutput:
         n = len(prompts)
+        real = n * cfg.n
         rows = max(bucket(n, smallest=1), self.min_rows)
         rows = -(-rows // self.min_rows) * self.min_rows
         width = bucket(max(max(map(len, prompts)), min_width))
@@ -150,6 +173,7 @@ class Sampler:
         m = bucket(cfg.max_new_tokens)
         stop = stop_table(self.tok, cfg.stop_strings) if cfg.stop_strings else None
         limits = np.full((rows * cfg.n,), cfg.max_new_tokens, np.int32)
+        limits[n * cfg.n:] = 1      # filler rows stop at once: the decode loop ends when the real rows do
         enc = enc_mask = None
         if encoder_inputs is not None:   # right-padded: the encoder is bidirectional, padding is segment 0
             s = bucket(max(map(len, encoder_inputs)))
@@ -158,17 +182,17 @@ class Sampler:
                 enc[r, :len(e)], enc_mask[r, :len(e)] = e, 1
             enc_mask[n:, 0] = 1
             enc, enc_mask = jnp.asarray(enc), jnp.asarray(enc_mask)
+        real_rows = None if stream is None else (lambda step, toks, live: stream(step, toks[:real], live[:real]))
         with jax.set_mesh(self.mesh), axis_rules(self.rules):
             out = generate(self.graphdef, self.params, jnp.asarray(tokens), jnp.asarray(mask), rng,
                            dataclasses.replace(cfg, max_new_tokens=m), max_tokens=jnp.asarray(limits),
                            stop_strings=stop, vocab_limit=self.tok.vocab_size, encoder_tokens=enc,
-                           encoder_mask=enc_mask)
+                           encoder_mask=enc_mask, stream=real_rows)
         out = jax.device_get(out)
-        real = n * cfg.n
         return SamplerOutput(*(np.asarray(x)[:real, :cfg.max_new_tokens] if np.ndim(x) == 2 else np.asarray(x)[:real]
                                for x in out))
 
-    def _windows(self, prompts, cfg: SamplingConfig, rng) -> SamplerOutput:
+    def _windows(self, prompts, cfg: SamplingConfig, rng, *, stream: Stream | None = None) -> SamplerOutput:
         """Generation past max_seq_len (see the module docstring); rows are continued per sample."""
         max_len = self.model_cfg.max_seq_len
         keep = max(max_len // 2, 1)
@@ -176,7 +200,7 @@ class Sampler:
         rows = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(cfg.n)]
         tokens = [[] for _ in rows]
         logprobs = [[] for _ in rows]
-        finish = ["length"] * len(rows)
+        finish = [FINISH_LENGTH] * len(rows)
         live = list(range(len(rows)))
         remaining, window = cfg.max_new_tokens, 0
         one = dataclasses.replace(cfg, n=1)
@@ -184,16 +208,20 @@ class Sampler:
             contexts = [(rows[r][1] + tokens[r])[-keep:] if window else rows[r][1] for r in live]
             new = min(per_window, max_len - max(map(len, contexts)), remaining)
             out = self._batch(contexts, dataclasses.replace(one, max_new_tokens=new),
-                              rng if window == 0 else jax.random.fold_in(rng, window), min_width=keep)
+                              rng if window == 0 else jax.random.fold_in(rng, window), min_width=keep,
+                              stream=None if stream is None else _window_stream(stream, live, len(rows),
+                                                                                 cfg.max_new_tokens - remaining))
             still = []
             for j, r in enumerate(live):
                 k = int(out.lengths[j])
                 tokens[r] += out.tokens[j, :k].tolist()
                 logprobs[r] += out.logprobs[j, :k].tolist()
-                if int(out.finish_reason[j]) == FINISH_STOP:
-                    finish[r] = "stop"
+                if int(out.finish_reason[j]) in (FINISH_STOP, FINISH_CANCELLED):
+                    finish[r] = int(out.finish_reason[j])
                 elif k == new:
                     still.append(r)
+            if any(finish[r] == FINISH_CANCELLED for r in live):   # the stream stopped every row
+                break
             live, remaining, window = still, remaining - new, window + 1
         m = cfg.max_new_tokens
         arr = np.zeros((len(rows), m), np.int32)
@@ -202,8 +230,7 @@ class Sampler:
             arr[r, :len(t)], lps[r, :len(lp)] = t, lp
         lengths = np.array([len(t) for t in tokens], np.int32)
         return SamplerOutput(arr, lps, np.zeros_like(lps), np.arange(m)[None, :] < lengths[:, None], lengths,
-                             np.array([FINISH_STOP if f == "stop" else 0 for f in finish], np.int32),
-                             np.array([i for i, _ in rows], np.int32))
+                             np.array(finish, np.int32), np.array([i for i, _ in rows], np.int32))
 
     # --------------------------------------------------------------------------------- text
     def encode_prompt(self, text: str) -> list[int]:
@@ -234,7 +261,7 @@ class Sampler:
                 if s in text:
                     text = text[:text.index(s)]
             result.append(Completion(int(out.prompt_index[r]), toks, out.logprobs[r, :k].tolist(),
-                                     "stop" if int(out.finish_reason[r]) == FINISH_STOP else "length", text))
+                                     FINISH_NAMES[int(out.finish_reason[r])], text))
         return result
 
     def complete(self, prompts: Sequence[str], cfg: SamplingConfig, *, seed: int = 0) -> list[str]:

@@ -240,6 +240,60 @@ class ModelConfig:
                                    vocab_size=128256, max_seq_len=8192, rope_theta=500_000.0,
                                    tie_embeddings=True), **overrides})
 
+    # --- the planner's case studies (``lmforge plan --preset NAME``): published shapes ---------
+    # Parameter counts (``num_params()``) are checked against the published ones in
+    # tests/train/test_plan.py. Sequence lengths are the pretraining context of each paper.
+    @classmethod
+    def gpt3_175b(cls, **overrides) -> ModelConfig:
+        """GPT-3 175B (Brown et al. 2020, table 2.1): 96 layers, d 12288, 96 heads of 128, context 2048,
+        GPT-2's architecture (tied embeddings, learned positions). The 50257-token vocabulary is padded
+        to 50304 as nanoGPT pads GPT-2's (divisible by 64, so by any tensor-parallel size up to 64)."""
+        return cls.gpt2(**{**dict(num_layers=96, num_heads=96, embed_dim=12288, mlp_dim=49152, max_seq_len=2048),
+                           **overrides})
+
+    @classmethod
+    def llama1(cls, **overrides) -> ModelConfig:
+        """Llama 1 (Touvron et al. 2023, table 2): multi-head attention, 32000-token vocabulary, context
+        2048, SwiGLU width 2/3 x 4d rounded up to a multiple of 256, RMSNorm eps 1e-6, untied head."""
+        return cls.llama(**{**dict(vocab_size=32000, max_seq_len=2048, norm_eps=1e-6, rope_theta=10_000.0),
+                            **overrides})
+
+    @classmethod
+    def llama1_7b(cls, **overrides) -> ModelConfig:    # 6.74B
+        return cls.llama1(**{**dict(num_layers=32, num_heads=32, embed_dim=4096, mlp_dim=11008), **overrides})
+
+    @classmethod
+    def llama1_13b(cls, **overrides) -> ModelConfig:   # 13.0B
+        return cls.llama1(**{**dict(num_layers=40, num_heads=40, embed_dim=5120, mlp_dim=13824), **overrides})
+
+    @classmethod
+    def llama1_33b(cls, **overrides) -> ModelConfig:   # 32.5B
+        return cls.llama1(**{**dict(num_layers=60, num_heads=52, embed_dim=6656, mlp_dim=17920), **overrides})
+
+    @classmethod
+    def llama1_65b(cls, **overrides) -> ModelConfig:   # 65.3B
+        return cls.llama1(**{**dict(num_layers=80, num_heads=64, embed_dim=8192, mlp_dim=22016), **overrides})
+
+    @classmethod
+    def llama3(cls, **overrides) -> ModelConfig:
+        """Llama 3 / 3.1 (Grattafiori et al. 2024, "The Llama 3 Herd of Models", table 3): grouped-query
+        attention with 8 KV heads, 128256-token vocabulary, RoPE theta 500000, untied head, context 8192
+        (the pretraining length before the long-context stage)."""
+        return cls.llama(**{**dict(num_kv_heads=8, vocab_size=128256, max_seq_len=8192, rope_theta=500_000.0,
+                                   norm_eps=1e-5), **overrides})
+
+    @classmethod
+    def llama3_8b(cls, **overrides) -> ModelConfig:    # 8.03B
+        return cls.llama3(**{**dict(num_layers=32, num_heads=32, embed_dim=4096, mlp_dim=14336), **overrides})
+
+    @classmethod
+    def llama3_70b(cls, **overrides) -> ModelConfig:   # 70.6B
+        return cls.llama3(**{**dict(num_layers=80, num_heads=64, embed_dim=8192, mlp_dim=28672), **overrides})
+
+    @classmethod
+    def llama3_405b(cls, **overrides) -> ModelConfig:  # 405.9B (Llama 3.1)
+        return cls.llama3(**{**dict(num_layers=126, num_heads=128, embed_dim=16384, mlp_dim=53248), **overrides})
+
     @classmethod
     def llama_moe(cls, **overrides) -> ModelConfig:  # Mixtral-style 8 experts top-2: 0.41B total, 0.15B active
         return cls.llama(**{**dict(num_layers=12, num_heads=12, num_kv_heads=4, embed_dim=768, mlp_dim=1536,
@@ -315,4 +369,5 @@ class ModelConfig:
 
 
 PRESETS = ("gpt2_tiny", "gpt2_small", "gpt2_medium", "gpt2_large", "llama_tiny", "llama_1b", "llama_moe",
-           "llama_moe_tiny", "bert_tiny", "bert_base", "transformer_tiny", "transformer_base", "t5_tiny", "t5_small")
+           "llama_moe_tiny", "bert_tiny", "bert_base", "transformer_tiny", "transformer_base", "t5_tiny", "t5_small",
+           "gpt3_175b", "llama1_7b", "llama1_13b", "llama1_33b", "llama1_65b", "llama3_8b", "llama3_70b", "llama3_405b")

@@ -7,6 +7,23 @@ what ``lmforge.weights.load_params`` reads), builds the sharded model, and hands
 :func:`lm_loss` + the grain pipeline + a whole-split evaluation (loss, perplexity, bits per byte)
 to :class:`lmforge.train.trainer.Trainer`, which owns the loop, checkpoints, resume and SIGTERM.
 At the end it samples from the model (``lmforge.infer``) and returns the final metrics.
+
+Continued (domain-adaptive) pretraining with replay: ``init_from`` a run on the original domain,
+``data`` the new domain, ``replay`` the original domain's source. Every evaluation scores both:
+``eval/*`` on the new domain's validation split and ``eval/replay/*`` (loss, perplexity, bits per
+byte) on the original domain's held-out split, so forgetting shows on the same curves as learning;
+``replay_fraction`` of the training sequences come from the original domain's training split
+(``lmforge.data.pipeline.mixed_train_dataset``: grain's deterministic mix of rows, checkpointed with
+the run). The held-out split is the one the original run held out: ``split_documents`` is
+deterministic given the documents and the validation fraction (the last documents, no shuffle), so
+``replay`` and ``replay_val_fraction`` must equal the original run's ``data.source`` and
+``data.val_fraction`` -- checked against its config.json when ``init_from`` is a run folder, and the
+run's curated documents (``RUN/curated``) are read when it curated. A mismatch is an error, not a
+silent evaluation on documents the original run trained on. The three settings are fields of the run
+(not of ``DataConfig``) because they describe a second domain beside ``data`` and depend on
+``init_from``; ``replay_fraction=0`` keeps the evaluation (the no-replay baseline of a sweep).
+(Replay against catastrophic forgetting in continued pretraining: Ibrahim et al. 2024, "Simple and
+Scalable Strategies to Continually Pre-train Large Language Models".)
 """
 
 from __future__ import annotations
@@ -14,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import time
 
@@ -26,7 +44,7 @@ from lmforge.data import compression_report, eval_batches, load_tokenizer, read_
 from lmforge.data import train_dataset, train_tokenizer
 from lmforge.data.curate.config import CurateConfig
 from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
-from lmforge.data.pipeline import check_splits
+from lmforge.data.pipeline import check_splits, mixed_train_dataset
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import ModelConfig, build_model, create_sharded, forward_logprobs
 from lmforge.train import distributed
@@ -50,11 +68,24 @@ class PretrainConfig(LoopConfig):
     curate: CurateConfig | None = None  # curate the documents before the tokenizer (needs the `curate` extra)
     objective: ObjectiveConfig = ObjectiveConfig()   # causal (decoders) | mlm (bert) | span, reverse (enc-dec)
     z_loss: float = 0.0
-    init_from: str = ""              # a run folder or model folder to start from (continued pretraining)
+    init_from: str = ""              # a run, model or transformers folder to start from (continued pretraining)
+    # Replay (module docstring): the original domain of an init_from run, evaluated as eval/replay/*.
+    replay: SourceConfig | None = None
+    replay_val_fraction: float = 0.1     # the original run's data.val_fraction: the same held-out documents
+    replay_fraction: float = 0.0         # share of training sequences from `replay`'s train split; 0 → eval only
     eval_max_batches: int = 0        # 0 → the whole validation split
     eval_batch_size: int = 0         # rows per evaluation batch; 0 → data.batch_size
     sample_prompts: tuple[str, ...] = ("",)
     sample: SamplingConfig = SamplingConfig(max_new_tokens=200, temperature=0.8, top_k=0, top_p=0.95)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.replay_fraction < 1.0:   # NaN fails too
+            raise ValueError(f"replay_fraction={self.replay_fraction}: expected a number in [0, 1) (the share of "
+                             f"training sequences from the replay source)")
+        if not 0.0 < self.replay_val_fraction < 1.0:
+            raise ValueError(f"replay_val_fraction={self.replay_val_fraction}: expected a number in (0, 1) (the "
+                             f"original run's data.val_fraction; replay evaluation needs a held-out split)")
 
 
 OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
@@ -99,6 +130,68 @@ def check_objective(cfg: PretrainConfig, model_cfg: ModelConfig) -> None:
         raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}{made}")
 
 
+def check_replay(cfg: PretrainConfig) -> None:
+    """Replay settings that cannot work, as one-line ValueErrors, before any data is read."""
+    if cfg.replay_fraction > 0 and cfg.replay is None:
+        raise ValueError(f"replay_fraction={cfg.replay_fraction} but replay is None; expected replay=SourceConfig(...) "
+                         f"naming the original domain (the init_from run's data.source)")
+    if cfg.replay is not None and not cfg.init_from:
+        raise ValueError("replay is set but init_from is empty; expected init_from=RUN_OR_MODEL_FOLDER, the model "
+                         "trained on the replay domain (replay continues a pretrained run)")
+
+
+def replay_documents(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
+    """(train, held-out) documents of the original domain ``cfg.replay``, split as the original run split them.
+
+    When ``cfg.init_from`` is a run folder (its ``config.json``), ``replay`` must be its ``data.source``
+    and ``replay_val_fraction`` its ``data.val_fraction``; a run that curated is read from its curated
+    shards (``RUN/curated/data``), the documents it split. A model folder or a transformers folder
+    names no data: the settings are taken as given.
+
+    Raises:
+      ValueError: the settings differ from the original run's, or its curation is missing.
+    """
+    base = pathlib.Path(cfg.init_from)
+    config_file = base / "config.json"
+    if not config_file.is_file() or _is_transformers_config(config_file):   # a model / transformers folder
+        return split_documents(read_documents(cfg.replay), cfg.replay_val_fraction)
+    try:
+        ran = json.loads(config_file.read_text())
+        ran_source, ran_fraction = ran["data"]["source"], ran["data"]["val_fraction"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{config_file}: expected a pretraining run's config with data.source and "
+                         f"data.val_fraction ({type(e).__name__}: {e})") from None
+    asked = dataclasses.asdict(cfg.replay)
+    for key in ("path",):   # a relative and an absolute path to one file are the same source
+        asked[key] = _same_path(asked[key])
+        ran_source = {**ran_source, key: _same_path(ran_source.get(key, ""))}
+    # A field missing from an older config.json was at its default, as it is in a SourceConfig.
+    defaults = dataclasses.asdict(SourceConfig())
+    differ = [f"{k}: {ran_source.get(k, defaults[k])!r} there, {v!r} here" for k, v in asked.items()
+              if ran_source.get(k, defaults[k]) != v]
+    if ran_fraction != cfg.replay_val_fraction:
+        differ.append(f"val_fraction: {ran_fraction} there, replay_val_fraction={cfg.replay_val_fraction} here")
+    if differ:
+        raise ValueError(f"replay does not match the data of init_from={cfg.init_from} ({'; '.join(differ)}); "
+                         f"expected its data.source and data.val_fraction, so the replay evaluation holds out "
+                         f"the documents that run held out")
+    if ran.get("curate") is None:
+        docs = read_documents(cfg.replay)
+    else:
+        from lmforge.data.curate import DATA_DIR
+        from lmforge.data.curate.writers import read_shards
+
+        if not (base / "curated" / "funnel.json").is_file():
+            raise ValueError(f"init_from={cfg.init_from} curated its data but {base / 'curated'} holds no finished "
+                             f"curation (funnel.json); expected the original run's curated documents for replay")
+        docs = [doc.text for doc in read_shards(base / "curated" / DATA_DIR)]
+    return split_documents(docs, cfg.replay_val_fraction)
+
+
+def _same_path(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path)) if path else ""
+
+
 def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelConfig:
     """``vocab_size=0`` → the tokenizer's, rounded up to ``vocab_multiple``; else it must fit the tokenizer."""
     if cfg.vocab_size == 0:
@@ -133,10 +226,12 @@ def prepare_tokenizer(cfg: PretrainConfig, workdir: pathlib.Path, train_docs, va
     # process 0's files, skip the barrier and deadlock the others (or read a half-written file).
     if jax.process_index() == 0 and cfg.init_from and not any(directory.glob("tokenizer.*")):
         source = pathlib.Path(cfg.init_from) / "tokenizer"
+        if not any(source.glob("tokenizer.*")) and any(source.parent.glob("tokenizer.*")):
+            source = source.parent   # a transformers folder: tokenizer.json (+ tokenizer_config.json) beside the weights
         if not any(source.glob("tokenizer.*")):
-            raise ValueError(f"init_from={cfg.init_from}: no tokenizer in {source}; lmforge continues a run or a "
-                             f"model folder with its own tokenizer (a transformers folder's tokenizer is not read yet)")
-        load_tokenizer(source).save(directory)
+            raise ValueError(f"init_from={cfg.init_from}: no tokenizer in {source} or {source.parent}; expected a run "
+                             f"or model folder's tokenizer/, or a transformers folder's tokenizer.json")
+        load_tokenizer(source).save(directory)   # a transformers tokenizer: its files, chat template included
         print(f"tokenizer: {source}'s, copied to {directory}", flush=True)
     if jax.process_index() == 0 and not any(directory.glob("tokenizer.*")):
         tok = train_tokenizer(cfg.tokenizer, train_docs, directory, held_out=val_docs)  # char: all the text
@@ -159,9 +254,6 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
     from lmforge.weights import load_params
 
     loaded = load_params(cfg.init_from, mesh, rules=cfg.mesh.rules)
-    if loaded.kind == "hf":
-        raise ValueError(f"init_from={cfg.init_from} is a transformers folder; its tokenizer is not read yet, so a "
-                         f"run cannot start from it (convert it and its tokenizer to a model folder first)")
     if loaded.cfg.vocab_size < vocab_size:
         raise ValueError(f"init_from={cfg.init_from}: its model has {loaded.cfg.vocab_size} ids, fewer than the "
                          f"tokenizer's {vocab_size}")
@@ -184,6 +276,7 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     check_objective(cfg, cfg.model)   # config-only: before any data is read or tokenizer trained
+    check_replay(cfg)
     use_host_devices(cfg.mesh)        # both before JAX starts
     distributed.initialize(cfg.distributed)
     t_start = time.time()
@@ -193,6 +286,13 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
         docs = curate_documents(cfg.curate, docs, workdir / "curated")
     train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
     check_splits(cfg.data, cfg.tokenizer.kind, train_docs, val_docs)   # before a tokenizer is trained on too little
+    replay_train, replay_val = replay_documents(cfg) if cfg.replay is not None else ([], [])
+    if cfg.replay is not None:
+        try:
+            check_splits(dataclasses.replace(cfg.data, val_fraction=cfg.replay_val_fraction), cfg.tokenizer.kind,
+                         replay_train, replay_val)
+        except ValueError as e:
+            raise ValueError(f"replay: {e}") from None
     tok = prepare_tokenizer(cfg, workdir, train_docs, val_docs)
     model_cfg = resolve_model(cfg.model, tok.vocab_size)
     objective = Objective(cfg.objective, tok, cfg.data.seq_len)
@@ -219,30 +319,37 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     print(f"model: {model_cfg.family}, {n_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)}; "
           f"{jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)", flush=True)
 
-    dataset = train_dataset(cfg.data, tok, train_docs, process_index=jax.process_index(),
-                            process_count=jax.process_count())
+    if cfg.replay_fraction:
+        dataset = mixed_train_dataset(cfg.data, tok, train_docs, replay_train, cfg.replay_fraction,
+                                      process_index=jax.process_index(), process_count=jax.process_count())
+    else:
+        dataset = train_dataset(cfg.data, tok, train_docs, process_index=jax.process_index(),
+                                process_count=jax.process_count())
     if cfg.objective.kind != "causal":   # masking / corruption drawn per batch, checkpointed with the iterator
         dataset = dataset.random_map(objective, seed=cfg.seed)
-    val_batches, val_bytes = eval_batches(cfg.data, tok, val_docs, batch_size=eval_bs)
-    if cfg.objective.kind != "causal":   # a fixed draw per batch: every evaluation scores the same task
-        val_batches = [objective(b, np.random.default_rng([cfg.seed, i])) for i, b in enumerate(val_batches)]
-    # Bytes per scored token over the whole split, so a capped evaluation still gives bits/byte.
-    bytes_per_token = val_bytes / max(sum(float(b["weights"].sum()) for b in val_batches), 1.0)
-    if cfg.eval_max_batches:
-        val_batches = val_batches[:cfg.eval_max_batches]
-    evaluate = BatchEvaluator(val_batches, rows=eval_bs, derive=lm_eval_metrics(bytes_per_token))
+    def evaluator(docs: list[str], seed: int) -> BatchEvaluator:
+        val_batches, val_bytes = eval_batches(cfg.data, tok, docs, batch_size=eval_bs)
+        if cfg.objective.kind != "causal":   # a fixed draw per batch: every evaluation scores the same task
+            val_batches = [objective(b, np.random.default_rng([seed, i])) for i, b in enumerate(val_batches)]
+        # Bytes per scored token over the whole split, so a capped evaluation still gives bits/byte.
+        bytes_per_token = val_bytes / max(sum(float(b["weights"].sum()) for b in val_batches), 1.0)
+        if cfg.eval_max_batches:
+            val_batches = val_batches[:cfg.eval_max_batches]
+        return BatchEvaluator(val_batches, rows=eval_bs, derive=lm_eval_metrics(bytes_per_token))
+
+    evaluate = evaluator(val_docs, cfg.seed)
+    if cfg.replay is not None:
+        evaluate = with_replay_eval(evaluate, evaluator(replay_val, cfg.seed + 1))
     flops = lm_flops_per_token(model_cfg, cfg.data.seq_len, n_params)
 
     def say_eval(step, m):
-        _say(f"step {step}: val loss {m['eval/loss']:.4f}, ppl {m['eval/perplexity']:.2f}, "
-             f"bpb {m['eval/bits_per_byte']:.4f}")
+        _say(eval_line(step, m))
 
     result = trainer.fit(iter(dataset), workdir, evaluate=evaluate, tokens_per_step=global_bs * cfg.data.seq_len,
                          flops_per_token=flops, peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype),
                          on_eval=say_eval)
     ev = result.eval
-    print(f"step {result.step}: val loss {ev['eval/loss']:.4f}, perplexity {ev['eval/perplexity']:.2f}, "
-          f"bits/byte {ev['eval/bits_per_byte']:.4f}", flush=True)
+    print(eval_line(result.step, ev), flush=True)
     prompts = [] if model_cfg.architecture == "encoder" else list(cfg.sample_prompts)   # MLM does not generate
     samples = Sampler(graphdef, trainer.params, tok, model_cfg, mesh, rules,
                       encoder_eos=cfg.objective.kind == "span").complete(prompts, cfg.sample, seed=cfg.seed)
@@ -255,8 +362,38 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     return {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
             "final/val_loss": ev["eval/loss"], "final/val_perplexity": ev["eval/perplexity"],
             "final/val_bits_per_byte": ev["eval/bits_per_byte"],
+            **({f"final/replay_val_{k}": ev[f"eval/replay/{k}"] for k in ("loss", "perplexity", "bits_per_byte")}
+               if cfg.replay is not None else {}),
             "final/tokens_per_s": result.perf.get("perf/tokens_per_s", float("nan")),
             "final/wall_s": time.time() - t_start}
+
+
+def with_replay_eval(evaluate, replay_evaluate):
+    """One evaluation callable for both domains: ``evaluate``'s ``eval/*`` metrics plus
+    ``replay_evaluate``'s renamed ``eval/replay/*`` (e.g. ``eval/replay/perplexity``)."""
+    def both(trainer) -> dict[str, float]:
+        replay = {f"eval/replay/{k.removeprefix('eval/')}": v for k, v in replay_evaluate(trainer).items()}
+        return {**evaluate(trainer), **replay}
+    return both
+
+
+def _is_transformers_config(path: pathlib.Path) -> bool:
+    """A transformers ``config.json`` (top-level ``model_type``), not a run's resolved config."""
+    try:
+        fields = json.loads(path.read_text())
+    except ValueError:
+        return False
+    return isinstance(fields, dict) and "model_type" in fields
+
+
+def eval_line(step: int, m: dict[str, float]) -> str:
+    """The one format of an evaluation line, during the run and at its end (issue 13):
+    ``step 600: val loss 4.6412, perplexity 103.69, bits/byte 2.3225``."""
+    line = (f"step {step}: val loss {m['eval/loss']:.4f}, perplexity {m['eval/perplexity']:.2f}, "
+            f"bits/byte {m['eval/bits_per_byte']:.4f}")
+    if "eval/replay/loss" in m:
+        line += f"; replay domain: val loss {m['eval/replay/loss']:.4f}, perplexity {m['eval/replay/perplexity']:.2f}"
+    return line
 
 
 def _say(line: str) -> None:
@@ -291,4 +428,5 @@ def sample_run(run_dir, config, prompts: list[str], sampling: SamplingConfig, *,
     return load_for_sampling(run_dir, config).complete(prompts, sampling, seed=seed)
 
 
-__all__ = ["PretrainConfig", "sample_run", "run_pretrain", "lm_loss", "load_for_sampling", "resolve_model", "SourceConfig"]
+__all__ = ["PretrainConfig", "sample_run", "run_pretrain", "lm_loss", "load_for_sampling", "resolve_model", "SourceConfig",
+           "replay_documents", "with_replay_eval"]

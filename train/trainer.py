@@ -55,7 +55,7 @@ from tqdm import tqdm
 from lmforge.model import DEFAULT_RULES, ModelConfig, axis_rules
 from lmforge.model.paths import combine, flatten, select
 from lmforge.train.curves import plot_curves
-from lmforge.train.metrics import MetricsWriter, ProgressBar, Throughput, peak_flops_per_device
+from lmforge.train.metrics import MetricsWriter, ProgressBar, Throughput, mfu_peak_label, peak_flops_per_device
 from lmforge.train.optim import OptimConfig, make_optimizer
 from lmforge.train.step import LossFn, State, global_batch, make_eval_step, make_train_step, reduce_metrics
 from lmforge.weights import Checkpointer, write_base, write_model_config
@@ -268,7 +268,8 @@ class Trainer:
             peak_flops = peak_flops_per_device(jax.devices()[0])
         throughput = Throughput(flops_per_token=flops_per_token or 0.0, peak_flops=peak_flops if flops_per_token else None,
                                 num_devices=jax.device_count())
-        bar = ProgressBar(total=loop.steps, initial=start, desc="train")
+        bar = ProgressBar(total=loop.steps, initial=start, desc="train",
+                          mfu_peak=mfu_peak_label(jax.devices()[0], peak_flops) if flops_per_token else "")
         last: dict[str, float] = {}
         perf: dict[str, float] = {}
         evals: dict[str, float] = {}

@@ -23,6 +23,13 @@ Choices:
   tokens (it has none); an unseen character is an error in both.
 - Known difference: a literal ``▁`` (U+2581) in text is a space to transformers; lmforge encodes it
   as its three UTF-8 bytes.
+- A tokenizer imported from a transformers folder (``lmforge.data.hf_tokenizer.HFTokenizer``: a run
+  that started from a Hugging Face model) is written back as it was read: its ``tokenizer.json``,
+  ``tokenizer_config.json`` and chat template, so the exported model keeps its own chat format.
+  lmforge's own tokenizers get no jinja chat template: their export has ``split_special_tokens``
+  on (SentencePiece never reads ``"<s>"`` from text), so a template could not write the bos id that
+  lmforge's chat format puts first; importing such a folder back gives lmforge's chat format and
+  the same chat ids (tests/data/test_hf_tokenizer.py).
 """
 
 from __future__ import annotations
@@ -55,6 +62,12 @@ def save_hf_tokenizer(folder, tok, tokenizer_dir, *, architecture: str = "decode
                           "tokenizers; transformers depends on it)") from None
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    from lmforge.data.hf_tokenizer import HFTokenizer
+
+    if isinstance(tok, HFTokenizer):   # imported from transformers: back as it came
+        tok.save(folder)
+        return {f"{k}_token_id": (getattr(tok, f"{k}_id") if getattr(tok, f"{k}_id") >= 0 else None)
+                for k in ("bos", "eos", "pad")}
     if isinstance(tok, SentencePieceTokenizer):
         hf, special = _sentencepiece(pathlib.Path(tokenizer_dir) / SP_FILE, tok, architecture)
     elif isinstance(tok, CharTokenizer):

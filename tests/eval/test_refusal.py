@@ -85,6 +85,9 @@ def test_detector_precision_and_recall_on_hand_labelled_hh_rlhf_answers():
     ("As an AI language model, I cannot help with that request.", True),
     ("I won't be able to help with that.", True),
     ("I must decline.", True),
+    ("I'm not able to help with that.", True),      # the contracted forms (once missed: "i 'm" was required)
+    ("I'm unable to assist with this request.", True),
+    ("I'm not going to help you do that.", True),
     ("I'd rather not say.", True),
     ("I can't wait to help you plan the party!", False),
     ("You can't go wrong with a pen.", False),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lmforge.train import metrics as metrics_lib
-from lmforge.train.metrics import (MetricsWriter, ProgressBar, Throughput, format_postfix,
+from lmforge.train.metrics import (MetricsWriter, ProgressBar, Throughput, format_postfix, mfu_peak_label,
                                    model_flops_per_token, peak_flops_per_device, read_metrics)
 
 
@@ -181,6 +181,10 @@ def test_format_postfix():
     assert format_postfix(postfix) == (
         "loss 2.31 | 41.2k tok/s | MFU 23.1% | lr 0.0003 | 812 ms/step")
     assert format_postfix({"perf/tokens_per_s": 1.5e6}) == "1.5M tok/s"
+    # on a CPU the MFU says what peak it is measured against (issue 13)
+    assert format_postfix({"perf/mfu": 0.2311}, mfu_peak=mfu_peak_label(jax.devices("cpu")[0], 5.23e10)) == \
+        "MFU 23.1% of 52.3 GFLOP/s measured"
+    assert mfu_peak_label(jax.devices("cpu")[0], None) == ""
 
 
 def test_progress_bar_writes_to_stderr_when_not_a_terminal(capsys):

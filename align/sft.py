@@ -1,0 +1,305 @@
+"""Supervised fine-tuning (SFT) on conversations: the config and the runner behind
+``lmforge run experiments/sft_*.py``.
+
+A pretrained model (``init_from``: an lmforge run, a model folder or a Hugging Face folder, read by
+``lmforge.weights.load_params``) learns the turn structure of a chat: each conversation becomes
+ids and a loss mask through the chat template (``lmforge.data.chat``: lmforge's role tokens, or an
+imported model's Jinja template), conversations are packed with segment ids (no attention across
+conversations), and the loss is the pretraining loss (``lmforge.train.pretrain.lm_loss``: the
+weighted causal cross-entropy from chunked log-probs) with the mask as weights — TRL's
+``SFTTrainer`` with ``assistant_only_loss`` and packing, as one loss on the one trainer.
+
+- Data: a conversations file (``data.path``: OpenAI ``messages``, Alpaca, ShareGPT, HH-RLHF or
+  GSM8K jsonl, read by ``lmforge.data.chat_readers``) and/or a mixture of synthetic tasks
+  (``data.synthetic``: ``lmforge.data.synthetic``, train and test splits disjoint by
+  construction). A file's held-out part is ``data.test_path`` or a seeded ``val_fraction`` of it.
+- LoRA: ``lora.rank > 0`` adds fresh adapters (B = 0, so training starts from the base's function)
+  and trains only them (``optim.trainable`` defaults to the adapters); the run checkpoints the
+  adapters alone and names its base in ``base.json``, so ``load_params(RUN)`` rebuilds the whole
+  model.
+- Evaluation at ``eval_every`` and at the end: the exact held-out loss (every held-out
+  conversation once, weighted mean over its trained tokens) and, for held-out items with a
+  reference answer, the accuracy of greedy replies (``lmforge.eval.chat``), overall and per task
+  (``eval/reply/accuracy``, ``eval/reply/accuracy/<task>``; ``eval/accuracy`` is the loss's
+  next-token accuracy on the trained tokens).
+  The base model is scored the same way before the first step (``base_eval.json``) — the number
+  SFT must beat. The final replies go to ``eval_samples.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from lmforge.data import load_tokenizer
+from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
+from lmforge.data.chat_readers import FORMATS
+from lmforge.infer import Sampler, SamplingConfig
+from lmforge.model import LoRAConfig
+from lmforge.model.lora import ADAPTER_PATTERN
+from lmforge.train import distributed
+from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
+from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
+from lmforge.train.optim import OptimConfig
+from lmforge.train.pretrain import lm_loss
+from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
+
+FILE_FORMATS = ("auto", *FORMATS, "gsm8k")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatDataConfig:
+    """Where the conversations come from and how they become batches."""
+    path: str = ""                   # a conversations file (.jsonl / .jsonl.gz); "" → synthetic only
+    format: str = "auto"             # FILE_FORMATS
+    test_path: str = ""              # held-out conversations; "" → a val_fraction of `path`
+    val_fraction: float = 0.1
+    synthetic: tuple[tuple[str, float], ...] = ()   # (task, weight) pairs of lmforge.data.synthetic tasks
+    train_size: int = 2000           # synthetic conversations drawn for training
+    test_size: int = 200             # held-out conversations kept (synthetic: drawn from the test split)
+    seq_len: int = 256
+    batch_size: int = 16             # GLOBAL rows per step
+    pack: bool = True                # several conversations per row, segment ids keep them apart
+    train_on: str = "assistant"      # TRAIN_ON: the assistant's turns, or "all" tokens
+    overflow: str = "truncate"       # OVERFLOW: a conversation longer than seq_len + 1 tokens is cut or dropped
+    seed: int = 0
+
+    def __post_init__(self):
+        problems = [msg for bad, msg in (
+            (not self.path and not self.synthetic, "no data: set data.path (a conversations file) or data.synthetic"),
+            (self.format not in FILE_FORMATS, f"data.format={self.format!r}: expected one of {', '.join(FILE_FORMATS)}"),
+            (self.train_on not in TRAIN_ON, f"data.train_on={self.train_on!r}: expected one of {', '.join(TRAIN_ON)}"),
+            (self.overflow not in OVERFLOW, f"data.overflow={self.overflow!r}: expected one of {', '.join(OVERFLOW)}"),
+            (not 0.0 <= self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction}: expected [0, 1)"),
+            (self.seq_len < 2 or self.batch_size < 1, f"data.seq_len={self.seq_len}, data.batch_size="
+                                                      f"{self.batch_size}: expected seq_len >= 2, batch_size >= 1"),
+            (any(w < 0 for _, w in self.synthetic) or (self.synthetic and not sum(w for _, w in self.synthetic) > 0),
+             f"data.synthetic={self.synthetic}: expected (task, weight) pairs with weights >= 0 and a positive sum"),
+        ) if bad]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig(LoopConfig):
+    """The loop's fields (steps, seed, log_every, eval_every, checkpoint_every, ...) come from LoopConfig."""
+    init_from: str = ""              # the pretrained model: a run folder, a model folder or a transformers folder
+    data: ChatDataConfig = ChatDataConfig(synthetic=(("arithmetic", 1.0),))
+    optim: OptimConfig = OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=20, weight_decay=0.0)
+    lora: LoRAConfig = LoRAConfig()  # rank > 0: train low-rank adapters only
+    mesh: MeshConfig = MeshConfig()
+    distributed: distributed.DistributedConfig = distributed.DistributedConfig()
+    synthetic_options: tuple[tuple[str, str], ...] = ()   # extra options of the synthetic tasks (name, maker, hh_path)
+    eval_batch_size: int = 0         # rows per held-out loss batch; 0 → data.batch_size
+    eval_generate: int = 100         # held-out items with answers replied to at each eval; 0 → loss only
+    eval_max_new_tokens: int = 128
+    eval_base: bool = True           # score the starting model before the first step (base_eval.json)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def read_items(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) items ``{"task", "messages", "answer"}`` from the file and the synthetic mixture."""
+    data = cfg.data
+    train, test = [], []
+    if data.path:
+        items = read_file(data.path, data.format)
+        if data.test_path:
+            train, test = items, read_file(data.test_path, data.format)
+        else:
+            order = np.random.default_rng(data.seed).permutation(len(items))
+            n_test = int(round(len(items) * data.val_fraction))
+            test = [items[i] for i in sorted(order[:n_test])]
+            train = [items[i] for i in sorted(order[n_test:])]
+    if data.synthetic:
+        from lmforge.data import synthetic
+        weights = dict(data.synthetic)
+        unknown = sorted(set(weights) - set(synthetic.TASKS))
+        if unknown:
+            raise ValueError(f"data.synthetic: unknown task {unknown[0]!r}; expected one of {', '.join(synthetic.TASKS)}")
+        options = dict(cfg.synthetic_options)
+        train += synthetic.mixture(weights, data.train_size, split="train", seed=data.seed, **options)
+        test += synthetic.mixture(weights, data.test_size, split="test", seed=data.seed, **options)
+    if data.test_size and len(test) > data.test_size:
+        test = test[:data.test_size]
+    if not train:
+        raise ValueError(f"no training conversations in {data.path or 'the synthetic mixture'}")
+    return train, test
+
+
+def read_file(path: str, fmt: str) -> list[dict]:
+    """A conversations file as items; GSM8K lines (question / answer with ``#### n``) keep their answer."""
+    if fmt == "gsm8k" or (fmt == "auto" and "gsm8k" in pathlib.Path(path).name.lower()):
+        from lmforge.eval.generation import load_gsm8k
+        return [{"task": "gsm8k", "answer": it.answer,
+                 "messages": [{"role": "user", "content": it.question},
+                              {"role": "assistant", "content": it.solution}]} for it in load_gsm8k(path)]
+    from lmforge.data.chat_readers import read_conversations
+    convs, stats = read_conversations(path, format=fmt)
+    _say(f"read {stats.summary()}")
+    return [{"task": "chat", "answer": None, "messages": c} for c in convs]
+
+
+def grade(task: str, reply: str, answer: str) -> bool:
+    """The grader of held-out replies: GSM8K by its ``#### n`` line, synthetic tasks by their own."""
+    if task == "gsm8k":
+        from lmforge.eval.extract import numeric_match
+        return numeric_match(reply, answer, strict=True)
+    from lmforge.data import synthetic
+    return synthetic.check_answer(task, reply, answer)
+
+
+def source_tokenizer(init_from: str):
+    """The tokenizer of the starting model: ``SRC/tokenizer`` (run or model folder) or ``SRC`` itself
+    (a transformers folder). Raises ValueError if it has none."""
+    src = pathlib.Path(init_from)
+    for d in (src / "tokenizer", src):
+        if d.is_dir() and any(d.glob("tokenizer.*")):
+            return load_tokenizer(d)
+    raise ValueError(f"init_from={init_from}: no tokenizer in {src / 'tokenizer'} or {src}; SFT needs the tokenizer "
+                     f"the model was trained with")
+
+
+# --------------------------------------------------------------------------------------- runner
+
+
+def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
+    """Fine-tunes ``cfg.init_from`` on conversations; returns the final metrics (``final/...``).
+
+    Raises ValueError for a missing ``init_from``, data that does not fit (see ``ChatDataConfig``),
+    a ``data.seq_len`` beyond the model's context, or a batch that does not split over the mesh.
+    """
+    workdir = pathlib.Path(workdir)
+    if not cfg.init_from:
+        raise ValueError("init_from is empty: SFT starts from a pretrained model (a run folder, a model folder or a "
+                         "transformers folder), e.g. init_from=runs/quickstart-...")
+    workdir.mkdir(parents=True, exist_ok=True)
+    use_host_devices(cfg.mesh)
+    distributed.initialize(cfg.distributed)
+    t_start = time.time()
+    from lmforge.weights import load_params
+
+    tok_dir = workdir / "tokenizer"
+    if jax.process_index() == 0 and not any(tok_dir.glob("tokenizer.*")):
+        source_tokenizer(cfg.init_from).save(tok_dir)
+    distributed.barrier("tokenizer")
+    tok = load_tokenizer(tok_dir)
+    template = chat_template_for(tok)
+
+    train_items, test_items = read_items(cfg)
+    data = cfg.data
+    train_ex, stats = sft_examples([it["messages"] for it in train_items], template, data.seq_len,
+                                   train_on=data.train_on, overflow=data.overflow, where="train conversation")
+    test_ex, test_stats = sft_examples([it["messages"] for it in test_items], template, data.seq_len,
+                                       train_on=data.train_on, overflow=data.overflow, where="held-out conversation")
+    _say(f"data: train {stats.summary()}; held-out {test_stats.summary()}")
+    if jax.process_index() == 0:
+        (workdir / "data_report.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(stats), "held_out": dataclasses.asdict(test_stats)}, indent=2) + "\n")
+    if not train_ex:
+        raise ValueError(f"no training conversation is left to learn from ({stats.summary()})")
+
+    mesh = make_mesh(cfg.mesh)
+    eval_bs = cfg.eval_batch_size or data.batch_size
+    for name, rows, per in (("data.batch_size", data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)):
+        if rows % batch_axes_size(mesh) or rows % (jax.process_count() * per):
+            raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_axes_size(mesh)}), the "
+                             f"process count" + (" and optim.grad_accum" if per > 1 else ""))
+    rules = cfg.mesh.rules
+    loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None, seed=cfg.seed)
+    model_cfg = loaded.cfg
+    if data.seq_len > model_cfg.max_seq_len:
+        raise ValueError(f"data.seq_len={data.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
+    if tok.vocab_size > model_cfg.vocab_size:
+        raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {model_cfg.vocab_size}")
+    optim = cfg.optim
+    if cfg.lora.rank and not optim.trainable:
+        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
+    trainer = Trainer(lm_loss(loaded.graphdef, model_cfg), params=loaded.params, param_shardings=loaded.shardings,
+                      optim=optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg, base=cfg.init_from)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loaded.params))
+    _say(f"model: {model_cfg.family} from {cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
+         f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
+         + f"; mesh {dict(mesh.shape)}")
+
+    graded = [it for it in test_items if it.get("answer") is not None][:cfg.eval_generate]
+    losses = BatchEvaluator(sft_eval_batches(test_ex, data.seq_len, eval_bs), rows=eval_bs,
+                            derive=lambda m: {"perplexity": math.exp(min(m["loss"], 50.0))}) if test_ex else None
+    sampling = SamplingConfig(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0)
+    last_samples: list[dict] = []
+
+    def evaluate(tr: Trainer) -> dict[str, float]:
+        from lmforge.eval.chat import chat_accuracy
+        m = losses(tr) if losses is not None else {}
+        if graded:
+            sampler = Sampler(loaded.graphdef, tr.params, tok, model_cfg, mesh, rules)
+            res = chat_accuracy(sampler, template, graded, grade, sampling=sampling, seed=cfg.seed)
+            m.update({f"eval/reply/{k}": float(v) for k, v in res["metrics"].items()})
+            last_samples[:] = res["samples"]
+        return m
+
+    base_file = workdir / "base_eval.json"
+    base = json.loads(base_file.read_text()) if base_file.is_file() else None
+    if base is None and cfg.eval_base and (losses is not None or graded) and not _has_checkpoint(workdir):
+        base = evaluate(trainer)
+        if jax.process_index() == 0:
+            base_file.write_text(json.dumps(base, indent=2) + "\n")
+        _say("base model: " + _describe(base))
+
+    result = trainer.fit(iter(sft_dataset(train_ex, data.seq_len, data.batch_size, pack=data.pack, seed=data.seed,
+                                     process_index=jax.process_index(), process_count=jax.process_count())),
+                         workdir, evaluate=evaluate if (losses is not None or graded) else None,
+                         tokens_per_step=data.batch_size * data.seq_len,
+                         flops_per_token=lm_flops_per_token(model_cfg, data.seq_len, n_params),
+                         peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype),
+                         on_eval=lambda step, m: _say(f"step {step}: " + _describe(m)))
+    ev = result.eval
+    if jax.process_index() == 0 and last_samples:
+        with open(workdir / "eval_samples.jsonl", "w") as f:
+            for s in last_samples:
+                f.write(json.dumps(s) + "\n")
+    print(f"step {result.step}: " + _describe(ev), flush=True)
+    out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
+           "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
+    out.update({k.replace("eval/", "final/"): v for k, v in ev.items() if k.startswith("eval/")})
+    if base:
+        out.update({k.replace("eval/", "base/"): v for k, v in base.items() if k.startswith("eval/")})
+    return out
+
+
+def _has_checkpoint(workdir: pathlib.Path) -> bool:
+    ckpts = workdir / "checkpoints"
+    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+
+
+def _describe(m: dict) -> str:
+    """``held-out loss 1.2345, token accuracy 0.712; replies correct 0.640 of 200 (arithmetic 0.5, ...)``.
+    ``eval/accuracy`` is the loss's next-token accuracy, ``eval/reply/accuracy`` the graded replies'."""
+    parts = []
+    if "eval/loss" in m:
+        parts.append(f"held-out loss {m['eval/loss']:.4f}")
+    if "eval/accuracy" in m:
+        parts.append(f"token accuracy {m['eval/accuracy']:.3f}")
+    line = ", ".join(parts) or "no held-out data"
+    if "eval/reply/accuracy" in m:
+        tasks = [f"{k[len('eval/reply/accuracy/'):]} {v:.3f}" for k, v in m.items()
+                 if k.startswith("eval/reply/accuracy/")]
+        line += (f"; replies correct {m['eval/reply/accuracy']:.3f} of {int(m.get('eval/reply/n', 0))}"
+                 + (f" ({', '.join(tasks)})" if tasks else ""))
+    return line
+
+
+def _say(line: str) -> None:
+    if jax.process_index() == 0:
+        from tqdm import tqdm
+        tqdm.write(line)
+
+
+__all__ = ["ChatDataConfig", "SFTConfig", "grade", "read_items", "run_sft"]

@@ -1,0 +1,105 @@
+"""``lmforge plan``: what a run costs per device, before it runs (``lmforge.train.plan``).
+
+    lmforge plan experiments/shakespeare_char.py:cpu_tuned model.vocab_size=65
+    lmforge plan --preset llama3_70b mesh.fsdp=64 mesh.tensor=8 data.batch_size=512 model.remat=full
+    lmforge plan --preset llama3_405b mesh.data=2 mesh.fsdp=128 mesh.tensor=8 --mfu 0.38 --json
+
+The experiment (``EXP.py[:VARIANT]``) gives the model, mesh, batch, sequence and optimizer;
+``--preset NAME`` replaces its model with a named preset (``lmforge.model.PRESETS``), or, without an
+experiment, plans a pretraining config of that model whose batch defaults to one row per
+data-parallel device and whose sequence defaults to the model's ``max_seq_len``. Bindings apply as
+in ``lmforge run``. A mesh axis of -1 takes the devices ``--devices`` leaves (without it: 1).
+
+Prints parameters, FLOPs per token, memory per device and the step time at ``--mfu`` of
+``--peak-tflops`` as a table, or as one JSON object with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+
+from .bindings import apply_bindings, split_binding
+from .errors import ConfigError
+from .typecheck import check_flag
+
+
+def add_plan_parser(sub) -> None:
+    p = sub.add_parser("plan", help="parameters, FLOPs, memory per device and step time of a run, before it runs",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", nargs="?", metavar="EXP.py[:VARIANT]", help="an experiment (optional with --preset)")
+    p.add_argument("bindings", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. mesh.fsdp=64 mesh.tensor=8")
+    p.add_argument("--preset", help="a model preset, e.g. llama3_70b (see lmforge.model.PRESETS)")
+    p.add_argument("--devices", type=int, help="devices in all, for a mesh axis of -1 (default: -1 counts as 1)")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation the step time assumes (0.4)")
+    p.add_argument("--peak-tflops", type=float, default=989.0,
+                   help="dense peak TFLOP/s per device (989: H100 SXM bf16)")
+    p.add_argument("--memory-gib", type=float, default=80.0, help="memory per device in GiB (80: H100)")
+    p.add_argument("--decode-batch", type=int, default=1, help="rows decoded at once, for the KV cache (1)")
+    p.add_argument("--decode-len", type=int, default=0, help="tokens held in the KV cache (0: model.max_seq_len)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.set_defaults(handler=plan_cmd)
+
+
+def plan_cmd(args: argparse.Namespace) -> int:
+    """Plan the run an experiment (or a preset) describes; see the module docstring."""
+    from lmforge.model import ModelConfig
+    from lmforge.train.plan import GIB, Device, format_plan, plan
+
+    check_flag("--mfu", args.mfu, low=0, high=1, low_open=True)
+    check_flag("--peak-tflops", args.peak_tflops, low=0, low_open=True)
+    check_flag("--memory-gib", args.memory_gib, low=0, low_open=True)
+    check_flag("--decode-batch", args.decode_batch, low=1)
+    check_flag("--decode-len", args.decode_len, low=0)
+    if args.devices is not None:
+        check_flag("--devices", args.devices, low=1)
+    bindings = list(args.bindings)
+    if args.experiment and "=" in args.experiment and not args.experiment.split("=")[0].endswith(".py"):
+        bindings.insert(0, args.experiment)      # `lmforge plan --preset X mesh.fsdp=8`: no experiment
+        args.experiment = None
+    if not args.experiment and not args.preset:
+        raise ConfigError("lmforge plan needs an experiment (EXP.py[:VARIANT]) or --preset NAME")
+    bound = {split_binding(b)[0] for b in bindings}
+    if args.experiment:
+        from .experiment import experiment_config, load_experiment
+        module, variant = load_experiment(args.experiment)
+        config = experiment_config(module, variant)
+        if args.preset:
+            config = dataclasses.replace(config, model=ModelConfig.preset(args.preset))
+    else:
+        from lmforge.train.mesh import MeshConfig
+        from lmforge.train.pretrain import PretrainConfig
+        config = PretrainConfig(model=ModelConfig.preset(args.preset), mesh=MeshConfig(data=1))
+    config = apply_bindings(config, bindings)
+    for field in ("model", "mesh", "data", "optim"):
+        if not hasattr(config, field):
+            raise ConfigError(f"{type(config).__qualname__} has no '{field}'; lmforge plan reads model, mesh, data "
+                              f"and optim (a pretraining, SFT or DPO config)")
+    model, mesh_cfg, data, optim = config.model, config.mesh, config.data, config.optim
+    if model.vocab_size == 0:
+        raise ConfigError("model.vocab_size=0 is taken from the tokenizer when the run starts; bind "
+                          "model.vocab_size=N to plan")
+    sizes = {"data": mesh_cfg.data, "fsdp": mesh_cfg.fsdp, "expert": mesh_cfg.expert, "tensor": mesh_cfg.tensor}
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    for axis, size in sizes.items():
+        if size == -1:
+            if args.devices is not None and args.devices % fixed:
+                raise ConfigError(f"--devices {args.devices} is not divisible by the fixed mesh axes ({fixed})")
+            sizes[axis] = 1 if args.devices is None else args.devices // fixed
+    if args.devices is not None and math.prod(sizes.values()) != args.devices:
+        raise ConfigError(f"mesh {sizes} has {math.prod(sizes.values())} devices, not --devices {args.devices}")
+    batch_axes = math.prod(sizes[a] for a in ("data", "fsdp", "expert"))
+    seq_len = data.seq_len if (args.experiment or "data.seq_len" in bound) else model.max_seq_len
+    batch = data.batch_size if (args.experiment or "data.batch_size" in bound) else batch_axes * optim.grad_accum
+    device = Device(peak_flops=args.peak_tflops * 1e12, mfu=args.mfu, memory_bytes=args.memory_gib * GIB)
+    result = plan(model, sizes, batch_size=batch, seq_len=seq_len, optim=optim, rules=mesh_cfg.rules, device=device,
+                  decode_batch=args.decode_batch, decode_len=args.decode_len)
+    if args.json:
+        print(json.dumps(result.to_json(), sort_keys=True))
+    else:
+        source = args.experiment or "(no experiment)"
+        print(f"plan: {source}" + (f" with --preset {args.preset}" if args.preset else ""))
+        print(format_plan(result))
+    return 0

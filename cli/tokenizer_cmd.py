@@ -1,0 +1,169 @@
+"""``lmforge tokenizer show TEXT_OR_JSONL --tokenizer DIR_OR_RUN``: what a tokenizer makes of a text or
+of chat conversations, token by token.
+
+    lmforge tokenizer show "Hello  world" --tokenizer runs/quickstart-.../
+    lmforge tokenizer show train.jsonl --tokenizer hf_llama/ --limit 2
+    lmforge tokenizer show hh.jsonl.gz --tokenizer hf_llama/ --format hh --field rejected
+
+- ``--tokenizer``: a tokenizer folder (lmforge's, or a Hugging Face folder's ``tokenizer.json``), or
+  a run / model folder holding one in ``tokenizer/``.
+- The input is a chat data file when it names an existing ``.jsonl``, ``.jsonl.gz`` or ``.json`` file
+  (formats of ``lmforge.data.chat_readers``, detected unless ``--format`` says), the text of any
+  other existing file, else the argument itself as text (``--format text`` forces that).
+- Conversations go through the tokenizer's chat template (``chat_template_for``: an imported
+  model's jinja template, else lmforge's chat format), so the ids are those SFT trains on and the
+  loss mask is shown: on a terminal, weighted tokens are bold and underlined; in plain output
+  their ids are marked with ``*``.
+- On a terminal (or ``--color always``) tokens alternate background colours; otherwise (a pipe, a
+  file, ``--color never``, ``NO_COLOR`` set) tokens are separated by ``|``. Either way each token is
+  the text it decodes to, with newlines, tabs and other control characters escaped (``\\n``), and
+  bytes that are only part of a character (byte-level BPE splits emoji) as ``\\xNN``.
+- ANSI escape codes are written directly (five of them); a terminal library (rich) would add a
+  dependency for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+from .errors import ConfigError
+from .typecheck import check_flag
+
+CHAT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+_BACKGROUNDS = ("\x1b[30;48;5;153m", "\x1b[30;48;5;223m")   # black on light blue / light orange
+_WEIGHTED = "\x1b[1;4m"                                      # bold, underlined
+_RESET = "\x1b[0m"
+
+
+def add_show_parser(tok_sub) -> None:
+    show = tok_sub.add_parser("show", help="show a text's or conversations' tokens, ids and loss mask",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("input", metavar="TEXT_OR_JSONL", help="a text, a text file, or a chat .jsonl[.gz] / .json file")
+    show.add_argument("--tokenizer", required=True, metavar="DIR_OR_RUN",
+                      help="a tokenizer folder, or a run / model folder with tokenizer/ in it")
+    show.add_argument("--format", default="auto", choices=("auto", "text", "messages", "alpaca", "sharegpt", "hh"),
+                      help="what the input is (default: detected)")
+    show.add_argument("--field", default="chosen", choices=("chosen", "rejected"), help="HH-RLHF transcript to show")
+    show.add_argument("--limit", type=int, default=3, help="conversations to show (default 3)")
+    show.add_argument("--train-on", default="assistant", choices=("assistant", "all"),
+                      help="the loss mask shown for conversations (default: assistant turns)")
+    show.add_argument("--color", default="auto", choices=("auto", "always", "never"),
+                      help="colour the tokens (default: when stdout is a terminal)")
+    show.set_defaults(handler=show_cmd)
+
+
+def show_cmd(args: argparse.Namespace) -> int:
+    """Print the tokens, ids and counts of a text, or of the first --limit conversations of a chat file."""
+    from lmforge.data.tokenizer import load_tokenizer
+
+    check_flag("--limit", args.limit, low=1)
+    tok = load_tokenizer(tokenizer_folder(pathlib.Path(args.tokenizer)))
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    view = TokenView(tok, color)
+    path = pathlib.Path(args.input)
+    is_chat_name = args.input.endswith(CHAT_SUFFIXES)
+    if args.format == "text" or (args.format == "auto" and not is_chat_name):
+        text = path.read_text(encoding="utf-8") if args.format == "auto" and _is_file(path) else args.input
+        ids = tok.encode(text)
+        print(view.tokens(ids))
+        print(view.ids(ids))
+        n_bytes = len(text.encode("utf-8"))
+        print(f"{len(ids):,} tokens, {len(text):,} chars, {n_bytes:,} bytes "
+              f"({len(text) / max(len(ids), 1):.2f} chars/token, {tok!r})")
+        return 0
+    if not path.is_file():
+        raise FileNotFoundError(2, "no such file", str(path))
+    from lmforge.data.chat import chat_template_for
+    from lmforge.data.chat_readers import read_conversations
+
+    conversations, stats = read_conversations(path, args.format, field=args.field)
+    template = chat_template_for(tok)
+    shown = conversations[:args.limit]
+    for i, conv in enumerate(shown):
+        ids, weights = template.encode(conv, train_on=args.train_on)
+        print(f"== conversation {i + 1} of {len(conversations):,} ({len(conv)} messages; {describe(template)}) ==")
+        print(view.tokens(ids, weights))
+        print(view.ids(ids, weights))
+        marked = "underlined" if color else "marked *"
+        print(f"{len(ids):,} tokens, {int(weights.sum()):,} trained on ({marked}, train_on={args.train_on})")
+    print(stats.summary())
+    return 0
+
+
+def tokenizer_folder(path: pathlib.Path) -> pathlib.Path:
+    """``path`` itself when it holds a tokenizer file, else ``path/tokenizer`` (a run or model folder)."""
+    if not path.is_dir():
+        raise ConfigError(f"--tokenizer {path}: not a folder (expected a tokenizer folder, or a run / model folder "
+                          f"with tokenizer/ in it)")
+    if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model")) and (path / "tokenizer").is_dir():
+        return path / "tokenizer"
+    return path
+
+
+def describe(template) -> str:
+    """A few words on which chat template made the ids, and how its mask is found."""
+    if hasattr(template, "uses_generation_blocks"):
+        how = "{% generation %} blocks" if template.uses_generation_blocks else "rendered prefixes"
+        return f"the tokenizer's chat template, mask from {how}"
+    return "lmforge's chat format"
+
+
+class TokenView:
+    """Token texts and ids as one line each, coloured or ``|``-separated."""
+
+    def __init__(self, tok, color: bool):
+        self.tok, self.color = tok, color
+        self._bytes = tok.token_bytes()
+
+    def text_of(self, i: int) -> str:
+        b = self._bytes[i] if 0 <= i < len(self._bytes) else b""
+        if not b:   # a control token (SentencePiece's <s>): its name
+            piece = getattr(self.tok, "id_to_piece", None)
+            return piece(i) if piece is not None else f"<id {i}>"
+        return _escape(b.decode("utf-8", errors="backslashreplace"))
+
+    def tokens(self, ids, weights=None) -> str:
+        texts = [self.text_of(int(i)) for i in ids]
+        if not self.color:
+            return "|" + "|".join(texts) + "|" if texts else "||"
+        out = []
+        for k, t in enumerate(texts):
+            bold = _WEIGHTED if weights is not None and weights[k] else ""
+            out.append(f"{_BACKGROUNDS[k % 2]}{bold}{t}{_RESET}")
+        return "".join(out)
+
+    def ids(self, ids, weights=None) -> str:
+        out = []
+        for k, i in enumerate(ids):
+            on = weights is not None and weights[k]
+            if self.color:
+                out.append(f"{_WEIGHTED}{int(i)}{_RESET}" if on else str(int(i)))
+            else:
+                out.append(f"{int(i)}*" if on else str(int(i)))
+        return "ids: " + " ".join(out)
+
+
+def _escape(text: str) -> str:
+    out = []
+    for c in text:
+        if c == "\n":
+            out.append("\\n")
+        elif c == "\t":
+            out.append("\\t")
+        elif c == "\r":
+            out.append("\\r")
+        elif ord(c) < 32 or ord(c) == 127:
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _is_file(path: pathlib.Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:   # a long text is not a valid file name
+        return False

@@ -1,0 +1,291 @@
+"""Chat format: a conversation (OpenAI-style ``messages``) becomes token ids and a loss mask, and
+conversations become SFT batches (packed with segment ids, or one per row).
+
+The lmforge format, built from the tokenizer's reserved specials (``lmforge.data.tokenizer``)::
+
+    <bos> <|system|> You are ... <|end|> <|user|> Hi <|end|> <|assistant|> Hello! <|end|> <eos>
+
+- A turn is its role marker, the content encoded on its own, then ``<|end|>``. Roles and markers:
+  ``system`` → ``<|system|>``, ``user`` → ``<|user|>``, ``assistant`` → ``<|assistant|>``,
+  ``tool`` (what a tool returned) → ``<|tool_result|>``. Contents are encoded one by one, so a
+  turn's ids do not depend on its neighbours (the rendered text decodes back exactly, since the
+  SentencePiece tokenizer round-trips every string). Specials typed inside a content (the text
+  ``"<|end|>"``) encode to their special id, as in every chat format built on atomic specials.
+- The generation prompt is the conversation so far followed by ``<|assistant|>``; the model
+  ends its turn with ``<|end|>`` (the sampler's stop id).
+- The loss mask ("weights", float32) marks the tokens the model is trained to produce: with
+  ``train_on="assistant"`` (the default, as TRL's ``assistant_only_loss`` and nanochat do) the
+  contents of assistant turns and their ``<|end|>``; with ``train_on="all"`` every token after
+  the first. Role markers are never targets under ``"assistant"``: the format puts them there.
+- Bad input is an error naming the conversation and what was expected: an empty conversation, a
+  message that is not ``{"role", "content"}`` with string content, an unknown role, and (with
+  ``train_on="assistant"``) a conversation with no assistant turn — it would carry no weight.
+- A conversation longer than ``seq_len + 1`` tokens is cut to its first ``seq_len + 1`` tokens
+  (``overflow="truncate"``) or left out (``overflow="drop"``); both are counted in
+  :class:`ChatStats` and printed by the SFT runner, never silent. A truncated conversation that
+  keeps no weighted token is dropped (and counted) either way.
+
+Other chat formats: a model imported from Hugging Face brings its own jinja chat template, read
+with its tokenizer (``lmforge.data.hf_tokenizer.HFChatTemplate``, the same ids as transformers'
+``apply_chat_template`` and a loss mask on the assistant turns); :func:`chat_template_for` picks
+that template when the tokenizer has one, else this format. Both satisfy :class:`ChatTemplate`, so
+``sft_examples`` takes either. Conversations come from OpenAI / Alpaca / ShareGPT / HH-RLHF files
+through ``lmforge.data.chat_readers.read_conversations``.
+
+SFT batches have the pretraining layout (``lmforge.data.pipeline``): ``inputs``, ``targets``,
+``weights``, ``segment_ids``, ``positions``, each ``(B, T)``, where ``weights[b, t]`` is the mask
+of ``targets[b, t]``. Packed rows hold several conversations with their own segment ids and
+positions restarting at 0, so a model that honours segment ids (every lmforge family does) never
+attends across conversations, and the packed loss equals the unpacked one (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+import grain
+import numpy as np
+
+from lmforge.data.tokenizer import Tokenizer
+
+ROLES = ("system", "user", "assistant", "tool")
+ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|tool_result|>"}
+END_TOKEN = "<|end|>"
+TRAIN_ON = ("assistant", "all")
+OVERFLOW = ("truncate", "drop")
+_READ = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
+_PACKING_BINS = 512
+
+Message = Mapping[str, str]   # {"role": one of ROLES, "content": str}
+
+
+class ChatTemplate(Protocol):
+    """What turns messages into ids: lmforge's :class:`ChatFormat`, or an imported model's template."""
+
+    stop_ids: tuple[int, ...]   # ids that end the assistant's turn (the sampler's stop ids)
+
+    def encode(self, messages: Sequence[Message], *, train_on: str = "assistant",
+               add_generation_prompt: bool = False) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def prompt(self, messages: Sequence[Message]) -> np.ndarray: ...   # (L,) int32: asks for the next assistant turn
+
+
+def check_messages(messages, *, where: str = "conversation", need_assistant: bool = False) -> list[dict]:
+    """Validates one conversation and returns it as a list of plain ``{"role", "content"}`` dicts.
+
+    Raises ValueError naming ``where`` (e.g. ``"train.jsonl:12"``) for: a conversation that is not
+    a non-empty list, a message that is not a mapping with a string ``content``, an unknown
+    ``role`` (expected one of ``ROLES``), and, with ``need_assistant``, no assistant turn.
+    """
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"{where}: expected a non-empty list of messages, got {_short(messages)}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise ValueError(f"{where}: message {i} is {_short(m)}; expected {{\"role\": ..., \"content\": ...}}")
+        if m["role"] not in ROLES:
+            raise ValueError(f"{where}: message {i} has unknown role {m['role']!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(m["content"], str):
+            raise ValueError(f"{where}: message {i} ({m['role']}) has content {_short(m['content'])}; expected a string")
+        out.append({"role": m["role"], "content": m["content"]})
+    if need_assistant and not any(m["role"] == "assistant" for m in out):
+        raise ValueError(f"{where}: the conversation has no assistant turn, so nothing in it would be trained on; "
+                         f"expected at least one message with role 'assistant'")
+    return out
+
+
+class ChatFormat:
+    """lmforge's chat format over a tokenizer with the reserved specials (see the module docstring).
+
+    Raises ValueError if the tokenizer lacks a role marker, ``<|end|>`` or bos/eos (the char
+    tokenizer has none of them: train a SentencePiece tokenizer for chat).
+    """
+
+    def __init__(self, tok: Tokenizer):
+        self.tok = tok
+        try:
+            self.role_ids = {r: tok.token_id(p) for r, p in ROLE_TOKENS.items()}
+            self.end_id = tok.token_id(END_TOKEN)
+        except KeyError as e:
+            raise ValueError(f"{tok!r} has no chat specials ({e.args[0]}); expected a SentencePiece tokenizer "
+                             f"trained by lmforge (its reserved {', '.join(ROLE_TOKENS.values())}, {END_TOKEN})") from None
+        if tok.bos_id < 0 or tok.eos_id < 0:
+            raise ValueError(f"{tok!r} has no bos/eos ids; expected a tokenizer with both for chat")
+        self.stop_ids = (self.end_id,)
+
+    def encode(self, messages: Sequence[Message], *, train_on: str = "assistant",
+               add_generation_prompt: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One conversation → ``(ids, weights)``, int32 and float32 of shape ``(L,)``.
+
+        ``weights[i] = 1`` marks ``ids[i]`` as a token to learn (predicted from ``ids[:i]``).
+        ``add_generation_prompt`` appends ``<|assistant|>`` (and no eos): the prompt to sample a reply.
+        Raises ValueError for ``train_on`` outside ``TRAIN_ON`` (messages: see :func:`check_messages`).
+        """
+        if train_on not in TRAIN_ON:
+            raise ValueError(f"train_on={train_on!r}: expected one of {', '.join(TRAIN_ON)}")
+        ids, weights = [self.tok.bos_id], [0.0]
+        for m in messages:
+            content = self.tok.encode(m["content"])
+            learn = 1.0 if train_on == "all" or m["role"] == "assistant" else 0.0
+            ids += [self.role_ids[m["role"]], *content, self.end_id]
+            weights += [1.0 if train_on == "all" else 0.0] + [learn] * (len(content) + 1)
+        if add_generation_prompt:
+            ids.append(self.role_ids["assistant"])
+            weights.append(0.0)
+        else:
+            ids.append(self.tok.eos_id)
+            weights.append(1.0 if train_on == "all" else 0.0)
+        return np.asarray(ids, np.int32), np.asarray(weights, np.float32)
+
+    def prompt(self, messages: Sequence[Message]) -> np.ndarray:
+        """The ids that ask for the next assistant turn, ``(L,)`` int32."""
+        return self.encode(messages, add_generation_prompt=True)[0]
+
+
+def chat_template_for(tok: Tokenizer) -> ChatTemplate:
+    """The chat template to use with ``tok``: the imported model's own (an ``HFTokenizer`` from a
+    Hugging Face folder with a chat template: ``lmforge.data.hf_tokenizer.HFChatTemplate``), else
+    lmforge's :class:`ChatFormat`.
+
+    Raises ValueError when ``tok`` has neither a chat template nor lmforge's chat specials.
+    """
+    if getattr(tok, "chat_template", None):
+        from lmforge.data.hf_tokenizer import HFChatTemplate
+
+        return HFChatTemplate(tok)
+    try:
+        return ChatFormat(tok)
+    except ValueError as e:
+        if hasattr(tok, "chat_template"):   # an imported tokenizer without a template
+            raise ValueError(f"{tok!r} has no chat template (chat_template.jinja or tokenizer_config.json's "
+                             f"chat_template) and not lmforge's chat specials; expected one of them for chat") from None
+        raise e
+
+
+@dataclasses.dataclass
+class ChatStats:
+    """What happened to the conversations on their way into SFT examples (all counts)."""
+    conversations: int = 0
+    kept: int = 0
+    truncated: int = 0          # longer than seq_len + 1 tokens, cut (overflow="truncate")
+    dropped_too_long: int = 0   # longer than seq_len + 1 tokens, left out (overflow="drop")
+    dropped_no_weight: int = 0  # nothing left to learn after truncation
+    tokens: int = 0             # targets kept (inputs positions), padding excluded
+    weighted_tokens: int = 0    # targets with weight 1
+
+    def summary(self) -> str:
+        return (f"{self.kept}/{self.conversations} conversations kept ({self.truncated} truncated, "
+                f"{self.dropped_too_long} dropped as too long, {self.dropped_no_weight} with nothing to learn), "
+                f"{self.weighted_tokens:,} of {self.tokens:,} targets trained on")
+
+
+def sft_examples(conversations: Iterable[Sequence[Message]], template: ChatTemplate, seq_len: int, *,
+                 train_on: str = "assistant", overflow: str = "truncate",
+                 where: str = "conversation") -> tuple[list[dict[str, np.ndarray]], ChatStats]:
+    """Conversations → examples ``{"inputs", "targets", "weights"}`` (each ``(n,)``, ``n <= seq_len``).
+
+    ``inputs = ids[:-1]``, ``targets = ids[1:]``, ``weights = mask[1:]``. Conversation ``i`` is
+    named ``f"{where} {i}"`` in errors. Raises ValueError for an invalid conversation or option.
+    """
+    if overflow not in OVERFLOW:
+        raise ValueError(f"overflow={overflow!r}: expected one of {', '.join(OVERFLOW)}")
+    if seq_len < 1:
+        raise ValueError(f"seq_len={seq_len}: expected >= 1")
+    stats, out = ChatStats(), []
+    for i, conv in enumerate(conversations):
+        stats.conversations += 1
+        conv = check_messages(conv, where=f"{where} {i}", need_assistant=train_on == "assistant")
+        ids, weights = template.encode(conv, train_on=train_on)
+        if len(ids) > seq_len + 1:
+            if overflow == "drop":
+                stats.dropped_too_long += 1
+                continue
+            stats.truncated += 1
+            ids, weights = ids[:seq_len + 1], weights[:seq_len + 1]
+        if not weights[1:].any():
+            stats.dropped_no_weight += 1
+            continue
+        stats.kept += 1
+        stats.tokens += len(ids) - 1
+        stats.weighted_tokens += int(weights[1:].sum())
+        out.append({"inputs": ids[:-1], "targets": ids[1:], "weights": weights[1:]})
+    return out, stats
+
+
+def sft_dataset(examples: Sequence[dict[str, np.ndarray]], seq_len: int, batch_size: int, *, pack: bool = True,
+                shuffle: bool = True, seed: int = 0, process_index: int = 0,
+                process_count: int = 1) -> grain.IterDataset:
+    """The endless stream of this process's ``(batch_size // process_count, seq_len)`` SFT batches.
+
+    ``pack=True`` packs whole examples into rows with grain's ``FirstFitPackIterDataset`` (segment
+    ids 1, 2, ...; positions restart per example; padding has segment 0 and weight 0); ``pack=False``
+    puts one example per row, padded. Process ``p`` reads examples ``p::process_count``. The
+    iterator is grain's, so its state checkpoints with the run. Raises ValueError when this process
+    gets no example or the batch does not split over the processes.
+    """
+    if batch_size % process_count:
+        raise ValueError(f"batch_size={batch_size} is not divisible by process_count={process_count}")
+    rows = batch_size // process_count
+    mine = list(examples)[process_index::process_count]
+    if not mine:
+        raise ValueError(f"process {process_index} of {process_count} got no SFT example (of {len(examples)}); "
+                         f"expected at least one conversation per process")
+    ds = grain.MapDataset.source(mine)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)   # reshuffled each epoch by the repeat below
+    ds = ds.repeat(None)
+    if not pack:
+        return ds.map(_PadRow(seq_len)).batch(rows, drop_remainder=True).to_iter_dataset(_READ)
+    packed = grain.experimental.FirstFitPackIterDataset(
+        ds.to_iter_dataset(_READ),
+        length_struct={"inputs": seq_len, "targets": seq_len, "weights": seq_len},
+        num_packing_bins=max(rows, _PACKING_BINS), seed=seed, shuffle_bins=shuffle)
+    return packed.batch(rows, drop_remainder=True).map(_PackedToBatch())
+
+
+def sft_eval_batches(examples: Sequence[dict[str, np.ndarray]], seq_len: int,
+                     batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Every example once, one per row, in fixed-shape ``(batch_size, seq_len)`` batches (the last
+    padded with all-zero-weight rows): the exact held-out loss is the weighted mean over them."""
+    rows = [_PadRow(seq_len).map(e) for e in examples]
+    if not rows:
+        return []
+    empty = {k: np.zeros_like(v) for k, v in rows[0].items()}
+    rows += [empty] * (-len(rows) % batch_size)
+    return [{k: np.stack([r[k] for r in rows[b:b + batch_size]]) for k in rows[0]}
+            for b in range(0, len(rows), batch_size)]
+
+
+class _PadRow(grain.transforms.Map):
+    """One example → one padded row of the batch layout."""
+
+    def __init__(self, seq_len: int):
+        self.T = seq_len
+
+    def map(self, e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n, T = len(e["inputs"]), self.T
+        if n > T:
+            raise ValueError(f"an SFT example of {n} targets does not fit seq_len={T}")
+        pad = lambda x, dtype: np.concatenate([x, np.zeros(T - n, x.dtype)]).astype(dtype)
+        return {"inputs": pad(e["inputs"], np.int32), "targets": pad(e["targets"], np.int32),
+                "weights": pad(e["weights"], np.float32),
+                "segment_ids": pad(np.ones(n, np.int32), np.int32), "positions": pad(np.arange(n), np.int32)}
+
+
+class _PackedToBatch(grain.transforms.Map):
+    def map(self, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seg = p["inputs_segment_ids"].astype(np.int32)
+        return {"inputs": p["inputs"].astype(np.int32), "targets": p["targets"].astype(np.int32),
+                "weights": (p["weights"] * (seg != 0)).astype(np.float32), "segment_ids": seg,
+                "positions": p["inputs_positions"].astype(np.int32)}
+
+
+def _short(x, n: int = 60) -> str:
+    r = repr(x)
+    return r if len(r) <= n else r[:n - 3] + "..."
+
+
+__all__ = ["ChatFormat", "ChatStats", "ChatTemplate", "END_TOKEN", "Message", "ROLES", "ROLE_TOKENS", "TRAIN_ON",
+           "chat_template_for", "check_messages", "sft_dataset", "sft_eval_batches", "sft_examples"]

@@ -1,0 +1,77 @@
+"""Chat evaluation: an assistant's replies to conversations, graded against reference answers.
+
+A chat model is asked through its chat template (``lmforge.data.chat``: the conversation so far,
+then the assistant marker) and its reply ends at the template's end-of-turn id (or eos). Each
+item is a conversation whose last message is the reference assistant turn; the prompt is every
+message before it, and ``grade(task, reply, answer) -> bool`` decides (for the synthetic tasks,
+``lmforge.data.synthetic.check_answer``; for GSM8K the ``#### <number>`` convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from lmforge.infer import SamplingConfig
+
+Grader = Callable[[str, str, str], bool]   # (task, reply, answer) -> correct
+
+
+def prompt_messages(messages: Sequence[Mapping[str, str]]) -> list[dict]:
+    """The messages before the last assistant turn (what the model is asked).
+
+    Raises ValueError if there is no assistant turn or nothing before it."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    if last <= 0:
+        raise ValueError(f"a chat evaluation item needs a reference assistant turn after at least one message; got "
+                         f"roles {[m['role'] for m in messages]}")
+    return [dict(m) for m in messages[:last]]
+
+
+def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str, str]]], sampling: SamplingConfig,
+                 *, seed: int = 0) -> list[str]:
+    """The assistant's next turn for each conversation (``sampling.n`` replies each, prompt-major).
+
+    ``sampler`` is an ``lmforge.infer.Sampler``; ``template`` a ``ChatTemplate`` (its ``stop_ids``
+    end the turn). The reply text excludes the stop id."""
+    if not conversations:
+        return []
+    prompts = [template.prompt(c).tolist() for c in conversations]
+    eos = (sampler.tok.eos_id,) if sampler.tok.eos_id >= 0 else ()
+    stops = tuple(dict.fromkeys((*sampling.stop_token_ids, *template.stop_ids, *eos)))
+    out = sampler.generate_ids(prompts, dataclasses.replace(sampling, stop_token_ids=stops), seed=seed)
+    replies = []
+    for r in range(out.tokens.shape[0]):
+        ids = [int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in stops]
+        replies.append(sampler.tok.decode(ids))
+    return replies
+
+
+def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
+                  sampling: SamplingConfig = SamplingConfig(max_new_tokens=128, temperature=0.0),
+                  seed: int = 0) -> dict:
+    """Replies to ``items`` (dicts with ``messages``, ``answer``, ``task``) graded by ``grade``.
+
+    Returns ``{"metrics": {"accuracy", "n", "accuracy/<task>" per task}, "samples": [{task, answer,
+    reply, correct}]}``; with ``sampling.n > 1`` the accuracy is over all replies (pass@1 estimated
+    from n samples)."""
+    items = [it for it in items if it.get("answer") is not None]
+    if not items:
+        return {"metrics": {"accuracy": float("nan"), "n": 0}, "samples": []}
+    replies = chat_replies(sampler, template, [prompt_messages(it["messages"]) for it in items], sampling, seed=seed)
+    n = sampling.n
+    samples, by_task = [], {}
+    for r, reply in enumerate(replies):
+        it = items[r // n]
+        ok = bool(grade(it["task"], reply, it["answer"]))
+        by_task.setdefault(it["task"], []).append(ok)
+        samples.append({"task": it["task"], "answer": it["answer"], "reply": reply, "correct": ok})
+    metrics = {"accuracy": float(np.mean([s["correct"] for s in samples])), "n": len(items)}
+    if len(by_task) > 1:
+        metrics.update({f"accuracy/{t}": float(np.mean(v)) for t, v in sorted(by_task.items())})
+    return {"metrics": metrics, "samples": samples}
+
+
+__all__ = ["chat_accuracy", "chat_replies", "prompt_messages"]

@@ -1,0 +1,89 @@
+"""Chat SFT on the synthetic post-training mixture: a pretrained base becomes an assistant that keeps
+the turn structure, knows its name, works arithmetic step by step, counts letters, compares
+decimals, refuses harmful requests and makes small talk.
+
+The base is the quickstart GPT (4 layers x 128 dims, 1.1M parameters, the 2048-id SentencePiece
+tokenizer with chat specials) pretrained on the Python docs with a 256-token context:
+
+    lmforge run experiments/quickstart.py model.max_seq_len=256 data.seq_len=256 data.batch_size=8 --workdir runs/base256
+    lmforge run experiments/sft/sft_chat.py init_from=runs/base256 --workdir runs/sft_chat
+    lmforge chat runs/sft_chat
+    # the order of the solution, same budget:
+    lmforge run experiments/sft/sft_chat.py:worked init_from=runs/base256
+    lmforge run experiments/sft/sft_chat.py:answer_first init_from=runs/base256
+
+Data: ``lmforge.data.synthetic`` tasks (train and test splits disjoint by construction), refusal
+prompts from ../shared/data's HH-RLHF sample; loss on the assistant's turns only, conversations
+packed with segment ids. Held-out: the test split of the same mixture, graded greedily.
+
+Measured on the 2-core CPU (shared with other jobs, load average 5-10), jax 0.10.2, 2026-11-30. The
+base (the first command: 600 steps, 1.09M parameters, val perplexity 118.4 on the held-out docs)
+then 500 steps of SFT (batch 16 x 256, packed: about 37 conversations a step, 2.2 passes over the
+8,000), run at the same time as ``sft_lora.py`` (37 min wall each, ~3.5 s/step under that load).
+Held-out: 400 conversations of the test split, 200 graded replies (greedy, 160 tokens at most):
+
+    held-out               base    step 250   step 500
+    loss (trained tokens)  4.946   0.807      0.609
+    identity               0.000   1.000      0.980   (the name "Forge" in the reply)
+    letter_count           0.000   0.783      0.739
+    arithmetic             0.000   0.035      0.059   (#### answer exact)
+    decimal_compare        0.000   0.000      0.000
+    spelling               0.000   0.000      0.000
+
+The model learns every format (turns end with <|end|>, identity answers, the spelled-out count,
+the worked lines and the #### line) within 250 steps, but not the content that needs copying
+from the prompt or computing: "Lia starts with 29 beads. Twice as many: 29 * 2 = 22." A model of
+this size and budget does not reach the issue's >= 0.5 on the multi-step arithmetic (2-4
+operations on numbers up to ~100); spelling fails as BPE hides the letters of a word from a model
+this small. See ``:worked`` / ``:answer_first`` for a longer arithmetic-only budget.
+
+``:worked`` vs ``:answer_first`` (arithmetic alone, 8,000 problems, the same seed and budget; both
+at once on the shared CPU): 300 steps (stopped by SIGTERM at step 351), then continued from that
+checkpoint for 650 steps with a fresh warmup and cosine (``init_from=runs/sft_worked steps=650
+eval_every=325``): 1,001 steps in all. 200 held-out problems, greedy:
+
+                              worked first              answer first
+    step                      351     676     1001      351     676     1001
+    held-out loss             0.682   0.306   0.162     0.690   0.433   0.218
+    token accuracy            0.791   0.899   0.943     0.782   0.855   0.927
+    exact match (####)        0.040   0.055   0.060     0.050   0.035   0.060
+
+The working-first model fits the held-out solutions better at every step (loss 0.162 vs 0.218),
+but at this size neither one computes the answers, so exact match is the same (0.06, 12 of 200):
+the issue's "worked-first beats answer-first" is not shown here; it needs a model that can do
+the single steps (a larger base, a GPU run).
+"""
+
+import dataclasses
+import pathlib
+
+from lmforge.align.sft import ChatDataConfig, SFTConfig
+from lmforge.train.optim import OptimConfig
+
+VARIANTS = ("default", "worked", "answer_first", "smoke")
+HH = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
+MIXTURE = (("arithmetic", 4.0), ("letter_count", 1.0), ("spelling", 1.0), ("decimal_compare", 1.0),
+           ("identity", 2.0), ("refusal", 1.0), ("smalltalk", 1.0))
+
+
+def get_config(variant: str = "default") -> SFTConfig:
+    cfg = SFTConfig(
+        data=ChatDataConfig(synthetic=MIXTURE, train_size=8000, test_size=400, seq_len=256, batch_size=16),
+        synthetic_options=(("hh_path", str(HH)),),
+        optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=50, weight_decay=0.0, b2=0.99),
+        steps=500, log_every=25, eval_every=250, checkpoint_every=250,
+        eval_generate=200, eval_max_new_tokens=160,
+    )
+    if variant in ("worked", "answer_first"):
+        task = "arithmetic" if variant == "worked" else "arithmetic_answer_first"
+        cfg = dataclasses.replace(cfg, data=ChatDataConfig(synthetic=((task, 1.0),), train_size=8000, test_size=200,
+                                                           seq_len=256, batch_size=16),
+                                  synthetic_options=(), steps=300)
+    elif variant == "smoke":
+        cfg = dataclasses.replace(cfg, data=ChatDataConfig(synthetic=(("arithmetic", 1.0), ("identity", 1.0)),
+                                                           train_size=64, test_size=16, seq_len=128, batch_size=8),
+                                  synthetic_options=(), steps=6, log_every=2, eval_every=0, checkpoint_every=0,
+                                  eval_generate=8, eval_max_new_tokens=16)
+    elif variant != "default":
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    return cfg

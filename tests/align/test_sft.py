@@ -1,0 +1,173 @@
+"""SFT: the masked loss, packed = unpacked, and the runner end to end (full and LoRA) on a tiny model."""
+
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmforge.data import SourceConfig, TokenizerConfig, load_tokenizer, read_documents, train_tokenizer
+from lmforge.data.chat import ChatFormat, sft_dataset, sft_eval_batches, sft_examples
+from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded
+from lmforge.train.mesh import MeshConfig, make_mesh
+from lmforge.train.pretrain import lm_loss
+from lmforge.weights import save_model_folder
+
+MODEL = ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=128)
+RULES = MeshConfig().rules
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "sft"
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    docs = [d for d in read_documents(SourceConfig(kind="python_docs"))[::16] if len(d) < 20_000][:30]
+    directory = tmp_path_factory.mktemp("sft_tok")
+    train_tokenizer(TokenizerConfig(vocab_size=512), docs, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tok_dir):
+    """A tiny GPT-2 with random weights and a chat-capable tokenizer, as an lmforge model folder."""
+    directory = tmp_path_factory.mktemp("sft") / "base"
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    _, params, _ = create_sharded(lambda: build_model(MODEL, rngs=nnx.Rngs(0)), mesh, RULES)
+    save_model_folder(directory, MODEL, params)
+    load_tokenizer(tok_dir).save(directory / "tokenizer")
+    return directory
+
+
+def conversations(n):
+    return [[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": f"What is {i} + {i}?"},
+             {"role": "assistant", "content": f"{i} + {i} = {2 * i}."}][(i % 2):] for i in range(n)]
+
+
+def _loss(params_model, batches):
+    """The exact weighted mean of the SFT loss over ``batches`` (what the evaluator reports)."""
+    graphdef, params, mesh = params_model
+    fn = jax.jit(lm_loss(graphdef, MODEL))
+    total = weight = 0.0
+    for b in batches:
+        with jax.set_mesh(mesh), axis_rules(RULES):
+            loss, m = fn(params, {}, {k: jnp.asarray(v) for k, v in b.items()}, jax.random.key(0))
+        total += float(loss) * float(m["weight_sum"])
+        weight += float(m["weight_sum"])
+    return total / weight, weight
+
+
+@pytest.fixture(scope="module")
+def model():
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    graphdef, params, _ = create_sharded(lambda: build_model(MODEL, rngs=nnx.Rngs(1)), mesh, RULES)
+    return graphdef, params, mesh
+
+
+def test_packed_and_unpacked_sft_give_the_same_loss(tok_dir, model):
+    tok = load_tokenizer(tok_dir)
+    ex, stats = sft_examples(conversations(12), ChatFormat(tok), seq_len=64)
+    packed = next(iter(sft_dataset(ex, seq_len=64, batch_size=2, shuffle=False)))
+    assert packed["segment_ids"].max() >= 2      # really packed: several conversations in a row
+    # the conversations in the packed batch, one per row
+    rows = []
+    for r in range(2):
+        for s in range(1, packed["segment_ids"][r].max() + 1):
+            at = packed["segment_ids"][r] == s
+            rows.append({k: packed[k][r][at] for k in ("inputs", "targets", "weights")})
+    unpacked = sft_eval_batches(rows, seq_len=64, batch_size=len(rows))
+    lp, wp = _loss(model, [packed])
+    lu, wu = _loss(model, unpacked)
+    assert wp == wu > 0
+    np.testing.assert_allclose(lp, lu, rtol=2e-5)
+
+
+def test_sft_loss_is_the_mean_nll_of_the_assistant_tokens(tok_dir, model):
+    tok = load_tokenizer(tok_dir)
+    ids, w = ChatFormat(tok).encode(conversations(1)[0])
+    batch = sft_eval_batches([{"inputs": ids[:-1], "targets": ids[1:], "weights": w[1:]}], seq_len=64, batch_size=1)
+    loss, weight = _loss(model, batch)
+    graphdef, params, mesh = model
+    with jax.set_mesh(mesh), axis_rules(RULES):
+        logits, _ = nnx.merge(graphdef, params)(jnp.asarray(ids[None, :-1]))   # (1, T, V), aux
+    logits = logits[0]
+    nll = -jax.nn.log_softmax(logits.astype(jnp.float32))[np.arange(len(ids) - 1), ids[1:]]
+    assistant = w[1:] == 1
+    np.testing.assert_allclose(loss, float(nll[assistant].mean()), rtol=1e-5)
+    assert weight == assistant.sum() < len(assistant)   # only the assistant's tokens carry weight
+
+
+def sft_config(base, **over):
+    from lmforge.align.sft import ChatDataConfig, SFTConfig
+    from lmforge.train.optim import OptimConfig
+    data = ChatDataConfig(synthetic=(("arithmetic", 1.0), ("identity", 1.0)), train_size=64, test_size=16,
+                          seq_len=128, batch_size=8)
+    kw = dict(init_from=str(base), data=data, optim=OptimConfig(lr=1e-3, warmup_steps=1, weight_decay=0.0),
+              steps=4, log_every=2, eval_every=4, eval_generate=8, eval_max_new_tokens=8)
+    return SFTConfig(**{**kw, **over})
+
+
+def test_sft_experiments_end_to_end_full_then_lora(base, tmp_path):
+    """The smoke variants of experiments/sft/sft_chat.py (full) and sft_lora.py (LoRA) through the CLI on
+    the same tiny base: metrics, files, what trained, and the run folders load back through
+    load_params (LoRA: adapters from the run, the rest from its base)."""
+    from lmforge.cli.main import main
+    from lmforge.weights import load_params
+
+    outs = {}
+    for name in ("sft_chat", "sft_lora"):
+        run = tmp_path / name
+        assert main(["run", f"{EXPERIMENTS}/{name}.py:smoke", f"init_from={base}", "--workdir", str(run)]) == 0
+        out = outs[name] = json.loads((run / "final.json").read_text())
+        assert out["final/step"] == 6 and math.isfinite(out["final/loss"]) and 0 <= out["final/reply/accuracy"] <= 1
+        assert out["base/loss"] > out["final/loss"]       # fine-tuning lowers the held-out loss
+        assert {"reply/accuracy/arithmetic", "reply/accuracy/identity"} <= {k[len("final/"):] for k in out}
+        assert 0 <= out["final/accuracy"] <= 1      # the loss's next-token accuracy, a separate metric
+        report = json.loads((run / "data_report.json").read_text())
+        assert report["train"]["kept"] + report["train"]["dropped_no_weight"] + \
+            report["train"]["dropped_too_long"] == report["train"]["conversations"] == 64
+        assert len((run / "eval_samples.jsonl").read_text().splitlines()) == 8
+    # rank 16 on this 64-wide model: adapters are a quarter of the weights (0.5% of a 1.1M-parameter base at width 128)
+    # the evaluation harness reads the fine-tuned run (its model.json, checkpoint and tokenizer)
+    assert main(["eval", str(tmp_path / "sft_chat"), "chat:tasks=arithmetic+identity,n=4,max_new_tokens=8"]) == 0
+    scores = json.loads((tmp_path / "sft_chat" / "eval" / "chat.json").read_text())
+    assert scores["metrics"]["n"] == 4 and len(scores["samples"]) == 4
+    assert outs["sft_lora"]["final/trainable_params"] < outs["sft_chat"]["final/trainable_params"] / 3
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    loaded = load_params(tmp_path / "sft_lora", mesh, rules=RULES)
+    assert loaded.cfg.lora.rank == 16 and loaded.step == 6
+    base_params = load_params(base, mesh, rules=RULES).params
+    from lmforge.model.paths import flatten
+    flat, flat_base = dict(flatten(loaded.params)), dict(flatten(base_params))
+    assert all(np.array_equal(flat[p], flat_base[p]) for p in flat_base)     # the base is untouched
+    assert any(np.abs(np.asarray(v)).sum() > 0 for p, v in flat.items() if p.endswith("lora.b"))   # B moved off 0
+
+
+def test_sft_gsm8k_smoke_reads_the_real_data(base, tmp_path, shared_data):
+    from lmforge.cli.main import main
+    run = tmp_path / "gsm8k"
+    assert main(["run", f"{EXPERIMENTS}/sft_gsm8k.py:smoke", f"init_from={base}", "--workdir", str(run)]) == 0
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["train"]["conversations"] == 7473 and report["held_out"]["conversations"] == 8
+    assert report["train"]["truncated"] > 0          # long problems are cut at seq_len + 1, and counted
+    out = json.loads((run / "final.json").read_text())
+    assert out["final/reply/n"] == 4 and 0 <= out["final/reply/accuracy"] <= 1
+
+
+def test_sft_bad_configs_are_one_line_errors(base, tmp_path):
+    from lmforge.align.sft import ChatDataConfig, run_sft
+    with pytest.raises(ValueError, match="init_from is empty"):
+        run_sft(sft_config(base, init_from=""), tmp_path / "a")
+    with pytest.raises(ValueError, match="no data"):
+        ChatDataConfig()
+    with pytest.raises(ValueError, match="data.train_on='user'"):
+        ChatDataConfig(synthetic=(("arithmetic", 1.0),), train_on="user")
+    import dataclasses
+    cfg = sft_config(base)
+    with pytest.raises(ValueError, match="unknown task 'poetry'"):
+        run_sft(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=(("poetry", 1.0),))),
+                tmp_path / "b")
+    with pytest.raises(ValueError, match="exceeds the model's max_seq_len=128"):
+        run_sft(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seq_len=256)), tmp_path / "c")

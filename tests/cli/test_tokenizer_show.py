@@ -1,0 +1,78 @@
+"""``lmforge tokenizer show``: a text's tokens, ids and count; a chat file's conversations with their
+loss mask (ids marked ``*``) and what the reader skipped; colours only when asked or on a terminal."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lmforge.cli.main import main
+from lmforge.data.chat import ChatFormat
+from lmforge.data.tokenizer import TokenizerConfig, train_tokenizer
+
+TEXT = "Hello  world,\n\tthe tokenizer splits this text into pieces: 12345 ünïcode!"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run-like folder: the tokenizer lives in RUN/tokenizer (lmforge's SentencePiece, with chat specials)."""
+    root = tmp_path_factory.mktemp("show")
+    corpus = [("The quick brown fox jumps over the lazy dog. " * 3 + f"Line {i}: what is {i}+{i}?\n") * 4
+              for i in range(40)]
+    tok = train_tokenizer(TokenizerConfig(vocab_size=320, num_reserved=0), corpus, root / "run" / "tokenizer")
+    return root / "run", tok
+
+
+def _show(capsys, *argv):
+    code = main(["tokenizer", "show", *argv])
+    out = capsys.readouterr()
+    return code, out.out.splitlines(), out.err
+
+
+def test_text_shows_boundaries_ids_and_count(run_dir, capsys):
+    run, tok = run_dir
+    code, lines, _ = _show(capsys, TEXT, "--tokenizer", str(run))
+    ids = tok.encode(TEXT)
+    assert code == 0 and len(lines) == 3
+    assert lines[0].startswith("|") and lines[0].endswith("|") and lines[0].count("|") == len(ids) + 1
+    pieces = lines[0][1:-1].split("|")
+    # escaped, nothing lost; "ü" is two byte-fallback tokens (the corpus is ASCII), shown byte by byte
+    escaped = TEXT.replace("\n", "\\n").replace("\t", "\\t").replace("ü", "\\xc3\\xbc").replace("ï", "\\xc3\\xaf")
+    assert "".join(pieces) == escaped
+    assert lines[1] == "ids: " + " ".join(map(str, ids))
+    assert lines[2].startswith(f"{len(ids)} tokens, {len(TEXT)} chars, {len(TEXT.encode())} bytes")
+    assert "\x1b[" not in "".join(lines)   # not a terminal: no colour
+
+
+def test_conversations_show_the_loss_mask(run_dir, capsys, tmp_path):
+    run, tok = run_dir
+    conv = {"conversations": [{"from": "human", "value": "what is 2+2?"}, {"from": "gpt", "value": "4, the fox says"}]}
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(conv) + "\n\n" + json.dumps({"conversations": []}) + "\n" + json.dumps(conv) + "\n")
+    code, lines, _ = _show(capsys, str(path), "--tokenizer", str(run / "tokenizer"), "--limit", "1")
+    ids, weights = ChatFormat(tok).encode([{"role": "user", "content": "what is 2+2?"},
+                                           {"role": "assistant", "content": "4, the fox says"}])
+    assert code == 0 and len(lines) == 5
+    assert lines[0] == "== conversation 1 of 2 (2 messages; lmforge's chat format) =="
+    assert lines[1].startswith("|<s>|<|user|>|") and lines[1].endswith("|<|end|>|</s>|")
+    shown = lines[2].removeprefix("ids: ").split()
+    assert [int(s.rstrip("*")) for s in shown] == ids.tolist()
+    assert np.array_equal([s.endswith("*") for s in shown], weights == 1)
+    assert lines[3] == f"{len(ids)} tokens, {int(weights.sum())} trained on (marked *, train_on=assistant)"
+    assert lines[4].endswith("(sharegpt): 2 conversations from 3 records; skipped: 1 blank lines, "
+                             "1 empty conversations")
+    # --color always: alternating backgrounds, weighted tokens bold and underlined
+    code, lines, _ = _show(capsys, str(path), "--tokenizer", str(run), "--limit", "1", "--color", "always")
+    assert "\x1b[30;48;5;153m" in lines[1] and "\x1b[30;48;5;223m" in lines[1] and "\x1b[1;4m" in lines[1]
+    assert lines[2].count("\x1b[1;4m") == int(weights.sum())
+
+
+def test_bad_inputs_are_one_line_errors(run_dir, capsys, tmp_path):
+    run, _ = run_dir
+    code, _, err = _show(capsys, str(tmp_path / "missing.jsonl"), "--tokenizer", str(run))
+    assert code == 2 and err.strip() == f"lmforge: error: no such file or directory: {tmp_path / 'missing.jsonl'}"
+    (tmp_path / "bad.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{oops\n')
+    code, _, err = _show(capsys, str(tmp_path / "bad.jsonl"), "--tokenizer", str(run))
+    assert code == 2 and "bad.jsonl:2: not valid JSON" in err and err.count("\n") == 1
+    code, _, err = _show(capsys, "hi", "--tokenizer", str(tmp_path / "nope"))
+    assert code == 2 and "--tokenizer" in err and "not a folder" in err

@@ -1,0 +1,97 @@
+"""The chat format: ids and loss masks of conversations, validation, SFT examples and batches."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from lmforge.data.chat import ChatFormat, check_messages, sft_dataset, sft_eval_batches, sft_examples
+
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4."}, {"role": "user", "content": "And 3+3?"},
+        {"role": "assistant", "content": "6."}]
+
+
+def test_layout_and_assistant_only_mask(sp_tok):
+    fmt = ChatFormat(sp_tok)
+    ids, w = fmt.encode(CONV)
+    assert ids.dtype == np.int32 and w.dtype == np.float32 and ids.shape == w.shape
+    text = sp_tok.decode(ids[1:-1])
+    assert text == "<|system|>Be brief.<|end|><|user|>What is 2+2?<|end|><|assistant|>4.<|end|>" \
+                   "<|user|>And 3+3?<|end|><|assistant|>6.<|end|>"
+    assert ids[0] == sp_tok.bos_id and ids[-1] == sp_tok.eos_id
+    # exactly the assistant contents and their <|end|> carry weight
+    learned = sp_tok.decode(ids[w == 1])
+    assert learned == "4.<|end|>6.<|end|>"
+    assert w.sum() == 2 * (len(sp_tok.encode("4.")) + 1)
+
+
+def test_train_on_all_and_generation_prompt(sp_tok):
+    fmt = ChatFormat(sp_tok)
+    ids, w = fmt.encode(CONV, train_on="all")
+    assert w[0] == 0 and w[1:].all()
+    prompt = fmt.prompt(CONV[:2])
+    assert prompt[-1] == sp_tok.token_id("<|assistant|>")
+    assert np.array_equal(prompt[:-1], fmt.encode(CONV[:2])[0][:-1])   # the same ids, no eos
+    assert fmt.stop_ids == (sp_tok.token_id("<|end|>"),)
+
+
+@pytest.mark.parametrize("conv, match", [
+    ([], "non-empty list"),
+    ([{"role": "robot", "content": "x"}], "unknown role 'robot'"),
+    ([{"role": "user"}], "expected"),
+    ([{"role": "user", "content": 3}], "expected a string"),
+    ([{"role": "user", "content": "hi"}], "no assistant turn"),
+])
+def test_bad_conversations_are_one_line_errors(conv, match):
+    with pytest.raises(ValueError, match=match) as e:
+        check_messages(conv, where="chat.jsonl:7", need_assistant=True)
+    assert str(e.value).startswith("chat.jsonl:7: ") and "\n" not in str(e.value)
+
+
+def test_char_tokenizer_is_refused():
+    from lmforge.data.tokenizer import CharTokenizer
+    with pytest.raises(ValueError, match="no chat specials"):
+        ChatFormat(CharTokenizer("abc"))
+
+
+def test_overflow_policies_are_counted(sp_tok):
+    fmt = ChatFormat(sp_tok)
+    long = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok " * 50}]
+    longer_prompt = [{"role": "user", "content": "hello " * 50}, {"role": "assistant", "content": "ok"}]
+    short = CONV
+    n = len(fmt.encode(short)[0])
+    ex, st = sft_examples([short, long], fmt, seq_len=n, overflow="drop")
+    assert (st.kept, st.dropped_too_long, st.truncated) == (1, 1, 0) and len(ex) == 1
+    ex, st = sft_examples([short, long], fmt, seq_len=n, overflow="truncate")
+    assert (st.kept, st.truncated) == (2, 1) and all(len(e["inputs"]) <= n for e in ex)
+    # a cut that leaves only the user turn has nothing to learn: dropped and counted
+    ex, st = sft_examples([longer_prompt], fmt, seq_len=20)
+    assert st.dropped_no_weight == 1 and ex == []
+    assert "1 with nothing to learn" in st.summary()
+
+
+def test_packed_batches_hold_whole_conversations(sp_tok):
+    fmt = ChatFormat(sp_tok)
+    convs = [[{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": str(i) * (i % 5 + 1)}]
+             for i in range(20)]
+    ex, st = sft_examples(convs, fmt, seq_len=64)
+    ds = sft_dataset(ex, seq_len=64, batch_size=4, seed=1)
+    b = next(iter(ds))
+    assert {k: v.shape for k, v in b.items()} == {k: (4, 64) for k in
+                                                   ("inputs", "targets", "weights", "segment_ids", "positions")}
+    assert b["segment_ids"].max() > 1                    # several conversations per row
+    assert not b["weights"][b["segment_ids"] == 0].any()  # padding carries no weight
+    for row in range(4):   # positions restart at 0 at each new segment
+        seg, pos = b["segment_ids"][row], b["positions"][row]
+        starts = np.flatnonzero(np.diff(seg, prepend=-1) != 0)
+        assert all(pos[s] == 0 for s in starts if seg[s])
+    # unpacked rows and the eval batches: every example once, weights preserved
+    rows = next(iter(sft_dataset(ex, seq_len=64, batch_size=4, pack=False, shuffle=False)))
+    assert rows["segment_ids"].max() == 1
+    evb = sft_eval_batches(ex, seq_len=64, batch_size=8)
+    assert len(evb) == 3 and sum(float(e["weights"].sum()) for e in evb) == st.weighted_tokens
+    # an epoch of packed batches covers every weighted token (nothing dropped by packing)
+    it = iter(sft_dataset(ex, seq_len=64, batch_size=4, shuffle=False))
+    got = sum(float(x["weights"].sum()) for x in itertools.islice(it, 3))
+    assert got >= st.weighted_tokens * 0.99

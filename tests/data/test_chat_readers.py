@@ -1,0 +1,127 @@
+"""Chat data readers (data/chat_readers.py): OpenAI messages, Alpaca, ShareGPT and HH-RLHF files become
+the same conversations, the format is detected per file, gzip and JSON arrays are read, a malformed
+record is a one-line error naming file:line, and whatever is skipped is counted."""
+
+import gzip
+import json
+
+import pytest
+
+from lmforge.data.chat_readers import detect_format, parse_hh_transcript, read_conversations
+
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4."}, {"role": "user", "content": "And 3+3?"},
+        {"role": "assistant", "content": "6."}]
+RECORDS = {
+    "messages": {"messages": [{**CONV[0], "role": "developer"}, CONV[1],
+                              {"role": "assistant", "content": [{"type": "text", "text": "4"}, {"type": "text", "text": "."}]},
+                              CONV[3], CONV[4]]},
+    "sharegpt": {"system": "Be brief.", "conversations": [
+        {"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": "4."},
+        {"from": "user", "value": "And 3+3?"}, {"from": "assistant", "value": "6."}]},
+    "alpaca": {"system": "Be brief.", "history": [["What is 2+2?", "4."]], "instruction": "And 3+3?", "input": "",
+               "output": "6."},
+    "hh": {"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: 6.",
+           "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: No."},
+}
+
+
+def _write(path, lines, gz=False):
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("fmt", list(RECORDS))
+def test_every_format_gives_the_same_conversation(fmt, tmp_path):
+    path = _write(tmp_path / "d.jsonl.gz", [RECORDS[fmt], "", RECORDS[fmt]], gz=True)
+    convs, stats = read_conversations(path)
+    want = CONV if fmt != "hh" else CONV[1:]   # HH transcripts have no system turn
+    assert stats.format == fmt and convs == [want, want]
+    assert (stats.records, stats.conversations, stats.skipped["blank lines"]) == (2, 2, 1)
+    assert "1 blank lines" in stats.summary()
+
+
+def test_alpaca_input_rule_and_hh_rejected(tmp_path):
+    path = _write(tmp_path / "a.jsonl", [{"instruction": "Sum these.", "input": "2 3", "output": "5"},
+                                         {"instruction": "Say hi.", "output": "hi"}])
+    convs, _ = read_conversations(path, "alpaca")
+    assert convs[0][0] == {"role": "user", "content": "Sum these.\n\n2 3"} and convs[1][0]["content"] == "Say hi."
+    path = _write(tmp_path / "h.jsonl", [RECORDS["hh"]])
+    assert read_conversations(path, field="rejected")[0][0][-1] == {"role": "assistant", "content": "No."}
+    assert parse_hh_transcript("\n\nHuman: a\n\nAssistant:") == [{"role": "user", "content": "a"},
+                                                                 {"role": "assistant", "content": ""}]
+
+
+def test_json_array_files_are_read(tmp_path):
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps([RECORDS["sharegpt"], {"conversations": []}]))
+    convs, stats = read_conversations(path)
+    assert convs == [CONV] and stats.skipped["empty conversations"] == 1
+    path.write_text(json.dumps([RECORDS["sharegpt"], {"conversations": [{"from": "robot", "value": "x"}]}]))
+    with pytest.raises(ValueError, match=r"sharegpt.json\[1\]: turn 0 is from 'robot'; expected one of system, human"):
+        read_conversations(path)
+
+
+def test_skips_are_counted(tmp_path):
+    only_user = {"messages": [{"role": "user", "content": "hi"}]}
+    path = _write(tmp_path / "m.jsonl", [RECORDS["messages"], "  ", {"messages": []}, only_user,
+                                         {"messages": [CONV[1], CONV[2], CONV[2]]}])
+    convs, stats = read_conversations(path)
+    assert len(convs) == 3 and stats.skipped == {"blank lines": 1, "empty conversations": 1}
+    assert stats.irregular == {"with two user or assistant turns in a row": 1}
+    convs, stats = read_conversations(path, require_assistant=True)
+    assert len(convs) == 2 and stats.skipped["conversations without an assistant turn"] == 1
+    assert stats.summary().startswith(f"{path} (messages): 2 conversations from 4 records; skipped: 1 blank lines")
+
+
+@pytest.mark.parametrize("line, fmt, match", [
+    ("{not json", "auto", r"m.jsonl:2: not valid JSON .*expected one JSON object per line"),
+    ('{"question": "q", "answer": "a"}', None, r"m.jsonl:1: cannot tell the chat format of a record with keys "
+                                               r"\['answer', 'question'\]"),
+    ('{"conversations": []}', "auto", r"m.jsonl:2: no \"messages\""),   # the format is the first record's
+    ('{"messages": [{"role": "robot", "content": "x"}]}', "auto", r"m.jsonl:2: message 0 has role 'robot'"),
+    ('{"messages": [{"role": "assistant", "content": null, "tool_calls": [{}]}]}', "auto",
+     r"m.jsonl:2: message 0 \(assistant\) has content None and tool_calls"),
+    ('[1, 2]', "auto", r"m.jsonl:2: expected a JSON object"),
+    ('{"instruction": "x"}', "alpaca", r"m.jsonl:1: no \"output\""),
+    ('{"chosen": "Human: hi"}', "hh", r"m.jsonl:1: chosen: the transcript starts with 'Human: hi'"),
+])
+def test_malformed_records_are_one_line_errors_naming_file_and_line(line, fmt, match, tmp_path):
+    lines = [line] if fmt != "auto" else [RECORDS["messages"], line]   # None: auto, the bad record first
+    path = _write(tmp_path / "m.jsonl", lines)
+    with pytest.raises(ValueError, match=match) as e:
+        read_conversations(path, fmt or "auto")
+    assert "\n" not in str(e.value)
+
+
+def test_bad_options_and_files(tmp_path):
+    with pytest.raises(ValueError, match=r"format='csv': expected auto or one of messages"):
+        read_conversations(tmp_path / "x.jsonl", "csv")
+    with pytest.raises(ValueError, match=r"field='best': expected one of chosen, rejected"):
+        read_conversations(tmp_path / "x.jsonl", field="best")
+    with pytest.raises(FileNotFoundError):
+        read_conversations(tmp_path / "missing.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"messages": []}\n{"x": "\xe9"}\n')
+    with pytest.raises(ValueError, match=r"latin1.jsonl:2: not UTF-8"):
+        read_conversations(tmp_path / "latin1.jsonl")
+    assert detect_format({"instruction": "a", "output": "b"}) == "alpaca"
+
+
+def test_real_hh_rlhf_harmless_base_test_split(shared_data):
+    path = shared_data / "hh_rlhf_harmless_base_test.jsonl.gz"
+    chosen, stats = read_conversations(path)
+    assert stats.format == "hh" and len(chosen) == stats.records == 2312 and not any(stats.skipped.values())
+    assert stats.irregular == {"with two user or assistant turns in a row": 8, "with an empty turn": 4}
+    assert chosen[0][:2] == [{"role": "user", "content": "what are some pranks with a pen i can do?"},
+                             {"role": "assistant", "content": "Are you looking for practical joke ideas?"}]
+    assert all(c[0]["role"] == "user" and c[-1]["role"] == "assistant" for c in chosen)
+    rejected, stats = read_conversations(path, field="rejected")
+    assert len(rejected) == 2312 and stats.irregular == {"with two user or assistant turns in a row": 5}
+    # a pair shares its prompt: everything up to the last assistant turn (in all but a handful of pairs)
+    same_prompt = sum(c[:-1] == r[:-1] for c, r in zip(chosen, rejected))
+    assert same_prompt > 0.95 * 2312

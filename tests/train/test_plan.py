@@ -1,0 +1,91 @@
+"""The planner: presets have their published parameter counts; its per-device parameter + optimizer
+bytes equal what XLA's compiled memory analysis gives the real step; `lmforge plan` prints a plan
+(table and JSON) and refuses a mesh the model does not divide with one line."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from lmforge.cli.main import main
+from lmforge.model import ModelConfig
+from lmforge.train.mesh import MeshConfig, make_mesh
+from lmforge.train.optim import OptimConfig
+from lmforge.train.plan import activation_bytes, compile_train_step, memory_report, plan
+
+# Published totals: GPT-3 (Brown et al. 2020) "175B"; the others are the Hugging Face checkpoints'
+# exact counts (Llama 1: Touvron et al. 2023 table 2 shapes; Llama 3 / 3.1: meta-llama configs).
+PUBLISHED = {
+    "gpt3_175b": 175.0e9, "llama1_7b": 6_738_415_616, "llama1_13b": 13_015_864_320, "llama1_33b": 32_528_943_616,
+    "llama1_65b": 65_285_660_672, "llama3_8b": 8_030_261_248, "llama3_70b": 70_553_706_496,
+    "llama3_405b": 405_853_388_800,
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_case_study_presets_have_their_published_parameter_counts(name):
+    count = ModelConfig.preset(name).num_params()
+    tolerance = 0.005 if name == "gpt3_175b" else 0.0   # GPT-3's count is published rounded: 174.6B
+    assert abs(count - PUBLISHED[name]) <= tolerance * PUBLISHED[name], (name, count)
+
+
+def test_planned_parameter_and_optimizer_bytes_match_the_compiled_step():
+    """On a (fsdp 4, tensor 2) mesh of 8 CPU devices: the planner's parameters + optimizer state per
+    device, plus the batch and key, equal the compiled step's argument bytes within 1%."""
+    model = ModelConfig.llama_tiny(num_layers=1, mlp_dim=128, max_seq_len=32)
+    optim = OptimConfig(warmup_steps=2)
+    b, t = 8, 32
+    compiled, _ = compile_train_step(model, optim, make_mesh(MeshConfig(data=1, fsdp=4, tensor=2)), batch_size=b,
+                                     seq_len=t)
+    report = memory_report(compiled)
+    p = plan(model, {"fsdp": 4, "tensor": 2}, batch_size=b, seq_len=t, optim=optim)
+    batch_bytes = 5 * (b // 4) * t * 4          # five (B, T) int32/float32 arrays, rows over fsdp
+    planned = p.memory["parameters"] + p.memory["optimizer"] + batch_bytes
+    assert abs(planned - report["arguments"]) <= 0.01 * report["arguments"], (planned, report)
+    unsharded = model.num_params() * 4 * 3      # params + Adam's mu and nu, float32
+    assert p.memory["parameters"] + p.memory["optimizer"] < unsharded / 8 * 1.2   # 1/8: mostly split 8 ways
+    assert report["aliased"] > 0.9 * (p.memory["parameters"] + p.memory["optimizer"])   # the state is donated
+
+
+def test_activation_estimate_follows_the_remat_policy():
+    cfg = ModelConfig.llama3_8b(dtype="bfloat16")
+    sizes = {r: activation_bytes(ModelConfig.llama3_8b(dtype="bfloat16", remat=r), rows=1, seq_len=8192, tensor=1,
+                                 vocab_split=1)["total"] for r in ("none", "dots", "dots_no_batch", "full")}
+    assert sizes["none"] > sizes["dots"] > sizes["dots_no_batch"] > sizes["full"]
+    flash = activation_bytes(ModelConfig.llama3_8b(dtype="bfloat16", attention="cudnn"), rows=1, seq_len=8192,
+                             tensor=1, vocab_split=1)["total"]
+    assert flash < sizes["none"] / 2    # the (B, N, T, T) scores dominate at T = 8192
+    # full remat keeps one (B, T, D) bf16 tensor per layer: 32 x 8192 x 4096 x 2 bytes = 2 GiB, + one layer
+    full = activation_bytes(cfg.__class__.llama3_8b(dtype="bfloat16", remat="full"), rows=1, seq_len=8192, tensor=1,
+                            vocab_split=1)
+    assert full["layers"] > 32 * 8192 * 4096 * 2
+
+
+def test_plan_command_table_json_and_errors(capsys):
+    assert main(["plan", "--preset", "llama3_70b", "mesh.fsdp=64", "mesh.tensor=8", "data.batch_size=64",
+                 "data.seq_len=4096", "model.remat=full", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 70_553_706_496 and out["devices"] == 512
+    # float32 parameters split 512 ways; norm scales (80 x 2 x 8192 + 8192) are replicated
+    norms = 80 * 2 * 8192 + 8192
+    assert out["memory"]["parameters"] == (70_553_706_496 - norms) * 4 // 512 + norms * 4
+    assert out["memory"]["optimizer"] == pytest.approx(2 * out["memory"]["parameters"], rel=1e-6)
+    want_flops = 6 * (70_553_706_496 - 2 * 128256 * 8192 + 128256 * 8192) + 12 * 80 * 4096 * 8192
+    assert out["flops_per_token"] == pytest.approx(want_flops, rel=1e-9)
+    tokens = 64 * 4096
+    assert out["step_time_s"] == pytest.approx(tokens * want_flops / (512 * 989e12 * 0.4), rel=1e-9)
+
+    assert main(["plan", "--preset", "llama3_8b", "mesh.fsdp=8", "--mfu", "0.5"]) == 0
+    table = capsys.readouterr().out
+    assert "optimizer state" in table and "KV cache" in table and "MFU 0.5" in table
+
+    assert main(["plan", "--preset", "llama3_8b", "mesh.tensor=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lmforge: error: parameter ") and "tensor of size 3" in err and "\n" not in err
+    assert main(["plan", "--preset", "llama3_8b", "--mfu", "1.5"]) == 2
+    assert "--mfu" in capsys.readouterr().err
+    assert main(["plan", "experiments/shakespeare_char.py:smoke"]) == 2
+    assert "model.vocab_size=0" in capsys.readouterr().err
+    assert main(["plan", "--preset", "llama_3_8b"]) == 2
+    assert "did you mean 'llama3_8b'" in capsys.readouterr().err

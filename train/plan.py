@@ -1,0 +1,472 @@
+"""The planner: what a training run costs per device before it runs, and the compiled step's report.
+
+:func:`plan` estimates, for a decoder-only model on a mesh (``lmforge plan`` prints it):
+parameters, training FLOPs per token, per-device memory (parameters, optimizer state, gradients,
+activations under the remat policy, the transient all-gathered weights of FSDP, the KV cache of
+decoding) and the step time at a stated MFU and device peak. :func:`abstract_train_state` and
+:func:`compile_train_step` build the :class:`~lmforge.train.trainer.Trainer`'s state and step from
+abstract arrays only (``jax.ShapeDtypeStruct`` with shardings; nothing is allocated) and compile it
+ahead of time, so XLA's own memory analysis and the collectives of the partitioned program
+(:func:`hlo_collectives`) can be read for a mesh far larger than the machine.
+
+Choices:
+- Parameter and optimizer bytes are not a formula: they are the shard shapes of the real state,
+  the model traced abstractly (``lmforge.model.abstract_sharded``) with the experiment's logical
+  axis rules and the optimizer's state from ``jax.eval_shape`` with the Trainer's own sharding rule
+  (Adam's moments take their parameter's sharding; counts are replicated). A mesh the model does
+  not divide is the model's own ``ShardingError``. Unrolled layers are traced stacked (one
+  ``nnx.vmap``'d block): the per-device bytes are the same when ``layers`` is replicated, and tracing
+  126 unrolled blocks took 92 s against 0.24 s stacked (Llama-3 405B, 2-core CPU, 2026-11-30).
+- FLOPs per token are ``lmforge.train.metrics.lm_flops_per_token``: 6 (N + V D) + 12 L T D (Kaplan
+  et al. 2020; PaLM appendix B): model FLOPs, no remat recompute, so the step time at an MFU is the
+  time of a run that reaches that MFU, whatever it recomputes.
+- Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+  Transformer Models", sec. 4), counted tensor by tensor for this model (pre-norm, SwiGLU or GELU,
+  GQA, no dropout masks) instead of their fixed 34 s b h: what each remat policy of
+  ``model/transformer.py`` keeps per layer is listed in :func:`activation_bytes`. Attention that
+  materialises scores (``xla``, ``dot_product`` on CPU) keeps (B, N, T, T); ``cudnn`` (flash) keeps
+  only its log-sum-exp. The loss adds one vocabulary chunk of float32 logits (``VOCAB_CHUNK``).
+  It is an estimate: ``benchmarks/sharding.py aot`` prints it beside XLA's compiled temporaries.
+- Gradients are counted once, sharded like their parameters, in the parameters' dtype (plus an
+  accumulator with ``optim.grad_accum > 1``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
+
+from lmforge.model import DEFAULT_RULES, ModelConfig, abstract_sharded, build_model
+from lmforge.model.logprobs import VOCAB_CHUNK
+from lmforge.model.paths import flatten, select
+from lmforge.model.sharding import MESH_AXES, Rules, logical_spec
+from lmforge.train.metrics import lm_flops_per_token
+from lmforge.train.optim import OptimConfig, make_optimizer
+
+GIB = 2 ** 30
+H100_BF16_PEAK = 989e12   # dense bf16 FLOP/s of an H100 SXM (datasheet), the default device peak
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+
+
+# ------------------------------------------------------------------------------ the abstract state
+def abstract_mesh(sizes: Mapping[str, int]) -> AbstractMesh:
+    """An abstract ``(data, fsdp, expert, tensor)`` mesh of ``sizes`` (no devices needed).
+
+    Raises ValueError for an unknown axis or a size below 1."""
+    unknown = sorted(set(sizes) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(f"mesh axes {unknown} are unknown; mesh axes are {MESH_AXES}")
+    shape = tuple(int(sizes.get(a, 1)) for a in MESH_AXES)
+    if min(shape) < 1:
+        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, shape))} must all be >= 1")
+    return AbstractMesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def _traced_config(cfg: ModelConfig, rules: Rules) -> tuple[ModelConfig, Rules]:
+    """Unrolled layers are traced stacked (fast), with ``layers`` replicated as unrolled layers are."""
+    if cfg.scan_layers or cfg.architecture != "decoder":
+        return cfg, rules
+    return dataclasses.replace(cfg, scan_layers=True), tuple((n, None if n == "layers" else a) for n, a in rules)
+
+
+def abstract_train_state(model_cfg: ModelConfig, optim: OptimConfig, mesh, rules: Rules = DEFAULT_RULES, *,
+                         steps: int = 1000, exact_layers: bool = True):
+    """The Trainer's state ``{"params", "opt_state", "step", "nonfinite"}`` as ShapeDtypeStructs with
+    their NamedShardings, built the way :class:`~lmforge.train.trainer.Trainer` builds it, with
+    nothing allocated.
+
+    Args:
+      mesh: a ``jax.sharding.Mesh`` (to compile) or an ``AbstractMesh`` (to count bytes).
+      exact_layers: False traces unrolled layers stacked (same per-device bytes, much faster).
+
+    Returns ``(graphdef, state, state_shardings, frozen, frozen_shardings)``; ``frozen`` holds the
+    parameters ``optim.trainable`` leaves out (``{"params": ...}``, or empty).
+
+    Raises:
+      ShardingError: a parameter dimension that its mesh axes do not divide.
+      ValueError: an ``optim.trainable`` pattern that matches nothing.
+    """
+    if not exact_layers:
+        model_cfg, rules = _traced_config(model_cfg, rules)
+    graphdef, params, shardings = abstract_sharded(lambda: build_model(model_cfg, rngs=_rngs()), mesh, rules)
+    frozen, frozen_sh = {}, {}
+    if optim.trainable:
+        params, frozen_params = select(params, optim.trainable, what="optim.trainable")
+        shardings, frozen_params_sh = select(shardings, optim.trainable, what="optim.trainable")
+        if frozen_params:
+            frozen, frozen_sh = {"params": frozen_params}, {"params": frozen_params_sh}
+    tx, _ = make_optimizer(optim, steps)
+    rep = NamedSharding(mesh, PartitionSpec())
+    opt_shapes = jax.eval_shape(tx.init, params)
+    # The Trainer's rule: leaves shaped like the parameters take their shardings, the rest replicate.
+    opt_sh = optax.tree_utils.tree_map_params(tx, lambda _, sh: sh, opt_shapes, shardings,
+                                              transform_non_params=lambda _: rep)
+    opt_state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), opt_shapes, opt_sh)
+    scalar = jax.ShapeDtypeStruct((), np.int32, sharding=rep)
+    state = {"params": params, "opt_state": opt_state, "step": scalar, "nonfinite": scalar}
+    state_sh = {"params": shardings, "opt_state": opt_sh, "step": rep, "nonfinite": rep}
+    return graphdef, state, state_sh, frozen, frozen_sh
+
+
+def _rngs():
+    from flax import nnx
+    return nnx.Rngs(0)
+
+
+def bytes_per_device(tree) -> int:
+    """The largest per-device byte count of a tree of arrays or ShapeDtypeStructs with shardings
+    (every leaf's shard shape x its itemsize, summed per device; uneven shards are not produced by
+    lmforge's rules, which require divisibility)."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shape = leaf.sharding.shard_shape(leaf.shape) if getattr(leaf, "sharding", None) is not None else leaf.shape
+        total += math.prod(shape) * _itemsize(leaf.dtype)
+    return total
+
+
+def compile_train_step(model_cfg: ModelConfig, optim: OptimConfig, mesh: jax.sharding.Mesh, *, batch_size: int,
+                       seq_len: int, rules: Rules = DEFAULT_RULES, z_loss: float = 0.0):
+    """The pretraining train step, lowered and compiled ahead of time from abstract arrays only.
+
+    The step is ``make_train_step(lm_loss(...))`` jitted with the in/out shardings and donation of
+    ``Trainer.jitted("train", ...)``; the batch is ``batch_size`` rows of ``seq_len`` tokens over the
+    batch mesh axes. Returns ``(compiled, abstract state)``: ``compiled.memory_analysis()`` gives
+    XLA's per-device bytes (arguments, outputs, temporaries, donated aliases), ``compiled.as_text()``
+    the partitioned HLO.
+
+    Raises ShardingError / ValueError as :func:`abstract_train_state`, and ValueError when
+    ``batch_size`` is not divisible by the batch mesh axes.
+    """
+    from lmforge.train.mesh import batch_axes_size
+    from lmforge.train.pretrain import lm_loss
+    from lmforge.train.step import batch_sharding, make_train_step
+
+    if batch_size % batch_axes_size(mesh):
+        raise ValueError(f"batch_size={batch_size} is not divisible by the batch mesh axes ({batch_axes_size(mesh)})")
+    graphdef, state, state_sh, frozen, frozen_sh = abstract_train_state(model_cfg, optim, mesh, rules)
+    tx, schedule = make_optimizer(optim, 1000)
+    step = make_train_step(lm_loss(graphdef, model_cfg, z_loss=z_loss), tx, schedule, grad_accum=optim.grad_accum,
+                           rules=rules)
+    row = lambda dtype: jax.ShapeDtypeStruct((batch_size, seq_len), dtype, sharding=batch_sharding(mesh, rules, 2))
+    batch = {"inputs": row(np.int32), "targets": row(np.int32), "weights": row(np.float32),
+             "segment_ids": row(np.int32), "positions": row(np.int32)}
+    batch_sh = {k: v.sharding for k, v in batch.items()}
+    rep = NamedSharding(mesh, PartitionSpec())
+    rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
+    jitted = jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh, rep), out_shardings=(state_sh, rep),
+                     donate_argnums=(0,))
+    with jax.set_mesh(mesh):
+        compiled = jitted.lower(state, frozen, batch, rng).compile()
+    return compiled, state
+
+
+def memory_report(compiled) -> dict[str, int]:
+    """XLA's per-device memory analysis of a compiled step, in bytes: arguments, outputs, temporaries,
+    donated aliases, generated code, and ``peak`` = arguments + outputs - aliases + temporaries."""
+    ma = compiled.memory_analysis()
+    out = {"arguments": int(ma.argument_size_in_bytes), "outputs": int(ma.output_size_in_bytes),
+           "temporaries": int(ma.temp_size_in_bytes), "aliased": int(ma.alias_size_in_bytes),
+           "code": int(ma.generated_code_size_in_bytes)}
+    out["peak"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+    return out
+
+
+# ------------------------------------------------------------------------------ HLO collectives
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
+_OPCODE = re.compile(r"(?:^|\s)([a-z][a-z0-9\-]*)\(")
+_ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "bf16": 2, "c64": 8, "c128": 16}
+
+
+def _type_bytes(type_text: str) -> int:
+    total = 0
+    for dt, dims in _ARRAY.findall(type_text):
+        size = _BYTES.get(dt, int(dt[1:]) // 8 if dt[1:].isdigit() else 4)
+        total += size * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
+    """Collectives of a compiled (partitioned) HLO module: per kind, the number of ops and the
+    bytes of their results on one device.
+
+    Kinds are ``COLLECTIVES``, counting async ``-start`` ops once. XLA's CPU backend has no
+    reduce-scatter instruction: the partitioner's reduce-scatter stays an all-reduce whose result
+    each device slices by its ``partition-id``. Such all-reduces are also reported as
+    ``reduce-scatter (all-reduce + slice)``, so a gradient that ends sharded (FSDP) is told apart
+    from one that ends whole (data parallel).
+    """
+    instrs: dict[str, tuple[str, str, str]] = {}
+    users: dict[str, list[str]] = {}
+    for line in hlo_text.splitlines():
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        name, rest = m.groups()
+        op = _OPCODE.search(rest)
+        if not op:
+            continue
+        opcode = op.group(1)
+        operands = re.findall(r"%([\w.\-]+)", rest[op.end():])
+        instrs[name] = (opcode, rest[:op.start()], " ".join(operands))
+        for o in operands:
+            users.setdefault(o, []).append(name)
+    out = {k: {"ops": 0, "bytes": 0} for k in COLLECTIVES + ("reduce-scatter (all-reduce + slice)",)}
+    for name, (opcode, type_text, _) in instrs.items():
+        kind = opcode[:-len("-start")] if opcode.endswith("-start") else opcode
+        if kind not in COLLECTIVES:
+            continue
+        nbytes = _type_bytes(type_text)
+        out[kind]["ops"] += 1
+        out[kind]["bytes"] += nbytes
+        if kind == "all-reduce" and _sliced_by_partition(name, instrs, users):
+            out["reduce-scatter (all-reduce + slice)"]["ops"] += 1
+            out["reduce-scatter (all-reduce + slice)"]["bytes"] += nbytes
+    return out
+
+
+def _sliced_by_partition(name: str, instrs, users, depth: int = 3) -> bool:
+    """Some user of ``name`` (through tuple elements, copies, bitcasts, ``-done``) also reads a
+    ``partition-id``: the device keeps only its slice of the reduced value."""
+    frontier = [name]
+    for _ in range(depth):
+        nxt = []
+        for n in frontier:
+            for u in users.get(n, ()):
+                opcode, _, operands = instrs.get(u, ("", "", ""))
+                if "partition-id" in operands:
+                    return True
+                if opcode in ("get-tuple-element", "copy", "bitcast", "all-reduce-done", "reshape"):
+                    nxt.append(u)
+        frontier = nxt
+    return False
+
+
+# ------------------------------------------------------------------------------ the estimate
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """The device a plan is for: peak dense FLOP/s, the MFU the step time assumes, memory."""
+    peak_flops: float = H100_BF16_PEAK
+    mfu: float = 0.4
+    memory_bytes: float = 80 * GIB
+
+    def __post_init__(self):
+        if not self.peak_flops > 0 or not 0 < self.mfu <= 1 or not self.memory_bytes > 0:
+            raise ValueError(f"device: need peak FLOP/s > 0, 0 < MFU <= 1 and memory > 0; got {self.peak_flops}, "
+                             f"{self.mfu}, {self.memory_bytes}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What :func:`plan` found; bytes are per device, FLOPs per token of training."""
+    model: str
+    mesh: dict[str, int]
+    devices: int
+    params: int                    # parameter count
+    params_non_embedding: int      # the blocks (attention, MLP, norms): N of 6 N
+    batch_size: int
+    seq_len: int
+    grad_accum: int
+    remat: str
+    attention: str
+    flops_per_token: float         # 6 (N + V D) + 12 L T D
+    flops_attention_per_token: float   # the 12 L T D part
+    memory: dict[str, int]         # parameters, optimizer, gradients, activations, gathered_weights, total
+    decode: dict[str, int]         # batch, length, kv_cache, parameters, total
+    step_time_s: float
+    tokens_per_s: float
+    device: Device
+    fits: bool
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["device"] = dataclasses.asdict(self.device)
+        d["notes"] = list(self.notes)
+        return d
+
+
+def _itemsize(dtype) -> int:
+    return jax.numpy.dtype(dtype).itemsize
+
+
+def _axes_size(mesh_sizes: Mapping[str, int], rules: Rules, name: str) -> int:
+    axes = logical_spec((name,), rules)[0]
+    flat = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    return math.prod(mesh_sizes.get(a, 1) for a in flat)
+
+
+def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, vocab_split: int) -> dict[str, int]:
+    """Activation bytes one device keeps for the backward pass of one micro-batch of ``rows`` rows.
+
+    Per layer, in the compute dtype, tensors a head- or MLP-split over ``tensor`` devices divide:
+    block input x (B T D), norm outputs 2 x (B T D), q k v (B T (N + 2 K) H / t), attention scores
+    (B N T T / t, only where they are materialised), attention output (B T N H / t), the output
+    projection (B T D), the MLP's up / gate / activation (3 or 2 x B T F / t), down (B T D).
+    ``none`` keeps all of it; ``dots`` the matmul outputs (q k v, scores, attention output, o, up,
+    gate, down) plus x; ``dots_no_batch`` the projections only (not the two batched attention
+    matmuls) plus x; ``full`` x alone, and recomputes one layer's worth during its backward.
+    Plus embeddings and the final norm (2 B T D) and the loss's float32 logits chunk (2 x B T Vc / v).
+    Returns ``{"per_layer", "layers", "head", "total"}`` in bytes.
+    """
+    b, t, d, f = rows, seq_len, cfg.embed_dim, cfg.mlp_dim
+    n, k, h = cfg.num_heads, cfg.kv_heads, cfg.dims_per_head
+    itemsize = _itemsize(cfg.dtype)
+    bt = b * t
+    gated = cfg.activation in ("swiglu", "geglu")
+    flash = cfg.attention == "cudnn"
+    x = bt * d
+    norms = 2 * bt * d
+    qkv = bt * (n + 2 * k) * h // tensor
+    scores = 0 if flash else b * n * t * t // tensor
+    lse = b * n * t * 4 // itemsize // tensor if flash else 0   # float32 log-sum-exp of flash attention
+    attn_out = bt * n * h // tensor
+    o = bt * d
+    mlp = (3 if gated else 2) * bt * f // tensor
+    up_gate = (2 if gated else 1) * bt * f // tensor
+    down = bt * d
+    full_layer = x + norms + qkv + scores + lse + attn_out + o + mlp + down
+    saved = {"none": full_layer,
+             "dots": x + qkv + scores + lse + attn_out + o + up_gate + down,
+             "dots_no_batch": x + qkv + o + up_gate + down,
+             "full": x}[cfg.remat]
+    layers = cfg.num_layers * saved + (full_layer if cfg.remat != "none" else 0)
+    head_elems = 2 * bt * d
+    chunk = min(cfg.vocab_size, VOCAB_CHUNK)
+    logits = 2 * bt * -(-chunk // vocab_split) * 4
+    total = (layers + head_elems) * itemsize + logits
+    return {"per_layer": saved * itemsize, "layers": layers * itemsize, "head": head_elems * itemsize + logits,
+            "total": total}
+
+
+def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: int, seq_len: int,
+         optim: OptimConfig = OptimConfig(), rules: Rules = DEFAULT_RULES, device: Device = Device(),
+         decode_batch: int = 1, decode_len: int = 0) -> Plan:
+    """The per-device cost of training ``model_cfg`` on a mesh of ``mesh_sizes`` (module docstring).
+
+    Args:
+      mesh_sizes: ``{"data": .., "fsdp": .., "expert": .., "tensor": ..}`` (missing axes are 1).
+      batch_size, seq_len: the global batch in rows and the tokens per row.
+      optim: ``grad_accum`` splits the batch into micro-batches; ``trainable`` limits the optimizer.
+      device: peak FLOP/s, the MFU assumed for the step time, memory per device.
+      decode_batch, decode_len: the KV cache of decoding (``decode_len`` 0: ``model.max_seq_len``).
+
+    Raises:
+      ValueError: a family other than decoder-only, a batch not divisible by the batch mesh axes and
+        ``optim.grad_accum``, a sequence longer than ``model.max_seq_len``, or bad sizes.
+      ShardingError: a parameter that the mesh does not divide (names the parameter).
+    """
+    if model_cfg.architecture != "decoder":
+        raise ValueError(f"plan: model.family={model_cfg.family!r} is not decoder-only; the planner's activation "
+                         f"and FLOP counts are for decoder-only families (gpt2, llama)")
+    mesh = abstract_mesh(mesh_sizes)
+    sizes = dict(mesh.shape)
+    devices = math.prod(sizes.values())
+    batch_axes = _axes_size(sizes, rules, "act_batch")
+    if batch_size < 1 or seq_len < 1 or decode_batch < 1 or decode_len < 0:
+        raise ValueError(f"plan: need batch_size, seq_len, decode_batch >= 1; got {batch_size}, {seq_len}, "
+                         f"{decode_batch}")
+    if batch_size % (batch_axes * optim.grad_accum):
+        raise ValueError(f"data.batch_size={batch_size} must be divisible by the batch mesh axes ({batch_axes}) x "
+                         f"optim.grad_accum ({optim.grad_accum})")
+    if seq_len > model_cfg.max_seq_len:
+        raise ValueError(f"data.seq_len={seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}")
+    _, state, _, frozen, _ = abstract_train_state(model_cfg, optim, mesh, rules, exact_layers=False)
+    param_bytes = bytes_per_device(state["params"]) + bytes_per_device(frozen)
+    trainable_bytes = bytes_per_device(state["params"])
+    opt_bytes = bytes_per_device(state["opt_state"]) + bytes_per_device({"s": state["step"], "n": state["nonfinite"]})
+    grad_bytes = trainable_bytes * (2 if optim.grad_accum > 1 else 1)
+    tensor = _axes_size(sizes, rules, "act_heads")
+    acts = activation_bytes(model_cfg, rows=batch_size // batch_axes // optim.grad_accum, seq_len=seq_len,
+                            tensor=tensor, vocab_split=_axes_size(sizes, rules, "act_vocab"))
+    # FSDP all-gathers a layer's weights before its matmuls: two layers (the one computing and the
+    # one prefetched) exist whole over the fsdp axis, still split over tensor.
+    n_params = model_cfg.num_params()
+    fsdp = _axes_size(sizes, rules, "embed")
+    blocks = [x for path, x in flatten({**frozen, "t": state["params"]}) if ".blocks." in f".{path}."]
+    per_layer_bytes = sum(x.size * _itemsize(x.dtype) for x in blocks) // model_cfg.num_layers
+    gathered = 2 * per_layer_bytes // tensor if fsdp > 1 else 0
+    memory = {"parameters": param_bytes, "optimizer": opt_bytes, "gradients": grad_bytes,
+              "activations": acts["total"], "gathered_weights": gathered}
+    memory["total"] = sum(memory.values())
+
+    decode_len = decode_len or model_cfg.max_seq_len
+    kv_itemsize = _itemsize(model_cfg.dtype)
+    kv_heads_split = _axes_size(sizes, rules, "act_kv_heads")
+    batch_split = batch_axes if decode_batch % batch_axes == 0 else 1
+    kv = (2 * model_cfg.num_layers * (decode_batch // batch_split) * decode_len
+          * -(-model_cfg.kv_heads // kv_heads_split) * model_cfg.dims_per_head * kv_itemsize)
+    decode = {"batch": decode_batch, "length": decode_len, "kv_cache": kv, "parameters": param_bytes,
+              "total": kv + param_bytes}
+
+    flops = lm_flops_per_token(model_cfg, seq_len)
+    attn = 12.0 * model_cfg.num_layers * seq_len * model_cfg.embed_dim
+    tokens = batch_size * seq_len
+    step_time = tokens * flops / (devices * device.peak_flops * device.mfu)
+    notes = (
+        "FLOPs per token = 6 (N + V D) + 12 L T D (model FLOPs: no remat recompute, no causal halving)",
+        f"step time = tokens per step x FLOPs per token / ({devices} devices x {device.peak_flops / 1e12:g} TFLOP/s "
+        f"x MFU {device.mfu:g})",
+        "parameters and optimizer state: the shard shapes of the Trainer's real state (AdamW mu, nu in the "
+        "parameter dtype); gradients: one sharded copy; activations: an estimate (train/plan.py)",
+    )
+    return Plan(model=_name(model_cfg), mesh=sizes, devices=devices, params=n_params,
+                params_non_embedding=model_cfg.num_params(embeddings=False), batch_size=batch_size, seq_len=seq_len,
+                grad_accum=optim.grad_accum, remat=model_cfg.remat, attention=model_cfg.attention,
+                flops_per_token=flops, flops_attention_per_token=attn, memory=memory, decode=decode,
+                step_time_s=step_time, tokens_per_s=tokens / step_time, device=device,
+                fits=memory["total"] <= device.memory_bytes, notes=notes)
+
+
+def _name(cfg: ModelConfig) -> str:
+    kv = f"/{cfg.kv_heads} kv" if cfg.kv_heads != cfg.num_heads else ""
+    return (f"{cfg.family} L{cfg.num_layers} D{cfg.embed_dim} F{cfg.mlp_dim} heads {cfg.num_heads}{kv} "
+            f"V{cfg.vocab_size} {cfg.param_dtype} params, {cfg.dtype} compute")
+
+
+def _count(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}"
+    return f"{n:g}"
+
+
+def format_plan(p: Plan) -> str:
+    """The plan as a table (GiB per device)."""
+    g = lambda b: f"{b / GIB:10.2f} GiB" if b >= GIB / 10 else f"{b / 2 ** 20:10.2f} MiB"
+    mesh = " x ".join(f"{a} {s}" for a, s in p.mesh.items() if s > 1) or "one device"
+    lines = [
+        f"model       {p.model}",
+        f"parameters  {_count(p.params)} ({_count(p.params_non_embedding)} outside the embeddings)",
+        f"mesh        {mesh} ({p.devices} devices)",
+        f"batch       {p.batch_size} rows x {p.seq_len} tokens = {p.batch_size * p.seq_len:,} tokens per step"
+        + (f", {p.grad_accum} micro-batches" if p.grad_accum > 1 else ""),
+        f"FLOPs/token {_count(p.flops_per_token)} = 6 (N + V D) {_count(p.flops_per_token - p.flops_attention_per_token)}"
+        f" + attention 12 L T D {_count(p.flops_attention_per_token)}",
+        "",
+        f"memory per device (training, remat={p.remat}, attention={p.attention})",
+        f"  parameters        {g(p.memory['parameters'])}",
+        f"  optimizer state   {g(p.memory['optimizer'])}",
+        f"  gradients         {g(p.memory['gradients'])}",
+        f"  activations       {g(p.memory['activations'])}   (estimate)",
+        f"  gathered weights  {g(p.memory['gathered_weights'])}   (FSDP, transient)",
+        f"  total             {g(p.memory['total'])}   of {p.device.memory_bytes / GIB:g} GiB: "
+        + ("fits" if p.fits else "DOES NOT FIT"),
+        f"decoding, batch {p.decode['batch']} x {p.decode['length']} tokens: KV cache {g(p.decode['kv_cache']).strip()}"
+        f", with the parameters {g(p.decode['total']).strip()} per device",
+        "",
+        f"step time   {p.step_time_s:.4g} s at MFU {p.device.mfu:g} of {p.device.peak_flops / 1e12:g} TFLOP/s per "
+        f"device ({p.tokens_per_s:,.0f} tokens/s)",
+    ]
+    return "\n".join(lines + [f"note: {n}" for n in p.notes])
+
+
+__all__ = ["Device", "Plan", "plan", "format_plan", "activation_bytes", "abstract_mesh", "abstract_train_state",
+           "bytes_per_device", "compile_train_step", "memory_report", "hlo_collectives", "COLLECTIVES"]
