@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from lmforge.data import load_tokenizer
+from lmforge.data.tokenizer import tokenizer_dir
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
 from lmforge.infer import Sampler, SamplingConfig
@@ -157,14 +158,12 @@ def grade(task: str, reply: str, answer: str) -> bool:
 
 
 def source_tokenizer(init_from: str):
-    """The tokenizer of the starting model: ``SRC/tokenizer`` (run or model folder) or ``SRC`` itself
-    (a transformers folder). Raises ValueError if it has none."""
-    src = pathlib.Path(init_from)
-    for d in (src / "tokenizer", src):
-        if d.is_dir() and any(d.glob("tokenizer.*")):
-            return load_tokenizer(d)
-    raise ValueError(f"init_from={init_from}: no tokenizer in {src / 'tokenizer'} or {src}; SFT needs the tokenizer "
-                     f"the model was trained with")
+    """The tokenizer of the starting model (``lmforge.data.tokenizer.tokenizer_dir``: ``SRC/tokenizer``
+    or a transformers folder's own). Raises ValueError if it has none."""
+    try:
+        return load_tokenizer(tokenizer_dir(init_from))
+    except ValueError as e:
+        raise ValueError(f"init_from={init_from}: {e}; SFT needs the tokenizer the model was trained with") from None
 
 
 # --------------------------------------------------------------------------------------- runner

@@ -128,15 +128,14 @@ def check_source(source: pathlib.Path) -> tuple[str, Any]:
 
 
 def _folder_tokenizer_path(source: pathlib.Path) -> pathlib.Path:
-    """``SOURCE/tokenizer/`` (lmforge's, as a run or ``lmforge convert`` writes it), else SOURCE itself when
-    it holds a transformers ``tokenizer.json`` (preferred, as transformers does) or a SentencePiece
-    ``tokenizer.model``."""
-    if any((source / "tokenizer" / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
-        return source / "tokenizer"
-    if (source / "tokenizer.json").is_file() or (source / "tokenizer.model").is_file():
-        return source
-    raise ConfigError(f"{source} has no tokenizer lmforge reads (expected {source / 'tokenizer'}/ with lmforge's "
-                      f"tokenizer.model or tokenizer.json, or a transformers tokenizer.json / tokenizer.model)")
+    """``lmforge.data.tokenizer.tokenizer_dir``: ``SOURCE/tokenizer/`` (lmforge's, as a run or ``lmforge
+    convert`` writes it), else SOURCE itself (a transformers folder's ``tokenizer.json`` / ``tokenizer.model``)."""
+    from lmforge.data.tokenizer import tokenizer_dir   # pylint: disable=import-outside-toplevel
+
+    try:
+        return tokenizer_dir(source)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _folder_sampler(source: pathlib.Path):

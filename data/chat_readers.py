@@ -194,12 +194,7 @@ def _from_alpaca(record, where: str, field: str, stats: ReadStats) -> list[dict]
     extra = record.get("input") or ""
     if not isinstance(extra, str):
         raise ValueError(f"{where}: \"input\" is {_short(extra)}; expected a string (or absent)")
-    out = []
-    system = record.get("system") or ""
-    if not isinstance(system, str):
-        raise ValueError(f"{where}: \"system\" is {_short(system)}; expected a string (or absent)")
-    if system:
-        out.append({"role": "system", "content": system})
+    out = _system_turn(record, where)
     for j, pair in enumerate(record.get("history") or []):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
             raise ValueError(f"{where}: history item {j} is {_short(pair)}; expected [user text, assistant text]")
@@ -208,14 +203,18 @@ def _from_alpaca(record, where: str, field: str, stats: ReadStats) -> list[dict]
     return out + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
-def _from_sharegpt(record, where: str, field: str, stats: ReadStats) -> list[dict]:
-    turns = _need(record, "conversations", list, where, "a list of {\"from\", \"value\"} objects")
-    out = []
+def _system_turn(record, where: str) -> list[dict]:
+    """A record's optional ``"system"`` string as a leading system message ([] when absent or empty)."""
     system = record.get("system") or ""
     if not isinstance(system, str):
         raise ValueError(f"{where}: \"system\" is {_short(system)}; expected a string (or absent)")
-    if system:
-        out.append({"role": "system", "content": system})
+    return [{"role": "system", "content": system}] if system else []
+
+
+def _from_sharegpt(record, where: str, field: str, stats: ReadStats) -> list[dict]:
+    turns = _need(record, "conversations", list, where, "a list of {\"from\", \"value\"} objects")
+    system = _system_turn(record, where)
+    out = list(system)
     for i, t in enumerate(turns):
         if not isinstance(t, Mapping) or "from" not in t or "value" not in t:
             raise ValueError(f"{where}: turn {i} is {_short(t)}; expected {{\"from\": ..., \"value\": ...}}")
@@ -226,7 +225,7 @@ def _from_sharegpt(record, where: str, field: str, stats: ReadStats) -> list[dic
         if not isinstance(t["value"], str):
             raise ValueError(f"{where}: turn {i} ({t['from']}) has value {_short(t['value'])}; expected a string")
         out.append({"role": role, "content": t["value"]})
-    return out if len(out) > bool(system) else []
+    return out if len(out) > len(system) else []
 
 
 def _from_hh(record, where: str, field: str, stats: ReadStats) -> list[dict]:

@@ -255,6 +255,18 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Sequence[str], directory: pathl
     return tok
 
 
+def tokenizer_dir(source: pathlib.Path) -> pathlib.Path:
+    """Where a weights folder keeps its tokenizer: ``SOURCE/tokenizer/`` when it holds one (run and
+    model folders), else SOURCE itself when it does (a Hugging Face folder). Raises ValueError naming
+    what was looked for."""
+    source = pathlib.Path(source)
+    for folder in (source / "tokenizer", source):
+        if any((folder / n).is_file() for n in (SP_FILE, CHAR_FILE)):
+            return folder
+    raise ValueError(f"{source} has no tokenizer (expected {source / 'tokenizer'}/ or {source}/ with "
+                     f"{SP_FILE} or {CHAR_FILE})")
+
+
 def load_tokenizer(directory: pathlib.Path) -> Tokenizer:
     """Loads what ``train_tokenizer`` (or ``Tokenizer.save``) wrote into ``directory``, or a Hugging Face
     tokenizer folder (``tokenizer.json`` in the ``tokenizers`` format, with ``tokenizer_config.json``:

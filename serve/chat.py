@@ -61,6 +61,7 @@ import numpy as np
 from jax.sharding import AxisType
 
 from lmforge.data import load_tokenizer
+from lmforge.data.tokenizer import tokenizer_dir
 from lmforge.data.chat import ChatTemplate, chat_template_for, check_messages
 from lmforge.infer import FINISH_NAMES, Sampler, SamplingConfig, bucket
 from lmforge.model import DEFAULT_RULES
@@ -81,18 +82,6 @@ class ChatModel:
     sampler: Sampler
     template: ChatTemplate
     source: pathlib.Path
-
-
-def tokenizer_dir(source: pathlib.Path) -> pathlib.Path:
-    """``SOURCE/tokenizer/`` when it holds a tokenizer (run folders, model folders), else SOURCE itself
-    when it does (a Hugging Face folder). Raises ValueError naming what was looked for."""
-    source = pathlib.Path(source)
-    names = ("tokenizer.model", "tokenizer.json")
-    for folder in (source / "tokenizer", source):
-        if any((folder / n).is_file() for n in names):
-            return folder
-    raise ValueError(f"{source} has no tokenizer (expected {source / 'tokenizer'}/ or {source}/ with "
-                     f"tokenizer.model or tokenizer.json)")
 
 
 def one_device_mesh() -> jax.sharding.Mesh:
