@@ -7,7 +7,9 @@ tasks follow the post-training recipe of Karpathy's "Deep dive into LLMs like Ch
 nanochat's synthetic tasks (``tasks/spellingbee.py``); the code is our own.
 
 - ``arithmetic``: word problems with 2-4 operations (``min_ops``/``max_ops``) on small whole
-  numbers (+, -, *, / exactly, groups "3 packs of 4"), varied names, items and sentences. The
+  numbers (+, -, *, / exactly, groups "3 packs of 4"), varied names, items and sentences;
+  ``max_value`` bounds the start, every operand and every running total (default 1000, which
+  no problem reaches: starts are at most 30, additions at most 20, products at most 4x). The
   assistant works one operation per line and ends with ``#### <n>``, GSM8K's convention (Cobbe et
   al. 2021), so one extractor scores both. ``arithmetic_answer_first`` is the same problem with
   ``#### <n>`` first and the working after: the model must commit to the number before it has
@@ -79,6 +81,7 @@ DEFAULT_NAME, DEFAULT_MAKER = "Forge", "the lmforge authors"
 OPTIONS: dict[str, tuple[tuple[str, ...], type, object]] = {
     "min_ops": (("arithmetic", "arithmetic_answer_first"), int, 2),
     "max_ops": (("arithmetic", "arithmetic_answer_first"), int, 4),
+    "max_value": (("arithmetic", "arithmetic_answer_first"), int, 1000),
     "name": (("identity", "smalltalk"), str, DEFAULT_NAME),
     "maker": (("identity",), str, DEFAULT_MAKER),
     "system_prob": (("identity",), float, 0.5),
@@ -130,19 +133,20 @@ _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "add_groups": "+", "s
 
 
 def _arith_sample(rng: random.Random, opts: dict, split: str):
-    x = start = _int(rng, 2, 30)
+    top = opts["max_value"]   # bounds the start, every operand and every running total
+    x = start = _int(rng, 2, min(30, top))
     ops, left = [], _int(rng, opts["min_ops"], opts["max_ops"])
     while left:
         kind = _KINDS[int(rng.random() * (6 if left >= 2 else 4))]
         k = m = 0
-        if kind == "add":
-            k = _int(rng, 1, 20)
+        if kind == "add" and x < top:
+            k = _int(rng, 1, min(20, top - x))
             y = x + k
         elif kind == "sub" and x >= 2:
             k = _int(rng, 1, x - 1)
             y = x - k
-        elif kind == "mul" and x <= 60:
-            k = _int(rng, 2, 4 if x <= 25 else 3)
+        elif kind == "mul" and x <= 60 and 2 * x <= top:
+            k = _int(rng, 2, min(4 if x <= 25 else 3, top // x))
             y = x * k
         elif kind == "div" and (divisors := [d for d in (2, 3, 4, 5, 6) if x % d == 0]):
             k = _pick(rng, divisors)
@@ -150,6 +154,8 @@ def _arith_sample(rng: random.Random, opts: dict, split: str):
         elif kind == "add_groups":
             k, m = _int(rng, 2, 6), _int(rng, 2, 10)
             y = x + k * m
+            if y > top:
+                k = 0
         elif kind == "sub_groups" and x > 4:
             k, m = _GROUPS[int(rng.random() * bisect.bisect_left(_GROUPS, x, key=lambda ab: ab[0] * ab[1]))]
             y = x - k * m
@@ -495,6 +501,8 @@ def _task_options(task: str, options: Mapping) -> dict:
     if "min_ops" in opts and not 1 <= opts["min_ops"] <= opts["max_ops"]:
         raise ValueError(f"options min_ops={opts['min_ops']}, max_ops={opts['max_ops']}: "
                          "expected 1 <= min_ops <= max_ops")
+    if "max_value" in opts and opts["max_value"] < 10:
+        raise ValueError(f"option max_value={opts['max_value']}: expected a whole number >= 10")
     if "system_prob" in opts and not 0.0 <= opts["system_prob"] <= 1.0:
         raise ValueError(f"option system_prob={opts['system_prob']}: expected a probability in [0, 1]")
     return opts

@@ -8,7 +8,9 @@ tokenizer with chat specials) pretrained on the Python docs with a 256-token con
     lmforge run experiments/quickstart.py model.max_seq_len=256 data.seq_len=256 data.batch_size=8 --workdir runs/base256
     lmforge run experiments/sft/sft_chat.py init_from=runs/base256 --workdir runs/sft_chat
     lmforge chat runs/sft_chat
-    # the order of the solution, same budget:
+    # the order of the solution, same budget (two operations, numbers <= 20; then the full-size problems):
+    lmforge run experiments/sft/sft_chat.py:small_worked init_from=runs/base256
+    lmforge run experiments/sft/sft_chat.py:small_answer_first init_from=runs/base256
     lmforge run experiments/sft/sft_chat.py:worked init_from=runs/base256
     lmforge run experiments/sft/sft_chat.py:answer_first init_from=runs/base256
 
@@ -33,9 +35,27 @@ Held-out: 400 conversations of the test split, 200 graded replies (greedy, 160 t
 The model learns every format (turns end with <|end|>, identity answers, the spelled-out count,
 the worked lines and the #### line) within 250 steps, but not the content that needs copying
 from the prompt or computing: "Lia starts with 29 beads. Twice as many: 29 * 2 = 22." A model of
-this size and budget does not reach the issue's >= 0.5 on the multi-step arithmetic (2-4
+this size and budget does not reach the issue's >= 0.5 on the mixture's arithmetic (2-4
 operations on numbers up to ~100); spelling fails as BPE hides the letters of a word from a model
-this small. See ``:worked`` / ``:answer_first`` for a longer arithmetic-only budget.
+this small. ``:small_worked`` reaches it on arithmetic alone with smaller numbers (below).
+
+``:small_worked`` vs ``:small_answer_first``: arithmetic alone, two operations, every number and
+running total <= 20 (``max_value=20``: 3,169 distinct train problems among the 8,000 conversations,
+125 among the 200 held-out ones, none shared), 1,500 steps of batch 16 x 256 from ``runs/base256``,
+the same seed and schedule; both at once on the shared 2-core CPU (load 4-6), 55 min wall each,
+2026-11-30. 200 held-out problems, greedy, ``####`` answer exact:
+
+                              worked first              answer first
+    step                      0 (base)  500   1000  1500    0 (base)  500   1000  1500
+    held-out loss             4.604   0.131  0.052  0.028   4.527   0.218  0.095  0.072
+    token accuracy            0.224   0.957  0.983  0.991   0.214   0.929  0.968  0.976
+    exact match               0.000   0.115  0.235  0.505   0.000   0.115  0.145  0.170
+
+Working first reaches 0.505 (101 of 200) from the base's 0; the answer-first model, trained on the
+same problems for the same steps, 0.170. Its replies show why: it commits to a number before it
+has computed anything and then often works the problem out correctly below the wrong answer
+("#### 1 ... 7 + 13 = 18. 18 - 8 = 11." for 11). The worked model's errors are in single steps
+("16 - 6 = 1", "6 + 7 = 11").
 
 ``:worked`` vs ``:answer_first`` (arithmetic alone, 8,000 problems, the same seed and budget; both
 at once on the shared CPU): 300 steps (stopped by SIGTERM at step 351), then continued from that
@@ -49,9 +69,8 @@ eval_every=325``): 1,001 steps in all. 200 held-out problems, greedy:
     exact match (####)        0.040   0.055   0.060     0.050   0.035   0.060
 
 The working-first model fits the held-out solutions better at every step (loss 0.162 vs 0.218),
-but at this size neither one computes the answers, so exact match is the same (0.06, 12 of 200):
-the issue's "worked-first beats answer-first" is not shown here; it needs a model that can do
-the single steps (a larger base, a GPU run).
+but on these larger problems neither one computes the answers, so exact match is the same (0.06,
+12 of 200): the difference shows once the single steps are within the model's reach (above).
 """
 
 import dataclasses
@@ -60,7 +79,7 @@ import pathlib
 from lmforge.align.sft import ChatDataConfig, SFTConfig
 from lmforge.train.optim import OptimConfig
 
-VARIANTS = ("default", "worked", "answer_first", "smoke")
+VARIANTS = ("default", "worked", "answer_first", "small_worked", "small_answer_first", "smoke")
 HH = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 MIXTURE = (("arithmetic", 4.0), ("letter_count", 1.0), ("spelling", 1.0), ("decimal_compare", 1.0),
            ("identity", 2.0), ("refusal", 1.0), ("smalltalk", 1.0))
@@ -79,6 +98,13 @@ def get_config(variant: str = "default") -> SFTConfig:
         cfg = dataclasses.replace(cfg, data=ChatDataConfig(synthetic=((task, 1.0),), train_size=8000, test_size=200,
                                                            seq_len=256, batch_size=16),
                                   synthetic_options=(), steps=300)
+    elif variant in ("small_worked", "small_answer_first"):
+        # two operations, every number and running total <= 20: problems the 4 x 128 base can learn
+        task = "arithmetic" if variant == "small_worked" else "arithmetic_answer_first"
+        cfg = dataclasses.replace(cfg, data=ChatDataConfig(synthetic=((task, 1.0),), train_size=8000, test_size=200,
+                                                           seq_len=256, batch_size=16),
+                                  synthetic_options=(("min_ops", 2), ("max_ops", 2), ("max_value", 20)),
+                                  steps=1500, eval_every=500, checkpoint_every=500)
     elif variant == "smoke":
         cfg = dataclasses.replace(cfg, data=ChatDataConfig(synthetic=(("arithmetic", 1.0), ("identity", 1.0)),
                                                            train_size=64, test_size=16, seq_len=128, batch_size=8),

@@ -88,6 +88,20 @@ def test_arithmetic_working_is_correct_with_two_to_four_operations(task):
                for it in generate("arithmetic", 50, min_ops="4", max_ops="4"))
 
 
+def test_max_value_bounds_every_number_and_running_total():
+    for split in ("train", "test"):
+        small = generate("arithmetic", 300, split=split, min_ops=2, max_ops=2, max_value="20")
+        for it in small:
+            reply = it["messages"][-1]["content"]
+            steps = _STEP.findall(reply)
+            assert len(steps) == 2 and all(int(n) <= 20 for step in steps for n in (step[0], step[2], step[3])), reply
+            assert all(int(n) <= 20 for n in re.findall(r"\d+", it["messages"][0]["content"])), it
+    # the bound changes which problems exist, nothing else: unbounded problems exceed 20, and the
+    # default (1000, above any problem) draws exactly what no bound draws
+    assert max(int(it["answer"]) for it in generate("arithmetic", 300)) > 20
+    assert generate("arithmetic", 100, seed=3) == generate("arithmetic", 100, seed=3, max_value=10**6)
+
+
 def test_letter_count_spelling_and_decimal_answers_are_right():
     for it in generate("letter_count", 200):
         word, reply = it["key"], it["messages"][-1]["content"]
@@ -164,6 +178,7 @@ def test_bad_requests_are_one_line_errors():
         (lambda: generate("arithmetic", 3, min_ops="many"),
          "option min_ops='many' of task 'arithmetic': expected a whole number"),
         (lambda: generate("arithmetic", 3, min_ops=3, max_ops=2), "expected 1 <= min_ops <= max_ops"),
+        (lambda: generate("arithmetic", 3, max_value=5), "option max_value=5: expected a whole number >= 10"),
         (lambda: generate("refusal", 3), "option hh_path= is missing"),
         (lambda: generate("refusal", 3, hh_path="/nonexistent/hh.jsonl.gz"),
          "hh_path='/nonexistent/hh.jsonl.gz': no such file"),
