@@ -272,6 +272,14 @@ def test_sharded_2x2x2_equals_one_device(models):
             == run(mesh1, *made["llama"], PROMPTS, name="llama"))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _teacher_forced_logprobs(graphdef, params, seq):
+    """seq (B, T) -> log-prob of each next token (B, T-1), by a full forward pass (no cache)."""
+    model = nnx.merge(graphdef, params)
+    hidden, _, _ = model.hidden_states(seq[:, :-1])
+    return token_logprobs(hidden, model.output_head()[0], seq[:, 1:]).logprobs
+
+
 def test_logprobs_equal_a_teacher_forced_forward_pass(models):
     """The sampler's log-probs (under the unmodified model) equal token_logprobs of a full forward pass
     over prompt + sampled tokens, whatever temperature / top-k / top-p shaped the draw."""
@@ -281,13 +289,15 @@ def test_logprobs_equal_a_teacher_forced_forward_pass(models):
     out = sampler(mesh, graphdef, params, name="llama").generate_ids(PROMPTS, cfg, seed=3)
     assert out.tokens.shape == (9, 12) and out.prompt_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
-        model = nnx.merge(graphdef, params)
         for r in range(9):
             prompt, k = PROMPTS[r // 3], int(out.lengths[r])
-            seq = np.array(prompt + out.tokens[r, :k].tolist(), np.int32)[None]
-            hidden, _, _ = model.hidden_states(jnp.asarray(seq[:, :-1]))
-            lp = token_logprobs(hidden, model.output_head()[0], jnp.asarray(seq[:, 1:])).logprobs[0]
-            np.testing.assert_allclose(out.logprobs[r, :k], np.asarray(lp)[len(prompt) - 1:], atol=1e-4)
+            seq = prompt + out.tokens[r, :k].tolist()
+            # right-padded to one buffer (one compile): the causal mask keeps the padding out of
+            # the log-probs at the sequence's own positions, which are all that is compared
+            buf = np.zeros((1, 32), np.int32)
+            buf[0, :len(seq)] = seq
+            lp = np.asarray(_teacher_forced_logprobs(graphdef, params, buf))[0]
+            np.testing.assert_allclose(out.logprobs[r, :k], lp[len(prompt) - 1:len(seq) - 1], atol=1e-4)
     assert out.mask.sum() == out.lengths.sum() and np.all(out.logprobs[~out.mask] == 0)
     # filtering makes each sampled token at least as likely under the sampled distribution
     assert np.all(out.sampling_logprobs[out.mask] >= out.logprobs[out.mask] - 1e-4 - np.log(10))

@@ -1,6 +1,7 @@
 """BERT, the original Transformer and T5: positions, buckets, bidirectional/packed attention,
 encoder-decoder KV cache == full forward, sharded training == one device."""
 
+import functools
 import math
 
 import jax
@@ -34,6 +35,17 @@ def make(cfg, seed=0):
     return gd, params
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def forward(gd, params, tokens, kw):
+    """The model jitted: an eager call compiles every primitive on its own (seconds per call on CPU)."""
+    return nnx.merge(gd, params)(tokens, **kw)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def init_cache(gd, params, batch, max_len, enc, enc_seg):
+    return nnx.merge(gd, params).init_cache(batch, max_len, encoder_tokens=enc, encoder_segment_ids=enc_seg)
+
+
 def test_sinusoidal_positions_match_the_paper():
     pe = np.asarray(sinusoidal_positions(jnp.arange(50)[None], 16))[0]
     pos, i = np.arange(50)[:, None], np.arange(8)[None]
@@ -57,9 +69,8 @@ def test_bert_attends_both_ways_and_not_across_segments():
     seg = jnp.array([[1, 1, 1, 1, 2, 2, 2, 2]])
     pos = jnp.array([[0, 1, 2, 3, 0, 1, 2, 3]])
     with use_mesh(ONE_DEVICE):
-        model = nnx.merge(gd, params)
-        base = model(tok, segment_ids=seg, positions=pos)[0]
-        later = model(tok.at[0, 3].set(20), segment_ids=seg, positions=pos)[0]
+        base = forward(gd, params, tok, {"segment_ids": seg, "positions": pos})[0]
+        later = forward(gd, params, tok.at[0, 3].set(20), {"segment_ids": seg, "positions": pos})[0]
     assert np.abs(np.asarray(later - base))[0, 0].max() > 1e-4          # an earlier token sees a later one
     np.testing.assert_allclose(later[0, 4:], base[0, 4:], atol=1e-6)     # the other document does not
 
@@ -72,12 +83,11 @@ def test_encoder_decoder_cache_equals_full_forward_and_sampler_is_greedy(family)
     enc_seg = jnp.array([[1] * 6, [1, 1, 1, 1, 0, 0]])
     dec = jnp.array([[2, 20, 21, 22, 23], [2, 30, 31, 32, 33]])
     with use_mesh(ONE_DEVICE):
-        model = nnx.merge(gd, params)
-        full = model(dec, encoder_tokens=enc, encoder_segment_ids=enc_seg)[0]
-        cache = model.init_cache(2, 8, encoder_tokens=enc, encoder_segment_ids=enc_seg)
-        a, cache = model(dec[:, :2], cache=cache)
-        b, cache = model(dec[:, 2:3], cache=cache)
-        c, _ = model(dec[:, 3:], cache=cache)
+        full = forward(gd, params, dec, {"encoder_tokens": enc, "encoder_segment_ids": enc_seg})[0]
+        cache = init_cache(gd, params, 2, 8, enc, enc_seg)
+        a, cache = forward(gd, params, dec[:, :2], {"cache": cache})
+        b, cache = forward(gd, params, dec[:, 2:3], {"cache": cache})
+        c, _ = forward(gd, params, dec[:, 3:], {"cache": cache})
         np.testing.assert_allclose(jnp.concatenate([a, b, c], 1), full, atol=2e-5)
         # the shared sampler, greedy: the same tokens as an argmax loop over full forward passes
         tok = type("Tok", (), {"vocab_size": FAMILIES[family].vocab_size, "pad_id": 0, "bos_id": 2, "eos_id": -1})()
@@ -85,11 +95,14 @@ def test_encoder_decoder_cache_equals_full_forward_and_sampler_is_greedy(family)
             [[2], [2]], SamplingConfig(max_new_tokens=3, temperature=0.0),
             encoder_inputs=[[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]])
         out = [sampled.tokens[i, :sampled.lengths[i]].tolist() for i in range(2)]
-        seq = jnp.array([[2], [2]])
-        for _ in range(3):
-            logits = model(seq, encoder_tokens=enc, encoder_segment_ids=enc_seg)[0]
-            seq = jnp.concatenate([seq, jnp.argmax(logits[:, -1], -1)[:, None]], 1)
-    assert out == np.asarray(seq[:, 1:]).tolist()
+        # One fixed (2, 5) shape for every pass (the one `full` compiled): position i of a causal
+        # decoder sees only tokens 0..i (the cache check above shows it), so the pad after the
+        # sequence so far cannot change the argmax read at i.
+        seq = jnp.zeros_like(dec).at[:, 0].set(2)
+        for i in range(3):
+            logits = forward(gd, params, seq, {"encoder_tokens": enc, "encoder_segment_ids": enc_seg})[0]
+            seq = seq.at[:, i + 1].set(jnp.argmax(logits[:, i], -1))
+    assert out == np.asarray(seq[:, 1:4]).tolist()
 
 
 def objective_batches(kind, tok, n=3, b=8, t=16):

@@ -1,6 +1,7 @@
 """Decoder-only Transformer: parameter counts, KV cache, packing isolation, backends, sharding specs."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +36,15 @@ def make(cfg, mesh=None):
     return gd, params, sh, mesh
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(gd, params, tokens, kw):
+    return nnx.merge(gd, params)(tokens, **kw)
+
+
 def forward(gd, params, tokens, **kw):
+    """The model jitted (an eager call compiles each primitive on its own: seconds per call on CPU)."""
     with use_mesh(ONE_DEVICE):
-        return nnx.merge(gd, params)(tokens, **kw)
+        return _forward(gd, params, tokens, kw)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -60,14 +67,12 @@ def test_kv_cache_decoding_matches_full_forward(name):
     gd, params, _, _ = make(cfg)
     tokens = jax.random.randint(jax.random.key(1), (2, 24), 0, cfg.vocab_size)
     full, _ = forward(gd, params, tokens)
-    model = nnx.merge(gd, params)
-    with use_mesh(ONE_DEVICE):
-        cache = model.init_cache(2, 32)
-        logits, cache = model(tokens[:, :10], cache=cache)            # prefill
-        steps = [logits]
-        for t in range(10, 24):                                        # decode one token at a time
-            logits, cache = model(tokens[:, t:t + 1], cache=cache)
-            steps.append(logits)
+    cache = nnx.merge(gd, params).init_cache(2, 32)
+    logits, cache = forward(gd, params, tokens[:, :10], cache=cache)  # prefill
+    steps = [logits]
+    for t in range(10, 24):                                            # decode one token at a time
+        logits, cache = forward(gd, params, tokens[:, t:t + 1], cache=cache)
+        steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
     assert int(cache["index"]) == 24
 
