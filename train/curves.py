@@ -3,7 +3,8 @@ against the step, drawn from ``metrics.jsonl``.
 
 The trainer redraws it after each evaluation and at the end of the run, so a glance at the run
 folder shows how training went (people would rather look than read). Panels: loss (train, and
-eval as points), learning rate, tokens/s; a panel whose metric was never logged is left out.
+eval as points; with continued pretraining's replay, the original domain's eval loss too),
+learning rate, tokens/s; a panel whose metric was never logged is left out.
 Drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas): no pyplot, no display needed.
 """
 
@@ -16,7 +17,7 @@ import pathlib
 from lmforge.train.metrics import METRICS_FILE, read_metrics
 
 CURVES_FILE = "curves.png"
-PANELS = (("loss", ("train/loss", "eval/loss")), ("learning rate", ("train/lr",)),
+PANELS = (("loss", ("train/loss", "eval/loss", "eval/replay/loss")), ("learning rate", ("train/lr",)),
           ("tokens/s", ("perf/tokens_per_s",)))
 
 
