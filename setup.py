@@ -57,5 +57,5 @@ setup(
         # benchmarks/curate_throughput.py compares with datatrove (whose English word filters need spacy)
         "bench": ["datatrove>=0.10", "spacy>=3.7"],
     },
-    entry_points={"console_scripts": ["lmforge=lmforge.cli.main:main"]},
+    entry_points={"console_scripts": ["lmforge=lmforge.cli.main:console_main"]},
 )

@@ -1,20 +1,28 @@
 """The fixed cost of a run: start-up to the first step, and everything after the last, by phase.
 
-    python benchmarks/fixed_cost.py                        # 3 runs of shakespeare_char.py:cpu_tuned steps=20
+    python benchmarks/fixed_cost.py             # 1 cold + 3 warm runs of shakespeare_char.py:cpu_tuned steps=20
     python benchmarks/fixed_cost.py --runs 5 --steps 50 --experiment experiments/shakespeare_char.py:cpu
+    python benchmarks/fixed_cost.py --cache off   # every run compiles everything
+
+The runs share a persistent compilation cache folder of their own (``LMFORGE_COMPILATION_CACHE``,
+see ``lmforge.train.compile_cache``), empty at the start: the first run is *cold* (it compiles
+every program and fills the folder), the ``--runs`` after it are *warm* (a researcher's second
+run of an experiment). ``--cache off`` turns the cache off for every run instead.
 
 Each run is a fresh process (``--child``) that runs ``lmforge run EXP steps=N --workdir <new folder>``
-through ``lmforge.cli.main.main``, with timers wrapped around the runner's pieces — reading the
-documents, the tokenizer, the mesh, the model's init, the Trainer (optimizer state), the data
-pipeline, the checkpointer, the metrics writer, the CPU peak measurement, the first step, the
-evaluation, the curves plot, the checkpoint save/wait and the sample — by replacing those functions
-with timing wrappers before the run starts. Nothing is timed inside the loop: the first
-``Trainer.train_step`` call is timed (waited for) and the wrapper then puts the original method back.
-The parent process times the interpreter start (spawn to the child's first line) and the exit.
+through ``lmforge.cli.main.console_main`` (the console script), with timers wrapped around the
+runner's pieces — reading the documents, the tokenizer, the mesh, the model's init, the Trainer
+(optimizer state), the data pipeline, the checkpointer, the metrics writer, the CPU peak
+measurement, the first step, the evaluation, the curves plot, the checkpoint save/wait and the
+sample — by replacing those functions with timing wrappers before the run starts. Nothing is timed
+inside the loop: the first ``Trainer.train_step`` call is timed (waited for) and the wrapper then
+puts the original method back. The parent process times the interpreter start (spawn to the
+child's first line) and the exit.
 
-Prints one JSON object: every run's phases (seconds) and milestones, and the median of each over the
-runs. ``before_first_step_s`` is spawn -> the first step done; ``after_last_step_s`` is the end of the
-loop (the final checkpoint's save call) -> the process gone; ``fixed_s`` is their sum.
+Prints one JSON object: every run's phases (seconds) and milestones, the cold run's, and the median
+of each over the warm runs (over all runs with ``--cache off``). ``before_first_step_s`` is spawn
+-> the first step done; ``after_last_step_s`` is the end of the loop (the final checkpoint's save
+call) -> the process gone; ``fixed_s`` is their sum.
 """
 
 from __future__ import annotations
@@ -41,7 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fixed_cost.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", default="experiments/shakespeare_char.py:cpu_tuned")
     parser.add_argument("--steps", type=int, default=20, help="training steps per run (default 20)")
-    parser.add_argument("--runs", type=int, default=3, help="runs; medians are over these (default 3)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="warm runs after the cold one; medians are over these (default 3)")
+    parser.add_argument("--cache", choices=("on", "off"), default="on",
+                        help="on: one cold run fills a fresh compilation cache, then --runs warm ones (default)")
     parser.add_argument("--child", metavar="WORKDIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.runs < 1:
@@ -103,16 +114,17 @@ def child(args) -> None:
     rec.wrap(Sampler, "complete", "sample: generate (compile + decode)")
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         with rec.span("lmforge run (whole)"):
-            status = cli.main(["run", args.experiment, f"steps={args.steps}", "--workdir", args.child])
+            status = cli.console_main(["run", args.experiment, f"steps={args.steps}", "--workdir", args.child])
     print(json.dumps({"status": status, "t_child": T_CHILD, "t_end": time.time(),
                       "events": rec.events}), flush=True)
 
 
 # ------------------------------------------------------------------------------ the parent
-def one_run(args, workdir: pathlib.Path) -> dict:
+def one_run(args, workdir: pathlib.Path, cache: str) -> dict:
+    env = {**os.environ, "LMFORGE_COMPILATION_CACHE": cache}
     t_spawn = time.time()
     proc = subprocess.run([sys.executable, __file__, "--child", str(workdir), "--experiment", args.experiment,
-                           "--steps", str(args.steps)], capture_output=True, text=True, cwd=ROOT)
+                           "--steps", str(args.steps)], capture_output=True, text=True, cwd=ROOT, env=env)
     t_gone = time.time()
     if proc.returncode != 0:
         raise RuntimeError(f"child run failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -137,17 +149,21 @@ def main(argv=None) -> int:
     if args.child:
         child(args)
         return 0
-    runs = []
+    runs, cold = [], None
     with tempfile.TemporaryDirectory(prefix="fixed_cost_") as tmp:
+        cache = "off" if args.cache == "off" else str(pathlib.Path(tmp) / "xla")
+        if args.cache == "on":
+            cold = one_run(args, pathlib.Path(tmp) / "cold", cache)
+            print(f"cold run: fixed {cold['fixed_s']:.1f} s, wall {cold['wall_s']:.1f} s", file=sys.stderr, flush=True)
         for i in range(args.runs):
-            runs.append(one_run(args, pathlib.Path(tmp) / f"run{i}"))
-            print(f"run {i + 1}/{args.runs}: fixed {runs[-1]['fixed_s']:.1f} s, wall {runs[-1]['wall_s']:.1f} s",
-                  file=sys.stderr, flush=True)
+            runs.append(one_run(args, pathlib.Path(tmp) / f"run{i}", cache))
+            print(f"{'warm ' if cold else ''}run {i + 1}/{args.runs}: fixed {runs[-1]['fixed_s']:.1f} s, "
+                  f"wall {runs[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
     median = lambda key: round(statistics.median(r[key] for r in runs), 3)
     phases = sorted({p for r in runs for p in r["phases"]}, key=lambda p: -statistics.median(
         r["phases"].get(p, 0.0) for r in runs))
     print(json.dumps({
-        "experiment": args.experiment, "steps": args.steps, "runs": runs,
+        "experiment": args.experiment, "steps": args.steps, "cache": args.cache, "cold": cold, "runs": runs,
         "median": {"before_first_step_s": median("before_first_step_s"), "loop_s": median("loop_s"),
                    "after_last_step_s": median("after_last_step_s"), "fixed_s": median("fixed_s"),
                    "wall_s": median("wall_s"),

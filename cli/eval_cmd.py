@@ -409,7 +409,7 @@ def add_eval_parser(sub) -> None:
     ev.add_argument("--text", help="the text file of perplexity (same as perplexity:path=FILE)")
     ev.add_argument("--batch-size", type=int, default=16,
                     help="rows per log-likelihood batch and prompts per generation call (default 16)")
-    ev.set_defaults(handler=eval_cmd)
+    ev.set_defaults(handler=eval_cmd, compiles=True)
 
 
 def _show(value: Any) -> str:

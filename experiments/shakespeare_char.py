@@ -43,10 +43,12 @@ outside its training loop). This machine's speed varies by ~30% from hour to hou
 measured together only. (*) The last run met a slower spell: its median step was 91 ms.
 
 Caveats added later (2026-11-30): these rows predate the fix of the first update's learning rate
-(issue 14: the warmup now gives nanoGPT's ``lr * (s + 1) / (warmup + 1)``, not 0 at step 0), so a
-rerun's losses differ slightly; and a back-to-back rerun in the performance issue measured 179 s
-for ``cpu_tuned`` against 149 s for nanoGPT's recipe, so the wall-time comparison above does not
-hold on its own: it waits for a same-run ratio with its spread on a quiet machine.
+(issue 14: the warmup now gives nanoGPT's ``lr * (s + 1) / (warmup + 1)``, not 0 at step 0). Rerun
+since, back to back with nanoGPT's recipe on the quiet machine (``benchmarks/compare.py recipe
+--variant cpu_tuned``, five pairs, whole processes): ``cpu_tuned`` reaches 1.8637 on the whole split
+(nanoGPT's recipe 1.8977) in the same wall time as nanoGPT's recipe once the compilation cache is
+warm (nanoGPT / lmforge 0.98, 1.00, 1.09; 0.83 with a cold cache); lmforge's step is 1.15-1.25x
+nanoGPT's iteration. The table in ``benchmarks/README.md`` has every pair.
 
 The sample printed at the end of ``cpu_tuned`` (500 characters, windowed past the 64-character
 block), its first lines:

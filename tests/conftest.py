@@ -1,12 +1,21 @@
 """Test setup: 8 fake CPU devices so every test exercises sharding (a (2, 2, 2) mesh fits)."""
 
 import os
+import shutil
+import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The commands' persistent compilation cache (lmforge.train.compile_cache) goes to one temporary
+# folder per test session, shared by the xdist workers (they inherit the environment) and the
+# `lmforge` processes tests start, never the user's home; removed at the end of the session.
+# tests/train/test_compile_cache.py sets its own in child processes.
+if "LMFORGE_TEST_XLA_CACHE" not in os.environ:   # the controlling process: the workers inherit it
+    os.environ["LMFORGE_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="lmforge-test-xla-")
+os.environ["LMFORGE_COMPILATION_CACHE"] = os.environ["LMFORGE_TEST_XLA_CACHE"]
 
 import pathlib
 
@@ -38,3 +47,8 @@ class FakeSentencePiece:
 @pytest.fixture
 def fake_tok() -> FakeSentencePiece:
     return FakeSentencePiece()
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):   # the controlling process (or a run without xdist)
+        shutil.rmtree(os.environ.get("LMFORGE_TEST_XLA_CACHE", ""), ignore_errors=True)

@@ -1,10 +1,12 @@
-"""benchmarks/train_throughput.py runs and prints one JSON object with the documented keys."""
+"""benchmarks/train_throughput.py and fixed_cost.py run and print one JSON object with the documented keys."""
 
 import json
 import os
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
 KEYS = {"preset", "params", "batch", "seq_len", "dtype", "attention", "mesh", "device_kind", "num_devices",
@@ -35,3 +37,21 @@ def test_bad_arguments_are_one_line_errors():
     proc = run("gpt2_tiny", "--seq-len", "999")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == "train_throughput.py: error: --seq-len 999 exceeds gpt2_tiny's max_seq_len=128"
+
+
+@pytest.mark.slow
+def test_fixed_cost_reports_a_cold_and_a_warm_run_by_phase(shared_data):
+    """benchmarks/fixed_cost.py on the smoke recipe: the warm run reads the cold run's compiles back."""
+    script = SCRIPT.with_name("fixed_cost.py")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    proc = subprocess.run([sys.executable, str(script), "--experiment", "experiments/shakespeare_char.py:smoke",
+                           "--steps", "2", "--runs", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    cold, (warm,) = result["cold"], result["runs"]
+    for run_ in (cold, warm):
+        assert run_["fixed_s"] == pytest.approx(run_["before_first_step_s"] + run_["after_last_step_s"], abs=2e-3)
+        assert {"imports (lmforge, jax, flax, optax, orbax, grain)", "first step (compile + run)",
+                "evaluation (compile + whole split)", "checkpoint: save"} <= set(run_["phases"])
+    # the first step's compile is read back from the cache: faster than compiling it
+    assert warm["phases"]["first step (compile + run)"] < cold["phases"]["first step (compile + run)"]
