@@ -222,7 +222,8 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     if cfg.lora.rank and not optim.trainable:
         optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
     trainer = Trainer(lm_loss(loaded.graphdef, model_cfg), params=loaded.params, param_shardings=loaded.shardings,
-                      optim=optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg, base=cfg.init_from)
+                      optim=optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg, base=cfg.init_from,
+                      per_device=cfg.mesh.per_device_step)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loaded.params))
     _say(f"model: {model_cfg.family} from {cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
          f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")

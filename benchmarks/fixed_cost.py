@@ -107,7 +107,7 @@ def child(args) -> None:
     rec.wrap(trainer.MetricsWriter, "__init__", "metrics writer (tensorboardX)")
     rec.wrap(trainer.Trainer, "train_step", "first step (compile + run)", once=True, block=True)
     rec.wrap(trainer.BatchEvaluator, "__call__", "evaluation (compile + whole split)")
-    rec.wrap(trainer, "plot_curves", "plot curves (matplotlib)")
+    rec.wrap(trainer.CurvePlotter, "close", "plot curves: wait for the thread (matplotlib)")
     rec.wrap(Checkpointer, "save", "checkpoint: save")
     rec.wrap(Checkpointer, "wait", "checkpoint: wait")
     rec.wrap(Sampler, "__init__", "sample: sampler init")

@@ -48,7 +48,11 @@ since, back to back with nanoGPT's recipe on the quiet machine (``benchmarks/com
 --variant cpu_tuned``, five pairs, whole processes): ``cpu_tuned`` reaches 1.8637 on the whole split
 (nanoGPT's recipe 1.8977) in the same wall time as nanoGPT's recipe once the compilation cache is
 warm (nanoGPT / lmforge 0.98, 1.00, 1.09; 0.83 with a cold cache); lmforge's step is 1.15-1.25x
-nanoGPT's iteration. The table in ``benchmarks/README.md`` has every pair.
+nanoGPT's iteration. The table in ``benchmarks/README.md`` has every pair. With the per-device
+data-parallel step and the in-place skip of non-finite updates (``train/step.py``), three more pairs:
+``cpu_tuned`` reaches 1.8654 in 89.5-95.3 s against nanoGPT's 115.9-131.3 s (nanoGPT / lmforge 1.29,
+1.31, 1.38), its logged step 53-55 ms; side by side with PyTorch's step (``benchmarks/cpu_step.py``,
+4 alternating rounds) 49.0 vs 53.9 ms median.
 
 The sample printed at the end of ``cpu_tuned`` (500 characters, windowed past the 64-character
 block), its first lines:

@@ -1,5 +1,26 @@
 """lmforge.model — Flax NNX modules only: no optimizer, no data, no files."""
 
+import sys
+
+
+def _import_flax_without_ipython() -> None:
+    """flax.nnx imports IPython (nnx.reprlib, .visualization, .summary) only to ask whether it runs
+    inside IPython. When IPython is not imported, it does not; the import would cost ~0.3 s of every
+    command's start-up (IPython, prompt_toolkit, jedi: benchmarks/README.md, fixed cost). A ``None``
+    entry in ``sys.modules`` makes ``from IPython import ...`` raise the ImportError flax handles;
+    it is removed at once, so a later ``import IPython`` works."""
+    if "IPython" in sys.modules or "flax.nnx" in sys.modules:
+        return
+    sys.modules["IPython"] = None
+    try:
+        import flax.nnx  # noqa: F401
+    finally:
+        if "IPython" in sys.modules and sys.modules["IPython"] is None:
+            del sys.modules["IPython"]
+
+
+_import_flax_without_ipython()
+
 from lmforge.model.config import PRESETS, LoRAConfig, ModelConfig
 from lmforge.model.sharding import (
     DEFAULT_RULES,

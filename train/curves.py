@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import sys
+import threading
 
 from lmforge.train.metrics import METRICS_FILE, read_metrics
 
@@ -55,3 +57,71 @@ def plot_curves(workdir: str | os.PathLike) -> pathlib.Path | None:
     FigureCanvasAgg(fig).print_png(str(tmp))
     tmp.replace(path)
     return path
+
+
+class CurvePlotter:
+    """Redraws ``curves.png`` on a background thread, so the loop does not wait for matplotlib
+    (its import ~0.5 s and a draw ~0.4 s on the 2-core CPU: benchmarks/README.md, fixed cost).
+
+    ``request()`` asks for a redraw from the metrics written so far; a request made while a draw
+    runs is served by one more draw after it. matplotlib is imported on the thread as soon as the
+    plotter starts. ``close()`` waits for the last draw; a draw that failed is reported there in
+    one line on stderr (a finished run is not failed by its plot).
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
+        self.workdir = pathlib.Path(workdir)
+        self.error: Exception | None = None
+        self._lock = threading.Lock()
+        self._pending = False
+        self._thread: threading.Thread | None = None
+        if enabled:
+            self._start(self._import_matplotlib)
+
+    def request(self) -> None:
+        with self._lock:
+            self._pending = True
+            if self._thread is None:
+                self._start_locked(None)
+
+    def close(self) -> None:
+        while True:
+            with self._lock:
+                thread = self._thread
+            if thread is None:
+                break
+            thread.join()
+        if self.error is not None:
+            print(f"warning: {self.workdir / CURVES_FILE} not drawn: {type(self.error).__name__}: {self.error}",
+                  file=sys.stderr, flush=True)
+            self.error = None
+
+    @staticmethod
+    def _import_matplotlib() -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+
+    def _start(self, first) -> None:
+        with self._lock:
+            self._start_locked(first)
+
+    def _start_locked(self, first) -> None:
+        self._thread = threading.Thread(target=self._work, args=(first,), name="lmforge-curves", daemon=False)
+        self._thread.start()
+
+    def _work(self, first) -> None:
+        try:
+            if first is not None:
+                first()
+        except Exception as e:  # noqa: BLE001 - reported by close()
+            self.error = e
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                self._pending = False
+            try:
+                plot_curves(self.workdir)
+            except Exception as e:  # noqa: BLE001 - reported by close()
+                self.error = e

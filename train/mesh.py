@@ -38,6 +38,9 @@ class MeshConfig:
     expert: int = 1
     rules: tuple[tuple[str, str | tuple[str, ...] | None], ...] = DEFAULT_RULES
     host_devices: int = 0       # > 0: split a CPU host into this many devices (before JAX starts)
+    # Pure data parallelism: each device's gradient on its own rows, one all-reduce (train/step.py);
+    # false: GSPMD partitions every step (a loss with batch-wide statistics needs that).
+    per_device_step: bool = True
 
     def __post_init__(self):
         sizes = (self.data, self.fsdp, self.expert, self.tensor)

@@ -314,7 +314,7 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
                                                      rules)
     trainer = Trainer(lm_loss(graphdef, model_cfg, z_loss=cfg.z_loss), params=params, param_shardings=shardings,
                       optim=cfg.optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg,
-                      base=cfg.init_from or None)
+                      base=cfg.init_from or None, per_device=cfg.mesh.per_device_step)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     print(f"model: {model_cfg.family}, {n_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)}; "
           f"{jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)", flush=True)

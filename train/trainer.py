@@ -40,7 +40,6 @@ import math
 import pathlib
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -54,10 +53,11 @@ from tqdm import tqdm
 
 from lmforge.model import DEFAULT_RULES, ModelConfig, axis_rules
 from lmforge.model.paths import combine, flatten, select
-from lmforge.train.curves import plot_curves
+from lmforge.train.curves import CurvePlotter
 from lmforge.train.metrics import MetricsWriter, ProgressBar, Throughput, mfu_peak_label, peak_flops_per_device
 from lmforge.train.optim import OptimConfig, make_optimizer
-from lmforge.train.step import LossFn, State, global_batch, make_eval_step, make_train_step, reduce_metrics
+from lmforge.train.step import (LossFn, State, data_parallel_axes, global_batch, make_eval_step, make_train_step,
+                                reduce_metrics)
 from lmforge.weights import Checkpointer, write_base, write_model_config
 
 
@@ -137,6 +137,11 @@ class Trainer:
       model_cfg, base: written into the run folder by :meth:`fit` as ``model.json`` and, when only
         some parameters train, ``base.json`` (where the others come from), so that
         ``lmforge.weights.load_params(workdir)`` can read the run back.
+      per_device: with whole replicas on a pure data mesh, compute each device's gradient on its own
+        rows and sum them in one all-reduce (``self.data_parallel``; ``train/step.py``). The loss
+        must then be a weighted mean whose metrics are means over ``weight_sum`` (nothing
+        batch-wide); False leaves every step to GSPMD. A batch whose rows per device
+        ``optim.grad_accum`` does not divide runs under GSPMD either way.
 
     Raises:
       ValueError: a pattern of ``optim.trainable`` that matches no parameter, no trainable leaf, a
@@ -146,7 +151,8 @@ class Trainer:
     def __init__(self, loss_fn: LossFn, *, params: dict, optim: OptimConfig, loop: LoopConfig,
                  mesh: jax.sharding.Mesh, rules=DEFAULT_RULES, param_shardings: dict | None = None,
                  frozen: Mapping | None = None, frozen_shardings: Mapping | None = None,
-                 model_cfg: ModelConfig | None = None, base: str | pathlib.Path | None = None):
+                 model_cfg: ModelConfig | None = None, base: str | pathlib.Path | None = None,
+                 per_device: bool = True):
         frozen = dict(frozen or {})
         if "params" in frozen:
             raise ValueError("frozen trees may not be named 'params': that name holds the model's frozen leaves")
@@ -179,8 +185,12 @@ class Trainer:
         self.state: State = {"params": trainable, "opt_state": opt_state, "step": zero(), "nonfinite": zero()}
         self.state_shardings = {"params": train_sh, "opt_state": opt_sh, "step": rep, "nonfinite": rep}
         self.frozen, self.frozen_shardings = frozen, frozen_shardings
-        self._step_fn = make_train_step(loss_fn, self.tx, self.schedule, grad_accum=optim.grad_accum, rules=rules)
-        self._eval_fn = make_eval_step(loss_fn, rules=rules)
+        # Whole replicas on every device: per-device gradients and one all-reduce (step.py).
+        self.data_parallel = (data_parallel_axes(mesh, rules, self.state_shardings, frozen_shardings)
+                              if per_device else None)
+        self._step_fn = make_train_step(loss_fn, self.tx, self.schedule, grad_accum=optim.grad_accum, rules=rules,
+                                        data_parallel=self.data_parallel)
+        self._eval_fn = make_eval_step(loss_fn, rules=rules, data_parallel=self.data_parallel)
         self._jitted: dict[tuple, Callable] = {}
 
     # ------------------------------------------------------------------------------ the step
@@ -270,6 +280,7 @@ class Trainer:
                                 num_devices=jax.device_count())
         bar = ProgressBar(total=loop.steps, initial=start, desc="train",
                           mfu_peak=mfu_peak_label(jax.devices()[0], peak_flops) if flops_per_token else "")
+        curves = CurvePlotter(workdir, enabled=jax.process_index() == 0)   # drawn on a thread
         last: dict[str, float] = {}
         perf: dict[str, float] = {}
         evals: dict[str, float] = {}
@@ -283,7 +294,7 @@ class Trainer:
                 if on_eval is not None:
                     on_eval(step, metrics)
             if jax.process_index() == 0:
-                plot_curves(workdir)
+                curves.request()
             throughput.restart()
             return metrics
 
@@ -333,6 +344,7 @@ class Trainer:
             bar.close()
             writer.close()
             ckpt.close()
+            curves.close()
         return FitResult(state=self.state, step=step, train=last, eval=evals, perf=perf,
                          resumed_from=start if restored is not None else None)
 

@@ -55,3 +55,28 @@ def test_fixed_cost_reports_a_cold_and_a_warm_run_by_phase(shared_data):
                 "evaluation (compile + whole split)", "checkpoint: save"} <= set(run_["phases"])
     # the first step's compile is read back from the cache: faster than compiling it
     assert warm["phases"]["first step (compile + run)"] < cold["phases"]["first step (compile + run)"]
+
+
+@pytest.mark.slow
+def test_cpu_step_alternates_sides_and_reports_ratios(shared_data):
+    """benchmarks/cpu_step.py, one short round of both lmforge sides (PyTorch when installed)."""
+    script = SCRIPT.with_name("cpu_step.py")
+    sides = "lmforge,gspmd" + (",torch" if _has_torch() else "")
+    proc = subprocess.run([sys.executable, str(script), "--rounds", "1", "--steps", "3", "--warmup", "1",
+                           "--sides", sides, "--data", str(shared_data / "tinyshakespeare.txt")],
+                          capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert [list(r) for r in result["rounds"]] == [sides.split(",")]
+    assert all(v > 0 for v in result["median_ms"].values())
+    assert result["ratio_gspmd_over_lmforge"] > 0
+    bad = subprocess.run([sys.executable, str(script), "--sides", "lmforge,jax"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "need --sides from" in bad.stderr.strip().splitlines()[-1]
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,10 +1,12 @@
-"""curves.png of a run folder (lmforge.train.curves.plot_curves)."""
+"""curves.png of a run folder (lmforge.train.curves.plot_curves) and its background plotter."""
 
+import io
 import json
 
 from PIL import Image
 
-from lmforge.train.curves import plot_curves
+from lmforge.train import curves as curves_module
+from lmforge.train.curves import CurvePlotter, plot_curves
 
 
 def _write(workdir, rows):
@@ -27,3 +29,30 @@ def test_one_panel_per_logged_metric_and_the_replay_domain_on_the_loss_panel(tmp
 def test_nothing_to_plot_writes_nothing(tmp_path):
     _write(tmp_path, [{"step": 1, "train/grad_norm": 1.0}])
     assert plot_curves(tmp_path) is None and not (tmp_path / "curves.png").exists()
+
+
+def test_plotter_draws_the_metrics_written_before_each_request_and_close_waits(tmp_path):
+    plotter = CurvePlotter(tmp_path)
+    plotter.close()                       # no request: nothing drawn, nothing to report
+    assert not (tmp_path / "curves.png").exists()
+    _write(tmp_path, [{"step": s, "train/loss": 1.0 / s} for s in range(1, 5)])
+    plotter.request()
+    plotter.close()
+    first = (tmp_path / "curves.png").read_bytes()
+    _write(tmp_path, [{"step": s, "train/loss": 1.0 / s, "train/lr": 1e-3} for s in range(1, 9)])
+    plotter.request()
+    plotter.request()                     # during a draw: served by one more draw after it
+    plotter.close()
+    assert (tmp_path / "curves.png").read_bytes() != first
+    assert Image.open(tmp_path / "curves.png").size[0] > Image.open(io.BytesIO(first)).size[0]
+
+
+def test_a_failed_draw_is_one_warning_line_at_close_not_an_error(tmp_path, monkeypatch, capsys):
+    def broken(workdir):
+        raise OSError("disk full")
+    monkeypatch.setattr(curves_module, "plot_curves", broken)
+    plotter = CurvePlotter(tmp_path, enabled=False)
+    plotter.request()
+    plotter.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {tmp_path / 'curves.png'} not drawn: OSError: disk full"]
