@@ -52,7 +52,7 @@ nanoGPT's iteration. The table in ``benchmarks/README.md`` has every pair. With 
 data-parallel step and the in-place skip of non-finite updates (``train/step.py``), three more pairs:
 ``cpu_tuned`` reaches 1.8654 in 89.5-95.3 s against nanoGPT's 115.9-131.3 s (nanoGPT / lmforge 1.29,
 1.31, 1.38), its logged step 53-55 ms; side by side with PyTorch's step (``benchmarks/cpu_step.py``,
-4 alternating rounds) 49.0 vs 53.9 ms median.
+4 alternating rounds, two runs) 49.0 vs 53.9 and 49.5 vs 59.6 ms median.
 
 The sample printed at the end of ``cpu_tuned`` (500 characters, windowed past the 64-character
 block), its first lines:

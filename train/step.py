@@ -33,8 +33,8 @@ Choices:
   gradient accumulation weights micro-batches (``jax.shard_map``; the DDP / ``pmap`` step). Left
   to GSPMD, a mean over the global batch puts a second all-reduce (the weight sum) in the middle of
   the forward pass; on CPU host devices, which share one thread pool, each such rendezvous blocks
-  a thread while the other device catches up (nanoGPT's CPU recipe on 2 host devices: 49.0 vs
-  51.6 ms per step, ``benchmarks/cpu_step.py``; on CPU the gradient is all-reduced as one
+  a thread while the other device catches up (nanoGPT's CPU recipe on 2 host devices: 49.0-49.5
+  vs 51.6-56.1 ms per step, ``benchmarks/cpu_step.py``; on CPU the gradient is all-reduced as one
   concatenated buffer). The loss must therefore be a weighted mean whose per-device parts
   combine by ``weight_sum`` — the contract above: every metric a mean over that weight (a max or a
   count would come back averaged over devices), nothing batch-wide (advantages normalized over the
