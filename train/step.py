@@ -38,7 +38,9 @@ Choices:
   concatenated buffer). The loss must therefore be a weighted mean whose per-device parts
   combine by ``weight_sum`` — the contract above: every metric a mean over that weight (a max or a
   count would come back averaged over devices), nothing batch-wide (advantages normalized over the
-  whole batch). A device whose rows all weigh 0 contributes nothing, even if its loss is 0/0.
+  whole batch). A device whose rows all weigh 0 contributes nothing, even if its loss is 0/0. A
+  mixture-of-experts model's load-balancing loss (``E * sum_e f_e * P_e``, over the tokens the
+  loss sees) is then computed over each device's tokens, as Switch Transformer computes it per core.
   Dropout keys differ per device (``fold_in`` of the device's index), so dropout masks differ from
   GSPMD's. ``Trainer(..., per_device=False)`` / ``mesh.per_device_step=false`` keeps GSPMD; so does
   a batch whose rows per device ``grad_accum`` does not divide.
