@@ -45,10 +45,10 @@ def windows(path: pathlib.Path, n: int, seed: int = 0):
     import numpy as np
 
     text = path.read_text(encoding="utf-8")
-    chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text], np.int32)
+    stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+    ids = np.array([stoi[c] for c in text], np.int32)
     rng = np.random.default_rng(seed)
-    return len(chars), [np.stack([ids[i:i + BLOCK + 1] for i in rng.integers(0, len(ids) - BLOCK - 1, BATCH)])
+    return len(stoi), [np.stack([ids[i:i + BLOCK + 1] for i in rng.integers(0, len(ids) - BLOCK - 1, BATCH)])
                         for _ in range(n)]
 
 

@@ -114,10 +114,19 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule:
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def accumulate(trainable, frozen, batch, rng):
+    def scaled_loss(trainable, frozen, batch, rng):
+        # The loss times its own (constant) weight: its gradient is w * grad(loss) with no extra op
+        # per leaf (the backward pass starts from w instead of 1).
+        loss, m = micro_loss(trainable, frozen, batch, rng)
+        w = jax.lax.stop_gradient(_weight(m))
+        return loss * w, (m, w)
+
+    def weighted_sums(trainable, frozen, batch, rng):
+        """(sum of w * gradient, {metric: sum of w * value}, sum of w, whether weight_sum is reported)
+        over the micro-batches, w each micro-batch's weight_sum."""
         if grad_accum == 1:
-            (_, m), grads = grad_fn(trainable, frozen, batch, rng)
-            return grads, ({**m, WEIGHT: _weight(m)} if WEIGHT in m else m)   # float32, as on every path
+            (_, (m, w)), g = jax.value_and_grad(scaled_loss, has_aux=True)(trainable, frozen, batch, rng)
+            return g, {k: v.astype(jnp.float32) * w for k, v in m.items() if k != WEIGHT}, w, WEIGHT in m
         for k, v in batch.items():   # the leading axis holds whole examples (a DPO pair stays in its row)
             if v.shape[0] % grad_accum:
                 raise ValueError(f"batch[{k!r}] has {v.shape[0]} rows, not divisible by grad_accum={grad_accum}")
@@ -127,55 +136,49 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule:
             mb, i = xs
             (_, m), g = grad_fn(trainable, frozen, mb, None if rng is None else jax.random.fold_in(rng, i))
             w = _weight(m)
-            g_acc, m_acc = acc
+            g_acc, m_acc, w_acc = acc
             g_acc = jax.tree.map(lambda a, x: a + x * w, g_acc, g)
-            m_acc = {k: m_acc[k] + (w if k == WEIGHT else m[k].astype(jnp.float32) * w) for k in m_acc}
-            return (g_acc, m_acc), None
+            m_acc = {k: m_acc[k] + m[k].astype(jnp.float32) * w for k in m_acc}
+            return (g_acc, m_acc, w_acc + w), None
 
         first = jax.tree.map(lambda v: v[0], micro)
         m_shape = jax.eval_shape(lambda: micro_loss(trainable, frozen, first, rng)[1])
-        m_zeros = {k: jnp.zeros(s.shape, jnp.float32) for k, s in m_shape.items()}
-        m_zeros[WEIGHT] = jnp.zeros((), jnp.float32)
-        zeros = (jax.tree.map(jnp.zeros_like, trainable), m_zeros)
-        (grads, m), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
-        total = jnp.maximum(m[WEIGHT], 1e-8)
-        grads = jax.tree.map(lambda g: g / total, grads)
-        m = {k: (v if k == WEIGHT else v / total) for k, v in m.items()}
-        return grads, m
+        m_zeros = {k: jnp.zeros(s.shape, jnp.float32) for k, s in m_shape.items() if k != WEIGHT}
+        zeros = (jax.tree.map(jnp.zeros_like, trainable), m_zeros, jnp.zeros((), jnp.float32))
+        (g, m, w), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
+        return g, m, w, True
 
-    def scaled_loss(trainable, frozen, batch, rng):
-        # The loss times its own (constant) weight: its gradient is w * grad(loss) with no extra op
-        # per leaf (the backward pass starts from w instead of 1).
-        loss, m = micro_loss(trainable, frozen, batch, rng)
-        w = jax.lax.stop_gradient(_weight(m))
-        return loss * w, (m, w)
+    def normalized(g_sum, m_sum, total, with_weight):
+        # Sums over the weight -> means (the gradient of the whole batch's mean, exactly).
+        denominator = jnp.maximum(total, 1e-8)
+        m = {k: v / denominator for k, v in m_sum.items()}
+        if with_weight:   # (a loss without weight_sum counts each part as one unit)
+            m[WEIGHT] = total
+        return jax.tree.map(lambda g: g / denominator, g_sum), m
+
+    def accumulate(trainable, frozen, batch, rng):
+        if grad_accum == 1:
+            (_, m), grads = grad_fn(trainable, frozen, batch, rng)
+            return grads, ({**m, WEIGHT: _weight(m)} if WEIGHT in m else m)   # float32, as on every path
+        return normalized(*weighted_sums(trainable, frozen, batch, rng))
 
     def per_device(trainable, frozen, batch, rng):
-        # One device's rows, then one all-reduce of the weighted sums (the weights as in `body`).
+        # One device's rows (its micro-batches weighted as in `body`), then one all-reduce of the sums.
         axes = data_parallel.axes
         if rng is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axes))
         with axis_rules(LOCAL_RULES):
-            if grad_accum == 1:
-                (_, (m, w)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(trainable, frozen, batch, rng)
-            else:
-                grads, m = accumulate(trainable, frozen, batch, rng)
-                w = _weight(m)
-                grads = jax.tree.map(lambda g: g * w, grads)
+            grads, sums, w, with_weight = weighted_sums(trainable, frozen, batch, rng)
         # A device whose rows all weigh 0 (padding) adds nothing, even where its loss is 0/0 = NaN.
         counts = lambda x: jnp.where(w > 0, x, jnp.zeros_like(x))
-        sums = {k: counts(v.astype(jnp.float32) * w) for k, v in m.items() if k != WEIGHT}
         if data_parallel.flat:
             # One buffer: XLA:CPU's all-reduce of a tuple costs ~0.1 ms per leaf (37 leaves, 0.8M
             # floats: 3.4 ms as a tuple, 1.6 ms concatenated, split included; 2 host devices).
             vec, unravel = ravel_pytree((grads, sums, w))
             grads, sums, total = unravel(jax.lax.psum(counts(vec), axes))
         else:
-            grads, sums, total = jax.lax.psum((jax.tree.map(counts, grads), sums, w), axes)
-        out = {k: v / jnp.maximum(total, 1e-8) for k, v in sums.items()}
-        if WEIGHT in m:   # (a loss without one counts each device's rows as one unit)
-            out[WEIGHT] = total
-        return jax.tree.map(lambda g: g / jnp.maximum(total, 1e-8), grads), out
+            grads, sums, total = jax.lax.psum(jax.tree.map(counts, (grads, sums, w)), axes)
+        return normalized(grads, sums, total, with_weight)
 
     def gradients(trainable, frozen, batch, rng):
         # Micro-batches must split each device's rows; where they cannot (8 rows, 8 devices,
