@@ -268,8 +268,11 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
 
     def body(s):
         i, tok, pos, cache, out, out_lp, out_slp, done, lengths, finish, tail = s
-        logits, cache = model(tok[:, None], positions=pos[:, None], segment_ids=jnp.ones((rows, 1), jnp.int32),
-                              cache=cache)
+        # A module of this trace level: nnx transforms inside the model (nnx.scan over stacked layers)
+        # refuse one merged outside the loop.
+        step_model = nnx.merge(graphdef, params)
+        logits, cache = step_model(tok[:, None], positions=pos[:, None],
+                                   segment_ids=jnp.ones((rows, 1), jnp.int32), cache=cache)
         nxt, lp, slp = pick(logits[:, -1].astype(jnp.float32), i)
         nxt = jnp.where(done, 0, nxt)
         out = out.at[:, i].set(nxt)

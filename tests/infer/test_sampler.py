@@ -19,7 +19,10 @@ from lmforge.infer import sampler as sampler_module
 from lmforge.infer.sampler import NEG_INF
 from lmforge.model import DEFAULT_RULES, DecoderLM, ModelConfig, axis_rules, create_sharded, token_logprobs
 
-CONFIGS = {"gpt2": ModelConfig.gpt2_tiny(), "llama": ModelConfig.llama_tiny()}   # llama_tiny is GQA (4 q, 2 kv)
+# llama_tiny is GQA (4 q, 2 kv); llama_scan stacks its layers under nnx.scan, which must also work
+# inside the decode loop (a while_loop body).
+CONFIGS = {"gpt2": ModelConfig.gpt2_tiny(), "llama": ModelConfig.llama_tiny(),
+           "llama_scan": ModelConfig.llama_tiny(scan_layers=True)}
 GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)
 # Lengths on both sides of the 16-token padding granule: alone they pad to 16 or 32, batched to 32.
 PROMPTS = [[5, 17, 3], list(range(40, 57)), [9, 9, 200, 31, 7, 1, 88, 2, 64]]
