@@ -12,6 +12,7 @@ log-likelihoods) to scores. ``lmforge eval`` (``cli/eval_cmd.py``) registers the
   the ``eval`` extra, so it is not imported here).
 """
 
+import lmforge.model  # noqa: F401  (first: it imports flax without IPython, model/__init__.py)
 from lmforge.eval.extract import (
     exact_match,
     extract_number,

@@ -2,6 +2,7 @@
 finish reasons; n samples per prompt; traced sampling parameters; optional streaming to the host) and its
 text edge."""
 
+import lmforge.model  # noqa: F401  (first: it imports flax without IPython, model/__init__.py)
 from lmforge.infer.sampler import (
     FINISH_CANCELLED,
     FINISH_LENGTH,

@@ -271,3 +271,23 @@ def test_fingerprint_ignores_sharding_and_sees_one_element(mesh):
     changed[3, 5] = np.nextafter(changed[3, 5], np.float32(np.inf))  # one ulp in one element
     assert _fingerprints({"x": changed})["x"] != digests["x"]
     assert _fingerprints({"x": np.asarray(x).T.reshape(x.shape)})["x"] != digests["x"]
+
+
+def test_host_digests_equal_the_device_digests(mesh, monkeypatch):
+    """Small CPU states are digested in numpy; every dtype must give the device path's value, or
+    checkpoints written by one path would fail verification under the other."""
+    from lmforge.weights import checkpoint
+    x = make_state(mesh, 7)["params"]["w"]
+    rng = np.random.default_rng(0)
+    tree = {"sharded": x, "bf16": x.astype(jnp.bfloat16), "f16": x.astype(jnp.float16),
+            "i32": jnp.asarray(rng.integers(-2**31, 2**31, (5, 3, 2)), jnp.int32),
+            "u8": jnp.asarray(rng.integers(0, 256, (17,)), jnp.uint8), "i8": jnp.arange(-9, 9, dtype=jnp.int8),
+            "bool": jnp.asarray(rng.random((4, 4)) < 0.5), "key": jax.random.key(3), "scalar": jnp.float32(2.5)}
+    with jax.enable_x64(True):
+        tree["i64"] = jnp.asarray(rng.integers(-2**62, 2**62, (3, 4)), jnp.int64)
+        tree["f64"] = jnp.asarray(rng.random((7,)), jnp.float64)
+        assert checkpoint._on_host(list(tree.values()))
+        host = _fingerprints(tree)
+        monkeypatch.setattr(checkpoint, "HOST_DIGEST_MAX_ELEMENTS", -1)   # every leaf on the device path
+        device = _fingerprints(tree)
+    assert host == device and len(set(host.values())) == len(tree)
