@@ -141,9 +141,13 @@ class Attention(nnx.Module):
                  bias: jax.Array | None = None):
         """x: (B, T, D); positions, segment_ids: (B, T); bias: (B|1, N, T, S) added to the logits.
 
-        With ``kv_cache`` ({"k", "v"}: (B, S, K, H)), the new keys/values are written at
-        ``cache_index`` and the queries attend to the whole buffer, whose segment ids
-        ``kv_segment_ids`` (B, S) the caller has already updated. Returns (y (B, T, D), new kv).
+        ``kv_cache`` holds every layer's keys and values, {"k", "v"}: (L, B, S, K, H), and ``"layer"``,
+        this layer's index (an int or a traced scalar). The new keys/values are written at
+        (layer, ``cache_index``) in place, and the queries attend to this layer's whole buffer, whose
+        segment ids ``kv_segment_ids`` (B, S) the caller has already updated. Returns
+        (y (B, T, D), {"k", "v"}: the whole updated (L, B, S, K, H) cache). One buffer through all
+        layers: slicing each layer's cache out and stacking them again copied the whole cache three
+        times per decoded token.
         """
         q = self._q(x, _adapter_rng(dropout_rng, 3))
         kv = self.memory_kv(x, _adapter_rng(dropout_rng, 4))
@@ -156,12 +160,13 @@ class Attention(nnx.Module):
             new_cache = None
             q_slots = kv_slots = jnp.arange(t)
             kv_segment_ids = segment_ids
-        else:
-            start = (0, cache_index, 0, 0)
-            k = jax.lax.dynamic_update_slice(kv_cache["k"], k.astype(kv_cache["k"].dtype), start)
-            v = jax.lax.dynamic_update_slice(kv_cache["v"], v.astype(kv_cache["v"].dtype), start)
+        else:   # every layer's cache, (L, B, S, K, H): this layer's slot written in place
+            layer = kv_cache["layer"]
+            start = (layer, 0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(kv_cache["k"], k.astype(kv_cache["k"].dtype)[None], start)
+            v = jax.lax.dynamic_update_slice(kv_cache["v"], v.astype(kv_cache["v"].dtype)[None], start)
             new_cache = {"k": k, "v": v}
-            k, v = k.astype(self.dtype), v.astype(self.dtype)
+            k, v = (jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False).astype(self.dtype) for c in (k, v))
             q_slots = cache_index + jnp.arange(t)
             kv_slots = jnp.arange(k.shape[1])
         if not self.causal:

@@ -25,7 +25,7 @@ from flax import nnx
 from lmforge.model.config import ModelConfig
 from lmforge.model.encoder import Embeddings
 from lmforge.model.layers import Norm, dropout, dtype_of, matmul, normal, param
-from lmforge.model.sharding import constrain
+from lmforge.model.sharding import CACHE_KV, cache_zeros, constrain
 from lmforge.model.stack import ACT_BTD, Layer, RelativeBias, default_positions
 
 
@@ -91,9 +91,10 @@ class EncoderDecoderLM(nnx.Module):
         dt = dtype_of(dtype or cfg.dtype)
         cross = self.memory_kv(memory)
         shape = (cfg.decoder_layers, batch_size, max_len, cfg.kv_heads, cfg.dims_per_head)
-        return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
-                "segment_ids": jnp.zeros((batch_size, max_len), jnp.int32),
-                "positions": jnp.zeros((batch_size, max_len), jnp.int32), "index": jnp.zeros((), jnp.int32),
+        return {"k": cache_zeros(shape, dt, CACHE_KV), "v": cache_zeros(shape, dt, CACHE_KV),
+                "segment_ids": cache_zeros((batch_size, max_len), jnp.int32, ("act_batch", "act_kv_seq")),
+                "positions": cache_zeros((batch_size, max_len), jnp.int32, ("act_batch", "act_kv_seq")),
+                "index": jnp.zeros((), jnp.int32),
                 "memory_k": jnp.stack([kv["k"] for kv in cross]).astype(dt),      # (L, B, S, K, H)
                 "memory_v": jnp.stack([kv["v"] for kv in cross]).astype(dt),
                 "memory_segment_ids": encoder_segment_ids.astype(jnp.int32)}
@@ -154,20 +155,17 @@ class EncoderDecoderLM(nnx.Module):
             kv_positions = jax.lax.dynamic_update_slice(cache["positions"], positions, (0, index))
         if self.decoder_bias is not None:
             ctx["bias"] = self.decoder_bias(positions, kv_positions)
-        new_k, new_v = [], []
+        kv = None if cache is None else {"k": cache["k"], "v": cache["v"]}   # (L, B, S, K, H), in place
         for i, layer in enumerate(self.decoder_layers):
-            layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
-            x, layer_new = layer(x, ctx, kv_cache=layer_cache, memory_kv=memory_kv[i],
-                                 rng=None if rngs is None else rngs[i])
-            if layer_new is not None:
-                new_k.append(layer_new["k"])
-                new_v.append(layer_new["v"])
+            x, layer_new = layer(x, ctx, kv_cache=None if kv is None else {**kv, "layer": i},
+                                 memory_kv=memory_kv[i], rng=None if rngs is None else rngs[i])
+            kv = kv if layer_new is None else layer_new
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
         if cfg.output_scale:   # the original T5 rescales before its tied unembedding (Mesh TF)
             x = x * (cfg.embed_dim ** -0.5)
         new_cache = None
         if cache is not None:
-            new_cache = {**cache, "k": jnp.stack(new_k), "v": jnp.stack(new_v),
+            new_cache = {**cache, "k": kv["k"], "v": kv["v"],
                          "segment_ids": ctx["kv_segment_ids"], "positions": kv_positions, "index": cache["index"] + t}
         return x, new_cache, {}

@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 # A rule maps one logical name to a mesh axis, a tuple of mesh axes, or None (replicated).
@@ -203,6 +204,19 @@ def named_sharding(mesh: jax.sharding.Mesh, names: Sequence[str | None], shape: 
     spec = logical_spec(names, rules, mesh)
     check_divisible(shape, spec, mesh, what)
     return NamedSharding(mesh, spec)
+
+
+CACHE_KV = ("layers", "act_batch", "act_kv_seq", "act_kv_heads", "act_head_dim")   # (L, B, S, K, H)
+
+
+def cache_zeros(shape: Sequence[int], dtype, names: Sequence[str | None]) -> jax.Array:
+    """An empty cache buffer laid out by logical names: KV caches (L, B, S, K, H) are born sharded
+    like the keys and values written into them (batch over the batch axes, KV heads over
+    ``tensor``), instead of wherever GSPMD propagates a constant. Without an active mesh (an eager
+    call outside ``jax.set_mesh``) the zeros are plain."""
+    x = jnp.zeros(shape, dtype)
+    mesh = jax.sharding.get_abstract_mesh()
+    return x if mesh is None or mesh.empty else constrain(x, names)
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:

@@ -30,7 +30,7 @@ from lmforge.model.attention import Attention
 from lmforge.model.config import ModelConfig
 from lmforge.model.layers import MLP, Norm, dropout, dtype_of, matmul, normal, param, residual_std
 from lmforge.model.moe import MoE
-from lmforge.model.sharding import constrain
+from lmforge.model.sharding import CACHE_KV, cache_zeros, constrain
 
 REMAT_POLICIES = {
     "full": None,
@@ -61,7 +61,10 @@ class Block(nnx.Module):
             out_std=out_std, dtype=dtype, param_dtype=pdtype, rngs=rngs)
 
     def __call__(self, x, ctx: dict, kv_cache: dict | None, rng: jax.Array | None):
-        """x: (B, T, D) -> (B, T, D), (new kv cache of this layer or None, aux scalars)."""
+        """x: (B, T, D) -> (B, T, D), (the KV cache with this layer's slot updated, or None; aux scalars).
+
+        ``kv_cache``: every layer's {"k", "v"} (L, B, S, K, H) and this layer's index ``"layer"``
+        (``Attention.__call__``)."""
         rngs = (None, None, None) if rng is None else tuple(jax.random.split(rng, 3))
         h, new_cache = self.attn(self.attn_norm(x), kv_cache=kv_cache, dropout_rng=rngs[0], **ctx)
         x = x + dropout(h, self.dropout_rate, rngs[1])
@@ -101,8 +104,9 @@ class DecoderLM(nnx.Module):
         cfg = self.cfg
         shape = (cfg.num_layers, batch_size, max_len, cfg.kv_heads, cfg.dims_per_head)
         dt = dtype_of(dtype or cfg.dtype)
-        return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
-                "segment_ids": jnp.zeros((batch_size, max_len), jnp.int32), "index": jnp.zeros((), jnp.int32)}
+        return {"k": cache_zeros(shape, dt, CACHE_KV), "v": cache_zeros(shape, dt, CACHE_KV),
+                "segment_ids": cache_zeros((batch_size, max_len), jnp.int32, ("act_batch", "act_kv_seq")),
+                "index": jnp.zeros((), jnp.int32)}
 
     def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: dict | None = None,
@@ -187,21 +191,21 @@ class DecoderLM(nnx.Module):
         if cfg.remat != "none":
             call = nnx.remat(call, policy=REMAT_POLICIES[cfg.remat])
 
+        # The KV cache (L, B, S, K, H) goes through the layers whole; each writes its slot in place
+        # (Attention: a cache with "layer").
         kv = None if cache is None else {"k": cache["k"], "v": cache["v"]}
         if cfg.scan_layers:
             @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))
-            def body(block, x, kv_layer, rng):
-                return call(block, x, kv_layer, rng)
-            x, (new_kv, aux) = body(self.blocks, x, kv, rngs)              # aux: (L,) per key
-            return x, new_kv, jax.tree.map(lambda v: v.mean(0), aux)
+            def body(block, carry, layer, rng):
+                x, kv = carry
+                x, (kv, aux) = call(block, x, None if kv is None else {**kv, "layer": layer}, rng)
+                return (x, kv), aux
+            (x, kv), aux = body(self.blocks, (x, kv), jnp.arange(cfg.num_layers), rngs)   # aux: (L,) per key
+            return x, kv, jax.tree.map(lambda v: v.mean(0), aux)
 
-        new, auxes = [], []
+        auxes = []
         for i, block in enumerate(self.blocks):
-            layer_kv = None if kv is None else {"k": kv["k"][i], "v": kv["v"][i]}
-            x, (layer_new, aux) = call(block, x, layer_kv, None if rngs is None else rngs[i])
-            new.append(layer_new)
+            x, (kv, aux) = call(block, x, None if kv is None else {**kv, "layer": i},
+                                None if rngs is None else rngs[i])
             auxes.append(aux)
-        aux = jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *auxes)
-        if kv is None:
-            return x, None, aux
-        return x, {"k": jnp.stack([c["k"] for c in new]), "v": jnp.stack([c["v"] for c in new])}, aux
+        return x, kv, jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *auxes)

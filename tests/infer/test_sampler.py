@@ -398,3 +398,28 @@ def test_lmforge_sample_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["sample", str(tmp_path), "--prompt", "The"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lmforge: error: ") and "is not a run folder" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("name", ["llama", "llama_scan"])
+def test_decoding_writes_the_kv_cache_in_place(models, name):
+    """The decode loop keeps every layer's cache in one (L, B, S, K, H) buffer that each layer
+    updates in place: no layer's cache is sliced out and no stack of the layers is rebuilt per
+    token (which copied the whole cache three times a token: benchmarks/README.md, KV cache)."""
+    mesh, made = models
+    graphdef, params = made[name]
+    cfg = CONFIGS[name]
+    b, p, m = 2, 16, 16
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        knobs = (jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32), jnp.ones((b,), jnp.float32))
+        hlo = sampler_module._generate.lower(
+            graphdef, params, jnp.ones((b, p), jnp.int32), jnp.ones((b, p), jnp.int32), jax.random.key(0), *knobs,
+            jnp.full((b,), m, jnp.int32), jnp.asarray([-1], jnp.int32), None, None, None,
+            max_new_tokens=m, n=1, vocab_limit=cfg.vocab_size).compile().as_text()
+    whole = f"f32[{cfg.num_layers},{b},{p + m},{cfg.kv_heads},{cfg.dims_per_head}]"
+    layer = f"f32[{b},{p + m},{cfg.kv_heads},{cfg.dims_per_head}]"
+    assert "dynamic-update-slice(" in hlo and whole in hlo
+    # (a copy of the zeros that init_cache broadcast happens once, before the loop)
+    rebuilt = [line for line in hlo.splitlines() if f"= {whole}" in line and (
+        "concatenate(" in line or (" copy(" in line and "broadcast" not in line))]
+    sliced = [line for line in hlo.splitlines() if f"= {layer}" in line and (" slice(" in line or " copy(" in line)]
+    assert not rebuilt and not sliced, (rebuilt + sliced)[:3]

@@ -187,7 +187,7 @@ def test_kv_cache_decoding_matches_full_forward(scan):
     def run(params, tokens, cache=None):
         with axis_rules(DEFAULT_RULES):
             return nnx.merge(gd, params).forward_with_aux(tokens, cache=cache)
-    with jax.set_mesh(ONE_DEVICE):
+    with jax.set_mesh(ONE_DEVICE), axis_rules(DEFAULT_RULES):   # (init_cache lays the cache out by the rules)
         full, _, aux = run(params, tokens)
         logits, cache, _ = run(params, tokens[:, :5], nnx.merge(gd, params).init_cache(2, 16))   # prefill
         steps = [logits]

@@ -142,6 +142,24 @@ def test_parameters_carry_the_rule_specs_on_a_2x2x2_mesh():
     assert jax.tree.map(lambda s: s.spec, sh) == jax.tree.map(lambda x: x.sharding.spec, params)
 
 
+def test_kv_cache_is_born_sharded_like_its_keys_and_values():
+    mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    gd, params, _, _ = make(CONFIGS["llama"], mesh)
+
+    @jax.jit
+    def init(params):
+        with axis_rules(DEFAULT_RULES):
+            return nnx.merge(gd, params).init_cache(4, 32)
+    with jax.set_mesh(mesh):
+        cache = init(params)
+    # (L, B, S, K, H): batch over data x fsdp, KV heads over tensor, as the projections write them
+    assert cache["k"].sharding.spec == P(None, ("data", "fsdp"), None, "tensor")   # (head_dim whole)
+    assert cache["v"].addressable_shards[0].data.shape == (CONFIGS["llama"].num_layers, 1, 32, 1, 16)
+    assert cache["segment_ids"].sharding.spec == P(("data", "fsdp"))
+    eager = nnx.merge(gd, params).init_cache(2, 8)          # no mesh active: plain zeros
+    assert eager["k"].shape == (CONFIGS["llama"].num_layers, 2, 8, 2, 16)
+
+
 def test_sharding_errors_are_clear():
     with pytest.raises(ShardingError, match="no rule"):
         logical_spec(("act_batch", "nonsense"), DEFAULT_RULES)

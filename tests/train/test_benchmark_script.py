@@ -1,4 +1,4 @@
-"""benchmarks/train_throughput.py and fixed_cost.py run and print one JSON object with the documented keys."""
+"""benchmarks/train_throughput.py, kv_cache.py, fixed_cost.py and cpu_step.py run and print one JSON object with the documented keys."""
 
 import json
 import os
@@ -37,6 +37,20 @@ def test_bad_arguments_are_one_line_errors():
     proc = run("gpt2_tiny", "--seq-len", "999")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == "train_throughput.py: error: --seq-len 999 exceeds gpt2_tiny's max_seq_len=128"
+
+
+def test_kv_cache_reports_decode_time_per_buffer_length():
+    script = SCRIPT.with_name("kv_cache.py")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    proc = subprocess.run([sys.executable, str(script), "--lengths", "48,96", "--batch-size", "2", "--prompt-len", "8",
+                           "--new-tokens", "8", "--repeats", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert [r["length"] for r in result["rows"]] == [48, 96]
+    assert result["rows"][1]["cache_mb"] == pytest.approx(2 * result["rows"][0]["cache_mb"], rel=0.05)
+    assert all(r["ms_per_step"] > 0 and r["cache_read_gb_per_s"] > 0 for r in result["rows"])
+    bad = subprocess.run([sys.executable, str(script), "--lengths", "8"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--prompt-len + --new-tokens" in bad.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
