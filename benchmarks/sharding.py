@@ -4,6 +4,7 @@ a 1B+ preset for a mesh far larger than the machine. Prints one JSON object.
     python benchmarks/sharding.py proof                       # 8 devices: DP, FSDP, TP, FSDP x TP
     python benchmarks/sharding.py aot --preset llama_1b --devices 64 --mesh 1,64,1
     python benchmarks/sharding.py aot --preset llama_1b --devices 256 --mesh 1,32,8 --seq-len 4096
+    python benchmarks/sharding.py accum                       # 8 devices: gradient accumulation under GSPMD
 
 ``proof`` builds the real :class:`lmforge.train.trainer.Trainer` for a small Llama on 8 CPU devices
 under each strategy and reports: per-device parameter + optimizer bytes read from the arrays'
@@ -11,6 +12,11 @@ under each strategy and reports: per-device parameter + optimizer bytes read fro
 (the same for every strategy), and the collectives of the compiled step (``compiled.as_text()``, counted by
 ``lmforge.train.plan.hlo_collectives``: ops and result bytes per kind; CPU XLA writes a
 reduce-scatter as an all-reduce whose result each device slices by its partition id).
+
+``accum`` trains the same kind of model with ``grad_accum=2`` on two sharded meshes (fsdp=8, and
+data=2 x fsdp=4), where the GSPMD step slices micro-batches out of the sharded batch, and reports
+the compiled step's collectives, its median time over 10 steps and the first losses (the same as
+one big batch's).
 
 ``aot`` runs with ``--xla_force_host_platform_device_count=DEVICES`` and compiles the Trainer's
 train step from abstract arrays only (``jax.ShapeDtypeStruct`` with shardings: nothing is
@@ -34,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     proof = sub.add_parser("proof", help="DP / FSDP / TP on 8 CPU devices through the Trainer")
     proof.add_argument("--layers", type=int, default=2)
     proof.add_argument("--steps", type=int, default=3)
+    accum = sub.add_parser("accum", help="gradient accumulation under GSPMD on 8 CPU devices")
+    accum.add_argument("--grad-accum", type=int, default=2)
+    accum.add_argument("--steps", type=int, default=12, help="steps run; the first 2 are not timed")
     aot = sub.add_parser("aot", help="compile a preset's train step for a large fake mesh, nothing allocated")
     aot.add_argument("--preset", default="llama_1b")
     aot.add_argument("--devices", type=int, default=64)
@@ -113,6 +122,51 @@ def proof(args) -> dict:
     return out
 
 
+def accum(args) -> dict:
+    import statistics
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from lmforge.model import DEFAULT_RULES, ModelConfig, build_model, create_sharded
+    from lmforge.train.mesh import MeshConfig, make_mesh
+    from lmforge.train.optim import OptimConfig
+    from lmforge.train.plan import hlo_collectives
+    from lmforge.train.pretrain import lm_loss
+    from lmforge.train.trainer import LoopConfig, Trainer
+
+    model = ModelConfig.llama_tiny(num_layers=2, num_heads=8, num_kv_heads=8, embed_dim=64, mlp_dim=256,
+                                   vocab_size=256, max_seq_len=32)
+    rows, t = 32, 32
+    tok = np.random.default_rng(0).integers(0, 256, size=(rows, t + 1)).astype(np.int32)
+    local = {"inputs": tok[:, :-1], "targets": tok[:, 1:], "weights": np.ones((rows, t), np.float32),
+             "segment_ids": np.ones((rows, t), np.int32), "positions": np.tile(np.arange(t, dtype=np.int32), (rows, 1))}
+    out = {"model": "llama L2 D64 F256 heads 8 V256, float32", "rows": rows, "seq_len": t,
+           "grad_accum": args.grad_accum, "meshes": {}}
+    for name, mesh_cfg in {"fsdp8": MeshConfig(data=1, fsdp=8), "dp2_fsdp4": MeshConfig(data=2, fsdp=4)}.items():
+        mesh = make_mesh(mesh_cfg)
+        graphdef, params, shardings = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
+        trainer = Trainer(lm_loss(graphdef, model), params=params, param_shardings=shardings, mesh=mesh,
+                          optim=OptimConfig(lr=3e-3, warmup_steps=1, eps=1e-6, grad_accum=args.grad_accum),
+                          loop=LoopConfig(steps=args.steps))
+        batch = trainer.global_batch(local)
+        with jax.set_mesh(mesh):
+            compiled = trainer.jitted("train", batch).lower(trainer.state, trainer.frozen, batch,
+                                                            jax.random.key(0)).compile()
+        state, times, losses = trainer.state, [], []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            state, metrics = compiled(state, trainer.frozen, batch, jax.random.key(0))
+            losses.append(float(metrics["train/loss"]))     # waits for the step
+            times.append(time.perf_counter() - start)
+        out["meshes"][name] = {
+            "mesh": dict(mesh.shape), "step_ms_median": round(statistics.median(times[2:]) * 1e3, 1),
+            "losses": [round(x, 5) for x in losses[:3]],
+            "collectives": {k: v["ops"] for k, v in hlo_collectives(compiled.as_text()).items() if v["ops"]}}
+    return out
+
+
 def aot(args) -> dict:
     import jax
 
@@ -142,12 +196,12 @@ def aot(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    devices = 8 if args.command == "proof" else args.devices
+    devices = args.devices if args.command == "aot" else 8
     # Before JAX starts: this process's CPU becomes `devices` XLA devices.
     kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     os.environ["XLA_FLAGS"] = " ".join(kept + [f"--xla_force_host_platform_device_count={devices}"])
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    result = proof(args) if args.command == "proof" else aot(args)
+    result = {"proof": proof, "accum": accum, "aot": aot}[args.command](args)
     print(json.dumps(result, sort_keys=True))
     return 0
 

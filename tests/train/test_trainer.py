@@ -18,6 +18,7 @@ from lmforge.model.paths import flatten
 from lmforge.train.mesh import MeshConfig, make_mesh
 from lmforge.train.metrics import read_metrics
 from lmforge.train.optim import OptimConfig, decay_mask, make_optimizer
+from lmforge.train.plan import hlo_collectives
 from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import LoopConfig, Trainer
 
@@ -120,11 +121,12 @@ def test_frozen_leaves_have_no_optimizer_state_and_do_not_change():
 
 
 def test_grad_accumulation_equals_big_batch_with_uneven_micro_batches():
-    # Micro-batch 0 (rows 0-3) keeps 4 targets per row, micro-batch 1 all 16: a mean of per-micro-
-    # batch means would weight micro-batch 0's tokens 4x too much.
+    # Micro-batches are strided: micro-batch 0 (rows 0, 2, 4, 6) keeps 4 targets per row, micro-batch
+    # 1 (the odd rows) all 16: a mean of per-micro-batch means would weight micro-batch 0's tokens 4x
+    # too much.
     data = batches(2)
     for b in data:
-        b["weights"][:4, 4:] = 0.0
+        b["weights"][0::2, 4:] = 0.0
     big, p_big, _, _ = train(MeshConfig(data=1), data=data, loss="lm")
     acc, p_acc, _, _ = train(MeshConfig(data=1), optim=dataclasses.replace(OPTIM, grad_accum=2), data=data, loss="lm")
     np.testing.assert_allclose(acc, big, rtol=1e-5)
@@ -135,9 +137,29 @@ def test_grad_accumulation_equals_big_batch_with_uneven_micro_batches():
     graphdef, params, _ = model_params(mesh)
     loss = lm_loss(graphdef, MODEL)
     with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
-        halves = [jax.jit(loss)(params, {}, {k: v[i:i + 4] for k, v in data[0].items()}, None)[0] for i in (0, 4)]
+        halves = [jax.jit(loss)(params, {}, {k: v[i::2] for k, v in data[0].items()}, None)[0] for i in (0, 1)]
         whole = jax.jit(loss)(params, {}, data[0], None)[0]
     assert abs(float(sum(halves)) / 2 - float(whole)) > 1e-3
+
+
+def test_grad_accumulation_keeps_micro_batches_on_their_devices():
+    """With the batch sharded over 8 devices (fsdp: the GSPMD step), micro-batch i is rows i, i + 2,
+    ...: each device holds its share of both, so the compiled step moves no rows between devices.
+    Contiguous micro-batches (rows 0-7, 8-15) put 21 collective-permutes in this step."""
+    mesh = mesh_of(MeshConfig(data=1, fsdp=8))
+    graphdef, params, shardings = model_params(mesh)
+    trainer = Trainer(lm_loss(graphdef, MODEL), params=params, param_shardings=shardings, mesh=mesh,
+                      optim=dataclasses.replace(OPTIM, grad_accum=2), loop=LoopConfig(steps=10), rules=DEFAULT_RULES)
+    assert trainer.data_parallel is None                                   # the GSPMD step
+    batch = trainer.global_batch(batches(1, b=16)[0])
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        hlo = trainer.jitted("train", batch).lower(trainer.state, trainer.frozen, batch,
+                                                   jax.random.key(0)).compile().as_text()
+    assert hlo_collectives(hlo)["collective-permute"]["ops"] == 0 and hlo_collectives(hlo)["all-gather"]["ops"] > 0
+    big, _, _, _ = train(MeshConfig(data=1), data=batches(1, b=16), loss="lm", steps=1)
+    acc, _, _, _ = train(MeshConfig(data=1, fsdp=8), optim=dataclasses.replace(OPTIM, grad_accum=2),
+                         data=batches(1, b=16), loss="lm", steps=1)
+    np.testing.assert_allclose(acc, big, rtol=1e-5)
 
 
 def test_weight_decay_skips_norm_scales_and_biases_with_stacked_layers():
