@@ -399,8 +399,9 @@ def _host_digest(x: np.ndarray) -> int:
 
 
 # States up to this many elements (the nanoGPT CPU model's: 2.4M) are digested in numpy when they
-# live on CPU devices of this process: tracing and lowering `_digest_all` for 111 leaves took
-# 0.37 s of that run's 0.5 s save; numpy takes ~0.02 s (benchmarks/README.md, fixed cost).
+# live on CPU devices of this process: tracing, lowering and loading `_digest_all` for its 111 leaves
+# took 0.37 s of the run's first save (jax.monitoring durations); numpy takes 0.02-0.03 s
+# (benchmarks/README.md, fixed cost).
 HOST_DIGEST_MAX_ELEMENTS = 2**25
 
 
