@@ -129,6 +129,8 @@ class EncoderDecoderLM(nnx.Module):
         :meth:`output_head` (after the final norm and, for the original T5, the output scale)."""
         cfg = self.cfg
         b, t = tokens.shape
+        if cache is not None and t > cache["k"].shape[2]:
+            raise ValueError(f"{t} tokens do not fit a KV cache of {cache['k'].shape[2]} slots (init_cache max_len)")
         if positions is None:
             positions = default_positions(tokens, 0 if cache is None else cache["index"])
         if segment_ids is None:

@@ -100,7 +100,17 @@ class DecoderLM(nnx.Module):
                         param(rngs, normal(cfg.init_std), (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), pdtype))
 
     def init_cache(self, batch_size: int, max_len: int, dtype=None) -> dict:
-        """An empty KV cache: k, v (L, B, S, K, H) zeros, segment ids (B, S) zeros, index 0."""
+        """An empty KV cache for ``batch_size`` rows of ``max_len`` (S) slots: {"k", "v": (L, B, S, K, H)
+        zeros; "segment_ids": (B, S) int32, 0 until a slot is written (a written padding token keeps
+        segment 0, so no query attends to it); "index": () int32, the next slot to write, one for the
+        whole batch}. A call with the cache writes its T tokens at slots index .. index + T - 1 and
+        returns the next cache (a value: the one passed in is unchanged).
+
+        Call it as the model is called, under ``jax.set_mesh`` and ``axis_rules``: the buffers are then
+        born sharded by their logical axes (``CACHE_KV``); outside a mesh they are plain zeros.
+        The caller keeps index + T <= S: inside jit an overflow is not detected (``dynamic_update_slice``
+        moves the write back and overwrites earlier slots); a call with more tokens than slots raises
+        ValueError."""
         cfg = self.cfg
         shape = (cfg.num_layers, batch_size, max_len, cfg.kv_heads, cfg.dims_per_head)
         dt = dtype_of(dtype or cfg.dtype)
@@ -111,7 +121,9 @@ class DecoderLM(nnx.Module):
     def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: dict | None = None,
                  dropout_rng: jax.Array | None = None):
-        """tokens (B, T) int; positions, segment_ids (B, T) (default 0..T-1 and all ones).
+        """tokens (B, T) int; positions, segment_ids (B, T) (default 0..T-1 and all ones; with a cache
+        the positions default to index .. index + T - 1, one index for the whole batch, so left-padded
+        rows pass their own positions, as the sampler does).
 
         Returns ``(logits (B, T, V) float32, new_cache or None)``.
         """
@@ -154,6 +166,8 @@ class DecoderLM(nnx.Module):
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         b, t = tokens.shape
+        if cache is not None and t > cache["k"].shape[2]:
+            raise ValueError(f"{t} tokens do not fit a KV cache of {cache['k'].shape[2]} slots (init_cache max_len)")
         if positions is None:
             start = 0 if cache is None else cache["index"]
             positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
