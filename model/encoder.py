@@ -41,8 +41,8 @@ class Embeddings(nnx.Module):
 
     def __call__(self, tokens, positions, token_types=None):
         cfg, dtype = self.cfg, dtype_of(self.cfg.dtype)
-        # Gather from a replicated copy of the table (as DecoderLM): FSDP all-gathers it anyway.
-        x = jnp.take(constrain(self.tokens[...], (None, None)), tokens, axis=0).astype(dtype)
+        # Gather from the table as it is sharded (as DecoderLM): no all-gather of the whole table.
+        x = jnp.take(constrain(self.tokens[...], ("vocab", "embed")), tokens, axis=0).astype(dtype)
         if cfg.embed_scale:
             x = x * jnp.sqrt(jnp.asarray(cfg.embed_dim, dtype))
         if self.positions is not None:
