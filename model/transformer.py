@@ -174,10 +174,11 @@ class DecoderLM(nnx.Module):
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
 
-        # Gather from the table as it is sharded (vocab over tensor, embed over fsdp): XLA gathers each
-        # device's rows locally and sums the pieces, instead of all-gathering the whole (V, D) table
-        # every step. Same losses; on 8 CPU devices, V=32000 D=256, the step's all-gather bytes fell
-        # 33 -> 0 MB (tp=8) and 71 -> 38 MB (fsdp=8), steps 1.2-1.4x faster (benchmarks/README.md).
+        # Look up in the table as it is sharded (vocab over tensor, embed over fsdp): XLA partitions the
+        # lookup (an all-reduce or a small all-to-all of the looked-up rows) instead of all-gathering the
+        # whole (V, D) table every step. Same losses; on 8 CPU devices, V=32000 D=256, the step's
+        # all-gather bytes fell 33 -> 0 MB (tp=8) and 71 -> 38 MB (fsdp=8), steps 1.18-1.37x faster
+        # (benchmarks/README.md).
         table = constrain(self.embed[...], ("vocab", "embed"))
         x = jnp.take(table, tokens, axis=0).astype(dtype)                  # (B, T, D)
         if self.pos_embed is not None:
