@@ -159,9 +159,8 @@ class EncoderDecoderLM(nnx.Module):
             ctx["bias"] = self.decoder_bias(positions, kv_positions)
         kv = None if cache is None else {"k": cache["k"], "v": cache["v"]}   # (L, B, S, K, H), in place
         for i, layer in enumerate(self.decoder_layers):
-            x, layer_new = layer(x, ctx, kv_cache=None if kv is None else {**kv, "layer": i},
-                                 memory_kv=memory_kv[i], rng=None if rngs is None else rngs[i])
-            kv = kv if layer_new is None else layer_new
+            x, kv = layer(x, ctx, kv_cache=None if kv is None else {**kv, "layer": i},
+                          memory_kv=memory_kv[i], rng=None if rngs is None else rngs[i])
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
         if cfg.output_scale:   # the original T5 rescales before its tied unembedding (Mesh TF)
