@@ -6,7 +6,7 @@
 #   LMFORGE_SUITE=cpu bash benchmarks/gpu_suite.sh      # the dry run: tiny presets on CPU, every code path
 #
 # Figures (GPU default order = priority order; a name is train_<preset>, train_<preset>_scan,
-# decode_<preset> or recipe):
+# train_<preset>_flash, decode_<preset>, remat_<preset> or recipe):
 #   train_gpt2_small       lmforge vs PyTorch train step, bf16, batch 16 x seq 1024 (compare.py train)
 #   train_llama_1b         the same for Llama 3.2 1B's shape, batch 16 x seq 1024 (SUITE_LLAMA_BATCH/SEQ)
 #   decode_llama_1b        decode at batch 1/8/64: lmforge vs transformers static cache vs the floor (decode.py)
@@ -15,6 +15,10 @@
 #                          SUITE_RECIPE_STEPS iterations for both (default 1000; "full" = the recipe's 5000)
 #   train_gpt2_large       774M, batch 16 x seq 1024
 #   train_gpt2_small_scan  lmforge with --scan-layers, against the PyTorch number of train_gpt2_small
+#   train_gpt2_small_flash lmforge with --attention flash (Pallas/Triton flash attention: segment ids and
+#                          causality in the kernel) instead of cudnn, against the same PyTorch number
+#   remat_gpt2_medium      benchmarks/remat.py: compiled temporaries and step ms per remat policy (none, full,
+#                          save_dot_except_mlp, minimal), batch 8 x seq 1024 (SUITE_REMAT_POLICIES)
 #
 # Each figure runs under its own `timeout`, only if at least its minimum time is left of the budget
 # (SUITE_BUDGET_S, default 465 s on GPU), and never past the budget; one that does not fit prints
@@ -26,7 +30,7 @@
 # (timed / untimed train steps: 10 / 3), SUITE_BATCH / SUITE_SEQ (GPT-2: 16 / 1024),
 # SUITE_LLAMA_BATCH / SUITE_LLAMA_SEQ (16 / 1024), SUITE_DECODE_BATCHES (1,8,64),
 # SUITE_DECODE_HF_BATCHES (1,8,64), SUITE_DECODE_NEW_TOKENS (128), SUITE_TORCH_COMPILE (1 on GPU,
-# 0 on CPU), SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
+# 0 on CPU), SUITE_REMAT_POLICIES, SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
 #
 # Setup: wheels in .whl/ (grain, array-record, portpicker, tensorboardX) are installed with
 # --no-deps into /tmp/site when `import grain, tensorboardX` fails; lmforge is imported from this
@@ -42,7 +46,7 @@ START=$(date +%s)
 
 if [[ $MODE == gpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-465}
-  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium recipe train_gpt2_large train_gpt2_small_scan"
+  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium"
   STEPS=${SUITE_STEPS:-10}; WARMUP=${SUITE_WARMUP:-3}
   BATCH=${SUITE_BATCH:-16}; SEQ=${SUITE_SEQ:-1024}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-16}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-1024}
@@ -54,7 +58,7 @@ if [[ $MODE == gpu ]]; then
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}   # one process at a time
 elif [[ $MODE == cpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-1500}
-  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan"
+  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan remat_llama_tiny"
   STEPS=${SUITE_STEPS:-5}; WARMUP=${SUITE_WARMUP:-2}
   BATCH=${SUITE_BATCH:-8}; SEQ=${SUITE_SEQ:-128}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-8}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-128}
@@ -68,6 +72,7 @@ else
   exit 2
 fi
 FIGURES=${*:-${SUITE_FIGURES:-$DEFAULT_FIGURES}}
+REMAT_POLICIES=${SUITE_REMAT_POLICIES:-none,full,save_dot_except_mlp,minimal}
 
 OUT_JSONL=""
 LOGDIR=/tmp/gpu_suite_logs
@@ -199,7 +204,8 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
     case $1 in
       recipe) echo "60 700" ;;
       decode_*) echo "40 300" ;;
-      *_scan) echo "20 150" ;;
+      *_scan|*_flash) echo "20 150" ;;
+      remat_*) echo "30 200" ;;
       *) echo "30 250" ;;
     esac
     return
@@ -209,9 +215,10 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
     train_gpt2_medium) echo "80 200" ;;
     train_gpt2_large) echo "100 240" ;;
     train_llama_1b) echo "100 240" ;;
-    train_*_scan) echo "40 100" ;;
+    train_*_scan|train_*_flash) echo "40 100" ;;
     train_*) echo "80 240" ;;
     decode_*) echo "90 220" ;;
+    remat_*) echo "120 240" ;;
     recipe) if [[ $RECIPE_STEPS == full || $RECIPE_STEPS -ge 3000 ]]; then echo "200 420"; else echo "90 200"; fi ;;
     *) echo "60 200" ;;
   esac
@@ -223,12 +230,14 @@ if [[ $TORCH_COMPILE != 1 ]]; then TORCH_ARGS="--no-compile"; fi
 for fig in $FIGURES; do
   read -r min max <<<"$(limits "$fig")"
   case $fig in
-    train_*_scan)
-      preset=${fig#train_}; preset=${preset%_scan}
+    train_*_scan|train_*_flash)   # lmforge only, against the PyTorch line of train_<preset>
+      variant=${fig##*_}; preset=${fig#train_}; preset=${preset%_"$variant"}
       read -r b s <<<"$(train_batch "$preset")"
-      run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" --figure "train/${preset}_scan" \
+      if [[ $variant == scan ]]; then args="$LM_TRAIN_ARGS --scan-layers"
+      else args="${LM_TRAIN_ARGS/--attention cudnn/} --attention flash"; fi
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" --figure "train/${preset}_$variant" \
         --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" --sides lmforge \
-        --lmforge-args="$LM_TRAIN_ARGS --scan-layers" --torch-result "$STATE/train_$preset.out"
+        --lmforge-args="$args" --torch-result "$STATE/train_$preset.out"
       ;;
     train_*)
       preset=${fig#train_}
@@ -242,6 +251,13 @@ for fig in $FIGURES; do
       run_figure "$fig" "$min" "$max" "$PY" benchmarks/decode.py "$preset" --batch-sizes "$DECODE_BATCHES" \
         --hf-batch-sizes "$DECODE_HF_BATCHES" --new-tokens "$DECODE_NEW" --first-share 0.45
       ;;
+    remat_*)
+      preset=${fig#remat_}
+      read -r b s <<<"$(train_batch "$preset")"
+      remat_args=(--batch-size $((b / 2 > 0 ? b / 2 : 1)) --seq-len "$s" --steps 5 --policies "$REMAT_POLICIES")
+      if [[ $MODE == gpu ]]; then remat_args+=(--dtype bfloat16 --attention cudnn); fi
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/remat.py --preset "$preset" "${remat_args[@]}"
+      ;;
     recipe)
       if [[ ! -f $DATA ]]; then
         emit "$(suite_json figure=recipe error="no data file $DATA: copy tinyshakespeare.txt to .gpudata/ (carry it) or set SUITE_DATA")"
@@ -254,7 +270,7 @@ for fig in $FIGURES; do
         ${steps_args[@]+"${steps_args[@]}"}
       ;;
     *)
-      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, decode_<preset> or recipe")"
+      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, decode_<preset>, remat_<preset> or recipe")"
       ;;
   esac
 done

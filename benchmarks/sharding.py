@@ -50,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     aot.add_argument("--batch-size", type=int, default=0, help="global rows (default: one per batch-axis device)")
     aot.add_argument("--seq-len", type=int, default=2048)
     aot.add_argument("--dtype", default="bfloat16", help="compute dtype (parameters stay float32)")
-    aot.add_argument("--remat", default="full", choices=("none", "full", "dots", "dots_no_batch"))
+    aot.add_argument("--remat", default="full", choices=("none", "full", "dots", "dots_no_batch", "save_qkv_proj",
+                                                          "save_dot_except_mlp", "save_attention", "minimal"))
     aot.add_argument("--unrolled", action="store_true", help="unrolled layers (default: scan over layers)")
     args = parser.parse_args(argv)
     if args.command == "aot":

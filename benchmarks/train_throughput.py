@@ -38,14 +38,13 @@ import numpy as np
 from flax import nnx
 
 from lmforge.model import PRESETS, ModelConfig, build_model, create_sharded
-from lmforge.model.config import ATTENTION_BACKENDS, DTYPES
+from lmforge.model.config import ATTENTION_BACKENDS, DTYPES, REMAT_POLICIES
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, batch_axes_size, make_mesh
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import LoopConfig, Trainer
 
-REMAT = ("none", "full", "dots", "dots_no_batch")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="compute dtype (params stay float32); default float32 on CPU, else bfloat16")
     parser.add_argument("--attention", choices=ATTENTION_BACKENDS, default="xla")
-    parser.add_argument("--remat", choices=REMAT, default="none")
+    parser.add_argument("--remat", choices=REMAT_POLICIES, default="none")
     parser.add_argument("--scan-layers", action="store_true", help="scan over stacked layers")
     parser.add_argument("--mesh", default="-1,1,1", metavar="DATA,FSDP,TENSOR",
                         help="mesh sizes; -1 = the remaining devices (default -1,1,1: pure data parallel)")

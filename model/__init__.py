@@ -21,7 +21,7 @@ def _import_flax_without_ipython() -> None:
 
 _import_flax_without_ipython()
 
-from lmforge.model.config import PRESETS, LoRAConfig, ModelConfig
+from lmforge.model.config import PRESETS, LoRAConfig, ModelConfig, ModelRuntime
 from lmforge.model.sharding import (
     DEFAULT_RULES,
     ShardingError,
@@ -53,7 +53,7 @@ def build_model(cfg: ModelConfig, *, rngs):
 
 
 __all__ = [
-    "PRESETS", "ModelConfig", "LoRAConfig", "LoRA", "apply_lora", "Dense", "TokenLogprobs", "token_logprobs",
+    "PRESETS", "ModelConfig", "ModelRuntime", "LoRAConfig", "LoRA", "apply_lora", "Dense", "TokenLogprobs", "token_logprobs",
     "forward_logprobs", "ADAPTER_PATTERN", "adapter_params", "combine", "flatten", "select", "unflatten", "DecoderLM", "EncoderLM", "EncoderDecoderLM", "build_model", "mean_pool",
     "DEFAULT_RULES", "ShardingError", "abstract_sharded", "axis_rules", "constrain", "create_sharded", "logical_spec", "param_shardings", "use_mesh",
 ]

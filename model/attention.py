@@ -11,21 +11,53 @@ Choices:
 - Masked logits get the most negative finite float, not -inf, so a fully masked row (a padding
   query) gives a finite uniform softmax instead of NaN; its loss weight is 0 anyway.
 - Softmax in float32 whatever the compute dtype.
-- Backends: ``xla`` is the einsum path written here (the reference); ``dot_product`` calls
-  ``jax.nn.dot_product_attention`` (XLA), ``cudnn`` the same with ``implementation="cudnn"``
-  (flash attention on NVIDIA GPUs; bf16/fp16 only).
+- Backends (``model.attention``), all the same function of their inputs:
+  ``xla`` is the einsum path written here (the reference; it materializes the (B, N, T, S) scores).
+  ``dot_product`` calls ``jax.nn.dot_product_attention`` (XLA), ``cudnn`` the same with
+  ``implementation="cudnn"`` (cuDNN flash attention on NVIDIA GPUs; bf16/fp16 only). For causal
+  self-attention without a cache both pass ``is_causal=True`` and a mask of the segments only, so
+  cuDNN runs its causal mask type and skips the blocks above the diagonal (the segments still
+  come as a dense (B, 1, T, T) mask, which cuDNN turns into a bias).
+  ``flash`` is the Pallas flash-attention kernel for NVIDIA GPUs (Triton;
+  ``jax.experimental.pallas.ops.gpu.attention``, Dao et al. 2022) and ``splash`` the Pallas splash
+  kernel for TPUs (``jax.experimental.pallas.ops.tpu.splash_attention``): both take segment ids and
+  causality as such, never a dense mask, and skip fully masked blocks. They serve self-attention
+  without a cache and without a bias (training, scoring, encoders); a decode step with a cache,
+  cross-attention and T5's biased attention use the ``xla`` path. On CPU both run in Pallas's
+  interpreter (exact, slow: for tests). Queries of segment 0 (padding) attend to other padding
+  there instead of to nothing: their outputs differ, but carry no loss weight, so losses and
+  gradients are the same.
+- Attention-probability dropout is applied by ``xla`` only; the other backends' kernels have none
+  (residual and embedding dropout still apply).
+- GQA: ``xla`` repeats each key/value head for its query heads on CPU (XLA:CPU ran the grouped
+  einsum's backward ~5x slower) and uses the grouped einsum ('BTKGH,BSKH->BKGTS', no copy of K/V)
+  elsewhere; ``splash`` reads the K/V heads as they are; ``flash`` repeats them (its kernel has
+  one K/V head per query head).
+- Remat names (``jax.ad_checkpoint.checkpoint_name``, MaxText's): ``query_proj``, ``key_proj``,
+  ``value_proj`` (the projections, before RoPE), ``context`` (attention's output, before the output
+  projection) and ``out_proj``; the remat policies of ``transformer.py`` save them by name.
 - RoPE uses the "rotate half" layout of Llama / Hugging Face (first half of the head dimension
   paired with the second half), so imported Llama weights need no permutation.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import warnings
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+from jax.sharding import PartitionSpec
 
 from lmforge.model.layers import Dense, dropout
-from lmforge.model.sharding import constrain
+from lmforge.model.sharding import ShardingError, constrain, logical_spec
+
+PALLAS_BACKENDS = ("flash", "splash")
+_Q = ("act_batch", "act_seq", "act_heads", "act_head_dim")
+_KV = ("act_batch", "act_seq", "act_kv_heads", "act_head_dim")
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -54,25 +86,144 @@ def attention_mask(q_segments: jax.Array, kv_segments: jax.Array, q_slots: jax.A
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
                   dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
-                  bias: jax.Array | None = None, scale: float | None = None) -> jax.Array:
+                  bias: jax.Array | None = None, scale: float | None = None,
+                  repeat_kv: bool | None = None) -> jax.Array:
     """q: (B, T, N, H); k, v: (B, S, K, H); mask: (B, 1, T, S); bias: (B|1, N, T, S) -> (B, T, N, H).
 
     ``scale`` multiplies the logits (default ``H ** -0.5``); ``bias`` is added to them (T5's
-    relative position bias).
+    relative position bias). With grouped-query heads (K < N), ``repeat_kv`` repeats each key/value
+    head for its G = N / K query heads; otherwise a grouped einsum reads them as they are. The
+    default repeats on CPU only: XLA:CPU runs the grouped einsum's backward ~5x slower.
     """
-    h, groups = q.shape[-1], q.shape[2] // k.shape[2]
-    if groups > 1:
-        # GQA: repeat each key/value head for its G query heads. The grouped 5-D einsum
-        # ('BTKGH,BSKH->BKGTS') is the same math, but XLA:CPU runs its backward pass ~5x slower.
+    b, t, n, h = q.shape
+    kh = k.shape[2]
+    groups = n // kh
+    if repeat_kv is None:
+        repeat_kv = jax.default_backend() == "cpu"
+    if groups > 1 and repeat_kv:
         k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-    logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32)
-    logits = logits * (h ** -0.5 if scale is None else scale)
+        kh, groups = n, 1
+    qg = q.reshape(b, t, kh, groups, h)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k, preferred_element_type=jnp.float32)
+    logits = logits.reshape(b, n, t, k.shape[1]) * (h ** -0.5 if scale is None else scale)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     probs = dropout(probs, dropout_rate, dropout_rng).astype(v.dtype)
-    return jnp.einsum("BNTS,BSNH->BTNH", probs, v)
+    probs = probs.reshape(b, kh, groups, t, k.shape[1])
+    return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, h)
+
+
+@functools.cache
+def _warn_interpret(kernel: str) -> None:
+    warnings.warn(f"model.attention={kernel!r} on CPU runs in Pallas's interpreter: exact, but far slower "
+                  f"than 'xla' (use it for tests)", stacklevel=3)
+
+
+# Sequence blocks of the kernels: powers of two in [smallest, largest] (Triton tiles of 16+; TPU 128+).
+_BLOCKS = {"flash": (16, 128), "splash": (128, 512)}
+
+
+@functools.cache
+def _warn_no_attention_dropout(backend: str) -> None:
+    warnings.warn(f"model.attention={backend!r} applies no attention-probability dropout (its kernel has none); "
+                  f"model.dropout still applies to the residual stream and embeddings, as 'xla' does to both",
+                  stacklevel=4)
+
+
+def _block(t: int, kernel: str) -> int:
+    """The kernel's block for sequences of length ``t``: the next power of two, within its range.
+    Sequences are padded to a multiple of it."""
+    smallest, largest = _BLOCKS[kernel]
+    return max(smallest, min(largest, 1 << max(t - 1, 1).bit_length()))
+
+
+def _flash_local(q, k, v, segment_ids, *, block: int, causal: bool, scale: float, interpret: bool):
+    """Pallas's Triton flash attention on one device's shard: q (B, T, N, H), k/v (B, T, K, H)."""
+    from jax.experimental.pallas.ops.gpu import attention as gpu_attention
+    groups = q.shape[2] // k.shape[2]
+    if groups > 1:   # the kernel reads K/V head i for query head i
+        k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+    bwd = min(block, 32)
+    sizes = gpu_attention.BlockSizes(block_q=block, block_k=block, block_q_dkv=bwd, block_kv_dkv=bwd,
+                                     block_q_dq=bwd, block_kv_dq=bwd)
+    return gpu_attention.mha(q, k, v, segment_ids, sm_scale=scale, causal=causal, block_sizes=sizes,
+                             interpret=interpret)
+
+
+def _splash_local(q, k, v, segment_ids, *, block: int, causal: bool, scale: float, interpret: bool):
+    """Pallas's TPU splash attention on one device's shard: q (B, T, N, H), k/v (B, T, K, H)."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+    t, n = q.shape[1], q.shape[2]
+    head_mask = masks.CausalMask((t, t)) if causal else masks.FullMask((t, t))
+    sizes = splash.BlockSizes(**{f: block for f in ("block_q", "block_kv", "block_kv_compute", "block_q_dkv",
+                                                    "block_kv_dkv", "block_kv_dkv_compute", "block_q_dq", "block_kv_dq")})
+    kernel = splash.make_splash_mha(masks.MultiHeadMask([head_mask] * n), head_shards=1, q_seq_shards=1,
+                                    block_sizes=sizes, interpret=interpret)
+    heads_first = lambda x: jnp.swapaxes(x, 1, 2)                         # (B, N|K, T, H)
+    out = jax.vmap(kernel)(heads_first(q * jnp.asarray(scale, q.dtype)), heads_first(k), heads_first(v),
+                           splash.SegmentIds(q=segment_ids, kv=segment_ids))
+    return heads_first(out)
+
+
+def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, *, kernel: str,
+                     causal: bool = True, scale: float | None = None) -> jax.Array:
+    """Self-attention through a Pallas kernel: q (B, T, N, H); k, v (B, T, K, H); segment_ids (B, T) -> (B, T, N, H).
+
+    ``kernel`` is ``"flash"`` (NVIDIA GPUs; Triton) or ``"splash"`` (TPUs). A query attends to the
+    keys of its own segment (and, if ``causal``, not after it), as :func:`attention_mask` says for
+    every query of a non-zero segment. T is padded up to the kernel's block with segment-0 rows.
+    Under a mesh the kernel runs per device (``jax.shard_map``): batch over the batch axes when they
+    divide it, heads over the axes of ``act_heads`` (K/V repeated to N heads if their axes differ);
+    the sequence must not be sharded. On CPU the kernel runs in Pallas's interpreter.
+
+    Raises ValueError for an unknown kernel, or a kernel on the wrong accelerator (``splash`` on a
+    GPU, ``flash`` on a TPU); ShardingError if ``act_seq`` is sharded or the heads are indivisible.
+    """
+    platform = jax.default_backend()
+    if kernel not in PALLAS_BACKENDS:
+        raise ValueError(f"pallas_attention: kernel={kernel!r}; expected one of {PALLAS_BACKENDS}")
+    wanted = {"flash": "gpu", "splash": "tpu"}[kernel]
+    if platform not in (wanted, "cpu"):
+        raise ValueError(f"model.attention={kernel!r} runs on {wanted.upper()}s (or on CPU, interpreted), not on "
+                         f"{platform}; use {'flash' if platform == 'gpu' else 'splash' if platform == 'tpu' else 'xla'!r}")
+    interpret = platform == "cpu"
+    if interpret:
+        _warn_interpret(kernel)
+    b, t, n, h = q.shape
+    scale = h ** -0.5 if scale is None else scale
+    block = _block(t, kernel)
+    local = functools.partial(_flash_local if kernel == "flash" else _splash_local, block=block, causal=causal,
+                              scale=scale, interpret=interpret)
+    pad = -t % block
+    if pad:   # padding keys of segment 0: no query of a real segment attends to them
+        q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (q, k, v))
+        segment_ids = jnp.pad(segment_ids, ((0, 0), (0, pad)))
+
+    mesh = jax.sharding.get_abstract_mesh()
+    # Under GSPMD, run the kernel per device; inside a per-device program (shard_map: the data-parallel
+    # step, its axes Manual) the arrays are already local.
+    partitioned = (mesh is not None and not mesh.empty and
+                   any(size > 1 and name not in mesh.manual_axes for name, size in mesh.shape.items()))
+    if partitioned:
+        q_spec, kv_spec = logical_spec(_Q, mesh=mesh), logical_spec(_KV, mesh=mesh)
+        if q_spec[1] is not None:
+            raise ShardingError(f"model.attention={kernel!r} needs whole sequences on each device; act_seq maps to "
+                                f"{q_spec[1]!r}")
+        size = lambda axes: math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+        if n % size(q_spec[2]):
+            raise ShardingError(f"model.attention={kernel!r}: {n} query heads are not divisible by mesh axes "
+                                f"{q_spec[2]!r} of size {size(q_spec[2])}")
+        if kv_spec[2] != q_spec[2] or k.shape[2] % size(kv_spec[2]):
+            k, v = jnp.repeat(k, n // k.shape[2], axis=2), jnp.repeat(v, n // k.shape[2], axis=2)
+        batch = q_spec[0] if b % size(q_spec[0]) == 0 else None    # else each device does the whole batch
+        heads = PartitionSpec(batch, None, q_spec[2], None)
+        local = jax.shard_map(local, in_specs=(heads, heads, heads, PartitionSpec(batch, None)), out_specs=heads,
+                              check_vma=False)
+    out = local(q, k, v, segment_ids)
+    return out[:, :t] if pad else out
 
 
 def _adapter_rng(rng: jax.Array | None, i: int) -> jax.Array | None:
@@ -96,6 +247,8 @@ class Attention(nnx.Module):
         self.position, self.rope_theta, self.backend = position, rope_theta, backend
         self.dropout_rate, self.dtype, self.causal = dropout, dtype, causal
         self.scale = None if scale else 1.0
+        if dropout and backend != "xla":
+            _warn_no_attention_dropout(backend)
         d, n, k, h = embed_dim, num_heads, num_kv_heads, head_dim
         proj = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q = Dense((d,), (n, h), ("embed",), ("heads", "head_dim"), init_std=init_std, **proj)
@@ -107,33 +260,44 @@ class Attention(nnx.Module):
         return constrain(dense(x, rng), names)                              # (B, T, N|K, H)
 
     def _q(self, x, rng=None):
-        return self._project(x, self.q, ("act_batch", "act_seq", "act_heads", "act_head_dim"), rng)
+        return checkpoint_name(self._project(x, self.q, _Q, rng), "query_proj")
 
     def memory_kv(self, memory: jax.Array, rng: jax.Array | None = None) -> dict:
         """Cross-attention keys/values of the encoder output ``memory`` (B, S, D): {"k", "v"} (B, S, K, H)."""
-        names = ("act_batch", "act_seq", "act_kv_heads", "act_head_dim")
         rngs = (None, None) if rng is None else tuple(jax.random.split(rng, 2))
-        return {"k": self._project(memory, self.k, names, rngs[0]),
-                "v": self._project(memory, self.v, names, rngs[1])}
+        return {"k": checkpoint_name(self._project(memory, self.k, _KV, rngs[0]), "key_proj"),
+                "v": checkpoint_name(self._project(memory, self.v, _KV, rngs[1]), "value_proj")}
 
-    def _attend(self, q, k, v, mask, bias, dropout_rng):
-        if self.backend == "xla" or bias is not None:
+    def _attend(self, q, k, v, *, segments, slots, self_attention, bias, dropout_rng):
+        """segments: (query (B, T), key (B, S)) segment ids; slots: (query (T,), key (S,)) slots in the
+        key buffer for a causal mask, None for bidirectional attention; ``self_attention``: the keys
+        are the queries' own tokens, no cache (T == S), which the flash kernels and cuDNN's causal
+        mask type serve."""
+        causal_self = self_attention and slots is not None
+        if self.backend in PALLAS_BACKENDS and self_attention and bias is None:
+            out = pallas_attention(q, k, v, segments[0], kernel=self.backend, causal=causal_self, scale=self.scale)
+        elif self.backend in ("dot_product", "cudnn") and bias is None:
+            # The causal part as is_causal (cuDNN's causal mask type), the segments as a mask.
+            # Attention-probability dropout is not offered by jax.nn.dot_product_attention.
+            mask = attention_mask(*segments, *(None, None) if causal_self or slots is None else slots)
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale, is_causal=causal_self,
+                                               implementation="cudnn" if self.backend == "cudnn" else None)
+        else:
             rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, 1)
+            mask = attention_mask(*segments, *(None, None) if slots is None else slots)
             out = xla_attention(q, k, v, mask, dropout_rate=self.dropout_rate, dropout_rng=rng, bias=bias,
                                 scale=self.scale)
-        else:  # attention-probability dropout is not offered by jax.nn.dot_product_attention
-            impl = "cudnn" if self.backend == "cudnn" else None
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale, implementation=impl)
-        out = constrain(out, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
+        out = checkpoint_name(constrain(out, _Q), "context")
         # Adapter dropout of the output projection: a key of its own, unused by attention dropout.
-        return self.o(out, None if dropout_rng is None else jax.random.fold_in(dropout_rng, 2))   # (B, T, D)
+        out = self.o(out, None if dropout_rng is None else jax.random.fold_in(dropout_rng, 2))     # (B, T, D)
+        return checkpoint_name(out, "out_proj")
 
     def cross(self, x: jax.Array, kv: dict, *, segment_ids: jax.Array, kv_segment_ids: jax.Array,
               dropout_rng: jax.Array | None = None) -> jax.Array:
         """x (B, T, D) attends to all of ``kv`` (from :meth:`memory_kv`) in its own segment -> (B, T, D)."""
-        mask = attention_mask(segment_ids, kv_segment_ids, None, None)
         k, v = kv["k"].astype(self.dtype), kv["v"].astype(self.dtype)
-        return self._attend(self._q(x, _adapter_rng(dropout_rng, 3)), k, v, mask, None, dropout_rng)
+        return self._attend(self._q(x, _adapter_rng(dropout_rng, 3)), k, v, segments=(segment_ids, kv_segment_ids),
+                            slots=None, self_attention=False, bias=None, dropout_rng=dropout_rng)
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array,
                  kv_cache: dict | None = None, cache_index: jax.Array | None = None,
@@ -169,7 +333,6 @@ class Attention(nnx.Module):
             k, v = (jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False).astype(self.dtype) for c in (k, v))
             q_slots = cache_index + jnp.arange(t)
             kv_slots = jnp.arange(k.shape[1])
-        if not self.causal:
-            q_slots = kv_slots = None
-        mask = attention_mask(segment_ids, kv_segment_ids, q_slots, kv_slots)
-        return self._attend(q, k, v, mask, bias, dropout_rng), new_cache
+        slots = (q_slots, kv_slots) if self.causal else None
+        return self._attend(q, k, v, segments=(segment_ids, kv_segment_ids), slots=slots,
+                            self_attention=kv_cache is None, bias=bias, dropout_rng=dropout_rng), new_cache

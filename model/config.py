@@ -24,12 +24,33 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope", "sinusoidal", "relative")
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_exact", "swiglu", "relu", "geglu")
-ATTENTION_BACKENDS = ("xla", "dot_product", "cudnn")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_BACKENDS = ("xla", "dot_product", "cudnn", "flash", "splash")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_qkv_proj", "save_dot_except_mlp", "save_attention",
+                  "minimal")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 LORA_TARGETS = (r".*attn\.(q|k|v|o)", r".*mlp\.(up|gate|down)")   # attention and MLP projections
+# Where an attention backend runs natively (elsewhere: "xla"; CPU runs flash/splash only interpreted).
+NATIVE_PLATFORM = {"cudnn": "gpu", "flash": "gpu", "splash": "tpu"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRuntime:
+    """How a loaded model computes, not what it is: set for a fine-tune (``model.attention=flash``)
+    or an evaluation of a model trained elsewhere. "" keeps the source's setting, except that an
+    attention backend this platform does not run natively (``NATIVE_PLATFORM``: a model trained with
+    cuDNN or flash on GPUs, splash on TPUs) becomes ``xla`` when loaded (``lmforge.weights.load_params``)."""
+    attention: str = ""              # "" or one of ATTENTION_BACKENDS
+    remat: str = ""                  # "" or one of REMAT_POLICIES
+
+    def __post_init__(self):
+        for name, allowed in (("attention", ATTENTION_BACKENDS), ("remat", REMAT_POLICIES)):
+            if getattr(self, name) not in ("", *allowed):
+                raise ValueError(f"model.{name}={getattr(self, name)!r}; expected \"\" (the source's) or one of {allowed}")
+
+    def overrides(self) -> dict[str, str]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +101,9 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
-    attention: str = "xla"
+    attention: str = "xla"           # xla | dot_product | cudnn (GPU) | flash (GPU, Pallas) | splash (TPU, Pallas)
     scan_layers: bool = False
-    remat: str = "none"
+    remat: str = "none"              # REMAT_POLICIES (model/transformer.py): none saves all, full nothing
     dtype: str = "float32"           # compute dtype (activations, matmuls)
     param_dtype: str = "float32"     # master weights
     # Encoder-only and encoder-decoder families (model/encoder.py, model/encdec.py).
@@ -149,6 +170,9 @@ class ModelConfig:
         if self.position == "relative" and (self.relative_buckets < 2 or self.relative_max_distance < self.relative_buckets):
             raise ValueError(f"model.relative_buckets={self.relative_buckets} must be >= 2 and <= "
                              f"model.relative_max_distance={self.relative_max_distance}")
+        if self.position == "relative" and self.attention in ("flash", "splash"):
+            raise ValueError(f"model.attention={self.attention!r}: its kernel takes no bias, and every attention of a "
+                             f"relative-position model ({self.family!r}) adds one; use 'xla'")
         if self.type_vocab_size and arch != "encoder":
             raise ValueError("model.type_vocab_size (token types) is for encoder-only families (bert)")
 

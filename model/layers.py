@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from lmforge.model.sharding import constrain
 
@@ -139,6 +140,9 @@ class MLP(nnx.Module):
     """Plain MLP ``down(act(up(x)))`` (GPT-2, BERT, original Transformer) or gated
     ``down(act(gate(x)) * up(x))`` (SwiGLU: Llama; GeGLU: T5 v1.1, Shazeer 2020).
 
+    Remat names (MaxText's): ``mlpwi`` the up (and gate) projections' outputs, ``mlpwo`` the down
+    projection's.
+
     ``gelu`` is the tanh approximation (GPT-2, Hugging Face ``gelu_new``); ``gelu_exact`` the erf
     form (PyTorch ``nn.GELU()``, which nanoGPT and BERT use); ``relu`` the original Transformer's.
     """
@@ -155,13 +159,13 @@ class MLP(nnx.Module):
     def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """(B, T, D) -> (B, T, D); ``rng`` only feeds adapter dropout (see :class:`Dense`)."""
         rngs = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
-        h = self.up(x, rngs[0])                                            # (B, T, F)
+        h = checkpoint_name(self.up(x, rngs[0]), "mlpwi")                 # (B, T, F)
         if self.gate is not None:
-            h = activate(self.gate(x, rngs[1]), self.activation) * h
+            h = activate(checkpoint_name(self.gate(x, rngs[1]), "mlpwi"), self.activation) * h
         else:
             h = activate(h, self.activation)
         h = constrain(h, ("act_batch", "act_seq", "act_mlp"))
-        return self.down(h, rngs[2])                                       # (B, T, D)
+        return checkpoint_name(self.down(h, rngs[2]), "mlpwo")              # (B, T, D)
 
 
 def residual_std(init_std: float, num_layers: int) -> float:

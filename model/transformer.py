@@ -11,7 +11,8 @@ Choices:
 - ``scan_layers`` stacks the blocks' parameters on a leading ``layers`` axis (``nnx.vmap`` at
   creation, ``nnx.scan`` in the forward pass): one block is compiled instead of L, which keeps
   compile time flat for deep models. ``remat`` wraps each block in ``nnx.remat`` with a named
-  policy (``full`` saves nothing, ``dots`` saves matmul outputs).
+  policy (``full`` saves nothing, ``dots`` saves matmul outputs, ``save_qkv_proj`` ... ``minimal``
+  save tensors by their ``checkpoint_name``: ``REMAT_POLICIES``).
 - Logits are returned in float32 (the loss upcasts anyway, and sampling wants exact ties).
 - With ``num_experts > 0`` each block's FFN is a mixture of experts (``moe.py``). Its router
   losses come back functionally: every block returns a dict of scalars (empty for a dense block),
@@ -32,10 +33,19 @@ from lmforge.model.layers import MLP, Norm, dropout, dtype_of, matmul, normal, p
 from lmforge.model.moe import MoE
 from lmforge.model.sharding import CACHE_KV, cache_zeros, constrain
 
+_saved = jax.checkpoint_policies.save_only_these_names
+# What each layer keeps for its backward pass beside its input (the rest is recomputed). The named
+# policies save tensors that Attention and MLP name (``checkpoint_name``; MaxText's names and policies),
+# from the least saved (save_qkv_proj: most recomputation) to the most (minimal: minimal recomputation,
+# only the attention scores). "none" (no remat) saves everything.
 REMAT_POLICIES = {
-    "full": None,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": None,                                                   # nothing: the layer runs twice
+    "dots": jax.checkpoint_policies.checkpoint_dots,                # every matmul output, scores included
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,   # the projections
+    "save_qkv_proj": _saved("query_proj", "key_proj", "value_proj"),
+    "save_dot_except_mlp": _saved("query_proj", "key_proj", "value_proj", "out_proj"),
+    "save_attention": _saved("query_proj", "key_proj", "value_proj", "context", "out_proj"),
+    "minimal": _saved("query_proj", "key_proj", "value_proj", "context", "out_proj", "mlpwi", "mlpwo"),
 }
 
 

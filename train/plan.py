@@ -24,8 +24,8 @@ Choices:
   Transformer Models", sec. 4), counted tensor by tensor for this model (pre-norm, SwiGLU or GELU,
   GQA, no dropout masks) instead of their fixed 34 s b h: what each remat policy of
   ``model/transformer.py`` keeps per layer is listed in :func:`activation_bytes`. Attention that
-  materialises scores (``xla``, ``dot_product`` on CPU) keeps (B, N, T, T); ``cudnn`` (flash) keeps
-  only its log-sum-exp. The loss adds one vocabulary chunk of float32 logits (``VOCAB_CHUNK``).
+  materialises scores (``xla``, ``dot_product`` on CPU) keeps (B, N, T, T); the flash kernels (``cudnn``,
+  ``flash``, ``splash``) keep only their log-sum-exp. The loss adds one vocabulary chunk of float32 logits (``VOCAB_CHUNK``).
   It is an estimate: ``benchmarks/sharding.py aot`` prints it beside XLA's compiled temporaries.
 - Gradients are counted once, sharded like their parameters, in the parameters' dtype (plus an
   accumulator with ``optim.grad_accum > 1``).
@@ -312,7 +312,9 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     projection (B T D), the MLP's up / gate / activation (3 or 2 x B T F / t), down (B T D).
     ``none`` keeps all of it; ``dots`` the matmul outputs (q k v, scores, attention output, o, up,
     gate, down) plus x; ``dots_no_batch`` the projections only (not the two batched attention
-    matmuls) plus x; ``full`` x alone, and recomputes one layer's worth during its backward.
+    matmuls) plus x; the named policies what they name plus x (``save_qkv_proj``: q k v;
+    ``save_dot_except_mlp``: + o; ``save_attention``: + attention output; ``minimal``: + up, gate,
+    down); ``full`` x alone. Every policy but ``none`` adds the rest of one layer, recomputed for its backward.
     Plus embeddings and the final norm (2 B T D) and the loss's float32 logits chunk (2 x B T Vc / v).
     Returns ``{"per_layer", "layers", "head", "total"}`` in bytes.
     """
@@ -321,7 +323,7 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     itemsize = _itemsize(cfg.dtype)
     bt = b * t
     gated = cfg.activation in ("swiglu", "geglu")
-    flash = cfg.attention == "cudnn"
+    flash = cfg.attention in ("cudnn", "flash", "splash")
     x = bt * d
     norms = 2 * bt * d
     qkv = bt * (n + 2 * k) * h // tensor
@@ -336,8 +338,13 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     saved = {"none": full_layer,
              "dots": x + qkv + scores + lse + attn_out + o + up_gate + down,
              "dots_no_batch": x + qkv + o + up_gate + down,
+             "save_qkv_proj": x + qkv,
+             "save_dot_except_mlp": x + qkv + o,
+             "save_attention": x + qkv + attn_out + o,
+             "minimal": x + qkv + attn_out + o + up_gate + down,
              "full": x}[cfg.remat]
-    layers = cfg.num_layers * saved + (full_layer if cfg.remat != "none" else 0)
+    # The layer whose backward runs holds what its forward recomputes, beside what every layer saved.
+    layers = cfg.num_layers * saved + (full_layer - saved if cfg.remat != "none" else 0)
     head_elems = 2 * bt * d
     chunk = min(cfg.vocab_size, VOCAB_CHUNK)
     logits = 2 * bt * -(-chunk // vocab_split) * 4

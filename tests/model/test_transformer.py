@@ -116,6 +116,31 @@ def test_remat_does_not_change_gradients():
             np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@functools.cache
+def _llama_grads_and_dots(remat):
+    """(gradient of a loss of llama_tiny's logits, ``dot`` ops in the compiled gradient) under ``remat``."""
+    gd, params, _, _ = make(dataclasses.replace(CONFIGS["llama"], remat=remat))
+    tokens = jax.random.randint(jax.random.key(5), (2, 16), 0, 256)
+    loss = lambda p: nnx.merge(gd, p)(tokens)[0].mean()
+    with use_mesh(ONE_DEVICE):
+        compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+        return compiled(params), compiled.as_text().count(" dot(")
+
+
+@pytest.mark.parametrize("policy", ["save_qkv_proj", "minimal"])
+def test_named_remat_policies_keep_gradients_and_recompute_what_they_do_not_name(policy):
+    """Gradients equal no remat's; the compiled gradient recomputes the matmuls a policy does not save:
+    ``full`` every one the backward pass needs, ``save_qkv_proj`` all but q/k/v, ``minimal`` only the
+    attention scores (q k^T), which no name covers."""
+    (ref, none), (grads, dots), (_, full) = (_llama_grads_and_dots(r) for r in ("none", policy, "full"))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, ref)
+    layers = CONFIGS["llama"].num_layers
+    assert full - none >= 7 * layers, (none, full)                    # the whole forward, less what is dead
+    expected = {"save_qkv_proj": full - 3 * layers,                   # q, k, v are not recomputed
+                "minimal": none + layers}[policy]                     # only attention's scores are
+    assert dots == expected, (none, dots, full)
+
+
 def test_dropout_is_deterministic_per_key_and_off_without_key():
     cfg = dataclasses.replace(CONFIGS["gpt2"], dropout=0.5)
     gd, params, _, _ = make(cfg)
