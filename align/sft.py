@@ -42,7 +42,7 @@ from lmforge.data.tokenizer import tokenizer_dir
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
 from lmforge.infer import Sampler, SamplingConfig
-from lmforge.model import LoRAConfig
+from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
@@ -94,6 +94,7 @@ class SFTConfig(LoopConfig):
     data: ChatDataConfig = ChatDataConfig(synthetic=(("arithmetic", 1.0),))
     optim: OptimConfig = OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=20, weight_decay=0.0)
     lora: LoRAConfig = LoRAConfig()  # rank > 0: train low-rank adapters only
+    model: ModelRuntime = ModelRuntime()   # how the loaded model computes: model.attention, model.remat ("": the source's)
     mesh: MeshConfig = MeshConfig()
     distributed: distributed.DistributedConfig = distributed.DistributedConfig()
     synthetic_options: tuple[tuple[str, str], ...] = ()   # extra options of the synthetic tasks (name, maker, hh_path)
@@ -212,7 +213,8 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
             raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_axes_size(mesh)}), the "
                              f"process count" + (" and optim.grad_accum" if per > 1 else ""))
     rules = cfg.mesh.rules
-    loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None, seed=cfg.seed)
+    loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None, seed=cfg.seed,
+                         runtime=cfg.model)
     model_cfg = loaded.cfg
     if data.seq_len > model_cfg.max_seq_len:
         raise ValueError(f"data.seq_len={data.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
@@ -253,13 +255,16 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
             base_file.write_text(json.dumps(base, indent=2) + "\n")
         _say("base model: " + _describe(base))
 
-    result = trainer.fit(iter(sft_dataset(train_ex, data.seq_len, data.batch_size, pack=data.pack, seed=data.seed,
-                                     process_index=jax.process_index(), process_count=jax.process_count())),
-                         workdir, evaluate=evaluate if (losses is not None or graded) else None,
-                         tokens_per_step=data.batch_size * data.seq_len,
-                         flops_per_token=lm_flops_per_token(model_cfg, data.seq_len, n_params),
-                         peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype),
-                         on_eval=lambda step, m: _say(f"step {step}: " + _describe(m)))
+    batches = trainer.batches(sft_dataset(train_ex, data.seq_len, data.batch_size, pack=data.pack, seed=data.seed,
+                                          process_index=jax.process_index(), process_count=jax.process_count()))
+    try:
+        result = trainer.fit(batches, workdir, evaluate=evaluate if (losses is not None or graded) else None,
+                             tokens_per_step=data.batch_size * data.seq_len,
+                             flops_per_token=lm_flops_per_token(model_cfg, data.seq_len, n_params),
+                             peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype),
+                             on_eval=lambda step, m: _say(f"step {step}: " + _describe(m)))
+    finally:
+        batches.close()
     ev = result.eval
     if jax.process_index() == 0 and last_samples:
         with open(workdir / "eval_samples.jsonl", "w") as f:

@@ -10,7 +10,9 @@ between configs, not between file texts, so a field added to a dataclass since t
 written (missing from the old file, hence at its default) does not block a resume.
 
 A finished run (``final.json``: the final metrics, written when its runner returns) is not run
-again: ``launch`` says so and returns them, leaving the folder as it is. It continues only when asked
+again: ``launch`` says so and returns them, leaving the folder as it is. A resume may change how the
+model computes (``COMPUTE_KEYS``: ``model.attention``, ``model.remat``), which rewrites config.json
+and says so on stderr. It continues only when asked
 for more steps: a config that differs in ``steps`` alone (greater than before) continues from the
 latest checkpoint. Its learning-rate schedule is kept as it was: ``optim.decay_steps=0`` meant "the
 run's steps", so it is pinned to the old ``steps`` (the cosine has ended; the rate stays at
@@ -46,6 +48,10 @@ CONFIG_FILE = "config.json"
 FINAL_FILE = "final.json"
 CHECKPOINT_DIR = "checkpoints"
 CONTINUE_KEYS = {"steps", "optim.decay_steps"}
+# How the same model computes the same function (the attention kernel, what the backward pass
+# recomputes): a resume may change them, e.g. a run begun on GPUs with flash attention continued on
+# TPUs with splash.
+COMPUTE_KEYS = {"model.attention", "model.remat"}
 RUNS_ROOT = pathlib.Path("runs")
 
 
@@ -83,6 +89,15 @@ def write_config(config: Any, workdir: pathlib.Path) -> bool:
         changed = _changes(config, path)
         if not changed:
             return True
+        compute = {k: v for k, v in changed.items() if k in COMPUTE_KEYS}
+        if compute and checkpoint_steps(workdir):
+            changed = {k: v for k, v in changed.items() if k not in COMPUTE_KEYS}
+            if not changed or _is_continuation(changed):
+                print(f"lmforge: resuming {workdir} with " + "; ".join(
+                    f"{k}: {_short(a)} → {_short(b)}" for k, (a, b) in compute.items()), file=sys.stderr, flush=True)
+                if not changed:
+                    _write_atomic(path, text)
+                    return True
         if _is_continuation(changed) and checkpoint_steps(workdir):
             old_steps, new_steps = changed["steps"]
             (workdir / FINAL_FILE).unlink(missing_ok=True)

@@ -250,10 +250,11 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
     """The parameters of ``cfg.init_from`` (``lmforge.weights.load_params``, born sharded): the model
     is the source's, with this run's runtime settings (``RUNTIME_FIELDS`` of ``cfg.model``).
     Returns (model config, graphdef, params, shardings)."""
-    from lmforge.model import abstract_sharded
+    from lmforge.model import ModelRuntime, abstract_sharded
     from lmforge.weights import load_params
 
-    loaded = load_params(cfg.init_from, mesh, rules=cfg.mesh.rules)
+    loaded = load_params(cfg.init_from, mesh, rules=cfg.mesh.rules,
+                         runtime=ModelRuntime(attention=cfg.model.attention, remat=cfg.model.remat))
     if loaded.cfg.vocab_size < vocab_size:
         raise ValueError(f"init_from={cfg.init_from}: its model has {loaded.cfg.vocab_size} ids, fewer than the "
                          f"tokenizer's {vocab_size}")
@@ -345,9 +346,13 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     def say_eval(step, m):
         _say(eval_line(step, m))
 
-    result = trainer.fit(iter(dataset), workdir, evaluate=evaluate, tokens_per_step=global_bs * cfg.data.seq_len,
-                         flops_per_token=flops, peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype),
-                         on_eval=say_eval)
+    batches = trainer.batches(dataset)
+    try:
+        result = trainer.fit(batches, workdir, evaluate=evaluate, tokens_per_step=global_bs * cfg.data.seq_len,
+                             flops_per_token=flops, peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype),
+                             on_eval=say_eval)
+    finally:
+        batches.close()
     ev = result.eval
     print(eval_line(result.step, ev), flush=True)
     prompts = [] if model_cfg.architecture == "encoder" else list(cfg.sample_prompts)   # MLM does not generate

@@ -71,11 +71,12 @@ class LoopConfig:
     checkpoint_every: int = 0        # 0 → only at the end (and on SIGTERM / Ctrl-C)
     keep_checkpoints: int = 3
     max_nonfinite: int = 0           # non-finite updates skipped before the run stops; 0 → stop at the first
+    prefetch: int = 0                # batches placed on the mesh ahead of the step by a background thread; 0 → none
 
     def __post_init__(self):
         if self.steps < 1 or self.log_every < 1:
             raise ValueError(f"steps and log_every must be >= 1, got steps={self.steps}, log_every={self.log_every}")
-        for name in ("eval_every", "checkpoint_every", "max_nonfinite"):
+        for name in ("eval_every", "checkpoint_every", "max_nonfinite", "prefetch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
@@ -224,6 +225,21 @@ class Trainer:
     def global_batch(self, local: Mapping[str, np.ndarray]) -> dict:
         return global_batch(local, self.mesh, self.rules)
 
+    def batches(self, dataset) -> Iterator[dict]:
+        """An iterator over ``dataset`` (a ``grain.IterDataset`` of this process's numpy batches) for
+        :meth:`fit`: with ``loop.prefetch`` > 0 a background thread turns the next ``prefetch``
+        batches into global arrays on the mesh (:meth:`global_batch`) while the step runs (grain's
+        ``ThreadPrefetchIterDataset``; the checkpointed position stays that of the batches consumed).
+        Off by default: on the 2-core CPU machine the nanoGPT recipe's step was no faster with it (the
+        batch's 2 ms of host work moves to a thread that competes with XLA's for the two cores;
+        benchmarks/README.md); not yet measured on an accelerator. Close it (``.close()``) when done:
+        it stops the thread."""
+        if self.loop.prefetch:
+            import grain
+            dataset = grain.experimental.ThreadPrefetchIterDataset(dataset.map(self.global_batch),
+                                                                   prefetch_buffer_size=self.loop.prefetch)
+        return iter(dataset)
+
     def train_step(self, batch: Mapping[str, Any], rng: jax.Array) -> dict:
         """One update on ``batch`` (global jax arrays, or this process's numpy rows); returns the
         step's metrics (device arrays: reading them waits for the step)."""
@@ -248,7 +264,8 @@ class Trainer:
         """Trains until ``state["step"] == loop.steps``, resuming from ``workdir/checkpoints`` if any.
 
         Args:
-          data: an iterator of local batches; a grain iterator is checkpointed with the run.
+          data: an iterator of local batches (numpy) or of global arrays (:meth:`batches` with prefetch); a
+            grain iterator is checkpointed with the run.
           workdir: the run folder (``metrics.jsonl``, ``tb/``, ``checkpoints/``).
           evaluate: called at ``eval_every`` steps and at the end; its metrics go to metrics.jsonl.
           tokens_per_step, flops_per_token: for tokens/s and MFU in the logs (optional).

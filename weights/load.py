@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, abstract_sharded, build_model
+from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, ModelRuntime, abstract_sharded, build_model
+from lmforge.model.config import NATIVE_PLATFORM
 from lmforge.model.paths import combine, flatten, unflatten
 from lmforge.weights.checkpoint import Checkpointer
 from lmforge.weights.folder import WeightsError, is_model_folder, read_model_config, read_model_folder
@@ -88,7 +89,7 @@ def write_base(workdir: pathlib.Path, source: str | pathlib.Path) -> None:
 
 def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DEFAULT_RULES, dtype: str | None = None,
                 step: int | None = None, model_cfg: ModelConfig | None = None, lora: LoRAConfig | None = None,
-                seed: int = 0) -> LoadedModel:
+                seed: int = 0, runtime: ModelRuntime | None = None) -> LoadedModel:
     """Loads a model's parameters from ``source`` directly into their shards on ``mesh``.
 
     Args:
@@ -101,6 +102,9 @@ def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DE
         runs recorded ``model.json``); otherwise it must be None.
       lora: add fresh LoRA adapters (A random from ``seed``, B zero: the model computes exactly the
         source's function) to a source without adapters — the start of a LoRA fine-tune.
+      runtime: how the model computes here (attention backend, remat policy); "" fields keep the
+        source's. An attention backend the source recorded that this platform does not run natively
+        (``NATIVE_PLATFORM``: cuDNN or flash off GPUs, splash off TPUs) becomes ``xla``, said on stderr.
 
     Returns:
       LoadedModel with graphdef, params and shardings.
@@ -108,10 +112,13 @@ def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DE
     Raises:
       WeightsError / CheckpointError / InteropError: the source is not usable, with the reason.
     """
-    source = pathlib.Path(source)
+    loaded = _load(pathlib.Path(source), mesh, rules, dtype, step, model_cfg)
     if lora is not None and lora.rank:
-        return _with_fresh_adapters(load_params(source, mesh, rules=rules, dtype=dtype, step=step,
-                                                model_cfg=model_cfg), lora, mesh, rules, seed)
+        loaded = _with_fresh_adapters(loaded, lora, mesh, rules, seed)
+    return _with_runtime(loaded, runtime or ModelRuntime(), mesh, rules)
+
+
+def _load(source: pathlib.Path, mesh, rules, dtype, step, model_cfg) -> LoadedModel:
     kind = source_kind(source)
     if step is not None and kind != "run":
         raise WeightsError(f"step={step} is for run folders; {source} is a {kind} folder")
@@ -126,6 +133,22 @@ def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DE
     graphdef, abstract, shardings = _abstract(cfg, mesh, rules)
     params = place(host, abstract, what=str(source))
     return LoadedModel(cfg, graphdef, params, shardings, kind, source, None)
+
+
+def _with_runtime(loaded: LoadedModel, runtime: ModelRuntime, mesh, rules) -> LoadedModel:
+    changes = runtime.overrides()
+    native = NATIVE_PLATFORM.get(loaded.cfg.attention)
+    platform = jax.default_backend()
+    if "attention" not in changes and native is not None and native != platform:
+        changes["attention"] = "xla"
+        print(f"lmforge: {loaded.source} computes attention with {loaded.cfg.attention!r}, which runs on "
+              f"{native.upper()}s; using 'xla' on {platform} (model.attention chooses)", file=sys.stderr, flush=True)
+    changes = {k: v for k, v in changes.items() if getattr(loaded.cfg, k) != v}
+    if not changes:
+        return loaded
+    cfg = dataclasses.replace(loaded.cfg, **changes)
+    graphdef, _, _ = _abstract(cfg, mesh, rules)
+    return dataclasses.replace(loaded, cfg=cfg, graphdef=graphdef)
 
 
 def _with_fresh_adapters(base: LoadedModel, lora: LoRAConfig, mesh, rules, seed: int) -> LoadedModel:
@@ -216,7 +239,7 @@ def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str
                            f"run names no base to take them from ({BASE_FILE})")
     base = json.loads(base_file.read_text())["source"]
     base_cfg = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0))
-    loaded = load_params(base, mesh, rules=rules)
+    loaded = _load(pathlib.Path(base), mesh, rules, None, None, None)
     if dataclasses.replace(loaded.cfg, lora=base_cfg.lora) != base_cfg:
         raise WeightsError(f"{run} was trained over {base}, whose model no longer matches {run / 'model.json'}")
     flat = dict(flatten(loaded.params))

@@ -209,3 +209,27 @@ def test_a_finished_run_is_not_run_again_and_continues_when_asked_for_more_steps
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
              if "train/loss" in json.loads(line)]
     assert steps == sorted(set(steps)) and steps[-1] == 14
+
+
+def test_a_resume_may_change_how_the_model_computes_but_not_what_it_is(tmp_path, capsys):
+    """model.attention / model.remat change the kernels and what the backward pass recomputes, not the
+    function: a run may resume with them changed (config.json rewritten, said on stderr)."""
+    import dataclasses
+
+    from lmforge.cli.errors import ConfigError
+    from lmforge.cli.launch import write_config
+    from lmforge.train.pretrain import PretrainConfig
+
+    base = PretrainConfig()
+    workdir = tmp_path / "w"
+    assert write_config(base, workdir) is False
+    (workdir / "checkpoints" / "7").mkdir(parents=True)
+    faster = dataclasses.replace(base, model=dataclasses.replace(base.model, attention="flash", remat="minimal"))
+    assert write_config(faster, workdir) is True
+    err = capsys.readouterr().err
+    assert "resuming" in err and "model.attention: 'xla' → 'flash'" in err and "model.remat: 'none' → 'minimal'" in err
+    assert read_json(workdir / "config.json")["model"]["attention"] == "flash"
+    other = dataclasses.replace(faster, model=dataclasses.replace(faster.model, attention="xla", num_layers=3))
+    with pytest.raises(ConfigError, match=r"model.num_layers: .* refusing to resume"):
+        write_config(other, workdir)
+    assert read_json(workdir / "config.json")["model"]["attention"] == "flash"

@@ -148,8 +148,8 @@ class Proc:
         assert rc == want_rc, f"{self.name} exited with {rc}, expected {want_rc}\n{self.report()}"
 
 
-def cli_run(exp_dir: pathlib.Path, workdir: pathlib.Path, name: str) -> Proc:
-    args = [sys.executable, "-m", "lmforge.cli.main", "run", str(exp_dir / "exp.py"), "--workdir", str(workdir)]
+def cli_run(exp_dir: pathlib.Path, workdir: pathlib.Path, name: str, *bindings: str) -> Proc:
+    args = [sys.executable, "-m", "lmforge.cli.main", "run", str(exp_dir / "exp.py"), *bindings, "--workdir", str(workdir)]
     return Proc(name, args, subprocess_env(exp_dir, 8), exp_dir)
 
 
@@ -184,9 +184,11 @@ def straight_run(exp_dir) -> pathlib.Path:
 
 
 def test_killed_and_resumed_run_equals_straight_run(exp_dir, straight_run):
+    """Killed and resumed with batches prefetched two ahead (the checkpoint keeps the position of the
+    batches consumed), it equals the straight run without prefetch."""
     workdir = exp_dir / "killed"
     metrics = workdir / "metrics.jsonl"
-    proc = cli_run(exp_dir, workdir, "killed")
+    proc = cli_run(exp_dir, workdir, "killed", "prefetch=2")
     killed_at = None
     while proc.popen.poll() is None and time.time() - proc.start < TIMEOUT_S:
         if metrics.exists():
@@ -203,7 +205,7 @@ def test_killed_and_resumed_run_equals_straight_run(exp_dir, straight_run):
     assert "SIGTERM: saved a checkpoint at step" in proc.out.read_text() + proc.err.read_text()
     assert max(r["step"] for r in read_metrics(metrics)) == saved[0]
 
-    resumed = cli_run(exp_dir, workdir, "resumed")  # same command, same workdir, same config
+    resumed = cli_run(exp_dir, workdir, "resumed", "prefetch=2")  # same command, same workdir, same config
     resumed.check(0)
     assert f"resumed from step {saved[0]}" in resumed.out.read_text()
 

@@ -308,3 +308,30 @@ def test_fresh_adapters_over_a_loaded_base_compute_the_base(tmp_path):
     forward = jax.jit(lambda g, p: nnx.merge(g, p)(tokens)[0], static_argnums=0)
     with use_mesh(mesh):   # B = 0: the adapters add exact zeros (XLA may fuse the two graphs differently)
         np.testing.assert_allclose(forward(loaded.graphdef, loaded.params), forward(graphdef, params), atol=1e-6)
+
+
+def test_prefetched_batches_are_global_arrays_and_checkpoint_the_consumed_position():
+    """loop.prefetch > 0: a thread makes the next batches global arrays on the mesh; the iterator's state
+    (what a checkpoint stores) is the position after the batches consumed, not after those prefetched,
+    and the steps equal those of numpy batches."""
+    import grain
+    data = batches(6)
+    dataset = grain.MapDataset.source(data).to_iter_dataset()
+    mesh = mesh_of(MeshConfig(data=8))
+
+    def trainer(prefetch):   # fresh parameters each: a step donates the state's buffers
+        graphdef, params, shardings = model_params(mesh)
+        return Trainer(lm_loss(graphdef, MODEL), params=params, param_shardings=shardings, optim=OPTIM, mesh=mesh,
+                       loop=LoopConfig(steps=10, prefetch=prefetch), rules=DEFAULT_RULES)
+    t = trainer(3)
+    it = t.batches(dataset)
+    try:
+        got = [next(it) for _ in range(2)]
+        assert all(isinstance(v, jax.Array) and v.sharding.spec[0] == ("data", "fsdp") for v in got[0].values())
+        assert it.get_state() == {"next_index": 2}
+        losses = [float(t.train_step(b, jax.random.key(0))["train/loss"]) for b in got]
+    finally:
+        it.close()
+    plain = trainer(0)
+    ref = [float(plain.train_step(b, jax.random.key(0))["train/loss"]) for b in data[:2]]
+    np.testing.assert_allclose(losses, ref, rtol=1e-6)

@@ -78,6 +78,30 @@ def test_model_folder_round_trip_and_logits(run, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.filterwarnings("ignore:.*Pallas's interpreter")
+def test_runtime_settings_of_a_loaded_model(run, tmp_path, capsys):
+    """A model recorded with an attention kernel this platform does not run natively loads with xla
+    (said on stderr); ``runtime`` chooses the backend and the remat policy; the function is the same."""
+    from lmforge.model import ModelRuntime
+    _, trained = run
+    save_model_folder(tmp_path / "m", dataclasses.replace(MODEL, attention="splash"), trained)
+    tokens = jnp.arange(12, dtype=jnp.int32)[None]
+
+    def logits(loaded):
+        with use_mesh(ONE):
+            return nnx.merge(loaded.graphdef, loaded.params)(tokens)[0]
+    plain = load_params(tmp_path / "m", ONE)
+    assert plain.cfg.attention == "xla" and plain.cfg == MODEL                 # CPU runs splash only interpreted
+    assert "computes attention with 'splash', which runs on TPUs; using 'xla' on cpu" in capsys.readouterr().err
+    chosen = load_params(tmp_path / "m", ONE, runtime=ModelRuntime(attention="flash", remat="minimal"),
+                         lora=LoRAConfig(rank=2))
+    assert (chosen.cfg.attention, chosen.cfg.remat, chosen.cfg.lora.rank) == ("flash", "minimal", 2)
+    assert capsys.readouterr().err == ""
+    np.testing.assert_allclose(logits(chosen), logits(plain), atol=1e-5)
+    with pytest.raises(ValueError, match="model.remat='fast'; expected"):
+        ModelRuntime(remat="fast")
+
+
 def test_bad_sources_are_one_line_errors(run, tmp_path):
     workdir, _ = run
     (tmp_path / "empty_run" / "checkpoints").mkdir(parents=True)
