@@ -89,7 +89,8 @@ emit() {   # one JSON line to stdout and the jsonl file
   if [[ -n $OUT_JSONL ]]; then printf '%s\n' "$1" >>"$OUT_JSONL"; fi
 }
 
-suite_json() {   # suite_json KEY=VALUE ...  -> a JSON object (values: JSON if they parse, else strings)
+suite_json() {   # suite_json KEY=VALUE ...  -> a JSON object (values: JSON if they parse, else strings;
+                 # commit and date stay strings: a hash such as 3e57810 parses as a float)
   "$PY" - "$@" <<'EOF'
 import json, sys
 out = {}
@@ -104,7 +105,7 @@ for kv in sys.argv[1:]:
         out[key] = value
         continue
     try:
-        out[key] = json.loads(value)
+        out[key] = value if key in ("commit", "date") else json.loads(value)
     except ValueError:
         out[key] = value
 print(json.dumps(out))
