@@ -143,6 +143,26 @@ def test_decoding_with_a_cache_under_a_flash_model_equals_its_full_forward():
     np.testing.assert_allclose(np.concatenate([first, *rest], 1), full, atol=2e-5)
 
 
+def test_kernel_inside_a_per_device_program_runs_on_the_local_arrays():
+    """Inside shard_map, as in the Trainer's per-device data-parallel step (mesh axes Manual, logical
+    axes local, check_vma off), the kernel runs on each device's rows and equals the reference."""
+    from jax.sharding import PartitionSpec as P
+
+    from lmforge.model import axis_rules
+    from lmforge.train.step import LOCAL_RULES
+    mesh = make_mesh(MeshConfig(data=2), devices=jax.devices()[:2])
+    q, k, v = qkv(2)
+
+    def per_device(q, k, v, seg):
+        with axis_rules(LOCAL_RULES):
+            return pallas_attention(q, k, v, seg, kernel="splash")
+    with jax.set_mesh(mesh):
+        out = jax.jit(jax.shard_map(per_device, in_specs=P("data"), out_specs=P("data"), check_vma=False))(
+            q, k, v, SEGMENTS)   # check_vma=False as in train/step.py
+    np.testing.assert_allclose(np.asarray(out)[REAL], np.asarray(reference(q, k, v, True))[REAL], atol=2e-6)
+
+
+@pytest.mark.slow
 def test_trainer_steps_with_flash_equal_xla_in_the_per_device_step():
     """The Trainer's step with ``attention="flash"`` on a pure data mesh: the per-device step runs the
     kernel inside its own shard_map (Manual axes: the arrays are already local). Losses of two steps

@@ -311,27 +311,23 @@ def test_fresh_adapters_over_a_loaded_base_compute_the_base(tmp_path):
 
 
 def test_prefetched_batches_are_global_arrays_and_checkpoint_the_consumed_position():
-    """loop.prefetch > 0: a thread makes the next batches global arrays on the mesh; the iterator's state
-    (what a checkpoint stores) is the position after the batches consumed, not after those prefetched,
-    and the steps equal those of numpy batches."""
+    """loop.prefetch > 0: a thread makes the next batches global arrays on the mesh, equal to the numpy
+    batches; the iterator's state (what a checkpoint stores) is the position after the batches
+    consumed, not after those prefetched. (A killed and resumed pretraining run with prefetch=2 equals
+    the straight run: tests/train/test_pretrain.py.)"""
     import grain
     data = batches(6)
-    dataset = grain.MapDataset.source(data).to_iter_dataset()
     mesh = mesh_of(MeshConfig(data=8))
-
-    def trainer(prefetch):   # fresh parameters each: a step donates the state's buffers
-        graphdef, params, shardings = model_params(mesh)
-        return Trainer(lm_loss(graphdef, MODEL), params=params, param_shardings=shardings, optim=OPTIM, mesh=mesh,
-                       loop=LoopConfig(steps=10, prefetch=prefetch), rules=DEFAULT_RULES)
-    t = trainer(3)
-    it = t.batches(dataset)
+    graphdef, params, shardings = model_params(mesh)
+    trainer = Trainer(lm_loss(graphdef, MODEL), params=params, param_shardings=shardings, optim=OPTIM, mesh=mesh,
+                      loop=LoopConfig(steps=10, prefetch=3), rules=DEFAULT_RULES)
+    it = trainer.batches(grain.MapDataset.source(data).to_iter_dataset())
     try:
         got = [next(it) for _ in range(2)]
-        assert all(isinstance(v, jax.Array) and v.sharding.spec[0] == ("data", "fsdp") for v in got[0].values())
         assert it.get_state() == {"next_index": 2}
-        losses = [float(t.train_step(b, jax.random.key(0))["train/loss"]) for b in got]
     finally:
         it.close()
-    plain = trainer(0)
-    ref = [float(plain.train_step(b, jax.random.key(0))["train/loss"]) for b in data[:2]]
-    np.testing.assert_allclose(losses, ref, rtol=1e-6)
+    for batch, want in zip(got, data):
+        for key, x in batch.items():
+            assert isinstance(x, jax.Array) and x.sharding.spec[0] == ("data", "fsdp"), key
+            np.testing.assert_array_equal(np.asarray(x), want[key], err_msg=key)
