@@ -61,6 +61,7 @@ def measure(args, remat: str) -> dict:
     from lmforge.train.mesh import MeshConfig, make_mesh
     from lmforge.train.optim import OptimConfig
     from lmforge.train.plan import activation_bytes, compile_train_step, memory_report
+    from train_throughput import random_batch   # benchmarks/: the same random tokens as the train figures
 
     cfg = model_config(args, remat)
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
@@ -76,11 +77,8 @@ def measure(args, remat: str) -> dict:
         return jax.device_put(x, a.sharding)
     zeros = lambda a: jax.device_put(jnp.zeros(a.shape, a.dtype), a.sharding)   # moments and counters
     state = {k: jax.tree.map(param if k == "params" else zeros, v) for k, v in abstract.items()}
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, cfg.vocab_size, (args.batch_size, args.seq_len + 1), dtype=np.int32)
     b, t = args.batch_size, args.seq_len
-    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": np.ones((b, t), np.float32),
-             "segment_ids": np.ones((b, t), np.int32), "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1))}
+    batch = random_batch(np.random.default_rng(0), b, t, cfg.vocab_size)
     frozen = {}
     times, losses = [], []
     for i in range(args.steps + 2):

@@ -43,7 +43,6 @@ Choices:
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 
 import jax
@@ -53,7 +52,7 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec
 
 from lmforge.model.layers import Dense, dropout
-from lmforge.model.sharding import ShardingError, constrain, logical_spec
+from lmforge.model.sharding import ShardingError, _mesh_axis_size, constrain, logical_spec
 
 PALLAS_BACKENDS = ("flash", "splash")
 _Q = ("act_batch", "act_seq", "act_heads", "act_head_dim")
@@ -216,13 +215,12 @@ def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.
         if q_spec[1] is not None:
             raise ShardingError(f"model.attention={kernel!r} needs whole sequences on each device; act_seq maps to "
                                 f"{q_spec[1]!r}")
-        size = lambda axes: math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
-        if n % size(q_spec[2]):
+        if n % _mesh_axis_size(mesh, q_spec[2]):
             raise ShardingError(f"model.attention={kernel!r}: {n} query heads are not divisible by mesh axes "
-                                f"{q_spec[2]!r} of size {size(q_spec[2])}")
-        if kv_spec[2] != q_spec[2] or k.shape[2] % size(kv_spec[2]):
+                                f"{q_spec[2]!r} of size {_mesh_axis_size(mesh, q_spec[2])}")
+        if kv_spec[2] != q_spec[2] or k.shape[2] % _mesh_axis_size(mesh, kv_spec[2]):
             k, v = jnp.repeat(k, n // k.shape[2], axis=2), jnp.repeat(v, n // k.shape[2], axis=2)
-        batch = q_spec[0] if b % size(q_spec[0]) == 0 else None    # else each device does the whole batch
+        batch = q_spec[0] if b % _mesh_axis_size(mesh, q_spec[0]) == 0 else None   # else every device: all rows
         heads = PartitionSpec(batch, None, q_spec[2], None)
         local = jax.shard_map(local, in_specs=(heads, heads, heads, PartitionSpec(batch, None)), out_specs=heads,
                               check_vma=False)
