@@ -155,6 +155,8 @@ def train(args) -> dict:
     line["wall_s"] = {"lmforge": pick(lm, "wall_s"), "torch": pick(th, "wall_s")}
     _problems(line, (("lmforge", lm), ("torch", th)))
     line["lmforge"], line["torch"] = L, T
+    if th is not None and th["cmd"] == "reused from --torch-result":
+        line["torch_reused_from"] = args.torch_reused_from or "--torch-result"
     return line
 
 
@@ -238,6 +240,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--sides", default="lmforge,torch", help="which sides to run (comma-separated)")
     t.add_argument("--torch-result", default=None,
                    help="with --sides lmforge: a torch_baseline JSON (or a compare.py line, or a file) to compare with")
+    t.add_argument("--torch-reused-from", default=None,
+                   help="with --torch-result: where that PyTorch number was measured (recorded in the line)")
     t.add_argument("--figure", default=None, help="the line's figure name (default train/PRESET)")
     r = sub.add_parser("recipe", help="nanoGPT's shakespeare_char recipe: lmforge run vs nanogpt_reference.py")
     r.add_argument("--data", required=True, help="tinyshakespeare.txt")

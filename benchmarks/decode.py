@@ -118,15 +118,32 @@ def jax_copy_bandwidth(nbytes: int) -> float:
     return 2 * nbytes / statistics.median(times)
 
 
+def compile_clock() -> list[float]:
+    """A list that collects the seconds of every XLA compile from now on (jax.monitoring's
+    backend-compile event), so a setup time can say how much of it was compiling."""
+    import jax
+
+    spent: list[float] = []
+
+    def listen(event: str, duration: float, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            spent.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return spent
+
+
 def run_lmforge(args) -> None:
     import jax
     import numpy as np
 
     platform = jax.devices()[0].platform
     dtype = args.dtype or ("float32" if platform == "cpu" else "bfloat16")
+    compiles = compile_clock()
     start = time.perf_counter()
     cfg, graphdef, params, mesh, rules = lmforge_model(args.preset, dtype, args.attention)
     jax.block_until_ready(params)
+    setup_compile_s = sum(compiles)
     itemsize = np.dtype(jax.tree.leaves(params)[0].dtype).itemsize
     param_count = sum(x.size for x in jax.tree.leaves(params))
     gathered = (cfg.max_seq_len * cfg.embed_dim if cfg.position == "learned" else 0) + \
@@ -136,7 +153,7 @@ def run_lmforge(args) -> None:
           "weights_bytes": int(sum(x.nbytes for x in jax.tree.leaves(params))),
           "weights_read_bytes_per_step": int((param_count - gathered) * itemsize),
           "kv_bytes_per_row_token": int(2 * cfg.num_layers * cfg.kv_heads * cfg.dims_per_head * itemsize),
-          "setup_s": round(time.perf_counter() - start, 2),
+          "setup_s": round(time.perf_counter() - start, 2), "setup_compile_s": round(setup_compile_s, 2),
           "bandwidth_bytes_per_s": round(jax_copy_bandwidth(args.bandwidth_bytes(platform)), -6),
           "bandwidth_method": "jax x + 1 (read + write) / time", "jax": jax.__version__})
     rng = np.random.default_rng(args.seed)

@@ -29,8 +29,11 @@
 # on CPU also ../shared/data/tinyshakespeare.txt), SUITE_RECIPE_STEPS, SUITE_STEPS / SUITE_WARMUP
 # (timed / untimed train steps: 10 / 3), SUITE_BATCH / SUITE_SEQ (GPT-2: 16 / 1024),
 # SUITE_LLAMA_BATCH / SUITE_LLAMA_SEQ (16 / 1024), SUITE_DECODE_BATCHES (1,8,64),
-# SUITE_DECODE_HF_BATCHES (1,8,64), SUITE_DECODE_NEW_TOKENS (128), SUITE_TORCH_COMPILE (1 on GPU,
-# 0 on CPU), SUITE_REMAT_POLICIES, SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
+# SUITE_DECODE_HF_BATCHES (1,8,64), SUITE_DECODE_NEW_TOKENS (128), SUITE_DECODE_SIDE (both; lmforge
+# or transformers: one side only), SUITE_TORCH_COMPILE (1 on GPU, 0 on CPU), SUITE_REMAT_POLICIES,
+# SUITE_TORCH_FROM (a gpu_suite.jsonl of an earlier run: a train_<preset> figure whose PyTorch side
+# is in it runs lmforge only, against that line, and says so in "torch_reused_from"),
+# SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
 #
 # Setup: wheels in .whl/ (grain, array-record, portpicker, tensorboardX) are installed with
 # --no-deps into /tmp/site when `import grain, tensorboardX` fails; lmforge is imported from this
@@ -228,6 +231,23 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
 TORCH_ARGS=""
 if [[ $TORCH_COMPILE != 1 ]]; then TORCH_ARGS="--no-compile"; fi
 
+earlier_torch() {   # earlier_torch PRESET -> a file with train/PRESET's line of SUITE_TORCH_FROM, if it has a PyTorch side
+  [[ -n ${SUITE_TORCH_FROM:-} && -f ${SUITE_TORCH_FROM:-} ]] || return 0
+  "$PY" - "$SUITE_TORCH_FROM" "train/$1" "$STATE/earlier_torch_$1.json" <<'EOF'
+import json, sys
+src, figure, dst = sys.argv[1:]
+for line in open(src):
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        continue
+    if obj.get("figure") == figure and (obj.get("tokens_per_s") or {}).get("torch"):
+        open(dst, "w").write(json.dumps(obj) + "\n")
+        print(dst)
+        break
+EOF
+}
+
 for fig in $FIGURES; do
   read -r min max <<<"$(limits "$fig")"
   case $fig in
@@ -243,14 +263,23 @@ for fig in $FIGURES; do
     train_*)
       preset=${fig#train_}
       read -r b s <<<"$(train_batch "$preset")"
-      run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
-        --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" \
-        --lmforge-args="$LM_TRAIN_ARGS" --torch-args="$TORCH_ARGS"
+      earlier=$(earlier_torch "$preset")
+      if [[ -n $earlier ]]; then   # lmforge only, against the PyTorch side of SUITE_TORCH_FROM's run
+        cp "$earlier" "$STATE/train_$preset.out"
+        run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
+          --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" --sides lmforge \
+          --lmforge-args="$LM_TRAIN_ARGS" --torch-result "$earlier" --torch-reused-from "$SUITE_TORCH_FROM"
+      else
+        run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
+          --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" \
+          --lmforge-args="$LM_TRAIN_ARGS" --torch-args="$TORCH_ARGS"
+      fi
       ;;
     decode_*)
       preset=${fig#decode_}
       run_figure "$fig" "$min" "$max" "$PY" benchmarks/decode.py "$preset" --batch-sizes "$DECODE_BATCHES" \
-        --hf-batch-sizes "$DECODE_HF_BATCHES" --new-tokens "$DECODE_NEW" --first-share 0.45
+        --hf-batch-sizes "$DECODE_HF_BATCHES" --new-tokens "$DECODE_NEW" --first-share 0.45 \
+        --side "${SUITE_DECODE_SIDE:-both}"
       ;;
     remat_*)
       preset=${fig#remat_}

@@ -50,7 +50,8 @@ class CurateConfig:
     c4: C4Config = C4Config()
     safety: SafetyConfig = SafetyConfig()
     decontaminate: DecontamConfig = DecontamConfig()
-    pii: PIIConfig = PIIConfig()
+    pii: PIIConfig = dataclasses.field(default_factory=PIIConfig)  # built per config: the phonenumbers
+    # check of its __post_init__ then runs when curation is configured, not when lmforge.data.curate is imported
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
     output: OutputConfig = OutputConfig()
