@@ -118,24 +118,11 @@ def jax_copy_bandwidth(nbytes: int) -> float:
     return 2 * nbytes / statistics.median(times)
 
 
-def compile_clock() -> list[float]:
-    """A list that collects the seconds of every XLA compile from now on (jax.monitoring's
-    backend-compile event), so a setup time can say how much of it was compiling."""
-    import jax
-
-    spent: list[float] = []
-
-    def listen(event: str, duration: float, **_):
-        if event == "/jax/core/compile/backend_compile_duration":
-            spent.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    return spent
-
-
 def run_lmforge(args) -> None:
     import jax
     import numpy as np
+
+    from train_throughput import compile_clock   # benchmarks/
 
     platform = jax.devices()[0].platform
     dtype = args.dtype or ("float32" if platform == "cpu" else "bfloat16")

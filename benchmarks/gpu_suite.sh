@@ -6,7 +6,7 @@
 #   LMFORGE_SUITE=cpu bash benchmarks/gpu_suite.sh      # the dry run: tiny presets on CPU, every code path
 #
 # Figures (GPU default order = priority order; a name is train_<preset>, train_<preset>_scan,
-# train_<preset>_flash, decode_<preset>, remat_<preset> or recipe):
+# train_<preset>_flash, decode_<preset>, remat_<preset>, init_<preset> or recipe):
 #   train_gpt2_small       lmforge vs PyTorch train step, bf16, batch 16 x seq 1024 (compare.py train)
 #   train_llama_1b         the same for Llama 3.2 1B's shape, batch 16 x seq 1024 (SUITE_LLAMA_BATCH/SEQ)
 #   decode_llama_1b        decode at batch 1/8/64: lmforge vs transformers static cache vs the floor (decode.py)
@@ -19,6 +19,8 @@
 #                          causality in the kernel) instead of cudnn, against the same PyTorch number
 #   remat_gpt2_medium      benchmarks/remat.py: compiled temporaries and step ms per remat policy (none, full,
 #                          save_dot_except_mlp, minimal), batch 8 x seq 1024 (SUITE_REMAT_POLICIES)
+#   init_llama_1b          benchmarks/init_compile.py: the parameter init with jax's CUDA threefry kernel (lmforge's
+#                          default on GPU) and with the unrolled lowering: wall and compile seconds, same bits
 #
 # Each figure runs under its own `timeout`, only if at least its minimum time is left of the budget
 # (SUITE_BUDGET_S, default 465 s on GPU), and never past the budget; one that does not fit prints
@@ -49,7 +51,7 @@ START=$(date +%s)
 
 if [[ $MODE == gpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-465}
-  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium"
+  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium init_llama_1b"
   STEPS=${SUITE_STEPS:-10}; WARMUP=${SUITE_WARMUP:-3}
   BATCH=${SUITE_BATCH:-16}; SEQ=${SUITE_SEQ:-1024}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-16}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-1024}
@@ -61,7 +63,7 @@ if [[ $MODE == gpu ]]; then
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}   # one process at a time
 elif [[ $MODE == cpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-1500}
-  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan remat_llama_tiny"
+  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan remat_llama_tiny init_llama_tiny"
   STEPS=${SUITE_STEPS:-5}; WARMUP=${SUITE_WARMUP:-2}
   BATCH=${SUITE_BATCH:-8}; SEQ=${SUITE_SEQ:-128}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-8}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-128}
@@ -210,6 +212,7 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
       decode_*) echo "40 300" ;;
       *_scan|*_flash) echo "20 150" ;;
       remat_*) echo "30 200" ;;
+      init_*) echo "15 120" ;;
       *) echo "30 250" ;;
     esac
     return
@@ -223,6 +226,7 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
     train_*) echo "80 240" ;;
     decode_*) echo "90 220" ;;
     remat_*) echo "120 240" ;;
+    init_*) echo "40 200" ;;
     recipe) if [[ $RECIPE_STEPS == full || $RECIPE_STEPS -ge 3000 ]]; then echo "200 420"; else echo "90 200"; fi ;;
     *) echo "60 200" ;;
   esac
@@ -271,7 +275,7 @@ for fig in $FIGURES; do
           --lmforge-args="$LM_TRAIN_ARGS" --torch-result "$earlier" --torch-reused-from "$SUITE_TORCH_FROM"
       else
         run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
-          --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" \
+          --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" --first-share 0.6 \
           --lmforge-args="$LM_TRAIN_ARGS" --torch-args="$TORCH_ARGS"
       fi
       ;;
@@ -288,6 +292,9 @@ for fig in $FIGURES; do
       if [[ $MODE == gpu ]]; then remat_args+=(--dtype bfloat16 --attention cudnn); fi
       run_figure "$fig" "$min" "$max" "$PY" benchmarks/remat.py --preset "$preset" "${remat_args[@]}"
       ;;
+    init_*)
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/init_compile.py "${fig#init_}"
+      ;;
     recipe)
       if [[ ! -f $DATA ]]; then
         emit "$(suite_json figure=recipe error="no data file $DATA: copy tinyshakespeare.txt to .gpudata/ (carry it) or set SUITE_DATA")"
@@ -300,7 +307,7 @@ for fig in $FIGURES; do
         ${steps_args[@]+"${steps_args[@]}"}
       ;;
     *)
-      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, decode_<preset>, remat_<preset> or recipe")"
+      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, decode_<preset>, remat_<preset>, init_<preset> or recipe")"
       ;;
   esac
 done

@@ -20,6 +20,10 @@ median.
   keeps it (GPU, TPU: it includes creating the state); elsewhere (CPU) the compiled step's
   arguments + outputs - donated aliases + temporaries, per device. ``peak_memory_source`` says
   which.
+- ``init_s`` / ``init_compile_s``: the born-sharded parameter init (``create_sharded``), wall and
+  XLA-compile seconds (jax.monitoring's backend-compile events); ``--threefry-kernel`` chooses its
+  threefry lowering (``auto``: jax's CUDA kernel on GPU, where the unrolled one compiled for ~80 s
+  for Llama 1B on an H200).
 - Defaults are chosen for CPU (float32, batch 8, sequence 128, 10 steps); on an accelerator the
   dtype defaults to bfloat16 and the sequence to the preset's max_seq_len (at most 2048).
 """
@@ -62,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scan-layers", action="store_true", help="scan over stacked layers")
     parser.add_argument("--mesh", default="-1,1,1", metavar="DATA,FSDP,TENSOR",
                         help="mesh sizes; -1 = the remaining devices (default -1,1,1: pure data parallel)")
+    parser.add_argument("--threefry-kernel", choices=("auto", "on", "off"), default="auto",
+                        help="the parameter init's threefry lowering (model.sharding.init_prng_lowering): "
+                             "auto = jax's CUDA kernel on GPU only")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -115,6 +122,22 @@ def memory_analysis(compiled) -> dict | None:
     return out
 
 
+def compile_clock() -> list[float]:
+    """A list that collects the seconds of every XLA compile from now on (jax.monitoring's
+    backend-compile event), so a setup time can say how much of it was compiling."""
+    spent: list[float] = []
+
+    def listen(event: str, duration: float, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            spent.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return spent
+
+
+THREEFRY_KERNEL = {"auto": None, "on": True, "off": False}
+
+
 def benchmark(args) -> dict:
     cfg = model_config(args)
     mesh = make_mesh(MeshConfig(*args.mesh_sizes))
@@ -122,8 +145,12 @@ def benchmark(args) -> dict:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the batch mesh axes "
                          f"data x fsdp x expert = {batch_axes_size(mesh)}")
     total = args.warmup + args.steps
+    compiles = compile_clock()
+    start = time.perf_counter()
     graphdef, params, shardings = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(args.seed)), mesh,
-                                                 DEFAULT_RULES)
+                                                 DEFAULT_RULES, threefry_kernel=THREEFRY_KERNEL[args.threefry_kernel])
+    jax.block_until_ready(params)
+    init_s, init_compile_s = time.perf_counter() - start, sum(compiles)
     trainer = Trainer(lm_loss(graphdef, cfg), params=params, param_shardings=shardings,
                       optim=OptimConfig(warmup_steps=0), loop=LoopConfig(steps=total), mesh=mesh, rules=DEFAULT_RULES)
     state, frozen = trainer.state, trainer.frozen
@@ -163,6 +190,8 @@ def benchmark(args) -> dict:
         "preset": args.preset, "params": int(params), "batch": args.batch_size, "seq_len": args.seq_len,
         "dtype": args.dtype, "attention": args.attention, "remat": args.remat, "scan_layers": args.scan_layers,
         "mesh": dict(mesh.shape), "device_kind": device.device_kind, "num_devices": mesh.size,
+        "init_s": round(init_s, 3), "init_compile_s": round(init_compile_s, 3),
+        "threefry_kernel": args.threefry_kernel,
         "compile_s": round(compile_s, 3), "steps": args.steps, "warmup": args.warmup,
         "step_ms_median": round(1e3 * step_s, 3),
         "step_ms_p90": round(1e3 * float(np.percentile(times, 90)), 3),

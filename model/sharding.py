@@ -279,13 +279,14 @@ def abstract_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
     return graphdef, params, shardings
 
 
-def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
+def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules, *, threefry_kernel: bool | None = None):
     """Builds an NNX module with its parameters born sharded.
 
     ``make()`` constructs the module. It is first traced abstractly (``nnx.eval_shape``: no memory),
     the logical names give each parameter a NamedSharding, and then a jitted init with those
     ``out_shardings`` materializes every parameter directly in its shards, so a model too big for
-    one device never exists whole on one device.
+    one device never exists whole on one device. ``threefry_kernel``: see :func:`init_prng_lowering`
+    (None: on GPU meshes only; the drawn bits are the same either way).
 
     Returns ``(graphdef, params, shardings)``: params a pure dict of arrays, shardings the same tree
     of NamedShardings. ``nnx.merge(graphdef, params)`` gives the module back.
@@ -298,9 +299,34 @@ def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules):
         with nnx.use_eager_sharding(False):
             return nnx.to_pure_dict(nnx.state(make()))
 
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), init_prng_lowering(mesh, threefry_kernel):
         params = jax.jit(init, out_shardings=shardings, compiler_options=init_compiler_options(mesh))()
     return graphdef, params, shardings
+
+
+@contextlib.contextmanager
+def init_prng_lowering(mesh: jax.sharding.Mesh, threefry_kernel: bool | None = None) -> Iterator[None]:
+    """Within it, jax lowers threefry to its CUDA kernel (``jax_threefry_gpu_kernel_lowering``)
+    when ``threefry_kernel`` is True, or when it is None and the mesh's devices are GPUs.
+
+    Why: on GPU jax unrolls every threefry call into XLA ops by default (less memory at run time,
+    per jax's changelog, at a compile-time cost), and a jitted init draws one per parameter: the
+    init of Llama 1B spent 80.7 s of its 84.5 s compiling on an H200 (jax 0.11.2, 2026-11-30,
+    ``benchmarks/decode.py``'s ``setup_compile_s``), more than the train step's compile (17 s). The
+    kernel computes the same threefry2x32 function, so the parameters' bits do not change; its
+    temporaries (two uint32 words per drawn number) last only for the init. On CPU and TPU the flag
+    is not read. The previous value is restored on exit (it is a process-wide jax setting).
+    """
+    on = mesh.devices.flat[0].platform == "gpu" if threefry_kernel is None else threefry_kernel
+    before = jax.config.jax_threefry_gpu_kernel_lowering
+    if on == before:
+        yield
+        return
+    jax.config.update("jax_threefry_gpu_kernel_lowering", on)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_threefry_gpu_kernel_lowering", before)
 
 
 def init_compiler_options(mesh: jax.sharding.Mesh) -> dict | None:
