@@ -6,7 +6,8 @@
 #   LMFORGE_SUITE=cpu bash benchmarks/gpu_suite.sh      # the dry run: tiny presets on CPU, every code path
 #
 # Figures (GPU default order = priority order; a name is train_<preset>, train_<preset>_scan,
-# train_<preset>_flash, decode_<preset>, remat_<preset>, init_<preset> or recipe):
+# train_<preset>_flash, decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset>
+# or recipe):
 #   train_gpt2_small       lmforge vs PyTorch train step, bf16, batch 16 x seq 1024 (compare.py train)
 #   train_llama_1b         the same for Llama 3.2 1B's shape, batch 16 x seq 1024 (SUITE_LLAMA_BATCH/SEQ)
 #   decode_llama_1b        decode at batch 1/8/64: lmforge vs transformers static cache vs the floor (decode.py)
@@ -19,6 +20,9 @@
 #                          causality in the kernel) instead of cudnn, against the same PyTorch number
 #   remat_gpt2_medium      benchmarks/remat.py: compiled temporaries and step ms per remat policy (none, full,
 #                          save_dot_except_mlp, minimal), batch 8 x seq 1024 (SUITE_REMAT_POLICIES)
+#   xla_decode_llama_1b    decode_llama_1b's lmforge side at batch 1 (SUITE_XLA_DECODE_BATCHES) once per XLA_FLAGS
+#                          variant (SUITE_XLA_DECODE_VARIANTS, ';'-separated; the first, "", is the baseline)
+#   xla_train_llama_1b     train_llama_1b's lmforge side once per variant of SUITE_XLA_TRAIN_VARIANTS
 #   init_llama_1b          benchmarks/init_compile.py: the parameter init with jax's CUDA threefry kernel (lmforge's
 #                          default on GPU) and with the unrolled lowering: wall and compile seconds, same bits
 #
@@ -33,6 +37,7 @@
 # SUITE_LLAMA_BATCH / SUITE_LLAMA_SEQ (16 / 1024), SUITE_DECODE_BATCHES (1,8,64),
 # SUITE_DECODE_HF_BATCHES (1,8,64), SUITE_DECODE_NEW_TOKENS (128), SUITE_DECODE_SIDE (both; lmforge
 # or transformers: one side only), SUITE_TORCH_COMPILE (1 on GPU, 0 on CPU), SUITE_REMAT_POLICIES,
+# SUITE_XLA_DECODE_VARIANTS / SUITE_XLA_TRAIN_VARIANTS / SUITE_XLA_DECODE_BATCHES (the xla_ figures),
 # SUITE_TORCH_FROM (a gpu_suite.jsonl of an earlier run: a train_<preset> figure whose PyTorch side
 # is in it runs lmforge only, against that line, and says so in "torch_reused_from"),
 # SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
@@ -51,7 +56,7 @@ START=$(date +%s)
 
 if [[ $MODE == gpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-465}
-  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium init_llama_1b"
+  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium xla_decode_llama_1b init_llama_1b recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium xla_train_llama_1b"
   STEPS=${SUITE_STEPS:-10}; WARMUP=${SUITE_WARMUP:-3}
   BATCH=${SUITE_BATCH:-16}; SEQ=${SUITE_SEQ:-1024}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-16}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-1024}
@@ -63,7 +68,7 @@ if [[ $MODE == gpu ]]; then
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}   # one process at a time
 elif [[ $MODE == cpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-1500}
-  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan remat_llama_tiny init_llama_tiny"
+  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan remat_llama_tiny init_llama_tiny xla_decode_llama_tiny"
   STEPS=${SUITE_STEPS:-5}; WARMUP=${SUITE_WARMUP:-2}
   BATCH=${SUITE_BATCH:-8}; SEQ=${SUITE_SEQ:-128}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-8}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-128}
@@ -77,6 +82,17 @@ else
   exit 2
 fi
 FIGURES=${*:-${SUITE_FIGURES:-$DEFAULT_FIGURES}}
+# XLA flag variants of the xla_ figures, ';'-separated, "" = none (the baseline, measured in the same run).
+# Command buffers (CUDA graphs) with WHILE and CONDITIONAL keep the decode loop's predicate on the
+# device (XLA:GPU otherwise reads a while's and a cond's predicate back to the host every step).
+CB="FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN"
+XLA_DECODE_VARIANTS=${SUITE_XLA_DECODE_VARIANTS-";--xla_gpu_enable_command_buffer=$CB,WHILE,CONDITIONAL;--xla_gpu_enable_command_buffer=;--xla_gpu_enable_triton_gemm=false"}
+XLA_TRAIN_VARIANTS=${SUITE_XLA_TRAIN_VARIANTS-";--xla_gpu_enable_triton_gemm=false;--xla_gpu_enable_latency_hiding_scheduler=true;--xla_gpu_enable_command_buffer="}
+if [[ $MODE == cpu ]]; then   # the dry run checks the mechanism with flags XLA:CPU reads
+  XLA_DECODE_VARIANTS=${SUITE_XLA_DECODE_VARIANTS-";--xla_cpu_use_thunk_runtime=false"}
+  XLA_TRAIN_VARIANTS=${SUITE_XLA_TRAIN_VARIANTS-";--xla_cpu_use_thunk_runtime=false"}
+fi
+XLA_DECODE_BATCHES=${SUITE_XLA_DECODE_BATCHES:-1}
 REMAT_POLICIES=${SUITE_REMAT_POLICIES:-none,full,save_dot_except_mlp,minimal}
 
 OUT_JSONL=""
@@ -117,11 +133,13 @@ print(json.dumps(out))
 EOF
 }
 
-annotate() {   # annotate LINE FIGURE WALL RC -> LINE with "suite": {...} added
+annotate() {   # annotate LINE FIGURE WALL RC -> LINE with "suite": {...} added (and the XLA_FLAGS of an xla_ figure)
   "$PY" -c 'import json, sys
 line = json.loads(sys.argv[1])
 line["suite"] = {"figure": sys.argv[2], "wall_s": int(sys.argv[3]), "rc": int(sys.argv[4])}
-print(json.dumps(line))' "$1" "$2" "$3" "$4" 2>/dev/null || printf '%s\n' "$1"
+if sys.argv[5] != "-":
+    line["suite"]["xla_flags"] = sys.argv[5]
+print(json.dumps(line))' "$1" "$2" "$3" "$4" "${FIGURE_XLA_FLAGS--}" 2>/dev/null || printf '%s\n' "$1"
 }
 
 # ------------------------------------------------------------------------------------------ setup
@@ -194,7 +212,7 @@ run_figure() {   # run_figure NAME MIN_S MAX_S CMD... : CMD gets --timeout-s (it
   done <"$STATE/$name.out"
   if ((n == 0)); then
     emit "$(suite_json figure="$name" error="exit status $rc (124/137: the suite's timeout of ${t} s)" \
-      wall_s=$(($(date +%s) - t0)) stderr_tail@file="$LOGDIR/$name.log")"
+      wall_s=$(($(date +%s) - t0)) xla_flags="${FIGURE_XLA_FLAGS-}" stderr_tail@file="$LOGDIR/$name.log")"
   fi
 }
 
@@ -213,6 +231,7 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
       *_scan|*_flash) echo "20 150" ;;
       remat_*) echo "30 200" ;;
       init_*) echo "15 120" ;;
+      xla_*) echo "20 150" ;;
       *) echo "30 250" ;;
     esac
     return
@@ -227,6 +246,8 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
     decode_*) echo "90 220" ;;
     remat_*) echo "120 240" ;;
     init_*) echo "40 200" ;;
+    xla_decode_*) echo "30 90" ;;
+    xla_train_*) echo "50 120" ;;
     recipe) if [[ $RECIPE_STEPS == full || $RECIPE_STEPS -ge 3000 ]]; then echo "200 420"; else echo "90 200"; fi ;;
     *) echo "60 200" ;;
   esac
@@ -255,6 +276,28 @@ EOF
 for fig in $FIGURES; do
   read -r min max <<<"$(limits "$fig")"
   case $fig in
+    xla_*)   # one lmforge run per XLA_FLAGS variant; limits are per variant
+      inner=${fig#xla_}
+      if [[ $inner == decode_* ]]; then variants=$XLA_DECODE_VARIANTS; else variants=$XLA_TRAIN_VARIANTS; fi
+      IFS=';' read -r -a flag_list <<<"$variants"
+      if [[ $variants == *";" ]]; then flag_list+=(""); fi
+      i=0
+      for flags in "${flag_list[@]}"; do
+        export FIGURE_XLA_FLAGS=$flags
+        if [[ $inner == decode_* ]]; then
+          run_figure "$fig.$i" "$min" "$max" env XLA_FLAGS="$flags" "$PY" benchmarks/decode.py "${inner#decode_}" \
+            --batch-sizes "$XLA_DECODE_BATCHES" --new-tokens "$DECODE_NEW" --side lmforge
+        else
+          preset=${inner#train_}
+          read -r b s <<<"$(train_batch "$preset")"
+          run_figure "$fig.$i" "$min" "$max" env XLA_FLAGS="$flags" "$PY" benchmarks/compare.py train "$preset" \
+            --figure "train/${preset}_xla$i" --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" \
+            --sides lmforge --lmforge-args="$LM_TRAIN_ARGS" --torch-result "$STATE/train_$preset.out"
+        fi
+        unset FIGURE_XLA_FLAGS
+        i=$((i + 1))
+      done
+      ;;
     train_*_scan|train_*_flash)   # lmforge only, against the PyTorch line of train_<preset>
       variant=${fig##*_}; preset=${fig#train_}; preset=${preset%_"$variant"}
       read -r b s <<<"$(train_batch "$preset")"
@@ -307,7 +350,7 @@ for fig in $FIGURES; do
         ${steps_args[@]+"${steps_args[@]}"}
       ;;
     *)
-      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, decode_<preset>, remat_<preset>, init_<preset> or recipe")"
+      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset> or recipe")"
       ;;
   esac
 done

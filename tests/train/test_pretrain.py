@@ -264,6 +264,7 @@ def test_two_processes_train_like_one(exp_dir, straight_run):
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(MP_STEPS)]
 
 
+@pytest.mark.slow   # 32 s on the 2-core machine; test_two_processes_train_like_one keeps two processes in the default run
 def test_sigterm_to_one_of_two_processes_saves_at_one_step_on_both(exp_dir):
     """SIGTERM reaches one host of two: JAX's preemption sync point makes both save the same step
     (a per-process flag could make them save at different steps, or one wait for the other forever)."""
