@@ -46,6 +46,7 @@ from lmforge.model.config import ATTENTION_BACKENDS, DTYPES, REMAT_POLICIES
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, batch_axes_size, make_mesh
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
+from lmforge.model.logprobs import VOCAB_CHUNK
 from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import LoopConfig, Trainer
 
@@ -66,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scan-layers", action="store_true", help="scan over stacked layers")
     parser.add_argument("--mesh", default="-1,1,1", metavar="DATA,FSDP,TENSOR",
                         help="mesh sizes; -1 = the remaining devices (default -1,1,1: pure data parallel)")
+    parser.add_argument("--vocab-chunk", type=int, default=VOCAB_CHUNK,
+                        help=f"the loss's vocabulary chunk (default {VOCAB_CHUNK}); 0: the whole vocabulary in one")
     parser.add_argument("--threefry-kernel", choices=("auto", "on", "off"), default="auto",
                         help="the parameter init's threefry lowering (model.sharding.init_prng_lowering): "
                              "auto = jax's CUDA kernel on GPU only")
@@ -151,7 +154,8 @@ def benchmark(args) -> dict:
                                                  DEFAULT_RULES, threefry_kernel=THREEFRY_KERNEL[args.threefry_kernel])
     jax.block_until_ready(params)
     init_s, init_compile_s = time.perf_counter() - start, sum(compiles)
-    trainer = Trainer(lm_loss(graphdef, cfg), params=params, param_shardings=shardings,
+    chunk = args.vocab_chunk or cfg.vocab_size
+    trainer = Trainer(lm_loss(graphdef, cfg, vocab_chunk=chunk), params=params, param_shardings=shardings,
                       optim=OptimConfig(warmup_steps=0), loop=LoopConfig(steps=total), mesh=mesh, rules=DEFAULT_RULES)
     state, frozen = trainer.state, trainer.frozen
     params = sum(x.size for x in jax.tree.leaves(state["params"]))
@@ -191,7 +195,7 @@ def benchmark(args) -> dict:
         "dtype": args.dtype, "attention": args.attention, "remat": args.remat, "scan_layers": args.scan_layers,
         "mesh": dict(mesh.shape), "device_kind": device.device_kind, "num_devices": mesh.size,
         "init_s": round(init_s, 3), "init_compile_s": round(init_compile_s, 3),
-        "threefry_kernel": args.threefry_kernel,
+        "threefry_kernel": args.threefry_kernel, "vocab_chunk": chunk,
         "compile_s": round(compile_s, 3), "steps": args.steps, "warmup": args.warmup,
         "step_ms_median": round(1e3 * step_s, 3),
         "step_ms_p90": round(1e3 * float(np.percentile(times, 90)), 3),

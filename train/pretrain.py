@@ -47,6 +47,7 @@ from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
 from lmforge.data.pipeline import check_splits, mixed_train_dataset
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import ModelConfig, build_model, create_sharded, forward_logprobs
+from lmforge.model.logprobs import VOCAB_CHUNK
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
@@ -91,13 +92,15 @@ class PretrainConfig(LoopConfig):
 OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
 
 
-def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0):
+def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chunk: int = VOCAB_CHUNK):
     """The pretraining loss of every family: the weighted cross-entropy of ``batch["targets"]``.
 
     The next token for decoders, the masked tokens for BERT, the decoder targets of T5 / the
     original Transformer: the objective lives in the batch (``lmforge.data.objectives``), and an
     encoder-decoder batch adds ``encoder_inputs`` / ``encoder_segment_ids`` / ``encoder_positions``.
-    Log-probs come from the final hidden states in vocabulary chunks (``token_logprobs``). A
+    Log-probs come from the final hidden states in vocabulary chunks of ``vocab_chunk`` columns
+    (``token_logprobs``; each chunk's logits are recomputed in the backward pass; a chunk as large
+    as the vocabulary computes the whole (B, T, V) logits once, trading memory for that matmul). A
     mixture-of-experts model adds its weighted router losses (``moe_aux_loss`` × load balancing +
     ``moe_z_loss`` × z-loss, averaged over layers); the ``loss`` metric stays the cross-entropy.
     """
@@ -108,7 +111,7 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0):
                       encoder_segment_ids=batch["encoder_segment_ids"])
         lp, aux = forward_logprobs(nnx.merge(graphdef, params), batch["inputs"], batch["targets"],
                                    positions=batch["positions"], segment_ids=batch["segment_ids"], dropout_rng=rng,
-                                   **kw)
+                                   vocab_chunk=vocab_chunk, **kw)
         loss, metrics = causal_lm_loss(lp.logprobs, batch["weights"], correct=lp.correct,
                                        log_z=lp.log_z if z_loss else None, z_loss=z_loss)
         if aux:

@@ -145,3 +145,32 @@ def test_the_first_update_moves_the_parameters(warmup):
     params = {"kernel": jnp.ones((3, 3))}
     updates, _ = tx.update({"kernel": jnp.full((3, 3), 0.5)}, tx.init(params), params)
     assert float(jnp.abs(updates["kernel"]).min()) > 0
+
+
+def test_lm_loss_vocab_chunk_changes_memory_not_the_loss():
+    """``lm_loss(vocab_chunk=...)``: chunks of the vocabulary (recomputed in the backward pass) and
+    the whole vocabulary in one give the same loss and gradients."""
+    from flax import nnx
+
+    from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded
+    from lmforge.train.pretrain import lm_loss
+
+    cfg = ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=32)
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    with axis_rules(DEFAULT_RULES):
+        graphdef, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
+    tokens = np.random.default_rng(0).integers(0, 512, (2, 17)).astype(np.int32)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": np.ones((2, 16), np.float32),
+             "segment_ids": np.ones((2, 16), np.int32), "positions": np.tile(np.arange(16, dtype=np.int32), (2, 1))}
+
+    def loss_and_grad(chunk):
+        fn = jax.value_and_grad(lm_loss(graphdef, cfg, vocab_chunk=chunk), has_aux=True)
+        with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+            scans = str(jax.make_jaxpr(fn)(params, {}, batch, jax.random.key(0))).count("scan[")
+            (loss, _), grads = jax.jit(fn)(params, {}, batch, jax.random.key(0))
+        return loss, grads, scans
+
+    (chunked, g_chunked, scans), (whole, g_whole, no_scans) = loss_and_grad(96), loss_and_grad(512)
+    assert scans > 0 and no_scans == 0   # 96 columns a chunk: scanned; 512: the whole vocabulary at once
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_chunked, g_whole)
