@@ -26,7 +26,7 @@
 #   train_llama_1b_onechunk  lmforge with --vocab-chunk 0: the loss computes the whole (B, T, V) logits once
 #                          instead of chunks of 16,384 columns recomputed in the backward pass
 #   init_llama_1b          benchmarks/init_compile.py: the parameter init with jax's CUDA threefry kernel (lmforge's
-#                          default on GPU) and with the unrolled lowering: wall and compile seconds, same bits
+#                          default on one GPU) and with the unrolled lowering: wall and compile seconds, same bits
 #
 # Each figure runs under its own `timeout`, only if at least its minimum time is left of the budget
 # (SUITE_BUDGET_S, default 465 s on GPU), and never past the budget; one that does not fit prints

@@ -6,9 +6,9 @@ XLA compile) of each and whether both drew the same parameters; prints one JSON 
 
 Why: on GPU jax unrolls each threefry call into XLA ops unless ``jax_threefry_gpu_kernel_lowering``
 is set, and a jitted init draws once per parameter. On one H200 (jax 0.11.2, 2026-11-30) Llama 1B's
-init took 84.5 s, 80.7 s of it compiling (``decode.py``'s ``setup_compile_s``), which made the
-lmforge side of ``compare.py train gpt2_small`` miss its share of the figure's time. lmforge's
-``create_sharded`` now takes the kernel on GPU meshes (``model.sharding.init_prng_lowering``); this
+init took 84.5 s, 80.7 s of it compiling (``decode.py``'s ``setup_compile_s``), and the lmforge
+side of ``compare.py train gpt2_small`` ran out of its 81 s share before printing a line. lmforge's
+``create_sharded`` now takes the kernel on a one-GPU mesh (``model.sharding.init_prng_lowering``); this
 script measures both lowerings side by side, each in a fresh process (its own compile caches), in
 the order given by ``--order``.
 

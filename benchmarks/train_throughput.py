@@ -22,7 +22,7 @@ median.
   which.
 - ``init_s`` / ``init_compile_s``: the born-sharded parameter init (``create_sharded``), wall and
   XLA-compile seconds (jax.monitoring's backend-compile events); ``--threefry-kernel`` chooses its
-  threefry lowering (``auto``: jax's CUDA kernel on GPU, where the unrolled one compiled for ~80 s
+  threefry lowering (``auto``: jax's CUDA kernel on one GPU, where the unrolled one compiled ~80 s
   for Llama 1B on an H200).
 - Defaults are chosen for CPU (float32, batch 8, sequence 128, 10 steps); on an accelerator the
   dtype defaults to bfloat16 and the sequence to the preset's max_seq_len (at most 2048).
@@ -43,10 +43,10 @@ from flax import nnx
 
 from lmforge.model import PRESETS, ModelConfig, build_model, create_sharded
 from lmforge.model.config import ATTENTION_BACKENDS, DTYPES, REMAT_POLICIES
+from lmforge.model.logprobs import VOCAB_CHUNK
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, batch_axes_size, make_mesh
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
-from lmforge.model.logprobs import VOCAB_CHUNK
 from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import LoopConfig, Trainer
 
@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"the loss's vocabulary chunk (default {VOCAB_CHUNK}); 0: the whole vocabulary in one")
     parser.add_argument("--threefry-kernel", choices=("auto", "on", "off"), default="auto",
                         help="the parameter init's threefry lowering (model.sharding.init_prng_lowering): "
-                             "auto = jax's CUDA kernel on GPU only")
+                             "auto = jax's CUDA kernel on a one-GPU mesh only")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

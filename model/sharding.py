@@ -286,7 +286,7 @@ def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules, *, threefry_kern
     the logical names give each parameter a NamedSharding, and then a jitted init with those
     ``out_shardings`` materializes every parameter directly in its shards, so a model too big for
     one device never exists whole on one device. ``threefry_kernel``: see :func:`init_prng_lowering`
-    (None: on GPU meshes only; the drawn bits are the same either way).
+    (None: on a one-GPU mesh only; the drawn bits are the same either way).
 
     Returns ``(graphdef, params, shardings)``: params a pure dict of arrays, shardings the same tree
     of NamedShardings. ``nnx.merge(graphdef, params)`` gives the module back.
@@ -307,7 +307,7 @@ def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules, *, threefry_kern
 @contextlib.contextmanager
 def init_prng_lowering(mesh: jax.sharding.Mesh, threefry_kernel: bool | None = None) -> Iterator[None]:
     """Within it, jax lowers threefry to its CUDA kernel (``jax_threefry_gpu_kernel_lowering``)
-    when ``threefry_kernel`` is True, or when it is None and the mesh's devices are GPUs.
+    when ``threefry_kernel`` is True, or when it is None and the mesh is one GPU.
 
     Why: on GPU jax unrolls every threefry call into XLA ops by default (less memory at run time,
     per jax's changelog, at a compile-time cost), and a jitted init draws one per parameter: the
@@ -315,11 +315,18 @@ def init_prng_lowering(mesh: jax.sharding.Mesh, threefry_kernel: bool | None = N
     ``benchmarks/decode.py``'s ``setup_compile_s``), more than the train step's compile (17 s). The
     kernel computes the same threefry2x32 function, so the parameters' bits do not change; its
     temporaries (two uint32 words per drawn number) last only for the init. On CPU and TPU the flag
-    is not read. The previous value is restored on exit (it is a process-wide jax setting).
+    is not read. Not by default on meshes of several GPUs: the kernel is a custom call that the
+    partitioner may not split, and each device computing a whole parameter's bits would undo the
+    born-sharded init (unmeasured; pass True to try). The previous value is restored on exit (it is a process-wide jax setting); a jax
+    without the flag (its changelog announces its removal) gets its default lowering.
+    ``benchmarks/init_compile.py`` measures both lowerings side by side.
     """
-    on = mesh.devices.flat[0].platform == "gpu" if threefry_kernel is None else threefry_kernel
-    before = jax.config.jax_threefry_gpu_kernel_lowering
-    if on == before:
+    if threefry_kernel is None:
+        on = mesh.devices.size == 1 and mesh.devices.flat[0].platform == "gpu"
+    else:
+        on = threefry_kernel
+    before = getattr(jax.config, "jax_threefry_gpu_kernel_lowering", None)
+    if before is None or on == before:
         yield
         return
     jax.config.update("jax_threefry_gpu_kernel_lowering", on)

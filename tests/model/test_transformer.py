@@ -209,18 +209,19 @@ def test_config_validation(kwargs, match):
         ModelConfig.gpt2_tiny(**kwargs)
 
 
-def test_init_prng_lowering_takes_the_threefry_kernel_on_gpu_meshes_only():
-    """The parameter init's random draws lower to jax's CUDA threefry kernel on a GPU mesh (its
+def test_init_prng_lowering_takes_the_threefry_kernel_on_one_gpu_only():
+    """The parameter init's random draws lower to jax's CUDA threefry kernel on a one-GPU mesh (its
     unrolled lowering spent 80 s compiling Llama 1B's init on an H200), nowhere else unless asked,
     and the process-wide flag is restored after. Lowered for CUDA here, on CPU."""
     draw = jax.jit(lambda: jax.random.normal(jax.random.key(0), (4, 8)))
     cpu_mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
-    gpu_mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform="gpu")]))
+    gpu = types.SimpleNamespace(platform="gpu")
+    one_gpu, two_gpus = (types.SimpleNamespace(devices=np.array([gpu] * n)) for n in (1, 2))
 
     def kernel(mesh, flag) -> bool:
         with init_prng_lowering(mesh, flag):
             return "cu_threefry2x32_ffi" in draw.trace().lower(lowering_platforms=("cuda",)).as_text()
 
-    assert kernel(gpu_mesh, None) and kernel(cpu_mesh, True)
-    assert not kernel(cpu_mesh, None) and not kernel(gpu_mesh, False)
+    assert kernel(one_gpu, None) and kernel(cpu_mesh, True) and kernel(two_gpus, True)
+    assert not kernel(cpu_mesh, None) and not kernel(one_gpu, False) and not kernel(two_gpus, None)
     assert jax.config.jax_threefry_gpu_kernel_lowering is False
