@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_suite.sh recipe train_gpt2_large   # only these figures, in this order
 #   LMFORGE_SUITE=cpu bash benchmarks/gpu_suite.sh      # the dry run: tiny presets on CPU, every code path
 #
-# Figures (GPU default order = priority order; a name is train_<preset>, train_<preset>_scan,
+# Figures (their GPU default order, by priority, is DEFAULT_FIGURES below; a name is train_<preset>, train_<preset>_scan,
 # train_<preset>_flash, train_<preset>_onechunk, decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset>
 # or recipe):
 #   train_gpt2_small       lmforge vs PyTorch train step, bf16, batch 16 x seq 1024 (compare.py train)
@@ -22,11 +22,11 @@
 #                          save_dot_except_mlp, minimal), batch 8 x seq 1024 (SUITE_REMAT_POLICIES)
 #   xla_decode_llama_1b    decode_llama_1b's lmforge side at batch 1 (SUITE_XLA_DECODE_BATCHES) once per XLA_FLAGS
 #                          variant (SUITE_XLA_DECODE_VARIANTS, ';'-separated; the first, "", is the baseline)
-#   xla_train_llama_1b     train_llama_1b's lmforge side once per variant of SUITE_XLA_TRAIN_VARIANTS
-#   train_llama_1b_onechunk  lmforge with --vocab-chunk 0: the loss computes the whole (B, T, V) logits once
-#                          instead of chunks of 16,384 columns recomputed in the backward pass
 #   init_llama_1b          benchmarks/init_compile.py: the parameter init with jax's CUDA threefry kernel (lmforge's
 #                          default on one GPU) and with the unrolled lowering: wall and compile seconds, same bits
+#   train_llama_1b_onechunk  lmforge with --vocab-chunk 0: the loss computes the whole (B, T, V) logits once
+#                          instead of chunks of 16,384 columns recomputed in the backward pass
+#   xla_train_llama_1b     train_llama_1b's lmforge side once per variant of SUITE_XLA_TRAIN_VARIANTS
 #
 # Each figure runs under its own `timeout`, only if at least its minimum time is left of the budget
 # (SUITE_BUDGET_S, default 465 s on GPU), and never past the budget; one that does not fit prints
@@ -316,17 +316,14 @@ for fig in $FIGURES; do
     train_*)
       preset=${fig#train_}
       read -r b s <<<"$(train_batch "$preset")"
+      sides=(--first-share 0.6 --torch-args="$TORCH_ARGS")
       earlier=$(earlier_torch "$preset")
       if [[ -n $earlier ]]; then   # lmforge only, against the PyTorch side of SUITE_TORCH_FROM's run
         cp "$earlier" "$STATE/train_$preset.out"
-        run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
-          --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" --sides lmforge \
-          --lmforge-args="$LM_TRAIN_ARGS" --torch-result "$earlier" --torch-reused-from "$SUITE_TORCH_FROM"
-      else
-        run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
-          --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" --first-share 0.6 \
-          --lmforge-args="$LM_TRAIN_ARGS" --torch-args="$TORCH_ARGS"
+        sides=(--sides lmforge --torch-result "$earlier" --torch-reused-from "$SUITE_TORCH_FROM")
       fi
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" \
+        --batch-size "$b" --seq-len "$s" --steps "$STEPS" --warmup "$WARMUP" --lmforge-args="$LM_TRAIN_ARGS" "${sides[@]}"
       ;;
     decode_*)
       preset=${fig#decode_}

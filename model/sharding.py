@@ -299,9 +299,16 @@ def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules, *, threefry_kern
         with nnx.use_eager_sharding(False):
             return nnx.to_pure_dict(nnx.state(make()))
 
+    return graphdef, run_init(init, shardings, mesh, threefry_kernel=threefry_kernel), shardings
+
+
+def run_init(init, shardings, mesh: jax.sharding.Mesh, *, threefry_kernel: bool | None = None):
+    """Runs ``init()`` (no arguments; returns a tree of fresh parameters) jitted with
+    ``out_shardings=shardings`` under ``mesh``: every parameter is born in its shards. The one place
+    a parameter init is compiled: its XLA options (:func:`init_compiler_options`) and its threefry
+    lowering (:func:`init_prng_lowering`) apply to every caller."""
     with jax.set_mesh(mesh), init_prng_lowering(mesh, threefry_kernel):
-        params = jax.jit(init, out_shardings=shardings, compiler_options=init_compiler_options(mesh))()
-    return graphdef, params, shardings
+        return jax.jit(init, out_shardings=shardings, compiler_options=init_compiler_options(mesh))()
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from flax import nnx
 from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, abstract_sharded, build_model
 from lmforge.model.lora import adapter_params
 from lmforge.model.paths import flatten, unflatten
-from lmforge.model.sharding import init_compiler_options, init_prng_lowering
+from lmforge.model.sharding import run_init
 from lmforge.weights.checkpoint import fingerprints
 from lmforge.weights.folder import WeightsError, model_config_from_dict
 from lmforge.weights.load import place
@@ -142,8 +142,7 @@ def init_adapters(cfg: ModelConfig, mesh: jax.sharding.Mesh, *, rules=DEFAULT_RU
     def init():
         with nnx.use_eager_sharding(False):
             return adapter_params(nnx.to_pure_dict(nnx.state(build_model(cfg, rngs=nnx.Rngs(seed)))))[0]
-    with jax.set_mesh(mesh), init_prng_lowering(mesh):
-        return jax.jit(init, out_shardings=adapter_sh, compiler_options=init_compiler_options(mesh))(), adapter_sh
+    return run_init(init, adapter_sh, mesh), adapter_sh
 
 
 def load_adapters(directories: dict[str, str | pathlib.Path], base_cfg: ModelConfig, base_params: dict,
