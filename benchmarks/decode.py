@@ -74,9 +74,12 @@ def lmforge_model(preset: str, dtype: str, attention: str, seed: int = 0):
     return cfg, graphdef, params, mesh, rules
 
 
-def lmforge_decode(graphdef, params, prompts: list[list[int]], new_tokens: int, mesh, rules) -> list[list[int]]:
+def lmforge_decode(graphdef, params, prompts: list[list[int]], new_tokens: int, mesh, rules,
+                   check_every: int | None = None) -> list[list[int]]:
     """Greedy continuation of every prompt by exactly ``new_tokens`` ids (no stop tokens): the one
     call of lmforge's sampler here. Returns host lists, so the call has finished when it returns.
+    ``check_every``: the sampler's steps between checks of "has every row stopped?" (None: its
+    default for the backend; a tree whose sampler predates it takes only None).
 
     The sampler is ``lmforge.infer.generate`` (arrays in, a ``SamplerOutput`` out) where that package
     exists, else the earlier ``lmforge.train.sampling.generate`` (id lists in and out); every prompt
@@ -97,7 +100,8 @@ def lmforge_decode(graphdef, params, prompts: list[list[int]], new_tokens: int, 
                             rng=jax.random.key(0))
         tokens = jax.numpy.asarray(np.asarray(prompts, np.int32))
         out = generate(graphdef, params, tokens, jax.numpy.ones_like(tokens), jax.random.key(0),
-                       SamplingConfig(max_new_tokens=new_tokens, temperature=0.0))
+                       SamplingConfig(max_new_tokens=new_tokens, temperature=0.0),
+                       **({} if check_every is None else {"check_every": check_every}))
         ids, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         return [ids[i, :lengths[i]].tolist() for i in range(len(prompts))]
 
@@ -135,32 +139,43 @@ def run_lmforge(args) -> None:
     param_count = sum(x.size for x in jax.tree.leaves(params))
     gathered = (cfg.max_seq_len * cfg.embed_dim if cfg.position == "learned" else 0) + \
                (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.embed_dim)
+    try:
+        from lmforge.infer.sampler import default_check_every
+        check_default = default_check_every()
+    except ImportError:   # a tree from before the chunked decode loop: every step is checked
+        check_default = 1
     emit({"side": "lmforge", "kind": "setup", "device": jax.devices()[0].device_kind, "platform": platform,
           "dtype": dtype, "attention": args.attention, "params": int(param_count),
           "weights_bytes": int(sum(x.nbytes for x in jax.tree.leaves(params))),
           "weights_read_bytes_per_step": int((param_count - gathered) * itemsize),
           "kv_bytes_per_row_token": int(2 * cfg.num_layers * cfg.kv_heads * cfg.dims_per_head * itemsize),
           "setup_s": round(time.perf_counter() - start, 2), "setup_compile_s": round(setup_compile_s, 2),
+          "check_every_default": check_default,
           "bandwidth_bytes_per_s": round(jax_copy_bandwidth(args.bandwidth_bytes(platform)), -6),
           "bandwidth_method": "jax x + 1 (read + write) / time", "jax": jax.__version__})
+    effective = lambda every: min(every, max(args.new_tokens - 1, 1))   # the sampler caps it so
     rng = np.random.default_rng(args.seed)
     previous = 0.0
     for b in args.batch_sizes:
-        if previous and time.time() + previous * 1.5 > args.deadline:
-            emit({"side": "lmforge", "batch": b, "skipped": "time budget"})
-            continue
-        t0 = time.perf_counter()
         prompts = rng.integers(0, cfg.vocab_size, (b, args.prompt_len)).tolist()
-        start = time.perf_counter()
-        out = lmforge_decode(graphdef, params, prompts, args.new_tokens, mesh, rules)
-        first = time.perf_counter() - start
-        times = []
-        for _ in range(args.repeats):
+        for every in args.check_every or [None]:   # the first value is the figure's; the others beside it
+            if previous and time.time() + previous * 1.5 > args.deadline:
+                emit({"side": "lmforge", "batch": b, "check_every": effective(every or check_default),
+                      "skipped": "time budget"})
+                continue
+            t0 = time.perf_counter()
+            decode = lambda: lmforge_decode(graphdef, params, prompts, args.new_tokens, mesh, rules, every)
             start = time.perf_counter()
-            out = lmforge_decode(graphdef, params, prompts, args.new_tokens, mesh, rules)
-            times.append(time.perf_counter() - start)
-        emit(result("lmforge", b, args, first, times, all(len(o) == args.new_tokens for o in out)))
-        previous = time.perf_counter() - t0
+            out = decode()
+            first = time.perf_counter() - start
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                out = decode()
+                times.append(time.perf_counter() - start)
+            emit({**result("lmforge", b, args, first, times, all(len(o) == args.new_tokens for o in out)),
+                  "check_every": effective(every or check_default)})
+            previous = time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------- transformers
@@ -309,6 +324,7 @@ def child(args, side: str, timeout: float) -> list[dict]:
            "--hf-batch-sizes", ",".join(map(str, args.hf_batch_sizes)),
            "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
            "--attention", args.attention, "--hf-compile", args.hf_compile, "--seed", str(args.seed),
+           "--check-every", ",".join(map(str, args.check_every)),
            "--shape-json", json.dumps(args.shape)] + (["--dtype", args.dtype] if args.dtype else [])
     run = run_side(cmd, timeout)
     objs = list(run["objects"])
@@ -326,7 +342,12 @@ def datasheet_bandwidth(device: str | None) -> float | None:
 
 def combine(args, objs: list[dict]) -> list[dict]:
     setup = {o["side"]: o for o in objs if o.get("kind") == "setup"}
-    runs = {(o["side"], o["batch"]): o for o in objs if "batch" in o}
+    runs, by_check = {}, {}
+    for o in objs:
+        if "batch" in o:
+            runs.setdefault((o["side"], o["batch"]), o)   # lmforge: the first --check-every value's
+            if "check_every" in o and "ms_per_step" in o:
+                by_check.setdefault(o["batch"], {})[str(o["check_every"])] = o["ms_per_step"]
     errors = [o for o in objs if "error" in o]
     lm, hf = setup.get("lmforge", {}), setup.get("transformers", {})
     device = lm.get("device") or hf.get("device")
@@ -359,6 +380,8 @@ def combine(args, objs: list[dict]) -> list[dict]:
                     "datasheet_bw": None if not floor["floor_ms_datasheet_bw"] else round(ms / floor["floor_ms_datasheet_bw"], 3)}
         if L.get("ms_per_step") and H.get("ms_per_step"):
             line["speedup_vs_transformers"] = round(H["ms_per_step"] / L["ms_per_step"], 3)
+        if len(by_check.get(b, {})) > 1:   # lmforge's ms per step by its steps between stop checks
+            line["lmforge_ms_per_step_by_check_every"] = by_check[b]
         line["lmforge"], line["transformers"] = L or None, H or None
         line["setup"] = {"lmforge": lm or None, "transformers": hf or None}
         if errors:
@@ -379,6 +402,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("bfloat16", "float32", "float16"), default=None,
                         help="weights and compute; default bfloat16 on GPU, float32 on CPU")
     parser.add_argument("--attention", default="xla", help="lmforge's attention backend (default xla)")
+    parser.add_argument("--check-every", type=ints, default=[],
+                        help="lmforge: decode steps between checks of 'has every row stopped?', one run per "
+                             "value (the first is the figure's); default: the sampler's for the backend")
     parser.add_argument("--hf-compile", choices=("auto", "on", "off"), default="auto",
                         help="transformers: auto = generate's own compile on CUDA (default), on = also on CPU, "
                              "fullgraph; off = eager")
@@ -390,8 +416,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shape-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.hf_batch_sizes = args.hf_batch_sizes or args.batch_sizes
-    if min(args.batch_sizes + args.hf_batch_sizes) < 1 or args.prompt_len < 1 or args.new_tokens < 1 or args.repeats < 1:
-        parser.error("need batch sizes >= 1, --prompt-len >= 1, --new-tokens >= 1, --repeats >= 1")
+    if (min(args.batch_sizes + args.hf_batch_sizes + args.check_every) < 1 or args.prompt_len < 1
+            or args.new_tokens < 1 or args.repeats < 1):
+        parser.error("need batch sizes >= 1, --check-every >= 1, --prompt-len >= 1, --new-tokens >= 1, --repeats >= 1")
     # 1 GiB on GPU (far past any cache), 256 MiB on CPU
     args.bandwidth_bytes = lambda platform: (1 << 30) if platform != "cpu" else (1 << 28)
     return args

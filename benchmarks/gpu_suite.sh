@@ -6,11 +6,14 @@
 #   LMFORGE_SUITE=cpu bash benchmarks/gpu_suite.sh      # the dry run: tiny presets on CPU, every code path
 #
 # Figures (their GPU default order, by priority, is DEFAULT_FIGURES below; a name is train_<preset>, train_<preset>_scan,
-# train_<preset>_flash, train_<preset>_onechunk, decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset>
-# or recipe):
+# train_<preset>_flash, train_<preset>_onechunk, decode_<preset>, checks_decode_<preset>, remat_<preset>, init_<preset>,
+# xla_decode_<preset>, xla_train_<preset> or recipe):
 #   train_gpt2_small       lmforge vs PyTorch train step, bf16, batch 16 x seq 1024 (compare.py train)
 #   train_llama_1b         the same for Llama 3.2 1B's shape, batch 16 x seq 1024 (SUITE_LLAMA_BATCH/SEQ)
 #   decode_llama_1b        decode at batch 1/8/64: lmforge vs transformers static cache vs the floor (decode.py)
+#   checks_decode_llama_1b lmforge's decode at batch 1 (SUITE_CHECKS_DECODE_BATCHES) per number of steps between the
+#                          loop's checks of "has every row stopped?" (SUITE_CHECKS_DECODE_EVERY, default 8,1,32;
+#                          each check is a host round trip on a GPU), one process
 #   train_gpt2_medium      350M, batch 16 x seq 1024
 #   recipe                 nanoGPT's shakespeare_char: lmforge run ...:gpu vs nanogpt_reference.py --recipe gpu,
 #                          SUITE_RECIPE_STEPS iterations for both (default 1000; "full" = the recipe's 5000)
@@ -40,6 +43,7 @@
 # SUITE_DECODE_HF_BATCHES (1,8,64), SUITE_DECODE_NEW_TOKENS (128), SUITE_DECODE_SIDE (both; lmforge
 # or transformers: one side only), SUITE_TORCH_COMPILE (1 on GPU, 0 on CPU), SUITE_REMAT_POLICIES,
 # SUITE_XLA_DECODE_VARIANTS / SUITE_XLA_TRAIN_VARIANTS / SUITE_XLA_DECODE_BATCHES (the xla_ figures),
+# SUITE_CHECKS_DECODE_EVERY / SUITE_CHECKS_DECODE_BATCHES (the checks_decode_ figure),
 # SUITE_TORCH_FROM (a gpu_suite.jsonl of an earlier run: a train_<preset> figure whose PyTorch side
 # is in it runs lmforge only, against that line, and says so in "torch_reused_from"),
 # SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
@@ -58,7 +62,7 @@ START=$(date +%s)
 
 if [[ $MODE == gpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-465}
-  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium xla_decode_llama_1b init_llama_1b train_llama_1b_onechunk recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium xla_train_llama_1b"
+  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b checks_decode_llama_1b train_gpt2_medium xla_decode_llama_1b init_llama_1b train_llama_1b_onechunk recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium xla_train_llama_1b"
   STEPS=${SUITE_STEPS:-10}; WARMUP=${SUITE_WARMUP:-3}
   BATCH=${SUITE_BATCH:-16}; SEQ=${SUITE_SEQ:-1024}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-16}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-1024}
@@ -70,7 +74,7 @@ if [[ $MODE == gpu ]]; then
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}   # one process at a time
 elif [[ $MODE == cpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-1500}
-  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny recipe train_gpt2_tiny_scan remat_llama_tiny init_llama_tiny xla_decode_llama_tiny"
+  DEFAULT_FIGURES="train_gpt2_tiny train_llama_tiny decode_llama_tiny checks_decode_llama_tiny recipe train_gpt2_tiny_scan remat_llama_tiny init_llama_tiny xla_decode_llama_tiny"
   STEPS=${SUITE_STEPS:-5}; WARMUP=${SUITE_WARMUP:-2}
   BATCH=${SUITE_BATCH:-8}; SEQ=${SUITE_SEQ:-128}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-8}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-128}
@@ -95,6 +99,7 @@ if [[ $MODE == cpu ]]; then   # the dry run checks the mechanism with flags XLA:
   XLA_TRAIN_VARIANTS=${SUITE_XLA_TRAIN_VARIANTS-";--xla_cpu_use_thunk_runtime=false"}
 fi
 XLA_DECODE_BATCHES=${SUITE_XLA_DECODE_BATCHES:-1}
+CHECKS_DECODE_EVERY=${SUITE_CHECKS_DECODE_EVERY:-8,1,32}; CHECKS_DECODE_BATCHES=${SUITE_CHECKS_DECODE_BATCHES:-1}
 REMAT_POLICIES=${SUITE_REMAT_POLICIES:-none,full,save_dot_except_mlp,minimal}
 
 OUT_JSONL=""
@@ -233,7 +238,7 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
       *_scan|*_flash|*_onechunk) echo "20 150" ;;
       remat_*) echo "30 200" ;;
       init_*) echo "15 120" ;;
-      xla_*) echo "20 150" ;;
+      xla_*|checks_*) echo "20 150" ;;
       *) echo "30 250" ;;
     esac
     return
@@ -250,6 +255,7 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
     remat_*) echo "120 240" ;;
     init_*) echo "40 200" ;;
     xla_decode_*) echo "30 90" ;;
+    checks_decode_*) echo "40 120" ;;
     xla_train_*) echo "50 120" ;;
     recipe) if [[ $RECIPE_STEPS == full || $RECIPE_STEPS -ge 3000 ]]; then echo "200 420"; else echo "90 200"; fi ;;
     *) echo "60 200" ;;
@@ -331,6 +337,10 @@ for fig in $FIGURES; do
         --hf-batch-sizes "$DECODE_HF_BATCHES" --new-tokens "$DECODE_NEW" --first-share 0.45 \
         --side "${SUITE_DECODE_SIDE:-both}"
       ;;
+    checks_decode_*)   # lmforge only: one run per number of steps between the decode loop's stop checks
+      run_figure "$fig" "$min" "$max" "$PY" benchmarks/decode.py "${fig#checks_decode_}" --side lmforge \
+        --batch-sizes "$CHECKS_DECODE_BATCHES" --check-every "$CHECKS_DECODE_EVERY" --new-tokens "$DECODE_NEW"
+      ;;
     remat_*)
       preset=${fig#remat_}
       read -r b s <<<"$(train_batch "$preset")"
@@ -353,7 +363,7 @@ for fig in $FIGURES; do
         ${steps_args[@]+"${steps_args[@]}"}
       ;;
     *)
-      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, train_<preset>_onechunk, decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset> or recipe")"
+      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, train_<preset>_onechunk, decode_<preset>, checks_decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset> or recipe")"
       ;;
   esac
 done

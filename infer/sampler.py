@@ -21,7 +21,11 @@ Choices:
   and generation widths — is bucketed (:func:`bucket`: 16, 32, 64, ... ) by the callers in
   ``infer.text``, so a bounded set of shapes is ever compiled. Rows stop at their own limit.
 - One sort per step serves top-k (a traced k) and top-p; top-p is applied to the top-k
-  distribution (as Hugging Face's processors chain them). A token is kept while the mass before
+  distribution (as Hugging Face's processors chain them). Whether that sort runs at all is static
+  (``top_k > 0 or top_p < 1``): a program that never filters (greedy, plain temperature) has no
+  sort, and a ``lax.cond`` inside the step would make XLA:GPU's runtime read its predicate back to
+  the host every token (``ConditionalThunk``). So a process compiles at most two programs per shape,
+  one with the filter and one without, and any values of the knobs run on the first one compiled. A token is kept while the mass before
   it is below ``top_p - TOP_P_TOLERANCE``: float32 sums that should reach ``top_p`` exactly
   (0.5 + 0.3 = 0.79999995) would otherwise keep one token too many. The most likely token is
   always kept. ``temperature == 0`` is greedy (its sampling log-prob is 0: a point mass).
@@ -31,7 +35,13 @@ Choices:
   strings occurs in the window — whatever tokenization produced it. ``infer.text.stop_table``
   builds the tables from a tokenizer.
 - Ids at or past ``vocab_limit`` (vocabulary padding) are never sampled.
-- The loop is one jitted ``lax.while_loop`` that ends when every row has stopped.
+- The loop is one jitted ``lax.while_loop`` that ends when every row has stopped, checked every
+  ``check_every`` steps: on a GPU each check is a host round trip (XLA:GPU's ``WhileThunk`` copies
+  the predicate to the host and blocks until the device is idle, so the host cannot queue the next
+  token's kernels ahead), so there the loop runs chunks of ``DEFAULT_CHECK_EVERY_GPU`` steps, an
+  inner loop of known trip count that XLA runs without a check. Steps past a row's end leave its
+  outputs untouched; at most ``check_every - 1`` steps are computed after the last row stops.
+  On CPU and TPU the predicate stays on the device's side and each step is checked.
 - Streaming (``generate(..., stream=fn)``): after each step a host callback
   (``jax.experimental.io_callback``) hands ``fn`` that step's tokens, and ``fn`` may end the
   generation there (finish reason ``"cancelled"``: a chat's Ctrl-C, a server's closed connection).
@@ -62,6 +72,7 @@ NEG_INF = -1e30
 TOP_P_TOLERANCE = 1e-6
 FINISH_LENGTH, FINISH_STOP, FINISH_CANCELLED = 0, 1, 2   # finish_reason codes: the row's token limit, a stop
 FINISH_NAMES = ("length", "stop", "cancelled")              # token or string, the stream said stop
+DEFAULT_CHECK_EVERY_GPU = 8   # decode steps between the host's checks of "has every row stopped?" on a GPU
 
 # A stream: fn(step, tokens (R,) int32, live (R,) bool) -> True to stop every row after this step.
 Stream = Callable[[int, np.ndarray, np.ndarray], bool]
@@ -132,24 +143,25 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     ordered = jnp.where(rank < k[:, None], ordered, NEG_INF)                        # the top-k set
     probs = jax.nn.softmax(ordered, axis=-1)
     before = jnp.cumsum(probs, axis=-1) - probs                                    # mass ranked above
-    keep = (before < top_p[:, None] - TOP_P_TOLERANCE) | (rank == 0)
+    keep = (before < top_p[:, None] - TOP_P_TOLERANCE) | (rank == 0) | (top_p[:, None] >= 1.0)
     keep &= rank < k[:, None]
     threshold = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1)               # (R,) smallest kept logit
     return jnp.where(logits >= threshold[:, None], logits, NEG_INF)
 
 
 def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: jax.Array,
-                 top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
+                 top_p: jax.Array, *, filtering: bool = True) -> tuple[jax.Array, jax.Array]:
     """(R, V) float32 logits -> (tokens (R,) int32, their log-prob under the sampled distribution (R,)).
 
-    Rows with ``temperature == 0`` take the argmax (log-prob 0).
+    Rows with ``temperature == 0`` take the argmax (log-prob 0). ``filtering`` (static): apply
+    :func:`filter_logits` with ``top_k`` / ``top_p``; False skips its sort and ignores both (the
+    caller knows every row has them off).
     """
     r = logits.shape[0]
     temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (r,))
     greedy = temperature <= 0
     scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
-    filtered = jax.lax.cond(jnp.any((jnp.asarray(top_k) > 0) | (jnp.asarray(top_p) < 1.0)),
-                            lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
+    filtered = filter_logits(scaled, top_k, top_p) if filtering else scaled
     drawn = jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
     tokens = jnp.where(greedy, jnp.argmax(logits, axis=-1).astype(jnp.int32), drawn)
     lp = jnp.take_along_axis(jax.nn.log_softmax(filtered, axis=-1), tokens[:, None], axis=-1)[:, 0]
@@ -211,9 +223,17 @@ def _emit(stream, step, tokens, live) -> jax.Array:
     return io_callback(_deliver, jax.ShapeDtypeStruct((), jnp.bool_), stream, step, tokens, live)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "n", "vocab_limit"))
+def default_check_every() -> int:
+    """Decode steps between checks of whether every row has stopped, for the default backend:
+    ``DEFAULT_CHECK_EVERY_GPU`` on a GPU (each check is a host round trip there), 1 elsewhere."""
+    return DEFAULT_CHECK_EVERY_GPU if jax.default_backend() in ("gpu", "cuda", "rocm") else 1
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "n", "vocab_limit", "filtering",
+                                             "check_every"))
 def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, top_p, max_tokens, stop_ids,
-              stop_strings, encoder, stream, *, max_new_tokens: int, n: int, vocab_limit: int) -> SamplerOutput:
+              stop_strings, encoder, stream, *, max_new_tokens: int, n: int, vocab_limit: int, filtering: bool,
+              check_every: int) -> SamplerOutput:
     model = nnx.merge(graphdef, params)
     b, p = prompts.shape
     rows, m = b * n, max_new_tokens
@@ -235,7 +255,7 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
 
     def pick(logits, i):
         tok, slp = sample_token(jnp.where(vocab_ok, logits, NEG_INF), jax.random.fold_in(rng, i),
-                                temperature, top_k, top_p)
+                                temperature, top_k, top_p, filtering=filtering)
         return tok, _model_logprob(logits, tok), slp
 
     def finished(tok, tail, i):
@@ -275,9 +295,10 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
                                    segment_ids=jnp.ones((rows, 1), jnp.int32), cache=cache)
         nxt, lp, slp = pick(logits[:, -1].astype(jnp.float32), i)
         nxt = jnp.where(done, 0, nxt)
-        out = out.at[:, i].set(nxt)
-        out_lp = out_lp.at[:, i].set(jnp.where(done, 0.0, lp))
-        out_slp = out_slp.at[:, i].set(jnp.where(done, 0.0, slp))
+        # A finished row keeps column i as it is (0 before step M; a step past the last of a chunked
+        # loop, i >= M, writes at the clamped column M - 1, which must keep its token).
+        out, out_lp, out_slp = (a.at[:, i].set(jnp.where(done, a[:, i], x))
+                                for a, x in ((out, nxt), (out_lp, lp), (out_slp, slp)))
         hit, tail = finished(nxt, tail, i)
         hit &= ~done
         at_limit = ~done & ~hit & (i + 1 >= limits)
@@ -289,7 +310,11 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
         finish = jnp.where(hit, FINISH_STOP, finish)
         return i + 1, nxt, pos + 1, cache, out, out_lp, out_slp, done | hit | at_limit, lengths, finish, tail
 
-    _, _, _, _, out, out_lp, out_slp, _, lengths, finish, _ = jax.lax.while_loop(cond, body, state)
+    def chunk(s):   # a known trip count: XLA:GPU runs it without reading anything back to the host
+        return jax.lax.fori_loop(0, check_every, lambda _, s: body(s), s)
+
+    _, _, _, _, out, out_lp, out_slp, _, lengths, finish, _ = jax.lax.while_loop(
+        cond, body if check_every == 1 else chunk, state)
     lengths = jnp.minimum(lengths, limits)
     mask = jnp.arange(m)[None, :] < lengths[:, None]
     return SamplerOutput(tokens=jnp.where(mask, out, 0), logprobs=jnp.where(mask, out_lp, 0.0),
@@ -300,7 +325,8 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
 def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: jax.Array, cfg: SamplingConfig, *,
              max_tokens: jax.Array | None = None, stop_strings: StopStrings | None = None,
              vocab_limit: int | None = None, encoder_tokens: jax.Array | None = None,
-             encoder_mask: jax.Array | None = None, stream: Stream | None = None) -> SamplerOutput:
+             encoder_mask: jax.Array | None = None, stream: Stream | None = None,
+             check_every: int | None = None) -> SamplerOutput:
     """Samples ``cfg.n`` continuations of each prompt; pure and jittable without ``stream`` (call it under
     the mesh and axis rules the params were created with: ``jax.set_mesh`` + ``lmforge.model.axis_rules``).
 
@@ -319,6 +345,9 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: 
         sampled one (a row is live up to and including its stop token). Returning True ends every
         row still going after this step (finish reason FINISH_CANCELLED). With a stream the call
         waits for the result (it is not traceable); without one nothing of this is compiled in.
+      check_every: decode steps between checks of whether every row has stopped (static; default
+        :func:`default_check_every`: 8 on a GPU, 1 elsewhere; always 1 with a stream, which sees
+        every step). The result does not depend on it.
 
     Returns:
       SamplerOutput with R = B·n rows and M = ``cfg.max_new_tokens`` columns.
@@ -332,6 +361,8 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: 
                          f"{prompt_mask.shape}")
     if cfg.stop_strings and stop_strings is None:
         raise ValueError("generate: cfg.stop_strings needs their byte tables (infer.text.stop_table)")
+    if check_every is not None and check_every < 1:
+        raise ValueError(f"generate: check_every={check_every} must be >= 1")
     rows = prompts.shape[0] * cfg.n
     if max_tokens is None:
         max_tokens = jnp.full((rows,), cfg.max_new_tokens, jnp.int32)
@@ -343,14 +374,15 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: 
     run = functools.partial(
         _generate, graphdef, params, prompts.astype(jnp.int32), prompt_mask, rng, *knobs,
         jnp.asarray(max_tokens, jnp.int32), stop_ids, stop_strings if cfg.stop_strings else None, encoder,
-        max_new_tokens=cfg.max_new_tokens, n=cfg.n, vocab_limit=int(vocab_limit) if vocab_limit is not None else 1 << 30)
+        max_new_tokens=cfg.max_new_tokens, n=cfg.n, vocab_limit=int(vocab_limit) if vocab_limit is not None else 1 << 30,
+        filtering=cfg.top_k > 0 or cfg.top_p < 1.0)
     if stream is None:
-        return run(None)
+        return run(None, check_every=min(check_every or default_check_every(), max(cfg.max_new_tokens - 1, 1)))
     with _SINKS_LOCK:
         key = next(_SINK_IDS)
         sink = _SINKS[key] = _Sink(stream)
     try:   # the id is traced: every stream shares one compiled program per shape
-        out = jax.block_until_ready(run(jnp.asarray(key, jnp.int32)))
+        out = jax.block_until_ready(run(jnp.asarray(key, jnp.int32), check_every=1))
     finally:
         with _SINKS_LOCK:
             del _SINKS[key]

@@ -15,6 +15,7 @@ from jax.sharding import AxisType
 
 from lmforge.cli.main import main
 from lmforge.infer import FINISH_LENGTH, FINISH_STOP, Sampler, SamplingConfig, filter_logits, sample_token
+from lmforge.infer import generate, pad_prompts
 from lmforge.infer import sampler as sampler_module
 from lmforge.infer.sampler import NEG_INF
 from lmforge.model import DEFAULT_RULES, DecoderLM, ModelConfig, axis_rules, create_sharded, token_logprobs
@@ -273,6 +274,10 @@ def test_sharded_2x2x2_equals_one_device(models):
     # on a data-parallel mesh (the sampler pads the batch); heads and kv heads split over tensor.
     assert (run(mesh8, graphdef, params, PROMPTS, name="llama")
             == run(mesh1, *made["llama"], PROMPTS, name="llama"))
+    # the GPU's decode loop (steps in chunks of a known trip count) partitions the same way
+    chunked = generate_direct(mesh8, graphdef, params, GREEDY, check_every=8, name="llama")
+    np.testing.assert_array_equal(
+        chunked.tokens, generate_direct(mesh1, *made["llama"], GREEDY, check_every=1, name="llama").tokens)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -307,16 +312,86 @@ def test_logprobs_equal_a_teacher_forced_forward_pass(models):
 
 
 def test_changing_sampling_parameters_does_not_recompile(models):
+    """Temperatures and the values of top-k / top-p are traced; only switching the filter on (a sort
+    per step, static so that no ``lax.cond`` sits in the loop) compiles a second program."""
     mesh, made = models
     graphdef, params = made["gpt2"]
     s = sampler(mesh, graphdef, params)
     s.generate_ids(PROMPTS, SamplingConfig(max_new_tokens=8, temperature=0.5))
     compiles = sampler_module._generate._cache_size()
+    s.generate_ids(PROMPTS[::-1], SamplingConfig(max_new_tokens=8, temperature=0.0))       # greedy
+    s.generate_ids(PROMPTS[::-1], SamplingConfig(max_new_tokens=5, temperature=1.7))       # 5 buckets to 16
+    assert sampler_module._generate._cache_size() == compiles
     for cfg in (SamplingConfig(max_new_tokens=8, temperature=1.3, top_p=0.8),
                 SamplingConfig(max_new_tokens=8, temperature=0.0, top_k=7),
-                SamplingConfig(max_new_tokens=5, temperature=0.9, top_k=3, top_p=0.5)):   # 5 buckets to 16 too
+                SamplingConfig(max_new_tokens=5, temperature=0.9, top_k=3, top_p=0.5)):
         s.generate_ids(PROMPTS[::-1], cfg)
-    assert sampler_module._generate._cache_size() == compiles
+    assert sampler_module._generate._cache_size() == compiles + 1
+
+
+def generate_direct(mesh, graphdef, params, cfg, *, check_every, stop_tokens=(), limits=None, name="gpt2"):
+    tokens, mask = pad_prompts(PROMPTS, rows=4, width=32)                 # row 3: a filler row
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        return jax.device_get(generate(
+            graphdef, params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(5),
+            dataclasses.replace(cfg, stop_token_ids=tuple(stop_tokens)),
+            max_tokens=None if limits is None else jnp.asarray(limits, jnp.int32),
+            vocab_limit=CONFIGS[name].vocab_size, check_every=check_every))
+
+
+@pytest.mark.parametrize("cfg", [GREEDY, SamplingConfig(max_new_tokens=13, temperature=1.1, top_p=0.9, n=2)],
+                         ids=["greedy", "top_p_n2"])
+def test_decode_steps_between_checks_do_not_change_the_result(models, cfg):
+    """Chunks of steps between the checks of "has every row stopped?" (the GPU default) give the
+    result of checking every step: rows that stop inside a chunk (a stop token, their own limit),
+    steps past the last column (13 - 1 steps in chunks of 5 end at step 15), a filler row that stops
+    at once."""
+    mesh, made = models
+    graphdef, params = made["llama"]
+    rows = 4 * cfg.n
+    free = generate_direct(mesh, graphdef, params, cfg, check_every=1, name="llama")
+    stop = int(free.tokens[0, 2])                                         # row 0 stops at its third token
+    limits = np.full((rows,), cfg.max_new_tokens)
+    limits[-1], limits[1] = 1, 4
+    expected = generate_direct(mesh, graphdef, params, cfg, check_every=1, stop_tokens=[stop], limits=limits,
+                               name="llama")
+    assert expected.lengths[0] <= 3 and expected.lengths[1] <= 4
+    assert expected.finish_reason[0] == FINISH_STOP and expected.lengths[-1] == 1
+    for every in (5, 8):
+        got = generate_direct(mesh, graphdef, params, cfg, check_every=every, stop_tokens=[stop], limits=limits,
+                              name="llama")
+        for field in expected._fields:
+            np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), err_msg=f"{field}, {every}")
+    with pytest.raises(ValueError, match="check_every=0"):
+        generate_direct(mesh, graphdef, params, cfg, check_every=0, name="llama")
+
+
+def compiled_generate(mesh, graphdef, params, cfg, *, b=2, p=16, m=16, filtering=False, check_every=1) -> str:
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        knobs = (jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32), jnp.ones((b,), jnp.float32))
+        return sampler_module._generate.lower(
+            graphdef, params, jnp.ones((b, p), jnp.int32), jnp.ones((b, p), jnp.int32), jax.random.key(0), *knobs,
+            jnp.full((b,), m, jnp.int32), jnp.asarray([-1], jnp.int32), None, None, None,
+            max_new_tokens=m, n=1, vocab_limit=cfg.vocab_size, filtering=filtering,
+            check_every=check_every).compile().as_text()
+
+
+@pytest.mark.parametrize("name", ["llama", "llama_scan"])
+def test_decode_loop_reads_back_one_predicate_per_chunk(models, name):
+    """XLA:GPU's runtime copies the predicate of a ``conditional`` and of a while loop without a known
+    trip count to the host and blocks on it (``ConditionalThunk``, ``WhileThunk``), so the compiled
+    decode program has no ``conditional`` and one such loop, whose body runs ``check_every`` steps in a
+    loop of known trip count (the others -- the layers' ``nnx.scan``, threefry on CPU -- have one
+    too); the sort of top-k / top-p is there only when filtering."""
+    mesh, made = models
+    graphdef, params = made[name]
+    for filtering in (False, True):
+        hlo = compiled_generate(mesh, graphdef, params, CONFIGS[name], filtering=filtering, check_every=8)
+        loops = [line for line in hlo.splitlines() if " while(" in line]
+        unknown = [line for line in loops if "known_trip_count" not in line]
+        assert " conditional(" not in hlo
+        assert len(unknown) == 1 and '"known_trip_count":{"n":"8"}' in hlo, (len(unknown), len(loops))
+        assert (" sort(" in hlo) == filtering
 
 
 def test_many_prompts_go_in_groups_of_max_rows(models):
@@ -341,7 +416,6 @@ def test_n_samples_per_prompt_and_per_row_limits(models):
     assert len({tuple(r) for r in hot.tokens.tolist()}) == 4
     assert hot.finish_reason.tolist() == [FINISH_LENGTH] * 4 and hot.lengths.tolist() == [16] * 4
     # per-row token limits, through the pure generate(): rows stop at their own limit
-    from lmforge.infer import generate, pad_prompts
     tokens, mask = pad_prompts(PROMPTS, rows=4, width=32)
     with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
         out = generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
@@ -409,12 +483,7 @@ def test_decoding_writes_the_kv_cache_in_place(models, name):
     graphdef, params = made[name]
     cfg = CONFIGS[name]
     b, p, m = 2, 16, 16
-    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
-        knobs = (jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32), jnp.ones((b,), jnp.float32))
-        hlo = sampler_module._generate.lower(
-            graphdef, params, jnp.ones((b, p), jnp.int32), jnp.ones((b, p), jnp.int32), jax.random.key(0), *knobs,
-            jnp.full((b,), m, jnp.int32), jnp.asarray([-1], jnp.int32), None, None, None,
-            max_new_tokens=m, n=1, vocab_limit=cfg.vocab_size).compile().as_text()
+    hlo = compiled_generate(mesh, graphdef, params, cfg, b=b, p=p, m=m)
     whole = f"f32[{cfg.num_layers},{b},{p + m},{cfg.kv_heads},{cfg.dims_per_head}]"
     layer = f"f32[{b},{p + m},{cfg.kv_heads},{cfg.dims_per_head}]"
     assert "dynamic-update-slice(" in hlo and whole in hlo
