@@ -32,6 +32,11 @@ Each side runs in a subprocess of its own (JAX and PyTorch never share the devic
 other, each printing one JSON object per batch as it finishes; ``--timeout-s`` bounds both together
 (the first gets at most ``--first-share``), and a side that would not finish its next batch size in
 its time skips it (``skipped``) rather than losing the ones it has.
+
+``--profile``: one more call per batch size on each side under its profiler (untimed):
+``profile`` (per decode step: device busy and idle ms, kernels per step, time by kernel category,
+the top kernels; ``benchmarks/device_profile.py``) and ``profile_ms`` side by side in the line. A
+step well above the floor with a large idle share waits for the host (launches, round trips).
 """
 
 from __future__ import annotations
@@ -173,8 +178,12 @@ def run_lmforge(args) -> None:
                 start = time.perf_counter()
                 out = decode()
                 times.append(time.perf_counter() - start)
-            emit({**result("lmforge", b, args, first, times, all(len(o) == args.new_tokens for o in out)),
-                  "check_every": effective(every or check_default)})
+            line = {**result("lmforge", b, args, first, times, all(len(o) == args.new_tokens for o in out)),
+                    "check_every": effective(every or check_default)}
+            if args.profile:   # one more call, traced: per decode step (the prefill in it, as ms_per_step)
+                from device_profile import jax_profile   # benchmarks/
+                line["profile"] = jax_profile(decode, 1, steps_per_call=args.new_tokens)
+            emit(line)
             previous = time.perf_counter() - t0
 
 
@@ -285,7 +294,12 @@ def run_transformers(args) -> None:
             out = hf_decode(model, ids, args.new_tokens, args.hf_compile)
             sync()
             times.append(time.perf_counter() - start)
-        emit(result("transformers", b, args, first, times, tuple(out.shape) == (b, args.prompt_len + args.new_tokens)))
+        line = result("transformers", b, args, first, times, tuple(out.shape) == (b, args.prompt_len + args.new_tokens))
+        if args.profile:
+            from device_profile import torch_profile   # benchmarks/
+            line["profile"] = torch_profile(torch, lambda: (hf_decode(model, ids, args.new_tokens, args.hf_compile), sync()),
+                                            1, steps_per_call=args.new_tokens)
+        emit(line)
         previous = time.perf_counter() - t0
 
 
@@ -324,7 +338,7 @@ def child(args, side: str, timeout: float) -> list[dict]:
            "--hf-batch-sizes", ",".join(map(str, args.hf_batch_sizes)),
            "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
            "--attention", args.attention, "--hf-compile", args.hf_compile, "--seed", str(args.seed),
-           "--check-every", ",".join(map(str, args.check_every)),
+           "--check-every", ",".join(map(str, args.check_every)), *(["--profile"] if args.profile else []),
            "--shape-json", json.dumps(args.shape)] + (["--dtype", args.dtype] if args.dtype else [])
     run = run_side(cmd, timeout)
     objs = list(run["objects"])
@@ -380,6 +394,10 @@ def combine(args, objs: list[dict]) -> list[dict]:
                     "datasheet_bw": None if not floor["floor_ms_datasheet_bw"] else round(ms / floor["floor_ms_datasheet_bw"], 3)}
         if L.get("ms_per_step") and H.get("ms_per_step"):
             line["speedup_vs_transformers"] = round(H["ms_per_step"] / L["ms_per_step"], 3)
+        if L.get("profile") or H.get("profile"):   # --profile: device time per step side by side
+            line["profile_ms"] = {key: {"lmforge": (L.get("profile") or {}).get(key),
+                                        "transformers": (H.get("profile") or {}).get(key)}
+                                  for key in ("window_ms", "busy_ms", "idle_ms", "idle_share", "kernels_per_step")}
         if len(by_check.get(b, {})) > 1:   # lmforge's ms per step by its steps between stop checks
             line["lmforge_ms_per_step_by_check_every"] = by_check[b]
         line["lmforge"], line["transformers"] = L or None, H or None
@@ -408,6 +426,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hf-compile", choices=("auto", "on", "off"), default="auto",
                         help="transformers: auto = generate's own compile on CUDA (default), on = also on CPU, "
                              "fullgraph; off = eager")
+    parser.add_argument("--profile", action="store_true",
+                        help="one more call per batch size under the profiler (jax / torch): device busy and idle "
+                             "time per step, kernels by category (benchmarks/device_profile.py)")
     parser.add_argument("--side", choices=("both", "lmforge", "transformers"), default="both")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="both sides together (default 600)")
     parser.add_argument("--first-share", type=float, default=0.5, help="at most this share for lmforge (default 0.5)")

@@ -43,7 +43,9 @@
 # SUITE_DECODE_HF_BATCHES (1,8,64), SUITE_DECODE_NEW_TOKENS (128), SUITE_DECODE_SIDE (both; lmforge
 # or transformers: one side only), SUITE_TORCH_COMPILE (1 on GPU, 0 on CPU), SUITE_REMAT_POLICIES,
 # SUITE_XLA_DECODE_VARIANTS / SUITE_XLA_TRAIN_VARIANTS / SUITE_XLA_DECODE_BATCHES (the xla_ figures),
-# SUITE_CHECKS_DECODE_EVERY / SUITE_CHECKS_DECODE_BATCHES (the checks_decode_ figure),
+# SUITE_CHECKS_DECODE_EVERY / SUITE_CHECKS_DECODE_BATCHES (the checks_decode_ figure), SUITE_PROFILE (1: each
+# train side traces 2 more steps and decode one more call per batch under its profiler, untimed:
+# device busy/idle ms and time per kernel category, benchmarks/device_profile.py; 0: off),
 # SUITE_TORCH_FROM (a gpu_suite.jsonl of an earlier run: a train_<preset> figure whose PyTorch side
 # is in it runs lmforge only, against that line, and says so in "torch_reused_from"),
 # SUITE_SKIP_INSTALL=1, SUITE_COMMIT (recorded in the first line), PYTHON (python3).
@@ -71,6 +73,7 @@ if [[ $MODE == gpu ]]; then
   RECIPE_STEPS=${SUITE_RECIPE_STEPS:-1000}; RECIPE_VARIANT=gpu; RECIPE_EVAL=""
   TORCH_COMPILE=${SUITE_TORCH_COMPILE:-1}
   LM_TRAIN_ARGS="--dtype bfloat16 --attention cudnn"
+  PROFILE=${SUITE_PROFILE:-1}
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}   # one process at a time
 elif [[ $MODE == cpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-1500}
@@ -83,6 +86,7 @@ elif [[ $MODE == cpu ]]; then
   RECIPE_STEPS=${SUITE_RECIPE_STEPS:-120}; RECIPE_VARIANT=cpu; RECIPE_EVAL=60
   TORCH_COMPILE=${SUITE_TORCH_COMPILE:-0}
   LM_TRAIN_ARGS=""
+  PROFILE=${SUITE_PROFILE:-1}
 else
   echo "gpu_suite.sh: LMFORGE_SUITE=$MODE; expected gpu or cpu" >&2
   exit 2
@@ -264,6 +268,12 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
 
 TORCH_ARGS=""
 if [[ $TORCH_COMPILE != 1 ]]; then TORCH_ARGS="--no-compile"; fi
+DECODE_PROFILE=()
+if [[ $PROFILE == 1 ]]; then   # 2 more steps per train side under its profiler; one more decode call per batch
+  LM_TRAIN_ARGS="$LM_TRAIN_ARGS --profile-steps 2"
+  TORCH_ARGS="$TORCH_ARGS --profile-steps 2"
+  DECODE_PROFILE=(--profile)
+fi
 
 earlier_torch() {   # earlier_torch PRESET -> a file with train/PRESET's line of SUITE_TORCH_FROM, if it has a PyTorch side
   [[ -n ${SUITE_TORCH_FROM:-} && -f ${SUITE_TORCH_FROM:-} ]] || return 0
@@ -335,11 +345,12 @@ for fig in $FIGURES; do
       preset=${fig#decode_}
       run_figure "$fig" "$min" "$max" "$PY" benchmarks/decode.py "$preset" --batch-sizes "$DECODE_BATCHES" \
         --hf-batch-sizes "$DECODE_HF_BATCHES" --new-tokens "$DECODE_NEW" --first-share 0.45 \
-        --side "${SUITE_DECODE_SIDE:-both}"
+        --side "${SUITE_DECODE_SIDE:-both}" ${DECODE_PROFILE[@]+"${DECODE_PROFILE[@]}"}
       ;;
     checks_decode_*)   # lmforge only: one run per number of steps between the decode loop's stop checks
       run_figure "$fig" "$min" "$max" "$PY" benchmarks/decode.py "${fig#checks_decode_}" --side lmforge \
-        --batch-sizes "$CHECKS_DECODE_BATCHES" --check-every "$CHECKS_DECODE_EVERY" --new-tokens "$DECODE_NEW"
+        --batch-sizes "$CHECKS_DECODE_BATCHES" --check-every "$CHECKS_DECODE_EVERY" --new-tokens "$DECODE_NEW" \
+        ${DECODE_PROFILE[@]+"${DECODE_PROFILE[@]}"}
       ;;
     remat_*)
       preset=${fig#remat_}

@@ -25,6 +25,8 @@ Timing, as ``train_throughput.py``: two random token batches already on the devi
 the first step (``compile_s``: dynamo + inductor + the step itself, minus a median step) then
 ``--warmup`` untimed steps, then ``--steps`` timed steps, each followed by
 ``torch.cuda.synchronize()``; median and p90 step times; tokens/s and MFU from the median.
+``--profile-steps N``: N more steps under ``torch.profiler`` after those (untimed); ``profile`` in
+the line is ``device_profile.summarize``'s per-step breakdown, as on lmforge's side.
 
 - FLOPs per token = 6 (N + V D) + 12 L T D, with N the non-embedding parameters (blocks and final
   norm: no token/position table, no output matrix) and V D the unembedding matmul: a reimplementation
@@ -297,6 +299,11 @@ def benchmark(args) -> dict:
             sync()
             if i > args.warmup:
                 times.append(time.perf_counter() - start)
+        profile = None
+        if args.profile_steps:   # untimed, after the timed steps
+            from device_profile import torch_profile   # benchmarks/
+
+            profile = torch_profile(torch, lambda: (step(0), sync()), args.profile_steps)
     step_s = statistics.median(times)
     tokens_per_s = args.batch_size * args.seq_len / step_s
     fpt = flops_per_token(shape, non_embedding, args.seq_len)
@@ -316,6 +323,7 @@ def benchmark(args) -> dict:
         "peak_memory_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None,
         "peak_memory_reserved_bytes": int(torch.cuda.max_memory_reserved()) if cuda else None,
         "final_loss": round(float(loss.detach()), 4),
+        **({"profile": profile} if profile is not None else {}),
     }
 
 
@@ -337,6 +345,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sdpa", default=None,
                         help="comma-separated SDPA backends in priority order; default flash,cudnn,efficient "
                              "on cuda (no math fallback), all four on cpu")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="steps traced with torch.profiler after the timed ones (default 0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check-presets", action="store_true",
                         help="compare PRESETS with lmforge's ModelConfig presets (imports lmforge) and exit")

@@ -24,6 +24,9 @@ median.
   XLA-compile seconds (jax.monitoring's backend-compile events); ``--threefry-kernel`` chooses its
   threefry lowering (``auto``: jax's CUDA kernel on one GPU, where the unrolled one compiled ~80 s
   for Llama 1B on an H200).
+- ``--profile-steps N``: after the timed steps, N more under ``jax.profiler``; the line's
+  ``profile`` is ``device_profile.summarize``'s per-step breakdown (device busy and idle time,
+  time per kernel category, the top kernels).
 - Defaults are chosen for CPU (float32, batch 8, sequence 128, 10 steps); on an accelerator the
   dtype defaults to bfloat16 and the sequence to the preset's max_seq_len (at most 2048).
 """
@@ -72,12 +75,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threefry-kernel", choices=("auto", "on", "off"), default="auto",
                         help="the parameter init's threefry lowering (model.sharding.init_prng_lowering): "
                              "auto = jax's CUDA kernel on a one-GPU mesh only")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="steps traced with jax.profiler after the timed ones (default 0: none)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     platform = jax.devices()[0].platform
-    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0 or args.seq_len < 0:
-        parser.error("need --batch-size >= 1, --steps >= 1, --warmup >= 0, --seq-len >= 1")
+    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0 or args.seq_len < 0 or args.profile_steps < 0:
+        parser.error("need --batch-size >= 1, --steps >= 1, --warmup >= 0, --seq-len >= 1, --profile-steps >= 0")
     try:
         sizes = tuple(int(s) for s in args.mesh.split(","))
         if len(sizes) != 3:
@@ -179,6 +184,17 @@ def benchmark(args) -> dict:
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
         loss = float(metrics["train/loss"])
+        profile = None
+        if args.profile_steps:   # untimed; the state is donated, so each traced step rebinds it
+            from device_profile import jax_profile   # benchmarks/
+
+            held = [state]
+
+            def traced_step():
+                held[0], out = compiled(held[0], frozen, batches[0], rng)
+                jax.block_until_ready((held[0], out))
+
+            profile = jax_profile(traced_step, args.profile_steps)
 
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
@@ -205,6 +221,7 @@ def benchmark(args) -> dict:
         "mfu": None if not peak_flops else round(tokens_per_s * flops_per_token / (peak_flops * mesh.size), 5),
         "peak_memory_bytes": peak, "peak_memory_source": source, "compiled_memory": memory,
         "final_loss": round(loss, 4), "jax": jax.__version__,
+        **({"profile": profile} if profile is not None else {}),
     }
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/train_throughput.py, kv_cache.py, fixed_cost.py and cpu_step.py run and print one JSON object with the documented keys."""
+"""benchmarks/train_throughput.py, kv_cache.py, fixed_cost.py and cpu_step.py run and print one JSON object with the documented keys;
+device_profile.py's summary of kernel events."""
 
 import json
 import os
@@ -20,7 +21,7 @@ def run(*args):
 
 
 def test_gpt2_tiny_prints_one_json_object():
-    proc = run("gpt2_tiny", "--steps", "2", "--warmup", "1", "--seq-len", "64")
+    proc = run("gpt2_tiny", "--steps", "2", "--warmup", "1", "--seq-len", "64", "--profile-steps", "1")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -31,6 +32,34 @@ def test_gpt2_tiny_prints_one_json_object():
     assert result["mesh"] == {"data": 1, "fsdp": 1, "expert": 1, "tensor": 1} and result["num_devices"] == 1
     assert result["step_ms_p90"] >= result["step_ms_median"] > 0 and result["compile_s"] > 0
     assert result["tokens_per_s"] > 0 and result["mfu"] > 0 and result["peak_memory_bytes"] > 0
+    profile = result["profile"]   # one traced step, XLA:CPU's thunks
+    assert profile["source"] == "jax.profiler, cpu thunks" and profile["steps"] == 1
+    assert 0 < profile["busy_ms"] <= profile["window_ms"] and profile["kernels_per_step"] > 10
+    assert "gemm" in profile["by_category"] and profile["top"][0]["ms"] >= profile["top"][-1]["ms"]
+
+
+def test_device_profile_summary_counts_overlaps_once_and_the_gaps_as_idle():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import device_profile
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    ms = 1e6   # ns
+    events = [("sm90_xmma_gemm_bf16", "custom-call.1", 0, 4 * ms),            # two streams overlapping:
+              ("loop_add_fusion", "add.2", 2 * ms, 4 * ms),                   # busy 0..6
+              ("cudnn_generated_fort_native_sdpa", "", 8 * ms, 2 * ms),       # idle 6..8
+              ("nccl_AllReduce_RING_LL", "all-reduce.3", 10 * ms, 1 * ms),
+              ("loop_add_fusion", "add.2", 11 * ms, 1 * ms)]                  # window 0..12
+    s = device_profile.summarize(events, steps=2, source="test")
+    assert (s["window_ms"], s["busy_ms"], s["idle_ms"], s["kernels_per_step"]) == (6.0, 5.0, 1.0, 2.5)
+    assert s["idle_share"] == round(2 / 12, 4) and s["kernel_ms"] == 6.0
+    assert {c: v["ms"] for c, v in s["by_category"].items()} == {
+        "gemm": 2.0, "other": 2.5, "attention": 1.0, "collective": 0.5}
+    assert s["top"][0] == {"kernel": "loop_add_fusion", "hlo_op": "add.2", "category": "other",
+                           "calls_per_step": 1.0, "ms": 2.5}
+    assert device_profile.summarize([], steps=1, source="test")["error"] == "no kernel events in the trace"
+    with pytest.raises(ValueError, match="steps=0"):
+        device_profile.summarize(events, steps=0, source="test")
 
 
 def test_bad_arguments_are_one_line_errors():
