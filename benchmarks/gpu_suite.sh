@@ -6,7 +6,7 @@
 #   LMFORGE_SUITE=cpu bash benchmarks/gpu_suite.sh      # the dry run: tiny presets on CPU, every code path
 #
 # Figures (their GPU default order, by priority, is DEFAULT_FIGURES below; a name is train_<preset>, train_<preset>_scan,
-# train_<preset>_flash, train_<preset>_onechunk, decode_<preset>, checks_decode_<preset>, remat_<preset>, init_<preset>,
+# train_<preset>_flash, train_<preset>_onechunk, train_<preset>_docmask, decode_<preset>, checks_decode_<preset>, remat_<preset>, init_<preset>,
 # xla_decode_<preset>, xla_train_<preset> or recipe):
 #   train_gpt2_small       lmforge vs PyTorch train step, bf16, batch 16 x seq 1024 (compare.py train)
 #   train_llama_1b         the same for Llama 3.2 1B's shape, batch 16 x seq 1024 (SUITE_LLAMA_BATCH/SEQ)
@@ -27,6 +27,8 @@
 #                          variant (SUITE_XLA_DECODE_VARIANTS, ';'-separated; the first, "", is the baseline)
 #   init_llama_1b          benchmarks/init_compile.py: the parameter init with jax's CUDA threefry kernel (lmforge's
 #                          default on one GPU) and with the unrolled lowering: wall and compile seconds, same bits
+#   train_gpt2_small_docmask lmforge with --document-mask: the batch's segment ids reach attention (packed data's
+#                          document mask: cuDNN gets a dense mask as a bias) instead of is_causal alone
 #   train_llama_1b_onechunk  lmforge with --vocab-chunk 0: the loss computes the whole (B, T, V) logits once
 #                          instead of chunks of 16,384 columns recomputed in the backward pass
 #   xla_train_llama_1b     train_llama_1b's lmforge side once per variant of SUITE_XLA_TRAIN_VARIANTS
@@ -64,7 +66,7 @@ START=$(date +%s)
 
 if [[ $MODE == gpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-465}
-  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b checks_decode_llama_1b train_gpt2_medium xla_decode_llama_1b init_llama_1b train_llama_1b_onechunk recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash remat_gpt2_medium xla_train_llama_1b"
+  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b checks_decode_llama_1b train_gpt2_medium xla_decode_llama_1b init_llama_1b train_llama_1b_onechunk recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash train_gpt2_small_docmask remat_gpt2_medium xla_train_llama_1b"
   STEPS=${SUITE_STEPS:-10}; WARMUP=${SUITE_WARMUP:-3}
   BATCH=${SUITE_BATCH:-16}; SEQ=${SUITE_SEQ:-1024}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-16}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-1024}
@@ -239,7 +241,7 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
     case $1 in
       recipe) echo "60 700" ;;
       decode_*) echo "40 300" ;;
-      *_scan|*_flash|*_onechunk) echo "20 150" ;;
+      *_scan|*_flash|*_onechunk|*_docmask) echo "20 150" ;;
       remat_*) echo "30 200" ;;
       init_*) echo "15 120" ;;
       xla_*|checks_*) echo "20 150" ;;
@@ -252,7 +254,7 @@ limits() {   # minimum and maximum seconds of a figure on this MODE
     train_gpt2_medium) echo "80 200" ;;
     train_gpt2_large) echo "100 240" ;;
     train_llama_1b) echo "100 240" ;;
-    train_*_scan|train_*_flash) echo "40 100" ;;
+    train_*_scan|train_*_flash|train_*_docmask) echo "40 100" ;;
     train_*_onechunk) echo "60 150" ;;
     train_*) echo "80 240" ;;
     decode_*) echo "90 220" ;;
@@ -317,12 +319,13 @@ for fig in $FIGURES; do
         i=$((i + 1))
       done
       ;;
-    train_*_scan|train_*_flash|train_*_onechunk)   # lmforge only, against the PyTorch line of train_<preset>
+    train_*_scan|train_*_flash|train_*_onechunk|train_*_docmask)   # lmforge only, against train_<preset>'s PyTorch line
       variant=${fig##*_}; preset=${fig#train_}; preset=${preset%_"$variant"}
       read -r b s <<<"$(train_batch "$preset")"
       case $variant in
         scan) args="$LM_TRAIN_ARGS --scan-layers" ;;
         onechunk) args="$LM_TRAIN_ARGS --vocab-chunk 0" ;;
+        docmask) args="$LM_TRAIN_ARGS --document-mask" ;;
         *) args="${LM_TRAIN_ARGS/--attention cudnn/} --attention flash" ;;
       esac
       run_figure "$fig" "$min" "$max" "$PY" benchmarks/compare.py train "$preset" --figure "train/${preset}_$variant" \
@@ -374,7 +377,7 @@ for fig in $FIGURES; do
         ${steps_args[@]+"${steps_args[@]}"}
       ;;
     *)
-      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, train_<preset>_onechunk, decode_<preset>, checks_decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset> or recipe")"
+      emit "$(suite_json figure="$fig" error="unknown figure; expected train_<preset>, train_<preset>_scan, train_<preset>_flash, train_<preset>_onechunk, train_<preset>_docmask, decode_<preset>, checks_decode_<preset>, remat_<preset>, init_<preset>, xla_decode_<preset>, xla_train_<preset> or recipe")"
       ;;
   esac
 done

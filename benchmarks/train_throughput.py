@@ -24,6 +24,10 @@ median.
   XLA-compile seconds (jax.monitoring's backend-compile events); ``--threefry-kernel`` chooses its
   threefry lowering (``auto``: jax's CUDA kernel on one GPU, where the unrolled one compiled ~80 s
   for Llama 1B on an H200).
+- Each row is one document (random tokens, like PyTorch's side): the loss runs with
+  ``document_mask=False`` (no segment ids: cuDNN's causal mask alone, as PyTorch's
+  ``is_causal=True``); ``--document-mask`` passes the batch's segment ids (all ones) as packed
+  pretraining data does, which costs cuDNN a dense (B, 1, T, T) mask turned into a bias.
 - ``--profile-steps N``: after the timed steps, N more under ``jax.profiler``; the line's
   ``profile`` is ``device_profile.summarize``'s per-step breakdown (device busy and idle time,
   time per kernel category, the top kernels).
@@ -75,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threefry-kernel", choices=("auto", "on", "off"), default="auto",
                         help="the parameter init's threefry lowering (model.sharding.init_prng_lowering): "
                              "auto = jax's CUDA kernel on a one-GPU mesh only")
+    parser.add_argument("--document-mask", action="store_true",
+                        help="pass the batch's segment ids to attention (packed data's document mask); default: "
+                             "one document per row, no mask (PyTorch's is_causal)")
     parser.add_argument("--profile-steps", type=int, default=0,
                         help="steps traced with jax.profiler after the timed ones (default 0: none)")
     parser.add_argument("--seed", type=int, default=0)
@@ -160,7 +167,9 @@ def benchmark(args) -> dict:
     jax.block_until_ready(params)
     init_s, init_compile_s = time.perf_counter() - start, sum(compiles)
     chunk = args.vocab_chunk or cfg.vocab_size
-    trainer = Trainer(lm_loss(graphdef, cfg, vocab_chunk=chunk), params=params, param_shardings=shardings,
+    document_mask = args.document_mask or cfg.architecture != "decoder"
+    trainer = Trainer(lm_loss(graphdef, cfg, vocab_chunk=chunk, document_mask=document_mask), params=params,
+                      param_shardings=shardings,
                       optim=OptimConfig(warmup_steps=0), loop=LoopConfig(steps=total), mesh=mesh, rules=DEFAULT_RULES)
     state, frozen = trainer.state, trainer.frozen
     params = sum(x.size for x in jax.tree.leaves(state["params"]))
@@ -211,7 +220,7 @@ def benchmark(args) -> dict:
         "dtype": args.dtype, "attention": args.attention, "remat": args.remat, "scan_layers": args.scan_layers,
         "mesh": dict(mesh.shape), "device_kind": device.device_kind, "num_devices": mesh.size,
         "init_s": round(init_s, 3), "init_compile_s": round(init_compile_s, 3),
-        "threefry_kernel": args.threefry_kernel, "vocab_chunk": chunk,
+        "threefry_kernel": args.threefry_kernel, "vocab_chunk": chunk, "document_mask": document_mask,
         "compile_s": round(compile_s, 3), "steps": args.steps, "warmup": args.warmup,
         "step_ms_median": round(1e3 * step_s, 3),
         "step_ms_p90": round(1e3 * float(np.percentile(times, 90)), 3),

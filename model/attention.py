@@ -17,7 +17,9 @@ Choices:
   ``implementation="cudnn"`` (cuDNN flash attention on NVIDIA GPUs; bf16/fp16 only). For causal
   self-attention without a cache both pass ``is_causal=True`` and a mask of the segments only, so
   cuDNN runs its causal mask type and skips the blocks above the diagonal (the segments still
-  come as a dense (B, 1, T, T) mask, which cuDNN turns into a bias).
+  come as a dense (B, 1, T, T) mask, which cuDNN turns into a bias -- unless the caller says every
+  row is one segment, ``one_segment``: a decoder called without segment ids, or a loss over
+  unpacked data, ``lm_loss(document_mask=False)``; then ``is_causal`` alone, as PyTorch's SDPA).
   ``flash`` is the Pallas flash-attention kernel for NVIDIA GPUs (Triton;
   ``jax.experimental.pallas.ops.gpu.attention``, Dao et al. 2022) and ``splash`` the Pallas splash
   kernel for TPUs (``jax.experimental.pallas.ops.tpu.splash_attention``): both take segment ids and
@@ -270,18 +272,19 @@ class Attention(nnx.Module):
         return {"k": checkpoint_name(self._project(memory, self.k, _KV, rngs[0]), "key_proj"),
                 "v": checkpoint_name(self._project(memory, self.v, _KV, rngs[1]), "value_proj")}
 
-    def _attend(self, q, k, v, *, segments, slots, self_attention, bias, dropout_rng):
+    def _attend(self, q, k, v, *, segments, slots, self_attention, bias, dropout_rng, one_segment=False):
         """segments: (query (B, T), key (B, S)) segment ids; slots: (query (T,), key (S,)) slots in the
         key buffer for a causal mask, None for bidirectional attention; ``self_attention``: the keys
         are the queries' own tokens, no cache (T == S), which the flash kernels and cuDNN's causal
-        mask type serve."""
+        mask type serve; ``one_segment``: see ``__call__``."""
         causal_self = self_attention and slots is not None
         if self.backend in PALLAS_BACKENDS and self_attention and bias is None:
             out = pallas_attention(q, k, v, segments[0], kernel=self.backend, causal=causal_self, scale=self.scale)
         elif self.backend in ("dot_product", "cudnn") and bias is None:
-            # The causal part as is_causal (cuDNN's causal mask type), the segments as a mask.
-            # Attention-probability dropout is not offered by jax.nn.dot_product_attention.
-            mask = attention_mask(*segments, *(None, None) if causal_self or slots is None else slots)
+            # The causal part as is_causal (cuDNN's causal mask type), the segments as a mask (none
+            # when every row is one segment). jax.nn.dot_product_attention offers no attention dropout.
+            mask = None if one_segment and causal_self else attention_mask(
+                *segments, *(None, None) if causal_self or slots is None else slots)
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale, is_causal=causal_self,
                                                implementation="cudnn" if self.backend == "cudnn" else None)
         else:
@@ -304,8 +307,13 @@ class Attention(nnx.Module):
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array,
                  kv_cache: dict | None = None, cache_index: jax.Array | None = None,
                  kv_segment_ids: jax.Array | None = None, dropout_rng: jax.Array | None = None,
-                 bias: jax.Array | None = None):
+                 bias: jax.Array | None = None, one_segment: bool = False):
         """x: (B, T, D); positions, segment_ids: (B, T); bias: (B|1, N, T, S) added to the logits.
+
+        ``one_segment`` (static): the caller promises every row is one segment of real tokens (no
+        packing; trailing padding is allowed, causal attention never reaches it), so the ``cudnn`` and
+        ``dot_product`` backends get ``is_causal`` alone and no dense (B, 1, T, T) mask, which cuDNN
+        would turn into a bias (PyTorch's ``is_causal=True``). Ignored with a cache.
 
         ``kv_cache`` holds every layer's keys and values, {"k", "v"}: (L, B, S, K, H), and ``"layer"``,
         this layer's index (an int or a traced scalar). The new keys/values are written at
@@ -337,4 +345,5 @@ class Attention(nnx.Module):
             kv_slots = jnp.arange(k.shape[1])
         slots = (q_slots, kv_slots) if self.causal else None
         return self._attend(q, k, v, segments=(segment_ids, kv_segment_ids), slots=slots,
-                            self_attention=kv_cache is None, bias=bias, dropout_rng=dropout_rng), new_cache
+                            self_attention=kv_cache is None, bias=bias, dropout_rng=dropout_rng,
+                            one_segment=one_segment and kv_cache is None), new_cache

@@ -133,7 +133,8 @@ class DecoderLM(nnx.Module):
                  dropout_rng: jax.Array | None = None):
         """tokens (B, T) int; positions, segment_ids (B, T) (default 0..T-1 and all ones; with a cache
         the positions default to index .. index + T - 1, one index for the whole batch, so left-padded
-        rows pass their own positions, as the sampler does).
+        rows pass their own positions, as the sampler does). Without a cache, no segment ids means
+        one segment per row: the ``cudnn`` / ``dot_product`` attention then gets no dense mask.
 
         Returns ``(logits (B, T, V) float32, new_cache or None)``.
         """
@@ -181,6 +182,7 @@ class DecoderLM(nnx.Module):
         if positions is None:
             start = 0 if cache is None else cache["index"]
             positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+        one_segment = segment_ids is None and cache is None   # attention needs no segment mask
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
 
@@ -198,6 +200,8 @@ class DecoderLM(nnx.Module):
         x = constrain(x, ("act_batch", "act_seq", "act_embed"))
 
         ctx = {"positions": positions, "segment_ids": segment_ids}
+        if one_segment:
+            ctx["one_segment"] = True
         if cache is not None:
             index = cache["index"]
             kv_segments = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))

@@ -92,7 +92,8 @@ class PretrainConfig(LoopConfig):
 OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
 
 
-def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chunk: int = VOCAB_CHUNK):
+def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chunk: int = VOCAB_CHUNK,
+            document_mask: bool = True):
     """The pretraining loss of every family: the weighted cross-entropy of ``batch["targets"]``.
 
     The next token for decoders, the masked tokens for BERT, the decoder targets of T5 / the
@@ -103,14 +104,25 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chun
     as the vocabulary computes the whole (B, T, V) logits once, trading memory for that matmul). A
     mixture-of-experts model adds its weighted router losses (``moe_aux_loss`` × load balancing +
     ``moe_z_loss`` × z-loss, averaged over layers); the ``loss`` metric stays the cross-entropy.
+    ``document_mask=False`` (decoders only): each row is one document -- nanoGPT's windows
+    (``data.packing="windows"``), trailing padding at most -- so the model gets no segment ids and
+    attention no document mask (cuDNN's causal mask alone); the loss is the same.
+
+    Raises:
+      ValueError: ``document_mask=False`` for a model that is not decoder-only (its attention is
+        bidirectional somewhere, where padding must be masked).
     """
+    if not document_mask and model_cfg.architecture != "decoder":
+        raise ValueError(f"lm_loss: document_mask=False needs a decoder-only model, not {model_cfg.family!r} "
+                         f"({model_cfg.architecture}): bidirectional attention must mask its padding")
     def loss_fn(params, frozen, batch, rng):
         kw = {}
         if "encoder_inputs" in batch:
             kw = dict(encoder_tokens=batch["encoder_inputs"], encoder_positions=batch["encoder_positions"],
                       encoder_segment_ids=batch["encoder_segment_ids"])
         lp, aux = forward_logprobs(nnx.merge(graphdef, params), batch["inputs"], batch["targets"],
-                                   positions=batch["positions"], segment_ids=batch["segment_ids"], dropout_rng=rng,
+                                   positions=batch["positions"],
+                                   segment_ids=batch["segment_ids"] if document_mask else None, dropout_rng=rng,
                                    vocab_chunk=vocab_chunk, **kw)
         loss, metrics = causal_lm_loss(lp.logprobs, batch["weights"], correct=lp.correct,
                                        log_z=lp.log_z if z_loss else None, z_loss=z_loss)
@@ -316,7 +328,10 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     else:
         graphdef, params, shardings = create_sharded(lambda: build_model(model_cfg, rngs=nnx.Rngs(cfg.seed)), mesh,
                                                      rules)
-    trainer = Trainer(lm_loss(graphdef, model_cfg, z_loss=cfg.z_loss), params=params, param_shardings=shardings,
+    # nanoGPT's windows hold no document boundaries: attention needs no document mask
+    document_mask = cfg.data.packing == "pack" or model_cfg.architecture != "decoder"
+    trainer = Trainer(lm_loss(graphdef, model_cfg, z_loss=cfg.z_loss, document_mask=document_mask), params=params,
+                      param_shardings=shardings,
                       optim=cfg.optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg,
                       base=cfg.init_from or None, per_device=cfg.mesh.per_device_step)
     n_params = sum(x.size for x in jax.tree.leaves(params))

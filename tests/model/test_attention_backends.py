@@ -198,3 +198,32 @@ def test_a_kernel_without_bias_is_refused_for_t5_and_missing_attention_dropout_i
     cfg = ModelConfig.gpt2_tiny(attention="dot_product", dropout=0.1)
     with use_mesh(ONE_DEVICE), pytest.warns(UserWarning, match="'dot_product' applies no attention-probability dropout"):
         create_sharded(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)), ONE_DEVICE, DEFAULT_RULES)
+
+
+def test_one_segment_rows_reach_dot_product_attention_without_a_mask(monkeypatch):
+    """A decoder called without segment ids (every row one segment) hands ``jax.nn.dot_product_attention``
+    (the ``cudnn`` and ``dot_product`` backends) ``is_causal`` and no dense mask, as PyTorch's SDPA; with
+    segment ids, or with a cache, the mask is there. Same logits and gradients either way."""
+    seen = []
+    real = jax.nn.dot_product_attention
+
+    def spy(*args, mask=None, **kw):
+        seen.append(mask is None)
+        return real(*args, mask=mask, **kw)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    cfg = ModelConfig.llama_tiny(attention="dot_product")
+    ones = jnp.ones((4, T), jnp.int32)
+    ref_logits, ref_grads = _model_outputs(DecoderLM, cfg, ONE_DEVICE, TOKENS, segment_ids=ones)
+    assert seen and not any(seen)                                   # segment ids given: a mask
+    seen.clear()
+    logits, grads = _model_outputs(DecoderLM, cfg, ONE_DEVICE, TOKENS)
+    assert seen and all(seen)                                       # one segment: none
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5), grads, ref_grads)
+    seen.clear()
+    with use_mesh(ONE_DEVICE):
+        gd, params, _ = create_sharded(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)), ONE_DEVICE, DEFAULT_RULES)
+        model = nnx.merge(gd, params)
+        jax.jit(lambda tokens: model(tokens, cache=model.init_cache(4, T))[0])(TOKENS)
+    assert seen and not any(seen)                                   # a cache: the mask of its slots
