@@ -16,16 +16,18 @@ Choices:
   it; real tokens' positions start at 0 in every row), so every row writes the same cache slot at
   each decode step: a plain ``dynamic_update_slice``.
 - ``n`` samples per prompt: the prompt is prefilled once and its cache repeated n times.
-- Temperature, top-k, top-p and the per-row token limits are traced arrays (one per row, so a
-  server can mix requests): changing them never recompiles. What is static — the batch, prompt
-  and generation widths — is bucketed (:func:`bucket`: 16, 32, 64, ... ) by the callers in
+- Temperature, top-k, top-p and the per-row token limits are traced arrays (one per row):
+  changing their values never recompiles, only the kind of program (greedy, sampling, filtered:
+  below) is static. What else is static — the batch, prompt and generation widths — is bucketed (:func:`bucket`: 16, 32, 64, ... ) by the callers in
   ``infer.text``, so a bounded set of shapes is ever compiled. Rows stop at their own limit.
 - One sort per step serves top-k (a traced k) and top-p; top-p is applied to the top-k
   distribution (as Hugging Face's processors chain them). Whether that sort runs at all is static
-  (``top_k > 0 or top_p < 1``): a program that never filters (greedy, plain temperature) has no
-  sort, and a ``lax.cond`` inside the step would make XLA:GPU's runtime read its predicate back to
-  the host every token (``ConditionalThunk``). So a process compiles at most two programs per shape,
-  one with the filter and one without, and any values of the knobs run on the first one compiled. A token is kept while the mass before
+  (``top_k > 0 or top_p < 1``), and so is greedy decoding (``temperature == 0``: the argmax, no
+  random draw over the vocabulary, no sort): a program that never filters has no sort, and a
+  ``lax.cond`` inside the step would make XLA:GPU's runtime read its predicate back to the host
+  every token (``ConditionalThunk``). So a process compiles at most three programs per shape
+  (greedy, sampling, sampling with the filter), and any values of the knobs run on the one of their
+  kind compiled first. A token is kept while the mass before
   it is below ``top_p - TOP_P_TOLERANCE``: float32 sums that should reach ``top_p`` exactly
   (0.5 + 0.3 = 0.79999995) would otherwise keep one token too many. The most likely token is
   always kept. ``temperature == 0`` is greedy (its sampling log-prob is 0: a point mass).
@@ -150,13 +152,16 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
 
 
 def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: jax.Array,
-                 top_p: jax.Array, *, filtering: bool = True) -> tuple[jax.Array, jax.Array]:
+                 top_p: jax.Array, *, filtering: bool = True, greedy: bool = False) -> tuple[jax.Array, jax.Array]:
     """(R, V) float32 logits -> (tokens (R,) int32, their log-prob under the sampled distribution (R,)).
 
     Rows with ``temperature == 0`` take the argmax (log-prob 0). ``filtering`` (static): apply
     :func:`filter_logits` with ``top_k`` / ``top_p``; False skips its sort and ignores both (the
-    caller knows every row has them off).
+    caller knows every row has them off). ``greedy`` (static): every row takes the argmax (the
+    caller knows every temperature is 0): no draw, no filter.
     """
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.zeros(logits.shape[:1], jnp.float32)
     r = logits.shape[0]
     temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (r,))
     greedy = temperature <= 0
@@ -229,11 +234,11 @@ def default_check_every() -> int:
     return DEFAULT_CHECK_EVERY_GPU if jax.default_backend() in ("gpu", "cuda", "rocm") else 1
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "n", "vocab_limit", "filtering",
-                                             "check_every"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "n", "vocab_limit", "greedy",
+                                             "filtering", "check_every"))
 def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, top_p, max_tokens, stop_ids,
-              stop_strings, encoder, stream, *, max_new_tokens: int, n: int, vocab_limit: int, filtering: bool,
-              check_every: int) -> SamplerOutput:
+              stop_strings, encoder, stream, *, max_new_tokens: int, n: int, vocab_limit: int, greedy: bool,
+              filtering: bool, check_every: int) -> SamplerOutput:
     model = nnx.merge(graphdef, params)
     b, p = prompts.shape
     rows, m = b * n, max_new_tokens
@@ -255,7 +260,7 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
 
     def pick(logits, i):
         tok, slp = sample_token(jnp.where(vocab_ok, logits, NEG_INF), jax.random.fold_in(rng, i),
-                                temperature, top_k, top_p, filtering=filtering)
+                                temperature, top_k, top_p, filtering=filtering, greedy=greedy)
         return tok, _model_logprob(logits, tok), slp
 
     def finished(tok, tail, i):
@@ -375,7 +380,7 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: 
         _generate, graphdef, params, prompts.astype(jnp.int32), prompt_mask, rng, *knobs,
         jnp.asarray(max_tokens, jnp.int32), stop_ids, stop_strings if cfg.stop_strings else None, encoder,
         max_new_tokens=cfg.max_new_tokens, n=cfg.n, vocab_limit=int(vocab_limit) if vocab_limit is not None else 1 << 30,
-        filtering=cfg.top_k > 0 or cfg.top_p < 1.0)
+        greedy=cfg.temperature == 0, filtering=cfg.temperature > 0 and (cfg.top_k > 0 or cfg.top_p < 1.0))
     if stream is None:
         return run(None, check_every=min(check_every or default_check_every(), max(cfg.max_new_tokens - 1, 1)))
     with _SINKS_LOCK:

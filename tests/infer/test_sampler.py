@@ -312,21 +312,26 @@ def test_logprobs_equal_a_teacher_forced_forward_pass(models):
 
 
 def test_changing_sampling_parameters_does_not_recompile(models):
-    """Temperatures and the values of top-k / top-p are traced; only switching the filter on (a sort
-    per step, static so that no ``lax.cond`` sits in the loop) compiles a second program."""
+    """Temperatures and the values of top-k / top-p are traced; what is static is the kind of program:
+    greedy (``temperature == 0``: the argmax, whatever the filters), sampling, and sampling with the
+    filter (a sort per step), so that no ``lax.cond`` sits in the loop. One program per kind."""
     mesh, made = models
     graphdef, params = made["gpt2"]
     s = sampler(mesh, graphdef, params)
-    s.generate_ids(PROMPTS, SamplingConfig(max_new_tokens=8, temperature=0.5))
-    compiles = sampler_module._generate._cache_size()
-    s.generate_ids(PROMPTS[::-1], SamplingConfig(max_new_tokens=8, temperature=0.0))       # greedy
-    s.generate_ids(PROMPTS[::-1], SamplingConfig(max_new_tokens=5, temperature=1.7))       # 5 buckets to 16
-    assert sampler_module._generate._cache_size() == compiles
-    for cfg in (SamplingConfig(max_new_tokens=8, temperature=1.3, top_p=0.8),
-                SamplingConfig(max_new_tokens=8, temperature=0.0, top_k=7),
-                SamplingConfig(max_new_tokens=5, temperature=0.9, top_k=3, top_p=0.5)):
-        s.generate_ids(PROMPTS[::-1], cfg)
-    assert sampler_module._generate._cache_size() == compiles + 1
+    size = sampler_module._generate._cache_size
+    kinds = {"sampling": [SamplingConfig(max_new_tokens=8, temperature=0.5),
+                          SamplingConfig(max_new_tokens=5, temperature=1.7)],       # 5 buckets to 16 too
+             "greedy": [SamplingConfig(max_new_tokens=8, temperature=0.0),
+                        SamplingConfig(max_new_tokens=8, temperature=0.0, top_k=7, top_p=0.3)],
+             "filter": [SamplingConfig(max_new_tokens=8, temperature=1.3, top_p=0.8),
+                        SamplingConfig(max_new_tokens=8, temperature=0.9, top_k=3, top_p=0.5),
+                        SamplingConfig(max_new_tokens=5, temperature=0.2, top_k=7)]}
+    for first, *rest in kinds.values():
+        s.generate_ids(PROMPTS, first)
+        compiles = size()
+        for cfg in rest:
+            s.generate_ids(PROMPTS[::-1], cfg)
+        assert size() == compiles
 
 
 def generate_direct(mesh, graphdef, params, cfg, *, check_every, stop_tokens=(), limits=None, name="gpt2"):
@@ -366,13 +371,14 @@ def test_decode_steps_between_checks_do_not_change_the_result(models, cfg):
         generate_direct(mesh, graphdef, params, cfg, check_every=0, name="llama")
 
 
-def compiled_generate(mesh, graphdef, params, cfg, *, b=2, p=16, m=16, filtering=False, check_every=1) -> str:
+def compiled_generate(mesh, graphdef, params, cfg, *, b=2, p=16, m=16, greedy=False, filtering=False,
+                      check_every=1) -> str:
     with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
         knobs = (jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32), jnp.ones((b,), jnp.float32))
         return sampler_module._generate.lower(
             graphdef, params, jnp.ones((b, p), jnp.int32), jnp.ones((b, p), jnp.int32), jax.random.key(0), *knobs,
             jnp.full((b,), m, jnp.int32), jnp.asarray([-1], jnp.int32), None, None, None,
-            max_new_tokens=m, n=1, vocab_limit=cfg.vocab_size, filtering=filtering,
+            max_new_tokens=m, n=1, vocab_limit=cfg.vocab_size, greedy=greedy, filtering=filtering,
             check_every=check_every).compile().as_text()
 
 
@@ -385,8 +391,9 @@ def test_decode_loop_reads_back_one_predicate_per_chunk(models, name):
     too); the sort of top-k / top-p is there only when filtering."""
     mesh, made = models
     graphdef, params = made[name]
-    for filtering in (False, True):
-        hlo = compiled_generate(mesh, graphdef, params, CONFIGS[name], filtering=filtering, check_every=8)
+    for greedy, filtering in ((True, False), (False, False), (False, True)):
+        hlo = compiled_generate(mesh, graphdef, params, CONFIGS[name], greedy=greedy, filtering=filtering,
+                                check_every=8)
         loops = [line for line in hlo.splitlines() if " while(" in line]
         unknown = [line for line in loops if "known_trip_count" not in line]
         assert " conditional(" not in hlo

@@ -91,11 +91,13 @@ def test_streamed_ids_are_the_result_and_the_result_is_unchanged(sampler):
 
 
 def test_every_stream_shares_one_compiled_program(sampler):
-    sampler.generate_ids(PROMPTS, GREEDY, stream=Recorder())
+    hot = dataclasses.replace(GREEDY, temperature=0.5)
+    sampler.generate_ids(PROMPTS, hot, stream=Recorder())
+    sampler.generate_ids(PROMPTS, hot)
     before = sampler_module._generate._cache_size()
     for stream in (Recorder(), lambda step, tokens, live: False, Recorder(stop_after=2)):
-        sampler.generate_ids(PROMPTS[::-1], dataclasses.replace(GREEDY, temperature=0.5), stream=stream)
-    sampler.generate_ids(PROMPTS, GREEDY)
+        sampler.generate_ids(PROMPTS[::-1], dataclasses.replace(hot, temperature=1.5), stream=stream)
+    sampler.generate_ids(PROMPTS, dataclasses.replace(hot, temperature=0.7))
     assert sampler_module._generate._cache_size() == before
 
 
