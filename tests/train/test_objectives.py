@@ -82,6 +82,48 @@ def test_chunked_logprobs_equal_the_full_computation(chunk):
             np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def _dot_dtypes(jaxpr) -> list[tuple[str, str]]:
+    """The operand dtypes of every dot_general in a jaxpr and its sub-jaxprs (scan, checkpoint, custom_vjp)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+        for p in eqn.params.values():
+            for sub in (p if isinstance(p, (list, tuple)) else [p]):
+                inner = sub if hasattr(sub, "eqns") else getattr(sub, "jaxpr", None)
+                if hasattr(inner, "eqns"):
+                    found += _dot_dtypes(inner)
+    return found
+
+
+@pytest.mark.parametrize("chunk", [16, 10**6])
+def test_bf16_logits_backward_runs_bf16_matmuls(chunk):
+    """The logits are float32 (float32 accumulation) but their backward multiplies bf16 by bf16
+    (``layers.einsum_f32``): autodiff of a float32 result gave (float32, bf16) dots, which XLA runs as
+    float32 / TF32 matmuls. The xla attention's scores likewise. Gradients within bf16 rounding of
+    float32's; in float32, exactly autodiff's."""
+    from lmforge.model.attention import xla_attention
+
+    ks = jax.random.split(jax.random.key(2), 3)
+    hidden, head = jax.random.normal(ks[0], (2, 8, 16)), 0.3 * jax.random.normal(ks[1], (16, 64))
+    targets = jax.random.randint(ks[2], (2, 8), 0, 64)
+    loss = lambda h, w: token_logprobs(h, w, targets, vocab_chunk=chunk).logprobs.sum()
+    grad = jax.grad(loss, argnums=(0, 1))
+    bf16 = (hidden.astype(jnp.bfloat16), head.astype(jnp.bfloat16))
+    with use_mesh(ONE_DEVICE):
+        dots = _dot_dtypes(jax.make_jaxpr(grad)(*bf16).jaxpr)
+        assert len(dots) >= 3 and set(dots) == {("bfloat16", "bfloat16")}, dots
+        exact = jax.grad(lambda h, w: jnp.take_along_axis(jax.nn.log_softmax(
+            jnp.matmul(h, w, preferred_element_type=jnp.float32)), targets[..., None], -1).sum(), argnums=(0, 1))
+        for got, ref, low in zip(grad(hidden, head), exact(hidden, head), grad(*bf16)):
+            np.testing.assert_allclose(got, ref, atol=1e-5)
+            np.testing.assert_allclose(low.astype(jnp.float32), ref, atol=2e-2 * float(jnp.abs(ref).max()))
+    q, k = (x.astype(jnp.bfloat16) for x in jax.random.normal(ks[0], (2, 2, 8, 4, 16)))
+    mask = jnp.ones((2, 1, 8, 8), bool)
+    attn = jax.grad(lambda q, k: xla_attention(q, k, k, mask).astype(jnp.float32).sum(), argnums=(0, 1))
+    assert all(d == ("bfloat16", "bfloat16") for d in _dot_dtypes(jax.make_jaxpr(attn)(q, k).jaxpr))
+
+
 def test_chunked_logprobs_sharded_2x2x2_equal_one_device():
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     ks = jax.random.split(jax.random.key(1), 3)
