@@ -15,8 +15,8 @@ The summary, per step and in milliseconds:
 - ``top``: the kernels with the most time (name, HLO op where known, calls and ms per step).
 
 Sources. JAX: ``jax.profiler.trace`` around ``steps`` calls, read back with
-``jax.profiler.ProfileData``: on a GPU or TPU the device plane (one line per stream, one event per
-kernel, with its ``hlo_op``); on CPU, where there is no device plane, XLA:CPU's thunk events (host
+``jax.profiler.ProfileData``: on a GPU or TPU the first device's plane (one line per stream, one
+event per kernel, with its ``hlo_op``; on a mesh of several devices, device 0 stands for all); on CPU, where there is no device plane, XLA:CPU's thunk events (host
 events that carry an ``hlo_op``) -- that exercises the code path, it is not a GPU-like picture
 (thunks run on a thread pool and nest). PyTorch: ``torch.profiler`` (Kineto, CUPTI on CUDA): the
 CUDA kernel events; on CPU the leaf CPU operator events.
@@ -105,7 +105,8 @@ def jax_events(xplane_path: str) -> tuple[list[Event], str]:
 
     data = jax.profiler.ProfileData.from_file(xplane_path)
     planes = list(data.planes)
-    device = [p for p in planes if re.match(r"/device:(GPU|TPU|gpu|tpu)", p.name)]
+    # One device: the first accelerator plane (on a mesh of several, device 0 stands for all).
+    device = sorted((p for p in planes if re.match(r"/device:(GPU|TPU|gpu|tpu)", p.name)), key=lambda p: p.name)[:1]
     events: list[Event] = []
     for plane in device:   # the streams' kernels (GPU); "XLA Ops" (TPU); never the derived module/step lines
         lines = list(plane.lines)

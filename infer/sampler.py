@@ -82,7 +82,8 @@ Stream = Callable[[int, np.ndarray, np.ndarray], bool]
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """What to sample. Only ``max_new_tokens`` and ``n`` shape the computation; the rest are traced."""
+    """What to sample. ``max_new_tokens`` and ``n`` shape the computation, and the kind of program is
+    static (greedy when ``temperature == 0``; top-k / top-p filtering on or off); the values are traced."""
     max_new_tokens: int = 200
     temperature: float = 1.0        # 0 → greedy
     top_k: int = 0                  # 0 → off
@@ -301,7 +302,7 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
         nxt, lp, slp = pick(logits[:, -1].astype(jnp.float32), i)
         nxt = jnp.where(done, 0, nxt)
         # A finished row keeps column i as it is (0 before step M; a step past the last of a chunked
-        # loop, i >= M, writes at the clamped column M - 1, which must keep its token).
+        # loop, i >= M, has every row finished and its out-of-bounds write dropped anyway).
         out, out_lp, out_slp = (a.at[:, i].set(jnp.where(done, a[:, i], x))
                                 for a, x in ((out, nxt), (out_lp, lp), (out_slp, slp)))
         hit, tail = finished(nxt, tail, i)
@@ -339,7 +340,8 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: 
       graphdef: the model's graph (``nnx.split``); params: its parameters.
       prompts: (B, P) int32, left-padded; prompt_mask: (B, P), 1 on real tokens (each row >= 1).
       rng: a PRNG key.
-      cfg: sampling settings; ``max_new_tokens`` (M) and ``n`` are static, the rest traced.
+      cfg: sampling settings; ``max_new_tokens`` (M), ``n`` and the kind (greedy, sampling, filtered)
+        are static, the values of temperature, top-k and top-p traced.
       max_tokens: (B·n,) per-row limits (<= M); default M for every row.
       stop_strings: device tables for ``cfg.stop_strings`` (``infer.text.stop_table``).
       vocab_limit: ids >= this are never sampled (vocabulary padding); default: none.

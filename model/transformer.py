@@ -168,11 +168,15 @@ class DecoderLM(nnx.Module):
 
     def hidden_states(self, tokens: jax.Array, *, positions: jax.Array | None = None,
                       segment_ids: jax.Array | None = None, cache: dict | None = None,
-                      dropout_rng: jax.Array | None = None):
+                      dropout_rng: jax.Array | None = None, one_segment: bool | None = None):
         """tokens (B, T) -> ``(final hidden states (B, T, D) after the final norm, new_cache or None, aux)``.
 
         The input of the unembedding: value and reward heads read it, and the losses turn it into
         log-probs in vocabulary chunks (``token_logprobs``) instead of materialising (B, T, V) logits.
+        ``one_segment`` (static; default: no ``segment_ids`` and no cache): every row is one segment,
+        real tokens first and padding (segment 0) only after them, so causal attention needs no
+        segment mask (``Attention``: cuDNN gets ``is_causal`` alone); the segment ids still mark the
+        padding for the MoE router. Ignored with a cache.
         """
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
@@ -182,7 +186,7 @@ class DecoderLM(nnx.Module):
         if positions is None:
             start = 0 if cache is None else cache["index"]
             positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-        one_segment = segment_ids is None and cache is None   # attention needs no segment mask
+        one_segment = (segment_ids is None if one_segment is None else one_segment) and cache is None
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
 

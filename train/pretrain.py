@@ -105,8 +105,9 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chun
     mixture-of-experts model adds its weighted router losses (``moe_aux_loss`` × load balancing +
     ``moe_z_loss`` × z-loss, averaged over layers); the ``loss`` metric stays the cross-entropy.
     ``document_mask=False`` (decoders only): each row is one document -- nanoGPT's windows
-    (``data.packing="windows"``), trailing padding at most -- so the model gets no segment ids and
-    attention no document mask (cuDNN's causal mask alone); the loss is the same.
+    (``data.packing="windows"``), trailing padding at most -- so attention needs no document mask
+    (``hidden_states(one_segment=True)``: cuDNN's causal mask alone; the segment ids still keep
+    padding out of an MoE router); the loss is the same.
 
     Raises:
       ValueError: ``document_mask=False`` for a model that is not decoder-only (its attention is
@@ -120,9 +121,10 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chun
         if "encoder_inputs" in batch:
             kw = dict(encoder_tokens=batch["encoder_inputs"], encoder_positions=batch["encoder_positions"],
                       encoder_segment_ids=batch["encoder_segment_ids"])
+        if not document_mask:   # the segment ids still mark padding (the MoE router skips it)
+            kw["one_segment"] = True
         lp, aux = forward_logprobs(nnx.merge(graphdef, params), batch["inputs"], batch["targets"],
-                                   positions=batch["positions"],
-                                   segment_ids=batch["segment_ids"] if document_mask else None, dropout_rng=rng,
+                                   positions=batch["positions"], segment_ids=batch["segment_ids"], dropout_rng=rng,
                                    vocab_chunk=vocab_chunk, **kw)
         loss, metrics = causal_lm_loss(lp.logprobs, batch["weights"], correct=lp.correct,
                                        log_z=lp.log_z if z_loss else None, z_loss=z_loss)

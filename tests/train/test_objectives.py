@@ -218,32 +218,35 @@ def test_lm_loss_vocab_chunk_changes_memory_not_the_loss():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_chunked, g_whole)
 
 
-def test_lm_loss_without_a_document_mask_equals_the_masked_loss_on_windows():
+@pytest.mark.parametrize("kind", ["dense", "moe_capacity"])
+def test_lm_loss_without_a_document_mask_equals_the_masked_loss_on_windows(kind):
     """``lm_loss(document_mask=False)`` (nanoGPT's windows: one document per row, trailing padding of
-    weight 0) gives the loss and gradients of the masked one; an encoder model refuses it."""
+    weight 0) gives the loss, metrics and gradients of the masked one -- also for an MoE model with
+    expert capacity, whose router must still skip the padding; an encoder model refuses it."""
     from flax import nnx
 
     from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded
     from lmforge.train.pretrain import lm_loss
 
-    cfg = ModelConfig.llama_tiny(attention="dot_product")
+    cfg = (ModelConfig.llama_tiny(attention="dot_product") if kind == "dense" else
+           ModelConfig.llama_moe_tiny(attention="dot_product", moe_capacity_factor=1.0))
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
     with axis_rules(DEFAULT_RULES):
         graphdef, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
     tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 33)).astype(np.int32)
     real = np.ones((2, 32), np.int32)
-    real[1, 25:] = 0                                       # the last window's tail is padding
+    real[1, 20:] = 0                                       # the last window's tail is padding
     batch = {"inputs": tokens[:, :-1] * real, "targets": tokens[:, 1:] * real, "weights": real.astype(np.float32),
              "segment_ids": real, "positions": np.tile(np.arange(32, dtype=np.int32), (2, 1))}
 
     def loss_and_grad(document_mask):
         fn = jax.value_and_grad(lm_loss(graphdef, cfg, document_mask=document_mask), has_aux=True)
         with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
-            (loss, _), grads = jax.jit(fn)(params, {}, batch, jax.random.key(0))
-        return loss, grads
+            (loss, metrics), grads = jax.jit(fn)(params, {}, batch, jax.random.key(0))
+        return (loss, metrics), grads
 
     (masked, g_masked), (plain, g_plain) = loss_and_grad(True), loss_and_grad(False)
-    np.testing.assert_allclose(plain, masked, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), plain, masked)   # loss and metrics
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g_plain, g_masked)
     with pytest.raises(ValueError, match="document_mask=False needs a decoder-only model"):
         lm_loss(graphdef, ModelConfig.bert_tiny(), document_mask=False)
