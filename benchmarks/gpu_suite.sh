@@ -66,7 +66,7 @@ START=$(date +%s)
 
 if [[ $MODE == gpu ]]; then
   BUDGET=${SUITE_BUDGET_S:-465}
-  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b checks_decode_llama_1b train_gpt2_medium xla_decode_llama_1b init_llama_1b train_llama_1b_onechunk recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash train_gpt2_small_docmask remat_gpt2_medium xla_train_llama_1b"
+  DEFAULT_FIGURES="train_gpt2_small train_llama_1b decode_llama_1b train_gpt2_medium checks_decode_llama_1b train_llama_1b_onechunk xla_decode_llama_1b init_llama_1b recipe train_gpt2_large train_gpt2_small_scan train_gpt2_small_flash train_gpt2_small_docmask remat_gpt2_medium xla_train_llama_1b"
   STEPS=${SUITE_STEPS:-10}; WARMUP=${SUITE_WARMUP:-3}
   BATCH=${SUITE_BATCH:-16}; SEQ=${SUITE_SEQ:-1024}
   LLAMA_BATCH=${SUITE_LLAMA_BATCH:-16}; LLAMA_SEQ=${SUITE_LLAMA_SEQ:-1024}
