@@ -29,7 +29,7 @@ from flax import nnx
 
 from lmforge.model.attention import Attention
 from lmforge.model.config import ModelConfig
-from lmforge.model.layers import MLP, Norm, dropout, dtype_of, matmul, normal, param, residual_std
+from lmforge.model.layers import MLP, Norm, dropout, dtype_of, einsum_f32, matmul, normal, param, residual_std
 from lmforge.model.moe import MoE
 from lmforge.model.sharding import CACHE_KV, cache_zeros, constrain
 
@@ -161,9 +161,19 @@ class DecoderLM(nnx.Module):
         return w.astype(dtype_of(self.cfg.dtype)), None
 
     def logits(self, hidden: jax.Array) -> jax.Array:
-        """Final hidden states (B, T, D) -> logits (B, T, V) float32, the full table at once."""
-        w, _ = self.output_head()
-        logits = matmul(hidden, w, preferred_element_type=jnp.float32)      # (B, T, V)
+        """Final hidden states (B, T, D) -> logits (B, T, V) float32, the full table at once.
+
+        A tied table (V, D) is contracted over its own minor dimension, ``x @ table^T`` as PyTorch's
+        ``F.linear(x, wte.weight)``: through ``output_head``'s transposed (D, V) view, the matrix-vector
+        product of a batch-1 decode step made XLA:CPU copy the whole table, transposed, every token.
+        """
+        if self.unembed is None:
+            b, t, d = hidden.shape
+            table = self.embed[...].astype(dtype_of(self.cfg.dtype))
+            logits = einsum_f32("md,vd->mv", hidden.reshape(b * t, d), table).reshape(b, t, -1)
+        else:
+            logits = matmul(hidden, self.unembed[...].astype(dtype_of(self.cfg.dtype)),
+                            preferred_element_type=jnp.float32)                     # (B, T, V)
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
 
     def hidden_states(self, tokens: jax.Array, *, positions: jax.Array | None = None,

@@ -499,3 +499,17 @@ def test_decoding_writes_the_kv_cache_in_place(models, name):
         "concatenate(" in line or (" copy(" in line and "broadcast" not in line))]
     sliced = [line for line in hlo.splitlines() if f"= {layer}" in line and (" slice(" in line or " copy(" in line)]
     assert not rebuilt and not sliced, (rebuilt + sliced)[:3]
+
+
+def test_batch_1_decoding_reads_a_tied_table_in_place(models):
+    """The tied head is ``x @ table^T`` over the table's own layout: through a transposed (D, V) view
+    the batch-1 matrix-vector product made XLA:CPU copy the whole table, transposed, every token."""
+    mesh, made = models
+    graphdef, params = made["gpt2"]
+    cfg = CONFIGS["gpt2"]
+    assert cfg.tie_embeddings
+    hlo = compiled_generate(mesh, graphdef, params, cfg, b=1, greedy=True)
+    d, v = cfg.embed_dim, cfg.vocab_size
+    copies = [line for line in hlo.splitlines() if (f"[{d},{v}]" in line or f"[{v},{d}]" in line)
+              and (" transpose(" in line or " copy(" in line)]
+    assert not copies, copies[:2]
