@@ -25,8 +25,8 @@ median.
   threefry lowering (``auto``: jax's CUDA kernel on one GPU, where the unrolled one compiled ~80 s
   for Llama 1B on an H200).
 - Each row is one document (random tokens, like PyTorch's side): the loss runs with
-  ``document_mask=False`` (no segment ids: cuDNN's causal mask alone, as PyTorch's
-  ``is_causal=True``); ``--document-mask`` passes the batch's segment ids (all ones) as packed
+  ``document_mask=False`` (attention gets no segment mask: cuDNN's causal mask alone, as PyTorch's
+  ``is_causal=True``); ``--document-mask`` masks by the batch's segment ids (all ones) as packed
   pretraining data does, which costs cuDNN a dense (B, 1, T, T) mask turned into a bias.
 - ``--profile-steps N``: after the timed steps, N more under ``jax.profiler``; the line's
   ``profile`` is ``device_profile.summarize``'s per-step breakdown (device busy and idle time,

@@ -18,8 +18,9 @@ Choices:
 - ``n`` samples per prompt: the prompt is prefilled once and its cache repeated n times.
 - Temperature, top-k, top-p and the per-row token limits are traced arrays (one per row):
   changing their values never recompiles, only the kind of program (greedy, sampling, filtered:
-  below) is static. What else is static — the batch, prompt and generation widths — is bucketed (:func:`bucket`: 16, 32, 64, ... ) by the callers in
-  ``infer.text``, so a bounded set of shapes is ever compiled. Rows stop at their own limit.
+  below) is static. What else is static — the batch, prompt and generation widths — is bucketed
+  (:func:`bucket`: 16, 32, 64, ... ) by the callers in ``infer.text``, so a bounded set of shapes
+  is ever compiled. Rows stop at their own limit.
 - One sort per step serves top-k (a traced k) and top-p; top-p is applied to the top-k
   distribution (as Hugging Face's processors chain them). Whether that sort runs at all is static
   (``top_k > 0 or top_p < 1``), and so is greedy decoding (``temperature == 0``: the argmax, no
@@ -27,10 +28,9 @@ Choices:
   ``lax.cond`` inside the step would make XLA:GPU's runtime read its predicate back to the host
   every token (``ConditionalThunk``). So a process compiles at most three programs per shape
   (greedy, sampling, sampling with the filter), and any values of the knobs run on the one of their
-  kind compiled first. A token is kept while the mass before
-  it is below ``top_p - TOP_P_TOLERANCE``: float32 sums that should reach ``top_p`` exactly
-  (0.5 + 0.3 = 0.79999995) would otherwise keep one token too many. The most likely token is
-  always kept. ``temperature == 0`` is greedy (its sampling log-prob is 0: a point mass).
+  kind compiled first. A token is kept while the mass before it is below
+  ``top_p - TOP_P_TOLERANCE``: float32 sums that should reach ``top_p`` exactly (0.5 + 0.3 =
+  0.79999995) would otherwise keep one token too many. The most likely token is always kept. ``temperature == 0`` is greedy (its sampling log-prob is 0: a point mass).
 - Stop token ids end a row (the stop token is included and counted). Stop *strings* are matched
   on the device against the bytes of the generated text: a rolling window of the last bytes of
   each row is updated from a (V, L) table of each token's bytes, and a row stops when one of the

@@ -172,8 +172,7 @@ class DecoderLM(nnx.Module):
             table = self.embed[...].astype(dtype_of(self.cfg.dtype))
             logits = einsum_f32("md,vd->mv", hidden.reshape(b * t, d), table).reshape(b, t, -1)
         else:
-            logits = matmul(hidden, self.unembed[...].astype(dtype_of(self.cfg.dtype)),
-                            preferred_element_type=jnp.float32)                     # (B, T, V)
+            logits = matmul(hidden, self.output_head()[0], preferred_element_type=jnp.float32)   # (B, T, V)
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
 
     def hidden_states(self, tokens: jax.Array, *, positions: jax.Array | None = None,
