@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
+from jax.custom_derivatives import SymbolicZero
 
 from lmforge.model.sharding import constrain
 
@@ -68,32 +69,35 @@ def matmul(x: jax.Array, w: jax.Array, n_in: int = 1, preferred_element_type=Non
     return y.reshape(*lead, *outs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def einsum_f32(equation: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """``jnp.einsum(equation, a, b)`` with a float32 result (float32 accumulation), whose gradients are
-    computed in the operands' dtype: with bf16 operands the backward matmuls run bf16 x bf16 (float32
+    """``jnp.einsum(equation, a, b)`` with a float32 result (float32 accumulation), whose derivatives are
+    computed in bfloat16 when both operands are: the backward matmuls run bf16 x bf16 (float32
     accumulation) on the float32 cotangent rounded to bf16, as PyTorch's autocast and MaxText's bf16
     logits do. Plain autodiff of a float32 result would multiply the float32 cotangent by the bf16
     operands: mixed-dtype dots that XLA runs as float32 (TF32) matmuls, half the bf16 rate or less on
-    a GPU, for the logits' backward (2 x 2 B T D V FLOPs) and attention scores'. Float32 operands:
-    exactly autodiff's gradients.
+    a GPU, for the logits' backward (2 x 2 B T D V FLOPs) and attention scores'. Other dtypes get
+    autodiff's float32 derivatives (float16 has no exponent range for the small cotangents of a mean
+    loss over many tokens: they would flush to zero). A ``custom_jvp`` (its transpose gives the
+    backward matmuls): forward mode and higher derivatives still work, and the scores stay a
+    ``dot_general`` that remat policies recognise.
     """
     return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32)
 
 
-def _einsum_f32_fwd(equation, a, b):
-    return einsum_f32(equation, a, b), (a, b)
+def _einsum_f32_jvp(equation, primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    low = jnp.bfloat16 if jnp.promote_types(a.dtype, b.dtype) == jnp.bfloat16 else jnp.float32
+    out = jnp.einsum(equation, a, b, preferred_element_type=jnp.float32)   # a dot_general remat policies see
+    terms = [jnp.einsum(equation, *operands, preferred_element_type=low).astype(jnp.float32)
+             for operands, zero in (((ta, b), type(ta) is SymbolicZero), ((a, tb), type(tb) is SymbolicZero))
+             if not zero]
+    tangent = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+    return out, tangent
 
 
-def _einsum_f32_bwd(equation, residuals, cotangent):
-    a, b = residuals
-    low = jnp.promote_types(a.dtype, b.dtype)
-    # The forward product in `low` is dead code once transposed (XLA removes it).
-    _, vjp = jax.vjp(lambda x, y: jnp.einsum(equation, x, y, preferred_element_type=low), a, b)
-    return vjp(cotangent.astype(low))
-
-
-einsum_f32.defvjp(_einsum_f32_fwd, _einsum_f32_bwd)
+einsum_f32.defjvp(_einsum_f32_jvp, symbolic_zeros=True)
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:

@@ -128,17 +128,19 @@ def _llama_grads_and_dots(remat):
         return compiled(params), compiled.as_text().count(" dot(")
 
 
-@pytest.mark.parametrize("policy", ["save_qkv_proj", "minimal"])
+@pytest.mark.parametrize("policy", ["save_qkv_proj", "minimal", "dots"])
 def test_named_remat_policies_keep_gradients_and_recompute_what_they_do_not_name(policy):
     """Gradients equal no remat's; the compiled gradient recomputes the matmuls a policy does not save:
     ``full`` every one the backward pass needs, ``save_qkv_proj`` all but q/k/v, ``minimal`` only the
-    attention scores (q k^T), which no name covers."""
+    attention scores (q k^T), which no name covers, ``dots`` none (the scores are a dot_general too:
+    ``layers.einsum_f32`` is a custom_jvp, not a custom_vjp that the policy would not see)."""
     (ref, none), (grads, dots), (_, full) = (_llama_grads_and_dots(r) for r in ("none", policy, "full"))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, ref)
     layers = CONFIGS["llama"].num_layers
     assert full - none >= 7 * layers, (none, full)                    # the whole forward, less what is dead
     expected = {"save_qkv_proj": full - 3 * layers,                   # q, k, v are not recomputed
-                "minimal": none + layers}[policy]                     # only attention's scores are
+                "minimal": none + layers,                             # only attention's scores are
+                "dots": none}[policy]
     assert dots == expected, (none, dots, full)
 
 

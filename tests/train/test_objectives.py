@@ -1,5 +1,6 @@
 """Objectives, chunked log-probs and the optimizer schedule against hand-computed numbers."""
 
+import functools
 import math
 
 import jax
@@ -122,6 +123,25 @@ def test_bf16_logits_backward_runs_bf16_matmuls(chunk):
     mask = jnp.ones((2, 1, 8, 8), bool)
     attn = jax.grad(lambda q, k: xla_attention(q, k, k, mask).astype(jnp.float32).sum(), argnums=(0, 1))
     assert all(d == ("bfloat16", "bfloat16") for d in _dot_dtypes(jax.make_jaxpr(attn)(q, k).jaxpr))
+
+
+def test_float16_logits_keep_autodiff_float32_derivatives():
+    """float16 has no exponent range for the cotangents of a mean loss over many tokens (p / N flushes
+    to zero below 6e-8), so ``einsum_f32`` rounds them to 16 bits for bf16 only: float16 operands get
+    exactly autodiff's derivatives; forward mode works too (a custom_jvp)."""
+    from lmforge.model.layers import einsum_f32
+
+    ks = jax.random.split(jax.random.key(3), 3)
+    a, b = jax.random.normal(ks[0], (8192, 16)).astype(jnp.float16), jax.random.normal(ks[1], (16, 512)).astype(jnp.float16)
+    targets = jax.random.randint(ks[2], (8192,), 0, 512)
+
+    def loss(product):
+        return lambda a, b: jnp.take_along_axis(jax.nn.log_softmax(product(a, b)), targets[:, None], -1).mean()
+    plain = lambda a, b: jnp.einsum("mk,kn->mn", a, b, preferred_element_type=jnp.float32)
+    ours = functools.partial(einsum_f32, "mk,kn->mn")
+    for got, ref in zip(jax.grad(loss(ours), (0, 1))(a, b), jax.grad(loss(plain), (0, 1))(a, b)):
+        np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(jax.jvp(ours, (a, b), (a, b))[1], jax.jvp(plain, (a, b), (a, b))[1])
 
 
 def test_chunked_logprobs_sharded_2x2x2_equal_one_device():
