@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+from device_profile import side_by_side   # benchmarks/
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -153,13 +155,9 @@ def train(args) -> dict:
         line[key] = {"lmforge": pick(L, key), "torch": pick(T, key)}
     line["flops_match"] = None if not (fl and ft) else abs(fl - ft) <= 1e-9 * max(fl, ft)
     line["wall_s"] = {"lmforge": pick(lm, "wall_s"), "torch": pick(th, "wall_s")}
-    profiles = {"lmforge": pick(L, "profile"), "torch": pick(T, "profile")}
-    if any(p and "busy_ms" in p for p in profiles.values()):   # --profile-steps: device time side by side
-        line["profile_ms"] = {key: {side: pick(p, key) for side, p in profiles.items()}
-                              for key in ("window_ms", "busy_ms", "idle_ms", "kernels_per_step")}
-        cats = sorted({c for p in profiles.values() for c in (pick(p, "by_category") or {})})
-        line["profile_ms"]["by_category"] = {
-            c: {side: pick(pick(pick(p, "by_category"), c), "ms") for side, p in profiles.items()} for c in cats}
+    profile_ms = side_by_side({"lmforge": pick(L, "profile"), "torch": pick(T, "profile")})
+    if profile_ms:   # --profile-steps: device time side by side
+        line["profile_ms"] = profile_ms
     _problems(line, (("lmforge", lm), ("torch", th)))
     line["lmforge"], line["torch"] = L, T
     if th is not None and th["cmd"] == "reused from --torch-result":

@@ -49,6 +49,8 @@ import statistics
 import sys
 import time
 
+from device_profile import side_by_side   # benchmarks/
+
 HERE = pathlib.Path(__file__).resolve()
 
 # Datasheet HBM bandwidth (bytes/s) by device name; the first match wins.
@@ -394,10 +396,9 @@ def combine(args, objs: list[dict]) -> list[dict]:
                     "datasheet_bw": None if not floor["floor_ms_datasheet_bw"] else round(ms / floor["floor_ms_datasheet_bw"], 3)}
         if L.get("ms_per_step") and H.get("ms_per_step"):
             line["speedup_vs_transformers"] = round(H["ms_per_step"] / L["ms_per_step"], 3)
-        if L.get("profile") or H.get("profile"):   # --profile: device time per step side by side
-            line["profile_ms"] = {key: {"lmforge": (L.get("profile") or {}).get(key),
-                                        "transformers": (H.get("profile") or {}).get(key)}
-                                  for key in ("window_ms", "busy_ms", "idle_ms", "idle_share", "kernels_per_step")}
+        profile_ms = side_by_side({"lmforge": L.get("profile"), "transformers": H.get("profile")})
+        if profile_ms:   # --profile: device time per step side by side
+            line["profile_ms"] = profile_ms
         if len(by_check.get(b, {})) > 1:   # lmforge's ms per step by its steps between stop checks
             line["lmforge_ms_per_step_by_check_every"] = by_check[b]
         line["lmforge"], line["transformers"] = L or None, H or None

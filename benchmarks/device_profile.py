@@ -16,9 +16,10 @@ The summary, per step and in milliseconds:
 
 Sources. JAX: ``jax.profiler.trace`` around ``steps`` calls, read back with
 ``jax.profiler.ProfileData``: on a GPU or TPU the first device's plane (one line per stream, one
-event per kernel, with its ``hlo_op``; on a mesh of several devices, device 0 stands for all); on CPU, where there is no device plane, XLA:CPU's thunk events (host
-events that carry an ``hlo_op``) -- that exercises the code path, it is not a GPU-like picture
-(thunks run on a thread pool and nest). PyTorch: ``torch.profiler`` (Kineto, CUPTI on CUDA): the
+event per kernel, with its ``hlo_op``; on a mesh of several devices, device 0 stands for all); on
+CPU, where there is no device plane, XLA:CPU's thunk events (host events that carry an
+``hlo_op``) -- that exercises the code path, it is not a GPU-like picture (thunks run on a
+thread pool and nest). PyTorch: ``torch.profiler`` (Kineto, CUPTI on CUDA): the
 CUDA kernel events; on CPU the leaf CPU operator events.
 The traced calls run after the timed ones and are not part of any timing; tracing slows them.
 """
@@ -96,6 +97,20 @@ def summarize(events: Iterable[Event], steps: int, *, source: str, top: int = 12
                  "calls_per_step": round(calls / steps, 2), "ms": per_step(ns)}
                 for (name, op), (calls, ns) in ranked],
     }
+
+
+def side_by_side(profiles: dict[str, dict | None]) -> dict | None:
+    """``{side: summary or None}`` -> the headline numbers of each side's :func:`summarize`, per key:
+    ``{"busy_ms": {side: ms}, ..., "by_category": {category: {side: ms}}}``; None when no side has one."""
+    profiles = {side: p if p and "busy_ms" in p else {} for side, p in profiles.items()}
+    if not any(profiles.values()):
+        return None
+    out = {key: {side: p.get(key) for side, p in profiles.items()}
+           for key in ("window_ms", "busy_ms", "idle_ms", "idle_share", "kernels_per_step")}
+    cats = sorted({c for p in profiles.values() for c in p.get("by_category", {})})
+    out["by_category"] = {c: {side: p.get("by_category", {}).get(c, {}).get("ms") for side, p in profiles.items()}
+                          for c in cats}
+    return out
 
 
 # ------------------------------------------------------------------------------------------- JAX
