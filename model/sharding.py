@@ -324,8 +324,9 @@ def init_prng_lowering(mesh: jax.sharding.Mesh, threefry_kernel: bool | None = N
     temporaries (two uint32 words per drawn number) last only for the init. On CPU and TPU the flag
     is not read. Not by default on meshes of several GPUs: the kernel is a custom call that the
     partitioner may not split, and each device computing a whole parameter's bits would undo the
-    born-sharded init (unmeasured; pass True to try). The previous value is restored on exit (it is a process-wide jax setting); a jax
-    without the flag (its changelog announces its removal) gets its default lowering.
+    born-sharded init (unmeasured; pass True to try). The previous value is restored on exit (it is
+    a process-wide jax setting); a jax without the flag (its changelog announces its removal) gets
+    its default lowering.
     ``benchmarks/init_compile.py`` measures both lowerings side by side.
     """
     if threefry_kernel is None:
