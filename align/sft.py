@@ -43,6 +43,7 @@ from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset
 from lmforge.data.chat_readers import FORMATS
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import LoRAConfig, ModelRuntime
+from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
@@ -102,6 +103,11 @@ class SFTConfig(LoopConfig):
     eval_generate: int = 100         # held-out items with answers replied to at each eval; 0 → loss only
     eval_max_new_tokens: int = 128
     eval_base: bool = True           # score the starting model before the first step (base_eval.json)
+    vocab_chunk: int = VOCAB_CHUNK   # the loss's logits, columns at a time (recomputed backward); 0 → all V at once
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_vocab_chunk(self.vocab_chunk)
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -223,7 +229,8 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     optim = cfg.optim
     if cfg.lora.rank and not optim.trainable:
         optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
-    trainer = Trainer(lm_loss(loaded.graphdef, model_cfg), params=loaded.params, param_shardings=loaded.shardings,
+    trainer = Trainer(lm_loss(loaded.graphdef, model_cfg, vocab_chunk=cfg.vocab_chunk), params=loaded.params,
+                      param_shardings=loaded.shardings,
                       optim=optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg, base=cfg.init_from,
                       per_device=cfg.mesh.per_device_step)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loaded.params))

@@ -4,7 +4,8 @@
     lmforge plan --preset llama3_70b mesh.fsdp=64 mesh.tensor=8 data.batch_size=512 model.remat=full
     lmforge plan --preset llama3_405b mesh.data=2 mesh.fsdp=128 mesh.tensor=8 --mfu 0.38 --json
 
-The experiment (``EXP.py[:VARIANT]``) gives the model, mesh, batch, sequence and optimizer;
+The experiment (``EXP.py[:VARIANT]``) gives the model, mesh, batch, sequence, optimizer and the loss's
+``vocab_chunk`` (``vocab_chunk=0``: the whole logits at once, as the run would hold them);
 ``--preset NAME`` replaces its model with a named preset (``lmforge.model.PRESETS``), or, without an
 experiment, plans a pretraining config of that model whose batch defaults to one row per
 data-parallel device and whose sequence defaults to the model's ``max_seq_len``. Bindings apply as
@@ -46,6 +47,7 @@ def add_plan_parser(sub) -> None:
 def plan_cmd(args: argparse.Namespace) -> int:
     """Plan the run an experiment (or a preset) describes; see the module docstring."""
     from lmforge.model import ModelConfig
+    from lmforge.model.logprobs import VOCAB_CHUNK
     from lmforge.train.plan import GIB, Device, format_plan, plan
 
     check_flag("--mfu", args.mfu, low=0, high=1, low_open=True)
@@ -95,7 +97,8 @@ def plan_cmd(args: argparse.Namespace) -> int:
     batch = data.batch_size if (args.experiment or "data.batch_size" in bound) else batch_axes * optim.grad_accum
     device = Device(peak_flops=args.peak_tflops * 1e12, mfu=args.mfu, memory_bytes=args.memory_gib * GIB)
     result = plan(model, sizes, batch_size=batch, seq_len=seq_len, optim=optim, rules=mesh_cfg.rules, device=device,
-                  decode_batch=args.decode_batch, decode_len=args.decode_len)
+                  decode_batch=args.decode_batch, decode_len=args.decode_len,
+                  vocab_chunk=getattr(config, "vocab_chunk", VOCAB_CHUNK))
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
     else:

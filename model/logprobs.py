@@ -22,7 +22,11 @@ Choices:
   transposed copy of the head (352 / 755 MB in the same measurement).
 - A vocabulary of at most ``vocab_chunk`` columns is one chunk, computed exactly as the full
   logits would be (one matmul, ``logsumexp``, ``argmax``): small models pay nothing and keep the
-  numerics they had before chunking existed.
+  numerics they had before chunking existed. ``vocab_chunk=0`` asks for that whatever the
+  vocabulary: the whole (B, T, V) float32 logits at once, as PyTorch's cross-entropy and MaxText
+  without vocabulary tiling hold them, in exchange for the chunks' recomputation in the backward
+  pass (2 B T D V FLOPs, +6.7% of Llama 1B's step at 128k classes). The runs' ``vocab_chunk`` key
+  and ``lmforge plan`` (which counts the logits' bytes) choose it per run.
 - ``correct`` is "the target's logit equals the maximum logit"; the full path uses ``argmax``
   (first index on ties), the chunked one counts ties as correct. Ties of float32 logits do not
   happen in practice.
@@ -39,8 +43,15 @@ import jax.numpy as jnp
 from lmforge.model.layers import matmul
 from lmforge.model.sharding import constrain, logical_spec
 
-VOCAB_CHUNK = 16_384   # columns per chunk; a vocabulary this small or smaller is one chunk
+VOCAB_CHUNK = 16_384   # columns per chunk; a vocabulary this small or smaller is one chunk; 0: always one
 _LOGITS = ("act_batch", "act_seq", "act_vocab")
+
+
+def check_vocab_chunk(vocab_chunk: int) -> None:
+    """Raises ValueError unless ``vocab_chunk`` is an int >= 0 (columns per chunk; 0: one chunk)."""
+    if isinstance(vocab_chunk, bool) or not isinstance(vocab_chunk, int) or vocab_chunk < 0:
+        raise ValueError(f"vocab_chunk={vocab_chunk!r}: expected columns of logits per chunk (an int >= 1), or 0 "
+                         f"for the whole vocabulary at once")
 
 
 class TokenLogprobs(NamedTuple):
@@ -59,22 +70,21 @@ def token_logprobs(hidden: jax.Array, head: jax.Array, targets: jax.Array, *, bi
       head: (D, V) unembedding, e.g. from ``model.output_head()``.
       targets: (B, T) int token ids in [0, V).
       bias: optional (V,) output bias (BERT's MLM head).
-      vocab_chunk: columns per chunk (>= 1); V <= vocab_chunk computes the full logits in one go.
+      vocab_chunk: columns per chunk; V <= vocab_chunk, or 0, computes the full logits in one go.
 
     Returns:
       TokenLogprobs of (B, T) arrays: ``logprobs`` and ``log_z`` float32, ``correct`` bool.
 
     Raises:
-      ValueError: if the shapes disagree or ``vocab_chunk < 1``.
+      ValueError: if the shapes disagree or ``vocab_chunk < 0``.
     """
     if hidden.ndim != 3 or head.ndim != 2 or hidden.shape[-1] != head.shape[0] or targets.shape != hidden.shape[:2]:
         raise ValueError(f"token_logprobs: hidden (B, T, D), head (D, V), targets (B, T); got {hidden.shape}, "
                          f"{head.shape}, {targets.shape}")
-    if vocab_chunk < 1:
-        raise ValueError(f"token_logprobs: vocab_chunk must be >= 1, got {vocab_chunk}")
+    check_vocab_chunk(vocab_chunk)
     targets = targets.astype(jnp.int32)
     v = head.shape[1]
-    if v <= vocab_chunk:
+    if v <= vocab_chunk or vocab_chunk == 0:
         logits = constrain(matmul(hidden, head, preferred_element_type=jnp.float32), _LOGITS)   # (B, T, V)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)

@@ -25,7 +25,8 @@ Choices:
   GQA, no dropout masks) instead of their fixed 34 s b h: what each remat policy of
   ``model/transformer.py`` keeps per layer is listed in :func:`activation_bytes`. Attention that
   materialises scores (``xla``, ``dot_product`` on CPU) keeps (B, N, T, T); the flash kernels (``cudnn``,
-  ``flash``, ``splash``) keep only their log-sum-exp. The loss adds one vocabulary chunk of float32 logits (``VOCAB_CHUNK``).
+  ``flash``, ``splash``) keep only their log-sum-exp. The loss adds one vocabulary chunk of float32
+  logits (the run's ``vocab_chunk``, ``VOCAB_CHUNK`` columns by default; 0: the whole vocabulary).
   It is an estimate: ``benchmarks/sharding.py aot`` prints it beside XLA's compiled temporaries.
 - Gradients are counted once, sharded like their parameters, in the parameters' dtype (plus an
   accumulator with ``optim.grad_accum > 1``).
@@ -44,7 +45,7 @@ import optax
 from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
 from lmforge.model import DEFAULT_RULES, ModelConfig, abstract_sharded, build_model
-from lmforge.model.logprobs import VOCAB_CHUNK
+from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.paths import flatten, select
 from lmforge.model.sharding import MESH_AXES, Rules, logical_spec
 from lmforge.train.metrics import lm_flops_per_token
@@ -132,7 +133,8 @@ def bytes_per_device(tree) -> int:
 
 
 def compile_train_step(model_cfg: ModelConfig, optim: OptimConfig, mesh: jax.sharding.Mesh, *, batch_size: int,
-                       seq_len: int, rules: Rules = DEFAULT_RULES, z_loss: float = 0.0):
+                       seq_len: int, rules: Rules = DEFAULT_RULES, z_loss: float = 0.0,
+                       vocab_chunk: int = VOCAB_CHUNK):
     """The pretraining train step, lowered and compiled ahead of time from abstract arrays only.
 
     The step is ``make_train_step(lm_loss(...))`` jitted with the in/out shardings and donation of
@@ -152,8 +154,8 @@ def compile_train_step(model_cfg: ModelConfig, optim: OptimConfig, mesh: jax.sha
         raise ValueError(f"batch_size={batch_size} is not divisible by the batch mesh axes ({batch_axes_size(mesh)})")
     graphdef, state, state_sh, frozen, frozen_sh = abstract_train_state(model_cfg, optim, mesh, rules)
     tx, schedule = make_optimizer(optim, 1000)
-    step = make_train_step(lm_loss(graphdef, model_cfg, z_loss=z_loss), tx, schedule, grad_accum=optim.grad_accum,
-                           rules=rules)
+    step = make_train_step(lm_loss(graphdef, model_cfg, z_loss=z_loss, vocab_chunk=vocab_chunk), tx, schedule,
+                           grad_accum=optim.grad_accum, rules=rules)
     row = lambda dtype: jax.ShapeDtypeStruct((batch_size, seq_len), dtype, sharding=batch_sharding(mesh, rules, 2))
     batch = {"inputs": row(np.int32), "targets": row(np.int32), "weights": row(np.float32),
              "segment_ids": row(np.int32), "positions": row(np.int32)}
@@ -276,6 +278,7 @@ class Plan:
     grad_accum: int
     remat: str
     attention: str
+    vocab_chunk: int               # the loss's logits columns at a time; 0: the whole vocabulary
     flops_per_token: float         # 6 (N + V D) + 12 L T D
     flops_attention_per_token: float   # the 12 L T D part
     memory: dict[str, int]         # parameters, optimizer, gradients, activations, gathered_weights, total
@@ -303,7 +306,8 @@ def _axes_size(mesh_sizes: Mapping[str, int], rules: Rules, name: str) -> int:
     return math.prod(mesh_sizes.get(a, 1) for a in flat)
 
 
-def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, vocab_split: int) -> dict[str, int]:
+def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, vocab_split: int,
+                     vocab_chunk: int = VOCAB_CHUNK) -> dict[str, int]:
     """Activation bytes one device keeps for the backward pass of one micro-batch of ``rows`` rows.
 
     Per layer, in the compute dtype, tensors a head- or MLP-split over ``tensor`` devices divide:
@@ -315,7 +319,8 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     matmuls) plus x; the named policies what they name plus x (``save_qkv_proj``: q k v;
     ``save_dot_except_mlp``: + o; ``save_attention``: + attention output; ``minimal``: + up, gate,
     down); ``full`` x alone. Every policy but ``none`` adds the rest of one layer, recomputed for its backward.
-    Plus embeddings and the final norm (2 B T D) and the loss's float32 logits chunk (2 x B T Vc / v).
+    Plus embeddings and the final norm (2 B T D) and the loss's float32 logits chunk (2 x B T Vc / v;
+    Vc = ``vocab_chunk`` columns, the whole vocabulary when 0 or larger).
     Returns ``{"per_layer", "layers", "head", "total"}`` in bytes.
     """
     b, t, d, f = rows, seq_len, cfg.embed_dim, cfg.mlp_dim
@@ -346,7 +351,7 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     # The layer whose backward runs holds what its forward recomputes, beside what every layer saved.
     layers = cfg.num_layers * saved + (full_layer - saved if cfg.remat != "none" else 0)
     head_elems = 2 * bt * d
-    chunk = min(cfg.vocab_size, VOCAB_CHUNK)
+    chunk = min(cfg.vocab_size, vocab_chunk or cfg.vocab_size)
     logits = 2 * bt * -(-chunk // vocab_split) * 4
     total = (layers + head_elems) * itemsize + logits
     return {"per_layer": saved * itemsize, "layers": layers * itemsize, "head": head_elems * itemsize + logits,
@@ -355,7 +360,7 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
 
 def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: int, seq_len: int,
          optim: OptimConfig = OptimConfig(), rules: Rules = DEFAULT_RULES, device: Device = Device(),
-         decode_batch: int = 1, decode_len: int = 0) -> Plan:
+         decode_batch: int = 1, decode_len: int = 0, vocab_chunk: int = VOCAB_CHUNK) -> Plan:
     """The per-device cost of training ``model_cfg`` on a mesh of ``mesh_sizes`` (module docstring).
 
     Args:
@@ -364,10 +369,11 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
       optim: ``grad_accum`` splits the batch into micro-batches; ``trainable`` limits the optimizer.
       device: peak FLOP/s, the MFU assumed for the step time, memory per device.
       decode_batch, decode_len: the KV cache of decoding (``decode_len`` 0: ``model.max_seq_len``).
+      vocab_chunk: the loss's logits columns at a time (a run's ``vocab_chunk``; 0: all at once).
 
     Raises:
       ValueError: a family other than decoder-only, a batch not divisible by the batch mesh axes and
-        ``optim.grad_accum``, a sequence longer than ``model.max_seq_len``, or bad sizes.
+        ``optim.grad_accum``, a sequence longer than ``model.max_seq_len``, bad sizes or ``vocab_chunk``.
       ShardingError: a parameter that the mesh does not divide (names the parameter).
     """
     if model_cfg.architecture != "decoder":
@@ -385,6 +391,7 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
                          f"optim.grad_accum ({optim.grad_accum})")
     if seq_len > model_cfg.max_seq_len:
         raise ValueError(f"data.seq_len={seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}")
+    check_vocab_chunk(vocab_chunk)
     _, state, _, frozen, _ = abstract_train_state(model_cfg, optim, mesh, rules, exact_layers=False)
     param_bytes = bytes_per_device(state["params"]) + bytes_per_device(frozen)
     trainable_bytes = bytes_per_device(state["params"])
@@ -392,7 +399,7 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
     grad_bytes = trainable_bytes * (2 if optim.grad_accum > 1 else 1)
     tensor = _axes_size(sizes, rules, "act_heads")
     acts = activation_bytes(model_cfg, rows=batch_size // batch_axes // optim.grad_accum, seq_len=seq_len,
-                            tensor=tensor, vocab_split=_axes_size(sizes, rules, "act_vocab"))
+                            tensor=tensor, vocab_split=_axes_size(sizes, rules, "act_vocab"), vocab_chunk=vocab_chunk)
     # FSDP all-gathers a layer's weights before its matmuls: two layers (the one computing and the
     # one prefetched) exist whole over the fsdp axis, still split over tensor.
     n_params = model_cfg.num_params()
@@ -427,6 +434,7 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
     return Plan(model=_name(model_cfg), mesh=sizes, devices=devices, params=n_params,
                 params_non_embedding=model_cfg.num_params(embeddings=False), batch_size=batch_size, seq_len=seq_len,
                 grad_accum=optim.grad_accum, remat=model_cfg.remat, attention=model_cfg.attention,
+                vocab_chunk=vocab_chunk,
                 flops_per_token=flops, flops_attention_per_token=attn, memory=memory, decode=decode,
                 step_time_s=step_time, tokens_per_s=tokens / step_time, device=device,
                 fits=memory["total"] <= device.memory_bytes, notes=notes)
@@ -458,7 +466,7 @@ def format_plan(p: Plan) -> str:
         f"FLOPs/token {_count(p.flops_per_token)} = 6 (N + V D) {_count(p.flops_per_token - p.flops_attention_per_token)}"
         f" + attention 12 L T D {_count(p.flops_attention_per_token)}",
         "",
-        f"memory per device (training, remat={p.remat}, attention={p.attention})",
+        f"memory per device (training, remat={p.remat}, attention={p.attention}, vocab_chunk={p.vocab_chunk})",
         f"  parameters        {g(p.memory['parameters'])}",
         f"  optimizer state   {g(p.memory['optimizer'])}",
         f"  gradients         {g(p.memory['gradients'])}",

@@ -47,7 +47,7 @@ from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
 from lmforge.data.pipeline import check_splits, mixed_train_dataset
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import ModelConfig, build_model, create_sharded, forward_logprobs
-from lmforge.model.logprobs import VOCAB_CHUNK
+from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
@@ -69,6 +69,7 @@ class PretrainConfig(LoopConfig):
     curate: CurateConfig | None = None  # curate the documents before the tokenizer (needs the `curate` extra)
     objective: ObjectiveConfig = ObjectiveConfig()   # causal (decoders) | mlm (bert) | span, reverse (enc-dec)
     z_loss: float = 0.0
+    vocab_chunk: int = VOCAB_CHUNK   # the loss's logits, columns at a time (recomputed backward); 0 → all V at once
     init_from: str = ""              # a run, model or transformers folder to start from (continued pretraining)
     # Replay (module docstring): the original domain of an init_from run, evaluated as eval/replay/*.
     replay: SourceConfig | None = None
@@ -81,6 +82,7 @@ class PretrainConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_vocab_chunk(self.vocab_chunk)
         if not 0.0 <= self.replay_fraction < 1.0:   # NaN fails too
             raise ValueError(f"replay_fraction={self.replay_fraction}: expected a number in [0, 1) (the share of "
                              f"training sequences from the replay source)")
@@ -100,8 +102,9 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chun
     original Transformer: the objective lives in the batch (``lmforge.data.objectives``), and an
     encoder-decoder batch adds ``encoder_inputs`` / ``encoder_segment_ids`` / ``encoder_positions``.
     Log-probs come from the final hidden states in vocabulary chunks of ``vocab_chunk`` columns
-    (``token_logprobs``; each chunk's logits are recomputed in the backward pass; a chunk as large
-    as the vocabulary computes the whole (B, T, V) logits once, trading memory for that matmul). A
+    (``token_logprobs``; each chunk's logits are recomputed in the backward pass; 0, or a chunk as
+    large as the vocabulary, computes the whole (B, T, V) logits once, trading memory for that
+    matmul; a run's ``vocab_chunk`` key). A
     mixture-of-experts model adds its weighted router losses (``moe_aux_loss`` × load balancing +
     ``moe_z_loss`` × z-loss, averaged over layers); the ``loss`` metric stays the cross-entropy.
     ``document_mask=False`` (decoders only): each row is one document -- nanoGPT's windows
@@ -332,7 +335,8 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
                                                      rules)
     # nanoGPT's windows hold no document boundaries: attention needs no document mask
     document_mask = cfg.data.packing == "pack" or model_cfg.architecture != "decoder"
-    trainer = Trainer(lm_loss(graphdef, model_cfg, z_loss=cfg.z_loss, document_mask=document_mask), params=params,
+    trainer = Trainer(lm_loss(graphdef, model_cfg, z_loss=cfg.z_loss, vocab_chunk=cfg.vocab_chunk,
+                              document_mask=document_mask), params=params,
                       param_shardings=shardings,
                       optim=cfg.optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg,
                       base=cfg.init_from or None, per_device=cfg.mesh.per_device_step)

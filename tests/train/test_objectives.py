@@ -211,7 +211,10 @@ def test_the_first_update_moves_the_parameters(warmup):
 
 def test_lm_loss_vocab_chunk_changes_memory_not_the_loss():
     """``lm_loss(vocab_chunk=...)``: chunks of the vocabulary (recomputed in the backward pass) and
-    the whole vocabulary in one give the same loss and gradients."""
+    the whole vocabulary in one (a chunk as wide, or 0) give the same loss and gradients; the runs'
+    configs refuse a negative chunk."""
+    from lmforge.align.sft import SFTConfig
+    from lmforge.train.pretrain import PretrainConfig
     from flax import nnx
 
     from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded
@@ -236,6 +239,14 @@ def test_lm_loss_vocab_chunk_changes_memory_not_the_loss():
     assert scans > 0 and no_scans == 0   # 96 columns a chunk: scanned; 512: the whole vocabulary at once
     np.testing.assert_allclose(chunked, whole, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_chunked, g_whole)
+    zero, g_zero, zero_scans = loss_and_grad(0)
+    assert zero_scans == 0 and float(zero) == float(whole)
+    jax.tree.map(np.testing.assert_array_equal, g_zero, g_whole)
+    for config in (PretrainConfig, SFTConfig):
+        assert config(vocab_chunk=0).vocab_chunk == 0
+        for bad in (-1, True, 2.5):
+            with pytest.raises(ValueError, match=rf"vocab_chunk={bad!r}: expected"):
+                config(vocab_chunk=bad)
 
 
 @pytest.mark.parametrize("kind", ["dense", "moe_capacity"])

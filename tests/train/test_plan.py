@@ -89,3 +89,28 @@ def test_plan_command_table_json_and_errors(capsys):
     assert "model.vocab_size=0" in capsys.readouterr().err
     assert main(["plan", "--preset", "llama_3_8b"]) == 2
     assert "did you mean 'llama3_8b'" in capsys.readouterr().err
+
+
+def test_vocab_chunk_0_plans_and_compiles_the_whole_logits(capsys):
+    """A run's ``vocab_chunk=0`` holds the whole (B, T, V) float32 logits: the plan's activations grow
+    by them, and so do XLA's compiled temporaries of the real step; a negative value is one line."""
+    model = ModelConfig.llama_tiny(num_layers=1, mlp_dim=128, max_seq_len=32, vocab_size=4096)
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    b, t = 8, 32
+    temporaries = {c: memory_report(compile_train_step(model, OptimConfig(), mesh, batch_size=b, seq_len=t,
+                                                       vocab_chunk=c)[0])["temporaries"] for c in (512, 0)}
+    planned = {c: plan(model, {}, batch_size=b, seq_len=t, vocab_chunk=c) for c in (512, 0)}
+    logits = 2 * b * t * (4096 - 512) * 4                    # two float32 copies, the whole minus one chunk
+    assert planned[0].memory["activations"] - planned[512].memory["activations"] == logits
+    assert planned[0].vocab_chunk == 0
+    assert temporaries[0] - temporaries[512] > logits / 2, temporaries
+
+    assert main(["plan", "--preset", "llama3_8b", "mesh.fsdp=8", "vocab_chunk=0", "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert main(["plan", "--preset", "llama3_8b", "mesh.fsdp=8", "--json"]) == 0
+    chunked = json.loads(capsys.readouterr().out)
+    assert (whole["vocab_chunk"], chunked["vocab_chunk"]) == (0, 16_384)
+    assert whole["memory"]["activations"] - chunked["memory"]["activations"] == 2 * 8192 * (128_256 - 16_384) * 4
+    assert main(["plan", "--preset", "llama3_8b", "vocab_chunk=-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "vocab_chunk=-1" in err and "\n" not in err
