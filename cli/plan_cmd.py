@@ -3,9 +3,12 @@
     lmforge plan experiments/shakespeare_char.py:cpu_tuned model.vocab_size=65
     lmforge plan --preset llama3_70b mesh.fsdp=64 mesh.tensor=8 data.batch_size=512 model.remat=full
     lmforge plan --preset llama3_405b mesh.data=2 mesh.fsdp=128 mesh.tensor=8 --mfu 0.38 --json
+    lmforge plan experiments/sft/sft_lora.py init_from=runs/base256
 
 The experiment (``EXP.py[:VARIANT]``) gives the model, mesh, batch, sequence, optimizer and the loss's
-``vocab_chunk`` (``vocab_chunk=0``: the whole logits at once, as the run would hold them);
+``vocab_chunk`` (``vocab_chunk=0``: the whole logits at once, as the run would hold them); a
+fine-tune's (SFT's) model is its ``init_from``'s, read without the weights, with its ``model.*``
+and LoRA adapters (which alone then hold optimizer state);
 ``--preset NAME`` replaces its model with a named preset (``lmforge.model.PRESETS``), or, without an
 experiment, plans a pretraining config of that model whose batch defaults to one row per
 data-parallel device and whose sequence defaults to the model's ``max_seq_len``. Bindings apply as
@@ -46,7 +49,7 @@ def add_plan_parser(sub) -> None:
 
 def plan_cmd(args: argparse.Namespace) -> int:
     """Plan the run an experiment (or a preset) describes; see the module docstring."""
-    from lmforge.model import ModelConfig
+    from lmforge.model import ModelConfig, ModelRuntime
     from lmforge.model.logprobs import VOCAB_CHUNK
     from lmforge.train.plan import GIB, Device, format_plan, plan
 
@@ -80,6 +83,13 @@ def plan_cmd(args: argparse.Namespace) -> int:
             raise ConfigError(f"{type(config).__qualname__} has no '{field}'; lmforge plan reads model, mesh, data "
                               f"and optim (a pretraining, SFT or DPO config)")
     model, mesh_cfg, data, optim = config.model, config.mesh, config.data, config.optim
+    if isinstance(model, ModelRuntime):   # a fine-tune: the model is its init_from's, computed as model.* says
+        model = _source_model(config)
+    lora = getattr(config, "lora", None)
+    if lora is not None and lora.rank:    # adapters on the model; alone trainable unless optim says, as run_sft
+        from lmforge.model.lora import ADAPTER_PATTERN
+        model = dataclasses.replace(model, lora=lora)
+        optim = optim if optim.trainable else dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
     if model.vocab_size == 0:
         raise ConfigError("model.vocab_size=0 is taken from the tokenizer when the run starts; bind "
                           "model.vocab_size=N to plan")
@@ -106,3 +116,15 @@ def plan_cmd(args: argparse.Namespace) -> int:
         print(f"plan: {source}" + (f" with --preset {args.preset}" if args.preset else ""))
         print(format_plan(result))
     return 0
+
+
+
+def _source_model(config):
+    """The ModelConfig a fine-tune's config (``model`` a ModelRuntime) starts from: its ``init_from``'s,
+    read without the weights, computed as ``model.*`` says."""
+    from lmforge.weights import source_model_config
+
+    if not getattr(config, "init_from", ""):
+        raise ConfigError(f"{type(config).__qualname__} fine-tunes the model of init_from, which is not set: bind "
+                          f"init_from=FOLDER (a run, model or transformers folder) or pass --preset NAME")
+    return dataclasses.replace(source_model_config(config.init_from), **config.model.overrides())

@@ -192,6 +192,20 @@ def place(host: dict, abstract: dict, *, what: str) -> dict:
     return unflatten(out)
 
 
+def source_model_config(source: str | pathlib.Path) -> ModelConfig:
+    """The ModelConfig of a weights source (what :func:`load_params` would build), read without
+    its parameters: a run or model folder's ``model.json``, a transformers folder's ``config.json``.
+
+    Raises WeightsError / InteropError: the source is not usable, with the reason.
+    """
+    source = pathlib.Path(source)
+    if source_kind(source) == "hf":
+        from lmforge.weights.hf import read_hf_config
+        from lmforge.weights.hf_config import config_from_hf
+        return config_from_hf(read_hf_config(source))
+    return read_model_config(source)
+
+
 def _load_run(run: pathlib.Path, mesh, rules, dtype, step, model_cfg) -> LoadedModel:
     if (run / "model.json").is_file():
         if model_cfg is not None:

@@ -114,3 +114,26 @@ def test_vocab_chunk_0_plans_and_compiles_the_whole_logits(capsys):
     assert main(["plan", "--preset", "llama3_8b", "vocab_chunk=-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "vocab_chunk=-1" in err and "\n" not in err
+
+
+def test_plan_of_a_fine_tune_reads_the_model_of_init_from(tmp_path, capsys):
+    """An SFT experiment's model is its ``init_from``'s, read without weights (here a transformers
+    folder's config.json alone), computed as ``model.*`` says; LoRA leaves only the adapters to
+    the optimizer; without init_from, one line."""
+    hf = {"model_type": "gpt2", "n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 256, "vocab_size": 4096,
+          "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    runs = {}
+    for rank in (16, 0):
+        assert main(["plan", "experiments/sft/sft_lora.py", f"init_from={tmp_path}", f"lora.rank={rank}",
+                     "model.remat=full", "--json"]) == 0
+        runs[rank] = json.loads(capsys.readouterr().out)
+    full = runs[0]
+    assert full["model"].startswith("gpt2 L2 D128") and full["remat"] == "full"
+    assert full["params"] == ModelConfig.gpt2_tiny(num_layers=2, embed_dim=128, num_heads=4, mlp_dim=512,
+                                                   vocab_size=4096, max_seq_len=256).num_params()
+    assert full["memory"]["optimizer"] == pytest.approx(2 * full["memory"]["parameters"], rel=1e-3)
+    assert runs[16]["memory"]["optimizer"] < full["memory"]["optimizer"] / 10   # the adapters' moments alone
+    assert main(["plan", "experiments/sft/sft_chat.py"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "init_from" in err and "--preset" in err and "\n" not in err
