@@ -166,9 +166,8 @@ def benchmark(args) -> dict:
                                                  DEFAULT_RULES, threefry_kernel=THREEFRY_KERNEL[args.threefry_kernel])
     jax.block_until_ready(params)
     init_s, init_compile_s = time.perf_counter() - start, sum(compiles)
-    chunk = args.vocab_chunk or cfg.vocab_size
     document_mask = args.document_mask or cfg.architecture != "decoder"
-    trainer = Trainer(lm_loss(graphdef, cfg, vocab_chunk=chunk, document_mask=document_mask), params=params,
+    trainer = Trainer(lm_loss(graphdef, cfg, vocab_chunk=args.vocab_chunk, document_mask=document_mask), params=params,
                       param_shardings=shardings,
                       optim=OptimConfig(warmup_steps=0), loop=LoopConfig(steps=total), mesh=mesh, rules=DEFAULT_RULES)
     state, frozen = trainer.state, trainer.frozen
@@ -220,7 +219,7 @@ def benchmark(args) -> dict:
         "dtype": args.dtype, "attention": args.attention, "remat": args.remat, "scan_layers": args.scan_layers,
         "mesh": dict(mesh.shape), "device_kind": device.device_kind, "num_devices": mesh.size,
         "init_s": round(init_s, 3), "init_compile_s": round(init_compile_s, 3),
-        "threefry_kernel": args.threefry_kernel, "vocab_chunk": chunk, "document_mask": document_mask,
+        "threefry_kernel": args.threefry_kernel, "vocab_chunk": args.vocab_chunk, "document_mask": document_mask,
         "compile_s": round(compile_s, 3), "steps": args.steps, "warmup": args.warmup,
         "step_ms_median": round(1e3 * step_s, 3),
         "step_ms_p90": round(1e3 * float(np.percentile(times, 90)), 3),

@@ -81,13 +81,17 @@ def plan_cmd(args: argparse.Namespace) -> int:
     for field in ("model", "mesh", "data", "optim"):
         if not hasattr(config, field):
             raise ConfigError(f"{type(config).__qualname__} has no '{field}'; lmforge plan reads model, mesh, data "
-                              f"and optim (a pretraining, SFT or DPO config)")
+                              f"and optim (a pretraining or SFT config)")
     model, mesh_cfg, data, optim = config.model, config.mesh, config.data, config.optim
     if isinstance(model, ModelRuntime):   # a fine-tune: the model is its init_from's, computed as model.* says
         model = _source_model(config)
     lora = getattr(config, "lora", None)
     if lora is not None and lora.rank:    # adapters on the model; alone trainable unless optim says, as run_sft
         from lmforge.model.lora import ADAPTER_PATTERN
+        if model.lora.rank:
+            raise ConfigError(f"{getattr(config, 'init_from', '') or 'the model'} already has LoRA adapters (rank "
+                              f"{model.lora.rank}), and lora.rank={lora.rank} adds more: merge them first "
+                              f"(lmforge.model.lora.merge), as the run would say")
         model = dataclasses.replace(model, lora=lora)
         optim = optim if optim.trainable else dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
     if model.vocab_size == 0:

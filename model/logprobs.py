@@ -3,7 +3,8 @@
 ``token_logprobs(hidden, head, targets)`` is what every loss and scorer reads (the causal-LM and
 masked-LM losses, DPO/PPO log-ratios, the evaluation harness's log-likelihoods, the sampler's
 teacher-forced check): for each position, log p(target), the log-normaliser log Z and whether the
-target is the most likely token. It never holds the (B, T, V) float32 logits at once.
+target is the most likely token. It never holds the (B, T, V) float32 logits at once, unless
+``vocab_chunk`` is 0 or at least V.
 
 Choices:
 - The vocabulary is cut into C chunks of Vc columns and scanned with an online log-sum-exp
@@ -25,7 +26,7 @@ Choices:
   numerics they had before chunking existed. ``vocab_chunk=0`` asks for that whatever the
   vocabulary: the whole (B, T, V) float32 logits at once, as PyTorch's cross-entropy and MaxText
   without vocabulary tiling hold them, in exchange for the chunks' recomputation in the backward
-  pass (2 B T D V FLOPs, +6.7% of Llama 1B's step at 128k classes). The runs' ``vocab_chunk`` key
+  pass (2 B T D V FLOPs, +6.7% of Llama 1B's step at 128k classes and T = 1024). The runs' ``vocab_chunk`` key
   and ``lmforge plan`` (which counts the logits' bytes) choose it per run.
 - ``correct`` is "the target's logit equals the maximum logit"; the full path uses ``argmax``
   (first index on ties), the chunked one counts ties as correct. Ties of float32 logits do not
@@ -35,6 +36,7 @@ Choices:
 from __future__ import annotations
 
 import math
+import operator
 from typing import NamedTuple
 
 import jax
@@ -49,7 +51,11 @@ _LOGITS = ("act_batch", "act_seq", "act_vocab")
 
 def check_vocab_chunk(vocab_chunk: int) -> None:
     """Raises ValueError unless ``vocab_chunk`` is an int >= 0 (columns per chunk; 0: one chunk)."""
-    if isinstance(vocab_chunk, bool) or not isinstance(vocab_chunk, int) or vocab_chunk < 0:
+    try:
+        ok = not isinstance(vocab_chunk, bool) and operator.index(vocab_chunk) >= 0   # ints, numpy's too
+    except TypeError:
+        ok = False
+    if not ok:
         raise ValueError(f"vocab_chunk={vocab_chunk!r}: expected columns of logits per chunk (an int >= 1), or 0 "
                          f"for the whole vocabulary at once")
 

@@ -321,8 +321,9 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     down); ``full`` x alone. Every policy but ``none`` adds the rest of one layer, recomputed for its backward.
     Plus embeddings and the final norm (2 B T D) and the loss's float32 logits chunk (2 x B T Vc / v;
     Vc = ``vocab_chunk`` columns, the whole vocabulary when 0 or larger).
-    Returns ``{"per_layer", "layers", "head", "total"}`` in bytes.
+    Returns ``{"per_layer", "layers", "head", "total"}`` in bytes; ValueError for a bad ``vocab_chunk``.
     """
+    check_vocab_chunk(vocab_chunk)
     b, t, d, f = rows, seq_len, cfg.embed_dim, cfg.mlp_dim
     n, k, h = cfg.num_heads, cfg.kv_heads, cfg.dims_per_head
     itemsize = _itemsize(cfg.dtype)
@@ -431,6 +432,12 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
         "parameters and optimizer state: the shard shapes of the Trainer's real state (AdamW mu, nu in the "
         "parameter dtype); gradients: one sharded copy; activations: an estimate (train/plan.py)",
     )
+    chunk = vocab_chunk or model_cfg.vocab_size
+    if chunk < model_cfg.vocab_size:
+        recompute = 2 * model_cfg.vocab_size * model_cfg.embed_dim
+        notes += (f"the loss recomputes its logits in the backward pass, {chunk:,} columns at a time: +2 V D = "
+                  f"{_count(recompute)} FLOPs per token ({recompute / flops:.1%} of the step), not in the step time; "
+                  f"vocab_chunk=0 holds the whole logits instead",)
     return Plan(model=_name(model_cfg), mesh=sizes, devices=devices, params=n_params,
                 params_non_embedding=model_cfg.num_params(embeddings=False), batch_size=batch_size, seq_len=seq_len,
                 grad_accum=optim.grad_accum, remat=model_cfg.remat, attention=model_cfg.attention,

@@ -193,16 +193,21 @@ def place(host: dict, abstract: dict, *, what: str) -> dict:
 
 
 def source_model_config(source: str | pathlib.Path) -> ModelConfig:
-    """The ModelConfig of a weights source (what :func:`load_params` would build), read without
-    its parameters: a run or model folder's ``model.json``, a transformers folder's ``config.json``.
+    """The model a weights source records, read without its parameters: a run or model folder's
+    ``model.json``, a transformers folder's ``config.json`` -- before what :func:`load_params` adjusts
+    on loading (a T5 checkpoint's untied ``lm_head``, an attention backend this platform lacks).
 
     Raises WeightsError / InteropError: the source is not usable, with the reason.
     """
     source = pathlib.Path(source)
-    if source_kind(source) == "hf":
+    kind = source_kind(source)
+    if kind == "hf":
         from lmforge.weights.hf import read_hf_config
         from lmforge.weights.hf_config import config_from_hf
         return config_from_hf(read_hf_config(source))
+    if kind == "run" and not (source / "model.json").is_file():
+        raise WeightsError(f"{source} has no model.json (written by runs since the post-training foundation); "
+                           f"`lmforge convert RUN DST` writes a model folder from the run's config.json")
     return read_model_config(source)
 
 

@@ -243,7 +243,7 @@ def test_lm_loss_vocab_chunk_changes_memory_not_the_loss():
     assert zero_scans == 0 and float(zero) == float(whole)
     jax.tree.map(np.testing.assert_array_equal, g_zero, g_whole)
     for config in (PretrainConfig, SFTConfig):
-        assert config(vocab_chunk=0).vocab_chunk == 0
+        assert config(vocab_chunk=0).vocab_chunk == 0 and config(vocab_chunk=np.int64(96)).vocab_chunk == 96
         for bad in (-1, True, 2.5):
             with pytest.raises(ValueError, match=rf"vocab_chunk={bad!r}: expected"):
                 config(vocab_chunk=bad)

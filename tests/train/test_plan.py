@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from lmforge.cli.main import main
-from lmforge.model import ModelConfig
+from lmforge.model import LoRAConfig, ModelConfig
 from lmforge.train.mesh import MeshConfig, make_mesh
 from lmforge.train.optim import OptimConfig
 from lmforge.train.plan import activation_bytes, compile_train_step, memory_report, plan
+from lmforge.weights import write_model_config
 
 # Published totals: GPT-3 (Brown et al. 2020) "175B"; the others are the Hugging Face checkpoints'
 # exact counts (Llama 1: Touvron et al. 2023 table 2 shapes; Llama 3 / 3.1: meta-llama configs).
@@ -103,6 +104,8 @@ def test_vocab_chunk_0_plans_and_compiles_the_whole_logits(capsys):
     logits = 2 * b * t * (4096 - 512) * 4                    # two float32 copies, the whole minus one chunk
     assert planned[0].memory["activations"] - planned[512].memory["activations"] == logits
     assert planned[0].vocab_chunk == 0
+    assert any("recomputes its logits" in n for n in planned[512].notes)     # the FLOPs side of the trade
+    assert not any("recomputes" in n for n in planned[0].notes)
     assert temporaries[0] - temporaries[512] > logits / 2, temporaries
 
     assert main(["plan", "--preset", "llama3_8b", "mesh.fsdp=8", "vocab_chunk=0", "--json"]) == 0
@@ -137,3 +140,12 @@ def test_plan_of_a_fine_tune_reads_the_model_of_init_from(tmp_path, capsys):
     assert main(["plan", "experiments/sft/sft_chat.py"]) == 2
     err = capsys.readouterr().err.strip()
     assert "init_from" in err and "--preset" in err and "\n" not in err
+    # a source that has adapters already: refused, as the run refuses it; a run without model.json
+    with_adapters = tmp_path / "lora_run"
+    write_model_config(with_adapters, ModelConfig.gpt2_tiny(vocab_size=256, lora=LoRAConfig(rank=4)))
+    old_run = tmp_path / "old_run"
+    (old_run / "checkpoints").mkdir(parents=True)
+    for source, words in ((with_adapters, "already has LoRA adapters (rank 4)"), (old_run, "has no model.json")):
+        assert main(["plan", "experiments/sft/sft_lora.py", f"init_from={source}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err, err
