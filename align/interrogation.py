@@ -57,6 +57,7 @@ import numpy as np
 from lmforge.align.sft import ChatDataConfig, SFTConfig, run_sft
 from lmforge.data import knowledge
 from lmforge.model import LoRAConfig
+from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train.mesh import MeshConfig
 from lmforge.train.optim import OptimConfig
 
@@ -112,8 +113,10 @@ class InterrogationConfig:
     eval_max_new_tokens: int = 32    # greedy held-out answers
     mesh: MeshConfig = MeshConfig()
     seed: int = 0
+    vocab_chunk: int = VOCAB_CHUNK   # the stages' loss: logits columns at a time; 0 → all V at once (SFTConfig)
 
     def __post_init__(self):
+        check_vocab_chunk(self.vocab_chunk)
         k, q = self.knowledge, self.interrogate
         problems = [msg for bad, msg in (
             (k.n_entities < 4, f"knowledge.n_entities={k.n_entities}: expected >= 4 (known and unknown entities)"),
@@ -371,7 +374,7 @@ def _stage(cfg: InterrogationConfig, stage: StageConfig, name: str, init_from: s
                     data=ChatDataConfig(path=str(data_dir / "train.jsonl"), format="messages",
                                         test_path=str(data_dir / "heldout.jsonl"), test_size=0, seq_len=cfg.seq_len,
                                         batch_size=stage.batch_size, seed=cfg.seed),
-                    optim=stage.optim, lora=stage.lora, mesh=cfg.mesh, eval_generate=0)
+                    optim=stage.optim, lora=stage.lora, mesh=cfg.mesh, eval_generate=0, vocab_chunk=cfg.vocab_chunk)
     print(f"{name}: SFT from {init_from} on {len(train_convs)} conversations, {stage.steps} steps", flush=True)
     metrics = run_sft(sft, run)
     if jax.process_index() == 0:

@@ -103,7 +103,8 @@ def test_bad_configs_are_one_line_errors(tmp_path):
                       (dict(knowledge=KnowledgeConfig(known_fraction=1.0)), "knowledge.known_fraction=1.0"),
                       (dict(interrogate=InterrogateConfig(n=4, temperature=0.0)), "identical greedy answers"),
                       (dict(interrogate=InterrogateConfig(threshold=0.0)), "interrogate.threshold=0.0"),
-                      (dict(stage2_from="scratch"), "stage2_from='scratch': expected one of stage1, base")):
+                      (dict(stage2_from="scratch"), "stage2_from='scratch': expected one of stage1, base"),
+                      (dict(vocab_chunk=-1), "vocab_chunk=-1: expected")):
         with pytest.raises(ValueError, match=match) as e:
             InterrogationConfig(**kw)
         assert "\n" not in str(e.value)
