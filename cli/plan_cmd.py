@@ -122,7 +122,6 @@ def plan_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _source_model(config):
     """The ModelConfig a fine-tune's config (``model`` a ModelRuntime) starts from: its ``init_from``'s,
     read without the weights, computed as ``model.*`` says."""

@@ -26,8 +26,8 @@ Choices:
   numerics they had before chunking existed. ``vocab_chunk=0`` asks for that whatever the
   vocabulary: the whole (B, T, V) float32 logits at once, as PyTorch's cross-entropy and MaxText
   without vocabulary tiling hold them, in exchange for the chunks' recomputation in the backward
-  pass (2 B T D V FLOPs, +6.7% of Llama 1B's step at 128k classes and T = 1024). The runs' ``vocab_chunk`` key
-  and ``lmforge plan`` (which counts the logits' bytes) choose it per run.
+  pass (2 B T D V FLOPs, +6.7% of Llama 1B's step at 128k classes and T = 1024). The runs'
+  ``vocab_chunk`` key and ``lmforge plan`` (which counts the logits' bytes) choose it per run.
 - ``correct`` is "the target's logit equals the maximum logit"; the full path uses ``argmax``
   (first index on ties), the chunked one counts ties as correct. Ties of float32 logits do not
   happen in practice.
