@@ -34,6 +34,8 @@ def convert_cmd(args: argparse.Namespace) -> int:
     src, dst = pathlib.Path(args.src), pathlib.Path(args.dst)
     if not src.is_dir():
         raise ConfigError(f"{src} is not a folder (expected a transformers folder, a run folder or a model folder)")
+    if dst.exists() and not dst.is_dir():
+        raise ConfigError(f"{dst} is a file; expected a new or empty folder for the converted model")
     if dst.exists() and any(dst.iterdir()):
         raise ConfigError(f"{dst} exists and is not empty; choose a new folder (nothing is overwritten)")
     kind = source_kind(src)

@@ -278,9 +278,18 @@ def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
     from lmforge.data.sources import SourceConfig, read_documents, split_documents
     from lmforge.data.tokenizer import TokenizerConfig, compression_report, train_tokenizer
 
+    from lmforge.data.tokenizer import CHAR_FILE, SP_FILE
+
     check_flag("--val-fraction", args.val_fraction, low=0, high=1, low_open=True, high_open=True)
     if args.vocab_size is not None:
         check_flag("--vocab-size", args.vocab_size, low=1)
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; expected a folder for the tokenizer")
+    held = [name for name in (SP_FILE, CHAR_FILE) if (out / name).exists()]
+    if held:
+        raise ConfigError(f"--out {out} already holds a tokenizer ({', '.join(held)}); choose a new folder "
+                          f"(a run's model was trained with it: nothing is overwritten)")
     docs = read_documents(SourceConfig(kind=args.source_kind, path=args.path))
     if not docs:
         raise ConfigError(f"source {args.source_kind} {args.path!r} holds no documents")
@@ -291,7 +300,7 @@ def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
     if args.vocab_size is not None:
         overrides["vocab_size"] = args.vocab_size
     # held_out: a char vocabulary covers the held-out characters too (nanoGPT's, from the whole text)
-    tok = train_tokenizer(TokenizerConfig(**overrides), train_docs, pathlib.Path(args.out), held_out=val_docs)
+    tok = train_tokenizer(TokenizerConfig(**overrides), train_docs, out, held_out=val_docs)
     report = compression_report(tok, val_docs)
     print(json.dumps({"held_out_documents": len(val_docs), **report}, indent=2, sort_keys=True))
     return 0

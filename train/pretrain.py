@@ -33,6 +33,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -268,8 +269,12 @@ RUNTIME_FIELDS = ("dtype", "attention", "remat", "dropout")   # how a model comp
 
 def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
     """The parameters of ``cfg.init_from`` (``lmforge.weights.load_params``, born sharded): the model
-    is the source's, with this run's runtime settings (``RUNTIME_FIELDS`` of ``cfg.model``).
-    Returns (model config, graphdef, params, shardings)."""
+    is the source's, with this run's runtime settings (``RUNTIME_FIELDS`` of ``cfg.model``); the other
+    ``model.*`` fields that differ from it are named on stderr as not applied.
+    Returns (model config, graphdef, params, shardings).
+
+    Raises ValueError: the source's vocabulary is smaller than the tokenizer's, or the objective or
+    ``data.seq_len`` does not fit the source's model (``check_objective``)."""
     from lmforge.model import ModelRuntime, abstract_sharded
     from lmforge.weights import load_params
 
@@ -279,6 +284,16 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
         raise ValueError(f"init_from={cfg.init_from}: its model has {loaded.cfg.vocab_size} ids, fewer than the "
                          f"tokenizer's {vocab_size}")
     model_cfg = dataclasses.replace(loaded.cfg, **{f: getattr(cfg.model, f) for f in RUNTIME_FIELDS})
+    ignored = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in (*RUNTIME_FIELDS, "vocab_size")
+               and getattr(cfg.model, f.name) != getattr(model_cfg, f.name)]
+    if ignored:
+        print(f"lmforge: the model is init_from's; this config's model.{', model.'.join(ignored[:6])}"
+              + (f" and {len(ignored) - 6} more" if len(ignored) > 6 else "") + " differ from it and do not apply",
+              file=sys.stderr, flush=True)
+    try:   # the objective and lengths against the model that trains, not the config's model.*
+        check_objective(cfg, model_cfg)
+    except ValueError as e:
+        raise ValueError(f"init_from={cfg.init_from} (the model is its, not this config's model.*): {e}") from None
     graphdef, _, _ = abstract_sharded(lambda: build_model(model_cfg, rngs=nnx.Rngs(0)), mesh, cfg.mesh.rules)
     print(f"init_from: {loaded.kind} {cfg.init_from}" + (f" step {loaded.step}" if loaded.step is not None else "")
           + f" ({model_cfg.family}, {model_cfg.num_layers} layers, {model_cfg.embed_dim} dim)", flush=True)

@@ -141,7 +141,7 @@ def test_tokenizer_train(tmp_path, monkeypatch, capsys):
         split_documents=lambda docs, frac: (docs[:9], docs[9:]),
     )
     tokenizer = types.SimpleNamespace(
-        TokenizerConfig=lambda **kw: kw,
+        SP_FILE="tokenizer.model", CHAR_FILE="tokenizer.json", TokenizerConfig=lambda **kw: kw,
         train_tokenizer=lambda cfg, texts, directory, held_out: seen.update(
             cfg=cfg, n=len(texts), dir=directory, held_out=len(held_out)) or "tok",
         compression_report=lambda tok, texts: {"chars_per_token": 4.0, "bytes_per_token": 4.5, "n": len(texts)},
@@ -157,3 +157,13 @@ def test_tokenizer_train(tmp_path, monkeypatch, capsys):
     sources.read_documents = lambda cfg: []
     assert main(["tokenizer", "train", "--path", "c.txt", "--out", str(out_dir)]) == 2
     assert "holds no documents" in capsys.readouterr().err
+    # --out a file, or a folder that holds a tokenizer already (a run's model was trained with it)
+    (tmp_path / "f.txt").write_text("x")
+    (out_dir / "tokenizer.model").parent.mkdir(exist_ok=True)
+    (out_dir / "tokenizer.model").write_bytes(b"sp")
+    for out, words in ((tmp_path / "f.txt", "is a file; expected a folder"),
+                       (out_dir, "already holds a tokenizer (tokenizer.model); choose a new folder")):
+        assert main(["tokenizer", "train", "--path", "c.txt", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err, err
+    assert (out_dir / "tokenizer.model").read_bytes() == b"sp"

@@ -174,6 +174,19 @@ def test_bad_replay_settings_are_one_line_errors(domains, tmp_path):
                     exc=ConfigError)
 
 
+def test_the_model_is_init_froms_and_its_lengths_are_checked(domains, tmp_path, capsys):
+    """With init_from the model is the source's: the config's other model.* fields are named as not
+    applied, and a sequence longer than the source's positions is refused (it used to train into
+    NaNs and blame the learning rate)."""
+    cfg = _continued(domains)
+    longer = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_layers=3, max_seq_len=32),
+                                 data=dataclasses.replace(cfg.data, seq_len=32))
+    _one_line_error(lambda: run_pretrain(longer, tmp_path / "1"),
+                    r"init_from=.*base \(the model is its, not this config's model\.\*\): data.seq_len=32 exceeds "
+                    r"model.max_seq_len=16")
+    assert "model.num_layers, model.max_seq_len differ from it and do not apply" in capsys.readouterr().err
+
+
 def test_experiment_names_a_missing_shakespeare_file(domains, tmp_path):
     from lmforge.cli.experiment import experiment_config, load_experiment
 

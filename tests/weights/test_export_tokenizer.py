@@ -122,6 +122,11 @@ def test_exported_model_folder_generates_what_lmforge_samples(sp_tokenizer, tmp_
     model_dir = tmp_path / "model"
     save_model_folder(model_dir, cfg, _random_params(cfg, scale=0.5))
     tok.save(model_dir / "tokenizer")
+    (tmp_path / "a_file").write_text("x")                    # a file as the destination: one line, untouched
+    assert main(["convert", str(model_dir), str(tmp_path / "a_file")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a_file is a file; expected a new or empty folder" in err and "\n" not in err
+    assert (tmp_path / "a_file").read_text() == "x"
     assert main(["convert", str(model_dir), str(tmp_path / "hf")]) == 0
     hf_dir = tmp_path / "hf"
     config = json.loads((hf_dir / "config.json").read_text())
