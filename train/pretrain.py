@@ -449,7 +449,9 @@ def _say(line: str) -> None:
 
 def load_for_sampling(run_dir, cfg: PretrainConfig, mesh=None, *, step: int | None = None) -> Sampler:
     """A pretraining run folder's tokenizer and checkpoint parameters (``lmforge.weights.load_params``,
-    parameters only, placed on the run's own mesh — FSDP runs sample with FSDP) as a text Sampler."""
+    parameters only, placed on the run's own mesh — FSDP runs sample with FSDP) as a text Sampler.
+
+    Raises ValueError when the tokenizer has more ids than the model (not the one it was trained with)."""
     from lmforge.weights import load_params
 
     run_dir = pathlib.Path(run_dir)
@@ -457,6 +459,9 @@ def load_for_sampling(run_dir, cfg: PretrainConfig, mesh=None, *, step: int | No
     mesh = make_mesh(cfg.mesh) if mesh is None else mesh
     fallback = None if (run_dir / "model.json").is_file() else resolve_model(cfg.model, tok.vocab_size)
     loaded = load_params(run_dir, mesh, rules=cfg.mesh.rules, step=step, model_cfg=fallback)
+    if tok.vocab_size > loaded.cfg.vocab_size:   # a tokenizer replaced after the run: ids the model lacks
+        raise ValueError(f"{run_dir / 'tokenizer'} has {tok.vocab_size} ids but the run's model only "
+                         f"{loaded.cfg.vocab_size}: it is not the tokenizer the model was trained with")
     return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, cfg.mesh.rules,
                    encoder_eos=cfg.objective.kind == "span", step=loaded.step)
 

@@ -187,6 +187,23 @@ def test_the_model_is_init_froms_and_its_lengths_are_checked(domains, tmp_path, 
     assert "model.num_layers, model.max_seq_len differ from it and do not apply" in capsys.readouterr().err
 
 
+def test_sampling_refuses_a_tokenizer_larger_than_the_model(domains, tmp_path):
+    """A run whose tokenizer was replaced after training (more ids than the model has rows) is refused
+    by name instead of sampled through the wrong vocabulary."""
+    from lmforge.train.pretrain import load_for_sampling
+    from lmforge.cli.config_io import load_config
+
+    base = domains[0]
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    shutil.rmtree(run / "tokenizer")
+    wide = "".join(chr(c) for c in range(0x100, 0x300))            # 512 characters: more than the model's rows
+    train_tokenizer(TokenizerConfig(kind="char"), [wide], run / "tokenizer")
+    _one_line_error(lambda: load_for_sampling(run, load_config(run / "config.json")),
+                    r"tokenizer has \d+ ids but the run's model only \d+: it is not the tokenizer the model was "
+                    r"trained with")
+
+
 def test_experiment_names_a_missing_shakespeare_file(domains, tmp_path):
     from lmforge.cli.experiment import experiment_config, load_experiment
 
