@@ -52,9 +52,19 @@ def did_you_mean(key: str, candidates: Iterable[str], cutoff: float = 0.6) -> st
             score = max(score, 0.9)
         if _initials(leaf) == cleaf or _initials(cleaf) == leaf:
             score = max(score, 0.8 * same_parent)
+        if _abbreviates(leaf, cleaf):   # attn -> attention (the shorter of the names it abbreviates wins)
+            score = max(score, (0.75 + 0.1 * len(leaf) / len(cleaf)) * same_parent)
         if score > best_score:
             best, best_score = cand, score
     return best
+
+
+def _abbreviates(short: str, name: str) -> bool:
+    """``short`` (3+ letters) is ``name``'s first letter, then some of its later letters in order."""
+    if len(short) < 3 or len(short) >= len(name) or short[0] != name[0]:
+        return False
+    rest = iter(name[1:])
+    return all(c in rest for c in short[1:])
 
 
 # nanoGPT's config names (its train.py globals, which people type from habit) → lmforge's keys.

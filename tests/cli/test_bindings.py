@@ -65,6 +65,11 @@ def test_unknown_key_suggestions():
     assert error("optim.wd=0") == "unknown config key 'optim.wd' — did you mean 'optim.weight_decay'?"
     message = error("model.zzz=1")
     assert message.startswith("unknown config key 'model.zzz'; model has: family, num_layers")
+    # an abbreviation of a field (attn for attention) beats a whole-key look-alike in another section
+    from lmforge.cli.errors import did_you_mean
+    keys = ["model.attention_scale", "model.attention", "model.lora.targets", "model.num_heads"]
+    assert did_you_mean("model.attn", keys) == "model.attention"
+    assert did_you_mean("model.xyz", keys) is None
 
 
 def test_wrong_type_messages():
