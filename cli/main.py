@@ -276,9 +276,7 @@ def _chat_cmd(args: argparse.Namespace) -> int:
 def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
     """Train a tokenizer on a source and print its compression on a held-out split as JSON."""
     from lmforge.data.sources import SourceConfig, read_documents, split_documents
-    from lmforge.data.tokenizer import TokenizerConfig, compression_report, train_tokenizer
-
-    from lmforge.data.tokenizer import CHAR_FILE, SP_FILE
+    from lmforge.data.tokenizer import CHAR_FILE, SP_FILE, TokenizerConfig, compression_report, train_tokenizer
 
     check_flag("--val-fraction", args.val_fraction, low=0, high=1, low_open=True, high_open=True)
     if args.vocab_size is not None:
