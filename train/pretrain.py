@@ -105,8 +105,9 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chun
     Log-probs come from the final hidden states in vocabulary chunks of ``vocab_chunk`` columns
     (``token_logprobs``; each chunk's logits are recomputed in the backward pass; 0, or a chunk as
     large as the vocabulary, computes the whole (B, T, V) logits once, trading memory for that
-    matmul; a run's ``vocab_chunk`` key). A mixture-of-experts model adds its weighted router losses (``moe_aux_loss`` × load balancing +
-    ``moe_z_loss`` × z-loss, averaged over layers); the ``loss`` metric stays the cross-entropy.
+    matmul; a run's ``vocab_chunk`` key). A mixture-of-experts model adds its weighted router losses
+    (``moe_aux_loss`` × load balancing + ``moe_z_loss`` × z-loss, averaged over layers); the ``loss``
+    metric stays the cross-entropy.
     ``document_mask=False`` (decoders only): each row is one document -- nanoGPT's windows
     (``data.packing="windows"``), trailing padding at most -- so attention needs no document mask
     (``hidden_states(one_segment=True)``: cuDNN's causal mask alone; the segment ids still keep
