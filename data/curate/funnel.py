@@ -49,6 +49,14 @@ class Funnel:
             self.dropped_bytes[key] = self.dropped_bytes.get(key, 0) + (r.sizes[-1] if r.sizes else r.raw_size)
             self._example(key, r.ordinal, r.snippet + (f" {detail}" if detail else ""))
 
+    def top_drops(self, n: int = 3) -> str:
+        """The ``n`` reasons that dropped the most documents, for a console line: ``"; dropped: read/
+        malformed_json 2, quality/too_short 1"`` (empty when nothing was dropped)."""
+        top = sorted(self.drops.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        more = len(self.drops) - len(top)
+        return ("; dropped: " + ", ".join(f"{k} {v:,}" for k, v in top) + (f" and {more} more reasons" if more else "")
+                if top else "")
+
     def _example(self, key: str, ordinal: int, text: str) -> None:
         ex = self.examples.setdefault(key, [])
         ex.append((ordinal, text))

@@ -49,7 +49,8 @@ def curate_texts(cfg: CurateConfig, texts: list[str], workdir: pathlib.Path, *, 
         funnel = curate(dataclasses.replace(cfg, inputs=inputs), workdir / DATA_DIR)
         report = write_report(funnel, workdir)
         print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents "
-              f"({funnel.input_bytes / 1e6:.2f} → {funnel.bytes[-1] / 1e6:.2f} MB); report {report}", flush=True)
+              f"({funnel.input_bytes / 1e6:.2f} → {funnel.bytes[-1] / 1e6:.2f} MB){funnel.top_drops()}; report {report}",
+              flush=True)
     return [doc.text for doc in read_shards(workdir / DATA_DIR)]
 
 
@@ -59,8 +60,8 @@ def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
     funnel = curate(cfg, workdir / DATA_DIR)
     seconds = time.time() - t0
     report = write_report(funnel, workdir)
-    print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents into {workdir / DATA_DIR}; report {report}",
-          flush=True)
+    print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents into {workdir / DATA_DIR}{funnel.top_drops()}; "
+          f"report {report}", flush=True)
     return {
         "curate/input_documents": funnel.input_docs,
         "curate/input_mb": funnel.input_bytes / 1e6,

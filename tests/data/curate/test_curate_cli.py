@@ -21,6 +21,7 @@ def test_cli_curate_writes_shards_and_report(tmp_path, capsys):
     out = capsys.readouterr().out
     metrics = json.loads(out.strip().splitlines()[-1])
     assert metrics["curate/input_documents"] == 5 and metrics["curate/output_documents"] == 4
+    assert "curated 5 → 4 documents" in out and "; dropped: read/malformed_json 1; report" in out   # said on the console
     assert (tmp_path / "run" / "report.md").is_file() and len(list((tmp_path / "run" / "data").iterdir())) == 2
     assert json.loads((tmp_path / "run" / "config.json").read_text())["near_dedup"]["threshold"] == 0.7
 
