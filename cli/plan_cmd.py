@@ -88,11 +88,8 @@ def plan_cmd(args: argparse.Namespace) -> int:
     lora = getattr(config, "lora", None)
     if lora is not None and lora.rank:    # adapters on the model; alone trainable unless optim says, as run_sft
         from lmforge.model.lora import ADAPTER_PATTERN
-        if model.lora.rank:
-            raise ConfigError(f"{getattr(config, 'init_from', '') or 'the model'} already has LoRA adapters (rank "
-                              f"{model.lora.rank}), and lora.rank={lora.rank} adds more: merge them first "
-                              f"(lmforge.model.lora.merge), as the run would say")
-        model = dataclasses.replace(model, lora=lora)
+        from lmforge.weights.load import with_fresh_lora
+        model = with_fresh_lora(model, lora, getattr(config, "init_from", "") or "the model")
         optim = optim if optim.trainable else dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
     if model.vocab_size == 0:
         raise ConfigError("model.vocab_size=0 is taken from the tokenizer when the run starts; bind "

@@ -151,13 +151,18 @@ def _with_runtime(loaded: LoadedModel, runtime: ModelRuntime, mesh, rules) -> Lo
     return dataclasses.replace(loaded, cfg=cfg, graphdef=graphdef)
 
 
+def with_fresh_lora(cfg: ModelConfig, lora: LoRAConfig, source) -> ModelConfig:
+    """``cfg`` with new LoRA adapters ``lora``; WeightsError when ``source``'s model has some already."""
+    if cfg.lora.rank:
+        raise WeightsError(f"{source} already has LoRA adapters (rank {cfg.lora.rank}); merge them "
+                           f"(lmforge.model.lora.merge) before adding new ones")
+    return dataclasses.replace(cfg, lora=lora)
+
+
 def _with_fresh_adapters(base: LoadedModel, lora: LoRAConfig, mesh, rules, seed: int) -> LoadedModel:
     from lmforge.weights.adapters import init_adapters
 
-    if base.cfg.lora.rank:
-        raise WeightsError(f"{base.source} already has LoRA adapters (rank {base.cfg.lora.rank}); merge them "
-                           f"(lmforge.model.lora.merge) before adding new ones")
-    cfg = dataclasses.replace(base.cfg, lora=lora)
+    cfg = with_fresh_lora(base.cfg, lora, base.source)
     adapters, adapter_sh = init_adapters(cfg, mesh, rules=rules, seed=seed)
     graphdef, _, _ = _abstract(cfg, mesh, rules)
     return dataclasses.replace(base, cfg=cfg, graphdef=graphdef, params=combine(base.params, adapters),
