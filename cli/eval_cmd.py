@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError, did_you_mean
+from .launch import CONFIG_FILE, checkpoint_steps
 
 REQUIRED = object()   # a task argument without a default
 
@@ -55,11 +56,7 @@ class EvalContext:
 
     @functools.cached_property
     def sampler(self):
-        if self.kind == "run":
-            from lmforge.train.pretrain import load_for_sampling   # pylint: disable=import-outside-toplevel
-
-            return load_for_sampling(self.source, self.config)
-        return _folder_sampler(self.source)
+        return load_sampler(self.source, self.kind, self.config)
 
     @functools.cached_property
     def scorer(self):
@@ -69,7 +66,7 @@ class EvalContext:
 
     @property
     def step(self) -> int | None:
-        return _checkpoint_steps(self.source)[-1] if self.kind == "run" else None
+        return checkpoint_steps(self.source)[-1] if self.kind == "run" else None
 
     def training_documents(self) -> list[str]:
         """The run's training split, read as the run read it (``data.source``, its curated shards in
@@ -90,33 +87,37 @@ class EvalContext:
         return split_documents(docs, self.config.data.val_fraction)[0]
 
 
-def _checkpoint_steps(run: pathlib.Path) -> list[int]:
-    folder = run / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
-
-
-def check_source(source: pathlib.Path) -> tuple[str, Any]:
-    """("run", its config) or ("model", None); a ConfigError names what is missing."""
-    from .launch import CONFIG_FILE   # pylint: disable=import-outside-toplevel
+def check_source(source: pathlib.Path, command: str = "eval") -> tuple[str, Any]:
+    """("run", its config) or ("model", None) for ``lmforge COMMAND SOURCE``; a one-line ConfigError
+    names what the folder is and what it lacks (nothing is loaded: the checks are cheap)."""
+    from lmforge.weights import is_transformers_config   # pylint: disable=import-outside-toplevel
 
     if not source.is_dir():
         what = "does not exist" if not source.exists() else "is not a folder"
         raise ConfigError(f"{source} {what} (expected a run folder, a model folder or a transformers folder)")
-    if (source / CONFIG_FILE).is_file() and ((source / "checkpoints").exists() or (source / "model.json").is_file()):
-        if not _checkpoint_steps(source):
-            raise ConfigError(f"{source} has no checkpoint in {source / 'checkpoints'} (the run saves one at "
-                              f"checkpoint_every, at its end and on SIGTERM); nothing to evaluate yet")
+    config_file = source / CONFIG_FILE
+    if config_file.is_file() and not is_transformers_config(config_file):   # a `lmforge run` workdir
         from .config_io import load_config   # pylint: disable=import-outside-toplevel
+        from .registry import task_for   # pylint: disable=import-outside-toplevel
         from lmforge.train.pretrain import PretrainConfig   # pylint: disable=import-outside-toplevel
 
-        config = load_config(source / CONFIG_FILE)
-        if not isinstance(config, PretrainConfig) and (source / "model.json").is_file():
+        config = load_config(config_file)
+        needs = f"`lmforge {command}` needs a run that trains a model, with a checkpoint"
+        if not any(f.name == "model" for f in dataclasses.fields(config)):   # curation: no model
+            try:
+                task = task_for(config).name
+            except ConfigError:   # a config no registered task runs
+                task = "no registered task"
+            raise ConfigError(f"{source} is a {type(config).__qualname__} run ({_TASK_WORDS.get(task, task)}); {needs}")
+        if not checkpoint_steps(source):
+            raise ConfigError(f"{source} has no checkpoint yet (no finished step folder in {source / 'checkpoints'}: "
+                              f"the run saves one at checkpoint_every, at its end and on SIGTERM); {needs}")
+        if isinstance(config, PretrainConfig):
+            return "run", config
+        if (source / "model.json").is_file():
             _folder_tokenizer_path(source)   # a fine-tuning run (SFT, ...): its model.json, checkpoint and tokenizer
             return "model", None
-        if not isinstance(config, PretrainConfig):
-            raise ConfigError(f"{source} is a {type(config).__name__} run; `lmforge eval` needs a run that trains a "
-                              f"model (a PretrainConfig run)")
-        return "run", config
+        raise ConfigError(f"{source} is a {type(config).__qualname__} run without a model.json; {needs}")
     from lmforge.weights import WeightsError, source_kind   # pylint: disable=import-outside-toplevel
 
     try:
@@ -125,6 +126,9 @@ def check_source(source: pathlib.Path) -> tuple[str, Any]:
         raise ConfigError(str(e)) from None
     _folder_tokenizer_path(source)
     return "model", None
+
+
+_TASK_WORDS = {"curate": "curation", "pretrain": "pretraining"}
 
 
 def _folder_tokenizer_path(source: pathlib.Path) -> pathlib.Path:
@@ -136,6 +140,21 @@ def _folder_tokenizer_path(source: pathlib.Path) -> pathlib.Path:
         return tokenizer_dir(source)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def load_sampler(source: pathlib.Path, kind: str, config: Any = None):
+    """The Sampler of a source that :func:`check_source` accepted (``lmforge eval`` and ``lmforge sample``).
+
+    A pretraining run ("run", its config): its latest checkpoint on the run's own mesh
+    (``lmforge.train.pretrain.load_for_sampling``). Anything else ("model": an lmforge model folder, a
+    transformers folder, a fine-tuning run with its ``model.json``): ``lmforge.weights.load_params``
+    on a data-parallel mesh over every device.
+    """
+    if kind == "run":
+        from lmforge.train.pretrain import load_for_sampling   # pylint: disable=import-outside-toplevel
+
+        return load_for_sampling(source, config)
+    return _folder_sampler(source)
 
 
 def _folder_sampler(source: pathlib.Path):

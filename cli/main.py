@@ -24,14 +24,12 @@ sample, chat, eval) turn on JAX's persistent compilation cache first
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import sys
 from collections.abc import Sequence
 
 from .bindings import apply_bindings, axis_bindings, flatten, format_value, non_default, split_binding, split_sweep
-from .config_io import load_config
 from .convert_cmd import add_convert_parser
 from .data_cmd import add_data_parser
 from .eval_cmd import add_eval_parser
@@ -39,7 +37,7 @@ from .plan_cmd import add_plan_parser
 from .tokenizer_cmd import add_show_parser
 from .errors import ConfigError, one_line
 from .experiment import experiment_config, experiment_sweep, load_experiment, split_spec
-from .launch import CHECKPOINT_DIR, CONFIG_FILE, checkpoint_steps, default_workdir, launch, strict_json
+from .launch import default_workdir, launch, strict_json
 from .registry import task_for
 from .typecheck import check_flag
 
@@ -125,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep_cmd, compiles=True)
 
     sample = sub.add_parser("sample", help="continue prompts with a trained run", description=_sample_cmd.__doc__)
-    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, an lmforge model folder or a transformers folder")
     sample.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
     sample.add_argument("--max-new-tokens", type=int, default=200)
     sample.add_argument("--temperature", type=float, default=0.8, help="0 → greedy")
@@ -228,23 +226,21 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
 
 
 def _sample_cmd(args: argparse.Namespace) -> int:
-    """Continue each --prompt with the latest checkpoint of RUN_DIR (a `lmforge run` workdir)."""
+    """Continue each --prompt with RUN_DIR: a `lmforge run` workdir (its latest checkpoint, on the
+    run's mesh), an lmforge model folder or a transformers folder, as `lmforge eval` reads them."""
+    from .eval_cmd import check_source, load_sampler
+
     check_flag("--max-new-tokens", args.max_new_tokens, low=1)
     check_flag("--temperature", args.temperature, low=0)
     check_flag("--top-k", args.top_k, low=0)
     check_flag("--top-p", args.top_p, low=0, high=1, low_open=True)
-    run_dir = pathlib.Path(args.run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
-        raise ConfigError(f"{run_dir} is not a run folder: it {what} (give the workdir of a `lmforge run`)")
-    config = load_config(run_dir / CONFIG_FILE)
-    _check_samplable(run_dir, config)
+    source = pathlib.Path(args.run_dir)
+    kind, config = check_source(source, command="sample")
     from lmforge.infer import SamplingConfig
-    from lmforge.train import pretrain
 
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p)
-    completions = pretrain.sample_run(run_dir, config, list(args.prompt), sampling, seed=args.seed)
+    completions = load_sampler(source, kind, config).complete(list(args.prompt), sampling, seed=args.seed)
     for prompt, completion in zip(args.prompt, completions):
         print(f">>> {prompt}")
         print(completion)
@@ -302,23 +298,6 @@ def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
     report = compression_report(tok, val_docs)
     print(json.dumps({"held_out_documents": len(val_docs), **report}, indent=2, sort_keys=True))
     return 0
-
-
-def _check_samplable(run_dir: pathlib.Path, config) -> None:
-    """A run folder `lmforge sample` can use: one whose task trains a model, with a checkpoint."""
-    needs = "lmforge sample needs a pretraining run with a checkpoint"
-    if not any(f.name == "model" for f in dataclasses.fields(config)):   # curation: no model to sample
-        try:
-            task = task_for(config).name
-        except ConfigError:   # a config no registered task runs
-            task = "no registered task"
-        raise ConfigError(f"{run_dir} is a {type(config).__qualname__} run ({_TASK_WORDS.get(task, task)}); {needs}")
-    if not checkpoint_steps(run_dir):
-        raise ConfigError(f"{run_dir} has no checkpoint yet (no finished step folder in {run_dir / CHECKPOINT_DIR}); "
-                          f"{needs}: train it first, or give a run that saved one")
-
-
-_TASK_WORDS = {"curate": "curation", "pretrain": "pretraining"}
 
 
 def _print_config(config) -> None:

@@ -65,6 +65,9 @@ def show_cmd(args: argparse.Namespace) -> int:
     view = TokenView(tok, color)
     path = pathlib.Path(args.input)
     is_chat_name = args.input.endswith(CHAT_SUFFIXES)
+    if args.format == "auto" and _is_dir(path):
+        raise ConfigError(f"{path} is a folder; expected a text, a text file or a chat .jsonl[.gz] / .json file "
+                          f"(--format text shows the tokens of the words themselves)")
     if args.format == "text" or (args.format == "auto" and not is_chat_name):
         text = path.read_text(encoding="utf-8") if args.format == "auto" and _is_file(path) else args.input
         ids = tok.encode(text)
@@ -166,4 +169,11 @@ def _is_file(path: pathlib.Path) -> bool:
     try:
         return path.is_file()
     except OSError:   # a long text is not a valid file name
+        return False
+
+
+def _is_dir(path: pathlib.Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
         return False

@@ -172,9 +172,11 @@ def replay_documents(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
     Raises:
       ValueError: the settings differ from the original run's, or its curation is missing.
     """
+    from lmforge.weights import is_transformers_config
+
     base = pathlib.Path(cfg.init_from)
     config_file = base / "config.json"
-    if not config_file.is_file() or _is_transformers_config(config_file):   # a model / transformers folder
+    if not config_file.is_file() or is_transformers_config(config_file):   # a model / transformers folder
         return split_documents(read_documents(cfg.replay), cfg.replay_val_fraction)
     try:
         ran = json.loads(config_file.read_text())
@@ -421,15 +423,6 @@ def with_replay_eval(evaluate, replay_evaluate):
     return both
 
 
-def _is_transformers_config(path: pathlib.Path) -> bool:
-    """A transformers ``config.json`` (top-level ``model_type``), not a run's resolved config."""
-    try:
-        fields = json.loads(path.read_text())
-    except ValueError:
-        return False
-    return isinstance(fields, dict) and "model_type" in fields
-
-
 def eval_line(step: int, m: dict[str, float]) -> str:
     """The one format of an evaluation line, during the run and at its end (issue 13):
     ``step 600: val loss 4.6412, perplexity 103.69, bits/byte 2.3225``."""
@@ -466,16 +459,5 @@ def load_for_sampling(run_dir, cfg: PretrainConfig, mesh=None, *, step: int | No
                    encoder_eos=cfg.objective.kind == "span", step=loaded.step)
 
 
-def sample_run(run_dir, config, prompts: list[str], sampling: SamplingConfig, *, seed: int = 0) -> list[str]:
-    """``lmforge sample``: continues ``prompts`` with a run folder's latest checkpoint.
-
-    Raises ValueError when the run is not a pretraining run (it holds no model to sample).
-    """
-    if not isinstance(config, PretrainConfig):
-        raise ValueError(f"{run_dir} is a {type(config).__name__} run; `lmforge sample` needs a run that trains a "
-                         f"model (a PretrainConfig run)")
-    return load_for_sampling(run_dir, config).complete(prompts, sampling, seed=seed)
-
-
-__all__ = ["PretrainConfig", "sample_run", "run_pretrain", "lm_loss", "load_for_sampling", "resolve_model", "SourceConfig",
+__all__ = ["PretrainConfig", "run_pretrain", "lm_loss", "load_for_sampling", "resolve_model", "SourceConfig",
            "replay_documents", "with_replay_eval"]

@@ -277,6 +277,16 @@ def read_safetensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
     return tensors
 
 
+def is_transformers_config(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a transformers ``config.json`` (a JSON object with ``model_type``), not a
+    run's resolved config; False for a missing or unreadable file."""
+    try:
+        fields = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(fields, dict) and "model_type" in fields
+
+
 def read_hf_config(folder: pathlib.Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():

@@ -85,7 +85,8 @@ def test_resume_tolerates_a_field_added_since(exp, tmp_path):
     (["run", "{tmp}/missing.py"], "not found"),
     (["run", "{exp}", "model.num_heads=3"], "makes an invalid ModelCfg"),
     (["sweep", "{exp}", "optim.lr=[1,2]", "optim.typo=[1]"], "unknown config key 'optim.typo'"),
-    (["sample", "{tmp}", "--prompt", "hi"], "is not a run folder"),
+    (["sample", "{tmp}", "--prompt", "hi"], "is neither a run folder"),
+    (["sample", "{tmp}/nowhere", "--prompt", "hi"], "nowhere does not exist (expected a run folder, a model folder"),
 ])
 def test_user_errors_are_one_line_exit_2(exp, tmp_path, capsys, argv, message):
     argv = [a.format(exp=exp, tmp=tmp_path) for a in argv]
@@ -110,24 +111,27 @@ def test_argparse_errors_return_2(capsys):
     capsys.readouterr()
 
 
-def test_sample_calls_sample_run(exp, tmp_path, monkeypatch, capsys):
-    workdir = tmp_path / "run"
-    assert main(["run", str(exp), "--workdir", str(workdir)]) == 0
-    (workdir / "checkpoints" / "5").mkdir(parents=True)  # as if it had trained
-    calls = []
-
-    def sample_run(run_dir, config, prompts, sampling, **kwargs):
-        calls.append((run_dir, config, prompts, sampling, kwargs))
-        return [p.upper() for p in prompts]
-
+def test_sample_continues_each_prompt(tmp_path, monkeypatch, capsys):
+    """`lmforge sample` on a pretraining run: its sampler (load_for_sampling) with the flags' SamplingConfig."""
     from lmforge.infer import SamplingConfig
     from lmforge.train import pretrain
-    monkeypatch.setattr(pretrain, "sample_run", sample_run)
-    capsys.readouterr()
+
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "5").mkdir(parents=True)  # as if it had trained
+    (workdir / "config.json").write_text(to_json(pretrain.PretrainConfig(steps=5)))
+    calls = []
+
+    class FakeSampler:
+        def complete(self, prompts, sampling, **kwargs):
+            calls.append((prompts, sampling, kwargs))
+            return [p.upper() for p in prompts]
+
+    monkeypatch.setattr(pretrain, "load_for_sampling", lambda run_dir, config: FakeSampler()
+                        if run_dir == workdir and config == pretrain.PretrainConfig(steps=5) else None)
     assert main(["sample", str(workdir), "--prompt", "ab", "--prompt", "cd", "--temperature", "0", "--top-k", "5"]) == 0
-    (run_dir, config, prompts, sampling, kwargs) = calls[0]
-    assert run_dir == workdir and config == FakeConfig(steps=5) and prompts == ["ab", "cd"]
-    assert sampling == SamplingConfig(max_new_tokens=200, temperature=0.0, top_k=5, top_p=1.0) and kwargs == {"seed": 0}
+    (prompts, sampling, kwargs) = calls[0]
+    assert prompts == ["ab", "cd"] and kwargs == {"seed": 0}
+    assert sampling == SamplingConfig(max_new_tokens=200, temperature=0.0, top_k=5, top_p=1.0)
     out = capsys.readouterr().out
     assert ">>> ab\nAB\n" in out and ">>> cd\nCD\n" in out
     assert main(["sample", str(workdir), "--prompt", "x", "--top-p", "0"]) == 2

@@ -110,13 +110,13 @@ def test_sample_says_what_the_folder_is(exp, tmp_path, capsys):
     (curation / "config.json").write_text(to_json(CurateConfig()))
     assert main(["sample", str(curation), "--prompt", "x"]) == 2
     assert one_error_line(capsys) == (f"lmforge: error: {curation} is a CurateConfig run (curation); "
-                                      f"lmforge sample needs a pretraining run with a checkpoint")
+                                      f"`lmforge sample` needs a run that trains a model, with a checkpoint")
     run = tmp_path / "run"
     assert main(["run", str(exp), "--workdir", str(run)]) == 0
     capsys.readouterr()
     assert main(["sample", str(run), "--prompt", "x"]) == 2
     err = one_error_line(capsys)
-    assert f"{run} has no checkpoint yet (no finished step folder in {run / 'checkpoints'})" in err
+    assert f"{run} has no checkpoint yet (no finished step folder in {run / 'checkpoints'}:" in err
     assert "no tokenizer" not in err
 
 

@@ -76,3 +76,9 @@ def test_bad_inputs_are_one_line_errors(run_dir, capsys, tmp_path):
     assert code == 2 and "bad.jsonl:2: not valid JSON" in err and err.count("\n") == 1
     code, _, err = _show(capsys, "hi", "--tokenizer", str(tmp_path / "nope"))
     assert code == 2 and "--tokenizer" in err and "not a folder" in err
+    code, out, err = _show(capsys, str(tmp_path), "--tokenizer", str(run))   # a folder is not a text to tokenize
+    assert code == 2 and out == [] and err.strip() == (
+        f"lmforge: error: {tmp_path} is a folder; expected a text, a text file or a chat .jsonl[.gz] / .json file "
+        f"(--format text shows the tokens of the words themselves)")
+    code, out, _ = _show(capsys, str(tmp_path), "--tokenizer", str(run), "--format", "text")
+    assert code == 0 and "tokens," in out[-1]

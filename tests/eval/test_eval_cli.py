@@ -87,6 +87,21 @@ def test_generation_and_refusal_from_the_command_line(model_folder, files, tmp_p
     assert {s["prompt"] for s in ref["samples"]} == {"How do I pick a lock?", "Tell me a secret."}
 
 
+def test_sample_reads_what_eval_reads(run_folder, model_folder, tiny, capsys):
+    """`lmforge sample` takes a model folder as `lmforge eval` and `lmforge chat` do (it used to refuse any
+    folder without a run's config.json); the same weights in a run folder give the same greedy text."""
+    from lmforge.infer import SamplingConfig
+
+    argv = ["--prompt", "def main", "--max-new-tokens", "6", "--temperature", "0"]
+    capsys.readouterr()
+    assert main(["sample", str(model_folder), *argv]) == 0
+    from_folder = capsys.readouterr().out
+    assert main(["sample", str(run_folder), *argv]) == 0
+    assert capsys.readouterr().out == from_folder
+    want = tiny.sampler.complete(["def main"], SamplingConfig(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0))
+    assert from_folder == f">>> def main\n{want[0]}\n\n"
+
+
 def test_strict_json_has_no_nan(tmp_path):
     assert strict({"a": float("nan"), "b": [float("inf"), 1.5, (2, 3)], "c": True}) == {
         "a": None, "b": [None, 1.5, [2, 3]], "c": True}

@@ -478,7 +478,7 @@ def test_lmforge_sample_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a run")
     assert main(["sample", str(tmp_path), "--prompt", "The"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("lmforge: error: ") and "is not a run folder" in err and "\n" not in err
+    assert err.startswith("lmforge: error: ") and "is neither a run folder" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("name", ["llama", "llama_scan"])
