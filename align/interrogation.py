@@ -141,6 +141,14 @@ class InterrogationConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
+    def check_runnable(self) -> None:
+        """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
+        every point of ``lmforge sweep``, :func:`run_interrogation`): ``init_from`` names a weights source.
+        Raises ValueError."""
+        from lmforge.weights import check_init_from
+
+        check_init_from(self.init_from, "interrogation fine-tunes a pretrained model with chat specials")
+
 
 # ------------------------------------------------------------------------------------- the data
 
@@ -299,13 +307,11 @@ def run_interrogation(cfg: InterrogationConfig, workdir: pathlib.Path) -> dict[s
     ``after/...`` (:func:`heldout_metrics` of stage 1 and stage 2), ``interrogation/...`` counts and
     the two target flags as 0/1.
 
-    Raises ValueError for an empty ``init_from`` or a config that does not fit (see
+    Raises ValueError for an ``init_from`` that is empty or no weights source, or a config that does not fit (see
     ``InterrogationConfig`` and ``lmforge.align.sft.run_sft``).
     """
     workdir = pathlib.Path(workdir)
-    if not cfg.init_from:
-        raise ValueError("init_from is empty: interrogation fine-tunes a pretrained model with chat specials (a run "
-                         "folder, a model folder or a transformers folder), e.g. init_from=runs/quickstart-...")
+    cfg.check_runnable()
     workdir.mkdir(parents=True, exist_ok=True)
     kb = knowledge.KnowledgeBase.generate(cfg.knowledge.n_entities, seed=cfg.knowledge.seed)
     groups = entity_groups(kb, cfg.knowledge)

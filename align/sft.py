@@ -109,6 +109,14 @@ class SFTConfig(LoopConfig):
         super().__post_init__()
         check_vocab_chunk(self.vocab_chunk)
 
+    def check_runnable(self) -> None:
+        """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
+        every point of ``lmforge sweep``, :func:`run_sft`): ``init_from`` names a weights source.
+        Raises ValueError."""
+        from lmforge.weights import check_init_from
+
+        check_init_from(self.init_from, "SFT starts from a pretrained model")
+
 
 # ----------------------------------------------------------------------------------------- data
 
@@ -179,13 +187,11 @@ def source_tokenizer(init_from: str):
 def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     """Fine-tunes ``cfg.init_from`` on conversations; returns the final metrics (``final/...``).
 
-    Raises ValueError for a missing ``init_from``, data that does not fit (see ``ChatDataConfig``),
+    Raises ValueError for an ``init_from`` that is empty or no weights source, data that does not fit (see ``ChatDataConfig``),
     a ``data.seq_len`` beyond the model's context, or a batch that does not split over the mesh.
     """
     workdir = pathlib.Path(workdir)
-    if not cfg.init_from:
-        raise ValueError("init_from is empty: SFT starts from a pretrained model (a run folder, a model folder or a "
-                         "transformers folder), e.g. init_from=runs/quickstart-...")
+    cfg.check_runnable()
     workdir.mkdir(parents=True, exist_ok=True)
     use_host_devices(cfg.mesh)
     distributed.initialize(cfg.distributed)

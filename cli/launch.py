@@ -129,6 +129,7 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     (written to ``workdir/final.json``). A finished run with the same config is not run again."""
     workdir = pathlib.Path(workdir)
     task = task_for(config)  # an unknown task fails before anything is written
+    check_runnable(config)   # so does a missing init_from
     config = continuation(config, workdir)
     resuming = write_config(config, workdir)
     final = workdir / FINAL_FILE
@@ -143,6 +144,14 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     metrics = {str(k): _number(v) for k, v in metrics.items()}
     _write_atomic(final, strict_json(metrics, indent=2) + "\n")
     return metrics
+
+
+def check_runnable(config: Any) -> None:
+    """``config.check_runnable()`` when its class has one: what a run needs beyond a valid config (an
+    ``init_from`` that names weights), checked before a workdir is written. Raises ValueError."""
+    check = getattr(config, "check_runnable", None)
+    if callable(check):
+        check()
 
 
 def continuation(config: Any, workdir: pathlib.Path) -> Any:

@@ -8,9 +8,9 @@ through :func:`lmforge.cli.launch.launch` (the same path as ``lmforge run``), ea
 Notable choices:
 - Every point's config is built and checked (bindings, types, finiteness, ``__post_init__``)
   before any run starts, by :func:`check_points`. If any point is invalid (an unknown key, a
-  wrong type, a combination its ``__post_init__`` rejects), the sweep stops with one line naming
-  the point and its error, and runs nothing: a grid whose fourth point cannot run should not
-  cost the first three runs' time before saying so.
+  wrong type, a combination its ``__post_init__`` rejects, an ``init_from`` its ``check_runnable``
+  refuses), the sweep stops with one line naming the point and its error, and runs nothing: a
+  grid whose fourth point cannot run should not cost the first three runs' time before saying so.
 - A failing run does not stop the sweep: its row says ``failed`` with a one-line error, and the
   full traceback goes to ``<run folder>/error.txt``. The caller exits non-zero if any point failed.
 - The tables are rewritten after every point, so a long sweep can be watched and a crashed one
@@ -33,7 +33,7 @@ from typing import Any
 
 from .bindings import apply_bindings, parse_sweep, split_binding, split_sweep
 from .errors import ConfigError, one_line
-from .launch import launch
+from .launch import check_runnable, launch
 from .sweep_plot import plot_summary
 from .typecheck import nonfinite_keys
 
@@ -117,8 +117,9 @@ def check_points(config: Any, points: list[SweepPoint]) -> list[Any]:
             nonfinite = nonfinite_keys(point_config)
             if nonfinite:
                 raise ConfigError(f"config key {nonfinite[0]!r} is not a finite number")
+            check_runnable(point_config)
             configs.append(point_config)
-        except ConfigError as e:
+        except ValueError as e:   # ConfigError, or what check_runnable refuses
             bad.append((i, point, one_line(e)))
     if bad:
         i, point, error = bad[0]

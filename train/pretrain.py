@@ -91,6 +91,24 @@ class PretrainConfig(LoopConfig):
             raise ValueError(f"replay_val_fraction={self.replay_val_fraction}: expected a number in (0, 1) (the "
                              f"original run's data.val_fraction; replay evaluation needs a held-out split)")
 
+    def check_runnable(self) -> None:
+        """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
+        every point of ``lmforge sweep``, :func:`run_pretrain`): replay has what it needs
+        (:func:`check_replay`), a non-empty ``init_from`` names a weights source, and the objective and
+        lengths fit the model that trains (:func:`check_objective`): ``model``, or the one ``init_from``
+        records (read without its weights). Raises ValueError."""
+        check_replay(self)
+        if not self.init_from:
+            check_objective(self, self.model)
+            return
+        from lmforge.weights import check_init_from, source_model_config
+
+        check_init_from(self.init_from, "continued pretraining starts from a pretrained model")
+        try:
+            check_objective(self, source_model_config(self.init_from))
+        except ValueError as e:
+            raise ValueError(f"init_from={self.init_from} (the model is its, not this config's model.*): {e}") from None
+
 
 OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
 
@@ -313,8 +331,7 @@ def lm_eval_metrics(bytes_per_token: float):
 def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    check_objective(cfg, cfg.model)   # config-only: before any data is read or tokenizer trained
-    check_replay(cfg)
+    cfg.check_runnable()              # config-only: before any data is read or tokenizer trained
     use_host_devices(cfg.mesh)        # both before JAX starts
     distributed.initialize(cfg.distributed)
     t_start = time.time()

@@ -82,6 +82,21 @@ def source_kind(source: pathlib.Path) -> str:
                        f"(config.json with model_type) nor a model folder (model.json + params.safetensors)")
 
 
+def check_init_from(init_from: str, needs: str) -> None:
+    """A config's ``init_from`` names a weights source (:func:`source_kind`), checked without loading it.
+
+    ``needs`` says why a model is needed ("SFT starts from a pretrained model"), for the empty case.
+    Raises WeightsError (a ValueError): one line naming ``init_from`` and what was expected.
+    """
+    if not init_from:
+        raise WeightsError(f"init_from is empty: {needs} (a run folder, a model folder or a transformers folder), "
+                           f"e.g. init_from=runs/quickstart-...")
+    try:
+        source_kind(pathlib.Path(init_from))
+    except WeightsError as e:
+        raise WeightsError(f"init_from: {e}") from None
+
+
 def write_base(workdir: pathlib.Path, source: str | pathlib.Path) -> None:
     """Records in a run folder the weights source its frozen parameters come from (``base.json``)."""
     (pathlib.Path(workdir) / BASE_FILE).write_text(json.dumps({"source": str(pathlib.Path(source).absolute())}) + "\n")

@@ -121,3 +121,29 @@ def test_plot_with_non_numeric_axis_and_all_failed(tmp_path):
     assert (tmp_path / "a" / "summary.png").stat().st_size > 1000
     run_sweep(FakeConfig(), ["fail=[true]"], tmp_path / "b", log=quiet)
     assert (tmp_path / "b" / "summary.png").exists()
+
+
+def test_a_missing_init_from_is_refused_before_any_point_runs(tmp_path, capsys):
+    """`check_runnable` (an empty or misspelt init_from) is checked with the bindings: one line, nothing
+    run, no folder written — a sweep of fine-tunes used to fail every point, one after the other."""
+    from lmforge.align.interrogation import InterrogationConfig
+
+    with pytest.raises(ConfigError, match=r"every sweep point is invalid, e\.g\. point 1 \(seed=0\): init_from is "
+                                          r"empty: interrogation fine-tunes .*; nothing was run"):
+        run_sweep(InterrogationConfig(), ["seed=[0,1]"], tmp_path / "sweep", log=quiet)
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(ConfigError, match=f"init_from: {missing} is not a folder"):
+        run_sweep(InterrogationConfig(), [f"init_from={missing}", "seed=[0,1]"], tmp_path / "sweep", log=quiet)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_run_refuses_a_misspelt_init_from_before_writing_its_workdir(tmp_path, capsys):
+    import pathlib
+
+    sft = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "sft" / "sft_chat.py"
+    workdir = tmp_path / "run"
+    assert main(["run", f"{sft}:smoke", f"init_from={tmp_path / 'runs/typo'}", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lmforge: error: init_from: {tmp_path / 'runs/typo'} is not a folder (expected a run folder, a "
+                   f"transformers folder or an lmforge model folder)"]
+    assert not workdir.exists()

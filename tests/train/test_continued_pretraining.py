@@ -176,14 +176,18 @@ def test_bad_replay_settings_are_one_line_errors(domains, tmp_path):
 
 def test_the_model_is_init_froms_and_its_lengths_are_checked(domains, tmp_path, capsys):
     """With init_from the model is the source's: the config's other model.* fields are named as not
-    applied, and a sequence longer than the source's positions is refused (it used to train into
-    NaNs and blame the learning rate)."""
+    applied, and a sequence longer than the source's positions is refused before anything is read
+    (it used to train into NaNs and blame the learning rate)."""
     cfg = _continued(domains)
     longer = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_layers=3, max_seq_len=32),
                                  data=dataclasses.replace(cfg.data, seq_len=32))
     _one_line_error(lambda: run_pretrain(longer, tmp_path / "1"),
                     r"init_from=.*base \(the model is its, not this config's model\.\*\): data.seq_len=32 exceeds "
                     r"model.max_seq_len=16")
+    assert not any((tmp_path / "1").iterdir())   # refused from init_from's model.json: no data read, no tokenizer
+    fits = dataclasses.replace(longer, steps=1)
+    fits = dataclasses.replace(fits, data=dataclasses.replace(fits.data, seq_len=16))
+    run_pretrain(fits, tmp_path / "2")
     assert "model.num_layers, model.max_seq_len differ from it and do not apply" in capsys.readouterr().err
 
 
@@ -210,7 +214,8 @@ def test_experiment_names_a_missing_shakespeare_file(domains, tmp_path):
     cfg = experiment_config(*load_experiment(f"{EXPERIMENT}:smoke"))
     missing = tmp_path / "no" / "tinyshakespeare.txt"
     cfg = dataclasses.replace(cfg, init_from=str(domains[0]),
-                              data=dataclasses.replace(cfg.data, source=SourceConfig(kind="text", path=str(missing))))
+                              data=dataclasses.replace(cfg.data, seq_len=16,   # the base model's max_seq_len
+                                                       source=SourceConfig(kind="text", path=str(missing))))
     _one_line_error(lambda: run_pretrain(cfg, tmp_path / "run"), "tinyshakespeare.txt: no such file",
                     exc=FileNotFoundError)
 
