@@ -8,7 +8,11 @@
 The experiment (``EXP.py[:VARIANT]``) gives the model, mesh, batch, sequence, optimizer and the loss's
 ``vocab_chunk`` (``vocab_chunk=0``: the whole logits at once, as the run would hold them); a
 fine-tune's (SFT's) model is its ``init_from``'s, read without the weights, with its ``model.*``
-and LoRA adapters (which alone then hold optimizer state);
+and LoRA adapters (which alone then hold optimizer state), and so is continued pretraining's (with
+``model.dtype``, ``attention``, ``remat``, ``dropout`` from the config, as the run). With
+``model.vocab_size=0`` a SentencePiece run's vocabulary is ``tokenizer.vocab_size`` rounded up to
+``model.vocab_multiple``, as the run builds it (a char tokenizer's needs ``model.vocab_size=N``).
+The objective and sequence length must fit the model, as ``lmforge run`` checks.
 ``--preset NAME`` replaces its model with a named preset (``lmforge.model.PRESETS``), or, without an
 experiment, plans a pretraining config of that model whose batch defaults to one row per
 data-parallel device and whose sequence defaults to the model's ``max_seq_len``. Bindings apply as
@@ -85,15 +89,28 @@ def plan_cmd(args: argparse.Namespace) -> int:
     model, mesh_cfg, data, optim = config.model, config.mesh, config.data, config.optim
     if isinstance(model, ModelRuntime):   # a fine-tune: the model is its init_from's, computed as model.* says
         model = _source_model(config)
+    elif getattr(config, "init_from", "") and not args.preset:   # continued pretraining: init_from's, as start_from
+        from lmforge.train.pretrain import RUNTIME_FIELDS
+        from lmforge.weights import source_model_config
+        model = dataclasses.replace(source_model_config(config.init_from),
+                                    **{f: getattr(model, f) for f in RUNTIME_FIELDS})
     lora = getattr(config, "lora", None)
     if lora is not None and lora.rank:    # adapters on the model; alone trainable unless optim says, as run_sft
         from lmforge.model.lora import ADAPTER_PATTERN
         from lmforge.weights.load import with_fresh_lora
         model = with_fresh_lora(model, lora, getattr(config, "init_from", "") or "the model")
         optim = optim if optim.trainable else dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
+    vocab_note = None
     if model.vocab_size == 0:
-        raise ConfigError("model.vocab_size=0 is taken from the tokenizer when the run starts; bind "
-                          "model.vocab_size=N to plan")
+        tokenizer = getattr(config, "tokenizer", None)
+        if tokenizer is None or tokenizer.kind != "sentencepiece":   # a char vocabulary is the data's characters
+            raise ConfigError("model.vocab_size=0 is taken from the tokenizer when the run starts"
+                              + (f" (a {tokenizer.kind} tokenizer: the characters of the data)" if tokenizer else "")
+                              + "; bind model.vocab_size=N to plan")
+        from lmforge.train.pretrain import resolve_model
+        model = resolve_model(model, tokenizer.vocab_size)       # what the run will build: SentencePiece's size, rounded
+        vocab_note = (f"model.vocab_size=0: the tokenizer's {tokenizer.vocab_size:,} ids (tokenizer.vocab_size) "
+                      f"rounded up to model.vocab_multiple={model.vocab_multiple}: {model.vocab_size:,}")
     sizes = {"data": mesh_cfg.data, "fsdp": mesh_cfg.fsdp, "expert": mesh_cfg.expert, "tensor": mesh_cfg.tensor}
     fixed = math.prod(s for s in sizes.values() if s != -1)
     for axis, size in sizes.items():
@@ -106,10 +123,21 @@ def plan_cmd(args: argparse.Namespace) -> int:
     batch_axes = math.prod(sizes[a] for a in ("data", "fsdp", "expert"))
     seq_len = data.seq_len if (args.experiment or "data.seq_len" in bound) else model.max_seq_len
     batch = data.batch_size if (args.experiment or "data.batch_size" in bound) else batch_axes * optim.grad_accum
+    if hasattr(config, "objective"):      # pretraining: the objective and lengths fit the model, as the run checks
+        from lmforge.train.pretrain import check_objective
+        try:
+            check_objective(dataclasses.replace(config, data=dataclasses.replace(data, seq_len=seq_len)), model)
+        except ValueError as e:
+            whose = (f"--preset {args.preset}: " if args.preset else
+                     f"init_from={config.init_from} (the model is its, not this config's model.*): "
+                     if getattr(config, "init_from", "") else "")
+            raise ConfigError(f"{whose}{e}") from None
     device = Device(peak_flops=args.peak_tflops * 1e12, mfu=args.mfu, memory_bytes=args.memory_gib * GIB)
     result = plan(model, sizes, batch_size=batch, seq_len=seq_len, optim=optim, rules=mesh_cfg.rules, device=device,
                   decode_batch=args.decode_batch, decode_len=args.decode_len,
                   vocab_chunk=getattr(config, "vocab_chunk", VOCAB_CHUNK))
+    if vocab_note:
+        result = dataclasses.replace(result, notes=(vocab_note, *result.notes))
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
     else:

@@ -90,6 +90,12 @@ def test_plan_command_table_json_and_errors(capsys):
     assert "model.vocab_size=0" in capsys.readouterr().err
     assert main(["plan", "--preset", "llama_3_8b"]) == 2
     assert "did you mean 'llama3_8b'" in capsys.readouterr().err
+    # a preset that the experiment's objective cannot train, or shorter than its sequences, is refused as the run would
+    assert main(["plan", "experiments/pretrain/bert_mlm.py", "--preset", "llama3_8b"]) == 2
+    assert capsys.readouterr().err.strip() == ("lmforge: error: --preset llama3_8b: objective.kind='mlm' does not "
+                                               "train model.family='llama' (decoder); expected one of ('causal',)")
+    assert main(["plan", "--preset", "llama3_8b", "data.seq_len=100000"]) == 2
+    assert "data.seq_len=100000 exceeds model.max_seq_len=8192" in capsys.readouterr().err
 
 
 def test_vocab_chunk_0_plans_and_compiles_the_whole_logits(capsys):
@@ -149,3 +155,28 @@ def test_plan_of_a_fine_tune_reads_the_model_of_init_from(tmp_path, capsys):
         assert main(["plan", "experiments/sft/sft_lora.py", f"init_from={source}"]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err
+
+
+def test_plan_of_pretraining_builds_the_model_the_run_would(tmp_path, capsys):
+    """model.vocab_size=0 is SentencePiece's tokenizer.vocab_size rounded up to model.vocab_multiple (a char
+    tokenizer's needs a binding); continued pretraining plans init_from's model with the config's runtime
+    fields; an objective or a sequence the model cannot take is one line, as the run says it."""
+    assert main(["plan", "experiments/quickstart.py", "tokenizer.vocab_size=1000", "model.vocab_multiple=64",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert " V1024 " in out["model"] and out["notes"][0] == ("model.vocab_size=0: the tokenizer's 1,000 ids "
+                                                            "(tokenizer.vocab_size) rounded up to "
+                                                            "model.vocab_multiple=64: 1,024")
+    assert main(["plan", "experiments/shakespeare_char.py"]) == 2
+    assert "(a char tokenizer: the characters of the data); bind model.vocab_size=N" in capsys.readouterr().err
+    base = tmp_path / "base"
+    write_model_config(base, ModelConfig.gpt2_tiny(num_layers=3, embed_dim=96, num_heads=3, mlp_dim=384,
+                                                   vocab_size=777, max_seq_len=128))
+    (base / "checkpoints").mkdir()
+    assert main(["plan", "experiments/continued_pretraining.py", f"init_from={base}", "model.remat=full",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"].startswith("gpt2 L3 D96") and " V777 " in out["model"] and out["remat"] == "full"
+    assert main(["plan", "experiments/continued_pretraining.py", f"init_from={base}", "data.seq_len=256"]) == 2
+    assert capsys.readouterr().err.strip() == (f"lmforge: error: init_from={base} (the model is its, not this "
+                                               f"config's model.*): data.seq_len=256 exceeds model.max_seq_len=128")
