@@ -91,7 +91,8 @@ def _one_host_array_handler() -> None:
     except (ImportError, TypeError):   # another orbax: keep its default handler
         return
     _ONE_HOST_HANDLER.append(one_host)
-    ocp.type_handlers.register_type_handler(jax.Array, one_host, override=True)
+    with _absl_quiet():   # orbax warns of any override ("Type handler registry ... overriding"): this one is ours
+        ocp.type_handlers.register_type_handler(jax.Array, one_host, override=True)
 
 
 class Checkpointer:
@@ -154,28 +155,45 @@ class Checkpointer:
         return max(steps) if steps else None
 
     def saved_leaves(self, key: str, *, step: int | None = None) -> set[str] | None:
-        """Dotted paths of the leaves saved under ``state[key]`` at ``step`` (default: the newest
-        step); None when there is no checkpoint. Reads metadata only."""
+        """Dotted paths of the leaves saved under ``state[key]`` at ``step`` (default: the newest step
+        whose metadata reads; older steps of a run hold the same leaves, and :meth:`restore` reports
+        the unreadable newer ones as it falls back); None when there is no checkpoint. Reads
+        metadata only.
+
+        Raises CheckpointError: ``step`` is not on disk, no candidate step's metadata reads, or the
+        state holds no ``key``.
+        """
         self.wait()
         with _absl_quiet():
             self._mngr.reload()
-            steps = self._mngr.all_steps()
-            if not steps:
-                return None
-            step = max(steps) if step is None else int(step)
-            if step not in steps:
-                raise CheckpointError(f"no finalized checkpoint step {step} in {self.directory} "
-                                      f"(steps there: {sorted(steps)})")
+            steps = sorted(self._mngr.all_steps(), reverse=True)
+        if not steps:
+            return None
+        if step is not None and int(step) not in steps:
+            raise CheckpointError(f"no finalized checkpoint step {step} in {self.directory} "
+                                  f"(steps there: {sorted(steps)})")
+        tried = []
+        for s in [int(step)] if step is not None else steps:
             try:
-                meta = self._mngr.item_metadata(step)[_STATE]
-            except Exception as e:  # noqa: BLE001
-                raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable "
-                                      f"({_short_reason(e)})") from None
-        tree = getattr(meta, "tree", meta)
-        if not isinstance(tree, dict) or key not in tree:
-            raise CheckpointError(f"checkpoint step {step} in {self.directory} holds no {key!r} "
-                                  f"(it holds {sorted(tree) if isinstance(tree, dict) else type(tree).__name__})")
-        return {p[len(key) + 1:].replace("/", ".") for p in _flat({key: tree[key]})}
+                with _quiet_orbax():
+                    meta = self._mngr.item_metadata(s)
+                tree_meta = meta[_STATE] if _STATE in meta else None
+            except Exception as e:  # noqa: BLE001 - any failure to read the metadata: try an older step
+                tried.append((s, _short_reason(e)))
+                continue
+            if tree_meta is None:
+                tried.append((s, "the 'state' item or its _METADATA is missing"))
+                continue
+            tree = getattr(tree_meta, "tree", tree_meta)
+            if not isinstance(tree, dict) or key not in tree:
+                raise CheckpointError(f"checkpoint step {s} in {self.directory} holds no {key!r} "
+                                      f"(it holds {sorted(tree) if isinstance(tree, dict) else type(tree).__name__})")
+            return {p[len(key) + 1:].replace("/", ".") for p in _flat({key: tree[key]})}
+        if step is not None:
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable ({tried[0][1]})")
+        raise CheckpointError(
+            f"no readable checkpoint in {self.directory}; tried step(s) {'; '.join(f'{s} ({r})' for s, r in tried)}; "
+            "they are left as they are: move them aside to start this run from scratch")
 
     def all_steps(self) -> list[int]:
         """All finalized steps on disk, oldest first."""
@@ -554,15 +572,15 @@ def _quiet_orbax() -> Iterator[None]:
     When a read fails, orbax abandons its other pending reads; Python then reports each one
     ('Exception ignored in: <coroutine ...>' with a whole TensorStore spec, or 'RuntimeError:
     Event loop is closed' when a TensorStore read finishes after orbax's event loop is gone, which
-    can be seconds later). restore() reports the failure on one line, so after a failed attempt
-    a filter for exactly those two kinds of noise is installed (once, for the process).
+    can be seconds later, or while the failure is still unwinding: about a hundred per failed read,
+    through ``sys.unraisablehook``). restore() reports the failure on one line, so before the first
+    read a filter for exactly those two kinds of noise is installed (once, for the process); it
+    used to be installed after a failure, and the reports raised before it reached stderr.
     """
+    _install_noise_filter()   # before the read: TensorStore's threads print while the failure is still unwinding
     try:
         with _absl_quiet():
             yield
-    except BaseException:
-        _install_noise_filter()
-        raise
     finally:
         gc.collect()  # report abandoned coroutines now, not in the middle of later output
 

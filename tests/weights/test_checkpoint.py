@@ -127,6 +127,48 @@ def test_keep_n_prunes_oldest(tmp_path, mesh):
     assert step == 40
 
 
+def test_a_fresh_process_saves_and_restores_without_warnings(tmp_path):
+    """The handler lmforge registers for one-host saves used to make orbax log 'Type handler registry
+    ... overriding' through absl on every save and read; a fresh process (where it registers) is quiet."""
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, jax.numpy as jnp, sys\n"
+        "from lmforge.weights import Checkpointer\n"
+        "params = {'w': jnp.arange(4.0)}\n"
+        "with Checkpointer(sys.argv[1], async_save=False) as ck:\n"
+        "    ck.save(1, {'params': params})\n"
+        "abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), params)\n"
+        "with Checkpointer(sys.argv[1]) as ck:\n"
+        "    print(ck.restore_params(abstract)[1]['w'].tolist())\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ck")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[0.0, 1.0, 2.0, 3.0]", done.stderr
+    assert "Type handler registry" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing_metadata", "missing_manifests"])
+def test_leaves_of_a_run_whose_newest_metadata_is_unreadable(ckdir, mesh, capsys, kind):
+    """``saved_leaves`` (what ``load_params`` reads first) skips a step whose metadata does not read,
+    so sampling falls back as training does; it used to stop there with an error."""
+    step3 = ckdir / "3" / "state"
+    if kind == "missing_metadata":
+        (step3 / "_METADATA").unlink()
+    else:
+        for manifest in step3.rglob("manifest.ocdbt"):
+            manifest.unlink()
+    with Checkpointer(ckdir) as ckpt:
+        assert ckpt.saved_leaves("params") == {"w", "b"}
+        step, params = ckpt.restore_params(abstract_of(make_state(mesh, 0)["params"]))
+        assert step == 2
+        with pytest.raises(CheckpointError, match=f"checkpoint step 3 in {ckdir} is unreadable"):
+            ckpt.saved_leaves("params", step=3)
+    assert_state_equal(params, make_state(mesh, 2)["params"])
+    err = capsys.readouterr().err.splitlines()
+    assert err == [ln for ln in err if ln.startswith("lmforge: checkpoint step 3")] and len(err) == 1, err
+
+
 def test_no_checkpoint_returns_none(tmp_path, mesh):
     assert restore(tmp_path / "empty", mesh)[0] is None
 
