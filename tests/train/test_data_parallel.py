@@ -82,9 +82,15 @@ def test_per_device_step_equals_the_gspmd_step(grad_accum, frozen):
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-6, err_msg=k)
     assert dp[0]["train/weight_sum"] == 16 * 12 - 2 * 12 - 2 * 7
-    # Adam turns reduction-order noise in a near-zero gradient into a visible update: atol 1e-5 is
-    # 0.1% of three steps at lr 3e-3; a wrong per-device weight moves parameters by ~1e-3.
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), dp_params, ref_params)
+    # Adam turns reduction-order noise in a near-zero gradient into a visible update (its m / sqrt(v)
+    # is ~1 whatever the gradient's size), so a few elements may move apart: on an AMD EPYC one of
+    # 16,384 did by 1.07e-5. A wrong per-device weight moves parameters by ~1e-3, and broadly: every
+    # element within 1e-4, and at most 0.1% of them beyond 1e-5 (0.1% of three steps at lr 3e-3).
+    def close(x, y):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
+        apart = np.abs(x - y) > 1e-5 + 1e-4 * np.abs(y)
+        assert apart.mean() <= 1e-3, f"{apart.sum()} of {apart.size} elements differ by more than 1e-5"
+    jax.tree.map(close, dp_params, ref_params)
 
 
 def test_micro_batches_that_cannot_split_a_devices_rows_fall_back_to_gspmd():
