@@ -59,6 +59,8 @@ from lmforge.train.optim import OptimConfig, make_optimizer
 from lmforge.train.step import (LossFn, State, data_parallel_axes, global_batch, make_eval_step, make_train_step,
                                 reduce_metrics)
 from lmforge.weights import Checkpointer, write_base, write_model_config
+from lmforge.weights.checkpoint import tree_digest
+from lmforge.weights.load import check_base_digest, read_base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,8 +287,9 @@ class Trainer:
         if restored is not None:
             start, self.state = restored
             print(f"resumed from step {start} in {ckpt.directory}", flush=True)
+        base_digest = self._base_digest(workdir, resuming=restored is not None)
         if jax.process_index() == 0:
-            self._write_run_files(workdir)
+            self._write_run_files(workdir, base_digest)
         rng = jax.random.key(loop.seed)
         # Rows after the checkpoint resumed from (or every row, on a fresh start) are dropped: the run
         # logs those steps again, so the file holds exactly one row per logged step.
@@ -365,12 +368,24 @@ class Trainer:
         return FitResult(state=self.state, step=step, train=last, eval=evals, perf=perf,
                          resumed_from=start if restored is not None else None)
 
-    def _write_run_files(self, workdir: pathlib.Path) -> None:
+    def _base_digest(self, workdir: pathlib.Path, *, resuming: bool) -> str | None:
+        """The digest of the frozen parameters (``tree_digest``, on every process) when a base is named.
+        A resumed run's must equal the one its base.json recorded: its checkpoint trained over those.
+        Raises WeightsError if it does not."""
+        if self.base is None or "params" not in self.frozen:
+            return None
+        digest = tree_digest(self.frozen["params"])
+        record = read_base(workdir) if resuming else None
+        if record is not None:
+            check_base_digest(workdir, record, digest)
+        return digest
+
+    def _write_run_files(self, workdir: pathlib.Path, base_digest: str | None) -> None:
         """model.json (and base.json when only part of the model trains): what load_params reads."""
         if self.model_cfg is not None:
             write_model_config(workdir, self.model_cfg)
-        if self.base is not None and "params" in self.frozen:
-            write_base(workdir, self.base)
+        if base_digest is not None:
+            write_base(workdir, self.base, base_digest)
 
     def _report_nonfinite(self, new: int, total: int, step: int, ckpt: Checkpointer) -> None:
         if total > self.loop.max_nonfinite:

@@ -22,7 +22,6 @@ Choices:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import pathlib
 
@@ -34,7 +33,7 @@ from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, abstract_shard
 from lmforge.model.lora import adapter_params
 from lmforge.model.paths import flatten, unflatten
 from lmforge.model.sharding import run_init
-from lmforge.weights.checkpoint import fingerprints
+from lmforge.weights.checkpoint import tree_digest
 from lmforge.weights.folder import WeightsError, model_config_from_dict
 from lmforge.weights.load import place
 
@@ -44,9 +43,7 @@ ADAPTER_CONFIG, ADAPTER_TENSORS = "adapter.json", "adapter.safetensors"
 def base_fingerprint(base: dict) -> str:
     """A hex digest (16 digits) of every parameter of ``base`` (adapters excluded), independent of
     sharding and process: sha256 over the per-leaf checkpoint digests."""
-    _, plain = adapter_params(base)
-    digests = fingerprints(jax.tree.map(jax.numpy.asarray, plain))
-    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()[:16]
+    return tree_digest(adapter_params(base)[1])
 
 
 def save_adapter(directory: str | pathlib.Path, params: dict, model_cfg: ModelConfig) -> pathlib.Path:

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
+import json
 import logging
 import pathlib
 import re
@@ -62,7 +64,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-__all__ = ["CheckpointError", "Checkpointer", "fingerprints"]
+__all__ = ["CheckpointError", "Checkpointer", "fingerprints", "tree_digest"]
 
 _STATE, _DATA_ITER = "state", "data_iter"
 _META_KEY = "lmforge"  # key in orbax custom_metadata: {"fingerprints": {leaf_path: uint32}}
@@ -474,6 +476,14 @@ def fingerprints(tree) -> dict[str, int]:
     """{leaf path: uint32 digest of its bits}, independent of sharding: what checkpoints record, and
     what adapter folders record of their base."""
     return _fingerprints(tree)
+
+
+def tree_digest(tree) -> str:
+    """16 hex digits over every leaf's path and bits (sha256 of the sorted :func:`fingerprints`),
+    independent of sharding and process: what adapter folders and ``base.json`` record of a base.
+    Every process must call it (it is a collective over the leaves' devices)."""
+    digests = fingerprints(jax.tree.map(jnp.asarray, tree))
+    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()[:16]
 
 
 def _verify(state, abstract_state, expected: dict[str, int]) -> None:

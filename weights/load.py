@@ -97,9 +97,36 @@ def check_init_from(init_from: str, needs: str) -> None:
         raise WeightsError(f"init_from: {e}") from None
 
 
-def write_base(workdir: pathlib.Path, source: str | pathlib.Path) -> None:
-    """Records in a run folder the weights source its frozen parameters come from (``base.json``)."""
-    (pathlib.Path(workdir) / BASE_FILE).write_text(json.dumps({"source": str(pathlib.Path(source).absolute())}) + "\n")
+def write_base(workdir: pathlib.Path, source: str | pathlib.Path, digest: str | None = None) -> None:
+    """Records in a run folder the weights source its frozen parameters come from (``base.json``):
+    ``{"source": absolute path, "digest": tree_digest of those frozen parameters}``. With the digest,
+    loading the run refuses a base that no longer holds them (a base run trained further, a folder
+    replaced) instead of pairing the run's adapters with weights they were never trained over."""
+    record = {"source": str(pathlib.Path(source).absolute()), **({"digest": digest} if digest else {})}
+    (pathlib.Path(workdir) / BASE_FILE).write_text(json.dumps(record) + "\n")
+
+
+def read_base(workdir: pathlib.Path) -> dict | None:
+    """A run folder's ``base.json`` ({"source", and "digest" when recorded}), or None without one.
+    Raises WeightsError for a file that is not such a record."""
+    path = pathlib.Path(workdir) / BASE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        str(record["source"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise WeightsError(f"{path}: expected {{\"source\": FOLDER, \"digest\": HEX}} ({type(e).__name__}: {e})") from None
+    return record
+
+
+def check_base_digest(run: pathlib.Path, record: dict, digest: str) -> None:
+    """Raises WeightsError when ``record`` (a run's base.json) holds a digest other than ``digest``,
+    that of the frozen parameters its base gives now."""
+    if record.get("digest") and record["digest"] != digest:
+        raise WeightsError(f"{record['source']}, the base of {run} ({BASE_FILE}), no longer holds the weights the run "
+                           f"was trained over (digest {record['digest']}, now {digest}): it was trained further or "
+                           f"replaced; restore it, or train the run again over it")
 
 
 def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DEFAULT_RULES, dtype: str | None = None,
@@ -271,21 +298,31 @@ def _load_run(run: pathlib.Path, mesh, rules, dtype, step, model_cfg) -> LoadedM
 
 def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str]) -> dict:
     """The parameters ``paths`` that a run did not train, from the base recorded in its base.json."""
-    base_file = run / BASE_FILE
-    if not base_file.is_file():
+    record = read_base(run)
+    if record is None:
         raise WeightsError(f"the checkpoint in {run / 'checkpoints'} does not fit the model of {run / 'model.json'}: "
                            f"it lacks {paths[:3]}{' ...' if len(paths) > 3 else ''} (another architecture?), and the "
                            f"run names no base to take them from ({BASE_FILE})")
-    base = json.loads(base_file.read_text())["source"]
+    base = record["source"]
+    if not pathlib.Path(base).exists():
+        raise WeightsError(f"{base}, the base of {run} ({BASE_FILE}), does not exist: the run holds only what it "
+                           f"trained; put the base back there, or edit {run / BASE_FILE} to where it is now")
     base_cfg = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0))
-    loaded = _load(pathlib.Path(base), mesh, rules, None, None, None)
+    try:
+        loaded = _load(pathlib.Path(base), mesh, rules, None, None, None)
+    except WeightsError as e:
+        raise WeightsError(f"the base of {run} ({BASE_FILE}): {e}") from None
     if dataclasses.replace(loaded.cfg, lora=base_cfg.lora) != base_cfg:
         raise WeightsError(f"{run} was trained over {base}, whose model no longer matches {run / 'model.json'}")
     flat = dict(flatten(loaded.params))
     missing = [p for p in paths if p not in flat]
     if missing:
         raise WeightsError(f"{base} (the base of {run}) has no parameter {missing[0]!r}")
-    return unflatten({p: flat[p] for p in paths})
+    frozen = unflatten({p: flat[p] for p in paths})
+    if record.get("digest"):
+        from lmforge.weights.checkpoint import tree_digest
+        check_base_digest(run, record, tree_digest(frozen))
+    return frozen
 
 
 def _cast(params: dict, abstract: dict) -> dict:

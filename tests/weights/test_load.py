@@ -31,13 +31,13 @@ def batches(n, b=8, t=16):
                "segment_ids": np.ones((b, t), np.int32), "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1))}
 
 
-def make_run(workdir, model=MODEL, steps=3, mesh=ONE, optim=OptimConfig(warmup_steps=1), params=None):
+def make_run(workdir, model=MODEL, steps=3, mesh=ONE, optim=OptimConfig(warmup_steps=1), params=None, base=None):
     graphdef, p, sh = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
     if params is not None:
         p = params
     write_model_config(workdir, model)
     trainer = Trainer(lm_loss(graphdef, model), params=p, param_shardings=sh, optim=optim,
-                      loop=LoopConfig(steps=steps, log_every=steps), mesh=mesh, rules=DEFAULT_RULES)
+                      loop=LoopConfig(steps=steps, log_every=steps), mesh=mesh, rules=DEFAULT_RULES, base=base)
     trainer.fit(batches(steps), workdir)
     return trainer
 
@@ -176,3 +176,38 @@ def test_run_of_adapters_loads_over_its_base(run, tmp_path):
     loaded = load_params(lora_run, ONE)
     for path, x in flatten(jax.device_get(trainer.params)):
         np.testing.assert_array_equal(np.asarray(dict(flatten(loaded.params))[path]), x, err_msg=path)
+
+
+def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path):
+    """base.json records a digest of the frozen parameters: a base run trained further (its newest step
+    is other weights) or a base that is gone is refused by name, not silently paired with the adapters;
+    resuming the adapter run over the changed base is refused the same way."""
+    import json
+    import shutil
+
+    base_dir = tmp_path / "base"
+    base_trainer = make_run(base_dir)
+    base = load_params(base_dir, ONE)
+    cfg = dataclasses.replace(MODEL, lora=LoRAConfig(rank=2))
+    _, init, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), ONE, DEFAULT_RULES)
+    lora_run, optim = tmp_path / "lora_run", OptimConfig(warmup_steps=1, trainable=(r".*\.lora\.(a|b)",))
+    make_run(lora_run, cfg, params=combine(base.params, adapter_params(init)[0]), optim=optim, base=base_dir)
+    record = json.loads((lora_run / "base.json").read_text())
+    assert record["source"] == str(base_dir.absolute()) and len(record["digest"]) == 16
+    before = load_params(lora_run, ONE)                                   # the base as it was: loads
+    # the base trains on: its newest checkpoint holds other weights
+    base_trainer.loop = dataclasses.replace(base_trainer.loop, steps=5)
+    base_trainer.fit(batches(5), base_dir)
+    with pytest.raises(WeightsError, match=rf"{base_dir.absolute()}, the base of {lora_run} \(base.json\), no longer "
+                                           r"holds the weights the run was trained over \(digest [0-9a-f]{16}, now"):
+        load_params(lora_run, ONE)
+    with pytest.raises(WeightsError, match="no longer holds the weights"):   # resuming over it: refused too
+        make_run(lora_run, cfg, params=combine(load_params(base_dir, ONE).params, adapter_params(init)[0]),
+                 optim=optim, steps=4, base=base_dir)
+    shutil.rmtree(base_dir / "checkpoints" / "5")                          # back to the step it trained over
+    np.testing.assert_array_equal(np.asarray(load_params(lora_run, ONE).params["embed"]),
+                                  np.asarray(before.params["embed"]))
+    shutil.move(base_dir, tmp_path / "moved")
+    with pytest.raises(WeightsError, match=rf"{base_dir.absolute()}, the base of {lora_run} \(base.json\), does not "
+                                           r"exist"):
+        load_params(lora_run, ONE)
