@@ -3,7 +3,8 @@
 - SRC a ``transformers`` folder (``config.json`` with a ``model_type`` + ``*.safetensors``) → DST
   an lmforge model folder: ``model.json`` (the ModelConfig) + ``params.safetensors`` (lmforge's
   parameter names, e.g. ``blocks.0.attn.q.kernel``).
-- SRC an lmforge run folder (the latest checkpoint of a ``lmforge run`` workdir) or model folder →
+- SRC an lmforge run folder (the latest checkpoint of a ``lmforge run`` workdir: pretraining, SFT,
+  or LoRA, whose adapters are merged into its base's weights) or model folder →
   DST a ``transformers`` folder that ``from_pretrained`` loads with the same logits, with the run's
   tokenizer (``RUN/tokenizer``, or a model folder's ``tokenizer/``) as ``tokenizer.json`` that
   ``AutoTokenizer`` loads, its bos/eos/pad ids in ``config.json`` and ``generation_config.json``.
@@ -84,15 +85,10 @@ def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
 
     if kind == "model":
         cfg, pure = read_model_folder(src)
-    else:
-        from .config_io import load_config
-        from .launch import CONFIG_FILE
-        from lmforge.train.pretrain import PretrainConfig, load_for_sampling
+    else:   # a run (pretraining, SFT, LoRA over its base.json): read as `lmforge sample` and `eval` read it
+        from .eval_cmd import check_source, load_sampler
 
-        config = load_config(src / CONFIG_FILE)
-        if not isinstance(config, PretrainConfig):
-            raise ConfigError(f"{src} is a {type(config).__name__} run; only pretraining runs hold a model to export")
-        sampler = load_for_sampling(src, config)
+        sampler = load_sampler(src, *check_source(src, command="convert"))
         cfg, pure = sampler.model_cfg, jax.device_get(sampler.params)
     if cfg.lora.rank:   # a model with adapters exports merged (transformers has no such module)
         from lmforge.model import lora

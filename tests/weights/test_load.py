@@ -211,3 +211,31 @@ def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path):
     with pytest.raises(WeightsError, match=rf"{base_dir.absolute()}, the base of {lora_run} \(base.json\), does not "
                                            r"exist"):
         load_params(lora_run, ONE)
+
+
+def test_convert_exports_a_lora_run_merged_over_its_base(tmp_path, capsys):
+    """`lmforge convert` takes any run `lmforge sample` takes: a LoRA run exports as its base with the
+    adapters merged (it used to refuse every run but pretraining ones)."""
+    from lmforge.cli.main import main
+    from lmforge.data import TokenizerConfig, train_tokenizer
+    from lmforge.model import lora
+    from lmforge.weights import read_model_folder
+
+    base_dir, lora_run = tmp_path / "base", tmp_path / "lora_run"
+    make_run(base_dir)
+    base = load_params(base_dir, ONE)
+    cfg = dataclasses.replace(MODEL, lora=LoRAConfig(rank=2))
+    _, init, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), ONE, DEFAULT_RULES)
+    make_run(lora_run, cfg, params=combine(base.params, adapter_params(init)[0]), base=base_dir,
+             optim=OptimConfig(warmup_steps=1, trainable=(r".*\.lora\.(a|b)",)))
+    train_tokenizer(TokenizerConfig(kind="char"), ["def main(): pass"], lora_run / "tokenizer")
+    assert main(["convert", str(lora_run), str(tmp_path / "hf")]) == 0
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    capsys.readouterr()
+    back_cfg, back = read_model_folder(tmp_path / "back")
+    merged = lora.merge(jax.device_get(load_params(lora_run, ONE).params), cfg.lora)
+    assert back_cfg.lora.rank == 0
+    got = dict(flatten(back))
+    for path, x in flatten(merged):
+        np.testing.assert_allclose(got[path], x, rtol=1e-6, atol=1e-6, err_msg=path)
+    assert not np.allclose(got["blocks.0.attn.q.kernel"], np.asarray(base.params["blocks"][0]["attn"]["q"]["kernel"]))
