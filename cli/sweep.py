@@ -16,6 +16,8 @@ Notable choices:
 - The tables are rewritten after every point, so a long sweep can be watched and a crashed one
   still leaves its partial results.
 - Re-running a sweep into the same workdir resumes each point (same config ⇒ same folder name).
+  Another grid into the same workdir leaves the earlier points' folders, says so on one line, and
+  rewrites the summaries for its own points.
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ def run_sweep(config: Any, bindings: Iterable[str], workdir: str | pathlib.Path,
     workdir = pathlib.Path(workdir)
     keys, points = plan_sweep(bindings)
     configs = check_points(config, points)
+    others = other_points(workdir, points)
+    if others:
+        log(f"note: {workdir} also holds {len(others)} run folder(s) of another sweep ({', '.join(others[:3])}"
+            f"{' ...' if len(others) > 3 else ''}); they stay, but this sweep's summary lists its own "
+            f"{len(points)} point(s) only")
     workdir.mkdir(parents=True, exist_ok=True)
     for i, (point, point_config) in enumerate(zip(points, configs), start=1):
         log(f"[{i}/{len(points)}] {point.name}: running")
@@ -105,6 +112,15 @@ def run_sweep(config: Any, bindings: Iterable[str], workdir: str | pathlib.Path,
     write_tables(points, keys, workdir)
     plot_summary(points, keys, metric_keys(points), workdir / "summary.png")
     return points
+
+
+def other_points(workdir: pathlib.Path, points: list[SweepPoint]) -> list[str]:
+    """Run folders (with a config.json) in ``workdir`` that are none of ``points``: an earlier sweep's."""
+    if not workdir.is_dir():
+        return []
+    names = {p.name for p in points}
+    return sorted(d.name for d in workdir.iterdir() if d.is_dir() and d.name not in names
+                  and (d / "config.json").is_file())
 
 
 def check_points(config: Any, points: list[SweepPoint]) -> list[Any]:

@@ -147,3 +147,13 @@ def test_run_refuses_a_misspelt_init_from_before_writing_its_workdir(tmp_path, c
     assert err == [f"lmforge: error: init_from: {tmp_path / 'runs/typo'} is not a folder (expected a run folder, a "
                    f"transformers folder or an lmforge model folder)"]
     assert not workdir.exists()
+
+
+def test_another_grid_into_the_same_folder_names_the_points_it_leaves_out(tmp_path):
+    lines = []
+    run_sweep(FakeConfig(), ["optim.lr=[1e-3,3e-4]", "steps=3"], tmp_path, log=quiet)
+    points = run_sweep(FakeConfig(), ["optim.lr=[3e-4,1e-4]", "steps=3"], tmp_path, log=lines.append)
+    assert lines[0] == (f"note: {tmp_path} also holds 1 run folder(s) of another sweep (optim.lr=1e-3); they stay, "
+                        f"but this sweep's summary lists its own 2 point(s) only")
+    assert (tmp_path / "optim.lr=1e-3" / "config.json").is_file() and all(p.ok for p in points)
+    assert [r["run"] for r in csv.DictReader((tmp_path / "summary.csv").open())] == ["optim.lr=3e-4", "optim.lr=1e-4"]
