@@ -4,8 +4,8 @@
 conventions (DESIGN.md "Configs and experiments") hold for both.
 
 Re-running into an existing folder resumes it (the runner picks up its latest checkpoint), but
-only with the same config: if ``config.json`` is there and differs while the folder holds a
-checkpoint, the run is refused with the differing keys, before anything is written. Comparison is
+only with the same config (or a larger ``steps``, below): if ``config.json`` is there and differs
+while the folder holds a checkpoint (its own, or a stage's in a subfolder), the run is refused with the differing keys, before anything is written. Comparison is
 between configs, not between file texts, so a field added to a dataclass since the folder was
 written (missing from the old file, hence at its default) does not block a resume.
 
@@ -72,6 +72,16 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+def _results(workdir: pathlib.Path) -> str:
+    """What binds a run folder to its config, in words ("" when nothing does): its checkpoints, or
+    those of its stages (a task that runs stages in subfolders, as interrogation does)."""
+    steps = checkpoint_steps(workdir)
+    if steps:
+        return f"checkpoints (steps {_steps(steps)})"
+    staged = sorted(d.name for d in workdir.iterdir() if d.is_dir() and checkpoint_steps(d))
+    return f"stages with checkpoints ({', '.join(staged)})" if staged else ""
+
+
 def write_config(config: Any, workdir: pathlib.Path) -> bool:
     """Writes ``workdir/config.json``; returns True when resuming a folder with the same config.
 
@@ -105,12 +115,12 @@ def write_config(config: Any, workdir: pathlib.Path) -> bool:
             print(f"lmforge: continuing {workdir} from step {checkpoint_steps(workdir)[-1]} to steps={new_steps} "
                   f"(was {old_steps})", file=sys.stderr, flush=True)
             return True
-        if checkpoint_steps(workdir):
+        held = _results(workdir)
+        if held:
             shown = [f"{k}: {_short(a)} → {_short(b)}" for k, (a, b) in list(changed.items())[:6]]
             more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-            raise ConfigError(f"{path} holds a different config ({'; '.join(shown)}{more}) and checkpoints "
-                              f"(steps {_steps(checkpoint_steps(workdir))}); refusing to resume into it — pick a "
-                              f"new --workdir or repeat the original bindings")
+            raise ConfigError(f"{path} holds a different config ({'; '.join(shown)}{more}) and {held}; refusing "
+                              f"to resume into it — pick a new --workdir or repeat the original bindings")
         _replace_attempt(workdir, changed)
         _write_atomic(path, text)
         return False
@@ -134,8 +144,9 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     resuming = write_config(config, workdir)
     final = workdir / FINAL_FILE
     if resuming and final.is_file():
-        print(f"lmforge: {workdir} is a finished run ({final}); nothing to do. To train it longer, run it again "
-              f"with a larger steps=", file=sys.stderr, flush=True)
+        longer = (" To train it longer, run it again with a larger steps=" if any(
+            f.name == "steps" for f in dataclasses.fields(config)) else "")
+        print(f"lmforge: {workdir} is a finished run ({final}); nothing to do.{longer}", file=sys.stderr, flush=True)
         return json.loads(final.read_text())
     metrics = task.runner(config, workdir)
     if not isinstance(metrics, Mapping):

@@ -169,8 +169,10 @@ def _run_cmd(args: argparse.Namespace) -> int:
 
     Prints the keys that differ from the config classes' defaults, the workdir, and at the end the
     final metrics as one JSON line. Re-running into an existing workdir resumes it, but only with
-    an identical config; a different one is refused and nothing is touched, unless the folder
-    holds no checkpoint yet (a run that failed early): then its config is replaced.
+    an identical config, or the same with a larger steps= (which continues it from its latest
+    checkpoint); a different one is refused and nothing is touched, unless the folder holds no
+    checkpoint yet (a run that failed early): then its config is replaced and
+    what the failed attempt left is moved into replaced-<time>/.
     With --print-config, prints every key of the resolved config and exits without running.
     """
     module, variant = load_experiment(args.experiment)

@@ -233,3 +233,16 @@ def test_a_resume_may_change_how_the_model_computes_but_not_what_it_is(tmp_path,
     with pytest.raises(ConfigError, match=r"model.num_layers: .* refusing to resume"):
         write_config(other, workdir)
     assert read_json(workdir / "config.json")["model"]["attention"] == "flash"
+
+
+def test_checkpoints_of_a_runs_stages_lock_its_folder(exp, tmp_path, capsys):
+    """A task that runs stages in subfolders (interrogation: stage1/, stage2/) holds no checkpoint at its
+    top; a different config used to replace the whole finished run. Its stages' checkpoints lock it."""
+    workdir = tmp_path / "w"
+    assert main(["run", str(exp), "--workdir", str(workdir)]) == 0
+    (workdir / "stage1" / "checkpoints" / "4").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["run", str(exp), "optim.lr=0.5", "--workdir", str(workdir)]) == 2
+    assert "holds a different config (optim.lr: 0.001 → 0.5) and stages with checkpoints (stage1); refusing" in (
+        one_error_line(capsys))
+    assert not list(workdir.glob("replaced-*"))
