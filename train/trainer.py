@@ -1,6 +1,8 @@
 """The one trainer: sharded state, the jitted step, and the loop every objective runs on.
 
-A task (pretraining here; SFT, reward models, DPO, PPO, GRPO in ``lmforge.align``) gives
+A task (pretraining here; SFT and the interrogation stages in ``lmforge.align``; the reward-model,
+DPO, PPO and GRPO trainers of the open alignment issues will run on it too, as the DPO sketch in
+``tests/align/test_dpo_sketch.py`` does) gives
 
 - a pure ``loss_fn(params, frozen, batch, rng) -> (loss, metrics)`` (contract in ``step.py``),
 - its model parameters (born sharded) and any frozen trees (a reference policy, a reward model),
