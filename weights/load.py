@@ -78,8 +78,10 @@ def source_kind(source: pathlib.Path) -> str:
             return "hf"
     if (source / "checkpoints").is_dir() or (source / "model.json").is_file():
         return "run"
+    inner = sorted(d.name for d in source.iterdir() if d.is_dir() and (d / "model.json").is_file())
     raise WeightsError(f"{source} is neither a run folder (checkpoints/ + model.json), a transformers folder "
-                       f"(config.json with model_type) nor a model folder (model.json + params.safetensors)")
+                       f"(config.json with model_type) nor a model folder (model.json + params.safetensors)"
+                       + (f"; it holds {', '.join(inner[:4])}: give one of those" if inner else ""))
 
 
 def check_init_from(init_from: str, needs: str) -> None:

@@ -239,3 +239,14 @@ def test_convert_exports_a_lora_run_merged_over_its_base(tmp_path, capsys):
     for path, x in flatten(merged):
         np.testing.assert_allclose(got[path], x, rtol=1e-6, atol=1e-6, err_msg=path)
     assert not np.allclose(got["blocks.0.attn.q.kernel"], np.asarray(base.params["blocks"][0]["attn"]["q"]["kernel"]))
+
+
+def test_a_folder_of_stage_runs_names_them(tmp_path):
+    """Interrogation's workdir holds its stages' runs (stage1/, stage2/), not a model: say which to give."""
+    from lmforge.weights import source_kind
+
+    for stage in ("stage2", "stage1"):
+        write_model_config(tmp_path / stage, MODEL)
+    with pytest.raises(WeightsError, match=r"nor a model folder \(model.json \+ params.safetensors\); it holds stage1, "
+                                           r"stage2: give one of those$"):
+        source_kind(tmp_path)
