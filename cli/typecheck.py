@@ -12,7 +12,10 @@ this module converts and checks them there, once, against the annotations:
 - ``bool``: ``True``/``False`` or ``true``/``false``; never 0/1, which are more often typos.
 - ``str``: the parsed string, or the raw text when it does not parse (``model.family=llama``).
 - ``X | None``: ``None`` only where the annotation allows it.
-- ``tuple[X, ...]`` / ``tuple[X, Y]``: from a tuple or list (JSON has no tuples), element-wise.
+- ``tuple[X, ...]`` / ``tuple[X, Y]``: from a tuple or list (JSON has no tuples), element-wise. On
+  the command line, bare words inside it are strings as they are outside one:
+  ``data.synthetic=((arithmetic,1.0),)`` is ``(('arithmetic', 1.0),)`` (words with other characters,
+  such as a regex, still need quotes).
 - ``Literal[...]``: one of the listed values.
 - a nested dataclass: an instance, or a dict of its fields (from JSON) checked recursively.
 
@@ -30,6 +33,7 @@ import collections.abc
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Union
@@ -104,11 +108,11 @@ def parse_text(text: str, tp: Any, key: str) -> Any:
     The raw-text fallback is what lets ``model.family=llama`` and ``flag=true`` work unquoted; it
     is tried after the literal, so ``name=None`` on a ``str | None`` field gives ``None``.
     """
-    try:
-        parsed = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        parsed = _NOT_PARSED
-    for candidate in (parsed, text):
+    parsed = _literal(text)
+    candidates = [parsed, text]
+    if parsed is _NOT_PARSED and _BARE_WORD.search(text):   # (attn, mlp): bare words inside a tuple or list
+        candidates.insert(1, _literal(_BARE_WORD.sub(lambda m: f"{m[1]}{m[2]!r}", text)))
+    for candidate in candidates:
         if candidate is _NOT_PARSED:
             continue
         try:
@@ -116,6 +120,17 @@ def parse_text(text: str, tp: Any, key: str) -> Any:
         except _Mismatch:
             continue
     raise ConfigError(f"config key {key!r} expects {type_name(tp)}, got {text!r}{_hint(text, parsed, tp, key)}")
+
+
+# A bare word right after "(", "[" or "," and right before ",", ")" or "]" (not True/False/None).
+_BARE_WORD = re.compile(r"([(\[,]\s*)(?!(?:True|False|None)\s*[,)\]])([A-Za-z_][\w\-./]*)(?=\s*[,)\]])")
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _NOT_PARSED
 
 
 def build_config(cls: type, data: dict, key: str = "", *, source: str = "") -> Any:
@@ -288,6 +303,8 @@ def _hint(text: str, parsed: Any, tp: Any, key: str) -> str:
         typing.get_origin(a) is tuple for a in typing.get_args(tp))
     if wants_tuple and parsed is not _NOT_PARSED and not isinstance(parsed, (tuple, list)):
         return " — a one-element tuple needs a trailing comma, e.g. (8,)"
+    if wants_tuple and parsed is _NOT_PARSED and stripped.startswith(("(", "[")):
+        return " — quote strings inside a tuple that are not plain words, e.g. ('.*attn.*', 'mlp')"
     return ""
 
 

@@ -50,6 +50,16 @@ def test_nested_keys_and_nested_tuples():
     assert bind("mesh.rules=[['embed', 'fsdp']]").mesh.rules == (("embed", "fsdp"),)  # lists → tuples
 
 
+def test_bare_words_inside_tuples_are_strings():
+    """As `model.family=llama` needs no quotes, neither do plain words in a tuple; mixed, nested, None kept."""
+    assert bind("mesh.rules=((embed,fsdp), (mlp, None))").mesh.rules == (("embed", "fsdp"), ("mlp", None))
+    assert bind("mesh.rules=[[embed, data/fsdp]]").mesh.rules == (("embed", "data/fsdp"),)
+    assert bind("mesh.rules=(('embed', 'fsdp'), (mlp, None))").mesh.rules == (("embed", "fsdp"), ("mlp", None))
+    assert "quote strings inside a tuple that are not plain words" in error("mesh.rules=((.*embed, fsdp),)")
+    assert "a one-element tuple needs a trailing comma" in error("model.dims=(8)")   # numbers stay numbers
+    assert "expects tuple[int, ...]" in error("model.dims=(eight,)")
+
+
 def test_optional_none():
     assert bind("optim.clip=None").optim.clip is None
     assert bind("optim.clip=2").optim.clip == 2.0
