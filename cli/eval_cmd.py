@@ -5,13 +5,17 @@
     lmforge eval runs/quickstart/ "generation:path=qa.jsonl,match=regex,pattern=answer: (\\w+)"
     lmforge eval model_folder/ memorisation:path=corpus.txt,n=200 --out scores.json
 
-SOURCE is a run folder (``lmforge run``'s workdir: its latest checkpoint, tokenizer and mesh) or a
-model folder / Hugging Face folder with a tokenizer lmforge reads (``tokenizer/`` or a SentencePiece
-``tokenizer.model``), placed on a data-parallel mesh over every device. A task is ``NAME`` or
-``NAME:KEY=VALUE,KEY=VALUE`` (its keys in ``lmforge eval --help``); ``--limit N`` keeps the first N
-items of every task (for perplexity: N windows). The scores are printed as a table and written as
-strict JSON (no NaN) with every item's output, to ``SOURCE/eval/NAME.json`` per task, or all in
-one ``--out FILE``.
+SOURCE is a run folder (``lmforge run``'s workdir: its latest checkpoint, tokenizer and mesh; a
+fine-tuning run's through its ``model.json``) or a model folder / Hugging Face folder with a tokenizer
+lmforge reads (``tokenizer/`` or a SentencePiece ``tokenizer.model``), placed on a data-parallel mesh
+over every device. A task is ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (its keys in ``lmforge eval
+--help``, integers with their smallest value); ``--limit N`` keeps the first N items of every task
+(for perplexity: N windows). ``--text FILE`` is perplexity's text: when no perplexity task reads it
+(none given, or each with its own path) a note on stderr says so. The scores are printed as a table
+and written as strict JSON (no NaN) with every item's output and the checkpoint step of a run folder
+(null for a model folder), to ``SOURCE/eval/NAME.json`` per task, or all in one ``--out FILE``.
+Nothing is overwritten: an earlier ``NAME.json`` is renamed ``NAME.<its mtime>.json`` (said on
+stderr), and an existing ``--out`` file is refused before anything loads.
 
 This is the registry of evaluation tasks (DESIGN.md: registries only at the edge): ``TASKS`` maps a
 name to a runner that reads its arguments and calls the library function directly.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import difflib
 import functools
 import json
@@ -44,6 +49,7 @@ class EvalTask:
     runner: Callable[..., dict]       # runner(ctx, **args) -> {"metrics": {...}, "samples": [...]}
     args: dict[str, Any]              # argument -> default (REQUIRED: must be given); the default's type is the type
     help: str
+    least: dict[str, int] = dataclasses.field(default_factory=dict)   # integer argument -> its smallest value
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -53,6 +59,9 @@ class EvalContext:
     def __init__(self, source: pathlib.Path, *, limit: int | None, batch: int, text: str | None):
         self.source, self.limit, self.batch, self.text = source, limit, batch, text
         self.kind, self.config = check_source(source)
+        # Any run folder (pretraining or fine-tuning) is loaded at its latest checkpoint: record which.
+        steps = checkpoint_steps(source) if is_run_folder(source) else []
+        self.step: int | None = steps[-1] if steps else None
 
     @functools.cached_property
     def sampler(self):
@@ -64,16 +73,18 @@ class EvalContext:
 
         return Scorer.from_sampler(self.sampler, rows=self.batch)
 
-    @property
-    def step(self) -> int | None:
-        return checkpoint_steps(self.source)[-1] if self.kind == "run" else None
-
     def training_documents(self) -> list[str]:
         """The run's training split, read as the run read it (``data.source``, its curated shards in
         ``RUN/curated`` when the run curated, then ``data.val_fraction``)."""
         if self.kind != "run":
-            raise ConfigError(f"{self.source} is a model folder: it names no training data; give "
-                              f"memorisation:path=FILE (a .txt, or a .jsonl with a 'text' field)")
+            give = "give memorisation:path=FILE (a .txt, or a .jsonl with a 'text' field)"
+            if is_run_folder(self.source):   # a fine-tuning run: check_source gives ("model", None)
+                from .config_io import load_config   # pylint: disable=import-outside-toplevel
+
+                what = type(load_config(self.source / CONFIG_FILE)).__qualname__
+                raise ConfigError(f"{self.source} is a fine-tuning run ({what}): it trained on conversations, not "
+                                  f"on documents of a pretraining corpus, so it names none to probe; {give}")
+            raise ConfigError(f"{self.source} is a model folder: it names no training data; {give}")
         from lmforge.data import read_documents, split_documents   # pylint: disable=import-outside-toplevel
 
         docs = read_documents(self.config.data.source)
@@ -87,16 +98,22 @@ class EvalContext:
         return split_documents(docs, self.config.data.val_fraction)[0]
 
 
+def is_run_folder(source: pathlib.Path) -> bool:
+    """Whether SOURCE is a ``lmforge run`` workdir: a run's resolved ``config.json``, not a transformers one."""
+    from lmforge.weights import is_transformers_config   # pylint: disable=import-outside-toplevel
+
+    config_file = source / CONFIG_FILE
+    return config_file.is_file() and not is_transformers_config(config_file)
+
+
 def check_source(source: pathlib.Path, command: str = "eval") -> tuple[str, Any]:
     """("run", its config) or ("model", None) for ``lmforge COMMAND SOURCE``; a one-line ConfigError
     names what the folder is and what it lacks (nothing is loaded: the checks are cheap)."""
-    from lmforge.weights import is_transformers_config   # pylint: disable=import-outside-toplevel
-
     if not source.is_dir():
         what = "does not exist" if not source.exists() else "is not a folder"
         raise ConfigError(f"{source} {what} (expected a run folder, a model folder or a transformers folder)")
     config_file = source / CONFIG_FILE
-    if config_file.is_file() and not is_transformers_config(config_file):   # a `lmforge run` workdir
+    if is_run_folder(source):   # a `lmforge run` workdir
         from .config_io import load_config   # pylint: disable=import-outside-toplevel
         from .registry import task_for   # pylint: disable=import-outside-toplevel
         from lmforge.train.pretrain import PretrainConfig   # pylint: disable=import-outside-toplevel
@@ -255,25 +272,52 @@ def run_memorisation(ctx: EvalContext, path: str, n: int, prefix: int, suffix: i
                         progress=True)
 
 
-def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new_tokens: int) -> dict:
+def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new_tokens: int, match: str,
+             pattern: str) -> dict:
     """Greedy replies through the model's chat template, graded: the test split of synthetic tasks, or a
-    jsonl of ``{"messages": [..., reference assistant turn], "answer", "task"}`` items (path)."""
+    jsonl of ``{"messages", "answer", "task"?}`` items (path). A file's conversation either ends with a
+    reference assistant turn, which the model does not see, or is asked as it is; an item's task names
+    its grader (``align.sft.grade``), and items without one are graded by ``match`` (``eval.chat.GENERIC``).
+    Every item is checked (file:line) before the model loads."""
     from lmforge.align.sft import grade   # pylint: disable=import-outside-toplevel
     from lmforge.data import chat_template_for, synthetic   # pylint: disable=import-outside-toplevel
     from lmforge.data.chat import check_messages   # pylint: disable=import-outside-toplevel
-    from lmforge.eval.chat import chat_accuracy   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.chat import GENERIC, chat_accuracy, with_generic   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
     from lmforge.eval.jsonl import field, read_jsonl   # pylint: disable=import-outside-toplevel
     from lmforge.infer import SamplingConfig   # pylint: disable=import-outside-toplevel
 
+    try:
+        grade = with_generic(grade, matcher(match, pattern or None))   # argument mistakes before the model loads
+    except ValueError as e:
+        raise ConfigError(f"chat: {e}") from None
     n = min(n, ctx.limit) if ctx.limit else n
     if path:
+        graded = (GENERIC, "gsm8k", *synthetic.VERIFIABLE)
         items = []
         for number, obj in read_jsonl(_path(path, "chat")):
+            if len(items) >= n:
+                break
             where = f"{path}:{number}"
-            messages = check_messages(field(obj, "messages", list, where), where=where, need_assistant=True)
-            items.append({"messages": messages, "answer": str(field(obj, "answer", (str, int, float), where)),
-                          "task": str(obj.get("task", "chat"))})
-        items = items[:n]
+            messages = check_messages(field(obj, "messages", list, where), where=where)
+            answer = str(field(obj, "answer", (str, int, float), where))
+            task = field(obj, "task", str, where) if "task" in obj else GENERIC
+            if task not in graded:
+                raise ConfigError(f"{where}: task {task!r} has no grader; expected one of {', '.join(graded[1:])}, "
+                                  f"or no 'task' (graded by match={match})")
+            try:
+                grade(task, "", answer)   # a numeric task's answer must be a number
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            if messages[-1]["role"] == "assistant":   # the reference turn, which the prompt leaves out
+                if len(messages) == 1:
+                    raise ConfigError(f"{where}: the conversation is only an assistant turn; expected the messages "
+                                      f"the model is asked (a user turn) before the reference assistant turn")
+            else:   # asked as it is: the answer stands in for the reference turn eval.chat.prompt_messages drops
+                messages = [*messages, {"role": "assistant", "content": answer}]
+            items.append({"messages": messages, "answer": answer, "task": task})
+        if not items:
+            raise ConfigError(f"{path}: holds no items")
     else:
         names = [t for t in tasks.split("+") if t]
         unknown = [t for t in names if t not in synthetic.VERIFIABLE]
@@ -283,7 +327,8 @@ def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new
         items = synthetic.mixture({t: 1.0 for t in names}, n, split="test", seed=seed)
     sampler = ctx.sampler
     return chat_accuracy(sampler, chat_template_for(sampler.tok), items, grade,
-                         sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0), seed=seed)
+                         sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0), seed=seed,
+                         batch=ctx.batch, progress=True)
 
 
 def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dict:
@@ -296,6 +341,9 @@ def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dic
     from lmforge.eval.lm_eval_adapter import LmforgeLM   # pylint: disable=import-outside-toplevel
 
     names = [t for t in tasks.split("+") if t]
+    if include and not pathlib.Path(include).expanduser().is_dir():
+        raise ConfigError(f"lm_eval: include={include}: no such folder (expected a folder of task YAML files)")
+    include = str(pathlib.Path(include).expanduser()) if include else ""
     # Indexing the ~15,000 built-in task configs takes ~25 s: with local tasks, try them alone first.
     manager = TaskManager(include_path=include, include_defaults=False) if include else None
     if manager is None or any(t not in manager.all_tasks for t in names):
@@ -305,9 +353,14 @@ def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dic
         near = difflib.get_close_matches(unknown[0], manager.all_tasks, n=1)
         raise ConfigError(f"lm_eval: unknown task {unknown[0]!r}" + (f" — did you mean {near[0]!r}?" if near else "")
                           + (" (give include=DIR for local task YAML files)" if not include else ""))
-    out = lm_eval.simple_evaluate(model=LmforgeLM(ctx.sampler, rows=ctx.batch, batch=ctx.batch), tasks=names,
-                                  task_manager=manager, limit=ctx.limit, log_samples=False,
-                                  num_fewshot=fewshot if fewshot >= 0 else None, bootstrap_iters=0)
+    model = LmforgeLM(ctx.sampler, rows=ctx.batch, batch=ctx.batch)
+    try:
+        out = lm_eval.simple_evaluate(model=model, tasks=names, task_manager=manager, limit=ctx.limit,
+                                      log_samples=False, num_fewshot=fewshot if fewshot >= 0 else None,
+                                      bootstrap_iters=0)
+    except ConnectionError as e:   # `datasets` fetching a built-in task's data from the Hub, offline
+        raise ConfigError(f"lm_eval: the data of {'+'.join(names)} is not available here ({e}); offline, give "
+                          f"include=DIR with a local task (a YAML whose dataset is a local file)") from None
     metrics = {f"{task}/{key.split(',')[0]}": value for task, scores in out["results"].items()
                for key, value in scores.items() if isinstance(value, (int, float)) and "_stderr" not in key}
     return {"metrics": metrics, "samples": []}
@@ -316,28 +369,37 @@ def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dic
 TASKS: dict[str, EvalTask] = {t.name: t for t in (
     EvalTask("perplexity", run_perplexity, {"path": "", "stride": 0},
              "perplexity and bits per byte of a text file (path, or --text); stride: tokens per window after "
-             "the first (0: max_seq_len, disjoint windows)"),
+             "the first (0: max_seq_len, disjoint windows)", {"stride": 0}),
     EvalTask("gsm8k", run_gsm8k, {"path": "", "fewshot": 0, "train": "", "max_new_tokens": 256},
              "GSM8K greedy, exact match of the #### / last number (path default ../shared/data/gsm8k_test.jsonl; "
-             "fewshot examples from train, default gsm8k_train.jsonl beside it)"),
+             "fewshot examples from train, default gsm8k_train.jsonl beside it)", {"fewshot": 0, "max_new_tokens": 1}),
     EvalTask("generation", run_generation, {"path": REQUIRED, "match": "exact", "pattern": "", "max_new_tokens": 64,
                                             "stop": "\\n"},
              "a local {prompt, answer} jsonl, greedy; match exact | numeric | regex (with pattern); stop strings "
-             "separated by |"),
+             "separated by |", {"max_new_tokens": 1}),
     EvalTask("multiple_choice", run_multiple_choice, {"path": REQUIRED},
              "a local {context, choices, answer} jsonl by log-likelihood: acc (sum), acc_norm (per character), "
              "acc_per_token"),
     EvalTask("refusal", run_refusal, {"path": "", "max_new_tokens": 64},
              "refusal rate on HH-RLHF harmless-base first human turns (path default "
-             "../shared/data/hh_rlhf_harmless_base_test.jsonl.gz)"),
+             "../shared/data/hh_rlhf_harmless_base_test.jsonl.gz)", {"max_new_tokens": 1}),
     EvalTask("memorisation", run_memorisation, {"path": "", "n": 100, "prefix": 32, "suffix": 50, "seed": 0},
-             "greedy reproduction of suffix tokens after prefix tokens of n training documents (the run's training "
-             "split, or path)"),
-    EvalTask("chat", run_chat, {"tasks": "arithmetic", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160},
-             "chat replies graded against answers: the test split of synthetic tasks (joined with +), or a jsonl of "
-             "{messages, answer, task} (path)"),
+             "greedy reproduction of suffix tokens after prefix tokens of n training documents (a pretraining "
+             "run's training split, or path: a .txt, or a .jsonl with a 'text' field)",
+             {"n": 1, "prefix": 1, "suffix": 1, "seed": 0}),
+    EvalTask("chat", run_chat, {"tasks": "arithmetic", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160,
+                                "match": "exact", "pattern": ""},
+             "greedy chat replies graded against answers: n items of the test split of synthetic tasks (joined "
+             "with +), or the first n of a jsonl (path) of {messages, answer, task}: messages the conversation "
+             "(role system, user, assistant or tool) ending with the reference assistant turn, which the model "
+             "does not see (without one the model answers the whole conversation); answer what a reply must give; task "
+             "optional: gsm8k or a synthetic task grades by its own rule, no task by match (exact: the reply "
+             "equals the answer, whitespace collapsed; numeric: the reply's #### or last number; regex: what "
+             "pattern extracts equals it)", {"n": 1, "seed": 0, "max_new_tokens": 1}),
     EvalTask("lm_eval", run_lm_eval, {"tasks": REQUIRED, "include": "", "fewshot": -1},
-             "lm-evaluation-harness tasks (joined with +) through the adapter; include: a folder of task YAML files"),
+             "lm-evaluation-harness tasks (joined with +) through the adapter; include: a folder of task YAML files "
+             "(a built-in task downloads its data from the Hugging Face Hub; offline, use a local task); fewshot -1: "
+             "each task's own", {"fewshot": -1}),
 )}
 ALIASES = {"bits_per_byte": "perplexity", "bpb": "perplexity", "ppl": "perplexity", "mc": "multiple_choice",
            "memorization": "memorisation", "lm-eval": "lm_eval", "lm_eval_harness": "lm_eval"}
@@ -376,6 +438,8 @@ def parse_task(spec: str) -> tuple[EvalTask, dict[str, Any]]:
                 args[key] = int(value)
             except ValueError:
                 raise ConfigError(f"eval task {task.name}: {key}={value!r} is not an integer") from None
+            if key in task.least and args[key] < task.least[key]:
+                raise ConfigError(f"eval task {task.name}: {key}={args[key]}: expected >= {task.least[key]}")
         else:
             args[key] = value
     return task, args
@@ -416,23 +480,26 @@ def table(results: list[dict]) -> str:
 
 # ------------------------------------------------------------------------------------------ command
 def add_eval_parser(sub) -> None:
-    keys = "\n".join(f"  {t.name}: {', '.join(f'{k}={_show(v)}' for k, v in t.args.items())}\n      {t.help}"
-                     for t in TASKS.values())
+    keys = "\n".join(f"  {t.name}: {', '.join(_show(t, k) for k in t.args)}\n      {t.help}" for t in TASKS.values())
     ev = sub.add_parser("eval", help="evaluate a run or model folder on named tasks",
                         description=f"{__doc__}\ntasks and their arguments:\n{keys}",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("source", metavar="SOURCE", help="a run folder, a model folder or a transformers folder")
     ev.add_argument("tasks", nargs="+", metavar="TASK", help="NAME or NAME:KEY=VALUE,...")
     ev.add_argument("--limit", type=int, help="the first N items of each task (perplexity: N windows)")
-    ev.add_argument("--out", help="write every task's result into this one JSON file")
-    ev.add_argument("--text", help="the text file of perplexity (same as perplexity:path=FILE)")
+    ev.add_argument("--out", help="write every task's result into this one JSON file (a new file: an existing "
+                                  "one is refused)")
+    ev.add_argument("--text", help="the text file of perplexity (same as perplexity:path=FILE; a perplexity task's "
+                                   "own path wins)")
     ev.add_argument("--batch-size", type=int, default=16,
                     help="rows per log-likelihood batch and prompts per generation call (default 16)")
     ev.set_defaults(handler=eval_cmd, compiles=True)
 
 
-def _show(value: Any) -> str:
-    return "REQUIRED" if value is REQUIRED else repr(value)
+def _show(task: EvalTask, key: str) -> str:
+    value = task.args[key]
+    shown = f"{key}={'REQUIRED' if value is REQUIRED else repr(value)}"
+    return f"{shown} (>= {task.least[key]})" if key in task.least else shown
 
 
 def eval_cmd(args: argparse.Namespace) -> int:
@@ -446,6 +513,16 @@ def eval_cmd(args: argparse.Namespace) -> int:
     if args.out is None and len(set(names)) < len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise ConfigError(f"task {twice!r} is given twice: its results would share {twice}.json; use --out FILE")
+    if args.out is not None and pathlib.Path(args.out).exists():
+        raise ConfigError(f"--out {args.out} exists; choose a new file (nothing is overwritten)")
+    if args.text is not None:   # an option no task reads is said, not silently dropped
+        readers = [a for _, t, a in tasks if t.name == "perplexity"]
+        if not readers:
+            print(f"eval: note: --text {args.text} is not read: only perplexity reads it, and no perplexity task is "
+                  f"given", file=sys.stderr, flush=True)
+        elif all(a["path"] for a in readers):
+            print(f"eval: note: --text {args.text} is not read: perplexity:path={readers[0]['path']} is given and "
+                  f"wins", file=sys.stderr, flush=True)
     ctx = EvalContext(pathlib.Path(args.source), limit=args.limit, batch=args.batch_size, text=args.text)
     results = []
     for spec, task, task_args in tasks:
@@ -457,10 +534,26 @@ def eval_cmd(args: argparse.Namespace) -> int:
         results.append(result)
         if args.out is None:
             path = ctx.source / "eval" / f"{task.name}.json"
+            kept = keep_previous(path)
             write_json(path, result)
-            print(f"eval: {task.name} -> {path}", file=sys.stderr, flush=True)
+            print(f"eval: {task.name} -> {path}" + (f" (the previous one kept as {kept.name})" if kept else ""),
+                  file=sys.stderr, flush=True)
     if args.out is not None:
         write_json(pathlib.Path(args.out), {"source": str(ctx.source), "step": ctx.step, "results": results})
         print(f"eval: -> {args.out}", file=sys.stderr, flush=True)
     print(table(results))
     return 0
+
+
+def keep_previous(path: pathlib.Path) -> pathlib.Path | None:
+    """Renames an existing ``NAME.json`` to ``NAME.<its mtime, YYYYmmdd-HHMMSS>.json`` (``-2``, ``-3``, ...
+    when that is taken) so a new result never replaces an earlier one; returns the new path, or None."""
+    if not path.is_file():
+        return None
+    stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+    kept, count = path.with_name(f"{path.stem}.{stamp}.json"), 1
+    while kept.exists():
+        count += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{count}.json")
+    path.replace(kept)
+    return kept

@@ -4,7 +4,9 @@ A chat model is asked through its chat template (``lmforge.data.chat``: the conv
 then the assistant marker) and its reply ends at the template's end-of-turn id (or eos). Each
 item is a conversation whose last message is the reference assistant turn; the prompt is every
 message before it, and ``grade(task, reply, answer) -> bool`` decides (for the synthetic tasks,
-``lmforge.data.synthetic.check_answer``; for GSM8K the ``#### <number>`` convention).
+``lmforge.data.synthetic.check_answer``; for GSM8K the ``#### <number>`` convention). Items of no
+known task (``GENERIC``: a file's items that name none) are graded by a generation matcher instead
+(:func:`with_generic`; ``lmforge.eval.generation.matcher``: exact, numeric or regex).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from lmforge.infer import SamplingConfig
 
 Grader = Callable[[str, str, str], bool]   # (task, reply, answer) -> correct
+GENERIC = "chat"   # the task of an item that names none: graded by a matcher, not by a task's own grader
 
 
 def prompt_messages(messages: Sequence[Mapping[str, str]]) -> list[dict]:
@@ -31,36 +34,49 @@ def prompt_messages(messages: Sequence[Mapping[str, str]]) -> list[dict]:
 
 
 def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str, str]]], sampling: SamplingConfig,
-                 *, seed: int = 0) -> list[str]:
+                 *, seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies") -> list[str]:
     """The assistant's next turn for each conversation (``sampling.n`` replies each, prompt-major).
 
     ``sampler`` is an ``lmforge.infer.Sampler``; ``template`` a ``ChatTemplate`` (its ``stop_ids``
-    end the turn). The reply text excludes the stop id."""
+    end the turn). The reply text excludes the stop id. At most ``batch`` conversations go to the
+    sampler per call, in calls of equal size (every call buckets to the same number of rows, where a
+    short last call would compile another shape), call k seeded ``seed + k``; 0 → all in one call.
+    ``progress``: a tqdm bar (stderr) counting conversations, ticking once per call."""
+    from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
+
     if not conversations:
         return []
     prompts = [template.prompt(c).tolist() for c in conversations]
     eos = (sampler.tok.eos_id,) if sampler.tok.eos_id >= 0 else ()
     stops = tuple(dict.fromkeys((*sampling.stop_token_ids, *template.stop_ids, *eos)))
-    out = sampler.generate_ids(prompts, dataclasses.replace(sampling, stop_token_ids=stops), seed=seed)
+    cfg = dataclasses.replace(sampling, stop_token_ids=stops)
+    calls = -(-len(prompts) // batch) if batch > 0 else 1
+    bounds = [len(prompts) * k // calls for k in range(calls + 1)]
     replies = []
-    for r in range(out.tokens.shape[0]):
-        ids = [int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in stops]
-        replies.append(sampler.tok.decode(ids))
+    with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, leave=False) as bar:
+        for k in range(calls):
+            chunk = prompts[bounds[k]:bounds[k + 1]]
+            out = sampler.generate_ids(chunk, cfg, seed=seed + k)
+            for r in range(out.tokens.shape[0]):
+                ids = [int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in stops]
+                replies.append(sampler.tok.decode(ids))
+            bar.update(len(chunk))
     return replies
 
 
 def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
                   sampling: SamplingConfig = SamplingConfig(max_new_tokens=128, temperature=0.0),
-                  seed: int = 0) -> dict:
+                  seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies") -> dict:
     """Replies to ``items`` (dicts with ``messages``, ``answer``, ``task``) graded by ``grade``.
 
     Returns ``{"metrics": {"accuracy", "n", "accuracy/<task>" per task}, "samples": [{task, answer,
     reply, correct}]}``; with ``sampling.n > 1`` the accuracy is over all replies (pass@1 estimated
-    from n samples)."""
+    from n samples). ``batch``, ``progress``, ``desc``: as :func:`chat_replies`."""
     items = [it for it in items if it.get("answer") is not None]
     if not items:
         return {"metrics": {"accuracy": float("nan"), "n": 0}, "samples": []}
-    replies = chat_replies(sampler, template, [prompt_messages(it["messages"]) for it in items], sampling, seed=seed)
+    replies = chat_replies(sampler, template, [prompt_messages(it["messages"]) for it in items], sampling, seed=seed,
+                           batch=batch, progress=progress, desc=desc)
     n = sampling.n
     samples, by_task = [], {}
     for r, reply in enumerate(replies):
@@ -74,4 +90,12 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
     return {"metrics": metrics, "samples": samples}
 
 
-__all__ = ["chat_accuracy", "chat_replies", "prompt_messages"]
+def with_generic(grade: Grader, is_correct: Callable[[str, str], bool]) -> Grader:
+    """``grade`` for items of a named task; ``is_correct(reply, answer)`` (a ``generation.matcher``) for
+    items of task ``GENERIC``, which no task grader knows."""
+    def graded(task: str, reply: str, answer: str) -> bool:
+        return is_correct(reply, answer) if task == GENERIC else grade(task, reply, answer)
+    return graded
+
+
+__all__ = ["GENERIC", "chat_accuracy", "chat_replies", "prompt_messages", "with_generic"]

@@ -72,3 +72,21 @@ def run_folder(tiny, tmp_path_factory) -> pathlib.Path:
     with Checkpointer(run / "checkpoints", async_save=False) as ckpt:
         ckpt.save(1, {"params": tiny.params})
     return run
+
+
+@pytest.fixture(scope="session")
+def sft_folder(tiny, run_folder, tmp_path_factory) -> pathlib.Path:
+    """A fine-tuning run folder as ``lmforge run`` leaves an SFT run (an SFTConfig config.json, model.json,
+    tokenizer/, checkpoints/): the tiny model's parameters saved at steps 2 and 5 (5, the latest, is loaded)."""
+    from lmforge.align.sft import SFTConfig
+    from lmforge.cli.launch import write_config
+    from lmforge.weights import Checkpointer, write_model_config
+
+    run = tmp_path_factory.mktemp("sft")
+    write_config(SFTConfig(init_from=str(run_folder), mesh=MESH_CFG, steps=5), run)
+    write_model_config(run, tiny.cfg)
+    tiny.sampler.tok.save(run / "tokenizer")
+    with Checkpointer(run / "checkpoints", async_save=False) as ckpt:
+        for step in (2, 5):
+            ckpt.save(step, {"params": tiny.params})
+    return run

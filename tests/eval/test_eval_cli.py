@@ -124,6 +124,15 @@ def test_task_specs_parse_with_types_and_aliases():
     (["memorisation:n=many"], "eval task memorisation: n='many' is not an integer"),
     (["multiple_choice"], "eval task multiple_choice needs path=..."),
     (["perplexity", "perplexity"], "task 'perplexity' is given twice"),
+    (["gsm8k:fewshot=-2"], "eval task gsm8k: fewshot=-2: expected >= 0"),   # was: gsm8k_train.jsonl holds no items
+    (["gsm8k:max_new_tokens=0"], "eval task gsm8k: max_new_tokens=0: expected >= 1"),
+    (["perplexity:stride=-1"], "eval task perplexity: stride=-1: expected >= 0"),
+    (["memorisation:n=0"], "eval task memorisation: n=0: expected >= 1"),
+    (["memorisation:seed=-1"], "eval task memorisation: seed=-1: expected >= 0"),
+    (["chat:n=0"], "eval task chat: n=0: expected >= 1"),
+    (["refusal:max_new_tokens=-5"], "eval task refusal: max_new_tokens=-5: expected >= 1"),
+    (["generation:path=g.jsonl,max_new_tokens=0"], "eval task generation: max_new_tokens=0: expected >= 1"),
+    (["lm_eval:tasks=x,fewshot=-2"], "eval task lm_eval: fewshot=-2: expected >= -1"),
 ])
 def test_bad_task_specs_are_one_line_errors(run_folder, argv, message, capsys):
     assert main(["eval", str(run_folder), *argv]) == 2
@@ -157,6 +166,153 @@ def test_bad_inputs_are_one_line_errors_naming_the_thing(run_folder, files, tmp_
     assert "is neither a run folder" in error(tmp_path, "perplexity")
     assert "--limit must be >= 1" in error(run_folder, "perplexity", "--limit", "0")
     assert "match=regex needs a pattern" in error(run_folder, f"generation:path={files['gen']},match=regex")
+
+
+def errors(capsys) -> list[str]:
+    """stderr's lines but the progress lines (``eval: TASK``, the sampler's ``using step``, tqdm's bars)."""
+    return [line for line in capsys.readouterr().err.strip().splitlines()
+            if line.startswith("lmforge: error: ") or line.startswith("eval: note: ")]
+
+
+def test_chat_file_items_without_a_task_are_graded_by_match(model_folder, tiny, tmp_path, capsys):
+    """A chat file as --help describes it: items without a task (which the synthetic grader refused after
+    every reply was generated) are graded by match; a conversation without a reference assistant turn is
+    asked as it is; an item with a synthetic task keeps that task's grader."""
+    from lmforge.data import chat_template_for
+    from lmforge.eval.chat import chat_replies
+    from lmforge.infer import SamplingConfig
+
+    asked = [{"role": "user", "content": "Say hi"}]
+    template = chat_template_for(tiny.sampler.tok)
+    reply = chat_replies(tiny.sampler, template, [asked], SamplingConfig(max_new_tokens=4, temperature=0.0))[0]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps(x) + "\n" for x in [
+        {"messages": [*asked, {"role": "assistant", "content": "hi"}], "answer": reply},    # the reference turn
+        {"messages": asked, "answer": reply + " and more"},                                  # no reference turn
+        {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "answer": "5", "task": "arithmetic"},
+    ]))
+    out = tmp_path / "chat.json"
+    assert main(["eval", str(model_folder), f"chat:path={chat},max_new_tokens=4", "--out", str(out)]) == 0
+    result = strict_json(out)["results"][0]
+    assert result["metrics"]["n"] == 3 and [s["task"] for s in result["samples"]] == ["chat", "chat", "arithmetic"]
+    assert [s["reply"] for s in result["samples"][:2]] == [reply, reply]   # the same prompt either way
+    assert [s["correct"] for s in result["samples"][:2]] == [True, False]  # exact: the reply equals the answer
+    assert result["metrics"]["accuracy/chat"] == 0.5
+
+
+def test_chat_file_mistakes_are_refused_before_the_model_loads(run_folder, tmp_path, capsys, monkeypatch):
+    from lmforge.cli import eval_cmd
+
+    def no_model(*_):
+        raise AssertionError("the model was loaded before the task file was checked")
+    monkeypatch.setattr(eval_cmd, "load_sampler", no_model)
+    chat = tmp_path / "chat.jsonl"
+
+    def error(*lines, spec="chat:path={}") -> str:
+        chat.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        assert main(["eval", str(run_folder), spec.format(chat)]) == 2
+        err = errors(capsys)
+        assert len(err) == 1 and err[0].startswith("lmforge: error: "), err
+        return err[0]
+
+    hi = {"messages": [{"role": "user", "content": "Say hi"}], "answer": "hi"}
+    assert (f"{chat}:2: task 'greet' has no grader; expected one of gsm8k, arithmetic," in
+            error(hi, {**hi, "task": "greet"}))
+    assert f"{chat}:1: answer 'hi' of task 'arithmetic': expected a number" in error({**hi, "task": "arithmetic"})
+    assert f"{chat}:1: the conversation is only an assistant turn" in error(
+        {"messages": [{"role": "assistant", "content": "hi"}], "answer": "hi"})
+    assert f"{chat}:1: missing key 'answer'" in error({"messages": hi["messages"]})
+    assert "chat: match='fuzzy': expected one of exact, numeric, regex" in error(hi, spec="chat:path={},match=fuzzy")
+
+
+def test_eval_a_fine_tuning_run_records_its_step(sft_folder, files, tmp_path, capsys):
+    """An SFT run folder is a run folder: the JSON records the checkpoint step that was loaded (it said
+    null), and memorisation says it is a fine-tuning run (it said 'a model folder')."""
+    from lmforge.cli.eval_cmd import check_source
+
+    out = tmp_path / "sft.json"
+    assert main(["eval", str(sft_folder), f"multiple_choice:path={files['mc']}", "--out", str(out)]) == 0
+    result = strict_json(out)
+    assert result["step"] == 5 and result["results"][0]["step"] == 5
+    capsys.readouterr()
+    assert main(["eval", str(sft_folder), "memorisation"]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and f"{sft_folder} is a fine-tuning run (SFTConfig): it trained on conversations" in err[0]
+    assert "give memorisation:path=FILE" in err[0]
+    assert check_source(sft_folder) == ("model", None)         # as cli/main.py and convert_cmd.py call it
+
+
+def test_text_that_no_task_reads_is_said(model_folder, files, tmp_path, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text("x = 1\n" * 40)
+    assert main(["eval", str(model_folder), f"multiple_choice:path={files['mc']}", "--text", str(other),
+                 "--out", str(tmp_path / "a.json")]) == 0
+    assert errors(capsys) == [f"eval: note: --text {other} is not read: only perplexity reads it, and no "
+                              f"perplexity task is given"]
+    assert main(["eval", str(model_folder), f"perplexity:path={files['text']}", "--text", str(other), "--limit", "1",
+                 "--out", str(tmp_path / "b.json")]) == 0
+    assert errors(capsys) == [f"eval: note: --text {other} is not read: perplexity:path={files['text']} is given "
+                              f"and wins"]
+    assert strict_json(tmp_path / "b.json")["results"][0]["metrics"]["path"] == str(files["text"])
+    assert main(["eval", str(model_folder), "perplexity", "--text", str(other), "--limit", "1",
+                 "--out", str(tmp_path / "c.json")]) == 0
+    assert errors(capsys) == []                                   # read: nothing to say
+
+
+def test_earlier_results_are_kept(model_folder, files, tmp_path, capsys):
+    """Per-task files: the earlier NAME.json is renamed NAME.<its mtime>.json, and stderr says so; an
+    existing --out file is refused before anything loads, and left as it was."""
+    import datetime
+    import os
+    import shutil
+
+    from lmforge.cli.eval_cmd import keep_previous
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder, folder)
+    earlier = folder / "eval" / "multiple_choice.json"
+    earlier.parent.mkdir()
+    earlier.write_text('{"earlier": true}\n')
+    when = datetime.datetime(2025, 3, 4, 5, 6, 7)
+    os.utime(earlier, (when.timestamp(), when.timestamp()))
+    assert main(["eval", str(folder), f"multiple_choice:path={files['mc']}"]) == 0
+    kept = folder / "eval" / "multiple_choice.20250304-050607.json"
+    assert strict_json(kept) == {"earlier": True} and strict_json(earlier)["metrics"]["n"] == 2
+    assert f"eval: multiple_choice -> {earlier} (the previous one kept as {kept.name})" in capsys.readouterr().err
+    os.utime(earlier, (when.timestamp(), when.timestamp()))      # the same stamp again: a numbered name
+    assert keep_previous(earlier) == folder / "eval" / "multiple_choice.20250304-050607-2.json"
+    assert keep_previous(earlier) is None                        # nothing there any more
+
+    out = tmp_path / "scores.json"
+    out.write_text("{}\n")
+    assert main(["eval", str(folder), f"multiple_choice:path={files['mc']}", "--out", str(out)]) == 2
+    assert errors(capsys) == [f"lmforge: error: --out {out} exists; choose a new file (nothing is overwritten)"]
+    assert out.read_text() == "{}\n"
+
+
+def test_lm_eval_offline_and_missing_include_are_one_line_errors(model_folder, tmp_path, capsys, monkeypatch):
+    """A built-in task's data fetched from the Hub offline raised a ConnectionError traceback after ~30 s
+    of retries; a missing include folder was ignored."""
+    lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[eval]')")
+
+    missing = tmp_path / "no_tasks"
+    assert main(["eval", str(model_folder), f"lm_eval:tasks=x,include={missing}"]) == 2
+    assert errors(capsys) == [f"lmforge: error: lm_eval: include={missing}: no such folder (expected a folder of "
+                              f"task YAML files)"]
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "remote.yaml").write_text("task: remote_mc\ndataset_path: someone/remote_mc\ntest_split: test\n"
+                                       "output_type: multiple_choice\ndoc_to_text: q\ndoc_to_choice: [a, b]\n"
+                                       "doc_to_target: 0\n")
+
+    def offline(**_):   # what `datasets` raises for a Hub dataset without a network (or with HF_HUB_OFFLINE=1)
+        raise ConnectionError("Couldn't reach 'someone/remote_mc' on the Hub (OfflineModeIsEnabled)")
+    monkeypatch.setattr(lm_eval, "simple_evaluate", offline)
+    assert main(["eval", str(model_folder), f"lm_eval:tasks=remote_mc,include={tasks}", "--limit", "2"]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and err[0].startswith("lmforge: error: lm_eval: the data of remote_mc is not available "
+                                               "here (Couldn't reach 'someone/remote_mc' on the Hub"), err
+    assert "give include=DIR with a local task" in err[0]
 
 
 def test_help_lists_every_task():
