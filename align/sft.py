@@ -21,7 +21,8 @@ weighted causal cross-entropy from chunked log-probs) with the mask as weights �
   conversation once, weighted mean over its trained tokens) and, for held-out items with a
   reference answer, the accuracy of greedy replies (``lmforge.eval.chat``), overall and per task
   (``eval/reply/accuracy``, ``eval/reply/accuracy/<task>``; ``eval/accuracy`` is the loss's
-  next-token accuracy on the trained tokens).
+  next-token accuracy on the trained tokens). Replies go to the sampler ``eval_batch_size`` prompts
+  a call, counted by a progress bar on process 0: they are most of an evaluation's time.
   The base model is scored the same way before the first step (``base_eval.json``) — the number
   SFT must beat. The final replies go to ``eval_samples.jsonl``.
 """
@@ -31,13 +32,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import pathlib
 import time
 
 import jax
 import numpy as np
 
-from lmforge.data import load_tokenizer
+from lmforge.data import load_tokenizer, synthetic
 from lmforge.data.tokenizer import tokenizer_dir
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
@@ -53,6 +55,11 @@ from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
 
 FILE_FORMATS = ("auto", *FORMATS, "gsm8k")
+
+
+def _whole(x) -> bool:
+    """A whole number >= 0 (not a bool): what a count in a config must be."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +80,7 @@ class ChatDataConfig:
     seed: int = 0
 
     def __post_init__(self):
+        unknown = [t for t, _ in self.synthetic if t not in synthetic.TASKS]
         problems = [msg for bad, msg in (
             (not self.path and not self.synthetic, "no data: set data.path (a conversations file) or data.synthetic"),
             (self.format not in FILE_FORMATS, f"data.format={self.format!r}: expected one of {', '.join(FILE_FORMATS)}"),
@@ -83,6 +91,10 @@ class ChatDataConfig:
                                                       f"{self.batch_size}: expected seq_len >= 2, batch_size >= 1"),
             (any(w < 0 for _, w in self.synthetic) or (self.synthetic and not sum(w for _, w in self.synthetic) > 0),
              f"data.synthetic={self.synthetic}: expected (task, weight) pairs with weights >= 0 and a positive sum"),
+            (unknown, f"data.synthetic: unknown task {', '.join(map(repr, unknown))}; "
+                      f"expected one of {', '.join(synthetic.TASKS)}"),
+            *((not _whole(getattr(self, k)), f"data.{k}={getattr(self, k)!r}: expected a whole number >= 0")
+              for k in ("train_size", "test_size")),
         ) if bad]
         if problems:
             raise ValueError("; ".join(problems))
@@ -98,8 +110,8 @@ class SFTConfig(LoopConfig):
     model: ModelRuntime = ModelRuntime()   # how the loaded model computes: model.attention, model.remat ("": the source's)
     mesh: MeshConfig = MeshConfig()
     distributed: distributed.DistributedConfig = distributed.DistributedConfig()
-    synthetic_options: tuple[tuple[str, str], ...] = ()   # extra options of the synthetic tasks (name, maker, hh_path)
-    eval_batch_size: int = 0         # rows per held-out loss batch; 0 → data.batch_size
+    synthetic_options: tuple[tuple[str, str | int | float], ...] = ()   # (option, value): synthetic.OPTIONS
+    eval_batch_size: int = 0         # rows per held-out loss batch, prompts per reply batch; 0 → data.batch_size
     eval_generate: int = 100         # held-out items with answers replied to at each eval; 0 → loss only
     eval_max_new_tokens: int = 128
     eval_base: bool = True           # score the starting model before the first step (base_eval.json)
@@ -108,6 +120,23 @@ class SFTConfig(LoopConfig):
     def __post_init__(self):
         super().__post_init__()
         check_vocab_chunk(self.vocab_chunk)
+        problems = [msg for bad, msg in (
+            (not _whole(self.eval_generate), f"eval_generate={self.eval_generate!r}: expected a whole number >= 0 "
+                                             f"(held-out items replied to; 0 → loss only)"),
+            (not _whole(self.eval_max_new_tokens) or self.eval_max_new_tokens < 1,
+             f"eval_max_new_tokens={self.eval_max_new_tokens!r}: expected a whole number >= 1"),
+            (not _whole(self.eval_batch_size),
+             f"eval_batch_size={self.eval_batch_size!r}: expected a whole number >= 0 (0 → data.batch_size)"),
+        ) if bad]
+        names = [k for k, _ in self.synthetic_options]
+        try:
+            if len(set(names)) < len(names):
+                raise ValueError(f"option {next(k for k in names if names.count(k) > 1)!r} is given twice")
+            synthetic.check_options([t for t, _ in self.data.synthetic], dict(self.synthetic_options))
+        except ValueError as e:
+            problems.append(f"synthetic_options: {e}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def check_runnable(self) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
@@ -135,11 +164,7 @@ def read_items(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
             test = [items[i] for i in sorted(order[:n_test])]
             train = [items[i] for i in sorted(order[n_test:])]
     if data.synthetic:
-        from lmforge.data import synthetic
         weights = dict(data.synthetic)
-        unknown = sorted(set(weights) - set(synthetic.TASKS))
-        if unknown:
-            raise ValueError(f"data.synthetic: unknown task {unknown[0]!r}; expected one of {', '.join(synthetic.TASKS)}")
         options = dict(cfg.synthetic_options)
         train += synthetic.mixture(weights, data.train_size, split="train", seed=data.seed, **options)
         test += synthetic.mixture(weights, data.test_size, split="test", seed=data.seed, **options)
@@ -255,7 +280,8 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
         m = losses(tr) if losses is not None else {}
         if graded:
             sampler = Sampler(loaded.graphdef, tr.params, tok, model_cfg, mesh, rules)
-            res = chat_accuracy(sampler, template, graded, grade, sampling=sampling, seed=cfg.seed)
+            res = chat_accuracy(sampler, template, graded, grade, sampling=sampling, seed=cfg.seed, batch=eval_bs,
+                                progress=jax.process_index() == 0)
             m.update({f"eval/reply/{k}": float(v) for k, v in res["metrics"].items()})
             last_samples[:] = res["samples"]
         return m

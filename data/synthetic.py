@@ -428,16 +428,25 @@ def _check_task(task) -> None:
         raise ValueError(f"synthetic task {task!r}: expected one of {', '.join(TASKS)}")
 
 
+def _option_value(name: str, value, task: str):
+    """``value`` as option ``name``'s type; a bool, or a fraction for a whole number, is refused (``int(2.5)``
+    would silently be 2)."""
+    kind = OPTIONS[name][1]
+    lossy = (isinstance(value, bool) and kind is not str) or (
+        kind is int and isinstance(value, float) and not value.is_integer())
+    try:
+        if not lossy:
+            return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise ValueError(f"option {name}={value!r} of task {task!r}: expected {_KIND_WORDS[kind]}")
+
+
 def _task_options(task: str, options: Mapping) -> dict:
     opts = {}
-    for name, (tasks, kind, default) in OPTIONS.items():
-        if task not in tasks:
-            continue
-        value = options.get(name, default)
-        try:
-            opts[name] = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"option {name}={value!r} of task {task!r}: expected {_KIND_WORDS[kind]}") from None
+    for name, (tasks, _, default) in OPTIONS.items():
+        if task in tasks:
+            opts[name] = _option_value(name, options.get(name, default), task)
     for name in options:
         if name not in OPTIONS:
             raise ValueError(f"synthetic option {name!r}: expected one of {', '.join(OPTIONS)}")
@@ -452,6 +461,17 @@ def _task_options(task: str, options: Mapping) -> dict:
     if "system_prob" in opts and not 0.0 <= opts["system_prob"] <= 1.0:
         raise ValueError(f"option system_prob={opts['system_prob']}: expected a probability in [0, 1]")
     return opts
+
+
+def check_options(tasks, options: Mapping) -> None:
+    """What :func:`mixture` over ``tasks`` would refuse in ``options``, checked without drawing anything: an
+    unknown task or option, or a value of the wrong type or out of range. Raises ValueError."""
+    for name in options:
+        if name not in OPTIONS:
+            raise ValueError(f"synthetic option {name!r}: expected one of {', '.join(OPTIONS)}")
+    for task in tasks:
+        _check_task(task)
+        _task_options(task, {k: v for k, v in options.items() if task in OPTIONS[k][0]})
 
 
 def _check_n(n) -> None:

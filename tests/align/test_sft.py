@@ -109,10 +109,10 @@ def sft_config(base, **over):
     return SFTConfig(**{**kw, **over})
 
 
-def test_sft_experiments_end_to_end_full_then_lora(base, tmp_path):
+def test_sft_experiments_end_to_end_full_then_lora(base, tmp_path, capsys):
     """The smoke variants of experiments/sft/sft_chat.py (full) and sft_lora.py (LoRA) through the CLI on
-    the same tiny base: metrics, files, what trained, and the run folders load back through
-    load_params (LoRA: adapters from the run, the rest from its base)."""
+    the same tiny base: metrics, files, what trained, the graded replies' progress bar, and the run
+    folders load back through load_params (LoRA: adapters from the run, the rest from its base)."""
     from lmforge.cli.main import main
     from lmforge.weights import load_params
 
@@ -120,6 +120,9 @@ def test_sft_experiments_end_to_end_full_then_lora(base, tmp_path):
     for name in ("sft_chat", "sft_lora"):
         run = tmp_path / name
         assert main(["run", f"{EXPERIMENTS}/{name}.py:smoke", f"init_from={base}", "--workdir", str(run)]) == 0
+        printed = capsys.readouterr()
+        assert "replies:" in printed.err and "0/8" in printed.err        # the base's and the final evaluation's
+        assert "\nbase model: held-out loss" in printed.out                # lines stay whole around the bars
         out = outs[name] = json.loads((run / "final.json").read_text())
         assert out["final/step"] == 6 and math.isfinite(out["final/loss"]) and 0 <= out["final/reply/accuracy"] <= 1
         assert out["base/loss"] > out["final/loss"]       # fine-tuning lowers the held-out loss
@@ -171,3 +174,116 @@ def test_sft_bad_configs_are_one_line_errors(base, tmp_path):
                 tmp_path / "b")
     with pytest.raises(ValueError, match="exceeds the model's max_seq_len=128"):
         run_sft(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seq_len=256)), tmp_path / "c")
+
+
+@pytest.mark.parametrize("over, expected", [
+    (dict(eval_generate=-5), "eval_generate=-5: expected a whole number >= 0"),   # not held-out items[:-5]
+    (dict(eval_max_new_tokens=0), "eval_max_new_tokens=0: expected a whole number >= 1"),
+    (dict(eval_batch_size=-1), "eval_batch_size=-1: expected a whole number >= 0"),
+    (dict(synthetic_options=(("min_ops", 2.5),)), "synthetic_options: option min_ops=2.5 of task 'arithmetic': "
+                                                   "expected a whole number"),   # not int(2.5) == 2
+    (dict(synthetic_options=(("min_op", 2),)), "synthetic_options: synthetic option 'min_op': expected one of"),
+    (dict(synthetic_options=(("max_value", 20), ("max_value", 30))), "synthetic_options: option 'max_value' is "
+                                                                       "given twice"),
+    (dict(synthetic_options=(("max_value", 5),)), "synthetic_options: option max_value=5: expected a whole number"),
+])
+def test_sft_config_refuses_bad_eval_and_synthetic_values(over, expected):
+    from lmforge.align.sft import SFTConfig
+    with pytest.raises(ValueError) as e:
+        SFTConfig(**over)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["train_size", "test_size"])
+def test_chat_data_config_refuses_negative_sizes(key):
+    from lmforge.align.sft import ChatDataConfig
+    with pytest.raises(ValueError, match=f"^data.{key}=-3: expected a whole number >= 0$"):
+        ChatDataConfig(synthetic=(("arithmetic", 1.0),), **{key: -3})
+
+
+@pytest.mark.parametrize("binding, expected", [
+    ("eval_generate=-5", "eval_generate=-5: expected a whole number >= 0"),
+    ("data.train_size=-3", "data.train_size=-3: expected a whole number >= 0"),
+    ("data.test_size=-1", "data.test_size=-1: expected a whole number >= 0"),
+])
+def test_sft_bad_counts_are_refused_before_the_workdir(binding, expected, base, tmp_path, capsys):
+    from lmforge.cli.main import main
+    run = tmp_path / "run"
+    assert main(["run", f"{EXPERIMENTS}/sft_chat.py:smoke", f"init_from={base}", binding, "--workdir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_every_sft_experiment_variant_round_trips_through_config_json():
+    """What ``lmforge run`` writes to config.json reads back (resume, continue and eval read it)."""
+    from lmforge.cli import experiment_config, from_json, load_experiment, to_json
+    paths = sorted(EXPERIMENTS.glob("*.py"))
+    assert len(paths) >= 3
+    for path in paths:
+        module, _ = load_experiment(str(path))
+        for variant in module.VARIANTS:
+            cfg = experiment_config(module, variant)
+            assert from_json(type(cfg), to_json(cfg)) == cfg, f"{path.name}:{variant}"
+
+
+def test_small_arithmetic_options_reach_the_task_as_whole_numbers():
+    """sft_chat.py:small_worked's ("min_ops", 2), ... read back from config.json and bound on the command line
+    (text) both make two-operation problems with every number <= 20."""
+    import dataclasses
+    import re
+    from lmforge.align.sft import SFTConfig, read_items
+    from lmforge.cli import apply_bindings, experiment_config, from_json, load_experiment, to_json
+    cfg = from_json(SFTConfig, to_json(experiment_config(*load_experiment(f"{EXPERIMENTS}/sft_chat.py:small_worked"))))
+    assert cfg.synthetic_options == (("min_ops", 2), ("max_ops", 2), ("max_value", 20))
+    assert all(type(v) is int for _, v in cfg.synthetic_options)
+    texts = apply_bindings(cfg, ["synthetic_options=(('min_ops', '2'), ('max_ops', '2'), ('max_value', '20'))"])
+    assert texts.synthetic_options == (("min_ops", "2"), ("max_ops", "2"), ("max_value", "20"))
+    for c in (cfg, texts):
+        train, test = read_items(dataclasses.replace(c, data=dataclasses.replace(c.data, train_size=60, test_size=20)))
+        assert len(train) == 60 and len(test) == 20
+        for it in train + test:
+            assert it["messages"][-1]["content"].count(" = ") == 2   # two operations (a group: its product, its sum)
+            assert max(int(n) for n in re.findall(r"\d+", it["key"] + " " + it["answer"])) <= 20
+
+
+class _Template:
+    """A chat template over integer ids: a conversation's prompt is its one message's number."""
+    stop_ids = ()
+
+    @staticmethod
+    def prompt(conversation):
+        return np.array([int(conversation[0]["content"])])
+
+
+class _Sampler:
+    """Replies with each prompt's id doubled, recording each call's prompts and seed."""
+    class tok:   # noqa: N801 - the Sampler attribute it stands for
+        eos_id = -1
+        decode = staticmethod(lambda ids: " ".join(map(str, ids)))
+
+    def __init__(self):
+        self.calls = []
+
+    def generate_ids(self, prompts, cfg, *, seed=0):
+        from types import SimpleNamespace
+        self.calls.append(([p[0] for p in prompts], seed))
+        return SimpleNamespace(tokens=np.array([[2 * p[0]] for p in prompts]), lengths=np.ones(len(prompts), int))
+
+
+def test_chat_replies_in_equal_calls_with_a_progress_bar(capsys):
+    """SFT's graded replies: batch prompts a call at most, in calls of equal size (one bucketed shape), seeded
+    seed + k, in order; the bar (stderr) only when asked."""
+    from lmforge.eval.chat import chat_replies
+    from lmforge.infer import SamplingConfig
+    conversations = [[{"role": "user", "content": str(i)}] for i in range(7)]
+    sampler = _Sampler()
+    replies = chat_replies(sampler, _Template(), conversations, SamplingConfig(max_new_tokens=4), seed=5, batch=3,
+                           progress=True)
+    assert replies == [str(2 * i) for i in range(7)]
+    assert sampler.calls == [([0, 1], 5), ([2, 3], 6), ([4, 5, 6], 7)]
+    assert "replies:" in capsys.readouterr().err
+    sampler = _Sampler()
+    assert chat_replies(sampler, _Template(), conversations, SamplingConfig(max_new_tokens=4), seed=5) == replies
+    assert sampler.calls == [(list(range(7)), 5)]     # batch 0: one call, as before
+    assert capsys.readouterr().err == ""
