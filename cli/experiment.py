@@ -66,6 +66,16 @@ def experiment_config(module: types.ModuleType, variant: str) -> Any:
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise ConfigError(f"{module.__file__}: get_config({variant!r}) returned a {type(config).__name__}; "
                           f"it must return a config dataclass instance")
+    from .config_io import from_json, to_json   # pylint: disable=import-outside-toplevel
+    from .typecheck import nonfinite_keys   # pylint: disable=import-outside-toplevel
+
+    if nonfinite_keys(config):   # refused with its own message when the run writes config.json
+        return config
+    try:   # what the run writes as config.json must read back (resume, continue, eval, sample read it)
+        from_json(type(config), to_json(config), source=f"{module.__file__}: get_config({variant!r})")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (a value that config.json could not give back: fix the experiment or the field's "
+                          f"type)") from None
     return config
 
 

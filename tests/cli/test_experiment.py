@@ -127,3 +127,37 @@ def test_shakespeare_cpu_tuned_changes_only_the_schedule():
     assert dataclasses.replace(tuned.optim, lr=cpu.optim.lr, min_lr=cpu.optim.min_lr,
                                decay_steps=cpu.optim.decay_steps) == cpu.optim
     assert cpu.mesh.host_devices == 2 and (cpu.model.num_layers, cpu.data.batch_size, cpu.data.seq_len) == (4, 12, 64)
+
+
+def test_a_config_that_config_json_cannot_give_back_is_refused_at_load(tmp_path):
+    """A value of the wrong type (ints where the field says str) ran once and then could never be
+    resumed, continued or evaluated: its config.json did not read back. It is refused up front."""
+    body = ("import dataclasses\n"
+            "VARIANTS = ('default',)\n"
+            "@dataclasses.dataclass(frozen=True)\n"
+            "class Cfg:\n"
+            "    options: tuple[tuple[str, str], ...] = ()\n"
+            "def get_config(variant='default'):\n"
+            "    return Cfg(options=(('min_ops', 2),))\n")
+    path = write_experiment(tmp_path, body, name="bad_types.py")
+    module, variant = load_experiment(str(path))
+    with pytest.raises(ConfigError, match=r"bad_types.py: get_config\('default'\): config key 'options' expects "
+                                          r"tuple\[tuple\[str, str\], ...\], got \[\['min_ops', 2\]\] \(a value that "
+                                          r"config.json could not give back"):
+        experiment_config(module, variant)
+
+
+def test_every_shipped_experiment_variant_reads_back_from_config_json():
+    import pathlib
+
+    from lmforge.cli.config_io import from_json, to_json
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+    checked = 0
+    for path in sorted(root.rglob("*.py")):
+        module, _ = load_experiment(str(path))
+        for variant in module.VARIANTS:
+            config = experiment_config(module, variant)
+            assert from_json(type(config), to_json(config)) == config, f"{path}:{variant}"
+            checked += 1
+    assert checked > 20
