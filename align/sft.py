@@ -140,11 +140,15 @@ class SFTConfig(LoopConfig):
 
     def check_runnable(self) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
-        every point of ``lmforge sweep``, :func:`run_sft`): ``init_from`` names a weights source.
-        Raises ValueError."""
-        from lmforge.weights import check_init_from
+        every point of ``lmforge sweep``, :func:`run_sft`): ``init_from`` names a weights source whose
+        model takes ``data.seq_len`` tokens. Raises ValueError."""
+        from lmforge.weights import check_init_from, source_model_config
 
         check_init_from(self.init_from, "SFT starts from a pretrained model")
+        longest = source_model_config(self.init_from).max_seq_len   # read without the weights
+        if self.data.seq_len > longest:
+            raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={longest} of init_from="
+                             f"{self.init_from}'s model")
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -304,12 +308,11 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
                              on_eval=lambda step, m: _say(f"step {step}: " + _describe(m)))
     finally:
         batches.close()
-    ev = result.eval
+    ev = result.eval   # its line was said by on_eval: the trainer's last evaluation goes through it
     if jax.process_index() == 0 and last_samples:
         with open(workdir / "eval_samples.jsonl", "w") as f:
             for s in last_samples:
                 f.write(json.dumps(s) + "\n")
-    print(f"step {result.step}: " + _describe(ev), flush=True)
     out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
            "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
     out.update({k.replace("eval/", "final/"): v for k, v in ev.items() if k.startswith("eval/")})

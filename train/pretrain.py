@@ -411,8 +411,7 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
                              on_eval=say_eval)
     finally:
         batches.close()
-    ev = result.eval
-    print(eval_line(result.step, ev), flush=True)
+    ev = result.eval   # its line was said by say_eval: the trainer's last evaluation goes through on_eval
     prompts = [] if model_cfg.architecture == "encoder" else list(cfg.sample_prompts)   # MLM does not generate
     samples = Sampler(graphdef, trainer.params, tok, model_cfg, mesh, rules,
                       encoder_eos=cfg.objective.kind == "span").complete(prompts, cfg.sample, seed=cfg.seed)

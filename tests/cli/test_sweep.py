@@ -157,3 +157,17 @@ def test_another_grid_into_the_same_folder_names_the_points_it_leaves_out(tmp_pa
                         f"but this sweep's summary lists its own 2 point(s) only")
     assert (tmp_path / "optim.lr=1e-3" / "config.json").is_file() and all(p.ok for p in points)
     assert [r["run"] for r in csv.DictReader((tmp_path / "summary.csv").open())] == ["optim.lr=3e-4", "optim.lr=1e-4"]
+
+
+def test_fine_tunes_longer_than_the_source_model_are_refused_before_any_point_runs(tmp_path):
+    from lmforge.align.sft import SFTConfig
+    from lmforge.model import ModelConfig
+    from lmforge.weights import write_model_config
+
+    base = tmp_path / "base"
+    write_model_config(base, ModelConfig.gpt2_tiny(vocab_size=256, max_seq_len=64))
+    (base / "checkpoints").mkdir()
+    with pytest.raises(ConfigError, match=r"every sweep point is invalid, e\.g\. point 1 \(data\.seq_len=128\): "
+                                          rf"data\.seq_len=128 exceeds the max_seq_len=64 of init_from={base}'s model"):
+        run_sweep(SFTConfig(), [f"init_from={base}", "data.seq_len=[128,256]"], tmp_path / "sweep", log=quiet)
+    assert not (tmp_path / "sweep").exists()
