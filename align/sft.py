@@ -257,8 +257,6 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None, seed=cfg.seed,
                          runtime=cfg.model)
     model_cfg = loaded.cfg
-    if data.seq_len > model_cfg.max_seq_len:
-        raise ValueError(f"data.seq_len={data.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
     if tok.vocab_size > model_cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {model_cfg.vocab_size}")
     optim = cfg.optim

@@ -158,8 +158,9 @@ class Sampler:
         long = [i for i, p in enumerate(prompts) if len(p) >= limit]
         if long:
             which = ", ".join(f"{i} ({len(prompts[i])} tokens)" for i in long[:5]) + (" ..." if len(long) > 5 else "")
-            print(f"lmforge: {len(long)} prompt(s) reach the model's context of {limit} tokens, keeping the last "
-                  f"{keep} of each: prompt {which}", file=sys.stderr, flush=True)
+            from tqdm import tqdm   # a line that leaves a progress bar (eval's, SFT's replies) whole
+            tqdm.write(f"lmforge: {len(long)} prompt(s) reach the model's context of {limit} tokens, keeping the "
+                       f"last {keep} of each: prompt {which}", file=sys.stderr)
         return [list(p[-keep:]) if len(p) >= limit else list(p) for p in prompts]
 
     def _batch(self, prompts, cfg: SamplingConfig, rng, *, encoder_inputs=None, min_width: int = 0,

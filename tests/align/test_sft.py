@@ -172,7 +172,7 @@ def test_sft_bad_configs_are_one_line_errors(base, tmp_path):
     with pytest.raises(ValueError, match="unknown task 'poetry'"):
         run_sft(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=(("poetry", 1.0),))),
                 tmp_path / "b")
-    with pytest.raises(ValueError, match="exceeds the model's max_seq_len=128"):
+    with pytest.raises(ValueError, match=r"data.seq_len=256 exceeds the max_seq_len=128 of init_from=.*base's model"):
         run_sft(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seq_len=256)), tmp_path / "c")
 
 
