@@ -94,7 +94,8 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
     ``scale`` multiplies the logits (default ``H ** -0.5``); ``bias`` is added to them (T5's
     relative position bias). With grouped-query heads (K < N), ``repeat_kv`` repeats each key/value
     head for its G = N / K query heads; otherwise a grouped einsum reads them as they are. The
-    default repeats on CPU only: XLA:CPU runs the grouped einsum's backward ~5x slower.
+    default repeats on CPU only: XLA:CPU runs the grouped einsum's backward ~5x slower. Decoding
+    (no backward) passes False: there the repeat is the slower one.
     """
     b, t, n, h = q.shape
     kh, s = k.shape[2], k.shape[1]
@@ -271,11 +272,15 @@ class Attention(nnx.Module):
         return {"k": checkpoint_name(self._project(memory, self.k, _KV, rngs[0]), "key_proj"),
                 "v": checkpoint_name(self._project(memory, self.v, _KV, rngs[1]), "value_proj")}
 
-    def _attend(self, q, k, v, *, segments, slots, self_attention, bias, dropout_rng, one_segment=False):
+    def _attend(self, q, k, v, *, segments, slots, self_attention, bias, dropout_rng, one_segment=False,
+                cached=False):
         """segments: (query (B, T), key (B, S)) segment ids; slots: (query (T,), key (S,)) slots in the
         key buffer for a causal mask, None for bidirectional attention; ``self_attention``: the keys
         are the queries' own tokens, no cache (T == S), which the flash kernels and cuDNN's causal
-        mask type serve; ``one_segment``: see ``__call__``."""
+        mask type serve; ``one_segment``: see ``__call__``; ``cached``: the keys are a KV cache's
+        (decoding, no backward pass), so grouped-query heads read it as it is on every backend: on
+        XLA:CPU, repeating K/V copied each layer's cache G times per token, and decoding a GQA model
+        ran 1.7-2.1x slower (benchmarks/README.md, "Decoding GQA on CPU")."""
         causal_self = self_attention and slots is not None
         if self.backend in PALLAS_BACKENDS and self_attention and bias is None:
             out = pallas_attention(q, k, v, segments[0], kernel=self.backend, causal=causal_self, scale=self.scale)
@@ -290,7 +295,7 @@ class Attention(nnx.Module):
             rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, 1)
             mask = attention_mask(*segments, *(None, None) if slots is None else slots)
             out = xla_attention(q, k, v, mask, dropout_rate=self.dropout_rate, dropout_rng=rng, bias=bias,
-                                scale=self.scale)
+                                scale=self.scale, repeat_kv=False if cached else None)
         out = checkpoint_name(constrain(out, _Q), "context")
         # Adapter dropout of the output projection: a key of its own, unused by attention dropout.
         out = self.o(out, None if dropout_rng is None else jax.random.fold_in(dropout_rng, 2))     # (B, T, D)
@@ -345,4 +350,4 @@ class Attention(nnx.Module):
         slots = (q_slots, kv_slots) if self.causal else None
         return self._attend(q, k, v, segments=(segment_ids, kv_segment_ids), slots=slots,
                             self_attention=kv_cache is None, bias=bias, dropout_rng=dropout_rng,
-                            one_segment=one_segment and kv_cache is None), new_cache
+                            one_segment=one_segment and kv_cache is None, cached=kv_cache is not None), new_cache
