@@ -59,13 +59,16 @@ class EvalContext:
     def __init__(self, source: pathlib.Path, *, limit: int | None, batch: int, text: str | None):
         self.source, self.limit, self.batch, self.text = source, limit, batch, text
         self.kind, self.config = check_source(source)
-        # Any run folder (pretraining or fine-tuning) is loaded at its latest checkpoint: record which.
-        steps = checkpoint_steps(source) if is_run_folder(source) else []
-        self.step: int | None = steps[-1] if steps else None
 
     @functools.cached_property
     def sampler(self):
         return load_sampler(self.source, self.kind, self.config)
+
+    @property
+    def step(self) -> int | None:
+        """The checkpoint step the parameters came from (a run folder's newest readable one; None for a
+        model or transformers folder): what the loader used, not the newest step folder on disk."""
+        return self.sampler.step
 
     @functools.cached_property
     def scorer(self):
@@ -125,7 +128,9 @@ def check_source(source: pathlib.Path, command: str = "eval") -> tuple[str, Any]
                 task = task_for(config).name
             except ConfigError:   # a config no registered task runs
                 task = "no registered task"
-            raise ConfigError(f"{source} is a {type(config).__qualname__} run ({_TASK_WORDS.get(task, task)}); {needs}")
+            stages = sorted(d.name for d in source.iterdir() if d.is_dir() and (d / "model.json").is_file())
+            raise ConfigError(f"{source} is a {type(config).__qualname__} run ({_TASK_WORDS.get(task, task)}); {needs}"
+                              + (f"; its stages are such runs: give {source / stages[-1]}" if stages else ""))
         if not checkpoint_steps(source):
             raise ConfigError(f"{source} has no checkpoint yet (no finished step folder in {source / 'checkpoints'}: "
                               f"the run saves one at checkpoint_every, at its end and on SIGTERM); {needs}")
@@ -187,7 +192,7 @@ def _folder_sampler(source: pathlib.Path):
     loaded = load_params(source, mesh, rules=mesh_cfg.rules)
     if loaded.cfg.vocab_size < tok.vocab_size:
         raise ConfigError(f"{source}: the tokenizer has {tok.vocab_size} ids but the model only {loaded.cfg.vocab_size}")
-    return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, mesh_cfg.rules)
+    return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, mesh_cfg.rules, step=loaded.step)
 
 
 # ------------------------------------------------------------------------------------------ runners
@@ -283,6 +288,7 @@ def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new
     from lmforge.data import chat_template_for, synthetic   # pylint: disable=import-outside-toplevel
     from lmforge.data.chat import check_messages   # pylint: disable=import-outside-toplevel
     from lmforge.eval.chat import GENERIC, chat_accuracy, with_generic   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.extract import extract_number   # pylint: disable=import-outside-toplevel
     from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
     from lmforge.eval.jsonl import field, read_jsonl   # pylint: disable=import-outside-toplevel
     from lmforge.infer import SamplingConfig   # pylint: disable=import-outside-toplevel
@@ -309,6 +315,9 @@ def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new
                 grade(task, "", answer)   # a numeric task's answer must be a number
             except ValueError as e:
                 raise ConfigError(f"{where}: {e}") from None
+            if (task == "gsm8k" or (task == GENERIC and match == "numeric")) and extract_number(answer) is None:
+                raise ConfigError(f"{where}: answer {answer!r} holds no number; a {task} item is graded by the "
+                                  f"reply's number, so it could never be correct")
             if messages[-1]["role"] == "assistant":   # the reference turn, which the prompt leaves out
                 if len(messages) == 1:
                     raise ConfigError(f"{where}: the conversation is only an assistant turn; expected the messages "

@@ -139,7 +139,8 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     (written to ``workdir/final.json``). A finished run with the same config is not run again."""
     workdir = pathlib.Path(workdir)
     task = task_for(config)  # an unknown task fails before anything is written
-    check_runnable(config)   # so does a missing init_from
+    if not finished_run(config, workdir):
+        check_runnable(config)   # so does a missing init_from (a finished run needs no weights)
     config = continuation(config, workdir)
     resuming = write_config(config, workdir)
     final = workdir / FINAL_FILE
@@ -155,6 +156,17 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     metrics = {str(k): _number(v) for k, v in metrics.items()}
     _write_atomic(final, strict_json(metrics, indent=2) + "\n")
     return metrics
+
+
+def finished_run(config: Any, workdir: pathlib.Path) -> bool:
+    """``workdir`` holds a finished run (``final.json``) of this very config: launching it does nothing."""
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not (path.is_file() and (pathlib.Path(workdir) / FINAL_FILE).is_file()):
+        return False
+    try:
+        return not _changes(config, path)
+    except ConfigError:
+        return False
 
 
 def check_runnable(config: Any) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 from .bindings import apply_bindings, parse_sweep, split_binding, split_sweep
 from .errors import ConfigError, one_line
-from .launch import check_runnable, launch
+from .launch import check_runnable, finished_run, launch
 from .sweep_plot import plot_summary
 from .typecheck import nonfinite_keys
 
@@ -96,7 +96,7 @@ def run_sweep(config: Any, bindings: Iterable[str], workdir: str | pathlib.Path,
     """Runs every point of the grid under ``workdir``; returns the points with metrics or errors."""
     workdir = pathlib.Path(workdir)
     keys, points = plan_sweep(bindings)
-    configs = check_points(config, points)
+    configs = check_points(config, points, workdir)
     others = other_points(workdir, points)
     if others:
         log(f"note: {workdir} also holds {len(others)} run folder(s) of another sweep ({', '.join(others[:3])}"
@@ -123,9 +123,10 @@ def other_points(workdir: pathlib.Path, points: list[SweepPoint]) -> list[str]:
                   and (d / "config.json").is_file())
 
 
-def check_points(config: Any, points: list[SweepPoint]) -> list[Any]:
+def check_points(config: Any, points: list[SweepPoint], workdir: pathlib.Path | None = None) -> list[Any]:
     """Every point's config, built and checked before anything runs; one ConfigError names the
-    first invalid point (and how many are), its bindings and what is wrong with them."""
+    first invalid point (and how many are), its bindings and what is wrong with them. A point
+    already finished in ``workdir`` is not asked for what running needs (``check_runnable``)."""
     configs, bad = [], []
     for i, point in enumerate(points, start=1):
         try:
@@ -133,7 +134,8 @@ def check_points(config: Any, points: list[SweepPoint]) -> list[Any]:
             nonfinite = nonfinite_keys(point_config)
             if nonfinite:
                 raise ConfigError(f"config key {nonfinite[0]!r} is not a finite number")
-            check_runnable(point_config)
+            if workdir is None or not finished_run(point_config, workdir / point.name):
+                check_runnable(point_config)
             configs.append(point_config)
         except ValueError as e:   # ConfigError, or what check_runnable refuses
             bad.append((i, point, one_line(e)))

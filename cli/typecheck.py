@@ -110,8 +110,8 @@ def parse_text(text: str, tp: Any, key: str) -> Any:
     """
     parsed = _literal(text)
     candidates = [parsed, text]
-    if parsed is _NOT_PARSED and _BARE_WORD.search(text):   # (attn, mlp): bare words inside a tuple or list
-        candidates.insert(1, _literal(_BARE_WORD.sub(lambda m: f"{m[1]}{m[2]!r}", text)))
+    if parsed is _NOT_PARSED and _wants_tuple(tp):   # (attn, mlp): bare words inside a tuple, quoted text as written
+        candidates.insert(1, _literal(_BARE_WORD.sub(lambda m: m["text"] or f"{m['before']}{m['word']!r}", text)))
     for candidate in candidates:
         if candidate is _NOT_PARSED:
             continue
@@ -122,8 +122,16 @@ def parse_text(text: str, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key {key!r} expects {type_name(tp)}, got {text!r}{_hint(text, parsed, tp, key)}")
 
 
-# A bare word right after "(", "[" or "," and right before ",", ")" or "]" (not True/False/None).
-_BARE_WORD = re.compile(r"([(\[,]\s*)(?!(?:True|False|None)\s*[,)\]])([A-Za-z_][\w\-./]*)(?=\s*[,)\]])")
+# A quoted string (kept as it is), or a bare word right after "(", "[" or "," and right before ",", ")"
+# or "]" (not True/False/None).
+_BARE_WORD = re.compile(r"""(?P<text>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+                        r"|(?P<before>[(\[,]\s*)(?!(?:True|False|None)\s*[,)\]])(?P<word>[A-Za-z_][\w\-./]*)(?=\s*[,)\]])")
+
+
+def _wants_tuple(tp: Any) -> bool:
+    """``tp`` is a tuple type, or a union with one (``tuple[str, ...] | None``)."""
+    return typing.get_origin(tp) is tuple or tp is tuple or any(
+        typing.get_origin(a) is tuple for a in typing.get_args(tp))
 
 
 def _literal(text: str) -> Any:
@@ -299,8 +307,7 @@ def _hint(text: str, parsed: Any, tp: Any, key: str) -> str:
         return f" — set its fields instead, e.g. '{key}.{first}=…'"
     if stripped.startswith("[") and typing.get_origin(tp) not in (tuple, list) and tp not in (tuple, list):
         return " — a [...] list is a sweep axis: use `lmforge sweep`"
-    wants_tuple = typing.get_origin(tp) is tuple or any(
-        typing.get_origin(a) is tuple for a in typing.get_args(tp))
+    wants_tuple = _wants_tuple(tp)
     if wants_tuple and parsed is not _NOT_PARSED and not isinstance(parsed, (tuple, list)):
         return " — a one-element tuple needs a trailing comma, e.g. (8,)"
     if wants_tuple and parsed is _NOT_PARSED and stripped.startswith(("(", "[")):

@@ -39,9 +39,11 @@ def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str
 
     ``sampler`` is an ``lmforge.infer.Sampler``; ``template`` a ``ChatTemplate`` (its ``stop_ids``
     end the turn). The reply text excludes the stop id. At most ``batch`` conversations go to the
-    sampler per call, in calls of equal size (every call buckets to the same number of rows, where a
-    short last call would compile another shape), call k seeded ``seed + k``; 0 → all in one call.
-    ``progress``: a tqdm bar (stderr) counting conversations, ticking once per call."""
+    sampler per call, every call with the same number of rows (the sampler buckets rows to a power
+    of two, so calls of 8 and 9 would compile two programs): the calls split the conversations
+    evenly and a shorter one is padded with copies of its last prompt, whose replies are dropped.
+    Call k is seeded ``seed + k``; 0 → all in one call. ``progress``: a tqdm bar (stderr) counting
+    conversations, ticking once per call."""
     from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
 
     if not conversations:
@@ -51,13 +53,13 @@ def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str
     stops = tuple(dict.fromkeys((*sampling.stop_token_ids, *template.stop_ids, *eos)))
     cfg = dataclasses.replace(sampling, stop_token_ids=stops)
     calls = -(-len(prompts) // batch) if batch > 0 else 1
-    bounds = [len(prompts) * k // calls for k in range(calls + 1)]
+    size = -(-len(prompts) // calls)
     replies = []
     with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, leave=False) as bar:
         for k in range(calls):
-            chunk = prompts[bounds[k]:bounds[k + 1]]
-            out = sampler.generate_ids(chunk, cfg, seed=seed + k)
-            for r in range(out.tokens.shape[0]):
+            chunk = prompts[len(prompts) * k // calls:len(prompts) * (k + 1) // calls]
+            out = sampler.generate_ids(chunk + [chunk[-1]] * (size - len(chunk)), cfg, seed=seed + k)
+            for r in range(len(chunk) * cfg.n):   # prompt-major: the padding's replies come last
                 ids = [int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in stops]
                 replies.append(sampler.tok.decode(ids))
             bar.update(len(chunk))

@@ -280,7 +280,7 @@ class Attention(nnx.Module):
         mask type serve; ``one_segment``: see ``__call__``; ``cached``: the keys are a KV cache's
         (decoding, no backward pass), so grouped-query heads read it as it is on every backend: on
         XLA:CPU, repeating K/V copied each layer's cache G times per token, and decoding a GQA model
-        ran 1.7-2.1x slower (benchmarks/README.md, "Decoding GQA on CPU")."""
+        ran 1.4-2.9x slower (benchmarks/README.md, "Decoding GQA on CPU")."""
         causal_self = self_attention and slots is not None
         if self.backend in PALLAS_BACKENDS and self_attention and bias is None:
             out = pallas_attention(q, k, v, segments[0], kernel=self.backend, causal=causal_self, scale=self.scale)

@@ -176,15 +176,21 @@ class Checkpointer:
                                   f"(steps there: {sorted(steps)})")
         tried = []
         for s in [int(step)] if step is not None else steps:
+            reason = None
             try:
                 with _quiet_orbax():
                     meta = self._mngr.item_metadata(s)
                 tree_meta = meta[_STATE] if _STATE in meta else None
+                if tree_meta is None:
+                    reason = "the 'state' item or its _METADATA is missing"
             except Exception as e:  # noqa: BLE001 - any failure to read the metadata: try an older step
-                tried.append((s, _short_reason(e)))
-                continue
-            if tree_meta is None:
-                tried.append((s, "the 'state' item or its _METADATA is missing"))
+                reason = _short_reason(e)
+            # Agree across processes (as restore does), so that all of them fall back together.
+            if jax.process_count() > 1 and int(np.max(multihost_utils.process_allgather(
+                    np.int32(reason is not None)))) and reason is None:
+                reason = "another process could not read it"
+            if reason is not None:
+                tried.append((s, reason))
                 continue
             tree = getattr(tree_meta, "tree", tree_meta)
             if not isinstance(tree, dict) or key not in tree:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import sys
 from typing import Any
@@ -105,7 +106,10 @@ def write_base(workdir: pathlib.Path, source: str | pathlib.Path, digest: str | 
     loading the run refuses a base that no longer holds them (a base run trained further, a folder
     replaced) instead of pairing the run's adapters with weights they were never trained over."""
     record = {"source": str(pathlib.Path(source).absolute()), **({"digest": digest} if digest else {})}
-    (pathlib.Path(workdir) / BASE_FILE).write_text(json.dumps(record) + "\n")
+    path = pathlib.Path(workdir) / BASE_FILE
+    tmp = path.with_name(f".{BASE_FILE}.tmp")   # atomic: other processes of a resumed run read it meanwhile
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, path)
 
 
 def read_base(workdir: pathlib.Path) -> dict | None:

@@ -260,8 +260,9 @@ class _Sampler:
 
 
 def test_chat_replies_in_equal_calls_with_a_progress_bar(capsys):
-    """SFT's graded replies: batch prompts a call at most, in calls of equal size (one bucketed shape), seeded
-    seed + k, in order; the bar (stderr) only when asked."""
+    """SFT's graded replies: batch prompts a call at most, every call the same number of rows (a short one
+    padded with its last prompt, the padding's replies dropped: one program), seeded seed + k, in order;
+    the bar (stderr) only when asked."""
     from lmforge.eval.chat import chat_replies
     from lmforge.infer import SamplingConfig
     conversations = [[{"role": "user", "content": str(i)}] for i in range(7)]
@@ -269,7 +270,7 @@ def test_chat_replies_in_equal_calls_with_a_progress_bar(capsys):
     replies = chat_replies(sampler, _Template(), conversations, SamplingConfig(max_new_tokens=4), seed=5, batch=3,
                            progress=True)
     assert replies == [str(2 * i) for i in range(7)]
-    assert sampler.calls == [([0, 1], 5), ([2, 3], 6), ([4, 5, 6], 7)]
+    assert sampler.calls == [([0, 1, 1], 5), ([2, 3, 3], 6), ([4, 5, 6], 7)]
     assert "replies:" in capsys.readouterr().err
     sampler = _Sampler()
     assert chat_replies(sampler, _Template(), conversations, SamplingConfig(max_new_tokens=4), seed=5) == replies

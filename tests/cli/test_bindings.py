@@ -58,6 +58,9 @@ def test_bare_words_inside_tuples_are_strings():
     assert "quote strings inside a tuple that are not plain words" in error("mesh.rules=((.*embed, fsdp),)")
     assert "a one-element tuple needs a trailing comma" in error("model.dims=(8)")   # numbers stay numbers
     assert "expects tuple[int, ...]" in error("model.dims=(eight,)")
+    # quoted text is taken as written, and a plain string field is not a tuple
+    assert bind("mesh.rules=(('embed, (x, y)', mlp),)").mesh.rules == (("embed, (x, y)", "mlp"),)
+    assert bind("name=(answer)").name == "(answer)"
 
 
 def test_optional_none():

@@ -111,6 +111,17 @@ def test_sample_says_what_the_folder_is(exp, tmp_path, capsys):
     assert main(["sample", str(curation), "--prompt", "x"]) == 2
     assert one_error_line(capsys) == (f"lmforge: error: {curation} is a CurateConfig run (curation); "
                                       f"`lmforge sample` needs a run that trains a model, with a checkpoint")
+    from lmforge.align.interrogation import InterrogationConfig
+    from lmforge.model import ModelConfig
+    from lmforge.weights import write_model_config
+
+    stages = tmp_path / "interrogation"          # its stages are the runs that hold models
+    for stage in ("stage1", "stage2"):
+        write_model_config(stages / stage, ModelConfig.gpt2_tiny(vocab_size=64))
+    (stages / "config.json").write_text(to_json(InterrogationConfig()))
+    assert main(["sample", str(stages), "--prompt", "x"]) == 2
+    assert one_error_line(capsys).endswith(f"(interrogation); `lmforge sample` needs a run that trains a model, with a "
+                                           f"checkpoint; its stages are such runs: give {stages / 'stage2'}")
     run = tmp_path / "run"
     assert main(["run", str(exp), "--workdir", str(run)]) == 0
     capsys.readouterr()

@@ -171,3 +171,20 @@ def test_fine_tunes_longer_than_the_source_model_are_refused_before_any_point_ru
                                           rf"data\.seq_len=128 exceeds the max_seq_len=64 of init_from={base}'s model"):
         run_sweep(SFTConfig(), [f"init_from={base}", "data.seq_len=[128,256]"], tmp_path / "sweep", log=quiet)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_finished_sweep_reruns_without_its_init_from(tmp_path, monkeypatch):
+    """Re-running a finished sweep (to rebuild its summary) or a finished run needs no weights: their
+    moved init_from is not asked for, as it is for a point that would run."""
+    calls = []
+    monkeypatch.setattr(FakeConfig, "check_runnable", lambda self: calls.append(self) or None, raising=False)
+    run_sweep(FakeConfig(), ["optim.lr=[1e-3,3e-4]", "steps=3"], tmp_path, log=quiet)
+    assert len(calls) == 4   # each point: checked up front, and again as it launches
+
+    def refuse(self):
+        raise ValueError("init_from: /gone is not a folder")
+    monkeypatch.setattr(FakeConfig, "check_runnable", refuse)
+    points = run_sweep(FakeConfig(), ["optim.lr=[1e-3,3e-4]", "steps=3"], tmp_path, log=quiet)
+    assert all(p.ok for p in points)
+    with pytest.raises(ConfigError, match="sweep point 3 of 3 .* init_from: /gone is not a folder"):
+        run_sweep(FakeConfig(), ["optim.lr=[1e-3,3e-4,1e-4]", "steps=3"], tmp_path, log=quiet)

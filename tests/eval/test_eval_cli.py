@@ -223,6 +223,9 @@ def test_chat_file_mistakes_are_refused_before_the_model_loads(run_folder, tmp_p
         {"messages": [{"role": "assistant", "content": "hi"}], "answer": "hi"})
     assert f"{chat}:1: missing key 'answer'" in error({"messages": hi["messages"]})
     assert "chat: match='fuzzy': expected one of exact, numeric, regex" in error(hi, spec="chat:path={},match=fuzzy")
+    assert f"{chat}:1: answer 'hi' holds no number; a gsm8k item is graded by the reply's number" in error(
+        {**hi, "task": "gsm8k"})
+    assert f"{chat}:1: answer 'hi' holds no number; a chat item" in error(hi, spec="chat:path={},match=numeric")
 
 
 def test_eval_a_fine_tuning_run_records_its_step(sft_folder, files, tmp_path, capsys):
