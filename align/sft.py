@@ -216,8 +216,9 @@ def source_tokenizer(init_from: str):
 def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     """Fine-tunes ``cfg.init_from`` on conversations; returns the final metrics (``final/...``).
 
-    Raises ValueError for an ``init_from`` that is empty or no weights source, data that does not fit (see ``ChatDataConfig``),
-    a ``data.seq_len`` beyond the model's context, or a batch that does not split over the mesh.
+    Raises ValueError for an ``init_from`` that is empty or no weights source, data that does not
+    fit (see ``ChatDataConfig``), a ``data.seq_len`` beyond the model's context, or a batch that
+    does not split over the mesh.
     """
     workdir = pathlib.Path(workdir)
     cfg.check_runnable()

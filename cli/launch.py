@@ -5,9 +5,12 @@ conventions (DESIGN.md "Configs and experiments") hold for both.
 
 Re-running into an existing folder resumes it (the runner picks up its latest checkpoint), but
 only with the same config (or a larger ``steps``, below): if ``config.json`` is there and differs
-while the folder holds a checkpoint (its own, or a stage's in a subfolder), the run is refused with the differing keys, before anything is written. Comparison is
-between configs, not between file texts, so a field added to a dataclass since the folder was
-written (missing from the old file, hence at its default) does not block a resume.
+while the folder holds a checkpoint (its own, or a stage's in a subfolder), the run is refused
+with the differing keys, before anything is written. Comparison is between configs, not between
+file texts, so a field added to a dataclass since the folder was written (missing from the old
+file, hence at its default) does not block a resume. What a run needs beyond its config (an
+``init_from`` that names weights: ``check_runnable``) is checked before anything is written too,
+except for a finished run of the same config, which needs nothing.
 
 A finished run (``final.json``: the final metrics, written when its runner returns) is not run
 again: ``launch`` says so and returns them, leaving the folder as it is. A resume may change how the

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep_cmd, compiles=True)
 
     sample = sub.add_parser("sample", help="continue prompts with a trained run", description=_sample_cmd.__doc__)
-    sample.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, an lmforge model folder or a transformers folder")
+    sample.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a run folder, an lmforge model folder or a transformers folder")
     sample.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
     sample.add_argument("--max-new-tokens", type=int, default=200)
     sample.add_argument("--temperature", type=float, default=0.8, help="0 → greedy")

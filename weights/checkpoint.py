@@ -45,16 +45,12 @@ Choices:
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
-import logging
 import pathlib
 import re
 import sys
 import traceback
-from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -63,6 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from lmforge.weights.orbax_quiet import absl_quiet, quiet_orbax
 
 __all__ = ["CheckpointError", "Checkpointer", "fingerprints", "tree_digest"]
 
@@ -93,7 +91,7 @@ def _one_host_array_handler() -> None:
     except (ImportError, TypeError):   # another orbax: keep its default handler
         return
     _ONE_HOST_HANDLER.append(one_host)
-    with _absl_quiet():   # orbax warns of any override ("Type handler registry ... overriding"): this one is ours
+    with absl_quiet():   # orbax warns of any override ("Type handler registry ... overriding"): this one is ours
         ocp.type_handlers.register_type_handler(jax.Array, one_host, override=True)
 
 
@@ -119,7 +117,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=int(keep), enable_async_checkpointing=async_save, create=True
         )
-        with _absl_quiet():  # orbax warns per step folder lacking _CHECKPOINT_METADATA
+        with absl_quiet():  # orbax warns per step folder lacking _CHECKPOINT_METADATA
             self._mngr = ocp.CheckpointManager(self.directory, options=options,
                                                handler_registry=registry)
 
@@ -166,7 +164,7 @@ class Checkpointer:
         state holds no ``key``.
         """
         self.wait()
-        with _absl_quiet():
+        with absl_quiet():
             self._mngr.reload()
             steps = sorted(self._mngr.all_steps(), reverse=True)
         if not steps:
@@ -178,7 +176,7 @@ class Checkpointer:
         for s in [int(step)] if step is not None else steps:
             reason = None
             try:
-                with _quiet_orbax():
+                with quiet_orbax():
                     meta = self._mngr.item_metadata(s)
                 tree_meta = meta[_STATE] if _STATE in meta else None
                 if tree_meta is None:
@@ -237,7 +235,7 @@ class Checkpointer:
         """
         abstract_state = _check_abstract(abstract_state)
         self.wait()
-        with _absl_quiet():
+        with absl_quiet():
             self._mngr.reload()  # see the disk as it is now, steps sorted
         available = sorted(self._mngr.all_steps(), reverse=True)
         if step is not None:
@@ -274,7 +272,7 @@ class Checkpointer:
         reason: str | None = None
         expected = None
         try:
-            with _quiet_orbax():
+            with quiet_orbax():
                 expected = self._check_fits(step, abstract_state, partial)
                 if partial:   # read only these leaves of the step's state item (the same on-disk format)
                     state = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
@@ -579,52 +577,3 @@ def _say(line: str) -> None:
     """One warning line on stderr, from process 0 only."""
     if jax.process_index() == 0:
         print(line, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _quiet_orbax() -> Iterator[None]:
-    """Silences orbax's log chatter while a possibly corrupt step is read.
-
-    When a read fails, orbax abandons its other pending reads; Python then reports each one
-    ('Exception ignored in: <coroutine ...>' with a whole TensorStore spec, or 'RuntimeError:
-    Event loop is closed' when a TensorStore read finishes after orbax's event loop is gone, which
-    can be seconds later, or while the failure is still unwinding: about a hundred per failed read,
-    through ``sys.unraisablehook``). restore() reports the failure on one line, so before the first
-    read a filter for exactly those two kinds of noise is installed (once, for the process); it
-    used to be installed after a failure, and the reports raised before it reached stderr.
-    """
-    _install_noise_filter()   # before the read: TensorStore's threads print while the failure is still unwinding
-    try:
-        with _absl_quiet():
-            yield
-    finally:
-        gc.collect()  # report abandoned coroutines now, not in the middle of later output
-
-
-@contextlib.contextmanager
-def _absl_quiet() -> Iterator[None]:
-    """Orbax logs through absl; its warnings about a broken step would repeat our one line."""
-    absl_logger = logging.getLogger("absl")
-    old_level = absl_logger.level
-    absl_logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        absl_logger.setLevel(old_level)
-
-
-def _install_noise_filter() -> None:
-    previous = sys.unraisablehook
-    if getattr(previous, "_lmforge_filter", False):
-        return
-
-    def hook(unraisable) -> None:
-        exc, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
-        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-            return
-        if code is not None and "orbax" in code.co_filename:
-            return
-        previous(unraisable)
-
-    hook._lmforge_filter = True
-    sys.unraisablehook = hook
