@@ -103,8 +103,9 @@ def check_init_from(init_from: str, needs: str) -> None:
 def write_base(workdir: pathlib.Path, source: str | pathlib.Path, digest: str | None = None) -> None:
     """Records in a run folder the weights source its frozen parameters come from (``base.json``):
     ``{"source": absolute path, "digest": tree_digest of those frozen parameters}``. With the digest,
-    loading the run refuses a base that no longer holds them (a base run trained further, a folder
-    replaced) instead of pairing the run's adapters with weights they were never trained over."""
+    loading the run reads a base run that trained on at the step that still holds them (said on
+    stderr), and refuses a base that holds them nowhere (a folder replaced, the step pruned) instead
+    of pairing the run's adapters with weights they were never trained over."""
     record = {"source": str(pathlib.Path(source).absolute()), **({"digest": digest} if digest else {})}
     path = pathlib.Path(workdir) / BASE_FILE
     tmp = path.with_name(f".{BASE_FILE}.tmp")   # atomic: other processes of a resumed run read it meanwhile
@@ -314,8 +315,32 @@ def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str
         raise WeightsError(f"{base}, the base of {run} ({BASE_FILE}), does not exist: the run holds only what it "
                            f"trained; put the base back there, or edit {run / BASE_FILE} to where it is now")
     base_cfg = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0))
+    frozen, loaded = _base_params(run, base, base_cfg, paths, mesh, rules, step=None)
+    if not record.get("digest"):
+        return frozen
+    from lmforge.weights.checkpoint import tree_digest
+    digest = tree_digest(frozen)
+    if digest == record["digest"] or loaded.kind != "run":
+        check_base_digest(run, record, digest)
+        return frozen
+    # A base run that trained on: the step the run was trained over may still be on disk.
+    with Checkpointer(pathlib.Path(base) / "checkpoints") as ckpt:
+        steps = sorted((s for s in ckpt.all_steps() if s != loaded.step), reverse=True)
+    for step in steps:
+        older, _ = _base_params(run, base, base_cfg, paths, mesh, rules, step=step)
+        if tree_digest(older) == record["digest"]:
+            print(f"lmforge: {base}, the base of {run}, has trained on since (step {loaded.step}); using its step "
+                  f"{step}, the weights the run was trained over", file=sys.stderr, flush=True)
+            return older
+    check_base_digest(run, record, digest)   # none of its steps: refused, naming both digests
+    return frozen
+
+
+def _base_params(run: pathlib.Path, base: str, base_cfg: ModelConfig, paths: list[str], mesh, rules, *,
+                 step: int | None) -> tuple[dict, LoadedModel]:
+    """The parameters ``paths`` of ``base`` (at ``step`` of a run base), checked against the run's model."""
     try:
-        loaded = _load(pathlib.Path(base), mesh, rules, None, None, None)
+        loaded = _load(pathlib.Path(base), mesh, rules, None, step, None)
     except WeightsError as e:
         raise WeightsError(f"the base of {run} ({BASE_FILE}): {e}") from None
     if dataclasses.replace(loaded.cfg, lora=base_cfg.lora) != base_cfg:
@@ -324,11 +349,7 @@ def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str
     missing = [p for p in paths if p not in flat]
     if missing:
         raise WeightsError(f"{base} (the base of {run}) has no parameter {missing[0]!r}")
-    frozen = unflatten({p: flat[p] for p in paths})
-    if record.get("digest"):
-        from lmforge.weights.checkpoint import tree_digest
-        check_base_digest(run, record, tree_digest(frozen))
-    return frozen
+    return unflatten({p: flat[p] for p in paths}), loaded
 
 
 def _cast(params: dict, abstract: dict) -> dict:

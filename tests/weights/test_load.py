@@ -178,10 +178,11 @@ def test_run_of_adapters_loads_over_its_base(run, tmp_path):
         np.testing.assert_array_equal(np.asarray(dict(flatten(loaded.params))[path]), x, err_msg=path)
 
 
-def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path):
-    """base.json records a digest of the frozen parameters: a base run trained further (its newest step
-    is other weights) or a base that is gone is refused by name, not silently paired with the adapters;
-    resuming the adapter run over the changed base is refused the same way."""
+def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path, capsys):
+    """base.json records a digest of the frozen parameters. A base run that trained on is read at the step
+    the run was trained over while that step is on disk (said on stderr), and refused by name once it is
+    gone, never silently paired with the adapters; resuming the adapter run over the changed base is
+    refused; a base that is gone is named as the run's base."""
     import json
     import shutil
 
@@ -194,19 +195,21 @@ def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path):
     make_run(lora_run, cfg, params=combine(base.params, adapter_params(init)[0]), optim=optim, base=base_dir)
     record = json.loads((lora_run / "base.json").read_text())
     assert record["source"] == str(base_dir.absolute()) and len(record["digest"]) == 16
-    before = load_params(lora_run, ONE)                                   # the base as it was: loads
-    # the base trains on: its newest checkpoint holds other weights
+    before = np.asarray(load_params(lora_run, ONE).params["embed"])
+    # the base trains on: its newest checkpoint (5) holds other weights, its step 3 is still there
     base_trainer.loop = dataclasses.replace(base_trainer.loop, steps=5)
     base_trainer.fit(batches(5), base_dir)
+    capsys.readouterr()
+    np.testing.assert_array_equal(np.asarray(load_params(lora_run, ONE).params["embed"]), before)
+    assert (f"lmforge: {base_dir.absolute()}, the base of {lora_run}, has trained on since (step 5); using its step 3, "
+            f"the weights the run was trained over") in capsys.readouterr().err
+    with pytest.raises(WeightsError, match="no longer holds the weights"):   # resuming over step 5: refused
+        make_run(lora_run, cfg, params=combine(load_params(base_dir, ONE).params, adapter_params(init)[0]),
+                 optim=optim, steps=4, base=base_dir)
+    shutil.rmtree(base_dir / "checkpoints" / "3")                          # the step it trained over is gone
     with pytest.raises(WeightsError, match=rf"{base_dir.absolute()}, the base of {lora_run} \(base.json\), no longer "
                                            r"holds the weights the run was trained over \(digest [0-9a-f]{16}, now"):
         load_params(lora_run, ONE)
-    with pytest.raises(WeightsError, match="no longer holds the weights"):   # resuming over it: refused too
-        make_run(lora_run, cfg, params=combine(load_params(base_dir, ONE).params, adapter_params(init)[0]),
-                 optim=optim, steps=4, base=base_dir)
-    shutil.rmtree(base_dir / "checkpoints" / "5")                          # back to the step it trained over
-    np.testing.assert_array_equal(np.asarray(load_params(lora_run, ONE).params["embed"]),
-                                  np.asarray(before.params["embed"]))
     shutil.move(base_dir, tmp_path / "moved")
     with pytest.raises(WeightsError, match=rf"{base_dir.absolute()}, the base of {lora_run} \(base.json\), does not "
                                            r"exist"):
