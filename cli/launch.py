@@ -182,7 +182,9 @@ def check_runnable(config: Any) -> None:
 
 def continuation(config: Any, workdir: pathlib.Path) -> Any:
     """``config`` with ``optim.decay_steps`` pinned to the old run's steps when it continues a run
-    for more steps with ``optim.decay_steps=0`` (see the module docstring); else ``config``."""
+    for more steps with ``optim.decay_steps=0`` (see the module docstring), or kept at the value a
+    continuation pinned it to when the run's command is given again (to resume it, or to continue it
+    once more); else ``config``."""
     path = workdir / CONFIG_FILE
     optim = getattr(config, "optim", None)
     if not path.is_file() or optim is None or not hasattr(optim, "decay_steps") or not checkpoint_steps(workdir):
@@ -191,6 +193,13 @@ def continuation(config: Any, workdir: pathlib.Path) -> Any:
         changed = _changes(config, path)
     except ConfigError:
         return config
+    pinned = changed.get("optim.decay_steps", (0, None))[0]
+    if pinned and not optim.decay_steps:   # a run continued before: its decay_steps=0 was pinned then
+        rest = {k: v for k, v in changed.items() if k != "optim.decay_steps"}
+        if not rest or _is_continuation(rest):
+            print(f"lmforge: optim.decay_steps=0 keeps {pinned}, the value {path} holds (a continuation pins 0 to "
+                  f"the old steps)", file=sys.stderr, flush=True)
+            return dataclasses.replace(config, optim=dataclasses.replace(optim, decay_steps=pinned))
     if not _is_continuation(changed) or "optim.decay_steps" in changed or optim.decay_steps:
         return config
     old_steps = changed["steps"][0]

@@ -220,6 +220,14 @@ def test_a_finished_run_is_not_run_again_and_continues_when_asked_for_more_steps
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
              if "train/loss" in json.loads(line)]
     assert steps == sorted(set(steps)) and steps[-1] == 14
+    # The continued run's own command again (its decay_steps=0 was pinned to 10): the finished run,
+    # not a refusal over a key the user never changed; and it continues once more when asked.
+    continued = [a if a != "steps=10" else "steps=14" for a in args]
+    assert main(continued) == 0
+    assert "is a finished run" in capsys.readouterr().err
+    assert main([a if a != "steps=10" else "steps=16" for a in args]) == 0
+    assert "continuing" in capsys.readouterr().err
+    assert json.loads((workdir / "config.json").read_text())["optim"]["decay_steps"] == 10
 
 
 def test_a_resume_may_change_how_the_model_computes_but_not_what_it_is(tmp_path, capsys):
