@@ -227,6 +227,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     distributed.initialize(cfg.distributed)
     t_start = time.time()
     from lmforge.weights import load_params
+    from lmforge.weights.load import resume_base_step
 
     tok_dir = workdir / "tokenizer"
     if jax.process_index() == 0 and not any(tok_dir.glob("tokenizer.*")):
@@ -255,8 +256,10 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
             raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_axes_size(mesh)}), the "
                              f"process count" + (" and optim.grad_accum" if per > 1 else ""))
     rules = cfg.mesh.rules
+    # Resuming a run trained over part of a base run that has trained on since: the base step it was trained over.
+    base_step = resume_base_step(workdir, mesh, rules) if _has_checkpoint(workdir) else None
     loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None, seed=cfg.seed,
-                         runtime=cfg.model)
+                         runtime=cfg.model, step=base_step)
     model_cfg = loaded.cfg
     if tok.vocab_size > model_cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {model_cfg.vocab_size}")

@@ -39,6 +39,9 @@ def convert_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"{dst} is a file; expected a new or empty folder for the converted model")
     if dst.exists() and any(dst.iterdir()):
         raise ConfigError(f"{dst} exists and is not empty; choose a new folder (nothing is overwritten)")
+    blocking = next((d for d in dst.absolute().parents if d.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(f"{dst}: {blocking} is a file, not a folder")
     kind = source_kind(src)
     if kind == "hf":
         cfg, tensors = from_hf(src, dst)

@@ -524,6 +524,10 @@ def eval_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"task {twice!r} is given twice: its results would share {twice}.json; use --out FILE")
     if args.out is not None and pathlib.Path(args.out).exists():
         raise ConfigError(f"--out {args.out} exists; choose a new file (nothing is overwritten)")
+    if args.out is not None:   # where the file will go must be a folder (or become one): said before any work
+        blocking = next((d for d in pathlib.Path(args.out).absolute().parents if d.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise ConfigError(f"--out {args.out}: {blocking} is a file, not a folder")
     if args.text is not None:   # an option no task reads is said, not silently dropped
         readers = [a for _, t, a in tasks if t.name == "perplexity"]
         if not readers:

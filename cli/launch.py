@@ -203,8 +203,8 @@ def continuation(config: Any, workdir: pathlib.Path) -> Any:
     if not _is_continuation(changed) or "optim.decay_steps" in changed or optim.decay_steps:
         return config
     old_steps = changed["steps"][0]
-    print(f"lmforge: optim.decay_steps=0 meant the old run's steps: pinned to {old_steps}, so the learning rate "
-          f"stays at optim.min_lr (bind optim.decay_steps to stretch the decay)", file=sys.stderr, flush=True)
+    print(f"lmforge: optim.decay_steps=0 meant the old run's steps: pinned to {old_steps}, so the schedule keeps "
+          f"the shape it had; bind optim.decay_steps to stretch the decay", file=sys.stderr, flush=True)
     return dataclasses.replace(config, optim=dataclasses.replace(optim, decay_steps=old_steps))
 
 

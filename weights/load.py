@@ -40,7 +40,7 @@ from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, ModelRuntime, 
 from lmforge.model.config import NATIVE_PLATFORM
 from lmforge.model.paths import combine, flatten, unflatten
 from lmforge.weights.checkpoint import Checkpointer
-from lmforge.weights.folder import WeightsError, is_model_folder, read_model_config, read_model_folder
+from lmforge.weights.folder import MODEL_FILE, WeightsError, is_model_folder, read_model_config, read_model_folder
 
 BASE_FILE = "base.json"
 KINDS = ("run", "hf", "model")
@@ -132,8 +132,8 @@ def check_base_digest(run: pathlib.Path, record: dict, digest: str) -> None:
     that of the frozen parameters its base gives now."""
     if record.get("digest") and record["digest"] != digest:
         raise WeightsError(f"{record['source']}, the base of {run} ({BASE_FILE}), no longer holds the weights the run "
-                           f"was trained over (digest {record['digest']}, now {digest}): it was trained further or "
-                           f"replaced; restore it, or train the run again over it")
+                           f"was trained over (digest {record['digest']}, now {digest}): it was trained further (and "
+                           f"no step of it left holds them) or replaced; restore them, or train the run again over it")
 
 
 def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DEFAULT_RULES, dtype: str | None = None,
@@ -305,6 +305,35 @@ def _load_run(run: pathlib.Path, mesh, rules, dtype, step, model_cfg) -> LoadedM
 
 def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str]) -> dict:
     """The parameters ``paths`` that a run did not train, from the base recorded in its base.json."""
+    return _matching_base(run, cfg, mesh, rules, paths)[0]
+
+
+def resume_base_step(run: pathlib.Path, mesh, rules=DEFAULT_RULES) -> int | None:
+    """The step of a run's base run (``base.json``) that holds the frozen parameters the run was trained
+    over (by digest), for a runner that resumes ``run`` and loads its base again (``run_sft``): a base
+    run that trained on since would otherwise give other weights, and the resume be refused. None
+    when ``run`` has no checkpoint, no digest, or a base that is not a run folder.
+    Raises WeightsError when the base is gone or holds those weights at no step."""
+    run = pathlib.Path(run)
+    record = read_base(run)
+    if record is None or not record.get("digest") or not (run / MODEL_FILE).is_file():
+        return None
+    base = pathlib.Path(record["source"])
+    if base.exists() and source_kind(base) != "run":
+        return None
+    cfg = read_model_config(run)
+    with Checkpointer(run / "checkpoints") as ckpt:
+        saved = ckpt.saved_leaves("params")
+    if saved is None:
+        return None
+    _, abstract, _ = _abstract(cfg, mesh, rules)
+    return _matching_base(run, cfg, mesh, rules, sorted(dict(flatten(abstract)).keys() - saved))[1]
+
+
+def _matching_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str]) -> tuple[dict, int | None]:
+    """(the parameters ``paths`` of the run's base, the base step they come from): the base's newest,
+    or, when base.json's digest says the run was trained over other weights, the newest step of a
+    base run that holds those (said on stderr). Raises WeightsError when none does."""
     record = read_base(run)
     if record is None:
         raise WeightsError(f"the checkpoint in {run / 'checkpoints'} does not fit the model of {run / 'model.json'}: "
@@ -317,12 +346,12 @@ def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str
     base_cfg = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0))
     frozen, loaded = _base_params(run, base, base_cfg, paths, mesh, rules, step=None)
     if not record.get("digest"):
-        return frozen
+        return frozen, loaded.step
     from lmforge.weights.checkpoint import tree_digest
     digest = tree_digest(frozen)
     if digest == record["digest"] or loaded.kind != "run":
         check_base_digest(run, record, digest)
-        return frozen
+        return frozen, loaded.step
     # A base run that trained on: the step the run was trained over may still be on disk.
     with Checkpointer(pathlib.Path(base) / "checkpoints") as ckpt:
         steps = sorted((s for s in ckpt.all_steps() if s != loaded.step), reverse=True)
@@ -331,9 +360,9 @@ def _from_base(run: pathlib.Path, cfg: ModelConfig, mesh, rules, paths: list[str
         if tree_digest(older) == record["digest"]:
             print(f"lmforge: {base}, the base of {run}, has trained on since (step {loaded.step}); using its step "
                   f"{step}, the weights the run was trained over", file=sys.stderr, flush=True)
-            return older
-    check_base_digest(run, record, digest)   # none of its steps: refused, naming both digests
-    return frozen
+            return older, step
+    check_base_digest(run, record, digest)   # none of its steps (pruned?): refused, naming both digests
+    return frozen, loaded.step
 
 
 def _base_params(run: pathlib.Path, base: str, base_cfg: ModelConfig, paths: list[str], mesh, rules, *,

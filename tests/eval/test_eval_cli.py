@@ -349,3 +349,18 @@ def test_shakespeare_smoke_run_end_to_end(tmp_path, shared_data, capsys):
     assert abs(ppl["bits_per_byte"] - final["eval/bits_per_byte"]) < 0.1
     assert strict_json(run / "eval" / "memorisation.json")["metrics"]["n"] == 8
     assert strict_json(run / "eval" / "multiple_choice.json")["metrics"]["acc"] == 1.0   # rare letters lose
+
+
+def test_an_out_path_under_a_file_is_refused_before_any_work(run_folder, tmp_path, capsys, monkeypatch):
+    from lmforge.cli import eval_cmd
+
+    def no_model(*_):
+        raise AssertionError("the model was loaded before --out was checked")
+    monkeypatch.setattr(eval_cmd, "load_sampler", no_model)
+    (tmp_path / "afile").write_text("x")
+    assert main(["eval", str(run_folder), "perplexity", "--out", str(tmp_path / "afile" / "x.json")]) == 2
+    assert capsys.readouterr().err.strip() == (f"lmforge: error: --out {tmp_path / 'afile' / 'x.json'}: "
+                                               f"{tmp_path / 'afile'} is a file, not a folder")
+    assert main(["convert", str(run_folder), str(tmp_path / "afile" / "hf")]) == 2
+    assert capsys.readouterr().err.strip() == (f"lmforge: error: {tmp_path / 'afile' / 'hf'}: {tmp_path / 'afile'} "
+                                               f"is a file, not a folder")

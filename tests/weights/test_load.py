@@ -206,6 +206,10 @@ def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path, capsys):
     with pytest.raises(WeightsError, match="no longer holds the weights"):   # resuming over step 5: refused
         make_run(lora_run, cfg, params=combine(load_params(base_dir, ONE).params, adapter_params(init)[0]),
                  optim=optim, steps=4, base=base_dir)
+    from lmforge.weights.load import resume_base_step                     # what run_sft resumes over instead
+    assert resume_base_step(lora_run, ONE) == 3
+    make_run(lora_run, cfg, params=combine(load_params(base_dir, ONE, step=3).params, adapter_params(init)[0]),
+             optim=optim, steps=4, base=base_dir)
     shutil.rmtree(base_dir / "checkpoints" / "3")                          # the step it trained over is gone
     with pytest.raises(WeightsError, match=rf"{base_dir.absolute()}, the base of {lora_run} \(base.json\), no longer "
                                            r"holds the weights the run was trained over \(digest [0-9a-f]{16}, now"):
