@@ -297,6 +297,9 @@ def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new
         grade = with_generic(grade, matcher(match, pattern or None))   # argument mistakes before the model loads
     except ValueError as e:
         raise ConfigError(f"chat: {e}") from None
+    if path and tasks:
+        raise ConfigError(f"chat: tasks={tasks} and path= are both given; a file's items name their own task "
+                          f"(drop tasks=)")
     n = min(n, ctx.limit) if ctx.limit else n
     if path:
         graded = (GENERIC, "gsm8k", *synthetic.VERIFIABLE)
@@ -328,7 +331,7 @@ def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new
         if not items:
             raise ConfigError(f"{path}: holds no items")
     else:
-        names = [t for t in tasks.split("+") if t]
+        names = [t for t in (tasks or "arithmetic").split("+") if t]
         unknown = [t for t in names if t not in synthetic.VERIFIABLE]
         if unknown or not names:
             raise ConfigError(f"chat: tasks={tasks!r}; expected synthetic tasks with answers joined with + "
@@ -396,10 +399,10 @@ TASKS: dict[str, EvalTask] = {t.name: t for t in (
              "greedy reproduction of suffix tokens after prefix tokens of n training documents (a pretraining "
              "run's training split, or path: a .txt, or a .jsonl with a 'text' field)",
              {"n": 1, "prefix": 1, "suffix": 1, "seed": 0}),
-    EvalTask("chat", run_chat, {"tasks": "arithmetic", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160,
+    EvalTask("chat", run_chat, {"tasks": "", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160,
                                 "match": "exact", "pattern": ""},
              "greedy chat replies graded against answers: n items of the test split of synthetic tasks (joined "
-             "with +), or the first n of a jsonl (path) of {messages, answer, task}: messages the conversation "
+             "with +; default arithmetic), or the first n of a jsonl (path) of {messages, answer, task}: messages the conversation "
              "(role system, user, assistant or tool) ending with the reference assistant turn, which the model "
              "does not see (without one the model answers the whole conversation); answer what a reply must give; task "
              "optional: gsm8k or a synthetic task grades by its own rule, no task by match (exact: the reply "

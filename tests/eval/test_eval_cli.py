@@ -223,6 +223,8 @@ def test_chat_file_mistakes_are_refused_before_the_model_loads(run_folder, tmp_p
         {"messages": [{"role": "assistant", "content": "hi"}], "answer": "hi"})
     assert f"{chat}:1: missing key 'answer'" in error({"messages": hi["messages"]})
     assert "chat: match='fuzzy': expected one of exact, numeric, regex" in error(hi, spec="chat:path={},match=fuzzy")
+    assert "chat: tasks=identity and path= are both given; a file's items name their own task" in error(
+        hi, spec="chat:path={},tasks=identity")
     assert f"{chat}:1: answer 'hi' holds no number; a gsm8k item is graded by the reply's number" in error(
         {**hi, "task": "gsm8k"})
     assert f"{chat}:1: answer 'hi' holds no number; a chat item" in error(hi, spec="chat:path={},match=numeric")
