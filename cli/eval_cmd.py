@@ -128,7 +128,9 @@ def check_source(source: pathlib.Path, command: str = "eval") -> tuple[str, Any]
                 task = task_for(config).name
             except ConfigError:   # a config no registered task runs
                 task = "no registered task"
-            stages = sorted(d.name for d in source.iterdir() if d.is_dir() and (d / "model.json").is_file())
+            from lmforge.weights.load import inner_runs   # pylint: disable=import-outside-toplevel
+
+            stages = inner_runs(source)
             raise ConfigError(f"{source} is a {type(config).__qualname__} run ({_TASK_WORDS.get(task, task)}); {needs}"
                               + (f"; its stages are such runs: give {source / stages[-1]}" if stages else ""))
         if not checkpoint_steps(source):

@@ -90,10 +90,9 @@ def plan_cmd(args: argparse.Namespace) -> int:
     if isinstance(model, ModelRuntime):   # a fine-tune: the model is its init_from's, computed as model.* says
         model = _source_model(config)
     elif getattr(config, "init_from", "") and not args.preset:   # continued pretraining: init_from's, as start_from
-        from lmforge.train.pretrain import RUNTIME_FIELDS
+        from lmforge.train.pretrain import with_runtime
         from lmforge.weights import source_model_config
-        model = dataclasses.replace(source_model_config(config.init_from),
-                                    **{f: getattr(model, f) for f in RUNTIME_FIELDS})
+        model = with_runtime(source_model_config(config.init_from), model)
     lora = getattr(config, "lora", None)
     if lora is not None and lora.rank:    # adapters on the model; alone trainable unless optim says, as run_sft
         from lmforge.model.lora import ADAPTER_PATTERN

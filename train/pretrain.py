@@ -287,6 +287,11 @@ def prepare_tokenizer(cfg: PretrainConfig, workdir: pathlib.Path, train_docs, va
 RUNTIME_FIELDS = ("dtype", "attention", "remat", "dropout")   # how a model computes, not what it is
 
 
+def with_runtime(source: ModelConfig, cfg_model: ModelConfig) -> ModelConfig:
+    """``source`` (init_from's model) computed as ``cfg_model`` says: its ``RUNTIME_FIELDS``."""
+    return dataclasses.replace(source, **{f: getattr(cfg_model, f) for f in RUNTIME_FIELDS})
+
+
 def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
     """The parameters of ``cfg.init_from`` (``lmforge.weights.load_params``, born sharded): the model
     is the source's, with this run's runtime settings (``RUNTIME_FIELDS`` of ``cfg.model``); the other
@@ -303,7 +308,7 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
     if loaded.cfg.vocab_size < vocab_size:
         raise ValueError(f"init_from={cfg.init_from}: its model has {loaded.cfg.vocab_size} ids, fewer than the "
                          f"tokenizer's {vocab_size}")
-    model_cfg = dataclasses.replace(loaded.cfg, **{f: getattr(cfg.model, f) for f in RUNTIME_FIELDS})
+    model_cfg = with_runtime(loaded.cfg, cfg.model)
     ignored = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in (*RUNTIME_FIELDS, "vocab_size")
                and getattr(cfg.model, f.name) != getattr(model_cfg, f.name)]
     if ignored:

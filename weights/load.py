@@ -79,10 +79,16 @@ def source_kind(source: pathlib.Path) -> str:
             return "hf"
     if (source / "checkpoints").is_dir() or (source / "model.json").is_file():
         return "run"
-    inner = sorted(d.name for d in source.iterdir() if d.is_dir() and (d / "model.json").is_file())
+    inner = inner_runs(source)
     raise WeightsError(f"{source} is neither a run folder (checkpoints/ + model.json), a transformers folder "
                        f"(config.json with model_type) nor a model folder (model.json + params.safetensors)"
                        + (f"; it holds {', '.join(inner[:4])}: give one of those" if inner else ""))
+
+
+def inner_runs(folder: pathlib.Path) -> list[str]:
+    """Names of the subfolders of ``folder`` that record a model (``model.json``), sorted: the runs a task
+    keeps in stages (interrogation's ``stage1/``, ``stage2/``)."""
+    return sorted(d.name for d in pathlib.Path(folder).iterdir() if d.is_dir() and (d / MODEL_FILE).is_file())
 
 
 def check_init_from(init_from: str, needs: str) -> None:
