@@ -277,7 +277,9 @@ def test_one_tree_as_policy_and_frozen_reference_and_fit_after_manual_steps(tmp_
     trainer = Trainer(kl_to_reference_loss(graphdef), params=params, optim=OPTIM, loop=LoopConfig(steps=5, log_every=1),
                       mesh=mesh, frozen={"reference": params}, model_cfg=MODEL)
     m = trainer.train_step(batches(1)[0], jax.random.key(0))
-    assert float(m["train/kl"]) == 0.0                          # policy == reference at step 0
+    # policy == reference at step 0: the KL is 0 up to rounding (the differentiated pass and the reference's are
+    # fused differently by XLA; 4.5e-9 on the 2-core AMD EPYC machine, 2026-12-01), far below a real step's KL
+    assert abs(float(m["train/kl"])) < 1e-6
     trainer.train_step(batches(1)[0], jax.random.key(0))
     for (p, a), (_, b) in zip(flatten(jax.device_get(trainer.frozen["reference"])), flatten(before)):
         np.testing.assert_array_equal(a, b, err_msg=p)
