@@ -141,9 +141,10 @@ class InterrogationConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def check_runnable(self) -> None:
+    def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
-        every point of ``lmforge sweep``, :func:`run_interrogation`): ``init_from`` names a weights source.
+        every point of ``lmforge sweep``, :func:`run_interrogation`): ``init_from`` names a weights source
+        (each stage starts from it, so a resumed run needs it too: ``workdir`` is not consulted).
         Raises ValueError."""
         from lmforge.weights import check_init_from
 

@@ -49,7 +49,7 @@ from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
-from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
+from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
@@ -138,17 +138,22 @@ class SFTConfig(LoopConfig):
         if problems:
             raise ValueError("; ".join(problems))
 
-    def check_runnable(self) -> None:
+    def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
         every point of ``lmforge sweep``, :func:`run_sft`): ``init_from`` names a weights source whose
-        model takes ``data.seq_len`` tokens. Raises ValueError."""
-        from lmforge.weights import check_init_from, source_model_config
+        model takes ``data.seq_len`` tokens. A full fine-tune resuming in ``workdir`` needs no init_from
+        (``resumes_alone``: its checkpoints hold every weight); its own model is checked instead.
+        Raises ValueError."""
+        from lmforge.weights import check_init_from, read_model_config, source_model_config
+        from lmforge.weights.load import resumes_alone
 
-        check_init_from(self.init_from, "SFT starts from a pretrained model")
-        longest = source_model_config(self.init_from).max_seq_len   # read without the weights
+        if workdir is not None and resumes_alone(workdir):
+            source, longest = workdir, read_model_config(workdir).max_seq_len
+        else:
+            check_init_from(self.init_from, "SFT starts from a pretrained model")
+            source, longest = f"init_from={self.init_from}", source_model_config(self.init_from).max_seq_len
         if self.data.seq_len > longest:
-            raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={longest} of init_from="
-                             f"{self.init_from}'s model")
+            raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={longest} of {source}'s model")
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -221,13 +226,13 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     does not split over the mesh.
     """
     workdir = pathlib.Path(workdir)
-    cfg.check_runnable()
+    cfg.check_runnable(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     use_host_devices(cfg.mesh)
     distributed.initialize(cfg.distributed)
     t_start = time.time()
     from lmforge.weights import load_params
-    from lmforge.weights.load import resume_base_step
+    from lmforge.weights.load import resume_base_step, resumes_alone
 
     tok_dir = workdir / "tokenizer"
     if jax.process_index() == 0 and not any(tok_dir.glob("tokenizer.*")):
@@ -256,10 +261,15 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
             raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_axes_size(mesh)}), the "
                              f"process count" + (" and optim.grad_accum" if per > 1 else ""))
     rules = cfg.mesh.rules
-    # Resuming a run trained over part of a base run that has trained on since: the base step it was trained over.
-    base_step = resume_base_step(workdir, mesh, rules) if _has_checkpoint(workdir) else None
-    loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None, seed=cfg.seed,
-                         runtime=cfg.model, step=base_step)
+    alone = resumes_alone(workdir)
+    if alone:   # a full fine-tune resuming: its checkpoint holds every weight, init_from is not read
+        _say(f"resuming: the model is this run's ({workdir / 'model.json'}); init_from={cfg.init_from} is not read")
+        loaded = load_params(workdir, mesh, rules=rules, runtime=cfg.model)
+    else:
+        # Resuming a run trained over part of a base run that has trained on since: the base step it was trained over.
+        base_step = resume_base_step(workdir, mesh, rules) if _has_checkpoint(workdir) else None
+        loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None,
+                             seed=cfg.seed, runtime=cfg.model, step=base_step)
     model_cfg = loaded.cfg
     if tok.vocab_size > model_cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {model_cfg.vocab_size}")
@@ -269,6 +279,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     trainer = Trainer(lm_loss(loaded.graphdef, model_cfg, vocab_chunk=cfg.vocab_chunk), params=loaded.params,
                       param_shardings=loaded.shardings,
                       optim=optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg, base=cfg.init_from,
+                      base_step=None if alone else loaded.step,
                       per_device=cfg.mesh.per_device_step)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loaded.params))
     _say(f"model: {model_cfg.family} from {cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
@@ -312,9 +323,12 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
         batches.close()
     ev = result.eval   # its line was said by on_eval: the trainer's last evaluation goes through it
     if jax.process_index() == 0 and last_samples:
+        kept = keep_previous(workdir / "eval_samples.jsonl")   # a run continued for more steps: the earlier ones stay
         with open(workdir / "eval_samples.jsonl", "w") as f:
             for s in last_samples:
-                f.write(json.dumps(s) + "\n")
+                f.write(json.dumps({"step": result.step, **s}) + "\n")
+        if kept:
+            _say(f"the earlier eval_samples.jsonl is kept as {kept.name}")
     out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
            "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
     out.update({k.replace("eval/", "final/"): v for k, v in ev.items() if k.startswith("eval/")})

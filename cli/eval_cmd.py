@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import difflib
 import functools
 import json
@@ -551,6 +550,8 @@ def eval_cmd(args: argparse.Namespace) -> int:
                   "limit": args.limit, "seconds": round(time.perf_counter() - start, 3), **out}
         results.append(result)
         if args.out is None:
+            from lmforge.train.metrics import keep_previous
+
             path = ctx.source / "eval" / f"{task.name}.json"
             kept = keep_previous(path)
             write_json(path, result)
@@ -561,17 +562,3 @@ def eval_cmd(args: argparse.Namespace) -> int:
         print(f"eval: -> {args.out}", file=sys.stderr, flush=True)
     print(table(results))
     return 0
-
-
-def keep_previous(path: pathlib.Path) -> pathlib.Path | None:
-    """Renames an existing ``NAME.json`` to ``NAME.<its mtime, YYYYmmdd-HHMMSS>.json`` (``-2``, ``-3``, ...
-    when that is taken) so a new result never replaces an earlier one; returns the new path, or None."""
-    if not path.is_file():
-        return None
-    stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-    kept, count = path.with_name(f"{path.stem}.{stamp}.json"), 1
-    while kept.exists():
-        count += 1
-        kept = path.with_name(f"{path.stem}.{stamp}-{count}.json")
-    path.replace(kept)
-    return kept

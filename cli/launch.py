@@ -143,7 +143,7 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     workdir = pathlib.Path(workdir)
     task = task_for(config)  # an unknown task fails before anything is written
     if not finished_run(config, workdir):
-        check_runnable(config)   # so does a missing init_from (a finished run needs no weights)
+        check_runnable(config, workdir)   # so does a missing init_from (a finished run needs no weights)
     config = continuation(config, workdir)
     resuming = write_config(config, workdir)
     final = workdir / FINAL_FILE
@@ -172,12 +172,13 @@ def finished_run(config: Any, workdir: pathlib.Path) -> bool:
         return False
 
 
-def check_runnable(config: Any) -> None:
-    """``config.check_runnable()`` when its class has one: what a run needs beyond a valid config (an
-    ``init_from`` that names weights), checked before a workdir is written. Raises ValueError."""
+def check_runnable(config: Any, workdir: pathlib.Path | None = None) -> None:
+    """``config.check_runnable(workdir)`` when its class has one: what a run in ``workdir`` needs beyond
+    a valid config (an ``init_from`` that names weights, unless the run resumes from its own
+    checkpoints), checked before a workdir is written. Raises ValueError."""
     check = getattr(config, "check_runnable", None)
     if callable(check):
-        check()
+        check(workdir)
 
 
 def continuation(config: Any, workdir: pathlib.Path) -> Any:

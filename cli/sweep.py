@@ -135,7 +135,7 @@ def check_points(config: Any, points: list[SweepPoint], workdir: pathlib.Path | 
             if nonfinite:
                 raise ConfigError(f"config key {nonfinite[0]!r} is not a finite number")
             if workdir is None or not finished_run(point_config, workdir / point.name):
-                check_runnable(point_config)
+                check_runnable(point_config, None if workdir is None else workdir / point.name)
             configs.append(point_config)
         except ValueError as e:   # ConfigError, or what check_runnable refuses
             bad.append((i, point, one_line(e)))

@@ -181,6 +181,24 @@ def _drop_after(path: pathlib.Path, step: int | None) -> None:
     os.replace(tmp, path)
 
 
+def keep_previous(path: pathlib.Path) -> pathlib.Path | None:
+    """Renames an existing ``NAME.EXT`` to ``NAME.<its mtime, YYYYmmdd-HHMMSS>.EXT`` (``-2``, ``-3``, ...
+    when that is taken) so a new result never replaces an earlier one (``lmforge eval``'s results, the
+    samples of a run continued for more steps); returns the new path, or None when there was none."""
+    import datetime
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return None
+    stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+    kept, count = path.with_name(f"{path.stem}.{stamp}{path.suffix}"), 1
+    while kept.exists():
+        count += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{count}{path.suffix}")
+    path.replace(kept)
+    return kept
+
+
 def _to_float(key: str, value: Any) -> float:
     array = np.asarray(value)  # fetches jax arrays
     if array.size != 1:

@@ -51,7 +51,7 @@ from lmforge.model import ModelConfig, build_model, create_sharded, forward_logp
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
-from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
+from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import causal_lm_loss
 from lmforge.train.optim import OptimConfig
 from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
@@ -91,18 +91,27 @@ class PretrainConfig(LoopConfig):
             raise ValueError(f"replay_val_fraction={self.replay_val_fraction}: expected a number in (0, 1) (the "
                              f"original run's data.val_fraction; replay evaluation needs a held-out split)")
 
-    def check_runnable(self) -> None:
+    def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
         every point of ``lmforge sweep``, :func:`run_pretrain`): replay has what it needs
         (:func:`check_replay`), a non-empty ``init_from`` names a weights source, and the objective and
         lengths fit the model that trains (:func:`check_objective`): ``model``, or the one ``init_from``
-        records (read without its weights). Raises ValueError."""
+        records (read without its weights). A continued run resuming in ``workdir`` without replay
+        needs no init_from (:func:`resumes_alone`); replay reads the original run's data split from it.
+        Raises ValueError."""
         check_replay(self)
         if not self.init_from:
             check_objective(self, self.model)
             return
-        from lmforge.weights import check_init_from, source_model_config
+        from lmforge.weights import check_init_from, read_model_config, source_model_config
+        from lmforge.weights.load import resumes_alone
 
+        if workdir is not None and self.replay is None and resumes_alone(workdir):
+            try:
+                check_objective(self, read_model_config(workdir))
+            except ValueError as e:
+                raise ValueError(f"{workdir} (the model is the run's, model.json): {e}") from None
+            return
         check_init_from(self.init_from, "continued pretraining starts from a pretrained model")
         try:
             check_objective(self, source_model_config(self.init_from))
@@ -292,18 +301,25 @@ def with_runtime(source: ModelConfig, cfg_model: ModelConfig) -> ModelConfig:
     return dataclasses.replace(source, **{f: getattr(cfg_model, f) for f in RUNTIME_FIELDS})
 
 
-def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
+def start_from(cfg: PretrainConfig, mesh, vocab_size: int, workdir: pathlib.Path | None = None):
     """The parameters of ``cfg.init_from`` (``lmforge.weights.load_params``, born sharded): the model
     is the source's, with this run's runtime settings (``RUNTIME_FIELDS`` of ``cfg.model``); the other
-    ``model.*`` fields that differ from it are named on stderr as not applied.
-    Returns (model config, graphdef, params, shardings).
+    ``model.*`` fields that differ from it are named on stderr as not applied. A run resuming in
+    ``workdir`` that needs nothing of init_from (``resumes_alone``, no replay) starts from its own
+    checkpoint instead, and init_from is not read (it may have moved).
+    Returns (model config, graphdef, params, shardings, the step of a run-folder source or None).
 
     Raises ValueError: the source's vocabulary is smaller than the tokenizer's, or the objective or
     ``data.seq_len`` does not fit the source's model (``check_objective``)."""
     from lmforge.model import ModelRuntime, abstract_sharded
     from lmforge.weights import load_params
+    from lmforge.weights.load import resumes_alone
 
-    loaded = load_params(cfg.init_from, mesh, rules=cfg.mesh.rules,
+    alone = workdir is not None and cfg.replay is None and resumes_alone(workdir)
+    if alone:
+        print(f"lmforge: resuming: the model is this run's ({workdir / 'model.json'}); init_from={cfg.init_from} "
+              f"is not read", file=sys.stderr, flush=True)
+    loaded = load_params(workdir if alone else cfg.init_from, mesh, rules=cfg.mesh.rules,
                          runtime=ModelRuntime(attention=cfg.model.attention, remat=cfg.model.remat))
     if loaded.cfg.vocab_size < vocab_size:
         raise ValueError(f"init_from={cfg.init_from}: its model has {loaded.cfg.vocab_size} ids, fewer than the "
@@ -320,9 +336,10 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int):
     except ValueError as e:
         raise ValueError(f"init_from={cfg.init_from} (the model is its, not this config's model.*): {e}") from None
     graphdef, _, _ = abstract_sharded(lambda: build_model(model_cfg, rngs=nnx.Rngs(0)), mesh, cfg.mesh.rules)
-    print(f"init_from: {loaded.kind} {cfg.init_from}" + (f" step {loaded.step}" if loaded.step is not None else "")
-          + f" ({model_cfg.family}, {model_cfg.num_layers} layers, {model_cfg.embed_dim} dim)", flush=True)
-    return model_cfg, graphdef, loaded.params, loaded.shardings
+    if not alone:
+        print(f"init_from: {loaded.kind} {cfg.init_from}" + (f" step {loaded.step}" if loaded.step is not None else "")
+              + f" ({model_cfg.family}, {model_cfg.num_layers} layers, {model_cfg.embed_dim} dim)", flush=True)
+    return model_cfg, graphdef, loaded.params, loaded.shardings, None if alone else loaded.step
 
 
 def lm_eval_metrics(bytes_per_token: float):
@@ -336,7 +353,7 @@ def lm_eval_metrics(bytes_per_token: float):
 def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg.check_runnable()              # config-only: before any data is read or tokenizer trained
+    cfg.check_runnable(workdir)       # config-only: before any data is read or tokenizer trained
     use_host_devices(cfg.mesh)        # both before JAX starts
     distributed.initialize(cfg.distributed)
     t_start = time.time()
@@ -367,8 +384,9 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
             raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes "
                              f"({batch_axes_size(mesh)}){what}")
     rules = cfg.mesh.rules
+    base_step = None
     if cfg.init_from:
-        model_cfg, graphdef, params, shardings = start_from(cfg, mesh, tok.vocab_size)
+        model_cfg, graphdef, params, shardings, base_step = start_from(cfg, mesh, tok.vocab_size, workdir)
     else:
         graphdef, params, shardings = create_sharded(lambda: build_model(model_cfg, rngs=nnx.Rngs(cfg.seed)), mesh,
                                                      rules)
@@ -378,7 +396,7 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
                               document_mask=document_mask), params=params,
                       param_shardings=shardings,
                       optim=cfg.optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg,
-                      base=cfg.init_from or None, per_device=cfg.mesh.per_device_step)
+                      base=cfg.init_from or None, base_step=base_step, per_device=cfg.mesh.per_device_step)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     print(f"model: {model_cfg.family}, {n_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)}; "
           f"{jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)", flush=True)
@@ -424,7 +442,10 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
         n = cfg.sample.n
         text = "".join(f"--- sample {i} (prompt {cfg.sample_prompts[i // n]!r}) ---\n{cfg.sample_prompts[i // n]}{s}\n"
                        for i, s in enumerate(samples))
+        kept = keep_previous(workdir / "samples.txt")   # a run continued for more steps: the earlier samples stay
         (workdir / "samples.txt").write_text(text)
+        if kept:
+            print(f"lmforge: the earlier samples.txt is kept as {kept.name}", file=sys.stderr, flush=True)
         print(text, flush=True)
     return {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
             "final/val_loss": ev["eval/loss"], "final/val_perplexity": ev["eval/perplexity"],

@@ -61,7 +61,7 @@ from lmforge.train.optim import OptimConfig, make_optimizer
 from lmforge.train.step import (LossFn, State, data_parallel_axes, global_batch, make_eval_step, make_train_step,
                                 reduce_metrics)
 from lmforge.weights import Checkpointer, write_base, write_model_config
-from lmforge.weights.checkpoint import tree_digest
+from lmforge.weights.checkpoint import pin_step, tree_digest
 from lmforge.weights.load import check_base_digest, read_base
 
 
@@ -142,6 +142,9 @@ class Trainer:
       model_cfg, base: written into the run folder by :meth:`fit` as ``model.json`` and, when only
         some parameters train, ``base.json`` (where the others come from), so that
         ``lmforge.weights.load_params(workdir)`` can read the run back.
+      base_step: the checkpoint step of a run folder ``base`` that the frozen parameters come from
+        (``LoadedModel.step``): pinned in that run (``weights.checkpoint.pin_step``), so that its
+        pruning keeps the step while this run exists, should it train on.
       per_device: with whole replicas on a pure data mesh, compute each device's gradient on its own
         rows and sum them in one all-reduce (``self.data_parallel``; ``train/step.py``). The loss
         must then be a weighted mean whose metrics are means over ``weight_sum`` (nothing
@@ -157,7 +160,7 @@ class Trainer:
                  mesh: jax.sharding.Mesh, rules=DEFAULT_RULES, param_shardings: dict | None = None,
                  frozen: Mapping | None = None, frozen_shardings: Mapping | None = None,
                  model_cfg: ModelConfig | None = None, base: str | pathlib.Path | None = None,
-                 per_device: bool = True):
+                 base_step: int | None = None, per_device: bool = True):
         frozen = dict(frozen or {})
         if "params" in frozen:
             raise ValueError("frozen trees may not be named 'params': that name holds the model's frozen leaves")
@@ -175,7 +178,7 @@ class Trainer:
             raise ValueError("no trainable parameter: optim.trainable selects none")
         shared = {id(x) for _, x in flatten(frozen)}
         trainable = jax.tree.map(lambda x: jnp.copy(x) if id(x) in shared else x, trainable)
-        self.model_cfg, self.base = model_cfg, base
+        self.model_cfg, self.base, self.base_step = model_cfg, base, base_step
         self.loss_fn, self.optim, self.loop, self.mesh, self.rules = loss_fn, optim, loop, mesh, rules
         self.tx, self.schedule = make_optimizer(optim, loop.steps)
         rep = _replicated(mesh)
@@ -380,6 +383,10 @@ class Trainer:
         record = read_base(workdir) if resuming else None
         if record is not None:
             check_base_digest(workdir, record, digest)
+            if not record.get("digest") and jax.process_index() == 0:   # written before base.json held one
+                print(f"lmforge: {workdir / 'base.json'} records no digest of the weights the run was trained over "
+                      f"(an older run): {record['source']} as it is now is taken as those, and its digest recorded",
+                      file=sys.stderr, flush=True)
         return digest
 
     def _write_run_files(self, workdir: pathlib.Path, base_digest: str | None) -> None:
@@ -388,6 +395,8 @@ class Trainer:
             write_model_config(workdir, self.model_cfg)
         if base_digest is not None:
             write_base(workdir, self.base, base_digest)
+            if self.base_step is not None:
+                pin_step(self.base, self.base_step, by=workdir)
 
     def _report_nonfinite(self, new: int, total: int, step: int, ckpt: Checkpointer) -> None:
         if total > self.loop.max_nonfinite:

@@ -106,6 +106,18 @@ def check_init_from(init_from: str, needs: str) -> None:
         raise WeightsError(f"init_from: {e}") from None
 
 
+def resumes_alone(run: str | pathlib.Path) -> bool:
+    """Whether resuming ``run`` needs nothing from its ``init_from``: it has saved a checkpoint step,
+    records its model (``model.json``), and trained every parameter (no ``base.json`` naming where
+    frozen ones come from), so its checkpoints hold every weight. A full fine-tune or a continued
+    pretraining run resumes so (from :func:`load_params` of the run itself) after its init_from
+    folder was moved or cleaned up; a LoRA run does not: its base holds the frozen weights."""
+    run = pathlib.Path(run)
+    ckpts = run / "checkpoints"
+    return ((run / MODEL_FILE).is_file() and not (run / BASE_FILE).exists() and ckpts.is_dir()
+            and any(p.name.isdigit() and p.is_dir() for p in ckpts.iterdir()))
+
+
 def write_base(workdir: pathlib.Path, source: str | pathlib.Path, digest: str | None = None) -> None:
     """Records in a run folder the weights source its frozen parameters come from (``base.json``):
     ``{"source": absolute path, "digest": tree_digest of those frozen parameters}``. With the digest,

@@ -148,6 +148,38 @@ def test_sft_experiments_end_to_end_full_then_lora(base, tmp_path, capsys):
     assert any(np.abs(np.asarray(v)).sum() > 0 for p, v in flat.items() if p.endswith("lora.b"))   # B moved off 0
 
 
+def test_a_full_fine_tune_resumes_without_its_moved_init_from(base, tmp_path, capsys):
+    """A full fine-tune's checkpoints hold every weight: continuing it for more steps after its init_from
+    folder moved reads nothing of it (said on stderr). A LoRA run's frozen weights are its base's: it is
+    still refused, naming the base."""
+    import shutil
+
+    from lmforge.cli.main import main
+
+    moving = tmp_path / "base"
+    shutil.copytree(base, moving)
+    runs = {name: tmp_path / name for name in ("sft_chat", "sft_lora")}
+    for name, run in runs.items():
+        assert main(["run", f"{EXPERIMENTS}/{name}.py:smoke", f"init_from={moving}", "steps=2", "eval_every=0",
+                     "eval_base=false", "--workdir", str(run)]) == 0
+    shutil.move(moving, tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["run", f"{EXPERIMENTS}/sft_chat.py:smoke", f"init_from={moving}", "steps=4", "eval_every=0",
+                 "eval_base=false", "--workdir", str(runs["sft_chat"])]) == 0
+    printed = capsys.readouterr()
+    assert f"init_from={moving} is not read" in printed.out and "resumed from step 2" in printed.out
+    assert json.loads((runs["sft_chat"] / "final.json").read_text())["final/step"] == 4
+    # the replies graded at step 2 are kept beside those at step 4
+    (earlier,) = runs["sft_chat"].glob("eval_samples.*.jsonl")
+    assert f"the earlier eval_samples.jsonl is kept as {earlier.name}" in printed.out
+    for path, step in ((earlier, 2), (runs["sft_chat"] / "eval_samples.jsonl", 4)):
+        assert {json.loads(line)["step"] for line in path.read_text().splitlines()} == {step}
+    assert main(["run", f"{EXPERIMENTS}/sft_lora.py:smoke", f"init_from={moving}", "steps=4", "eval_every=0",
+                 "eval_base=false", "--workdir", str(runs["sft_lora"])]) == 2
+    assert capsys.readouterr().err.strip() == (f"lmforge: error: init_from: {moving} is not a folder (expected a run "
+                                               f"folder, a transformers folder or an lmforge model folder)")
+
+
 def test_sft_gsm8k_smoke_reads_the_real_data(base, tmp_path, shared_data):
     from lmforge.cli.main import main
     run = tmp_path / "gsm8k"

@@ -271,7 +271,7 @@ def test_earlier_results_are_kept(model_folder, files, tmp_path, capsys):
     import os
     import shutil
 
-    from lmforge.cli.eval_cmd import keep_previous
+    from lmforge.train.metrics import keep_previous
 
     folder = tmp_path / "model"
     shutil.copytree(model_folder, folder)

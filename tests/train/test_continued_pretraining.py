@@ -149,6 +149,35 @@ def test_killed_and_resumed_run_with_replay_equals_straight_run(straight_run, tm
     assert len(set(losses)) == len(losses)   # distinct batches: a repeated or skipped one would show
 
 
+def test_a_run_resumes_from_its_own_checkpoint_once_init_from_has_moved(domains, tmp_path, capsys):
+    """A continued run without replay trains every weight: its checkpoints hold them all, so resuming it
+    (after a preemption, or to continue it) does not read init_from, which may have been cleaned up since;
+    the resumed run equals the straight one, bit for bit. With replay, init_from holds the original run's
+    data split and is still required, as a one-line error."""
+    base = tmp_path / "base"
+    shutil.copytree(domains[0], base)
+    cfg = dataclasses.replace(_continued(domains, steps=4, checkpoint_every=2, eval_every=2, sample_prompts=("the",)),
+                              init_from=str(base), replay=None)
+    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, max_new_tokens=4))
+    launch(cfg, tmp_path / "straight")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "straight", resumed)
+    shutil.rmtree(resumed / "checkpoints" / "4")
+    (resumed / "final.json").unlink()        # stopped after its step-2 checkpoint
+    shutil.move(base, tmp_path / "moved")
+    capsys.readouterr()
+    launch(cfg, resumed)
+    printed = capsys.readouterr()
+    assert f"init_from={base} is not read" in printed.err and "resumed from step 2" in printed.out
+    want, got = (read_metrics(d / "metrics.jsonl") for d in (tmp_path / "straight", resumed))
+    assert [r.get("train/loss") for r in got] == [r.get("train/loss") for r in want] and len(want) >= 4
+    (earlier,) = resumed.glob("samples.*.txt")      # the samples written before are kept, not overwritten
+    assert f"the earlier samples.txt is kept as {earlier.name}" in printed.err
+    assert earlier.read_text() == (tmp_path / "straight" / "samples.txt").read_text()
+    with_replay = dataclasses.replace(_continued(domains, steps=4), init_from=str(base))
+    _one_line_error(lambda: launch(with_replay, resumed), f"init_from: {base} is not a folder")
+
+
 def _one_line_error(cfg_or_fn, match, tmp_path=None, exc=ValueError):
     with pytest.raises(exc, match=match) as e:
         cfg_or_fn()

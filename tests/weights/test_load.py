@@ -31,13 +31,15 @@ def batches(n, b=8, t=16):
                "segment_ids": np.ones((b, t), np.int32), "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1))}
 
 
-def make_run(workdir, model=MODEL, steps=3, mesh=ONE, optim=OptimConfig(warmup_steps=1), params=None, base=None):
+def make_run(workdir, model=MODEL, steps=3, mesh=ONE, optim=OptimConfig(warmup_steps=1), params=None, base=None,
+             base_step=None):
     graphdef, p, sh = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
     if params is not None:
         p = params
     write_model_config(workdir, model)
     trainer = Trainer(lm_loss(graphdef, model), params=p, param_shardings=sh, optim=optim,
-                      loop=LoopConfig(steps=steps, log_every=steps), mesh=mesh, rules=DEFAULT_RULES, base=base)
+                      loop=LoopConfig(steps=steps, log_every=steps), mesh=mesh, rules=DEFAULT_RULES, base=base,
+                      base_step=base_step)
     trainer.fit(batches(steps), workdir)
     return trainer
 
@@ -218,6 +220,48 @@ def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path, capsys):
     with pytest.raises(WeightsError, match=rf"{base_dir.absolute()}, the base of {lora_run} \(base.json\), does not "
                                            r"exist"):
         load_params(lora_run, ONE)
+
+
+def test_a_base_run_keeps_the_step_its_adapter_runs_were_trained_over(tmp_path, capsys):
+    """A LoRA run pins the base step it trained over (base_step, RUN/pins/): the base run trained on
+    with keep_checkpoints=1 keeps that step beyond the newest (said once on stderr), so the adapters
+    still load over their weights; deleting the LoRA run releases the step to pruning."""
+    import json
+    import shutil
+
+    from lmforge.weights.checkpoint import pinned_steps
+
+    base_dir, lora_run = tmp_path / "base", tmp_path / "lora_run"
+    base_trainer = make_run(base_dir)
+    base = load_params(base_dir, ONE)
+    cfg = dataclasses.replace(MODEL, lora=LoRAConfig(rank=2))
+    _, init, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), ONE, DEFAULT_RULES)
+    optim = OptimConfig(warmup_steps=1, trainable=(r".*\.lora\.(a|b)",))
+    make_run(lora_run, cfg, params=combine(base.params, adapter_params(init)[0]), optim=optim, base=base_dir,
+             base_step=base.step)
+    assert pinned_steps(base_dir) == {3: [str(lora_run.absolute())]}
+    # A base.json of an older run, without a digest: resuming records the base's as it is now, and says so.
+    record = json.loads((lora_run / "base.json").read_text())
+    (lora_run / "base.json").write_text(json.dumps({"source": record["source"]}))
+    capsys.readouterr()
+    make_run(lora_run, cfg, params=combine(base.params, adapter_params(init)[0]), optim=optim, steps=4, base=base_dir,
+             base_step=base.step)
+    assert "records no digest of the weights the run was trained over (an older run)" in capsys.readouterr().err
+    assert json.loads((lora_run / "base.json").read_text()) == record
+    before = np.asarray(load_params(lora_run, ONE).params["embed"])
+    base_trainer.loop = dataclasses.replace(base_trainer.loop, steps=6, checkpoint_every=1, keep_checkpoints=1)
+    capsys.readouterr()
+    base_trainer.fit(batches(6), base_dir)
+    err = capsys.readouterr().err
+    assert err.count(f"keeping checkpoint step 3 of {base_dir.absolute()} beyond the newest 1: "
+                     f"{lora_run.absolute()} trained over it") == 1
+    assert sorted(int(d.name) for d in (base_dir / "checkpoints").iterdir() if d.name.isdigit()) == [3, 6]
+    np.testing.assert_array_equal(np.asarray(load_params(lora_run, ONE).params["embed"]), before)
+    shutil.rmtree(lora_run)
+    assert pinned_steps(base_dir) == {}
+    base_trainer.loop = dataclasses.replace(base_trainer.loop, steps=7)
+    base_trainer.fit(batches(7), base_dir)
+    assert sorted(int(d.name) for d in (base_dir / "checkpoints").iterdir() if d.name.isdigit()) == [7]
 
 
 def test_convert_exports_a_lora_run_merged_over_its_base(tmp_path, capsys):
