@@ -4,7 +4,8 @@ The experiment's ``get_config()`` returns a ``CurateConfig``; bindings such as
 ``near_dedup.threshold=0.7 runner=beam`` apply to it as in ``lmforge run``. ``--input a.jsonl
 b.parquet`` curates those files (or globs) instead of the experiment's inputs: one input per
 argument, its format from the suffix, its source name the file's stem, the other input settings
-(text field, bad-record policy, size limit) those of the experiment's first input.
+(text field, bad-record policy, size limit) those of the experiment's first input;
+``--text-field body`` names the field holding each document in every input's jsonl / parquet.
 ``output.format=jsonl`` writes plain JSON lines to read with ``head``. WORKDIR gets
 ``config.json``, the shards under ``data/`` and ``report.md`` (funnel plot, top drop reasons,
 examples of dropped documents). Bad input (a missing file, a malformed line under
@@ -36,6 +37,9 @@ def add_data_parser(sub) -> None:
     curate.add_argument("--input", nargs="+", action="extend", metavar="FILE",
                         help="files or globs to curate instead of the experiment's inputs (.jsonl[.gz|.zst], "
                              ".parquet, .txt/.md)")
+    curate.add_argument("--text-field", metavar="FIELD",
+                        help="the jsonl field / parquet column holding each document, for every input "
+                             "(default: the experiment's)")
     curate.add_argument("--workdir", help="output folder (default: a new folder under runs/)")
     curate.set_defaults(handler=_curate_cmd)
 
@@ -54,6 +58,11 @@ def _curate_cmd(args: argparse.Namespace) -> int:
                           f"`lmforge data curate` needs a lmforge.data.curate.CurateConfig")
     if args.input:
         config = dataclasses.replace(config, inputs=command_line_inputs(config.inputs, args.input))
+    if args.text_field is not None:
+        if not args.text_field.strip():
+            raise ConfigError("--text-field is empty; expected the name of the field holding each document")
+        config = dataclasses.replace(config, inputs=tuple(dataclasses.replace(i, text_field=args.text_field)
+                                                          for i in config.inputs))
     workdir = (pathlib.Path(args.workdir) if args.workdir
                else default_workdir(split_spec(args.experiment)[0], variant, suffix="curate"))
     print(f"experiment: {module.__file__}:{variant}  (curation, runner {config.runner})")

@@ -148,8 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     tok_sub = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
     train = tok_sub.add_parser("train", help="train a tokenizer on a text source",
                                description=_tokenizer_train_cmd.__doc__)
-    train.add_argument("--source-kind", default="text", help="text | jsonl | python_docs (default: text)")
-    train.add_argument("--path", default="", help="file or glob to read (text/jsonl)")
+    train.add_argument("--source-kind", default="text",
+                       help="text | jsonl | curated (a `lmforge data curate` workdir) | python_docs (default: text)")
+    train.add_argument("--path", default="", help="file or glob to read (text/jsonl), or a curation workdir (curated)")
+    train.add_argument("--text-field", default="text", help="jsonl: the field holding each document (default: text)")
+    train.add_argument("--on-bad-line", default="fail", choices=("fail", "skip"),
+                       help="jsonl: a malformed line fails naming file:line, or is skipped and counted")
     train.add_argument("--vocab-size", type=int,
                        help="vocabulary size (sentencepiece; default: the TokenizerConfig default)")
     train.add_argument("--kind", choices=("sentencepiece", "char"), default="sentencepiece")
@@ -287,7 +291,20 @@ def _tokenizer_train_cmd(args: argparse.Namespace) -> int:
     if held:
         raise ConfigError(f"--out {out} already holds a tokenizer ({', '.join(held)}); choose a new folder "
                           f"(a run's model was trained with it: nothing is overwritten)")
-    docs = read_documents(SourceConfig(kind=args.source_kind, path=args.path))
+    if args.kind == "char" and args.vocab_size is not None:
+        raise ConfigError(f"--vocab-size {args.vocab_size} is for --kind sentencepiece; a char vocabulary is the "
+                          f"characters of the text")
+    if args.source_kind == "python_docs" and args.path:
+        raise ConfigError(f"--path {args.path} is not read by --source-kind python_docs (the documentation that ships "
+                          f"with Python); give --source-kind text, jsonl or curated to read it")
+    if args.source_kind != "jsonl" and (args.text_field != "text" or args.on_bad_line != "fail"):
+        raise ConfigError(f"--text-field / --on-bad-line are for --source-kind jsonl, not {args.source_kind}")
+    try:
+        source = SourceConfig(kind=args.source_kind, path=args.path, text_field=args.text_field,
+                              on_bad_line=args.on_bad_line)
+    except ValueError as e:
+        raise ConfigError(f"--source-kind: {e}") from None
+    docs = read_documents(source)
     if not docs:
         raise ConfigError(f"source {args.source_kind} {args.path!r} holds no documents")
     train_docs, val_docs = split_documents(docs, args.val_fraction)

@@ -11,7 +11,9 @@ Choices:
   docstrings; it drops ``x = \"\"\"...\"\"\"`` templates and bytes/f-strings). Deterministic for
   a given Python installation, not across Python versions. Read once per process (cached).
 - ``text``: one file is one document; a glob gives several, in sorted order. Strict UTF-8.
-- ``jsonl`` (optionally gzipped): one document per line, taken from ``text_field``. Blank lines
+- ``curated``: the documents a finished ``lmforge data curate`` run wrote (its workdir), in any of
+  its output formats.
+- ``jsonl`` (optionally gzip- or zstd-compressed): one document per line, taken from ``text_field``. Blank lines
   are ignored. A bad line fails naming ``path:LINE`` (or is skipped and counted).
 - ``split_documents`` follows nanoGPT for a single document (first 90% of the characters train,
   the rest val) and holds out the *last* documents otherwise. Both are deterministic, with no
@@ -25,6 +27,7 @@ import functools
 import glob
 import gzip
 import inspect
+import io
 import json
 import logging
 import math
@@ -36,7 +39,7 @@ from collections.abc import Sequence
 
 _log = logging.getLogger(__name__)
 
-KINDS = ("python_docs", "text", "jsonl")
+KINDS = ("python_docs", "text", "jsonl", "curated")
 ON_BAD_LINE = ("fail", "skip")
 
 
@@ -44,8 +47,8 @@ ON_BAD_LINE = ("fail", "skip")
 class SourceConfig:
     """Where the raw documents come from."""
 
-    kind: str = "python_docs"  # "python_docs" | "text" | "jsonl"
-    path: str = ""  # file path (or glob) for text/jsonl; relative paths resolve against the CWD
+    kind: str = "python_docs"  # "python_docs" | "text" | "jsonl" | "curated"
+    path: str = ""  # file path (or glob) for text/jsonl, a `lmforge data curate` workdir for curated; relative to the CWD
     text_field: str = "text"  # jsonl field holding the document text
     on_bad_line: str = "fail"  # jsonl: "fail" (raise naming file:line) or "skip" (skip and count)
 
@@ -64,6 +67,8 @@ def read_documents(cfg: SourceConfig) -> list[str]:
         raise ValueError(f"source.on_bad_line={cfg.on_bad_line!r}: expected one of {', '.join(ON_BAD_LINE)}")
     if cfg.kind == "python_docs":
         return list(_python_docs())
+    if cfg.kind == "curated":
+        return _read_curated(cfg.path)
     paths = _resolve_paths(cfg.path, cfg.kind)
     if cfg.kind == "text":
         return [_read_text_file(p) for p in paths]
@@ -117,12 +122,42 @@ def _resolve_paths(path: str, kind: str) -> list[pathlib.Path]:
     return [p]
 
 
-def _open_bytes(path: pathlib.Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+def open_bytes(path: pathlib.Path):
+    """A binary file object over ``path``, decompressing ``.gz`` (gzip) and ``.zst`` (zstandard, the
+    format ``lmforge data curate`` writes by default). Raises ValueError for ``.zst`` without the
+    zstandard package."""
+    path = pathlib.Path(path)
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.name.endswith(".zst"):
+        try:
+            import zstandard  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            raise ValueError(f"{path}: reading .zst needs the zstandard package (pip install 'lmforge[curate]')") from None
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    return open(path, "rb")
+
+
+def _read_curated(path: str) -> list[str]:
+    """The documents of a finished ``lmforge data curate`` run (its workdir, or the workdir's ``data/``
+    folder), in shard order, in any output format (jsonl.zst, jsonl, parquet, array_record)."""
+    from lmforge.data.curate.writers import read_shards  # pylint: disable=import-outside-toplevel
+
+    if not path:
+        raise ValueError("source.path is empty: expected the workdir of a `lmforge data curate` run for kind 'curated'")
+    given = pathlib.Path(os.path.expanduser(path))
+    workdir = given.parent if given.name == "data" and (given.parent / "funnel.json").is_file() else given
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"{given.resolve()}: no such folder (source.path={path!r}, kind 'curated': the "
+                                f"workdir of a `lmforge data curate` run)")
+    if not (workdir / "funnel.json").is_file():
+        raise ValueError(f"source.path={path!r} holds no finished curation ({workdir / 'funnel.json'} is missing); "
+                         f"expected the workdir of a `lmforge data curate` run that finished")
+    return [doc.text for doc in read_shards(workdir / "data")]
 
 
 def _read_text_file(path: pathlib.Path) -> str:
-    with _open_bytes(path) as f:
+    with open_bytes(path) as f:
         data = f.read()
     try:
         return data.decode("utf-8")
@@ -135,7 +170,7 @@ def _read_text_file(path: pathlib.Path) -> str:
 
 def _read_jsonl_file(path: pathlib.Path, field: str, on_bad_line: str) -> list[str]:
     docs, skipped, first_bad = [], 0, ""
-    with _open_bytes(path) as f:
+    with open_bytes(path) as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -160,7 +195,7 @@ def _parse_jsonl_line(raw: bytes, field: str) -> tuple[str | None, str]:
     except UnicodeDecodeError as e:
         return None, f"invalid UTF-8 at byte {e.start} of the line"
     except json.JSONDecodeError as e:
-        return None, f"invalid JSON: {e.msg} at column {e.colno}"
+        return None, f"invalid JSON: {e.msg} (column {e.colno})"
     if not isinstance(obj, dict):
         return None, f"got a JSON {type(obj).__name__}"
     if field not in obj:

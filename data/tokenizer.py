@@ -34,6 +34,7 @@ import dataclasses
 import io
 import json
 import pathlib
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
@@ -376,6 +377,11 @@ def _train_sentencepiece(cfg: TokenizerConfig, lines: list[str]) -> bytes:
     except RuntimeError as e:
         msg = _first_line(e)
         msg = msg[msg.find("]") + 1 :].strip() if "]" in msg else msg  # drop the C++ source location
+        need = re.search(r"Vocabulary size is smaller than required_chars\. \d+ vs (\d+)", msg)
+        if need:   # SentencePiece's advice (lower --character_coverage) is no option here: coverage stays 1.0
+            raise ValueError(
+                f"tokenizer.vocab_size={cfg.vocab_size}: expected at least {need.group(1)} for this corpus (its "
+                f"distinct characters and the special pieces each need an id; every character is kept)") from None
         raise ValueError(
             f"tokenizer.vocab_size={cfg.vocab_size}, model_type={cfg.model_type!r}: SentencePiece "
             f"training failed on {len(lines):,} lines: {msg}"

@@ -29,7 +29,7 @@ def read_jsonl(path: str | pathlib.Path) -> Iterator[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise TaskFileError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise TaskFileError(f"{path}:{number}: not valid JSON ({e.msg}, column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise TaskFileError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
             yield number, obj

@@ -70,10 +70,10 @@ def eval_ngrams(cfg: DecontamConfig) -> frozenset[bytes]:
 
 
 def _joined_fields(path: pathlib.Path, fields: tuple[str, ...]) -> list[str]:
-    from lmforge.data.curate.document import _open_binary  # pylint: disable=import-outside-toplevel
+    from lmforge.data.sources import open_bytes  # pylint: disable=import-outside-toplevel
 
     out = []
-    with _open_binary(path) as f:
+    with open_bytes(path) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

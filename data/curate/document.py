@@ -11,7 +11,8 @@ Choices:
   document, read in row groups with pyarrow so a big file never sits in memory whole).
 - Bad input, per ``on_bad_record``: ``"skip"`` counts it under ``read/<reason>`` (reasons:
   ``invalid_utf8``, ``malformed_json``, ``missing_field``, ``empty``, ``too_large``) and the first
-  such line per file is logged with ``path:LINE``; ``"fail"`` raises a one-line ``ValueError``
+  such record per reason is printed with ``path:LINE`` and what was expected at the end of the run
+  (the report keeps three per reason); ``"fail"`` raises a one-line ``ValueError``
   naming ``path:LINE``. Empty and too-large documents are always counted, never failed.
 - A file that cannot be read at all (missing, a folder, a corrupt ``.gz``/``.zst``/parquet) is a
   one-line error naming the file: curation never silently skips a whole input.
@@ -22,16 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import gzip
-import io
 import json
-import logging
 import os
 import pathlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-_log = logging.getLogger(__name__)
+from lmforge.data.sources import open_bytes
+
 
 try:
     from zstandard import ZstdError as _ZstdError
@@ -65,6 +64,7 @@ class Record(NamedTuple):
     reason: str = ""
     where: str = ""
     size: int = 0  # bytes of the raw record (its text when it has one)
+    why: str = ""  # what was expected of a bad record ("expected ... a string field 'text', got keys id, body")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,14 +149,6 @@ def _stem(path: pathlib.Path) -> str:
     return path.name.split(".")[0]
 
 
-def _open_binary(path: pathlib.Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if path.name.endswith(".zst"):
-        import zstandard  # pylint: disable=import-outside-toplevel
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
-    return open(path, "rb")
 
 
 def _make(cfg: InputConfig, ordinal: int, text: str, doc_id: str, source: str, metadata: dict, where: str) -> Record:
@@ -171,11 +163,11 @@ def _make(cfg: InputConfig, ordinal: int, text: str, doc_id: str, source: str, m
 def _bad(cfg: InputConfig, ordinal: int, reason: str, where: str, why: str, size: int) -> Record:
     if cfg.on_bad_record == "fail":
         raise ValueError(f"{where}: {why} (input.on_bad_record='fail'; set 'skip' to count and skip such records)")
-    return Record(ordinal, None, reason, where, size)
+    return Record(ordinal, None, reason, where, size, why)
 
 
 def _read_text(cfg: InputConfig, path: pathlib.Path, base: int, source: str) -> Iterator[Record]:
-    with _open_binary(path) as f:
+    with open_bytes(path) as f:
         data = f.read()
     where = f"{path}:1"
     try:
@@ -188,7 +180,7 @@ def _read_text(cfg: InputConfig, path: pathlib.Path, base: int, source: str) -> 
 
 def _read_jsonl(cfg: InputConfig, path: pathlib.Path, base: int, source: str) -> Iterator[Record]:
     stem = _stem(path)
-    with _open_binary(path) as raw:
+    with open_bytes(path) as raw:
         for i, line in enumerate(raw):
             if not line.strip():
                 continue
@@ -199,7 +191,7 @@ def _read_jsonl(cfg: InputConfig, path: pathlib.Path, base: int, source: str) ->
                 yield _bad(cfg, base | i, "invalid_utf8", where, f"invalid UTF-8 at byte {e.start} of the line", len(line))
                 continue
             except json.JSONDecodeError as e:
-                yield _bad(cfg, base | i, "malformed_json", where, f"invalid JSON: {e.msg} at column {e.colno}", len(line))
+                yield _bad(cfg, base | i, "malformed_json", where, f"invalid JSON: {e.msg} (column {e.colno})", len(line))
                 continue
             text = obj.get(cfg.text_field) if isinstance(obj, dict) else None
             if not isinstance(text, str):
@@ -242,12 +234,3 @@ def _read_parquet(cfg: InputConfig, path: pathlib.Path, base: int, source: str) 
                     meta.update(json.loads(nested))
                 yield _make(cfg, base | i, text, doc_id, source, meta, where)
             i += 1
-
-
-def log_first_bad(records: list[Record]) -> None:
-    """Logs the first bad record of each reason (path:LINE), so the report is not the only trace."""
-    seen: set[str] = set()
-    for r in records:
-        if r.doc is None and r.reason not in seen:
-            seen.add(r.reason)
-            _log.warning("read: skipped a record (%s) at %s", r.reason, r.where)

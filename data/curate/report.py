@@ -40,6 +40,10 @@ def write_report(funnel: Funnel, workdir: pathlib.Path, title: str = "Curation r
     ranked = sorted(funnel.drops.items(), key=lambda kv: (-kv[1], kv[0]))
     for key, n in ranked[:TOP_REASONS]:
         lines.append(f"| {key} | {n} | {_mb(funnel.dropped_bytes.get(key, 0))} |")
+    rest = ranked[TOP_REASONS:]
+    if rest:   # the table still adds up to every document dropped
+        lines.append(f"| {len(rest)} more reasons ({', '.join(k for k, _ in rest[:4])}{', ...' if len(rest) > 4 else ''}) "
+                     f"| {sum(n for _, n in rest)} | {_mb(sum(funnel.dropped_bytes.get(k, 0) for k, _ in rest))} |")
     if not ranked:
         lines.append("| (nothing dropped) | 0 | 0 |")
     if funnel.counts:

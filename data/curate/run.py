@@ -7,6 +7,7 @@ return value is the task's final metrics (``lmforge run`` prints them as one JSO
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
 
 from lmforge.data.curate.config import CurateConfig
@@ -54,6 +55,13 @@ def curate_texts(cfg: CurateConfig, texts: list[str], workdir: pathlib.Path, *, 
     return [doc.text for doc in read_shards(workdir / DATA_DIR)]
 
 
+def skipped_records(funnel: Funnel) -> list[str]:
+    """One line per reason records were skipped when read (``read/*``): how many, and the first one's
+    ``[path:LINE]`` with what was expected of it (``input.on_bad_record="skip"``)."""
+    return [f"lmforge: skipped {n:,} record(s) as {key}; the first: {funnel.examples[key][0][1]}"
+            for key, n in sorted(funnel.drops.items()) if key.startswith("read/") and funnel.examples.get(key)]
+
+
 def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
     workdir = pathlib.Path(workdir)
     t0 = time.time()
@@ -62,6 +70,15 @@ def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
     report = write_report(funnel, workdir)
     print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents into {workdir / DATA_DIR}{funnel.top_drops()}; "
           f"report {report}", flush=True)
+    for line in skipped_records(funnel):
+        print(line, file=sys.stderr, flush=True)
+    if funnel.input_docs and not funnel.docs[-1]:
+        top = max(funnel.drops.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        first = funnel.examples.get(top, [(0, "")])[0][1]
+        raise ValueError(f"curation kept none of the {funnel.input_docs} documents: {top} dropped {funnel.drops[top]}"
+                         + (f", the first {first}" if top.startswith("read/") else "")
+                         + ("; `lmforge data curate --text-field NAME` reads another field" if top == "read/missing_field"
+                            else "") + f"; see {report}")
     return {
         "curate/input_documents": funnel.input_docs,
         "curate/input_mb": funnel.input_bytes / 1e6,

@@ -140,7 +140,7 @@ def test_sample_continues_each_prompt(tmp_path, monkeypatch, capsys):
 def test_tokenizer_train(tmp_path, monkeypatch, capsys):
     seen = {}
     sources = types.SimpleNamespace(
-        SourceConfig=lambda kind, path: (kind, path),
+        SourceConfig=lambda kind, path, text_field, on_bad_line: (kind, path, text_field, on_bad_line),
         read_documents=lambda cfg: [f"doc {i} from {cfg[1]}" for i in range(10)],
         split_documents=lambda docs, frac: (docs[:9], docs[9:]),
     )
@@ -153,10 +153,22 @@ def test_tokenizer_train(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "lmforge.data.sources", sources)
     monkeypatch.setitem(sys.modules, "lmforge.data.tokenizer", tokenizer)
     out_dir = tmp_path / "tok"
-    assert main(["tokenizer", "train", "--path", "c.txt", "--vocab-size", "300", "--kind", "char", "--out", str(out_dir)]) == 0
-    assert seen == {"cfg": {"kind": "char", "vocab_size": 300}, "n": 9, "dir": out_dir, "held_out": 1}
+    assert main(["tokenizer", "train", "--path", "c.txt", "--vocab-size", "300", "--out", str(out_dir)]) == 0
+    assert seen == {"cfg": {"kind": "sentencepiece", "vocab_size": 300}, "n": 9, "dir": out_dir, "held_out": 1}
     report = json.loads(capsys.readouterr().out)
     assert report == {"chars_per_token": 4.0, "bytes_per_token": 4.5, "n": 1, "held_out_documents": 1}
+    sources.read_documents = lambda cfg: seen.update(source=cfg) or ["a"] * 10
+    assert main(["tokenizer", "train", "--source-kind", "jsonl", "--path", "q.jsonl", "--text-field", "question",
+                 "--on-bad-line", "skip", "--out", str(tmp_path / "tok2")]) == 0
+    assert seen["source"] == ("jsonl", "q.jsonl", "question", "skip")
+    capsys.readouterr()
+    # options the source or the tokenizer kind would ignore are refused, not dropped
+    for argv, words in ((["--kind", "char", "--vocab-size", "300"], "--vocab-size 300 is for --kind sentencepiece"),
+                        (["--source-kind", "python_docs", "--path", "c.txt"], "--path c.txt is not read by --source-kind "
+                                                                               "python_docs"),
+                        (["--path", "c.txt", "--text-field", "body"], "are for --source-kind jsonl, not text")):
+        assert main(["tokenizer", "train", *argv, "--out", str(tmp_path / "tok3")]) == 2
+        assert words in capsys.readouterr().err
 
     sources.read_documents = lambda cfg: []
     assert main(["tokenizer", "train", "--path", "c.txt", "--out", str(out_dir)]) == 2

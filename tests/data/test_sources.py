@@ -102,6 +102,15 @@ def test_jsonl_gz_and_other_field(tmp_path):
     assert read_documents(SourceConfig(kind="jsonl", path=str(path), text_field="question")) == ["q1", "q2 ✓"]
 
 
+def test_jsonl_zst_is_read_as_curation_writes_it(tmp_path):
+    import zstandard
+
+    path = tmp_path / "part-00000-of-00001.jsonl.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"".join(
+        (json.dumps({"id": str(i), "text": f"doc {i} \u2713"}) + "\n").encode() for i in range(3))))
+    assert read_documents(SourceConfig(kind="jsonl", path=str(path))) == [f"doc {i} \u2713" for i in range(3)]
+
+
 @pytest.mark.parametrize(
     "bad_line, why",
     [
