@@ -72,6 +72,7 @@ class LoopConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0              # 0 → evaluate only at the end
+    eval_at_start: bool = False      # also evaluate the starting weights (step 0) of a fresh run: a fine-tune's baseline
     checkpoint_every: int = 0        # 0 → only at the end (and on SIGTERM / Ctrl-C)
     keep_checkpoints: int = 3
     max_nonfinite: int = 0           # non-finite updates skipped before the run stops; 0 → stop at the first
@@ -274,7 +275,8 @@ class Trainer:
           data: an iterator of local batches (numpy) or of global arrays (:meth:`batches` with prefetch); a
             grain iterator is checkpointed with the run.
           workdir: the run folder (``metrics.jsonl``, ``tb/``, ``checkpoints/``).
-          evaluate: called at ``eval_every`` steps and at the end; its metrics go to metrics.jsonl.
+          evaluate: called at ``eval_every`` steps and at the end (and at step 0 of a fresh run with
+            ``eval_at_start``); its metrics go to metrics.jsonl.
           tokens_per_step, flops_per_token: for tokens/s and MFU in the logs (optional).
           peak_flops: one device's peak FLOP/s for MFU (default: its bfloat16 peak, or on CPU a
             measured float32 matmul rate; see ``lmforge.train.metrics.peak_flops_per_device``).
@@ -326,6 +328,8 @@ class Trainer:
         try:
             with _Preemption() as preemption:
                 step = start
+                if loop.eval_at_start and restored is None and start == 0:   # the starting point, at step 0
+                    run_eval(0)
                 while step < loop.steps:
                     metrics = self.train_step(next(data), rng)
                     step += 1                                   # dispatched; the state's step may lag

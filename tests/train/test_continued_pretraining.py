@@ -289,3 +289,7 @@ def test_smoke_variants_run_and_sweep_end_to_end(tmp_path, shared_data):
     for point in ("replay_fraction=0", "replay_fraction=0.5"):
         evals = [m for m in read_metrics(sweep / point / "metrics.jsonl") if "eval/replay/perplexity" in m]
         assert evals and all(math.isfinite(m["eval/perplexity"]) for m in evals)
+        assert evals[0]["step"] == 0   # eval_at_start: both domains scored before training, the baseline
+    # the runs start from the same weights: the same step-0 scores, whatever the replay fraction
+    starts = [read_metrics(sweep / point / "metrics.jsonl")[0] for point in ("replay_fraction=0", "replay_fraction=0.5")]
+    assert starts[0]["eval/replay/loss"] == starts[1]["eval/replay/loss"] and starts[0]["eval/loss"] == starts[1]["eval/loss"]

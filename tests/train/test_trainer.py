@@ -333,3 +333,25 @@ def test_prefetched_batches_are_global_arrays_and_checkpoint_the_consumed_positi
         for key, x in batch.items():
             assert isinstance(x, jax.Array) and x.sharding.spec[0] == ("data", "fsdp"), key
             np.testing.assert_array_equal(np.asarray(x), want[key], err_msg=key)
+
+
+def test_eval_at_start_scores_the_starting_weights_of_a_fresh_run_only(tmp_path):
+    """eval_at_start: an evaluation at step 0, before any update (a fine-tune's baseline), written to
+    metrics.jsonl; a resumed or continued run does not score its step 0 again."""
+    mesh = mesh_of(MeshConfig(data=1))
+    graphdef, params, _ = model_params(mesh)
+    seen = []
+
+    def evaluate(trainer):
+        seen.append(int(jax.device_get(trainer.state["step"])))
+        return {"eval/calls": float(len(seen))}
+
+    loop = LoopConfig(steps=2, log_every=1, eval_at_start=True)
+    trainer = Trainer(lm_loss(graphdef, MODEL), params=params, optim=OPTIM, loop=loop, mesh=mesh)
+    trainer.fit(iter(batches(2)), tmp_path / "run", evaluate=evaluate)
+    assert seen == [0, 2]
+    trainer.loop = dataclasses.replace(loop, steps=3)
+    trainer.fit(iter(batches(3)), tmp_path / "run", evaluate=evaluate)
+    assert seen == [0, 2, 3]
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/calls" in r]
+    assert [(r["step"], r["eval/calls"]) for r in rows] == [(0, 1.0), (2, 2.0), (3, 3.0)]
