@@ -20,6 +20,7 @@ import importlib.util
 import pathlib
 import re
 import sys
+import traceback
 import types
 from typing import Any
 
@@ -62,7 +63,10 @@ def load_experiment(spec: str) -> tuple[types.ModuleType, str]:
 
 def experiment_config(module: types.ModuleType, variant: str) -> Any:
     """``module.get_config(variant)``, checked to be a config dataclass instance."""
-    config = module.get_config(variant)
+    try:
+        config = module.get_config(variant)
+    except _MISTAKES as e:   # a typo in the experiment file: one line at its line, not a traceback
+        raise _mistake(pathlib.Path(module.__file__), e, f"get_config({variant!r})") from e
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise ConfigError(f"{module.__file__}: get_config({variant!r}) returned a {type(config).__name__}; "
                           f"it must return a config dataclass instance")
@@ -96,12 +100,31 @@ def _exec_module(path: pathlib.Path) -> types.ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
-        # Leave no half-executed module behind; errors inside the file keep their traceback,
-        # which points at the line to fix.
+    except BaseException as e:
+        # Leave no half-executed module behind; a mistake in the file is one line naming its line.
         if previous is None:
             sys.modules.pop(name, None)
         else:
             sys.modules[name] = previous
+        if isinstance(e, (*_MISTAKES, SyntaxError)):
+            raise _mistake(path, e, "loading the experiment") from e
         raise
     return module
+
+
+# What a mistake in an experiment file raises (a misspelt keyword or name, a wrong attribute); a
+# ValueError from a config's own checks is one line already.
+_MISTAKES = (TypeError, NameError, AttributeError, KeyError, IndexError, ImportError)
+
+
+def _mistake(path: pathlib.Path, e: BaseException, what: str) -> ConfigError:
+    """``EXP.py:LINE: get_config('smoke') failed: TypeError: ...`` -- the innermost line of the
+    experiment file in the traceback (a SyntaxError's own line), for ``lmforge: error:``."""
+    here = str(pathlib.Path(path).resolve())
+    line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
+    for frame in traceback.extract_tb(e.__traceback__):
+        if str(pathlib.Path(frame.filename).resolve()) == here:
+            line = frame.lineno
+    where = f"{path}:{line}" if line else str(path)
+    message = e.msg if isinstance(e, SyntaxError) else str(e)
+    return ConfigError(f"{where}: {what} failed: {type(e).__name__}: {message} (--traceback shows the whole traceback)")

@@ -265,3 +265,21 @@ def test_checkpoints_of_a_runs_stages_lock_its_folder(exp, tmp_path, capsys):
     assert "holds a different config (optim.lr: 0.001 → 0.5) and stages with checkpoints (stage1); refusing" in (
         one_error_line(capsys))
     assert not list(workdir.glob("replaced-*"))
+
+
+def test_a_mistake_in_an_experiment_file_is_one_line_at_its_line(tmp_path, capsys):
+    """A misspelt keyword in get_config, or a syntax error, names the experiment's file and line in one
+    line (it was a Python traceback); --traceback still shows the whole traceback."""
+    exp = tmp_path / "exp.py"
+    exp.write_text("from lmforge.train.pretrain import PretrainConfig\nVARIANTS = ('default',)\n"
+                   "def get_config(variant='default'):\n    return PretrainConfig(step=3)\n")
+    assert main(["run", str(exp), "--workdir", str(tmp_path / "w")]) == 2
+    assert one_error_line(capsys) == (f"lmforge: error: {exp}:4: get_config('default') failed: TypeError: "
+                                      f"PretrainConfig.__init__() got an unexpected keyword argument 'step' "
+                                      f"(--traceback shows the whole traceback)")
+    exp.write_text("VARIANTS = ('default',\n")
+    assert main(["run", str(exp)]) == 2
+    assert one_error_line(capsys).startswith(f"lmforge: error: {exp}:1: loading the experiment failed: SyntaxError: ")
+    with pytest.raises(Exception, match="loading the experiment failed"):
+        main(["--traceback", "run", str(exp)])
+    assert not (tmp_path / "w").exists()
