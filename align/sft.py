@@ -34,6 +34,7 @@ import json
 import math
 import numbers
 import pathlib
+import sys
 import time
 
 import jax
@@ -121,6 +122,8 @@ class SFTConfig(LoopConfig):
         super().__post_init__()
         check_vocab_chunk(self.vocab_chunk)
         problems = [msg for bad, msg in (
+            (self.eval_on_start and self.eval_base, "eval_on_start=True scores the starting model again: SFT's "
+                                                    "eval_base=True already does (base_eval.json); keep one"),
             (not _whole(self.eval_generate), f"eval_generate={self.eval_generate!r}: expected a whole number >= 0 "
                                              f"(held-out items replied to; 0 → loss only)"),
             (not _whole(self.eval_max_new_tokens) or self.eval_max_new_tokens < 1,
@@ -138,6 +141,13 @@ class SFTConfig(LoopConfig):
         if problems:
             raise ValueError("; ".join(problems))
 
+    def resumes_alone(self, workdir: pathlib.Path) -> bool:
+        """A full fine-tune (no LoRA, no ``optim.trainable``) whose ``workdir`` holds its checkpoints
+        (:func:`lmforge.weights.load.resumes_alone`): it resumes from them without reading init_from."""
+        from lmforge.weights.load import resumes_alone
+
+        return not self.lora.rank and not self.optim.trainable and resumes_alone(workdir)
+
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
         every point of ``lmforge sweep``, :func:`run_sft`): ``init_from`` names a weights source whose
@@ -145,9 +155,8 @@ class SFTConfig(LoopConfig):
         (``resumes_alone``: its checkpoints hold every weight); its own model is checked instead.
         Raises ValueError."""
         from lmforge.weights import check_init_from, read_model_config, source_model_config
-        from lmforge.weights.load import resumes_alone
 
-        if workdir is not None and resumes_alone(workdir):
+        if workdir is not None and self.resumes_alone(workdir):
             source, longest = workdir, read_model_config(workdir).max_seq_len
         else:
             check_init_from(self.init_from, "SFT starts from a pretrained model")
@@ -232,7 +241,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     distributed.initialize(cfg.distributed)
     t_start = time.time()
     from lmforge.weights import load_params
-    from lmforge.weights.load import resume_base_step, resumes_alone
+    from lmforge.weights.load import resume_base_step
 
     tok_dir = workdir / "tokenizer"
     if jax.process_index() == 0 and not any(tok_dir.glob("tokenizer.*")):
@@ -261,9 +270,11 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
             raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_axes_size(mesh)}), the "
                              f"process count" + (" and optim.grad_accum" if per > 1 else ""))
     rules = cfg.mesh.rules
-    alone = resumes_alone(workdir)
+    alone = cfg.resumes_alone(workdir)
     if alone:   # a full fine-tune resuming: its checkpoint holds every weight, init_from is not read
-        _say(f"resuming: the model is this run's ({workdir / 'model.json'}); init_from={cfg.init_from} is not read")
+        if jax.process_index() == 0:
+            print(f"lmforge: resuming: the model is this run's ({workdir / 'model.json'}); init_from={cfg.init_from} "
+                  f"is not read", file=sys.stderr, flush=True)
         loaded = load_params(workdir, mesh, rules=rules, runtime=cfg.model)
     else:
         # Resuming a run trained over part of a base run that has trained on since: the base step it was trained over.
@@ -282,7 +293,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
                       base_step=None if alone else loaded.step,
                       per_device=cfg.mesh.per_device_step)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loaded.params))
-    _say(f"model: {model_cfg.family} from {cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
+    _say(f"model: {model_cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
          f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
          + f"; mesh {dict(mesh.shape)}")
 

@@ -145,20 +145,39 @@ def _read_curated(path: str) -> list[str]:
 
     if not path:
         raise ValueError("source.path is empty: expected the workdir of a `lmforge data curate` run for kind 'curated'")
+    from lmforge.data.curate.run import DATA_DIR  # pylint: disable=import-outside-toplevel
+
     given = pathlib.Path(os.path.expanduser(path))
-    workdir = given.parent if given.name == "data" and (given.parent / "funnel.json").is_file() else given
+    workdir = given.parent if given.name == DATA_DIR and (given.parent / "funnel.json").is_file() else given
     if not workdir.is_dir():
         raise FileNotFoundError(f"{given.resolve()}: no such folder (source.path={path!r}, kind 'curated': the "
                                 f"workdir of a `lmforge data curate` run)")
     if not (workdir / "funnel.json").is_file():
         raise ValueError(f"source.path={path!r} holds no finished curation ({workdir / 'funnel.json'} is missing); "
                          f"expected the workdir of a `lmforge data curate` run that finished")
-    return [doc.text for doc in read_shards(workdir / "data")]
+    docs = [doc.text for doc in read_shards(workdir / DATA_DIR)]
+    if not docs:
+        raise ValueError(f"source.path={path!r}: its curation kept no document (see {workdir / 'report.md'})")
+    return docs
+
+
+def _read_compressed(path: pathlib.Path, read):
+    """``read(file)`` over ``open_bytes(path)``; a corrupt .gz / .zst is a ValueError naming the file."""
+    try:
+        with open_bytes(path) as f:
+            return read(f)
+    except (OSError, EOFError) as e:
+        if not path.name.endswith((".gz", ".zst")) or isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable {path.suffix[1:]} file ({type(e).__name__}: {e})") from None
+    except Exception as e:   # zstandard.ZstdError
+        if type(e).__name__ != "ZstdError":
+            raise
+        raise ValueError(f"{path}: not a readable zst file (ZstdError: {e})") from None
 
 
 def _read_text_file(path: pathlib.Path) -> str:
-    with open_bytes(path) as f:
-        data = f.read()
+    data = _read_compressed(path, lambda f: f.read())
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -170,7 +189,9 @@ def _read_text_file(path: pathlib.Path) -> str:
 
 def _read_jsonl_file(path: pathlib.Path, field: str, on_bad_line: str) -> list[str]:
     docs, skipped, first_bad = [], 0, ""
-    with open_bytes(path) as f:
+
+    def read(f) -> None:
+        nonlocal skipped, first_bad
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -183,6 +204,8 @@ def _read_jsonl_file(path: pathlib.Path, field: str, on_bad_line: str) -> list[s
                 raise ValueError(msg)
             skipped += 1
             first_bad = first_bad or msg
+
+    _read_compressed(path, read)
     if skipped:
         _log.warning("%s: skipped %d bad line(s) of %d; first: %s", path, skipped, skipped + len(docs), first_bad)
     return docs

@@ -40,7 +40,7 @@ cost of 1.1 in Shakespeare perplexity (+2.9%), and half of them keep it within 5
 (72.0) for +7.0 (+18%) on the new domain, which then also learns more slowly (54.0 vs 45.3 at step
 50). The new domain's perplexity rises and the original's falls monotonically with the fraction.
 The sweep's forgetting.png from that run is docs/continued_pretraining_forgetting.png.
-Since 2026-12-01 the continued runs also evaluate both domains at step 0 (``eval_at_start``), so each
+Since 2026-12-01 the continued runs also evaluate both domains at step 0 (``eval_on_start``), so each
 run's curves start from the base's own perplexities; the figures above were measured before that.
 """
 
@@ -90,7 +90,7 @@ def get_config(variant: str = "default") -> PretrainConfig:
         curate=None,                                    # the new domain is read as it is
         replay=DOCS, replay_val_fraction=base.data.val_fraction, replay_fraction=0.25,
         optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=20, b2=0.99, weight_decay=0.1),
-        steps=150, eval_every=50, checkpoint_every=0, eval_at_start=True,   # both domains before training: the baseline
+        steps=150, eval_every=50, checkpoint_every=0, eval_on_start=True,   # both domains before training: the baseline
         sample_prompts=("ROMEO:",),
     )
     if variant == "smoke":

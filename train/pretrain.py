@@ -91,6 +91,14 @@ class PretrainConfig(LoopConfig):
             raise ValueError(f"replay_val_fraction={self.replay_val_fraction}: expected a number in (0, 1) (the "
                              f"original run's data.val_fraction; replay evaluation needs a held-out split)")
 
+    def resumes_alone(self, workdir: pathlib.Path) -> bool:
+        """A continued run that trains every weight (no ``optim.trainable``) without replay, whose
+        ``workdir`` holds its checkpoints (:func:`lmforge.weights.load.resumes_alone`): it resumes from
+        them without reading init_from (replay reads the original run's split from it)."""
+        from lmforge.weights.load import resumes_alone
+
+        return bool(self.init_from) and self.replay is None and not self.optim.trainable and resumes_alone(workdir)
+
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,
         every point of ``lmforge sweep``, :func:`run_pretrain`): replay has what it needs
@@ -104,9 +112,8 @@ class PretrainConfig(LoopConfig):
             check_objective(self, self.model)
             return
         from lmforge.weights import check_init_from, read_model_config, source_model_config
-        from lmforge.weights.load import resumes_alone
 
-        if workdir is not None and self.replay is None and resumes_alone(workdir):
+        if workdir is not None and self.resumes_alone(workdir):
             try:
                 check_objective(self, read_model_config(workdir))
             except ValueError as e:
@@ -305,36 +312,42 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int, workdir: pathlib.Path
     """The parameters of ``cfg.init_from`` (``lmforge.weights.load_params``, born sharded): the model
     is the source's, with this run's runtime settings (``RUNTIME_FIELDS`` of ``cfg.model``); the other
     ``model.*`` fields that differ from it are named on stderr as not applied. A run resuming in
-    ``workdir`` that needs nothing of init_from (``resumes_alone``, no replay) starts from its own
-    checkpoint instead, and init_from is not read (it may have moved).
+    ``workdir`` that needs nothing of init_from (:meth:`PretrainConfig.resumes_alone`) starts from its
+    own checkpoint instead, and init_from is not read (it may have moved); one that trained part of
+    a base run resumes over the base step it was trained over (``resume_base_step``).
     Returns (model config, graphdef, params, shardings, the step of a run-folder source or None).
 
     Raises ValueError: the source's vocabulary is smaller than the tokenizer's, or the objective or
     ``data.seq_len`` does not fit the source's model (``check_objective``)."""
     from lmforge.model import ModelRuntime, abstract_sharded
     from lmforge.weights import load_params
-    from lmforge.weights.load import resumes_alone
+    from lmforge.weights.load import resume_base_step
 
-    alone = workdir is not None and cfg.replay is None and resumes_alone(workdir)
+    alone = workdir is not None and cfg.resumes_alone(workdir)
+    source = workdir if alone else f"init_from={cfg.init_from}"
     if alone:
         print(f"lmforge: resuming: the model is this run's ({workdir / 'model.json'}); init_from={cfg.init_from} "
               f"is not read", file=sys.stderr, flush=True)
-    loaded = load_params(workdir if alone else cfg.init_from, mesh, rules=cfg.mesh.rules,
+    # Resuming a run that trained part of a base run that has trained on since: the base step it was trained over.
+    base_step = (resume_base_step(workdir, mesh, cfg.mesh.rules)
+                 if workdir is not None and not alone and (workdir / "base.json").is_file() else None)
+    loaded = load_params(workdir if alone else cfg.init_from, mesh, rules=cfg.mesh.rules, step=base_step,
                          runtime=ModelRuntime(attention=cfg.model.attention, remat=cfg.model.remat))
     if loaded.cfg.vocab_size < vocab_size:
-        raise ValueError(f"init_from={cfg.init_from}: its model has {loaded.cfg.vocab_size} ids, fewer than the "
+        raise ValueError(f"{source}: its model has {loaded.cfg.vocab_size} ids, fewer than the "
                          f"tokenizer's {vocab_size}")
     model_cfg = with_runtime(loaded.cfg, cfg.model)
     ignored = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in (*RUNTIME_FIELDS, "vocab_size")
                and getattr(cfg.model, f.name) != getattr(model_cfg, f.name)]
     if ignored:
-        print(f"lmforge: the model is init_from's; this config's model.{', model.'.join(ignored[:6])}"
+        print(f"lmforge: the model is {'the run' if alone else 'init_from'}'s; this config's "
+              f"model.{', model.'.join(ignored[:6])}"
               + (f" and {len(ignored) - 6} more" if len(ignored) > 6 else "") + " differ from it and do not apply",
               file=sys.stderr, flush=True)
     try:   # the objective and lengths against the model that trains, not the config's model.*
         check_objective(cfg, model_cfg)
     except ValueError as e:
-        raise ValueError(f"init_from={cfg.init_from} (the model is its, not this config's model.*): {e}") from None
+        raise ValueError(f"{source} (the model is its, not this config's model.*): {e}") from None
     graphdef, _, _ = abstract_sharded(lambda: build_model(model_cfg, rngs=nnx.Rngs(0)), mesh, cfg.mesh.rules)
     if not alone:
         print(f"init_from: {loaded.kind} {cfg.init_from}" + (f" step {loaded.step}" if loaded.step is not None else "")

@@ -72,7 +72,7 @@ class LoopConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0              # 0 → evaluate only at the end
-    eval_at_start: bool = False      # also evaluate the starting weights (step 0) of a fresh run: a fine-tune's baseline
+    eval_on_start: bool = False      # also evaluate the starting weights (step 0) of a fresh run (HF's eval_on_start)
     checkpoint_every: int = 0        # 0 → only at the end (and on SIGTERM / Ctrl-C)
     keep_checkpoints: int = 3
     max_nonfinite: int = 0           # non-finite updates skipped before the run stops; 0 → stop at the first
@@ -276,7 +276,7 @@ class Trainer:
             grain iterator is checkpointed with the run.
           workdir: the run folder (``metrics.jsonl``, ``tb/``, ``checkpoints/``).
           evaluate: called at ``eval_every`` steps and at the end (and at step 0 of a fresh run with
-            ``eval_at_start``); its metrics go to metrics.jsonl.
+            ``eval_on_start``); its metrics go to metrics.jsonl.
           tokens_per_step, flops_per_token: for tokens/s and MFU in the logs (optional).
           peak_flops: one device's peak FLOP/s for MFU (default: its bfloat16 peak, or on CPU a
             measured float32 matmul rate; see ``lmforge.train.metrics.peak_flops_per_device``).
@@ -300,7 +300,8 @@ class Trainer:
         rng = jax.random.key(loop.seed)
         # Rows after the checkpoint resumed from (or every row, on a fresh start) are dropped: the run
         # logs those steps again, so the file holds exactly one row per logged step.
-        writer = MetricsWriter(workdir, resume_step=start)
+        # (-1 on a fresh start: a step-0 evaluation of an earlier attempt is dropped too)
+        writer = MetricsWriter(workdir, resume_step=start if restored is not None else -1)
         if flops_per_token and peak_flops is None:
             peak_flops = peak_flops_per_device(jax.devices()[0])
         throughput = Throughput(flops_per_token=flops_per_token or 0.0, peak_flops=peak_flops if flops_per_token else None,
@@ -328,7 +329,7 @@ class Trainer:
         try:
             with _Preemption() as preemption:
                 step = start
-                if loop.eval_at_start and restored is None and start == 0:   # the starting point, at step 0
+                if loop.eval_on_start and restored is None and start == 0:   # the starting point, at step 0
                     run_eval(0)
                 while step < loop.steps:
                     metrics = self.train_step(next(data), rng)
@@ -399,8 +400,11 @@ class Trainer:
             write_model_config(workdir, self.model_cfg)
         if base_digest is not None:
             write_base(workdir, self.base, base_digest)
-            if self.base_step is not None:
-                pin_step(self.base, self.base_step, by=workdir)
+            if self.base_step is not None and pin_step(self.base, self.base_step, by=workdir) and \
+                    not (pathlib.Path(self.base) / "checkpoints" / str(self.base_step)).is_dir():
+                print(f"lmforge: step {self.base_step} of {self.base}, which this run trains over, was pruned while "
+                      f"the run started (the base run trains on); the run will not load once it ends: stop it, "
+                      f"or keep a copy of the base's weights", file=sys.stderr, flush=True)
 
     def _report_nonfinite(self, new: int, total: int, step: int, ckpt: Checkpointer) -> None:
         if total > self.loop.max_nonfinite:

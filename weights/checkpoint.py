@@ -34,7 +34,11 @@ Choices:
   `base.json` names this run) pins the step it was trained over in `RUN/pins/` (`pin_step`). Pruning
   keeps the newest `keep` steps and every step pinned by a run that still names this one as its base
   (said on stderr when it keeps one beyond `keep`): continuing a base run no longer deletes the
-  weights its adapters need. Deleting the dependent run (or its base.json) releases the pin.
+  weights its adapters need. Deleting the dependent run (or its base.json) releases the pin; so
+  does moving it, until it is resumed (resuming pins again, from where it is). A dependent pins
+  when its training starts: a base run pruning in the minutes between the dependent's load and
+  that pin can still delete the step (said on stderr by the dependent). With several processes,
+  each reads `pins/` when it prunes; orbax deletes from the primary process.
 - The fingerprints cost one jitted pass over the state and a host sync per save (small next to
   writing it), and one compile per state layout.
 - Orbax/TensorStore print tracebacks and log warnings for a broken step (abandoned reads, even
@@ -107,7 +111,7 @@ def pin_step(run: str | pathlib.Path, step: int, by: str | pathlib.Path) -> bool
     weights and needs them to load (see the module docstring). One file per pinning run, replaced
     atomically (a later pin of the same run moves it). Returns False, saying why on stderr, when
     ``run``'s folder is not writable (a read-only shared base: its pruning cannot be told)."""
-    by = pathlib.Path(by).absolute()
+    by = pathlib.Path(by).resolve()
     directory = pathlib.Path(run) / PINS_DIR
     path = directory / (hashlib.sha1(str(by).encode()).hexdigest()[:16] + ".json")
     try:
@@ -125,8 +129,7 @@ def pin_step(run: str | pathlib.Path, step: int, by: str | pathlib.Path) -> bool
 def pinned_steps(run: str | pathlib.Path) -> dict[int, list[str]]:
     """{step: the runs pinning it} for the run folder ``run``: pins (:func:`pin_step`) whose run still
     exists and whose ``base.json`` still names ``run``; unreadable pin files are skipped."""
-    run = pathlib.Path(run)
-    directory = run / PINS_DIR
+    directory = pathlib.Path(run) / PINS_DIR
     if not directory.is_dir():
         return {}
     pinned: dict[int, list[str]] = {}
@@ -170,7 +173,8 @@ class _NewestAndPinned:
 class Checkpointer:
     """Orbax CheckpointManager over a run's `checkpoints/` folder.
 
-    Async saves, keep the newest `keep` steps, items 'state' (a pytree of jax arrays: params,
+    Async saves, keep the newest `keep` steps (and those pinned by runs trained over them: see the
+    module docstring), items 'state' (a pytree of jax arrays: params,
     opt_state, step, rng ...) and 'data_iter' (a grain iterator, via
     grain.checkpoint.CheckpointSave/Restore; may be None for runs with no iterator).
     """

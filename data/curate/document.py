@@ -149,8 +149,6 @@ def _stem(path: pathlib.Path) -> str:
     return path.name.split(".")[0]
 
 
-
-
 def _make(cfg: InputConfig, ordinal: int, text: str, doc_id: str, source: str, metadata: dict, where: str) -> Record:
     size = len(text.encode("utf-8"))
     if size > cfg.max_doc_bytes:  # counted, never failed: one huge page must not stop a crawl's run

@@ -52,6 +52,8 @@ def curate_texts(cfg: CurateConfig, texts: list[str], workdir: pathlib.Path, *, 
         print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents "
               f"({funnel.input_bytes / 1e6:.2f} → {funnel.bytes[-1] / 1e6:.2f} MB){funnel.top_drops()}; report {report}",
               flush=True)
+        for line in skipped_records(funnel):
+            print(line, file=sys.stderr, flush=True)
     return [doc.text for doc in read_shards(workdir / DATA_DIR)]
 
 
@@ -73,10 +75,10 @@ def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
     for line in skipped_records(funnel):
         print(line, file=sys.stderr, flush=True)
     if funnel.input_docs and not funnel.docs[-1]:
-        top = max(funnel.drops.items(), key=lambda kv: (kv[1], kv[0]))[0]
-        first = funnel.examples.get(top, [(0, "")])[0][1]
+        top = min(funnel.drops.items(), key=lambda kv: (-kv[1], kv[0]))[0]   # the report's first reason
+        first = (funnel.examples.get(top) or [(0, "")])[0][1]
         raise ValueError(f"curation kept none of the {funnel.input_docs} documents: {top} dropped {funnel.drops[top]}"
-                         + (f", the first {first}" if top.startswith("read/") else "")
+                         + (f", the first {first}" if top.startswith("read/") and first else "")
                          + ("; `lmforge data curate --text-field NAME` reads another field" if top == "read/missing_field"
                             else "") + f"; see {report}")
     return {

@@ -77,7 +77,8 @@ def process_many(cfg: CurateConfig, records: list[Record]) -> list[DocResult]:
     live: list[tuple[int, Document, list[int], dict[str, int]]] = []
     for j, rec in enumerate(records):
         if rec.doc is None:
-            out[j] = DocResult(rec.ordinal, None, "read", rec.reason, (), (), f"[{rec.where}] {rec.why + ' ' if rec.why else ''}({rec.size} bytes)",
+            why = f"{rec.why} " if rec.why else ""
+            out[j] = DocResult(rec.ordinal, None, "read", rec.reason, (), (), f"[{rec.where}] {why}({rec.size} bytes)",
                                raw_size=rec.size)
         else:
             live.append((j, rec.doc, [rec.size], {}))

@@ -167,7 +167,7 @@ def test_a_full_fine_tune_resumes_without_its_moved_init_from(base, tmp_path, ca
     assert main(["run", f"{EXPERIMENTS}/sft_chat.py:smoke", f"init_from={moving}", "steps=4", "eval_every=0",
                  "eval_base=false", "--workdir", str(runs["sft_chat"])]) == 0
     printed = capsys.readouterr()
-    assert f"init_from={moving} is not read" in printed.out and "resumed from step 2" in printed.out
+    assert f"init_from={moving} is not read" in printed.err and "resumed from step 2" in printed.out
     assert json.loads((runs["sft_chat"] / "final.json").read_text())["final/step"] == 4
     # the replies graded at step 2 are kept beside those at step 4
     (earlier,) = runs["sft_chat"].glob("eval_samples.*.jsonl")
@@ -211,6 +211,7 @@ def test_sft_bad_configs_are_one_line_errors(base, tmp_path):
 @pytest.mark.parametrize("over, expected", [
     (dict(eval_generate=-5), "eval_generate=-5: expected a whole number >= 0"),   # not held-out items[:-5]
     (dict(eval_max_new_tokens=0), "eval_max_new_tokens=0: expected a whole number >= 1"),
+    (dict(eval_on_start=True), "eval_on_start=True scores the starting model again: SFT's eval_base=True"),
     (dict(eval_batch_size=-1), "eval_batch_size=-1: expected a whole number >= 0"),
     (dict(synthetic_options=(("min_ops", 2.5),)), "synthetic_options: option min_ops=2.5 of task 'arithmetic': "
                                                    "expected a whole number"),   # not int(2.5) == 2

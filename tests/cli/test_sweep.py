@@ -177,9 +177,11 @@ def test_a_finished_sweep_reruns_without_its_init_from(tmp_path, monkeypatch):
     """Re-running a finished sweep (to rebuild its summary) or a finished run needs no weights: their
     moved init_from is not asked for, as it is for a point that would run."""
     calls = []
-    monkeypatch.setattr(FakeConfig, "check_runnable", lambda self, workdir=None: calls.append(self) or None, raising=False)
+    monkeypatch.setattr(FakeConfig, "check_runnable", lambda self, workdir=None: calls.append(workdir) or None,
+                        raising=False)
     run_sweep(FakeConfig(), ["optim.lr=[1e-3,3e-4]", "steps=3"], tmp_path, log=quiet)
-    assert len(calls) == 4   # each point: checked up front, and again as it launches
+    # each point: checked up front, and again as it launches, with its own folder (a resume needs no init_from)
+    assert calls == [tmp_path / "optim.lr=1e-3", tmp_path / "optim.lr=3e-4"] * 2
 
     def refuse(self, workdir=None):
         raise ValueError("init_from: /gone is not a folder")

@@ -111,6 +111,18 @@ def test_jsonl_zst_is_read_as_curation_writes_it(tmp_path):
     assert read_documents(SourceConfig(kind="jsonl", path=str(path))) == [f"doc {i} \u2713" for i in range(3)]
 
 
+def test_a_corrupt_compressed_file_names_the_file(tmp_path):
+    import zstandard  # noqa: F401  (the curate extra, as in the tests' install)
+
+    for name in ("bad.jsonl.gz", "bad.jsonl.zst"):
+        (tmp_path / name).write_bytes(b"garbage")
+        with pytest.raises(ValueError, match=rf"{name}: not a readable {name.rsplit('.', 1)[1]} file"):
+            read_documents(SourceConfig(kind="jsonl", path=str(tmp_path / name)))
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(b"some text " * 100)[:30])
+    with pytest.raises(ValueError, match=r"cut.txt.gz: not a readable gz file \(EOFError"):
+        read_documents(SourceConfig(kind="text", path=str(tmp_path / "cut.txt.gz")))
+
+
 @pytest.mark.parametrize(
     "bad_line, why",
     [

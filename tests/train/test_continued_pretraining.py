@@ -178,6 +178,31 @@ def test_a_run_resumes_from_its_own_checkpoint_once_init_from_has_moved(domains,
     _one_line_error(lambda: launch(with_replay, resumed), f"init_from: {base} is not a folder")
 
 
+def test_a_run_over_part_of_a_base_run_pins_its_step_and_resumes_over_it(domains, tmp_path, capsys):
+    """A continued run that trains part of the model (optim.trainable) reads the rest from its base run:
+    it pins the base step it trained over (BASE/pins/), and once the base has trained on, resuming it
+    reads that step, not the base's newest (which would be refused: other weights)."""
+    from lmforge.weights.checkpoint import pinned_steps
+
+    base = tmp_path / "base"
+    shutil.copytree(domains[0], base)
+    part = tmp_path / "part"
+    cfg = dataclasses.replace(_continued(domains, steps=4, checkpoint_every=2), init_from=str(base), replay=None,
+                              optim=OptimConfig(lr=3e-3, warmup_steps=1, decay_steps=8, trainable=(r"blocks\.1\..*",)))
+    launch(cfg, part)
+    assert pinned_steps(base) == {4: [str(part.resolve())]}
+    launch(dataclasses.replace(_base_config(domains[1]), steps=6), base)     # the base trains on: steps 4 and 6
+    resumed = tmp_path / "resumed"
+    shutil.copytree(part, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "4")
+    (resumed / "final.json").unlink()
+    capsys.readouterr()
+    launch(cfg, resumed)
+    assert f"has trained on since (step 6); using its step 4" in capsys.readouterr().err
+    want, got = (read_metrics(d / "metrics.jsonl") for d in (part, resumed))
+    assert [r.get("train/loss") for r in got] == [r.get("train/loss") for r in want]
+
+
 def _one_line_error(cfg_or_fn, match, tmp_path=None, exc=ValueError):
     with pytest.raises(exc, match=match) as e:
         cfg_or_fn()
@@ -289,7 +314,7 @@ def test_smoke_variants_run_and_sweep_end_to_end(tmp_path, shared_data):
     for point in ("replay_fraction=0", "replay_fraction=0.5"):
         evals = [m for m in read_metrics(sweep / point / "metrics.jsonl") if "eval/replay/perplexity" in m]
         assert evals and all(math.isfinite(m["eval/perplexity"]) for m in evals)
-        assert evals[0]["step"] == 0   # eval_at_start: both domains scored before training, the baseline
+        assert evals[0]["step"] == 0   # eval_on_start: both domains scored before training, the baseline
     # the runs start from the same weights: the same step-0 scores, whatever the replay fraction
     starts = [read_metrics(sweep / point / "metrics.jsonl")[0] for point in ("replay_fraction=0", "replay_fraction=0.5")]
     assert starts[0]["eval/replay/loss"] == starts[1]["eval/replay/loss"] and starts[0]["eval/loss"] == starts[1]["eval/loss"]

@@ -335,9 +335,12 @@ def test_prefetched_batches_are_global_arrays_and_checkpoint_the_consumed_positi
             np.testing.assert_array_equal(np.asarray(x), want[key], err_msg=key)
 
 
-def test_eval_at_start_scores_the_starting_weights_of_a_fresh_run_only(tmp_path):
-    """eval_at_start: an evaluation at step 0, before any update (a fine-tune's baseline), written to
-    metrics.jsonl; a resumed or continued run does not score its step 0 again."""
+def test_eval_on_start_scores_the_starting_weights_of_a_fresh_run_only(tmp_path):
+    """eval_on_start: an evaluation at step 0, before any update, written to metrics.jsonl once (the
+    row of an attempt that died before its first checkpoint is replaced); a run resumed from its
+    checkpoint by a new trainer does not score step 0 again."""
+    import json
+
     mesh = mesh_of(MeshConfig(data=1))
     graphdef, params, _ = model_params(mesh)
     seen = []
@@ -346,12 +349,16 @@ def test_eval_at_start_scores_the_starting_weights_of_a_fresh_run_only(tmp_path)
         seen.append(int(jax.device_get(trainer.state["step"])))
         return {"eval/calls": float(len(seen))}
 
-    loop = LoopConfig(steps=2, log_every=1, eval_at_start=True)
-    trainer = Trainer(lm_loss(graphdef, MODEL), params=params, optim=OPTIM, loop=loop, mesh=mesh)
-    trainer.fit(iter(batches(2)), tmp_path / "run", evaluate=evaluate)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/calls": 99.0}) + "\n")   # a died attempt
+    loop = LoopConfig(steps=2, log_every=1, eval_on_start=True)
+    Trainer(lm_loss(graphdef, MODEL), params=params, optim=OPTIM, loop=loop, mesh=mesh).fit(
+        iter(batches(2)), run, evaluate=evaluate)
     assert seen == [0, 2]
-    trainer.loop = dataclasses.replace(loop, steps=3)
-    trainer.fit(iter(batches(3)), tmp_path / "run", evaluate=evaluate)
+    _, params, _ = model_params(mesh)
+    Trainer(lm_loss(graphdef, MODEL), params=params, optim=OPTIM, loop=dataclasses.replace(loop, steps=3),
+            mesh=mesh).fit(iter(batches(3)), run, evaluate=evaluate)
     assert seen == [0, 2, 3]
-    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/calls" in r]
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if "eval/calls" in r]
     assert [(r["step"], r["eval/calls"]) for r in rows] == [(0, 1.0), (2, 2.0), (3, 3.0)]
