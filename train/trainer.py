@@ -61,7 +61,8 @@ from lmforge.train.optim import OptimConfig, make_optimizer
 from lmforge.train.step import (LossFn, State, data_parallel_axes, global_batch, make_eval_step, make_train_step,
                                 reduce_metrics)
 from lmforge.weights import Checkpointer, write_base, write_model_config
-from lmforge.weights.checkpoint import pin_step, tree_digest
+from lmforge.weights.checkpoint import tree_digest
+from lmforge.weights.pins import pin_step
 from lmforge.weights.load import check_base_digest, read_base
 
 
@@ -144,7 +145,7 @@ class Trainer:
         some parameters train, ``base.json`` (where the others come from), so that
         ``lmforge.weights.load_params(workdir)`` can read the run back.
       base_step: the checkpoint step of a run folder ``base`` that the frozen parameters come from
-        (``LoadedModel.step``): pinned in that run (``weights.checkpoint.pin_step``), so that its
+        (``LoadedModel.step``): pinned in that run (``weights.pins.pin_step``), so that its
         pruning keeps the step while this run exists, should it train on.
       per_device: with whole replicas on a pure data mesh, compute each device's gradient on its own
         rows and sum them in one all-reduce (``self.data_parallel``; ``train/step.py``). The loss

@@ -30,15 +30,8 @@ Choices:
   resumed run's progress is kept (keep-N pruning then works by insertion order and eventually
   prunes N too). Saving step N itself is skipped with a warning while the unreadable folder is
   there.
-- Pinned steps. A run trained over part of this run's weights (a LoRA run, frozen layers: its
-  `base.json` names this run) pins the step it was trained over in `RUN/pins/` (`pin_step`). Pruning
-  keeps the newest `keep` steps and every step pinned by a run that still names this one as its base
-  (said on stderr when it keeps one beyond `keep`): continuing a base run no longer deletes the
-  weights its adapters need. Deleting the dependent run (or its base.json) releases the pin; so
-  does moving it, until it is resumed (resuming pins again, from where it is). A dependent pins
-  when its training starts: a base run pruning in the minutes between the dependent's load and
-  that pin can still delete the step (said on stderr by the dependent). With several processes,
-  each reads `pins/` when it prunes; orbax deletes from the primary process.
+- Pinned steps: pruning keeps the newest `keep` steps and those pinned by runs trained over them
+  (`lmforge.weights.pins`).
 - The fingerprints cost one jitted pass over the state and a host sync per save (small next to
   writing it), and one compile per state layout.
 - Orbax/TensorStore print tracebacks and log warnings for a broken step (abandoned reads, even
@@ -70,12 +63,12 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from lmforge.weights.orbax_quiet import absl_quiet, quiet_orbax
+from lmforge.weights.pins import NewestAndPinned
 
-__all__ = ["CheckpointError", "Checkpointer", "fingerprints", "pin_step", "pinned_steps", "tree_digest"]
+__all__ = ["CheckpointError", "Checkpointer", "fingerprints", "tree_digest"]
 
 _STATE, _DATA_ITER = "state", "data_iter"
 _META_KEY = "lmforge"  # key in orbax custom_metadata: {"fingerprints": {leaf_path: uint32}}
-PINS_DIR = "pins"      # RUN/pins/<hash>.json: {"run": a run trained over RUN's weights, "step": the step it used}
 
 
 class CheckpointError(RuntimeError):
@@ -105,76 +98,11 @@ def _one_host_array_handler() -> None:
         ocp.type_handlers.register_type_handler(jax.Array, one_host, override=True)
 
 
-def pin_step(run: str | pathlib.Path, step: int, by: str | pathlib.Path) -> bool:
-    """Asks the run folder ``run`` to keep its checkpoint step ``step`` while ``by`` -- a run whose
-    ``base.json`` names ``run`` -- exists and still names it: ``by`` was trained over that step's
-    weights and needs them to load (see the module docstring). One file per pinning run, replaced
-    atomically (a later pin of the same run moves it). Returns False, saying why on stderr, when
-    ``run``'s folder is not writable (a read-only shared base: its pruning cannot be told)."""
-    by = pathlib.Path(by).resolve()
-    directory = pathlib.Path(run) / PINS_DIR
-    path = directory / (hashlib.sha1(str(by).encode()).hexdigest()[:16] + ".json")
-    try:
-        directory.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"run": str(by), "step": int(step)}) + "\n")
-        tmp.replace(path)
-    except OSError as e:
-        _say(f"lmforge: could not pin step {step} of {run} for {by} ({type(e).__name__}: {e.strerror or e}); if "
-             f"that run trains on, its pruning may delete the step")
-        return False
-    return True
-
-
-def pinned_steps(run: str | pathlib.Path) -> dict[int, list[str]]:
-    """{step: the runs pinning it} for the run folder ``run``: pins (:func:`pin_step`) whose run still
-    exists and whose ``base.json`` still names ``run``; unreadable pin files are skipped."""
-    directory = pathlib.Path(run) / PINS_DIR
-    if not directory.is_dir():
-        return {}
-    pinned: dict[int, list[str]] = {}
-    here = pathlib.Path(run).resolve()
-    for path in sorted(directory.glob("*.json")):
-        try:
-            pin = json.loads(path.read_text())
-            by, step = pathlib.Path(pin["run"]), int(pin["step"])
-            base = json.loads((by / "base.json").read_text())["source"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue   # a run deleted (or its base.json) releases its pin
-        if pathlib.Path(base).resolve() == here:
-            pinned.setdefault(step, []).append(str(by))
-    return pinned
-
-
-class _NewestAndPinned:
-    """Orbax preservation policy: the newest ``keep`` steps (orbax's ``LatestN``, by the manager's
-    order) and the steps runs pinned in ``run`` (:func:`pinned_steps`, read at each pruning)."""
-
-    def __init__(self, keep: int, run: pathlib.Path):
-        self.keep, self.run, self._said = keep, run, set()
-
-    def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
-        newest = [True] * len(checkpoints) if len(checkpoints) <= self.keep else \
-            [False] * (len(checkpoints) - self.keep) + [True] * self.keep
-        if all(newest):
-            return newest
-        pins = pinned_steps(self.run)
-        keep = [n or c.step in pins for n, c in zip(newest, checkpoints)]
-        for n, c in zip(newest, checkpoints):
-            if not n and c.step in pins and c.step not in self._said:
-                self._said.add(c.step)
-                runs = pins[c.step]
-                _say(f"lmforge: keeping checkpoint step {c.step} of {self.run} beyond the newest {self.keep}: "
-                     f"{runs[0]}{f' and {len(runs) - 1} more run(s)' if len(runs) > 1 else ''} trained over it "
-                     f"({self.run / PINS_DIR}; deleting such a run releases the step)")
-        return keep
-
-
 class Checkpointer:
     """Orbax CheckpointManager over a run's `checkpoints/` folder.
 
-    Async saves, keep the newest `keep` steps (and those pinned by runs trained over them: see the
-    module docstring), items 'state' (a pytree of jax arrays: params,
+    Async saves, keep the newest `keep` steps (and those pinned by runs trained over them:
+    ``lmforge.weights.pins``), items 'state' (a pytree of jax arrays: params,
     opt_state, step, rng ...) and 'data_iter' (a grain iterator, via
     grain.checkpoint.CheckpointSave/Restore; may be None for runs with no iterator).
     """
@@ -191,7 +119,7 @@ class Checkpointer:
         registry.add(_DATA_ITER, grain.checkpoint.CheckpointSave)
         registry.add(_DATA_ITER, grain.checkpoint.CheckpointRestore)
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=_NewestAndPinned(int(keep), self.directory.parent),
+            preservation_policy=NewestAndPinned(int(keep), self.directory.parent),
             enable_async_checkpointing=async_save, create=True
         )
         with absl_quiet():  # orbax warns per step folder lacking _CHECKPOINT_METADATA

@@ -182,7 +182,7 @@ def test_a_run_over_part_of_a_base_run_pins_its_step_and_resumes_over_it(domains
     """A continued run that trains part of the model (optim.trainable) reads the rest from its base run:
     it pins the base step it trained over (BASE/pins/), and once the base has trained on, resuming it
     reads that step, not the base's newest (which would be refused: other weights)."""
-    from lmforge.weights.checkpoint import pinned_steps
+    from lmforge.weights.pins import pinned_steps
 
     base = tmp_path / "base"
     shutil.copytree(domains[0], base)

@@ -229,7 +229,7 @@ def test_a_base_run_keeps_the_step_its_adapter_runs_were_trained_over(tmp_path, 
     import json
     import shutil
 
-    from lmforge.weights.checkpoint import pinned_steps
+    from lmforge.weights.pins import pinned_steps
 
     base_dir, lora_run = tmp_path / "base", tmp_path / "lora_run"
     base_trainer = make_run(base_dir)
