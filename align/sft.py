@@ -241,7 +241,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     distributed.initialize(cfg.distributed)
     t_start = time.time()
     from lmforge.weights import load_params
-    from lmforge.weights.load import resume_base_step
+    from lmforge.weights.load import has_checkpoint, resume_base_step
 
     tok_dir = workdir / "tokenizer"
     if jax.process_index() == 0 and not any(tok_dir.glob("tokenizer.*")):
@@ -278,7 +278,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
         loaded = load_params(workdir, mesh, rules=rules, runtime=cfg.model)
     else:
         # Resuming a run trained over part of a base run that has trained on since: the base step it was trained over.
-        base_step = resume_base_step(workdir, mesh, rules) if _has_checkpoint(workdir) else None
+        base_step = resume_base_step(workdir, mesh, rules) if has_checkpoint(workdir) else None
         loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None,
                              seed=cfg.seed, runtime=cfg.model, step=base_step)
     model_cfg = loaded.cfg
@@ -316,7 +316,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
 
     base_file = workdir / "base_eval.json"
     base = json.loads(base_file.read_text()) if base_file.is_file() else None
-    if base is None and cfg.eval_base and (losses is not None or graded) and not _has_checkpoint(workdir):
+    if base is None and cfg.eval_base and (losses is not None or graded) and not has_checkpoint(workdir):
         base = evaluate(trainer)
         if jax.process_index() == 0:
             base_file.write_text(json.dumps(base, indent=2) + "\n")
@@ -346,11 +346,6 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     if base:
         out.update({k.replace("eval/", "base/"): v for k, v in base.items() if k.startswith("eval/")})
     return out
-
-
-def _has_checkpoint(workdir: pathlib.Path) -> bool:
-    ckpts = workdir / "checkpoints"
-    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
 
 def _describe(m: dict) -> str:

@@ -329,8 +329,7 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int, workdir: pathlib.Path
         print(f"lmforge: resuming: the model is this run's ({workdir / 'model.json'}); init_from={cfg.init_from} "
               f"is not read", file=sys.stderr, flush=True)
     # Resuming a run that trained part of a base run that has trained on since: the base step it was trained over.
-    base_step = (resume_base_step(workdir, mesh, cfg.mesh.rules)
-                 if workdir is not None and not alone and (workdir / "base.json").is_file() else None)
+    base_step = resume_base_step(workdir, mesh, cfg.mesh.rules) if workdir is not None and not alone else None
     loaded = load_params(workdir if alone else cfg.init_from, mesh, rules=cfg.mesh.rules, step=base_step,
                          runtime=ModelRuntime(attention=cfg.model.attention, remat=cfg.model.remat))
     if loaded.cfg.vocab_size < vocab_size:

@@ -113,9 +113,15 @@ def resumes_alone(run: str | pathlib.Path) -> bool:
     pretraining run resumes so (from :func:`load_params` of the run itself) after its init_from
     folder was moved or cleaned up; a LoRA run does not: its base holds the frozen weights."""
     run = pathlib.Path(run)
-    ckpts = run / "checkpoints"
-    return ((run / MODEL_FILE).is_file() and not (run / BASE_FILE).exists() and ckpts.is_dir()
-            and any(p.name.isdigit() and p.is_dir() for p in ckpts.iterdir()))
+    return (run / MODEL_FILE).is_file() and not (run / BASE_FILE).exists() and has_checkpoint(run)
+
+
+def has_checkpoint(run: str | pathlib.Path) -> bool:
+    """Whether the run folder ``run`` holds a finalized checkpoint step (an integer-named folder under
+    ``checkpoints/``; orbax renames ``<step>.orbax-checkpoint-tmp-*`` when a save is done). The CLI's
+    ``cli.launch.checkpoint_steps`` lists them without importing JAX."""
+    ckpts = pathlib.Path(run) / "checkpoints"
+    return ckpts.is_dir() and any(p.name.isdigit() and p.is_dir() for p in ckpts.iterdir())
 
 
 def write_base(workdir: pathlib.Path, source: str | pathlib.Path, digest: str | None = None) -> None:

@@ -29,14 +29,8 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from lmforge.data.sources import ZstdError as _ZstdError
 from lmforge.data.sources import open_bytes
-
-
-try:
-    from zstandard import ZstdError as _ZstdError
-except ImportError:  # the curate extra is not installed: .zst inputs fail on open with an ImportError
-    class _ZstdError(Exception):
-        pass
 
 FORMATS = ("auto", "text", "jsonl", "parquet")
 ON_BAD_RECORD = ("skip", "fail")
