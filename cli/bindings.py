@@ -11,6 +11,10 @@ Notable choices:
   must not fail on the half-applied state ``num_heads=5, embed_dim=768``.
 - A later binding of the same key wins, as in gin; binding both a section and a key inside it is
   an error, because the order would silently decide which one counts.
+- A tuple of configs that each have a ``name`` (``data.mixture``'s ``MixtureSource`` items) is
+  addressed by item name: ``data.mixture.web.weight=0.5`` binds the weight of the item named
+  ``web``, so a sweep over one source's weight is ``data.mixture.web.weight=[0.25,0.5]``. Items are
+  not added or removed by bindings (the experiment lists them).
 - Unknown keys suggest the nearest dotted key of the whole tree (``errors.did_you_mean``), and
   nanoGPT's names (``max_iters``, ``n_layer``, ``learning_rate``, ...) the key they are here.
 - In a sweep, a value written ``[a, b, ...]`` at the top level of a binding is a sweep axis; a
@@ -64,6 +68,9 @@ def config_keys(config: Any, prefix: str = "") -> list[str]:
         value = getattr(config, f.name)
         if is_config(value):
             keys.extend(config_keys(value, f"{prefix}{f.name}."))
+        for item in _named_items(value):   # data.mixture.web, data.mixture.web.weight, ...
+            keys.append(f"{prefix}{f.name}.{item.name}")
+            keys.extend(config_keys(item, f"{prefix}{f.name}.{item.name}."))
     return keys
 
 
@@ -188,6 +195,9 @@ def _apply(obj: Any, tree: dict[str, Any], prefix: str, root: Any) -> Any:
             raise _unknown(key, root)
         if isinstance(sub, dict):
             child = getattr(obj, name)
+            if _named_items(child):
+                changes[name] = _apply_items(child, sub, key + ".", root)
+                continue
             if child is None:
                 raise ConfigError(f"config key {key!r} is None in this config, so {_first_leaf(key, sub)!r} "
                                   f"cannot be set; the experiment must give {key!r} a value first")
@@ -205,10 +215,35 @@ def _apply(obj: Any, tree: dict[str, Any], prefix: str, root: Any) -> Any:
         raise ConfigError(f"binding {keys} makes an invalid {type(obj).__qualname__} ({where}): {one_line(e)}") from e
 
 
+def _named_items(value: Any) -> tuple:
+    """``value``'s items when it is a non-empty tuple of configs that each have a string ``name``, else ()."""
+    if isinstance(value, tuple) and value and all(is_config(v) and isinstance(getattr(v, "name", None), str)
+                                                  for v in value):
+        return value
+    return ()
+
+
+def _apply_items(items: tuple, tree: dict[str, Any], prefix: str, root: Any) -> tuple:
+    """``items`` with each ``{item name: bindings}`` of ``tree`` applied to the item of that name."""
+    index = {item.name: i for i, item in enumerate(items)}
+    out = list(items)
+    for item_name, sub in tree.items():
+        key = prefix + item_name
+        if item_name not in index:
+            raise ConfigError(f"unknown config key {key!r}: {prefix[:-1]} has no item named {item_name!r}; its items "
+                              f"are {', '.join(index)}")
+        if not isinstance(sub, dict):
+            field = dataclasses.fields(items[index[item_name]])[-1].name
+            raise ConfigError(f"config key {key!r} is a whole item of {prefix[:-1]}; bind its fields, e.g. "
+                              f"'{key}.{field}=…'")
+        out[index[item_name]] = _apply(items[index[item_name]], sub, key + ".", root)
+    return tuple(out)
+
+
 def _unknown(key: str, root: Any) -> ConfigError:
     # nanoGPT's names are bare globals there (max_iters=...): they win for a bare key; a dotted key
     # was written with lmforge's sections in mind, so the nearest key wins there.
-    keys = config_keys(root)
+    keys = _other_items_left_out(key, root, config_keys(root))
     nanogpt, near = nanogpt_key(key, keys), did_you_mean(key, keys)
     if nanogpt and ("." not in key or not near):
         return ConfigError(f"unknown config key {key!r} — {nanogpt}")
@@ -217,9 +252,28 @@ def _unknown(key: str, root: Any) -> ConfigError:
     parent = key.rpartition(".")[0]
     section = root
     for part in parent.split(".") if parent else ():
-        section = getattr(section, part)
+        items = {item.name: item for item in _named_items(section)}
+        section = items[part] if part in items else getattr(section, part)
     names = ", ".join(f.name for f in dataclasses.fields(section))
     return ConfigError(f"unknown config key {key!r}; {parent or 'the top level'} has: {names}")
+
+
+def _other_items_left_out(key: str, root: Any, keys: list[str]) -> list[str]:
+    """``keys`` without those inside the *other* named items of a tuple that ``key`` goes through, so
+    ``data.mixture.web.source.knd`` is told ``data.mixture.web.source.kind``, not ``code``'s."""
+    node, prefix, out = root, "", keys
+    for part in key.split(".")[:-1]:
+        items = {item.name: item for item in _named_items(node)}
+        if part in items:
+            others = tuple(f"{prefix}{name}." for name in items if name != part)
+            out = [k for k in out if not k.startswith(others)]
+            node = items[part]
+        elif is_config(node) and part in field_types(type(node)):
+            node = getattr(node, part)
+        else:
+            break
+        prefix += part + "."
+    return out
 
 
 def _first_leaf(prefix: str, tree: dict[str, Any]) -> str:
@@ -245,6 +299,13 @@ def _non_default(obj: Any, ref: Any, prefix: str, out: dict[str, Any]) -> None:
         if is_config(value):
             same_type = is_config(default) and type(default) is type(value)
             _non_default(value, default if same_type else None, f"{prefix}{f.name}.", out)
+        elif _named_items(value) and not _same(value, default):   # data.mixture.web.weight = 0.5, ...
+            for item in value:
+                item_out: dict[str, Any] = {}
+                _non_default(item, None, f"{prefix}{f.name}.{item.name}.", item_out)
+                item_out.pop(f"{prefix}{f.name}.{item.name}.name", None)
+                first = next(g.name for g in dataclasses.fields(item) if g.name != "name")
+                out.update(item_out or {f"{prefix}{f.name}.{item.name}.{first}": getattr(item, first)})
         elif default is _MISSING or not _same(value, default):
             out[prefix + f.name] = value
 

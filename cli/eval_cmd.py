@@ -77,7 +77,8 @@ class EvalContext:
 
     def training_documents(self) -> list[str]:
         """The run's training split, read as the run read it (``data.source``, its curated shards in
-        ``RUN/curated`` when the run curated, then ``data.val_fraction``)."""
+        ``RUN/curated`` when the run curated, or each source of ``data.mixture``; then
+        ``data.val_fraction``)."""
         if self.kind != "run":
             give = "give memorisation:path=FILE (a .txt, or a .jsonl with a 'text' field)"
             if is_run_folder(self.source):   # a fine-tuning run: check_source gives ("model", None)
@@ -87,17 +88,13 @@ class EvalContext:
                 raise ConfigError(f"{self.source} is a fine-tuning run ({what}): it trained on conversations, not "
                                   f"on documents of a pretraining corpus, so it names none to probe; {give}")
             raise ConfigError(f"{self.source} is a model folder: it names no training data; {give}")
-        from lmforge.data import read_documents, split_documents   # pylint: disable=import-outside-toplevel
+        if self.config.curate is not None and not (self.source / "curated" / "funnel.json").is_file():
+            raise ConfigError(f"{self.source} curated its data but {self.source / 'curated'} holds no finished "
+                              f"curation (funnel.json); give memorisation:path=FILE")
+        from lmforge.train.pretrain import data_splits   # pylint: disable=import-outside-toplevel
 
-        docs = read_documents(self.config.data.source)
-        if self.config.curate is not None:   # the run's finished curation: curate_documents only reads it
-            if not (self.source / "curated" / "funnel.json").is_file():
-                raise ConfigError(f"{self.source} curated its data but {self.source / 'curated'} holds no finished "
-                                  f"curation (funnel.json); give memorisation:path=FILE")
-            from lmforge.train.pretrain import curate_documents   # pylint: disable=import-outside-toplevel
-
-            docs = curate_documents(self.config.curate, docs, self.source / "curated")
-        return split_documents(docs, self.config.data.val_fraction)[0]
+        # A finished curation is only read; a mixture's training splits are taken in its order.
+        return [d for train, _ in data_splits(self.config, self.source).values() for d in train]
 
 
 def is_run_folder(source: pathlib.Path) -> bool:

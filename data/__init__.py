@@ -5,7 +5,7 @@ from lmforge.data.chat import chat_template_for
 from lmforge.data.chat_readers import read_conversations
 from lmforge.data.corruption import mask_tokens, span_corrupt, span_uncorrupt
 from lmforge.data.pipeline import Batch, DataConfig, eval_batches, train_dataset
-from lmforge.data.sources import SourceConfig, read_documents, split_documents
+from lmforge.data.sources import MixtureSource, SourceConfig, read_documents, split_documents
 from lmforge.data.tokenizer import (
     SPECIAL_TOKENS,
     Tokenizer,
@@ -18,6 +18,7 @@ from lmforge.data.tokenizer import (
 __all__ = [
     "Batch",
     "DataConfig",
+    "MixtureSource",
     "SPECIAL_TOKENS",
     "SourceConfig",
     "Tokenizer",

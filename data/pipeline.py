@@ -37,16 +37,20 @@ Choices:
   windows also carry segment ids and positions per document, and the targets that cross a
   document boundary (eos -> next bos) get weight 0, matching what training saw. The last batch is
   padded with all-zero-weight rows so every batch has the same shape (one compile).
-- ``mixed_train_dataset`` (replay in continued pretraining): each source becomes its own endless
-  stream of single rows (packed, or windows), grain's ``IterDataset.mix`` interleaves the rows
-  with the asked weights, and the rows are batched after mixing, so ``replay_fraction`` is the share
-  of training *sequences* from the replay source, in every batch alike. grain's mix is a
-  deterministic interleave (weights scaled to integers, the smaller one to 100), not a random draw:
-  0.25 puts exactly 1 replay row in every 4, so a batch of 16 holds exactly 4; a fraction whose
-  ratio is not a whole number of hundredths is rounded down by at most 1% of the smaller weight
-  (1/3 -> 100 of 300: 0.3333). Its iterator state holds both streams' positions under their names
-  (``data``, ``replay``), so a checkpoint resumes the mixture exactly. The replay stream draws its
-  shuffles with ``data.seed + 1``.
+- ``mixture_train_dataset`` (``DataConfig.mixture``, and replay in continued pretraining): each
+  source becomes its own endless stream of single rows (packed, or windows), grain's
+  ``IterDataset.mix`` interleaves the rows with the asked weights, and the rows are batched after
+  mixing, so a weight is the share of training *sequences* (so of tokens: rows are full but for
+  packing's ~1% padding) from its source, in every batch alike. grain's mix is a deterministic
+  interleave (weights scaled to integers, the smallest one to 100), not a random draw: replay at
+  0.25 puts exactly 1 replay row in every 4, so a batch of 16 holds exactly 4; a ratio that is not
+  a whole number of hundredths is rounded down by at most 1% of the smallest weight (1/3 -> 100
+  of 300: 0.3333). Its iterator state holds each stream's position under the source's name
+  (``data`` and ``replay`` for replay), so a checkpoint resumes the mixture exactly. Source ``i``
+  draws its shuffles with ``data.seed + i``.
+- ``mixture_splits`` reads each source of ``DataConfig.mixture`` and splits it with
+  ``data.val_fraction`` on its own, so every source has its own held-out split (scored as
+  ``eval/NAME/*``).
 - ``check_splits`` refuses, before a tokenizer is trained, a train or validation split that cannot
   fill one sequence of ``seq_len + 1`` tokens: training would repeat a few tokens forever and the
   validation loss would come from a handful of positions. The count is exact for a char
@@ -64,7 +68,7 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-from lmforge.data.sources import SourceConfig
+from lmforge.data.sources import MixtureSource, SourceConfig, check_mixture, read_documents, split_documents
 from lmforge.data.tokenizer import Tokenizer
 
 Batch = dict[str, np.ndarray]  # keys: inputs, targets, weights, segment_ids, positions; each (B, T)
@@ -82,6 +86,8 @@ class DataConfig:
     """Where the documents come from and how they become batches."""
 
     source: SourceConfig = SourceConfig()
+    # Several named, weighted sources instead of `source` (weights: shares of training sequences).
+    mixture: tuple[MixtureSource, ...] = ()
     val_fraction: float = 0.1
     seq_len: int = 256
     batch_size: int = 16  # GLOBAL batch (all processes together)
@@ -138,6 +144,70 @@ def train_dataset(
     return _packed_dataset(cfg, tokens, process_index, process_count, rows=local)
 
 
+def mixture_splits(cfg: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
+    """``{name: (train documents, held-out documents)}`` of each source of ``cfg.mixture``, in order,
+    each read and split with ``cfg.val_fraction`` on its own (``split_documents``).
+
+    Raises:
+      ValueError / FileNotFoundError: a source cannot be read, or holds no documents; the message
+        starts with ``data.mixture[NAME]``.
+    """
+    out = {}
+    for s in cfg.mixture:
+        try:
+            out[s.name] = split_documents(read_documents(s.source), cfg.val_fraction)
+        except (ValueError, FileNotFoundError) as e:
+            raise type(e)(f"data.mixture[{s.name}]: {e}") from None
+    return out
+
+
+def mixture_train_dataset(
+    cfg: DataConfig,
+    tok: Tokenizer,
+    sources: Sequence[tuple[str, Sequence[str], float]],
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """The endless stream of this process's local batches drawn from several sources by weight.
+
+    ``sources`` are ``(name, documents, weight)``; weights are shares of training sequences and
+    need not sum to 1. Yields ``Batch`` dicts of shape ``(batch_size // process_count, seq_len)``,
+    as ``train_dataset`` does; each row comes whole from one source (see the module docstring: rows
+    are mixed with grain's deterministic ``IterDataset.mix``, then batched). Every source uses
+    ``cfg``'s packing and sequence length; source ``i`` is shuffled with ``cfg.seed + i``.
+
+    Raises:
+      ValueError: no sources, a repeated name, a weight that is not a finite number > 0, or as
+        ``train_dataset`` does for any source (with its name).
+    """
+    _check_config(cfg)
+    names = [name for name, _, _ in sources]
+    if not sources or len(set(names)) < len(names):
+        raise ValueError(f"mixture sources {names}: expected at least one, with distinct names")
+    for name, _, weight in sources:
+        if not 0.0 < weight < float("inf"):
+            raise ValueError(f"mixture source {name!r}: weight={weight}; expected a finite number > 0")
+    local = _local_rows(cfg, process_index, process_count)
+    streams = {}
+    for i, (name, source_docs, _) in enumerate(sources):
+        source_cfg = dataclasses.replace(cfg, seed=cfg.seed + i)
+        tokens = _tokenize_documents(tok, source_docs)
+        try:
+            if cfg.packing == "windows":
+                # One window per example index; process p takes examples p, p + count, ... (disjoint).
+                one_row = dataclasses.replace(source_cfg, batch_size=process_count)
+                stream = _windows_dataset(one_row, tokens, row0=process_index, rows=1).map(_FirstRow())
+            else:
+                stream = _packed_rows(source_cfg, tokens, process_index, process_count,
+                                      bins=_PACKING_BINS).map(_ToBatch())
+        except ValueError as e:
+            raise ValueError(f"mixture source {name!r}: {e}") from None
+        streams[name] = stream
+    mixed = grain.IterDataset.mix(streams, {name: weight for name, _, weight in sources})
+    return mixed.batch(local, drop_remainder=True)
+
+
 def mixed_train_dataset(
     cfg: DataConfig,
     tok: Tokenizer,
@@ -148,34 +218,17 @@ def mixed_train_dataset(
     process_index: int = 0,
     process_count: int = 1,
 ) -> grain.IterDataset:
-    """``train_dataset`` of ``docs`` with ``replay_fraction`` of its rows taken from ``replay_docs``.
-
-    Yields ``Batch`` dicts of shape ``(batch_size // process_count, seq_len)``, as ``train_dataset``
-    does; each row comes whole from one source (see the module docstring: rows are mixed with
-    grain's deterministic ``IterDataset.mix``, then batched). Both sources use ``cfg``'s packing and
-    sequence length; the replay stream is shuffled with ``cfg.seed + 1``.
+    """``train_dataset`` of ``docs`` with ``replay_fraction`` of its rows taken from ``replay_docs``:
+    ``mixture_train_dataset`` of ``data`` (seed ``cfg.seed``) and ``replay`` (``cfg.seed + 1``).
 
     Raises:
       ValueError: ``replay_fraction`` outside (0, 1), or as ``train_dataset`` does for either source.
     """
-    _check_config(cfg)
     if not 0.0 < replay_fraction < 1.0:
         raise ValueError(f"replay_fraction={replay_fraction}: expected a number in (0, 1) for a mixture "
                          f"(use train_dataset for none)")
-    local = _local_rows(cfg, process_index, process_count)
-    streams = {}
-    for name, source_docs, seed in (("data", docs, cfg.seed), ("replay", replay_docs, cfg.seed + 1)):
-        source_cfg = dataclasses.replace(cfg, seed=seed)
-        tokens = _tokenize_documents(tok, source_docs)
-        if cfg.packing == "windows":
-            # One window per example index; process p takes examples p, p + count, ... (disjoint).
-            one_row = dataclasses.replace(source_cfg, batch_size=process_count)
-            stream = _windows_dataset(one_row, tokens, row0=process_index, rows=1).map(_FirstRow())
-        else:
-            stream = _packed_rows(source_cfg, tokens, process_index, process_count, bins=_PACKING_BINS).map(_ToBatch())
-        streams[name] = stream
-    mixed = grain.IterDataset.mix(streams, {"data": 1.0 - replay_fraction, "replay": replay_fraction})
-    return mixed.batch(local, drop_remainder=True)
+    return mixture_train_dataset(cfg, tok, [("data", docs, 1.0 - replay_fraction), ("replay", replay_docs, replay_fraction)],
+                                 process_index=process_index, process_count=process_count)
 
 
 def eval_batches(
@@ -225,6 +278,10 @@ def eval_batches(
 
 
 def _check_config(cfg: DataConfig) -> None:
+    check_mixture(cfg.mixture, "data.mixture")
+    if cfg.mixture and cfg.source != SourceConfig():
+        raise ValueError("data.source and data.mixture are both set; expected one: a mixture names its sources "
+                         "in MixtureSource(name, SourceConfig(...), weight) items")
     if cfg.packing not in PACKINGS:
         raise ValueError(f"data.packing={cfg.packing!r}: expected one of {', '.join(PACKINGS)}")
     if cfg.seq_len < 1 or cfg.batch_size < 1:

@@ -15,6 +15,10 @@ Choices:
   its output formats.
 - ``jsonl`` (optionally gzip- or zstd-compressed): one document per line, taken from ``text_field``. Blank lines
   are ignored. A bad line fails naming ``path:LINE`` (or is skipped and counted).
+- ``MixtureSource``: one named, weighted source of a mixture (``DataConfig.mixture`` for pretraining,
+  ``lmforge.data.curate.MixtureConfig`` for a document stream). Its name keys its metrics
+  (``eval/NAME/loss``) and its position in a checkpointed data iterator, so it is a lower-case
+  identifier, and ``replay`` is taken by continued pretraining's replay source.
 - ``split_documents`` follows nanoGPT for a single document (first 90% of the characters train,
   the rest val) and holds out the *last* documents otherwise. Both are deterministic, with no
   shuffling, so the val split never changes with a seed.
@@ -63,6 +67,42 @@ class SourceConfig:
             raise ValueError(f"source.kind={self.kind!r}: expected one of {', '.join(KINDS)}")
         if self.on_bad_line not in ON_BAD_LINE:
             raise ValueError(f"source.on_bad_line={self.on_bad_line!r}: expected one of {', '.join(ON_BAD_LINE)}")
+
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+RESERVED_NAMES = ("replay",)  # continued pretraining's replay source (eval/replay/*, the iterator's "replay")
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureSource:
+    """One source of a mixture: a name, where its documents come from, and its weight (a share of the
+    mixture: of training sequences in ``DataConfig.mixture``, of UTF-8 bytes in a curate
+    ``MixtureConfig``; the weights of a mixture need not sum to 1)."""
+
+    name: str = ""
+    source: SourceConfig = SourceConfig()
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if not _NAME.fullmatch(self.name) or self.name in RESERVED_NAMES:
+            raise ValueError(f"mixture source name {self.name!r}: expected a lower-case identifier such as 'web' "
+                             f"(it names eval/NAME/* metrics){', not replay' if self.name in RESERVED_NAMES else ''}")
+        if not isinstance(self.source, SourceConfig):
+            raise ValueError(f"mixture source {self.name!r}: source={self.source!r}; expected a SourceConfig, e.g. "
+                             f"SourceConfig(kind='curated', path=CURATION_WORKDIR)")
+        if not (isinstance(self.weight, (int, float)) and 0 < self.weight < math.inf):   # NaN fails too
+            raise ValueError(f"mixture source {self.name!r}: weight={self.weight}; expected a finite number > 0")
+
+
+def check_mixture(sources: Sequence[MixtureSource], key: str = "mixture") -> None:
+    """Raises ValueError unless ``sources`` are MixtureSources with distinct names."""
+    for s in sources:
+        if not isinstance(s, MixtureSource):
+            raise ValueError(f"{key} holds {s!r}; expected MixtureSource(name, SourceConfig(...), weight) items")
+    names = [s.name for s in sources]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{key} names {', '.join(twice)} more than once; expected one name per source")
 
 
 def read_documents(cfg: SourceConfig) -> list[str]:

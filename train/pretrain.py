@@ -24,6 +24,16 @@ silent evaluation on documents the original run trained on. The three settings a
 ``init_from``; ``replay_fraction=0`` keeps the evaluation (the no-replay baseline of a sweep).
 (Replay against catastrophic forgetting in continued pretraining: Ibrahim et al. 2024, "Simple and
 Scalable Strategies to Continually Pre-train Large Language Models".)
+
+A mixture (``data.mixture``: named ``MixtureSource(name, SourceConfig(...), weight)`` items instead of
+``data.source``) trains on every source's training split, the weights being shares of training
+sequences (``lmforge.data.pipeline.mixture_train_dataset``), and holds out each source's last
+documents (``data.val_fraction`` of each). ``eval/*`` scores the held-out splits together, every
+held-out token once (so a larger split counts more, as in one concatenated split), and
+``eval/NAME/*`` each source alone: the per-domain curves a mixture's weights are tuned by (Xie et al.
+2023, DoReMi). The tokenizer trains on all the training splits. A mixture is not curated by the run
+(curate each source with ``lmforge data curate`` and give it as ``SourceConfig(kind="curated")``),
+and it may be continued with replay (replay's share comes first; the sources share the rest).
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from lmforge.data import compression_report, eval_batches, load_tokenizer, read_
 from lmforge.data import train_dataset, train_tokenizer
 from lmforge.data.curate.config import CurateConfig
 from lmforge.data.objectives import Objective, ObjectiveConfig, seq2seq_lengths
-from lmforge.data.pipeline import check_splits, mixed_train_dataset
+from lmforge.data.pipeline import check_splits, mixture_splits, mixture_train_dataset
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import ModelConfig, build_model, create_sharded, forward_logprobs
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
@@ -54,6 +64,7 @@ from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_
 from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import causal_lm_loss
 from lmforge.train.optim import OptimConfig
+from lmforge.train.step import reduce_metrics
 from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
 
 
@@ -90,6 +101,9 @@ class PretrainConfig(LoopConfig):
         if not 0.0 < self.replay_val_fraction < 1.0:
             raise ValueError(f"replay_val_fraction={self.replay_val_fraction}: expected a number in (0, 1) (the "
                              f"original run's data.val_fraction; replay evaluation needs a held-out split)")
+        if self.curate is not None and self.data.mixture:
+            raise ValueError("curate is set with data.mixture; expected curate=None: curate each source with "
+                             "`lmforge data curate` and give its workdir as SourceConfig(kind='curated', path=...)")
 
     def resumes_alone(self, workdir: pathlib.Path) -> bool:
         """A continued run that trains every weight (no ``optim.trainable``) without replay, whose
@@ -218,6 +232,11 @@ def replay_documents(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{config_file}: expected a pretraining run's config with data.source and "
                          f"data.val_fraction ({type(e).__name__}: {e})") from None
+    if ran["data"].get("mixture"):
+        names = ", ".join(str(s.get("name")) for s in ran["data"]["mixture"])
+        raise ValueError(f"init_from={cfg.init_from} trained on a mixture ({names}), and replay reads one source; "
+                         f"expected replay=None, with the original sources among this run's data.mixture (their "
+                         f"weights are the replay share; eval/NAME/* scores each)")
     asked = dataclasses.asdict(cfg.replay)
     for key in ("path",):   # a relative and an absolute path to one file are the same source
         asked[key] = _same_path(asked[key])
@@ -258,6 +277,18 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelConfig:
         raise ValueError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {vocab_size} ids; "
                          f"set model.vocab_size=0 to follow the tokenizer")
     return cfg
+
+
+def data_splits(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, tuple[list[str], list[str]]]:
+    """``{source: (train documents, held-out documents)}`` of the run: each source of ``data.mixture``
+    under its name (``mixture_splits``), or ``data.source`` as ``"data"``, curated first into
+    ``WORKDIR/curated`` when ``cfg.curate`` is set (a finished curation is only read)."""
+    if cfg.data.mixture:
+        return mixture_splits(cfg.data)
+    docs = read_documents(cfg.data.source)
+    if cfg.curate is not None:
+        docs = curate_documents(cfg.curate, docs, workdir / "curated")
+    return {"data": split_documents(docs, cfg.data.val_fraction)}
 
 
 def curate_documents(curate_cfg: CurateConfig, docs: list[str], directory: pathlib.Path) -> list[str]:
@@ -370,11 +401,20 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     distributed.initialize(cfg.distributed)
     t_start = time.time()
 
-    docs = read_documents(cfg.data.source)
-    if cfg.curate is not None:
-        docs = curate_documents(cfg.curate, docs, workdir / "curated")
-    train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
-    check_splits(cfg.data, cfg.tokenizer.kind, train_docs, val_docs)   # before a tokenizer is trained on too little
+    splits = data_splits(cfg, workdir)
+    for name, (train_split, val_split) in splits.items():   # before a tokenizer is trained on too little
+        try:
+            check_splits(cfg.data, cfg.tokenizer.kind, train_split, val_split)
+        except ValueError as e:
+            raise (ValueError(f"data.mixture[{name}]: {e}") if cfg.data.mixture else e) from None
+    train_docs = [d for train_split, _ in splits.values() for d in train_split]
+    if cfg.data.mixture and jax.process_index() == 0:
+        total = sum(s.weight for s in cfg.data.mixture)
+        print("data: a mixture, by share of training sequences: " + "; ".join(
+            f"{s.name} {s.weight / total:.1%} ({len(splits[s.name][0]):,} training / {len(splits[s.name][1]):,} held-out "
+            f"documents, {sum(map(len, splits[s.name][0])) / 1e6:.2f}M training characters)"
+            for s in cfg.data.mixture), flush=True)
+    val_docs = [d for _, val_split in splits.values() for d in val_split]
     replay_train, replay_val = replay_documents(cfg) if cfg.replay is not None else ([], [])
     if cfg.replay is not None:
         try:
@@ -413,15 +453,20 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     print(f"model: {model_cfg.family}, {n_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)}; "
           f"{jax.device_count()} {jax.devices()[0].platform} devices, {jax.process_count()} process(es)", flush=True)
 
-    if cfg.replay_fraction:
-        dataset = mixed_train_dataset(cfg.data, tok, train_docs, replay_train, cfg.replay_fraction,
-                                      process_index=jax.process_index(), process_count=jax.process_count())
+    weights = {s.name: s.weight for s in cfg.data.mixture} or {"data": 1.0}
+    parts = [(name, train_split, weights[name] / sum(weights.values()) * (1.0 - cfg.replay_fraction))
+             for name, (train_split, _) in splits.items()]
+    if cfg.replay_fraction:   # replay's share first; the sources share the rest by their weights
+        parts.append(("replay", replay_train, cfg.replay_fraction))
+    if len(parts) > 1:
+        dataset = mixture_train_dataset(cfg.data, tok, parts, process_index=jax.process_index(),
+                                        process_count=jax.process_count())
     else:
         dataset = train_dataset(cfg.data, tok, train_docs, process_index=jax.process_index(),
                                 process_count=jax.process_count())
     if cfg.objective.kind != "causal":   # masking / corruption drawn per batch, checkpointed with the iterator
         dataset = dataset.random_map(objective, seed=cfg.seed)
-    def evaluator(docs: list[str], seed: int) -> BatchEvaluator:
+    def evaluator(docs: list[str], seed: int) -> tuple[BatchEvaluator, float]:
         val_batches, val_bytes = eval_batches(cfg.data, tok, docs, batch_size=eval_bs)
         if cfg.objective.kind != "causal":   # a fixed draw per batch: every evaluation scores the same task
             val_batches = [objective(b, np.random.default_rng([seed, i])) for i, b in enumerate(val_batches)]
@@ -429,11 +474,15 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
         bytes_per_token = val_bytes / max(sum(float(b["weights"].sum()) for b in val_batches), 1.0)
         if cfg.eval_max_batches:
             val_batches = val_batches[:cfg.eval_max_batches]
-        return BatchEvaluator(val_batches, rows=eval_bs, derive=lm_eval_metrics(bytes_per_token))
+        return BatchEvaluator(val_batches, rows=eval_bs, derive=lm_eval_metrics(bytes_per_token)), bytes_per_token
 
-    evaluate = evaluator(val_docs, cfg.seed)
+    if cfg.data.mixture:
+        evaluate = with_source_evals({name: evaluator(val_split, cfg.seed + i)
+                                      for i, (name, (_, val_split)) in enumerate(splits.items())})
+    else:
+        evaluate = evaluator(val_docs, cfg.seed)[0]
     if cfg.replay is not None:
-        evaluate = with_replay_eval(evaluate, evaluator(replay_val, cfg.seed + 1))
+        evaluate = with_replay_eval(evaluate, evaluator(replay_val, cfg.seed + 1)[0])
     flops = lm_flops_per_token(model_cfg, cfg.data.seq_len, n_params)
 
     def say_eval(step, m):
@@ -464,6 +513,8 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
             "final/val_bits_per_byte": ev["eval/bits_per_byte"],
             **({f"final/replay_val_{k}": ev[f"eval/replay/{k}"] for k in ("loss", "perplexity", "bits_per_byte")}
                if cfg.replay is not None else {}),
+            **{f"final/{s.name}_val_{k}": ev[f"eval/{s.name}/{k}"] for s in cfg.data.mixture
+               for k in ("loss", "perplexity", "bits_per_byte")},
             "final/tokens_per_s": result.perf.get("perf/tokens_per_s", float("nan")),
             "final/wall_s": time.time() - t_start}
 
@@ -477,11 +528,35 @@ def with_replay_eval(evaluate, replay_evaluate):
     return both
 
 
+_DERIVED = ("perplexity", "bits_per_byte", "tokens")   # lm_eval_metrics' keys: computed, not averaged
+
+
+def with_source_evals(evaluators: dict[str, tuple[BatchEvaluator, float]]):
+    """One evaluation callable for a mixture's held-out splits, ``{name: (evaluator, bytes per scored
+    token)}``: ``eval/NAME/*`` per source, and ``eval/*`` over all of them together, every scored token
+    once (the weighted mean of the sources' losses by their token counts, perplexity and bits per
+    byte derived from it), so ``eval/loss`` means what it means for one source."""
+    def each(trainer) -> dict[str, float]:
+        out, raw, n_bytes = {}, [], 0.0
+        for name, (evaluate, bytes_per_token) in evaluators.items():
+            m = {k.removeprefix("eval/"): v for k, v in evaluate(trainer).items()}
+            out.update({f"eval/{name}/{k}": v for k, v in m.items()})
+            raw.append({k: v for k, v in m.items() if k not in _DERIVED})
+            n_bytes += bytes_per_token * m["weight_sum"]
+        total = reduce_metrics(raw)
+        total.update(lm_eval_metrics(n_bytes / max(total["weight_sum"], 1e-8))(total))
+        return {**{f"eval/{k}": v for k, v in total.items()}, **out}
+    return each
+
+
 def eval_line(step: int, m: dict[str, float]) -> str:
     """The one format of an evaluation line, during the run and at its end (issue 13):
     ``step 600: val loss 4.6412, perplexity 103.69, bits/byte 2.3225``."""
     line = (f"step {step}: val loss {m['eval/loss']:.4f}, perplexity {m['eval/perplexity']:.2f}, "
             f"bits/byte {m['eval/bits_per_byte']:.4f}")
+    sources = [k.split("/")[1] for k in m if k.count("/") == 2 and k.endswith("/loss") and k != "eval/replay/loss"]
+    if sources:
+        line += "; by source: " + ", ".join(f"{name} {m[f'eval/{name}/loss']:.4f}" for name in sources)
     if "eval/replay/loss" in m:
         line += f"; replay domain: val loss {m['eval/replay/loss']:.4f}, perplexity {m['eval/replay/perplexity']:.2f}"
     return line

@@ -191,3 +191,24 @@ def test_not_a_dataclass():
     with pytest.raises(TypeError):
         apply_bindings({"a": 1}, ["a=2"])
     assert dataclasses.is_dataclass(bind())
+
+
+def test_items_of_a_named_tuple_are_bound_by_name():
+    """``data.mixture.web.weight=0.5``: a tuple of named configs is addressed by item name (sweepable)."""
+    from lmforge.data import DataConfig, MixtureSource, SourceConfig
+
+    cfg = DataConfig(mixture=(MixtureSource("web", SourceConfig(kind="text", path="a.txt")),
+                              MixtureSource("code", SourceConfig(kind="text", path="b.txt"), 2.0)))
+    out = apply_bindings(cfg, ["mixture.web.weight=0.5", "mixture.code.source.path=c.txt"])
+    assert [(s.name, s.source.path, s.weight) for s in out.mixture] == [("web", "a.txt", 0.5), ("code", "c.txt", 2.0)]
+    assert "mixture.code.source.kind" in config_keys(cfg)
+    assert non_default(out)["mixture.web.weight"] == 0.5 and "mixture.web.name" not in non_default(out)
+    for binding, message in (
+            ("mixture.wbe.weight=1", "mixture has no item named 'wbe'; its items are web, code"),
+            ("mixture.web=1", "is a whole item of mixture; bind its fields"),
+            ("mixture.web.wieght=1", "did you mean 'mixture.web.weight'"),
+            ("mixture.web.source.knd=text", "did you mean 'mixture.web.source.kind'"),   # not code's
+            ("mixture.web.weight=0", "weight=0.0; expected a finite number > 0"),
+            ("mixture.code.name=web", "names web more than once")):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            apply_bindings(cfg, [binding])
