@@ -101,6 +101,9 @@ class PretrainConfig(LoopConfig):
         if not 0.0 < self.replay_val_fraction < 1.0:
             raise ValueError(f"replay_val_fraction={self.replay_val_fraction}: expected a number in (0, 1) (the "
                              f"original run's data.val_fraction; replay evaluation needs a held-out split)")
+        if self.replay is not None and self.data.val_fraction == 0:
+            raise ValueError("replay is set with data.val_fraction=0; expected a held-out split of the new domain "
+                             "(data.val_fraction > 0): every evaluation scores both domains")
         if self.curate is not None and self.data.mixture:
             raise ValueError("curate is set with data.mixture; expected curate=None: curate each source with "
                              "`lmforge data curate` and give its workdir as SourceConfig(kind='curated', path=...)")
@@ -476,9 +479,12 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
             val_batches = val_batches[:cfg.eval_max_batches]
         return BatchEvaluator(val_batches, rows=eval_bs, derive=lm_eval_metrics(bytes_per_token)), bytes_per_token
 
-    if cfg.data.mixture:
+    if not val_docs:   # data.val_fraction=0: every document trains, nothing is evaluated
+        evaluate = None
+        _say("evaluation: none (data.val_fraction=0 holds out no documents)")
+    elif cfg.data.mixture:
         evaluate = with_source_evals({name: evaluator(val_split, cfg.seed + i)
-                                      for i, (name, (_, val_split)) in enumerate(splits.items())})
+                                      for i, (name, (_, val_split)) in enumerate(splits.items()) if val_split})
     else:
         evaluate = evaluator(val_docs, cfg.seed)[0]
     if cfg.replay is not None:
@@ -509,12 +515,12 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
             print(f"lmforge: the earlier samples.txt is kept as {kept.name}", file=sys.stderr, flush=True)
         print(text, flush=True)
     return {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
-            "final/val_loss": ev["eval/loss"], "final/val_perplexity": ev["eval/perplexity"],
-            "final/val_bits_per_byte": ev["eval/bits_per_byte"],
+            **({"final/val_loss": ev["eval/loss"], "final/val_perplexity": ev["eval/perplexity"],
+                "final/val_bits_per_byte": ev["eval/bits_per_byte"]} if ev else {}),
             **({f"final/replay_val_{k}": ev[f"eval/replay/{k}"] for k in ("loss", "perplexity", "bits_per_byte")}
                if cfg.replay is not None else {}),
             **{f"final/{s.name}_val_{k}": ev[f"eval/{s.name}/{k}"] for s in cfg.data.mixture
-               for k in ("loss", "perplexity", "bits_per_byte")},
+               for k in ("loss", "perplexity", "bits_per_byte") if f"eval/{s.name}/{k}" in ev},
             "final/tokens_per_s": result.perf.get("perf/tokens_per_s", float("nan")),
             "final/wall_s": time.time() - t_start}
 

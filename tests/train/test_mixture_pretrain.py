@@ -171,3 +171,19 @@ def test_experiment_sweeps_one_sources_weight_by_name(tmp_path):
     assert "final/code_val_loss" in summary and "final/docs_val_loss" in summary and summary.count(",ok,") == 2
     weights = {s.name: s.weight for s in load_config(tmp_path / "data.mixture.code.weight=3" / "config.json").data.mixture}
     assert weights == {"docs": 3.0, "code": 3.0}
+
+
+def test_no_held_out_split_trains_without_evaluation(tmp_path, capsys):
+    """``data.val_fraction=0`` (a mixture or one source): every document trains, no evaluation runs (it
+    used to fail with KeyError 'loss' at the first evaluation)."""
+    paths = _files(tmp_path)
+    for data in (DataConfig(mixture=_mixture(paths, {"ab": 1.0, "xy": 1.0}), val_fraction=0.0, seq_len=16, batch_size=8),
+                 DataConfig(source=SourceConfig(kind="jsonl", path=str(paths["ab"])), val_fraction=0.0, seq_len=16,
+                            batch_size=8)):
+        run = tmp_path / f"run{len(data.mixture)}"
+        final = run_pretrain(dataclasses.replace(_config(paths), data=data, steps=2, eval_on_start=True), run)
+        assert final["final/step"] == 2 and not any("val" in k for k in final)
+        assert not any("eval/loss" in m for m in read_metrics(run / "metrics.jsonl"))
+        assert "evaluation: none (data.val_fraction=0" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="replay is set with data.val_fraction=0"):
+        dataclasses.replace(_config(paths), data=data, init_from=str(tmp_path), replay=data.source)
