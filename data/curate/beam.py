@@ -48,6 +48,7 @@ def run_beam(cfg: CurateConfig, out_dir: pathlib.Path) -> Funnel:
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
 
     files = [(i, icfg, str(path)) for i, (icfg, path) in enumerate(resolve_files(cfg.inputs))]
+    paths = [path for _, _, path in files]
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stages = enabled_stages(cfg)
@@ -107,7 +108,7 @@ def run_beam(cfg: CurateConfig, out_dir: pathlib.Path) -> Funnel:
                     | "UnionFind" >> beam.FlatMap(lambda edges: sorted(clusters(edges).items())))
         else:
             near = p | "NoNear" >> beam.Create([])
-        fates = results | "Fates" >> beam.Map(lambda r, ex, nr: (r, fate(r, ex, nr)), exact_side, beam.pvalue.AsDict(near))
+        fates = results | "Fates" >> beam.Map(lambda r, ex, nr: (r, fate(r, ex, nr, paths)), exact_side, beam.pvalue.AsDict(near))
         (fates | "Funnel" >> beam.CombineGlobally(FunnelFn()) | "SaveFunnel" >> beam.Map(save_funnel))
         kept = (fates | "Kept" >> beam.Filter(lambda rf: not rf[1][0])
                 | "ByShard" >> beam.Map(lambda rf: (shard_of(rf[0].doc.id, cfg.output.num_shards), (rf[0].ordinal, rf[0].doc))))

@@ -6,20 +6,26 @@ engine ran the stages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lmforge.data.curate.stages import DocResult
 
 
-def place(ordinal: int) -> str:
-    """A human-readable input position: ``input file F, record R`` (both 0-based)."""
-    return f"input file {ordinal >> 32}, record {ordinal & 0xFFFFFFFF}"
+def place(ordinal: int, files: Sequence[str]) -> str:
+    """Where a record came from, as the skipped-record lines say it: ``PATH:LINE`` (jsonl, 1-based;
+    ``PATH:1`` for a whole-file text document) or ``PATH:row N`` (parquet, 1-based). ``files`` are
+    the run's input paths in order (the file index of an ordinal)."""
+    path, index = files[ordinal >> 32], ordinal & 0xFFFFFFFF
+    return f"{path}:row {index + 1}" if str(path).endswith(".parquet") else f"{path}:{index + 1}"
 
 
-def fate(r: DocResult, exact: dict[int, int], near: dict[int, int]) -> tuple[str, str, str]:
-    """(stage, reason, detail) where ``r`` was dropped, or ("", "", "") if it is kept."""
+def fate(r: DocResult, exact: dict[int, int], near: dict[int, int], files: Sequence[str]) -> tuple[str, str, str]:
+    """(stage, reason, detail) where ``r`` was dropped, or ("", "", "") if it is kept; a duplicate's
+    detail names the kept document it repeats (``place``)."""
     if r.doc is None:
         return r.stage, r.reason, ""
     if r.ordinal in exact:
-        return "exact_dedup", "duplicate", f"(duplicate of {place(exact[r.ordinal])})"
+        return "exact_dedup", "duplicate", f"(duplicate of {place(exact[r.ordinal], files)})"
     if r.ordinal in near:
-        return "near_dedup", "near_duplicate", f"(near-duplicate of {place(near[r.ordinal])})"
+        return "near_dedup", "near_duplicate", f"(near-duplicate of {place(near[r.ordinal], files)})"
     return "", "", ""

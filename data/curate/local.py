@@ -86,8 +86,9 @@ def finish(cfg: CurateConfig, results: list[DocResult], out_dir: pathlib.Path) -
             if cfg.near_dedup.enabled else {})
     funnel = Funnel(enabled_stages(cfg), cfg.output.examples_per_reason)
     shards: dict[int, list] = defaultdict(list)
+    files = [str(path) for _, path in resolve_files(cfg.inputs)]
     for r in results:
-        stage, reason, detail = fate(r, exact, near)
+        stage, reason, detail = fate(r, exact, near, files)
         funnel.add(r, stage, reason, detail)
         if not stage:
             shards[shard_of(r.doc.id, cfg.output.num_shards)].append((r.ordinal, r.doc))

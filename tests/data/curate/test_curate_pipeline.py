@@ -58,7 +58,7 @@ def test_funnel_counts_every_record_and_drops_by_label(input_file, tmp_path):
     assert "<EMAIL>" in docs[3].text and "<PHONE>" in docs[3].text and docs[3].metadata["language"] == "en"
     report = (tmp_path / "run" / "report.md").read_text()
     for needle in ("![funnel](funnel.png)", "| near_dedup |", "## Top drop reasons", "### safety/toxic",
-                   "[doc9] ", f"{input_file}:12", "near-duplicate of input file 0, record 1"):
+                   "[doc9] ", f"{input_file}:12", f"near-duplicate of {input_file}:2"):
         assert needle in report, needle
     assert (tmp_path / "run" / "funnel.png").stat().st_size > 1000
 
