@@ -8,8 +8,12 @@ of chat conversations, token by token.
 - ``--tokenizer``: a tokenizer folder (lmforge's, or a Hugging Face folder's ``tokenizer.json``), or
   a run / model folder holding one in ``tokenizer/``.
 - The input is a chat data file when it names an existing ``.jsonl``, ``.jsonl.gz`` or ``.json`` file
-  (formats of ``lmforge.data.chat_readers``, detected unless ``--format`` says), the text of any
-  other existing file, else the argument itself as text (``--format text`` forces that).
+  (formats of ``lmforge.data.chat_readers``, detected unless ``--format`` says); a file of
+  pretraining documents when it is a ``.jsonl[.gz|.zst]`` whose first record has a string
+  ``--text-field`` (``"text"``) and no chat keys, e.g. a curation's output shard (``--format
+  documents``; the first ``--limit`` documents are shown); the text of any other existing file
+  (tokens of its first 2,000 characters shown, counts of the whole file); else the argument itself
+  as text (``--format text`` forces that, even for a file's name).
 - Conversations go through the tokenizer's chat template (``chat_template_for``: an imported
   model's jinja template, else lmforge's chat format), so the ids are those SFT trains on and the
   loss mask is shown: on a terminal, weighted tokens are bold and underlined; in plain output
@@ -33,6 +37,9 @@ from .errors import ConfigError
 from .typecheck import check_flag
 
 CHAT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+DOCUMENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+_CHAT_KEYS = ("messages", "conversations", "instruction", "chosen")
+_SHOW_CHARS = 2_000   # a text file's tokens shown; its counts cover all of it
 _BACKGROUNDS = ("\x1b[30;48;5;153m", "\x1b[30;48;5;223m")   # black on light blue / light orange
 _WEIGHTED = "\x1b[1;4m"                                      # bold, underlined
 _RESET = "\x1b[0m"
@@ -44,10 +51,13 @@ def add_show_parser(tok_sub) -> None:
     show.add_argument("input", metavar="TEXT_OR_JSONL", help="a text, a text file, or a chat .jsonl[.gz] / .json file")
     show.add_argument("--tokenizer", required=True, metavar="DIR_OR_RUN",
                       help="a tokenizer folder, or a run / model folder with tokenizer/ in it")
-    show.add_argument("--format", default="auto", choices=("auto", "text", "messages", "alpaca", "sharegpt", "hh"),
+    show.add_argument("--format", default="auto",
+                      choices=("auto", "text", "documents", "messages", "alpaca", "sharegpt", "hh"),
                       help="what the input is (default: detected)")
+    show.add_argument("--text-field", default="text", metavar="FIELD",
+                      help="the field holding a document in a documents .jsonl (default: text)")
     show.add_argument("--field", default="chosen", choices=("chosen", "rejected"), help="HH-RLHF transcript to show")
-    show.add_argument("--limit", type=int, default=3, help="conversations to show (default 3)")
+    show.add_argument("--limit", type=int, default=3, help="conversations or documents to show (default 3)")
     show.add_argument("--train-on", default="assistant", choices=("assistant", "all"),
                       help="the loss mask shown for conversations (default: assistant turns)")
     show.add_argument("--color", default="auto", choices=("auto", "always", "never"),
@@ -68,17 +78,25 @@ def show_cmd(args: argparse.Namespace) -> int:
     if args.format == "auto" and _is_dir(path):
         raise ConfigError(f"{path} is a folder; expected a text, a text file or a chat .jsonl[.gz] / .json file "
                           f"(--format text shows the tokens of the words themselves)")
-    if args.format == "text" or (args.format == "auto" and not is_chat_name):
-        text = path.read_text(encoding="utf-8") if args.format == "auto" and _is_file(path) else args.input
-        ids = tok.encode(text)
-        print(view.tokens(ids))
-        print(view.ids(ids))
-        n_bytes = len(text.encode("utf-8"))
-        print(f"{len(ids):,} tokens, {len(text):,} chars, {n_bytes:,} bytes "
-              f"({len(text) / max(len(ids), 1):.2f} chars/token, {tok!r})")
+    if args.text_field != "text" and args.format not in ("auto", "documents"):
+        raise ConfigError(f"--text-field {args.text_field} is read from a documents .jsonl; --format {args.format} "
+                          f"does not read it")
+    is_documents = args.format == "documents" or (
+        args.format == "auto" and args.input.endswith(DOCUMENT_SUFFIXES) and _is_file(path)
+        and _first_record_is_document(path, args.text_field))
+    if not is_documents and (args.format == "text" or (args.format == "auto" and not is_chat_name)):
+        from_file = args.format == "auto" and _is_file(path)
+        text = path.read_text(encoding="utf-8") if from_file else args.input
+        _show_text(view, tok, text, shown=_SHOW_CHARS if from_file else len(text))
         return 0
     if not path.is_file():
         raise FileNotFoundError(2, "no such file", str(path))
+    if is_documents:
+        docs, total = _read_documents(path, args.text_field, args.limit)
+        for i, (where, text) in enumerate(docs):
+            print(f"== document {i + 1} of {total} ({where}) ==")
+            _show_text(view, tok, text, shown=_SHOW_CHARS)
+        return 0
     from lmforge.data.chat import chat_template_for
     from lmforge.data.chat_readers import read_conversations
 
@@ -94,6 +112,68 @@ def show_cmd(args: argparse.Namespace) -> int:
         print(f"{len(ids):,} tokens, {int(weights.sum()):,} trained on ({marked}, train_on={args.train_on})")
     print(stats.summary())
     return 0
+
+
+def _show_text(view: TokenView, tok, text: str, *, shown: int) -> None:
+    """The tokens and ids of ``text``'s first ``shown`` characters (whole lines where it can), and the
+    counts of all of it."""
+    ids = tok.encode(text)
+    part = text if len(text) <= shown else text[:text.rfind("\n", 0, shown) + 1 or shown]
+    part_ids = ids if part is text else tok.encode(part)
+    print(view.tokens(part_ids))
+    print(view.ids(part_ids))
+    n_bytes = len(text.encode("utf-8"))
+    head = "" if part is text else f"the first {len(part):,} characters shown; all of it: "
+    print(f"{head}{len(ids):,} tokens, {len(text):,} chars, {n_bytes:,} bytes "
+          f"({len(text) / max(len(ids), 1):.2f} chars/token, {tok!r})")
+
+
+def _first_record_is_document(path: pathlib.Path, text_field: str) -> bool:
+    """Whether the first non-blank line of a .jsonl[.gz|.zst] is an object with a string ``text_field``
+    and none of the chat formats' keys (a pretraining document, not a conversation)."""
+    import json   # pylint: disable=import-outside-toplevel
+
+    from lmforge.data.sources import open_bytes   # pylint: disable=import-outside-toplevel
+
+    with open_bytes(path) as f:
+        for line in f:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    return False   # the chat reader names the bad line
+                return (isinstance(obj, dict) and isinstance(obj.get(text_field), str)
+                        and not any(k in obj for k in _CHAT_KEYS))
+    return False
+
+
+def _read_documents(path: pathlib.Path, text_field: str, limit: int) -> tuple[list[tuple[str, str]], str]:
+    """The first ``limit`` documents of a jsonl file as ``(PATH:LINE, text)``, and how many it holds
+    (counted to the end). Raises ValueError naming ``PATH:LINE`` for a line that is not a JSON object
+    with a string ``text_field``."""
+    import json   # pylint: disable=import-outside-toplevel
+
+    from lmforge.data.sources import open_bytes   # pylint: disable=import-outside-toplevel
+
+    docs, n = [], 0
+    with open_bytes(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            n += 1
+            if len(docs) == limit:
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}:{i}: not a JSON line ({e}); expected {{\"{text_field}\": ...}}") from None
+            text = obj.get(text_field) if isinstance(obj, dict) else None
+            if not isinstance(text, str):
+                got = f"keys {', '.join(sorted(obj))}" if isinstance(obj, dict) else type(obj).__name__
+                raise ValueError(f"{path}:{i}: expected a JSON object with a string field {text_field!r} "
+                                 f"(--text-field), got {got}")
+            docs.append((f"{path}:{i}", text))
+    return docs, f"{n:,}"
 
 
 def tokenizer_folder(path: pathlib.Path) -> pathlib.Path:

@@ -82,3 +82,31 @@ def test_bad_inputs_are_one_line_errors(run_dir, capsys, tmp_path):
         f"(--format text shows the tokens of the words themselves)")
     code, out, _ = _show(capsys, str(tmp_path), "--tokenizer", str(run), "--format", "text")
     assert code == 0 and "tokens," in out[-1]
+
+
+def test_documents_jsonl_and_long_text_files(run_dir, capsys, tmp_path):
+    """A pretraining jsonl ({"text": ...} per line, a curation's .jsonl.zst shard too) shows its first
+    --limit documents with PATH:LINE; a long text file shows its first 2,000 characters' tokens and the
+    whole file's counts (it used to print every id of a 1 MB file, and refuse a {"text"} jsonl as chat)."""
+    import zstandard
+
+    run, tok = run_dir
+    lines = "".join(json.dumps({"id": i, "text": f"Line {i}: the quick brown fox."}) + "\n" for i in range(5))
+    for name, data in (("docs.jsonl", lines.encode()), ("docs.jsonl.zst", zstandard.ZstdCompressor().compress(lines.encode()))):
+        (tmp_path / name).write_bytes(data)
+        code, out, _ = _show(capsys, str(tmp_path / name), "--tokenizer", str(run), "--limit", "2")
+        assert code == 0 and out[0] == f"== document 1 of 5 ({tmp_path / name}:1) ==" and out[4].startswith("== document 2 of 5")
+        assert len([line for line in out if line.startswith("==")]) == 2
+        assert [int(i) for i in out[2].removeprefix("ids: ").split()] == tok.encode("Line 0: the quick brown fox.")
+    (tmp_path / "other.jsonl").write_text('{"body": "a"}\n')
+    code, out, _ = _show(capsys, str(tmp_path / "other.jsonl"), "--tokenizer", str(run), "--text-field", "body")
+    assert code == 0 and out[0].startswith("== document 1 of 1")
+    code, _, err = _show(capsys, str(tmp_path / "other.jsonl"), "--tokenizer", str(run), "--format", "documents")
+    assert code == 2 and "other.jsonl:1: expected a JSON object with a string field 'text' (--text-field), got keys body" in err
+    code, _, err = _show(capsys, "hi", "--tokenizer", str(run), "--format", "text", "--text-field", "body")
+    assert code == 2 and "--text-field body is read from a documents .jsonl" in err
+    big = "".join(f"Line {i}: what is {i}+{i}?\n" for i in range(2000))
+    (tmp_path / "big.txt").write_text(big)
+    code, out, _ = _show(capsys, str(tmp_path / "big.txt"), "--tokenizer", str(run))
+    assert code == 0 and len(out) == 3 and out[-1].startswith("the first 1,9") and f"{len(big):,} chars" in out[-1]
+    assert len(out[1].split()) - 1 < len(tok.encode(big)) // 10
