@@ -18,8 +18,11 @@ experiment, plans a pretraining config of that model whose batch defaults to one
 data-parallel device and whose sequence defaults to the model's ``max_seq_len``. Bindings apply as
 in ``lmforge run``. A mesh axis of -1 takes the devices ``--devices`` leaves (without it: 1).
 
-Prints parameters, FLOPs per token, memory per device and the step time at ``--mfu`` of
-``--peak-tflops`` as a table, or as one JSON object with ``--json``.
+Prints parameters, FLOPs per token, memory per device and the step time at ``--mfu`` of the
+device's peak as a table, or as one JSON object with ``--json``. The device is ``--device`` (default
+``h100``: 989 TFLOP/s bf16, 80 GiB; ``here``: this machine's first device, its peak as ``lmforge run``
+takes it -- a CPU's measured matmul rate -- and its memory), and ``--peak-tflops`` / ``--memory-gib``
+override either figure. The device's name is printed beside the figures.
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ from .errors import ConfigError
 from .typecheck import check_flag
 
 
+# name: (dense bf16 peak TFLOP/s, memory GiB, what it is): datasheet figures
+DEVICES = {
+    "h100": (989.0, 80.0, "H100 SXM, bf16"),
+    "h200": (989.0, 141.0, "H200 SXM, bf16"),
+    "a100": (312.0, 80.0, "A100 80GB, bf16"),
+    "tpu-v5e": (197.0, 16.0, "TPU v5e, bf16"),
+    "tpu-v5p": (459.0, 95.0, "TPU v5p, bf16"),
+}
+
+
 def add_plan_parser(sub) -> None:
     p = sub.add_parser("plan", help="parameters, FLOPs, memory per device and step time of a run, before it runs",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,9 +55,10 @@ def add_plan_parser(sub) -> None:
     p.add_argument("--preset", help="a model preset, e.g. llama3_70b (see lmforge.model.PRESETS)")
     p.add_argument("--devices", type=int, help="devices in all, for a mesh axis of -1 (default: -1 counts as 1)")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation the step time assumes (0.4)")
-    p.add_argument("--peak-tflops", type=float, default=989.0,
-                   help="dense peak TFLOP/s per device (989: H100 SXM bf16)")
-    p.add_argument("--memory-gib", type=float, default=80.0, help="memory per device in GiB (80: H100)")
+    p.add_argument("--device", default="h100", choices=(*DEVICES, "here"),
+                   help="the device planned for (default h100); here: this machine's first device")
+    p.add_argument("--peak-tflops", type=float, help="dense peak TFLOP/s per device (default: --device's)")
+    p.add_argument("--memory-gib", type=float, help="memory per device in GiB (default: --device's)")
     p.add_argument("--decode-batch", type=int, default=1, help="rows decoded at once, for the KV cache (1)")
     p.add_argument("--decode-len", type=int, default=0, help="tokens held in the KV cache (0: model.max_seq_len)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -58,8 +72,10 @@ def plan_cmd(args: argparse.Namespace) -> int:
     from lmforge.train.plan import GIB, Device, format_plan, plan
 
     check_flag("--mfu", args.mfu, low=0, high=1, low_open=True)
-    check_flag("--peak-tflops", args.peak_tflops, low=0, low_open=True)
-    check_flag("--memory-gib", args.memory_gib, low=0, low_open=True)
+    if args.peak_tflops is not None:
+        check_flag("--peak-tflops", args.peak_tflops, low=0, low_open=True)
+    if args.memory_gib is not None:
+        check_flag("--memory-gib", args.memory_gib, low=0, low_open=True)
     check_flag("--decode-batch", args.decode_batch, low=1)
     check_flag("--decode-len", args.decode_len, low=0)
     if args.devices is not None:
@@ -131,7 +147,12 @@ def plan_cmd(args: argparse.Namespace) -> int:
                      f"init_from={config.init_from} (the model is its, not this config's model.*): "
                      if getattr(config, "init_from", "") else "")
             raise ConfigError(f"{whose}{e}") from None
-    device = Device(peak_flops=args.peak_tflops * 1e12, mfu=args.mfu, memory_bytes=args.memory_gib * GIB)
+    peak_tflops, memory_gib, name = here(model.dtype) if args.device == "here" else DEVICES[args.device]
+    if args.peak_tflops is not None or args.memory_gib is not None:
+        name += ", with " + " and ".join(f for f in (args.peak_tflops is not None and "--peak-tflops",
+                                                      args.memory_gib is not None and "--memory-gib") if f)
+    device = Device(peak_flops=(args.peak_tflops or peak_tflops) * 1e12, mfu=args.mfu,
+                    memory_bytes=(args.memory_gib or memory_gib) * GIB, name=name)
     result = plan(model, sizes, batch_size=batch, seq_len=seq_len, optim=optim, rules=mesh_cfg.rules, device=device,
                   decode_batch=args.decode_batch, decode_len=args.decode_len,
                   vocab_chunk=getattr(config, "vocab_chunk", VOCAB_CHUNK))
@@ -155,3 +176,26 @@ def _source_model(config):
         raise ConfigError(f"{type(config).__qualname__} fine-tunes the model of init_from, which is not set: bind "
                           f"init_from=FOLDER (a run, model or transformers folder) or pass --preset NAME")
     return dataclasses.replace(source_model_config(config.init_from), **config.model.overrides())
+
+
+def here(dtype: str) -> tuple[float, float, str]:
+    """(peak TFLOP/s, memory GiB, name) of this machine's first device: the peak ``lmforge run`` uses for
+    MFU (``peak_flops_per_device``: a CPU's is a measured float32 matmul rate), the memory the runtime
+    reports (a CPU's: the machine's RAM). Raises ConfigError for an accelerator of unknown peak."""
+    import os   # pylint: disable=import-outside-toplevel
+
+    import jax   # pylint: disable=import-outside-toplevel
+
+    from lmforge.train.metrics import peak_flops_per_device   # pylint: disable=import-outside-toplevel
+
+    device = jax.devices()[0]
+    peak = peak_flops_per_device(device, dtype)
+    if peak is None:
+        raise ConfigError(f"--device here: no known peak for {device.device_kind!r}; give --peak-tflops")
+    if device.platform == "cpu":
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        what = f"this machine's CPU ({os.cpu_count()} cores), {peak / 1e9:.0f} GFLOP/s measured"
+    else:
+        memory = (device.memory_stats() or {}).get("bytes_limit", 0)
+        what = f"this machine's {device.device_kind}, {jax.numpy.dtype(dtype).name}"
+    return peak / 1e12, memory / 2**30, what

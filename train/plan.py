@@ -254,10 +254,12 @@ def _sliced_by_partition(name: str, instrs, users, depth: int = 3) -> bool:
 # ------------------------------------------------------------------------------ the estimate
 @dataclasses.dataclass(frozen=True)
 class Device:
-    """The device a plan is for: peak dense FLOP/s, the MFU the step time assumes, memory."""
+    """The device a plan is for: peak dense FLOP/s, the MFU the step time assumes, memory, and what
+    it is (said beside the figures)."""
     peak_flops: float = H100_BF16_PEAK
     mfu: float = 0.4
     memory_bytes: float = 80 * GIB
+    name: str = "H100 SXM, bf16"
 
     def __post_init__(self):
         if not self.peak_flops > 0 or not 0 < self.mfu <= 1 or not self.memory_bytes > 0:
@@ -479,13 +481,13 @@ def format_plan(p: Plan) -> str:
         f"  gradients         {g(p.memory['gradients'])}",
         f"  activations       {g(p.memory['activations'])}   (estimate)",
         f"  gathered weights  {g(p.memory['gathered_weights'])}   (FSDP, transient)",
-        f"  total             {g(p.memory['total'])}   of {p.device.memory_bytes / GIB:g} GiB: "
+        f"  total             {g(p.memory['total'])}   of {p.device.memory_bytes / GIB:.4g} GiB ({p.device.name}): "
         + ("fits" if p.fits else "DOES NOT FIT"),
         f"decoding, batch {p.decode['batch']} x {p.decode['length']} tokens: KV cache {g(p.decode['kv_cache']).strip()}"
         f", with the parameters {g(p.decode['total']).strip()} per device",
         "",
-        f"step time   {p.step_time_s:.4g} s at MFU {p.device.mfu:g} of {p.device.peak_flops / 1e12:g} TFLOP/s per "
-        f"device ({p.tokens_per_s:,.0f} tokens/s)",
+        f"step time   {p.step_time_s:.4g} s at MFU {p.device.mfu:g} of {p.device.peak_flops / 1e12:.4g} TFLOP/s per "
+        f"device ({p.device.name}; {p.tokens_per_s:,.0f} tokens/s)",
     ]
     return "\n".join(lines + [f"note: {n}" for n in p.notes])
 

@@ -98,6 +98,19 @@ def test_plan_command_table_json_and_errors(capsys):
     assert "data.seq_len=100000 exceeds model.max_seq_len=8192" in capsys.readouterr().err
 
 
+def test_plan_names_its_device_and_plans_for_this_one(capsys):
+    """``--device`` presets and ``here`` (a CPU config used to be planned as if on an H100, unsaid)."""
+    assert main(["plan", "--preset", "llama3_8b", "mesh.fsdp=8", "--device", "h200", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"]["memory_bytes"] == 141 * 2**30 and out["device"]["name"] == "H200 SXM, bf16"
+    assert main(["plan", "--preset", "llama3_8b", "mesh.fsdp=8", "--device", "a100", "--peak-tflops", "100"]) == 0
+    table = capsys.readouterr().out
+    assert "of 80 GiB (A100 80GB, bf16, with --peak-tflops)" in table and "of 100 TFLOP/s" in table
+    assert main(["plan", "experiments/quickstart.py", "--device", "here", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"]["name"].startswith("this machine's CPU") and 1e9 < out["device"]["peak_flops"] < 1e14
+
+
 def test_vocab_chunk_0_plans_and_compiles_the_whole_logits(capsys):
     """A run's ``vocab_chunk=0`` holds the whole (B, T, V) float32 logits: the plan's activations grow
     by them, and so do XLA's compiled temporaries of the real step; a negative value is one line."""
