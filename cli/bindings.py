@@ -55,6 +55,9 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
         value = getattr(config, f.name)
         if is_config(value):
             out.update(flatten(value, f"{prefix}{f.name}."))
+        elif _named_items(value):   # data.mixture.web.weight, ...: a diff names the field that changed
+            for item in value:
+                out.update(flatten(item, f"{prefix}{f.name}.{item.name}."))
         else:
             out[prefix + f.name] = value
     return out
@@ -198,6 +201,10 @@ def _apply(obj: Any, tree: dict[str, Any], prefix: str, root: Any) -> Any:
             if _named_items(child):
                 changes[name] = _apply_items(child, sub, key + ".", root)
                 continue
+            if child == ():
+                raise ConfigError(f"config key {key!r} is empty in this config, so {_first_leaf(key, sub)!r} cannot be "
+                                  f"set: bindings set fields of its named items, they do not add items (the experiment "
+                                  f"lists them)")
             if child is None:
                 raise ConfigError(f"config key {key!r} is None in this config, so {_first_leaf(key, sub)!r} "
                                   f"cannot be set; the experiment must give {key!r} a value first")
@@ -304,8 +311,10 @@ def _non_default(obj: Any, ref: Any, prefix: str, out: dict[str, Any]) -> None:
                 item_out: dict[str, Any] = {}
                 _non_default(item, None, f"{prefix}{f.name}.{item.name}.", item_out)
                 item_out.pop(f"{prefix}{f.name}.{item.name}.name", None)
-                first = next(g.name for g in dataclasses.fields(item) if g.name != "name")
-                out.update(item_out or {f"{prefix}{f.name}.{item.name}.{first}": getattr(item, first)})
+                for g in dataclasses.fields(item):   # its plain fields (weight) always: the whole list shows
+                    if g.name != "name" and not is_config(getattr(item, g.name)):
+                        item_out.setdefault(f"{prefix}{f.name}.{item.name}.{g.name}", getattr(item, g.name))
+                out.update(item_out)
         elif default is _MISSING or not _same(value, default):
             out[prefix + f.name] = value
 

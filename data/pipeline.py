@@ -99,7 +99,8 @@ class DataConfig:
         _check_config(self)
 
 
-def check_splits(cfg: DataConfig, tokenizer_kind: str, train_docs: Sequence[str], val_docs: Sequence[str]) -> None:
+def check_splits(cfg: DataConfig, tokenizer_kind: str, train_docs: Sequence[str], val_docs: Sequence[str], *,
+                 source_key: str = "data.source") -> None:
     """Refuses splits too small to train or evaluate on (see the module docstring), with the sizes.
 
     Runs before the tokenizer is trained, so it counts characters (``char``) or UTF-8 bytes + 2 per
@@ -116,9 +117,10 @@ def check_splits(cfg: DataConfig, tokenizer_kind: str, train_docs: Sequence[str]
         if most >= need:
             continue
         bound = "" if tokenizer_kind == "char" else f", at most {most:,} tokens"
-        fix = ("more text in data.source, a smaller data.seq_len or a larger data.val_fraction"
-               if name == "validation" else "more text in data.source or a smaller data.seq_len")
-        raise ValueError(f"data too small: the {name} split has {chars:,} characters{bound} (of {total:,} in all, "
+        fix = (f"more text in {source_key}, a smaller data.seq_len or a larger data.val_fraction"
+               if name == "validation" else f"more text in {source_key} or a smaller data.seq_len")
+        where = "" if source_key == "data.source" else f"{source_key}: "
+        raise ValueError(f"{where}data too small: the {name} split has {chars:,} characters{bound} (of {total:,} in all, "
                          f"data.val_fraction={cfg.val_fraction}), fewer than one sequence of data.seq_len + 1 = "
                          f"{need} tokens; expected {fix}")
 
@@ -150,14 +152,15 @@ def mixture_splits(cfg: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
 
     Raises:
       ValueError / FileNotFoundError: a source cannot be read, or holds no documents; the message
-        starts with ``data.mixture[NAME]``.
+        starts with ``data.mixture.NAME.source``.
     """
     out = {}
     for s in cfg.mixture:
         try:
             out[s.name] = split_documents(read_documents(s.source), cfg.val_fraction)
         except (ValueError, FileNotFoundError) as e:
-            raise type(e)(f"data.mixture[{s.name}]: {e}") from None
+            kind = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
+            raise kind(f"data.mixture.{s.name}.source: {e}") from None
     return out
 
 
@@ -278,6 +281,8 @@ def eval_batches(
 
 
 def _check_config(cfg: DataConfig) -> None:
+    if not isinstance(cfg.mixture, tuple):
+        raise ValueError(f"data.mixture is a {type(cfg.mixture).__name__}; expected a tuple of MixtureSource items")
     check_mixture(cfg.mixture, "data.mixture")
     if cfg.mixture and cfg.source != SourceConfig():
         raise ValueError("data.source and data.mixture are both set; expected one: a mixture names its sources "

@@ -90,8 +90,9 @@ class MixtureSource:
         if not isinstance(self.source, SourceConfig):
             raise ValueError(f"mixture source {self.name!r}: source={self.source!r}; expected a SourceConfig, e.g. "
                              f"SourceConfig(kind='curated', path=CURATION_WORKDIR)")
-        if not (isinstance(self.weight, (int, float)) and 0 < self.weight < math.inf):   # NaN fails too
-            raise ValueError(f"mixture source {self.name!r}: weight={self.weight}; expected a finite number > 0")
+        if type(self.weight) not in (int, float) or not 0 < self.weight < math.inf:   # NaN fails too
+            raise ValueError(f"mixture source {self.name!r}: weight={self.weight!r}; expected a finite number > 0 "
+                             f"(a Python int or float)")
 
 
 def check_mixture(sources: Sequence[MixtureSource], key: str = "mixture") -> None:

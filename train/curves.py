@@ -3,7 +3,8 @@ against the step, drawn from ``metrics.jsonl``.
 
 The trainer redraws it after each evaluation and at the end of the run, so a glance at the run
 folder shows how training went (people would rather look than read). Panels: loss (train, and
-eval as points; with continued pretraining's replay, the original domain's eval loss too),
+eval as points; with continued pretraining's replay, the original domain's eval loss too, and a
+mixture's per-source eval losses ``eval/NAME/loss``),
 learning rate, tokens/s; a panel whose metric was never logged is left out.
 Drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas): no pyplot, no display needed.
 """
@@ -33,9 +34,13 @@ def plot_curves(workdir: str | os.PathLike) -> pathlib.Path | None:
     if not (workdir / METRICS_FILE).is_file():
         return None
     rows = read_metrics(workdir / METRICS_FILE)
+    # A mixture's sources (eval/NAME/loss: data.mixture) join the loss panel after eval/loss.
+    sources = sorted({k for r in rows for k in r if k.count("/") == 2 and k.startswith("eval/")
+                      and k.endswith("/loss") and k != "eval/replay/loss"})
+    all_panels = [(title, (*keys, *sources) if title == "loss" else keys) for title, keys in PANELS]
     series = {key: [(r["step"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
-              for _, keys in PANELS for key in keys}
-    panels = [(title, keys) for title, keys in PANELS if any(series[k] for k in keys)]
+              for _, keys in all_panels for key in keys}
+    panels = [(title, keys) for title, keys in all_panels if any(series[k] for k in keys)]
     if not panels:
         return None
     # Fixed margins: matplotlib's constrained layout took 2/3 of a 0.43-0.60 s draw (2-core CPU);

@@ -30,7 +30,8 @@ A mixture (``data.mixture``: named ``MixtureSource(name, SourceConfig(...), weig
 sequences (``lmforge.data.pipeline.mixture_train_dataset``), and holds out each source's last
 documents (``data.val_fraction`` of each). ``eval/*`` scores the held-out splits together, every
 held-out token once (so a larger split counts more, as in one concatenated split), and
-``eval/NAME/*`` each source alone: the per-domain curves a mixture's weights are tuned by (Xie et al.
+``eval/NAME/*`` each source alone (``eval_max_batches`` caps each source's evaluation, so a capped
+``eval/*`` weighs the sources by the tokens scored, not by their held-out sizes): the per-domain curves a mixture's weights are tuned by (Xie et al.
 2023, DoReMi). The tokenizer trains on all the training splits. A mixture is not curated by the run
 (curate each source with ``lmforge data curate`` and give it as ``SourceConfig(kind="curated")``),
 and it may be continued with replay (replay's share comes first; the sources share the rest).
@@ -210,6 +211,23 @@ def check_replay(cfg: PretrainConfig) -> None:
     if cfg.replay is not None and not cfg.init_from:
         raise ValueError("replay is set but init_from is empty; expected init_from=RUN_OR_MODEL_FOLDER, the model "
                          "trained on the replay domain (replay continues a pretrained run)")
+    config_file = pathlib.Path(cfg.init_from) / "config.json"
+    if cfg.replay is not None and config_file.is_file():
+        try:
+            ran = json.loads(config_file.read_text())
+        except ValueError:
+            return   # replay_documents names the file
+        if isinstance(ran, dict) and isinstance(ran.get("data"), dict):
+            _check_replay_base(cfg, ran)
+
+
+def _check_replay_base(cfg: PretrainConfig, ran: dict) -> None:
+    """Refuses replay over a run that trained on a mixture (``ran``: its config.json)."""
+    if ran["data"].get("mixture"):
+        names = ", ".join(str(s.get("name")) for s in ran["data"]["mixture"])
+        raise ValueError(f"init_from={cfg.init_from} trained on a mixture ({names}), and replay reads one source; "
+                         f"expected replay=None, with the original sources among this run's data.mixture (their "
+                         f"weights are the replay share; eval/NAME/* scores each)")
 
 
 def replay_documents(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
@@ -235,11 +253,7 @@ def replay_documents(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{config_file}: expected a pretraining run's config with data.source and "
                          f"data.val_fraction ({type(e).__name__}: {e})") from None
-    if ran["data"].get("mixture"):
-        names = ", ".join(str(s.get("name")) for s in ran["data"]["mixture"])
-        raise ValueError(f"init_from={cfg.init_from} trained on a mixture ({names}), and replay reads one source; "
-                         f"expected replay=None, with the original sources among this run's data.mixture (their "
-                         f"weights are the replay share; eval/NAME/* scores each)")
+    _check_replay_base(cfg, ran)
     asked = dataclasses.asdict(cfg.replay)
     for key in ("path",):   # a relative and an absolute path to one file are the same source
         asked[key] = _same_path(asked[key])
@@ -406,17 +420,9 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
 
     splits = data_splits(cfg, workdir)
     for name, (train_split, val_split) in splits.items():   # before a tokenizer is trained on too little
-        try:
-            check_splits(cfg.data, cfg.tokenizer.kind, train_split, val_split)
-        except ValueError as e:
-            raise (ValueError(f"data.mixture[{name}]: {e}") if cfg.data.mixture else e) from None
+        check_splits(cfg.data, cfg.tokenizer.kind, train_split, val_split,
+                     source_key=f"data.mixture.{name}.source" if cfg.data.mixture else "data.source")
     train_docs = [d for train_split, _ in splits.values() for d in train_split]
-    if cfg.data.mixture and jax.process_index() == 0:
-        total = sum(s.weight for s in cfg.data.mixture)
-        print("data: a mixture, by share of training sequences: " + "; ".join(
-            f"{s.name} {s.weight / total:.1%} ({len(splits[s.name][0]):,} training / {len(splits[s.name][1]):,} held-out "
-            f"documents, {sum(map(len, splits[s.name][0])) / 1e6:.2f}M training characters)"
-            for s in cfg.data.mixture), flush=True)
     val_docs = [d for _, val_split in splits.values() for d in val_split]
     replay_train, replay_val = replay_documents(cfg) if cfg.replay is not None else ([], [])
     if cfg.replay is not None:
@@ -461,6 +467,11 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
              for name, (train_split, _) in splits.items()]
     if cfg.replay_fraction:   # replay's share first; the sources share the rest by their weights
         parts.append(("replay", replay_train, cfg.replay_fraction))
+    if cfg.data.mixture and jax.process_index() == 0:
+        print("data: a mixture, by share of training sequences: " + "; ".join(
+            f"{name} {share:.1%} ({len(docs):,} training documents, {sum(map(len, docs)) / 1e6:.2f}M characters"
+            + (f"; {len(splits[name][1]):,} held out)" if name in splits else ")")
+            for name, docs, share in parts), flush=True)
     if len(parts) > 1:
         dataset = mixture_train_dataset(cfg.data, tok, parts, process_index=jax.process_index(),
                                         process_count=jax.process_count())
@@ -541,7 +552,8 @@ def with_source_evals(evaluators: dict[str, tuple[BatchEvaluator, float]]):
     """One evaluation callable for a mixture's held-out splits, ``{name: (evaluator, bytes per scored
     token)}``: ``eval/NAME/*`` per source, and ``eval/*`` over all of them together, every scored token
     once (the weighted mean of the sources' losses by their token counts, perplexity and bits per
-    byte derived from it), so ``eval/loss`` means what it means for one source."""
+    byte derived from it), so ``eval/loss`` means what it means for one source (with ``eval_max_batches``,
+    each source is capped on its own: the tokens scored weigh the sources)."""
     def each(trainer) -> dict[str, float]:
         out, raw, n_bytes = {}, [], 0.0
         for name, (evaluate, bytes_per_token) in evaluators.items():

@@ -24,7 +24,7 @@ import pathlib
 
 from lmforge.data.curate.config import CurateConfig
 from lmforge.data.curate.dedup import band_keys, bucket_edges, clusters
-from lmforge.data.curate.document import read_file, resolve_files
+from lmforge.data.curate.document import file_format, read_file, resolve_files
 from lmforge.data.curate.fates import fate
 from lmforge.data.curate.funnel import Funnel
 from lmforge.data.curate.stages import enabled_stages, process
@@ -48,7 +48,7 @@ def run_beam(cfg: CurateConfig, out_dir: pathlib.Path) -> Funnel:
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
 
     files = [(i, icfg, str(path)) for i, (icfg, path) in enumerate(resolve_files(cfg.inputs))]
-    paths = [path for _, _, path in files]
+    paths = [(path, file_format(icfg, pathlib.Path(path))) for _, icfg, path in files]
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stages = enabled_stages(cfg)

@@ -109,9 +109,14 @@ def resolve_files(inputs: tuple[InputConfig, ...]) -> list[tuple[InputConfig, pa
     return out
 
 
+def file_format(cfg: InputConfig, path: pathlib.Path) -> str:
+    """The format ``path`` is read in: ``cfg.format``, or the suffix's for ``"auto"``."""
+    return cfg.format if cfg.format != "auto" else _format_of(path)
+
+
 def read_file(cfg: InputConfig, path: pathlib.Path, file_index: int) -> Iterator[Record]:
     """All records of one file, in order; ordinals are ``file_index << 32 | record index``."""
-    fmt = cfg.format if cfg.format != "auto" else _format_of(path)
+    fmt = file_format(cfg, path)
     source = cfg.source or _stem(path)
     base = file_index << 32
     try:

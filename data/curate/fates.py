@@ -11,15 +11,16 @@ from collections.abc import Sequence
 from lmforge.data.curate.stages import DocResult
 
 
-def place(ordinal: int, files: Sequence[str]) -> str:
+def place(ordinal: int, files: Sequence[tuple[str, str]]) -> str:
     """Where a record came from, as the skipped-record lines say it: ``PATH:LINE`` (jsonl, 1-based;
     ``PATH:1`` for a whole-file text document) or ``PATH:row N`` (parquet, 1-based). ``files`` are
-    the run's input paths in order (the file index of an ordinal)."""
-    path, index = files[ordinal >> 32], ordinal & 0xFFFFFFFF
-    return f"{path}:row {index + 1}" if str(path).endswith(".parquet") else f"{path}:{index + 1}"
+    the run's inputs in order as ``(path, format)`` (``document.file_format``; an ordinal's file index)."""
+    (path, fmt), index = files[ordinal >> 32], ordinal & 0xFFFFFFFF
+    return f"{path}:row {index + 1}" if fmt == "parquet" else f"{path}:{index + 1}"
 
 
-def fate(r: DocResult, exact: dict[int, int], near: dict[int, int], files: Sequence[str]) -> tuple[str, str, str]:
+def fate(r: DocResult, exact: dict[int, int], near: dict[int, int],
+         files: Sequence[tuple[str, str]]) -> tuple[str, str, str]:
     """(stage, reason, detail) where ``r`` was dropped, or ("", "", "") if it is kept; a duplicate's
     detail names the kept document it repeats (``place``)."""
     if r.doc is None:

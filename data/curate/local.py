@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lmforge.data.curate.config import CurateConfig
 from lmforge.data.curate.dedup import exact_duplicates, near_duplicates
-from lmforge.data.curate.document import Record, read_file, resolve_files
+from lmforge.data.curate.document import Record, file_format, read_file, resolve_files
 from lmforge.data.curate.fates import fate
 from lmforge.data.curate.funnel import Funnel
 from lmforge.data.curate.stages import DocResult, enabled_stages, process_many
@@ -86,7 +86,7 @@ def finish(cfg: CurateConfig, results: list[DocResult], out_dir: pathlib.Path) -
             if cfg.near_dedup.enabled else {})
     funnel = Funnel(enabled_stages(cfg), cfg.output.examples_per_reason)
     shards: dict[int, list] = defaultdict(list)
-    files = [str(path) for _, path in resolve_files(cfg.inputs)]
+    files = [(str(path), file_format(icfg, path)) for icfg, path in resolve_files(cfg.inputs)]
     for r in results:
         stage, reason, detail = fate(r, exact, near, files)
         funnel.add(r, stage, reason, detail)

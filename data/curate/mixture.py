@@ -42,6 +42,8 @@ class MixtureConfig:
     shuffle: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.sources, tuple):
+            raise ValueError(f"mixture.sources is a {type(self.sources).__name__}; expected a tuple of MixtureSource items")
         check_mixture(self.sources, "mixture.sources")
 
     def proportions(self) -> dict[str, float]:

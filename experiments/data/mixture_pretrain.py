@@ -2,8 +2,10 @@
 (prose) and lmforge's own source code (code), by ``data.mixture`` (no download: both are on disk).
 
 ``docs`` is the documentation that ships with CPython (pydoc topics + stdlib docstrings, 581
-documents, ~2.1 MB); ``code`` is every ``.py`` file of this repository (~2 MB; it changes with the
-repository, so figures name their commit). Each source holds out its last 10% of documents; every
+documents, ~2.1 MB); ``code`` is the ``.py`` files in this repository's folders (210 files, ~2 MB,
+sorted by path, so the held-out 10% are the last paths: ``train/`` and ``weights/`` modules). It is
+the working tree as it is: an edit changes the corpus, so figures name their commit and a clean
+tree. Each source holds out its last 10% of documents; every
 evaluation scores both held-out splits together (``eval/*``) and each alone (``eval/docs/*``,
 ``eval/code/*``). A weight is a share of training sequences: ``code`` at 1 beside ``docs`` at 3
 makes a quarter of every batch code. Sweep the code share to see the trade the weights make:

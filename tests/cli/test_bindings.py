@@ -212,3 +212,5 @@ def test_items_of_a_named_tuple_are_bound_by_name():
             ("mixture.code.name=web", "names web more than once")):
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             apply_bindings(cfg, [binding])
+    with pytest.raises(ConfigError, match="'mixture' is empty in this config.*they do not add items"):
+        apply_bindings(DataConfig(), ["mixture.web.weight=2"])

@@ -130,19 +130,21 @@ def test_bad_mixtures_are_one_line_errors(tmp_path):
         DataConfig(source=SourceConfig(kind="text", path="a.txt"), mixture=mixture)
     with pytest.raises(ValueError, match="names ab more than once"):
         DataConfig(mixture=mixture + mixture[:1])
+    with pytest.raises(ValueError, match="data.mixture is a list; expected a tuple"):
+        DataConfig(mixture=list(mixture))
     from lmforge.data.curate.config import CurateConfig
 
     with pytest.raises(ValueError, match="curate is set with data.mixture"):
         _config(paths, curate=CurateConfig())
     missing = (*mixture, MixtureSource("gone", SourceConfig(kind="jsonl", path=str(tmp_path / "gone.jsonl"))))
     cfg = dataclasses.replace(_config(paths), data=DataConfig(mixture=missing, seq_len=16, batch_size=8))
-    with pytest.raises(FileNotFoundError, match=r"^data.mixture\[gone\]: .*gone.jsonl: no such file"):
+    with pytest.raises(FileNotFoundError, match=r"^data.mixture.gone.source: .*gone.jsonl: no such file"):
         run_pretrain(cfg, tmp_path / "run")
     tiny = tmp_path / "tiny.jsonl"
     tiny.write_text('{"text": "ab"}\n{"text": "ba"}\n')
     cfg = dataclasses.replace(cfg, data=DataConfig(mixture=(*mixture, MixtureSource("tiny", SourceConfig(
         kind="jsonl", path=str(tiny)))), seq_len=16, batch_size=8, val_fraction=0.5))
-    with pytest.raises(ValueError, match=r"^data.mixture\[tiny\]: data too small: the train split"):
+    with pytest.raises(ValueError, match=r"^data.mixture.tiny.source: data too small: the train split.*more text in data.mixture.tiny.source"):
         run_pretrain(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -153,11 +155,9 @@ def test_replay_of_a_mixture_base_names_the_way(tmp_path):
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"data": {"source": {}, "val_fraction": 0.2, "mixture": [
         {"name": "ab", "source": {"kind": "jsonl", "path": str(paths["ab"])}, "weight": 1.0}]}}))
-    from lmforge.train.pretrain import replay_documents
-
     cfg = dataclasses.replace(_config(paths), init_from=str(base), replay=SourceConfig(kind="jsonl", path=str(paths["ab"])))
     with pytest.raises(ValueError, match=r"trained on a mixture \(ab\).*expected replay=None"):
-        replay_documents(cfg)
+        cfg.check_runnable()   # before anything is written
 
 
 def test_experiment_sweeps_one_sources_weight_by_name(tmp_path):
@@ -187,3 +187,28 @@ def test_no_held_out_split_trains_without_evaluation(tmp_path, capsys):
         assert "evaluation: none (data.val_fraction=0" in capsys.readouterr().out
     with pytest.raises(ValueError, match="replay is set with data.val_fraction=0"):
         dataclasses.replace(_config(paths), data=data, init_from=str(tmp_path), replay=data.source)
+
+
+def test_a_killed_mixture_run_resumes_as_the_straight_run(tmp_path):
+    """Stopped at step 2 and resumed to 4, a mixture run trains on the rows the straight run did (the
+    mixed iterator's state is in the checkpoint): the same losses, bit for bit; curves.png draws the sources."""
+    paths = _files(tmp_path)
+    cfg = _config(paths, checkpoint_every=2)
+    run_pretrain(cfg, tmp_path / "straight")
+    run_pretrain(dataclasses.replace(cfg, steps=2), tmp_path / "resumed")
+    run_pretrain(cfg, tmp_path / "resumed")
+    losses = [{m["step"]: m["train/loss"] for m in read_metrics(tmp_path / run / "metrics.jsonl") if "train/loss" in m}
+              for run in ("straight", "resumed")]
+    assert losses[0] == losses[1] and set(losses[0]) == {1, 2, 3, 4}
+    from lmforge.train.curves import plot_curves
+
+    assert plot_curves(tmp_path / "straight").stat().st_size > 1000
+
+
+def test_a_changed_weight_is_named_when_a_resume_is_refused(tmp_path):
+    from lmforge.cli.bindings import diff
+
+    paths = _files(tmp_path)
+    cfg = _config(paths)
+    other = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mixture=_mixture(paths, {"ab": 3.0, "xy": 2.0})))
+    assert diff(cfg, other) == {"data.mixture.xy.weight": (1.0, 2.0)}
