@@ -15,7 +15,20 @@ makes a quarter of every batch code. Sweep the code share to see the trade the w
         --workdir runs/mixture-sweep     # summary.png: final/docs_val_loss, final/code_val_loss, ...
     lmforge run experiments/data/mixture_pretrain.py:smoke   # what the tests run
 
-RESULTS
+Measured on the 2-core CPU, jax 0.10.2, 2026-12-01, at commit 61fa10c with a clean tree: the sweep
+above took 2:47 wall (each run ~55 s: 400 steps of batch 16 x 128 tokens, 0.54M parameters, BPE 1024
+ids trained on both training splits, the same for every run). Held-out perplexity at step 400
+(step 0: docs 1033.9, code 1053.1, for every run):
+
+    code weight (share)   docs (eval/docs/perplexity)   code (eval/code/perplexity)   both (eval/perplexity)
+    0.33 (9.9%)                 53.7                          80.2                         68.0
+    1    (25%)                  56.6                          59.9                         58.5
+    3    (50%)                  61.3                          46.7                         52.2
+
+A domain's perplexity falls as its share rises, and the trade is lopsided at this budget: going from
+10% to 25% code costs the docs 2.9 (+5%) and gains code 20.3 (-25%). ``eval/perplexity`` scores every
+held-out token once, and the code split holds more tokens, so it favours more code; choose weights by
+the per-source curves (``curves.png`` draws ``eval/NAME/loss``), not by it alone.
 """
 
 import dataclasses
