@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import pathlib
 import sys
@@ -65,7 +64,7 @@ from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_
 from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import causal_lm_loss
 from lmforge.train.optim import OptimConfig
-from lmforge.train.step import reduce_metrics
+from lmforge.train.lm_eval import eval_line, lm_eval_metrics, with_replay_eval, with_source_evals
 from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
 
 
@@ -402,14 +401,6 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int, workdir: pathlib.Path
     return model_cfg, graphdef, loaded.params, loaded.shardings, None if alone else loaded.step
 
 
-def lm_eval_metrics(bytes_per_token: float):
-    """Perplexity and bits per byte from the evaluation's mean loss (nats per token)."""
-    def derive(m: dict[str, float]) -> dict[str, float]:
-        return {"perplexity": math.exp(min(m["loss"], 50.0)),
-                "bits_per_byte": m["loss"] / math.log(2) / bytes_per_token, "tokens": m["weight_sum"]}
-    return derive
-
-
 def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -534,50 +525,6 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
                for k in ("loss", "perplexity", "bits_per_byte") if f"eval/{s.name}/{k}" in ev},
             "final/tokens_per_s": result.perf.get("perf/tokens_per_s", float("nan")),
             "final/wall_s": time.time() - t_start}
-
-
-def with_replay_eval(evaluate, replay_evaluate):
-    """One evaluation callable for both domains: ``evaluate``'s ``eval/*`` metrics plus
-    ``replay_evaluate``'s renamed ``eval/replay/*`` (e.g. ``eval/replay/perplexity``)."""
-    def both(trainer) -> dict[str, float]:
-        replay = {f"eval/replay/{k.removeprefix('eval/')}": v for k, v in replay_evaluate(trainer).items()}
-        return {**evaluate(trainer), **replay}
-    return both
-
-
-_DERIVED = ("perplexity", "bits_per_byte", "tokens")   # lm_eval_metrics' keys: computed, not averaged
-
-
-def with_source_evals(evaluators: dict[str, tuple[BatchEvaluator, float]]):
-    """One evaluation callable for a mixture's held-out splits, ``{name: (evaluator, bytes per scored
-    token)}``: ``eval/NAME/*`` per source, and ``eval/*`` over all of them together, every scored token
-    once (the weighted mean of the sources' losses by their token counts, perplexity and bits per
-    byte derived from it), so ``eval/loss`` means what it means for one source (with ``eval_max_batches``,
-    each source is capped on its own: the tokens scored weigh the sources)."""
-    def each(trainer) -> dict[str, float]:
-        out, raw, n_bytes = {}, [], 0.0
-        for name, (evaluate, bytes_per_token) in evaluators.items():
-            m = {k.removeprefix("eval/"): v for k, v in evaluate(trainer).items()}
-            out.update({f"eval/{name}/{k}": v for k, v in m.items()})
-            raw.append({k: v for k, v in m.items() if k not in _DERIVED})
-            n_bytes += bytes_per_token * m["weight_sum"]
-        total = reduce_metrics(raw)
-        total.update(lm_eval_metrics(n_bytes / max(total["weight_sum"], 1e-8))(total))
-        return {**{f"eval/{k}": v for k, v in total.items()}, **out}
-    return each
-
-
-def eval_line(step: int, m: dict[str, float]) -> str:
-    """The one format of an evaluation line, during the run and at its end (issue 13):
-    ``step 600: val loss 4.6412, perplexity 103.69, bits/byte 2.3225``."""
-    line = (f"step {step}: val loss {m['eval/loss']:.4f}, perplexity {m['eval/perplexity']:.2f}, "
-            f"bits/byte {m['eval/bits_per_byte']:.4f}")
-    sources = [k.split("/")[1] for k in m if k.count("/") == 2 and k.endswith("/loss") and k != "eval/replay/loss"]
-    if sources:
-        line += "; by source: " + ", ".join(f"{name} {m[f'eval/{name}/loss']:.4f}" for name in sources)
-    if "eval/replay/loss" in m:
-        line += f"; replay domain: val loss {m['eval/replay/loss']:.4f}, perplexity {m['eval/replay/perplexity']:.2f}"
-    return line
 
 
 def _say(line: str) -> None:
