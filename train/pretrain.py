@@ -30,11 +30,12 @@ A mixture (``data.mixture``: named ``MixtureSource(name, SourceConfig(...), weig
 sequences (``lmforge.data.pipeline.mixture_train_dataset``), and holds out each source's last
 documents (``data.val_fraction`` of each). ``eval/*`` scores the held-out splits together, every
 held-out token once (so a larger split counts more, as in one concatenated split), and
-``eval/NAME/*`` each source alone (``eval_max_batches`` caps each source's evaluation, so a capped
-``eval/*`` weighs the sources by the tokens scored, not by their held-out sizes): the per-domain curves a mixture's weights are tuned by (Xie et al.
-2023, DoReMi). The tokenizer trains on all the training splits. A mixture is not curated by the run
-(curate each source with ``lmforge data curate`` and give it as ``SourceConfig(kind="curated")``),
-and it may be continued with replay (replay's share comes first; the sources share the rest).
+``eval/NAME/*`` each source alone: the per-domain curves a mixture's weights are tuned by (Xie et
+al. 2023, DoReMi). ``eval_max_batches`` caps each source's evaluation, so a capped ``eval/*`` weighs
+the sources by the tokens scored, not by their held-out sizes. The tokenizer trains on all the
+training splits. A mixture is not curated by the run (curate each source with ``lmforge data
+curate`` and give it as ``SourceConfig(kind="curated")``), and it may be continued with replay
+(replay's share comes first; the sources share the rest).
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import ModelConfig, build_model, create_sharded, forward_logprobs
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train import distributed
+from lmforge.train.lm_eval import eval_line, lm_eval_metrics, with_replay_eval, with_source_evals
 from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
 from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import causal_lm_loss
 from lmforge.train.optim import OptimConfig
-from lmforge.train.lm_eval import eval_line, lm_eval_metrics, with_replay_eval, with_source_evals
 from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
 
 
