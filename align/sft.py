@@ -32,16 +32,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import pathlib
-import sys
 import time
 
 import jax
 import numpy as np
 
-from lmforge.data import load_tokenizer, synthetic
-from lmforge.data.tokenizer import tokenizer_dir
+from lmforge.align.common import check_rows, load_policy, run_tokenizer, say, whole
+from lmforge.data import synthetic
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
 from lmforge.infer import Sampler, SamplingConfig
@@ -49,18 +47,13 @@ from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
-from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
+from lmforge.train.mesh import MeshConfig, make_mesh, use_host_devices
 from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import lm_loss
 from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
 
 FILE_FORMATS = ("auto", *FORMATS, "gsm8k")
-
-
-def _whole(x) -> bool:
-    """A whole number >= 0 (not a bool): what a count in a config must be."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +87,7 @@ class ChatDataConfig:
              f"data.synthetic={self.synthetic}: expected (task, weight) pairs with weights >= 0 and a positive sum"),
             (unknown, f"data.synthetic: unknown task {', '.join(map(repr, unknown))}; "
                       f"expected one of {', '.join(synthetic.TASKS)}"),
-            *((not _whole(getattr(self, k)), f"data.{k}={getattr(self, k)!r}: expected a whole number >= 0")
+            *((not whole(getattr(self, k)), f"data.{k}={getattr(self, k)!r}: expected a whole number >= 0")
               for k in ("train_size", "test_size")),
         ) if bad]
         if problems:
@@ -124,11 +117,11 @@ class SFTConfig(LoopConfig):
         problems = [msg for bad, msg in (
             (self.eval_on_start and self.eval_base, "eval_on_start=True scores the starting model again: SFT's "
                                                     "eval_base=True already does (base_eval.json); keep one"),
-            (not _whole(self.eval_generate), f"eval_generate={self.eval_generate!r}: expected a whole number >= 0 "
+            (not whole(self.eval_generate), f"eval_generate={self.eval_generate!r}: expected a whole number >= 0 "
                                              f"(held-out items replied to; 0 → loss only)"),
-            (not _whole(self.eval_max_new_tokens) or self.eval_max_new_tokens < 1,
+            (not whole(self.eval_max_new_tokens) or self.eval_max_new_tokens < 1,
              f"eval_max_new_tokens={self.eval_max_new_tokens!r}: expected a whole number >= 1"),
-            (not _whole(self.eval_batch_size),
+            (not whole(self.eval_batch_size),
              f"eval_batch_size={self.eval_batch_size!r}: expected a whole number >= 0 (0 → data.batch_size)"),
         ) if bad]
         names = [k for k, _ in self.synthetic_options]
@@ -202,7 +195,7 @@ def read_file(path: str, fmt: str) -> list[dict]:
                               {"role": "assistant", "content": it.solution}]} for it in load_gsm8k(path)]
     from lmforge.data.chat_readers import read_conversations
     convs, stats = read_conversations(path, format=fmt)
-    _say(f"read {stats.summary()}")
+    say(f"read {stats.summary()}")
     return [{"task": "chat", "answer": None, "messages": c} for c in convs]
 
 
@@ -213,15 +206,6 @@ def grade(task: str, reply: str, answer: str) -> bool:
         return numeric_match(reply, answer, strict=True)
     from lmforge.data import synthetic
     return synthetic.check_answer(task, reply, answer)
-
-
-def source_tokenizer(init_from: str):
-    """The tokenizer of the starting model (``lmforge.data.tokenizer.tokenizer_dir``: ``SRC/tokenizer``
-    or a transformers folder's own). Raises ValueError if it has none."""
-    try:
-        return load_tokenizer(tokenizer_dir(init_from))
-    except ValueError as e:
-        raise ValueError(f"init_from={init_from}: {e}; SFT needs the tokenizer the model was trained with") from None
 
 
 # --------------------------------------------------------------------------------------- runner
@@ -240,14 +224,9 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     use_host_devices(cfg.mesh)
     distributed.initialize(cfg.distributed)
     t_start = time.time()
-    from lmforge.weights import load_params
-    from lmforge.weights.load import has_checkpoint, resume_base_step
+    from lmforge.weights.load import has_checkpoint
 
-    tok_dir = workdir / "tokenizer"
-    if jax.process_index() == 0 and not any(tok_dir.glob("tokenizer.*")):
-        source_tokenizer(cfg.init_from).save(tok_dir)
-    distributed.barrier("tokenizer")
-    tok = load_tokenizer(tok_dir)
+    tok = run_tokenizer(cfg.init_from, workdir, "SFT")
     template = chat_template_for(tok)
 
     train_items, test_items = read_items(cfg)
@@ -256,7 +235,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
                                    train_on=data.train_on, overflow=data.overflow, where="train conversation")
     test_ex, test_stats = sft_examples([it["messages"] for it in test_items], template, data.seq_len,
                                        train_on=data.train_on, overflow=data.overflow, where="held-out conversation")
-    _say(f"data: train {stats.summary()}; held-out {test_stats.summary()}")
+    say(f"data: train {stats.summary()}; held-out {test_stats.summary()}")
     if jax.process_index() == 0:
         (workdir / "data_report.json").write_text(json.dumps(
             {"train": dataclasses.asdict(stats), "held_out": dataclasses.asdict(test_stats)}, indent=2) + "\n")
@@ -265,22 +244,11 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
 
     mesh = make_mesh(cfg.mesh)
     eval_bs = cfg.eval_batch_size or data.batch_size
-    for name, rows, per in (("data.batch_size", data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)):
-        if rows % batch_axes_size(mesh) or rows % (jax.process_count() * per):
-            raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_axes_size(mesh)}), the "
-                             f"process count" + (" and optim.grad_accum" if per > 1 else ""))
+    check_rows(mesh, (("data.batch_size", data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)))
     rules = cfg.mesh.rules
     alone = cfg.resumes_alone(workdir)
-    if alone:   # a full fine-tune resuming: its checkpoint holds every weight, init_from is not read
-        if jax.process_index() == 0:
-            print(f"lmforge: resuming: the model is this run's ({workdir / 'model.json'}); init_from={cfg.init_from} "
-                  f"is not read", file=sys.stderr, flush=True)
-        loaded = load_params(workdir, mesh, rules=rules, runtime=cfg.model)
-    else:
-        # Resuming a run trained over part of a base run that has trained on since: the base step it was trained over.
-        base_step = resume_base_step(workdir, mesh, rules) if has_checkpoint(workdir) else None
-        loaded = load_params(cfg.init_from, mesh, rules=rules, lora=cfg.lora if cfg.lora.rank else None,
-                             seed=cfg.seed, runtime=cfg.model, step=base_step)
+    loaded = load_policy(cfg.init_from, workdir, mesh, rules, lora=cfg.lora, runtime=cfg.model, seed=cfg.seed,
+                         alone=alone)
     model_cfg = loaded.cfg
     if tok.vocab_size > model_cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {model_cfg.vocab_size}")
@@ -293,7 +261,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
                       base_step=None if alone else loaded.step,
                       per_device=cfg.mesh.per_device_step)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loaded.params))
-    _say(f"model: {model_cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
+    say(f"model: {model_cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
          f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
          + f"; mesh {dict(mesh.shape)}")
 
@@ -320,7 +288,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
         base = evaluate(trainer)
         if jax.process_index() == 0:
             base_file.write_text(json.dumps(base, indent=2) + "\n")
-        _say("base model: " + _describe(base))
+        say("base model: " + _describe(base))
 
     batches = trainer.batches(sft_dataset(train_ex, data.seq_len, data.batch_size, pack=data.pack, seed=data.seed,
                                           process_index=jax.process_index(), process_count=jax.process_count()))
@@ -329,7 +297,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
                              tokens_per_step=data.batch_size * data.seq_len,
                              flops_per_token=lm_flops_per_token(model_cfg, data.seq_len, n_params),
                              peak_flops=peak_flops_per_device(jax.devices()[0], model_cfg.dtype),
-                             on_eval=lambda step, m: _say(f"step {step}: " + _describe(m)))
+                             on_eval=lambda step, m: say(f"step {step}: " + _describe(m)))
     finally:
         batches.close()
     ev = result.eval   # its line was said by on_eval: the trainer's last evaluation goes through it
@@ -339,7 +307,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
             for s in last_samples:
                 f.write(json.dumps({"step": result.step, **s}) + "\n")
         if kept:
-            _say(f"the earlier eval_samples.jsonl is kept as {kept.name}")
+            say(f"the earlier eval_samples.jsonl is kept as {kept.name}")
     out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
            "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
     out.update({k.replace("eval/", "final/"): v for k, v in ev.items() if k.startswith("eval/")})
@@ -363,12 +331,6 @@ def _describe(m: dict) -> str:
         line += (f"; replies correct {m['eval/reply/accuracy']:.3f} of {int(m.get('eval/reply/n', 0))}"
                  + (f" ({', '.join(tasks)})" if tasks else ""))
     return line
-
-
-def _say(line: str) -> None:
-    if jax.process_index() == 0:
-        from tqdm import tqdm
-        tqdm.write(line)
 
 
 __all__ = ["ChatDataConfig", "SFTConfig", "grade", "read_items", "run_sft"]

@@ -28,6 +28,7 @@ Runner = Callable[[Any, pathlib.Path], Mapping[str, float]]
 BUILTIN_TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("pretrain", "lmforge.train.pretrain", "PretrainConfig", "run_pretrain"),
     ("sft", "lmforge.align.sft", "SFTConfig", "run_sft"),
+    ("dpo", "lmforge.align.dpo", "DPOConfig", "run_dpo"),
     ("interrogation", "lmforge.align.interrogation", "InterrogationConfig", "run_interrogation"),
     ("curate", "lmforge.data.curate", "CurateConfig", "run_curate"),
 )

@@ -14,12 +14,16 @@ Choices:
 - z-loss (PaLM, Chowdhery et al. 2022, sec. 5): ``z_loss * log(Z)^2`` per token keeps the softmax
   normalizer near 1 for bf16 stability; reported separately (``z_loss``) and added to the loss,
   while the ``loss`` metric stays the cross-entropy.
+- Preference losses take sequence log-probs of (chosen, rejected) pairs on a pair axis, ``(B, 2)``,
+  and weigh pairs, not tokens: ``weight_sum`` counts pairs.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 
 
 def causal_lm_loss(logprobs: jax.Array, weights: jax.Array, *, log_z: jax.Array | None = None,
@@ -64,3 +68,79 @@ def masked_lm_loss(logprobs: jax.Array, weights: jax.Array, *, correct: jax.Arra
     is 1 where the token was chosen for masking.
     """
     return causal_lm_loss(logprobs, weights, correct=correct)
+
+
+def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.Array, *, beta: float,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0, lengths: jax.Array | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Direct Preference Optimization and its pairwise variants, as TRL's ``DPOTrainer`` computes them.
+
+    With ``delta = (logp_c - ref_logp_c) - (logp_r - ref_logp_r)`` per pair:
+
+    - ``sigmoid``: ``-log sigmoid(beta * delta)`` (Rafailov et al. 2023, "Direct Preference
+      Optimization: Your Language Model is Secretly a Reward Model", eq. 7);
+    - ``hinge``: ``relu(1 - beta * delta)`` (SLiC, Zhao et al. 2023);
+    - ``ipo``: ``(delta' - 1 / (2 beta))^2`` where ``delta'`` divides each log-ratio by its
+      completion's token count (Azar et al. 2023, eq. 17; TRL's length normalisation);
+    - ``robust``: the sigmoid loss unbiased for preferences flipped with probability
+      ``label_smoothing`` = eps (Chowdhury et al. 2024, "Provably Robust DPO"):
+      ``(-(1 - eps) log sigmoid(beta delta) + eps log sigmoid(-beta delta)) / (1 - 2 eps)``.
+
+    Args:
+      policy_logps, reference_logps: (B, 2) completion log-probs summed over tokens (nats);
+        ``[:, 0]`` chosen, ``[:, 1]`` rejected.
+      weights: (B,) pair weights, 0 for padding rows.
+      beta: the KL coefficient (IPO's regulariser tau), > 0.
+      loss_type: one of ``DPO_LOSS_TYPES``.
+      label_smoothing: eps in [0, 0.5) for ``robust``.
+      lengths: (B, 2) completion token counts, needed for ``ipo``.
+
+    Returns:
+      (loss, metrics): the weighted mean over pairs; TRL's ``rewards/chosen``, ``rewards/rejected``
+      (``beta * (logp - ref_logp)``), ``rewards/accuracies`` (chosen reward > rejected reward),
+      ``rewards/margins``, ``logps/chosen``, ``logps/rejected``; ``weight_sum`` (pairs).
+
+    Raises:
+      ValueError: an unknown ``loss_type``, ``beta <= 0``, ``label_smoothing`` outside [0, 0.5),
+        or ``ipo`` without ``lengths``.
+    """
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"dpo_loss: loss_type={loss_type!r}; expected one of {', '.join(DPO_LOSS_TYPES)}")
+    if not beta > 0:
+        raise ValueError(f"dpo_loss: beta={beta}; expected > 0")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"dpo_loss: label_smoothing={label_smoothing}; expected [0, 0.5)")
+    if loss_type == "ipo" and lengths is None:
+        raise ValueError("dpo_loss: loss_type='ipo' needs lengths (B, 2), the completions' token counts")
+    policy_logps = policy_logps.astype(jnp.float32)
+    reference_logps = reference_logps.astype(jnp.float32)
+    w = weights.astype(jnp.float32)
+    logratios = policy_logps - reference_logps                               # (B, 2)
+    delta = logratios[:, 0] - logratios[:, 1]                                # (B,)
+    if loss_type == "sigmoid":
+        losses = -jax.nn.log_sigmoid(beta * delta)
+    elif loss_type == "hinge":
+        losses = jax.nn.relu(1.0 - beta * delta)
+    elif loss_type == "ipo":
+        per_token = logratios / jnp.maximum(lengths.astype(jnp.float32), 1.0)
+        losses = jnp.square(per_token[:, 0] - per_token[:, 1] - 1.0 / (2.0 * beta))
+    else:   # robust
+        eps = label_smoothing
+        losses = (-(1.0 - eps) * jax.nn.log_sigmoid(beta * delta)
+                  + eps * jax.nn.log_sigmoid(-beta * delta)) / (1.0 - 2.0 * eps)
+    rewards = beta * logratios                                               # (B, 2)
+    weight_sum = w.sum()
+
+    def mean(x):
+        return (x.astype(jnp.float32) * w).sum() / jnp.maximum(weight_sum, 1e-8)
+    loss = mean(losses)
+    return loss, {
+        "loss": loss,
+        "rewards/chosen": mean(rewards[:, 0]),
+        "rewards/rejected": mean(rewards[:, 1]),
+        "rewards/accuracies": mean(rewards[:, 0] > rewards[:, 1]),
+        "rewards/margins": mean(rewards[:, 0] - rewards[:, 1]),
+        "logps/chosen": mean(policy_logps[:, 0]),
+        "logps/rejected": mean(policy_logps[:, 1]),
+        "weight_sum": weight_sum,
+    }

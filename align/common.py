@@ -1,0 +1,77 @@
+"""What every post-training runner (SFT, DPO) does the same way before its loss: take the starting
+model's tokenizer, check that a batch splits over the mesh, and load the policy — from the starting
+model, with fresh LoRA adapters when asked, or from the run's own checkpoints when a full fine-tune
+resumes."""
+
+from __future__ import annotations
+
+import numbers
+import pathlib
+import sys
+
+import jax
+
+from lmforge.data import load_tokenizer
+from lmforge.data.tokenizer import tokenizer_dir
+from lmforge.model import LoRAConfig, ModelRuntime
+from lmforge.train import distributed
+from lmforge.train.mesh import batch_axes_size
+
+
+def whole(x) -> bool:
+    """A whole number >= 0 (not a bool): what a count in a config must be."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0
+
+
+def source_tokenizer(init_from: str, task: str = "SFT"):
+    """The tokenizer of the starting model (``lmforge.data.tokenizer.tokenizer_dir``: ``SRC/tokenizer``
+    or a transformers folder's own). Raises ValueError if it has none."""
+    try:
+        return load_tokenizer(tokenizer_dir(init_from))
+    except ValueError as e:
+        raise ValueError(f"init_from={init_from}: {e}; {task} needs the tokenizer the model was trained with") from None
+
+
+def run_tokenizer(init_from: str, workdir: pathlib.Path, task: str):
+    """The run's tokenizer: copied once from the starting model into ``workdir/tokenizer`` (process 0;
+    every process waits for it), then read from there, so a resumed run keeps its own."""
+    tok_dir = workdir / "tokenizer"
+    if jax.process_index() == 0 and not any(tok_dir.glob("tokenizer.*")):
+        source_tokenizer(init_from, task).save(tok_dir)
+    distributed.barrier("tokenizer")
+    return load_tokenizer(tok_dir)
+
+
+def check_rows(mesh, checks) -> None:
+    """Each ``(name, rows, grad_accum)`` of ``checks`` splits over the batch mesh axes, the processes
+    and its micro-batches. Raises ValueError naming the first that does not."""
+    for name, rows, per in checks:
+        if rows % batch_axes_size(mesh) or rows % (jax.process_count() * per):
+            raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_axes_size(mesh)}), the "
+                             f"process count" + (" and optim.grad_accum" if per > 1 else ""))
+
+
+def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoRAConfig, runtime: ModelRuntime,
+                seed: int, alone: bool):
+    """The model that trains: with ``alone`` (a full fine-tune resuming: its checkpoints hold every
+    weight) the run's own, ``init_from`` not read; else ``init_from`` (with fresh adapters for
+    ``lora.rank > 0``), at the base step a resumed LoRA run was trained over
+    (``lmforge.weights.load.resume_base_step``). Returns ``lmforge.weights.LoadedModel``."""
+    from lmforge.weights import load_params
+    from lmforge.weights.load import has_checkpoint, resume_base_step
+
+    if alone:
+        if jax.process_index() == 0:
+            print(f"lmforge: resuming: the model is this run's ({workdir / 'model.json'}); init_from={init_from} "
+                  f"is not read", file=sys.stderr, flush=True)
+        return load_params(workdir, mesh, rules=rules, runtime=runtime)
+    base_step = resume_base_step(workdir, mesh, rules) if has_checkpoint(workdir) else None
+    return load_params(init_from, mesh, rules=rules, lora=lora if lora.rank else None, seed=seed, runtime=runtime,
+                       step=base_step)
+
+
+def say(line: str) -> None:
+    """A line on process 0, printed above any progress bar."""
+    if jax.process_index() == 0:
+        from tqdm import tqdm
+        tqdm.write(line)

@@ -1,0 +1,254 @@
+"""Preference pairs — a prompt, a chosen reply and a rejected one — read from the data sets people
+have, and turned into the pair-stacked arrays that DPO and reward models train on.
+
+    pairs, stats = read_preferences("hh_rlhf_harmless_base_test.jsonl.gz")   # the format is detected
+    examples, enc = preference_examples(pairs, template, seq_len=256)
+    batches = preference_dataset(examples, batch_size=16, seed=0)             # grain, endless, checkpointable
+
+A pair is ``{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`` in
+``lmforge.data.chat``'s ``{"role", "content"}`` messages; the prompt ends where the two replies part.
+
+Formats (one JSON object per line, ``.jsonl`` or ``.jsonl.gz``, or one JSON array):
+
+- ``hh`` (Anthropic HH-RLHF): ``{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}``,
+  two whole transcripts (``lmforge.data.chat_readers.parse_hh_transcript``). The prompt is their
+  longest common run of turns that is followed by an assistant turn in both, and each reply is
+  the rest of its transcript — as TRL's ``extract_prompt`` does for an implicit prompt.
+- ``trl`` (TRL's preference format): ``{"prompt", "chosen", "rejected"}`` with strings (the prompt
+  a user turn, the replies assistant turns) or lists of OpenAI messages (conversational); without
+  ``"prompt"``, ``chosen`` and ``rejected`` are whole conversations and the prompt is found as for
+  ``hh``.
+
+Nothing is dropped silently: a malformed record is a one-line ValueError naming ``file:line``; a
+pair whose transcripts never part (identical replies) or share no prompt is skipped and counted in
+:class:`~lmforge.data.chat_readers.ReadStats`, as are kept pairs with an empty reply.
+
+Encoding (:func:`preference_examples`) renders ``prompt + reply`` through the chat template for
+each side: weights are 1 on the reply's assistant tokens only (its role marker is the prompt's
+generation prompt and weighs 0), as TRL's ``completion_mask``. A pair longer than ``seq_len + 1``
+tokens on either side is cut at the end (``overflow="truncate"``, TRL's ``keep_start``) or left
+out (``"drop"``); a pair with no reply token left on a side is left out; all counted in
+:class:`PreferenceStats`. Rows are right-padded (weight 0), which a causal model needs no mask for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from lmforge.data.chat import OVERFLOW, ChatTemplate, check_messages
+from lmforge.data.chat_readers import ReadStats, _from_messages, _records, _short, parse_hh_transcript
+
+PREFERENCE_FORMATS = ("hh", "trl")
+SIDES = ("chosen", "rejected")
+_READ = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
+
+
+def read_preferences(path, format: str = "auto") -> tuple[list[dict], ReadStats]:
+    """Every preference pair of a file, in file order, with what was skipped.
+
+    Args:
+      path: a ``.jsonl`` / ``.jsonl.gz`` file or a ``.json`` array (see the module docstring).
+      format: one of ``PREFERENCE_FORMATS``, or ``"auto"``: ``hh`` when the first record's
+        ``chosen`` is an HH-RLHF transcript (a string starting ``"\\n\\nHuman:"``), else ``trl``.
+
+    Returns:
+      ``(pairs, stats)``: each pair ``{"prompt", "chosen", "rejected"}``, each a list of
+      ``{"role", "content"}`` dicts; ``stats.conversations`` counts the pairs kept.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: an unknown ``format``, or a malformed record naming ``file:line``.
+    """
+    if format != "auto" and format not in PREFERENCE_FORMATS:
+        raise ValueError(f"format={format!r}: expected auto or one of {', '.join(PREFERENCE_FORMATS)}")
+    path = pathlib.Path(path)
+    stats = ReadStats(path=str(path), format=format)
+    pairs = []
+    for where, record in _records(path, stats):
+        if not isinstance(record, Mapping) or "chosen" not in record or "rejected" not in record:
+            raise ValueError(f"{where}: expected a JSON object with \"chosen\" and \"rejected\" (and, in TRL's "
+                             f"format, \"prompt\"), got {_short(record)}")
+        if stats.format == "auto":
+            chosen = record["chosen"]
+            stats.format = "hh" if isinstance(chosen, str) and chosen.startswith("\n\nHuman:") else "trl"
+        pair = _from_hh(record, where) if stats.format == "hh" else _from_trl(record, where)
+        if isinstance(pair, str):
+            stats.skipped[pair] += 1
+            continue
+        if any(not "".join(m["content"] for m in pair[s]).strip() for s in SIDES):
+            stats.irregular["with an empty reply"] += 1
+        pairs.append(pair)
+    stats.conversations = len(pairs)
+    if stats.format == "auto":
+        stats.format = "empty"
+    return pairs, stats
+
+
+def split_prompt(chosen: list[dict], rejected: list[dict]) -> dict | str:
+    """Two whole conversations → ``{"prompt", "chosen", "rejected"}``: the prompt is their longest
+    common run of messages after which both go on with an assistant turn. Returns the reason
+    instead (a string, for :class:`ReadStats`' skip counts) when the two are identical or share no
+    prompt with a user turn in it."""
+    if chosen == rejected:
+        return "pairs with identical chosen and rejected"
+    k = 0
+    while k < min(len(chosen), len(rejected)) and chosen[k] == rejected[k]:
+        k += 1
+    while k > 0 and not (k < len(chosen) and k < len(rejected)
+                         and chosen[k]["role"] == rejected[k]["role"] == "assistant"):
+        k -= 1
+    if not any(m["role"] == "user" for m in chosen[:k]):
+        return "pairs with no shared prompt before the replies part"
+    return {"prompt": chosen[:k], "chosen": chosen[k:], "rejected": rejected[k:]}
+
+
+def _from_hh(record: Mapping, where: str) -> dict | str:
+    sides = []
+    for side in SIDES:
+        if not isinstance(record[side], str):
+            raise ValueError(f"{where}: \"{side}\" is {_short(record[side])}; expected an HH-RLHF transcript string")
+        sides.append(parse_hh_transcript(record[side], where=f"{where}: {side}"))
+    return split_prompt(*sides)
+
+
+def _from_trl(record: Mapping, where: str) -> dict | str:
+    def messages(key: str, role: str) -> list[dict]:
+        value = record[key]
+        if isinstance(value, str):
+            return [{"role": role, "content": value}]
+        if isinstance(value, list):
+            return check_messages(_from_messages({"messages": value}, f"{where}: \"{key}\"", key, None),
+                                  where=f"{where}: \"{key}\"")
+        raise ValueError(f"{where}: \"{key}\" is {_short(value)}; expected a string or a list of "
+                         f"{{\"role\", \"content\"}} messages")
+
+    chosen, rejected = messages("chosen", "assistant"), messages("rejected", "assistant")
+    if "prompt" not in record:
+        return split_prompt(chosen, rejected)
+    prompt = messages("prompt", "user")
+    for side, reply in zip(SIDES, (chosen, rejected)):
+        if reply[0]["role"] != "assistant":
+            raise ValueError(f"{where}: \"{side}\" starts with a {reply[0]['role']} message; expected the "
+                             f"assistant's reply to the prompt")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+# ------------------------------------------------------------------------------------ encoding
+@dataclasses.dataclass
+class PreferenceStats:
+    """What happened to the pairs on their way into examples (all counts)."""
+    pairs: int = 0
+    kept: int = 0
+    truncated: int = 0               # a side longer than seq_len + 1 tokens, cut at the end
+    dropped_too_long: int = 0        # a side longer than seq_len + 1 tokens, left out (overflow="drop")
+    dropped_no_reply: int = 0        # no reply token left on a side within seq_len
+    reply_tokens: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SIDES, 0))
+
+    def summary(self) -> str:
+        return (f"{self.kept}/{self.pairs} pairs kept ({self.truncated} truncated, {self.dropped_too_long} dropped "
+                f"as too long, {self.dropped_no_reply} with no reply token within the context); reply tokens: "
+                f"chosen {self.reply_tokens['chosen']:,}, rejected {self.reply_tokens['rejected']:,}")
+
+
+def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_len: int, *,
+                        overflow: str = "truncate", where: str = "pair"
+                        ) -> tuple[list[dict[str, np.ndarray]], PreferenceStats]:
+    """Pairs → examples ``{"inputs", "targets", "weights", "segment_ids"}``, each ``(2, seq_len)``
+    (row 0 chosen, row 1 rejected): ``inputs = ids[:-1]``, ``targets = ids[1:]``, right-padded with 0;
+    ``weights`` (float32) 1 on the reply's trained tokens; ``segment_ids`` 1 on real tokens, 0 on
+    padding.
+
+    Raises ValueError naming ``f"{where} {i}"`` for an invalid pair, a template that does not render
+    the prompt as a prefix of prompt + reply, or an unknown ``overflow``.
+    """
+    if overflow not in OVERFLOW:
+        raise ValueError(f"overflow={overflow!r}: expected one of {', '.join(OVERFLOW)}")
+    if seq_len < 1:
+        raise ValueError(f"seq_len={seq_len}: expected >= 1")
+    stats, out = PreferenceStats(), []
+    for i, pair in enumerate(pairs):
+        stats.pairs += 1
+        name = f"{where} {i}"
+        prompt = check_messages(pair["prompt"], where=f"{name} prompt")
+        rows, cut, too_long = [], False, False
+        for side in SIDES:
+            reply = check_messages(pair[side], where=f"{name} {side}", need_assistant=True)
+            ids, weights = _encode_reply(template, prompt, reply, f"{name} {side}")
+            if len(ids) > seq_len + 1:
+                too_long, cut = True, overflow == "truncate"
+                ids, weights = ids[:seq_len + 1], weights[:seq_len + 1]
+            rows.append((ids, weights))
+        if too_long and overflow == "drop":
+            stats.dropped_too_long += 1
+            continue
+        if not all(w[1:].any() for _, w in rows):
+            stats.dropped_no_reply += 1
+            continue
+        stats.kept += 1
+        stats.truncated += cut
+        example = {"inputs": np.zeros((2, seq_len), np.int32), "targets": np.zeros((2, seq_len), np.int32),
+                   "weights": np.zeros((2, seq_len), np.float32), "segment_ids": np.zeros((2, seq_len), np.int32)}
+        for row, (side, (ids, weights)) in enumerate(zip(SIDES, rows)):
+            n = len(ids) - 1
+            example["inputs"][row, :n], example["targets"][row, :n] = ids[:-1], ids[1:]
+            example["weights"][row, :n] = weights[1:]
+            example["segment_ids"][row, :n] = 1
+            stats.reply_tokens[side] += int(weights[1:].sum())
+        out.append(example)
+    return out, stats
+
+
+def _encode_reply(template: ChatTemplate, prompt: list[dict], reply: list[dict], where: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``prompt + reply`` as ids and weights, the prompt (with its generation prompt) weighing 0."""
+    head = template.prompt(prompt)
+    ids, weights = template.encode(prompt + reply, train_on="assistant")
+    if len(ids) < len(head) or not np.array_equal(ids[:len(head)], head):
+        raise ValueError(f"{where}: the chat template does not render the prompt (with its generation prompt) as "
+                         f"the start of prompt + reply; expected a template that appends turns")
+    weights = weights.copy()
+    weights[:len(head)] = 0.0
+    return ids, weights
+
+
+def preference_dataset(examples: Sequence[dict[str, np.ndarray]], batch_size: int, *, shuffle: bool = True,
+                       seed: int = 0, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+    """The endless stream of this process's batches of ``batch_size // process_count`` pairs:
+    ``{"inputs", "targets", "weights", "segment_ids"}`` of shape ``(pairs, 2, seq_len)``, reshuffled each epoch.
+
+    Process ``p`` reads examples ``p::process_count``. The iterator is grain's, so its state
+    checkpoints with the run. Raises ValueError when the batch does not split over the processes
+    or this process gets no pair.
+    """
+    if batch_size % process_count:
+        raise ValueError(f"batch_size={batch_size} is not divisible by process_count={process_count}")
+    mine = list(examples)[process_index::process_count]
+    if not mine:
+        raise ValueError(f"process {process_index} of {process_count} got no preference pair (of {len(examples)}); "
+                         f"expected at least one pair per process")
+    ds = grain.MapDataset.source(mine)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    return ds.repeat(None).batch(batch_size // process_count, drop_remainder=True).to_iter_dataset(_READ)
+
+
+def preference_eval_batches(examples: Sequence[dict[str, np.ndarray]], batch_size: int
+                            ) -> list[dict[str, np.ndarray]]:
+    """Every pair once, in ``(batch_size, 2, seq_len)`` batches, the last padded with all-zero pairs
+    (weight 0: a preference loss weighs a pair by whether both sides have reply tokens)."""
+    rows = list(examples)
+    if not rows:
+        return []
+    empty = {k: np.zeros_like(v) for k, v in rows[0].items()}
+    rows += [empty] * (-len(rows) % batch_size)
+    return [{k: np.stack([r[k] for r in rows[b:b + batch_size]]) for k in rows[0]}
+            for b in range(0, len(rows), batch_size)]
+
+
+__all__ = ["PREFERENCE_FORMATS", "SIDES", "PreferenceStats", "preference_dataset",
+           "preference_eval_batches", "preference_examples", "read_preferences", "split_prompt"]
