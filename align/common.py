@@ -51,6 +51,23 @@ def check_rows(mesh, checks) -> None:
                              f"process count" + (" and optim.grad_accum" if per > 1 else ""))
 
 
+def full_fine_tune_resumes(cfg, workdir: pathlib.Path) -> bool:
+    """A full fine-tune (no LoRA, no ``optim.trainable``) whose ``workdir`` holds its checkpoints
+    (:func:`lmforge.weights.load.resumes_alone`): it resumes from them without reading init_from."""
+    from lmforge.weights.load import resumes_alone
+
+    return not cfg.lora.rank and not cfg.optim.trainable and resumes_alone(workdir)
+
+
+def same_tokenizer(a: str, b: str) -> bool:
+    """Whether two weights sources keep byte-identical tokenizer files (``tokenizer*`` in their
+    ``lmforge.data.tokenizer.tokenizer_dir``). Raises ValueError for a source without a tokenizer."""
+    def files(source):
+        folder = tokenizer_dir(source)
+        return {p.name: p.read_bytes() for p in sorted(folder.glob("tokenizer*")) if p.is_file()}
+    return files(a) == files(b)
+
+
 def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoRAConfig, runtime: ModelRuntime,
                 seed: int, alone: bool):
     """The model that trains: with ``alone`` (a full fine-tune resuming: its checkpoints hold every

@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import check_rows, load_policy, run_tokenizer, say, whole
-from lmforge.data.chat import OVERFLOW, chat_template_for
-from lmforge.data.preference import (PREFERENCE_FORMATS, preference_dataset, preference_eval_batches,
+from lmforge.align.common import check_rows, full_fine_tune_resumes, load_policy, run_tokenizer, same_tokenizer, say, whole
+from lmforge.data.chat import chat_template_for
+from lmforge.data.preference import (PREFERENCE_FORMATS, PREFERENCE_OVERFLOW, preference_dataset, preference_eval_batches,
                                      preference_examples, read_preferences)
 from lmforge.model import LoRAConfig, ModelRuntime, forward_logprobs
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
@@ -61,18 +61,19 @@ class PreferenceDataConfig:
     format: str = "auto"             # auto or PREFERENCE_FORMATS
     test_path: str = ""              # held-out pairs; "" → a val_fraction of `path`
     val_fraction: float = 0.1
-    train_size: int = 0              # training pairs kept (the first after a seeded shuffle); 0 → all
+    train_size: int = 0              # training pairs kept (the first, in file order); 0 → all
     test_size: int = 200             # held-out pairs kept; 0 → all
     seq_len: int = 256               # tokens per side (prompt + reply), longer pairs cut or dropped
     batch_size: int = 16             # GLOBAL pairs per step
-    overflow: str = "truncate"       # OVERFLOW
+    overflow: str = "truncate"       # PREFERENCE_OVERFLOW: a side over seq_len + 1 tokens cut at the end or start, or dropped
     seed: int = 0
 
     def __post_init__(self):
         problems = [msg for bad, msg in (
             (self.format != "auto" and self.format not in PREFERENCE_FORMATS,
              f"data.format={self.format!r}: expected auto or one of {', '.join(PREFERENCE_FORMATS)}"),
-            (self.overflow not in OVERFLOW, f"data.overflow={self.overflow!r}: expected one of {', '.join(OVERFLOW)}"),
+            (self.overflow not in PREFERENCE_OVERFLOW,
+             f"data.overflow={self.overflow!r}: expected one of {', '.join(PREFERENCE_OVERFLOW)}"),
             (not 0.0 <= self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction}: expected [0, 1)"),
             (self.seq_len < 2 or self.batch_size < 1, f"data.seq_len={self.seq_len}, data.batch_size="
                                                       f"{self.batch_size}: expected seq_len >= 2, batch_size >= 1"),
@@ -110,6 +111,9 @@ class DPOConfig(LoopConfig):
             (not 0.0 <= self.label_smoothing < 0.5, f"label_smoothing={self.label_smoothing}: expected [0, 0.5)"),
             (self.label_smoothing and self.loss_type != "robust",
              f"label_smoothing={self.label_smoothing} is read by loss_type='robust' only, not {self.loss_type!r}"),
+            (self.reference_is_base() and self.optim.trainable not in ((), (ADAPTER_PATTERN,)),
+             f"optim.trainable={self.optim.trainable} trains more than the LoRA adapters, but the reference is the "
+             f"adapters' base (it would move with them); set reference_from to load a frozen reference"),
             (not whole(self.eval_batch_size),
              f"eval_batch_size={self.eval_batch_size!r}: expected a whole number >= 0 (0 → data.batch_size)"),
         ) if bad]
@@ -117,11 +121,9 @@ class DPOConfig(LoopConfig):
             raise ValueError("; ".join(problems))
 
     def resumes_alone(self, workdir: pathlib.Path) -> bool:
-        """A full fine-tune (no LoRA, no ``optim.trainable``) resuming from its own checkpoints: the
-        policy is read from ``workdir``, not from init_from (which still gives the reference)."""
-        from lmforge.weights.load import resumes_alone
-
-        return not self.lora.rank and not self.optim.trainable and resumes_alone(workdir)
+        """A full fine-tune resuming from its checkpoints in ``workdir``: the policy is read from there,
+        not from init_from (which still gives the reference)."""
+        return full_fine_tune_resumes(self, workdir)
 
     def reference_is_base(self) -> bool:
         """Under LoRA with no other reference named, the reference is the adapters' base itself."""
@@ -130,7 +132,8 @@ class DPOConfig(LoopConfig):
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written: ``init_from``
         (and ``reference_from``) name weights sources of decoder-only models that take ``data.seq_len``
-        tokens, and the data file exists. Raises ValueError (FileNotFoundError for the file)."""
+        tokens, a reference reads the policy's tokens (the same tokenizer files), and the data file
+        exists. Raises ValueError (FileNotFoundError for the file)."""
         from lmforge.weights import check_init_from, source_model_config
 
         check_init_from(self.init_from, "DPO starts from a model (usually an SFT run)")
@@ -149,6 +152,9 @@ class DPOConfig(LoopConfig):
         if not self.data.path:
             raise ValueError("data.path is empty; expected a preference file (HH-RLHF's chosen/rejected transcripts "
                              "or TRL's prompt/chosen/rejected)")
+        if self.reference_from and not same_tokenizer(self.init_from, self.reference_from):
+            raise ValueError(f"reference_from={self.reference_from} has another tokenizer than init_from="
+                             f"{self.init_from}; expected one tokenizer for both (log-probs of the same token ids)")
         for key in ("path", "test_path"):
             path = getattr(self.data, key)
             if path and not pathlib.Path(path).is_file():
@@ -278,8 +284,8 @@ def run_dpo(cfg: DPOConfig, workdir: pathlib.Path) -> dict[str, float]:
         reference = _load_reference(cfg, workdir, mesh, rules, policy if not alone else None, load_params)
         frozen, frozen_sh = {"reference": reference.params}, {"reference": reference.shardings}
         if reference.cfg.vocab_size != model_cfg.vocab_size:
-            raise ValueError(f"reference_from={cfg.reference_from}: its vocabulary ({reference.cfg.vocab_size} ids) "
-                             f"is not the policy's ({model_cfg.vocab_size}); expected one tokenizer for both")
+            raise ValueError(f"reference_from={cfg.reference_from}: its output layer has {reference.cfg.vocab_size} "
+                             f"ids, the policy's {model_cfg.vocab_size}; expected the same vocabulary")
     optim = cfg.optim
     if cfg.lora.rank and not optim.trainable:
         optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
@@ -319,18 +325,24 @@ def _load_reference(cfg: DPOConfig, workdir: pathlib.Path, mesh, rules, policy, 
     copies the leaves it trains, so the reference stays as loaded."""
     source = cfg.reference_from or cfg.init_from
     record = workdir / "reference.json"
-    step = json.loads(record.read_text()).get("step") if record.is_file() else None
+    recorded = json.loads(record.read_text()) if record.is_file() else {}
+    if recorded and pathlib.Path(recorded["source"]).resolve() != pathlib.Path(source).resolve():
+        raise ValueError(f"{workdir} was trained against the reference {recorded['source']} ({record}); expected the "
+                         f"same reference, not {source}")
+    step = recorded.get("step")
     if policy is not None and source == cfg.init_from and step in (None, policy.step):
         reference = policy
     else:
         reference = load_params(source, mesh, rules=rules, runtime=cfg.model, step=step)
-    if jax.process_index() == 0 and not record.is_file():
+    if jax.process_index() == 0 and not recorded:
         record.write_text(json.dumps({"source": str(source), "step": reference.step}, indent=2) + "\n")
+    distributed.barrier("reference")
     return reference
 
 
 def describe(m: dict) -> str:
-    """``held-out DPO loss 0.6214, reward accuracy 0.655, margin 0.213 (chosen -0.05, rejected -0.26)``."""
+    """``held-out DPO loss 0.6214, reward accuracy 0.655, margin 0.213 (chosen -0.050, rejected -0.263) over 176
+    pairs``. A tie (both rewards 0, as before the first update) counts as not accurate, as in TRL."""
     if "eval/loss" not in m:
         return "no held-out pairs"
     return (f"held-out DPO loss {m['eval/loss']:.4f}, reward accuracy {m['eval/rewards/accuracies']:.3f}, margin "

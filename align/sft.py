@@ -38,7 +38,7 @@ import time
 import jax
 import numpy as np
 
-from lmforge.align.common import check_rows, load_policy, run_tokenizer, say, whole
+from lmforge.align.common import check_rows, full_fine_tune_resumes, load_policy, run_tokenizer, say, whole
 from lmforge.data import synthetic
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
@@ -135,11 +135,8 @@ class SFTConfig(LoopConfig):
             raise ValueError("; ".join(problems))
 
     def resumes_alone(self, workdir: pathlib.Path) -> bool:
-        """A full fine-tune (no LoRA, no ``optim.trainable``) whose ``workdir`` holds its checkpoints
-        (:func:`lmforge.weights.load.resumes_alone`): it resumes from them without reading init_from."""
-        from lmforge.weights.load import resumes_alone
-
-        return not self.lora.rank and not self.optim.trainable and resumes_alone(workdir)
+        """A full fine-tune resuming from its checkpoints in ``workdir``: init_from is not read."""
+        return full_fine_tune_resumes(self, workdir)
 
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written (``lmforge run``,

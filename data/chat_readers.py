@@ -66,12 +66,13 @@ class ReadStats:
     conversations: int = 0               # returned
     skipped: dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())
     irregular: dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())  # kept, counted
+    unit: str = "conversations"          # what a kept record is called ("pairs" for preference files)
 
     def summary(self) -> str:
         """One line: ``"train.jsonl (sharegpt): 998 of 1,000 records kept; skipped: 2 empty conversations"``."""
         def items(counts):
             return ", ".join(f"{n:,} {why}" for why, n in sorted(counts.items()) if n) or "none"
-        text = f"{self.path} ({self.format}): {self.conversations:,} conversations from {self.records:,} records"
+        text = f"{self.path} ({self.format}): {self.conversations:,} {self.unit} from {self.records:,} records"
         text += f"; skipped: {items(self.skipped)}"
         if any(self.irregular.values()):
             text += f"; kept as written: {items(self.irregular)}"

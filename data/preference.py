@@ -25,10 +25,12 @@ pair whose transcripts never part (identical replies) or share no prompt is skip
 
 Encoding (:func:`preference_examples`) renders ``prompt + reply`` through the chat template for
 each side: weights are 1 on the reply's assistant tokens only (its role marker is the prompt's
-generation prompt and weighs 0), as TRL's ``completion_mask``. A pair longer than ``seq_len + 1``
-tokens on either side is cut at the end (``overflow="truncate"``, TRL's ``keep_start``) or left
-out (``"drop"``); a pair with no reply token left on a side is left out; all counted in
-:class:`PreferenceStats`. Rows are right-padded (weight 0), which a causal model needs no mask for.
+generation prompt and weighs 0), as TRL's ``completion_mask``. A side longer than ``seq_len + 1``
+tokens is cut at the end (``overflow="truncate"``, TRL's default ``keep_start``: a long prompt can
+leave no reply token, and the pair is left out), cut at the start (``"truncate_start"``, TRL's
+``keep_end``: the reply stays whole and the prompt loses its first turns, bos included) or the pair
+is left out (``"drop"``); all counted in :class:`PreferenceStats`. Rows are right-padded (weight 0),
+which a causal model needs no mask for.
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ from collections.abc import Iterable, Mapping, Sequence
 import grain
 import numpy as np
 
-from lmforge.data.chat import OVERFLOW, ChatTemplate, check_messages
+from lmforge.data.chat import ChatTemplate, check_messages
 from lmforge.data.chat_readers import ReadStats, _from_messages, _records, _short, parse_hh_transcript
 
 PREFERENCE_FORMATS = ("hh", "trl")
+# A side longer than seq_len + 1 tokens: cut at the end (TRL's default "keep_start"), cut at the start (TRL's
+# "keep_end": the reply stays whole, the prompt loses its first tokens), or the pair left out.
+PREFERENCE_OVERFLOW = ("truncate", "truncate_start", "drop")
 SIDES = ("chosen", "rejected")
 _READ = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
 
@@ -67,7 +72,7 @@ def read_preferences(path, format: str = "auto") -> tuple[list[dict], ReadStats]
     if format != "auto" and format not in PREFERENCE_FORMATS:
         raise ValueError(f"format={format!r}: expected auto or one of {', '.join(PREFERENCE_FORMATS)}")
     path = pathlib.Path(path)
-    stats = ReadStats(path=str(path), format=format)
+    stats = ReadStats(path=str(path), format=format, unit="pairs")
     pairs = []
     for where, record in _records(path, stats):
         if not isinstance(record, Mapping) or "chosen" not in record or "rejected" not in record:
@@ -144,7 +149,7 @@ class PreferenceStats:
     """What happened to the pairs on their way into examples (all counts)."""
     pairs: int = 0
     kept: int = 0
-    truncated: int = 0               # a side longer than seq_len + 1 tokens, cut at the end
+    truncated: int = 0               # a side longer than seq_len + 1 tokens, cut (at the end or the start)
     dropped_too_long: int = 0        # a side longer than seq_len + 1 tokens, left out (overflow="drop")
     dropped_no_reply: int = 0        # no reply token left on a side within seq_len
     reply_tokens: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SIDES, 0))
@@ -166,8 +171,8 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
     Raises ValueError naming ``f"{where} {i}"`` for an invalid pair, a template that does not render
     the prompt as a prefix of prompt + reply, or an unknown ``overflow``.
     """
-    if overflow not in OVERFLOW:
-        raise ValueError(f"overflow={overflow!r}: expected one of {', '.join(OVERFLOW)}")
+    if overflow not in PREFERENCE_OVERFLOW:
+        raise ValueError(f"overflow={overflow!r}: expected one of {', '.join(PREFERENCE_OVERFLOW)}")
     if seq_len < 1:
         raise ValueError(f"seq_len={seq_len}: expected >= 1")
     stats, out = PreferenceStats(), []
@@ -180,8 +185,9 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
             reply = check_messages(pair[side], where=f"{name} {side}", need_assistant=True)
             ids, weights = _encode_reply(template, prompt, reply, f"{name} {side}")
             if len(ids) > seq_len + 1:
-                too_long, cut = True, overflow == "truncate"
-                ids, weights = ids[:seq_len + 1], weights[:seq_len + 1]
+                too_long, cut = True, overflow != "drop"
+                keep = slice(-(seq_len + 1), None) if overflow == "truncate_start" else slice(seq_len + 1)
+                ids, weights = ids[keep], weights[keep]
             rows.append((ids, weights))
         if too_long and overflow == "drop":
             stats.dropped_too_long += 1
@@ -239,16 +245,12 @@ def preference_dataset(examples: Sequence[dict[str, np.ndarray]], batch_size: in
 
 def preference_eval_batches(examples: Sequence[dict[str, np.ndarray]], batch_size: int
                             ) -> list[dict[str, np.ndarray]]:
-    """Every pair once, in ``(batch_size, 2, seq_len)`` batches, the last padded with all-zero pairs
-    (weight 0: a preference loss weighs a pair by whether both sides have reply tokens)."""
+    """Every pair once, in batches of ``batch_size`` pairs ``(batch_size, 2, seq_len)``, the last one
+    shorter (``lmforge.train.BatchEvaluator`` pads it with all-zero pairs, which weigh 0)."""
     rows = list(examples)
-    if not rows:
-        return []
-    empty = {k: np.zeros_like(v) for k, v in rows[0].items()}
-    rows += [empty] * (-len(rows) % batch_size)
     return [{k: np.stack([r[k] for r in rows[b:b + batch_size]]) for k in rows[0]}
             for b in range(0, len(rows), batch_size)]
 
 
-__all__ = ["PREFERENCE_FORMATS", "SIDES", "PreferenceStats", "preference_dataset",
+__all__ = ["PREFERENCE_FORMATS", "PREFERENCE_OVERFLOW", "SIDES", "PreferenceStats", "preference_dataset",
            "preference_eval_batches", "preference_examples", "read_preferences", "split_prompt"]

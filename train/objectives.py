@@ -98,7 +98,9 @@ def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.A
     Returns:
       (loss, metrics): the weighted mean over pairs; TRL's ``rewards/chosen``, ``rewards/rejected``
       (``beta * (logp - ref_logp)``), ``rewards/accuracies`` (chosen reward > rejected reward),
-      ``rewards/margins``, ``logps/chosen``, ``logps/rejected``; ``weight_sum`` (pairs).
+      ``rewards/margins``, ``logps/chosen``, ``logps/rejected``; ``weight_sum`` (pairs). The
+      metrics come from the summed log-probs for every loss type (TRL reports ``ipo``'s from the
+      length-averaged ones).
 
     Raises:
       ValueError: an unknown ``loss_type``, ``beta <= 0``, ``label_smoothing`` outside [0, 0.5),

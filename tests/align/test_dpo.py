@@ -87,7 +87,7 @@ def test_read_preferences_hh_transcripts_part_at_the_last_shared_turn(tmp_path):
         {"chosen": "\n\nHuman: x\n\nAssistant: ", "rejected": "\n\nHuman: x\n\nAssistant: y"},
     ])
     pairs, stats = read_preferences(hh)
-    assert stats.format == "hh" and len(pairs) == 2
+    assert stats.format == "hh" and len(pairs) == 2 and "hh.jsonl (hh): 2 pairs from 3 records" in stats.summary()
     assert pairs[0]["prompt"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
                                   {"role": "user", "content": "a joke?"}]
     assert pairs[0]["chosen"] == [{"role": "assistant", "content": "Sure: knock knock."}]
@@ -166,7 +166,13 @@ def test_pair_rows_weigh_only_the_reply(tok_dir):
     (cut,), short = preference_examples([pair], template, seq_len=head + 2)
     assert short.truncated == 1 and cut["weights"][1].sum() == 3
     assert preference_examples([pair], template, seq_len=head + 2, overflow="drop")[1].dropped_too_long == 1
+    (kept,), start = preference_examples([pair], template, seq_len=12, overflow="truncate_start")   # TRL's keep_end
+    full_ids, full_weights = template.encode(prompt + pair["rejected"])
+    np.testing.assert_array_equal(kept["targets"][1], full_ids[-12:])
+    assert start.truncated == 1 and kept["weights"][1].sum() == min(full_weights[-12:].sum(), 12)
     assert preference_examples([pair], template, seq_len=head - 2)[1].dropped_no_reply == 1
+    with pytest.raises(ValueError, match="overflow='cut': expected one of truncate, truncate_start, drop"):
+        preference_examples([pair], template, seq_len=12, overflow="cut")
     with pytest.raises(ValueError, match="pair 0 chosen: the conversation has no assistant turn"):
         preference_examples([{**pair, "chosen": [{"role": "user", "content": "x"}]}], template, seq_len=80)
 
@@ -183,9 +189,12 @@ def test_preference_batches_keep_pairs_whole(tok_dir):
     first = {tuple(e["targets"][0]) for e in examples}
     assert all(tuple(row) in first for row in batch["targets"][:, 0])   # row 0 of a pair is always a chosen side
     evals = preference_eval_batches(examples, 4)
-    assert len(evals) == 3 and evals[-1]["weights"][2:].sum() == 0    # 10 pairs → 4 + 4 + 2 and two empty ones
-    halves = [next(iter(preference_dataset(examples, 4, process_index=p, process_count=2))) for p in (0, 1)]
+    assert [len(b["inputs"]) for b in evals] == [4, 4, 2]            # every pair once; BatchEvaluator pads
+    halves = [next(iter(preference_dataset(examples, 4, shuffle=False, process_index=p, process_count=2)))
+              for p in (0, 1)]
     assert all(h["inputs"].shape == (2, 2, 24) for h in halves)
+    np.testing.assert_array_equal(halves[0]["targets"], np.stack([examples[i]["targets"] for i in (0, 2)]))
+    np.testing.assert_array_equal(halves[1]["targets"], np.stack([examples[i]["targets"] for i in (1, 3)]))
 
 
 # ----------------------------------------------------------------------------------------- runner
@@ -309,13 +318,30 @@ def test_dpo_hh_smoke_reads_the_real_pairs(base, tmp_path, shared_data):
     ("data.seq_len=4096", "data.seq_len=4096 exceeds the max_seq_len=64"),
     ("init_from=", "init_from is empty"),
     ("data.format=ultra", "data.format='ultra': expected auto or one of hh, trl"),
+    ("lora.rank=4 optim.trainable=(embed,)", "trains more than the LoRA adapters, but the reference is the "
+                                                     "adapters' base"),
 ])
 def test_dpo_bad_configs_are_one_line_errors_before_the_workdir(binding, expected, base, pairs_file, tmp_path,
                                                                 capsys):
     from lmforge.cli.main import main
     run = tmp_path / "bad"
-    assert main(["run", f"{EXPERIMENT}:smoke", f"init_from={base}", f"data.path={pairs_file}", binding,
+    assert main(["run", f"{EXPERIMENT}:smoke", f"init_from={base}", f"data.path={pairs_file}", *binding.split(),
                  "--workdir", str(run)]) == 2
     err = capsys.readouterr().err
     assert expected in err, err
+    assert not run.exists()
+
+
+def test_a_reference_with_another_tokenizer_is_refused_before_the_workdir(base, pairs_file, tmp_path, capsys):
+    from lmforge.cli.main import main
+    other = tmp_path / "other"
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    _, params, _ = create_sharded(lambda: build_model(MODEL, rngs=nnx.Rngs(3)), mesh, RULES)
+    save_model_folder(other, MODEL, params)
+    docs = [d for d in read_documents(SourceConfig(kind="python_docs"))[1::16] if len(d) < 20_000][:30]
+    train_tokenizer(TokenizerConfig(vocab_size=512), docs, other / "tokenizer")       # same size, other pieces
+    run = tmp_path / "run"
+    assert main(["run", f"{EXPERIMENT}:smoke", f"init_from={base}", f"reference_from={other}",
+                 f"data.path={pairs_file}", "--workdir", str(run)]) == 2
+    assert f"reference_from={other} has another tokenizer than init_from={base}" in capsys.readouterr().err
     assert not run.exists()
