@@ -5,17 +5,21 @@ resumes."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import numbers
 import pathlib
 import sys
+from typing import NamedTuple
 
 import jax
 
 from lmforge.data import load_tokenizer
 from lmforge.data.tokenizer import tokenizer_dir
 from lmforge.model import LoRAConfig, ModelRuntime
+from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
-from lmforge.train.mesh import batch_axes_size
+from lmforge.train.mesh import batch_axes_size, make_mesh
 
 
 def whole(x) -> bool:
@@ -85,6 +89,46 @@ def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoR
     base_step = resume_base_step(workdir, mesh, rules) if has_checkpoint(workdir) else None
     return load_params(init_from, mesh, rules=rules, lora=lora if lora.rank else None, seed=seed, runtime=runtime,
                        step=base_step)
+
+
+def report_data(workdir: pathlib.Path, stats, test_stats, unit: str) -> None:
+    """Says and writes (``data_report.json``) what the encoding kept of the train and held-out data;
+    raises ValueError when no training ``unit`` (conversation, pair) is left."""
+    say(f"data: train {stats.summary()}; held-out {test_stats.summary()}")
+    if jax.process_index() == 0:
+        (workdir / "data_report.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(stats), "held_out": dataclasses.asdict(test_stats)}, indent=2) + "\n")
+    if not stats.kept:
+        raise ValueError(f"no training {unit} is left to learn from ({stats.summary()})")
+
+
+class Policy(NamedTuple):
+    """What :func:`prepare_policy` sets up: the mesh, the held-out batch size, whether the policy is the
+    run's own (a full fine-tune resuming), the loaded model and the optimizer (LoRA: adapters only
+    unless ``optim.trainable`` says)."""
+    mesh: object
+    eval_batch_size: int
+    alone: bool
+    loaded: object
+    optim: object
+
+
+def prepare_policy(cfg, workdir: pathlib.Path, tok) -> Policy:
+    """The mesh and the policy of a post-training config (``mesh``, ``data.batch_size``,
+    ``eval_batch_size``, ``optim``, ``lora``, ``model``, ``seed``, ``init_from``). Raises ValueError for a
+    batch that does not split over the mesh or a tokenizer with more ids than the model."""
+    mesh = make_mesh(cfg.mesh)
+    eval_bs = cfg.eval_batch_size or cfg.data.batch_size
+    check_rows(mesh, (("data.batch_size", cfg.data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)))
+    alone = cfg.resumes_alone(workdir)
+    loaded = load_policy(cfg.init_from, workdir, mesh, cfg.mesh.rules, lora=cfg.lora, runtime=cfg.model,
+                         seed=cfg.seed, alone=alone)
+    if tok.vocab_size > loaded.cfg.vocab_size:
+        raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {loaded.cfg.vocab_size}")
+    optim = cfg.optim
+    if cfg.lora.rank and not optim.trainable:
+        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
+    return Policy(mesh, eval_bs, alone, loaded, optim)
 
 
 def say(line: str) -> None:

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import check_rows, full_fine_tune_resumes, load_policy, run_tokenizer, same_tokenizer, say, whole
+from lmforge.align.common import (full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer,
+                                  same_tokenizer, say, whole)
 from lmforge.data.chat import chat_template_for
 from lmforge.data.preference import (PREFERENCE_FORMATS, PREFERENCE_OVERFLOW, preference_dataset, preference_eval_batches,
                                      preference_examples, read_preferences)
@@ -47,7 +48,7 @@ from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN, adapter_params
 from lmforge.model.paths import combine
 from lmforge.train import distributed
-from lmforge.train.mesh import MeshConfig, make_mesh, use_host_devices
+from lmforge.train.mesh import MeshConfig, use_host_devices
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import DPO_LOSS_TYPES, dpo_loss
 from lmforge.train.optim import OptimConfig
@@ -261,23 +262,9 @@ def run_dpo(cfg: DPOConfig, workdir: pathlib.Path) -> dict[str, float]:
                                           where="train pair")
     test_ex, test_stats = preference_examples(test_pairs, template, data.seq_len, overflow=data.overflow,
                                               where="held-out pair")
-    say(f"data: train {stats.summary()}; held-out {test_stats.summary()}")
-    if jax.process_index() == 0:
-        (workdir / "data_report.json").write_text(json.dumps(
-            {"train": dataclasses.asdict(stats), "held_out": dataclasses.asdict(test_stats)}, indent=2) + "\n")
-    if not train_ex:
-        raise ValueError(f"no training pair is left to learn from ({stats.summary()})")
-
-    mesh = make_mesh(cfg.mesh)
-    eval_bs = cfg.eval_batch_size or data.batch_size
-    check_rows(mesh, (("data.batch_size", data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)))
-    rules = cfg.mesh.rules
-    alone = cfg.resumes_alone(workdir)
-    policy = load_policy(cfg.init_from, workdir, mesh, rules, lora=cfg.lora, runtime=cfg.model, seed=cfg.seed,
-                         alone=alone)
-    model_cfg = policy.cfg
-    if tok.vocab_size > model_cfg.vocab_size:
-        raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {model_cfg.vocab_size}")
+    report_data(workdir, stats, test_stats, "pair")
+    mesh, eval_bs, alone, policy, optim = prepare_policy(cfg, workdir, tok)
+    rules, model_cfg = cfg.mesh.rules, policy.cfg
 
     frozen, frozen_sh, reference = {}, {}, None
     if not cfg.reference_is_base():
@@ -286,9 +273,6 @@ def run_dpo(cfg: DPOConfig, workdir: pathlib.Path) -> dict[str, float]:
         if reference.cfg.vocab_size != model_cfg.vocab_size:
             raise ValueError(f"reference_from={cfg.reference_from}: its output layer has {reference.cfg.vocab_size} "
                              f"ids, the policy's {model_cfg.vocab_size}; expected the same vocabulary")
-    optim = cfg.optim
-    if cfg.lora.rank and not optim.trainable:
-        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
     loss_fn = dpo_loss_fn(policy.graphdef, reference.graphdef if reference else None, model_cfg, beta=cfg.beta,
                           loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing, vocab_chunk=cfg.vocab_chunk,
                           reference_is_base=cfg.reference_is_base())

@@ -38,16 +38,15 @@ import time
 import jax
 import numpy as np
 
-from lmforge.align.common import check_rows, full_fine_tune_resumes, load_policy, run_tokenizer, say, whole
+from lmforge.align.common import full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer, say, whole
 from lmforge.data import synthetic
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
-from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
-from lmforge.train.mesh import MeshConfig, make_mesh, use_host_devices
+from lmforge.train.mesh import MeshConfig, use_host_devices
 from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import lm_loss
@@ -232,26 +231,9 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
                                    train_on=data.train_on, overflow=data.overflow, where="train conversation")
     test_ex, test_stats = sft_examples([it["messages"] for it in test_items], template, data.seq_len,
                                        train_on=data.train_on, overflow=data.overflow, where="held-out conversation")
-    say(f"data: train {stats.summary()}; held-out {test_stats.summary()}")
-    if jax.process_index() == 0:
-        (workdir / "data_report.json").write_text(json.dumps(
-            {"train": dataclasses.asdict(stats), "held_out": dataclasses.asdict(test_stats)}, indent=2) + "\n")
-    if not train_ex:
-        raise ValueError(f"no training conversation is left to learn from ({stats.summary()})")
-
-    mesh = make_mesh(cfg.mesh)
-    eval_bs = cfg.eval_batch_size or data.batch_size
-    check_rows(mesh, (("data.batch_size", data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)))
-    rules = cfg.mesh.rules
-    alone = cfg.resumes_alone(workdir)
-    loaded = load_policy(cfg.init_from, workdir, mesh, rules, lora=cfg.lora, runtime=cfg.model, seed=cfg.seed,
-                         alone=alone)
-    model_cfg = loaded.cfg
-    if tok.vocab_size > model_cfg.vocab_size:
-        raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {model_cfg.vocab_size}")
-    optim = cfg.optim
-    if cfg.lora.rank and not optim.trainable:
-        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
+    report_data(workdir, stats, test_stats, "conversation")
+    mesh, eval_bs, alone, loaded, optim = prepare_policy(cfg, workdir, tok)
+    rules, model_cfg = cfg.mesh.rules, loaded.cfg
     trainer = Trainer(lm_loss(loaded.graphdef, model_cfg, vocab_chunk=cfg.vocab_chunk), params=loaded.params,
                       param_shardings=loaded.shardings,
                       optim=optim, loop=cfg, mesh=mesh, rules=rules, model_cfg=model_cfg, base=cfg.init_from,
