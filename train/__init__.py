@@ -11,7 +11,7 @@ from lmforge.train.step import global_batch, make_eval_step, make_train_step, re
 from lmforge.train.trainer import BatchEvaluator, FitResult, LoopConfig, Preempted, Trainer
 
 __all__ = [
-    "DEFAULT_RULES", "MeshConfig", "make_mesh", "causal_lm_loss", "masked_lm_loss", "OptimConfig",
+    "DEFAULT_RULES", "MeshConfig", "make_mesh", "causal_lm_loss", "dpo_loss", "masked_lm_loss", "OptimConfig",
     "learning_rate_schedule", "make_optimizer", "global_batch", "make_eval_step", "make_train_step",
     "reduce_metrics", "BatchEvaluator", "FitResult", "LoopConfig", "Preempted", "Trainer",
 ]
