@@ -13,6 +13,7 @@ import sys
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 from lmforge.data import load_tokenizer
 from lmforge.data.tokenizer import tokenizer_dir
@@ -44,6 +45,13 @@ def run_tokenizer(init_from: str, workdir: pathlib.Path, task: str):
         source_tokenizer(init_from, task).save(tok_dir)
     distributed.barrier("tokenizer")
     return load_tokenizer(tok_dir)
+
+
+def split_held_out(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held-out): a seeded ``fraction`` of ``items`` held out, both kept in file order."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_test = int(round(len(items) * fraction))
+    return [items[i] for i in sorted(order[n_test:])], [items[i] for i in sorted(order[:n_test])]
 
 
 def check_rows(mesh, checks) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from lmforge.align.common import (full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer,
-                                  same_tokenizer, say, whole)
+                                  same_tokenizer, say, split_held_out, whole)
 from lmforge.data.chat import chat_template_for
 from lmforge.data.preference import (PREFERENCE_FORMATS, PREFERENCE_OVERFLOW, preference_dataset, preference_eval_batches,
                                      preference_examples, read_preferences)
@@ -223,10 +223,7 @@ def read_pairs(data: PreferenceDataConfig) -> tuple[list[dict], list[dict]]:
         test, test_stats = read_preferences(data.test_path, data.format)
         say(f"read {test_stats.summary()}")
     else:
-        order = np.random.default_rng(data.seed).permutation(len(pairs))
-        n_test = int(round(len(pairs) * data.val_fraction))
-        test = [pairs[i] for i in sorted(order[:n_test])]
-        train = [pairs[i] for i in sorted(order[n_test:])]
+        train, test = split_held_out(pairs, data.val_fraction, data.seed)
     if data.train_size:
         train = train[:data.train_size]
     if data.test_size:

@@ -38,7 +38,8 @@ import time
 import jax
 import numpy as np
 
-from lmforge.align.common import full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer, say, whole
+from lmforge.align.common import (full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer, say,
+                                  split_held_out, whole)
 from lmforge.data import synthetic
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
@@ -166,10 +167,7 @@ def read_items(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
         if data.test_path:
             train, test = items, read_file(data.test_path, data.format)
         else:
-            order = np.random.default_rng(data.seed).permutation(len(items))
-            n_test = int(round(len(items) * data.val_fraction))
-            test = [items[i] for i in sorted(order[:n_test])]
-            train = [items[i] for i in sorted(order[n_test:])]
+            train, test = split_held_out(items, data.val_fraction, data.seed)
     if data.synthetic:
         weights = dict(data.synthetic)
         options = dict(cfg.synthetic_options)
