@@ -124,6 +124,9 @@ class ModelConfig:
     moe_z_loss: float = 0.001        # weight of the ST-MoE router z-loss
     num_shared_experts: int = 0      # always-on experts beside the routed ones (DeepSeekMoE)
     lora: LoRAConfig = LoRAConfig()  # rank > 0: low-rank adapters on the projections (model/lora.py)
+    # Decoder-only: > 0 replaces the unembedding by a score head (D, num_labels) read at each row's last
+    # token -- a reward model (transformers' *ForSequenceClassification); 0 → the language-model head.
+    num_labels: int = 0
 
     def __post_init__(self):
         for name, allowed in (("family", FAMILIES), ("norm_position", NORM_POSITIONS), ("norm", NORMS),
@@ -175,6 +178,11 @@ class ModelConfig:
                              f"relative-position model ({self.family!r}) adds one; use 'xla'")
         if self.type_vocab_size and arch != "encoder":
             raise ValueError("model.type_vocab_size (token types) is for encoder-only families (bert)")
+        if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int) or self.num_labels < 0:
+            raise ValueError(f"model.num_labels={self.num_labels!r}: expected an int >= 0 (0: the language-model head)")
+        if self.num_labels and arch != "decoder":
+            raise ValueError(f"model.num_labels={self.num_labels} (a score head) is for decoder-only families, not "
+                             f"{self.family!r}")
 
     @property
     def architecture(self) -> str:
@@ -215,11 +223,13 @@ class ModelConfig:
         per_layer = attn + mlp + norms + bias
         final_norm = d * (2 if self.norm == "layernorm" and self.use_bias else 1)
         total = self.num_layers * per_layer + final_norm
+        untied = not self.tie_embeddings and not self.num_labels
+        total += self.num_labels * d  # a score head replaces the unembedding
         if embeddings:
-            total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
+            total += self.vocab_size * d * (2 if untied else 1)
             if self.position == "learned":
                 total += self.max_seq_len * d
-        elif not self.tie_embeddings:
+        elif untied:
             total += self.vocab_size * d  # the unembedding is a matmul, not a lookup
         return total
 

@@ -106,8 +106,11 @@ class DecoderLM(nnx.Module):
             self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.final_norm = Norm(cfg.embed_dim, kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias,
                                param_dtype=pdtype, rngs=rngs)
-        self.unembed = (None if cfg.tie_embeddings else
+        self.unembed = (None if cfg.tie_embeddings or cfg.num_labels else
                         param(rngs, normal(cfg.init_std), (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), pdtype))
+        # A reward model's score head (transformers' ``score``, no bias) in place of the unembedding.
+        self.score = (param(rngs, normal(cfg.init_std), (cfg.embed_dim, cfg.num_labels), ("embed", None), pdtype)
+                      if cfg.num_labels else None)
 
     def init_cache(self, batch_size: int, max_len: int, dtype=None) -> dict:
         """An empty KV cache for ``batch_size`` rows of ``max_len`` (S) slots: {"k", "v": (L, B, S, K, H)
@@ -120,8 +123,11 @@ class DecoderLM(nnx.Module):
         born sharded by their logical axes (``CACHE_KV``); outside a mesh they are plain zeros.
         The caller keeps index + T <= S: inside jit an overflow is not detected (``dynamic_update_slice``
         moves the write back and overwrites earlier slots); a call with more tokens than slots raises
-        ValueError."""
+        ValueError, as does a model with a score head (a reward model scores, it does not generate)."""
         cfg = self.cfg
+        if self.score is not None:
+            raise ValueError(f"this model has a score head ({cfg.num_labels} labels: a reward model); it scores "
+                             f"sequences (DecoderLM.scores) and does not generate")
         shape = (cfg.num_layers, batch_size, max_len, cfg.kv_heads, cfg.dims_per_head)
         dt = dtype_of(dtype or cfg.dtype)
         return {"k": cache_zeros(shape, dt, CACHE_KV), "v": cache_zeros(shape, dt, CACHE_KV),
@@ -156,7 +162,12 @@ class DecoderLM(nnx.Module):
 
     def output_head(self) -> tuple[jax.Array, None]:
         """The unembedding ``(D, V)`` in the compute dtype (the token table transposed when tied), and
-        no bias: what :func:`lmforge.model.token_logprobs` multiplies the hidden states by."""
+        no bias: what :func:`lmforge.model.token_logprobs` multiplies the hidden states by. Raises
+        ValueError for a model with a score head (``num_labels > 0``): it has no token distribution."""
+        if self.score is not None:
+            raise ValueError(f"this model has a score head ({self.cfg.num_labels} labels: a reward model) and no "
+                             f"language-model head; it scores sequences (DecoderLM.scores) and cannot give token "
+                             f"log-probs or generate")
         w = self.embed[...].T if self.unembed is None else self.unembed[...]
         return w.astype(dtype_of(self.cfg.dtype)), None
 
@@ -167,6 +178,8 @@ class DecoderLM(nnx.Module):
         ``F.linear(x, wte.weight)``: through ``output_head``'s transposed (D, V) view, the matrix-vector
         product of a batch-1 decode step made XLA:CPU copy the whole table, transposed, every token.
         """
+        if self.score is not None:     # (B, T, num_labels): every position's score, as transformers computes
+            return matmul(hidden, self.score[...].astype(hidden.dtype), preferred_element_type=jnp.float32)
         if self.unembed is None:
             b, t, d = hidden.shape
             table = self.embed[...].astype(dtype_of(self.cfg.dtype))
@@ -174,6 +187,28 @@ class DecoderLM(nnx.Module):
         else:
             logits = matmul(hidden, self.output_head()[0], preferred_element_type=jnp.float32)   # (B, T, V)
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
+
+    def scores(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None,
+               dropout_rng: jax.Array | None = None, one_segment: bool | None = None) -> tuple[jax.Array, dict]:
+        """A reward model's scores: tokens (B, T) -> ``(scores (B, num_labels) float32, aux)``, the score
+        head applied to the final hidden state of each row's last real token (the last position whose
+        ``segment_ids`` is > 0; default: position T - 1), as transformers' ``*ForSequenceClassification``
+        reads the last token that is not padding. Each row is one sequence at positions 0 .. T - 1, so pad
+        on the right (padding: segment 0; a left-padded row's tokens sit at shifted positions, as in
+        transformers without ``position_ids``); ``one_segment=True`` says every row is right-padded, so
+        causal attention needs no segment mask. Raises ValueError for a language model
+        (``num_labels == 0``)."""
+        if self.score is None:
+            raise ValueError("this model has a language-model head, not a score head; a reward model is a decoder "
+                             "with model.num_labels > 0 (lmforge.weights.with_score_head adds one)")
+        b, t = tokens.shape
+        real = jnp.ones((b, t), bool) if segment_ids is None else segment_ids > 0
+        last = jnp.argmax(jnp.where(real, jnp.arange(t), -1), axis=-1)                       # (B,)
+        hidden, _, aux = self.hidden_states(tokens, segment_ids=segment_ids, dropout_rng=dropout_rng,
+                                            one_segment=one_segment)
+        at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]              # (B, D)
+        scores = jnp.matmul(at_last, self.score[...].astype(hidden.dtype), preferred_element_type=jnp.float32)
+        return scores, aux
 
     def hidden_states(self, tokens: jax.Array, *, positions: jax.Array | None = None,
                       segment_ids: jax.Array | None = None, cache: dict | None = None,

@@ -235,8 +235,12 @@ def lm_flops_per_token(model_cfg, seq_len: int, num_params: int | None = None) -
     decoder stacks), embeddings and the unembedding excluded (the unembedding is added there once).
 
     Decoder-only configs are counted from the config; other families need ``num_params`` (the
-    built model's total), from which the token table and an untied unembedding are taken out.
+    built model's total), from which the token table and an untied unembedding are taken out. A
+    reward model (``num_labels > 0``) has its score head in place of the unembedding: 6 N + 12 L T D.
     """
+    if model_cfg.num_labels:   # a reward model: a score head (in its parameters), no unembedding
+        return float(6 * model_cfg.num_params(embeddings=False, active=True)
+                     + 12 * model_cfg.num_layers * seq_len * model_cfg.embed_dim)
     vd = model_cfg.vocab_size * model_cfg.embed_dim
     untied = 0 if model_cfg.tie_embeddings else vd
     if model_cfg.architecture == "decoder":

@@ -25,6 +25,9 @@ Choices:
   ``lm_head=False`` models.
 - Exported configs name the ``transformers`` class in ``architectures``; tied embeddings are not
   written twice (``transformers`` re-ties them on load).
+- A decoder with a score head (``num_labels > 0``, a reward model) is ``GPT2ForSequenceClassification``
+  / ``LlamaForSequenceClassification``: the trunk under the same prefix, ``score.weight`` in place of
+  the LM head; transformers reads its score at the last token that is not ``pad_token_id``.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def tensor_map(cfg: ModelConfig, *, hf_prefix: str = "") -> list[Entry]:
             m += _linear(f"{h}.mlp.c_fc", f"{o}.mlp.up", transpose=False, bias=True)
             m += _linear(f"{h}.mlp.c_proj", f"{o}.mlp.down", transpose=False, bias=True)
         m += _norm(f"{p}ln_f", "final_norm")
-        return m + ([] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)])
+        return m + _decoder_head(cfg)
     if cfg.family == "llama":
         m += [(f"{p}embed_tokens.weight", "embed", False, None)]
         for i in range(cfg.num_layers):
@@ -106,7 +109,7 @@ def tensor_map(cfg: ModelConfig, *, hf_prefix: str = "") -> list[Entry]:
             for hf, ours in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
                 m += _linear(f"{h}.mlp.{hf}", f"{o}.mlp.{ours}", bias=b)
         m += _norm(f"{p}norm", "final_norm", bias=False)
-        return m + ([] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)])
+        return m + _decoder_head(cfg)
     if cfg.family == "bert":
         e = f"{p}embeddings"
         m += [(f"{e}.word_embeddings.weight", "embed.tokens", False, None),
@@ -156,6 +159,14 @@ def tensor_map(cfg: ModelConfig, *, hf_prefix: str = "") -> list[Entry]:
         return m + ([] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)])
     raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
                        f"{sorted(HF_ARCHITECTURES)}")
+
+
+def _decoder_head(cfg: ModelConfig) -> list[Entry]:
+    """A decoder's output layer: the score head of ``*ForSequenceClassification`` (``score.weight``
+    (num_labels, D), no bias), an untied ``lm_head``, or nothing (tied to the token table)."""
+    if cfg.num_labels:
+        return [("score.weight", "score", True, 1)]
+    return [] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)]
 
 
 def _hf_prefix(cfg: ModelConfig, names) -> str:
@@ -361,7 +372,7 @@ def save_hf(folder, cfg: ModelConfig, pure: dict, *, tokenizer_dir=None) -> path
             config["decoder_start_token_id"] = generation["decoder_start_token_id"] = ids["bos_token_id"]
         if tokenizer.vocab_size < cfg.vocab_size:
             generation["suppress_tokens"] = list(range(tokenizer.vocab_size, cfg.vocab_size))
-        if cfg.architecture != "encoder":
+        if cfg.architecture != "encoder" and not cfg.num_labels:   # encoders and reward models do not generate
             (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")

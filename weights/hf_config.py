@@ -66,14 +66,16 @@ _GENERATION = (
 
 _COMMON = {
     "model_type": Field(HONOURED, "selects the family (and this table)"),
-    "architectures": Field(HONOURED, "the head: an LM class or the bare trunk (BERT: any class; the MLM head "
-                                     "only for *ForMaskedLM / *ForPreTraining); other heads are refused"),
+    "architectures": Field(HONOURED, "the head: an LM class, the bare trunk (BERT: any class; the MLM head "
+                                     "only for *ForMaskedLM / *ForPreTraining) or a decoder's "
+                                     "*ForSequenceClassification (a score head); other heads are refused"),
     **_inert("where the folder came from, or which code version wrote it", "_name_or_path", "name_or_path",
              "transformers_version", "_commit_hash"),
     **_inert("the precision the weights are stored in, not the function; lmforge imports float32 "
              "(load_params' dtype casts)", "dtype", "torch_dtype", "use_bfloat16"),
-    **_inert("labels and loss of classification heads", "id2label", "label2id", "num_labels", "problem_type",
-             "finetuning_task"),
+    **{n: Field(HONOURED, "a *ForSequenceClassification score head's outputs (num_labels = len(id2label)); "
+                          "not read by an LM class") for n in ("id2label", "num_labels")},
+    **_inert("labels and loss of classification heads", "label2id", "problem_type", "finetuning_task"),
     **_inert("extra outputs beside the logits", "output_attentions", "output_hidden_states", "return_dict",
              "torchscript", "tf_legacy_loss"),
     **_inert("the key/value cache: the same logits, computed incrementally", "use_cache", "output_past"),
@@ -180,8 +182,8 @@ CONFIG_FIELDS: dict[str, dict[str, Field]] = {
 HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM",
                     "t5": "T5ForConditionalGeneration"}
 # Classes whose folder holds the trunk the LM class reads (the bare model: lmforge adds the tied head).
-_ARCHITECTURES = {"gpt2": {"GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel"},
-                  "llama": {"LlamaForCausalLM", "LlamaModel"},
+_ARCHITECTURES = {"gpt2": {"GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification"},
+                  "llama": {"LlamaForCausalLM", "LlamaModel", "LlamaForSequenceClassification"},
                   "t5": {"T5ForConditionalGeneration", "T5Model"}}
 _EXACT_GELU, _TANH_GELU = ("gelu", "gelu_python"), ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _ACT = {**dict.fromkeys(_EXACT_GELU, "gelu_exact"), **dict.fromkeys(_TANH_GELU, "gelu"), "relu": "relu"}
@@ -216,7 +218,21 @@ def config_from_hf(hf: dict) -> ModelConfig:
     if kind in _ARCHITECTURES and not set(archs) <= _ARCHITECTURES[kind]:
         raise InteropError(f"config.json: architectures={archs} is not supported for {kind}; expected one of "
                            f"{sorted(_ARCHITECTURES[kind])} (lmforge imports the language model)")
-    return {"gpt2": _gpt2, "llama": _llama, "bert": _bert, "t5": _t5}[kind](_Reader(hf, kind))
+    cfg = {"gpt2": _gpt2, "llama": _llama, "bert": _bert, "t5": _t5}[kind](_Reader(hf, kind))
+    classifier = {a for a in archs if a.endswith("ForSequenceClassification")}
+    if classifier and classifier != set(archs):
+        raise InteropError(f"config.json: architectures={archs} mixes a sequence classifier with other heads; "
+                           f"expected one")
+    return dataclasses.replace(cfg, num_labels=_num_labels(hf)) if classifier else cfg
+
+
+def _num_labels(hf: dict) -> int:
+    """A sequence classifier's outputs, as transformers reads them: ``len(id2label)`` when the config has
+    it, else ``num_labels``, else 2 (PretrainedConfig's default)."""
+    n = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels") or 2
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InteropError(f"config.json: num_labels={n!r}; expected a sequence classifier's outputs (an int >= 1)")
+    return n
 
 
 class _Reader:
@@ -384,6 +400,11 @@ def config_to_hf(cfg: ModelConfig) -> dict:
               # ties unless the file has lm_head.weight, which params_to_hf writes whenever the two differ).
               "tie_word_embeddings": cfg.output_scale, "dropout_rate": 0.0, "decoder_start_token_id": 0,
               "pad_token_id": 0, "eos_token_id": 1, "is_encoder_decoder": True}
+    if cfg.num_labels:   # a reward model: the decoder with a score head (weights/hf.py, _decoder_head)
+        hf.update(architectures=[{"gpt2": "GPT2ForSequenceClassification",
+                                  "llama": "LlamaForSequenceClassification"}[cfg.family]],
+                  id2label={str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
+                  label2id={f"LABEL_{i}": i for i in range(cfg.num_labels)})
     _check_round_trip(cfg, hf)
     return hf
 

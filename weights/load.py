@@ -162,7 +162,7 @@ def check_base_digest(run: pathlib.Path, record: dict, digest: str) -> None:
 
 def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DEFAULT_RULES, dtype: str | None = None,
                 step: int | None = None, model_cfg: ModelConfig | None = None, lora: LoRAConfig | None = None,
-                seed: int = 0, runtime: ModelRuntime | None = None) -> LoadedModel:
+                seed: int = 0, runtime: ModelRuntime | None = None, num_labels: int = 0) -> LoadedModel:
     """Loads a model's parameters from ``source`` directly into their shards on ``mesh``.
 
     Args:
@@ -175,6 +175,10 @@ def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DE
         runs recorded ``model.json``); otherwise it must be None.
       lora: add fresh LoRA adapters (A random from ``seed``, B zero: the model computes exactly the
         source's function) to a source without adapters — the start of a LoRA fine-tune.
+      num_labels: give a decoder language model a fresh score head of this many outputs in place of its
+        unembedding (normal, std ``init_std``, from ``seed``; transformers' ``*ForSequenceClassification``
+        initialisation) — the start of reward-model training. A source whose score head already has
+        ``num_labels`` outputs loads as it is; 0 loads the source's head.
       runtime: how the model computes here (attention backend, remat policy); "" fields keep the
         source's. An attention backend the source recorded that this platform does not run natively
         (``NATIVE_PLATFORM``: cuDNN or flash off GPUs, splash off TPUs) becomes ``xla``, said on stderr.
@@ -186,6 +190,8 @@ def load_params(source: str | pathlib.Path, mesh: jax.sharding.Mesh, *, rules=DE
       WeightsError / CheckpointError / InteropError: the source is not usable, with the reason.
     """
     loaded = _load(pathlib.Path(source), mesh, rules, dtype, step, model_cfg)
+    if num_labels:
+        loaded = _with_score_head(loaded, num_labels, mesh, rules, seed)
     if lora is not None and lora.rank:
         loaded = _with_fresh_adapters(loaded, lora, mesh, rules, seed)
     return _with_runtime(loaded, runtime or ModelRuntime(), mesh, rules)
@@ -240,6 +246,26 @@ def _with_fresh_adapters(base: LoadedModel, lora: LoRAConfig, mesh, rules, seed:
     graphdef, _, _ = _abstract(cfg, mesh, rules)
     return dataclasses.replace(base, cfg=cfg, graphdef=graphdef, params=combine(base.params, adapters),
                                shardings=combine(base.shardings, adapter_sh))
+
+
+def _with_score_head(base: LoadedModel, num_labels: int, mesh, rules, seed: int) -> LoadedModel:
+    """``base`` with a fresh score head ``(D, num_labels)`` and no unembedding (the token table stays: it is
+    the input embedding)."""
+    if base.cfg.num_labels == num_labels:
+        return base
+    if base.cfg.num_labels:
+        raise WeightsError(f"{base.source} has a score head of {base.cfg.num_labels} outputs already; expected a "
+                           f"language model or one of num_labels={num_labels}")
+    if base.cfg.architecture != "decoder":
+        raise WeightsError(f"{base.source} holds a {base.cfg.family} ({base.cfg.architecture}) model; a score head "
+                           f"goes on a decoder-only model")
+    cfg = dataclasses.replace(base.cfg, num_labels=num_labels)
+    graphdef, abstract, shardings = _abstract(cfg, mesh, rules)
+    want = abstract["score"]
+    host = np.random.default_rng(seed).normal(0.0, cfg.init_std, want.shape).astype(want.dtype)
+    params = {k: v for k, v in base.params.items() if k != "unembed"}
+    params["score"] = jax.make_array_from_callback(want.shape, want.sharding, lambda index: host[index])
+    return dataclasses.replace(base, cfg=cfg, graphdef=graphdef, params=params, shardings=shardings)
 
 
 def _with_dtype(cfg: ModelConfig, dtype: str | None) -> ModelConfig:
@@ -396,7 +422,8 @@ def _base_params(run: pathlib.Path, base: str, base_cfg: ModelConfig, paths: lis
         loaded = _load(pathlib.Path(base), mesh, rules, None, step, None)
     except WeightsError as e:
         raise WeightsError(f"the base of {run} ({BASE_FILE}): {e}") from None
-    if dataclasses.replace(loaded.cfg, lora=base_cfg.lora) != base_cfg:
+    # A reward model is trained over a language model: the heads may differ, the trunk may not.
+    if dataclasses.replace(loaded.cfg, lora=base_cfg.lora, num_labels=base_cfg.num_labels) != base_cfg:
         raise WeightsError(f"{run} was trained over {base}, whose model no longer matches {run / 'model.json'}")
     flat = dict(flatten(loaded.params))
     missing = [p for p in paths if p not in flat]

@@ -123,12 +123,12 @@ MORE = {
 }
 # Values of honoured fields lmforge cannot express: refused, naming the field.
 UNSUPPORTED = {
-    "gpt2": [{"activation_function": "silu"}, {"architectures": ["GPT2ForSequenceClassification"]},
+    "gpt2": [{"activation_function": "silu"}, {"architectures": ["GPT2ForTokenClassification"]},
              {"model_type": "mamba"}, {"a_field_nobody_listed": 1}],
     "llama": [{"hidden_act": "gelu"}, {"attention_bias": True}, {"mlp_bias": True},
               {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}},
               {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}},
-              {"architectures": ["LlamaForSequenceClassification"]}, {"model_type": "mamba"}],
+              {"architectures": ["LlamaForTokenClassification"]}, {"model_type": "mamba"}],
     "bert": [{"hidden_act": "relu"}, {"hidden_act": "silu"}, {"model_type": "mamba"}],
     "t5": [{"feed_forward_proj": "gated-relu"}, {"dense_act_fn": "tanh"}, {"is_gated_act": True},
            {"architectures": ["T5ForSequenceClassification"]}, {"model_type": "mamba"}],
