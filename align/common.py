@@ -1,4 +1,4 @@
-"""What every post-training runner (SFT, DPO) does the same way before its loss: take the starting
+"""What every post-training runner (SFT, DPO, reward model) does the same way before its loss: take the starting
 model's tokenizer, check that a batch splits over the mesh, and load the policy — from the starting
 model, with fresh LoRA adapters when asked, or from the run's own checkpoints when a full fine-tune
 resumes."""
@@ -21,6 +21,8 @@ from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
 from lmforge.train.mesh import batch_axes_size, make_mesh
+
+SCORE_PATTERN = "score"   # a reward model's score head (DecoderLM.score): trained beside LoRA's adapters
 
 
 def whole(x) -> bool:
@@ -81,11 +83,12 @@ def same_tokenizer(a: str, b: str) -> bool:
 
 
 def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoRAConfig, runtime: ModelRuntime,
-                seed: int, alone: bool):
+                seed: int, alone: bool, num_labels: int = 0):
     """The model that trains: with ``alone`` (a full fine-tune resuming: its checkpoints hold every
     weight) the run's own, ``init_from`` not read; else ``init_from`` (with fresh adapters for
-    ``lora.rank > 0``), at the base step a resumed LoRA run was trained over
-    (``lmforge.weights.load.resume_base_step``). Returns ``lmforge.weights.LoadedModel``."""
+    ``lora.rank > 0``, and a fresh score head of ``num_labels`` outputs for a reward model), at the
+    base step a resumed LoRA run was trained over (``lmforge.weights.load.resume_base_step``).
+    Returns ``lmforge.weights.LoadedModel``."""
     from lmforge.weights import load_params
     from lmforge.weights.load import has_checkpoint, resume_base_step
 
@@ -96,7 +99,7 @@ def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoR
         return load_params(workdir, mesh, rules=rules, runtime=runtime)
     base_step = resume_base_step(workdir, mesh, rules) if has_checkpoint(workdir) else None
     return load_params(init_from, mesh, rules=rules, lora=lora if lora.rank else None, seed=seed, runtime=runtime,
-                       step=base_step)
+                       step=base_step, num_labels=num_labels)
 
 
 def report_data(workdir: pathlib.Path, stats, test_stats, unit: str) -> None:
@@ -121,21 +124,22 @@ class Policy(NamedTuple):
     optim: object
 
 
-def prepare_policy(cfg, workdir: pathlib.Path, tok) -> Policy:
+def prepare_policy(cfg, workdir: pathlib.Path, tok, *, num_labels: int = 0) -> Policy:
     """The mesh and the policy of a post-training config (``mesh``, ``data.batch_size``,
-    ``eval_batch_size``, ``optim``, ``lora``, ``model``, ``seed``, ``init_from``). Raises ValueError for a
-    batch that does not split over the mesh or a tokenizer with more ids than the model."""
+    ``eval_batch_size``, ``optim``, ``lora``, ``model``, ``seed``, ``init_from``); ``num_labels > 0``
+    loads it as a reward model (a fresh score head, trained beside LoRA's adapters). Raises ValueError
+    for a batch that does not split over the mesh or a tokenizer with more ids than the model."""
     mesh = make_mesh(cfg.mesh)
     eval_bs = cfg.eval_batch_size or cfg.data.batch_size
     check_rows(mesh, (("data.batch_size", cfg.data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)))
     alone = cfg.resumes_alone(workdir)
     loaded = load_policy(cfg.init_from, workdir, mesh, cfg.mesh.rules, lora=cfg.lora, runtime=cfg.model,
-                         seed=cfg.seed, alone=alone)
+                         seed=cfg.seed, alone=alone, num_labels=num_labels)
     if tok.vocab_size > loaded.cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {loaded.cfg.vocab_size}")
     optim = cfg.optim
     if cfg.lora.rank and not optim.trainable:
-        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
+        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,) + ((SCORE_PATTERN,) if num_labels else ()))
     return Policy(mesh, eval_bs, alone, loaded, optim)
 
 

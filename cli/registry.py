@@ -29,6 +29,7 @@ BUILTIN_TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("pretrain", "lmforge.train.pretrain", "PretrainConfig", "run_pretrain"),
     ("sft", "lmforge.align.sft", "SFTConfig", "run_sft"),
     ("dpo", "lmforge.align.dpo", "DPOConfig", "run_dpo"),
+    ("reward", "lmforge.align.reward", "RewardConfig", "run_reward"),
     ("interrogation", "lmforge.align.interrogation", "InterrogationConfig", "run_interrogation"),
     ("curate", "lmforge.data.curate", "CurateConfig", "run_curate"),
 )

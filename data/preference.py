@@ -209,6 +209,29 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
     return out, stats
 
 
+def reward_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_len: int, *,
+                    overflow: str = "truncate", where: str = "pair"
+                    ) -> tuple[list[dict[str, np.ndarray]], PreferenceStats]:
+    """Pairs → a reward model's examples ``{"tokens", "segment_ids"}``, each ``(2, seq_len)`` int32 (row 0
+    chosen, row 1 rejected): each side's whole rendered conversation (prompt + reply + end of turn +
+    eos, at most ``seq_len`` tokens, cut or dropped by ``overflow`` as :func:`preference_examples`
+    does), right-padded with 0; ``segment_ids`` 1 on real tokens. The reward is read at each row's last
+    real token (``DecoderLM.scores``), as TRL's ``RewardTrainer`` reads its sequences'.
+
+    Raises ValueError as :func:`preference_examples` does, and for ``seq_len < 2``."""
+    if seq_len < 2:
+        raise ValueError(f"seq_len={seq_len}: expected >= 2 (a reward model reads whole sequences)")
+    shifted, stats = preference_examples(pairs, template, seq_len - 1, overflow=overflow, where=where)
+    out = []
+    for ex in shifted:
+        n = ex["segment_ids"].sum(-1)                                         # (2,) input tokens per side
+        tokens = np.zeros((2, seq_len), np.int32)
+        tokens[:, :-1] = ex["inputs"]
+        tokens[np.arange(2), n] = ex["targets"][np.arange(2), n - 1]           # the last id, a target only
+        out.append({"tokens": tokens, "segment_ids": (np.arange(seq_len) <= n[:, None]).astype(np.int32)})
+    return out, stats
+
+
 def _encode_reply(template: ChatTemplate, prompt: list[dict], reply: list[dict], where: str
                   ) -> tuple[np.ndarray, np.ndarray]:
     """``prompt + reply`` as ids and weights, the prompt (with its generation prompt) weighing 0."""
@@ -252,5 +275,5 @@ def preference_eval_batches(examples: Sequence[dict[str, np.ndarray]], batch_siz
             for b in range(0, len(rows), batch_size)]
 
 
-__all__ = ["PREFERENCE_FORMATS", "PREFERENCE_OVERFLOW", "SIDES", "PreferenceStats", "preference_dataset",
+__all__ = ["PREFERENCE_FORMATS", "PREFERENCE_OVERFLOW", "SIDES", "PreferenceStats", "preference_dataset", "reward_examples",
            "preference_eval_batches", "preference_examples", "read_preferences", "split_prompt"]

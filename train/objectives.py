@@ -14,8 +14,9 @@ Choices:
 - z-loss (PaLM, Chowdhery et al. 2022, sec. 5): ``z_loss * log(Z)^2`` per token keeps the softmax
   normalizer near 1 for bf16 stability; reported separately (``z_loss``) and added to the loss,
   while the ``loss`` metric stays the cross-entropy.
-- Preference losses take sequence log-probs of (chosen, rejected) pairs on a pair axis, ``(B, 2)``,
-  and weigh pairs, not tokens: ``weight_sum`` counts pairs.
+- Preference losses take sequence log-probs (DPO) or rewards (a reward model's Bradley-Terry loss)
+  of (chosen, rejected) pairs on a pair axis, ``(B, 2)``, and weigh pairs, not tokens: ``weight_sum``
+  counts pairs.
 """
 
 from __future__ import annotations
@@ -144,5 +145,55 @@ def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.A
         "rewards/margins": mean(rewards[:, 0] - rewards[:, 1]),
         "logps/chosen": mean(policy_logps[:, 0]),
         "logps/rejected": mean(policy_logps[:, 1]),
+        "weight_sum": weight_sum,
+    }
+
+
+def reward_loss(rewards: jax.Array, weights: jax.Array, *, margin: jax.Array | float = 0.0,
+                center_rewards_coefficient: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The pairwise (Bradley-Terry) loss of a reward model, as TRL's ``RewardTrainer`` computes it.
+
+    ``-log sigmoid(r_chosen - r_rejected - margin)`` per pair (Ouyang et al. 2022, "Training language
+    models to follow instructions with human feedback", eq. 1; Llama 2's margin, Touvron et al. 2023,
+    eq. 2), plus ``center_rewards_coefficient * (r_chosen + r_rejected)^2``, which pulls the rewards
+    towards zero mean (Eisenstein et al. 2023, "Helping or Herding?"; TRL's
+    ``center_rewards_coefficient``).
+
+    Args:
+      rewards: (B, 2) scalar rewards, ``[:, 0]`` chosen, ``[:, 1]`` rejected.
+      weights: (B,) pair weights, 0 for padding rows.
+      margin: a scalar or (B,) per-pair margin the chosen reward should exceed the rejected one by.
+      center_rewards_coefficient: >= 0; 0 leaves the rewards' offset free.
+
+    Returns:
+      (loss, metrics): the weighted mean over pairs; ``accuracy`` (chosen reward > rejected),
+      ``margin`` (mean r_chosen - r_rejected), ``rewards/chosen``, ``rewards/rejected``,
+      ``mean_reward`` (over both sides), ``weight_sum`` (pairs).
+
+    Raises:
+      ValueError: rewards not (B, 2), or a negative ``center_rewards_coefficient``.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] != 2:
+        raise ValueError(f"reward_loss: rewards of shape {rewards.shape}; expected (B, 2): chosen, rejected")
+    if not center_rewards_coefficient >= 0:
+        raise ValueError(f"reward_loss: center_rewards_coefficient={center_rewards_coefficient}; expected >= 0")
+    rewards = rewards.astype(jnp.float32)
+    w = weights.astype(jnp.float32)
+    chosen, rejected = rewards[:, 0], rewards[:, 1]
+    losses = -jax.nn.log_sigmoid(chosen - rejected - jnp.asarray(margin, jnp.float32))
+    if center_rewards_coefficient:
+        losses = losses + center_rewards_coefficient * jnp.square(chosen + rejected)
+    weight_sum = w.sum()
+
+    def mean(x):
+        return (x.astype(jnp.float32) * w).sum() / jnp.maximum(weight_sum, 1e-8)
+    loss = mean(losses)
+    return loss, {
+        "loss": loss,
+        "accuracy": mean(chosen > rejected),
+        "margin": mean(chosen - rejected),
+        "rewards/chosen": mean(chosen),
+        "rewards/rejected": mean(rejected),
+        "mean_reward": mean((chosen + rejected) / 2),
         "weight_sum": weight_sum,
     }

@@ -18,9 +18,9 @@ from lmforge.data.preference import (preference_dataset, preference_eval_batches
 from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded
 from lmforge.train import dpo_loss
 from lmforge.train.mesh import MeshConfig, make_mesh
-from lmforge.weights import load_params, save_model_folder
+from lmforge.weights import load_params, save_model_folder, source_model_config
 
-MODEL = ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=64)
+MODEL = ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=64)   # the conftest's base
 RULES = MeshConfig().rules
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "align" / "dpo_hh.py"
 LOG2 = math.log(2.0)
@@ -74,13 +74,8 @@ def test_dpo_loss_at_the_reference_and_its_errors():
 
 
 # ------------------------------------------------------------------------------------------- data
-def _jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def test_read_preferences_hh_transcripts_part_at_the_last_shared_turn(tmp_path):
-    hh = _jsonl(tmp_path / "hh.jsonl", [
+def test_read_preferences_hh_transcripts_part_at_the_last_shared_turn(tmp_path, write_jsonl):
+    hh = write_jsonl(tmp_path / "hh.jsonl", [
         {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: a joke?\n\nAssistant: Sure: knock knock.",
          "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: a joke?\n\nAssistant: No."},
         {"chosen": "\n\nHuman: same\n\nAssistant: same", "rejected": "\n\nHuman: same\n\nAssistant: same"},
@@ -96,9 +91,9 @@ def test_read_preferences_hh_transcripts_part_at_the_last_shared_turn(tmp_path):
     assert stats.irregular["with an empty reply"] == 1
 
 
-def test_read_preferences_trl_formats(tmp_path):
+def test_read_preferences_trl_formats(tmp_path, write_jsonl):
     conv = [{"role": "user", "content": "2+2?"}]
-    path = _jsonl(tmp_path / "trl.jsonl", [
+    path = write_jsonl(tmp_path / "trl.jsonl", [
         {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Rome."},                      # standard
         {"prompt": conv, "chosen": [{"role": "assistant", "content": "4"}],                             # conversational
          "rejected": [{"role": "assistant", "content": "5"}]},
@@ -109,7 +104,7 @@ def test_read_preferences_trl_formats(tmp_path):
                         "chosen": [{"role": "assistant", "content": "Paris."}],
                         "rejected": [{"role": "assistant", "content": "Rome."}]}
     assert pairs[1]["prompt"] == conv and pairs[1]["rejected"][0]["content"] == "5"
-    implicit = _jsonl(tmp_path / "implicit.jsonl", [
+    implicit = write_jsonl(tmp_path / "implicit.jsonl", [
         {"chosen": conv + [{"role": "assistant", "content": "4"}], "rejected": conv + [{"role": "assistant",
                                                                                         "content": "5"}]}])
     (pair,), _ = read_preferences(implicit, "trl")
@@ -125,20 +120,12 @@ def test_read_preferences_trl_formats(tmp_path):
      r"bad.jsonl:2: \"chosen\" starts with a user message; expected the assistant's reply"),
     ({"prompt": "q", "chosen": [{"role": "robot", "content": "a"}], "rejected": "b"}, r"bad.jsonl:2.*role 'robot'"),
 ])
-def test_malformed_preference_records_name_file_and_line(tmp_path, record, expected):
-    path = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}, record])
+def test_malformed_preference_records_name_file_and_line(tmp_path, record, expected, write_jsonl):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}, record])
     with pytest.raises(ValueError, match=expected):
         read_preferences(path)
     with pytest.raises(ValueError, match="format='ultra'"):
         read_preferences(path, "ultra")
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    docs = [d for d in read_documents(SourceConfig(kind="python_docs"))[::16] if len(d) < 20_000][:30]
-    directory = tmp_path_factory.mktemp("dpo_tok")
-    train_tokenizer(TokenizerConfig(vocab_size=512), docs, directory)
-    return directory
 
 
 def test_pair_rows_weigh_only_the_reply(tok_dir):
@@ -199,25 +186,14 @@ def test_preference_batches_keep_pairs_whole(tok_dir):
 
 # ----------------------------------------------------------------------------------------- runner
 @pytest.fixture(scope="module")
-def base(tmp_path_factory, tok_dir):
-    """A tiny GPT-2 with random weights and a chat-capable tokenizer, as an lmforge model folder."""
-    directory = tmp_path_factory.mktemp("dpo") / "base"
-    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    _, params, _ = create_sharded(lambda: build_model(MODEL, rngs=nnx.Rngs(0)), mesh, RULES)
-    save_model_folder(directory, MODEL, params)
-    load_tokenizer(tok_dir).save(directory / "tokenizer")
-    return directory
-
-
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory):
+def pairs_file(tmp_path_factory, write_jsonl):
     """TRL-format pairs where the chosen reply is always the right sum and the rejected one is off by one."""
     rng = np.random.default_rng(0)
     records = []
     for _ in range(96):
         a, b = (int(x) for x in rng.integers(1, 50, 2))
         records.append({"prompt": f"What is {a} + {b}?", "chosen": f"{a + b}.", "rejected": f"{a + b + 1}."})
-    return _jsonl(tmp_path_factory.mktemp("pairs") / "sums.jsonl", records)
+    return write_jsonl(tmp_path_factory.mktemp("pairs") / "sums.jsonl", records)
 
 
 def _metrics(run):
@@ -246,7 +222,7 @@ def test_dpo_experiment_end_to_end_full_then_lora(base, pairs_file, tmp_path, ca
     assert "reference " + str(base) in capsys.readouterr().out
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
     loaded = load_params(run, mesh, rules=RULES)
-    assert loaded.step == 12 and loaded.cfg == MODEL
+    assert loaded.step == 12 and loaded.cfg == source_model_config(base)
 
     # Resumed for more steps: the reference is still the starting model, the policy this run's.
     assert main(["run", f"{EXPERIMENT}:smoke", *common, "steps=14", "checkpoint_every=6", "--workdir", str(run)]) == 0
