@@ -19,6 +19,7 @@ from lmforge.data import load_tokenizer
 from lmforge.data.tokenizer import tokenizer_dir
 from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.model.lora import ADAPTER_PATTERN
+from lmforge.model.paths import compile_patterns, matches
 from lmforge.train import distributed
 from lmforge.train.mesh import batch_axes_size, make_mesh
 
@@ -127,7 +128,8 @@ class Policy(NamedTuple):
 def prepare_policy(cfg, workdir: pathlib.Path, tok, *, num_labels: int = 0) -> Policy:
     """The mesh and the policy of a post-training config (``mesh``, ``data.batch_size``,
     ``eval_batch_size``, ``optim``, ``lora``, ``model``, ``seed``, ``init_from``); ``num_labels > 0``
-    loads it as a reward model (a fresh score head, trained beside LoRA's adapters). Raises ValueError
+    loads it as a reward model (a fresh score head, trained whatever ``optim.trainable`` names: beside
+    LoRA's adapters, or added to the patterns). Raises ValueError
     for a batch that does not split over the mesh or a tokenizer with more ids than the model."""
     mesh = make_mesh(cfg.mesh)
     eval_bs = cfg.eval_batch_size or cfg.data.batch_size
@@ -139,7 +141,9 @@ def prepare_policy(cfg, workdir: pathlib.Path, tok, *, num_labels: int = 0) -> P
         raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's {loaded.cfg.vocab_size}")
     optim = cfg.optim
     if cfg.lora.rank and not optim.trainable:
-        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,) + ((SCORE_PATTERN,) if num_labels else ()))
+        optim = dataclasses.replace(optim, trainable=(ADAPTER_PATTERN,))
+    if num_labels and optim.trainable and not matches(SCORE_PATTERN, compile_patterns(optim.trainable, "optim.trainable")):
+        optim = dataclasses.replace(optim, trainable=(*optim.trainable, SCORE_PATTERN))   # a fresh head always trains
     return Policy(mesh, eval_bs, alone, loaded, optim)
 
 

@@ -135,7 +135,7 @@ class DPOConfig(LoopConfig):
         (and ``reference_from``) name weights sources of decoder-only models that take ``data.seq_len``
         tokens, a reference reads the policy's tokens (the same tokenizer files), and the data file
         exists. Raises ValueError (FileNotFoundError for the file)."""
-        from lmforge.weights import check_init_from, source_model_config
+        from lmforge.weights import check_init_from, refuse_reward_model, source_model_config
 
         check_init_from(self.init_from, "DPO starts from a model (usually an SFT run)")
         sources = [("init_from", self.init_from)]
@@ -143,6 +143,7 @@ class DPOConfig(LoopConfig):
             check_init_from(self.reference_from, "the reference")
             sources.append(("reference_from", self.reference_from))
         for key, source in sources:
+            refuse_reward_model(source, f"DPO's {'policy' if key == 'init_from' else 'reference'}")
             model_cfg = source_model_config(source)
             if model_cfg.architecture != "decoder":
                 raise ValueError(f"{key}={source} is a {model_cfg.family} ({model_cfg.architecture}) model; DPO "

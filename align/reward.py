@@ -12,13 +12,16 @@ conversation above the rejected one: the Bradley-Terry loss of InstructGPT (Ouya
 - Data: a preference file (``data.path``: HH-RLHF or TRL's format, ``lmforge.data.preference``), the
   held-out pairs ``data.test_path`` or a seeded ``val_fraction`` of it. Each side is its whole rendered
   conversation, at most ``data.seq_len`` tokens (``reward_examples``); a pair is a row ``(2, seq_len)``
-  on a pair axis, so its two sides stay on one device and in one micro-batch.
+  on a pair axis, so its two sides stay on one device and in one micro-batch. A longer side is cut
+  at its start (``data.overflow=truncate_start``, the default) or the pair dropped (``drop``, as TRL
+  does); cutting the end (``truncate``) is refused: the reward is read at the last token.
+- Dropout is the starting model's (``model.dropout`` as it was trained); TRL's trainer turns it off.
 - LoRA (``lora.rank > 0``) trains the adapters and the score head (PEFT's ``modules_to_save``).
 - Evaluation at ``eval_every`` and at the end over every held-out pair once: ``eval/loss``,
   ``eval/accuracy`` (how often the chosen conversation scores higher), ``eval/margin``,
   ``eval/rewards/chosen``, ``eval/rewards/rejected``, ``eval/mean_reward``.
 - The run folder is a weights source (``model.json`` records ``num_labels``): ``load_params`` gives the
-  reward model back for scoring, and ``lmforge export`` writes a transformers
+  reward model back for scoring, and ``lmforge convert RUN DST`` writes a transformers
   ``*ForSequenceClassification`` folder.
 """
 
@@ -50,7 +53,8 @@ class RewardConfig(LoopConfig):
     """The loop's fields (steps, seed, log_every, eval_every, checkpoint_every, ...) come from LoopConfig."""
     init_from: str = ""              # the starting model: a run, model or transformers folder (an LM or a reward model)
     center_rewards_coefficient: float = 0.0   # weight of (r_chosen + r_rejected)^2, TRL's; 0 → off
-    data: PreferenceDataConfig = PreferenceDataConfig()   # seq_len: tokens per whole side (prompt + reply)
+    # seq_len: tokens per whole side (prompt + reply + end); overflow: truncate_start or drop (the end is read)
+    data: PreferenceDataConfig = PreferenceDataConfig(overflow="truncate_start")
     optim: OptimConfig = OptimConfig(lr=1e-5, min_lr=1e-6, warmup_steps=10, weight_decay=0.0)
     lora: LoRAConfig = LoRAConfig()  # rank > 0: train low-rank adapters and the score head only
     model: ModelRuntime = ModelRuntime()   # how the loaded model computes ("": the source's)
@@ -63,6 +67,9 @@ class RewardConfig(LoopConfig):
         problems = [msg for bad, msg in (
             (not self.center_rewards_coefficient >= 0,
              f"center_rewards_coefficient={self.center_rewards_coefficient}: expected >= 0"),
+            (self.data.overflow == "truncate",
+             "data.overflow='truncate' cuts a long side's end, where the reward is read; expected truncate_start "
+             "(cut the prompt's start) or drop (as TRL's RewardTrainer)"),
             (not whole(self.eval_batch_size),
              f"eval_batch_size={self.eval_batch_size!r}: expected a whole number >= 0 (0 → data.batch_size)"),
         ) if bad]
@@ -76,21 +83,25 @@ class RewardConfig(LoopConfig):
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written: ``init_from``
         names a weights source of a decoder-only model (a language model, or a reward model of one
-        score) that takes ``data.seq_len`` tokens, and the data file exists. Raises ValueError
+        score) that takes ``data.seq_len`` tokens (a full fine-tune resuming in ``workdir`` needs no
+        init_from: its own model is checked), and the data file exists. Raises ValueError
         (FileNotFoundError for the file)."""
-        from lmforge.weights import check_init_from, source_model_config
+        from lmforge.weights import check_init_from, read_model_config, source_model_config
 
-        check_init_from(self.init_from, "a reward model starts from a model (usually an SFT run)")
-        model_cfg = source_model_config(self.init_from)
+        if workdir is not None and self.resumes_alone(workdir):   # its checkpoints hold every weight
+            model_cfg, source = read_model_config(workdir), workdir
+        else:
+            check_init_from(self.init_from, "a reward model starts from a model (usually an SFT run)")
+            model_cfg, source = source_model_config(self.init_from), f"init_from={self.init_from}"
         if model_cfg.architecture != "decoder":
-            raise ValueError(f"init_from={self.init_from} is a {model_cfg.family} ({model_cfg.architecture}) model; "
-                             f"reward models here are decoder-only")
+            raise ValueError(f"{source} is a {model_cfg.family} ({model_cfg.architecture}) model; reward models "
+                             f"here are decoder-only")
         if model_cfg.num_labels not in (0, 1):
-            raise ValueError(f"init_from={self.init_from} has a score head of {model_cfg.num_labels} outputs; expected "
-                             f"a language model or a reward model of one score")
+            raise ValueError(f"{source} has a score head of {model_cfg.num_labels} outputs; expected a language "
+                             f"model or a reward model of one score")
         if self.data.seq_len > model_cfg.max_seq_len:
             raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={model_cfg.max_seq_len} of "
-                             f"init_from={self.init_from}'s model")
+                             f"{source}'s model")
         if not self.data.path:
             raise ValueError("data.path is empty; expected a preference file (HH-RLHF's chosen/rejected transcripts "
                              "or TRL's prompt/chosen/rejected)")
@@ -100,15 +111,24 @@ class RewardConfig(LoopConfig):
                 raise FileNotFoundError(f"data.{key}={path}: no such file; expected a preference file")
 
 
+def sequence_rewards(graphdef, params: dict, tokens: jax.Array, segment_ids: jax.Array, *, rng=None
+                     ) -> tuple[jax.Array, dict]:
+    """A reward model's score of each row: ``tokens``, ``segment_ids`` ``(B, T)``, right-padded (padding:
+    segment 0; ``lmforge.data.preference.conversation_rows`` renders them) → ``(B,)`` float32 rewards,
+    and the model's aux losses (MoE). Raises ValueError for a model without a score head."""
+    scores, aux = nnx.merge(graphdef, params).scores(tokens, segment_ids=segment_ids, dropout_rng=rng,
+                                                     one_segment=True)
+    return scores[:, 0], aux
+
+
 def pair_rewards(graphdef, params: dict, batch: dict, *, rng=None) -> tuple[jax.Array, dict]:
     """Each side's reward: ``batch`` ``{"tokens", "segment_ids"}`` ``(B, 2, T)``, right-padded → ``(B, 2)``
     float32 scores, and the model's aux losses (MoE). The two sides run as ``2B`` rows, a pair's rows
     next to each other."""
     b, two, t = batch["tokens"].shape
     rows = lambda x: x.reshape(b * two, t)                                       # noqa: E731
-    scores, aux = nnx.merge(graphdef, params).scores(rows(batch["tokens"]), segment_ids=rows(batch["segment_ids"]),
-                                                     dropout_rng=rng, one_segment=True)
-    return scores[:, 0].reshape(b, two), aux
+    rewards, aux = sequence_rewards(graphdef, params, rows(batch["tokens"]), rows(batch["segment_ids"]), rng=rng)
+    return rewards.reshape(b, two), aux
 
 
 def reward_loss_fn(graphdef, model_cfg, *, center_rewards_coefficient: float = 0.0):
@@ -187,4 +207,4 @@ def describe(m: dict) -> str:
             f" over {int(m.get('eval/weight_sum', 0))} pairs")
 
 
-__all__ = ["RewardConfig", "pair_rewards", "reward_loss_fn", "run_reward"]
+__all__ = ["RewardConfig", "pair_rewards", "reward_loss_fn", "run_reward", "sequence_rewards"]

@@ -144,12 +144,13 @@ class SFTConfig(LoopConfig):
         model takes ``data.seq_len`` tokens. A full fine-tune resuming in ``workdir`` needs no init_from
         (``resumes_alone``: its checkpoints hold every weight); its own model is checked instead.
         Raises ValueError."""
-        from lmforge.weights import check_init_from, read_model_config, source_model_config
+        from lmforge.weights import check_init_from, read_model_config, refuse_reward_model, source_model_config
 
         if workdir is not None and self.resumes_alone(workdir):
             source, longest = workdir, read_model_config(workdir).max_seq_len
         else:
             check_init_from(self.init_from, "SFT starts from a pretrained model")
+            refuse_reward_model(self.init_from, "SFT")
             source, longest = f"init_from={self.init_from}", source_model_config(self.init_from).max_seq_len
         if self.data.seq_len > longest:
             raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={longest} of {source}'s model")

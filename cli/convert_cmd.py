@@ -91,7 +91,7 @@ def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
     else:   # a run (pretraining, SFT, LoRA over its base.json): read as `lmforge sample` and `eval` read it
         from .eval_cmd import check_source, load_sampler
 
-        sampler = load_sampler(src, *check_source(src, command="convert"))
+        sampler = load_sampler(src, *check_source(src, command="convert"), generates=False)
         cfg, pure = sampler.model_cfg, jax.device_get(sampler.params)
     if cfg.lora.rank:   # a model with adapters exports merged (transformers has no such module)
         from lmforge.model import lora

@@ -162,14 +162,21 @@ def _folder_tokenizer_path(source: pathlib.Path) -> pathlib.Path:
         raise ConfigError(str(e)) from None
 
 
-def load_sampler(source: pathlib.Path, kind: str, config: Any = None):
-    """The Sampler of a source that :func:`check_source` accepted (``lmforge eval`` and ``lmforge sample``).
+def load_sampler(source: pathlib.Path, kind: str, config: Any = None, *, generates: bool = True):
+    """The Sampler of a source that :func:`check_source` accepted (``lmforge eval`` and ``lmforge sample``;
+    ``generates=False``: a reward model is accepted too, for ``lmforge convert``, which reads its weights).
 
     A pretraining run ("run", its config): its latest checkpoint on the run's own mesh
     (``lmforge.train.pretrain.load_for_sampling``). Anything else ("model": an lmforge model folder, a
     transformers folder, a fine-tuning run with its ``model.json``): ``lmforge.weights.load_params``
     on a data-parallel mesh over every device.
     """
+    if generates:
+        from lmforge.weights import WeightsError, refuse_reward_model   # pylint: disable=import-outside-toplevel
+        try:
+            refuse_reward_model(source, "sampling (lmforge eval, lmforge sample)")
+        except WeightsError as e:
+            raise ConfigError(str(e)) from None
     if kind == "run":
         from lmforge.train.pretrain import load_for_sampling   # pylint: disable=import-outside-toplevel
 

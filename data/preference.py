@@ -210,7 +210,7 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
 
 
 def reward_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_len: int, *,
-                    overflow: str = "truncate", where: str = "pair"
+                    overflow: str = "truncate_start", where: str = "pair"
                     ) -> tuple[list[dict[str, np.ndarray]], PreferenceStats]:
     """Pairs → a reward model's examples ``{"tokens", "segment_ids"}``, each ``(2, seq_len)`` int32 (row 0
     chosen, row 1 rejected): each side's whole rendered conversation (prompt + reply + end of turn +
@@ -230,6 +230,24 @@ def reward_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_len: i
         tokens[np.arange(2), n] = ex["targets"][np.arange(2), n - 1]           # the last id, a target only
         out.append({"tokens": tokens, "segment_ids": (np.arange(seq_len) <= n[:, None]).astype(np.int32)})
     return out, stats
+
+
+def conversation_rows(conversations: Sequence[Sequence[Mapping]], template: ChatTemplate, seq_len: int
+                      ) -> dict[str, np.ndarray]:
+    """Whole conversations (each a list of messages) → a reward model's rows ``{"tokens", "segment_ids"}``,
+    each ``(N, seq_len)`` int32: the rendered conversation (prompt + reply + end of turn + eos), its last
+    ``seq_len`` tokens when longer (the end is where the reward is read), right-padded with 0 — the rows
+    :func:`reward_examples` trains on, one conversation at a time (best-of-n, a PPO rollout's score).
+    Raises ValueError naming ``conversation {i}`` for an invalid one."""
+    if seq_len < 2:
+        raise ValueError(f"seq_len={seq_len}: expected >= 2 (a reward model reads whole sequences)")
+    rows = {"tokens": np.zeros((len(conversations), seq_len), np.int32),
+            "segment_ids": np.zeros((len(conversations), seq_len), np.int32)}
+    for i, messages in enumerate(conversations):
+        ids, _ = template.encode(check_messages(messages, where=f"conversation {i}"))
+        ids = ids[-seq_len:]
+        rows["tokens"][i, :len(ids)], rows["segment_ids"][i, :len(ids)] = ids, 1
+    return rows
 
 
 def _encode_reply(template: ChatTemplate, prompt: list[dict], reply: list[dict], where: str
@@ -275,5 +293,6 @@ def preference_eval_batches(examples: Sequence[dict[str, np.ndarray]], batch_siz
             for b in range(0, len(rows), batch_size)]
 
 
-__all__ = ["PREFERENCE_FORMATS", "PREFERENCE_OVERFLOW", "SIDES", "PreferenceStats", "preference_dataset", "reward_examples",
+__all__ = ["PREFERENCE_FORMATS", "PREFERENCE_OVERFLOW", "SIDES", "PreferenceStats", "conversation_rows", "preference_dataset",
+           "reward_examples",
            "preference_eval_batches", "preference_examples", "read_preferences", "split_prompt"]

@@ -88,7 +88,8 @@ class Block(nnx.Module):
 
 
 class DecoderLM(nnx.Module):
-    """Token ids (B, T) -> next-token logits (B, T, V)."""
+    """Token ids (B, T) -> next-token logits (B, T, V); with a score head (``num_labels > 0``, a reward
+    model) -> per-position scores (B, T, num_labels), read at the last token by :meth:`scores`."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -188,24 +189,26 @@ class DecoderLM(nnx.Module):
             logits = matmul(hidden, self.output_head()[0], preferred_element_type=jnp.float32)   # (B, T, V)
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
 
-    def scores(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None,
+    def scores(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
                dropout_rng: jax.Array | None = None, one_segment: bool | None = None) -> tuple[jax.Array, dict]:
         """A reward model's scores: tokens (B, T) -> ``(scores (B, num_labels) float32, aux)``, the score
         head applied to the final hidden state of each row's last real token (the last position whose
         ``segment_ids`` is > 0; default: position T - 1), as transformers' ``*ForSequenceClassification``
-        reads the last token that is not padding. Each row is one sequence at positions 0 .. T - 1, so pad
-        on the right (padding: segment 0; a left-padded row's tokens sit at shifted positions, as in
-        transformers without ``position_ids``); ``one_segment=True`` says every row is right-padded, so
-        causal attention needs no segment mask. Raises ValueError for a language model
-        (``num_labels == 0``)."""
+        reads the last token that is not padding. Each row is one sequence; its positions default to
+        0 .. T - 1, right for rows padded on the right (padding: segment 0). Left-padded rows (the
+        sampler's) pass their own ``positions`` (B, T), counted from each row's first real token, or
+        their tokens sit at shifted positions (as in transformers without ``position_ids``).
+        ``one_segment=True`` says every row is right-padded, so causal attention needs no segment mask.
+        A row without a real token reads position 0: weigh it 0. Raises ValueError for a language
+        model (``num_labels == 0``)."""
         if self.score is None:
             raise ValueError("this model has a language-model head, not a score head; a reward model is a decoder "
-                             "with model.num_labels > 0 (lmforge.weights.with_score_head adds one)")
+                             "with model.num_labels > 0 (lmforge.weights.load_params(..., num_labels=1) adds one)")
         b, t = tokens.shape
         real = jnp.ones((b, t), bool) if segment_ids is None else segment_ids > 0
         last = jnp.argmax(jnp.where(real, jnp.arange(t), -1), axis=-1)                       # (B,)
-        hidden, _, aux = self.hidden_states(tokens, segment_ids=segment_ids, dropout_rng=dropout_rng,
-                                            one_segment=one_segment)
+        hidden, _, aux = self.hidden_states(tokens, positions=positions, segment_ids=segment_ids,
+                                            dropout_rng=dropout_rng, one_segment=one_segment)
         at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]              # (B, D)
         scores = jnp.matmul(at_last, self.score[...].astype(hidden.dtype), preferred_element_type=jnp.float32)
         return scores, aux

@@ -65,7 +65,7 @@ from lmforge.data.tokenizer import tokenizer_dir
 from lmforge.data.chat import ChatTemplate, chat_template_for, check_messages
 from lmforge.infer import FINISH_NAMES, Sampler, SamplingConfig, bucket
 from lmforge.model import DEFAULT_RULES
-from lmforge.weights import load_params, source_kind
+from lmforge.weights import load_params, refuse_reward_model, source_kind
 
 COMMANDS = {
     "/reset": "clear the conversation (the system prompt stays)",
@@ -107,6 +107,7 @@ def load_chat_model(source: str | pathlib.Path, *, mesh: jax.sharding.Mesh | Non
     """
     source = pathlib.Path(source)
     source_kind(source)                       # cheap checks first: nothing is loaded for a wrong folder
+    refuse_reward_model(source, "chat")
     tok = load_tokenizer(tokenizer_dir(source))
     try:
         template = chat_template_for(tok)

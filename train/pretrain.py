@@ -193,6 +193,10 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chun
 
 def check_objective(cfg: PretrainConfig, model_cfg: ModelConfig) -> None:
     """The objective fits the model family and the sequence lengths fit the model."""
+    if model_cfg.num_labels:
+        raise ValueError(f"model.num_labels={model_cfg.num_labels} makes a reward model (a score head, no language-model "
+                         f"head), which pretraining cannot train; reward models train with the reward task "
+                         f"(lmforge.align.reward)")
     allowed = OBJECTIVES_OF[model_cfg.architecture]
     if cfg.objective.kind not in allowed:
         raise ValueError(f"objective.kind={cfg.objective.kind!r} does not train model.family={model_cfg.family!r} "

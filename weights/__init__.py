@@ -20,11 +20,11 @@ from lmforge.weights.folder import (
     write_model_config,
 )
 from lmforge.weights.hf import is_transformers_config
-from lmforge.weights.load import (LoadedModel, check_init_from, load_params, place, source_kind, source_model_config,
-                                  write_base)
+from lmforge.weights.load import (LoadedModel, check_init_from, load_params, place, refuse_reward_model, source_kind,
+                                  source_model_config, write_base)
 
 __all__ = [
     "CheckpointError", "Checkpointer", "LoadedModel", "MODEL_FILE", "PARAMS_FILE", "WeightsError", "check_init_from",
-    "is_transformers_config", "load_params", "model_config_from_dict", "place", "read_model_config", "read_model_folder", "save_model_folder", "source_kind",
+    "is_transformers_config", "load_params", "model_config_from_dict", "place", "read_model_config", "refuse_reward_model", "read_model_folder", "save_model_folder", "source_kind",
     "source_model_config", "write_base", "write_model_config",
 ]

@@ -27,7 +27,10 @@ Choices:
   written twice (``transformers`` re-ties them on load).
 - A decoder with a score head (``num_labels > 0``, a reward model) is ``GPT2ForSequenceClassification``
   / ``LlamaForSequenceClassification``: the trunk under the same prefix, ``score.weight`` in place of
-  the LM head; transformers reads its score at the last token that is not ``pad_token_id``.
+  the LM head. transformers reads its score at the last token that is not ``pad_token_id``, lmforge at
+  each row's last real token (``DecoderLM.scores``): the same token unless the pad id is also a token
+  the rows end with (TRL sets pad = eos when a tokenizer has no pad); import and export say so on
+  stderr when ``pad_token_id`` is eos or bos, or absent.
 """
 
 from __future__ import annotations
@@ -323,9 +326,27 @@ def load_hf(folder, *, model_cfg: ModelConfig | None = None) -> tuple[ModelConfi
     flat, unused = params_from_hf(plain, tensors, param_shapes(plain))
     if cfg.family == "gpt2" and hf:
         _fold_query_scale(flat, hf, cfg)
+    if cfg.num_labels:
+        _note_classifier_pad(folder, hf)
     if cfg.scan_layers:
         flat = _stack_layers(flat, cfg.num_layers)
     return cfg, unflatten(flat), unused
+
+
+def _note_classifier_pad(folder: pathlib.Path, ids: Mapping) -> None:
+    """Says on stderr where transformers will read a sequence classifier's score differently from lmforge:
+    a ``pad_token_id`` that is also eos or bos (a row ending in eos is read one token earlier), or none
+    (transformers then scores one sequence per call)."""
+    import sys
+
+    pad = ids.get("pad_token_id")
+    same = [k for k in ("eos_token_id", "bos_token_id") if pad is not None and ids.get(k) == pad]
+    if same or pad is None:
+        why = (f"pad_token_id={pad} is also {same[0].removesuffix('_token_id')}: transformers reads the score at the "
+               f"last token that is not {pad}, lmforge at each row's last real token, so rows that end with it are "
+               f"read at different tokens" if same else
+               "no pad_token_id: transformers scores one unpadded sequence per call (it finds the last token by it)")
+        print(f"lmforge: {folder}: reward model: {why}", file=sys.stderr, flush=True)
 
 
 def _fold_query_scale(flat: dict, hf: dict, cfg: ModelConfig) -> None:
@@ -370,6 +391,8 @@ def save_hf(folder, cfg: ModelConfig, pure: dict, *, tokenizer_dir=None) -> path
         generation = dict(ids)
         if cfg.architecture == "encoder_decoder":   # lmforge's sampler starts the decoder at bos
             config["decoder_start_token_id"] = generation["decoder_start_token_id"] = ids["bos_token_id"]
+        if cfg.num_labels:
+            _note_classifier_pad(folder, ids)
         if tokenizer.vocab_size < cfg.vocab_size:
             generation["suppress_tokens"] = list(range(tokenizer.vocab_size, cfg.vocab_size))
         if cfg.architecture != "encoder" and not cfg.num_labels:   # encoders and reward models do not generate

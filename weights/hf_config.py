@@ -79,9 +79,10 @@ _COMMON = {
     **_inert("extra outputs beside the logits", "output_attentions", "output_hidden_states", "return_dict",
              "torchscript", "tf_legacy_loss"),
     **_inert("the key/value cache: the same logits, computed incrementally", "use_cache", "output_past"),
-    **_inert("token ids for generation and tokenizers, not read by the forward pass", "bos_token_id",
-             "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id", "tokenizer_class", "prefix",
-             "task_specific_params"),
+    **_inert("token ids for generation and tokenizers, not read by the forward pass (a sequence classifier "
+             "reads pad_token_id to find each row's last token; lmforge takes the rows' real tokens instead: "
+             "weights/hf.py)", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id",
+             "decoder_start_token_id", "tokenizer_class", "prefix", "task_specific_params"),
     **_inert("a generate() default, not the network", *_GENERATION),
     **_inert("the feed-forward evaluated in sequence chunks: the same values", "chunk_size_feed_forward"),
     **_inert("read by generate() and EncoderDecoderModel, not by this model's forward pass", "is_encoder_decoder",
@@ -181,7 +182,9 @@ CONFIG_FIELDS: dict[str, dict[str, Field]] = {
                                                        ("t5", _T5))}
 HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM",
                     "t5": "T5ForConditionalGeneration"}
-# Classes whose folder holds the trunk the LM class reads (the bare model: lmforge adds the tied head).
+# Classes whose folder holds the trunk the LM class reads (the bare model: lmforge adds the tied head), and
+# a decoder's sequence classifier (a reward model: lmforge's score head, ModelConfig.num_labels).
+_CLASSIFIERS = {"gpt2": "GPT2ForSequenceClassification", "llama": "LlamaForSequenceClassification"}
 _ARCHITECTURES = {"gpt2": {"GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification"},
                   "llama": {"LlamaForCausalLM", "LlamaModel", "LlamaForSequenceClassification"},
                   "t5": {"T5ForConditionalGeneration", "T5Model"}}
@@ -217,9 +220,10 @@ def config_from_hf(hf: dict) -> ModelConfig:
     archs = hf.get("architectures") or [HF_ARCHITECTURES[kind]]
     if kind in _ARCHITECTURES and not set(archs) <= _ARCHITECTURES[kind]:
         raise InteropError(f"config.json: architectures={archs} is not supported for {kind}; expected one of "
-                           f"{sorted(_ARCHITECTURES[kind])} (lmforge imports the language model)")
+                           f"{sorted(_ARCHITECTURES[kind])} (lmforge imports the language model, or a decoder's "
+                           f"sequence classifier as a reward model)")
     cfg = {"gpt2": _gpt2, "llama": _llama, "bert": _bert, "t5": _t5}[kind](_Reader(hf, kind))
-    classifier = {a for a in archs if a.endswith("ForSequenceClassification")}
+    classifier = {a for a in archs if a.endswith("ForSequenceClassification")} if kind in _CLASSIFIERS else set()
     if classifier and classifier != set(archs):
         raise InteropError(f"config.json: architectures={archs} mixes a sequence classifier with other heads; "
                            f"expected one")
@@ -401,8 +405,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
               "tie_word_embeddings": cfg.output_scale, "dropout_rate": 0.0, "decoder_start_token_id": 0,
               "pad_token_id": 0, "eos_token_id": 1, "is_encoder_decoder": True}
     if cfg.num_labels:   # a reward model: the decoder with a score head (weights/hf.py, _decoder_head)
-        hf.update(architectures=[{"gpt2": "GPT2ForSequenceClassification",
-                                  "llama": "LlamaForSequenceClassification"}[cfg.family]],
+        hf.update(architectures=[_CLASSIFIERS[cfg.family]],
                   id2label={str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
                   label2id={f"LABEL_{i}": i for i in range(cfg.num_labels)})
     _check_round_trip(cfg, hf)

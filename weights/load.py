@@ -254,8 +254,9 @@ def _with_score_head(base: LoadedModel, num_labels: int, mesh, rules, seed: int)
     if base.cfg.num_labels == num_labels:
         return base
     if base.cfg.num_labels:
-        raise WeightsError(f"{base.source} has a score head of {base.cfg.num_labels} outputs already; expected a "
-                           f"language model or one of num_labels={num_labels}")
+        raise WeightsError(f"{base.source} has a score head of {base.cfg.num_labels} output"
+                           f"{'s' if base.cfg.num_labels > 1 else ''} already; expected a language model or a score "
+                           f"head of num_labels={num_labels}")
     if base.cfg.architecture != "decoder":
         raise WeightsError(f"{base.source} holds a {base.cfg.family} ({base.cfg.architecture}) model; a score head "
                            f"goes on a decoder-only model")
@@ -313,6 +314,20 @@ def source_model_config(source: str | pathlib.Path) -> ModelConfig:
         raise WeightsError(f"{source} has no model.json (written by runs since the post-training foundation); "
                            f"`lmforge convert RUN DST` writes a model folder from the run's config.json")
     return read_model_config(source)
+
+
+def refuse_reward_model(source: str | pathlib.Path, use: str) -> None:
+    """Raises WeightsError (one line) when ``source`` holds a reward model (a score head, no language-model
+    head), which ``use`` (sampling, chat, SFT, DPO, ...) cannot take. Reads ``model.json`` /
+    ``config.json`` only; a source that records no model (a run older than ``model.json``) passes."""
+    try:
+        cfg = source_model_config(source)
+    except WeightsError:
+        return
+    if cfg.num_labels:
+        raise WeightsError(f"{source} is a reward model (a score head of {cfg.num_labels} output"
+                           f"{'s' if cfg.num_labels > 1 else ''}, no language-model head); {use} needs a language "
+                           f"model")
 
 
 def _load_run(run: pathlib.Path, mesh, rules, dtype, step, model_cfg) -> LoadedModel:

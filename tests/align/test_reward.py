@@ -14,7 +14,7 @@ from flax import nnx
 
 from lmforge.data import load_tokenizer
 from lmforge.data.chat import ChatFormat
-from lmforge.data.preference import preference_examples, read_preferences, reward_examples
+from lmforge.data.preference import conversation_rows, read_preferences, reward_examples
 from lmforge.model import axis_rules
 from lmforge.train import reward_loss
 from lmforge.train.mesh import MeshConfig, make_mesh
@@ -86,7 +86,15 @@ def test_reward_rows_hold_whole_conversations(tok_dir):
     (cut,), start = reward_examples([PAIR], template, seq_len=12, overflow="truncate_start")
     full, _ = template.encode(PAIR["prompt"] + PAIR["rejected"])
     np.testing.assert_array_equal(cut["tokens"][1], full[-12:])
-    assert start.truncated == preference_examples([PAIR], template, seq_len=11, overflow="truncate_start")[1].truncated
+    assert start.truncated == 1 and cut["tokens"][0, cut["segment_ids"][0].sum() - 1] == tok.eos_id
+    # one conversation at a time (best-of-n, a rollout's score): the same rows
+    rows = conversation_rows([PAIR["prompt"] + PAIR[side] for side in ("chosen", "rejected")], template, seq_len=80)
+    np.testing.assert_array_equal(rows["tokens"], ex["tokens"])
+    np.testing.assert_array_equal(rows["segment_ids"], ex["segment_ids"])
+    np.testing.assert_array_equal(conversation_rows([PAIR["prompt"] + PAIR["rejected"]], template, 12)["tokens"][0],
+                                  cut["tokens"][1])
+    with pytest.raises(ValueError, match="conversation 0"):
+        conversation_rows([[{"role": "robot", "content": "x"}]], template, 12)
     with pytest.raises(ValueError, match="seq_len=1: expected >= 2"):
         reward_examples([PAIR], template, seq_len=1)
 
@@ -198,6 +206,7 @@ def test_reward_hh_smoke_reads_the_real_pairs(base, tmp_path, shared_data):
     ("data.seq_len=4096", "data.seq_len=4096 exceeds the max_seq_len=64"),
     ("init_from=", "init_from is empty"),
     ("beta=0.1", "beta"),
+    ("data.overflow=truncate", "data.overflow='truncate' cuts a long side's end, where the reward is read"),
 ])
 def test_reward_bad_configs_are_one_line_errors_before_the_workdir(binding, expected, base, pairs_file, tmp_path,
                                                                    capsys):
@@ -223,3 +232,76 @@ def test_a_reward_model_of_two_scores_is_refused_before_the_workdir(base, pairs_
     assert "has a score head of 2 outputs; expected a language model or a reward model of one score" in \
         capsys.readouterr().err
     assert not run.exists()
+
+
+@pytest.fixture(scope="module")
+def llama_base(tmp_path_factory, tok_dir):
+    """A tiny Llama with an untied unembedding (which a reward model drops), as a model folder."""
+    from lmforge.model import ModelConfig, build_model, create_sharded
+    from lmforge.weights import save_model_folder
+    directory = tmp_path_factory.mktemp("llama") / "base"
+    cfg = ModelConfig.llama_tiny(vocab_size=512, max_seq_len=64)
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    _, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), mesh, MeshConfig().rules)
+    save_model_folder(directory, cfg, params)
+    load_tokenizer(tok_dir).save(directory / "tokenizer")
+    return directory
+
+
+def test_lora_over_an_untied_base_resumes_and_loads_from_its_base(llama_base, pairs_file, tmp_path):
+    """The run holds the adapters and the score head; the rest comes from base.json's language model, whose
+    unembedding the reward model lacks; resumed, the score head is the run's, not a fresh one."""
+    from lmforge.cli.main import main
+    run = tmp_path / "lora"
+    common = [f"init_from={llama_base}", f"data.path={pairs_file}", "data.seq_len=40", "lora.rank=4",
+              "optim.lr=3e-3", "optim.warmup_steps=0", "checkpoint_every=4"]
+    assert main(["run", f"{EXPERIMENT}:smoke", *common, "steps=4", "--workdir", str(run)]) == 0
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    first = load_params(run, mesh)
+    assert first.cfg.num_labels == 1 and "unembed" not in first.params and first.cfg.lora.rank == 4
+    assert json.loads((run / "base.json").read_text())["source"] == str(llama_base)
+    assert main(["run", f"{EXPERIMENT}:smoke", *common, "steps=6", "--workdir", str(run)]) == 0
+    resumed = load_params(run, mesh)
+    assert resumed.step == 6 and not np.allclose(np.asarray(resumed.params["score"]), np.asarray(first.params["score"]))
+    train = [m for m in _metrics(run) if "train/loss" in m]
+    assert [m["step"] for m in train][-2:] == [5, 6]
+
+
+def test_a_full_fine_tune_resumes_without_init_from(base, pairs_file, tmp_path):
+    """Its checkpoints hold every weight: the starting model may be gone when it resumes."""
+    import shutil
+    from lmforge.cli.main import main
+    start, run = tmp_path / "start", tmp_path / "full"
+    shutil.copytree(base, start)
+    common = [f"init_from={start}", f"data.path={pairs_file}", "data.seq_len=40", "checkpoint_every=2"]
+    assert main(["run", f"{EXPERIMENT}:smoke", *common, "steps=2", "--workdir", str(run)]) == 0
+    shutil.rmtree(start)
+    assert main(["run", f"{EXPERIMENT}:smoke", *common, "steps=3", "--workdir", str(run)]) == 0
+    assert load_params(run, make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])).step == 3
+
+
+def test_a_reward_model_is_refused_where_a_language_model_is_needed(base, tmp_path, capsys):
+    """SFT, DPO, chat, sampling and pretraining say in one line that a reward model has no language-model head."""
+    from lmforge.cli.main import main
+    from lmforge.serve.chat import load_chat_model
+    from lmforge.weights import WeightsError, save_model_folder
+    rm = tmp_path / "rm"
+    loaded = load_params(base, make_mesh(MeshConfig(data=1), devices=jax.devices()[:1]), num_labels=1)
+    save_model_folder(rm, loaded.cfg, jax.device_get(loaded.params))
+    load_tokenizer(base / "tokenizer").save(rm / "tokenizer")
+    root = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+    for argv, use in (([f"{root / 'sft' / 'sft_chat.py'}:smoke", f"init_from={rm}"], "SFT"),
+                      ([f"{root / 'align' / 'dpo_hh.py'}:smoke", f"init_from={rm}"], "DPO's policy")):
+        assert main(["run", *argv, "--workdir", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert f"{rm} is a reward model (a score head of 1 output, no language-model head); {use} needs a " \
+               f"language model" in err, err
+        assert not (tmp_path / "x").exists()
+    assert main(["sample", str(rm), "--prompt", "hi"]) == 2
+    assert "sampling (lmforge eval, lmforge sample) needs a language model" in capsys.readouterr().err
+    with pytest.raises(WeightsError, match="chat needs a language model"):
+        load_chat_model(rm)
+    from lmforge.model import ModelConfig
+    from lmforge.train.pretrain import check_objective, PretrainConfig
+    with pytest.raises(ValueError, match="model.num_labels=1 makes a reward model .* pretraining cannot train"):
+        check_objective(PretrainConfig(), ModelConfig.gpt2_tiny(num_labels=1))

@@ -46,6 +46,16 @@ def test_scores_read_the_last_real_token_whatever_the_padding():
         alone = our_scores(cfg, pure, TOKENS[row:row + 1, :n], SEGMENTS[row:row + 1, :n])
         np.testing.assert_allclose(alone[0], padded[row], atol=1e-5)
     assert not np.allclose(padded[0], padded[1])
+    # left-padded rows (the sampler's layout) with positions counted from each row's first real token
+    left, left_seg = np.zeros_like(TOKENS), np.zeros_like(SEGMENTS)
+    for row, n in enumerate(LENGTHS):
+        left[row, 12 - n:], left_seg[row, 12 - n:] = TOKENS[row, :n], 1
+    positions = np.maximum(np.cumsum(left_seg, axis=1) - 1, 0).astype(np.int32)
+    with use_mesh(ONE_DEVICE):
+        graphdef, params = nnx.split(merge_params(cfg, pure))
+        shifted = jax.jit(lambda p, t, s, q: nnx.merge(graphdef, p).scores(t, segment_ids=s, positions=q)[0])(
+            params, left, left_seg, positions)
+    np.testing.assert_allclose(np.asarray(shifted), padded, atol=1e-5)
     # the per-position head (DecoderLM.logits) at the last real token is the score
     with use_mesh(ONE_DEVICE):
         logits, _ = merge_params(cfg, pure)(jnp.asarray(TOKENS[:1, :9]))
@@ -94,6 +104,19 @@ def test_import_from_transformers_gives_same_rewards(name, tmp_path):
     np.testing.assert_allclose(our_scores(cfg, pure), hf_rewards(model), atol=1e-4, rtol=0)
 
 
+def test_a_pad_id_that_is_eos_is_said_on_import(tmp_path, capfd):
+    """transformers reads the score before a trailing eos when pad == eos (TRL's default): said in one line."""
+    model = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
+        vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, num_labels=1, pad_token_id=5,
+        eos_token_id=5, bos_token_id=5))
+    model.save_pretrained(tmp_path)
+    capfd.readouterr()
+    load_hf(tmp_path)
+    err = capfd.readouterr().err
+    assert "pad_token_id=5 is also eos: transformers reads the score at the last token that is not 5" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("cfg", [ModelConfig.gpt2_tiny(vocab_size=99, num_labels=1),
                                  ModelConfig.llama_tiny(vocab_size=99, num_labels=1, scan_layers=True,
                                                         tie_embeddings=True)], ids=["gpt2", "llama_scan_tied"])
@@ -134,7 +157,7 @@ def test_load_params_puts_a_fresh_score_head_on_a_language_model(tmp_path):
         with pytest.raises(ValueError, match="score head .*cannot give token log-probs"):
             model.output_head()
         lm = load_params(tmp_path / "lm", ONE_DEVICE)
-        with pytest.raises(ValueError, match="language-model head, not a score head"):
+        with pytest.raises(ValueError, match=r"language-model head, not a score head.*load_params\(\.\.\., num_labels=1\)"):
             nnx.merge(lm.graphdef, lm.params).scores(jnp.asarray(TOKENS))
     with_lora = load_params(tmp_path / "lm", ONE_DEVICE, num_labels=1, lora=LoRAConfig(rank=2))
     assert with_lora.cfg.lora.rank == 2 and "score" in with_lora.params
@@ -142,6 +165,6 @@ def test_load_params_puts_a_fresh_score_head_on_a_language_model(tmp_path):
     save_model_folder(tmp_path / "rm", rm.cfg, jax.tree.map(np.asarray, rm.params))
     same = load_params(tmp_path / "rm", ONE_DEVICE, num_labels=1)
     np.testing.assert_array_equal(np.asarray(same.params["score"]), np.asarray(rm.params["score"]))
-    with pytest.raises(WeightsError, match="score head of 1 outputs already"):
+    with pytest.raises(WeightsError, match="score head of 1 output already"):
         load_params(tmp_path / "rm", ONE_DEVICE, num_labels=2)
     assert dataclasses.replace(rm.cfg, num_labels=0) == lm_cfg
