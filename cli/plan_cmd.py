@@ -109,6 +109,10 @@ def plan_cmd(args: argparse.Namespace) -> int:
         from lmforge.train.pretrain import with_runtime
         from lmforge.weights import source_model_config
         model = with_runtime(source_model_config(config.init_from), model)
+    from lmforge.align.reward import RewardConfig
+    if isinstance(config, RewardConfig) or model.num_labels:
+        raise ConfigError("lmforge plan counts language-model training (an unembedding, its logits, decoding); a "
+                          "reward model (a score head, two rows per pair) is not planned yet")
     lora = getattr(config, "lora", None)
     if lora is not None and lora.rank:    # adapters on the model; alone trainable unless optim says, as run_sft
         from lmforge.model.lora import ADAPTER_PATTERN

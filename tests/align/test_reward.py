@@ -301,6 +301,8 @@ def test_a_reward_model_is_refused_where_a_language_model_is_needed(base, tmp_pa
     assert "sampling (lmforge eval, lmforge sample) needs a language model" in capsys.readouterr().err
     with pytest.raises(WeightsError, match="chat needs a language model"):
         load_chat_model(rm)
+    assert main(["plan", str(EXPERIMENT), f"init_from={base}"]) == 2
+    assert "a reward model (a score head, two rows per pair) is not planned yet" in capsys.readouterr().err
     from lmforge.model import ModelConfig
     from lmforge.train.pretrain import check_objective, PretrainConfig
     with pytest.raises(ValueError, match="model.num_labels=1 makes a reward model .* pretraining cannot train"):
