@@ -23,7 +23,7 @@ from lmforge.model.paths import compile_patterns, matches
 from lmforge.train import distributed
 from lmforge.train.mesh import batch_axes_size, make_mesh
 
-SCORE_PATTERN = "score"   # a reward model's score head (DecoderLM.score): trained beside LoRA's adapters
+SCORE_PATTERN = "score"   # a reward model's score head (DecoderLM.score): always trained, beside LoRA's adapters
 
 
 def whole(x) -> bool:
@@ -129,8 +129,8 @@ def prepare_policy(cfg, workdir: pathlib.Path, tok, *, num_labels: int = 0) -> P
     """The mesh and the policy of a post-training config (``mesh``, ``data.batch_size``,
     ``eval_batch_size``, ``optim``, ``lora``, ``model``, ``seed``, ``init_from``); ``num_labels > 0``
     loads it as a reward model (a fresh score head, trained whatever ``optim.trainable`` names: beside
-    LoRA's adapters, or added to the patterns). Raises ValueError
-    for a batch that does not split over the mesh or a tokenizer with more ids than the model."""
+    LoRA's adapters, or added to the patterns). Raises ValueError for a batch that does not split over
+    the mesh or a tokenizer with more ids than the model."""
     mesh = make_mesh(cfg.mesh)
     eval_bs = cfg.eval_batch_size or cfg.data.batch_size
     check_rows(mesh, (("data.batch_size", cfg.data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)))
