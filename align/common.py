@@ -10,6 +10,7 @@ import json
 import numbers
 import pathlib
 import sys
+import time
 from typing import NamedTuple
 
 import jax
@@ -48,6 +49,34 @@ def run_tokenizer(init_from: str, workdir: pathlib.Path, task: str):
         source_tokenizer(init_from, task).save(tok_dir)
     distributed.barrier("tokenizer")
     return load_tokenizer(tok_dir)
+
+
+def start_run(cfg, workdir: pathlib.Path, task: str):
+    """What every post-training run does first: the config's checks before anything is written
+    (``cfg.check_runnable``), the workdir, the host devices, the processes (``cfg.distributed``), and the
+    run's tokenizer (:func:`run_tokenizer`) with its chat template. Returns ``(workdir, tokenizer,
+    template, start time)``."""
+    from lmforge.data.chat import chat_template_for
+    from lmforge.train.mesh import use_host_devices
+
+    workdir = pathlib.Path(workdir)
+    cfg.check_runnable(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    use_host_devices(cfg.mesh)
+    distributed.initialize(cfg.distributed)
+    t_start = time.time()
+    tok = run_tokenizer(cfg.init_from, workdir, task)
+    return workdir, tok, chat_template_for(tok), t_start
+
+
+def final_metrics(result, trainer, t_start: float, evals: dict | None = None) -> dict[str, float]:
+    """A run's ``final/...`` metrics: its step, last training loss, wall time, trainable parameters,
+    and its last evaluation (``evals``, default ``result.eval``) renamed from ``eval/...``."""
+    out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
+           "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
+    evals = result.eval if evals is None else evals
+    out.update({k.replace("eval/", "final/"): v for k, v in evals.items() if k.startswith("eval/")})
+    return out
 
 
 def split_held_out(items: list, fraction: float, seed: int) -> tuple[list, list]:

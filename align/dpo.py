@@ -31,16 +31,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import (full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer,
-                                  same_tokenizer, say, split_held_out, whole)
-from lmforge.data.chat import chat_template_for
+from lmforge.align.common import (final_metrics, full_fine_tune_resumes, prepare_policy, report_data,
+                                  same_tokenizer, say, split_held_out, start_run, whole)
 from lmforge.data.preference import (PREFERENCE_FORMATS, PREFERENCE_OVERFLOW, preference_dataset, preference_eval_batches,
                                      preference_examples, read_preferences)
 from lmforge.model import LoRAConfig, ModelRuntime, forward_logprobs
@@ -48,7 +46,7 @@ from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN, adapter_params
 from lmforge.model.paths import combine
 from lmforge.train import distributed
-from lmforge.train.mesh import MeshConfig, use_host_devices
+from lmforge.train.mesh import MeshConfig
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import DPO_LOSS_TYPES, dpo_loss
 from lmforge.train.optim import OptimConfig
@@ -244,16 +242,9 @@ def run_dpo(cfg: DPOConfig, workdir: pathlib.Path) -> dict[str, float]:
     decoder, a ``data.seq_len`` beyond the model's context, a malformed preference file (naming
     ``file:line``), no pair left, or a batch that does not split over the mesh.
     """
-    workdir = pathlib.Path(workdir)
-    cfg.check_runnable(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    use_host_devices(cfg.mesh)
-    distributed.initialize(cfg.distributed)
-    t_start = time.time()
+    workdir, tok, template, t_start = start_run(cfg, workdir, "DPO")
     from lmforge.weights import load_params
 
-    tok = run_tokenizer(cfg.init_from, workdir, "DPO")
-    template = chat_template_for(tok)
     data = cfg.data
     train_pairs, test_pairs = read_pairs(data)
     train_ex, stats = preference_examples(train_pairs, template, data.seq_len, overflow=data.overflow,
@@ -295,10 +286,7 @@ def run_dpo(cfg: DPOConfig, workdir: pathlib.Path) -> dict[str, float]:
                              on_eval=lambda step, m: say(f"step {step}: " + describe(m)))
     finally:
         batches.close()
-    out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
-           "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
-    out.update({k.replace("eval/", "final/"): v for k, v in result.eval.items() if k.startswith("eval/")})
-    return out
+    return final_metrics(result, trainer, t_start)
 
 
 def _load_reference(cfg: DPOConfig, workdir: pathlib.Path, mesh, rules, policy, load_params):

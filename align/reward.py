@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 
 import jax
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer, say, whole
+from lmforge.align.common import (final_metrics, full_fine_tune_resumes, prepare_policy, report_data, say,
+                                  start_run, whole)
 from lmforge.align.dpo import PreferenceDataConfig, read_pairs
-from lmforge.data.chat import chat_template_for
 from lmforge.data.preference import preference_dataset, preference_eval_batches, reward_examples
 from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.train import distributed
-from lmforge.train.mesh import MeshConfig, use_host_devices
+from lmforge.train.mesh import MeshConfig
 from lmforge.train.metrics import lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import reward_loss
 from lmforge.train.optim import OptimConfig
@@ -154,15 +153,8 @@ def run_reward(cfg: RewardConfig, workdir: pathlib.Path) -> dict[str, float]:
     beyond the model's context, a malformed preference file (naming ``file:line``), no pair left, or a
     batch that does not split over the mesh.
     """
-    workdir = pathlib.Path(workdir)
-    cfg.check_runnable(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    use_host_devices(cfg.mesh)
-    distributed.initialize(cfg.distributed)
-    t_start = time.time()
+    workdir, tok, template, t_start = start_run(cfg, workdir, "a reward model")
 
-    tok = run_tokenizer(cfg.init_from, workdir, "a reward model")
-    template = chat_template_for(tok)
     data = cfg.data
     train_pairs, test_pairs = read_pairs(data)
     train_ex, stats = reward_examples(train_pairs, template, data.seq_len, overflow=data.overflow, where="train pair")
@@ -191,10 +183,7 @@ def run_reward(cfg: RewardConfig, workdir: pathlib.Path) -> dict[str, float]:
                              on_eval=lambda step, m: say(f"step {step}: " + describe(m)))
     finally:
         batches.close()
-    out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
-           "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
-    out.update({k.replace("eval/", "final/"): v for k, v in result.eval.items() if k.startswith("eval/")})
-    return out
+    return final_metrics(result, trainer, t_start)
 
 
 def describe(m: dict) -> str:

@@ -33,21 +33,20 @@ import dataclasses
 import json
 import math
 import pathlib
-import time
 
 import jax
 import numpy as np
 
-from lmforge.align.common import (full_fine_tune_resumes, prepare_policy, report_data, run_tokenizer, say,
-                                  split_held_out, whole)
+from lmforge.align.common import (final_metrics, full_fine_tune_resumes, prepare_policy, report_data, say,
+                                  split_held_out, start_run, whole)
 from lmforge.data import synthetic
-from lmforge.data.chat import OVERFLOW, TRAIN_ON, chat_template_for, sft_dataset, sft_eval_batches, sft_examples
+from lmforge.data.chat import OVERFLOW, TRAIN_ON, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train import distributed
-from lmforge.train.mesh import MeshConfig, use_host_devices
+from lmforge.train.mesh import MeshConfig
 from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.optim import OptimConfig
 from lmforge.train.pretrain import lm_loss
@@ -213,16 +212,9 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     fit (see ``ChatDataConfig``), a ``data.seq_len`` beyond the model's context, or a batch that
     does not split over the mesh.
     """
-    workdir = pathlib.Path(workdir)
-    cfg.check_runnable(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    use_host_devices(cfg.mesh)
-    distributed.initialize(cfg.distributed)
-    t_start = time.time()
+    workdir, tok, template, t_start = start_run(cfg, workdir, "SFT")
     from lmforge.weights.load import has_checkpoint
 
-    tok = run_tokenizer(cfg.init_from, workdir, "SFT")
-    template = chat_template_for(tok)
 
     train_items, test_items = read_items(cfg)
     data = cfg.data
@@ -286,9 +278,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
                 f.write(json.dumps({"step": result.step, **s}) + "\n")
         if kept:
             say(f"the earlier eval_samples.jsonl is kept as {kept.name}")
-    out = {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
-           "final/wall_s": time.time() - t_start, "final/trainable_params": float(trainer.num_trainable())}
-    out.update({k.replace("eval/", "final/"): v for k, v in ev.items() if k.startswith("eval/")})
+    out = final_metrics(result, trainer, t_start, ev)
     if base:
         out.update({k.replace("eval/", "base/"): v for k, v in base.items() if k.startswith("eval/")})
     return out
