@@ -82,6 +82,17 @@ class PreferenceDataConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
+    def check_files(self) -> None:
+        """``path`` (and ``test_path``) name existing files. Raises ValueError for an empty ``path``,
+        FileNotFoundError for a missing file."""
+        if not self.path:
+            raise ValueError("data.path is empty; expected a preference file (HH-RLHF's chosen/rejected transcripts "
+                             "or TRL's prompt/chosen/rejected)")
+        for key in ("path", "test_path"):
+            path = getattr(self, key)
+            if path and not pathlib.Path(path).is_file():
+                raise FileNotFoundError(f"data.{key}={path}: no such file; expected a preference file")
+
 
 @dataclasses.dataclass(frozen=True)
 class DPOConfig(LoopConfig):
@@ -149,16 +160,10 @@ class DPOConfig(LoopConfig):
             if self.data.seq_len > model_cfg.max_seq_len:
                 raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={model_cfg.max_seq_len} "
                                  f"of {key}={source}'s model")
-        if not self.data.path:
-            raise ValueError("data.path is empty; expected a preference file (HH-RLHF's chosen/rejected transcripts "
-                             "or TRL's prompt/chosen/rejected)")
+        self.data.check_files()
         if self.reference_from and not same_tokenizer(self.init_from, self.reference_from):
             raise ValueError(f"reference_from={self.reference_from} has another tokenizer than init_from="
                              f"{self.init_from}; expected one tokenizer for both (log-probs of the same token ids)")
-        for key in ("path", "test_path"):
-            path = getattr(self.data, key)
-            if path and not pathlib.Path(path).is_file():
-                raise FileNotFoundError(f"data.{key}={path}: no such file; expected a preference file")
 
 
 # ----------------------------------------------------------------------------------------- loss

@@ -101,13 +101,7 @@ class RewardConfig(LoopConfig):
         if self.data.seq_len > model_cfg.max_seq_len:
             raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={model_cfg.max_seq_len} of "
                              f"{source}'s model")
-        if not self.data.path:
-            raise ValueError("data.path is empty; expected a preference file (HH-RLHF's chosen/rejected transcripts "
-                             "or TRL's prompt/chosen/rejected)")
-        for key in ("path", "test_path"):
-            path = getattr(self.data, key)
-            if path and not pathlib.Path(path).is_file():
-                raise FileNotFoundError(f"data.{key}={path}: no such file; expected a preference file")
+        self.data.check_files()
 
 
 def sequence_rewards(graphdef, params: dict, tokens: jax.Array, segment_ids: jax.Array, *, rng=None
