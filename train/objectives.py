@@ -27,6 +27,12 @@ import jax.numpy as jnp
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 
 
+def _weighted_mean(w: jax.Array):
+    """``mean(x)``: ``sum(w * x) / sum(w)`` in float32 over the pair axis (0 when every weight is 0)."""
+    total = jnp.maximum(w.sum(), 1e-8)
+    return lambda x: (x.astype(jnp.float32) * w).sum() / total
+
+
 def causal_lm_loss(logprobs: jax.Array, weights: jax.Array, *, log_z: jax.Array | None = None,
                    correct: jax.Array | None = None, z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Weighted next-token cross-entropy (+ optional z-loss).
@@ -133,9 +139,7 @@ def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.A
                   + eps * jax.nn.log_sigmoid(-beta * delta)) / (1.0 - 2.0 * eps)
     rewards = beta * logratios                                               # (B, 2)
     weight_sum = w.sum()
-
-    def mean(x):
-        return (x.astype(jnp.float32) * w).sum() / jnp.maximum(weight_sum, 1e-8)
+    mean = _weighted_mean(w)
     loss = mean(losses)
     return loss, {
         "loss": loss,
@@ -184,9 +188,7 @@ def reward_loss(rewards: jax.Array, weights: jax.Array, *, margin: jax.Array | f
     if center_rewards_coefficient:
         losses = losses + center_rewards_coefficient * jnp.square(chosen + rejected)
     weight_sum = w.sum()
-
-    def mean(x):
-        return (x.astype(jnp.float32) * w).sum() / jnp.maximum(weight_sum, 1e-8)
+    mean = _weighted_mean(w)
     loss = mean(losses)
     return loss, {
         "loss": loss,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lmforge.data import SourceConfig, TokenizerConfig, load_tokenizer, read_documents, train_tokenizer
+from lmforge.data import load_tokenizer
 from lmforge.data.chat import ChatFormat, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded
 from lmforge.train.mesh import MeshConfig, make_mesh
@@ -23,16 +23,9 @@ EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "sft
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    docs = [d for d in read_documents(SourceConfig(kind="python_docs"))[::16] if len(d) < 20_000][:30]
-    directory = tmp_path_factory.mktemp("sft_tok")
-    train_tokenizer(TokenizerConfig(vocab_size=512), docs, directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def base(tmp_path_factory, tok_dir):
-    """A tiny GPT-2 with random weights and a chat-capable tokenizer, as an lmforge model folder."""
+    """A tiny GPT-2 with random weights and the conftest's chat-capable tokenizer, as an lmforge model
+    folder; context 128 (the conftest's base has 64)."""
     directory = tmp_path_factory.mktemp("sft") / "base"
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
     _, params, _ = create_sharded(lambda: build_model(MODEL, rngs=nnx.Rngs(0)), mesh, RULES)
