@@ -30,6 +30,7 @@ BUILTIN_TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("sft", "lmforge.align.sft", "SFTConfig", "run_sft"),
     ("dpo", "lmforge.align.dpo", "DPOConfig", "run_dpo"),
     ("reward", "lmforge.align.reward", "RewardConfig", "run_reward"),
+    ("grpo", "lmforge.align.grpo", "GRPOConfig", "run_grpo"),
     ("interrogation", "lmforge.align.interrogation", "InterrogationConfig", "run_interrogation"),
     ("curate", "lmforge.data.curate", "CurateConfig", "run_curate"),
 )

@@ -178,10 +178,14 @@ def _strided(hidden, head, targets, bias, chunks: int) -> TokenLogprobs:
 
 def forward_logprobs(model, inputs: jax.Array, targets: jax.Array, *, positions: jax.Array | None = None,
                      segment_ids: jax.Array | None = None, dropout_rng: jax.Array | None = None,
-                     vocab_chunk: int = VOCAB_CHUNK, **family_inputs) -> tuple[TokenLogprobs, dict]:
+                     vocab_chunk: int = VOCAB_CHUNK, temperature: float = 1.0, **family_inputs
+                     ) -> tuple[TokenLogprobs, dict]:
     """A model's log-probs of ``targets`` (B, T) given ``inputs`` (B, T), teacher-forced: its final
     hidden states, then :func:`token_logprobs` in vocabulary chunks. Any family: ``family_inputs``
     carries what it needs beside the tokens (``encoder_tokens``, ... for an encoder-decoder).
+    ``temperature`` (> 0, static) gives the log-probs under ``softmax(logits / temperature)``, the
+    distribution a sampler at that temperature draws from (RL losses at a sampling temperature,
+    as TRL's ``GRPOTrainer`` scales its logits); the head is divided, not the (B, T, V) logits.
 
     Returns ``(TokenLogprobs of (B, T) arrays, aux)`` — aux: the MoE router losses ({} when dense),
     for the caller to add to its loss.
@@ -189,4 +193,9 @@ def forward_logprobs(model, inputs: jax.Array, targets: jax.Array, *, positions:
     hidden, _, aux = model.hidden_states(inputs, positions=positions, segment_ids=segment_ids,
                                          dropout_rng=dropout_rng, **family_inputs)
     head, bias = model.output_head()
+    if temperature != 1.0:
+        if not temperature > 0:
+            raise ValueError(f"forward_logprobs: temperature={temperature}; expected > 0")
+        head = head / jnp.asarray(temperature, head.dtype)
+        bias = None if bias is None else bias / temperature
     return token_logprobs(hidden, head, targets, bias=bias, vocab_chunk=vocab_chunk), aux

@@ -17,6 +17,11 @@ Choices:
 - Preference losses take sequence log-probs (DPO) or rewards (a reward model's Bradley-Terry loss)
   of (chosen, rejected) pairs on a pair axis, ``(B, 2)``, and weigh pairs, not tokens: ``weight_sum``
   counts pairs.
+- Policy-gradient losses (GRPO and its DAPO / Dr. GRPO variants) take per-token log-probs of
+  sampled completions ``(B, T)`` with a completion mask, and one advantage per completion ``(B,)``
+  (:func:`group_advantages`, computed over the whole batch before the loss: batch-wide statistics
+  cannot live inside a per-device loss). Each loss type weighs by its own unit (``weight_sum``):
+  tokens for ``dapo``, completions for ``grpo`` and ``dr_grpo``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import jax
 import jax.numpy as jnp
 
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 def _weighted_mean(w: jax.Array):
@@ -199,3 +206,152 @@ def reward_loss(rewards: jax.Array, weights: jax.Array, *, margin: jax.Array | f
         "mean_reward": mean((chosen + rejected) / 2),
         "weight_sum": weight_sum,
     }
+
+
+def group_advantages(rewards: jax.Array, num_generations: int, *, scale_rewards: str = "group"
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """GRPO's group-relative advantages: each completion's reward minus the mean reward of the
+    completions of its prompt, divided by their standard deviation (Shao et al. 2024, "DeepSeekMath",
+    sec. 4.1.2, outcome supervision), as TRL's ``GRPOTrainer`` computes them.
+
+    ``A_i = (r_i - mean(r_group)) / (std + 1e-4)`` with the Bessel-corrected std of the group
+    (``scale_rewards="group"``), of the whole batch (``"batch"``; Hu et al. 2025, REINFORCE++), or
+    no division at all (``"none"``: Liu et al. 2025, "Understanding R1-Zero-Like Training", Dr.
+    GRPO, which shows the division favours prompts that are too easy or too hard). A group whose
+    completions all scored the same gets advantage 0 everywhere: it carries no signal.
+
+    Args:
+      rewards: (P * G,) float rewards, prompt-major (row ``r`` answers prompt ``r // G``, as the
+        sampler's ``n`` rows come out).
+      num_generations: G, completions per prompt, >= 2.
+      scale_rewards: one of ``SCALE_REWARDS``.
+
+    Returns:
+      (advantages (P * G,) float32, metrics): ``reward`` and ``reward_std`` (the batch's mean and
+      std), ``frac_reward_zero_std`` (the share of groups whose rewards are all equal), TRL's names.
+
+    Raises:
+      ValueError: rewards not 1-D or not a whole number of groups, G < 2, or an unknown
+        ``scale_rewards``.
+    """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"group_advantages: scale_rewards={scale_rewards!r}; expected one of {', '.join(SCALE_REWARDS)}")
+    if num_generations < 2:
+        raise ValueError(f"group_advantages: num_generations={num_generations}; expected >= 2 (a group's mean needs two)")
+    if rewards.ndim != 1 or rewards.shape[0] % num_generations:
+        raise ValueError(f"group_advantages: rewards of shape {rewards.shape}; expected (P * G,) with G="
+                         f"{num_generations}")
+    r = jnp.asarray(rewards, jnp.float32)
+    groups = r.reshape(-1, num_generations)
+    centred = (groups - groups.mean(-1, keepdims=True)).reshape(-1)
+    group_std = jnp.repeat(groups.std(-1, ddof=1), num_generations)
+    batch_std = r.std(ddof=1) if r.shape[0] > 1 else jnp.zeros(())
+    if scale_rewards == "group":
+        advantages = centred / (group_std + 1e-4)
+    elif scale_rewards == "batch":
+        advantages = centred / (batch_std + 1e-4)
+    else:
+        advantages = centred
+    zero = jnp.isclose(groups.std(-1, ddof=1), 0.0)
+    return advantages, {"reward": r.mean(), "reward_std": batch_std, "frac_reward_zero_std": zero.mean()}
+
+
+def per_token_kl(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
+    """Schulman's k3 estimator of KL(policy || reference) per sampled token:
+    ``exp(ref - logp) - (ref - logp) - 1`` (unbiased for tokens sampled from the policy, and >= 0;
+    http://joschu.net/blog/kl-approx.html), GRPO's KL term (DeepSeekMath eq. 4). Any shape; float32."""
+    d = ref_logprobs.astype(jnp.float32) - logprobs.astype(jnp.float32)
+    return jnp.exp(d) - d - 1.0
+
+
+def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, mask: jax.Array, *,
+              ref_logprobs: jax.Array | None = None, beta: float = 0.0, epsilon_low: float = 0.2,
+              epsilon_high: float = 0.2, loss_type: str = "dapo", max_completion_length: int | None = None
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The clipped policy-gradient loss of GRPO (Shao et al. 2024, "DeepSeekMath", eq. 3), as TRL's
+    ``GRPOTrainer`` computes it (token-level importance sampling).
+
+    Per completion token, with ``ratio = exp(logp - old_logp)``::
+
+        loss_t = -min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A) + beta * kl_t
+
+    (``kl_t``: :func:`per_token_kl` against the reference; asymmetric clipping as DAPO's
+    "clip-higher", Yu et al. 2025). The tokens' losses are then reduced by ``loss_type``:
+
+    - ``dapo``: the sum over every completion token of the batch divided by their count (Yu et al.
+      2025, DAPO, token-level loss; TRL's default; TRL's ``bnpo`` is the same over one global batch);
+    - ``grpo``: each completion's mean over its tokens, then the mean over completions (the paper's
+      ``1/|o_i|`` normalisation, which favours short correct and long wrong answers);
+    - ``dr_grpo``: the sum over every token divided by ``B * max_completion_length``, a constant
+      (Liu et al. 2025, "Understanding R1-Zero-Like Training").
+
+    With ``old_logprobs = stop_gradient(logprobs)`` (one update per rollout, TRL's
+    ``num_iterations=1``) the ratio is 1 and the gradient is the plain policy gradient.
+
+    Args:
+      logprobs: (B, T) log p(token) under the policy being trained (nats).
+      old_logprobs: (B, T) under the policy that sampled the tokens (no gradient flows through it).
+      advantages: (B,) one advantage per completion (:func:`group_advantages`).
+      mask: (B, T), 1 on completion tokens (0 on padding, or a truncated completion left out).
+      ref_logprobs: (B, T) under the frozen reference, needed when ``beta > 0``.
+      beta: the KL coefficient, >= 0.
+      epsilon_low, epsilon_high: the clip range, each >= 0.
+      loss_type: one of ``GRPO_LOSS_TYPES``.
+      max_completion_length: the constant of ``dr_grpo`` (default T).
+
+    Returns:
+      (loss, metrics): ``loss``; ``kl`` (with ``beta > 0``); TRL's ``clip_ratio/low_mean`` (ratio below
+      ``1 - epsilon_low`` where A < 0), ``clip_ratio/high_mean`` (above ``1 + epsilon_high`` where A > 0),
+      ``clip_ratio/region_mean`` (either); ``ratio``; ``weight_sum``. For ``dapo`` the metrics are means
+      over tokens, as TRL logs them; for ``grpo`` and ``dr_grpo``, whose unit is the completion, means
+      over completions of each one's token mean, so that they combine across devices by ``weight_sum``
+      like the loss (``lmforge.train.step``).
+
+    Raises:
+      ValueError: an unknown ``loss_type``, a negative ``beta`` or epsilon, ``beta > 0`` without
+        ``ref_logprobs``, or shapes that disagree.
+    """
+    if loss_type not in GRPO_LOSS_TYPES:
+        raise ValueError(f"grpo_loss: loss_type={loss_type!r}; expected one of {', '.join(GRPO_LOSS_TYPES)}")
+    if not (beta >= 0 and epsilon_low >= 0 and epsilon_high >= 0):
+        raise ValueError(f"grpo_loss: beta={beta}, epsilon_low={epsilon_low}, epsilon_high={epsilon_high}; "
+                         f"expected each >= 0")
+    if beta > 0 and ref_logprobs is None:
+        raise ValueError("grpo_loss: beta > 0 needs ref_logprobs (B, T), the reference's log-probs")
+    if logprobs.ndim != 2 or old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape or \
+            advantages.shape != logprobs.shape[:1]:
+        raise ValueError(f"grpo_loss: logprobs, old_logprobs and mask (B, T), advantages (B,); got {logprobs.shape}, "
+                         f"{old_logprobs.shape}, {mask.shape}, {advantages.shape}")
+    lp = logprobs.astype(jnp.float32)
+    m = mask.astype(jnp.float32)
+    adv = advantages.astype(jnp.float32)[:, None]
+    ratio = jnp.exp(lp - jax.lax.stop_gradient(old_logprobs.astype(jnp.float32)))
+    clipped = jnp.clip(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
+    per_token = -jnp.minimum(ratio * adv, clipped * adv)
+    kl = per_token_kl(lp, ref_logprobs) if beta > 0 else None
+    if kl is not None:
+        per_token = per_token + beta * kl
+    low = (ratio < 1.0 - epsilon_low) & (adv < 0)
+    high = (ratio > 1.0 + epsilon_high) & (adv > 0)
+    tokens = m.sum(-1)                                                            # (B,)
+    if loss_type == "dapo":
+        weight_sum = m.sum()
+        mean = lambda x: (x.astype(jnp.float32) * m).sum() / jnp.maximum(weight_sum, 1e-8)    # noqa: E731
+    else:
+        # Each completion's token mean, then a weighted mean over completions: weight 1 per completion
+        # with a token (grpo) or max_completion_length per completion (dr_grpo), whose loss is the
+        # token sum over that constant.
+        length = float(max_completion_length or lp.shape[1])
+        row_w = (tokens > 0).astype(jnp.float32) if loss_type == "grpo" else jnp.full_like(tokens, length)
+        weight_sum = row_w.sum()
+        row_mean = lambda x: (x.astype(jnp.float32) * m).sum(-1) / jnp.maximum(tokens, 1.0)    # noqa: E731
+        mean = lambda x: (row_mean(x) * row_w).sum() / jnp.maximum(weight_sum, 1e-8)          # noqa: E731
+    if loss_type == "dr_grpo":
+        loss = (per_token * m).sum() / jnp.maximum(weight_sum, 1e-8)
+    else:
+        loss = mean(per_token)
+    metrics = {"loss": loss, "ratio": mean(ratio), "clip_ratio/low_mean": mean(low), "clip_ratio/high_mean": mean(high),
+               "clip_ratio/region_mean": mean(low | high), "weight_sum": weight_sum}
+    if kl is not None:
+        metrics["kl"] = mean(kl)
+    return loss, metrics

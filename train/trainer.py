@@ -269,7 +269,8 @@ class Trainer:
     def fit(self, data: Iterator[Mapping[str, np.ndarray]], workdir: pathlib.Path, *,
             evaluate: Callable[[Trainer], dict[str, float]] | None = None, tokens_per_step: int | None = None,
             flops_per_token: float | None = None, peak_flops: float | None = None,
-            on_eval: Callable[[int, dict], None] | None = None) -> FitResult:
+            on_eval: Callable[[int, dict], None] | None = None,
+            host_metrics: Callable[[], dict[str, float]] | None = None) -> FitResult:
         """Trains until ``state["step"] == loop.steps``, resuming from ``workdir/checkpoints`` if any.
 
         Args:
@@ -282,6 +283,8 @@ class Trainer:
           peak_flops: one device's peak FLOP/s for MFU (default: its bfloat16 peak, or on CPU a
             measured float32 matmul rate; see ``lmforge.train.metrics.peak_flops_per_device``).
           on_eval: called with (step, metrics) after each evaluation (e.g. a line on screen).
+          host_metrics: called at each logged step; what it returns (metrics computed on the host since
+            its last call, such as an RL rollout's rewards and lengths) is logged beside the step's.
 
         Raises:
           FloatingPointError: more than ``max_nonfinite`` updates were skipped as non-finite.
@@ -351,6 +354,8 @@ class Trainer:
                     if log and step > last_written:
                         last = {k: float(v) for k, v in fetched["m"].items() if k != "train/nonfinite"}
                         last["train/nonfinite_steps"] = float(nonfinite)
+                        if host_metrics is not None:
+                            last.update(host_metrics())
                         # Timed here, after the fetch has waited for the step: dispatch is
                         # asynchronous, so the time between dispatches says nothing about the device.
                         if tokens_per_step:
