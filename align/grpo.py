@@ -17,9 +17,12 @@ defaults (one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   the template's end-of-turn id (trained, as TRL trains the EOS) or at ``max_new_tokens``. The
   rollout source is the loop's data iterator: its position (the rollouts drawn) is saved with every
   checkpoint, and each rollout's prompts and sampling seed follow from ``(seed, its index)``, so a
-  resumed run draws the same rollouts from the same weights.
+  resumed run draws the same rollouts from the same weights. ``Rollouts(advantage_fn=...)`` takes
+  another advantage (RLOO's leave-one-out baseline, say) for a trainer built on the same pieces.
 - Loss: ``lmforge.train.objectives.grpo_loss`` on the completion tokens' log-probs under
-  ``softmax(logits / temperature)`` (the distribution sampled; no dropout), with the advantages of
+  ``softmax(logits / temperature)`` (the distribution sampled when ``top_k`` and ``top_p`` are off; with
+  them the sampler draws from a filtered one, which the loss does not see, as in TRL; no dropout),
+  with the advantages of
   ``group_advantages`` (``scale_rewards``). ``beta > 0`` adds the k3 KL to a frozen reference: the
   starting policy (``reference_from`` to name another; under LoRA, the adapters' base).
 - Logged each ``log_every`` steps beside the loss: TRL's ``reward``, ``reward_std``,
@@ -32,7 +35,7 @@ defaults (one update per rollout, ``loss_type="dapo"``, ``beta=0``).
 
 Not built: several updates per rollout (TRL's ``num_iterations`` > 1, which needs the sampling
 policy's log-probs kept beside the rollout), rewards from a reward model, rollouts split over
-processes (one process is tested).
+processes (a run with several processes is refused).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.sft import FILE_FORMATS, grade, read_items
 from lmforge.data import synthetic
 from lmforge.infer import Sampler, SamplingConfig
+from lmforge.infer.sampler import FINISH_LENGTH
 from lmforge.model import LoRAConfig, ModelRuntime, forward_logprobs
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN
@@ -65,6 +69,7 @@ from lmforge.train.optim import OptimConfig
 from lmforge.train.trainer import LoopConfig, Trainer
 
 RewardFn = Callable[[str, str, str], float]   # (task, completion text, reference answer) -> reward
+AdvantageFn = Callable[[np.ndarray], tuple]   # rewards (P * G,) -> (advantages (P * G,), {metric: value})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +156,8 @@ class GRPOConfig(LoopConfig):
             (self.beta and self.reference_is_base() and self.optim.trainable not in ((), (ADAPTER_PATTERN,)),
              f"optim.trainable={self.optim.trainable} trains more than the LoRA adapters, but the reference is the "
              f"adapters' base (it would move with them); set reference_from to load a frozen reference"),
+            (self.prefetch, f"prefetch={self.prefetch}: a rollout is sampled from the weights of the step before "
+                            f"it, so it cannot be prepared ahead; expected 0"),
             *((not whole(getattr(self, k)), f"{k}={getattr(self, k)!r}: expected a whole number >= 0")
               for k in ("eval_generate", "eval_batch_size")),
         ) if bad]
@@ -290,19 +297,34 @@ class Rollouts:
     means of the rollouts' metrics since its last call (``Trainer.fit(host_metrics=...)``)."""
 
     def __init__(self, cfg: GRPOConfig, items: list[dict], prompts: list[list[int]], tok, template, make_sampler, *,
-                 reward_fn: RewardFn = grade):
+                 reward_fn: RewardFn = grade, advantage_fn: AdvantageFn | None = None):
         self.cfg, self.items, self.prompts, self.tok, self.reward_fn = cfg, items, prompts, tok, reward_fn
         self.make_sampler = make_sampler   # () -> Sampler over the policy as it is now
+        # rewards (P * G,) -> (advantages (P * G,), metrics): GRPO's group advantages unless given (RLOO's, ...)
+        self.advantage_fn = advantage_fn or (lambda r: group_advantages(jnp.asarray(r), cfg.num_generations,
+                                                                        scale_rewards=cfg.scale_rewards))
         eos = (tok.eos_id,) if tok.eos_id >= 0 else ()
         self.stops = tuple(dict.fromkeys((*template.stop_ids, *eos)))
+        if not self.stops:
+            raise ValueError(f"{tok!r} has no end-of-turn or eos id: every completion would run to max_new_tokens")
+        long = [i for i, p in enumerate(prompts) if len(p) > cfg.data.max_prompt_len]
+        if long:
+            raise ValueError(f"prompt {long[0]} has {len(prompts[long[0]])} tokens, over data.max_prompt_len="
+                             f"{cfg.data.max_prompt_len}")
         self.sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                        top_p=cfg.top_p, n=cfg.num_generations, stop_token_ids=self.stops)
         self.count = 0
         self._metrics: list[dict[str, float]] = []
+        self.last_output = None      # the last rollout's SamplerOutput
         self.last: list[dict] = []   # the last rollout's completions: prompt index, text, reward
 
     def __iter__(self):
         return self
+
+    def seed(self, k: int) -> int:
+        """Rollout ``k``'s sampling seed, drawn from ``(seed, k)``: the sampler seeds its calls ``seed``,
+        ``seed + 1``, ... (one per ``max_rows``), so consecutive integers would repeat noise across rollouts."""
+        return int(np.random.SeedSequence([self.cfg.seed, k]).generate_state(1)[0] >> 1)
 
     def order(self, k: int) -> list[int]:
         """The item indices of rollout ``k``'s prompts."""
@@ -318,17 +340,24 @@ class Rollouts:
         t0 = time.perf_counter()
         picked = self.order(self.count)
         prompts = [self.prompts[i] for i in picked]
-        out = self.make_sampler().generate_ids(prompts, self.sampling, seed=cfg.seed * 1_000_003 + self.count)
+        out = self.make_sampler().generate_ids(prompts, self.sampling, seed=self.seed(self.count))
         texts = [self.tok.decode([int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in self.stops])
                  for r in range(len(prompts) * g)]
-        tasks = [self.items[picked[r // g]]["task"] for r in range(len(texts))]
-        rewards = np.array([float(self.reward_fn(tasks[r], texts[r], self.items[picked[r // g]]["answer"]))
-                            for r in range(len(texts))], np.float32)
-        advantages, stats = group_advantages(jnp.asarray(rewards), g, scale_rewards=cfg.scale_rewards)
-        truncated = np.asarray(out.finish_reason) == 0     # FINISH_LENGTH: cut at max_new_tokens
+        tasks = [self.items[picked[r // g]].get("task", "") for r in range(len(texts))]
+        rewards = np.zeros(len(texts), np.float32)
+        for r, text in enumerate(texts):
+            value = self.reward_fn(tasks[r], text, self.items[picked[r // g]].get("answer"))
+            if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+                raise ValueError(f"reward_fn gave {value!r} for completion {r} of rollout {self.count} (task "
+                                 f"{tasks[r]!r}, {text[:60]!r}); expected a finite number")
+            rewards[r] = value
+        advantages, stats = self.advantage_fn(rewards)
+        self.last_output = out
+        truncated = np.asarray(out.finish_reason) == FINISH_LENGTH     # cut at max_new_tokens
         batch = rollout_batch(prompts, np.asarray(out.tokens), np.asarray(out.lengths), np.asarray(advantages), g,
                               cfg.seq_len, keep=~truncated if cfg.mask_truncated_completions else None)
         m = {k: float(v) for k, v in stats.items()}
+        m["reward"] = float(rewards.mean())
         m["completions/mean_length"] = float(np.mean(out.lengths))
         m["completions/clipped_ratio"] = float(truncated.mean())
         if len(set(tasks)) > 1:
@@ -404,6 +433,9 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
     answer, or rows (``data.batch_size * num_generations``) that do not split over the mesh.
     """
     workdir, tok, template, t_start = start_run(cfg, workdir, "GRPO")
+    if jax.process_count() > 1:
+        raise ValueError(f"GRPO runs in one process for now ({jax.process_count()} started): each would sample the "
+                         f"whole rollout and train on it as its own rows")
     from lmforge.eval.chat import chat_accuracy
     from lmforge.weights import load_params
 

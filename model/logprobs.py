@@ -185,7 +185,8 @@ def forward_logprobs(model, inputs: jax.Array, targets: jax.Array, *, positions:
     carries what it needs beside the tokens (``encoder_tokens``, ... for an encoder-decoder).
     ``temperature`` (> 0, static) gives the log-probs under ``softmax(logits / temperature)``, the
     distribution a sampler at that temperature draws from (RL losses at a sampling temperature,
-    as TRL's ``GRPOTrainer`` scales its logits); the head is divided, not the (B, T, V) logits.
+    as TRL's ``GRPOTrainer`` scales its logits). The head is divided by it (a (D, V) copy per call), so
+    with a bfloat16 head the result is the bfloat16-rounded one, not float32 ``logits / T``.
 
     Returns ``(TokenLogprobs of (B, T) arrays, aux)`` — aux: the MoE router losses ({} when dense),
     for the caller to add to its loss.

@@ -21,7 +21,8 @@ Choices:
   sampled completions ``(B, T)`` with a completion mask, and one advantage per completion ``(B,)``
   (:func:`group_advantages`, computed over the whole batch before the loss: batch-wide statistics
   cannot live inside a per-device loss). Each loss type weighs by its own unit (``weight_sum``):
-  tokens for ``dapo``, completions for ``grpo`` and ``dr_grpo``.
+  tokens for ``dapo``, completions for ``grpo``, completions times ``max_completion_length`` for
+  ``dr_grpo``.
 """
 
 from __future__ import annotations
@@ -215,9 +216,10 @@ def group_advantages(rewards: jax.Array, num_generations: int, *, scale_rewards:
     sec. 4.1.2, outcome supervision), as TRL's ``GRPOTrainer`` computes them.
 
     ``A_i = (r_i - mean(r_group)) / (std + 1e-4)`` with the Bessel-corrected std of the group
-    (``scale_rewards="group"``), of the whole batch (``"batch"``; Hu et al. 2025, REINFORCE++), or
+    (``scale_rewards="group"``), of the whole batch (``"batch"``), or
     no division at all (``"none"``: Liu et al. 2025, "Understanding R1-Zero-Like Training", Dr.
-    GRPO, which shows the division favours prompts that are too easy or too hard). A group whose
+    GRPO, which shows the division favours prompts that are too easy or too hard). Group mean with
+    the batch's std is Liu et al. 2025's LitePPO ("Tricks or Traps?"). A group whose
     completions all scored the same gets advantage 0 everywhere: it carries no signal.
 
     Args:
@@ -228,7 +230,8 @@ def group_advantages(rewards: jax.Array, num_generations: int, *, scale_rewards:
 
     Returns:
       (advantages (P * G,) float32, metrics): ``reward`` and ``reward_std`` (the batch's mean and
-      std), ``frac_reward_zero_std`` (the share of groups whose rewards are all equal), TRL's names.
+      std), ``frac_reward_zero_std`` (the share of completions whose std — the group's, or with
+      ``"batch"`` the batch's — is 0), TRL's names and definitions.
 
     Raises:
       ValueError: rewards not 1-D or not a whole number of groups, G < 2, or an unknown
@@ -252,14 +255,17 @@ def group_advantages(rewards: jax.Array, num_generations: int, *, scale_rewards:
         advantages = centred / (batch_std + 1e-4)
     else:
         advantages = centred
-    zero = jnp.isclose(groups.std(-1, ddof=1), 0.0)
+    zero = jnp.isclose(batch_std if scale_rewards == "batch" else group_std, 0.0)
     return advantages, {"reward": r.mean(), "reward_std": batch_std, "frac_reward_zero_std": zero.mean()}
 
 
 def per_token_kl(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
     """Schulman's k3 estimator of KL(policy || reference) per sampled token:
     ``exp(ref - logp) - (ref - logp) - 1`` (unbiased for tokens sampled from the policy, and >= 0;
-    http://joschu.net/blog/kl-approx.html), GRPO's KL term (DeepSeekMath eq. 4). Any shape; float32."""
+    http://joschu.net/blog/kl-approx.html), GRPO's KL term (DeepSeekMath eq. 4). Any shape; float32.
+    As a loss term its gradient is not the gradient of the KL (Tang & Munos 2025, "On a few pitfalls
+    in KL divergence gradient estimation for RL"); at a sampling temperature both log-probs are of the
+    temperature-scaled distributions."""
     d = ref_logprobs.astype(jnp.float32) - logprobs.astype(jnp.float32)
     return jnp.exp(d) - d - 1.0
 
@@ -280,8 +286,9 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
 
     - ``dapo``: the sum over every completion token of the batch divided by their count (Yu et al.
       2025, DAPO, token-level loss; TRL's default; TRL's ``bnpo`` is the same over one global batch);
-    - ``grpo``: each completion's mean over its tokens, then the mean over completions (the paper's
-      ``1/|o_i|`` normalisation, which favours short correct and long wrong answers);
+    - ``grpo``: each completion's mean over its tokens, then the mean over every completion, one
+      with no token in the loss counting as 0 (the paper's ``1/|o_i|`` normalisation, which favours
+      short correct and long wrong answers);
     - ``dr_grpo``: the sum over every token divided by ``B * max_completion_length``, a constant
       (Liu et al. 2025, "Understanding R1-Zero-Like Training").
 
@@ -297,7 +304,7 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
       beta: the KL coefficient, >= 0.
       epsilon_low, epsilon_high: the clip range, each >= 0.
       loss_type: one of ``GRPO_LOSS_TYPES``.
-      max_completion_length: the constant of ``dr_grpo`` (default T).
+      max_completion_length: the constant of ``dr_grpo`` (required there: T may include the prompt).
 
     Returns:
       (loss, metrics): ``loss``; ``kl`` (with ``beta > 0``); TRL's ``clip_ratio/low_mean`` (ratio below
@@ -309,13 +316,15 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
 
     Raises:
       ValueError: an unknown ``loss_type``, a negative ``beta`` or epsilon, ``beta > 0`` without
-        ``ref_logprobs``, or shapes that disagree.
+        ``ref_logprobs``, ``dr_grpo`` without ``max_completion_length``, or shapes that disagree.
     """
     if loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(f"grpo_loss: loss_type={loss_type!r}; expected one of {', '.join(GRPO_LOSS_TYPES)}")
     if not (beta >= 0 and epsilon_low >= 0 and epsilon_high >= 0):
         raise ValueError(f"grpo_loss: beta={beta}, epsilon_low={epsilon_low}, epsilon_high={epsilon_high}; "
                          f"expected each >= 0")
+    if loss_type == "dr_grpo" and not max_completion_length:
+        raise ValueError("grpo_loss: loss_type='dr_grpo' needs max_completion_length, its normalising constant")
     if beta > 0 and ref_logprobs is None:
         raise ValueError("grpo_loss: beta > 0 needs ref_logprobs (B, T), the reference's log-probs")
     if logprobs.ndim != 2 or old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape or \
@@ -331,6 +340,11 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
     kl = per_token_kl(lp, ref_logprobs) if beta > 0 else None
     if kl is not None:
         per_token = per_token + beta * kl
+    # Padding positions are selected out, not multiplied by 0: an overflow there (inf * 0) would be NaN.
+    on = m > 0
+    per_token = jnp.where(on, per_token, 0.0)
+    kl = None if kl is None else jnp.where(on, kl, 0.0)
+    ratio_seen = jnp.where(on, ratio, 1.0)
     low = (ratio < 1.0 - epsilon_low) & (adv < 0)
     high = (ratio > 1.0 + epsilon_high) & (adv > 0)
     tokens = m.sum(-1)                                                            # (B,)
@@ -339,10 +353,9 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
         mean = lambda x: (x.astype(jnp.float32) * m).sum() / jnp.maximum(weight_sum, 1e-8)    # noqa: E731
     else:
         # Each completion's token mean, then a weighted mean over completions: weight 1 per completion
-        # with a token (grpo) or max_completion_length per completion (dr_grpo), whose loss is the
-        # token sum over that constant.
-        length = float(max_completion_length or lp.shape[1])
-        row_w = (tokens > 0).astype(jnp.float32) if loss_type == "grpo" else jnp.full_like(tokens, length)
+        # (grpo, as TRL: one with no token counts as 0) or max_completion_length (dr_grpo, whose loss is
+        # the token sum over B times that constant).
+        row_w = jnp.ones_like(tokens) if loss_type == "grpo" else jnp.full_like(tokens, float(max_completion_length))
         weight_sum = row_w.sum()
         row_mean = lambda x: (x.astype(jnp.float32) * m).sum(-1) / jnp.maximum(tokens, 1.0)    # noqa: E731
         mean = lambda x: (row_mean(x) * row_w).sum() / jnp.maximum(weight_sum, 1e-8)          # noqa: E731
@@ -350,7 +363,7 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
         loss = (per_token * m).sum() / jnp.maximum(weight_sum, 1e-8)
     else:
         loss = mean(per_token)
-    metrics = {"loss": loss, "ratio": mean(ratio), "clip_ratio/low_mean": mean(low), "clip_ratio/high_mean": mean(high),
+    metrics = {"loss": loss, "ratio": mean(ratio_seen), "clip_ratio/low_mean": mean(low), "clip_ratio/high_mean": mean(high),
                "clip_ratio/region_mean": mean(low | high), "weight_sum": weight_sum}
     if kl is not None:
         metrics["kl"] = mean(kl)

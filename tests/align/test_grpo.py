@@ -64,7 +64,7 @@ def test_group_advantages_equal_trl(scale):
     adv, m = group_advantages(jnp.asarray(rewards), 4, scale_rewards=scale)
     np.testing.assert_allclose(np.asarray(adv), trl_advantages(rewards, 4, scale), rtol=1e-5, atol=1e-6)
     assert np.all(np.asarray(adv)[4:8] == 0)                      # a group that scored the same teaches nothing
-    assert float(m["frac_reward_zero_std"]) == pytest.approx(1 / 3)
+    assert float(m["frac_reward_zero_std"]) == pytest.approx(0.0 if scale == "batch" else 1 / 3)   # TRL's: of the std used
     assert float(m["reward"]) == pytest.approx(rewards.mean())
     assert float(m["reward_std"]) == pytest.approx(rewards.std(ddof=1), rel=1e-5)
     with pytest.raises(ValueError, match="num_generations=1"):
@@ -84,7 +84,7 @@ def test_grpo_loss_equals_trl(loss_type, beta, eps_high):
     old = lp + rng.normal(0, 0.3, (b, t))            # an older policy: ratios off 1, some clipped
     ref = lp + rng.normal(0, 0.2, (b, t))
     adv = rng.normal(0, 1, b)
-    mask = (np.arange(t)[None, :] < np.array([7, 3, 5, 1, 6, 4])[:, None]).astype(np.float64)
+    mask = (np.arange(t)[None, :] < np.array([7, 3, 5, 1, 6, 0])[:, None]).astype(np.float64)   # the last: no token
     loss, m = grpo_loss(*(jnp.asarray(x, jnp.float32) for x in (lp, old, adv, mask)), ref_logprobs=jnp.asarray(ref),
                         beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type, max_completion_length=9)
     want, trl_m = trl_loss(lp, old, adv, mask, ref, beta, 0.2, eps_high, loss_type, 9)
@@ -100,6 +100,10 @@ def test_grpo_loss_equals_trl(loss_type, beta, eps_high):
             np.testing.assert_allclose(float(m["kl"]), (kl * mask).sum() / mask.sum(), rtol=1e-5)
     else:
         assert float(m["weight_sum"]) == (b if loss_type == "grpo" else b * 9)
+    lp_inf = np.where(mask > 0, lp, -np.inf)            # padding that overflows stays out of the loss
+    loss_inf, _ = grpo_loss(*(jnp.asarray(x, jnp.float32) for x in (lp_inf, old, adv, mask)), ref_logprobs=jnp.asarray(ref),
+                            beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type, max_completion_length=9)
+    np.testing.assert_allclose(float(loss_inf), want, rtol=1e-5)
     assert ("kl" in m) == bool(beta)
 
 
@@ -121,6 +125,8 @@ def test_per_token_kl_and_loss_errors():
         grpo_loss(x, x, a, m, loss_type="bnpo")
     with pytest.raises(ValueError, match="beta > 0 needs ref_logprobs"):
         grpo_loss(x, x, a, m, beta=0.1)
+    with pytest.raises(ValueError, match="dr_grpo' needs max_completion_length"):
+        grpo_loss(x, x, a, m, loss_type="dr_grpo")
     with pytest.raises(ValueError, match=r"advantages \(B,\); got"):
         grpo_loss(x, x, jnp.zeros(3), m)
 
@@ -163,10 +169,50 @@ def test_rollouts_take_every_problem_once_a_pass_and_keep_their_position():
         assert sorted(seen[7 * p:7 * (p + 1)]) == list(range(7))
     assert seen[:7] != seen[7:14]                                 # each pass in a new order
     roll.count = 5
-    state = roll.get_state()
     again = Rollouts(cfg, [{}] * 7, [[1]] * 7, _Tok(), _Template(), make_sampler=None)
-    again.set_state(state)
-    assert again.count == 5 and again.order(5) == roll.order(5)
+    again.set_state(roll.get_state())
+    assert again.count == 5
+    assert len({roll.seed(k) for k in range(100)}) == 100 and roll.seed(3) != Rollouts(
+        dataclasses.replace(cfg, seed=1), [{}], [[1]], _Tok(), _Template(), make_sampler=None).seed(3)
+
+
+def test_a_rollout_from_a_fake_sampler():
+    """What one rollout does with the sampler's arrays: stop ids out of the graded text, the seed of its
+    index, truncated completions out of the loss when asked, rewards checked, another advantage taken."""
+    from lmforge.infer.sampler import SamplerOutput
+
+    calls = []
+
+    class Fake:
+        def generate_ids(self, prompts, cfg, *, seed):
+            calls.append(seed)
+            tokens = np.array([[5, 6, 3, 0], [7, 7, 7, 7], [5, 3, 0, 0], [6, 6, 6, 6]], np.int32)
+            lengths = np.array([3, 4, 2, 4], np.int32)
+            z = np.zeros((4, 4), np.float32)
+            return SamplerOutput(tokens, z, z, np.arange(4) < lengths[:, None], lengths, np.array([1, 0, 1, 0]),
+                                 np.arange(4) // 2)
+
+    class Tok(_Tok):
+        def decode(self, ids):
+            return "".join(chr(96 + i) for i in ids)
+
+    cfg = GRPOConfig(data=PromptDataConfig(synthetic=(("letter_count", 1.0),), batch_size=2, max_prompt_len=4),
+                     num_generations=2, max_new_tokens=4, mask_truncated_completions=True)
+    graded = []
+    reward = lambda task, text, answer: graded.append(text) or float(text == "ef")             # noqa: E731
+    roll = Rollouts(cfg, [{"task": "t", "answer": "1"}] * 3, [[1, 2]] * 3, Tok(), _Template(), lambda: Fake(),
+                    reward_fn=reward, advantage_fn=lambda r: (r - 0.5, {"custom": 1.0}))
+    batch = next(roll)
+    assert graded == ["ef", "gggg", "e", "ffff"] and calls == [roll.seed(0)]          # the stop id 3 is not graded
+    assert batch["advantages"].tolist() == [0.5, -0.5, -0.5, -0.5]
+    assert batch["mask"].sum(-1).tolist() == [3, 0, 2, 0]                             # truncated rows left out
+    m = roll.pop_metrics()
+    assert m["train/custom"] == 1.0 and m["train/reward"] == 0.25 and m["train/completions/clipped_ratio"] == 0.5
+    roll.reward_fn = lambda *a: float("nan")
+    with pytest.raises(ValueError, match="reward_fn gave nan for completion 0 of rollout 1"):
+        next(roll)
+    with pytest.raises(ValueError, match="prompt 0 has 5 tokens, over data.max_prompt_len=4"):
+        Rollouts(cfg, [{}], [[1] * 5], Tok(), _Template(), None)
 
 
 class _Tok:
@@ -238,6 +284,8 @@ def test_grpo_config_errors(base, tmp_path):
         GRPOConfig(loss_type="ppo")
     with pytest.raises(ValueError, match="reference_from=x is read only with beta > 0"):
         GRPOConfig(reference_from="x")
+    with pytest.raises(ValueError, match="prefetch=2: a rollout is sampled from the weights of the step before"):
+        GRPOConfig(prefetch=2)
     with pytest.raises(ValueError, match="temperature=0"):
         GRPOConfig(temperature=0.0)
     with pytest.raises(ValueError, match=r"max_prompt_len \+ max_new_tokens = 104 exceeds the max_seq_len=64"):
