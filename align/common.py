@@ -112,6 +112,33 @@ def same_tokenizer(a: str, b: str) -> bool:
     return files(a) == files(b)
 
 
+def check_policy_sources(cfg, task: str, start: str, length: tuple[str, int]) -> None:
+    """The checks a policy-and-reference trainer (DPO, GRPO) makes before anything is written: ``cfg.init_from``
+    (and ``cfg.reference_from``) name weights sources (``start`` says what init_from should be) of
+    decoder-only language models whose context holds ``length`` (its name, its tokens), and a reference
+    has the policy's tokenizer files. Raises ValueError naming the source and what was expected."""
+    from lmforge.weights import check_init_from, refuse_reward_model, source_model_config
+
+    check_init_from(cfg.init_from, start)
+    sources = [("init_from", cfg.init_from)]
+    if cfg.reference_from:
+        check_init_from(cfg.reference_from, "the reference")
+        sources.append(("reference_from", cfg.reference_from))
+    name, tokens = length
+    for key, source in sources:
+        refuse_reward_model(source, f"{task}'s {'policy' if key == 'init_from' else 'reference'}")
+        model_cfg = source_model_config(source)
+        if model_cfg.architecture != "decoder":
+            raise ValueError(f"{key}={source} is a {model_cfg.family} ({model_cfg.architecture}) model; {task} "
+                             f"trains decoder-only models")
+        if tokens > model_cfg.max_seq_len:
+            raise ValueError(f"{name}={tokens} exceeds the max_seq_len={model_cfg.max_seq_len} of {key}={source}'s "
+                             f"model")
+    if cfg.reference_from and not same_tokenizer(cfg.init_from, cfg.reference_from):
+        raise ValueError(f"reference_from={cfg.reference_from} has another tokenizer than init_from={cfg.init_from}; "
+                         f"expected one tokenizer for both (log-probs of the same token ids)")
+
+
 def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoRAConfig, runtime: ModelRuntime,
                 seed: int, alone: bool, num_labels: int = 0):
     """The model that trains: with ``alone`` (a full fine-tune resuming: its checkpoints hold every

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import (final_metrics, full_fine_tune_resumes, prepare_policy, report_data,
-                                  same_tokenizer, say, split_held_out, start_run, whole)
+from lmforge.align.common import (check_policy_sources, final_metrics, full_fine_tune_resumes, prepare_policy,
+                                  report_data, say, split_held_out, start_run, whole)
 from lmforge.data.preference import (PREFERENCE_FORMATS, PREFERENCE_OVERFLOW, preference_dataset, preference_eval_batches,
                                      preference_examples, read_preferences)
 from lmforge.model import LoRAConfig, ModelRuntime, forward_logprobs
@@ -144,26 +144,9 @@ class DPOConfig(LoopConfig):
         (and ``reference_from``) name weights sources of decoder-only models that take ``data.seq_len``
         tokens, a reference reads the policy's tokens (the same tokenizer files), and the data file
         exists. Raises ValueError (FileNotFoundError for the file)."""
-        from lmforge.weights import check_init_from, refuse_reward_model, source_model_config
-
-        check_init_from(self.init_from, "DPO starts from a model (usually an SFT run)")
-        sources = [("init_from", self.init_from)]
-        if self.reference_from:
-            check_init_from(self.reference_from, "the reference")
-            sources.append(("reference_from", self.reference_from))
-        for key, source in sources:
-            refuse_reward_model(source, f"DPO's {'policy' if key == 'init_from' else 'reference'}")
-            model_cfg = source_model_config(source)
-            if model_cfg.architecture != "decoder":
-                raise ValueError(f"{key}={source} is a {model_cfg.family} ({model_cfg.architecture}) model; DPO "
-                                 f"trains decoder-only models")
-            if self.data.seq_len > model_cfg.max_seq_len:
-                raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={model_cfg.max_seq_len} "
-                                 f"of {key}={source}'s model")
+        check_policy_sources(self, "DPO", "DPO starts from a model (usually an SFT run)",
+                             ("data.seq_len", self.data.seq_len))
         self.data.check_files()
-        if self.reference_from and not same_tokenizer(self.init_from, self.reference_from):
-            raise ValueError(f"reference_from={self.reference_from} has another tokenizer than init_from="
-                             f"{self.init_from}; expected one tokenizer for both (log-probs of the same token ids)")
 
 
 # ----------------------------------------------------------------------------------------- loss

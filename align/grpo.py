@@ -51,8 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import (check_rows, final_metrics, full_fine_tune_resumes, prepare_policy, same_tokenizer, say,
-                                  start_run, whole)
+from lmforge.align.common import (check_policy_sources, check_rows, final_metrics, full_fine_tune_resumes,
+                                  prepare_policy, say, start_run, whole)
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.sft import FILE_FORMATS, grade, read_items
 from lmforge.data import synthetic
@@ -192,29 +192,12 @@ class GRPOConfig(LoopConfig):
         (and ``reference_from``) name weights sources of decoder-only language models whose context
         holds ``data.max_prompt_len + max_new_tokens`` tokens, with one tokenizer, and the data files
         exist. Raises ValueError (FileNotFoundError for a missing file)."""
-        from lmforge.weights import check_init_from, refuse_reward_model, source_model_config
-
-        check_init_from(self.init_from, "GRPO starts from a policy (usually an SFT run)")
-        sources = [("init_from", self.init_from)] + ([("reference_from", self.reference_from)]
-                                                     if self.reference_from else [])
-        for key, source in sources:
-            if key == "reference_from":
-                check_init_from(source, "the reference")
-            refuse_reward_model(source, f"GRPO's {'policy' if key == 'init_from' else 'reference'}")
-            model_cfg = source_model_config(source)
-            if model_cfg.architecture != "decoder":
-                raise ValueError(f"{key}={source} is a {model_cfg.family} ({model_cfg.architecture}) model; GRPO "
-                                 f"trains decoder-only models")
-            if self.seq_len > model_cfg.max_seq_len:
-                raise ValueError(f"data.max_prompt_len + max_new_tokens = {self.seq_len} exceeds the max_seq_len="
-                                 f"{model_cfg.max_seq_len} of {key}={source}'s model; lower one of them")
+        check_policy_sources(self, "GRPO", "GRPO starts from a policy (usually an SFT run)",
+                             ("data.max_prompt_len + max_new_tokens", self.seq_len))
         for key in ("path", "test_path"):
             path = getattr(self.data, key)
             if path and not pathlib.Path(path).is_file():
                 raise FileNotFoundError(f"data.{key}={path}: no such file; expected a GSM8K jsonl")
-        if self.reference_from and not same_tokenizer(self.init_from, self.reference_from):
-            raise ValueError(f"reference_from={self.reference_from} has another tokenizer than init_from="
-                             f"{self.init_from}; expected one tokenizer for both (log-probs of the same token ids)")
 
 
 # ----------------------------------------------------------------------------------------- loss

@@ -288,7 +288,7 @@ def test_grpo_config_errors(base, tmp_path):
         GRPOConfig(prefetch=2)
     with pytest.raises(ValueError, match="temperature=0"):
         GRPOConfig(temperature=0.0)
-    with pytest.raises(ValueError, match=r"max_prompt_len \+ max_new_tokens = 104 exceeds the max_seq_len=64"):
+    with pytest.raises(ValueError, match=r"max_prompt_len \+ max_new_tokens=104 exceeds the max_seq_len=64"):
         _cfg(base, max_new_tokens=64).check_runnable()
     with pytest.raises(ValueError, match=r"data.batch_size \* num_generations=12 must be divisible"):   # 3 prompts x 4 rows over 8 devices
         run_grpo(dataclasses.replace(_cfg(base), data=dataclasses.replace(_cfg(base).data, batch_size=3)),
