@@ -112,6 +112,20 @@ def same_tokenizer(a: str, b: str) -> bool:
     return files(a) == files(b)
 
 
+class PolicyAndReference:
+    """What the configs of a policy trained against a frozen reference (DPO, GRPO) answer alike; they
+    have ``init_from``, ``reference_from``, ``lora`` and ``optim``."""
+
+    def resumes_alone(self, workdir: pathlib.Path) -> bool:
+        """A full fine-tune resuming from its checkpoints in ``workdir``: the policy is read from there,
+        not from init_from (which still gives the reference)."""
+        return full_fine_tune_resumes(self, workdir)
+
+    def reference_is_base(self) -> bool:
+        """Under LoRA with no other reference named, the reference is the adapters' base itself."""
+        return bool(self.lora.rank) and self.reference_from in ("", self.init_from)
+
+
 def check_policy_sources(cfg, task: str, start: str, length: tuple[str, int]) -> None:
     """The checks a policy-and-reference trainer (DPO, GRPO) makes before anything is written: ``cfg.init_from``
     (and ``cfg.reference_from``) name weights sources (``start`` says what init_from should be) of

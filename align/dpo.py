@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import (check_policy_sources, final_metrics, full_fine_tune_resumes, prepare_policy,
+from lmforge.align.common import (PolicyAndReference, check_policy_sources, final_metrics, prepare_policy,
                                   report_data, say, split_held_out, start_run, whole)
 from lmforge.data.preference import (PREFERENCE_FORMATS, PREFERENCE_OVERFLOW, preference_dataset, preference_eval_batches,
                                      preference_examples, read_preferences)
@@ -95,7 +95,7 @@ class PreferenceDataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DPOConfig(LoopConfig):
+class DPOConfig(PolicyAndReference, LoopConfig):
     """The loop's fields (steps, seed, log_every, eval_every, checkpoint_every, ...) come from LoopConfig."""
     init_from: str = ""              # the starting policy: a run folder, a model folder or a transformers folder
     reference_from: str = ""         # the frozen reference; "" → the starting policy (under LoRA: its base)
@@ -129,15 +129,6 @@ class DPOConfig(LoopConfig):
         ) if bad]
         if problems:
             raise ValueError("; ".join(problems))
-
-    def resumes_alone(self, workdir: pathlib.Path) -> bool:
-        """A full fine-tune resuming from its checkpoints in ``workdir``: the policy is read from there,
-        not from init_from (which still gives the reference)."""
-        return full_fine_tune_resumes(self, workdir)
-
-    def reference_is_base(self) -> bool:
-        """Under LoRA with no other reference named, the reference is the adapters' base itself."""
-        return bool(self.lora.rank) and self.reference_from in ("", self.init_from)
 
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written: ``init_from``

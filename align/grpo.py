@@ -41,6 +41,7 @@ processes (a run with several processes is refused).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -51,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import (check_policy_sources, check_rows, final_metrics, full_fine_tune_resumes,
+from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
                                   prepare_policy, say, start_run, whole)
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.sft import FILE_FORMATS, grade, read_items
@@ -106,7 +107,7 @@ class PromptDataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class GRPOConfig(LoopConfig):
+class GRPOConfig(PolicyAndReference, LoopConfig):
     """The loop's fields (steps, seed, log_every, eval_every, checkpoint_every, ...) come from LoopConfig."""
     init_from: str = ""              # the starting policy: a run folder, a model folder or a transformers folder
     reference_from: str = ""         # the frozen reference for beta > 0; "" → the starting policy (under LoRA: its base)
@@ -177,15 +178,6 @@ class GRPOConfig(LoopConfig):
     def seq_len(self) -> int:
         """The training rows' width: the longest prompt and completion."""
         return self.data.max_prompt_len + self.max_new_tokens
-
-    def resumes_alone(self, workdir: pathlib.Path) -> bool:
-        """A full fine-tune resuming from its checkpoints in ``workdir``: the policy is read from there,
-        not from init_from (which still gives the reference)."""
-        return full_fine_tune_resumes(self, workdir)
-
-    def reference_is_base(self) -> bool:
-        """Under LoRA with no other reference named, the reference is the adapters' base itself."""
-        return bool(self.lora.rank) and self.reference_from in ("", self.init_from)
 
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
         """What the run needs beyond a valid config, checked before anything is written: ``init_from``
@@ -309,14 +301,14 @@ class Rollouts:
         ``seed + 1``, ... (one per ``max_rows``), so consecutive integers would repeat noise across rollouts."""
         return int(np.random.SeedSequence([self.cfg.seed, k]).generate_state(1)[0] >> 1)
 
+    @functools.lru_cache(maxsize=2)   # a rollout spans at most a pass's end and the next one's start
+    def _pass(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng((self.cfg.data.seed, epoch)).permutation(len(self.items))
+
     def order(self, k: int) -> list[int]:
         """The item indices of rollout ``k``'s prompts."""
         n, per = len(self.items), self.cfg.data.batch_size
-        out = []
-        for j in range(k * per, (k + 1) * per):
-            epoch, at = divmod(j, n)
-            out.append(int(np.random.default_rng((self.cfg.data.seed, epoch)).permutation(n)[at]))
-        return out
+        return [int(self._pass(j // n)[j % n]) for j in range(k * per, (k + 1) * per)]
 
     def __next__(self) -> dict[str, np.ndarray]:
         cfg, g = self.cfg, self.cfg.num_generations
