@@ -136,7 +136,7 @@ def check_policy_sources(cfg, task: str, start: str, length: tuple[str, int]) ->
     check_init_from(cfg.init_from, start)
     sources = [("init_from", cfg.init_from)]
     if cfg.reference_from:
-        check_init_from(cfg.reference_from, "the reference")
+        check_init_from(cfg.reference_from, "the reference", "reference_from")
         sources.append(("reference_from", cfg.reference_from))
     name, tokens = length
     for key, source in sources:
@@ -173,6 +173,31 @@ def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoR
                        step=base_step, num_labels=num_labels)
 
 
+def load_recorded(source: str, record: pathlib.Path, mesh, rules, runtime: ModelRuntime, *, what: str,
+                  reuse=None, num_labels: int = 0):
+    """A frozen model (a reference policy, a reward model) from ``source``, at the step written in
+    ``record`` (``{"source", "step"}``, JSON) at the run's first start, so that a resumed run reads the
+    same weights even if a source run has trained on since. ``reuse``: a ``LoadedModel`` just loaded
+    from the same source, returned as is when its step is the recorded one. Raises ValueError when the
+    record names another source."""
+    from lmforge.weights import load_params
+
+    recorded = json.loads(record.read_text()) if record.is_file() else {}
+    if recorded and pathlib.Path(recorded["source"]).resolve() != pathlib.Path(source).resolve():
+        raise ValueError(f"{record.parent} was trained against the {what} {recorded['source']} ({record}); expected the "
+                         f"same {what}, not {source}")
+    step = recorded.get("step")
+    if reuse is not None and pathlib.Path(str(reuse.source)).resolve() == pathlib.Path(source).resolve() \
+            and step in (None, reuse.step):
+        loaded = reuse
+    else:
+        loaded = load_params(source, mesh, rules=rules, runtime=runtime, step=step, num_labels=num_labels)
+    if jax.process_index() == 0 and not recorded:
+        record.write_text(json.dumps({"source": str(source), "step": loaded.step}, indent=2) + "\n")
+    distributed.barrier(record.stem)
+    return loaded
+
+
 def report_data(workdir: pathlib.Path, stats, test_stats, unit: str) -> None:
     """Says and writes (``data_report.json``) what the encoding kept of the train and held-out data;
     raises ValueError when no training ``unit`` (conversation, pair) is left."""
@@ -197,12 +222,12 @@ class Policy(NamedTuple):
 
 def prepare_policy(cfg, workdir: pathlib.Path, tok, *, num_labels: int = 0) -> Policy:
     """The mesh and the policy of a post-training config (``mesh``, ``data.batch_size``,
-    ``eval_batch_size``, ``optim``, ``lora``, ``model``, ``seed``, ``init_from``); ``num_labels > 0``
+    ``eval_batch_size`` if it has one, ``optim``, ``lora``, ``model``, ``seed``, ``init_from``); ``num_labels > 0``
     loads it as a reward model (a fresh score head, trained whatever ``optim.trainable`` names: beside
     LoRA's adapters, or added to the patterns). Raises ValueError for a batch that does not split over
     the mesh or a tokenizer with more ids than the model."""
     mesh = make_mesh(cfg.mesh)
-    eval_bs = cfg.eval_batch_size or cfg.data.batch_size
+    eval_bs = getattr(cfg, "eval_batch_size", 0) or cfg.data.batch_size   # PPO has none: it evaluates in its rollouts' shape
     check_rows(mesh, (("data.batch_size", cfg.data.batch_size, cfg.optim.grad_accum), ("eval_batch_size", eval_bs, 1)))
     alone = cfg.resumes_alone(workdir)
     loaded = load_policy(cfg.init_from, workdir, mesh, cfg.mesh.rules, lora=cfg.lora, runtime=cfg.model,
@@ -215,6 +240,21 @@ def prepare_policy(cfg, workdir: pathlib.Path, tok, *, num_labels: int = 0) -> P
     if num_labels and optim.trainable and not matches(SCORE_PATTERN, compile_patterns(optim.trainable, "optim.trainable")):
         optim = dataclasses.replace(optim, trainable=(*optim.trainable, SCORE_PATTERN))   # a fresh head always trains
     return Policy(mesh, eval_bs, alone, loaded, optim)
+
+
+def write_eval_samples(workdir: pathlib.Path, step: int, samples: list[dict]) -> None:
+    """The last evaluation's replies as ``eval_samples.jsonl`` (one JSON object per reply, with ``step``),
+    on process 0; an earlier file is kept beside it (``lmforge.train.metrics.keep_previous``) and said."""
+    from lmforge.train.metrics import keep_previous
+
+    if jax.process_index() != 0 or not samples:
+        return
+    kept = keep_previous(workdir / "eval_samples.jsonl")
+    with open(workdir / "eval_samples.jsonl", "w") as f:
+        for s in samples:
+            f.write(json.dumps({"step": step, **s}) + "\n")
+    if kept:
+        say(f"the earlier eval_samples.jsonl is kept as {kept.name}")
 
 
 def say(line: str) -> None:

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmforge.align.common import (PolicyAndReference, check_policy_sources, final_metrics, prepare_policy,
+from lmforge.align.common import (PolicyAndReference, check_policy_sources, final_metrics, load_recorded, prepare_policy,
                                   report_data, say, split_held_out, start_run, whole)
 from lmforge.data.preference import (PREFERENCE_FORMATS, PREFERENCE_OVERFLOW, preference_dataset, preference_eval_batches,
                                      preference_examples, read_preferences)
@@ -270,23 +270,11 @@ def run_dpo(cfg: DPOConfig, workdir: pathlib.Path) -> dict[str, float]:
 
 def _load_reference(cfg: DPOConfig, workdir: pathlib.Path, mesh, rules, policy, load_params):
     """The frozen reference, at the step recorded in ``reference.json`` when resuming (written at the
-    first start). A policy just loaded from the same source serves as the reference too: the Trainer
-    copies the leaves it trains, so the reference stays as loaded."""
-    source = cfg.reference_from or cfg.init_from
-    record = workdir / "reference.json"
-    recorded = json.loads(record.read_text()) if record.is_file() else {}
-    if recorded and pathlib.Path(recorded["source"]).resolve() != pathlib.Path(source).resolve():
-        raise ValueError(f"{workdir} was trained against the reference {recorded['source']} ({record}); expected the "
-                         f"same reference, not {source}")
-    step = recorded.get("step")
-    if policy is not None and source == cfg.init_from and step in (None, policy.step):
-        reference = policy
-    else:
-        reference = load_params(source, mesh, rules=rules, runtime=cfg.model, step=step)
-    if jax.process_index() == 0 and not recorded:
-        record.write_text(json.dumps({"source": str(source), "step": reference.step}, indent=2) + "\n")
-    distributed.barrier("reference")
-    return reference
+    first start: :func:`lmforge.align.common.load_recorded`). A policy just loaded from the same source
+    serves as the reference too: the Trainer copies the leaves it trains, so the reference stays as loaded."""
+    del load_params
+    return load_recorded(cfg.reference_from or cfg.init_from, workdir / "reference.json", mesh, rules, cfg.model,
+                         what="reference", reuse=policy)
 
 
 def describe(m: dict) -> str:

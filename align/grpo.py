@@ -41,7 +41,6 @@ processes (a run with several processes is refused).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
 import time
@@ -53,8 +52,9 @@ import numpy as np
 from flax import nnx
 
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
-                                  prepare_policy, say, start_run, whole)
+                                  prepare_policy, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
+from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import FILE_FORMATS, grade, read_items
 from lmforge.data import synthetic
 from lmforge.infer import Sampler, SamplingConfig
@@ -64,7 +64,6 @@ from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, make_mesh
-from lmforge.train.metrics import keep_previous
 from lmforge.train.objectives import GRPO_LOSS_TYPES, SCALE_REWARDS, group_advantages, grpo_loss
 from lmforge.train.optim import OptimConfig
 from lmforge.train.trainer import LoopConfig, Trainer
@@ -75,15 +74,15 @@ AdvantageFn = Callable[[np.ndarray], tuple]   # rewards (P * G,) -> (advantages 
 
 @dataclasses.dataclass(frozen=True)
 class PromptDataConfig:
-    """Where the problems come from and how many a step answers."""
-    path: str = ""                   # a GSM8K jsonl (question / answer with ``#### n``); "" → synthetic only
+    """Where the prompts of an RL run (GRPO, PPO) come from and how many a rollout answers."""
+    path: str = ""                   # GSM8K (question / answer with ``#### n``) or any chat file (PPO with a reward model)
     format: str = "auto"             # FILE_FORMATS of lmforge.align.sft (items without an answer are left out)
     test_path: str = ""              # held-out problems; "" → a val_fraction of `path`
     val_fraction: float = 0.1
     synthetic: tuple[tuple[str, float], ...] = ()   # (task, weight) pairs of synthetic.VERIFIABLE tasks
     train_size: int = 2000           # synthetic problems drawn for training
     test_size: int = 200             # held-out problems kept (synthetic: drawn from the test split)
-    batch_size: int = 8              # GLOBAL prompts per step; the step trains on batch_size * num_generations rows
+    batch_size: int = 8              # GLOBAL prompts per rollout (GRPO: a step of batch_size * num_generations rows)
     max_prompt_len: int = 128        # prompt tokens (chat template included); longer prompts are left out
     seed: int = 0
 
@@ -263,7 +262,7 @@ def rollout_batch(prompts: list[list[int]], completions: np.ndarray, lengths: np
             "advantages": np.asarray(advantages, np.float32)}
 
 
-class Rollouts:
+class Rollouts(RolloutSource):
     """The loop's data iterator for GRPO: each ``next()`` samples one rollout from the trainer's current
     policy, grades it and returns its training rows (:func:`rollout_batch`). Prompts are taken in a
     seeded order that changes every pass over the problems; rollout ``k`` is sampled with a seed of
@@ -273,42 +272,15 @@ class Rollouts:
 
     def __init__(self, cfg: GRPOConfig, items: list[dict], prompts: list[list[int]], tok, template, make_sampler, *,
                  reward_fn: RewardFn = grade, advantage_fn: AdvantageFn | None = None):
-        self.cfg, self.items, self.prompts, self.tok, self.reward_fn = cfg, items, prompts, tok, reward_fn
-        self.make_sampler = make_sampler   # () -> Sampler over the policy as it is now
+        super().__init__(cfg, items, prompts, tok, template)
+        self.reward_fn, self.make_sampler = reward_fn, make_sampler   # () -> Sampler over the policy as it is now
         # rewards (P * G,) -> (advantages (P * G,), metrics): GRPO's group advantages unless given (RLOO's, ...)
         self.advantage_fn = advantage_fn or (lambda r: group_advantages(jnp.asarray(r), cfg.num_generations,
                                                                         scale_rewards=cfg.scale_rewards))
-        eos = (tok.eos_id,) if tok.eos_id >= 0 else ()
-        self.stops = tuple(dict.fromkeys((*template.stop_ids, *eos)))
-        if not self.stops:
-            raise ValueError(f"{tok!r} has no end-of-turn or eos id: every completion would run to max_new_tokens")
-        long = [i for i, p in enumerate(prompts) if len(p) > cfg.data.max_prompt_len]
-        if long:
-            raise ValueError(f"prompt {long[0]} has {len(prompts[long[0]])} tokens, over data.max_prompt_len="
-                             f"{cfg.data.max_prompt_len}")
         self.sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                        top_p=cfg.top_p, n=cfg.num_generations, stop_token_ids=self.stops)
-        self.count = 0
-        self._metrics: list[dict[str, float]] = []
         self.last_output = None      # the last rollout's SamplerOutput
         self.last: list[dict] = []   # the last rollout's completions: prompt index, text, reward
-
-    def __iter__(self):
-        return self
-
-    def seed(self, k: int) -> int:
-        """Rollout ``k``'s sampling seed, drawn from ``(seed, k)``: the sampler seeds its calls ``seed``,
-        ``seed + 1``, ... (one per ``max_rows``), so consecutive integers would repeat noise across rollouts."""
-        return int(np.random.SeedSequence([self.cfg.seed, k]).generate_state(1)[0] >> 1)
-
-    @functools.lru_cache(maxsize=2)   # a rollout spans at most a pass's end and the next one's start
-    def _pass(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng((self.cfg.data.seed, epoch)).permutation(len(self.items))
-
-    def order(self, k: int) -> list[int]:
-        """The item indices of rollout ``k``'s prompts."""
-        n, per = len(self.items), self.cfg.data.batch_size
-        return [int(self._pass(j // n)[j % n]) for j in range(k * per, (k + 1) * per)]
 
     def __next__(self) -> dict[str, np.ndarray]:
         cfg, g = self.cfg, self.cfg.num_generations
@@ -339,19 +311,11 @@ class Rollouts:
             for task in sorted(set(tasks)):
                 m[f"reward/{task}"] = float(rewards[[t == task for t in tasks]].mean())
         m["perf/rollout_s"] = time.perf_counter() - t0
-        self._metrics.append(m)
+        self.record(m)
         self.last = [{"prompt": picked[r // g], "completion": texts[r], "reward": float(rewards[r])}
                      for r in range(len(texts))]
         self.count += 1
         return batch
-
-    def pop_metrics(self) -> dict[str, float]:
-        """Means of the rollouts' metrics since the last call, keyed ``train/...`` (``perf/...`` kept)."""
-        keys = dict.fromkeys(k for m in self._metrics for k in m)
-        out = {(k if k.startswith("perf/") else f"train/{k}"): float(np.mean([m[k] for m in self._metrics if k in m]))
-               for k in keys}
-        self._metrics = []
-        return out
 
     # grain's checkpoint handler saves get_state() (bytes) and calls set_state, then start_prefetch, on restore
     def get_state(self) -> bytes:
@@ -360,23 +324,22 @@ class Rollouts:
     def set_state(self, state: bytes) -> None:
         self.count = int(json.loads(state)["rollouts"])
 
-    def start_prefetch(self) -> None:
-        pass
-
 
 # --------------------------------------------------------------------------------------- runner
 
 
-def read_problems(cfg: GRPOConfig, template) -> tuple[list[dict], list[list[int]], list[dict]]:
-    """(train items, their prompt ids, held-out items): the items with reference answers whose prompt
-    fits ``data.max_prompt_len``; what was left out is said. Raises ValueError when no training
-    problem is left."""
+def read_problems(cfg, template, *, need_answers: bool = True, task: str = "GRPO"
+                  ) -> tuple[list[dict], list[list[int]], list[dict]]:
+    """(train items, their prompt ids, held-out items) of a config with ``data`` (:class:`PromptDataConfig`)
+    and ``synthetic_options``: the items whose prompt fits ``data.max_prompt_len`` and, with
+    ``need_answers`` (rewards from a grader), that have a reference answer; what was left out is said.
+    Raises ValueError when no training problem is left."""
     from lmforge.eval.chat import prompt_messages
 
     train, test = read_items(cfg)
     kept, prompts, no_answer, long = [], [], 0, 0
     for it in train:
-        if it.get("answer") is None:
+        if need_answers and it.get("answer") is None:
             no_answer += 1
             continue
         ids = template.prompt(prompt_messages(it["messages"])).tolist()
@@ -385,14 +348,15 @@ def read_problems(cfg: GRPOConfig, template) -> tuple[list[dict], list[list[int]
             continue
         kept.append(it)
         prompts.append(ids)
-    test = [it for it in test if it.get("answer") is not None]
+    test = [it for it in test if it.get("answer") is not None or not need_answers]
     say(f"problems: {len(kept)} to train on" + (f" ({no_answer} without an answer left out)" if no_answer else "")
         + (f" ({long} with prompts over data.max_prompt_len={cfg.data.max_prompt_len} tokens left out)" if long else "")
         + f", {len(test)} held out")
     if not kept:
-        raise ValueError(f"no training problem is left (of {len(train)}: {no_answer} without an answer, {long} with "
-                         f"prompts over data.max_prompt_len={cfg.data.max_prompt_len} tokens); GRPO needs problems "
-                         f"with checkable answers")
+        raise ValueError(f"no training problem is left (of {len(train)}: "
+                         + (f"{no_answer} without an answer, " if need_answers else "") + f"{long} with prompts over "
+                         f"data.max_prompt_len={cfg.data.max_prompt_len} tokens); {task} needs "
+                         + ("problems with checkable answers" if need_answers else "prompts"))
     return kept, prompts, test
 
 
@@ -455,13 +419,7 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
 
     result = trainer.fit(rollouts, workdir, evaluate=evaluate if graded else None,
                          on_eval=lambda step, m: say(f"step {step}: " + describe(m)), host_metrics=rollouts.pop_metrics)
-    if jax.process_index() == 0 and last_samples:
-        kept = keep_previous(workdir / "eval_samples.jsonl")
-        with open(workdir / "eval_samples.jsonl", "w") as f:
-            for s in last_samples:
-                f.write(json.dumps({"step": result.step, **s}) + "\n")
-        if kept:
-            say(f"the earlier eval_samples.jsonl is kept as {kept.name}")
+    write_eval_samples(workdir, result.step, last_samples)
     out = final_metrics(result, trainer, t_start)
     out.update({k.replace("train/", "final/train_"): v for k, v in result.train.items()
                 if k in ("train/reward", "train/completions/mean_length")})

@@ -110,10 +110,12 @@ def plan_cmd(args: argparse.Namespace) -> int:
         from lmforge.weights import source_model_config
         model = with_runtime(source_model_config(config.init_from), model)
     from lmforge.align.grpo import GRPOConfig
+    from lmforge.align.ppo import PPOConfig
     from lmforge.align.reward import RewardConfig
-    if isinstance(config, GRPOConfig):
-        raise ConfigError("lmforge plan counts one training step on fixed batches; a GRPO step also samples its "
-                          "rollouts (prefill, decode, a KV cache), which is not planned yet")
+    if isinstance(config, (GRPOConfig, PPOConfig)):
+        raise ConfigError(f"lmforge plan counts one training step on fixed batches; a "
+                          f"{'GRPO' if isinstance(config, GRPOConfig) else 'PPO'} step also samples its rollouts "
+                          f"(prefill, decode, a KV cache), which is not planned yet")
     if isinstance(config, RewardConfig) or model.num_labels:
         raise ConfigError("lmforge plan counts language-model training (an unembedding, its logits, decoding); a "
                           "reward model (a score head, two rows per pair) is not planned yet")

@@ -31,6 +31,7 @@ BUILTIN_TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("dpo", "lmforge.align.dpo", "DPOConfig", "run_dpo"),
     ("reward", "lmforge.align.reward", "RewardConfig", "run_reward"),
     ("grpo", "lmforge.align.grpo", "GRPOConfig", "run_grpo"),
+    ("ppo", "lmforge.align.ppo", "PPOConfig", "run_ppo"),
     ("interrogation", "lmforge.align.interrogation", "InterrogationConfig", "run_interrogation"),
     ("curate", "lmforge.data.curate", "CurateConfig", "run_curate"),
 )

@@ -23,6 +23,10 @@ Choices:
   cannot live inside a per-device loss). Each loss type weighs by its own unit (``weight_sum``):
   tokens for ``dapo``, completions for ``grpo``, completions times ``max_completion_length`` for
   ``dr_grpo``.
+- PPO for RLHF (:func:`ppo_loss`) takes per-token advantages and returns ``(B, T)`` from
+  :func:`gae_advantages` over per-token rewards (the reward model's score at a completion's last token,
+  a KL penalty on every token: :func:`kl_penalty`), whitened over the whole rollout
+  (:func:`masked_whiten`) before the loss, for the same reason; it weighs tokens.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import jax.numpy as jnp
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")
+KL_ESTIMATORS = ("k1", "k3")
 
 
 def _weighted_mean(w: jax.Array):
@@ -368,3 +373,141 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
     if kl is not None:
         metrics["kl"] = mean(kl)
     return loss, metrics
+
+
+def kl_penalty(logprobs: jax.Array, ref_logprobs: jax.Array, estimator: str = "k1") -> jax.Array:
+    """A per-token estimate of KL(policy || reference) from the sampled tokens' log-probs, any shape,
+    float32: ``k1 = logp - ref_logp`` (unbiased, can be negative per token; the KL penalty of InstructGPT,
+    Ouyang et al. 2022, eq. 2, and TRL's ``PPOTrainer`` default) or ``k3`` (:func:`per_token_kl`, >= 0;
+    http://joschu.net/blog/kl-approx.html). Raises ValueError for an estimator not in ``KL_ESTIMATORS``."""
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_penalty: estimator={estimator!r}; expected one of {', '.join(KL_ESTIMATORS)}")
+    if estimator == "k3":
+        return per_token_kl(logprobs, ref_logprobs)
+    return logprobs.astype(jnp.float32) - ref_logprobs.astype(jnp.float32)
+
+
+def masked_whiten(values: jax.Array, mask: jax.Array, *, shift_mean: bool = True) -> jax.Array:
+    """``(x - mean) / sqrt(var + 1e-8)`` with the mean and the Bessel-corrected variance taken over the
+    positions where ``mask`` is 1 (any shape, float32), as TRL's ``masked_whiten``; ``shift_mean=False``
+    adds the mean back (whitening rewards keeps their sign). Positions outside the mask come out
+    whitened too: mask them after. With one position in the mask the variance is uncorrected (TRL
+    divides by zero there); with none the result is ``x`` scaled by 1e4."""
+    x = values.astype(jnp.float32)
+    on = mask > 0
+    n = on.sum().astype(jnp.float32)
+    # Positions outside the mask are selected out, not multiplied by 0: an inf there would give NaN.
+    mean = jnp.where(on, x, 0.0).sum() / jnp.maximum(n, 1.0)
+    var = (jnp.where(on, (x - mean) ** 2, 0.0).sum() / jnp.maximum(n, 1.0)
+           * jnp.where(n > 1, n / jnp.maximum(n - 1, 1.0), 1.0))
+    out = (x - mean) * jax.lax.rsqrt(var + 1e-8)
+    return out if shift_mean else out + mean
+
+
+def gae_advantages(rewards: jax.Array, values: jax.Array, mask: jax.Array, *, gamma: float = 1.0, lam: float = 0.95
+                   ) -> tuple[jax.Array, jax.Array]:
+    """Generalized Advantage Estimation (Schulman et al. 2016, "High-Dimensional Continuous Control Using
+    Generalized Advantage Estimation", eq. 16) over each row's completion tokens, as TRL's
+    ``PPOTrainer`` computes it::
+
+        delta_t = r_t + gamma * V_{t+1} - V_t        A_t = delta_t + gamma * lam * A_{t+1}
+
+    where an episode is a run of consecutive positions with ``mask`` 1 and the value after its last
+    token is 0 (the episode ends there). ``returns = advantages + values``, the value head's target.
+
+    Args:
+      rewards: (B, T) per-token rewards (RLHF: ``-kl_coef * kl`` on every token, plus the reward
+        model's score on the last).
+      values: (B, T) the value model's estimates at the same positions (before each token is drawn).
+      mask: (B, T), 1 on completion tokens.
+      gamma, lam: the discount and the GAE lambda, each in [0, 1].
+
+    Returns:
+      (advantages, returns), each (B, T) float32, 0 outside the mask.
+
+    Raises:
+      ValueError: shapes that disagree or are not (B, T), or gamma / lam outside [0, 1].
+    """
+    if rewards.ndim != 2 or values.shape != rewards.shape or mask.shape != rewards.shape:
+        raise ValueError(f"gae_advantages: rewards, values and mask (B, T); got {rewards.shape}, {values.shape}, "
+                         f"{mask.shape}")
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(f"gae_advantages: gamma={gamma}, lam={lam}; expected each in [0, 1]")
+    r, v = rewards.astype(jnp.float32), values.astype(jnp.float32)
+    on = mask > 0
+
+    def back(carry, t):
+        next_adv, next_value = carry
+        delta = r[:, t] + gamma * next_value - v[:, t]
+        adv = jnp.where(on[:, t], delta + gamma * lam * next_adv, 0.0)
+        return (adv, jnp.where(on[:, t], v[:, t], 0.0)), adv
+
+    zero = jnp.zeros(r.shape[:1], jnp.float32)
+    _, adv = jax.lax.scan(back, (zero, zero), jnp.arange(r.shape[1] - 1, -1, -1))
+    advantages = adv[::-1].T
+    return advantages, jnp.where(on, advantages + v, 0.0)
+
+
+def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, values: jax.Array,
+             old_values: jax.Array, returns: jax.Array, mask: jax.Array, *, cliprange: float = 0.2,
+             cliprange_value: float = 0.2, vf_coef: float = 0.1) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """PPO's clipped surrogate and clipped value loss (Schulman et al. 2017, "Proximal Policy Optimization
+    Algorithms", eq. 7 and 9), per token, as TRL's ``PPOTrainer`` computes them for RLHF (Ouyang et al.
+    2022; Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO")::
+
+        ratio = exp(logp - old_logp)
+        pg_t  = max(-A_t * ratio, -A_t * clip(ratio, 1 - cliprange, 1 + cliprange))
+        vf_t  = max((V_t - R_t)^2, (clip(V_t, old_V_t - cliprange_value, old_V_t + cliprange_value) - R_t)^2)
+        loss  = mean(pg) + vf_coef * 0.5 * mean(vf)
+
+    means over the completion tokens of the batch (TRL's value loss also counts one position past each
+    completion's end, where its reward sits; here the reward is on the last token and the value loss
+    covers the completion's tokens alone).
+
+    Args:
+      logprobs: (B, T) log p(token) under the policy being trained (nats).
+      old_logprobs: (B, T) under the policy that sampled the rollout (no gradient flows through it).
+      advantages: (B, T) per-token advantages (:func:`gae_advantages`, whitened: :func:`masked_whiten`).
+      values: (B, T) the value model's current estimates.
+      old_values: (B, T) its estimates at the rollout (the clip's centre).
+      returns: (B, T) the value targets (:func:`gae_advantages`).
+      mask: (B, T), 1 on completion tokens.
+      cliprange, cliprange_value: the clip ranges of the ratio and of the value, each >= 0.
+      vf_coef: the value loss's weight, >= 0.
+
+    Returns:
+      (loss, metrics): ``loss``; TRL's ``loss/policy``, ``loss/value``, ``policy/approxkl``
+      (``0.5 * (logp - old_logp)^2``), ``policy/clipfrac`` (tokens where the clipped surrogate is the
+      larger), ``val/clipfrac``, ``val/ratio`` (TRL logs them with an ``_avg`` suffix, as means over its
+      micro-batches; its approxkl also averages over padding), and ``val/vpred`` (the mean value); token
+      means here, ``weight_sum`` the tokens.
+
+    Raises:
+      ValueError: shapes that are not all (B, T), or a negative clip range or vf_coef.
+    """
+    arrays = (logprobs, old_logprobs, advantages, values, old_values, returns, mask)
+    if logprobs.ndim != 2 or any(a.shape != logprobs.shape for a in arrays):
+        raise ValueError(f"ppo_loss: every input (B, T); got {', '.join(str(a.shape) for a in arrays)}")
+    if not (cliprange >= 0 and cliprange_value >= 0 and vf_coef >= 0):
+        raise ValueError(f"ppo_loss: cliprange={cliprange}, cliprange_value={cliprange_value}, vf_coef={vf_coef}; "
+                         f"expected each >= 0")
+    f32 = lambda x: x.astype(jnp.float32)                                         # noqa: E731
+    m = f32(mask)
+    on = m > 0
+    weight_sum = m.sum()
+    mean = lambda x: (jnp.where(on, f32(x), 0.0)).sum() / jnp.maximum(weight_sum, 1e-8)   # noqa: E731
+    adv, ret = f32(jax.lax.stop_gradient(advantages)), f32(jax.lax.stop_gradient(returns))
+    old_v = f32(jax.lax.stop_gradient(old_values))
+    diff = f32(logprobs) - f32(jax.lax.stop_gradient(old_logprobs))
+    ratio = jnp.exp(diff)
+    pg1, pg2 = -adv * ratio, -adv * jnp.clip(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    v = f32(values)
+    v_clipped = jnp.clip(v, old_v - cliprange_value, old_v + cliprange_value)
+    vf1, vf2 = (v - ret) ** 2, (v_clipped - ret) ** 2
+    # Padding is selected out, not multiplied by 0: an overflow there (inf * 0) would be NaN.
+    pg_loss = mean(jnp.maximum(pg1, pg2))
+    vf_loss = 0.5 * mean(jnp.maximum(vf1, vf2))
+    loss = pg_loss + vf_coef * vf_loss
+    return loss, {"loss": loss, "loss/policy": pg_loss, "loss/value": vf_loss, "policy/approxkl": 0.5 * mean(diff ** 2),
+                  "policy/clipfrac": mean(pg2 > pg1), "val/clipfrac": mean(vf2 > vf1), "val/ratio": mean(ratio),
+                  "val/vpred": mean(v), "weight_sum": weight_sum}

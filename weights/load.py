@@ -44,6 +44,9 @@ from lmforge.weights.folder import MODEL_FILE, WeightsError, is_model_folder, re
 
 BASE_FILE = "base.json"
 KINDS = ("run", "hf", "model")
+# Top-level keys of a run checkpoint's parameters that train beside the model and are not part of it
+# (PPO's value model, ``lmforge.align.ppo``): reading a run's model passes over them.
+BESIDE_MODEL = ("critic",)
 
 
 @dataclasses.dataclass
@@ -91,19 +94,20 @@ def inner_runs(folder: pathlib.Path) -> list[str]:
     return sorted(d.name for d in pathlib.Path(folder).iterdir() if d.is_dir() and (d / MODEL_FILE).is_file())
 
 
-def check_init_from(init_from: str, needs: str) -> None:
-    """A config's ``init_from`` names a weights source (:func:`source_kind`), checked without loading it.
+def check_init_from(init_from: str, needs: str, key: str = "init_from") -> None:
+    """A config's ``init_from`` (or the field ``key``) names a weights source (:func:`source_kind`),
+    checked without loading it.
 
     ``needs`` says why a model is needed ("SFT starts from a pretrained model"), for the empty case.
-    Raises WeightsError (a ValueError): one line naming ``init_from`` and what was expected.
+    Raises WeightsError (a ValueError): one line naming ``key`` and what was expected.
     """
     if not init_from:
-        raise WeightsError(f"init_from is empty: {needs} (a run folder, a model folder or a transformers folder), "
-                           f"e.g. init_from=runs/quickstart-...")
+        raise WeightsError(f"{key} is empty: {needs} (a run folder, a model folder or a transformers folder), "
+                           f"e.g. {key}=runs/quickstart-...")
     try:
         source_kind(pathlib.Path(init_from))
     except WeightsError as e:
-        raise WeightsError(f"init_from: {e}") from None
+        raise WeightsError(f"{key}: {e}") from None
 
 
 def resumes_alone(run: str | pathlib.Path) -> bool:
@@ -348,6 +352,7 @@ def _load_run(run: pathlib.Path, mesh, rules, dtype, step, model_cfg) -> LoadedM
             raise WeightsError(f"{run / 'checkpoints'} holds no checkpoint (the run has not saved one yet: it "
                                f"saves at checkpoint_every, at its end and on SIGTERM / Ctrl-C)")
         flat_abs = dict(flatten(abstract))
+        saved = {p for p in saved if p.split(".", 1)[0] not in BESIDE_MODEL}
         unknown = sorted(saved - flat_abs.keys())
         if unknown:
             from lmforge.weights.checkpoint import CheckpointError
