@@ -209,8 +209,12 @@ class PPOConfig(PolicyAndReference, LoopConfig):
 def token_values(graphdef, params: dict, batch: dict) -> tuple[jax.Array, dict]:
     """A value model's estimate at every position: the score head ``(D, 1)`` on each final hidden state
     of ``batch["inputs"]`` (B, T), right-padded (``segment_ids`` 0 on padding) → ``(B, T)`` float32 (the
-    value before ``targets[:, t]`` is drawn), and the model's aux losses (MoE). No dropout."""
+    value before ``targets[:, t]`` is drawn), and the model's aux losses (MoE). No dropout. Raises ValueError
+    for a model without a score head of one output."""
     model = nnx.merge(graphdef, params)
+    if model.score is None or model.score[...].shape[-1] != 1:
+        raise ValueError(f"token_values: the value model needs a score head of one output (D, 1); it has "
+                         f"{'none (a language model)' if model.score is None else tuple(model.score[...].shape)}")
     b, t = batch["inputs"].shape
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     hidden, _, aux = model.hidden_states(batch["inputs"], positions=positions, segment_ids=batch["segment_ids"],
@@ -276,7 +280,8 @@ def rollout_advantages(logprobs: np.ndarray, ref_logprobs: np.ndarray, values: n
 
 
 Scorer = Callable[[list[str], list[dict]], np.ndarray]   # (completion texts, their items) -> scores (B,)
-RolloutFn = Callable[[dict], dict]   # rows -> {"logprobs", "ref_logprobs", "values"} (B, T) under the weights now
+# the rollout's rows (all data.batch_size) -> {"logprobs", "values", and "ref_logprobs" unless kl_coef is 0} (B, T)
+RolloutFn = Callable[[dict], dict]
 
 
 def sample_rows(sampler, tok, prompts: list[list[int]], sampling: SamplingConfig, seed: int, seq_len: int
@@ -329,7 +334,7 @@ class PPORollouts(RolloutSource):
             raise ValueError(f"rollout {k}: the scores {scores[:4]}... are not {len(picked)} finite numbers")
         scores = scores - cfg.missing_eos_penalty * truncated
         ev = {key: np.asarray(v, np.float32) for key, v in self.evaluate(rows).items()}
-        a = rollout_advantages(ev["logprobs"], ev["ref_logprobs"], ev["values"], scores, rows["mask"],
+        a = rollout_advantages(ev["logprobs"], ev.get("ref_logprobs", ev["logprobs"]), ev["values"], scores, rows["mask"],
                                kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, gamma=cfg.gamma, lam=cfg.lam,
                                whiten_rewards=cfg.whiten_rewards)
         m = rows["mask"] > 0
@@ -564,4 +569,5 @@ def describe(m: dict) -> str:
     return "no held-out prompts"
 
 
-__all__ = ["PPOConfig", "PPORollouts", "ppo_loss_fn", "rollout_advantages", "run_ppo", "split_critic", "token_values"]
+__all__ = ["PPOConfig", "PPORollouts", "RolloutFn", "Scorer", "grader_scorer", "ppo_loss_fn", "reward_model_scorer",
+           "rollout_advantages", "run_ppo", "sample_rows", "split_critic", "token_values"]

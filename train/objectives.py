@@ -471,7 +471,7 @@ def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array
       values: (B, T) the value model's current estimates.
       old_values: (B, T) its estimates at the rollout (the clip's centre).
       returns: (B, T) the value targets (:func:`gae_advantages`).
-      mask: (B, T), 1 on completion tokens.
+      mask: (B, T), 1 on completion tokens (a weight: the means are weighted by it).
       cliprange, cliprange_value: the clip ranges of the ratio and of the value, each >= 0.
       vf_coef: the value loss's weight, >= 0.
 
@@ -495,7 +495,7 @@ def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array
     m = f32(mask)
     on = m > 0
     weight_sum = m.sum()
-    mean = lambda x: (jnp.where(on, f32(x), 0.0)).sum() / jnp.maximum(weight_sum, 1e-8)   # noqa: E731
+    mean = lambda x: jnp.where(on, f32(x) * m, 0.0).sum() / jnp.maximum(weight_sum, 1e-8)   # noqa: E731
     adv, ret = f32(jax.lax.stop_gradient(advantages)), f32(jax.lax.stop_gradient(returns))
     old_v = f32(jax.lax.stop_gradient(old_values))
     diff = f32(logprobs) - f32(jax.lax.stop_gradient(old_logprobs))

@@ -13,7 +13,26 @@ Prompts: the conversations of ../shared/data/hh_rlhf_harmless_base_test.jsonl.gz
 assistant turn, those of at most 192 tokens through the chat template (a seeded 10% held out, 64 of
 them scored greedily at each evaluation). The value model starts as a copy of the reward model.
 
-Not yet measured: see the issue note for the run in progress.
+Measured on the 2-core CPU (jax 0.10.2), 2026-12-01, at commit 803fb9b: the starting models from the
+first three commands (200 steps of SFT; the reward model's held-out accuracy 0.606 on 231 pairs).
+1,364 training prompts fit 192 tokens (717 longer left out), 64 held-out prompts scored greedily.
+200 updates = 25 rollouts of 16, 177 s (about 7 s a rollout and its 8 updates). Two KL
+coefficients, one after the other:
+
+    held-out reward-model score (greedy)    step 0    step 80    step 160   step 200
+    kl_coef 0.05 (default)                  1.519     2.323      2.492      2.218
+    kl_coef 0.2                             1.519     2.029      2.160      1.969
+
+    sampled, per rollout                    score at step 8 -> 160    KL (nats / reply) at 80, 160, 200
+    kl_coef 0.05                            1.79 -> 2.21              3.59, 6.11, 5.80
+    kl_coef 0.2                             1.79 -> 1.96              1.92, 1.39, 1.53
+
+PPO raises the reward model's score of unseen prompts' replies by 0.5-1.0 (the reward model's
+chosen-minus-rejected margin is 0.38) and the KL coefficient trades score for closeness to the SFT
+model, as it should. What the policy learns is the reward model's taste: at step 200, 57 of the 64
+held-out replies (45 with kl_coef 0.2) contain "I can't help with that", often repeated — a
+harmless-only reward model with 61% accuracy rewards refusing everything, the over-optimisation
+that the KL penalty only slows (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization").
 """
 
 import dataclasses

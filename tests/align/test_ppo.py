@@ -157,6 +157,8 @@ def test_ppo_loss_gradient_at_ratio_one_is_the_policy_gradient():
     np.testing.assert_allclose(g, -adv * mask / 2, rtol=1e-6)
     with pytest.raises(ValueError, match="every input"):
         ppo_loss(lp, lp[:, :2], adv, zeros, zeros, zeros, mask)
+    half = ppo_loss(lp, lp, adv, zeros, zeros, zeros, mask * 0.5)[1]["loss/policy"]   # the mask is a weight
+    assert float(half) == pytest.approx(float(ppo_loss(lp, lp, adv, zeros, zeros, zeros, mask)[1]["loss/policy"]))
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -292,3 +294,29 @@ def test_ppo_experiment_smoke_through_the_cli(base, reward_model, tmp_path, caps
     assert any("train/objective/scores" in r for r in rows) and any("eval/score" in r for r in rows)
     captured = capsys.readouterr()
     assert "held-out score" in captured.out + captured.err
+
+
+def test_rollouts_state_round_trips_and_refuses_a_changed_shape():
+    """The rollout half trained on comes back bit for bit; resumed under another mini-batch split it is
+    refused in one line."""
+    from types import SimpleNamespace
+
+    from lmforge.align.ppo import PPORollouts
+
+    tok, template = SimpleNamespace(eos_id=2), SimpleNamespace(stop_ids=(3,))
+    cfg = PPOConfig(data=PromptDataConfig(synthetic=(("letter_count", 1.0),), batch_size=8), num_ppo_epochs=2,
+                    num_mini_batches=2, max_new_tokens=4)
+    r = np.random.default_rng(0)
+    buffer = {k: r.normal(size=(8, cfg.seq_len)).astype(np.float32) for k in
+              ("inputs", "targets", "segment_ids", "mask", "logprobs", "values", "advantages", "returns")}
+    a = PPORollouts(cfg, [{}] * 10, [[1]] * 10, tok, template, None, None, None)
+    a.buffer, a.count, a.position = buffer, 3, 1
+    state = a.get_state()
+    b = PPORollouts(cfg, [{}] * 10, [[1]] * 10, tok, template, None, None, None)
+    b.set_state(state)
+    assert (b.count, b.position) == (3, 1) and all(np.array_equal(b.buffer[k], v) for k, v in buffer.items())
+    assert [sorted(next(b)["inputs"][:, 0]) for _ in range(3)] == [sorted(next(a)["inputs"][:, 0]) for _ in range(3)]
+    c = PPORollouts(dataclasses.replace(cfg, num_mini_batches=4), [{}] * 10, [[1]] * 10, tok, template, None, None,
+                    None)
+    with pytest.raises(ValueError, match=r"half trained on with num_mini_batches=2 \(now 4\)"):
+        c.set_state(state)
