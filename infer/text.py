@@ -120,22 +120,34 @@ class Sampler:
     # ---------------------------------------------------------------------------------- ids
     def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *, seed: int = 0,
                      encoder_inputs: Sequence[Sequence[int]] | None = None,
-                     stream: Stream | None = None) -> SamplerOutput:
+                     stream: Stream | None = None, max_tokens: Sequence[int] | None = None) -> SamplerOutput:
         """Continues each prompt (a non-empty id list) ``cfg.n`` times; returns the sampler's arrays
         for the real rows only (len(prompts) · n), on the host as numpy.
 
         ``stream``: ``fn(step, tokens (len(prompts)·n,), live (len(prompts)·n,)) -> stop`` after every
-        step (see ``sampler.generate``). Raises ValueError for an empty prompt, or a stream over more
-        rows than ``max_rows``."""
+        step (see ``sampler.generate``). ``max_tokens``: (len(prompts)·n,) per-row limits, each in
+        [1, cfg.max_new_tokens] (a server's requests of different ``max_tokens`` in one call); they must
+        fit the context with their prompts. Raises ValueError for an empty prompt, a stream over more
+        rows than ``max_rows``, or ``max_tokens`` of the wrong length, out of range or past the context."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("generate: every prompt needs at least one token (encode a BOS token for an empty prompt)")
+        if max_tokens is not None:
+            max_tokens = np.asarray(max_tokens, np.int32)
+            if max_tokens.shape != (len(prompts) * cfg.n,) or not (
+                    (max_tokens >= 1) & (max_tokens <= cfg.max_new_tokens)).all():
+                raise ValueError(f"generate: max_tokens needs {len(prompts) * cfg.n} limits in [1, "
+                                 f"{cfg.max_new_tokens}]; got {max_tokens.tolist()}")
+            if max(map(len, prompts)) + cfg.max_new_tokens > self.model_cfg.max_seq_len:
+                raise ValueError(f"generate: per-row max_tokens need every prompt and its reply within the context "
+                                 f"({self.model_cfg.max_seq_len} tokens)")
         per_call = max(self.max_rows // cfg.n, 1)
         if stream is not None and len(prompts) > per_call:
             raise ValueError(f"generate: a stream needs every row in one call; {len(prompts)} prompts x n={cfg.n} "
                              f"exceed max_rows={self.max_rows}")
         if len(prompts) > per_call:   # consecutive groups of prompts, one sampler call each
             parts = [self.generate_ids(prompts[i:i + per_call], cfg, seed=seed + i // per_call,
-                                       encoder_inputs=None if encoder_inputs is None else encoder_inputs[i:i + per_call])
+                                       encoder_inputs=None if encoder_inputs is None else encoder_inputs[i:i + per_call],
+                                       max_tokens=None if max_tokens is None else max_tokens[i * cfg.n:(i + per_call) * cfg.n])
                      for i in range(0, len(prompts), per_call)]
             out = SamplerOutput(*(np.concatenate(xs) for xs in zip(*parts)))
             return out._replace(prompt_index=np.arange(len(prompts) * cfg.n, dtype=np.int32) // cfg.n)
@@ -146,10 +158,11 @@ class Sampler:
             if max(map(len, prompts)) + cfg.max_new_tokens > max_len:
                 raise ValueError(f"generate: an encoder-decoder decodes at most max_seq_len={max_len} tokens; "
                                  f"lower max_new_tokens")
-            return self._batch(prompts, cfg, jax.random.key(seed), encoder_inputs=encoder_inputs, stream=stream)
+            return self._batch(prompts, cfg, jax.random.key(seed), encoder_inputs=encoder_inputs, stream=stream,
+                               max_tokens=max_tokens)
         prompts = self._fit_prompts(prompts)
         if max(map(len, prompts)) + cfg.max_new_tokens <= max_len:
-            return self._batch(prompts, cfg, jax.random.key(seed), stream=stream)
+            return self._batch(prompts, cfg, jax.random.key(seed), stream=stream, max_tokens=max_tokens)
         return self._windows(prompts, cfg, jax.random.key(seed), stream=stream)
 
     def _fit_prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -164,7 +177,7 @@ class Sampler:
         return [list(p[-keep:]) if len(p) >= limit else list(p) for p in prompts]
 
     def _batch(self, prompts, cfg: SamplingConfig, rng, *, encoder_inputs=None, min_width: int = 0,
-               stream: Stream | None = None) -> SamplerOutput:
+               stream: Stream | None = None, max_tokens: np.ndarray | None = None) -> SamplerOutput:
         n = len(prompts)
         real = n * cfg.n
         rows = max(bucket(n, smallest=1), self.min_rows)
@@ -175,6 +188,8 @@ class Sampler:
         stop = stop_table(self.tok, cfg.stop_strings) if cfg.stop_strings else None
         limits = np.full((rows * cfg.n,), cfg.max_new_tokens, np.int32)
         limits[n * cfg.n:] = 1      # filler rows stop at once: the decode loop ends when the real rows do
+        if max_tokens is not None:
+            limits[:n * cfg.n] = max_tokens
         enc = enc_mask = None
         if encoder_inputs is not None:   # right-padded: the encoder is bidirectional, padding is segment 0
             s = bucket(max(map(len, encoder_inputs)))

@@ -1,4 +1,5 @@
-"""lmforge.serve — talking to a model: the streaming terminal chat (``lmforge chat``)."""
+"""lmforge.serve — talking to a model: the streaming terminal chat (``lmforge chat``) and an
+OpenAI-compatible HTTP server (``lmforge serve``; FastAPI and uvicorn, the ``serve`` extra)."""
 
 from lmforge.serve.chat import (
     ChatModel,
@@ -11,6 +12,8 @@ from lmforge.serve.chat import (
     stream_reply,
     tokenizer_dir,
 )
+from lmforge.serve.server import Engine, Job, RowResult, RowText, create_app, error_body, run_server
 
 __all__ = ["ChatModel", "ChatSession", "Reply", "ReplyStats", "TextStream", "load_chat_model", "run_terminal",
-           "stream_reply", "tokenizer_dir"]
+           "stream_reply", "tokenizer_dir", "Engine", "Job", "RowResult", "RowText", "create_app", "error_body",
+           "run_server"]

@@ -457,6 +457,13 @@ def test_n_samples_per_prompt_and_per_row_limits(models):
                        SamplingConfig(max_new_tokens=16, temperature=0.0), max_tokens=jnp.array([3, 16, 1, 7]))
     assert np.asarray(out.lengths).tolist() == [3, 16, 1, 7]
     assert np.asarray(out.tokens)[0, :3].tolist() == run(mesh, graphdef, params, PROMPTS[:1], GREEDY)[0][:3]
+    # ... and through Sampler.generate_ids (a server's requests of different max_tokens in one call)
+    rows = s.generate_ids(PROMPTS[:2], SamplingConfig(max_new_tokens=16, temperature=0.0, n=2), max_tokens=[3, 16, 1, 7])
+    assert rows.lengths.tolist() == [3, 16, 1, 7] and (rows.tokens[1, :6] == greedy.tokens[0]).all()
+    assert rows.finish_reason.tolist() == [FINISH_LENGTH] * 4 and not rows.tokens[0, 3:].any()
+    for bad in ([3, 16, 1], [0, 1, 1, 1], [17, 1, 1, 1]):
+        with pytest.raises(ValueError, match="max_tokens needs 4 limits in"):
+            s.generate_ids(PROMPTS[:2], SamplingConfig(max_new_tokens=16, temperature=0.0, n=2), max_tokens=bad)
 
 
 def test_stop_strings_match_generated_text_across_token_boundaries(models):

@@ -1,0 +1,689 @@
+"""``lmforge serve``: an OpenAI-compatible HTTP server over the one sampler.
+
+    lmforge serve runs/sft-... --port 8000 --max-batch 16
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")
+    client.chat.completions.create(model="sft-...", messages=[{"role": "user", "content": "Hi"}])
+
+Endpoints, in the shapes of OpenAI's API (what its Python client, vLLM's server and
+lm-evaluation-harness' ``local-chat-completions`` read): ``POST /v1/chat/completions`` (the model's
+chat template, as ``lmforge chat`` renders it), ``POST /v1/completions`` (raw text or token ids; one
+prompt or a list), ``GET /v1/models`` and ``/v1/models/{id}``, ``GET /health``; ``stream: true``
+answers in server-sent events ending in ``data: [DONE]``, with ``stream_options.include_usage`` for a
+closing usage chunk.
+
+Choices:
+- FastAPI + uvicorn (well-kept, and what vLLM's and SGLang's servers stand on) parse and answer
+  HTTP; the request bodies are pydantic models that forbid unknown fields. Any bad request is a 400
+  with OpenAI's error object and a one-line message naming the field (``max_tokens: Input should be
+  greater than or equal to 1``; an unknown field gets the nearest known name), a model name other than
+  the served one a 404, as OpenAI answers them; so are an unknown path and a wrong method. Fields of
+  OpenAI's API that this server cannot honour (``tools``, a ``response_format`` other than text,
+  penalties, ``logit_bias``, ``top_logprobs``, ``echo``, ``suffix``, ``best_of``, ``logprobs`` while
+  streaming) are refused by name when set, never silently ignored; fields that ask nothing of a
+  sampler (``user``, ``metadata``, ``service_tier``, ``store: false``) are taken. ``top_k`` is taken,
+  as vLLM takes it.
+- One engine thread owns the model: JAX runs one sampler call at a time. Requests queue; each call
+  takes the queued requests that can share it — the same sampling settings (temperature, top-p,
+  top-k, ``n``, stop strings; ``max_tokens`` may differ: each row has its own limit) and no ``seed``
+  — up to ``max_batch`` rows, waiting at most ``batch_wait_ms`` for more to arrive after the first.
+  Queued requests that cannot join wait for a later call, in order. A request with a ``seed`` runs
+  alone with that seed, so the same request and seed give the same reply whatever else is queued.
+- A prompt plus its ``max_tokens`` must fit the model's context: otherwise a 400 says by how much
+  (OpenAI's and vLLM's behaviour; ``lmforge chat`` crops instead, a server must not silently drop a
+  client's text). Without ``max_tokens`` a reply gets ``default_max_tokens`` or what room is left.
+- Text: ids become text through ``serve.chat.TextStream`` (whole UTF-8 characters, stop ids left
+  out). A stop string ends the reply before it (the sampler stops the row on the device when its
+  bytes appear); streamed text holds back any tail that could still become a stop string, so a
+  stream never sends text the final reply would not contain: the streamed pieces join to exactly the
+  non-streamed text.
+- ``logprobs``: the log-probability of each returned token under the model (temperature 1, no
+  filtering: the sampler's ``logprobs``, vLLM's ``raw_logprobs``), stop tokens left out;
+  ``top_logprobs`` > 0 is refused (the sampler returns only the sampled tokens').
+- ``completion_tokens`` counts every sampled token, the stop token included (vLLM's count).
+- A streaming client that disconnects cancels its rows; when every request in a sampler call is
+  gone the call stops at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import difflib
+import json
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from lmforge.infer import FINISH_NAMES, FINISH_STOP, SamplingConfig
+from lmforge.serve.chat import ChatModel, TextStream
+
+try:   # the ``serve`` extra; a clear line when it is missing (checked again by ``create_app``)
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
+except ImportError as _e:   # pragma: no cover - exercised only without the extra
+    _MISSING = _e
+    BaseModel = object
+else:
+    _MISSING = None
+
+MAX_STOP_STRINGS = 4   # OpenAI's limit on ``stop``
+
+
+# -------------------------------------------------------------------------------------- request bodies
+if _MISSING is None:
+    class _Body(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class TextPart(_Body):
+        type: Literal["text"]
+        text: str
+
+    class Message(_Body):
+        role: Literal["system", "developer", "user", "assistant"]
+        content: str | list[TextPart] | None
+        name: str | None = None
+
+        def text(self) -> str:
+            if self.content is None:
+                if self.role != "assistant":
+                    raise BadRequest(f"messages: a {self.role} message needs content (only an assistant's may be null)",
+                                     param="messages")
+                return ""
+            return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    class StreamOptions(_Body):
+        include_usage: bool = False
+
+    class _Sampling(_Body):
+        model: str
+        temperature: float = Field(1.0, ge=0, le=2)
+        top_p: float = Field(1.0, gt=0, le=1)
+        top_k: int = Field(0, ge=-1)    # vLLM's extension; 0 or -1 (vLLM's "off") → off
+        n: int = Field(1, ge=1)
+        max_tokens: int | None = Field(None, ge=1)
+        stop: str | list[str] | None = None
+        stream: bool = False
+        stream_options: StreamOptions | None = None
+        seed: int | None = None
+        user: str | None = None
+        # OpenAI fields that ask nothing of a sampler: taken and ignored (``store`` only as false)
+        store: Literal[False] | None = None
+        metadata: dict[str, str] | None = None
+        service_tier: str | None = None
+        # OpenAI fields this server cannot honour: refused when set (``_refuse_unsupported``)
+        presence_penalty: float = 0.0
+        frequency_penalty: float = 0.0
+        logit_bias: dict[str, float] | None = None
+
+        @field_validator("stop")
+        @classmethod
+        def _stops(cls, stop):
+            stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+            if len(stops) > MAX_STOP_STRINGS or any(not s for s in stops):
+                raise ValueError(f"expected at most {MAX_STOP_STRINGS} non-empty strings, got {list(stops)!r}")
+            return stop
+
+        def stop_strings(self) -> tuple[str, ...]:
+            return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    class ChatCompletionRequest(_Sampling):
+        messages: list[Message] = Field(min_length=1)
+        max_completion_tokens: int | None = Field(None, ge=1)
+        logprobs: bool = False
+        top_logprobs: int | None = None
+        tools: list[dict] | None = None
+        tool_choice: Any = None
+        parallel_tool_calls: bool | None = None
+        response_format: dict | None = None
+
+    class CompletionRequest(_Sampling):
+        prompt: str | list[str] | list[int] | list[list[int]]
+        logprobs: int | None = None     # the legacy API: how many top alternatives (only 0 here)
+        echo: bool = False
+        suffix: str | None = None
+        best_of: int | None = None
+
+
+_UNSUPPORTED = {   # field -> the values that mean "not asked for"
+    "presence_penalty": (0.0,), "frequency_penalty": (0.0,), "logit_bias": (None, {}), "top_logprobs": (None, 0),
+    "tools": (None, []), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
+    "response_format": (None, {"type": "text"}),
+    "echo": (False,), "suffix": (None, ""), "best_of": (None, 1),
+}
+
+
+class BadRequest(Exception):
+    """A request the server refuses: ``status`` and a one-line message naming ``param``."""
+
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400,
+                 kind: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.message, self.param, self.status, self.kind, self.code = message, param, status, kind, code
+
+
+def error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _refuse_unsupported(body) -> None:
+    for name, off in _UNSUPPORTED.items():
+        if name not in type(body).model_fields:
+            continue
+        value = getattr(body, name)
+        if value not in off:
+            raise BadRequest(f"{name}: not supported by lmforge serve (got {value!r}); leave it unset",
+                             param=name)
+    if isinstance(body, CompletionRequest) and body.logprobs not in (None, 0):
+        raise BadRequest(f"logprobs: only 0 is supported (the sampled tokens' log-probs), got {body.logprobs}",
+                         param="logprobs")
+    if body.stream_options is not None and not body.stream:
+        raise BadRequest("stream_options: only with stream: true", param="stream_options")
+    if body.stream and body.logprobs not in (None, False):
+        raise BadRequest("logprobs: not supported with stream: true (ask without streaming)", param="logprobs")
+
+
+# -------------------------------------------------------------------------------------- text of a row
+class RowText:
+    """One reply's text as its tokens arrive: whole characters (``TextStream``), cut before the first
+    stop string, and a held-back tail that could still become one (see the module docstring)."""
+
+    def __init__(self, tok, skip: Sequence[int], stops: Sequence[str]):
+        self._stream = TextStream(tok, skip=skip)
+        self._stops = tuple(stops)
+        self.text, self.stopped = "", False
+        self._sent = 0
+
+    def push(self, token_id: int) -> str:
+        """The text that may be sent now that ``token_id`` arrived ('' if none)."""
+        if self.stopped:
+            return ""
+        self.text += self._stream.push(token_id)
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        """Whatever was held back, at the end of the reply."""
+        if not self.stopped:
+            self.text += self._stream.flush()
+        return self._release(final=True)
+
+    def _release(self, *, final: bool) -> str:
+        hits = [i for i in (self.text.find(s) for s in self._stops) if i >= 0]
+        if hits:
+            self.text, self.stopped, final = self.text[:min(hits)], True, True
+        end = len(self.text)
+        if not final:   # the longest tail that is a proper prefix of a stop string waits
+            end -= max((k for s in self._stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
+        piece, self._sent = self.text[self._sent:end], max(self._sent, end)
+        return piece
+
+
+# -------------------------------------------------------------------------------------- the engine
+@dataclasses.dataclass(eq=False)
+class Job:
+    """One request's rows for the engine: ``prompts`` (id lists) continued ``sampling.n`` times each.
+
+    ``on_piece(row, text)`` gets streamed text (rows prompt-major, as the sampler's); ``on_done``
+    gets the list of :class:`RowResult` or the exception that ended the call."""
+    prompts: list[list[int]]
+    sampling: SamplingConfig
+    stop_ids: tuple[int, ...]
+    seed: int | None
+    on_done: Callable[[Any], None]
+    on_piece: Callable[[int, str], None] | None = None
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.sampling.n
+
+    def key(self):
+        """Jobs with equal keys share a sampler call (``max_new_tokens`` differs per row)."""
+        return dataclasses.replace(self.sampling, max_new_tokens=1), self.stop_ids
+
+
+@dataclasses.dataclass
+class RowResult:
+    text: str
+    tokens: list[int]            # as sampled, the stop token included
+    logprobs: list[float]
+    finish_reason: str           # "stop" | "length" | "cancelled" (every request of its call went away)
+    prompt_tokens: int
+
+
+class Engine:
+    """The thread that owns the model and batches queued jobs (see the module docstring)."""
+
+    def __init__(self, model: ChatModel, *, max_batch: int = 16, batch_wait_ms: float = 5.0):
+        if max_batch < 1:
+            raise ValueError(f"max_batch={max_batch}: expected >= 1")
+        self.model, self.max_batch, self.batch_wait_s = model, int(max_batch), batch_wait_ms / 1000.0
+        self.sampler = model.sampler
+        self.sampler.max_rows = max(self.sampler.max_rows, self.max_batch)
+        self._queue: queue.Queue = queue.Queue()
+        self._waiting: list[Job] = []
+        self._closing = False
+        self._calls = 0
+        self.batches: list[int] = []       # rows per sampler call, in order (for tests and /health)
+        self._thread = threading.Thread(target=self._run, name="lmforge-serve-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    # the engine thread --------------------------------------------------------------------------
+    def _take(self, block: bool, timeout: float | None = None) -> bool:
+        """Moves one queued job to ``_waiting``; False when none came (or the queue said close)."""
+        try:
+            job = self._queue.get(block=block, timeout=timeout)
+        except queue.Empty:
+            return False
+        if job is None:
+            self._closing = True
+            return False
+        self._waiting.append(job)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            if not self._waiting:
+                if self._closing:
+                    return
+                self._take(block=True)
+                continue
+            while self._take(block=False):   # everything queued now
+                pass
+            batch = self._select()
+            if batch[0].seed is None and self.batch_wait_s > 0:
+                deadline = time.monotonic() + self.batch_wait_s   # a moment for more to arrive
+                while sum(j.rows for j in batch) < self.max_batch and not self._closing \
+                        and (left := deadline - time.monotonic()) > 0:
+                    if self._take(block=True, timeout=left):
+                        batch = self._select()
+            for job in batch:
+                self._waiting.remove(job)
+            batch = [j for j in batch if not j.cancelled.is_set()]
+            try:
+                if batch:
+                    self._call(batch)
+            except Exception as e:   # noqa: BLE001 -- a bug here must not leave requests waiting forever
+                for job in batch:
+                    job.on_done(e)
+
+    def _select(self) -> list[Job]:
+        """The first waiting job, and the later ones that can share its call: up to ``max_batch`` rows,
+        the longest prompt and the largest limit within the context together."""
+        first = self._waiting[0]
+        if first.seed is not None:
+            return [first]
+        context = self.sampler.model_cfg.max_seq_len
+        batch, rows = [first], first.rows
+        longest, limit = max(map(len, first.prompts)), first.sampling.max_new_tokens
+        for job in self._waiting[1:]:
+            if job.seed is not None or job.key() != first.key() or rows + job.rows > self.max_batch:
+                continue
+            a, b = max(longest, *map(len, job.prompts)), max(limit, job.sampling.max_new_tokens)
+            if a + b <= context:
+                batch.append(job)
+                rows, longest, limit = rows + job.rows, a, b
+        return batch
+
+    def _call(self, batch: list[Job]) -> None:
+        tok = self.sampler.tok
+        n = batch[0].sampling.n
+        prompts = [p for job in batch for p in job.prompts]
+        owners = [(job, r) for job in batch for r in range(job.rows)]   # row -> (job, its row)
+        stops = batch[0].sampling.stop_strings
+        texts = [RowText(tok, job.stop_ids, stops) for job, _ in owners]
+        limits = [job.sampling.max_new_tokens for job, _ in owners]
+        cfg = dataclasses.replace(batch[0].sampling, max_new_tokens=max(limits))
+        streaming = any(job.on_piece is not None for job in batch)
+
+        def on_step(step: int, tokens: np.ndarray, live: np.ndarray) -> bool:
+            for row, (job, r) in enumerate(owners):
+                if live[row] and job.on_piece is not None and not job.cancelled.is_set():
+                    piece = texts[row].push(tokens[row])
+                    if piece:
+                        job.on_piece(r, piece)
+            return all(job.cancelled.is_set() for job in batch)
+
+        seed = batch[0].seed if batch[0].seed is not None else (1 << 20) + self._calls
+        self._calls += 1
+        self.batches.append(len(owners))
+        try:
+            out = self.sampler.generate_ids(prompts, cfg, seed=seed, stream=on_step if streaming else None,
+                                            max_tokens=limits)
+        except Exception as e:   # noqa: BLE001 -- every request of the call hears of it
+            for job in batch:
+                job.on_done(e)
+            return
+        results: dict[Job, list[RowResult]] = {job: [] for job in batch}
+        for row, (job, r) in enumerate(owners):
+            k = int(out.lengths[row])
+            toks = out.tokens[row, :k].tolist()
+            text = texts[row]
+            if job.on_piece is None:
+                for t in toks:
+                    text.push(t)
+            tail = text.finish()
+            if tail and job.on_piece is not None and not job.cancelled.is_set():
+                job.on_piece(r, tail)
+            finish = "stop" if text.stopped or int(out.finish_reason[row]) == FINISH_STOP else \
+                FINISH_NAMES[int(out.finish_reason[row])]
+            results[job].append(RowResult(text.text, toks, out.logprobs[row, :k].tolist(), finish,
+                                          len(job.prompts[r // n])))
+        for job in batch:
+            job.on_done(results[job])
+
+
+# -------------------------------------------------------------------------------------- the app
+def _nearest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_UNION_TAG = re.compile(r"str|int|float|bool|dict|list|none|.*\[.*\]")   # pydantic's names of union members
+
+
+def _validation_message(exc) -> tuple[str, str | None]:
+    """Pydantic's error as one line naming the field: of several (a union's: ``content`` as a string, or
+    as a list of parts) the deepest, an unknown field before a missing one beside it (a misspelt name),
+    with the union's member names left out of the path."""
+    err = max(exc.errors(), key=lambda e: (len(e.get("loc", ())), e.get("type") != "missing"))
+    loc = [str(x) for x in err.get("loc", ()) if x != "body" and not _UNION_TAG.fullmatch(str(x))]
+    param = ".".join(loc) or None
+    if err.get("type") == "json_invalid":
+        return f"the request body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}", None
+    if param is None and err.get("type") == "missing":
+        return "the request body is empty; expected a JSON object", None
+    if param is None and err.get("type") == "model_attributes_type":
+        return ("the request body is not a JSON object (was it sent with Content-Type: application/json?)", None)
+    if err.get("type") == "extra_forbidden" and loc:
+        return f"{param}: unknown parameter{_nearest(loc[-1], _KNOWN.get(len(loc), ()))}", param
+    if err.get("type") == "missing":
+        return f"{param}: required", param
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{param}: {msg}" if param else msg, param
+
+
+_KNOWN: dict[int, tuple[str, ...]] = {} if _MISSING is not None else {   # field names by depth, for suggestions
+    1: tuple(sorted(set(ChatCompletionRequest.model_fields) | set(CompletionRequest.model_fields))),
+    3: tuple(Message.model_fields)}
+
+
+def _token_texts(tok, tokens: Sequence[int], skip: Sequence[int]) -> list[tuple[int, str, bytes]]:
+    table = tok.token_bytes()
+    return [(i, table[t].decode("utf-8", errors="replace"), table[t]) for i, t in enumerate(tokens)
+            if t not in skip and 0 <= t < len(table)]
+
+
+def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: int = 16,
+               batch_wait_ms: float = 5.0, default_max_tokens: int = 256) -> FastAPI:
+    """The FastAPI application serving ``model`` (see the module docstring); its engine thread starts
+    now and stops when the app shuts down (``app.state.engine``).
+
+    Raises:
+      ImportError naming the ``serve`` extra when FastAPI is not installed; ValueError for
+      ``max_batch`` or ``default_max_tokens`` < 1.
+    """
+    if _MISSING is not None:
+        raise ImportError(f"lmforge serve needs FastAPI and uvicorn: pip install 'lmforge[serve]' ({_MISSING})")
+    if default_max_tokens < 1:
+        raise ValueError(f"default_max_tokens={default_max_tokens}: expected >= 1")
+    name = model_name or model.source.name
+    sampler, template = model.sampler, model.template
+    tok, context = sampler.tok, sampler.model_cfg.max_seq_len
+    eos = (tok.eos_id,) if tok.eos_id >= 0 else ()
+    chat_stops = tuple(dict.fromkeys([*template.stop_ids, *eos]))
+    created = int(time.time())
+    engine = Engine(model, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        engine.close()
+
+    app = FastAPI(title="lmforge", lifespan=lifespan)
+    app.state.engine = engine
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):   # unknown paths, wrong methods
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        if exc.status_code == 404:
+            message += "; this server answers /v1/chat/completions, /v1/completions, /v1/models and /health"
+        return JSONResponse(error_body(message), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(BadRequest)
+    async def _bad(request: Request, exc: BadRequest):
+        return JSONResponse(error_body(exc.message, kind=exc.kind, param=exc.param, code=exc.code),
+                            status_code=exc.status)
+
+    def check_model(body) -> None:
+        if body.model != name:
+            raise BadRequest(f"model: {body.model!r} is not served here; this server serves {name!r}",
+                             param="model", status=404, code="model_not_found")
+
+    def sampling_for(body, prompts: list[list[int]], limit: int | None, stop_ids, *,
+                     limit_field: str = "max_tokens", prompt_field: str = "messages") -> SamplingConfig:
+        longest = max(map(len, prompts))
+        room = context - longest
+        if limit is not None and limit > room:
+            raise BadRequest(f"this model's maximum context length is {context} tokens; the prompt takes {longest} "
+                             f"and {limit_field} asks for {limit} more ({longest + limit} in all)", param=limit_field,
+                             code="context_length_exceeded")
+        if room < 1:
+            raise BadRequest(f"this model's maximum context length is {context} tokens and the prompt takes "
+                             f"{longest}: no room to reply", param=prompt_field, code="context_length_exceeded")
+        rows = len(prompts) * body.n
+        if rows > engine.max_batch:
+            raise BadRequest(f"n: {len(prompts)} prompt(s) x n={body.n} = {rows} rows; this server samples at most "
+                             f"{engine.max_batch} in one request (lmforge serve --max-batch)", param="n")
+        return SamplingConfig(max_new_tokens=limit if limit is not None else min(default_max_tokens, room),
+                              temperature=body.temperature, top_p=body.top_p, top_k=max(body.top_k, 0), n=body.n,
+                              stop_token_ids=stop_ids, stop_strings=body.stop_strings())
+
+    async def run(job_args: dict, stream: bool):
+        """Submits a job; returns the row results, or (streaming) an async iterator of events."""
+        loop = asyncio.get_running_loop()
+        if not stream:
+            done = loop.create_future()
+            job = Job(**job_args, on_done=lambda res: loop.call_soon_threadsafe(_settle, done, res))
+            engine.submit(job)
+            result = await done
+            if isinstance(result, Exception):
+                raise BadRequest(f"the sampler failed: {type(result).__name__}: {result}", status=500,
+                                 kind="server_error")
+            return result
+        events: asyncio.Queue = asyncio.Queue()
+        put = lambda item: loop.call_soon_threadsafe(events.put_nowait, item)
+        job = Job(**job_args, on_done=lambda res: put(("done", res)), on_piece=lambda r, text: put(("piece", (r, text))))
+        engine.submit(job)
+        return job, events
+
+    def usage(rows: list[RowResult], prompts: list[list[int]]) -> dict:
+        p = sum(map(len, prompts))
+        c = sum(len(r.tokens) for r in rows)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    def sse(obj) -> str:
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    async def streamed(job: Job, events: asyncio.Queue, prompts, chunk: Callable[[int, str | None, str | None], dict],
+                       include_usage: bool, first: Callable[[int], dict] | None, usage_chunk: Callable[[dict], dict]):
+        try:
+            if first is not None:
+                for r in range(job.rows):
+                    yield sse(first(r))
+            while True:
+                kind, value = await events.get()
+                if kind == "piece":
+                    r, text = value
+                    yield sse(chunk(r, text, None))
+                    continue
+                if isinstance(value, Exception):
+                    yield sse(error_body(f"the sampler failed: {type(value).__name__}: {value}", kind="server_error"))
+                    break
+                for r, row in enumerate(value):
+                    yield sse(chunk(r, None, row.finish_reason))
+                if include_usage:
+                    yield sse(usage_chunk(usage(value, prompts)))
+                break
+            yield "data: [DONE]\n\n"
+        finally:   # the client went away (or we are done): its rows need no more steps
+            job.cancelled.set()
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": name, "sampler_calls": len(engine.batches)}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "lmforge",
+                                            "max_model_len": context}]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_card(model_id: str):
+        if model_id != name:
+            raise BadRequest(f"model: {model_id!r} is not served here; this server serves {name!r}", param="model",
+                             status=404, code="model_not_found")
+        return (await models())["data"][0]
+
+    def completion_prompts(prompt) -> list[list[int]]:
+        """``prompt`` as id lists: text is encoded (BOS first, as ``lmforge sample``); ids are taken as they are."""
+        if isinstance(prompt, str):
+            return [sampler.encode_prompt(prompt)]
+        if not prompt:
+            raise BadRequest("prompt: expected a string, a list of strings, a list of token ids or a list of such "
+                             "lists; got an empty list", param="prompt")
+        if isinstance(prompt[0], int):
+            prompt = [prompt]
+        out = []
+        for i, p in enumerate(prompt):
+            if isinstance(p, str):
+                out.append(sampler.encode_prompt(p))
+                continue
+            bad = [t for t in p if not 0 <= t < tok.vocab_size]
+            if not p or bad:
+                raise BadRequest(f"prompt.{i}: expected token ids in [0, {tok.vocab_size}), "
+                                 f"{'got ' + str(bad[:5]) if bad else 'got none'}", param="prompt")
+            out.append(list(p))
+        return out
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest):
+        check_model(body)
+        _refuse_unsupported(body)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        try:
+            ids = [int(i) for i in template.encode(messages, train_on="all", add_generation_prompt=True)[0]]
+        except ValueError as e:
+            raise BadRequest(f"messages: {e}", param="messages") from None
+        if body.max_tokens is not None and body.max_completion_tokens is not None \
+                and body.max_tokens != body.max_completion_tokens:
+            raise BadRequest("max_tokens and max_completion_tokens disagree; give one", param="max_completion_tokens")
+        limit = body.max_completion_tokens or body.max_tokens
+        prompts = [ids]
+        cfg = sampling_for(body, prompts, limit, chat_stops,
+                           limit_field="max_completion_tokens" if body.max_completion_tokens else "max_tokens")
+        rid, when = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=chat_stops, seed=body.seed)
+
+        def logprobs_of(row: RowResult):
+            if not body.logprobs:
+                return None
+            return {"content": [{"token": text, "logprob": row.logprobs[i], "bytes": list(raw), "top_logprobs": []}
+                                for i, text, raw in _token_texts(tok, row.tokens, chat_stops)]}
+
+        if not body.stream:
+            rows = await run(job_args, stream=False)
+            return {"id": rid, "object": "chat.completion", "created": when, "model": name, "system_fingerprint": None,
+                    "choices": [{"index": r, "message": {"role": "assistant", "content": row.text},
+                                 "logprobs": logprobs_of(row), "finish_reason": row.finish_reason}
+                                for r, row in enumerate(rows)],
+                    "usage": usage(rows, prompts)}
+        job, events = await run(job_args, stream=True)
+        base = {"id": rid, "object": "chat.completion.chunk", "created": when, "model": name, "system_fingerprint": None}
+        include = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(r, text, finish):
+            delta = {"content": text} if text is not None else {}
+            return {**base, "choices": [{"index": r, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        return StreamingResponse(streamed(
+            job, events, prompts, chunk, include,
+            first=lambda r: {**base, "choices": [{"index": r, "delta": {"role": "assistant", "content": ""},
+                                                  "logprobs": None, "finish_reason": None}]},
+            usage_chunk=lambda u: {**base, "choices": [], "usage": u}), media_type="text/event-stream")
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        check_model(body)
+        _refuse_unsupported(body)
+        prompts = completion_prompts(body.prompt)
+        cfg = sampling_for(body, prompts, body.max_tokens, eos, prompt_field="prompt")
+        rid, when = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=eos, seed=body.seed)
+
+        def logprobs_of(row: RowResult):
+            if body.logprobs is None:
+                return None
+            stream = TextStream(tok)   # each token's share of the text: a character split over tokens is the last one's
+            kept = [(i, stream.push(t)) for i, t in enumerate(row.tokens) if t not in eos]
+            offsets = np.cumsum([0] + [len(t) for _, t in kept])[:-1].tolist()
+            return {"tokens": [t for _, t in kept], "token_logprobs": [row.logprobs[i] for i, _ in kept],
+                    "top_logprobs": None, "text_offset": offsets}
+
+        if not body.stream:
+            rows = await run(job_args, stream=False)
+            return {"id": rid, "object": "text_completion", "created": when, "model": name, "system_fingerprint": None,
+                    "choices": [{"index": r, "text": row.text, "logprobs": logprobs_of(row),
+                                 "finish_reason": row.finish_reason} for r, row in enumerate(rows)],
+                    "usage": usage(rows, prompts)}
+        job, events = await run(job_args, stream=True)
+        base = {"id": rid, "object": "text_completion", "created": when, "model": name, "system_fingerprint": None}
+        include = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(r, text, finish):
+            return {**base, "choices": [{"index": r, "text": text or "", "logprobs": None, "finish_reason": finish}]}
+
+        return StreamingResponse(streamed(job, events, prompts, chunk, include,
+                                          first=None, usage_chunk=lambda u: {**base, "choices": [], "usage": u}),
+                                 media_type="text/event-stream")
+
+    return app
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def run_server(model: ChatModel, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **app_kw) -> None:
+    """Runs the server until interrupted (uvicorn; Ctrl-C or SIGTERM stop it)."""
+    import uvicorn   # pylint: disable=import-outside-toplevel
+
+    app = create_app(model, **app_kw)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
