@@ -12,7 +12,8 @@ from lmforge.serve.chat import (
     stream_reply,
     tokenizer_dir,
 )
-from lmforge.serve.server import Engine, Job, RowResult, RowText, create_app, error_body, run_server
+from lmforge.serve.engine import Engine, Job, RowResult, RowText
+from lmforge.serve.server import create_app, error_body, run_server
 
 __all__ = ["ChatModel", "ChatSession", "Reply", "ReplyStats", "TextStream", "load_chat_model", "run_terminal",
            "stream_reply", "tokenizer_dir", "Engine", "Job", "RowResult", "RowText", "create_app", "error_body",
