@@ -126,6 +126,20 @@ class PolicyAndReference:
         return bool(self.lora.rank) and self.reference_from in ("", self.init_from)
 
 
+def raise_problems(problems: list[str], cfg) -> None:
+    """The end of a sampling trainer's config check (GRPO, PPO): adds what is wrong with
+    ``cfg.synthetic_options`` for the tasks of ``cfg.data.synthetic`` to ``problems``, then raises them
+    all as one ValueError (joined by "; ") if there are any."""
+    from lmforge.data import synthetic
+
+    try:
+        synthetic.check_options([t for t, _ in cfg.data.synthetic], dict(cfg.synthetic_options))
+    except ValueError as e:
+        problems.append(f"synthetic_options: {e}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def check_policy_sources(cfg, task: str, start: str, length: tuple[str, int]) -> None:
     """The checks a policy-and-reference trainer (DPO, GRPO) makes before anything is written: ``cfg.init_from``
     (and ``cfg.reference_from``) name weights sources (``start`` says what init_from should be) of

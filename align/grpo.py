@@ -52,7 +52,7 @@ import numpy as np
 from flax import nnx
 
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
-                                  prepare_policy, say, start_run, whole, write_eval_samples)
+                                  prepare_policy, raise_problems, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import FILE_FORMATS, grade, read_items
@@ -161,12 +161,7 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
             *((not whole(getattr(self, k)), f"{k}={getattr(self, k)!r}: expected a whole number >= 0")
               for k in ("eval_generate", "eval_batch_size")),
         ) if bad]
-        try:
-            synthetic.check_options([t for t, _ in self.data.synthetic], dict(self.synthetic_options))
-        except ValueError as e:
-            problems.append(f"synthetic_options: {e}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        raise_problems(problems, self)
 
     @property
     def rows(self) -> int:

@@ -68,12 +68,12 @@ import numpy as np
 from flax import nnx
 
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics, load_recorded,
-                                  prepare_policy, same_tokenizer, say, start_run, whole, write_eval_samples)
+                                  prepare_policy, raise_problems, same_tokenizer, say, start_run, whole,
+                                  write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.grpo import PromptDataConfig, RewardFn, completion_logprobs, read_problems, rollout_batch
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import grade
-from lmforge.data import synthetic
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.infer.sampler import FINISH_LENGTH
 from lmforge.model import LoRAConfig, ModelRuntime, axis_rules
@@ -150,12 +150,7 @@ class PPOConfig(PolicyAndReference, LoopConfig):
                             f"it, so it cannot be prepared ahead; expected 0"),
             (not whole(self.eval_generate), f"eval_generate={self.eval_generate!r}: expected a whole number >= 0"),
         ) if bad]
-        try:
-            synthetic.check_options([t for t, _ in self.data.synthetic], dict(self.synthetic_options))
-        except ValueError as e:
-            problems.append(f"synthetic_options: {e}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        raise_problems(problems, self)
 
     @property
     def mini_batch_size(self) -> int:
