@@ -187,7 +187,13 @@ class HFTokenizer:
 
     def token_bytes(self) -> list[bytes]:
         """The bytes each id contributes to decoded text (see the module docstring); what the sampler
-        matches stop strings against. Ids the vocabulary skips give ``b""``."""
+        matches stop strings against. Ids the vocabulary skips give ``b""``. Computed once per
+        tokenizer (a pass over the vocabulary) and shared: callers must not modify the list."""
+        if getattr(self, "_token_bytes", None) is None:
+            self._token_bytes = self._all_token_bytes()
+        return self._token_bytes
+
+    def _all_token_bytes(self) -> list[bytes]:
         kinds = _decoder_steps(self._decoder)
         byte_level = any(d.get("type") == "ByteLevel" for d in kinds)
         table = {c: b for b, c in _bytes_to_unicode().items()} if byte_level else {}

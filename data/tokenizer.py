@@ -154,7 +154,13 @@ class SentencePieceTokenizer:
     def token_bytes(self) -> list[bytes]:
         """The bytes each id contributes to decoded text: ``▁`` is a space, ``<0xNN>`` the byte NN,
         control ids (pad, unk, bos, eos) nothing, user-defined symbols (``<|user|>``) their text.
-        What the sampler matches stop strings against."""
+        What the sampler matches stop strings against. Computed once per tokenizer (a pass over the
+        vocabulary) and shared: callers must not modify the list."""
+        if getattr(self, "_token_bytes", None) is None:
+            self._token_bytes = self._all_token_bytes()
+        return self._token_bytes
+
+    def _all_token_bytes(self) -> list[bytes]:
         out = []
         for i in range(self.vocab_size):
             piece = self._sp.id_to_piece(i)
