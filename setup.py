@@ -31,6 +31,8 @@ setup(
         "safetensors>=0.4",          # Hugging Face interop (`lmforge convert`)
         "tokenizers>=0.20,<1",       # Hugging Face tokenizer.json, read and written (data/hf_tokenizer.py)
         "jinja2>=3.1.6",             # chat templates, sandboxed as transformers renders them (>= 3.1.6: sandbox fixes)
+        "simpleeval>=1.0,<2",        # the calculator tool: arithmetic on model output without Python's eval (infer/tools.py)
+        "bm25s>=0.2,<0.4",           # BM25 retrieval for RAG and the search tool (infer/retrieval.py)
     ],
     extras_require={
         # pytest-xdist: the suite runs one worker per core, a test file per worker (pytest.ini)

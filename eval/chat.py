@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from lmforge.infer import SamplingConfig
+from lmforge.infer import SamplingConfig, chat_replies
 
 Grader = Callable[[str, str, str], bool]   # (task, reply, answer) -> correct
 GENERIC = "chat"   # the task of an item that names none: graded by a matcher, not by a task's own grader
@@ -31,39 +31,6 @@ def prompt_messages(messages: Sequence[Mapping[str, str]]) -> list[dict]:
         raise ValueError(f"a chat evaluation item needs a reference assistant turn after at least one message; got "
                          f"roles {[m['role'] for m in messages]}")
     return [dict(m) for m in messages[:last]]
-
-
-def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str, str]]], sampling: SamplingConfig,
-                 *, seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies") -> list[str]:
-    """The assistant's next turn for each conversation (``sampling.n`` replies each, prompt-major).
-
-    ``sampler`` is an ``lmforge.infer.Sampler``; ``template`` a ``ChatTemplate`` (its ``stop_ids``
-    end the turn). The reply text excludes the stop id. At most ``batch`` conversations go to the
-    sampler per call, every call with the same number of rows (the sampler buckets rows to a power
-    of two, so calls of 8 and 9 would compile two programs): the calls split the conversations
-    evenly and a shorter one is padded with copies of its last prompt, whose replies are dropped.
-    Call k is seeded ``seed + k``; 0 → all in one call. ``progress``: a tqdm bar (stderr) counting
-    conversations, ticking once per call."""
-    from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
-
-    if not conversations:
-        return []
-    prompts = [template.prompt(c).tolist() for c in conversations]
-    eos = (sampler.tok.eos_id,) if sampler.tok.eos_id >= 0 else ()
-    stops = tuple(dict.fromkeys((*sampling.stop_token_ids, *template.stop_ids, *eos)))
-    cfg = dataclasses.replace(sampling, stop_token_ids=stops)
-    calls = -(-len(prompts) // batch) if batch > 0 else 1
-    size = -(-len(prompts) // calls)
-    replies = []
-    with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, leave=False) as bar:
-        for k in range(calls):
-            chunk = prompts[len(prompts) * k // calls:len(prompts) * (k + 1) // calls]
-            out = sampler.generate_ids(chunk + [chunk[-1]] * (size - len(chunk)), cfg, seed=seed + k)
-            for r in range(len(chunk) * cfg.n):   # prompt-major: the padding's replies come last
-                ids = [int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in stops]
-                replies.append(sampler.tok.decode(ids))
-            bar.update(len(chunk))
-    return replies
 
 
 def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,

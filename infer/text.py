@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -283,3 +283,36 @@ class Sampler:
     def complete(self, prompts: Sequence[str], cfg: SamplingConfig, *, seed: int = 0) -> list[str]:
         """The text of each completion (``len(prompts) · n`` strings, prompt-major)."""
         return [c.text for c in self.completions(prompts, cfg, seed=seed)]
+
+
+def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str, str]]], sampling: SamplingConfig,
+                 *, seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies") -> list[str]:
+    """The assistant's next turn for each conversation (``sampling.n`` replies each, prompt-major).
+
+    ``sampler`` is an ``lmforge.infer.Sampler``; ``template`` a ``ChatTemplate`` (its ``stop_ids``
+    end the turn). The reply text excludes the stop id. At most ``batch`` conversations go to the
+    sampler per call, every call with the same number of rows (the sampler buckets rows to a power
+    of two, so calls of 8 and 9 would compile two programs): the calls split the conversations
+    evenly and a shorter one is padded with copies of its last prompt, whose replies are dropped.
+    Call k is seeded ``seed + k``; 0 → all in one call. ``progress``: a tqdm bar (stderr) counting
+    conversations, ticking once per call."""
+    from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
+
+    if not conversations:
+        return []
+    prompts = [template.prompt(c).tolist() for c in conversations]
+    eos = (sampler.tok.eos_id,) if sampler.tok.eos_id >= 0 else ()
+    stops = tuple(dict.fromkeys((*sampling.stop_token_ids, *template.stop_ids, *eos)))
+    cfg = dataclasses.replace(sampling, stop_token_ids=stops)
+    calls = -(-len(prompts) // batch) if batch > 0 else 1
+    size = -(-len(prompts) // calls)
+    replies = []
+    with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, leave=False) as bar:
+        for k in range(calls):
+            chunk = prompts[len(prompts) * k // calls:len(prompts) * (k + 1) // calls]
+            out = sampler.generate_ids(chunk + [chunk[-1]] * (size - len(chunk)), cfg, seed=seed + k)
+            for r in range(len(chunk) * cfg.n):   # prompt-major: the padding's replies come last
+                ids = [int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in stops]
+                replies.append(sampler.tok.decode(ids))
+            bar.update(len(chunk))
+    return replies

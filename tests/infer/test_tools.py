@@ -1,0 +1,168 @@
+"""The tool-call loop, its tools, and retrieval for RAG (lmforge.infer.tools, lmforge.infer.retrieval)."""
+
+import json
+
+import pytest
+
+from lmforge.data.knowledge import KnowledgeBase
+from lmforge.infer.retrieval import Hit, Retriever, retrieve_context, search_tool, with_context
+from lmforge.infer.tools import (TOOL_CALL, Tool, ToolCall, calculator, call_tool, format_call, parse_tool_call,
+                                 python, run_tools)
+
+
+def test_parse_reads_lmforge_and_hermes_calls_and_names_what_is_wrong():
+    call = parse_tool_call('Let me compute. <|tool_call|>{"name": "calculator", "arguments": {"expression": "2+3"}} tail')
+    assert call == ToolCall("calculator", {"expression": "2+3"})
+    hermes = parse_tool_call('<tool_call>\n{"name": "search", "arguments": "{\\"query\\": \\"x\\"}"}\n</tool_call>')
+    assert hermes == ToolCall("search", {"query": "x"})   # arguments as a JSON string, OpenAI's wire form
+    assert parse_tool_call("The answer is 5.") is None
+    assert parse_tool_call(format_call("calculator", expression="1+2")) == ToolCall("calculator", {"expression": "1+2"})
+    for bad, words in [("<|tool_call|>calculator(1+2)", "not JSON"), ('<|tool_call|>{"arguments": {}}', 'no "name"'),
+                       ('<|tool_call|>{"name": "f", "arguments": [1]}', "not an object")]:
+        with pytest.raises(ValueError, match=words):
+            parse_tool_call(bad)
+
+
+def test_call_tool_turns_every_failure_into_an_error_result():
+    tools = {"calculator": calculator(), "boom": Tool("boom", lambda x: 1 / 0, "fails", {"x": "anything"})}
+    assert call_tool(ToolCall("calculator", {"expression": "37*91"}), tools).result == "3367"
+    unknown = call_tool(ToolCall("weather", {}), tools)
+    assert unknown.error and "no tool named 'weather'" in unknown.result and "calculator" in unknown.result
+    wrong = call_tool(ToolCall("calculator", {"expr": "1"}), tools)
+    assert wrong.error and wrong.result == "error: calculator takes expression; got expr"
+    raised = call_tool(ToolCall("boom", {"x": "1"}), tools)
+    assert raised.error and raised.result == "error: ZeroDivisionError: division by zero"
+
+
+@pytest.mark.parametrize("expression, result", [
+    ("37*91", "3367"), ("(37*91 + 4) / 3", "1123.66666667"), ("7/2", "3.5"), ("2^10", "1024"),
+    ("sqrt(16) + max(1, 5)", "9"), ("123456789 * 987654321", "121932631112635269"), ("-2**3", "-8"),
+    ("1/0", "error: ZeroDivisionError: division by zero"), ("2**300", "error: 2 ** 300 is too large"),
+    ("'a' * 3", "error: the expression gives str"), ("1e308 * 10", "error: the result is inf"),
+    ("__import__('os')", "error:"), ("", "error: empty expression"), ("2 +", "is not an arithmetic expression"),
+])
+def test_calculator(expression, result):
+    got = call_tool(ToolCall("calculator", {"expression": expression}), {"calculator": calculator()}).result
+    assert got.startswith(result) or (result.startswith("is") and result in got), got
+
+
+def test_python_tool_prints_the_last_expression_and_keeps_to_its_limits(tmp_path):
+    tool = {"python": python(timeout_s=2, memory_mb=512)}
+
+    def run(code):
+        return call_tool(ToolCall("python", {"code": code}), tool).result
+
+    assert run("37*91") == "3367"
+    assert run("print('hi')\nx = 3\nx * 2") == "hi\n6"
+    assert run("x = 1") == ""
+    assert run("1/0") == "error: ZeroDivisionError: division by zero"
+    assert run("while True: pass") == "error: the code ran past 2 s"
+    assert run("x = ' ' * 2**31").startswith("error: MemoryError")
+    assert run("import os; os.getcwd()") != repr(str(tmp_path))   # a fresh empty folder, not the caller's
+    assert run("import os; os.listdir('.')") == "[]"
+
+
+def _script(replies_by_round):
+    """A reply function answering round k's conversations from replies_by_round[k] (a dict keyed by the
+    first user message), and recording what it was asked."""
+    asked = []
+
+    def reply(conversations):
+        asked.append([c[-1]["content"] for c in conversations])
+        table = replies_by_round[len(asked) - 1]
+        return [table[c[0]["content"]] for c in conversations]
+
+    return reply, asked
+
+
+def test_run_tools_runs_calls_until_each_conversation_replies():
+    reply, asked = _script([
+        {"a": format_call("calculator", expression="37*91"), "b": "Hello!", "c": "<|tool_call|>oops"},
+        {"a": format_call("calculator", expression="3367+1"), "c": "Sorry."},
+        {"a": "It is 3368."},
+    ])
+    runs = run_tools(reply, [[{"role": "user", "content": q}] for q in "abc"], [calculator()])
+    a, b, c = runs
+    assert asked == [["a", "b", "c"], ["3367", "error: the call is not JSON (Expecting value at character 0); expected "
+                                               '{"name": "<tool>", "arguments": {...}}'], ["3368"]]
+    assert [m["role"] for m in a.messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert a.messages[2]["content"] == "3367" and a.reply == "It is 3368." and a.finish == "reply"
+    assert [x.result for x in a.calls] == ["3367", "3368"] and a.errors == 0
+    assert b.messages[-1] == {"role": "assistant", "content": "Hello!"} and b.calls == []
+    assert c.errors == 1 and c.reply == "Sorry."
+
+
+def test_run_tools_stops_a_conversation_that_keeps_calling():
+    call = format_call("calculator", expression="1+1")
+    reply, asked = _script([{"a": call}] * 5)
+    (run,) = run_tools(reply, [[{"role": "user", "content": "a"}]], [calculator()], max_calls=2)
+    assert len(asked) == 3 and len(run.calls) == 2 and run.finish == "max_calls"
+    assert run.reply == call and run.messages[-1] == {"role": "assistant", "content": call}   # the third, not run
+    with pytest.raises(ValueError, match="returned 0 replies for 1"):
+        run_tools(lambda convs: [], [[{"role": "user", "content": "a"}]], [calculator()])
+    with pytest.raises(ValueError, match="share a name"):
+        run_tools(reply, [], [calculator(), calculator()])
+
+
+def test_tool_conversations_train_the_calls_not_the_results(tmp_path):
+    from lmforge.data import SourceConfig, TokenizerConfig, load_tokenizer, read_documents, train_tokenizer
+    from lmforge.data.chat import ChatFormat
+
+    docs = [d for d in read_documents(SourceConfig(kind="python_docs"))[::16] if len(d) < 20_000][:20]
+    train_tokenizer(TokenizerConfig(vocab_size=400), docs, tmp_path)
+    tok = load_tokenizer(tmp_path)
+    fmt = ChatFormat(tok)
+    call = format_call("calculator", expression="37*91")
+    messages = [{"role": "user", "content": "What is 37*91?"}, {"role": "assistant", "content": call},
+                {"role": "tool", "content": "3367"}, {"role": "assistant", "content": "It is 3367."}]
+    ids, weights = fmt.encode(messages)
+    call_id, result_id = tok.token_id(TOOL_CALL), tok.token_id("<|tool_result|>")
+    assert (ids == call_id).sum() == 1 and (ids == result_id).sum() == 1   # one special id each, not spelled out
+    at_call, at_result = int((ids == call_id).argmax()), int((ids == result_id).argmax())
+    assert weights[at_call:at_result].all()   # the call is learnt, with its <|end|>
+    end = at_result + 1 + len(tok.encode("3367")) + 1
+    assert weights[at_result:end].sum() == 0   # the result's role marker, content and <|end|> are not
+    assert parse_tool_call(tok.decode(ids[at_call:at_call + 1 + len(tok.encode(call[len(TOOL_CALL):]))].tolist())) == \
+        ToolCall("calculator", {"expression": "37*91"})   # what a model writes decodes back to the call
+
+
+@pytest.fixture(scope="module")
+def kb():
+    return KnowledgeBase.generate(60, seed=3)
+
+
+def test_retriever_finds_an_entitys_document_by_its_name(kb):
+    docs = kb.documents()
+    retriever = Retriever(docs)
+    found = 0
+    for i, ent in enumerate(kb.entities[:20]):
+        hits = retriever.search(f"Tell me about {ent.name}.", k=3)
+        assert all(isinstance(h, Hit) and h.score > 0 and h.text == docs[h.index] for h in hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        found += hits[0].index == i
+    assert found == 20   # its own paragraph first (measured: 60 of 60 for seeds 3, 4, 5)
+    assert retriever.search("zzzz qqqq") == []   # no shared word, no hit
+    assert len(retriever.search_batch(["a b", ent.name], k=100)[1]) <= len(docs)
+    with pytest.raises(ValueError, match="passage 1 is ''"):
+        Retriever(["fine", ""])
+    with pytest.raises(ValueError, match="no word to index"):
+        Retriever(["a b", "the of"])
+    with pytest.raises(ValueError, match="k must be"):
+        retriever.search("x", k=0)
+
+
+def test_rag_prompt_and_search_tool(kb):
+    docs = kb.documents()
+    retriever = Retriever(docs)
+    ent = kb.entities[5]
+    (convo,) = retrieve_context(retriever, [[{"role": "user", "content": f"Who is {ent.name}?"}]], k=2)
+    assert convo[0]["role"] == "system" and convo[1]["role"] == "user"
+    assert "[1] " in convo[0]["content"] and "[2] " in convo[0]["content"] and ent.name in convo[0]["content"]
+    kept = with_context([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}], ["p one"])
+    assert kept[0]["content"].startswith("Be brief.\n\n") and kept[0]["content"].endswith("[1] p one") and len(kept) == 2
+    tool = search_tool(retriever, k=1)
+    assert tool.schema()["function"]["parameters"]["required"] == ["query"]
+    result = call_tool(ToolCall("search", {"query": ent.name}), {"search": tool}).result
+    assert result.startswith("[1] ") and ent.name in result and "[2]" not in result
+    assert call_tool(ToolCall("search", {"query": "zzzz"}), {"search": tool}).result == "no results"
+    json.dumps(tool.schema())   # the OpenAI tools entry is plain JSON
