@@ -24,7 +24,10 @@ weighted causal cross-entropy from chunked log-probs) with the mask as weights �
   next-token accuracy on the trained tokens). Replies go to the sampler ``eval_batch_size`` prompts
   a call, counted by a progress bar on process 0: they are most of an evaluation's time.
   The base model is scored the same way before the first step (``base_eval.json``) — the number
-  SFT must beat. The final replies go to ``eval_samples.jsonl``.
+  SFT must beat. The final replies go to ``eval_samples.jsonl``. With ``eval_tools`` (names in
+  ``lmforge.infer.tools.TOOLS``), replies go through the tool-call loop: a tool-use item (the
+  ``calculator`` task) is asked from its user turn and the model's calls are run
+  (``eval/reply/tool_calls`` per item, ``eval/reply/tool_errors`` the share that failed).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from lmforge.data import synthetic
 from lmforge.data.chat import OVERFLOW, TRAIN_ON, sft_dataset, sft_eval_batches, sft_examples
 from lmforge.data.chat_readers import FORMATS
 from lmforge.infer import Sampler, SamplingConfig
+from lmforge.infer.tools import tools_by_name
 from lmforge.model import LoRAConfig, ModelRuntime
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train import distributed
@@ -107,6 +111,7 @@ class SFTConfig(LoopConfig):
     eval_batch_size: int = 0         # rows per held-out loss batch, prompts per reply batch; 0 → data.batch_size
     eval_generate: int = 100         # held-out items with answers replied to at each eval; 0 → loss only
     eval_max_new_tokens: int = 128
+    eval_tools: tuple[str, ...] = ()  # replies to held-out items go through the tool-call loop with these (infer.tools.TOOLS)
     eval_base: bool = True           # score the starting model before the first step (base_eval.json)
     vocab_chunk: int = VOCAB_CHUNK   # the loss's logits, columns at a time (recomputed backward); 0 → all V at once
 
@@ -123,6 +128,10 @@ class SFTConfig(LoopConfig):
             (not whole(self.eval_batch_size),
              f"eval_batch_size={self.eval_batch_size!r}: expected a whole number >= 0 (0 → data.batch_size)"),
         ) if bad]
+        try:
+            tools_by_name(self.eval_tools)
+        except ValueError as e:
+            problems.append(f"eval_tools: {e}")
         names = [k for k, _ in self.synthetic_options]
         try:
             if len(set(names)) < len(names):
@@ -239,6 +248,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     losses = BatchEvaluator(sft_eval_batches(test_ex, data.seq_len, eval_bs), rows=eval_bs,
                             derive=lambda m: {"perplexity": math.exp(min(m["loss"], 50.0))}) if test_ex else None
     sampling = SamplingConfig(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0)
+    tools = tools_by_name(cfg.eval_tools)
     last_samples: list[dict] = []
 
     def evaluate(tr: Trainer) -> dict[str, float]:
@@ -247,7 +257,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
         if graded:
             sampler = Sampler(loaded.graphdef, tr.params, tok, model_cfg, mesh, rules)
             res = chat_accuracy(sampler, template, graded, grade, sampling=sampling, seed=cfg.seed, batch=eval_bs,
-                                progress=jax.process_index() == 0)
+                                progress=jax.process_index() == 0, tools=tools)
             m.update({f"eval/reply/{k}": float(v) for k, v in res["metrics"].items()})
             last_samples[:] = res["samples"]
         return m

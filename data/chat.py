@@ -42,6 +42,7 @@ attends across conversations, and the packed loss equals the unpacked one (teste
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -53,12 +54,20 @@ from lmforge.data.tokenizer import Tokenizer
 ROLES = ("system", "user", "assistant", "tool")
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|tool_result|>"}
 END_TOKEN = "<|end|>"
+TOOL_CALL = "<|tool_call|>"   # opens a tool call inside an assistant turn (lmforge.infer.tools)
 TRAIN_ON = ("assistant", "all")
 OVERFLOW = ("truncate", "drop")
 _READ = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
 _PACKING_BINS = 512
 
 Message = Mapping[str, str]   # {"role": one of ROLES, "content": str}
+
+
+def format_call(name: str, /, **arguments) -> str:
+    """The assistant content that calls a tool: ``<|tool_call|>{"name": name, "arguments": {...}}``
+    (the format of ``lmforge.infer.tools``, which runs it; the tool's result is the next message,
+    role ``tool``)."""
+    return TOOL_CALL + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
 
 
 class ChatTemplate(Protocol):

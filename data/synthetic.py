@@ -15,6 +15,8 @@ nanochat's synthetic tasks (``tasks/spellingbee.py``); the code is our own.
   ``#### <n>`` first and the working after: the model must commit to the number before it has
   computed anything (Karpathy's "models need tokens to think"); training on each and comparing
   their test accuracy is the experiment the pair exists for.
+- ``calculator``: sums, differences and products of numbers of 2 to ``max_digits`` digits, answered
+  through a calculator tool call and its result (``lmforge.data.tool_use``), then ``#### <n>``.
 - ``letter_count`` ("How many r's are in strawberry?"): the word spelled out, then one line per
   letter with a running count, then ``#### <count>``. ``spelling``: ``#### s-t-r-a-w...``.
   Words come from the embedded ``lmforge.data.words.WORDS``; 10% of letters are drawn from the
@@ -68,12 +70,13 @@ import re
 import string
 from collections.abc import Callable, Mapping
 
+from lmforge.data import tool_use
 from lmforge.data.synthetic_phrases import ID_QA as _ID_QA, SMALLTALK as _SMALLTALK
 from lmforge.data.words import NAMES, WORDS
 
-TASKS: tuple[str, ...] = ("arithmetic", "arithmetic_answer_first", "letter_count", "spelling",
+TASKS: tuple[str, ...] = ("arithmetic", "arithmetic_answer_first", "calculator", "letter_count", "spelling",
                           "decimal_compare", "identity", "refusal", "smalltalk")
-VERIFIABLE: tuple[str, ...] = TASKS[:6]   # the tasks whose items carry an ``answer``
+VERIFIABLE: tuple[str, ...] = TASKS[:7]   # the tasks whose items carry an ``answer``
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.1
 DEFAULT_NAME, DEFAULT_MAKER = "Forge", "the lmforge authors"
@@ -83,6 +86,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], type, object]] = {
     "min_ops": (("arithmetic", "arithmetic_answer_first"), int, 2),
     "max_ops": (("arithmetic", "arithmetic_answer_first"), int, 4),
     "max_value": (("arithmetic", "arithmetic_answer_first"), int, 1000),
+    "max_digits": (("calculator",), int, 4),
     "name": (("identity", "smalltalk"), str, DEFAULT_NAME),
     "maker": (("identity",), str, DEFAULT_MAKER),
     "system_prob": (("identity",), float, 0.5),
@@ -411,6 +415,7 @@ def _smalltalk_render(rng: random.Random, params, opts: dict):
 _TASKS: dict[str, tuple[str, Callable, Callable]] = {
     "arithmetic": ("arithmetic", _arith_sample, functools.partial(_arith_render, answer_first=False)),
     "arithmetic_answer_first": ("arithmetic", _arith_sample, functools.partial(_arith_render, answer_first=True)),
+    "calculator": ("calculator", tool_use.calc_sample, tool_use.calc_render),
     "letter_count": ("words", _word_sample, _count_render),
     "spelling": ("words", _word_sample, _spell_render),
     "decimal_compare": ("decimal_compare", _decimal_sample, _decimal_render),
@@ -456,6 +461,8 @@ def _task_options(task: str, options: Mapping) -> dict:
     if "min_ops" in opts and not 1 <= opts["min_ops"] <= opts["max_ops"]:
         raise ValueError(f"options min_ops={opts['min_ops']}, max_ops={opts['max_ops']}: "
                          "expected 1 <= min_ops <= max_ops")
+    if "max_digits" in opts and not 2 <= opts["max_digits"] <= 12:
+        raise ValueError(f"option max_digits={opts['max_digits']}: expected a whole number in [2, 12]")
     if "max_value" in opts and opts["max_value"] < 10:
         raise ValueError(f"option max_value={opts['max_value']}: expected a whole number >= 10")
     if "system_prob" in opts and not 0.0 <= opts["system_prob"] <= 1.0:
@@ -547,7 +554,7 @@ def mixture(weights: Mapping[str, float], n: int, *, split: str = "train", seed:
 
 _FINAL = re.compile(r"####[ \t]*(-?\$?[ \t]?[\d,]*\.?\d+)")
 _SPELLED = re.compile(r"####[ \t]*([A-Za-z](?:[ \t]*[-,][ \t]*[A-Za-z]|[ \t]+[A-Za-z])*)(?![A-Za-z])")
-_NUMERIC = ("arithmetic", "arithmetic_answer_first", "letter_count", "decimal_compare")
+_NUMERIC = ("arithmetic", "arithmetic_answer_first", "calculator", "letter_count", "decimal_compare")
 
 
 def normalize_number(text: str) -> str | None:

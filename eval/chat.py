@@ -17,35 +17,58 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from lmforge.infer import SamplingConfig, chat_replies
+from lmforge.infer.tools import Tool, run_tools
 
 Grader = Callable[[str, str, str], bool]   # (task, reply, answer) -> correct
 GENERIC = "chat"   # the task of an item that names none: graded by a matcher, not by a task's own grader
 
 
 def prompt_messages(messages: Sequence[Mapping[str, str]]) -> list[dict]:
-    """The messages before the last assistant turn (what the model is asked).
+    """What the model is asked: the messages up to the last user turn's reply, i.e. before the first
+    assistant turn after the last user message (the last assistant turn when there is no user turn).
+    A tool-use item (user, call, result, answer) is asked from the user's turn: the calls are the
+    model's to make.
 
     Raises ValueError if there is no assistant turn or nothing before it."""
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
-    if last <= 0:
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    after = users[-1] if users else 0
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > after]
+    first = turns[0] if users and turns else max((i for i, m in enumerate(messages) if m["role"] == "assistant"),
+                                                 default=-1)
+    if first <= 0:
         raise ValueError(f"a chat evaluation item needs a reference assistant turn after at least one message; got "
                          f"roles {[m['role'] for m in messages]}")
-    return [dict(m) for m in messages[:last]]
+    return [dict(m) for m in messages[:first]]
 
 
 def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
                   sampling: SamplingConfig = SamplingConfig(max_new_tokens=128, temperature=0.0),
-                  seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies") -> dict:
+                  seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies",
+                  tools: Sequence[Tool] = (), max_calls: int = 4) -> dict:
     """Replies to ``items`` (dicts with ``messages``, ``answer``, ``task``) graded by ``grade``.
 
     Returns ``{"metrics": {"accuracy", "n", "accuracy/<task>" per task}, "samples": [{task, answer,
     reply, correct}]}``; with ``sampling.n > 1`` the accuracy is over all replies (pass@1 estimated
-    from n samples). ``batch``, ``progress``, ``desc``: as :func:`chat_replies`."""
+    from n samples). ``batch``, ``progress``, ``desc``: as :func:`chat_replies`. With ``tools``, each
+    reply goes through the tool-call loop (``lmforge.infer.tools.run_tools``, at most ``max_calls``
+    calls; needs ``sampling.n == 1``): the last reply is graded, the metrics add ``tool_calls``
+    (calls per item) and ``tool_errors`` (the share of calls that failed), each sample its
+    ``calls``."""
     items = [it for it in items if it.get("answer") is not None]
     if not items:
         return {"metrics": {"accuracy": float("nan"), "n": 0}, "samples": []}
-    replies = chat_replies(sampler, template, [prompt_messages(it["messages"]) for it in items], sampling, seed=seed,
-                           batch=batch, progress=progress, desc=desc)
+    prompts = [prompt_messages(it["messages"]) for it in items]
+    runs = None
+    if tools:
+        if sampling.n != 1:
+            raise ValueError(f"chat_accuracy: the tool loop samples one reply per conversation; got n={sampling.n}")
+        rounds = iter(range(max_calls + 1))
+        runs = run_tools(lambda convs: chat_replies(sampler, template, convs, sampling, seed=seed + 1000 * next(rounds),
+                                                    batch=batch, progress=progress, desc=desc),
+                         prompts, tools, max_calls=max_calls)
+        replies = [run.reply for run in runs]
+    else:
+        replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch, progress=progress, desc=desc)
     n = sampling.n
     samples, by_task = [], {}
     for r, reply in enumerate(replies):
@@ -53,7 +76,12 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
         ok = bool(grade(it["task"], reply, it["answer"]))
         by_task.setdefault(it["task"], []).append(ok)
         samples.append({"task": it["task"], "answer": it["answer"], "reply": reply, "correct": ok})
+        if runs is not None:
+            samples[-1]["calls"] = [dataclasses.asdict(c) for c in runs[r].calls]
     metrics = {"accuracy": float(np.mean([s["correct"] for s in samples])), "n": len(items)}
+    if runs is not None:
+        calls = sum(len(run.calls) for run in runs)
+        metrics.update(tool_calls=calls / len(runs), tool_errors=sum(run.errors for run in runs) / max(calls, 1))
     if len(by_task) > 1:
         metrics.update({f"accuracy/{t}": float(np.mean(v)) for t, v in sorted(by_task.items())})
     return {"metrics": metrics, "samples": samples}

@@ -20,7 +20,7 @@ every lmforge tokenizer)::
       {"role": "tool", "content": "3367"}
 
   so SFT on such conversations (loss on assistant turns, the default) trains the calls and never
-  the results. :func:`format_call` writes a call. Models imported with a Hermes / Qwen style
+  the results. ``format_call`` (``lmforge.data.chat``, re-exported here) writes a call. Models imported with a Hermes / Qwen style
   template write ``<tool_call>{...}</tool_call>``; :func:`parse_tool_call` reads that too.
 - :func:`run_tools` is the loop. ``reply(conversations) -> replies`` is any plain callable (over a
   sampler: :func:`lmforge.infer.chat_replies`; in a test, a script); it is asked for every
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import json
 import math
 import operator
@@ -51,7 +52,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
-TOOL_CALL = "<|tool_call|>"
+from lmforge.data.chat import TOOL_CALL, format_call
+
 HERMES_CALL, HERMES_END = "<tool_call>", "</tool_call>"
 FINISHES = ("reply", "max_calls")
 
@@ -68,21 +70,40 @@ class Tool:
     """A function the model may call: ``fn(**arguments) -> str``.
 
     ``parameters`` maps each argument name to its description (every argument is a string, the
-    shape small models learn); :meth:`schema` is the OpenAI ``tools`` entry."""
+    shape small models learn); those with a default in ``fn`` are optional. :meth:`schema` is the
+    OpenAI ``tools`` entry. Raises ValueError for an empty name or ``parameters`` that is not a
+    mapping of names to descriptions."""
     name: str
     fn: Callable[..., str]
     description: str
     parameters: Mapping[str, str]
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Tool: name {self.name!r}: expected a non-empty string")
+        if not isinstance(self.parameters, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.parameters.items()):
+            raise ValueError(f"Tool {self.name!r}: parameters {self.parameters!r}: expected a mapping of argument "
+                             f"names to descriptions")
+
     def __call__(self, **arguments) -> str:
         return self.fn(**arguments)
+
+    @property
+    def required(self) -> list[str]:
+        """The parameters ``fn`` has no default for."""
+        try:
+            sig = inspect.signature(self.fn).parameters
+        except (TypeError, ValueError):   # a builtin without a signature: all required
+            return list(self.parameters)
+        return [p for p in self.parameters if p not in sig or sig[p].default is inspect.Parameter.empty]
 
     def schema(self) -> dict:
         """``{"type": "function", "function": {"name", "description", "parameters": JSON schema}}``."""
         props = {k: {"type": "string", "description": v} for k, v in self.parameters.items()}
         return {"type": "function", "function": {
             "name": self.name, "description": self.description,
-            "parameters": {"type": "object", "properties": props, "required": list(self.parameters)}}}
+            "parameters": {"type": "object", "properties": props, "required": self.required}}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,17 +132,13 @@ class ToolRun:
         return sum(c.error for c in self.calls)
 
 
-def format_call(name: str, **arguments) -> str:
-    """The assistant content of a call: ``<|tool_call|>{"name": name, "arguments": {...}}``."""
-    return TOOL_CALL + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
-
-
 def parse_tool_call(reply: str) -> ToolCall | None:
     """The call in an assistant reply, or None when it holds no call marker.
 
     Reads ``<|tool_call|>{json}`` and ``<tool_call>{json}</tool_call>``; the object is ``{"name":
-    str, "arguments": object or a JSON string of one}``. Raises ValueError, saying what was
-    expected, for a marker followed by anything else."""
+    str, "arguments": object or a JSON string of one}`` (``"parameters"`` for ``"arguments"``, as
+    Llama 3.1 writes them, is read too). One call per reply: the first marker's; later ones are
+    ignored. Raises ValueError, saying what was expected, for a marker followed by anything else."""
     at = [(reply.find(m), m) for m in (TOOL_CALL, HERMES_CALL) if m in reply]
     if not at:
         return None
@@ -136,7 +153,7 @@ def parse_tool_call(reply: str) -> ToolCall | None:
                          f'{{"name": "<tool>", "arguments": {{...}}}}') from None
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         raise ValueError(f'the call {_short(obj)} has no "name"; expected {{"name": "<tool>", "arguments": {{...}}}}')
-    args = obj.get("arguments", {})
+    args = obj.get("arguments", obj.get("parameters", {}))   # "parameters": Llama 3.1's JSON tool calls
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
@@ -154,9 +171,10 @@ def call_tool(call: ToolCall, tools: Mapping[str, Tool]) -> ToolCall:
     if tool is None:
         return dataclasses.replace(call, result=f"error: no tool named {call.name!r}; the tools are "
                                                 f"{', '.join(sorted(tools)) or 'none'}", error=True)
-    wrong = sorted(set(call.arguments) ^ set(tool.parameters))
-    if wrong:
-        return dataclasses.replace(call, result=f"error: {call.name} takes {', '.join(tool.parameters)}; got "
+    if set(call.arguments) - set(tool.parameters) or set(tool.required) - set(call.arguments):
+        optional = [p for p in tool.parameters if p not in tool.required]
+        takes = ", ".join(tool.required) + (f" (optional: {', '.join(optional)})" if optional else "")
+        return dataclasses.replace(call, result=f"error: {call.name} takes {takes or 'no arguments'}; got "
                                                 f"{', '.join(call.arguments) or 'no arguments'}", error=True)
     try:
         return dataclasses.replace(call, result=str(tool(**{k: str(v) for k, v in call.arguments.items()})))
@@ -172,7 +190,9 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
 
     ``reply(conversations)`` returns one reply per conversation given (round k asks only for the
     conversations still calling). At most ``max_calls`` calls per conversation: one still calling
-    after them ends with ``finish="max_calls"``, its last reply being that call. Raises ValueError
+    after them ends with ``finish="max_calls"``, its last reply being that call, not run (drop such runs
+    before training on their ``messages``: SFT would teach that call). ``reply`` gets copies of the
+    conversations. Raises ValueError
     for ``max_calls < 1``, two tools of one name, or a ``reply`` returning the wrong number of replies."""
     if max_calls < 1:
         raise ValueError(f"run_tools: max_calls must be >= 1; got {max_calls}")
@@ -184,7 +204,7 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
     runs = [ToolRun([dict(m) for m in c], "", [], "reply") for c in conversations]
     active = list(range(len(runs)))
     while active:
-        replies = reply([runs[i].messages for i in active])
+        replies = reply([[dict(m) for m in runs[i].messages] for i in active])
         if len(replies) != len(active):
             raise ValueError(f"run_tools: reply() returned {len(replies)} replies for {len(active)} conversations "
                              f"(sample one reply per conversation: n=1)")
@@ -254,6 +274,9 @@ def calculator() -> Tool:
             return _number(evaluator.eval(text))
         except SyntaxError:
             raise ToolError(f"{expression!r} is not an arithmetic expression") from None
+        except KeyError as e:   # simpleeval's lookup of an operator it was not given
+            raise ToolError(f"{expression!r}: the operator {getattr(e.args[0], '__name__', e.args[0])} is not "
+                            f"supported (+ - * / // % ** only)") from None
         except OverflowError:
             raise ToolError(f"{expression!r} overflows") from None
 
@@ -263,6 +286,14 @@ def calculator() -> Tool:
 
 _PYTHON_MAIN = r"""
 import ast, sys
+try:
+    import resource
+    memory, cpu, fsize = (int(x) for x in sys.argv[1:4])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+except ImportError:   # not POSIX: the wall-clock timeout alone
+    pass
 source = sys.stdin.read()
 tree = ast.parse(source, "<tool>")
 last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
@@ -285,18 +316,15 @@ def python(*, timeout_s: float = 5.0, memory_mb: int = 1024, max_output: int = 2
     This isolates mistakes, not attacks: the process runs as the caller's user with the network
     and the file system it can reach. Run untrusted models' code in a container."""
 
-    def limits():   # in the child, before exec
-        import resource   # pylint: disable=import-outside-toplevel
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-        cpu = max(int(math.ceil(timeout_s)), 1)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
+    # The limits are set by the child itself before it reads the code: a preexec_fn would fork the
+    # caller's Python, unsafe in a multithreaded (JAX) process.
+    limits = [str(memory_mb << 20), str(max(int(math.ceil(timeout_s)), 1)), str(16 << 20)]
 
     def run(code: str) -> str:
         with tempfile.TemporaryDirectory(prefix="lmforge-tool-") as cwd:
-            proc = subprocess.Popen([sys.executable, "-I", "-c", _PYTHON_MAIN], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([sys.executable, "-I", "-c", _PYTHON_MAIN, *limits], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                                    start_new_session=True, preexec_fn=limits if os.name == "posix" else None,
+                                    start_new_session=True,
                                     env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"})
             try:
                 out, err = proc.communicate(code, timeout=timeout_s)
@@ -316,10 +344,31 @@ def python(*, timeout_s: float = 5.0, memory_mb: int = 1024, max_output: int = 2
                 {"code": "the Python source"})
 
 
+def tools_prompt(tools: Sequence[Tool]) -> str:
+    """A system message that lists ``tools`` (their OpenAI schemas, one JSON line each) and says how to
+    call one, for a model that was not fine-tuned on a fixed set of tools."""
+    lines = [json.dumps(t.schema()["function"], ensure_ascii=False) for t in tools]
+    return "\n".join([f'You can call these tools. To call one, reply with {TOOL_CALL}{{"name": <tool>, '
+                       f'"arguments": {{...}}}} and nothing else; its result comes back as the next message.',
+                       *lines])
+
+
+TOOLS: dict[str, Callable[[], Tool]] = {"calculator": calculator, "python": python}   # by name, for configs
+
+
+def tools_by_name(names: Sequence[str]) -> list[Tool]:
+    """The tools of ``TOOLS`` named (``search`` needs passages: build it with
+    ``lmforge.infer.retrieval.search_tool``). Raises ValueError for a name not in ``TOOLS``."""
+    unknown = [n for n in names if n not in TOOLS]
+    if unknown:
+        raise ValueError(f"tool {unknown[0]!r}: expected one of {', '.join(TOOLS)}")
+    return [TOOLS[n]() for n in names]
+
+
 def _short(x, n: int = 60) -> str:
     text = json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else repr(x)
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-__all__ = ["FINISHES", "HERMES_CALL", "TOOL_CALL", "Tool", "ToolCall", "ToolError", "ToolRun", "calculator", "call_tool",
-           "format_call", "parse_tool_call", "python", "run_tools"]
+__all__ = ["FINISHES", "HERMES_CALL", "TOOLS", "TOOL_CALL", "Tool", "ToolCall", "ToolError", "ToolRun", "calculator", "call_tool",
+           "format_call", "parse_tool_call", "python", "run_tools", "tools_by_name", "tools_prompt"]

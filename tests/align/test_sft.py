@@ -141,6 +141,21 @@ def test_sft_experiments_end_to_end_full_then_lora(base, tmp_path, capsys):
     assert any(np.abs(np.asarray(v)).sum() > 0 for p, v in flat.items() if p.endswith("lora.b"))   # B moved off 0
 
 
+def test_sft_tools_smoke_replies_through_the_tool_loop(base, tmp_path, capsys):
+    """experiments/sft/sft_tools.py:smoke: calculator conversations trained, held-out problems replied to
+    through the tool-call loop (the random base writes no call: 0 calls per problem, but the metrics and
+    the samples' call lists are there)."""
+    from lmforge.cli.main import main
+
+    run = tmp_path / "tools"
+    assert main(["run", f"{EXPERIMENTS}/sft_tools.py:smoke", f"init_from={base}", "--workdir", str(run)]) == 0
+    capsys.readouterr()
+    out = json.loads((run / "final.json").read_text())
+    assert out["final/reply/n"] == 4 and out["final/reply/tool_calls"] >= 0 and "final/reply/tool_errors" in out
+    samples = [json.loads(line) for line in (run / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and all(s["task"] == "calculator" and isinstance(s["calls"], list) for s in samples)
+
+
 def test_a_full_fine_tune_resumes_without_its_moved_init_from(base, tmp_path, capsys):
     """A full fine-tune's checkpoints hold every weight: continuing it for more steps after its init_from
     folder moved reads nothing of it (said on stderr). A LoRA run's frozen weights are its base's: it is
@@ -212,6 +227,7 @@ def test_sft_bad_configs_are_one_line_errors(base, tmp_path):
     (dict(synthetic_options=(("max_value", 20), ("max_value", 30))), "synthetic_options: option 'max_value' is "
                                                                        "given twice"),
     (dict(synthetic_options=(("max_value", 5),)), "synthetic_options: option max_value=5: expected a whole number"),
+    (dict(eval_tools=("abacus",)), "eval_tools: tool 'abacus': expected one of calculator, python"),
 ])
 def test_sft_config_refuses_bad_eval_and_synthetic_values(over, expected):
     from lmforge.align.sft import SFTConfig

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from lmforge.data.knowledge import KnowledgeBase
@@ -17,6 +19,8 @@ def test_parse_reads_lmforge_and_hermes_calls_and_names_what_is_wrong():
     assert hermes == ToolCall("search", {"query": "x"})   # arguments as a JSON string, OpenAI's wire form
     assert parse_tool_call("The answer is 5.") is None
     assert parse_tool_call(format_call("calculator", expression="1+2")) == ToolCall("calculator", {"expression": "1+2"})
+    assert parse_tool_call(format_call("lookup", name="Bob")) == ToolCall("lookup", {"name": "Bob"})   # an argument "name"
+    assert parse_tool_call('<|tool_call|>{"name": "f", "parameters": {"a": 1}}') == ToolCall("f", {"a": 1})   # Llama 3.1
     for bad, words in [("<|tool_call|>calculator(1+2)", "not JSON"), ('<|tool_call|>{"arguments": {}}', 'no "name"'),
                        ('<|tool_call|>{"name": "f", "arguments": [1]}', "not an object")]:
         with pytest.raises(ValueError, match=words):
@@ -32,6 +36,13 @@ def test_call_tool_turns_every_failure_into_an_error_result():
     assert wrong.error and wrong.result == "error: calculator takes expression; got expr"
     raised = call_tool(ToolCall("boom", {"x": "1"}), tools)
     assert raised.error and raised.result == "error: ZeroDivisionError: division by zero"
+    weather = Tool("weather", lambda city, unit="C": f"{city} 12 {unit}", "the weather", {"city": "a city", "unit": "C or F"})
+    assert weather.required == ["city"] and weather.schema()["function"]["parameters"]["required"] == ["city"]
+    assert call_tool(ToolCall("weather", {"city": "Oslo"}), {"weather": weather}).result == "Oslo 12 C"
+    assert call_tool(ToolCall("weather", {}), {"weather": weather}).result == \
+        "error: weather takes city (optional: unit); got no arguments"
+    with pytest.raises(ValueError, match="expected a mapping of argument names"):
+        Tool("bad", print, "d", ["a"])
 
 
 @pytest.mark.parametrize("expression, result", [
@@ -40,6 +51,7 @@ def test_call_tool_turns_every_failure_into_an_error_result():
     ("1/0", "error: ZeroDivisionError: division by zero"), ("2**300", "error: 2 ** 300 is too large"),
     ("'a' * 3", "error: the expression gives str"), ("1e308 * 10", "error: the result is inf"),
     ("__import__('os')", "error:"), ("", "error: empty expression"), ("2 +", "is not an arithmetic expression"),
+    ("3 > 2", "error: '3 > 2': the operator Gt is not supported"),
 ])
 def test_calculator(expression, result):
     got = call_tool(ToolCall("calculator", {"expression": expression}), {"calculator": calculator()}).result
@@ -47,10 +59,15 @@ def test_calculator(expression, result):
 
 
 def test_python_tool_prints_the_last_expression_and_keeps_to_its_limits(tmp_path):
+    import warnings
+
+    import jax  # noqa: F401  (a multithreaded process: a Python-level fork would warn)
     tool = {"python": python(timeout_s=2, memory_mb=512)}
 
     def run(code):
-        return call_tool(ToolCall("python", {"code": code}), tool).result
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return call_tool(ToolCall("python", {"code": code}), tool).result
 
     assert run("37*91") == "3367"
     assert run("print('hi')\nx = 3\nx * 2") == "hi\n6"
@@ -60,6 +77,7 @@ def test_python_tool_prints_the_last_expression_and_keeps_to_its_limits(tmp_path
     assert run("x = ' ' * 2**31").startswith("error: MemoryError")
     assert run("import os; os.getcwd()") != repr(str(tmp_path))   # a fresh empty folder, not the caller's
     assert run("import os; os.listdir('.')") == "[]"
+    assert run("import resource; resource.getrlimit(resource.RLIMIT_AS)[0] >> 20") == "512"
 
 
 def _script(replies_by_round):
@@ -95,7 +113,10 @@ def test_run_tools_runs_calls_until_each_conversation_replies():
 def test_run_tools_stops_a_conversation_that_keeps_calling():
     call = format_call("calculator", expression="1+1")
     reply, asked = _script([{"a": call}] * 5)
-    (run,) = run_tools(reply, [[{"role": "user", "content": "a"}]], [calculator()], max_calls=2)
+    seen = []
+    reply_keeping = lambda convs: seen.extend(convs) or reply(convs)   # keeps what it was given
+    (run,) = run_tools(reply_keeping, [[{"role": "user", "content": "a"}]], [calculator()], max_calls=2)
+    assert [len(c) for c in seen] == [1, 3, 5]   # copies: the loop's later turns do not reach them
     assert len(asked) == 3 and len(run.calls) == 2 and run.finish == "max_calls"
     assert run.reply == call and run.messages[-1] == {"role": "assistant", "content": call}   # the third, not run
     with pytest.raises(ValueError, match="returned 0 replies for 1"):
@@ -124,6 +145,28 @@ def test_tool_conversations_train_the_calls_not_the_results(tmp_path):
     assert weights[at_result:end].sum() == 0   # the result's role marker, content and <|end|> are not
     assert parse_tool_call(tok.decode(ids[at_call:at_call + 1 + len(tok.encode(call[len(TOOL_CALL):]))].tolist())) == \
         ToolCall("calculator", {"expression": "37*91"})   # what a model writes decodes back to the call
+
+
+def test_calculator_task_calls_the_calculator_and_answers_with_its_result():
+    from lmforge.data import synthetic
+    from lmforge.eval.chat import prompt_messages
+
+    items = synthetic.generate("calculator", 200, split="test", seed=1, max_digits=5)
+    tools = {"calculator": calculator()}
+    assert not {it["key"] for it in items} & {it["key"] for it in synthetic.generate("calculator", 600, max_digits=5)}
+    digits = set()
+    for it in items:
+        user, call, result, answer = it["messages"]
+        assert [m["role"] for m in it["messages"]] == ["user", "assistant", "tool", "assistant"]
+        parsed = parse_tool_call(call["content"])
+        assert parsed.arguments == {"expression": it["key"]}
+        assert call_tool(parsed, tools).result == result["content"] == it["answer"]   # what the tool would return
+        assert synthetic.check_answer("calculator", answer["content"], it["answer"]) and int(it["answer"]) >= 0
+        assert prompt_messages(it["messages"]) == [user]   # asked from the user's turn: the call is the model's
+        digits |= {len(x) for x in it["key"].split(" ")[::2]}
+    assert digits == {2, 3, 4, 5}
+    with pytest.raises(ValueError, match="max_digits=1"):
+        synthetic.generate("calculator", 1, max_digits=1)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +209,50 @@ def test_rag_prompt_and_search_tool(kb):
     assert result.startswith("[1] ") and ent.name in result and "[2]" not in result
     assert call_tool(ToolCall("search", {"query": "zzzz"}), {"search": tool}).result == "no results"
     json.dumps(tool.schema())   # the OpenAI tools entry is plain JSON
+
+
+class _Scripted:
+    """A chat template and sampler over a reply script: ``prompt`` files the conversation under an id,
+    the sampler echoes the id, and decoding it asks ``script(conversation)`` for the reply."""
+    stop_ids = ()
+    eos_id = -1
+
+    def __init__(self, script):
+        self.script, self.seen, self.tok = script, [], self
+
+    def prompt(self, conversation):
+        self.seen.append(conversation)
+        return np.array([len(self.seen) - 1])
+
+    def decode(self, ids):
+        return self.script(self.seen[ids[0]])
+
+    def generate_ids(self, prompts, cfg, *, seed=0):
+        from types import SimpleNamespace
+        return SimpleNamespace(tokens=np.array([[p[0]] for p in prompts]), lengths=np.ones(len(prompts), int))
+
+
+def test_chat_accuracy_with_tools_grades_the_reply_after_the_calls():
+    """A calculator item is asked from its user turn; the model's call is run and its last reply graded."""
+    from lmforge.data import synthetic
+    from lmforge.eval.chat import chat_accuracy
+    from lmforge.infer import SamplingConfig
+
+    items = synthetic.generate("calculator", 3, split="test", seed=2)
+
+    def script(conversation):
+        if conversation[-1]["role"] == "tool":
+            return f"#### {conversation[-1]['content']}"
+        if conversation[0]["content"] == items[2]["messages"][0]["content"]:
+            return "#### 0"   # answers without the tool: wrong
+        return format_call("calculator", expression=next(it["key"] for it in items
+                                                          if it["messages"][0]["content"] == conversation[0]["content"]))
+
+    model = _Scripted(script)
+    res = chat_accuracy(model, model, items, synthetic.check_answer, tools=[calculator()])
+    assert res["metrics"] == {"accuracy": 2 / 3, "n": 3, "tool_calls": 2 / 3, "tool_errors": 0.0}
+    assert [len(s["calls"]) for s in res["samples"]] == [1, 1, 0]
+    assert res["samples"][0]["calls"][0]["result"] == items[0]["answer"] and res["samples"][0]["correct"]
+    with pytest.raises(ValueError, match="one reply per conversation"):
+        chat_accuracy(model, model, items, synthetic.check_answer, tools=[calculator()],
+                      sampling=SamplingConfig(max_new_tokens=8, n=2, temperature=1.0))
