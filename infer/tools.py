@@ -192,8 +192,8 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
     conversations still calling). At most ``max_calls`` calls per conversation: one still calling
     after them ends with ``finish="max_calls"``, its last reply being that call, not run (drop such runs
     before training on their ``messages``: SFT would teach that call). ``reply`` gets copies of the
-    conversations. Raises ValueError
-    for ``max_calls < 1``, two tools of one name, or a ``reply`` returning the wrong number of replies."""
+    conversations. Raises ValueError for ``max_calls < 1``, two tools of one name, or a ``reply``
+    returning the wrong number of replies."""
     if max_calls < 1:
         raise ValueError(f"run_tools: max_calls must be >= 1; got {max_calls}")
     if not isinstance(tools, Mapping):
@@ -217,15 +217,14 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
                 call = parse_tool_call(text)
             except ValueError as e:
                 call = ToolCall("", {}, f"error: {e}", error=True)
-            else:
-                if call is None:
-                    continue
-                call = call_tool(call, tools)
-            run.calls.append(call)
-            if len(run.calls) > max_calls:   # the call past the limit is not run
-                run.calls.pop()
+            if call is None:
+                continue
+            if len(run.calls) == max_calls:   # one call past the limit: not run
                 run.finish = "max_calls"
                 continue
+            if not call.error:
+                call = call_tool(call, tools)
+            run.calls.append(call)
             run.messages.append({"role": "tool", "content": call.result})
             still.append(i)
         active = still

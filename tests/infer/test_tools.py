@@ -111,11 +111,14 @@ def test_run_tools_runs_calls_until_each_conversation_replies():
 
 
 def test_run_tools_stops_a_conversation_that_keeps_calling():
+    ran = []
+    counter = Tool("calculator", lambda expression: ran.append(expression) or "2", "counts its runs", {"expression": "e"})
     call = format_call("calculator", expression="1+1")
     reply, asked = _script([{"a": call}] * 5)
     seen = []
     reply_keeping = lambda convs: seen.extend(convs) or reply(convs)   # keeps what it was given
-    (run,) = run_tools(reply_keeping, [[{"role": "user", "content": "a"}]], [calculator()], max_calls=2)
+    (run,) = run_tools(reply_keeping, [[{"role": "user", "content": "a"}]], [counter], max_calls=2)
+    assert ran == ["1+1", "1+1"]   # the third call is not run
     assert [len(c) for c in seen] == [1, 3, 5]   # copies: the loop's later turns do not reach them
     assert len(asked) == 3 and len(run.calls) == 2 and run.finish == "max_calls"
     assert run.reply == call and run.messages[-1] == {"role": "assistant", "content": call}   # the third, not run
