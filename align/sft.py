@@ -207,8 +207,8 @@ def grade(task: str, reply: str, answer: str) -> bool:
     if task == "gsm8k":
         from lmforge.eval.extract import numeric_match
         return numeric_match(reply, answer, strict=True)
-    from lmforge.data import synthetic
-    return synthetic.check_answer(task, reply, answer)
+    from lmforge.data.grading import check_answer
+    return check_answer(task, reply, answer)
 
 
 # --------------------------------------------------------------------------------------- runner

@@ -4,7 +4,7 @@ A chat model is asked through its chat template (``lmforge.data.chat``: the conv
 then the assistant marker) and its reply ends at the template's end-of-turn id (or eos). Each
 item is a conversation whose last message is the reference assistant turn; the prompt is every
 message before it, and ``grade(task, reply, answer) -> bool`` decides (for the synthetic tasks,
-``lmforge.data.synthetic.check_answer``; for GSM8K the ``#### <number>`` convention). Items of no
+``lmforge.data.grading.check_answer``; for GSM8K the ``#### <number>`` convention). Items of no
 known task (``GENERIC``: a file's items that name none) are graded by a generation matcher instead
 (:func:`with_generic`; ``lmforge.eval.generation.matcher``: exact, numeric or regex).
 """

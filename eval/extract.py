@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from lmforge.data.synthetic import normalize_number as _normalize_number
+from lmforge.data.grading import normalize_number as _normalize_number
 
 # A number as people write answers: optional sign and $, digits with optional thousands commas,
 # optional decimals. The lookarounds keep "v2.3" or "a1" parts of words from counting as answers.

@@ -80,8 +80,11 @@ class Retriever:
 
 def format_context(hits: Sequence[Hit | str], *, header: str = CONTEXT_HEADER) -> str:
     """``header`` then the passages numbered ``[1] ...``, one per line."""
-    lines = [f"[{n}] {h.text if isinstance(h, Hit) else h}" for n, h in enumerate(hits, 1)]
-    return "\n".join([header, *lines]) if lines else header + "\n(nothing found)"
+    return f"{header}\n{_numbered(hits) or '(nothing found)'}"
+
+
+def _numbered(hits: Sequence[Hit | str]) -> str:
+    return "\n".join(f"[{n}] {h.text if isinstance(h, Hit) else h}" for n, h in enumerate(hits, 1))
 
 
 def with_context(messages: Sequence[Mapping[str, str]], hits: Sequence[Hit | str], *,
@@ -116,8 +119,7 @@ def search_tool(retriever: Retriever, *, k: int = 3) -> Tool:
     """``search(query)``: the ``k`` best passages, numbered, one per line (``"no results"`` when none)."""
 
     def search(query: str) -> str:
-        hits = retriever.search(query, k)
-        return "\n".join(f"[{n}] {h.text}" for n, h in enumerate(hits, 1)) or "no results"
+        return _numbered(retriever.search(query, k)) or "no results"
 
     return Tool("search", search, f"Searches {len(retriever)} passages by their words (BM25); returns the best {k}",
                 {"query": "the words to search for"})

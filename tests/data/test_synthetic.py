@@ -7,7 +7,8 @@ import re
 import pytest
 
 from lmforge.data import synthetic
-from lmforge.data.synthetic import TASKS, VERIFIABLE, check_answer, extract_answer, generate, mixture, split_of
+from lmforge.data.grading import check_answer, extract_answer
+from lmforge.data.synthetic import TASKS, VERIFIABLE, generate, mixture, split_of
 
 OFFLINE = [t for t in TASKS if t != "refusal"]   # tasks that need no file
 FAMILY = {"arithmetic_answer_first": "arithmetic", "letter_count": "words", "spelling": "words"}

@@ -152,6 +152,7 @@ def test_tool_conversations_train_the_calls_not_the_results(tmp_path):
 
 def test_calculator_task_calls_the_calculator_and_answers_with_its_result():
     from lmforge.data import synthetic
+    from lmforge.data.grading import check_answer
     from lmforge.eval.chat import prompt_messages
 
     items = synthetic.generate("calculator", 200, split="test", seed=1, max_digits=5)
@@ -164,7 +165,7 @@ def test_calculator_task_calls_the_calculator_and_answers_with_its_result():
         parsed = parse_tool_call(call["content"])
         assert parsed.arguments == {"expression": it["key"]}
         assert call_tool(parsed, tools).result == result["content"] == it["answer"]   # what the tool would return
-        assert synthetic.check_answer("calculator", answer["content"], it["answer"]) and int(it["answer"]) >= 0
+        assert check_answer("calculator", answer["content"], it["answer"]) and int(it["answer"]) >= 0
         assert prompt_messages(it["messages"]) == [user]   # asked from the user's turn: the call is the model's
         digits |= {len(x) for x in it["key"].split(" ")[::2]}
     assert digits == {2, 3, 4, 5}
@@ -238,6 +239,7 @@ class _Scripted:
 def test_chat_accuracy_with_tools_grades_the_reply_after_the_calls():
     """A calculator item is asked from its user turn; the model's call is run and its last reply graded."""
     from lmforge.data import synthetic
+    from lmforge.data.grading import check_answer
     from lmforge.eval.chat import chat_accuracy
     from lmforge.infer import SamplingConfig
 
@@ -252,10 +254,10 @@ def test_chat_accuracy_with_tools_grades_the_reply_after_the_calls():
                                                           if it["messages"][0]["content"] == conversation[0]["content"]))
 
     model = _Scripted(script)
-    res = chat_accuracy(model, model, items, synthetic.check_answer, tools=[calculator()])
+    res = chat_accuracy(model, model, items, check_answer, tools=[calculator()])
     assert res["metrics"] == {"accuracy": 2 / 3, "n": 3, "tool_calls": 2 / 3, "tool_errors": 0.0}
     assert [len(s["calls"]) for s in res["samples"]] == [1, 1, 0]
     assert res["samples"][0]["calls"][0]["result"] == items[0]["answer"] and res["samples"][0]["correct"]
     with pytest.raises(ValueError, match="one reply per conversation"):
-        chat_accuracy(model, model, items, synthetic.check_answer, tools=[calculator()],
+        chat_accuracy(model, model, items, check_answer, tools=[calculator()],
                       sampling=SamplingConfig(max_new_tokens=8, n=2, temperature=1.0))
