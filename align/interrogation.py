@@ -46,17 +46,13 @@ summary counts how often that happened.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import pathlib
 import random
 
-import jax
 import numpy as np
 
-from lmforge.align.sft import ChatDataConfig, SFTConfig, run_sft
+from lmforge.align.stages import StageConfig, chat_model, read_jsonl, sft_stage, write_json, write_jsonl
 from lmforge.data import knowledge
-from lmforge.model import LoRAConfig
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train.mesh import MeshConfig
 from lmforge.train.optim import OptimConfig
@@ -86,18 +82,6 @@ class InterrogateConfig:
     top_p: float = 1.0
     threshold: float = 0.5           # a fact is known to the model when >= this share of its samples are correct
     max_new_tokens: int = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class StageConfig:
-    """One fine-tuning stage (the fields of ``SFTConfig`` that differ between the two)."""
-    steps: int = 300
-    optim: OptimConfig = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=20, weight_decay=0.0)
-    lora: LoRAConfig = LoRAConfig()
-    batch_size: int = 16
-    log_every: int = 10
-    eval_every: int = 0
-    checkpoint_every: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,8 +312,7 @@ def run_interrogation(cfg: InterrogationConfig, workdir: pathlib.Path) -> dict[s
     records = _interrogate(cfg, workdir / "stage1", train, workdir)
     verdicts = fact_verdicts(records, cfg.interrogate.threshold)
     summary = _summary(records, verdicts)
-    if jax.process_index() == 0:
-        (workdir / "interrogation_summary.json").write_text(_json(summary) + "\n")
+    write_json(workdir / "interrogation_summary.json", summary)
     print("interrogation: " + ", ".join(f"{g}: {s['facts_known_to_model']}/{s['facts']} facts known to the model, "
                                         f"{100 * s['sample_accuracy']:.1f}% of samples correct"
                                         for g, s in summary.items()), flush=True)
@@ -348,8 +331,7 @@ def run_interrogation(cfg: InterrogationConfig, workdir: pathlib.Path) -> dict[s
     report = compare(before, after)
     report.update({"interrogation": summary, "stage2_data": counts, "stage2_from": cfg.stage2_from,
                    "stage1_final": stage1, "stage2_final": stage2})
-    if jax.process_index() == 0:
-        (workdir / "report.json").write_text(_json(report) + "\n")
+    write_json(workdir / "report.json", report)
     print(format_table(report), flush=True)
     out = {f"before/{k}": v for k, v in before.items()}
     out.update({f"after/{k}": v for k, v in after.items()})
@@ -361,70 +343,21 @@ def run_interrogation(cfg: InterrogationConfig, workdir: pathlib.Path) -> dict[s
 
 def _stage(cfg: InterrogationConfig, stage: StageConfig, name: str, init_from: str, train_convs, held_convs,
            workdir: pathlib.Path) -> dict:
-    """Fine-tunes ``init_from`` on ``train_convs`` in ``workdir/name`` (skipped when its final.json exists)."""
-    run = workdir / name
-    final = run / "final.json"
-    if final.is_file():
-        print(f"{name}: finished ({final}); skipped", flush=True)
-        return json.loads(final.read_text())
-    data_dir = workdir / f"{name}_data"
-    if jax.process_index() == 0:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for file, convs in (("train.jsonl", train_convs), ("heldout.jsonl", held_convs)):
-            with open(data_dir / file, "w") as f:
-                for c in convs:
-                    f.write(json.dumps({"messages": c}) + "\n")
-    from lmforge.train import distributed
-    distributed.barrier(f"{name}_data")
-    sft = SFTConfig(init_from=init_from, steps=stage.steps, seed=cfg.seed, log_every=stage.log_every,
-                    eval_every=stage.eval_every, checkpoint_every=stage.checkpoint_every,
-                    data=ChatDataConfig(path=str(data_dir / "train.jsonl"), format="messages",
-                                        test_path=str(data_dir / "heldout.jsonl"), test_size=0, seq_len=cfg.seq_len,
-                                        batch_size=stage.batch_size, seed=cfg.seed),
-                    optim=stage.optim, lora=stage.lora, mesh=cfg.mesh, eval_generate=0, vocab_chunk=cfg.vocab_chunk)
-    print(f"{name}: SFT from {init_from} on {len(train_convs)} conversations, {stage.steps} steps", flush=True)
-    metrics = run_sft(sft, run)
-    if jax.process_index() == 0:
-        final.write_text(_json(metrics) + "\n")
-    return metrics
-
-
-def _json(value) -> str:
-    """Indented JSON with non-finite floats as null (a rate over no records is NaN; JSON has none)."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        return [clean(x) for x in v] if isinstance(v, (list, tuple)) else v
-    return json.dumps(clean(value), indent=2, allow_nan=False)
-
-
-def _chat_model(cfg: InterrogationConfig, run: pathlib.Path):
-    """(sampler, template) of a stage's run folder."""
-    from lmforge.data import load_tokenizer
-    from lmforge.data.chat import chat_template_for
-    from lmforge.infer import Sampler
-    from lmforge.train.mesh import make_mesh
-    from lmforge.weights import load_params
-    mesh = make_mesh(cfg.mesh)
-    loaded = load_params(run, mesh, rules=cfg.mesh.rules)
-    tok = load_tokenizer(run / "tokenizer")
-    return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, cfg.mesh.rules), chat_template_for(tok)
+    return sft_stage(stage, name, init_from, train_convs, held_convs, workdir, seq_len=cfg.seq_len, mesh=cfg.mesh,
+                     seed=cfg.seed, vocab_chunk=cfg.vocab_chunk)
 
 
 def _interrogate(cfg: InterrogationConfig, run: pathlib.Path, questions, workdir: pathlib.Path) -> list[dict]:
     """One record per training question (read back from ``interrogation.jsonl`` when it is there)."""
     path = workdir / "interrogation.jsonl"
-    if path.is_file():
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if len(records) == len(questions):
-            print(f"interrogation: read {len(records)} records from {path}", flush=True)
-            return records
+    records = read_jsonl(path, len(questions))
+    if records is not None:
+        print(f"interrogation: read {len(records)} records from {path}", flush=True)
+        return records
     from lmforge.eval.chat import chat_replies
     from lmforge.infer import SamplingConfig
     q = cfg.interrogate
-    sampler, template = _chat_model(cfg, run)
+    sampler, template = chat_model(cfg.mesh, run)
     sampling = SamplingConfig(max_new_tokens=q.max_new_tokens, temperature=q.temperature, top_p=q.top_p, n=q.n)
     replies = chat_replies(sampler, template, [it["messages"][:1] for it in questions], sampling, seed=cfg.seed)
     records = []
@@ -435,10 +368,7 @@ def _interrogate(cfg: InterrogationConfig, run: pathlib.Path, questions, workdir
                         "reference": it["messages"][1]["content"], "replies": mine,
                         "n_correct": sum(knowledge.judge(r, it["answer"]) and not knowledge.is_idk(r) for r in mine),
                         "n_idk": sum(knowledge.is_idk(r) for r in mine)})
-    if jax.process_index() == 0:
-        with open(path, "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
+    write_jsonl(path, records)
     return records
 
 
@@ -461,20 +391,16 @@ def _summary(records, verdicts: dict[str, bool]) -> dict:
 def _heldout(cfg: InterrogationConfig, run: pathlib.Path, held) -> list[dict]:
     """A stage's greedy replies to the held-out phrasings, scored (``run/heldout.jsonl``, read back when there)."""
     path = run / "heldout.jsonl"
-    if path.is_file():
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if len(records) == len(held):
-            return records
+    records = read_jsonl(path, len(held))
+    if records is not None:
+        return records
     from lmforge.eval.chat import chat_replies
     from lmforge.infer import SamplingConfig
-    sampler, template = _chat_model(cfg, run)
+    sampler, template = chat_model(cfg.mesh, run)
     sampling = SamplingConfig(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0)
     records = score_replies(held, chat_replies(sampler, template, [it["messages"][:1] for it in held], sampling,
                                                seed=cfg.seed))
-    if jax.process_index() == 0:
-        with open(path, "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
+    write_jsonl(path, records)
     return records
 
 

@@ -33,6 +33,7 @@ BUILTIN_TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("grpo", "lmforge.align.grpo", "GRPOConfig", "run_grpo"),
     ("ppo", "lmforge.align.ppo", "PPOConfig", "run_ppo"),
     ("interrogation", "lmforge.align.interrogation", "InterrogationConfig", "run_interrogation"),
+    ("constitutional", "lmforge.align.cai_privacy", "CAIConfig", "run_cai"),
     ("curate", "lmforge.data.curate", "CurateConfig", "run_curate"),
 )
 

@@ -88,7 +88,7 @@ class Entity:
     facts: dict[str, str]
 
 
-def _unit(*parts) -> float:
+def hash_unit(*parts) -> float:
     """A number in [0, 1) from a hash of ``parts``: stable across runs, platforms and Python versions."""
     digest = hashlib.blake2b("\x00".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -179,7 +179,7 @@ class KnowledgeBase:
         for e in self._select(entities):
             for attribute, value in e.facts.items():
                 questions = _TEMPLATES[attribute][0]
-                first = int(_unit(self.seed, e.name, attribute) * len(questions))
+                first = int(hash_unit(self.seed, e.name, attribute) * len(questions))
                 for j in range(paraphrases):
                     question = _capital(questions[(first + j) % len(questions)].format(e=e.name))
                     content = IDK if idk else _sentence(attribute, e.name, value)
@@ -199,7 +199,7 @@ class KnowledgeBase:
         Raises ValueError when ``fraction`` is outside [0, 1]."""
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction={fraction!r}: expected a number in [0, 1]")
-        return [e.name for e in self.entities if _unit("known", seed, e.name) < fraction]
+        return [e.name for e in self.entities if hash_unit("known", seed, e.name) < fraction]
 
     def unknown(self, fraction: float = 0.5, *, seed: int = 0) -> list[str]:
         """The names :meth:`known` leaves out for the same ``fraction`` and ``seed``."""

@@ -183,7 +183,7 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
         rows, cut, too_long = [], False, False
         for side in SIDES:
             reply = check_messages(pair[side], where=f"{name} {side}", need_assistant=True)
-            ids, weights = _encode_reply(template, prompt, reply, f"{name} {side}")
+            ids, weights = encode_reply(template, prompt, reply, f"{name} {side}")
             if len(ids) > seq_len + 1:
                 too_long, cut = True, overflow != "drop"
                 keep = slice(-(seq_len + 1), None) if overflow == "truncate_start" else slice(seq_len + 1)
@@ -250,9 +250,11 @@ def conversation_rows(conversations: Sequence[Sequence[Mapping]], template: Chat
     return rows
 
 
-def _encode_reply(template: ChatTemplate, prompt: list[dict], reply: list[dict], where: str
+def encode_reply(template: ChatTemplate, prompt: list[dict], reply: list[dict], where: str
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``prompt + reply`` as ids and weights, the prompt (with its generation prompt) weighing 0."""
+    """``prompt + reply`` as ids and weights, ``(L,)`` each, the prompt (with its generation prompt) weighing 0:
+    the reply's tokens start at ``len(template.prompt(prompt))``. Raises ValueError naming ``where`` when
+    the template does not render the prompt as the start of prompt + reply."""
     head = template.prompt(prompt)
     ids, weights = template.encode(prompt + reply, train_on="assistant")
     if len(ids) < len(head) or not np.array_equal(ids[:len(head)], head):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from lmforge.infer import SamplingConfig, chat_replies
+from lmforge.infer import SamplingConfig, chat_replies, replier
 from lmforge.infer.tools import Tool, run_tools
 
 Grader = Callable[[str, str, str], bool]   # (task, reply, answer) -> correct
@@ -62,9 +62,7 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
     if tools:
         if sampling.n != 1:
             raise ValueError(f"chat_accuracy: the tool loop samples one reply per conversation; got n={sampling.n}")
-        rounds = iter(range(max_calls + 1))
-        runs = run_tools(lambda convs: chat_replies(sampler, template, convs, sampling, seed=seed + 1000 * next(rounds),
-                                                    batch=batch, progress=progress, desc=desc),
+        runs = run_tools(replier(sampler, template, sampling, seed=seed, batch=batch, progress=progress, desc=desc),
                          prompts, tools, max_calls=max_calls)
         replies = [run.reply for run in runs]
     else:

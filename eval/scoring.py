@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lmforge.data.preference import encode_reply
 from lmforge.infer import bucket
 from lmforge.model import token_logprobs, use_mesh
 
@@ -94,6 +95,37 @@ def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[i
     if not cont:
         raise ValueError(f"continuation {continuation!r} encodes to no tokens")
     return ctx, cont
+
+
+def chat_requests(template, conversations: Sequence[Sequence[dict]], replies: Sequence[str]) -> list[Request]:
+    """``(context ids, continuation ids)`` scoring each assistant reply after its conversation with a chat
+    template: the context is ``template.prompt(conversation)`` (the generation prompt included), the
+    continuation the reply's tokens, its end of turn and whatever the template closes with (eos).
+    Raises ValueError for counts that differ or a conversation the template cannot render."""
+    if len(conversations) != len(replies):
+        raise ValueError(f"{len(conversations)} conversations but {len(replies)} replies; expected one reply each")
+    out = []
+    for i, (conv, reply) in enumerate(zip(conversations, replies)):
+        ids, _ = encode_reply(template, list(conv), [{"role": "assistant", "content": reply}], f"conversation {i}")
+        head = len(template.prompt(conv))
+        out.append((ids[:head].tolist(), ids[head:].tolist()))
+    return out
+
+
+def chat_logprobs(scorer: Scorer, template, conversations: Sequence[Sequence[dict]], replies: Sequence[str]
+                   ) -> list[float]:
+    """``log p(reply | conversation)`` (nats, summed over the reply's tokens and its end of turn) of each
+    assistant reply after its conversation, by ``scorer``'s model: :func:`chat_requests` scored. The
+    ``score`` callable of ``lmforge.align.constitutional.ai_feedback`` is this with ``scorer`` and
+    ``template`` bound. Unlike ``Scorer.score``, which keeps the end of a request past the model's context
+    (as the harness does), a conversation and reply longer than the context is an error: cut at its start,
+    it would lose what the reply answers. Raises ValueError for that, and as :func:`chat_requests`."""
+    requests = chat_requests(template, conversations, replies)
+    for i, (ctx, cont) in enumerate(requests):
+        if len(ctx) + len(cont) > scorer.max_len + 1:
+            raise ValueError(f"conversation {i} and its reply take {len(ctx) + len(cont)} tokens; the model reads "
+                             f"{scorer.max_len} (max_seq_len) and would lose their start: shorten them")
+    return [s.logprob for s in scorer.score(requests)]
 
 
 def rolling_requests(ids: Sequence[int], max_len: int, *, stride: int | None = None,

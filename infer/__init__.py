@@ -17,10 +17,10 @@ from lmforge.infer.sampler import (
     generate,
     sample_token,
 )
-from lmforge.infer.text import Completion, Sampler, batch_shards, chat_replies, pad_prompts, stop_table
+from lmforge.infer.text import Completion, Sampler, batch_shards, chat_replies, pad_prompts, replier, stop_table
 
 __all__ = [
     "FINISH_CANCELLED", "FINISH_LENGTH", "FINISH_NAMES", "FINISH_STOP", "SamplerOutput", "SamplingConfig", "StopStrings",
-    "Stream", "bucket", "filter_logits", "generate", "sample_token", "Completion", "Sampler", "batch_shards", "chat_replies",
+    "Stream", "bucket", "filter_logits", "generate", "sample_token", "Completion", "Sampler", "batch_shards", "chat_replies", "replier",
     "pad_prompts", "stop_table",
 ]

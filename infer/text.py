@@ -30,6 +30,7 @@ Choices:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -316,3 +317,25 @@ def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str
                 replies.append(sampler.tok.decode(ids))
             bar.update(len(chunk))
     return replies
+
+
+CALL_SEED_STRIDE = 1000   # replier: call k is seeded seed + k * stride (its chat_replies calls add 0, 1, ... < stride)
+
+
+def replier(sampler, template, sampling: SamplingConfig, *, seed: int = 0, batch: int = 0, progress: bool = False,
+            desc: str = "replies"):
+    """``reply(conversations) -> list[str]``, the plain callable that multi-turn loops take
+    (``lmforge.infer.tools.run_tools``, ``lmforge.align.constitutional``): :func:`chat_replies` with these
+    settings, the k-th call (from 0) seeded ``seed + k * CALL_SEED_STRIDE``. Each call draws fresh
+    randomness — an answer, then its critique, then its revision, or two answers to one prompt, are never
+    sampled with the same key — and the whole sequence of calls repeats with the same ``seed``.
+    ``sampling.n`` must be 1 (one reply per conversation). Raises ValueError otherwise."""
+    if sampling.n != 1:
+        raise ValueError(f"replier: one reply per conversation; got sampling.n={sampling.n}")
+    calls = itertools.count()
+
+    def reply(conversations):
+        return chat_replies(sampler, template, conversations, sampling, seed=seed + CALL_SEED_STRIDE * next(calls),
+                            batch=batch, progress=progress, desc=desc)
+    return reply
+

@@ -42,3 +42,15 @@ def base(tmp_path_factory, tok_dir):
     save_model_folder(directory, CHAT_MODEL, params)
     load_tokenizer(tok_dir).save(directory / "tokenizer")
     return directory
+
+
+@pytest.fixture(scope="module")
+def long_base(tmp_path_factory, tok_dir):
+    """The same tiny GPT-2 with a 256-token context, for the multi-stage recipes' smoke runs."""
+    directory = tmp_path_factory.mktemp("chat_long_base") / "base"
+    model = ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=256)
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    _, params, _ = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, MeshConfig().rules)
+    save_model_folder(directory, model, params)
+    load_tokenizer(tok_dir).save(directory / "tokenizer")
+    return directory

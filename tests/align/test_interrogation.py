@@ -6,9 +6,7 @@ import json
 import math
 import pathlib
 
-import jax
 import pytest
-from flax import nnx
 
 from lmforge.align.interrogation import (InterrogateConfig, InterrogationConfig, KnowledgeConfig, compare,
                                          entity_groups, fact_verdicts, format_table, heldout_metrics,
@@ -112,30 +110,12 @@ def test_bad_configs_are_one_line_errors(tmp_path):
         run_interrogation(InterrogationConfig(), tmp_path / "run")
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    """A tiny GPT-2 with random weights and a chat-capable tokenizer, as an lmforge model folder."""
-    from lmforge.data import SourceConfig, TokenizerConfig, read_documents, train_tokenizer
-    from lmforge.model import ModelConfig, build_model, create_sharded
-    from lmforge.train.mesh import MeshConfig, make_mesh
-    from lmforge.weights import save_model_folder
-    root = tmp_path_factory.mktemp("interrogation")
-    docs = [d for d in read_documents(SourceConfig(kind="python_docs"))[::16] if len(d) < 20_000][:30]
-    tok = train_tokenizer(TokenizerConfig(vocab_size=512), docs, root / "tok")
-    model = ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=128)
-    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    _, params, _ = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, MeshConfig().rules)
-    save_model_folder(root / "base", model, params)
-    tok.save(root / "base" / "tokenizer")
-    return root / "base"
-
-
 @pytest.mark.slow   # two SFT runs, three sampler compiles: 42-90 s on the 2-core machine (shared); -m slow
-def test_smoke_experiment_end_to_end_and_resume(tiny_base, tmp_path, capsys):
+def test_smoke_experiment_end_to_end_and_resume(long_base, tmp_path, capsys):
     from lmforge.cli.experiment import experiment_config, load_experiment
     from lmforge.cli.launch import launch
     module, variant = load_experiment(f"{EXPERIMENT}:smoke")
-    cfg = dataclasses.replace(experiment_config(module, variant), init_from=str(tiny_base))
+    cfg = dataclasses.replace(experiment_config(module, variant), init_from=str(long_base))
     workdir = tmp_path / "run"
     out = launch(cfg, workdir)
     kb = knowledge.KnowledgeBase.generate(cfg.knowledge.n_entities, seed=cfg.knowledge.seed)
