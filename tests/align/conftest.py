@@ -33,24 +33,29 @@ def tok_dir(tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, tok_dir):
-    """A tiny GPT-2 (CHAT_MODEL) with random weights and the chat-capable tokenizer, as a model folder."""
-    directory = tmp_path_factory.mktemp("chat_base") / "base"
-    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    _, params, _ = create_sharded(lambda: build_model(CHAT_MODEL, rngs=nnx.Rngs(0)), mesh, MeshConfig().rules)
-    save_model_folder(directory, CHAT_MODEL, params)
-    load_tokenizer(tok_dir).save(directory / "tokenizer")
-    return directory
-
-
-@pytest.fixture(scope="module")
-def long_base(tmp_path_factory, tok_dir):
-    """The same tiny GPT-2 with a 256-token context, for the multi-stage recipes' smoke runs."""
-    directory = tmp_path_factory.mktemp("chat_long_base") / "base"
-    model = ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=256)
+def _random_model_folder(directory, model, tok_dir):
+    """``model`` with random weights (seed 0) and the tokenizer of ``tok_dir``, saved as a model folder."""
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
     _, params, _ = create_sharded(lambda: build_model(model, rngs=nnx.Rngs(0)), mesh, MeshConfig().rules)
     save_model_folder(directory, model, params)
     load_tokenizer(tok_dir).save(directory / "tokenizer")
     return directory
+
+
+@pytest.fixture(scope="module")
+def random_model_folder(tmp_path_factory, tok_dir):
+    """``random_model_folder(name, model_cfg)``: a model folder of ``model_cfg`` with random weights and the
+    chat-capable tokenizer."""
+    return lambda name, model: _random_model_folder(tmp_path_factory.mktemp(name) / "base", model, tok_dir)
+
+
+@pytest.fixture(scope="module")
+def base(random_model_folder):
+    """A tiny GPT-2 (CHAT_MODEL) with random weights and the chat-capable tokenizer, as a model folder."""
+    return random_model_folder("chat_base", CHAT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def long_base(random_model_folder):
+    """The same tiny GPT-2 with a 256-token context, for the multi-stage recipes' smoke runs."""
+    return random_model_folder("chat_long_base", ModelConfig.gpt2_tiny(vocab_size=512, max_seq_len=256))

@@ -235,17 +235,10 @@ def test_a_reward_model_of_two_scores_is_refused_before_the_workdir(base, pairs_
 
 
 @pytest.fixture(scope="module")
-def llama_base(tmp_path_factory, tok_dir):
+def llama_base(random_model_folder):
     """A tiny Llama with an untied unembedding (which a reward model drops), as a model folder."""
-    from lmforge.model import ModelConfig, build_model, create_sharded
-    from lmforge.weights import save_model_folder
-    directory = tmp_path_factory.mktemp("llama") / "base"
-    cfg = ModelConfig.llama_tiny(vocab_size=512, max_seq_len=64)
-    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    _, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), mesh, MeshConfig().rules)
-    save_model_folder(directory, cfg, params)
-    load_tokenizer(tok_dir).save(directory / "tokenizer")
-    return directory
+    from lmforge.model import ModelConfig
+    return random_model_folder("llama", ModelConfig.llama_tiny(vocab_size=512, max_seq_len=64))
 
 
 def test_lora_over_an_untied_base_resumes_and_loads_from_its_base(llama_base, pairs_file, tmp_path):
