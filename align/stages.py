@@ -79,11 +79,13 @@ def write_conversations(data_dir: pathlib.Path, files: dict[str, list]) -> None:
 
 
 def sft_stage(stage: StageConfig, name: str, init_from: str, train_convs, held_convs, workdir: pathlib.Path, *,
-              seq_len: int, mesh: MeshConfig = MeshConfig(), seed: int = 0, vocab_chunk: int = VOCAB_CHUNK) -> dict:
+              seq_len: int, mesh: MeshConfig = MeshConfig(), seed: int = 0, vocab_chunk: int = VOCAB_CHUNK,
+              overflow: str = "truncate") -> dict:
     """Fine-tunes ``init_from`` on ``train_convs`` (held-out loss on ``held_convs``) in ``workdir/name`` with
     ``lmforge.align.sft.run_sft``; returns its final metrics. Skipped when ``workdir/name/final.json`` exists;
     the conversations are written to ``workdir/<name>_data/``; ``held_convs`` may be empty (no held-out loss).
-    Raises ValueError as ``run_sft``."""
+    ``overflow``: what happens to a conversation past ``seq_len`` (``ChatDataConfig.overflow``: cut or
+    dropped). Raises ValueError as ``run_sft``."""
     from lmforge.align.sft import ChatDataConfig, SFTConfig, run_sft   # pylint: disable=import-outside-toplevel
 
     run = workdir / name
@@ -97,7 +99,7 @@ def sft_stage(stage: StageConfig, name: str, init_from: str, train_convs, held_c
                     eval_every=stage.eval_every, checkpoint_every=stage.checkpoint_every,
                     data=ChatDataConfig(path=str(data_dir / "train.jsonl"), format="messages",
                                         test_path=str(data_dir / "heldout.jsonl"), test_size=0, seq_len=seq_len,
-                                        batch_size=stage.batch_size, seed=seed),
+                                        batch_size=stage.batch_size, overflow=overflow, seed=seed),
                     optim=stage.optim, lora=stage.lora, mesh=mesh, eval_generate=0, vocab_chunk=vocab_chunk)
     print(f"{name}: SFT from {init_from} on {len(train_convs)} conversations, {stage.steps} steps", flush=True)
     metrics = run_sft(sft, run)

@@ -1,0 +1,48 @@
+"""RAG fine-tuning: a small GPT learns to answer questions from BM25-retrieved passages about invented
+entities, then answers about entities it never trained on — with the passages and without
+(``lmforge.align.rag``).
+
+    lmforge run experiments/quickstart.py model.max_seq_len=256 data.seq_len=256 data.batch_size=8 \\
+        --workdir runs/base256
+    lmforge run experiments/sft/sft_rag.py init_from=runs/base256 --workdir runs/rag
+    lmforge run experiments/sft/sft_rag.py:smoke init_from=RUN   # what the tests run (tiny base)
+
+Measured on the 2-core CPU (jax 0.10.2), 2026-12-02, from the quickstart base above (600 steps, val
+perplexity 118.4): 1,000 entities, 2,344 training conversations (92 longer than 256 tokens dropped),
+800 steps (training loss 5.35 at step 10, 0.81 at 800; held-out loss 0.735 on the trained entities'
+new phrasings, open book), 5 min 47 s in all. Greedy answers to 200 held-out phrasings per group
+(runs/rag/report.json):
+
+    held-out phrasings                       open book  closed book
+    entities trained on: accuracy                 9.0%        0.0%
+    entities never trained on: accuracy           6.5%        0.0%
+    retrieval recall (own document in top 2)    100.0%
+
+The model has learned the form — it answers from the passages, since closed book it answers
+nothing right, even about the entities it trained on — but at 1.09M parameters and 800 steps it
+copies the invented names and numbers badly ("Pexil Tesdil was born in 1870." for Pextheil Teslou,
+1862); a right answer needs the value copied whole. A first try with 128 entities (378 training
+conversations, 600 steps) memorised them instead: 17.5% open book on trained entities, 0.5% on
+never-trained ones. Left: longer runs and a larger model.
+"""
+
+import dataclasses
+
+from lmforge.align.rag import RAGConfig
+from lmforge.align.stages import StageConfig
+from lmforge.train.optim import OptimConfig
+
+VARIANTS = ("default", "smoke")
+
+
+def get_config(variant: str = "default") -> RAGConfig:
+    """``default``: 1,000 entities (~800 trained on, one phrasing per fact), 2 passages per question, 800 steps;
+    ``smoke``: 8 entities, one passage, a few steps (bind ``init_from=`` a base with chat specials)."""
+    cfg = RAGConfig(n_entities=1000, train_fraction=0.8, paraphrases=1, k=2, seq_len=256, eval_facts=200,
+                    stage=StageConfig(steps=800, batch_size=16,
+                                      optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=20, weight_decay=0.0)))
+    if variant == "smoke":
+        cfg = dataclasses.replace(cfg, n_entities=8, k=1, eval_max_new_tokens=8, overflow="truncate",
+                                  stage=StageConfig(steps=3, batch_size=8, log_every=1,
+                                                    optim=OptimConfig(lr=1e-3, warmup_steps=1, weight_decay=0.0)))
+    return cfg

@@ -1,0 +1,89 @@
+"""RAG fine-tuning: the split between trained and held-out entities, the prompts, the report's
+arithmetic, bad configs, and the smoke experiment end to end (through ``lmforge.cli.launch``)."""
+
+import dataclasses
+import json
+import math
+import pathlib
+
+import pytest
+
+from lmforge.align import rag
+from lmforge.data import knowledge
+from lmforge.infer.retrieval import Retriever
+
+EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "sft" / "sft_rag.py"
+
+
+def test_held_out_entities_never_reach_training_but_their_documents_are_retrieved():
+    cfg = rag.RAGConfig(n_entities=40, train_fraction=0.5, k=2, paraphrases=2, eval_facts=0)
+    kb = knowledge.KnowledgeBase.generate(40)
+    train, held = rag.questions(kb, cfg)
+    trained = {it["entity"] for it in train}
+    held_out = {it["entity"] for it in held if it["group"] == "heldout"}
+    assert trained and held_out and not trained & held_out
+    assert len(held) == len(kb.facts) and len(train) == 2 * sum(it["group"] == "train" for it in held)
+    assert not {it["messages"][0]["content"] for it in held} & {it["messages"][0]["content"] for it in train}
+    retriever = Retriever(kb.documents())
+    prompts = rag.open_book(retriever, [it for it in held if it["group"] == "heldout"], cfg)
+    for p in prompts:
+        assert [m["role"] for m in p] == ["system", "user"] and "[1] " in p[0]["content"]
+        assert "[3] " not in p[0]["content"]                        # k = 2 passages
+    docs = dict(zip(kb.names, kb.documents()))
+    own = sum(docs[it["entity"]] in p[0]["content"]
+              for it, p in zip([it for it in held if it["group"] == "heldout"], prompts))
+    assert own >= 0.9 * len(prompts)                               # BM25 finds the entity's own paragraph
+    sampled = rag.questions(kb, dataclasses.replace(cfg, eval_facts=5))[1]
+    assert [it["group"] for it in sampled] == ["train"] * 5 + ["heldout"] * 5
+    assert all(it in held for it in sampled) and sampled == rag.questions(kb, dataclasses.replace(cfg, eval_facts=5))[1]
+
+
+def test_report_arithmetic():
+    items = [{"key": f"E{i}|birth_year", "group": g, "answer": "1874",
+              "messages": [{"role": "user", "content": f"When was E{i} born?"}]}
+             for i, g in enumerate(["train", "train", "heldout", "heldout"])]
+    open_records = rag.score_replies(items, ["E0 was born in 1874.", "In 1875.", "E2 was born in 1874.",
+                                             "I'm sorry, I don't know."], [True, True, True, False])
+    closed = rag.score_replies(items, ["1874", "no", "no", "no"], [True, True, True, False])
+    m = rag.metrics({"open_book": open_records, "closed_book": closed})
+    assert m["open_book/train/accuracy"] == 0.5 and m["open_book/heldout/accuracy"] == 0.5
+    assert m["open_book/heldout/idk"] == 0.5 and m["retrieval/heldout/recall"] == 0.5
+    assert m["closed_book/train/accuracy"] == 0.5 and m["closed_book/heldout/accuracy"] == 0.0
+    assert m["n/train"] == 2 and "closed_book/train/recall" not in m
+    assert "entities never trained on: accuracy" in rag.format_table(m)
+    assert math.isnan(rag.metrics({"open_book": open_records[:2]})["open_book/heldout/accuracy"])
+    with pytest.raises(ValueError, match="4 questions, 3 replies"):
+        rag.score_replies(items, ["a", "b", "c"], [True] * 4)
+
+
+def test_bad_configs_are_one_line_errors(tmp_path):
+    for kw, match in ((dict(paraphrases=3), "paraphrases=3: expected 1 or 2"), (dict(k=0), "k=0"),
+                      (dict(train_fraction=1.0), "train_fraction=1.0"), (dict(overflow="wrap"), "overflow='wrap'")):
+        with pytest.raises(ValueError, match=match) as e:
+            rag.RAGConfig(**kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="init_from is empty"):
+        rag.run_rag(rag.RAGConfig(), tmp_path / "run")
+
+
+@pytest.mark.slow   # one SFT run, two rounds of greedy answers; -m slow
+def test_smoke_experiment_end_to_end_and_resume(long_base, tmp_path, capsys):
+    from lmforge.cli.experiment import experiment_config, load_experiment
+    from lmforge.cli.launch import launch
+    module, variant = load_experiment(f"{EXPERIMENT}:smoke")
+    cfg = dataclasses.replace(experiment_config(module, variant), init_from=str(long_base))
+    workdir = tmp_path / "run"
+    out = launch(cfg, workdir)
+    kb = knowledge.KnowledgeBase.generate(cfg.n_entities, seed=cfg.world_seed)
+    trained = [json.loads(x)["messages"] for x in (workdir / "rag_data" / "train.jsonl").read_text().splitlines()]
+    assert all(c[0]["role"] == "system" and c[-1]["role"] == "assistant" for c in trained)
+    for mode in rag.MODES:
+        records = [json.loads(x) for x in (workdir / "rag" / f"heldout_{mode}.jsonl").read_text().splitlines()]
+        assert len(records) == len(kb.facts)
+    report = json.loads((workdir / "report.json").read_text())
+    for key, value in report["metrics"].items():
+        assert value is None or out[key] == pytest.approx(value)
+    capsys.readouterr()
+    again = rag.run_rag(cfg, workdir)                 # finished: nothing is trained or sampled again
+    assert "rag: finished" in capsys.readouterr().out
+    assert again == pytest.approx(out, nan_ok=True)
