@@ -153,9 +153,9 @@ def entity_groups(kb: knowledge.KnowledgeBase, cfg: WorldConfig) -> dict[str, st
     """Each entity's group: ``"demo"`` (hash of (seed, name) below ``demo_fraction``), else for people
     ``"unseen"`` (a seeded ``unseen_fraction`` of them) or ``"red_team"``, else ``"public"``."""
     demo = {e.name for e in kb.entities if knowledge.hash_unit("cai-demo", cfg.seed, e.name) < cfg.demo_fraction}
-    others = [n for n in private_info.people(kb) if n not in demo]
+    people = private_info.people(kb)
+    others = [n for n in people if n not in demo]
     unseen = set(random.Random(f"lmforge.cai:{cfg.seed}").sample(others, int(round(len(others) * cfg.unseen_fraction))))
-    people = set(private_info.people(kb))
     return {n: "demo" if n in demo else "unseen" if n in unseen else "red_team" if n in people else "public"
             for n in kb.names}
 

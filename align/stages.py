@@ -69,13 +69,23 @@ def read_jsonl(path: pathlib.Path, expected: int) -> list[dict] | None:
     return records if len(records) == expected else None
 
 
-def write_conversations(data_dir: pathlib.Path, files: dict[str, list]) -> None:
-    """Each ``{file name: conversations}`` as ``{"messages": ...}`` lines in ``data_dir``, then a barrier."""
+def write_data(data_dir: pathlib.Path, files: dict[str, list]) -> None:
+    """Each ``{file name: records}`` as JSON lines in ``data_dir`` (process 0), then a barrier, so that every
+    process reads the files a stage trains on only once they are written."""
     if jax.process_index() == 0:
         data_dir.mkdir(parents=True, exist_ok=True)
-        for file, convs in files.items():
-            write_jsonl(data_dir / file, ({"messages": c} for c in convs))
-    distributed.barrier(f"{data_dir.name}_data")
+        for file, records in files.items():
+            write_jsonl(data_dir / file, records)
+    distributed.barrier(f"write {data_dir}")
+
+
+def _finished(run: pathlib.Path, name: str) -> dict | None:
+    """A stage's final metrics when ``run/final.json`` exists (the stage is skipped), else None."""
+    final = run / "final.json"
+    if not final.is_file():
+        return None
+    print(f"{name}: finished ({final}); skipped", flush=True)
+    return json.loads(final.read_text())
 
 
 def sft_stage(stage: StageConfig, name: str, init_from: str, train_convs, held_convs, workdir: pathlib.Path, *,
@@ -89,12 +99,11 @@ def sft_stage(stage: StageConfig, name: str, init_from: str, train_convs, held_c
     from lmforge.align.sft import ChatDataConfig, SFTConfig, run_sft   # pylint: disable=import-outside-toplevel
 
     run = workdir / name
-    final = run / "final.json"
-    if final.is_file():
-        print(f"{name}: finished ({final}); skipped", flush=True)
-        return json.loads(final.read_text())
+    if (done := _finished(run, name)) is not None:
+        return done
     data_dir = workdir / f"{name}_data"
-    write_conversations(data_dir, {"train.jsonl": train_convs, "heldout.jsonl": held_convs})
+    write_data(data_dir, {file: [{"messages": c} for c in convs]
+                          for file, convs in (("train.jsonl", train_convs), ("heldout.jsonl", held_convs))})
     sft = SFTConfig(init_from=init_from, steps=stage.steps, seed=seed, log_every=stage.log_every,
                     eval_every=stage.eval_every, checkpoint_every=stage.checkpoint_every,
                     data=ChatDataConfig(path=str(data_dir / "train.jsonl"), format="messages",
@@ -103,7 +112,7 @@ def sft_stage(stage: StageConfig, name: str, init_from: str, train_convs, held_c
                     optim=stage.optim, lora=stage.lora, mesh=mesh, eval_generate=0, vocab_chunk=vocab_chunk)
     print(f"{name}: SFT from {init_from} on {len(train_convs)} conversations, {stage.steps} steps", flush=True)
     metrics = run_sft(sft, run)
-    write_json(final, metrics)
+    write_json(run / "final.json", metrics)
     return metrics
 
 
@@ -119,17 +128,12 @@ def dpo_stage(stage: StageConfig, name: str, init_from: str, pairs, workdir: pat
     from lmforge.align.dpo import DPOConfig, PreferenceDataConfig, run_dpo   # pylint: disable=import-outside-toplevel
 
     run = workdir / name
-    final = run / "final.json"
-    if final.is_file():
-        print(f"{name}: finished ({final}); skipped", flush=True)
-        return json.loads(final.read_text())
+    if (done := _finished(run, name)) is not None:
+        return done
     if len(pairs) < 2:
         raise ValueError(f"{name}: {len(pairs)} preference pairs; expected >= 2 to train DPO on")
     data_dir = workdir / f"{name}_data"
-    if jax.process_index() == 0:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        write_jsonl(data_dir / "pairs.jsonl", pairs)
-    distributed.barrier(f"{name}_data")
+    write_data(data_dir, {"pairs.jsonl": pairs})
     dpo = DPOConfig(init_from=init_from, steps=stage.steps, seed=seed, log_every=stage.log_every,
                     eval_every=stage.eval_every, checkpoint_every=stage.checkpoint_every, beta=beta,
                     data=PreferenceDataConfig(path=str(data_dir / "pairs.jsonl"), seq_len=seq_len,
@@ -137,7 +141,7 @@ def dpo_stage(stage: StageConfig, name: str, init_from: str, pairs, workdir: pat
                     optim=stage.optim, lora=stage.lora, mesh=mesh, vocab_chunk=vocab_chunk)
     print(f"{name}: DPO from {init_from} on {len(pairs)} pairs, {stage.steps} steps", flush=True)
     metrics = run_dpo(dpo, run)
-    write_json(final, metrics)
+    write_json(run / "final.json", metrics)
     return metrics
 
 
@@ -155,5 +159,5 @@ def chat_model(mesh_cfg: MeshConfig, run: pathlib.Path):
     return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, mesh_cfg.rules), chat_template_for(tok)
 
 
-__all__ = ["StageConfig", "chat_model", "dpo_stage", "dumps", "read_jsonl", "sft_stage", "write_conversations",
+__all__ = ["StageConfig", "chat_model", "dpo_stage", "dumps", "read_jsonl", "sft_stage", "write_data",
            "write_json", "write_jsonl"]
