@@ -56,7 +56,8 @@ from tqdm import tqdm
 from lmforge.model import DEFAULT_RULES, ModelConfig, axis_rules
 from lmforge.model.paths import combine, flatten, select
 from lmforge.train.curves import CurvePlotter
-from lmforge.train.metrics import MetricsWriter, ProgressBar, Throughput, mfu_peak_label, peak_flops_per_device
+from lmforge.train.metrics import (MetricsWriter, ProgressBar, Throughput, mfu_peak_label, peak_flops_per_device,
+                                   read_metrics)
 from lmforge.train.optim import OptimConfig, make_optimizer
 from lmforge.train.step import (LossFn, State, data_parallel_axes, global_batch, make_eval_step, make_train_step,
                                 reduce_metrics)
@@ -115,6 +116,15 @@ def _shardings_of(tree: Mapping, shardings: Mapping | None, what: str) -> dict:
     if jax.tree.structure(tree) != jax.tree.structure(shardings, is_leaf=lambda x: isinstance(x, NamedSharding)):
         raise ValueError(f"{what} does not have the structure of its parameter tree")
     return dict(shardings)
+
+
+def _last_logged_train(path: pathlib.Path, step: int) -> dict[str, float]:
+    """The ``train/...`` metrics of the last row of metrics.jsonl at or before ``step`` that has them
+    ({} when there is none, or the file is not on this process)."""
+    if not path.is_file():
+        return {}
+    rows = [r for r in read_metrics(path) if r["step"] <= step and "train/loss" in r]
+    return {k: v for k, v in rows[-1].items() if k.startswith("train/")} if rows else {}
 
 
 def _replicated(mesh) -> NamedSharding:
@@ -313,7 +323,9 @@ class Trainer:
         bar = ProgressBar(total=loop.steps, initial=start, desc="train",
                           mfu_peak=mfu_peak_label(jax.devices()[0], peak_flops) if flops_per_token else "")
         curves = CurvePlotter(workdir, enabled=jax.process_index() == 0)   # drawn on a thread
-        last: dict[str, float] = {}
+        # A resumed run starts from the training metrics it last logged, so a run resumed at its last
+        # step (which trains nothing) still reports its final loss.
+        last = _last_logged_train(writer.path, start) if restored is not None else {}
         perf: dict[str, float] = {}
         evals: dict[str, float] = {}
         nonfinite_seen = int(jax.device_get(self.state["nonfinite"]))

@@ -362,3 +362,19 @@ def test_eval_on_start_scores_the_starting_weights_of_a_fresh_run_only(tmp_path)
     assert seen == [0, 2, 3]
     rows = [r for r in read_metrics(run / "metrics.jsonl") if "eval/calls" in r]
     assert [(r["step"], r["eval/calls"]) for r in rows] == [(0, 1.0), (2, 2.0), (3, 3.0)]
+
+
+def test_a_run_resumed_at_its_last_step_reports_its_last_logged_training_loss(tmp_path):
+    """Running a finished run again trains nothing; its result still carries the training metrics it
+    logged last (not an empty dict that callers turn into a nan final loss)."""
+    mesh = mesh_of(MeshConfig(data=1))
+    graphdef, params, _ = model_params(mesh)
+    loop = LoopConfig(steps=2, log_every=1)
+    first = Trainer(lm_loss(graphdef, MODEL), params=params, optim=OPTIM, loop=loop, mesh=mesh).fit(
+        iter(batches(2)), tmp_path)
+    _, params, _ = model_params(mesh)
+    again = Trainer(lm_loss(graphdef, MODEL), params=params, optim=OPTIM, loop=loop, mesh=mesh).fit(
+        iter(batches(2)), tmp_path)
+    assert again.resumed_from == 2 and again.step == 2
+    assert np.isfinite(first.train["train/loss"])
+    assert again.train["train/loss"] == pytest.approx(first.train["train/loss"], rel=1e-6)
