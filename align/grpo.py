@@ -5,8 +5,8 @@ A policy (``init_from``: usually an SFT run) answers problems whose answers can 
 samples ``num_generations`` completions of each of ``data.batch_size`` prompts (a *rollout*), grades
 them (reward 1 for a correct final answer, else 0), turns the rewards into group-relative advantages
 and takes one policy-gradient step: Group Relative Policy Optimization (Shao et al. 2024,
-"DeepSeekMath"), the recipe of DeepSeek-R1 (2025), as TRL's ``GRPOTrainer`` runs it with its
-defaults (one update per rollout, ``loss_type="dapo"``, ``beta=0``).
+"DeepSeekMath"), the recipe of DeepSeek-R1 (2025), as TRL's ``GRPOTrainer`` runs it (its defaults:
+one update per rollout, ``loss_type="dapo"``, ``beta=0``).
 
 - Data: problems with reference answers — synthetic tasks (``data.synthetic``: the verifiable tasks
   of ``lmforge.data.synthetic``, train and test splits disjoint) and/or a GSM8K file (``data.path``);
@@ -17,13 +17,19 @@ defaults (one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   the template's end-of-turn id (trained, as TRL trains the EOS) or at ``max_new_tokens``. The
   rollout source is the loop's data iterator: its position (the rollouts drawn) is saved with every
   checkpoint, and each rollout's prompts and sampling seed follow from ``(seed, its index)``, so a
-  resumed run draws the same rollouts from the same weights. ``Rollouts(advantage_fn=...)`` takes
+  resumed run draws the same rollouts from the same weights.
+- ``num_iterations`` (the paper's mu, TRL's ``num_iterations``): each rollout feeds that many
+  optimizer steps on all its rows. The sampling policy's log-probs (``old_logprobs``) are computed
+  once, when the rollout is drawn, so from the second step on the ratio ``pi / pi_old`` moves and the
+  clip (``epsilon``, ``epsilon_high``) bounds the update; ``clip_ratio/*`` are logged. A checkpoint
+  taken between two steps of one rollout holds its rows, and the run resumes on them. ``Rollouts(advantage_fn=...)`` takes
   another advantage (RLOO's leave-one-out baseline, say) for a trainer built on the same pieces.
 - Loss: ``lmforge.train.objectives.grpo_loss`` on the completion tokens' log-probs under
   ``softmax(logits / temperature)`` (the distribution sampled when ``top_k`` and ``top_p`` are off; with
   them the sampler draws from a filtered one, which the loss does not see, as in TRL; no dropout),
   with the advantages of
-  ``group_advantages`` (``scale_rewards``). ``beta > 0`` adds the k3 KL to a frozen reference: the
+  ``group_advantages`` (``scale_rewards``); the old log-probs are the current ones without gradient
+  (ratio 1) when ``num_iterations`` is 1, the rollout's ``old_logprobs`` otherwise. ``beta > 0`` adds the k3 KL to a frozen reference: the
   starting policy (``reference_from`` to name another; under LoRA, the adapters' base).
 - Logged each ``log_every`` steps beside the loss: TRL's ``reward``, ``reward_std``,
   ``frac_reward_zero_std``, ``completions/mean_length``, ``completions/clipped_ratio`` (completions
@@ -33,15 +39,14 @@ defaults (one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   held-out problems, graded the same way (``eval/accuracy``, per task with several); the last ones go
   to ``eval_samples.jsonl``.
 
-Not built: several updates per rollout (TRL's ``num_iterations`` > 1, which needs the sampling
-policy's log-probs kept beside the rollout), rewards from a reward model, rollouts split over
-processes (a run with several processes is refused).
+Not built: a rollout split into several optimizer steps (TRL's ``steps_per_generation``; PPO's
+``num_mini_batches`` does it), rewards from a reward model, rollouts split over processes (a run with
+several processes is refused).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -59,7 +64,7 @@ from lmforge.align.sft import FILE_FORMATS, grade, read_items
 from lmforge.data import synthetic
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.infer.sampler import FINISH_LENGTH
-from lmforge.model import LoRAConfig, ModelRuntime, forward_logprobs
+from lmforge.model import LoRAConfig, ModelRuntime, axis_rules, forward_logprobs
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
@@ -112,6 +117,7 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
     reference_from: str = ""         # the frozen reference for beta > 0; "" → the starting policy (under LoRA: its base)
     data: PromptDataConfig = PromptDataConfig(synthetic=(("arithmetic", 1.0),))
     num_generations: int = 8         # G: completions per prompt (the group)
+    num_iterations: int = 1          # mu: optimizer steps on each rollout (> 1: clipped against its old log-probs)
     max_new_tokens: int = 128        # completion tokens at most (TRL's max_completion_length)
     temperature: float = 1.0         # > 0: rollouts are sampled, and the loss's log-probs are of softmax(logits / T)
     top_k: int = 0                   # 0 → off
@@ -139,6 +145,8 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
         problems = [msg for bad, msg in (
             (not isinstance(self.num_generations, int) or self.num_generations < 2,
              f"num_generations={self.num_generations!r}: expected a whole number >= 2 (a group needs two to compare)"),
+            (not whole(self.num_iterations) or self.num_iterations < 1,
+             f"num_iterations={self.num_iterations!r}: expected a whole number >= 1 (optimizer steps per rollout)"),
             (not whole(self.max_new_tokens) or self.max_new_tokens < 1,
              f"max_new_tokens={self.max_new_tokens!r}: expected a whole number >= 1"),
             (not self.temperature > 0, f"temperature={self.temperature}: expected > 0 (rollouts are sampled)"),
@@ -206,8 +214,9 @@ def grpo_loss_fn(graphdef, reference_graphdef, model_cfg, *, beta: float = 0.0, 
                  epsilon_high: float = 0.2, loss_type: str = "dapo", max_new_tokens: int | None = None,
                  temperature: float = 1.0, vocab_chunk: int = VOCAB_CHUNK, reference_is_base: bool = False):
     """``loss_fn(params, frozen, batch, rng)`` for the Trainer: :func:`grpo_loss` on a rollout batch
-    (``inputs``, ``targets``, ``segment_ids``, ``mask`` (B, T); ``advantages`` (B,)), one update per
-    rollout (the old log-probs are the current ones, without gradient). With ``beta > 0`` the reference
+    (``inputs``, ``targets``, ``segment_ids``, ``mask`` (B, T); ``advantages`` (B,); ``old_logprobs``
+    (B, T), the sampling policy's, when a rollout feeds several steps — without it the old log-probs
+    are the current ones without gradient, ratio 1). With ``beta > 0`` the reference
     is ``frozen["reference"]`` through ``reference_graphdef`` or, with ``reference_is_base``, the
     policy's tree with its adapters zeroed. An MoE policy adds its router losses."""
     def loss_fn(params, frozen, batch, rng):
@@ -222,7 +231,8 @@ def grpo_loss_fn(graphdef, reference_graphdef, model_cfg, *, beta: float = 0.0, 
                 ref, _ = completion_logprobs(reference_graphdef, frozen["reference"], batch, temperature=temperature,
                                              vocab_chunk=vocab_chunk)
             ref = jax.lax.stop_gradient(ref)
-        loss, metrics = grpo_loss(lp, jax.lax.stop_gradient(lp), batch["advantages"], batch["mask"], ref_logprobs=ref,
+        old = batch["old_logprobs"] if "old_logprobs" in batch else jax.lax.stop_gradient(lp)
+        loss, metrics = grpo_loss(lp, old, batch["advantages"], batch["mask"], ref_logprobs=ref,
                                   beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, loss_type=loss_type,
                                   max_completion_length=max_new_tokens)
         if aux:
@@ -258,16 +268,26 @@ def rollout_batch(prompts: list[list[int]], completions: np.ndarray, lengths: np
 
 
 class Rollouts(RolloutSource):
-    """The loop's data iterator for GRPO: each ``next()`` samples one rollout from the trainer's current
-    policy, grades it and returns its training rows (:func:`rollout_batch`). Prompts are taken in a
-    seeded order that changes every pass over the problems; rollout ``k`` is sampled with a seed of
-    ``(seed, k)``. ``get_state`` / ``set_state`` (the rollouts drawn, as bytes) let the trainer's
-    checkpoints hold its position, as they hold a grain iterator's; :meth:`pop_metrics` gives the
-    means of the rollouts' metrics since its last call (``Trainer.fit(host_metrics=...)``)."""
+    """The loop's data iterator for GRPO: every ``num_iterations`` calls it samples one rollout from the
+    trainer's current policy, grades it and returns its training rows (:func:`rollout_batch`), the same
+    rows at each of those calls. Prompts are taken in a seeded order that changes every pass over the
+    problems; rollout ``k`` is sampled with a seed of ``(seed, k)``. ``get_state`` / ``set_state`` (the
+    rollouts drawn, the steps given of the last one and, between two of them, its rows; as bytes) let
+    the trainer's checkpoints hold its position, as they hold a grain iterator's; :meth:`pop_metrics`
+    gives the means of the rollouts' metrics since its last call (``Trainer.fit(host_metrics=...)``).
+
+    ``old_logprobs(batch) -> (B, T)``, required when ``num_iterations > 1``: the completion tokens'
+    log-probs under the policy as it is now (the one that sampled), kept in the rows as
+    ``old_logprobs``. Raises ValueError when it is missing."""
 
     def __init__(self, cfg: GRPOConfig, items: list[dict], prompts: list[list[int]], tok, template, make_sampler, *,
-                 reward_fn: RewardFn = grade, advantage_fn: AdvantageFn | None = None):
+                 reward_fn: RewardFn = grade, advantage_fn: AdvantageFn | None = None,
+                 old_logprobs: Callable[[dict], np.ndarray] | None = None):
         super().__init__(cfg, items, prompts, tok, template)
+        if cfg.num_iterations > 1 and old_logprobs is None:
+            raise ValueError(f"num_iterations={cfg.num_iterations}: Rollouts needs old_logprobs, the sampling "
+                             f"policy's log-probs of each rollout, to clip the later steps against")
+        self.per_rollout, self.old_logprobs = cfg.num_iterations, old_logprobs
         self.reward_fn, self.make_sampler = reward_fn, make_sampler   # () -> Sampler over the policy as it is now
         # rewards (P * G,) -> (advantages (P * G,), metrics): GRPO's group advantages unless given (RLOO's, ...)
         self.advantage_fn = advantage_fn or (lambda r: group_advantages(jnp.asarray(r), cfg.num_generations,
@@ -277,12 +297,14 @@ class Rollouts(RolloutSource):
         self.last_output = None      # the last rollout's SamplerOutput
         self.last: list[dict] = []   # the last rollout's completions: prompt index, text, reward
 
-    def __next__(self) -> dict[str, np.ndarray]:
+    def rollout(self, k: int) -> dict[str, np.ndarray]:
+        """Rollout ``k``'s training rows (:func:`rollout_batch`, with ``old_logprobs`` when a rollout
+        feeds several steps); its metrics go to :meth:`pop_metrics`, its completions to ``last``."""
         cfg, g = self.cfg, self.cfg.num_generations
         t0 = time.perf_counter()
-        picked = self.order(self.count)
+        picked = self.order(k)
         prompts = [self.prompts[i] for i in picked]
-        out = self.make_sampler().generate_ids(prompts, self.sampling, seed=self.seed(self.count))
+        out = self.make_sampler().generate_ids(prompts, self.sampling, seed=self.seed(k))
         texts = [self.tok.decode([int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in self.stops])
                  for r in range(len(prompts) * g)]
         tasks = [self.items[picked[r // g]].get("task", "") for r in range(len(texts))]
@@ -290,7 +312,7 @@ class Rollouts(RolloutSource):
         for r, text in enumerate(texts):
             value = self.reward_fn(tasks[r], text, self.items[picked[r // g]].get("answer"))
             if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-                raise ValueError(f"reward_fn gave {value!r} for completion {r} of rollout {self.count} (task "
+                raise ValueError(f"reward_fn gave {value!r} for completion {r} of rollout {k} (task "
                                  f"{tasks[r]!r}, {text[:60]!r}); expected a finite number")
             rewards[r] = value
         advantages, stats = self.advantage_fn(rewards)
@@ -298,6 +320,11 @@ class Rollouts(RolloutSource):
         truncated = np.asarray(out.finish_reason) == FINISH_LENGTH     # cut at max_new_tokens
         batch = rollout_batch(prompts, np.asarray(out.tokens), np.asarray(out.lengths), np.asarray(advantages), g,
                               cfg.seq_len, keep=~truncated if cfg.mask_truncated_completions else None)
+        if self.per_rollout > 1:
+            old = np.asarray(self.old_logprobs(batch), np.float32)
+            if old.shape != batch["mask"].shape:
+                raise ValueError(f"old_logprobs gave shape {old.shape} for rollout {k}; expected {batch['mask'].shape}")
+            batch["old_logprobs"] = np.where(batch["mask"] > 0, old, 0.0).astype(np.float32)
         m = {k: float(v) for k, v in stats.items()}
         m["reward"] = float(rewards.mean())
         m["completions/mean_length"] = float(np.mean(out.lengths))
@@ -309,15 +336,12 @@ class Rollouts(RolloutSource):
         self.record(m)
         self.last = [{"prompt": picked[r // g], "completion": texts[r], "reward": float(rewards[r])}
                      for r in range(len(texts))]
-        self.count += 1
         return batch
 
-    # grain's checkpoint handler saves get_state() (bytes) and calls set_state, then start_prefetch, on restore
-    def get_state(self) -> bytes:
-        return json.dumps({"rollouts": self.count}).encode()
-
-    def set_state(self, state: bytes) -> None:
-        self.count = int(json.loads(state)["rollouts"])
+    def shape(self) -> dict[str, int]:
+        cfg = self.cfg
+        return {"data.batch_size": cfg.data.batch_size, "num_generations": cfg.num_generations, "seq_len": cfg.seq_len,
+                "num_iterations": cfg.num_iterations}
 
 
 # --------------------------------------------------------------------------------------- runner
@@ -397,11 +421,24 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
                 else (cfg.reference_from or cfg.init_from))
     say(f"model: {model_cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
         f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
-        + f"; reference {ref_name}; {cfg.data.batch_size} prompts x {cfg.num_generations} completions a step, "
+        + f"; reference {ref_name}; {cfg.data.batch_size} prompts x {cfg.num_generations} completions a rollout"
+        + (f", {cfg.num_iterations} steps on each" if cfg.num_iterations > 1 else " and a step") + ", "
         f"{cfg.loss_type} loss; mesh {dict(mesh.shape)}")
 
     make_sampler = lambda: Sampler(policy.graphdef, trainer.params, tok, model_cfg, mesh, rules)   # noqa: E731
-    rollouts = Rollouts(cfg, train_items, train_prompts, tok, template, make_sampler, reward_fn=reward_fn)
+
+    @jax.jit
+    def policy_logprobs(params, batch):
+        return completion_logprobs(policy.graphdef, params, batch, temperature=cfg.temperature,
+                                   vocab_chunk=cfg.vocab_chunk)[0]
+
+    def old_logprobs(batch: dict) -> np.ndarray:   # the sampling policy's, on the step's sharded rows
+        rows = trainer.global_batch({k: batch[k] for k in ("inputs", "targets", "segment_ids")})
+        with jax.set_mesh(mesh), axis_rules(rules):
+            return np.asarray(jax.device_get(policy_logprobs(trainer.params, rows)))
+
+    rollouts = Rollouts(cfg, train_items, train_prompts, tok, template, make_sampler, reward_fn=reward_fn,
+                        old_logprobs=old_logprobs if cfg.num_iterations > 1 else None)
     graded = test_items[:cfg.eval_generate]
     greedy = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     last_samples: list[dict] = []

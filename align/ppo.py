@@ -54,9 +54,7 @@ trunk.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 import json
 import pathlib
 import time
@@ -314,7 +312,6 @@ class PPORollouts(RolloutSource):
         self.sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                        stop_token_ids=self.stops)
         self.per_rollout = cfg.num_ppo_epochs * cfg.num_mini_batches
-        self.position, self.buffer = 0, None
 
     def rollout(self, k: int) -> dict[str, np.ndarray]:
         """Rollout ``k``: sampled, scored, evaluated, with advantages and returns (``ROLLOUT_KEYS``, each
@@ -350,41 +347,19 @@ class PPORollouts(RolloutSource):
         return {**rows, "logprobs": np.where(m, ev["logprobs"], 0.0).astype(np.float32), "values": a["values"],
                 "advantages": a["advantages"], "returns": a["returns"]}
 
-    def __next__(self) -> dict[str, np.ndarray]:
-        if self.buffer is None or self.position >= self.per_rollout:
-            self.buffer, self.position = self.rollout(self.count), 0
-            self.count += 1
-        epoch, mb = divmod(self.position, self.cfg.num_mini_batches)
+    def batch(self, buffer: dict[str, np.ndarray], k: int, position: int) -> dict[str, np.ndarray]:
+        """Mini-batch ``position % num_mini_batches`` of epoch ``position // num_mini_batches``: the
+        rollout's rows shuffled afresh each epoch."""
+        epoch, mb = divmod(position, self.cfg.num_mini_batches)
         size = self.cfg.mini_batch_size
-        rows = np.random.default_rng(self.seed(self.count - 1, epoch)).permutation(self.cfg.data.batch_size)
+        rows = np.random.default_rng(self.seed(k, epoch)).permutation(self.cfg.data.batch_size)
         rows = np.sort(rows[mb * size:(mb + 1) * size])
-        self.position += 1
-        return {k: v[rows] for k, v in self.buffer.items()}
+        return {key: v[rows] for key, v in buffer.items()}
 
-    def _shape(self) -> dict[str, int]:
+    def shape(self) -> dict[str, int]:
         cfg = self.cfg
         return {"data.batch_size": cfg.data.batch_size, "seq_len": cfg.seq_len, "num_ppo_epochs": cfg.num_ppo_epochs,
                 "num_mini_batches": cfg.num_mini_batches}
-
-    # grain's checkpoint handler saves get_state() (text, as bytes) and calls set_state, then start_prefetch, on restore
-    def get_state(self) -> bytes:
-        state = {"rollouts": self.count, "position": self.position, "shape": self._shape(), "buffer": None}
-        if self.buffer is not None and self.position < self.per_rollout:
-            f = io.BytesIO()
-            np.savez(f, **self.buffer)
-            state["buffer"] = base64.b64encode(f.getvalue()).decode("ascii")
-        return json.dumps(state).encode()
-
-    def set_state(self, state: bytes) -> None:
-        s = json.loads(state)
-        changed = [f"{k}={v} (now {self._shape()[k]})" for k, v in s.get("shape", {}).items() if self._shape()[k] != v]
-        if s.get("buffer") and changed:
-            raise ValueError(f"the checkpoint holds a rollout half trained on with {', '.join(changed)}; resume with "
-                             f"the settings it was written with, or start a new workdir")
-        self.count, self.position, self.buffer = int(s["rollouts"]), int(s.get("position", 0)), None
-        if s.get("buffer"):
-            with np.load(io.BytesIO(base64.b64decode(s["buffer"])), allow_pickle=False) as z:
-                self.buffer = {k: z[k] for k in ROLLOUT_KEYS}
 
 
 # --------------------------------------------------------------------------------------- runner

@@ -1,24 +1,37 @@
 """What the RL trainers' rollout sources (GRPO's :class:`lmforge.align.grpo.Rollouts`, PPO's
 :class:`lmforge.align.ppo.PPORollouts`) share: the stop ids and the prompt-length check, the seeded
 order in which prompts are taken, the seed of each rollout, and the rollouts' metrics as means
-since the last log. A rollout source is the loop's data iterator (``Trainer.fit``): it samples from
-the trainer's current policy, and its position goes into every checkpoint through
-``get_state`` / ``set_state`` (bytes of text, as grain's checkpoint handler writes them)."""
+since the last log, and the buffer that gives one rollout to several optimizer steps (PPO's epochs
+and mini-batches, GRPO's ``num_iterations``). A rollout source is the loop's data iterator
+(``Trainer.fit``): it samples from the trainer's current policy, and its position — the rollouts
+drawn, the steps given of the last one and, between two of those, the rollout's arrays — goes into
+every checkpoint through ``get_state`` / ``set_state`` (bytes of text, as grain's checkpoint handler
+writes them), so a run resumed between two steps of one rollout trains on the same rows."""
 
 from __future__ import annotations
 
+import abc
+import base64
 import functools
+import io
+import json
 
 import numpy as np
 
 
-class RolloutSource:
+class RolloutSource(abc.ABC):
     """The shared part of a rollout iterator over ``items`` (their prompt ids ``prompts``) for a config
     with ``seed``, ``data.seed``, ``data.batch_size`` (prompts a rollout) and ``data.max_prompt_len``.
-    Subclasses give ``__next__``, ``get_state`` and ``set_state``.
+
+    Subclasses give :meth:`rollout` (rollout ``k``'s arrays, each with rows first) and, when a rollout
+    feeds several optimizer steps, set ``per_rollout`` and give :meth:`batch` (the rows of one of
+    them) and :meth:`shape` (the settings a half-used rollout's arrays depend on). ``next()`` draws a
+    rollout every ``per_rollout`` calls.
 
     Raises ValueError for a tokenizer with no end-of-turn or eos id, or a prompt over
     ``data.max_prompt_len`` tokens."""
+
+    per_rollout = 1                                      # optimizer steps each rollout feeds
 
     def __init__(self, cfg, items: list[dict], prompts: list[list[int]], tok, template):
         self.cfg, self.items, self.prompts, self.tok = cfg, items, prompts, tok
@@ -31,10 +44,55 @@ class RolloutSource:
             raise ValueError(f"prompt {long[0]} has {len(prompts[long[0]])} tokens, over data.max_prompt_len="
                              f"{cfg.data.max_prompt_len}")
         self.count = 0                                   # rollouts drawn
+        self.position = 0                                # steps given of the last rollout
+        self.buffer: dict[str, np.ndarray] | None = None   # the last rollout's arrays
         self._metrics: list[dict[str, float]] = []
 
     def __iter__(self):
         return self
+
+    @abc.abstractmethod
+    def rollout(self, k: int) -> dict[str, np.ndarray]:
+        """Rollout ``k``'s arrays (rows first); its metrics go to :meth:`record`."""
+
+    def batch(self, buffer: dict[str, np.ndarray], k: int, position: int) -> dict[str, np.ndarray]:
+        """The rows of the ``position``-th step (0-based) fed by rollout ``k``: all of them unless a
+        subclass says otherwise."""
+        return buffer
+
+    def shape(self) -> dict[str, int]:
+        """The settings a half-used rollout's arrays depend on: a checkpoint holding one is refused
+        when any differs."""
+        return {}
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.buffer is None or self.position >= self.per_rollout:
+            self.buffer, self.position = self.rollout(self.count), 0
+            self.count += 1
+        out = self.batch(self.buffer, self.count - 1, self.position)
+        self.position += 1
+        return out
+
+    # grain's checkpoint handler saves get_state() (text, as bytes) and calls set_state, then start_prefetch, on restore
+    def get_state(self) -> bytes:
+        state = {"rollouts": self.count, "position": self.position, "shape": self.shape(), "buffer": None}
+        if self.buffer is not None and self.position < self.per_rollout:
+            f = io.BytesIO()
+            np.savez(f, **self.buffer)
+            state["buffer"] = base64.b64encode(f.getvalue()).decode("ascii")
+        return json.dumps(state).encode()
+
+    def set_state(self, state: bytes) -> None:
+        s = json.loads(state)
+        now = self.shape()
+        changed = [f"{k}={v} (now {now.get(k)})" for k, v in s.get("shape", {}).items() if now.get(k) != v]
+        if s.get("buffer") and changed:
+            raise ValueError(f"the checkpoint holds a rollout half trained on with {', '.join(changed)}; resume with "
+                             f"the settings it was written with, or start a new workdir")
+        self.count, self.position, self.buffer = int(s["rollouts"]), int(s.get("position", 0)), None
+        if s.get("buffer"):
+            with np.load(io.BytesIO(base64.b64decode(s["buffer"])), allow_pickle=False) as z:
+                self.buffer = {k: z[k] for k in z.files}
 
     def seed(self, k: int, *more: int) -> int:
         """Rollout ``k``'s seed (``more``: e.g. an epoch, for a shuffle), drawn from ``(seed, k, *more)``: the

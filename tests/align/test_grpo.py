@@ -192,15 +192,11 @@ def test_a_rollout_from_a_fake_sampler():
             return SamplerOutput(tokens, z, z, np.arange(4) < lengths[:, None], lengths, np.array([1, 0, 1, 0]),
                                  np.arange(4) // 2)
 
-    class Tok(_Tok):
-        def decode(self, ids):
-            return "".join(chr(96 + i) for i in ids)
-
     cfg = GRPOConfig(data=PromptDataConfig(synthetic=(("letter_count", 1.0),), batch_size=2, max_prompt_len=4),
                      num_generations=2, max_new_tokens=4, mask_truncated_completions=True)
     graded = []
     reward = lambda task, text, answer: graded.append(text) or float(text == "ef")             # noqa: E731
-    roll = Rollouts(cfg, [{"task": "t", "answer": "1"}] * 3, [[1, 2]] * 3, Tok(), _Template(), lambda: Fake(),
+    roll = Rollouts(cfg, [{"task": "t", "answer": "1"}] * 3, [[1, 2]] * 3, _Tok(), _Template(), lambda: Fake(),
                     reward_fn=reward, advantage_fn=lambda r: (r - 0.5, {"custom": 1.0}))
     batch = next(roll)
     assert graded == ["ef", "gggg", "e", "ffff"] and calls == [roll.seed(0)]          # the stop id 3 is not graded
@@ -212,11 +208,65 @@ def test_a_rollout_from_a_fake_sampler():
     with pytest.raises(ValueError, match="reward_fn gave nan for completion 0 of rollout 1"):
         next(roll)
     with pytest.raises(ValueError, match="prompt 0 has 5 tokens, over data.max_prompt_len=4"):
-        Rollouts(cfg, [{}], [[1] * 5], Tok(), _Template(), None)
+        Rollouts(cfg, [{}], [[1] * 5], _Tok(), _Template(), None)
+
+
+def test_a_rollout_feeds_num_iterations_steps_with_its_old_logprobs_and_resumes_between_them():
+    """num_iterations=3: one sampler call every three steps, the same rows each time, the old log-probs
+    taken once (on completion tokens only); a state taken between two of those steps holds the rows and
+    gives them back, and one written under another num_iterations is refused."""
+    from lmforge.infer.sampler import SamplerOutput
+
+    calls, scored = [], []
+
+    class Fake:
+        def generate_ids(self, prompts, cfg, *, seed):
+            calls.append(seed)
+            tokens = np.array([[5, 3], [6, 6], [5, 3], [6, 3]], np.int32) + len(calls)
+            lengths = np.array([2, 2, 2, 2], np.int32)
+            z = np.zeros((4, 2), np.float32)
+            return SamplerOutput(tokens, z, z, np.ones((4, 2), bool), lengths, np.array([1, 0, 1, 1]), np.arange(4) // 2)
+
+    def old_logprobs(batch):
+        scored.append(batch["inputs"].copy())
+        return np.full(batch["inputs"].shape, -1.5, np.float32)
+
+    cfg = GRPOConfig(data=PromptDataConfig(synthetic=(("letter_count", 1.0),), batch_size=2, max_prompt_len=2),
+                     num_generations=2, max_new_tokens=2, num_iterations=3)
+    items = [{"task": "t", "answer": "1"}] * 4
+    make = lambda **kw: Rollouts(cfg, items, [[1, 2]] * 4, _Tok(), _Template(), lambda: Fake(),   # noqa: E731
+                                 reward_fn=lambda *a: float(len(calls)), **kw)
+    roll = make(old_logprobs=old_logprobs)
+    first = [next(roll) for _ in range(2)]
+    assert len(calls) == 1 and len(scored) == 1
+    np.testing.assert_array_equal(first[0]["inputs"], first[1]["inputs"])
+    old, mask = first[0]["old_logprobs"], first[0]["mask"]
+    assert old.shape == mask.shape and (old[mask > 0] == -1.5).all() and (old[mask == 0] == 0).all()
+    state = roll.get_state()
+    third = next(roll)
+    again = make(old_logprobs=old_logprobs)
+    again.set_state(state)
+    resumed = next(again)
+    assert len(calls) == 1                                      # the rows came from the state, not a new rollout
+    for key in third:
+        np.testing.assert_array_equal(resumed[key], third[key], err_msg=key)
+    fourth = next(roll)
+    assert len(calls) == 2 and roll.count == 2 and not np.array_equal(fourth["inputs"], third["inputs"])
+    changed = Rollouts(dataclasses.replace(cfg, num_iterations=2), items, [[1, 2]] * 4, _Tok(), _Template(), None,
+                       old_logprobs=old_logprobs)
+    with pytest.raises(ValueError, match=r"num_iterations=3 \(now 2\); resume with the settings it was written with"):
+        changed.set_state(state)
+    with pytest.raises(ValueError, match="num_iterations=3: Rollouts needs old_logprobs"):
+        make()
+    with pytest.raises(ValueError, match="num_iterations=0: expected a whole number >= 1"):
+        GRPOConfig(num_iterations=0)
 
 
 class _Tok:
     eos_id = 2
+
+    def decode(self, ids):
+        return "".join(chr(96 + i) for i in ids)
 
 
 class _Template:
@@ -273,6 +323,26 @@ def test_grpo_resumes_exactly_and_trains_lora_against_its_base(base, tmp_path):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
     assert json.loads((tmp_path / "straight" / "base.json").read_text())["source"] == str(base)
     assert (tmp_path / "straight" / "eval_samples.jsonl").is_file()
+
+
+def test_grpo_num_iterations_clips_against_the_sampling_policy_and_resumes_mid_rollout(base, tmp_path):
+    """num_iterations=2: the first step on a rollout sees ratio 1 (the weights that sampled it), the
+    second a ratio moved by the first update; a run stopped between the two steps of a rollout and
+    resumed equals one run straight."""
+    cfg = _cfg(base, num_iterations=2, checkpoint_every=1,
+               optim=dataclasses.replace(GRPOConfig().optim, lr=3e-2, decay_steps=4))
+    run_grpo(cfg, tmp_path / "straight", reward_fn=_e_share)
+    run_grpo(dataclasses.replace(cfg, steps=3), tmp_path / "split", reward_fn=_e_share)
+    run_grpo(cfg, tmp_path / "split", reward_fn=_e_share)
+    read = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if "train/loss" in x]  # noqa: E731
+    a, b = read(tmp_path / "straight"), read(tmp_path / "split")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    assert a[0]["train/ratio"] == pytest.approx(1.0, abs=1e-4) and a[2]["train/ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert abs(a[1]["train/ratio"] - 1.0) > 1e-3, a[1]
+    assert "train/reward" in a[0] and "train/reward" not in a[1]   # one rollout's metrics, logged at its first step
+    for x, y in zip(a, b):
+        assert x["train/loss"] == pytest.approx(y["train/loss"], rel=1e-5, abs=1e-7), (x, y)
+        assert x["train/ratio"] == pytest.approx(y["train/ratio"], rel=1e-5)
 
 
 def test_grpo_config_errors(base, tmp_path):
