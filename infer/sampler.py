@@ -9,7 +9,10 @@ Samplers return arrays, not strings (STYLE rule 14): the tokens, the log-probabi
 sampled token under the model (``logprobs``: temperature 1, no filtering — what a policy-gradient
 ratio or a KL needs, equal to a teacher-forced forward pass over the same tokens) and under the
 distribution actually sampled (``sampling_logprobs``: after temperature, top-k and top-p), a mask
-of the generated positions, lengths and why each row stopped.
+of the generated positions, lengths and why each row stopped; with ``top_logprobs=K`` also the K
+most likely ids at each step and their log-probs under the model (``top_ids``, ``top_logprobs``:
+OpenAI's ``top_logprobs``, vLLM's ``logprobs=K`` with its raw log-probs), taken from the same
+log-softmax as ``logprobs``, so a greedy token's log-prob equals its top entry exactly.
 
 Choices:
 - Prompts are left-padded to one width (padding has segment id 0, so no real token attends to
@@ -91,6 +94,7 @@ class SamplingConfig:
     n: int = 1                      # samples per prompt
     stop_token_ids: tuple[int, ...] = ()
     stop_strings: tuple[str, ...] = ()
+    top_logprobs: int = 0           # K > 0: the K most likely ids and their log-probs at each step (static)
 
     def __post_init__(self):
         problems = [msg for bad, msg in (
@@ -99,6 +103,7 @@ class SamplingConfig:
             (self.top_k < 0, f"top_k={self.top_k} must be >= 0"),
             (not 0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1]"),
             (self.n < 1, f"n={self.n} must be >= 1"),
+            (self.top_logprobs < 0, f"top_logprobs={self.top_logprobs} must be >= 0"),
             (any(not s for s in self.stop_strings), "stop_strings must not hold an empty string"),
         ) if bad]
         if problems:
@@ -114,6 +119,8 @@ class SamplerOutput(NamedTuple):
     lengths: jax.Array            # (R,) int32
     finish_reason: jax.Array      # (R,) int32: FINISH_LENGTH, FINISH_STOP or FINISH_CANCELLED (a stream stopped it)
     prompt_index: jax.Array       # (R,) int32
+    top_ids: jax.Array | None = None        # (R, M, K) int32: the K most likely ids at each step, best first
+    top_logprobs: jax.Array | None = None   # (R, M, K) float32: their log-probs under the model (as ``logprobs``)
 
 
 class StopStrings(NamedTuple):
@@ -174,8 +181,15 @@ def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_
     return tokens, jnp.where(greedy, 0.0, lp)
 
 
-def _model_logprob(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[:, None], axis=-1)[:, 0]
+def _model_logprobs(logits: jax.Array, tokens: jax.Array, vocab_ok: jax.Array, k: int):
+    """``tokens``' log-probs (R,) under ``softmax(logits)`` and, with ``k`` > 0, the ``k`` most likely
+    ids below the vocabulary limit and their log-probs ((R, k) each; else None), from one log-softmax."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    lp = jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+    if not k:
+        return lp, None
+    top_lp, top_id = jax.lax.top_k(jnp.where(vocab_ok, logp, NEG_INF), k)
+    return lp, (top_id.astype(jnp.int32), top_lp)
 
 
 def _append_bytes(tail: jax.Array, tokens: jax.Array, stop: StopStrings) -> jax.Array:
@@ -236,10 +250,10 @@ def default_check_every() -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "n", "vocab_limit", "greedy",
-                                             "filtering", "check_every"))
+                                             "filtering", "check_every", "num_top"))
 def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, top_p, max_tokens, stop_ids,
               stop_strings, encoder, stream, *, max_new_tokens: int, n: int, vocab_limit: int, greedy: bool,
-              filtering: bool, check_every: int) -> SamplerOutput:
+              filtering: bool, check_every: int, num_top: int = 0) -> SamplerOutput:
     model = nnx.merge(graphdef, params)
     b, p = prompts.shape
     rows, m = b * n, max_new_tokens
@@ -262,7 +276,8 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
     def pick(logits, i):
         tok, slp = sample_token(jnp.where(vocab_ok, logits, NEG_INF), jax.random.fold_in(rng, i),
                                 temperature, top_k, top_p, filtering=filtering, greedy=greedy)
-        return tok, _model_logprob(logits, tok), slp
+        lp, top = _model_logprobs(logits, tok, vocab_ok, num_top)
+        return tok, lp, slp, top
 
     def finished(tok, tail, i):
         hit = jnp.isin(tok, stop_ids)
@@ -273,7 +288,7 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
 
     tail = None if stop_strings is None else jnp.full(
         (rows, stop_strings.strings.shape[1] + stop_strings.token_bytes.shape[1]), -1, jnp.int16)
-    tok, lp, slp = pick(last, 0)
+    tok, lp, slp, top = pick(last, 0)
     hit, tail = finished(tok, tail, 0)
     done = hit | (limits <= 1)
     cancel = None
@@ -287,24 +302,27 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
     finish = jnp.where(hit, FINISH_STOP, FINISH_LENGTH)
     if cancel is not None:
         finish = jnp.where(cancel, FINISH_CANCELLED, finish)
-    state = (jnp.int32(1), tok, next_pos, cache, out, out_lp, out_slp, done, lengths, finish, tail)
+    tops = None if top is None else tuple(jnp.zeros((rows, m, num_top), x.dtype).at[:, 0].set(x) for x in top)
+    state = (jnp.int32(1), tok, next_pos, cache, out, out_lp, out_slp, done, lengths, finish, tail, tops)
 
     def cond(s):
         return (s[0] < m) & ~jnp.all(s[7])
 
     def body(s):
-        i, tok, pos, cache, out, out_lp, out_slp, done, lengths, finish, tail = s
+        i, tok, pos, cache, out, out_lp, out_slp, done, lengths, finish, tail, tops = s
         # A module of this trace level: nnx transforms inside the model (nnx.scan over stacked layers)
         # refuse one merged outside the loop.
         step_model = nnx.merge(graphdef, params)
         logits, cache = step_model(tok[:, None], positions=pos[:, None],
                                    segment_ids=jnp.ones((rows, 1), jnp.int32), cache=cache)
-        nxt, lp, slp = pick(logits[:, -1].astype(jnp.float32), i)
+        nxt, lp, slp, top = pick(logits[:, -1].astype(jnp.float32), i)
         nxt = jnp.where(done, 0, nxt)
         # A finished row keeps column i as it is (0 before step M; a step past the last of a chunked
         # loop, i >= M, has every row finished and its out-of-bounds write dropped anyway).
         out, out_lp, out_slp = (a.at[:, i].set(jnp.where(done, a[:, i], x))
                                 for a, x in ((out, nxt), (out_lp, lp), (out_slp, slp)))
+        if tops is not None:
+            tops = tuple(a.at[:, i].set(jnp.where(done[:, None], a[:, i], x)) for a, x in zip(tops, top))
         hit, tail = finished(nxt, tail, i)
         hit &= ~done
         at_limit = ~done & ~hit & (i + 1 >= limits)
@@ -314,18 +332,22 @@ def _generate(graphdef, params, prompts, prompt_mask, rng, temperature, top_k, t
             at_limit |= cancel
         lengths = jnp.where(hit | at_limit, i + 1, lengths)
         finish = jnp.where(hit, FINISH_STOP, finish)
-        return i + 1, nxt, pos + 1, cache, out, out_lp, out_slp, done | hit | at_limit, lengths, finish, tail
+        return i + 1, nxt, pos + 1, cache, out, out_lp, out_slp, done | hit | at_limit, lengths, finish, tail, tops
 
     def chunk(s):   # a known trip count: XLA:GPU runs it without reading anything back to the host
         return jax.lax.fori_loop(0, check_every, lambda _, s: body(s), s)
 
-    _, _, _, _, out, out_lp, out_slp, _, lengths, finish, _ = jax.lax.while_loop(
+    _, _, _, _, out, out_lp, out_slp, _, lengths, finish, _, tops = jax.lax.while_loop(
         cond, body if check_every == 1 else chunk, state)
     lengths = jnp.minimum(lengths, limits)
     mask = jnp.arange(m)[None, :] < lengths[:, None]
+    if tops is None:   # K = 0: empty (R, M, 0) arrays, so every output has the same fields
+        tops = (jnp.zeros((rows, m, 0), jnp.int32), jnp.zeros((rows, m, 0), jnp.float32))
     return SamplerOutput(tokens=jnp.where(mask, out, 0), logprobs=jnp.where(mask, out_lp, 0.0),
                          sampling_logprobs=jnp.where(mask, out_slp, 0.0), mask=mask, lengths=lengths,
-                         finish_reason=finish, prompt_index=jnp.arange(rows, dtype=jnp.int32) // n)
+                         finish_reason=finish, prompt_index=jnp.arange(rows, dtype=jnp.int32) // n,
+                         top_ids=jnp.where(mask[..., None], tops[0], 0),
+                         top_logprobs=jnp.where(mask[..., None], tops[1], 0.0))
 
 
 def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: jax.Array, cfg: SamplingConfig, *,
@@ -357,7 +379,8 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: 
         every step). The result does not depend on it.
 
     Returns:
-      SamplerOutput with R = B·n rows and M = ``cfg.max_new_tokens`` columns.
+      SamplerOutput with R = B·n rows and M = ``cfg.max_new_tokens`` columns; ``top_ids`` and
+      ``top_logprobs`` (R, M, K) with K = ``cfg.top_logprobs`` (K = 0: empty), 0 past each row's length.
 
     Raises:
       ValueError: ``cfg.stop_strings`` without ``stop_strings`` tables, or mismatched shapes.
@@ -382,7 +405,8 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array, rng: 
         _generate, graphdef, params, prompts.astype(jnp.int32), prompt_mask, rng, *knobs,
         jnp.asarray(max_tokens, jnp.int32), stop_ids, stop_strings if cfg.stop_strings else None, encoder,
         max_new_tokens=cfg.max_new_tokens, n=cfg.n, vocab_limit=int(vocab_limit) if vocab_limit is not None else 1 << 30,
-        greedy=cfg.temperature == 0, filtering=cfg.temperature > 0 and (cfg.top_k > 0 or cfg.top_p < 1.0))
+        greedy=cfg.temperature == 0, filtering=cfg.temperature > 0 and (cfg.top_k > 0 or cfg.top_p < 1.0),
+        num_top=cfg.top_logprobs)
     if stream is None:
         return run(None, check_every=min(check_every or default_check_every(), max(cfg.max_new_tokens - 1, 1)))
     with _SINKS_LOCK:

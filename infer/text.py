@@ -206,7 +206,7 @@ class Sampler:
                            stop_strings=stop, vocab_limit=self.tok.vocab_size, encoder_tokens=enc,
                            encoder_mask=enc_mask, stream=real_rows)
         out = jax.device_get(out)
-        return SamplerOutput(*(np.asarray(x)[:real, :cfg.max_new_tokens] if np.ndim(x) == 2 else np.asarray(x)[:real]
+        return SamplerOutput(*(np.asarray(x)[:real, :cfg.max_new_tokens] if np.ndim(x) >= 2 else np.asarray(x)[:real]
                                for x in out))
 
     def _windows(self, prompts, cfg: SamplingConfig, rng, *, stream: Stream | None = None) -> SamplerOutput:
@@ -215,8 +215,8 @@ class Sampler:
         keep = max(max_len // 2, 1)
         per_window = max_len - keep
         rows = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(cfg.n)]
+        parts = [[] for _ in rows]      # per row: each window's (tokens, logprobs, sampling_logprobs, top ids, top lps)
         tokens = [[] for _ in rows]
-        logprobs = [[] for _ in rows]
         finish = [FINISH_LENGTH] * len(rows)
         live = list(range(len(rows)))
         remaining, window = cfg.max_new_tokens, 0
@@ -232,7 +232,8 @@ class Sampler:
             for j, r in enumerate(live):
                 k = int(out.lengths[j])
                 tokens[r] += out.tokens[j, :k].tolist()
-                logprobs[r] += out.logprobs[j, :k].tolist()
+                parts[r].append(tuple(np.asarray(x)[j, :k] for x in (out.tokens, out.logprobs, out.sampling_logprobs,
+                                                                     out.top_ids, out.top_logprobs)))
                 if int(out.finish_reason[j]) in (FINISH_STOP, FINISH_CANCELLED):
                     finish[r] = int(out.finish_reason[j])
                 elif k == new:
@@ -240,14 +241,18 @@ class Sampler:
             if any(finish[r] == FINISH_CANCELLED for r in live):   # the stream stopped every row
                 break
             live, remaining, window = still, remaining - new, window + 1
-        m = cfg.max_new_tokens
-        arr = np.zeros((len(rows), m), np.int32)
-        lps = np.zeros((len(rows), m), np.float32)
-        for r, (t, lp) in enumerate(zip(tokens, logprobs)):
-            arr[r, :len(t)], lps[r, :len(lp)] = t, lp
+        m, k = cfg.max_new_tokens, cfg.top_logprobs
+        arrays = [np.zeros((len(rows), m), np.int32), np.zeros((len(rows), m), np.float32),
+                  np.zeros((len(rows), m), np.float32), np.zeros((len(rows), m, k), np.int32),
+                  np.zeros((len(rows), m, k), np.float32)]
+        for r, row in enumerate(parts):
+            for a, xs in zip(arrays, zip(*row)):
+                joined = np.concatenate(xs)
+                a[r, :len(joined)] = joined
         lengths = np.array([len(t) for t in tokens], np.int32)
-        return SamplerOutput(arr, lps, np.zeros_like(lps), np.arange(m)[None, :] < lengths[:, None], lengths,
-                             np.array(finish, np.int32), np.array([i for i, _ in rows], np.int32))
+        toks, lps, slps, top_ids, top_lps = arrays
+        return SamplerOutput(toks, lps, slps, np.arange(m)[None, :] < lengths[:, None], lengths,
+                             np.array(finish, np.int32), np.array([i for i, _ in rows], np.int32), top_ids, top_lps)
 
     # --------------------------------------------------------------------------------- text
     def encode_prompt(self, text: str) -> list[int]:

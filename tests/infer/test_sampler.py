@@ -312,6 +312,48 @@ def test_logprobs_equal_a_teacher_forced_forward_pass(models):
     assert np.all(out.sampling_logprobs[out.mask] >= out.logprobs[out.mask] - 1e-4 - np.log(10))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _teacher_forced_log_softmax(graphdef, params, seq):
+    """seq (B, T) -> the log-softmax of every position's logits (B, T, V), by a full forward pass."""
+    logits, _ = nnx.merge(graphdef, params)(seq)
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def test_top_logprobs_are_the_most_likely_ids_of_a_teacher_forced_pass(models):
+    """top_logprobs=K: at each generated position the K ids of highest log-prob under the model (below
+    the vocabulary limit), best first, as a full forward pass gives them; the sampled token's log-prob
+    equals its entry exactly when it is the argmax (greedy); past a row's end, zeros. Generation past
+    the context (windows) keeps them and the sampling log-probs too; K = 0 gives empty arrays."""
+    mesh, made = models
+    graphdef, params = made["llama"]
+    limit = 200
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0.9, top_logprobs=4)
+    out = sampler(mesh, graphdef, params, vocab_limit=limit, name="llama").generate_ids(
+        PROMPTS[:2], dataclasses.replace(cfg, stop_token_ids=(7,)), seed=1)
+    assert out.top_ids.shape == out.top_logprobs.shape == (2, 10, 4)
+    with jax.set_mesh(mesh), axis_rules(DEFAULT_RULES):
+        for r in range(2):
+            prompt, k = PROMPTS[r], int(out.lengths[r])
+            buf = np.zeros((1, 32), np.int32)
+            buf[0, :len(prompt) + k] = prompt + out.tokens[r, :k].tolist()
+            logp = np.asarray(_teacher_forced_log_softmax(graphdef, params, buf))[0, len(prompt) - 1:len(prompt) - 1 + k]
+            want = np.argsort(-logp[:, :limit], axis=-1, kind="stable")[:, :4]
+            np.testing.assert_array_equal(out.top_ids[r, :k], want)
+            np.testing.assert_allclose(out.top_logprobs[r, :k], np.take_along_axis(logp, want, -1), atol=1e-4)
+            assert (np.diff(out.top_logprobs[r, :k], axis=-1) <= 0).all()
+            assert (out.top_ids[r, k:] == 0).all() and (out.top_logprobs[r, k:] == 0).all()
+    greedy = sampler(mesh, graphdef, params, name="llama").generate_ids(
+        PROMPTS, dataclasses.replace(GREEDY, top_logprobs=2), seed=0)
+    np.testing.assert_array_equal(greedy.top_ids[..., 0][greedy.mask], greedy.tokens[greedy.mask])
+    np.testing.assert_array_equal(greedy.top_logprobs[..., 0][greedy.mask], greedy.logprobs[greedy.mask])
+    assert sampler(mesh, graphdef, params, name="llama").generate_ids(PROMPTS, GREEDY).top_ids.shape == (3, 8, 0)
+    # past the context: 20 new tokens from a 16-token context come in windows, each keeping its arrays
+    long = sampler(mesh, graphdef, params, max_seq_len=16, name="llama").generate_ids(
+        [PROMPTS[0]], SamplingConfig(max_new_tokens=20, temperature=1.0, top_logprobs=3), seed=2)
+    assert long.lengths[0] == 20 and long.top_ids.shape == (1, 20, 3)
+    assert (long.top_logprobs[0, :, 0] >= long.logprobs[0] - 1e-6).all() and (long.sampling_logprobs[0] < 0).all()
+
+
 def test_changing_sampling_parameters_does_not_recompile(models):
     """Temperatures and the values of top-k / top-p are traced; what is static is the kind of program:
     greedy (``temperature == 0``: the argmax, whatever the filters), sampling, and sampling with the
