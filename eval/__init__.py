@@ -37,10 +37,10 @@ from lmforge.eval.memorisation import matched_tokens, memorisation, probes
 from lmforge.eval.multiple_choice import ChoiceItem, choice_predictions, load_multiple_choice, multiple_choice
 from lmforge.eval.perplexity import perplexity
 from lmforge.eval.refusal import REFUSAL_PATTERNS, is_refusal, load_hh_prompts, refusal, refusal_rate
-from lmforge.eval.scoring import Score, Scorer, encode_pair, encode_text, prefix_id, rolling_requests
+from lmforge.eval.scoring import PromptLogprobs, Score, Scorer, encode_pair, encode_text, prefix_id, rolling_requests
 
 __all__ = [
-    "ChoiceItem", "GSM8KItem", "GenerationItem", "REFUSAL_PATTERNS", "Score", "Scorer", "TaskFileError",
+    "ChoiceItem", "GSM8KItem", "GenerationItem", "PromptLogprobs", "REFUSAL_PATTERNS", "Score", "Scorer", "TaskFileError",
     "choice_predictions", "complete", "encode_pair", "encode_text", "exact_match", "extract_number", "generation",
     "gsm8k", "gsm8k_final", "gsm8k_prompt", "is_refusal", "load_generation", "load_gsm8k", "load_hh_prompts",
     "load_multiple_choice", "matched_tokens", "memorisation", "multiple_choice", "normalize_number",

@@ -28,6 +28,11 @@ Choices:
   widths and one row count. Padding has segment id 0 and is never read by a real token.
 - The forward pass is jitted once per shape and runs under the model's mesh and axis rules
   (``use_mesh``); each row's sum and "every token was the argmax" come back, not (B, T) arrays.
+- :meth:`Scorer.prompt_logprobs` is the per-token view a server's ``echo`` needs (vLLM's
+  ``prompt_logprobs``): every token's log-prob after the ones before it and, with ``top=K``, the K
+  most likely ids at each position, from one log-softmax (so a token that is the argmax has exactly
+  its top entry's value, which lm-evaluation-harness's greedy check compares), ids past the
+  tokenizer's vocabulary left out of the top lists as the sampler never draws them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ from lmforge.infer import bucket
 from lmforge.model import token_logprobs, use_mesh
 
 Request = tuple[Sequence[int], Sequence[int]]   # (context ids, continuation ids)
+
+
+class PromptLogprobs(NamedTuple):
+    """Per-token log-probs of one sequence of n tokens (the first has none: nothing comes before it)."""
+    logprobs: np.ndarray       # (n - 1,) float32: log p(token i | tokens < i), i = 1..n-1, nats
+    top_ids: np.ndarray        # (n - 1, K) int32: the K most likely ids at each of those positions, best first
+    top_logprobs: np.ndarray   # (n - 1, K) float32: their log-probs
 
 
 class Score(NamedTuple):
@@ -163,6 +175,21 @@ def _score_batch(graphdef, params, tokens, targets, segment_ids, positions, weig
     return jnp.sum(jnp.where(scored, lp.logprobs, 0.0), axis=1), jnp.all(lp.correct | ~scored, axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "top"))
+def _position_logprobs(graphdef, params, tokens, targets, segment_ids, positions, vocab_limit, *, top: int):
+    """(R, W) arrays -> the targets' log-probs (R, W) and the ``top`` most likely ids below ``vocab_limit``
+    with their log-probs (R, W, top) each, from one float32 log-softmax of the logits."""
+    model = nnx.merge(graphdef, params)
+    logits, _ = model(tokens, positions=positions, segment_ids=segment_ids)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)                          # (R, W, V)
+    lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    if not top:
+        empty = jnp.zeros((*tokens.shape, 0))
+        return lp, empty.astype(jnp.int32), empty
+    top_lp, top_ids = jax.lax.top_k(jnp.where(jnp.arange(logp.shape[-1]) < vocab_limit, logp, -jnp.inf), top)
+    return lp, top_ids.astype(jnp.int32), top_lp
+
+
 class Scorer:
     """A decoder-only model on its mesh, scoring requests in bucketed batches (module docstring)."""
 
@@ -202,6 +229,52 @@ class Scorer:
                     results[i] = Score(float(totals[j]), bool(greedy[j]), prepared[i][1])
                 bar.update(len(chunk))
         return results
+
+    def prompt_logprobs(self, sequences: Sequence[Sequence[int]], *, top: int = 0) -> list[PromptLogprobs]:
+        """Each token's log-prob after the tokens before it (teacher-forced, temperature 1: what the
+        sampler's ``logprobs`` are for sampled tokens) and, with ``top`` > 0, the ``top`` most likely ids
+        at each position — the prompt side of a server's ``echo`` (module docstring).
+
+        Args:
+          sequences: id lists of 1 to ``max_seq_len`` tokens each.
+          top: K >= 0 alternatives per position.
+
+        Returns:
+          One :class:`PromptLogprobs` per sequence, in order: arrays of n - 1 positions.
+
+        Raises:
+          ValueError: an empty sequence, one longer than the model's context, or ``top`` < 0.
+        """
+        if top < 0:
+            raise ValueError(f"prompt_logprobs: top={top}; expected >= 0")
+        for i, seq in enumerate(sequences):
+            if not 1 <= len(seq) <= self.max_len:
+                raise ValueError(f"prompt_logprobs: sequence {i} has {len(seq)} tokens; expected 1 to "
+                                 f"{self.max_len} (max_seq_len)")
+        vocab_limit = getattr(self.tok, "vocab_size", self.model_cfg.vocab_size)
+        order = sorted(range(len(sequences)), key=lambda i: (-len(sequences[i]), i))
+        out: list[PromptLogprobs | None] = [None] * len(sequences)
+        for start in range(0, len(order), self.rows):
+            chunk = order[start:start + self.rows]
+            width = min(bucket(max(max(len(sequences[i]) - 1, 1) for i in chunk)), self.max_len)
+            shape = (self.rows, width)
+            tokens, targets = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
+            segments, positions = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
+            for r, i in enumerate(chunk):
+                seq = list(sequences[i])
+                n = max(len(seq) - 1, 1)            # a one-token sequence reads itself and scores nothing
+                tokens[r, :n], targets[r, :len(seq) - 1] = seq[:n], seq[1:]
+                segments[r, :n], positions[r, :n] = 1, np.arange(n)
+            segments[len(chunk):, 0] = 1
+            with use_mesh(self.mesh, self.rules):
+                lp, ids, top_lp = jax.device_get(_position_logprobs(
+                    self.graphdef, self.params, *map(jnp.asarray, (tokens, targets, segments, positions)),
+                    jnp.int32(vocab_limit), top=int(top)))
+            for r, i in enumerate(chunk):
+                k = len(sequences[i]) - 1
+                out[i] = PromptLogprobs(np.asarray(lp[r, :k], np.float32), np.asarray(ids[r, :k], np.int32),
+                                        np.asarray(top_lp[r, :k], np.float32))
+        return out
 
     def _prepare(self, index: int, ctx: Sequence[int], cont: Sequence[int]) -> tuple[list[int], int]:
         """(the tokens read plus the last target, number of scored targets)."""

@@ -66,13 +66,16 @@ class Job:
     """One request's rows for the engine: ``prompts`` (id lists) continued ``sampling.n`` times each.
 
     ``on_piece(row, text)`` gets streamed text (rows prompt-major, as the sampler's); ``on_done``
-    gets the list of :class:`RowResult` or the exception that ended the call."""
+    gets the list of :class:`RowResult` or the exception that ended the call. ``sampling.top_logprobs``
+    (K) asks for each token's K most likely alternatives; ``echo`` for the prompt's per-token
+    log-probs too (``RowResult.prompt``, with K alternatives each)."""
     prompts: list[list[int]]
     sampling: SamplingConfig
     stop_ids: tuple[int, ...]
     seed: int | None
     on_done: Callable[[Any], None]
     on_piece: Callable[[int, str], None] | None = None
+    echo: bool = False
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     @property
@@ -80,8 +83,9 @@ class Job:
         return len(self.prompts) * self.sampling.n
 
     def key(self):
-        """Jobs with equal keys share a sampler call (``max_new_tokens`` differs per row)."""
-        return dataclasses.replace(self.sampling, max_new_tokens=1), self.stop_ids
+        """Jobs with equal keys share a sampler call (``max_new_tokens`` and ``top_logprobs`` differ per
+        row: the call takes the largest of each)."""
+        return dataclasses.replace(self.sampling, max_new_tokens=1, top_logprobs=0), self.stop_ids
 
 
 @dataclasses.dataclass
@@ -91,6 +95,8 @@ class RowResult:
     logprobs: list[float]
     finish_reason: str           # "stop" | "length" | "cancelled" (every request of its call went away)
     prompt_tokens: int
+    top: list[list[tuple[int, float]]] = dataclasses.field(default_factory=list)   # per token: K (id, logprob)
+    prompt: Any = None           # with echo: the prompt's lmforge.eval.scoring.PromptLogprobs (K alternatives)
 
 
 class Engine:
@@ -106,6 +112,7 @@ class Engine:
         self._waiting: list[Job] = []
         self._closing = False
         self._calls = 0
+        self._scorer = None                # the prompt scorer for echo, made at the first echo
         self.batches: list[int] = []       # rows per sampler call, in order (for tests and /health)
         self._thread = threading.Thread(target=self._run, name="lmforge-serve-engine", daemon=True)
         self._thread.start()
@@ -182,7 +189,8 @@ class Engine:
         stops = batch[0].sampling.stop_strings
         texts = [RowText(tok, job.stop_ids, stops) for job, _ in owners]
         limits = [job.sampling.max_new_tokens for job, _ in owners]
-        cfg = dataclasses.replace(batch[0].sampling, max_new_tokens=max(limits))
+        cfg = dataclasses.replace(batch[0].sampling, max_new_tokens=max(limits),
+                                  top_logprobs=max(job.sampling.top_logprobs for job in batch))
         streaming = any(job.on_piece is not None for job in batch)
 
         def on_step(step: int, tokens: np.ndarray, live: np.ndarray) -> bool:
@@ -199,6 +207,7 @@ class Engine:
         try:
             out = self.sampler.generate_ids(prompts, cfg, seed=seed, stream=on_step if streaming else None,
                                             max_tokens=limits)
+            echoed = self._prompt_logprobs(batch)
         except Exception as e:   # noqa: BLE001 -- every request of the call hears of it
             for job in batch:
                 job.on_done(e)
@@ -216,7 +225,26 @@ class Engine:
                 job.on_piece(r, tail)
             finish = "stop" if text.stopped or int(out.finish_reason[row]) == FINISH_STOP else \
                 FINISH_NAMES[int(out.finish_reason[row])]
+            want = job.sampling.top_logprobs
+            top = [list(zip(out.top_ids[row, i, :want].tolist(), out.top_logprobs[row, i, :want].tolist()))
+                   for i in range(k)] if want else []
             results[job].append(RowResult(text.text, toks, out.logprobs[row, :k].tolist(), finish,
-                                          len(job.prompts[r // n])))
+                                          len(job.prompts[r // n]), top=top, prompt=echoed.get((job, r // n))))
         for job in batch:
             job.on_done(results[job])
+
+    def _prompt_logprobs(self, batch: list[Job]) -> dict:
+        """``{(job, prompt index): PromptLogprobs}`` for the jobs that asked for ``echo`` (one scorer call,
+        with the largest K among them; each keeps its own)."""
+        asked = [job for job in batch if job.echo]
+        if not asked:
+            return {}
+        if self._scorer is None:
+            from lmforge.eval.scoring import Scorer   # pylint: disable=import-outside-toplevel
+            self._scorer = Scorer.from_sampler(self.sampler, rows=self.max_batch)
+        keys = [(job, i) for job in asked for i in range(len(job.prompts))]
+        got = self._scorer.prompt_logprobs([job.prompts[i] for job, i in keys],
+                                           top=max(job.sampling.top_logprobs for job in asked))
+        return {(job, i): p._replace(top_ids=p.top_ids[:, :job.sampling.top_logprobs],
+                                     top_logprobs=p.top_logprobs[:, :job.sampling.top_logprobs])
+                for (job, i), p in zip(keys, got)}

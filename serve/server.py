@@ -20,8 +20,8 @@ Choices:
   greater than or equal to 1``; an unknown field gets the nearest known name), a model name other than
   the served one a 404, as OpenAI answers them; so are an unknown path and a wrong method. Fields of
   OpenAI's API that this server cannot honour (``tools``, a ``response_format`` other than text,
-  penalties, ``logit_bias``, ``top_logprobs``, ``echo``, ``suffix``, ``best_of``, ``logprobs`` while
-  streaming) are refused by name when set, never silently ignored; fields that ask nothing of a
+  penalties, ``logit_bias``, ``suffix``, ``best_of``, ``logprobs`` or ``echo`` while streaming) are
+  refused by name when set, never silently ignored; fields that ask nothing of a
   sampler (``user``, ``metadata``, ``service_tier``, ``store: false``) are taken. ``top_k`` is taken,
   as vLLM takes it.
 - One engine thread owns the model: JAX runs one sampler call at a time. Requests queue; each call
@@ -39,8 +39,18 @@ Choices:
   stream never sends text the final reply would not contain: the streamed pieces join to exactly the
   non-streamed text.
 - ``logprobs``: the log-probability of each returned token under the model (temperature 1, no
-  filtering: the sampler's ``logprobs``, vLLM's ``raw_logprobs``), stop tokens left out;
-  ``top_logprobs`` > 0 is refused (the sampler returns only the sampled tokens').
+  filtering: the sampler's ``logprobs``, vLLM's ``raw_logprobs``; chat leaves the end of turn out), with its
+  ``top_logprobs`` most likely alternatives (chat: ``top_logprobs`` 0-20 beside ``logprobs: true``;
+  completions: ``logprobs`` 0-20, OpenAI's legacy count, as vLLM caps it) from the sampler's
+  ``top_logprobs`` arrays. Completions list every sampled token, the stop token included (its text
+  ''), so their count is ``completion_tokens``.
+- ``echo`` (completions): the prompt comes back before the completion, and with ``logprobs`` each
+  prompt token's log-prob (the first's ``null``: nothing comes before it) and alternatives, by a
+  teacher-forced pass (``lmforge.eval.scoring.Scorer.prompt_logprobs``). That is the request
+  lm-evaluation-harness's ``local-completions`` model sends for ``loglikelihood`` tasks
+  (``echo: true, logprobs: 1, max_tokens: 1``), whose greedy check compares a token's log-prob with
+  the best alternative's: both come from one log-softmax, so they are equal exactly when it is the
+  argmax.
 - ``completion_tokens`` counts every sampled token, the stop token included (vLLM's count).
 - A streaming client that disconnects cancels its rows; when every request in a sampler call is
   gone the call stops at the next step.
@@ -76,6 +86,7 @@ else:
     _MISSING = None
 
 MAX_STOP_STRINGS = 4   # OpenAI's limit on ``stop``
+MAX_TOP_LOGPROBS = 20  # alternatives per token at most (OpenAI's chat limit; vLLM's default max_logprobs)
 
 
 # -------------------------------------------------------------------------------------- request bodies
@@ -139,7 +150,7 @@ if _MISSING is None:
         messages: list[Message] = Field(min_length=1)
         max_completion_tokens: int | None = Field(None, ge=1)
         logprobs: bool = False
-        top_logprobs: int | None = None
+        top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
         tools: list[dict] | None = None
         tool_choice: Any = None
         parallel_tool_calls: bool | None = None
@@ -147,17 +158,17 @@ if _MISSING is None:
 
     class CompletionRequest(_Sampling):
         prompt: str | list[str] | list[int] | list[list[int]]
-        logprobs: int | None = None     # the legacy API: how many top alternatives (only 0 here)
+        logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)   # the legacy API: alternatives per token
         echo: bool = False
         suffix: str | None = None
         best_of: int | None = None
 
 
 _UNSUPPORTED = {   # field -> the values that mean "not asked for"
-    "presence_penalty": (0.0,), "frequency_penalty": (0.0,), "logit_bias": (None, {}), "top_logprobs": (None, 0),
+    "presence_penalty": (0.0,), "frequency_penalty": (0.0,), "logit_bias": (None, {}),
     "tools": (None, []), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
     "response_format": (None, {"type": "text"}),
-    "echo": (False,), "suffix": (None, ""), "best_of": (None, 1),
+    "suffix": (None, ""), "best_of": (None, 1),
 }
 
 
@@ -184,13 +195,14 @@ def _refuse_unsupported(body) -> None:
         if value not in off:
             raise BadRequest(f"{name}: not supported by lmforge serve (got {value!r}); leave it unset",
                              param=name)
-    if isinstance(body, CompletionRequest) and body.logprobs not in (None, 0):
-        raise BadRequest(f"logprobs: only 0 is supported (the sampled tokens' log-probs), got {body.logprobs}",
-                         param="logprobs")
     if body.stream_options is not None and not body.stream:
         raise BadRequest("stream_options: only with stream: true", param="stream_options")
     if body.stream and body.logprobs not in (None, False):
         raise BadRequest("logprobs: not supported with stream: true (ask without streaming)", param="logprobs")
+    if isinstance(body, ChatCompletionRequest) and body.top_logprobs and not body.logprobs:
+        raise BadRequest(f"top_logprobs: {body.top_logprobs} alternatives need logprobs: true", param="top_logprobs")
+    if isinstance(body, CompletionRequest) and body.echo and body.stream:
+        raise BadRequest("echo: not supported with stream: true (ask without streaming)", param="echo")
 
 
 # -------------------------------------------------------------------------------------- the app
@@ -282,12 +294,18 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         return JSONResponse(error_body(exc.message, kind=exc.kind, param=exc.param, code=exc.code),
                             status_code=exc.status)
 
+    table = tok.token_bytes()
+
+    def alternatives(pairs) -> list[tuple[str, bytes, float]]:
+        """(text, bytes, log-prob) of each (id, log-prob) alternative, best first."""
+        return [(table[t].decode("utf-8", errors="replace"), table[t], lp) for t, lp in pairs]
+
     def check_model(body) -> None:
         if body.model != name:
             raise BadRequest(f"model: {body.model!r} is not served here; this server serves {name!r}",
                              param="model", status=404, code="model_not_found")
 
-    def sampling_for(body, prompts: list[list[int]], limit: int | None, stop_ids, *,
+    def sampling_for(body, prompts: list[list[int]], limit: int | None, stop_ids, *, top_logprobs: int = 0,
                      limit_field: str = "max_tokens", prompt_field: str = "messages") -> SamplingConfig:
         longest = max(map(len, prompts))
         room = context - longest
@@ -304,7 +322,7 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
                              f"{engine.max_batch} in one request (lmforge serve --max-batch)", param="n")
         return SamplingConfig(max_new_tokens=limit if limit is not None else min(default_max_tokens, room),
                               temperature=body.temperature, top_p=body.top_p, top_k=max(body.top_k, 0), n=body.n,
-                              stop_token_ids=stop_ids, stop_strings=body.stop_strings())
+                              stop_token_ids=stop_ids, stop_strings=body.stop_strings(), top_logprobs=top_logprobs)
 
     async def run(job_args: dict, stream: bool):
         """Submits a job; returns the row results, or (streaming) an async iterator of events."""
@@ -407,7 +425,7 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
             raise BadRequest("max_tokens and max_completion_tokens disagree; give one", param="max_completion_tokens")
         limit = body.max_completion_tokens or body.max_tokens
         prompts = [ids]
-        cfg = sampling_for(body, prompts, limit, chat_stops,
+        cfg = sampling_for(body, prompts, limit, chat_stops, top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
                            limit_field="max_completion_tokens" if body.max_completion_tokens else "max_tokens")
         rid, when = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         job_args = dict(prompts=prompts, sampling=cfg, stop_ids=chat_stops, seed=body.seed)
@@ -415,7 +433,9 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         def logprobs_of(row: RowResult):
             if not body.logprobs:
                 return None
-            return {"content": [{"token": text, "logprob": row.logprobs[i], "bytes": list(raw), "top_logprobs": []}
+            return {"content": [{"token": text, "logprob": row.logprobs[i], "bytes": list(raw),
+                                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(b)}
+                                                  for t, b, lp in alternatives(row.top[i] if row.top else [])]}
                                 for i, text, raw in _token_texts(tok, row.tokens, chat_stops)]}
 
         if not body.stream:
@@ -444,24 +464,46 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         check_model(body)
         _refuse_unsupported(body)
         prompts = completion_prompts(body.prompt)
-        cfg = sampling_for(body, prompts, body.max_tokens, eos, prompt_field="prompt")
+        if body.echo and sampler.model_cfg.architecture != "decoder":
+            raise BadRequest(f"echo: the prompt's log-probs need a decoder-only model; this one is "
+                             f"{sampler.model_cfg.architecture.replace('_', '-')}", param="echo")
+        cfg = sampling_for(body, prompts, body.max_tokens, eos, top_logprobs=body.logprobs or 0, prompt_field="prompt")
         rid, when = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=eos, seed=body.seed)
+        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=eos, seed=body.seed, echo=body.echo)
+        sent = [body.prompt] if isinstance(body.prompt, str) else (
+            body.prompt if body.prompt and isinstance(body.prompt[0], str) else None)   # prompt texts as sent
 
-        def logprobs_of(row: RowResult):
+        def echoed_text(r: int) -> str:
+            return sent[r] if sent is not None else tok.decode(prompts[r])
+
+        def logprobs_of(r: int, row: RowResult):
             if body.logprobs is None:
                 return None
-            stream = TextStream(tok)   # each token's share of the text: a character split over tokens is the last one's
-            kept = [(i, stream.push(t)) for i, t in enumerate(row.tokens) if t not in eos]
-            offsets = np.cumsum([0] + [len(t) for _, t in kept])[:-1].tolist()
-            return {"tokens": [t for _, t in kept], "token_logprobs": [row.logprobs[i] for i, _ in kept],
-                    "top_logprobs": None, "text_offset": offsets}
+            # (id, its log-prob or None, its alternatives or None) for each token shown: the prompt's with
+            # echo (the first has nothing before it), then the sampled ones but the stop token
+            shown = []
+            if row.prompt is not None:
+                ids = prompts[r // body.n]
+                shown.append((ids[0], None, None))
+                shown += [(t, float(lp), list(zip(a.tolist(), b.tolist())))
+                          for t, lp, a, b in zip(ids[1:], row.prompt.logprobs, row.prompt.top_ids, row.prompt.top_logprobs)]
+            shown += [(t, row.logprobs[i], row.top[i] if row.top else []) for i, t in enumerate(row.tokens)]
+            # each token's share of the text (a character split over tokens is the last one's; the stop token's is
+            # ''): every sampled token is listed, so the list ends with the one max_tokens asked for, as the harness reads it
+            stream = TextStream(tok, skip=eos)
+            texts = [stream.push(t) for t, _, _ in shown]
+            offsets = np.cumsum([0] + [len(t) for t in texts])[:-1].tolist()
+            return {"tokens": texts, "token_logprobs": [lp for _, lp, _ in shown],
+                    "top_logprobs": [None if alt is None else {t: lp for t, _, lp in alternatives(alt)}
+                                     for _, _, alt in shown],
+                    "text_offset": offsets}
 
         if not body.stream:
             rows = await run(job_args, stream=False)
             return {"id": rid, "object": "text_completion", "created": when, "model": name, "system_fingerprint": None,
-                    "choices": [{"index": r, "text": row.text, "logprobs": logprobs_of(row),
-                                 "finish_reason": row.finish_reason} for r, row in enumerate(rows)],
+                    "choices": [{"index": r, "text": (echoed_text(r // body.n) if body.echo else "") + row.text,
+                                 "logprobs": logprobs_of(r, row), "finish_reason": row.finish_reason}
+                                for r, row in enumerate(rows)],
                     "usage": usage(rows, prompts)}
         job, events = await run(job_args, stream=True)
         base = {"id": rid, "object": "text_completion", "created": when, "model": name, "system_fingerprint": None}

@@ -144,6 +144,57 @@ def test_text_completions_take_a_list_of_prompts(client, model):
         f"prompt.1: expected token ids in [0, {model.sampler.tok.vocab_size}), got [99999]")
 
 
+def test_top_logprobs_list_the_most_likely_tokens_best_first(client, model):
+    """Chat ``top_logprobs``: K alternatives per token, best first; greedy, the first is the token itself
+    with exactly its log-prob. Completions' legacy ``logprobs: K``: one {text: log-prob} per token."""
+    body = chat(client, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
+    content = body["choices"][0]["logprobs"]["content"]
+    assert content
+    for entry in content:
+        top = entry["top_logprobs"]
+        assert len(top) == 3 and [t["logprob"] for t in top] == sorted((t["logprob"] for t in top), reverse=True)
+        assert top[0]["token"] == entry["token"] and top[0]["logprob"] == entry["logprob"]
+        assert top[0]["bytes"] == entry["bytes"]
+    assert body["choices"][0]["message"] == chat(client, max_tokens=6, temperature=0)["choices"][0]["message"]
+    legacy = client.post("/v1/completions", json={"model": NAME, "prompt": "import os", "max_tokens": 4,
+                                                  "temperature": 0, "logprobs": 2}).json()["choices"][0]["logprobs"]
+    assert len(legacy["top_logprobs"]) == len(legacy["tokens"])
+    for text, lp, top in zip(legacy["tokens"], legacy["token_logprobs"], legacy["top_logprobs"]):
+        assert 1 <= len(top) <= 2 and max(top.values()) == lp   # greedy: the token is the best (a text may repeat)
+
+
+def test_echo_with_logprobs_is_what_lm_eval_harness_scores_a_continuation_by(client, model):
+    """``echo: true, logprobs: 1, max_tokens: 1`` — lm-evaluation-harness's ``local-completions``
+    loglikelihood request — read by the harness's own parser gives the log-likelihood and greediness
+    ``lmforge.eval.scoring.Scorer`` computes for the same (context, continuation)."""
+    pytest.importorskip("lm_eval", reason="the harness's parser comes from lm-eval (the test extra)")
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    from lmforge.eval.scoring import Scorer, encode_pair
+
+    tok = model.sampler.tok
+    scorer = Scorer.from_sampler(model.sampler)
+    pairs = [encode_pair(tok, "The capital of France is", " Paris"), encode_pair(tok, "def f(x):", " return x")]
+    greedy_ids = model.sampler.generate_ids([pairs[1][0]], SamplingConfig(max_new_tokens=3, temperature=0.0))
+    pairs.append((pairs[1][0], greedy_ids.tokens[0, :3].tolist()))            # a continuation that is greedy
+    body = client.post("/v1/completions", json={"model": NAME, "prompt": [c + x for c, x in pairs], "temperature": 0,
+                                                "max_tokens": 1, "logprobs": 1, "echo": True, "seed": 1234}).json()
+    parsed = LocalCompletionsAPI.parse_logprobs(body, ctxlens=[len(c) for c, _ in pairs])
+    want = scorer.score(pairs)
+    assert [g for _, g in parsed] == [s.greedy for s in want] and want[2].greedy
+    assert [lp for lp, _ in parsed] == pytest.approx([s.logprob for s in want], abs=1e-4)
+    for (ctx, cont), choice in zip(pairs, body["choices"]):
+        lp = choice["logprobs"]
+        assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+        assert len(lp["tokens"]) == len(ctx) + len(cont) + 1          # the prompt, then the one sampled token
+        assert choice["text"].startswith(tok.decode(ctx + cont))
+    text = client.post("/v1/completions", json={"model": NAME, "prompt": "import os", "max_tokens": 2,
+                                                "temperature": 0, "echo": True}).json()["choices"][0]
+    assert text["text"].startswith("import os") and text["logprobs"] is None
+    r = client.post("/v1/completions", json={"model": NAME, "prompt": "a", "echo": True, "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("echo: not supported with stream: true")
+
+
 # ------------------------------------------------------------------------------------------ batching
 def test_concurrent_requests_share_a_sampler_call_and_each_gets_its_own_rows(model):
     asks = [("Hi", 3), ("What is 2 + 2?", 5), ("Name a colour.", 7), ("Hello there, who are you?", 9)]
@@ -199,7 +250,8 @@ def test_a_cancelled_job_stops_its_call_at_the_next_step(model):
     ({"max_tokens": 0}, 400, "max_tokens: Input should be greater than or equal to 1"),
     ({"temperature": -1}, 400, "temperature: Input should be greater than or equal to 0"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools: not supported by lmforge serve"),
-    ({"top_logprobs": 3, "logprobs": True}, 400, "top_logprobs: not supported"),
+    ({"top_logprobs": 3}, 400, "top_logprobs: 3 alternatives need logprobs: true"),
+    ({"top_logprobs": 21, "logprobs": True}, 400, "top_logprobs: Input should be less than or equal to 20"),
     ({"presence_penalty": 0.5}, 400, "presence_penalty: not supported"),
     ({"messages": [{"role": "robot", "content": "Hi"}]}, 400, "messages.0.role: Input should be 'system'"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 400,
