@@ -13,6 +13,12 @@ The lmforge format, built from the tokenizer's reserved specials (``lmforge.data
   ``"<|end|>"``) encode to their special id, as in every chat format built on atomic specials.
 - The generation prompt is the conversation so far followed by ``<|assistant|>``; the model
   ends its turn with ``<|end|>`` (the sampler's stop id).
+- Tools in OpenAI's shapes (what ``lmforge serve`` receives): ``encode(..., tools=schemas)`` writes
+  the function schemas into the system turn (:func:`tools_system_prompt`, after any system text of
+  the conversation's own); an assistant message's ``tool_calls`` (``[{"type": "function",
+  "function": {"name", "arguments"}}]``, arguments an object or a JSON string of one) become
+  ``<|tool_call|>{"name": ..., "arguments": {...}}`` after its content, one per call, which
+  ``lmforge.infer.tools.parse_tool_calls`` reads back.
 - The loss mask ("weights", float32) marks the tokens the model is trained to produce: with
   ``train_on="assistant"`` (the default, as TRL's ``assistant_only_loss`` and nanochat do) the
   contents of assistant turns and their ``<|end|>``; with ``train_on="all"`` every token after
@@ -70,15 +76,39 @@ def format_call(name: str, /, **arguments) -> str:
     return TOOL_CALL + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
 
 
+def tools_system_prompt(schemas: Sequence[Mapping]) -> str:
+    """A system text that lists tools (OpenAI function schemas, ``{"type": "function", "function":
+    {...}}`` or the inner ``{"name", "description", "parameters"}``; one JSON line each) and says how to
+    call one in this format, for a model that was not fine-tuned on a fixed set of tools."""
+    lines = [json.dumps(dict(s.get("function", s)), ensure_ascii=False) for s in schemas]
+    return "\n".join([f'You can call these tools. To call one, reply with {TOOL_CALL}{{"name": <tool>, '
+                       f'"arguments": {{...}}}} and nothing else; its result comes back as the next message.',
+                       *lines])
+
+
+def call_arguments(arguments, where: str = "tool call") -> dict:
+    """A tool call's arguments as a dict: OpenAI sends them as a JSON string of an object, templates and
+    lmforge's format want the object. Raises ValueError naming ``where`` for anything else."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: arguments {_short(arguments)} are not JSON; expected an object") from None
+    if not isinstance(arguments, Mapping):
+        raise ValueError(f"{where}: arguments {_short(arguments)}; expected a JSON object")
+    return dict(arguments)
+
+
 class ChatTemplate(Protocol):
-    """What turns messages into ids: lmforge's :class:`ChatFormat`, or an imported model's template."""
+    """What turns messages into ids: lmforge's :class:`ChatFormat`, or an imported model's template.
+    ``tools``: OpenAI function schemas the template shows the model (None: no tools)."""
 
     stop_ids: tuple[int, ...]   # ids that end the assistant's turn (the sampler's stop ids)
 
-    def encode(self, messages: Sequence[Message], *, train_on: str = "assistant",
-               add_generation_prompt: bool = False) -> tuple[np.ndarray, np.ndarray]: ...
+    def encode(self, messages: Sequence[Message], *, train_on: str = "assistant", add_generation_prompt: bool = False,
+               tools: Sequence[dict] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def prompt(self, messages: Sequence[Message]) -> np.ndarray: ...   # (L,) int32: asks for the next assistant turn
+    def prompt(self, messages: Sequence[Message], *, tools: Sequence[dict] | None = None) -> np.ndarray: ...
 
 
 def check_messages(messages, *, where: str = "conversation", need_assistant: bool = False) -> list[dict]:
@@ -124,19 +154,28 @@ class ChatFormat:
             raise ValueError(f"{tok!r} has no bos/eos ids; expected a tokenizer with both for chat")
         self.stop_ids = (self.end_id,)
 
-    def encode(self, messages: Sequence[Message], *, train_on: str = "assistant",
-               add_generation_prompt: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, messages: Sequence[Message], *, train_on: str = "assistant", add_generation_prompt: bool = False,
+               tools: Sequence[dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One conversation → ``(ids, weights)``, int32 and float32 of shape ``(L,)``.
 
         ``weights[i] = 1`` marks ``ids[i]`` as a token to learn (predicted from ``ids[:i]``).
         ``add_generation_prompt`` appends ``<|assistant|>`` (and no eos): the prompt to sample a reply.
-        Raises ValueError for ``train_on`` outside ``TRAIN_ON`` (messages: see :func:`check_messages`).
+        ``tools`` (OpenAI function schemas) go into the system turn; assistant ``tool_calls`` become
+        call markers (module docstring). Raises ValueError for ``train_on`` outside ``TRAIN_ON`` or a
+        tool call without a name or with arguments that are no object (messages: see :func:`check_messages`).
         """
         if train_on not in TRAIN_ON:
             raise ValueError(f"train_on={train_on!r}: expected one of {', '.join(TRAIN_ON)}")
+        if tools:
+            text = tools_system_prompt(tools)
+            messages = list(messages)
+            if messages and messages[0]["role"] == "system":
+                messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{text}"}
+            else:
+                messages.insert(0, {"role": "system", "content": text})
         ids, weights = [self.tok.bos_id], [0.0]
-        for m in messages:
-            content = self.tok.encode(m["content"])
+        for i, m in enumerate(messages):
+            content = self.tok.encode(_with_calls(m, i))
             learn = 1.0 if train_on == "all" or m["role"] == "assistant" else 0.0
             ids += [self.role_ids[m["role"]], *content, self.end_id]
             weights += [1.0 if train_on == "all" else 0.0] + [learn] * (len(content) + 1)
@@ -148,9 +187,21 @@ class ChatFormat:
             weights.append(1.0 if train_on == "all" else 0.0)
         return np.asarray(ids, np.int32), np.asarray(weights, np.float32)
 
-    def prompt(self, messages: Sequence[Message]) -> np.ndarray:
+    def prompt(self, messages: Sequence[Message], *, tools: Sequence[dict] | None = None) -> np.ndarray:
         """The ids that ask for the next assistant turn, ``(L,)`` int32."""
-        return self.encode(messages, add_generation_prompt=True)[0]
+        return self.encode(messages, add_generation_prompt=True, tools=tools)[0]
+
+
+def _with_calls(message: Mapping, index: int) -> str:
+    """A message's content, with its OpenAI ``tool_calls`` written as call markers after it."""
+    text = message.get("content") or ""
+    for j, call in enumerate(message.get("tool_calls") or ()):
+        fn = call.get("function", call) if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+            raise ValueError(f"message {index}: tool call {j} is {_short(call)}; expected {{\"type\": \"function\", "
+                             f"\"function\": {{\"name\": ..., \"arguments\": ...}}}}")
+        text += format_call(fn["name"], **call_arguments(fn.get("arguments", {}), f"message {index}, tool call {j}"))
+    return text
 
 
 def chat_template_for(tok: Tokenizer) -> ChatTemplate:

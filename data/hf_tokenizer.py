@@ -23,8 +23,10 @@ Choices (each one what transformers 5 does, so ids agree; tested against it):
   ``ImmutableSandboxedEnvironment`` (templates are untrusted code), ``trim_blocks`` and
   ``lstrip_blocks``, the ``loopcontrols`` extension, ``raise_exception``, a ``tojson`` that does not
   escape HTML, ``strftime_now``, the named special tokens as variables (``bos_token`` ...),
-  ``messages``, ``tools=None``, ``documents=None`` and ``add_generation_prompt``; then tokenized
-  with ``add_special_tokens=False``.
+  ``messages``, ``tools`` (None unless given: OpenAI's function schemas, as
+  ``apply_chat_template(tools=...)`` passes them), ``documents=None`` and ``add_generation_prompt``;
+  then tokenized with ``add_special_tokens=False``. Assistant messages may carry OpenAI's
+  ``tool_calls`` and tool results come as role ``tool``: the template renders them its own way.
 - The loss mask: from the template's ``{% generation %}`` blocks when it has them (the template's
   author marks what the model says; exactly transformers' ``return_assistant_tokens_mask``, which
   TRL's ``assistant_only_loss`` uses), else derived by rendering prefixes: assistant message ``i``
@@ -286,19 +288,21 @@ class HFChatTemplate:
         self.stop_ids = self._stop_ids()
         self._stop_texts = tuple(t for t in (tok.id_to_piece(i) for i in self.stop_ids) if t)
 
-    def render(self, messages: Sequence, *, add_generation_prompt: bool = False) -> str:
+    def render(self, messages: Sequence, *, add_generation_prompt: bool = False,
+               tools: Sequence[dict] | None = None) -> str:
         """The conversation as the template's text (``apply_chat_template(..., tokenize=False)``)."""
-        return self._render(messages, add_generation_prompt)[0]
+        return self._render(messages, add_generation_prompt, tools=tools)[0]
 
-    def encode(self, messages: Sequence, *, train_on: str = "assistant",
-               add_generation_prompt: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, messages: Sequence, *, train_on: str = "assistant", add_generation_prompt: bool = False,
+               tools: Sequence[dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One conversation → ``(ids, weights)``, int32 and float32 of shape ``(L,)``; ``weights[i] = 1``
-        marks ``ids[i]`` as a token to learn. ``train_on="all"`` weights every id after the first."""
+        marks ``ids[i]`` as a token to learn. ``train_on="all"`` weights every id after the first.
+        ``tools``: OpenAI function schemas (``{"type": "function", "function": {...}}``) for the template."""
         from lmforge.data.chat import TRAIN_ON
 
         if train_on not in TRAIN_ON:
             raise ValueError(f"train_on={train_on!r}: expected one of {', '.join(TRAIN_ON)}")
-        text, spans = self._render(messages, add_generation_prompt, track=train_on == "assistant")
+        text, spans = self._render(messages, add_generation_prompt, track=train_on == "assistant", tools=tools)
         ids, offsets = self.tok.encode_with_offsets(text)
         weights = np.zeros(len(ids), np.float32)
         if train_on == "all":
@@ -307,9 +311,9 @@ class HFChatTemplate:
             weights[:] = _overlapping(offsets, spans)
         return np.asarray(ids, np.int32), weights
 
-    def prompt(self, messages: Sequence) -> np.ndarray:
+    def prompt(self, messages: Sequence, *, tools: Sequence[dict] | None = None) -> np.ndarray:
         """The ids that ask for the next assistant turn, ``(L,)`` int32 (no loss mask is worked out)."""
-        return self.encode(messages, train_on="all", add_generation_prompt=True)[0]
+        return self.encode(messages, train_on="all", add_generation_prompt=True, tools=tools)[0]
 
     def assistant_spans(self, messages: Sequence, *, add_generation_prompt: bool = False) -> list[tuple[int, int]]:
         """The ``[start, end)`` character spans of ``render(messages)`` that the model is trained on."""
@@ -319,20 +323,21 @@ class HFChatTemplate:
         return f"HFChatTemplate({self.tok.origin!r})"
 
     # ------------------------------------------------------------------ internals
-    def _render(self, messages, add_generation_prompt: bool, *, track: bool = False):
+    def _render(self, messages, add_generation_prompt: bool, *, track: bool = False, tools=None):
         messages = [{k: v for k, v in dict(m).items() if v is not None} for m in messages]
+        tools = list(tools) if tools else None
         if not track:
-            return self._call(messages, add_generation_prompt, None), []
+            return self._call(messages, add_generation_prompt, None, tools), []
         if self.uses_generation_blocks:
             spans: list[tuple[int, int]] = []
-            return self._call(messages, add_generation_prompt, spans), spans
-        text = self._call(messages, add_generation_prompt, None)
+            return self._call(messages, add_generation_prompt, spans, tools), spans
+        text = self._call(messages, add_generation_prompt, None, tools)
         spans = []
         for i, m in enumerate(messages):
             if m.get("role") != "assistant":
                 continue
-            base = self._call(messages[:i], False, None)
-            upto = self._call(messages[:i + 1], False, None)
+            base = self._call(messages[:i], False, None, tools)
+            upto = self._call(messages[:i + 1], False, None, tools)
             if not (text.startswith(upto) and upto.startswith(base)):
                 raise ValueError(
                     f"{self.tok.origin}: the chat template renders message {i} (assistant) differently once later "
@@ -340,7 +345,7 @@ class HFChatTemplate:
                     f"{{% generation %}} blocks, or train_on='all'")
             # What the model writes after the generation prompt: a prompt that the turn does not begin
             # with verbatim (a stray newline after it) still ends where the two texts part.
-            head = self._call(messages[:i], True, None)
+            head = self._call(messages[:i], True, None, tools)
             start = max(len(base), len(os.path.commonprefix([head, upto])))
             end = len(upto)
             tail = upto[start:].rstrip()
@@ -349,17 +354,17 @@ class HFChatTemplate:
             spans.append((start, end))
         return text, spans
 
-    def _call(self, messages, add_generation_prompt: bool, spans: list | None) -> str:
+    def _call(self, messages, add_generation_prompt: bool, spans: list | None, tools=None) -> str:
         import jinja2
 
         try:
             self._env.lmforge_spans = spans
             if spans is None:
-                return self._compiled.render(messages=messages, tools=None, documents=None,
+                return self._compiled.render(messages=messages, tools=tools, documents=None,
                                              add_generation_prompt=add_generation_prompt, **self.variables)
             chunks: list[str] = []
             self._env.lmforge_chunks = chunks
-            for chunk in self._compiled.generate(messages=messages, tools=None, documents=None,
+            for chunk in self._compiled.generate(messages=messages, tools=tools, documents=None,
                                                  add_generation_prompt=add_generation_prompt, **self.variables):
                 chunks.append(chunk)
             return "".join(chunks)

@@ -13,7 +13,9 @@ every lmforge tokenizer)::
 - A call is an assistant turn holding ``<|tool_call|>`` and then one JSON object ``{"name": ...,
   "arguments": {...}}`` (the OpenAI function-call shape: a name and keyword arguments; arguments
   given as a JSON string are read too). Text before the marker stays (a model may think aloud
-  first); text after the object is ignored. What the tool returned is the next message, role
+  first); text after the object is ignored. A turn may hold several calls, each after its own
+  marker (:func:`parse_tool_calls`; OpenAI's parallel function calling): they run in order and
+  each result is a message of its own. What the tool returned is the next message, role
   ``tool``, and the assistant speaks again. As messages::
 
       {"role": "assistant", "content": '<|tool_call|>{"name": "calculator", ...}'}
@@ -52,7 +54,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
-from lmforge.data.chat import TOOL_CALL, format_call
+from lmforge.data.chat import TOOL_CALL, format_call, tools_system_prompt
 
 HERMES_CALL, HERMES_END = "<tool_call>", "</tool_call>"
 FINISHES = ("reply", "max_calls")
@@ -133,21 +135,46 @@ class ToolRun:
 
 
 def parse_tool_call(reply: str) -> ToolCall | None:
-    """The call in an assistant reply, or None when it holds no call marker.
+    """The first call in an assistant reply, or None when it holds no call marker.
 
     Reads ``<|tool_call|>{json}`` and ``<tool_call>{json}</tool_call>``; the object is ``{"name":
     str, "arguments": object or a JSON string of one}`` (``"parameters"`` for ``"arguments"``, as
-    Llama 3.1 writes them, is read too). One call per reply: the first marker's; later ones are
-    ignored. Raises ValueError, saying what was expected, for a marker followed by anything else."""
+    Llama 3.1 writes them, is read too). Later calls are not read (:func:`parse_tool_calls` reads
+    them all). Raises ValueError, saying what was expected, for a marker followed by anything else."""
     at = [(reply.find(m), m) for m in (TOOL_CALL, HERMES_CALL) if m in reply]
     if not at:
         return None
     start, marker = min(at)
-    body = reply[start + len(marker):]
-    if marker == HERMES_CALL and HERMES_END in body:
-        body = body[:body.index(HERMES_END)]
+    return _read_call(reply[start + len(marker):], marker)[0]
+
+
+def parse_tool_calls(reply: str) -> list[ToolCall]:
+    """Every call in an assistant reply, in order (``[]`` without a marker): each marker followed by
+    one call object as :func:`parse_tool_call` reads it — several calls in one turn, as OpenAI's
+    parallel function calling and Hermes / Qwen templates write them. Raises ValueError for a marker
+    followed by anything but a call (as :func:`parse_tool_call`; "call k: ..." for a later one)."""
+    calls, pos = [], 0
+    while True:
+        at = [(reply.find(m, pos), m) for m in (TOOL_CALL, HERMES_CALL) if reply.find(m, pos) >= 0]
+        if not at:
+            return calls
+        start, marker = min(at)
+        try:
+            call, used = _read_call(reply[start + len(marker):], marker)
+        except ValueError as e:
+            if not calls:
+                raise
+            raise ValueError(f"call {len(calls)}: {e}") from None
+        calls.append(call)
+        pos = start + len(marker) + used
+
+
+def _read_call(body: str, marker: str) -> tuple[ToolCall, int]:
+    """The call object at the start of ``body`` (after its marker) and the characters it took (with a
+    Hermes call's closing tag)."""
+    lead = len(body) - len(body.lstrip())
     try:
-        obj, _ = json.JSONDecoder().raw_decode(body.strip())
+        obj, end = json.JSONDecoder().raw_decode(body, lead)
     except json.JSONDecodeError as e:
         raise ValueError(f"the call is not JSON ({e.msg} at character {e.pos}); expected "
                          f'{{"name": "<tool>", "arguments": {{...}}}}') from None
@@ -161,7 +188,9 @@ def parse_tool_call(reply: str) -> ToolCall | None:
             raise ValueError(f"the arguments {_short(args)} are not a JSON object") from None
     if not isinstance(args, dict):
         raise ValueError(f"the arguments {_short(args)} are not an object; expected {{\"name\": value, ...}}")
-    return ToolCall(obj["name"], args)
+    if marker == HERMES_CALL and body[end:].lstrip().startswith(HERMES_END):
+        end = len(body) - len(body[end:].lstrip()) + len(HERMES_END)
+    return ToolCall(obj["name"], args), end
 
 
 def call_tool(call: ToolCall, tools: Mapping[str, Tool]) -> ToolCall:
@@ -189,9 +218,10 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
     """Each conversation's next assistant turn, with tool calls run in between (see the module docstring).
 
     ``reply(conversations)`` returns one reply per conversation given (round k asks only for the
-    conversations still calling). At most ``max_calls`` calls per conversation: one still calling
-    after them ends with ``finish="max_calls"``, its last reply being that call, not run (drop such runs
-    before training on their ``messages``: SFT would teach that call). ``reply`` gets copies of the
+    conversations still calling). A reply with several calls runs each, in order, and appends one
+    ``tool`` message per call. At most ``max_calls`` calls per conversation: a reply whose calls would
+    pass them ends the run with ``finish="max_calls"``, its last reply being those calls, not run (drop
+    such runs before training on their ``messages``: SFT would teach them). ``reply`` gets copies of the
     conversations. Raises ValueError for ``max_calls < 1``, two tools of one name, or a ``reply``
     returning the wrong number of replies."""
     if max_calls < 1:
@@ -214,18 +244,18 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
             run.messages.append({"role": "assistant", "content": text})
             run.reply = text
             try:
-                call = parse_tool_call(text)
+                calls = parse_tool_calls(text)
             except ValueError as e:
-                call = ToolCall("", {}, f"error: {e}", error=True)
-            if call is None:
+                calls = [ToolCall("", {}, f"error: {e}", error=True)]
+            if not calls:
                 continue
-            if len(run.calls) == max_calls:   # one call past the limit: not run
+            if len(run.calls) + len(calls) > max_calls:   # calls past the limit: not run
                 run.finish = "max_calls"
                 continue
-            if not call.error:
-                call = call_tool(call, tools)
-            run.calls.append(call)
-            run.messages.append({"role": "tool", "content": call.result})
+            for call in calls:
+                call = call if call.error else call_tool(call, tools)
+                run.calls.append(call)
+                run.messages.append({"role": "tool", "content": call.result})
             still.append(i)
         active = still
     return runs
@@ -345,11 +375,9 @@ def python(*, timeout_s: float = 5.0, memory_mb: int = 1024, max_output: int = 2
 
 def tools_prompt(tools: Sequence[Tool]) -> str:
     """A system message that lists ``tools`` (their OpenAI schemas, one JSON line each) and says how to
-    call one, for a model that was not fine-tuned on a fixed set of tools."""
-    lines = [json.dumps(t.schema()["function"], ensure_ascii=False) for t in tools]
-    return "\n".join([f'You can call these tools. To call one, reply with {TOOL_CALL}{{"name": <tool>, '
-                       f'"arguments": {{...}}}} and nothing else; its result comes back as the next message.',
-                       *lines])
+    call one, for a model that was not fine-tuned on a fixed set of tools
+    (``lmforge.data.chat.tools_system_prompt`` of their schemas)."""
+    return tools_system_prompt([t.schema() for t in tools])
 
 
 TOOLS: dict[str, Callable[[], Tool]] = {"calculator": calculator, "python": python}   # by name, for configs
@@ -370,4 +398,4 @@ def _short(x, n: int = 60) -> str:
 
 
 __all__ = ["FINISHES", "HERMES_CALL", "TOOLS", "TOOL_CALL", "Tool", "ToolCall", "ToolError", "ToolRun", "calculator", "call_tool",
-           "format_call", "parse_tool_call", "python", "run_tools", "tools_by_name", "tools_prompt"]
+           "format_call", "parse_tool_call", "parse_tool_calls", "python", "run_tools", "tools_by_name", "tools_prompt"]

@@ -19,9 +19,9 @@ Choices:
   with OpenAI's error object and a one-line message naming the field (``max_tokens: Input should be
   greater than or equal to 1``; an unknown field gets the nearest known name), a model name other than
   the served one a 404, as OpenAI answers them; so are an unknown path and a wrong method. Fields of
-  OpenAI's API that this server cannot honour (``tools``, a ``response_format`` other than text,
-  penalties, ``logit_bias``, ``suffix``, ``best_of``, ``logprobs`` or ``echo`` while streaming) are
-  refused by name when set, never silently ignored; fields that ask nothing of a
+  OpenAI's API that this server cannot honour (a ``response_format`` other than text, penalties,
+  ``logit_bias``, ``suffix``, ``best_of``, ``tool_choice`` that forces a call, ``logprobs``, ``echo``
+  or ``tools`` while streaming) are refused by name when set, never silently ignored; fields that ask nothing of a
   sampler (``user``, ``metadata``, ``service_tier``, ``store: false``) are taken. ``top_k`` is taken,
   as vLLM takes it.
 - One engine thread owns the model: JAX runs one sampler call at a time. Requests queue; each call
@@ -44,6 +44,16 @@ Choices:
   completions: ``logprobs`` 0-20, OpenAI's legacy count, as vLLM caps it) from the sampler's
   ``top_logprobs`` arrays. Completions list every sampled token, the stop token included (its text
   ''), so their count is ``completion_tokens``.
+- ``tools`` (chat): OpenAI's function schemas go to the chat template (an imported model's template
+  renders them its own way; lmforge's format lists them in the system turn,
+  ``lmforge.data.chat.tools_system_prompt``), as do earlier turns' ``tool_calls`` and ``tool``
+  results. A reply holding calls (``lmforge.infer.tools.parse_tool_calls``: lmforge's
+  ``<|tool_call|>`` or Hermes' ``<tool_call>``) comes back as ``message.tool_calls`` (ids
+  ``call_...``, arguments as a JSON string), the text before the first call as ``content`` (null when
+  none), ``finish_reason: "tool_calls"``; ``parallel_tool_calls: false`` keeps the first call. A
+  reply whose call is not valid JSON comes back as plain content, as vLLM's parsers do.
+  ``tool_choice``: ``"auto"`` (the default with tools) or ``"none"`` (tools are not shown and no
+  call is read); ``"required"`` or a named function would need constrained decoding and is refused.
 - ``echo`` (completions): the prompt comes back before the completion, and with ``logprobs`` each
   prompt token's log-prob (the first's ``null``: nothing comes before it) and alternatives, by a
   teacher-forced pass (``lmforge.eval.scoring.Scorer.prompt_logprobs``). That is the request
@@ -69,7 +79,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lmforge.data.chat import TOOL_CALL, call_arguments
 from lmforge.infer import SamplingConfig
+from lmforge.infer.tools import HERMES_CALL, parse_tool_calls
 from lmforge.serve.chat import ChatModel, TextStream
 from lmforge.serve.engine import Engine, Job, RowResult
 
@@ -98,10 +110,31 @@ if _MISSING is None:
         type: Literal["text"]
         text: str
 
+    class FunctionCall(_Body):
+        name: str
+        arguments: str | dict
+
+    class ToolCallPart(_Body):
+        id: str | None = None
+        type: Literal["function"] = "function"
+        function: FunctionCall
+
+    class FunctionDef(_Body):
+        name: str = Field(min_length=1)
+        description: str | None = None
+        parameters: dict | None = None
+        strict: bool | None = None
+
+    class ToolDef(_Body):
+        type: Literal["function"]
+        function: FunctionDef
+
     class Message(_Body):
-        role: Literal["system", "developer", "user", "assistant"]
-        content: str | list[TextPart] | None
+        role: Literal["system", "developer", "user", "assistant", "tool"]
+        content: str | list[TextPart] | None = None
         name: str | None = None
+        tool_calls: list[ToolCallPart] | None = None   # an assistant's calls
+        tool_call_id: str | None = None                # a tool result's call
 
         def text(self) -> str:
             if self.content is None:
@@ -110,6 +143,21 @@ if _MISSING is None:
                                      param="messages")
                 return ""
             return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+        def for_template(self, index: int) -> dict:
+            """The message as chat templates take it: developer as system, calls with object arguments."""
+            out = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+            if self.tool_calls:
+                if self.role != "assistant":
+                    raise BadRequest(f"messages.{index}.tool_calls: only an assistant message calls tools",
+                                     param=f"messages.{index}.tool_calls")
+                try:
+                    out["tool_calls"] = [{"type": "function", "function": {
+                        "name": c.function.name, "arguments": call_arguments(c.function.arguments, "arguments")}}
+                        for c in self.tool_calls]
+                except ValueError as e:
+                    raise BadRequest(f"messages.{index}.tool_calls: {e}", param=f"messages.{index}.tool_calls") from None
+            return out
 
     class StreamOptions(_Body):
         include_usage: bool = False
@@ -151,7 +199,7 @@ if _MISSING is None:
         max_completion_tokens: int | None = Field(None, ge=1)
         logprobs: bool = False
         top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-        tools: list[dict] | None = None
+        tools: list[ToolDef] | None = None
         tool_choice: Any = None
         parallel_tool_calls: bool | None = None
         response_format: dict | None = None
@@ -166,7 +214,6 @@ if _MISSING is None:
 
 _UNSUPPORTED = {   # field -> the values that mean "not asked for"
     "presence_penalty": (0.0,), "frequency_penalty": (0.0,), "logit_bias": (None, {}),
-    "tools": (None, []), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
     "response_format": (None, {"type": "text"}),
     "suffix": (None, ""), "best_of": (None, 1),
 }
@@ -201,6 +248,12 @@ def _refuse_unsupported(body) -> None:
         raise BadRequest("logprobs: not supported with stream: true (ask without streaming)", param="logprobs")
     if isinstance(body, ChatCompletionRequest) and body.top_logprobs and not body.logprobs:
         raise BadRequest(f"top_logprobs: {body.top_logprobs} alternatives need logprobs: true", param="top_logprobs")
+    if isinstance(body, ChatCompletionRequest) and body.tool_choice not in (None, "none", "auto"):
+        raise BadRequest(f"tool_choice: {json.dumps(body.tool_choice)} would force a call, which needs constrained "
+                         f"decoding; lmforge serve takes \"auto\" or \"none\"", param="tool_choice")
+    if isinstance(body, ChatCompletionRequest) and body.tools and body.stream and body.tool_choice != "none":
+        raise BadRequest("tools: not supported with stream: true (a call is read from the whole reply; ask "
+                         "without streaming)", param="tools")
     if isinstance(body, CompletionRequest) and body.echo and body.stream:
         raise BadRequest("echo: not supported with stream: true (ask without streaming)", param="echo")
 
@@ -415,9 +468,10 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
     async def chat_completions(body: ChatCompletionRequest):
         check_model(body)
         _refuse_unsupported(body)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        messages = [m.for_template(i) for i, m in enumerate(body.messages)]
+        tools = [t.model_dump(exclude_none=True) for t in body.tools or ()] if body.tool_choice != "none" else []
         try:
-            ids = [int(i) for i in template.encode(messages, train_on="all", add_generation_prompt=True)[0]]
+            ids = [int(i) for i in template.prompt(messages, tools=tools or None)]
         except ValueError as e:
             raise BadRequest(f"messages: {e}", param="messages") from None
         if body.max_tokens is not None and body.max_completion_tokens is not None \
@@ -438,13 +492,32 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
                                                   for t, b, lp in alternatives(row.top[i] if row.top else [])]}
                                 for i, text, raw in _token_texts(tok, row.tokens, chat_stops)]}
 
+        def message_of(row: RowResult) -> tuple[dict, str]:
+            """The reply as a message, and its finish reason: with tools, the calls it holds."""
+            calls = []
+            if tools:
+                try:
+                    calls = parse_tool_calls(row.text)
+                except ValueError:   # not a well-formed call: the reply is plain text
+                    calls = []
+            if not calls:
+                return {"role": "assistant", "content": row.text}, row.finish_reason
+            if body.parallel_tool_calls is False:
+                calls = calls[:1]
+            head = row.text[:min(i for i in (row.text.find(TOOL_CALL), row.text.find(HERMES_CALL)) if i >= 0)]
+            return {"role": "assistant", "content": head.strip() or None,
+                    "tool_calls": [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                                    "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+                                   for c in calls]}, "tool_calls"
+
         if not body.stream:
             rows = await run(job_args, stream=False)
+            choices = []
+            for r, row in enumerate(rows):
+                message, finish = message_of(row)
+                choices.append({"index": r, "message": message, "logprobs": logprobs_of(row), "finish_reason": finish})
             return {"id": rid, "object": "chat.completion", "created": when, "model": name, "system_fingerprint": None,
-                    "choices": [{"index": r, "message": {"role": "assistant", "content": row.text},
-                                 "logprobs": logprobs_of(row), "finish_reason": row.finish_reason}
-                                for r, row in enumerate(rows)],
-                    "usage": usage(rows, prompts)}
+                    "choices": choices, "usage": usage(rows, prompts)}
         job, events = await run(job_args, stream=True)
         base = {"id": rid, "object": "chat.completion.chunk", "created": when, "model": name, "system_fingerprint": None}
         include = bool(body.stream_options and body.stream_options.include_usage)

@@ -95,3 +95,32 @@ def test_packed_batches_hold_whole_conversations(sp_tok):
     it = iter(sft_dataset(ex, seq_len=64, batch_size=4, shuffle=False))
     got = sum(float(x["weights"].sum()) for x in itertools.islice(it, 3))
     assert got >= st.weighted_tokens * 0.99
+
+
+def test_openai_tools_and_tool_calls_in_lmforge_format(sp_tok):
+    """``tools`` go into the system turn (after the conversation's own system text, or as one); an assistant's
+    OpenAI ``tool_calls`` (arguments an object or a JSON string) become call markers after its content, which
+    ``parse_tool_calls`` reads back; a call without a name is a one-line error."""
+    from lmforge.data.chat import format_call, tools_system_prompt
+    from lmforge.infer.tools import ToolCall, parse_tool_calls
+
+    fmt = ChatFormat(sp_tok)
+    tools = [{"type": "function", "function": {"name": "calc", "description": "sums"}}]
+    ask = [{"role": "user", "content": "2+3?"}]
+    assert fmt.prompt(ask, tools=tools).tolist() == fmt.prompt(
+        [{"role": "system", "content": tools_system_prompt(tools)}] + ask).tolist()
+    sys_ask = [{"role": "system", "content": "Be brief."}] + ask
+    assert fmt.prompt(sys_ask, tools=tools).tolist() == fmt.prompt(
+        [{"role": "system", "content": "Be brief.\n\n" + tools_system_prompt(tools)}] + ask).tolist()
+    calls = [{"type": "function", "function": {"name": "calc", "arguments": '{"x": "2+3"}'}},
+             {"type": "function", "function": {"name": "calc", "arguments": {"x": "1"}}}]
+    openai = ask + [{"role": "assistant", "content": None, "tool_calls": calls}, {"role": "tool", "content": "5"}]
+    plain = ask + [{"role": "assistant", "content": format_call("calc", x="2+3") + format_call("calc", x="1")},
+                   {"role": "tool", "content": "5"}]
+    ids, w = fmt.encode(openai)
+    assert ids.tolist() == fmt.encode(plain)[0].tolist() and w.tolist() == fmt.encode(plain)[1].tolist()
+    assert parse_tool_calls(sp_tok.decode(ids[w > 0].tolist())) == [ToolCall("calc", {"x": "2+3"}), ToolCall("calc", {"x": "1"})]
+    with pytest.raises(ValueError, match="message 1: tool call 0 is"):
+        fmt.encode(ask + [{"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": "{}"}}]}])
+    with pytest.raises(ValueError, match="message 1, tool call 0: arguments '\\[1\\]' are not JSON|arguments"):
+        fmt.encode(ask + [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "[1"}}]}])

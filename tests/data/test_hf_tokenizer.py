@@ -206,6 +206,64 @@ def test_chat_template_renders_and_tokenizes_as_transformers(folders, name, temp
     assert w[0] == 0 and w[1:].all()
 
 
+# Qwen 2.5's way with tools, shortened: the schemas in the system turn, calls as <tool_call> JSON, results as a
+# user turn of <tool_response>.
+CHATML_TOOLS = """{%- if tools %}
+{{- '<|im_start|>system\n' }}
+{%- if messages[0].role == 'system' %}{{- messages[0].content }}{%- else %}{{- 'You are helpful.' }}{%- endif %}
+{{- '\n\n# Tools\n<tools>' }}
+{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}
+{{- '\n</tools><|im_end|>\n' }}
+{%- elif messages[0].role == 'system' %}
+{{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'system' and loop.first %}
+{%- elif message.role == 'assistant' %}
+{{- '<|im_start|>assistant' }}
+{%- if message.content %}{{- '\n' + message.content }}{%- endif %}
+{%- for call in message.tool_calls or [] %}
+{{- '\n<tool_call>\n{"name": "' + call.function.name + '", "arguments": ' + (call.function.arguments | tojson) + '}\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\n' }}
+{%- elif message.role == 'tool' %}
+{{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
+{%- else %}
+{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""
+TOOLS = [{"type": "function", "function": {"name": "calc", "description": "Evaluates arithmetic",
+                                           "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}]
+
+
+def test_tools_and_tool_calls_render_and_tokenize_as_transformers(tmp_path):
+    """``tools`` reach the template as ``apply_chat_template(tools=...)`` passes them; assistant
+    ``tool_calls`` and ``tool`` results render as the template writes them; the calls the model wrote
+    are what its loss mask covers; without tools the template's other branch renders."""
+    folder = gpt2_style(tmp_path / "tools", CHATML_TOOLS)
+    tok, hf = load_tokenizer(folder), _hf(folder)
+    chat = chat_template_for(tok)
+    call = {"type": "function", "function": {"name": "calc", "arguments": {"x": "37*91"}}}
+    conv = [{"role": "user", "content": "What is 37*91?"},
+            {"role": "assistant", "content": "", "tool_calls": [call, call]},
+            {"role": "tool", "content": "3367"}, {"role": "tool", "content": "3367"},
+            {"role": "assistant", "content": "3367."}]
+    for tools in (TOOLS, None):
+        for part, gen in ((conv, False), (conv[:4], True), (conv[:1], True)):
+            assert chat.render(part, add_generation_prompt=gen, tools=tools) == hf.apply_chat_template(
+                part, tools=tools, tokenize=False, add_generation_prompt=gen)
+            assert chat.encode(part, add_generation_prompt=gen, tools=tools)[0].tolist() == hf.apply_chat_template(
+                part, tools=tools, add_generation_prompt=gen, return_dict=False)
+    assert "Evaluates arithmetic" in chat.render(conv, tools=TOOLS) and "Evaluates" not in chat.render(conv)
+    assert chat.prompt(conv[:1], tools=TOOLS).tolist() == hf.apply_chat_template(
+        conv[:1], tools=TOOLS, add_generation_prompt=True, return_dict=False)
+    ids, w = chat.encode(conv, tools=TOOLS)
+    learned = tok.decode(ids[w > 0].tolist())
+    assert learned.count('<tool_call>\n{"name": "calc", "arguments": {"x": "37*91"}}') == 2 and "3367." in learned
+    assert "<tool_response>" not in learned and "Evaluates" not in learned
+
+
 def test_assistant_mask_from_generation_blocks_equals_transformers_and_prefixes(folders, tmp_path):
     tok, hf = load_tokenizer(folders["gpt2"]), _hf(folders["gpt2"])
     chat = chat_template_for(tok)

@@ -27,6 +27,25 @@ def test_parse_reads_lmforge_and_hermes_calls_and_names_what_is_wrong():
             parse_tool_call(bad)
 
 
+def test_several_calls_in_one_reply_are_read_in_order_and_each_runs():
+    from lmforge.infer.tools import parse_tool_calls, run_tools
+
+    two = "Both: " + format_call("calculator", expression="2+3") + " and " + format_call("calculator", expression="4*5")
+    assert parse_tool_calls(two) == [ToolCall("calculator", {"expression": "2+3"}),
+                                     ToolCall("calculator", {"expression": "4*5"})]
+    hermes = '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n<tool_call>\n{"name": "b", "arguments": "{}"}\n</tool_call>'
+    assert [c.name for c in parse_tool_calls(hermes)] == ["a", "b"]
+    assert parse_tool_calls("no call") == [] and parse_tool_call(two) == parse_tool_calls(two)[0]
+    with pytest.raises(ValueError, match="call 1: the call is not JSON"):
+        parse_tool_calls(format_call("a") + TOOL_CALL + "a(1)")
+    script = iter([[two], ["5 and 20"]])
+    (run,) = run_tools(lambda convs: next(script), [[{"role": "user", "content": "2+3, 4*5?"}]], [calculator()])
+    assert [c.result for c in run.calls] == ["5", "20"] and run.finish == "reply" and run.reply == "5 and 20"
+    assert [m["role"] for m in run.messages] == ["user", "assistant", "tool", "tool", "assistant"]
+    (capped,) = run_tools(lambda convs: [two], [[{"role": "user", "content": "?"}]], [calculator()], max_calls=3)
+    assert capped.finish == "max_calls" and len(capped.calls) == 2   # the second reply's two calls would pass 3
+
+
 def test_call_tool_turns_every_failure_into_an_error_result():
     tools = {"calculator": calculator(), "boom": Tool("boom", lambda x: 1 / 0, "fails", {"x": "anything"})}
     assert call_tool(ToolCall("calculator", {"expression": "37*91"}), tools).result == "3367"

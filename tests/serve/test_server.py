@@ -195,6 +195,87 @@ def test_echo_with_logprobs_is_what_lm_eval_harness_scores_a_continuation_by(cli
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("echo: not supported with stream: true")
 
 
+def scripted(model, replies: list[str], seen: list):
+    """``model`` with a sampler that answers each call with the next of ``replies`` (then its end of turn)
+    and keeps the prompts it was given in ``seen``: what a model fine-tuned on tool calls would write."""
+    import copy
+    import dataclasses
+
+    import numpy as np
+
+    from lmforge.infer.sampler import FINISH_STOP, SamplerOutput
+    from lmforge.serve.chat import ChatModel
+
+    sampler = copy.copy(model.sampler)
+    sampler.model_cfg = dataclasses.replace(sampler.model_cfg, max_seq_len=1024)   # room for tool schemas: never run
+    end = model.template.stop_ids[0]
+
+    def generate_ids(prompts, cfg, *, seed=0, stream=None, max_tokens=None, **kw):
+        seen.append([list(p) for p in prompts])
+        ids = sampler.tok.encode(replies[len(seen) - 1]) + [end]
+        rows = len(prompts) * cfg.n
+        tokens = np.zeros((rows, len(ids)), np.int32)
+        tokens[:] = ids
+        z = np.zeros(tokens.shape, np.float32)
+        return SamplerOutput(tokens, z, z, np.ones(tokens.shape, bool), np.full(rows, len(ids), np.int32),
+                             np.full(rows, FINISH_STOP, np.int32), np.arange(rows, dtype=np.int32) // cfg.n,
+                             np.zeros((*tokens.shape, 0), np.int32), np.zeros((*tokens.shape, 0), np.float32))
+
+    sampler.generate_ids = generate_ids
+    return ChatModel(sampler, model.template, model.source)
+
+
+CALCULATOR = {"type": "function", "function": {"name": "calc", "description": "sums"}}
+
+
+def test_tools_are_shown_to_the_model_and_its_calls_come_back_as_tool_calls(model):
+    """``tools``: the schemas go into the prompt through the chat template; a reply with two calls comes
+    back as two ``tool_calls`` (OpenAI's shape, read by OpenAI's own types), the text before them as
+    content; the next request's assistant ``tool_calls`` and ``tool`` results render as the template
+    writes calls and results; ``parallel_tool_calls: false`` keeps one call; ``tool_choice: "none"``
+    shows no tools and reads no call; a call that is not JSON is plain content."""
+    openai_types = pytest.importorskip("openai.types.chat", reason="OpenAI's types come with the openai client")
+    from lmforge.data.chat import format_call
+
+    calls = format_call("calc", x="37*91") + format_call("calc", x="2+2")
+    replies = [f"Let me see. {calls}", "It is 3367.", f"Let me see. {calls}", calls, "<|tool_call|>calc(1)"]
+    seen = []
+    app = create_app(scripted(model, replies, seen), model_name=NAME, batch_wait_ms=0)
+    ask = [{"role": "user", "content": "What is 37*91?"}]
+    with fastapi_testclient.TestClient(app) as c:
+        first = c.post("/v1/chat/completions", json={"model": NAME, "messages": ask, "tools": [CALCULATOR]}).json()
+        openai_types.ChatCompletion.model_validate(first)
+        choice = first["choices"][0]
+        assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Let me see."
+        got = [(t["function"]["name"], t["function"]["arguments"]) for t in choice["message"]["tool_calls"]]
+        assert got == [("calc", '{"x": "37*91"}'), ("calc", '{"x": "2+2"}')]
+        assert all(t["id"].startswith("call_") and t["type"] == "function" for t in choice["message"]["tool_calls"])
+        assert seen[0] == [model.template.prompt(ask, tools=[CALCULATOR]).tolist()]
+        assert '"name": "calc", "description": "sums"' in model.sampler.tok.decode(seen[0][0])
+        history = ask + [choice["message"]] + [{"role": "tool", "tool_call_id": t["id"], "content": r}
+                                               for t, r in zip(choice["message"]["tool_calls"], ("3367", "4"))]
+        second = c.post("/v1/chat/completions", json={"model": NAME, "messages": history, "tools": [CALCULATOR]}).json()
+        assert second["choices"][0]["message"] == {"role": "assistant", "content": "It is 3367."}
+        assert second["choices"][0]["finish_reason"] == "stop"
+        rendered = ask + [{"role": "assistant", "content": f"Let me see.{calls}"},
+                          {"role": "tool", "content": "3367"}, {"role": "tool", "content": "4"}]
+        assert seen[1] == [model.template.prompt(rendered, tools=[CALCULATOR]).tolist()]
+        one = c.post("/v1/chat/completions", json={"model": NAME, "messages": ask, "tools": [CALCULATOR],
+                                                   "parallel_tool_calls": False}).json()["choices"][0]
+        assert len(one["message"]["tool_calls"]) == 1
+        off = c.post("/v1/chat/completions", json={"model": NAME, "messages": ask, "tools": [CALCULATOR],
+                                                   "tool_choice": "none"}).json()["choices"][0]
+        assert seen[3] == [model.template.prompt(ask).tolist()] and off["finish_reason"] == "stop"
+        assert off["message"] == {"role": "assistant", "content": model.sampler.tok.decode(
+            model.sampler.tok.encode(calls))}
+        broken = c.post("/v1/chat/completions", json={"model": NAME, "messages": ask, "tools": [CALCULATOR]}).json()
+        assert broken["choices"][0]["finish_reason"] == "stop" and "tool_calls" not in broken["choices"][0]["message"]
+        bad = c.post("/v1/chat/completions", json={"model": NAME, "messages": [{"role": "user", "content": "x", "tool_calls": [
+            {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]})
+        assert bad.status_code == 400 and bad.json()["error"]["message"].startswith(
+            "messages.0.tool_calls: only an assistant message calls tools")
+
+
 # ------------------------------------------------------------------------------------------ batching
 def test_concurrent_requests_share_a_sampler_call_and_each_gets_its_own_rows(model):
     asks = [("Hi", 3), ("What is 2 + 2?", 5), ("Name a colour.", 7), ("Hello there, who are you?", 9)]
@@ -249,7 +330,11 @@ def test_a_cancelled_job_stops_its_call_at_the_next_step(model):
     ({"max_tokens": 500}, 400, "this model's maximum context length is 128 tokens"),
     ({"max_tokens": 0}, 400, "max_tokens: Input should be greater than or equal to 1"),
     ({"temperature": -1}, 400, "temperature: Input should be greater than or equal to 0"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools: not supported by lmforge serve"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, 400,
+     'tool_choice: "required" would force a call, which needs constrained decoding'),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "stream": True}, 400,
+     "tools: not supported with stream: true"),
+    ({"tools": [{"type": "function"}]}, 400, "tools.0.function: required"),
     ({"top_logprobs": 3}, 400, "top_logprobs: 3 alternatives need logprobs: true"),
     ({"top_logprobs": 21, "logprobs": True}, 400, "top_logprobs: Input should be less than or equal to 20"),
     ({"presence_penalty": 0.5}, 400, "presence_penalty: not supported"),
