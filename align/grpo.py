@@ -283,11 +283,11 @@ class Rollouts(RolloutSource):
     def __init__(self, cfg: GRPOConfig, items: list[dict], prompts: list[list[int]], tok, template, make_sampler, *,
                  reward_fn: RewardFn = grade, advantage_fn: AdvantageFn | None = None,
                  old_logprobs: Callable[[dict], np.ndarray] | None = None):
-        super().__init__(cfg, items, prompts, tok, template)
+        super().__init__(cfg, items, prompts, tok, template, epochs=cfg.num_iterations)
         if cfg.num_iterations > 1 and old_logprobs is None:
             raise ValueError(f"num_iterations={cfg.num_iterations}: Rollouts needs old_logprobs, the sampling "
                              f"policy's log-probs of each rollout, to clip the later steps against")
-        self.per_rollout, self.old_logprobs = cfg.num_iterations, old_logprobs
+        self.old_logprobs = old_logprobs
         self.reward_fn, self.make_sampler = reward_fn, make_sampler   # () -> Sampler over the policy as it is now
         # rewards (P * G,) -> (advantages (P * G,), metrics): GRPO's group advantages unless given (RLOO's, ...)
         self.advantage_fn = advantage_fn or (lambda r: group_advantages(jnp.asarray(r), cfg.num_generations,

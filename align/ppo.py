@@ -307,11 +307,10 @@ class PPORollouts(RolloutSource):
 
     def __init__(self, cfg: PPOConfig, items: list[dict], prompts: list[list[int]], tok, template, make_sampler,
                  evaluate: RolloutFn, score: Scorer):
-        super().__init__(cfg, items, prompts, tok, template)
+        super().__init__(cfg, items, prompts, tok, template, epochs=cfg.num_ppo_epochs, mini_batches=cfg.num_mini_batches)
         self.make_sampler, self.evaluate, self.score = make_sampler, evaluate, score
         self.sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                        stop_token_ids=self.stops)
-        self.per_rollout = cfg.num_ppo_epochs * cfg.num_mini_batches
 
     def rollout(self, k: int) -> dict[str, np.ndarray]:
         """Rollout ``k``: sampled, scored, evaluated, with advantages and returns (``ROLLOUT_KEYS``, each
@@ -346,15 +345,6 @@ class PPORollouts(RolloutSource):
         self.record(metrics)
         return {**rows, "logprobs": np.where(m, ev["logprobs"], 0.0).astype(np.float32), "values": a["values"],
                 "advantages": a["advantages"], "returns": a["returns"]}
-
-    def batch(self, buffer: dict[str, np.ndarray], k: int, position: int) -> dict[str, np.ndarray]:
-        """Mini-batch ``position % num_mini_batches`` of epoch ``position // num_mini_batches``: the
-        rollout's rows shuffled afresh each epoch."""
-        epoch, mb = divmod(position, self.cfg.num_mini_batches)
-        size = self.cfg.mini_batch_size
-        rows = np.random.default_rng(self.seed(k, epoch)).permutation(self.cfg.data.batch_size)
-        rows = np.sort(rows[mb * size:(mb + 1) * size])
-        return {key: v[rows] for key, v in buffer.items()}
 
     def shape(self) -> dict[str, int]:
         cfg = self.cfg

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import base64
-import functools
 import io
 import json
 
@@ -23,17 +22,24 @@ class RolloutSource(abc.ABC):
     """The shared part of a rollout iterator over ``items`` (their prompt ids ``prompts``) for a config
     with ``seed``, ``data.seed``, ``data.batch_size`` (prompts a rollout) and ``data.max_prompt_len``.
 
-    Subclasses give :meth:`rollout` (rollout ``k``'s arrays, each with rows first) and, when a rollout
-    feeds several optimizer steps, set ``per_rollout`` and give :meth:`batch` (the rows of one of
-    them) and :meth:`shape` (the settings a half-used rollout's arrays depend on). ``next()`` draws a
+    Subclasses give :meth:`rollout` (rollout ``k``'s arrays, each with rows first) and, when the rows
+    depend on settings beyond ``epochs`` and ``mini_batches``, :meth:`shape`. A rollout feeds
+    ``per_rollout = epochs * mini_batches`` optimizer steps: ``epochs`` passes over its rows (GRPO's
+    ``num_iterations``, PPO's ``num_ppo_epochs``), each in ``mini_batches`` equal shares shuffled afresh
+    each pass from ``(seed, k, epoch)`` (:meth:`batch`; PPO's ``num_mini_batches``). ``next()`` draws a
     rollout every ``per_rollout`` calls.
 
-    Raises ValueError for a tokenizer with no end-of-turn or eos id, or a prompt over
-    ``data.max_prompt_len`` tokens."""
+    Raises ValueError for a tokenizer with no end-of-turn or eos id, a prompt over
+    ``data.max_prompt_len`` tokens, or ``epochs`` / ``mini_batches`` that are not whole numbers >= 1."""
 
-    per_rollout = 1                                      # optimizer steps each rollout feeds
-
-    def __init__(self, cfg, items: list[dict], prompts: list[list[int]], tok, template):
+    def __init__(self, cfg, items: list[dict], prompts: list[list[int]], tok, template, *, epochs: int = 1,
+                 mini_batches: int = 1):
+        bad = [f"{k}={v!r}" for k, v in (("epochs", epochs), ("mini_batches", mini_batches))
+               if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: expected whole numbers >= 1 (optimizer steps per rollout)")
+        self.epochs, self.mini_batches = int(epochs), int(mini_batches)
+        self.per_rollout = self.epochs * self.mini_batches   # optimizer steps each rollout feeds
         self.cfg, self.items, self.prompts, self.tok = cfg, items, prompts, tok
         eos = (tok.eos_id,) if tok.eos_id >= 0 else ()
         self.stops = tuple(dict.fromkeys((*template.stop_ids, *eos)))
@@ -47,6 +53,7 @@ class RolloutSource(abc.ABC):
         self.position = 0                                # steps given of the last rollout
         self.buffer: dict[str, np.ndarray] | None = None   # the last rollout's arrays
         self._metrics: list[dict[str, float]] = []
+        self._passes: dict[int, np.ndarray] = {}         # pass -> its order of the items (the last two kept)
 
     def __iter__(self):
         return self
@@ -56,13 +63,23 @@ class RolloutSource(abc.ABC):
         """Rollout ``k``'s arrays (rows first); its metrics go to :meth:`record`."""
 
     def batch(self, buffer: dict[str, np.ndarray], k: int, position: int) -> dict[str, np.ndarray]:
-        """The rows of the ``position``-th step (0-based) fed by rollout ``k``: all of them unless a
-        subclass says otherwise."""
-        return buffer
+        """The rows of the ``position``-th step (0-based) fed by rollout ``k``: all of them with one
+        mini-batch; else mini-batch ``position % mini_batches`` of pass ``position // mini_batches``, the
+        rows shuffled afresh each pass (kept in order within a mini-batch). Raises ValueError when the
+        rollout's rows do not split into ``mini_batches`` equal shares."""
+        if self.mini_batches == 1:
+            return buffer
+        rows = len(next(iter(buffer.values())))
+        if rows % self.mini_batches:
+            raise ValueError(f"rollout {k} has {rows} rows, which do not split into mini_batches={self.mini_batches}")
+        epoch, mb = divmod(position, self.mini_batches)
+        size = rows // self.mini_batches
+        picked = np.sort(np.random.default_rng(self.seed(k, epoch)).permutation(rows)[mb * size:(mb + 1) * size])
+        return {key: v[picked] for key, v in buffer.items()}
 
     def shape(self) -> dict[str, int]:
-        """The settings a half-used rollout's arrays depend on: a checkpoint holding one is refused
-        when any differs."""
+        """The settings, beyond ``epochs`` and ``mini_batches``, that a half-used rollout's arrays depend
+        on: a checkpoint holding one is refused when any differs."""
         return {}
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -74,8 +91,15 @@ class RolloutSource(abc.ABC):
         return out
 
     # grain's checkpoint handler saves get_state() (text, as bytes) and calls set_state, then start_prefetch, on restore
+    def _shape(self) -> dict:
+        return {"epochs": self.epochs, "mini_batches": self.mini_batches, **self.shape()}
+
     def get_state(self) -> bytes:
-        state = {"rollouts": self.count, "position": self.position, "shape": self.shape(), "buffer": None}
+        """The rollouts drawn, the steps given of the last one and, between two of those, its arrays; the
+        metrics recorded since the last :meth:`pop_metrics` (so a resumed run logs them as a straight one
+        does)."""
+        state = {"rollouts": self.count, "position": self.position, "shape": self._shape(), "buffer": None,
+                 "metrics": self._metrics}
         if self.buffer is not None and self.position < self.per_rollout:
             f = io.BytesIO()
             np.savez(f, **self.buffer)
@@ -83,13 +107,23 @@ class RolloutSource(abc.ABC):
         return json.dumps(state).encode()
 
     def set_state(self, state: bytes) -> None:
+        """Restores :meth:`get_state`'s position. Raises ValueError for a half-used rollout written under
+        other settings (``epochs``, ``mini_batches``, :meth:`shape`), or one whose arrays are missing."""
         s = json.loads(state)
-        now = self.shape()
+        now = self._shape()
         changed = [f"{k}={v} (now {now.get(k)})" for k, v in s.get("shape", {}).items() if now.get(k) != v]
+        named = [c for c in changed if not c.startswith(("epochs=", "mini_batches="))]
+        changed = named or changed   # a subclass's own names (num_iterations, ...) say it best
+        position = int(s.get("position", 0))
         if s.get("buffer") and changed:
             raise ValueError(f"the checkpoint holds a rollout half trained on with {', '.join(changed)}; resume with "
                              f"the settings it was written with, or start a new workdir")
-        self.count, self.position, self.buffer = int(s["rollouts"]), int(s.get("position", 0)), None
+        if not s.get("buffer") and 0 < position < s.get("shape", {}).get("epochs", 1) * s.get("shape", {}).get(
+                "mini_batches", 1):
+            raise ValueError(f"the checkpoint says {position} steps of rollout {int(s['rollouts']) - 1} were taken but "
+                             f"holds none of its rows; start a new workdir")
+        self.count, self.position, self.buffer = int(s["rollouts"]), position, None
+        self._metrics = [dict(m) for m in s.get("metrics", [])]
         if s.get("buffer"):
             with np.load(io.BytesIO(base64.b64decode(s["buffer"])), allow_pickle=False) as z:
                 self.buffer = {k: z[k] for k in z.files}
@@ -100,9 +134,11 @@ class RolloutSource(abc.ABC):
         would repeat noise across rollouts."""
         return int(np.random.SeedSequence([self.cfg.seed, k, *more]).generate_state(1)[0] >> 1)
 
-    @functools.lru_cache(maxsize=2)   # a rollout spans at most a pass's end and the next one's start
     def _pass(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng((self.cfg.data.seed, epoch)).permutation(len(self.items))
+        if epoch not in self._passes:   # a rollout spans at most a pass's end and the next one's start
+            self._passes = {e: o for e, o in self._passes.items() if e == epoch - 1}
+            self._passes[epoch] = np.random.default_rng((self.cfg.data.seed, epoch)).permutation(len(self.items))
+        return self._passes[epoch]
 
     def order(self, k: int) -> list[int]:
         """The item indices of rollout ``k``'s prompts: every item once a pass, in an order drawn from
