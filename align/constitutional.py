@@ -282,8 +282,8 @@ def preference_pairs(records: Sequence[Mapping], *, margin: float = 0.0) -> list
     "rejected": [assistant turn], "p_chosen"}``) from :func:`ai_feedback` records whose label is more
     than ``margin`` away from a tie (``|p_a - 0.5| > margin``): the default 0 keeps every pair but exact
     ties and identical answers, however unsure the label; raise it to keep only confident ones.
-    ``p_chosen`` (the label's confidence, in (0.5, 1]) is kept for soft-label losses; DPO's hard
-    labels do not read it. Raises ValueError for a margin outside [0, 0.5)."""
+    ``p_chosen`` (the label's confidence, in (0.5, 1]) is kept for soft-label losses: DPO reads it with
+    ``soft_labels=True`` (``lmforge.align.dpo.DPOConfig``), its hard labels otherwise. Raises ValueError for a margin outside [0, 0.5)."""
     if not 0.0 <= margin < 0.5:
         raise ValueError(f"margin={margin}: expected [0, 0.5), how far from a tie a label must be to keep the pair")
     out = []

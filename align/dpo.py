@@ -11,7 +11,9 @@ summed over reply tokens, on the one trainer.
 - Data: a preference file (``data.path``: HH-RLHF or TRL's format, ``lmforge.data.preference``); the
   held-out pairs are ``data.test_path`` or a seeded ``val_fraction`` of it. Each pair is a row of
   shape ``(2, seq_len)`` on a pair axis (chosen, rejected), so the two replies of a pair stay on one
-  device and in one micro-batch; ``data.batch_size`` counts pairs.
+  device and in one micro-batch; ``data.batch_size`` counts pairs. With ``soft_labels`` a pair's
+  ``p_chosen`` (TRL's format plus that field, as ``lmforge.align.constitutional.preference_pairs``
+  writes AI feedback's confidence) is the sigmoid loss's target instead of 1: conservative DPO per pair.
 - The reference is a frozen tree beside the state (``Trainer(frozen={"reference": ...})``), read once
   and never donated. Under LoRA (``lora.rank > 0``) the reference is the policy's own base with its
   adapters set to zero — the base's function exactly, held once. The reference's checkpoint step is
@@ -102,6 +104,7 @@ class DPOConfig(PolicyAndReference, LoopConfig):
     beta: float = 0.1                # the KL coefficient: rewards are beta * (logp - ref_logp)
     loss_type: str = "sigmoid"       # DPO_LOSS_TYPES
     label_smoothing: float = 0.0     # robust DPO's flip rate eps, in [0, 0.5)
+    soft_labels: bool = False        # sigmoid against each pair's p_chosen (conservative DPO per pair; 1 when absent)
     data: PreferenceDataConfig = PreferenceDataConfig()
     optim: OptimConfig = OptimConfig(lr=1e-5, min_lr=1e-6, warmup_steps=10, weight_decay=0.0)
     lora: LoRAConfig = LoRAConfig()  # rank > 0: train low-rank adapters only; the reference is their base
@@ -121,6 +124,8 @@ class DPOConfig(PolicyAndReference, LoopConfig):
             (not 0.0 <= self.label_smoothing < 0.5, f"label_smoothing={self.label_smoothing}: expected [0, 0.5)"),
             (self.label_smoothing and self.loss_type != "robust",
              f"label_smoothing={self.label_smoothing} is read by loss_type='robust' only, not {self.loss_type!r}"),
+            (self.soft_labels and self.loss_type != "sigmoid",
+             f"soft_labels=True is read by loss_type='sigmoid' only, not {self.loss_type!r}"),
             (self.reference_is_base() and self.optim.trainable not in ((), (ADAPTER_PATTERN,)),
              f"optim.trainable={self.optim.trainable} trains more than the LoRA adapters, but the reference is the "
              f"adapters' base (it would move with them); set reference_from to load a frozen reference"),
@@ -171,8 +176,9 @@ def dpo_loss_fn(graphdef, reference_graphdef, model_cfg, *, beta: float, loss_ty
     """``loss_fn(params, frozen, batch, rng)`` for the Trainer: :func:`dpo_loss` of the policy's reply
     log-probs against the reference's (``frozen["reference"]`` through ``reference_graphdef``, or with
     ``reference_is_base`` the policy's own tree with its adapters zeroed), no gradient through the
-    reference. A pair weighs 1 when both sides have reply tokens (padding pairs weigh 0). An MoE
-    policy adds its router losses, as pretraining does."""
+    reference. A pair weighs 1 when both sides have reply tokens (padding pairs weigh 0). A batch with
+    ``labels`` (B, 2) (``preference_examples(soft_labels=True)``) is scored against ``labels[:, 0]``. An
+    MoE policy adds its router losses, as pretraining does."""
     def loss_fn(params, frozen, batch, rng):
         policy, aux = reply_logprobs(graphdef, params, batch, rng=rng, vocab_chunk=vocab_chunk)
         if reference_is_base:
@@ -181,7 +187,8 @@ def dpo_loss_fn(graphdef, reference_graphdef, model_cfg, *, beta: float, loss_ty
             reference, _ = reply_logprobs(reference_graphdef, frozen["reference"], batch, vocab_chunk=vocab_chunk)
         lengths = batch["weights"].astype(jnp.float32).sum(-1)                                  # (B, 2)
         loss, metrics = dpo_loss(policy, jax.lax.stop_gradient(reference), (lengths > 0).all(-1), beta=beta,
-                                 loss_type=loss_type, label_smoothing=label_smoothing, lengths=lengths)
+                                 loss_type=loss_type, label_smoothing=label_smoothing, lengths=lengths,
+                                 labels=batch["labels"][:, 0] if "labels" in batch else None)
         if aux:
             loss = loss + model_cfg.moe_aux_loss * aux["moe_aux_loss"] + model_cfg.moe_z_loss * aux["moe_z_loss"]
             metrics = {**metrics, **aux}
@@ -227,9 +234,13 @@ def run_dpo(cfg: DPOConfig, workdir: pathlib.Path) -> dict[str, float]:
     data = cfg.data
     train_pairs, test_pairs = read_pairs(data)
     train_ex, stats = preference_examples(train_pairs, template, data.seq_len, overflow=data.overflow,
-                                          where="train pair")
+                                          where="train pair", soft_labels=cfg.soft_labels)
     test_ex, test_stats = preference_examples(test_pairs, template, data.seq_len, overflow=data.overflow,
-                                              where="held-out pair")
+                                              where="held-out pair", soft_labels=cfg.soft_labels)
+    if cfg.soft_labels:
+        soft = [p["p_chosen"] for p in train_pairs if "p_chosen" in p]
+        say(f"soft labels: {len(soft)} of {len(train_pairs)} training pairs have p_chosen"
+            + (f" (mean {np.mean(soft):.3f})" if soft else "") + "; the others count as 1")
     report_data(workdir, stats, test_stats, "pair")
     mesh, eval_bs, alone, policy, optim = prepare_policy(cfg, workdir, tok)
     rules, model_cfg = cfg.mesh.rules, policy.cfg

@@ -63,7 +63,9 @@ def read_preferences(path, format: str = "auto") -> tuple[list[dict], ReadStats]
 
     Returns:
       ``(pairs, stats)``: each pair ``{"prompt", "chosen", "rejected"}``, each a list of
-      ``{"role", "content"}`` dicts; ``stats.conversations`` counts the pairs kept.
+      ``{"role", "content"}`` dicts, and ``"p_chosen"`` when the record has one (a soft label: the
+      probability that chosen is the better reply, as AI feedback gives it; see
+      :func:`preference_examples`); ``stats.conversations`` counts the pairs kept.
 
     Raises:
       FileNotFoundError: no such file.
@@ -85,6 +87,8 @@ def read_preferences(path, format: str = "auto") -> tuple[list[dict], ReadStats]
         if isinstance(pair, str):
             stats.skipped[pair] += 1
             continue
+        if "p_chosen" in record:
+            pair["p_chosen"] = _probability(record["p_chosen"], where)
         if any(not "".join(m["content"] for m in pair[s]).strip() for s in SIDES):
             stats.irregular["with an empty reply"] += 1
         pairs.append(pair)
@@ -92,6 +96,13 @@ def read_preferences(path, format: str = "auto") -> tuple[list[dict], ReadStats]
     if stats.format == "auto":
         stats.format = "empty"
     return pairs, stats
+
+
+def _probability(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: \"p_chosen\" is {_short(value)}; expected a probability in [0, 1] that the "
+                         f"chosen reply is the better one")
+    return float(value)
 
 
 def split_prompt(chosen: list[dict], rejected: list[dict]) -> dict | str:
@@ -161,12 +172,13 @@ class PreferenceStats:
 
 
 def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_len: int, *,
-                        overflow: str = "truncate", where: str = "pair"
+                        overflow: str = "truncate", where: str = "pair", soft_labels: bool = False
                         ) -> tuple[list[dict[str, np.ndarray]], PreferenceStats]:
     """Pairs → examples ``{"inputs", "targets", "weights", "segment_ids"}``, each ``(2, seq_len)``
     (row 0 chosen, row 1 rejected): ``inputs = ids[:-1]``, ``targets = ids[1:]``, right-padded with 0;
     ``weights`` (float32) 1 on the reply's trained tokens; ``segment_ids`` 1 on real tokens, 0 on
-    padding.
+    padding. With ``soft_labels`` each example also has ``labels`` ``(2,)`` float32 ``[p, 1 - p]``,
+    ``p`` the pair's ``p_chosen`` (1 when it has none): the targets of a soft-label DPO loss.
 
     Raises ValueError naming ``f"{where} {i}"`` for an invalid pair, a template that does not render
     the prompt as a prefix of prompt + reply, or an unknown ``overflow``.
@@ -199,6 +211,9 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
         stats.truncated += cut
         example = {"inputs": np.zeros((2, seq_len), np.int32), "targets": np.zeros((2, seq_len), np.int32),
                    "weights": np.zeros((2, seq_len), np.float32), "segment_ids": np.zeros((2, seq_len), np.int32)}
+        if soft_labels:
+            p = float(pair.get("p_chosen", 1.0))
+            example["labels"] = np.array([p, 1.0 - p], np.float32)
         for row, (side, (ids, weights)) in enumerate(zip(SIDES, rows)):
             n = len(ids) - 1
             example["inputs"][row, :n], example["targets"][row, :n] = ids[:-1], ids[1:]

@@ -553,7 +553,7 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
             if body.logprobs is None:
                 return None
             # (id, its log-prob or None, its alternatives or None) for each token shown: the prompt's with
-            # echo (the first has nothing before it), then the sampled ones but the stop token
+            # echo (the first has nothing before it), then every sampled one
             shown = []
             if row.prompt is not None:
                 ids = prompts[r // body.n]

@@ -91,14 +91,19 @@ def masked_lm_loss(logprobs: jax.Array, weights: jax.Array, *, correct: jax.Arra
 
 
 def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.Array, *, beta: float,
-             loss_type: str = "sigmoid", label_smoothing: float = 0.0, lengths: jax.Array | None = None
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0, lengths: jax.Array | None = None,
+             labels: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Direct Preference Optimization and its pairwise variants, as TRL's ``DPOTrainer`` computes them.
 
     With ``delta = (logp_c - ref_logp_c) - (logp_r - ref_logp_r)`` per pair:
 
     - ``sigmoid``: ``-log sigmoid(beta * delta)`` (Rafailov et al. 2023, "Direct Preference
-      Optimization: Your Language Model is Secretly a Reward Model", eq. 7);
+      Optimization: Your Language Model is Secretly a Reward Model", eq. 7); with soft ``labels``
+      ``p`` (the probability that chosen is better), the cross-entropy against them,
+      ``-p log sigmoid(beta delta) - (1 - p) log sigmoid(-beta delta)``: conservative DPO (Mitchell
+      2023, "A note on DPO with noisy preferences"), which TRL's sigmoid loss computes with one
+      ``label_smoothing`` = 1 - p for every pair; per pair, it takes AI feedback's confidences
+      (Constitutional AI's soft preference labels, Bai et al. 2022);
     - ``hinge``: ``relu(1 - beta * delta)`` (SLiC, Zhao et al. 2023);
     - ``ipo``: ``(delta' - 1 / (2 beta))^2`` where ``delta'`` divides each log-ratio by its
       completion's token count (Azar et al. 2023, eq. 17; TRL's length normalisation);
@@ -114,6 +119,7 @@ def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.A
       loss_type: one of ``DPO_LOSS_TYPES``.
       label_smoothing: eps in [0, 0.5) for ``robust``.
       lengths: (B, 2) completion token counts, needed for ``ipo``.
+      labels: (B,) soft labels in [0, 1] for ``sigmoid`` (None: every pair's is 1).
 
     Returns:
       (loss, metrics): the weighted mean over pairs; TRL's ``rewards/chosen``, ``rewards/rejected``
@@ -124,7 +130,7 @@ def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.A
 
     Raises:
       ValueError: an unknown ``loss_type``, ``beta <= 0``, ``label_smoothing`` outside [0, 0.5),
-        or ``ipo`` without ``lengths``.
+        ``ipo`` without ``lengths``, or ``labels`` with a loss other than ``sigmoid``.
     """
     if loss_type not in DPO_LOSS_TYPES:
         raise ValueError(f"dpo_loss: loss_type={loss_type!r}; expected one of {', '.join(DPO_LOSS_TYPES)}")
@@ -134,12 +140,17 @@ def dpo_loss(policy_logps: jax.Array, reference_logps: jax.Array, weights: jax.A
         raise ValueError(f"dpo_loss: label_smoothing={label_smoothing}; expected [0, 0.5)")
     if loss_type == "ipo" and lengths is None:
         raise ValueError("dpo_loss: loss_type='ipo' needs lengths (B, 2), the completions' token counts")
+    if labels is not None and loss_type != "sigmoid":
+        raise ValueError(f"dpo_loss: soft labels are read by loss_type='sigmoid' only, not {loss_type!r}")
     policy_logps = policy_logps.astype(jnp.float32)
     reference_logps = reference_logps.astype(jnp.float32)
     w = weights.astype(jnp.float32)
     logratios = policy_logps - reference_logps                               # (B, 2)
     delta = logratios[:, 0] - logratios[:, 1]                                # (B,)
-    if loss_type == "sigmoid":
+    if loss_type == "sigmoid" and labels is not None:
+        p = labels.astype(jnp.float32)
+        losses = -p * jax.nn.log_sigmoid(beta * delta) - (1.0 - p) * jax.nn.log_sigmoid(-beta * delta)
+    elif loss_type == "sigmoid":
         losses = -jax.nn.log_sigmoid(beta * delta)
     elif loss_type == "hinge":
         losses = jax.nn.relu(1.0 - beta * delta)

@@ -321,3 +321,40 @@ def test_a_reference_with_another_tokenizer_is_refused_before_the_workdir(base, 
                  f"data.path={pairs_file}", "--workdir", str(run)]) == 2
     assert f"reference_from={other} has another tokenizer than init_from={base}" in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_soft_labels_are_conservative_dpo_and_come_from_p_chosen(tmp_path, write_jsonl, tok_dir):
+    """Soft labels p: the cross-entropy against them, TRL's sigmoid loss with label_smoothing = 1 - p for
+    each pair (its cDPO); p = 1 is plain DPO. ``p_chosen`` is read from a preference file (checked to be a
+    probability) into ``labels`` [p, 1 - p], 1 when a pair has none; other losses refuse soft labels."""
+    from lmforge.align.dpo import DPOConfig
+
+    rng = np.random.default_rng(1)
+    pol, ref = rng.normal(-20, 5, (4, 2)), rng.normal(-20, 5, (4, 2))
+    p = np.array([1.0, 0.9, 0.6, 0.5])
+    delta = (pol[:, 0] - ref[:, 0]) - (pol[:, 1] - ref[:, 1])
+    logsig = lambda x: -np.log1p(np.exp(-x))                          # noqa: E731
+    trl_cdpo = -(1 - (1 - p)) * logsig(0.2 * delta) - (1 - p) * logsig(-0.2 * delta)   # TRL, eps = 1 - p
+    loss, _ = dpo_loss(jnp.asarray(pol), jnp.asarray(ref), jnp.ones(4), beta=0.2, labels=jnp.asarray(p))
+    np.testing.assert_allclose(float(loss), trl_cdpo.mean(), rtol=1e-5)
+    hard, _ = dpo_loss(jnp.asarray(pol), jnp.asarray(ref), jnp.ones(4), beta=0.2)
+    ones, _ = dpo_loss(jnp.asarray(pol), jnp.asarray(ref), jnp.ones(4), beta=0.2, labels=jnp.ones(4))
+    assert float(ones) == pytest.approx(float(hard), rel=1e-6)
+    with pytest.raises(ValueError, match="soft labels are read by loss_type='sigmoid' only"):
+        dpo_loss(jnp.asarray(pol), jnp.asarray(ref), jnp.ones(4), beta=0.2, loss_type="ipo",
+                 lengths=jnp.ones((4, 2)), labels=jnp.asarray(p))
+    with pytest.raises(ValueError, match="soft_labels=True is read by loss_type='sigmoid' only"):
+        DPOConfig(soft_labels=True, loss_type="hinge")
+    turn = lambda text: [{"role": "assistant", "content": text}]     # noqa: E731
+    path = write_jsonl(tmp_path / "soft.jsonl", [
+        {"prompt": "Hi", "chosen": turn("Hello."), "rejected": turn("Go away."), "p_chosen": 0.8},
+        {"prompt": "Hey", "chosen": turn("Hi there."), "rejected": turn("No.")}])
+    pairs, _ = read_preferences(path)
+    assert pairs[0]["p_chosen"] == 0.8 and "p_chosen" not in pairs[1]
+    template = ChatFormat(load_tokenizer(tok_dir))
+    examples, _ = preference_examples(pairs, template, seq_len=32, soft_labels=True)
+    assert [e["labels"].tolist() for e in examples] == [pytest.approx([0.8, 0.2]), [1.0, 0.0]]
+    assert "labels" not in preference_examples(pairs, template, seq_len=32)[0][0]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "Hi", "chosen": "a", "rejected": "b", "p_chosen": 1.5}])
+    with pytest.raises(ValueError, match=r'bad.jsonl:1: "p_chosen" is 1.5; expected a probability in \[0, 1\]'):
+        read_preferences(bad)
