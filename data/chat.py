@@ -95,7 +95,7 @@ def call_arguments(arguments, where: str = "tool call") -> dict:
         except json.JSONDecodeError:
             raise ValueError(f"{where}: arguments {_short(arguments)} are not JSON; expected an object") from None
     if not isinstance(arguments, Mapping):
-        raise ValueError(f"{where}: arguments {_short(arguments)}; expected a JSON object")
+        raise ValueError(f"{where}: arguments {_short(arguments)} are not an object; expected {{\"name\": value, ...}}")
     return dict(arguments)
 
 

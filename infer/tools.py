@@ -54,7 +54,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
-from lmforge.data.chat import TOOL_CALL, format_call, tools_system_prompt
+from lmforge.data.chat import TOOL_CALL, call_arguments, format_call, tools_system_prompt
 
 HERMES_CALL, HERMES_END = "<tool_call>", "</tool_call>"
 FINISHES = ("reply", "max_calls")
@@ -180,14 +180,8 @@ def _read_call(body: str, marker: str) -> tuple[ToolCall, int]:
                          f'{{"name": "<tool>", "arguments": {{...}}}}') from None
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         raise ValueError(f'the call {_short(obj)} has no "name"; expected {{"name": "<tool>", "arguments": {{...}}}}')
-    args = obj.get("arguments", obj.get("parameters", {}))   # "parameters": Llama 3.1's JSON tool calls
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            raise ValueError(f"the arguments {_short(args)} are not a JSON object") from None
-    if not isinstance(args, dict):
-        raise ValueError(f"the arguments {_short(args)} are not an object; expected {{\"name\": value, ...}}")
+    # "parameters": Llama 3.1's JSON tool calls
+    args = call_arguments(obj.get("arguments", obj.get("parameters", {})), f"the call to {obj['name']!r}")
     if marker == HERMES_CALL and body[end:].lstrip().startswith(HERMES_END):
         end = len(body) - len(body[end:].lstrip()) + len(HERMES_END)
     return ToolCall(obj["name"], args), end
