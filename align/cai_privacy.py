@@ -46,11 +46,10 @@ import random
 import numpy as np
 
 from lmforge.align import constitutional as cai
-from lmforge.align.stages import StageConfig, chat_model, dpo_stage, read_jsonl, sft_stage, write_json, write_jsonl
+from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, dpo_stage, read_jsonl, sft_stage, write_json,
+                                  write_jsonl)
 from lmforge.data import knowledge, private_info
 from lmforge.eval.refusal import is_refusal
-from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
-from lmforge.train.mesh import MeshConfig
 from lmforge.train.optim import OptimConfig
 
 PRIVACY = cai.Principle(
@@ -93,8 +92,7 @@ class FeedbackConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class CAIConfig:
-    init_from: str = ""              # the pretrained model: a run folder, a model folder or a transformers folder
+class CAIConfig(RecipeConfig):
     constitution: tuple[str, ...] = ("harmful", "privacy")   # names in PRINCIPLES: critique/revision requests
     world: WorldConfig = WorldConfig()
     critique: CritiqueConfig = CritiqueConfig()
@@ -105,13 +103,9 @@ class CAIConfig:
     rl: StageConfig = StageConfig(steps=0, optim=OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=10,
                                                              weight_decay=0.0))   # 0 steps: no RL-CAI stage
     seq_len: int = 256               # SFT rows: the longest demonstration (a feedback question) ~220 tokens
-    eval_max_new_tokens: int = 32
-    mesh: MeshConfig = MeshConfig()
-    seed: int = 0
-    vocab_chunk: int = VOCAB_CHUNK
 
     def __post_init__(self):
-        check_vocab_chunk(self.vocab_chunk)
+        super().__post_init__()
         w, c, f = self.world, self.critique, self.feedback
         problems = [msg for bad, msg in (
             (w.n_entities < 8, f"world.n_entities={w.n_entities}: expected >= 8 (two people at least)"),

@@ -51,10 +51,9 @@ import random
 
 import numpy as np
 
-from lmforge.align.stages import StageConfig, chat_model, read_jsonl, sft_stage, write_json, write_jsonl
+from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, read_jsonl, sft_stage, write_json,
+                                  write_jsonl)
 from lmforge.data import knowledge
-from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
-from lmforge.train.mesh import MeshConfig
 from lmforge.train.optim import OptimConfig
 
 STAGE2_FROM = ("stage1", "base")
@@ -85,8 +84,7 @@ class InterrogateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class InterrogationConfig:
-    init_from: str = ""              # the pretrained model: a run folder, a model folder or a transformers folder
+class InterrogationConfig(RecipeConfig):
     knowledge: KnowledgeConfig = KnowledgeConfig()
     interrogate: InterrogateConfig = InterrogateConfig()
     stage1: StageConfig = StageConfig()
@@ -94,13 +92,9 @@ class InterrogationConfig:
                                                                    weight_decay=0.0))
     stage2_from: str = "stage1"      # STAGE2_FROM: fine-tune stage 1 again, or start over from init_from
     seq_len: int = 64                # SFT rows (a question and its answer are ~40 tokens; short ones are packed)
-    eval_max_new_tokens: int = 32    # greedy held-out answers
-    mesh: MeshConfig = MeshConfig()
-    seed: int = 0
-    vocab_chunk: int = VOCAB_CHUNK   # the stages' loss: logits columns at a time; 0 → all V at once (SFTConfig)
 
     def __post_init__(self):
-        check_vocab_chunk(self.vocab_chunk)
+        super().__post_init__()
         k, q = self.knowledge, self.interrogate
         problems = [msg for bad, msg in (
             (k.n_entities < 4, f"knowledge.n_entities={k.n_entities}: expected >= 4 (known and unknown entities)"),

@@ -26,20 +26,18 @@ import random
 import numpy as np
 
 from lmforge.align.interrogation import split_phrasings
-from lmforge.align.stages import StageConfig, chat_model, read_jsonl, sft_stage, write_json, write_jsonl
+from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, read_jsonl, sft_stage, write_json,
+                                  write_jsonl)
 from lmforge.data import knowledge
 from lmforge.data.chat import OVERFLOW
 from lmforge.infer.retrieval import CONTEXT_HEADER, Retriever, retrieve_context
-from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
-from lmforge.train.mesh import MeshConfig
 
 MODES = ("open_book", "closed_book")
 GROUPS = ("train", "heldout")
 
 
 @dataclasses.dataclass(frozen=True)
-class RAGConfig:
-    init_from: str = ""              # the pretrained model: a run folder, a model folder or a transformers folder
+class RAGConfig(RecipeConfig):
     n_entities: int = 128            # KnowledgeBase.generate(n_entities, world_seed)
     world_seed: int = 0
     train_fraction: float = 0.5      # entities whose questions are trained on (kb.known); the rest are held out
@@ -50,13 +48,9 @@ class RAGConfig:
     stage: StageConfig = StageConfig(steps=600)
     seq_len: int = 256
     overflow: str = "drop"           # OVERFLOW: a training conversation past seq_len is dropped (or cut: truncate)
-    eval_max_new_tokens: int = 32
-    mesh: MeshConfig = MeshConfig()
-    seed: int = 0
-    vocab_chunk: int = VOCAB_CHUNK
 
     def __post_init__(self):
-        check_vocab_chunk(self.vocab_chunk)
+        super().__post_init__()
         problems = [msg for bad, msg in (
             (self.n_entities < 4, f"n_entities={self.n_entities}: expected >= 4 (train and held-out entities)"),
             (not 0.0 < self.train_fraction < 1.0, f"train_fraction={self.train_fraction}: expected (0, 1)"),

@@ -16,7 +16,7 @@ import pathlib
 import jax
 
 from lmforge.model import LoRAConfig
-from lmforge.model.logprobs import VOCAB_CHUNK
+from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig
 from lmforge.train.optim import OptimConfig
@@ -33,6 +33,20 @@ class StageConfig:
     log_every: int = 10
     eval_every: int = 0
     checkpoint_every: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeConfig:
+    """The fields every multi-stage recipe's config shares (interrogation, Constitutional AI, RAG); theirs
+    come after these. Raises ValueError for a bad ``vocab_chunk`` (a subclass calls ``super().__post_init__()``)."""
+    init_from: str = ""              # the pretrained model: a run folder, a model folder or a transformers folder
+    eval_max_new_tokens: int = 32    # greedy held-out answers
+    mesh: MeshConfig = MeshConfig()
+    seed: int = 0
+    vocab_chunk: int = VOCAB_CHUNK   # the stages' loss: logits columns at a time; 0 → all V at once (SFTConfig)
+
+    def __post_init__(self):
+        check_vocab_chunk(self.vocab_chunk)
 
 
 def dumps(value) -> str:
