@@ -24,12 +24,22 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   clip (``epsilon``, ``epsilon_high``) bounds the update; ``clip_ratio/*`` are logged. A checkpoint
   taken between two steps of one rollout holds its rows, and the run resumes on them. ``Rollouts(advantage_fn=...)`` takes
   another advantage (RLOO's leave-one-out baseline, say) for a trainer built on the same pieces.
+- ``steps_per_generation`` (TRL's): each pass over a rollout is split into that many optimizer steps,
+  each on ``data.batch_size * num_generations / steps_per_generation`` rows shuffled afresh each pass
+  (advantages are taken over the whole rollout first, so groups may be split). From the second
+  step on the policy has moved, so ``old_logprobs`` are kept as with ``num_iterations``. A rollout
+  feeds ``num_iterations * steps_per_generation`` steps. Each step's ``dapo`` loss is the token mean
+  of its own rows; TRL divides by the whole rollout's token count and sums the slices into one
+  optimizer step when ``steps_per_generation`` equals its ``gradient_accumulation_steps`` (its default).
+- ``importance_sampling_level="sequence"``: one importance ratio per completion (GSPO, Zheng et al.
+  2025; TRL's option), best with ``loss_type="grpo"`` (the paper's per-sequence objective). It only
+  matters when the ratio moves (``num_iterations`` or ``steps_per_generation`` > 1).
 - Loss: ``lmforge.train.objectives.grpo_loss`` on the completion tokens' log-probs under
   ``softmax(logits / temperature)`` (the distribution sampled when ``top_k`` and ``top_p`` are off; with
   them the sampler draws from a filtered one, which the loss does not see, as in TRL; no dropout),
   with the advantages of
   ``group_advantages`` (``scale_rewards``); the old log-probs are the current ones without gradient
-  (ratio 1) when ``num_iterations`` is 1, the rollout's ``old_logprobs`` otherwise. ``beta > 0`` adds the k3 KL to a frozen reference: the
+  (ratio 1) when a rollout feeds one step, the rollout's ``old_logprobs`` otherwise. ``beta > 0`` adds the k3 KL to a frozen reference: the
   starting policy (``reference_from`` to name another; under LoRA, the adapters' base).
 - Logged each ``log_every`` steps beside the loss: TRL's ``reward``, ``reward_std``,
   ``frac_reward_zero_std``, ``completions/mean_length``, ``completions/clipped_ratio`` (completions
@@ -39,9 +49,8 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   held-out problems, graded the same way (``eval/accuracy``, per task with several); the last ones go
   to ``eval_samples.jsonl``.
 
-Not built: a rollout split into several optimizer steps (TRL's ``steps_per_generation``; PPO's
-``num_mini_batches`` does it), rewards from a reward model, rollouts split over processes (a run with
-several processes is refused).
+Not built: rewards from a reward model, rollouts split over processes (a run with several processes
+is refused).
 """
 
 from __future__ import annotations
@@ -69,7 +78,8 @@ from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.model.lora import ADAPTER_PATTERN
 from lmforge.train import distributed
 from lmforge.train.mesh import MeshConfig, make_mesh
-from lmforge.train.objectives import GRPO_LOSS_TYPES, SCALE_REWARDS, group_advantages, grpo_loss
+from lmforge.train.objectives import (GRPO_LOSS_TYPES, IMPORTANCE_SAMPLING_LEVELS, SCALE_REWARDS, group_advantages,
+                                      grpo_loss)
 from lmforge.train.optim import OptimConfig
 from lmforge.train.trainer import LoopConfig, Trainer
 
@@ -117,7 +127,8 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
     reference_from: str = ""         # the frozen reference for beta > 0; "" → the starting policy (under LoRA: its base)
     data: PromptDataConfig = PromptDataConfig(synthetic=(("arithmetic", 1.0),))
     num_generations: int = 8         # G: completions per prompt (the group)
-    num_iterations: int = 1          # mu: optimizer steps on each rollout (> 1: clipped against its old log-probs)
+    num_iterations: int = 1          # mu: passes over each rollout (> 1: clipped against its old log-probs)
+    steps_per_generation: int = 1    # optimizer steps a pass over a rollout is split into (TRL's steps_per_generation)
     max_new_tokens: int = 128        # completion tokens at most (TRL's max_completion_length)
     temperature: float = 1.0         # > 0: rollouts are sampled, and the loss's log-probs are of softmax(logits / T)
     top_k: int = 0                   # 0 → off
@@ -126,6 +137,7 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
     epsilon: float = 0.2             # the clip range's lower side
     epsilon_high: float = 0.0        # its upper side; 0 → epsilon (DAPO's clip-higher uses 0.28)
     loss_type: str = "dapo"          # GRPO_LOSS_TYPES
+    importance_sampling_level: str = "token"   # IMPORTANCE_SAMPLING_LEVELS: a ratio per token, or per completion (GSPO)
     scale_rewards: str = "group"     # SCALE_REWARDS: divide advantages by the group's std, the batch's, or not
     mask_truncated_completions: bool = False   # leave completions cut at max_new_tokens out of the loss (DAPO)
     optim: OptimConfig = OptimConfig(lr=1e-5, min_lr=1e-6, warmup_steps=0, weight_decay=0.0)
@@ -146,7 +158,17 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
             (not isinstance(self.num_generations, int) or self.num_generations < 2,
              f"num_generations={self.num_generations!r}: expected a whole number >= 2 (a group needs two to compare)"),
             (not whole(self.num_iterations) or self.num_iterations < 1,
-             f"num_iterations={self.num_iterations!r}: expected a whole number >= 1 (optimizer steps per rollout)"),
+             f"num_iterations={self.num_iterations!r}: expected a whole number >= 1 (passes over each rollout)"),
+            (not whole(self.steps_per_generation) or self.steps_per_generation < 1,
+             f"steps_per_generation={self.steps_per_generation!r}: expected a whole number >= 1 (optimizer steps "
+             f"a pass over a rollout is split into)"),
+            (whole(self.steps_per_generation) and self.steps_per_generation >= 1 and isinstance(self.num_generations, int)
+             and self.rows % self.steps_per_generation,
+             f"data.batch_size * num_generations = {self.data.batch_size} * {self.num_generations} rows do not split "
+             f"into steps_per_generation={self.steps_per_generation} equal steps"),
+            (self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS,
+             f"importance_sampling_level={self.importance_sampling_level!r}: expected one of "
+             f"{', '.join(IMPORTANCE_SAMPLING_LEVELS)}"),
             (not whole(self.max_new_tokens) or self.max_new_tokens < 1,
              f"max_new_tokens={self.max_new_tokens!r}: expected a whole number >= 1"),
             (not self.temperature > 0, f"temperature={self.temperature}: expected > 0 (rollouts are sampled)"),
@@ -173,8 +195,18 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
 
     @property
     def rows(self) -> int:
-        """Completions per step: ``data.batch_size * num_generations``."""
+        """Completions per rollout: ``data.batch_size * num_generations``."""
         return self.data.batch_size * self.num_generations
+
+    @property
+    def step_rows(self) -> int:
+        """Completions per optimizer step: ``rows / steps_per_generation``."""
+        return self.rows // self.steps_per_generation
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Optimizer steps each rollout feeds: ``num_iterations * steps_per_generation``."""
+        return self.num_iterations * self.steps_per_generation
 
     @property
     def seq_len(self) -> int:
@@ -212,7 +244,8 @@ def completion_logprobs(graphdef, params: dict, batch: dict, *, temperature: flo
 
 def grpo_loss_fn(graphdef, reference_graphdef, model_cfg, *, beta: float = 0.0, epsilon_low: float = 0.2,
                  epsilon_high: float = 0.2, loss_type: str = "dapo", max_new_tokens: int | None = None,
-                 temperature: float = 1.0, vocab_chunk: int = VOCAB_CHUNK, reference_is_base: bool = False):
+                 temperature: float = 1.0, vocab_chunk: int = VOCAB_CHUNK, reference_is_base: bool = False,
+                 importance_sampling_level: str = "token"):
     """``loss_fn(params, frozen, batch, rng)`` for the Trainer: :func:`grpo_loss` on a rollout batch
     (``inputs``, ``targets``, ``segment_ids``, ``mask`` (B, T); ``advantages`` (B,); ``old_logprobs``
     (B, T), the sampling policy's, when a rollout feeds several steps — without it the old log-probs
@@ -234,7 +267,8 @@ def grpo_loss_fn(graphdef, reference_graphdef, model_cfg, *, beta: float = 0.0, 
         old = batch["old_logprobs"] if "old_logprobs" in batch else jax.lax.stop_gradient(lp)
         loss, metrics = grpo_loss(lp, old, batch["advantages"], batch["mask"], ref_logprobs=ref,
                                   beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, loss_type=loss_type,
-                                  max_completion_length=max_new_tokens)
+                                  max_completion_length=max_new_tokens,
+                                  importance_sampling_level=importance_sampling_level)
         if aux:
             loss = loss + model_cfg.moe_aux_loss * aux["moe_aux_loss"] + model_cfg.moe_z_loss * aux["moe_z_loss"]
             metrics = {**metrics, **aux}
@@ -268,25 +302,29 @@ def rollout_batch(prompts: list[list[int]], completions: np.ndarray, lengths: np
 
 
 class Rollouts(RolloutSource):
-    """The loop's data iterator for GRPO: every ``num_iterations`` calls it samples one rollout from the
-    trainer's current policy, grades it and returns its training rows (:func:`rollout_batch`), the same
-    rows at each of those calls. Prompts are taken in a seeded order that changes every pass over the
+    """The loop's data iterator for GRPO: every ``num_iterations * steps_per_generation`` calls it samples
+    one rollout from the trainer's current policy, grades it and returns its training rows
+    (:func:`rollout_batch`): all of them at each call, or with ``steps_per_generation`` > 1 a share
+    of them (:meth:`RolloutSource.batch`). Prompts are taken in a seeded order that changes every pass over the
     problems; rollout ``k`` is sampled with a seed of ``(seed, k)``. ``get_state`` / ``set_state`` (the
     rollouts drawn, the steps given of the last one and, between two of them, its rows; as bytes) let
     the trainer's checkpoints hold its position, as they hold a grain iterator's; :meth:`pop_metrics`
     gives the means of the rollouts' metrics since its last call (``Trainer.fit(host_metrics=...)``).
 
-    ``old_logprobs(batch) -> (B, T)``, required when ``num_iterations > 1``: the completion tokens'
-    log-probs under the policy as it is now (the one that sampled), kept in the rows as
+    ``old_logprobs(batch) -> (B, T)``, required when a rollout feeds several steps: the completion
+    tokens' log-probs under the policy as it is now (the one that sampled), kept in the rows as
     ``old_logprobs``. Raises ValueError when it is missing."""
 
     def __init__(self, cfg: GRPOConfig, items: list[dict], prompts: list[list[int]], tok, template, make_sampler, *,
                  reward_fn: RewardFn = grade, advantage_fn: AdvantageFn | None = None,
                  old_logprobs: Callable[[dict], np.ndarray] | None = None):
-        super().__init__(cfg, items, prompts, tok, template, epochs=cfg.num_iterations)
-        if cfg.num_iterations > 1 and old_logprobs is None:
-            raise ValueError(f"num_iterations={cfg.num_iterations}: Rollouts needs old_logprobs, the sampling "
-                             f"policy's log-probs of each rollout, to clip the later steps against")
+        super().__init__(cfg, items, prompts, tok, template, epochs=cfg.num_iterations,
+                         mini_batches=cfg.steps_per_generation)
+        if self.per_rollout > 1 and old_logprobs is None:
+            named = ", ".join(f"{k}={v}" for k, v in (("num_iterations", cfg.num_iterations),
+                                                       ("steps_per_generation", cfg.steps_per_generation)) if v > 1)
+            raise ValueError(f"{named}: Rollouts needs old_logprobs, the sampling policy's log-probs of each rollout, "
+                             f"to clip the later steps against")
         self.old_logprobs = old_logprobs
         self.reward_fn, self.make_sampler = reward_fn, make_sampler   # () -> Sampler over the policy as it is now
         # rewards (P * G,) -> (advantages (P * G,), metrics): GRPO's group advantages unless given (RLOO's, ...)
@@ -341,7 +379,7 @@ class Rollouts(RolloutSource):
     def shape(self) -> dict[str, int]:
         cfg = self.cfg
         return {"data.batch_size": cfg.data.batch_size, "num_generations": cfg.num_generations, "seq_len": cfg.seq_len,
-                "num_iterations": cfg.num_iterations}
+                "num_iterations": cfg.num_iterations, "steps_per_generation": cfg.steps_per_generation}
 
 
 # --------------------------------------------------------------------------------------- runner
@@ -388,7 +426,8 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
 
     Raises ValueError for an ``init_from`` / ``reference_from`` that is no weights source or not a
     decoder language model, prompts and completions beyond the model's context, no problem with an
-    answer, or rows (``data.batch_size * num_generations``) that do not split over the mesh.
+    answer, or a step's rows (``data.batch_size * num_generations / steps_per_generation``) that do not
+    split over the mesh.
     """
     workdir, tok, template, t_start = start_run(cfg, workdir, "GRPO")
     if jax.process_count() > 1:
@@ -399,9 +438,10 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
 
     train_items, train_prompts, test_items = read_problems(cfg, template)
     eval_bs = cfg.eval_batch_size or cfg.rows    # prompts per sampler call, which pads rows itself
-    check_rows(make_mesh(cfg.mesh), (("data.batch_size * num_generations", cfg.rows, cfg.optim.grad_accum),))
+    rows_name = "data.batch_size * num_generations" + (" / steps_per_generation" if cfg.steps_per_generation > 1 else "")
+    check_rows(make_mesh(cfg.mesh), ((rows_name, cfg.step_rows, cfg.optim.grad_accum),))
     # prepare_policy checks its data.batch_size (and eval batch) against the mesh: here, the step's rows.
-    shaped = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=cfg.rows), eval_batch_size=0)
+    shaped = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=cfg.step_rows), eval_batch_size=0)
     mesh, _, alone, policy, optim = prepare_policy(shaped, workdir, tok)
     rules, model_cfg = cfg.mesh.rules, policy.cfg
 
@@ -412,7 +452,8 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
     loss_fn = grpo_loss_fn(policy.graphdef, reference.graphdef if reference else None, model_cfg, beta=cfg.beta,
                            epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high or cfg.epsilon,
                            loss_type=cfg.loss_type, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                           vocab_chunk=cfg.vocab_chunk, reference_is_base=cfg.reference_is_base())
+                           vocab_chunk=cfg.vocab_chunk, reference_is_base=cfg.reference_is_base(),
+                           importance_sampling_level=cfg.importance_sampling_level)
     trainer = Trainer(loss_fn, params=policy.params, param_shardings=policy.shardings, optim=optim, loop=cfg,
                       mesh=mesh, rules=rules, frozen=frozen, frozen_shardings=frozen_sh, model_cfg=model_cfg,
                       base=cfg.init_from, base_step=None if alone else policy.step, per_device=cfg.mesh.per_device_step)
@@ -422,8 +463,10 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
     say(f"model: {model_cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
         f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
         + f"; reference {ref_name}; {cfg.data.batch_size} prompts x {cfg.num_generations} completions a rollout"
-        + (f", {cfg.num_iterations} steps on each" if cfg.num_iterations > 1 else " and a step") + ", "
-        f"{cfg.loss_type} loss; mesh {dict(mesh.shape)}")
+        + (f", {cfg.steps_per_rollout} steps on each ({cfg.num_iterations} passes x {cfg.steps_per_generation} steps "
+           f"of {cfg.step_rows} rows)" if cfg.steps_per_rollout > 1 else " and a step") + ", "
+        f"{cfg.loss_type} loss" + (", sequence-level ratios" if cfg.importance_sampling_level == "sequence" else "")
+        + f"; mesh {dict(mesh.shape)}")
 
     make_sampler = lambda: Sampler(policy.graphdef, trainer.params, tok, model_cfg, mesh, rules)   # noqa: E731
 
@@ -432,13 +475,13 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
         return completion_logprobs(policy.graphdef, params, batch, temperature=cfg.temperature,
                                    vocab_chunk=cfg.vocab_chunk)[0]
 
-    def old_logprobs(batch: dict) -> np.ndarray:   # the sampling policy's, on the step's sharded rows
+    def old_logprobs(batch: dict) -> np.ndarray:   # the sampling policy's, on the rollout's sharded rows
         rows = trainer.global_batch({k: batch[k] for k in ("inputs", "targets", "segment_ids")})
         with jax.set_mesh(mesh), axis_rules(rules):
             return np.asarray(jax.device_get(policy_logprobs(trainer.params, rows)))
 
     rollouts = Rollouts(cfg, train_items, train_prompts, tok, template, make_sampler, reward_fn=reward_fn,
-                        old_logprobs=old_logprobs if cfg.num_iterations > 1 else None)
+                        old_logprobs=old_logprobs if cfg.steps_per_rollout > 1 else None)
     graded = test_items[:cfg.eval_generate]
     greedy = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     last_samples: list[dict] = []

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")   # grpo_loss: a ratio per token (GRPO) or per completion (GSPO)
 SCALE_REWARDS = ("group", "batch", "none")
 KL_ESTIMATORS = ("k1", "k3")
 
@@ -288,12 +289,16 @@ def per_token_kl(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
 
 def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, mask: jax.Array, *,
               ref_logprobs: jax.Array | None = None, beta: float = 0.0, epsilon_low: float = 0.2,
-              epsilon_high: float = 0.2, loss_type: str = "dapo", max_completion_length: int | None = None
-              ) -> tuple[jax.Array, dict[str, jax.Array]]:
+              epsilon_high: float = 0.2, loss_type: str = "dapo", max_completion_length: int | None = None,
+              importance_sampling_level: str = "token") -> tuple[jax.Array, dict[str, jax.Array]]:
     """The clipped policy-gradient loss of GRPO (Shao et al. 2024, "DeepSeekMath", eq. 3), as TRL's
-    ``GRPOTrainer`` computes it (token-level importance sampling).
+    ``GRPOTrainer`` computes it.
 
-    Per completion token, with ``ratio = exp(logp - old_logp)``::
+    Per completion token, with ``ratio = exp(logp - old_logp)`` (``importance_sampling_level="token"``)
+    or, with ``"sequence"``, one ratio per completion, the exponential of its tokens' mean log-ratio,
+    ``exp(mean_t(logp - old_logp))``, given to each of its tokens (GSPO: Zheng et al. 2025, "Group
+    Sequence Policy Optimization"; TRL's ``importance_sampling_level="sequence"``, which pairs it with
+    ``loss_type="grpo"`` to optimise the paper's per-sequence objective)::
 
         loss_t = -min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A) + beta * kl_t
 
@@ -321,6 +326,7 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
       epsilon_low, epsilon_high: the clip range, each >= 0.
       loss_type: one of ``GRPO_LOSS_TYPES``.
       max_completion_length: the constant of ``dr_grpo`` (required there: T may include the prompt).
+      importance_sampling_level: ``"token"`` or ``"sequence"`` (GSPO), one of ``IMPORTANCE_SAMPLING_LEVELS``.
 
     Returns:
       (loss, metrics): ``loss``; ``kl`` (with ``beta > 0``); TRL's ``clip_ratio/low_mean`` (ratio below
@@ -328,14 +334,20 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
       ``clip_ratio/region_mean`` (either); ``ratio``; ``weight_sum``. For ``dapo`` the metrics are means
       over tokens, as TRL logs them; for ``grpo`` and ``dr_grpo``, whose unit is the completion, means
       over completions of each one's token mean, so that they combine across devices by ``weight_sum``
-      like the loss (``lmforge.train.step``).
+      like the loss (``lmforge.train.step``). At the sequence level a completion's ratio (and so its
+      clipping) is shared by its tokens: under ``grpo`` the clip ratios are then shares of completions,
+      as TRL logs them; under ``dapo`` shares of tokens (TRL: of completions).
 
     Raises:
-      ValueError: an unknown ``loss_type``, a negative ``beta`` or epsilon, ``beta > 0`` without
-        ``ref_logprobs``, ``dr_grpo`` without ``max_completion_length``, or shapes that disagree.
+      ValueError: an unknown ``loss_type`` or ``importance_sampling_level``, a negative ``beta`` or
+        epsilon, ``beta > 0`` without ``ref_logprobs``, ``dr_grpo`` without ``max_completion_length``, or
+        shapes that disagree.
     """
     if loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(f"grpo_loss: loss_type={loss_type!r}; expected one of {', '.join(GRPO_LOSS_TYPES)}")
+    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"grpo_loss: importance_sampling_level={importance_sampling_level!r}; expected one of "
+                         f"{', '.join(IMPORTANCE_SAMPLING_LEVELS)}")
     if not (beta >= 0 and epsilon_low >= 0 and epsilon_high >= 0):
         raise ValueError(f"grpo_loss: beta={beta}, epsilon_low={epsilon_low}, epsilon_high={epsilon_high}; "
                          f"expected each >= 0")
@@ -350,14 +362,18 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
     lp = logprobs.astype(jnp.float32)
     m = mask.astype(jnp.float32)
     adv = advantages.astype(jnp.float32)[:, None]
-    ratio = jnp.exp(lp - jax.lax.stop_gradient(old_logprobs.astype(jnp.float32)))
+    on = m > 0
+    log_ratio = lp - jax.lax.stop_gradient(old_logprobs.astype(jnp.float32))
+    if importance_sampling_level == "sequence":   # one ratio per completion: its tokens' mean log-ratio
+        seq = jnp.where(on, log_ratio, 0.0).sum(-1, keepdims=True) / jnp.maximum(m.sum(-1, keepdims=True), 1.0)
+        log_ratio = jnp.broadcast_to(seq, lp.shape)
+    ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
     per_token = -jnp.minimum(ratio * adv, clipped * adv)
     kl = per_token_kl(lp, ref_logprobs) if beta > 0 else None
     if kl is not None:
         per_token = per_token + beta * kl
     # Padding positions are selected out, not multiplied by 0: an overflow there (inf * 0) would be NaN.
-    on = m > 0
     per_token = jnp.where(on, per_token, 0.0)
     kl = None if kl is None else jnp.where(on, kl, 0.0)
     ratio_seen = jnp.where(on, ratio, 1.0)

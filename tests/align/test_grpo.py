@@ -35,12 +35,16 @@ def trl_advantages(rewards, g, scale):
     return (adv if scale == "none" else adv / (std + 1e-4)).numpy()
 
 
-def trl_loss(lp, old, adv, mask, ref, beta, eps_low, eps_high, loss_type, max_len):
-    """TRL 1.16 ``GRPOTrainer._compute_loss`` (token-level importance sampling), in float64."""
+def trl_loss(lp, old, adv, mask, ref, beta, eps_low, eps_high, loss_type, max_len, level="token"):
+    """TRL 1.16 ``GRPOTrainer._compute_loss`` (and its clip-ratio metrics) in float64, with
+    ``importance_sampling_level`` token or sequence (one ratio per completion, shape (B, 1))."""
     torch = pytest.importorskip("torch")
     t = lambda x: torch.tensor(np.asarray(x), dtype=torch.float64)          # noqa: E731
     lp, old, mask, adv = t(lp), t(old), t(mask), t(adv).unsqueeze(1)
-    coef_1 = torch.exp(lp - old)
+    log_ratio = lp - old
+    if level == "sequence":
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+    coef_1 = torch.exp(log_ratio)
     coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     per_token = -torch.min(coef_1 * adv, coef_2 * adv)
     if beta:
@@ -54,6 +58,8 @@ def trl_loss(lp, old, adv, mask, ref, beta, eps_low, eps_high, loss_type, max_le
         loss = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
     low = ((coef_1 < 1 - eps_low) & (adv < 0)).double()
     high = ((coef_1 > 1 + eps_high) & (adv > 0)).double()
+    if level == "sequence":   # one value per completion: their mean
+        return float(loss), {"clip_ratio/low_mean": float(low.mean()), "clip_ratio/high_mean": float(high.mean())}
     return float(loss), {"clip_ratio/low_mean": float((low * mask).sum() / mask.sum()),
                          "clip_ratio/high_mean": float((high * mask).sum() / mask.sum())}
 
@@ -75,25 +81,32 @@ def test_group_advantages_equal_trl(scale):
         group_advantages(jnp.asarray(rewards), 4, scale_rewards="mean")
 
 
+@pytest.mark.parametrize("level", ["token", "sequence"])
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
 @pytest.mark.parametrize("beta,eps_high", [(0.0, 0.2), (0.04, 0.28)])
-def test_grpo_loss_equals_trl(loss_type, beta, eps_high):
+def test_grpo_loss_equals_trl(loss_type, beta, eps_high, level):
     rng = np.random.default_rng(0)
     b, t = 6, 7
     lp = rng.normal(-2, 0.5, (b, t))
-    old = lp + rng.normal(0, 0.3, (b, t))            # an older policy: ratios off 1, some clipped
+    # an older policy: ratios off 1, some clipped (per completion too: each row's shift has its own sign)
+    old = lp + rng.normal(0, 0.3, (b, t)) + (0.4 * rng.choice([-1, 1], b)[:, None] if level == "sequence" else 0)
     ref = lp + rng.normal(0, 0.2, (b, t))
     adv = rng.normal(0, 1, b)
     mask = (np.arange(t)[None, :] < np.array([7, 3, 5, 1, 6, 0])[:, None]).astype(np.float64)   # the last: no token
     loss, m = grpo_loss(*(jnp.asarray(x, jnp.float32) for x in (lp, old, adv, mask)), ref_logprobs=jnp.asarray(ref),
-                        beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type, max_completion_length=9)
-    want, trl_m = trl_loss(lp, old, adv, mask, ref, beta, 0.2, eps_high, loss_type, 9)
+                        beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type, max_completion_length=9,
+                        importance_sampling_level=level)
+    want, trl_m = trl_loss(lp, old, adv, mask, ref, beta, 0.2, eps_high, loss_type, 9, level)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
     assert float(m["loss"]) == float(loss)
     assert float(m["clip_ratio/low_mean"]) + float(m["clip_ratio/high_mean"]) > 0     # clipping is exercised
-    if loss_type == "dapo":   # token means, as TRL logs them
+    if (loss_type, level) == ("grpo", "sequence"):   # shares of completions, as TRL logs them
         for k, v in trl_m.items():
             np.testing.assert_allclose(float(m[k]), v, rtol=1e-5)
+    if loss_type == "dapo":
+        if level == "token":   # token means, as TRL logs them
+            for k, v in trl_m.items():
+                np.testing.assert_allclose(float(m[k]), v, rtol=1e-5)
         assert float(m["weight_sum"]) == mask.sum()
         if beta:
             kl = np.exp(ref - lp) - (ref - lp) - 1
@@ -102,7 +115,8 @@ def test_grpo_loss_equals_trl(loss_type, beta, eps_high):
         assert float(m["weight_sum"]) == (b if loss_type == "grpo" else b * 9)
     lp_inf = np.where(mask > 0, lp, -np.inf)            # padding that overflows stays out of the loss
     loss_inf, _ = grpo_loss(*(jnp.asarray(x, jnp.float32) for x in (lp_inf, old, adv, mask)), ref_logprobs=jnp.asarray(ref),
-                            beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type, max_completion_length=9)
+                            beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type, max_completion_length=9,
+                            importance_sampling_level=level)
     np.testing.assert_allclose(float(loss_inf), want, rtol=1e-5)
     assert ("kl" in m) == bool(beta)
 
@@ -262,6 +276,60 @@ def test_a_rollout_feeds_num_iterations_steps_with_its_old_logprobs_and_resumes_
         GRPOConfig(num_iterations=0)
 
 
+def test_steps_per_generation_splits_each_pass_over_a_rollout():
+    """steps_per_generation=2, num_iterations=2: one sampler call every four steps; each pass gives
+    every row once, in two halves shuffled afresh per pass, with the old log-probs taken once over the
+    whole rollout; a state taken mid-pass resumes on the same half; a changed split is refused."""
+    from lmforge.infer.sampler import SamplerOutput
+
+    calls, scored = [], []
+
+    class Fake:
+        def generate_ids(self, prompts, cfg, *, seed):
+            calls.append(seed)
+            tokens = np.array([[5, 3], [6, 6], [7, 3], [8, 3]], np.int32) + len(calls)
+            z = np.zeros((4, 2), np.float32)
+            return SamplerOutput(tokens, z, z, np.ones((4, 2), bool), np.full(4, 2, np.int32), np.array([1, 0, 1, 1]),
+                                 np.arange(4) // 2)
+
+    def old_logprobs(batch):
+        scored.append(len(batch["inputs"]))
+        return np.full(batch["inputs"].shape, -1.5, np.float32)
+
+    cfg = GRPOConfig(data=PromptDataConfig(synthetic=(("letter_count", 1.0),), batch_size=2, max_prompt_len=2),
+                     num_generations=2, max_new_tokens=2, num_iterations=2, steps_per_generation=2)
+    assert (cfg.rows, cfg.step_rows, cfg.steps_per_rollout) == (4, 2, 4)
+    items = [{"task": "t", "answer": "1"}] * 4
+    make = lambda c=cfg: Rollouts(c, items, [[1, 2]] * 4, _Tok(), _Template(), lambda: Fake(),   # noqa: E731
+                                  reward_fn=lambda *a: 1.0, old_logprobs=old_logprobs)
+    roll = make()
+    steps = [next(roll) for _ in range(3)]
+    state = roll.get_state()
+    fourth = next(roll)
+    steps.append(fourth)
+    assert len(calls) == 1 and scored == [4]                           # one rollout, its old log-probs once, all rows
+    completion = lambda b: [tuple(r) for r in b["targets"][:, 1:3]]     # noqa: E731
+    for first, second in (steps[:2], steps[2:]):                        # each pass: every row once
+        assert len(first["inputs"]) == len(second["inputs"]) == 2
+        assert sorted(completion(first) + completion(second)) == sorted([(6, 4), (7, 7), (8, 4), (9, 4)])
+    assert all((b["old_logprobs"][b["mask"] > 0] == -1.5).all() for b in steps)
+    again = make()
+    again.set_state(state)
+    for key, value in next(again).items():
+        np.testing.assert_array_equal(value, fourth[key], err_msg=key)
+    assert len(calls) == 1
+    next(roll)
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match=r"steps_per_generation=2 \(now 1\)"):
+        make(dataclasses.replace(cfg, steps_per_generation=1)).set_state(state)
+    with pytest.raises(ValueError, match="steps_per_generation=2: Rollouts needs old_logprobs"):
+        Rollouts(dataclasses.replace(cfg, num_iterations=1), items, [[1, 2]] * 4, _Tok(), _Template(), None)
+    with pytest.raises(ValueError, match=r"2 \* 2 rows do not split into steps_per_generation=3"):
+        dataclasses.replace(cfg, steps_per_generation=3)
+    with pytest.raises(ValueError, match="importance_sampling_level='seq': expected one of token, sequence"):
+        GRPOConfig(importance_sampling_level="seq")
+
+
 class _Tok:
     eos_id = 2
 
@@ -328,9 +396,12 @@ def test_grpo_resumes_exactly_and_trains_lora_against_its_base(base, tmp_path):
 def test_grpo_num_iterations_clips_against_the_sampling_policy_and_resumes_mid_rollout(base, tmp_path):
     """num_iterations=2: the first step on a rollout sees ratio 1 (the weights that sampled it), the
     second a ratio moved by the first update; a run stopped between the two steps of a rollout and
-    resumed equals one run straight."""
+    resumed equals one run straight. The second run: steps_per_generation=2 with GSPO's sequence-level
+    ratio, four steps on one rollout, each moved from the first on."""
     cfg = _cfg(base, num_iterations=2, checkpoint_every=1,
                optim=dataclasses.replace(GRPOConfig().optim, lr=3e-2, decay_steps=4))
+    gspo = dataclasses.replace(cfg, steps_per_generation=2, importance_sampling_level="sequence", loss_type="grpo")
+    run_grpo(gspo, tmp_path / "gspo", reward_fn=_e_share)
     run_grpo(cfg, tmp_path / "straight", reward_fn=_e_share)
     run_grpo(dataclasses.replace(cfg, steps=3), tmp_path / "split", reward_fn=_e_share)
     run_grpo(cfg, tmp_path / "split", reward_fn=_e_share)
@@ -343,6 +414,10 @@ def test_grpo_num_iterations_clips_against_the_sampling_policy_and_resumes_mid_r
     for x, y in zip(a, b):
         assert x["train/loss"] == pytest.approx(y["train/loss"], rel=1e-5, abs=1e-7), (x, y)
         assert x["train/ratio"] == pytest.approx(y["train/ratio"], rel=1e-5)
+    g = read(tmp_path / "gspo")
+    assert [r["step"] for r in g] == [1, 2, 3, 4] and ["train/reward" in r for r in g] == [True, False, False, False]
+    assert g[0]["train/ratio"] == pytest.approx(1.0, abs=1e-4) and all(abs(r["train/ratio"] - 1) > 1e-3 for r in g[1:])
+    assert g[0]["train/weight_sum"] == cfg.rows // 2 == 8      # grpo: one weight per completion, half the rollout
 
 
 def test_grpo_config_errors(base, tmp_path):
