@@ -89,6 +89,7 @@ class FeedbackConfig:
     margin: float = 0.0              # keep pairs with |p_a - 0.5| > margin
     principles: tuple[str, ...] = ("less_harmful", "helpful_honest_harmless")   # names in constitutional.FEEDBACK
     beta: float = 0.1                # DPO's beta
+    soft_labels: bool = False        # DPO's target per pair is the feedback's confidence p_chosen, not 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,7 +333,8 @@ def run_cai(cfg: CAIConfig, workdir: pathlib.Path) -> dict[str, float]:
             raise ValueError(f"RL-CAI: {len(pairs)} of {len(labels)} AI-labelled pairs are further than "
                              f"feedback.margin={cfg.feedback.margin} from a tie; expected >= 2 (lower the margin)")
         stage["rl"] = dpo_stage(cfg.rl, "rl", str(workdir / "sl"), pairs, workdir, seq_len=cfg.seq_len,
-                                beta=cfg.feedback.beta, mesh=cfg.mesh, seed=cfg.seed, vocab_chunk=cfg.vocab_chunk)
+                                beta=cfg.feedback.beta, soft_labels=cfg.feedback.soft_labels, mesh=cfg.mesh,
+                                seed=cfg.seed, vocab_chunk=cfg.vocab_chunk)
         out.update({f"feedback/{k}": v for k, v in fq.items()})
 
     # 4. held-out phrasings, every stage

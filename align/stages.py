@@ -131,11 +131,12 @@ def sft_stage(stage: StageConfig, name: str, init_from: str, train_convs, held_c
 
 
 def dpo_stage(stage: StageConfig, name: str, init_from: str, pairs, workdir: pathlib.Path, *, seq_len: int,
-              beta: float = 0.1, val_fraction: float = 0.1, mesh: MeshConfig = MeshConfig(), seed: int = 0,
-              vocab_chunk: int = VOCAB_CHUNK) -> dict:
+              beta: float = 0.1, soft_labels: bool = False, val_fraction: float = 0.1,
+              mesh: MeshConfig = MeshConfig(), seed: int = 0, vocab_chunk: int = VOCAB_CHUNK) -> dict:
     """DPO (``lmforge.align.dpo.run_dpo``) from ``init_from`` against itself on ``pairs`` (TRL-format records:
     ``prompt`` / ``chosen`` / ``rejected``, e.g. ``lmforge.align.constitutional.preference_pairs``), written
-    to ``workdir/<name>_data/pairs.jsonl``, in ``workdir/name``; ``val_fraction`` of them held out. Returns
+    to ``workdir/<name>_data/pairs.jsonl``, in ``workdir/name``; ``val_fraction`` of them held out;
+    ``soft_labels``: each pair's ``p_chosen`` is the sigmoid loss's target (``DPOConfig.soft_labels``). Returns
     the final metrics; skipped when ``workdir/name/final.json`` exists. ``stage.optim`` is used as given:
     DPO wants a far smaller learning rate than SFT (``DPOConfig`` defaults to 1e-5). Raises ValueError for
     fewer than 2 pairs, and as ``run_dpo``."""
@@ -150,10 +151,12 @@ def dpo_stage(stage: StageConfig, name: str, init_from: str, pairs, workdir: pat
     write_data(data_dir, {"pairs.jsonl": pairs})
     dpo = DPOConfig(init_from=init_from, steps=stage.steps, seed=seed, log_every=stage.log_every,
                     eval_every=stage.eval_every, checkpoint_every=stage.checkpoint_every, beta=beta,
+                    soft_labels=soft_labels,
                     data=PreferenceDataConfig(path=str(data_dir / "pairs.jsonl"), seq_len=seq_len,
                                               batch_size=stage.batch_size, val_fraction=val_fraction, seed=seed),
                     optim=stage.optim, lora=stage.lora, mesh=mesh, vocab_chunk=vocab_chunk)
-    print(f"{name}: DPO from {init_from} on {len(pairs)} pairs, {stage.steps} steps", flush=True)
+    print(f"{name}: DPO from {init_from} on {len(pairs)} pairs" + (" (soft labels)" if soft_labels else "")
+          + f", {stage.steps} steps", flush=True)
     metrics = run_dpo(dpo, run)
     write_json(run / "final.json", metrics)
     return metrics

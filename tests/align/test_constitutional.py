@@ -233,6 +233,31 @@ def test_bad_configs_are_one_line_errors(tmp_path):
         cp.run_cai(cp.CAIConfig(), tmp_path / "run")
 
 
+def test_rl_cai_passes_its_feedback_confidence_to_dpo_as_soft_labels(tmp_path, monkeypatch):
+    """``feedback.soft_labels`` reaches DPO through ``stages.dpo_stage``, with each pair's ``p_chosen`` in
+    the file DPO reads; off, the same pairs train on hard labels."""
+    from lmforge.align import dpo, stages
+
+    seen = []
+
+    def run_dpo(cfg, run):
+        seen.append(cfg)
+        run.mkdir(parents=True)
+        return {"final/step": 0}
+
+    monkeypatch.setattr(dpo, "run_dpo", run_dpo)
+    pairs = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "no"}],
+              "rejected": [{"role": "assistant", "content": "555-0101"}], "p_chosen": 0.75} for i in range(3)]
+    stage = stages.StageConfig(steps=2)
+    for soft in (True, False):
+        stages.dpo_stage(stage, f"rl_{soft}", "base", pairs, tmp_path, seq_len=64, soft_labels=soft)
+        assert seen[-1].soft_labels is soft and seen[-1].loss_type == "sigmoid"
+        written = [json.loads(x) for x in pathlib.Path(seen[-1].data.path).read_text().splitlines()]
+        assert [r["p_chosen"] for r in written] == [0.75] * 3
+    assert cp.FeedbackConfig().soft_labels is False and cp.CAIConfig(
+        feedback=cp.FeedbackConfig(soft_labels=True)).feedback.soft_labels
+
+
 def test_chat_logprobs_score_the_reply_after_the_prompt(long_base):
     from lmforge.align.stages import chat_model
     from lmforge.eval.scoring import Scorer, chat_logprobs, chat_requests
