@@ -58,7 +58,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -280,15 +280,27 @@ def grpo_loss_fn(graphdef, reference_graphdef, model_cfg, *, beta: float = 0.0, 
 
 
 def rollout_batch(prompts: list[list[int]], completions: np.ndarray, lengths: np.ndarray, advantages: np.ndarray,
-                  num_generations: int, seq_len: int, *, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  num_generations: int, seq_len: int, *, keep: np.ndarray | None = None,
+                  per_token: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A rollout as training rows: row ``r`` is prompt ``r // G`` then completion ``r``, right-padded to
     ``seq_len + 1`` tokens and shifted into ``inputs`` / ``targets`` (B, seq_len); ``mask`` is 1 on the
     targets that are completion tokens (rows where ``keep`` is False get none); ``segment_ids`` 1 on
-    real inputs. Raises ValueError if a prompt and its completion exceed ``seq_len + 1`` tokens."""
+    real inputs. ``per_token``: arrays laid out as ``completions`` (B, M), one value per completion
+    token (the sampler's ``logprobs``, say), each placed on its token's target position as a float32
+    (B, seq_len) array of its name, 0 elsewhere. Raises ValueError if a prompt and its completion
+    exceed ``seq_len + 1`` tokens, or for a ``per_token`` array whose first two dimensions are not
+    ``completions``'."""
     rows = completions.shape[0]
+    per_token = dict(per_token or {})
+    clash = sorted(set(per_token) & {"inputs", "targets", "segment_ids", "mask", "advantages"})
+    bad = [f"{k} {np.shape(v)}" for k, v in per_token.items() if np.ndim(v) != 2 or np.shape(v) != completions.shape]
+    if clash or bad:
+        raise ValueError(f"rollout_batch: per_token {', '.join(clash + bad)}; expected (B, M) = {completions.shape} "
+                         f"arrays under names other than the rows' own")
     tokens = np.zeros((rows, seq_len + 1), np.int32)
     mask = np.zeros((rows, seq_len), np.float32)
     segment_ids = np.zeros((rows, seq_len), np.int32)
+    placed = {k: np.zeros((rows, seq_len), np.float32) for k in per_token}
     for r in range(rows):
         p, n = prompts[r // num_generations], int(lengths[r])
         if len(p) + n > seq_len + 1:
@@ -297,8 +309,10 @@ def rollout_batch(prompts: list[list[int]], completions: np.ndarray, lengths: np
         segment_ids[r, :len(p) + n - 1] = 1
         if keep is None or keep[r]:
             mask[r, len(p) - 1:len(p) + n - 1] = 1.0
+        for k, v in per_token.items():
+            placed[k][r, len(p) - 1:len(p) + n - 1] = v[r, :n]
     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": segment_ids, "mask": mask,
-            "advantages": np.asarray(advantages, np.float32)}
+            "advantages": np.asarray(advantages, np.float32), **placed}
 
 
 class Rollouts(RolloutSource):

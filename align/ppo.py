@@ -279,16 +279,17 @@ RolloutFn = Callable[[dict], dict]
 
 def sample_rows(sampler, tok, prompts: list[list[int]], sampling: SamplingConfig, seed: int, seq_len: int
                 ) -> tuple[dict, np.ndarray, list[str], np.ndarray]:
-    """One completion of each prompt by ``sampler``: (rows — ``inputs``, ``targets``, ``segment_ids``,
-    ``mask`` (B, seq_len) of :func:`lmforge.align.grpo.rollout_batch` —, the completions' lengths (B,)
-    with their stop id, their texts without it (``sampling.stop_token_ids``), and whether each was cut at
-    ``max_new_tokens`` (B,) bool)."""
+    """``sampling.n`` completions of each prompt by ``sampler`` (B = prompts x n rows, a prompt's
+    completions adjacent): (rows — ``inputs``, ``targets``, ``segment_ids``, ``mask`` (B, seq_len) of
+    :func:`lmforge.align.grpo.rollout_batch` —, the completions' lengths (B,) with their stop id, their
+    texts without it (``sampling.stop_token_ids``), and whether each was cut at ``max_new_tokens`` (B,)
+    bool)."""
     out = sampler.generate_ids(prompts, sampling, seed=seed)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     stops = set(sampling.stop_token_ids)
     texts = [tok.decode([int(t) for t in tokens[r, :int(lengths[r])] if int(t) not in stops])
-             for r in range(len(prompts))]
-    rows = rollout_batch(prompts, tokens, lengths, np.zeros(len(prompts), np.float32), 1, seq_len)
+             for r in range(len(tokens))]
+    rows = rollout_batch(prompts, tokens, lengths, np.zeros(len(tokens), np.float32), sampling.n, seq_len)
     return ({k: rows[k] for k in ("inputs", "targets", "segment_ids", "mask")}, lengths, texts,
             np.asarray(out.finish_reason) == FINISH_LENGTH)
 

@@ -156,8 +156,11 @@ def test_rollout_rows_and_the_samplers_logprobs(base, tok_dir):
     prompts = [tok.encode("def f(x):"), tok.encode("import os")]
     for temperature, key in ((1.0, "logprobs"), (0.7, "sampling_logprobs")):
         out = sampler.generate_ids(prompts, SamplingConfig(max_new_tokens=12, temperature=temperature, n=4), seed=3)
-        batch = rollout_batch(prompts, out.tokens, out.lengths, np.arange(8.0), 4, seq_len=24)
-        assert batch["inputs"].shape == batch["mask"].shape == (8, 24) and batch["advantages"].shape == (8,)
+        batch = rollout_batch(prompts, out.tokens, out.lengths, np.arange(8.0), 4, seq_len=24,
+                              per_token={"sampled": getattr(out, key)})
+        sampled = batch.pop("sampled")          # the sampler's log-probs on the tokens' target positions
+        assert batch["inputs"].shape == batch["mask"].shape == sampled.shape == (8, 24)
+        assert batch["advantages"].shape == (8,) and (sampled[batch["mask"] == 0] == 0).all()
         r = 5    # prompt 1 ("import os"), its second completion
         p, n = len(prompts[1]), int(out.lengths[r])
         assert batch["inputs"][r, :p].tolist() == prompts[1] and batch["targets"][r, p - 1:p - 1 + n].tolist() == \
@@ -166,13 +169,15 @@ def test_rollout_rows_and_the_samplers_logprobs(base, tok_dir):
         with jax.set_mesh(mesh), axis_rules(MeshConfig().rules):
             lp, _ = jax.jit(lambda prm, b: completion_logprobs(loaded.graphdef, prm, b, temperature=temperature))(
                 loaded.params, {k: jnp.asarray(v) for k, v in batch.items()})
-        for r in range(8):
-            p, n = len(prompts[r // 4]), int(out.lengths[r])
-            np.testing.assert_allclose(np.asarray(lp)[r, p - 1:p - 1 + n], getattr(out, key)[r, :n], atol=2e-4)
+        on = batch["mask"] > 0
+        np.testing.assert_allclose(np.asarray(lp)[on], sampled[on], atol=2e-4)
     kept = rollout_batch(prompts, out.tokens, out.lengths, np.zeros(8), 4, seq_len=24, keep=np.arange(8) % 2 == 0)
     assert kept["mask"][1::2].sum() == 0 and kept["mask"][::2].sum() == batch["mask"][::2].sum()
     with pytest.raises(ValueError, match="exceed 8"):
         rollout_batch(prompts, out.tokens, out.lengths, np.zeros(8), 4, seq_len=7)
+    with pytest.raises(ValueError, match=r"per_token mask, x \(8,\); expected \(B, M\) = \(8, 12\)"):
+        rollout_batch(prompts, out.tokens, out.lengths, np.zeros(8), 4, seq_len=24,
+                      per_token={"mask": out.logprobs, "x": np.zeros(8)})
 
 
 def test_rollouts_take_every_problem_once_a_pass_and_keep_their_position():

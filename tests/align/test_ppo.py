@@ -320,3 +320,25 @@ def test_rollouts_state_round_trips_and_refuses_a_changed_shape():
                     None)
     with pytest.raises(ValueError, match=r"half trained on with num_mini_batches=2 \(now 4\)"):
         c.set_state(state)
+
+
+def test_sample_rows_lays_out_n_completions_of_each_prompt():
+    """``sampling.n`` completions a prompt (an RLOO- or GRPO-style consumer of PPO's sampling): row r is
+    prompt r // n then its completion; texts leave the stop id out; truncated rows are flagged."""
+    from types import SimpleNamespace
+
+    from lmforge.align.ppo import sample_rows
+    from lmforge.infer import SamplingConfig
+    from lmforge.infer.sampler import SamplerOutput
+
+    tokens = np.array([[5, 3, 0], [6, 6, 6], [7, 3, 0], [8, 8, 3]], np.int32)
+    lengths = np.array([2, 3, 2, 3], np.int32)
+    z = np.zeros((4, 3), np.float32)
+    sampler = SimpleNamespace(generate_ids=lambda prompts, cfg, seed: SamplerOutput(
+        tokens, z, z, np.arange(3) < lengths[:, None], lengths, np.array([1, 0, 1, 1]), np.arange(4) // 2))
+    tok = SimpleNamespace(decode=lambda ids: "".join(chr(96 + i) for i in ids))
+    rows, got_lengths, texts, truncated = sample_rows(sampler, tok, [[1, 2], [4]], SamplingConfig(
+        n=2, max_new_tokens=3, stop_token_ids=(3,)), seed=0, seq_len=6)
+    assert texts == ["e", "fff", "g", "hh"] and truncated.tolist() == [False, True, False, False]
+    assert rows["targets"][:, :4].tolist() == [[2, 5, 3, 0], [2, 6, 6, 6], [7, 3, 0, 0], [8, 8, 3, 0]]
+    assert rows["mask"].sum(-1).tolist() == got_lengths.tolist() == [2, 3, 2, 3]
