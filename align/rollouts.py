@@ -14,13 +14,28 @@ import abc
 import base64
 import io
 import json
+from typing import Protocol
 
 import numpy as np
 
 
+class RolloutData(Protocol):
+    """The data fields a rollout source reads (``lmforge.align.grpo.PromptDataConfig`` has them)."""
+    seed: int              # the order in which prompts are taken, a new one each pass
+    batch_size: int        # prompts a rollout
+    max_prompt_len: int    # prompt tokens at most
+
+
+class RolloutConfig(Protocol):
+    """What :class:`RolloutSource` reads of a trainer's config (GRPO's, PPO's, or a new one's)."""
+    seed: int              # each rollout's sampling seed and shuffles
+    data: RolloutData
+
+
 class RolloutSource(abc.ABC):
     """The shared part of a rollout iterator over ``items`` (their prompt ids ``prompts``) for a config
-    with ``seed``, ``data.seed``, ``data.batch_size`` (prompts a rollout) and ``data.max_prompt_len``.
+    with ``seed``, ``data.seed``, ``data.batch_size`` (prompts a rollout) and ``data.max_prompt_len``
+    (:class:`RolloutConfig`).
 
     Subclasses give :meth:`rollout` (rollout ``k``'s arrays, each with rows first) and, when the rows
     depend on settings beyond ``epochs`` and ``mini_batches``, :meth:`shape`. A rollout feeds
@@ -29,11 +44,17 @@ class RolloutSource(abc.ABC):
     each pass from ``(seed, k, epoch)`` (:meth:`batch`; PPO's ``num_mini_batches``). ``next()`` draws a
     rollout every ``per_rollout`` calls.
 
-    Raises ValueError for a tokenizer with no end-of-turn or eos id, a prompt over
-    ``data.max_prompt_len`` tokens, or ``epochs`` / ``mini_batches`` that are not whole numbers >= 1."""
+    Raises ValueError for a config without those fields, a tokenizer with no end-of-turn or eos id, a
+    prompt over ``data.max_prompt_len`` tokens, or ``epochs`` / ``mini_batches`` that are not whole
+    numbers >= 1."""
 
-    def __init__(self, cfg, items: list[dict], prompts: list[list[int]], tok, template, *, epochs: int = 1,
-                 mini_batches: int = 1):
+    def __init__(self, cfg: RolloutConfig, items: list[dict], prompts: list[list[int]], tok, template, *,
+                 epochs: int = 1, mini_batches: int = 1):
+        missing = [name for name in ("seed", "data.seed", "data.batch_size", "data.max_prompt_len")
+                   if not hasattr(getattr(cfg, "data", None) if name.startswith("data.") else cfg, name.split(".")[-1])]
+        if missing:
+            raise ValueError(f"{type(cfg).__name__} has no {', '.join(missing)}: a rollout source reads a config "
+                             f"with seed and data.seed, data.batch_size, data.max_prompt_len (RolloutConfig)")
         bad = [f"{k}={v!r}" for k, v in (("epochs", epochs), ("mini_batches", mini_batches))
                if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1]
         if bad:

@@ -518,6 +518,10 @@ def test_a_rollout_source_keeps_its_metrics_and_split_across_a_resume():
         again.set_state(json.dumps(claimed).encode())
     with pytest.raises(ValueError, match="epochs=0"):
         Counting(cfg, [{}], [[1]], _Tok(), _Template(), epochs=0)
+    from types import SimpleNamespace
+    with pytest.raises(ValueError, match=r"SimpleNamespace has no data.seed, data.max_prompt_len: a rollout source "
+                                         r"reads a config with seed and"):
+        Counting(SimpleNamespace(seed=0, data=SimpleNamespace(batch_size=2)), [{}], [[1]], _Tok(), _Template())
     src.order(0)
     ref = weakref.ref(src)
     del src
