@@ -477,8 +477,8 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
     say(f"model: {model_cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
         f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
         + f"; reference {ref_name}; {cfg.data.batch_size} prompts x {cfg.num_generations} completions a rollout"
-        + (f", {cfg.steps_per_rollout} steps on each ({cfg.num_iterations} passes x {cfg.steps_per_generation} steps "
-           f"of {cfg.step_rows} rows)" if cfg.steps_per_rollout > 1 else " and a step") + ", "
+        + (f", {cfg.steps_per_rollout} steps on each ({cfg.num_iterations} pass{'es' if cfg.num_iterations > 1 else ''}"
+           f" x {cfg.steps_per_generation} of {cfg.step_rows} rows)" if cfg.steps_per_rollout > 1 else " and a step") + ", "
         f"{cfg.loss_type} loss" + (", sequence-level ratios" if cfg.importance_sampling_level == "sequence" else "")
         + f"; mesh {dict(mesh.shape)}")
 
