@@ -39,7 +39,8 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   them the sampler draws from a filtered one, which the loss does not see, as in TRL; no dropout),
   with the advantages of
   ``group_advantages`` (``scale_rewards``); the old log-probs are the current ones without gradient
-  (ratio 1) when a rollout feeds one step, the rollout's ``old_logprobs`` otherwise. ``beta > 0`` adds the k3 KL to a frozen reference: the
+  (ratio 1) when a rollout feeds one step, the rollout's ``old_logprobs`` otherwise. ``beta > 0``
+  adds the k3 KL to a frozen reference: the
   starting policy (``reference_from`` to name another; under LoRA, the adapters' base).
 - Logged each ``log_every`` steps beside the loss: TRL's ``reward``, ``reward_std``,
   ``frac_reward_zero_std``, ``completions/mean_length``, ``completions/clipped_ratio`` (completions
@@ -162,8 +163,8 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
             (not whole(self.steps_per_generation) or self.steps_per_generation < 1,
              f"steps_per_generation={self.steps_per_generation!r}: expected a whole number >= 1 (optimizer steps "
              f"a pass over a rollout is split into)"),
-            (whole(self.steps_per_generation) and self.steps_per_generation >= 1 and isinstance(self.num_generations, int)
-             and self.rows % self.steps_per_generation,
+            (whole(self.steps_per_generation) and self.steps_per_generation >= 1
+             and isinstance(self.num_generations, int) and self.rows % self.steps_per_generation,
              f"data.batch_size * num_generations = {self.data.batch_size} * {self.num_generations} rows do not split "
              f"into steps_per_generation={self.steps_per_generation} equal steps"),
             (self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS,
@@ -288,8 +289,8 @@ def rollout_batch(prompts: list[list[int]], completions: np.ndarray, lengths: np
     real inputs. ``per_token``: arrays laid out as ``completions`` (B, M), one value per completion
     token (the sampler's ``logprobs``, say), each placed on its token's target position as a float32
     (B, seq_len) array of its name, 0 elsewhere. Raises ValueError if a prompt and its completion
-    exceed ``seq_len + 1`` tokens, or for a ``per_token`` array whose first two dimensions are not
-    ``completions``'."""
+    exceed ``seq_len + 1`` tokens, or for a ``per_token`` array not shaped as ``completions`` (B, M) or
+    named as one of the rows' own arrays."""
     rows = completions.shape[0]
     per_token = dict(per_token or {})
     clash = sorted(set(per_token) & {"inputs", "targets", "segment_ids", "mask", "advantages"})
@@ -452,7 +453,8 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
 
     train_items, train_prompts, test_items = read_problems(cfg, template)
     eval_bs = cfg.eval_batch_size or cfg.rows    # prompts per sampler call, which pads rows itself
-    rows_name = "data.batch_size * num_generations" + (" / steps_per_generation" if cfg.steps_per_generation > 1 else "")
+    rows_name = "data.batch_size * num_generations" + (" / steps_per_generation" if cfg.steps_per_generation > 1
+                                                       else "")
     check_rows(make_mesh(cfg.mesh), ((rows_name, cfg.step_rows, cfg.optim.grad_accum),))
     # prepare_policy checks its data.batch_size (and eval batch) against the mesh: here, the step's rows.
     shaped = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=cfg.step_rows), eval_batch_size=0)
@@ -478,8 +480,8 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
         f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
         + f"; reference {ref_name}; {cfg.data.batch_size} prompts x {cfg.num_generations} completions a rollout"
         + (f", {cfg.steps_per_rollout} steps on each ({cfg.num_iterations} pass{'es' if cfg.num_iterations > 1 else ''}"
-           f" x {cfg.steps_per_generation} of {cfg.step_rows} rows)" if cfg.steps_per_rollout > 1 else " and a step") + ", "
-        f"{cfg.loss_type} loss" + (", sequence-level ratios" if cfg.importance_sampling_level == "sequence" else "")
+           f" x {cfg.steps_per_generation} of {cfg.step_rows} rows)" if cfg.steps_per_rollout > 1 else " and a step")
+        + f", {cfg.loss_type} loss" + (", sequence-level ratios" if cfg.importance_sampling_level == "sequence" else "")
         + f"; mesh {dict(mesh.shape)}")
 
     make_sampler = lambda: Sampler(policy.graphdef, trainer.params, tok, model_cfg, mesh, rules)   # noqa: E731

@@ -10,15 +10,17 @@ trained on Python's docs, random weights) and trains by ``lmforge.align.grpo.run
 synthetic letter-counting prompts with a dense reward a random model can learn: the share of a
 completion's characters that are ``e``. A run with ``mu`` takes ``rollouts * mu`` optimizer steps:
 every rollout feeds ``mu`` steps, the later ones clipped against the sampling policy's log-probs
-(``epsilon`` 0.2). ``--spg S`` splits each pass over a rollout into S steps of 32 / S rows (``rollouts * mu
-* S`` steps); ``--level`` sets ``importance_sampling_level`` and ``--loss`` the ``loss_type``. What is compared is the reward the policy earns on its own samples (temperature 1)
+(``epsilon`` 0.2). ``--spg S`` splits each pass over a rollout into S steps of 32 / S rows
+(``rollouts * mu * S`` steps); ``--level`` sets ``importance_sampling_level`` and ``--loss`` the
+``loss_type``. What is compared is the reward the policy earns on its own samples (temperature 1)
 against rollouts drawn — sampling is what costs in RL — and the wall time. Runs alternate over the
-seeds (``seed`` is also the rollouts' sampling seed), so the mus share the machine's drift.
+seeds (``seed`` is also the rollouts' sampling seed), so the variants share the machine's drift.
 
-One JSON line per run (``mu``, ``spg``, ``level``, ``seed``, ``reward_first`` / ``reward_last``: the mean reward of the
-first and last ``--window`` rollouts, ``clip_ratio``: the mean ``clip_ratio/region_mean`` of the steps
-after a rollout's first, ``wall_s``), then one summary line per (``mu``, ``spg``, ``level``) with medians
-over seeds.
+One JSON line per run (``mu``, ``spg``, ``level``, ``seed``, ``reward_first`` / ``reward_last``: the
+mean reward of the first and last ``--window`` rollouts, ``clip_ratio``: the mean
+``clip_ratio/region_mean`` of the steps after a rollout's first, ``wall_s``), then one summary line
+per (``mu``, ``spg``, ``level``) with medians over seeds; the runs' own progress lines go to stdout
+between them.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def run(base: pathlib.Path, workdir: pathlib.Path, mu: int, spg: int, level: str
     reward = [r["train/reward"] for r in rows if "train/reward" in r]   # one per rollout, at its first step
     later = [r["train/clip_ratio/region_mean"] for r in rows if "train/reward" not in r]
     w = args.window
-    return {"mu": mu, "spg": spg, "level": level, "loss": args.loss, "seed": seed, "rollouts": len(reward), "steps": len(rows),
+    return {"mu": mu, "spg": spg, "level": level, "loss": args.loss, "seed": seed, "rollouts": len(reward),
+            "steps": len(rows),
             "reward_first": statistics.fmean(reward[:w]), "reward_last": statistics.fmean(reward[-w:]),
             "clip_ratio": statistics.fmean(later) if later else 0.0, "wall_s": round(wall, 1)}
 

@@ -115,8 +115,8 @@ def test_grpo_loss_equals_trl(loss_type, beta, eps_high, level):
         assert float(m["weight_sum"]) == (b if loss_type == "grpo" else b * 9)
     lp_inf = np.where(mask > 0, lp, -np.inf)            # padding that overflows stays out of the loss
     loss_inf, _ = grpo_loss(*(jnp.asarray(x, jnp.float32) for x in (lp_inf, old, adv, mask)), ref_logprobs=jnp.asarray(ref),
-                            beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type, max_completion_length=9,
-                            importance_sampling_level=level)
+                            beta=beta, epsilon_low=0.2, epsilon_high=eps_high, loss_type=loss_type,
+                            max_completion_length=9, importance_sampling_level=level)
     np.testing.assert_allclose(float(loss_inf), want, rtol=1e-5)
     assert ("kl" in m) == bool(beta)
 
