@@ -1,7 +1,8 @@
 """``lmforge plan``: what a run costs per device, before it runs (``lmforge.train.plan``).
 
     lmforge plan experiments/shakespeare_char.py:cpu_tuned model.vocab_size=65
-    lmforge plan --preset llama3_70b mesh.fsdp=64 mesh.tensor=8 data.batch_size=512 model.remat=full
+    lmforge plan --preset llama3_70b mesh.fsdp=64 mesh.tensor=8 data.batch_size=64 model.dtype=bfloat16 \
+        model.attention=cudnn model.remat=full
     lmforge plan --preset llama3_405b mesh.data=2 mesh.fsdp=128 mesh.tensor=8 --mfu 0.38 --json
     lmforge plan experiments/sft/sft_lora.py init_from=runs/base256
 
@@ -20,9 +21,11 @@ in ``lmforge run``. A mesh axis of -1 takes the devices ``--devices`` leaves (wi
 
 Prints parameters, FLOPs per token, memory per device and the step time at ``--mfu`` of the
 device's peak as a table, or as one JSON object with ``--json``. The device is ``--device`` (default
-``h100``: 989 TFLOP/s bf16, 80 GiB; ``here``: this machine's first device, its peak as ``lmforge run``
-takes it -- a CPU's measured matmul rate -- and its memory), and ``--peak-tflops`` / ``--memory-gib``
-override either figure. The device's name is printed beside the figures.
+``h100``: 989 TFLOP/s for bf16 compute, 494.5 for float32 (TF32: JAX's default matmul precision), 80
+GiB; ``here``: this machine's first device, its peak as ``lmforge run`` takes it -- a CPU's measured
+matmul rate -- and its memory), and ``--peak-tflops`` / ``--memory-gib`` override either figure. The
+device's name and the precision its peak is for are printed beside the figures; notes say what
+bf16 compute or a flash attention kernel would change.
 """
 
 from __future__ import annotations
@@ -37,14 +40,25 @@ from .errors import ConfigError
 from .typecheck import check_flag
 
 
-# name: (dense bf16 peak TFLOP/s, memory GiB, what it is): datasheet figures
+# name: (dense bf16 peak TFLOP/s, dense float32-matmul peak TFLOP/s, memory GiB, what it is): datasheet
+# figures. A float32 model's matmuls run at JAX's default precision: TF32 tensor cores on an NVIDIA GPU
+# (half the bf16 rate), one bf16 pass of the MXU on a TPU (the bf16 rate).
 DEVICES = {
-    "h100": (989.0, 80.0, "H100 SXM, bf16"),
-    "h200": (989.0, 141.0, "H200 SXM, bf16"),
-    "a100": (312.0, 80.0, "A100 80GB, bf16"),
-    "tpu-v5e": (197.0, 16.0, "TPU v5e, bf16"),
-    "tpu-v5p": (459.0, 95.0, "TPU v5p, bf16"),
+    "h100": (989.0, 494.5, 80.0, "H100 SXM"),
+    "h200": (989.0, 494.5, 141.0, "H200 SXM"),
+    "a100": (312.0, 156.0, 80.0, "A100 80GB"),
+    "tpu-v5e": (197.0, 197.0, 16.0, "TPU v5e"),
+    "tpu-v5p": (459.0, 459.0, 95.0, "TPU v5p"),
 }
+
+
+def device_peak(device: str, dtype: str) -> tuple[float, float, str]:
+    """(peak TFLOP/s, memory GiB, name) of a :data:`DEVICES` entry for a model computing in ``dtype``:
+    the bf16 peak for 16-bit compute, the float32-matmul one (TF32 on NVIDIA GPUs) for float32."""
+    bf16, fp32, memory, name = DEVICES[device]
+    if dtype == "float32":
+        return fp32, memory, name + (", float32 as one bf16 MXU pass" if device.startswith("tpu") else ", tf32")
+    return bf16, memory, f"{name}, {'bf16' if dtype == 'bfloat16' else dtype}"
 
 
 def add_plan_parser(sub) -> None:
@@ -157,7 +171,7 @@ def plan_cmd(args: argparse.Namespace) -> int:
                      f"init_from={config.init_from} (the model is its, not this config's model.*): "
                      if getattr(config, "init_from", "") else "")
             raise ConfigError(f"{whose}{e}") from None
-    peak_tflops, memory_gib, name = here(model.dtype) if args.device == "here" else DEVICES[args.device]
+    peak_tflops, memory_gib, name = here(model.dtype) if args.device == "here" else device_peak(args.device, model.dtype)
     if args.peak_tflops is not None or args.memory_gib is not None:
         name += ", with " + " and ".join(f for f in (args.peak_tflops is not None and "--peak-tflops",
                                                       args.memory_gib is not None and "--memory-gib") if f)
@@ -166,8 +180,13 @@ def plan_cmd(args: argparse.Namespace) -> int:
     result = plan(model, sizes, batch_size=batch, seq_len=seq_len, optim=optim, rules=mesh_cfg.rules, device=device,
                   decode_batch=args.decode_batch, decode_len=args.decode_len,
                   vocab_chunk=getattr(config, "vocab_chunk", VOCAB_CHUNK))
-    if vocab_note:
-        result = dataclasses.replace(result, notes=(vocab_note, *result.notes))
+    notes = (vocab_note,) if vocab_note else ()
+    if model.dtype == "float32" and args.device != "here" and args.peak_tflops is None:
+        notes += (f"model.dtype=float32: the step time is at the device's float32-matmul peak ({name.split(', ', 1)[1]}, "
+                  f"{peak_tflops:g} TFLOP/s); model.dtype=bfloat16 (mixed precision, float32 master weights) plans "
+                  f"for {DEVICES[args.device][0]:g}",)
+    if notes:
+        result = dataclasses.replace(result, notes=(*notes, *result.notes))
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
     else:

@@ -52,6 +52,7 @@ from lmforge.train.metrics import lm_flops_per_token
 from lmforge.train.optim import OptimConfig, make_optimizer
 
 GIB = 2 ** 30
+FLASH_BACKENDS = ("cudnn", "flash", "splash")    # attention kernels that never materialise the scores
 H100_BF16_PEAK = 989e12   # dense bf16 FLOP/s of an H100 SXM (datasheet), the default device peak
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 
@@ -320,7 +321,9 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     gate, down) plus x; ``dots_no_batch`` the projections only (not the two batched attention
     matmuls) plus x; the named policies what they name plus x (``save_qkv_proj``: q k v;
     ``save_dot_except_mlp``: + o; ``save_attention``: + attention output; ``minimal``: + up, gate,
-    down); ``full`` x alone. Every policy but ``none`` adds the rest of one layer, recomputed for its backward.
+    down); ``full`` x alone. Under ``none``, materialised scores count as autodiff saves them: three
+    float32 copies (masked logits, exp, probabilities), the boolean mask and, below float32, the cast
+    probabilities. Every policy but ``none`` adds the rest of one layer, recomputed for its backward.
     Plus embeddings and the final norm (2 B T D) and the loss's float32 logits chunk (2 x B T Vc / v;
     Vc = ``vocab_chunk`` columns, the whole vocabulary when 0 or larger).
     Returns ``{"per_layer", "layers", "head", "total"}`` in bytes; ValueError for a bad ``vocab_chunk``.
@@ -331,7 +334,7 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     itemsize = _itemsize(cfg.dtype)
     bt = b * t
     gated = cfg.activation in ("swiglu", "geglu")
-    flash = cfg.attention in ("cudnn", "flash", "splash")
+    flash = cfg.attention in FLASH_BACKENDS
     x = bt * d
     norms = 2 * bt * d
     qkv = bt * (n + 2 * k) * h // tensor
@@ -351,14 +354,20 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
              "save_attention": x + qkv + attn_out + o,
              "minimal": x + qkv + attn_out + o + up_gate + down,
              "full": x}[cfg.remat]
+    per_layer = saved * itemsize
+    if cfg.remat == "none" and scores:
+        # Saved whole, materialised attention keeps what the softmax's derivative reads: the masked
+        # logits, their exp and the probabilities (float32, as xla_attention computes them), the
+        # boolean mask and, below float32, the probabilities cast for the PV matmul (jax's saved
+        # residuals). Counting the scores once planned about half the compiled temporaries.
+        per_layer += scores * (3 * 4 + 1 + (itemsize if itemsize < 4 else 0)) - scores * itemsize
     # The layer whose backward runs holds what its forward recomputes, beside what every layer saved.
-    layers = cfg.num_layers * saved + (full_layer - saved if cfg.remat != "none" else 0)
+    layers = cfg.num_layers * per_layer + ((full_layer - saved) * itemsize if cfg.remat != "none" else 0)
     head_elems = 2 * bt * d
     chunk = min(cfg.vocab_size, vocab_chunk or cfg.vocab_size)
     logits = 2 * bt * -(-chunk // vocab_split) * 4
-    total = (layers + head_elems) * itemsize + logits
-    return {"per_layer": saved * itemsize, "layers": layers * itemsize, "head": head_elems * itemsize + logits,
-            "total": total}
+    total = layers + head_elems * itemsize + logits
+    return {"per_layer": per_layer, "layers": layers, "head": head_elems * itemsize + logits, "total": total}
 
 
 def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: int, seq_len: int,
@@ -401,8 +410,11 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
     opt_bytes = bytes_per_device(state["opt_state"]) + bytes_per_device({"s": state["step"], "n": state["nonfinite"]})
     grad_bytes = trainable_bytes * (2 if optim.grad_accum > 1 else 1)
     tensor = _axes_size(sizes, rules, "act_heads")
-    acts = activation_bytes(model_cfg, rows=batch_size // batch_axes // optim.grad_accum, seq_len=seq_len,
-                            tensor=tensor, vocab_split=_axes_size(sizes, rules, "act_vocab"), vocab_chunk=vocab_chunk)
+    shape = dict(rows=batch_size // batch_axes // optim.grad_accum, seq_len=seq_len, tensor=tensor,
+                 vocab_split=_axes_size(sizes, rules, "act_vocab"), vocab_chunk=vocab_chunk)
+    acts = activation_bytes(model_cfg, **shape)
+    flash_acts = (acts if model_cfg.attention in FLASH_BACKENDS else
+                  activation_bytes(dataclasses.replace(model_cfg, attention="cudnn"), **shape))
     # FSDP all-gathers a layer's weights before its matmuls: two layers (the one computing and the
     # one prefetched) exist whole over the fsdp axis, still split over tensor.
     n_params = model_cfg.num_params()
@@ -434,6 +446,10 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
         "parameters and optimizer state: the shard shapes of the Trainer's real state (AdamW mu, nu in the "
         "parameter dtype); gradients: one sharded copy; activations: an estimate (train/plan.py)",
     )
+    if acts["total"] - flash_acts["total"] > acts["total"] / 10:
+        notes += (f"attention={model_cfg.attention} materialises the (B, N, T, T) scores: activations "
+                  f"{acts['total'] / GIB:.2f} GiB; a flash kernel keeps only their log-sum-exp "
+                  f"(model.attention=cudnn on a GPU, splash on a TPU): {flash_acts['total'] / GIB:.2f} GiB",)
     chunk = vocab_chunk or model_cfg.vocab_size
     if chunk < model_cfg.vocab_size:
         recompute = 2 * model_cfg.vocab_size * model_cfg.embed_dim
