@@ -10,7 +10,11 @@ The lmforge format, built from the tokenizer's reserved specials (``lmforge.data
   ``tool`` (what a tool returned) → ``<|tool_result|>``. Contents are encoded one by one, so a
   turn's ids do not depend on its neighbours (the rendered text decodes back exactly, since the
   SentencePiece tokenizer round-trips every string). Specials typed inside a content (the text
-  ``"<|end|>"``) encode to their special id, as in every chat format built on atomic specials.
+  ``"<|end|>"``) encode to their special id, as in every chat format built on atomic specials —
+  unless ``plain_content=True`` (what ``lmforge serve`` asks for: a client must not forge turns),
+  where such text stays text: the marker is encoded as its first character and the rest
+  (``"<"``, ``"|end|>"``), which decodes to the same string and holds no special id. The format's
+  own markers (the tool-call marker before a call, the one in the tools' instructions) stay special.
 - The generation prompt is the conversation so far followed by ``<|assistant|>``; the model
   ends its turn with ``<|end|>`` (the sampler's stop id).
 - Tools in OpenAI's shapes (what ``lmforge serve`` receives): ``encode(..., tools=schemas)`` writes
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -61,6 +66,7 @@ ROLES = ("system", "user", "assistant", "tool")
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|tool_result|>"}
 END_TOKEN = "<|end|>"
 TOOL_CALL = "<|tool_call|>"   # opens a tool call inside an assistant turn (lmforge.infer.tools)
+SPECIAL_PATTERN = re.compile(r"<\|[A-Za-z0-9_]+\|>")   # the shape of lmforge's special pieces (data.tokenizer)
 TRAIN_ON = ("assistant", "all")
 OVERFLOW = ("truncate", "drop")
 _READ = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
@@ -80,10 +86,16 @@ def tools_system_prompt(schemas: Sequence[Mapping]) -> str:
     """A system text that lists tools (OpenAI function schemas, ``{"type": "function", "function":
     {...}}`` or the inner ``{"name", "description", "parameters"}``; one JSON line each) and says how to
     call one in this format, for a model that was not fine-tuned on a fixed set of tools."""
+    return "".join(text for text, _ in _tools_segments(schemas))
+
+
+def _tools_segments(schemas: Sequence[Mapping]) -> list[tuple[str, bool]]:
+    """:func:`tools_system_prompt` as ``(text, ours)`` pieces: the instructions (the format's, with its
+    call marker) and the schemas' JSON lines (the caller's)."""
     lines = [json.dumps(dict(s.get("function", s)), ensure_ascii=False) for s in schemas]
-    return "\n".join([f'You can call these tools. To call one, reply with {TOOL_CALL}{{"name": <tool>, '
-                       f'"arguments": {{...}}}} and nothing else; its result comes back as the next message.',
-                       *lines])
+    return [(f'You can call these tools. To call one, reply with {TOOL_CALL}{{"name": <tool>, '
+             f'"arguments": {{...}}}} and nothing else; its result comes back as the next message.', True),
+            *(("\n" + line, False) for line in lines)]
 
 
 def call_arguments(arguments, where: str = "tool call") -> dict:
@@ -153,31 +165,36 @@ class ChatFormat:
         if tok.bos_id < 0 or tok.eos_id < 0:
             raise ValueError(f"{tok!r} has no bos/eos ids; expected a tokenizer with both for chat")
         self.stop_ids = (self.end_id,)
+        self._specials = None   # special_texts(), made at the first use
 
     def encode(self, messages: Sequence[Message], *, train_on: str = "assistant", add_generation_prompt: bool = False,
-               tools: Sequence[dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               tools: Sequence[dict] | None = None, plain_content: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One conversation → ``(ids, weights)``, int32 and float32 of shape ``(L,)``.
 
         ``weights[i] = 1`` marks ``ids[i]`` as a token to learn (predicted from ``ids[:i]``).
         ``add_generation_prompt`` appends ``<|assistant|>`` (and no eos): the prompt to sample a reply.
         ``tools`` (OpenAI function schemas) go into the system turn; assistant ``tool_calls`` become
-        call markers (module docstring). Raises ValueError for ``train_on`` outside ``TRAIN_ON`` or a
-        tool call without a name or with arguments that are no object (messages: see :func:`check_messages`).
+        call markers (module docstring). ``plain_content``: special-token text typed in a content, a
+        call's arguments or a tool schema stays text (module docstring); the ids equal the default's
+        when there is none. Raises ValueError for ``train_on`` outside ``TRAIN_ON`` or a tool call
+        without a name or with arguments that are no object (messages: see :func:`check_messages`).
         """
         if train_on not in TRAIN_ON:
             raise ValueError(f"train_on={train_on!r}: expected one of {', '.join(TRAIN_ON)}")
+        parts = [_segments(m, i) for i, m in enumerate(messages)]   # per message: (text, ours) pieces
+        roles = [m["role"] for m in messages]
         if tools:
-            text = tools_system_prompt(tools)
-            messages = list(messages)
-            if messages and messages[0]["role"] == "system":
-                messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{text}"}
+            if roles and roles[0] == "system":
+                parts[0] = [parts[0][0], ("\n\n", True), *_tools_segments(tools), *parts[0][1:]]
             else:
-                messages.insert(0, {"role": "system", "content": text})
+                parts.insert(0, _tools_segments(tools))
+                roles.insert(0, "system")
         ids, weights = [self.tok.bos_id], [0.0]
-        for i, m in enumerate(messages):
-            content = self.tok.encode(_with_calls(m, i))
-            learn = 1.0 if train_on == "all" or m["role"] == "assistant" else 0.0
-            ids += [self.role_ids[m["role"]], *content, self.end_id]
+        for role, segments in zip(roles, parts):
+            content = self._encode_segments(segments) if plain_content else \
+                self.tok.encode("".join(text for text, _ in segments))
+            learn = 1.0 if train_on == "all" or role == "assistant" else 0.0
+            ids += [self.role_ids[role], *content, self.end_id]
             weights += [1.0 if train_on == "all" else 0.0] + [learn] * (len(content) + 1)
         if add_generation_prompt:
             ids.append(self.role_ids["assistant"])
@@ -187,21 +204,53 @@ class ChatFormat:
             weights.append(1.0 if train_on == "all" else 0.0)
         return np.asarray(ids, np.int32), np.asarray(weights, np.float32)
 
-    def prompt(self, messages: Sequence[Message], *, tools: Sequence[dict] | None = None) -> np.ndarray:
-        """The ids that ask for the next assistant turn, ``(L,)`` int32."""
-        return self.encode(messages, add_generation_prompt=True, tools=tools)[0]
+    def prompt(self, messages: Sequence[Message], *, tools: Sequence[dict] | None = None,
+               plain_content: bool = False) -> np.ndarray:
+        """The ids that ask for the next assistant turn, ``(L,)`` int32 (``plain_content``: see ``encode``)."""
+        return self.encode(messages, add_generation_prompt=True, tools=tools, plain_content=plain_content)[0]
+
+    def special_texts(self) -> frozenset[str]:
+        """The texts that encode to one special id: lmforge's ``<|...|>`` pieces (``data.tokenizer``)."""
+        if self._specials is None:
+            texts = (b.decode("utf-8", errors="replace") for b in self.tok.token_bytes())
+            self._specials = frozenset(t for t in texts if SPECIAL_PATTERN.fullmatch(t))
+        return self._specials
+
+    def _encode_segments(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
+        """``(text, ours)`` pieces as ids, with special-token text in the pieces not ours kept as text:
+        split at every marker (each is one atomic piece, so the split alone changes no id), the ours
+        encoded as themselves, the others as their first character and the rest."""
+        text = "".join(t for t, _ in segments)
+        found = [m for m in SPECIAL_PATTERN.finditer(text) if m.group() in self.special_texts()]
+        starts, at = set(), 0
+        for t, ours in segments:
+            if ours:
+                starts |= {at + m.start() for m in SPECIAL_PATTERN.finditer(t)}
+            at += len(t)
+        if all(m.start() in starts for m in found):
+            return self.tok.encode(text)
+        ids, at = [], 0
+        for m in found:
+            ids += self.tok.encode(text[at:m.start()])
+            marker = m.group()
+            ids += self.tok.encode(marker) if m.start() in starts else \
+                self.tok.encode(marker[:1]) + self.tok.encode(marker[1:])
+            at = m.end()
+        return ids + self.tok.encode(text[at:])
 
 
-def _with_calls(message: Mapping, index: int) -> str:
-    """A message's content, with its OpenAI ``tool_calls`` written as call markers after it."""
-    text = message.get("content") or ""
+def _segments(message: Mapping, index: int) -> list[tuple[str, bool]]:
+    """A message's content as ``(text, ours)`` pieces: its own text (not ours), then each of its OpenAI
+    ``tool_calls`` as the call marker (ours) and the call's JSON (not ours)."""
+    out = [(message.get("content") or "", False)]
     for j, call in enumerate(message.get("tool_calls") or ()):
         fn = call.get("function", call) if isinstance(call, Mapping) else None
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
             raise ValueError(f"message {index}: tool call {j} is {_short(call)}; expected {{\"type\": \"function\", "
                              f"\"function\": {{\"name\": ..., \"arguments\": ...}}}}")
-        text += format_call(fn["name"], **call_arguments(fn.get("arguments", {}), f"message {index}, tool call {j}"))
-    return text
+        arguments = call_arguments(fn.get("arguments", {}), f"message {index}, tool call {j}")
+        out += [(TOOL_CALL, True), (format_call(fn["name"], **arguments).removeprefix(TOOL_CALL), False)]
+    return out
 
 
 def chat_template_for(tok: Tokenizer) -> ChatTemplate:

@@ -25,6 +25,8 @@ Choices:
   sees the real rows only (``len(prompts) · n``, not the bucket's filler rows), with ``step``
   counting on across windows; returning True stops the generation (finish reason "cancelled").
   Groups of ``max_rows`` are not streamed: a stream needs every row in one call.
+- Seeds are 64-bit (:func:`seed_key`): ``jax.random.key`` alone keeps a seed's low 32 bits when
+  JAX's 64-bit ints are off, so seeds 1 and 2**32 + 1 would give one stream.
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ class Completion:
     logprobs: list[float]
     finish_reason: str          # "stop" | "length" | "cancelled" (FINISH_NAMES)
     text: str = ""
+
+
+def seed_key(seed: int) -> jax.Array:
+    """The PRNG key of a 64-bit ``seed``, ``-2**63 <= seed < 2**64`` (a negative seed as its two's complement).
+
+    A seed below 2**32 gives ``jax.random.key(seed)`` (the stream it always gave); a larger one
+    ``fold_in(key(its low 32 bits), its high 32 bits)``, since ``jax.random.key`` would keep only the low
+    32 bits (x64 off) or overflow: distinct seeds in the range never share a key by truncation. Raises
+    ValueError for a seed outside the range."""
+    seed = int(seed)
+    if not -(1 << 63) <= seed < (1 << 64):
+        raise ValueError(f"seed={seed}: expected an integer in [-2**63, 2**64) (64 bits)")
+    seed %= 1 << 64
+    key = jax.random.key(seed & 0xFFFFFFFF)
+    return key if seed >> 32 == 0 else jax.random.fold_in(key, seed >> 32)
 
 
 def batch_shards(mesh: jax.sharding.Mesh, rules) -> int:
@@ -159,12 +176,12 @@ class Sampler:
             if max(map(len, prompts)) + cfg.max_new_tokens > max_len:
                 raise ValueError(f"generate: an encoder-decoder decodes at most max_seq_len={max_len} tokens; "
                                  f"lower max_new_tokens")
-            return self._batch(prompts, cfg, jax.random.key(seed), encoder_inputs=encoder_inputs, stream=stream,
+            return self._batch(prompts, cfg, seed_key(seed), encoder_inputs=encoder_inputs, stream=stream,
                                max_tokens=max_tokens)
         prompts = self._fit_prompts(prompts)
         if max(map(len, prompts)) + cfg.max_new_tokens <= max_len:
-            return self._batch(prompts, cfg, jax.random.key(seed), stream=stream, max_tokens=max_tokens)
-        return self._windows(prompts, cfg, jax.random.key(seed), stream=stream)
+            return self._batch(prompts, cfg, seed_key(seed), stream=stream, max_tokens=max_tokens)
+        return self._windows(prompts, cfg, seed_key(seed), stream=stream)
 
     def _fit_prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
         limit = self.model_cfg.max_seq_len

@@ -62,7 +62,7 @@ from jax.sharding import AxisType
 
 from lmforge.data import load_tokenizer
 from lmforge.data.tokenizer import tokenizer_dir
-from lmforge.data.chat import ChatTemplate, chat_template_for, check_messages
+from lmforge.data.chat import SPECIAL_PATTERN, ChatTemplate, chat_template_for, check_messages
 from lmforge.infer import FINISH_NAMES, Sampler, SamplingConfig, bucket
 from lmforge.model import DEFAULT_RULES
 from lmforge.weights import load_params, refuse_reward_model, source_kind
@@ -148,6 +148,37 @@ class TextStream:
     def flush(self) -> str:
         """What is left at the end (a dangling incomplete character as U+FFFD)."""
         return self._utf8.decode(b"", final=True)
+
+
+def special_tokens(tok) -> dict[int, str]:
+    """``{id: text}`` of ``tok``'s special tokens whose text would show in decoded text: lmforge's
+    ``<|...|>`` pieces (chat roles, ``<|end|>``, ``<|reserved_i|>``; ``tok.token_bytes()`` gives them
+    their text), or a Hugging Face tokenizer's special tokens (those its config names: bos, eos, ...,
+    ``additional_special_tokens``, and ``added_tokens_decoder`` entries marked special; transformers'
+    ``skip_special_tokens``). Control ids that decode to nothing (SentencePiece's bos, eos, pad) are
+    left out: they show as '' anyway."""
+    table = tok.token_bytes()
+    config = getattr(tok, "config", None)
+    if not isinstance(config, dict):   # lmforge's tokenizers: SentencePiece or char (which has none)
+        return {i: t for i, t in ((i, b.decode("utf-8", errors="replace")) for i, b in enumerate(table))
+                if SPECIAL_PATTERN.fullmatch(t)}
+    extra = config.get("extra_special_tokens", config.get("additional_special_tokens")) or []
+    extra = list(extra.values()) if isinstance(extra, dict) else list(extra)
+    decoder = config.get("added_tokens_decoder") or {}
+    texts = [*getattr(tok, "special_tokens", {}).values(), *extra,
+             *(t for t in (decoder.values() if isinstance(decoder, dict) else ())
+               if isinstance(t, dict) and t.get("special"))]
+    out = {}
+    for t in texts:
+        t = t.get("content") if isinstance(t, dict) else t
+        if isinstance(t, str) and t:
+            try:
+                i = tok.token_id(t)
+            except KeyError:
+                continue
+            if 0 <= i < len(table) and table[i]:
+                out[i] = t
+    return out
 
 
 @dataclasses.dataclass
@@ -245,7 +276,8 @@ class ChatSession:
                         f"kept for the reply): dropped the {dropped} oldest message(s)"
                         + (", the system prompt stays" if self.system else ""))
         if len(ids) > budget:
-            self.notice(f"the last message{' and the system prompt' if self.system else ''} take {len(ids)} tokens; "
+            self.notice(f"the last message{' and the system prompt' if self.system else ''} "
+                        f"{'take' if self.system else 'takes'} {len(ids)} tokens; "
                         f"the model reads only the last {budget}")
             ids = ids[-budget:]
         return ids

@@ -68,7 +68,8 @@ class Job:
     ``on_piece(row, text)`` gets streamed text (rows prompt-major, as the sampler's); ``on_done``
     gets the list of :class:`RowResult` or the exception that ended the call. ``sampling.top_logprobs``
     (K) asks for each token's K most likely alternatives; ``echo`` for the prompt's per-token
-    log-probs too (``RowResult.prompt``, with K alternatives each)."""
+    log-probs too (``RowResult.prompt``, with K alternatives each). ``hide``: ids left out of the text
+    that do not stop it (special tokens: vLLM's ``skip_special_tokens``)."""
     prompts: list[list[int]]
     sampling: SamplingConfig
     stop_ids: tuple[int, ...]
@@ -76,6 +77,7 @@ class Job:
     on_done: Callable[[Any], None]
     on_piece: Callable[[int, str], None] | None = None
     echo: bool = False
+    hide: tuple[int, ...] = ()
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     @property
@@ -90,7 +92,7 @@ class Job:
 
 @dataclasses.dataclass
 class RowResult:
-    text: str
+    text: str                    # cut before any stop string; stop ids and ``Job.hide`` ids left out
     tokens: list[int]            # as sampled, the stop token included
     logprobs: list[float]
     finish_reason: str           # "stop" | "length" | "cancelled" (every request of its call went away)
@@ -187,7 +189,7 @@ class Engine:
         prompts = [p for job in batch for p in job.prompts]
         owners = [(job, r) for job in batch for r in range(job.rows)]   # row -> (job, its row)
         stops = batch[0].sampling.stop_strings
-        texts = [RowText(tok, job.stop_ids, stops) for job, _ in owners]
+        texts = [RowText(tok, (*job.stop_ids, *job.hide), stops) for job, _ in owners]
         limits = [job.sampling.max_new_tokens for job, _ in owners]
         cfg = dataclasses.replace(batch[0].sampling, max_new_tokens=max(limits),
                                   top_logprobs=max(job.sampling.top_logprobs for job in batch))

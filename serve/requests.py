@@ -1,12 +1,22 @@
 """The request bodies of ``lmforge serve`` (OpenAI's chat and text completions, as pydantic models that
 forbid unknown fields), the fields it refuses, and its errors as OpenAI's error object with a
 one-line message naming the field. ``lmforge.serve.server`` (its module docstring) says what each
-field does."""
+field does.
+
+- Types are strict (pydantic's strict mode), as OpenAI checks them: ``"max_tokens": "5"``, ``true``
+  for an integer, ``5.0`` for an integer, ``"stream": "yes"`` are 400s naming the field, not coerced.
+  A float field takes an integer (``"temperature": 1``), as JSON does not tell them apart.
+- An explicit ``null`` means the field's default, for every field that has one: OpenAI types its
+  optional parameters as nullable, and its Python client sends ``null`` for an argument of ``None``.
+- ``seed``: a signed 64-bit integer, as OpenAI's; all 2**64 seeds give distinct streams
+  (``lmforge.infer.text.seed_key``).
+"""
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -14,7 +24,7 @@ from typing import Any, Literal
 from lmforge.data.chat import call_arguments
 
 try:   # the ``serve`` extra; a clear line when it is missing (checked again by ``create_app``)
-    from pydantic import BaseModel, ConfigDict, Field, field_validator
+    from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 except ImportError as _e:   # pragma: no cover - exercised only without the extra
     _MISSING = _e
     BaseModel = object
@@ -23,12 +33,22 @@ else:
 
 MAX_STOP_STRINGS = 4   # OpenAI's limit on ``stop``
 MAX_TOP_LOGPROBS = 20  # alternatives per token at most (OpenAI's chat limit; vLLM's default max_logprobs)
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1   # OpenAI's seed: a signed 64-bit integer
 
 
 # -------------------------------------------------------------------------------------- request bodies
 if _MISSING is None:
     class _Body(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _null_is_the_default(cls, data):
+            """An explicit ``null`` for a field with a default is that default (see the module docstring)."""
+            if not isinstance(data, dict):
+                return data
+            fields = cls.model_fields
+            return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
 
     class TextPart(_Body):
         type: Literal["text"]
@@ -69,7 +89,13 @@ if _MISSING is None:
             return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
         def for_template(self, index: int) -> dict:
-            """The message as chat templates take it: developer as system, calls with object arguments."""
+            """The message as chat templates take it: developer as system, calls with object arguments.
+            Raises BadRequest for ``name``: lmforge's chat format has no place for a participant's name
+            (and an imported template may drop it), and the server ignores no field silently."""
+            if self.name is not None:
+                raise BadRequest(f"messages.{index}.name: not supported by lmforge serve (got {self.name!r}; the chat "
+                                 f"template has no place for a participant's name); leave it unset or put the name "
+                                 f"in the content", param=f"messages.{index}.name")
             out = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
             if self.tool_calls:
                 if self.role != "assistant":
@@ -88,8 +114,8 @@ if _MISSING is None:
 
     class _Sampling(_Body):
         model: str
-        temperature: float = Field(1.0, ge=0, le=2)
-        top_p: float = Field(1.0, gt=0, le=1)
+        temperature: float = 1.0        # a finite number in [0, 2] (``_temperature``)
+        top_p: float = 1.0              # a finite number in (0, 1]
         top_k: int = Field(0, ge=-1)    # vLLM's extension; 0 or -1 (vLLM's "off") → off
         n: int = Field(1, ge=1)
         max_tokens: int | None = Field(None, ge=1)
@@ -106,6 +132,27 @@ if _MISSING is None:
         presence_penalty: float = 0.0
         frequency_penalty: float = 0.0
         logit_bias: dict[str, float] | None = None
+
+        @field_validator("temperature")
+        @classmethod
+        def _temperature(cls, value):
+            if not (math.isfinite(value) and 0 <= value <= 2):
+                raise ValueError(f"expected a finite number in [0, 2], got {value}")
+            return value
+
+        @field_validator("top_p")
+        @classmethod
+        def _top_p(cls, value):
+            if not (math.isfinite(value) and 0 < value <= 1):
+                raise ValueError(f"expected a finite number in (0, 1], got {value}")
+            return value
+
+        @field_validator("seed")
+        @classmethod
+        def _seed(cls, seed):
+            if seed is not None and not SEED_MIN <= seed <= SEED_MAX:
+                raise ValueError(f"expected an integer in [-2**63, 2**63 - 1] (a signed 64-bit integer), got {seed}")
+            return seed
 
         @field_validator("stop")
         @classmethod
@@ -134,6 +181,18 @@ if _MISSING is None:
         echo: bool = False
         suffix: str | None = None
         best_of: int | None = None
+
+        @field_validator("prompt", mode="before")
+        @classmethod
+        def _prompt(cls, prompt):
+            """One line for any other shape (a union's errors would name one member, e.g. ``[true]``)."""
+            is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
+            if isinstance(prompt, str) or isinstance(prompt, list) and (
+                    all(isinstance(p, str) for p in prompt) or all(map(is_int, prompt))
+                    or all(isinstance(p, list) and all(map(is_int, p)) for p in prompt)):
+                return prompt
+            raise ValueError(f"expected a string, a list of strings, a list of token ids or a list of such lists; "
+                             f"got {json.dumps(prompt)[:80]}")
 
 
 _UNSUPPORTED = {   # field -> the values that mean "not asked for"
@@ -185,7 +244,7 @@ def _refuse_unsupported(body) -> None:
 
 # -------------------------------------------------------------------------------------- errors
 def _nearest(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
+    close = difflib.get_close_matches(name, [k for k in known if k != name], n=1)   # a field of the other endpoint
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -21,9 +21,19 @@ Choices:
   the served one a 404, as OpenAI answers them; so are an unknown path and a wrong method. Fields of
   OpenAI's API that this server cannot honour (a ``response_format`` other than text, penalties,
   ``logit_bias``, ``suffix``, ``best_of``, ``tool_choice`` that forces a call, ``logprobs``, ``echo``
-  or ``tools`` while streaming) are refused by name when set, never silently ignored; fields that ask nothing of a
-  sampler (``user``, ``metadata``, ``service_tier``, ``store: false``) are taken. ``top_k`` is taken,
-  as vLLM takes it.
+  or ``tools`` while streaming, a message's ``name``) are refused by name when set, never silently
+  ignored; fields that ask nothing of a sampler (``user``, ``metadata``, ``service_tier``, ``store:
+  false``) are taken. ``top_k`` is taken, as vLLM takes it. Types are strict (``"max_tokens": "5"`` is
+  a 400, ``"temperature": 1`` is taken), and an explicit ``null`` means the default, as OpenAI's spec
+  types its optional parameters (``lmforge.serve.requests``).
+- ``seed``: any signed 64-bit integer (OpenAI's type; outside it a 400 naming ``seed``, before any
+  stream starts); distinct seeds give distinct streams (``lmforge.infer.text.seed_key`` folds the
+  high 32 bits in, where ``jax.random.key`` would drop them).
+- Special tokens typed in a chat message (``"<|end|>\\n<|system|>..."``) cannot forge a turn:
+  lmforge's chat format encodes them as plain text (``ChatFormat.prompt(plain_content=True)``: the
+  client's words reach the model as the client wrote them, as OpenAI treats ``content``), and an
+  imported model's template, which tokenizes its rendered text whole, refuses them with a 400 naming
+  ``messages.{i}.content`` and the token. ``/v1/completions`` takes its prompt raw, specials included.
 - One engine thread owns the model: JAX runs one sampler call at a time. Requests queue; each call
   takes the queued requests that can share it — the same sampling settings (temperature, top-p,
   top-k, ``n``, stop strings; ``max_tokens`` may differ: each row has its own limit) and no ``seed``
@@ -32,18 +42,28 @@ Choices:
   alone with that seed, so the same request and seed give the same reply whatever else is queued.
 - A prompt plus its ``max_tokens`` must fit the model's context: otherwise a 400 says by how much
   (OpenAI's and vLLM's behaviour; ``lmforge chat`` crops instead, a server must not silently drop a
-  client's text). Without ``max_tokens`` a reply gets ``default_max_tokens`` or what room is left.
+  client's text); a prompt that alone fills the context names ``messages`` / ``prompt``. Without
+  ``max_tokens`` a chat reply gets ``default_max_tokens`` (``--default-max-tokens``, 256) and a text
+  completion 16 (OpenAI's default for ``/v1/completions``, as vLLM's), or what room is left.
 - Text: ids become text through ``serve.chat.TextStream`` (whole UTF-8 characters, stop ids left
-  out). A stop string ends the reply before it (the sampler stops the row on the device when its
-  bytes appear); streamed text holds back any tail that could still become a stop string, so a
-  stream never sends text the final reply would not contain: the streamed pieces join to exactly the
-  non-streamed text.
+  out, and special tokens too: vLLM's default ``skip_special_tokens``, ``serve.chat.special_tokens``;
+  with ``tools`` on, a chat reply keeps the tool-call markers its calls are read from). A stop
+  string ends the reply before it (the sampler stops the row on the device when its bytes appear);
+  streamed text holds back any tail that could still become a stop string, so a stream never sends
+  text the final reply would not contain: the streamed pieces join to exactly the non-streamed text.
 - ``logprobs``: the log-probability of each returned token under the model (temperature 1, no
   filtering: the sampler's ``logprobs``, vLLM's ``raw_logprobs``; chat leaves the end of turn out), with its
   ``top_logprobs`` most likely alternatives (chat: ``top_logprobs`` 0-20 beside ``logprobs: true``;
   completions: ``logprobs`` 0-20, OpenAI's legacy count, as vLLM caps it) from the sampler's
-  ``top_logprobs`` arrays. Completions list every sampled token, the stop token included (its text
-  ''), so their count is ``completion_tokens``.
+  ``top_logprobs`` arrays. The tokens listed are those that make the returned text: completions list
+  every sampled token, the stop token included, each with its share of the text as ``tokens`` (a
+  character split over tokens is the last one's; the stop token's and a special token's is ''), so
+  the tokens join to the text and ``text_offset`` points into it; chat lists the same but the end of
+  turn, a special token named in ``token`` with ``bytes: null``. When a stop string cuts the text,
+  the list ends with the token the cut falls in, written as its part before the stop string, and
+  the tokens sampled after it (the stop string's) are left out: no listed token reaches past the
+  text (vLLM lists them; its text and tokens then disagree). Their count is ``completion_tokens``
+  unless a stop string cut the text.
 - ``tools`` (chat): OpenAI's function schemas go to the chat template (an imported model's template
   renders them its own way; lmforge's format lists them in the system turn,
   ``lmforge.data.chat.tools_system_prompt``), as do earlier turns' ``tool_calls`` and ``tool``
@@ -76,10 +96,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lmforge.data.chat import TOOL_CALL
+from lmforge.data.chat import TOOL_CALL, ChatFormat
 from lmforge.infer import SamplingConfig
-from lmforge.infer.tools import HERMES_CALL, parse_tool_calls
-from lmforge.serve.chat import ChatModel, TextStream
+from lmforge.infer.tools import HERMES_CALL, HERMES_END, parse_tool_calls
+from lmforge.serve.chat import ChatModel, TextStream, special_tokens
 from lmforge.serve.engine import Engine, Job, RowResult
 from lmforge.serve.requests import (BadRequest, ChatCompletionRequest, CompletionRequest, _refuse_unsupported,
                                     _validation_message, error_body)
@@ -95,17 +115,36 @@ else:
     _MISSING = None
 
 
+COMPLETIONS_MAX_TOKENS = 16   # /v1/completions' max_tokens when none is given (OpenAI's default, and vLLM's)
+
+
 # -------------------------------------------------------------------------------------- the app
-def _token_texts(tok, tokens: Sequence[int], skip: Sequence[int]) -> list[tuple[int, str, bytes]]:
-    table = tok.token_bytes()
-    return [(i, table[t].decode("utf-8", errors="replace"), table[t]) for i, t in enumerate(tokens)
-            if t not in skip and 0 <= t < len(table)]
+def _shares(tok, tokens: Sequence[int], skip: Sequence[int], text: str) -> tuple[list[str], bool]:
+    """Each token's share of ``text``, a reply's text as ``RowText`` made it from ``tokens``: what
+    ``TextStream`` gives the token (a character split over tokens is the last one's, a ``skip`` id's is
+    ''; the flush goes to the last). Returns ``(shares, cut)``: when a stop string cut ``text``, the
+    list ends with the token the cut falls in, its share trimmed to the cut (``cut`` True), so the
+    shares join to ``text`` and none reaches past it; otherwise one share per token."""
+    stream = TextStream(tok, skip=skip)
+    shares = [stream.push(t) for t in tokens]
+    if shares:
+        shares[-1] += stream.flush()
+    if sum(map(len, shares)) <= len(text):
+        return shares, False
+    out, at = [], 0
+    for share in shares:
+        if at >= len(text):
+            break
+        out.append(share[:len(text) - at])
+        at += len(share)
+    return out, True
 
 
 def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: int = 16,
                batch_wait_ms: float = 5.0, default_max_tokens: int = 256) -> FastAPI:
     """The FastAPI application serving ``model`` (see the module docstring); its engine thread starts
-    now and stops when the app shuts down (``app.state.engine``).
+    now and stops when the app shuts down (``app.state.engine``). ``default_max_tokens``: a chat
+    reply's limit when the request gives none (text completions default to OpenAI's 16).
 
     Raises:
       ImportError naming the ``serve`` extra when FastAPI is not installed; ValueError for
@@ -120,6 +159,9 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
     tok, context = sampler.tok, sampler.model_cfg.max_seq_len
     eos = (tok.eos_id,) if tok.eos_id >= 0 else ()
     chat_stops = tuple(dict.fromkeys([*template.stop_ids, *eos]))
+    specials = special_tokens(tok)   # {id: text}: left out of returned text, named in logprobs
+    call_markers = {TOOL_CALL, HERMES_CALL, HERMES_END}   # kept in the text when tools are on: calls are read from it
+    plain_content = isinstance(template, ChatFormat)
     created = int(time.time())
     engine = Engine(model, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
 
@@ -161,22 +203,42 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
             raise BadRequest(f"model: {body.model!r} is not served here; this server serves {name!r}",
                              param="model", status=404, code="model_not_found")
 
-    def sampling_for(body, prompts: list[list[int]], limit: int | None, stop_ids, *, top_logprobs: int = 0,
-                     limit_field: str = "max_tokens", prompt_field: str = "messages") -> SamplingConfig:
+    def refuse_markers(messages: list[dict], tools: list[dict]) -> None:
+        """For a template that renders text and tokenizes it whole (an imported model's), special-token text in
+        a content, a call or a tool schema would become the special: refused, naming where (lmforge's format
+        keeps it text instead: ``ChatFormat.prompt(plain_content=True)``)."""
+        if not specials or getattr(tok, "config", {}).get("split_special_tokens"):
+            return
+        places = [(f"messages.{i}.content", m["content"]) for i, m in enumerate(messages)]
+        places += [(f"messages.{i}.tool_calls", json.dumps(m["tool_calls"], ensure_ascii=False))
+                   for i, m in enumerate(messages) if m.get("tool_calls")]
+        places += [("tools", json.dumps(tools, ensure_ascii=False))] if tools else []
+        for where, text in places:
+            found = min((t for t in specials.values() if t in text), key=text.find, default=None)
+            if found is not None:
+                raise BadRequest(f"{where}: holds {found!r}, a special token of this model's chat template, which "
+                                 f"would read as a real one (a forged turn); remove it", param=where)
+
+    def sampling_for(body, prompts: list[list[int]], limit: int | None, stop_ids, *, default_limit: int,
+                     top_logprobs: int = 0, limit_field: str = "max_tokens",
+                     prompt_field: str = "messages") -> SamplingConfig:
+        """The call's settings; BadRequest naming ``prompt_field`` when the prompt alone fills the context,
+        ``limit_field`` when the prompt and ``limit`` together pass it, ``n`` past ``max_batch``."""
         longest = max(map(len, prompts))
         room = context - longest
+        if room < 1:
+            asked = f"; {limit_field} asks for {limit} more" if limit is not None else ""
+            raise BadRequest(f"this model's maximum context length is {context} tokens and the prompt takes "
+                             f"{longest}{asked}: no room to reply", param=prompt_field, code="context_length_exceeded")
         if limit is not None and limit > room:
             raise BadRequest(f"this model's maximum context length is {context} tokens; the prompt takes {longest} "
                              f"and {limit_field} asks for {limit} more ({longest + limit} in all)", param=limit_field,
                              code="context_length_exceeded")
-        if room < 1:
-            raise BadRequest(f"this model's maximum context length is {context} tokens and the prompt takes "
-                             f"{longest}: no room to reply", param=prompt_field, code="context_length_exceeded")
         rows = len(prompts) * body.n
         if rows > engine.max_batch:
             raise BadRequest(f"n: {len(prompts)} prompt(s) x n={body.n} = {rows} rows; this server samples at most "
                              f"{engine.max_batch} in one request (lmforge serve --max-batch)", param="n")
-        return SamplingConfig(max_new_tokens=limit if limit is not None else min(default_max_tokens, room),
+        return SamplingConfig(max_new_tokens=limit if limit is not None else min(default_limit, room),
                               temperature=body.temperature, top_p=body.top_p, top_k=max(body.top_k, 0), n=body.n,
                               stop_token_ids=stop_ids, stop_strings=body.stop_strings(), top_logprobs=top_logprobs)
 
@@ -273,27 +335,45 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         _refuse_unsupported(body)
         messages = [m.for_template(i) for i, m in enumerate(body.messages)]
         tools = [t.model_dump(exclude_none=True) for t in body.tools or ()] if body.tool_choice != "none" else []
+        if not plain_content:
+            refuse_markers(messages, tools)
         try:
-            ids = [int(i) for i in template.prompt(messages, tools=tools or None)]
+            ids = [int(i) for i in (template.prompt(messages, tools=tools or None, plain_content=True) if plain_content
+                                    else template.prompt(messages, tools=tools or None))]
         except ValueError as e:
             raise BadRequest(f"messages: {e}", param="messages") from None
+        hide = tuple(i for i, t in specials.items() if not (tools and t in call_markers))
         if body.max_tokens is not None and body.max_completion_tokens is not None \
                 and body.max_tokens != body.max_completion_tokens:
             raise BadRequest("max_tokens and max_completion_tokens disagree; give one", param="max_completion_tokens")
         limit = body.max_completion_tokens or body.max_tokens
         prompts = [ids]
-        cfg = sampling_for(body, prompts, limit, chat_stops, top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
+        cfg = sampling_for(body, prompts, limit, chat_stops, default_limit=default_max_tokens,
+                           top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
                            limit_field="max_completion_tokens" if body.max_completion_tokens else "max_tokens")
         rid, when = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=chat_stops, seed=body.seed)
+        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=chat_stops, seed=body.seed, hide=hide)
 
         def logprobs_of(row: RowResult):
+            """One entry per token that makes the text (module docstring): the end of turn left out, a
+            special token named with ``bytes: null``, the token a stop string cut as its part before it."""
             if not body.logprobs:
                 return None
-            return {"content": [{"token": text, "logprob": row.logprobs[i], "bytes": list(raw),
-                                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(b)}
-                                                  for t, b, lp in alternatives(row.top[i] if row.top else [])]}
-                                for i, text, raw in _token_texts(tok, row.tokens, chat_stops)]}
+            shares, cut = _shares(tok, row.tokens, (*chat_stops, *hide), row.text)
+            content = []
+            for i, (t, share) in enumerate(zip(row.tokens, shares)):
+                if t in chat_stops or not 0 <= t < len(table):
+                    continue
+                if t in hide:
+                    text, raw = specials[t], None
+                elif cut and i == len(shares) - 1:
+                    text, raw = share, list(share.encode())
+                else:
+                    text, raw = table[t].decode("utf-8", errors="replace"), list(table[t])
+                content.append({"token": text, "logprob": row.logprobs[i], "bytes": raw,
+                                "top_logprobs": [{"token": a, "logprob": lp, "bytes": list(b)}
+                                                 for a, b, lp in alternatives(row.top[i] if row.top else [])]})
+            return {"content": content}
 
         def message_of(row: RowResult) -> tuple[dict, str]:
             """The reply as a message, and its finish reason: with tools, the calls it holds."""
@@ -324,6 +404,8 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         job, events = await run(job_args, stream=True)
         base = {"id": rid, "object": "chat.completion.chunk", "created": when, "model": name, "system_fingerprint": None}
         include = bool(body.stream_options and body.stream_options.include_usage)
+        if include:   # OpenAI: every chunk but the last carries "usage": null
+            base["usage"] = None
 
         def chunk(r, text, finish):
             delta = {"content": text} if text is not None else {}
@@ -343,9 +425,11 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         if body.echo and sampler.model_cfg.architecture != "decoder":
             raise BadRequest(f"echo: the prompt's log-probs need a decoder-only model; this one is "
                              f"{sampler.model_cfg.architecture.replace('_', '-')}", param="echo")
-        cfg = sampling_for(body, prompts, body.max_tokens, eos, top_logprobs=body.logprobs or 0, prompt_field="prompt")
+        cfg = sampling_for(body, prompts, body.max_tokens, eos, default_limit=COMPLETIONS_MAX_TOKENS,
+                           top_logprobs=body.logprobs or 0, prompt_field="prompt")
         rid, when = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=eos, seed=body.seed, echo=body.echo)
+        hide = tuple(specials)
+        job_args = dict(prompts=prompts, sampling=cfg, stop_ids=eos, seed=body.seed, echo=body.echo, hide=hide)
         sent = [body.prompt] if isinstance(body.prompt, str) else (
             body.prompt if body.prompt and isinstance(body.prompt[0], str) else None)   # prompt texts as sent
 
@@ -356,18 +440,22 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
             if body.logprobs is None:
                 return None
             # (id, its log-prob or None, its alternatives or None) for each token shown: the prompt's with
-            # echo (the first has nothing before it), then every sampled one
-            shown = []
+            # echo (the first has nothing before it), then the sampled ones that make the text
+            shown, texts = [], []
             if row.prompt is not None:
                 ids = prompts[r // body.n]
                 shown.append((ids[0], None, None))
                 shown += [(t, float(lp), list(zip(a.tolist(), b.tolist())))
                           for t, lp, a, b in zip(ids[1:], row.prompt.logprobs, row.prompt.top_ids, row.prompt.top_logprobs)]
-            shown += [(t, row.logprobs[i], row.top[i] if row.top else []) for i, t in enumerate(row.tokens)]
-            # each token's share of the text (a character split over tokens is the last one's; the stop token's is
-            # ''): every sampled token is listed, so the list ends with the one max_tokens asked for, as the harness reads it
-            stream = TextStream(tok, skip=eos)
-            texts = [stream.push(t) for t, _, _ in shown]
+                stream = TextStream(tok, skip=eos)   # the prompt as sent: its specials are its text
+                texts = [stream.push(t) for t in ids]
+                texts[-1] += stream.flush()
+            # each token's share of the text (module docstring): every sampled token up to the end of the text,
+            # so without a stop string the list ends with the one max_tokens asked for, as the harness reads it
+            shares, _ = _shares(tok, row.tokens, (*eos, *hide), row.text)
+            shown += [(t, row.logprobs[i], row.top[i] if row.top else [])
+                      for i, t in enumerate(row.tokens[:len(shares)])]
+            texts += shares
             offsets = np.cumsum([0] + [len(t) for t in texts])[:-1].tolist()
             return {"tokens": texts, "token_logprobs": [lp for _, lp, _ in shown],
                     "top_logprobs": [None if alt is None else {t: lp for t, _, lp in alternatives(alt)}
@@ -384,6 +472,8 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         job, events = await run(job_args, stream=True)
         base = {"id": rid, "object": "text_completion", "created": when, "model": name, "system_fingerprint": None}
         include = bool(body.stream_options and body.stream_options.include_usage)
+        if include:   # OpenAI: every chunk but the last carries "usage": null
+            base["usage"] = None
 
         def chunk(r, text, finish):
             return {**base, "choices": [{"index": r, "text": text or "", "logprobs": None, "finish_reason": finish}]}

@@ -18,14 +18,9 @@ import pytest
 from lmforge.cli.main import main
 from lmforge.data.chat import ChatFormat
 from lmforge.infer import SamplingConfig
-from lmforge.serve import ChatSession, TextStream, load_chat_model, run_terminal
+from lmforge.serve import ChatSession, TextStream, run_terminal
 
 GREEDY = dict(temperature=0.0, max_new_tokens=3)
-
-
-@pytest.fixture(scope="module")
-def model(model_folder):
-    return load_chat_model(model_folder)
 
 
 def expected_reply(model, messages, max_new_tokens=3):
@@ -128,7 +123,10 @@ def test_the_conversation_is_cropped_to_the_context_with_a_notice(model):
     session.turns.append({"role": "user", "content": words * 10})
     ids = session.prompt_ids()
     assert len(ids) == 64 and ids[-1] == ChatFormat(model.sampler.tok).role_ids["assistant"]
-    assert "reads only the last 64" in notices.pop()
+    assert "the last message and the system prompt take " in notices[-1] and "reads only the last 64" in notices.pop()
+    alone = ChatSession(model, max_new_tokens=64, notice=notices.append)   # no system prompt: one message "takes"
+    alone.turns.append({"role": "user", "content": words * 10})
+    assert len(alone.prompt_ids()) == 64 and notices.pop().startswith("the last message takes ")
 
 
 def test_the_terminal_loop_on_pipes(model):

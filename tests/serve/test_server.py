@@ -8,26 +8,14 @@ import time
 import pytest
 
 from lmforge.cli.main import main
-from lmforge.data.chat import ChatFormat
+from lmforge.data.chat import TOOL_CALL, ChatFormat
 from lmforge.infer import SamplingConfig
-from lmforge.serve import Engine, Job, RowText, create_app, load_chat_model
+from lmforge.serve import Engine, Job, RowText, create_app
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient", reason="lmforge serve needs the serve extra (FastAPI)")
 
-NAME = "tiny"
+NAME = "tiny"   # what conftest's client serves (SERVED_NAME)
 HI = [{"role": "user", "content": "Hi"}]
-
-
-@pytest.fixture(scope="module")
-def model(model_folder):
-    return load_chat_model(model_folder)
-
-
-@pytest.fixture(scope="module")
-def client(model):
-    app = create_app(model, model_name=NAME, max_batch=8, batch_wait_ms=0)
-    with fastapi_testclient.TestClient(app) as c:
-        yield c
 
 
 def chat(client, messages=HI, **kw):
@@ -195,40 +183,10 @@ def test_echo_with_logprobs_is_what_lm_eval_harness_scores_a_continuation_by(cli
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("echo: not supported with stream: true")
 
 
-def scripted(model, replies: list[str], seen: list):
-    """``model`` with a sampler that answers each call with the next of ``replies`` (then its end of turn)
-    and keeps the prompts it was given in ``seen``: what a model fine-tuned on tool calls would write."""
-    import copy
-    import dataclasses
-
-    import numpy as np
-
-    from lmforge.infer.sampler import FINISH_STOP, SamplerOutput
-    from lmforge.serve.chat import ChatModel
-
-    sampler = copy.copy(model.sampler)
-    sampler.model_cfg = dataclasses.replace(sampler.model_cfg, max_seq_len=1024)   # room for tool schemas: never run
-    end = model.template.stop_ids[0]
-
-    def generate_ids(prompts, cfg, *, seed=0, stream=None, max_tokens=None, **kw):
-        seen.append([list(p) for p in prompts])
-        ids = sampler.tok.encode(replies[len(seen) - 1]) + [end]
-        rows = len(prompts) * cfg.n
-        tokens = np.zeros((rows, len(ids)), np.int32)
-        tokens[:] = ids
-        z = np.zeros(tokens.shape, np.float32)
-        return SamplerOutput(tokens, z, z, np.ones(tokens.shape, bool), np.full(rows, len(ids), np.int32),
-                             np.full(rows, FINISH_STOP, np.int32), np.arange(rows, dtype=np.int32) // cfg.n,
-                             np.zeros((*tokens.shape, 0), np.int32), np.zeros((*tokens.shape, 0), np.float32))
-
-    sampler.generate_ids = generate_ids
-    return ChatModel(sampler, model.template, model.source)
-
-
 CALCULATOR = {"type": "function", "function": {"name": "calc", "description": "sums"}}
 
 
-def test_tools_are_shown_to_the_model_and_its_calls_come_back_as_tool_calls(model):
+def test_tools_are_shown_to_the_model_and_its_calls_come_back_as_tool_calls(model, scripted):
     """``tools``: the schemas go into the prompt through the chat template; a reply with two calls comes
     back as two ``tool_calls`` (OpenAI's shape, read by OpenAI's own types), the text before them as
     content; the next request's assistant ``tool_calls`` and ``tool`` results render as the template
@@ -266,8 +224,7 @@ def test_tools_are_shown_to_the_model_and_its_calls_come_back_as_tool_calls(mode
         off = c.post("/v1/chat/completions", json={"model": NAME, "messages": ask, "tools": [CALCULATOR],
                                                    "tool_choice": "none"}).json()["choices"][0]
         assert seen[3] == [model.template.prompt(ask).tolist()] and off["finish_reason"] == "stop"
-        assert off["message"] == {"role": "assistant", "content": model.sampler.tok.decode(
-            model.sampler.tok.encode(calls))}
+        assert off["message"] == {"role": "assistant", "content": calls.replace(TOOL_CALL, "")}   # specials hidden
         broken = c.post("/v1/chat/completions", json={"model": NAME, "messages": ask, "tools": [CALCULATOR]}).json()
         assert broken["choices"][0]["finish_reason"] == "stop" and "tool_calls" not in broken["choices"][0]["message"]
         bad = c.post("/v1/chat/completions", json={"model": NAME, "messages": [{"role": "user", "content": "x", "tool_calls": [
@@ -329,7 +286,7 @@ def test_a_cancelled_job_stops_its_call_at_the_next_step(model):
     ({"model": "gpt-4o"}, 404, "model: 'gpt-4o' is not served here; this server serves 'tiny'"),
     ({"max_tokens": 500}, 400, "this model's maximum context length is 128 tokens"),
     ({"max_tokens": 0}, 400, "max_tokens: Input should be greater than or equal to 1"),
-    ({"temperature": -1}, 400, "temperature: Input should be greater than or equal to 0"),
+    ({"temperature": -1}, 400, "temperature: expected a finite number in [0, 2], got -1.0"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, 400,
      'tool_choice: "required" would force a call, which needs constrained decoding'),
     ({"tools": [{"type": "function", "function": {"name": "f"}}], "stream": True}, 400,
@@ -420,6 +377,14 @@ def test_openais_client_talks_to_the_running_server(model):
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == reply.choices[0].message.content
         text = client.completions.create(model=NAME, prompt="def", max_tokens=4, temperature=0)
         assert text.choices[0].finish_reason in ("stop", "length")
+        # the client sends null for an argument of None: the default
+        nulls = client.chat.completions.create(model=NAME, messages=HI, max_tokens=6, temperature=0, seed=1, top_p=None,
+                                               n=None, stream=None, presence_penalty=None, frequency_penalty=None,
+                                               logprobs=None, top_logprobs=None, stop=None, extra_body={"top_k": None})
+        assert nulls.choices[0].message.content == reply.choices[0].message.content
+        again = client.completions.create(model=NAME, prompt="def", max_tokens=4, temperature=0, echo=None,
+                                          logprobs=None, n=None, seed=None, top_p=None)
+        assert again.choices[0].text == text.choices[0].text
         with pytest.raises(openai.BadRequestError, match="max_tokens: Input should be greater than or equal to 1"):
             client.chat.completions.create(model=NAME, messages=HI, max_tokens=0)
         with pytest.raises(openai.NotFoundError, match="not served here"):
