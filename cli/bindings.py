@@ -9,8 +9,10 @@ Notable choices:
 - All bindings are grouped per node and applied in one ``replace`` per node, so a
   ``__post_init__`` check sees the final values together: ``model.num_heads=5 model.embed_dim=320``
   must not fail on the half-applied state ``num_heads=5, embed_dim=768``.
-- A later binding of the same key wins, as in gin; binding both a section and a key inside it is
-  an error, because the order would silently decide which one counts.
+- A key bound twice takes the later value, as in gin (a script's defaults, then the command line's
+  override), and a note on stderr names both values, so a typo in a long command line does not
+  pass unseen. Binding both a section and a key inside it is an error: the order would silently
+  decide which one counts. A sweep never repeats a key (``split_sweep``).
 - A tuple of configs that each have a ``name`` (``data.mixture``'s ``MixtureSource`` items) is
   addressed by item name: ``data.mixture.web.weight=0.5`` binds the weight of the item named
   ``web``, so a sweep over one source's weight is ``data.mixture.web.weight=[0.25,0.5]``. Items are
@@ -29,6 +31,7 @@ import ast
 import dataclasses
 import itertools
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -87,6 +90,9 @@ def apply_bindings(config: Any, bindings: Iterable[str]) -> Any:
     given: dict[str, str] = {}
     for binding in bindings:
         key, text = split_binding(binding)
+        if key in given:   # the later one wins, as in gin; said, so that a typo does not pass unseen
+            print(f"lmforge: config key {key!r} bound twice ({given[key]}, then {text}): {text} counts",
+                  file=sys.stderr, flush=True)
         given[key] = text
     for key in given:
         for other in given:

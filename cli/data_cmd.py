@@ -32,7 +32,7 @@ def add_data_parser(sub) -> None:
     curate = data_sub.add_parser("curate", help="curate documents: filters, dedup, PII, decontamination",
                                  description=_curate_cmd.__doc__)
     curate.add_argument("experiment", metavar="CONFIG.py[:VARIANT]")
-    curate.add_argument("bindings", nargs="*", metavar="KEY=VALUE",
+    curate.add_argument("bindings", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides, e.g. near_dedup.threshold=0.7; output.format=jsonl writes plain JSON lines")
     curate.add_argument("--input", nargs="+", action="extend", metavar="FILE",
                         help="files or globs to curate instead of the experiment's inputs (.jsonl[.gz|.zst], "

@@ -8,8 +8,8 @@
 SOURCE is a run folder (``lmforge run``'s workdir: its latest checkpoint, tokenizer and mesh; a
 fine-tuning run's through its ``model.json``) or a model folder / Hugging Face folder with a tokenizer
 lmforge reads (``tokenizer/`` or a SentencePiece ``tokenizer.model``), placed on a data-parallel mesh
-over every device. A task is ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (its keys in ``lmforge eval
---help``, integers with their smallest value); ``--limit N`` keeps the first N items of every task
+over every device. A task is ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (its keys listed below in
+``--help``, integers with their smallest value); ``--limit N`` keeps the first N items of every task
 (for perplexity: N windows). ``--text FILE`` is perplexity's text: when no perplexity task reads it
 (none given, or each with its own path) a note on stderr says so. The scores are printed as a table
 and written as strict JSON (no NaN) with every item's output and the checkpoint step of a run folder
@@ -499,7 +499,7 @@ def table(results: list[dict]) -> str:
 def add_eval_parser(sub) -> None:
     keys = "\n".join(f"  {t.name}: {', '.join(_show(t, k) for k in t.args)}\n      {t.help}" for t in TASKS.values())
     ev = sub.add_parser("eval", help="evaluate a run or model folder on named tasks",
-                        description=f"{__doc__}\ntasks and their arguments:\n{keys}",
+                        description=f"{__doc__.split(chr(10) + 'This is the registry')[0]}\ntasks and their arguments:\n{keys}",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("source", metavar="SOURCE", help="a run folder, a model folder or a transformers folder")
     ev.add_argument("tasks", nargs="+", metavar="TASK", help="NAME or NAME:KEY=VALUE,...")

@@ -24,7 +24,7 @@ import traceback
 import types
 from typing import Any
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, one_line
 
 DEFAULT_VARIANT = "default"
 
@@ -65,7 +65,7 @@ def experiment_config(module: types.ModuleType, variant: str) -> Any:
     """``module.get_config(variant)``, checked to be a config dataclass instance."""
     try:
         config = module.get_config(variant)
-    except _MISTAKES as e:   # a typo in the experiment file: one line at its line, not a traceback
+    except Exception as e:   # a typo, 1/0, a config's own check: one line at the file's line, not a traceback
         raise _mistake(pathlib.Path(module.__file__), e, f"get_config({variant!r})") from e
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise ConfigError(f"{module.__file__}: get_config({variant!r}) returned a {type(config).__name__}; "
@@ -86,7 +86,12 @@ def experiment_config(module: types.ModuleType, variant: str) -> Any:
 def experiment_sweep(module: types.ModuleType) -> dict[str, list] | None:
     """The experiment's default sweep axes, or None if it has no ``sweep()``."""
     sweep = getattr(module, "sweep", None)
-    return sweep() if callable(sweep) else None
+    if not callable(sweep):
+        return None
+    try:
+        return sweep()
+    except Exception as e:
+        raise _mistake(pathlib.Path(module.__file__), e, "sweep()") from e
 
 
 def _exec_module(path: pathlib.Path) -> types.ModuleType:
@@ -106,25 +111,22 @@ def _exec_module(path: pathlib.Path) -> types.ModuleType:
             sys.modules.pop(name, None)
         else:
             sys.modules[name] = previous
-        if isinstance(e, (*_MISTAKES, SyntaxError)):
+        if isinstance(e, Exception):   # SyntaxError included; KeyboardInterrupt and SystemExit pass through
             raise _mistake(path, e, "loading the experiment") from e
         raise
     return module
 
 
-# What a mistake in an experiment file raises (a misspelt keyword or name, a wrong attribute); a
-# ValueError from a config's own checks is one line already.
-_MISTAKES = (TypeError, NameError, AttributeError, KeyError, IndexError, ImportError)
-
-
 def _mistake(path: pathlib.Path, e: BaseException, what: str) -> ConfigError:
     """``EXP.py:LINE: get_config('smoke') failed: TypeError: ...`` -- the innermost line of the
-    experiment file in the traceback (a SyntaxError's own line), for ``lmforge: error:``."""
+    experiment file in the traceback (a SyntaxError's own line), for ``lmforge: error:``. Any exception
+    raised by the experiment's code is reported so (a ValueError from a config's own checks too, which
+    would otherwise not name the file); ``--traceback`` shows the whole traceback."""
     here = str(pathlib.Path(path).resolve())
     line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
     for frame in traceback.extract_tb(e.__traceback__):
         if str(pathlib.Path(frame.filename).resolve()) == here:
             line = frame.lineno
     where = f"{path}:{line}" if line else str(path)
-    message = e.msg if isinstance(e, SyntaxError) else str(e)
+    message = e.msg if isinstance(e, SyntaxError) else one_line(e)
     return ConfigError(f"{where}: {what} failed: {type(e).__name__}: {message} (--traceback shows the whole traceback)")

@@ -19,7 +19,9 @@ and says so on stderr. It continues only when asked
 for more steps: a config that differs in ``steps`` alone (greater than before) continues from the
 latest checkpoint. Its learning-rate schedule is kept as it was: ``optim.decay_steps=0`` meant "the
 run's steps", so it is pinned to the old ``steps`` (the cosine has ended; the rate stays at
-``min_lr``); bind ``optim.decay_steps`` too to stretch the decay instead.
+``min_lr``); bind ``optim.decay_steps`` too to stretch the decay instead. A resume or continuation
+whose runner fails before it saves a checkpoint (none of the old ones is readable, a data error)
+puts config.json and final.json back as they were: a failed start leaves the folder as it found it.
 
 A folder with no checkpoint (``checkpoints/`` absent, or holding no finalized integer step folder)
 locks nothing: a run that failed before its first save (a wrong data path, a batch that does not
@@ -145,6 +147,7 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     if not finished_run(config, workdir):
         check_runnable(config, workdir)   # so does a missing init_from (a finished run needs no weights)
     config = continuation(config, workdir)
+    before = _resume_files(workdir)
     resuming = write_config(config, workdir)
     final = workdir / FINAL_FILE
     if resuming and final.is_file():
@@ -152,7 +155,11 @@ def launch(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
             f.name == "steps" for f in dataclasses.fields(config)) else "")
         print(f"lmforge: {workdir} is a finished run ({final}); nothing to do.{longer}", file=sys.stderr, flush=True)
         return json.loads(final.read_text())
-    metrics = task.runner(config, workdir)
+    try:
+        metrics = task.runner(config, workdir)
+    except BaseException:
+        _put_back(workdir, before)
+        raise
     if not isinstance(metrics, Mapping):
         raise TypeError(f"task {task.name!r} runner returned {type(metrics).__name__}; "
                         f"it must return a dict of final metrics")
@@ -175,10 +182,22 @@ def finished_run(config: Any, workdir: pathlib.Path) -> bool:
 def check_runnable(config: Any, workdir: pathlib.Path | None = None) -> None:
     """``config.check_runnable(workdir)`` when its class has one: what a run in ``workdir`` needs beyond
     a valid config (an ``init_from`` that names weights, unless the run resumes from its own
-    checkpoints), checked before a workdir is written. Raises ValueError."""
+    checkpoints), and a ``mesh`` that fits the devices, checked before a workdir is written. Raises ValueError."""
     check = getattr(config, "check_runnable", None)
     if callable(check):
         check(workdir)
+    _check_mesh(config)
+
+
+def _check_mesh(config: Any) -> None:
+    """A config's ``mesh`` (an ``lmforge.train.mesh.MeshConfig``) fits the devices there are, before curation,
+    a tokenizer or config.json is written (``check_devices``; a multi-process run is checked when it starts)."""
+    mesh_module = sys.modules.get("lmforge.train.mesh")   # imported already if the config holds a MeshConfig
+    mesh = getattr(config, "mesh", None)
+    if mesh_module is None or not isinstance(mesh, mesh_module.MeshConfig):
+        return
+    distributed = getattr(config, "distributed", None)
+    mesh_module.check_devices(mesh, distributed_enabled=bool(getattr(distributed, "enabled", False)))
 
 
 def continuation(config: Any, workdir: pathlib.Path) -> Any:
@@ -242,6 +261,35 @@ def _changes(config: Any, path: pathlib.Path) -> dict[str, tuple[Any, Any]]:
         raise ConfigError(f"{path} is a {recorded} run, this is a {class_path(type(config))} run; "
                           f"pick a new --workdir")
     return diff(from_json(type(config), text, source=str(path)), config)
+
+
+def _resume_files(workdir: pathlib.Path) -> tuple[list[int], dict[str, bytes]] | None:
+    """What a resume (or continuation) of ``workdir`` may change before its runner restores a checkpoint:
+    its checkpoint steps and the bytes of config.json and final.json (None: not a folder with checkpoints)."""
+    steps = checkpoint_steps(workdir)
+    if not steps or not (workdir / CONFIG_FILE).is_file():
+        return None
+    return steps, {name: (workdir / name).read_bytes() for name in (CONFIG_FILE, FINAL_FILE)
+                   if (workdir / name).is_file()}
+
+
+def _put_back(workdir: pathlib.Path, before: tuple[list[int], dict[str, bytes]] | None) -> None:
+    """After a resume whose runner failed before saving a checkpoint (e.g. none was readable), puts
+    config.json and final.json back as they were, so a failed start leaves the folder as it found it
+    (the finished run is still finished, and its own command still resumes it). A run that saved a
+    checkpoint since has moved on: its folder is left as it is."""
+    if before is None or checkpoint_steps(workdir) != before[0]:
+        return
+    files = before[1]
+    changed = [name for name in (CONFIG_FILE, FINAL_FILE) if name in files
+               and (not (workdir / name).is_file() or (workdir / name).read_bytes() != files[name])]
+    for name in changed:
+        tmp = workdir / f".{name}.tmp"
+        tmp.write_bytes(files[name])
+        os.replace(tmp, workdir / name)
+    if changed:
+        print(f"lmforge: {workdir} is left as it was ({' and '.join(changed)} put back): the run stopped before "
+              f"saving a checkpoint", file=sys.stderr, flush=True)
 
 
 def _replace_attempt(workdir: pathlib.Path, changed: dict[str, tuple[Any, Any]]) -> None:

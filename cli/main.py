@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one experiment", description=_run_cmd.__doc__)
     run.add_argument("experiment", metavar="EXP.py[:VARIANT]")
-    run.add_argument("bindings", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. optim.lr=3e-4")
+    # default=[]: argparse counts a nargs="*" positional without a default as required in its error message
+    run.add_argument("bindings", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. optim.lr=3e-4")
     run.add_argument("--workdir", help="run folder (default: a new folder under runs/); an existing one resumes")
     run.add_argument("--print-config", action="store_true",
                      help="print every key of the resolved config (as KEY=VALUE) and exit without running")
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="run a grid of bindings", description=_sweep_cmd.__doc__)
     sweep.add_argument("experiment", metavar="EXP.py[:VARIANT]")
-    sweep.add_argument("bindings", nargs="*", metavar="KEY=VALUE",
+    sweep.add_argument("bindings", nargs="*", default=[], metavar="KEY=VALUE",
                        help='fixed bindings and sweep axes, e.g. "optim.lr=[1e-3,3e-4]"')
     sweep.add_argument("--workdir", help="sweep folder (default: a new folder under runs/)")
     sweep.set_defaults(handler=_sweep_cmd, compiles=True)
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batch-wait-ms", type=float, default=5.0,
                        help="how long a call waits for more requests to join it after the first")
     serve.add_argument("--default-max-tokens", type=int, default=256,
-                       help="a reply's limit when the request gives no max_tokens (at most the context left)")
+                       help="a chat reply's limit when the request gives no max_tokens (text completions default "
+                            "to 16, as OpenAI's); at most the context left")
     serve.add_argument("--dtype", help="cast floating-point parameters, e.g. bfloat16 (default: as stored)")
     serve.set_defaults(handler=_serve_cmd, compiles=True)
 

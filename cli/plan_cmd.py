@@ -65,7 +65,7 @@ def add_plan_parser(sub) -> None:
     p = sub.add_parser("plan", help="parameters, FLOPs, memory per device and step time of a run, before it runs",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", nargs="?", metavar="EXP.py[:VARIANT]", help="an experiment (optional with --preset)")
-    p.add_argument("bindings", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. mesh.fsdp=64 mesh.tensor=8")
+    p.add_argument("bindings", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. mesh.fsdp=64 mesh.tensor=8")
     p.add_argument("--preset", help="a model preset, e.g. llama3_70b (see lmforge.model.PRESETS)")
     p.add_argument("--devices", type=int, help="devices in all, for a mesh axis of -1 (default: -1 counts as 1)")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation the step time assumes (0.4)")

@@ -162,11 +162,11 @@ def write_tables(points: list[SweepPoint], keys: list[str], workdir: pathlib.Pat
     metrics = metric_keys(points)
     header = ["run", *keys, "status", *metrics, "error"]
     rows = [[p.name, *(p.swept.get(k, "") for k in keys), "ok" if p.ok else "failed",
-             *(p.metrics.get(m, "") for m in metrics), p.error or ""] for p in points]
+             *(p.metrics.get(m) for m in metrics), p.error or ""] for p in points]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([[_csv_cell(v) for v in row] for row in rows])   # no value: an empty cell
     (workdir / "summary.csv").write_text(buf.getvalue())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
@@ -187,10 +187,19 @@ def _run_point(point: SweepPoint, config: Any, run_dir: pathlib.Path,
             (run_dir / "error.txt").write_text("".join(traceback.format_exception(e)))
 
 
+def _missing(value: Any) -> bool:
+    """No value to show: a metric a point did not report, null in its final.json, or NaN/inf."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+    if _missing(value):
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _csv_cell(value: Any) -> Any:
+    return "" if _missing(value) else value
 
 
 def _md_cell(value: Any) -> str:

@@ -47,7 +47,7 @@ _RESET = "\x1b[0m"
 
 def add_show_parser(tok_sub) -> None:
     show = tok_sub.add_parser("show", help="show a text's or conversations' tokens, ids and loss mask",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=_user_doc(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("input", metavar="TEXT_OR_JSONL", help="a text, a text file, or a chat .jsonl[.gz] / .json file")
     show.add_argument("--tokenizer", required=True, metavar="DIR_OR_RUN",
                       help="a tokenizer folder, or a run / model folder with tokenizer/ in it")
@@ -257,3 +257,8 @@ def _is_dir(path: pathlib.Path) -> bool:
         return path.is_dir()
     except OSError:
         return False
+
+
+def _user_doc(doc: str) -> str:
+    """The module docstring as ``--help`` shows it: without the implementation note on ANSI codes."""
+    return doc.split("\n- ANSI escape codes")[0]

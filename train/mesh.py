@@ -75,16 +75,32 @@ def use_host_devices(cfg: MeshConfig) -> None:
 
 
 def mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int, int]:
+    """(data, fsdp, expert, tensor) on ``num_devices`` devices, the -1 axis taking the rest.
+    Raises ValueError naming the fixed axes when they do not fit the devices."""
+    names = ("data", "fsdp", "expert", "tensor")
     sizes = [cfg.data, cfg.fsdp, cfg.expert, cfg.tensor]
     known = math.prod(s for s in sizes if s != -1)
+    fixed = ", ".join(f"mesh.{n}={s}" for n, s in zip(names, sizes) if s not in (1, -1))
     if -1 in sizes:
         if num_devices % known:
-            raise ValueError(f"mesh: {num_devices} devices are not divisible by the fixed axes {sizes}")
+            raise ValueError(f"{fixed}: the fixed mesh axes need a multiple of {known} devices; there are "
+                             f"{num_devices} (mesh.{names[sizes.index(-1)]}=-1 takes the rest)")
         sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
-        raise ValueError(f"mesh (data, fsdp, expert, tensor) = {tuple(sizes)} needs {math.prod(sizes)} devices, "
-                         f"but {num_devices} are available")
+        raise ValueError(f"{fixed or 'mesh'}: the mesh needs {known} devices (no axis is -1); there are "
+                         f"{num_devices}")
     return tuple(sizes)
+
+
+def check_devices(cfg: MeshConfig, distributed_enabled: bool = False) -> None:
+    """The mesh fits this process's devices (:func:`mesh_shape`), checked before a run writes anything.
+    Applies ``cfg.host_devices`` first (:func:`use_host_devices`), so it starts JAX with the devices the
+    run will have. A multi-process run is not checked here: its devices are known only after
+    ``jax.distributed.initialize``, which must come before JAX starts. Raises ValueError."""
+    if distributed_enabled:
+        return
+    use_host_devices(cfg)
+    mesh_shape(cfg, jax.device_count())
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:

@@ -124,9 +124,11 @@ class PretrainConfig(LoopConfig):
         lengths fit the model that trains (:func:`check_objective`): ``model``, or the one ``init_from``
         records (read without its weights). A continued run resuming in ``workdir`` without replay
         needs no init_from (:func:`resumes_alone`); replay reads the original run's data split from it.
+        A sentencepiece tokenizer this run will train has room for its fixed pieces (:func:`check_tokenizer_size`).
         Raises ValueError."""
         check_replay(self)
         if not self.init_from:
+            check_tokenizer_size(self.tokenizer, workdir)
             check_objective(self, self.model)
             return
         from lmforge.weights import check_init_from, read_model_config, source_model_config
@@ -142,6 +144,21 @@ class PretrainConfig(LoopConfig):
             check_objective(self, source_model_config(self.init_from))
         except ValueError as e:
             raise ValueError(f"init_from={self.init_from} (the model is its, not this config's model.*): {e}") from None
+
+
+def check_tokenizer_size(tok: TokenizerConfig, workdir: pathlib.Path | None = None) -> None:
+    """``tokenizer.vocab_size`` leaves room beyond the pieces every sentencepiece vocabulary holds, checked
+    before curation and tokenizer training (``lmforge.data.tokenizer`` counts them the same way when it
+    trains); a run whose ``workdir`` already holds its tokenizer reuses it and trains none. Raises ValueError."""
+    from lmforge.data.tokenizer import SPECIAL_TOKENS
+
+    if tok.kind != "sentencepiece" or (workdir is not None and any((workdir / "tokenizer").glob("tokenizer.*"))):
+        return
+    symbols = len(SPECIAL_TOKENS) + tok.num_reserved + 1          # + "\n"
+    smallest = 4 + symbols + 256                                   # pad/unk/bos/eos + user symbols + byte pieces
+    if tok.vocab_size <= smallest:
+        raise ValueError(f"tokenizer.vocab_size={tok.vocab_size}: expected more than {smallest} (4 control + {symbols} "
+                         f"special + 256 byte pieces), plus room for the corpus' characters")
 
 
 OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
@@ -528,7 +545,8 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
                if cfg.replay is not None else {}),
             **{f"final/{s.name}_val_{k}": ev[f"eval/{s.name}/{k}"] for s in cfg.data.mixture
                for k in ("loss", "perplexity", "bits_per_byte") if f"eval/{s.name}/{k}" in ev},
-            "final/tokens_per_s": result.perf.get("perf/tokens_per_s", float("nan")),
+            # Timed over logged steps after the first (compile): a run too short for that has no rate.
+            **({"final/tokens_per_s": result.perf["perf/tokens_per_s"]} if "perf/tokens_per_s" in result.perf else {}),
             "final/wall_s": time.time() - t_start}
 
 

@@ -62,7 +62,7 @@ from lmforge.train.optim import OptimConfig, make_optimizer
 from lmforge.train.step import (LossFn, State, data_parallel_axes, global_batch, make_eval_step, make_train_step,
                                 reduce_metrics)
 from lmforge.weights import Checkpointer, write_base, write_model_config
-from lmforge.weights.checkpoint import tree_digest
+from lmforge.weights.checkpoint import CheckpointError, NoReadableCheckpoint, tree_digest
 from lmforge.weights.pins import pin_step
 from lmforge.weights.load import check_base_digest, read_base
 
@@ -303,7 +303,10 @@ class Trainer:
         loop, workdir = self.loop, pathlib.Path(workdir)
         ckpt = Checkpointer(workdir / "checkpoints", keep=loop.keep_checkpoints)
         data_state = data if hasattr(data, "get_state") else None
-        restored = ckpt.restore(_abstract(self.state), data_state)
+        try:
+            restored = ckpt.restore(_abstract(self.state), data_state)
+        except NoReadableCheckpoint as e:   # resuming: what to do about it (a reader's message has no advice)
+            raise CheckpointError(f"{e}; move them aside to start this run from scratch") from None
         start = int(jax.device_get(self.state["step"]))       # steps already taken with train_step
         if restored is not None:
             start, self.state = restored

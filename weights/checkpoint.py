@@ -65,7 +65,7 @@ from jax.experimental import multihost_utils
 from lmforge.weights.orbax_quiet import absl_quiet, quiet_orbax
 from lmforge.weights.pins import NewestAndPinned
 
-__all__ = ["CheckpointError", "Checkpointer", "fingerprints", "tree_digest"]
+__all__ = ["CheckpointError", "Checkpointer", "NoReadableCheckpoint", "fingerprints", "tree_digest"]
 
 _STATE, _DATA_ITER = "state", "data_iter"
 _META_KEY = "lmforge"  # key in orbax custom_metadata: {"fingerprints": {leaf_path: uint32}}
@@ -73,6 +73,18 @@ _META_KEY = "lmforge"  # key in orbax custom_metadata: {"fingerprints": {leaf_pa
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder cannot be used: no readable step, or it does not fit the model."""
+
+
+class NoReadableCheckpoint(CheckpointError):
+    """Every candidate step of a checkpoint folder is unreadable (:func:`_no_readable`). The message names the
+    folder and each step with its reason, and says nothing is changed; a caller that starts a run from the
+    folder adds what to do about it (the trainer: move them aside to start from scratch), a reader
+    (sample, eval, chat, convert) has nothing to add."""
+
+
+def _no_readable(directory: pathlib.Path, tried: list[str]) -> NoReadableCheckpoint:
+    return NoReadableCheckpoint(f"no readable checkpoint in {directory}: step(s) {'; '.join(tried)} could not be "
+                                f"read (they are left as they are)")
 
 
 class _Unreadable(Exception):
@@ -202,9 +214,7 @@ class Checkpointer:
             return {p[len(key) + 1:].replace("/", ".") for p in _flat({key: tree[key]})}
         if step is not None:
             raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable ({tried[0][1]})")
-        raise CheckpointError(
-            f"no readable checkpoint in {self.directory}; tried step(s) {'; '.join(f'{s} ({r})' for s, r in tried)}; "
-            "they are left as they are: move them aside to start this run from scratch")
+        raise _no_readable(self.directory, [f"{s} ({r})" for s, r in tried])
 
     def all_steps(self) -> list[int]:
         """All finalized steps on disk, oldest first."""
@@ -267,9 +277,7 @@ class Checkpointer:
                          f"({reason}); falling back to step {candidates[i + 1]}")
                 continue
             return s, state
-        raise CheckpointError(
-            f"no readable checkpoint in {self.directory}; tried step(s) {'; '.join(tried)}; "
-            "they are left as they are: move them aside to start this run from scratch")
+        raise _no_readable(self.directory, tried)
 
     def _restore_step(self, step: int, abstract_state, data_iter, partial: bool = False):
         """One attempt; raises _Unreadable (corrupt/partial) or CheckpointError (user error)."""

@@ -33,6 +33,16 @@ class WeightsError(ValueError):
     """A weights source that cannot be used: missing, of another kind, or not fitting the model."""
 
 
+def not_json(path: pathlib.Path | str, e: json.JSONDecodeError, expected: str) -> str:
+    """One line for a file that does not parse as JSON: where (line and column), what the parser
+    said, whether the file ends early (a truncated write), and what the file should hold."""
+    what = e.msg.removesuffix(" at").strip()    # json's "Invalid control character at" reads "... at: line 1"
+    what = what[:1].lower() + what[1:]
+    doc = (e.doc or "").rstrip()
+    note = "; the file is empty" if not doc else "; the file ends there: truncated?" if e.pos >= len(doc) else ""
+    return f"{path}: not valid JSON ({what}, line {e.lineno} column {e.colno}{note}); expected {expected}"
+
+
 def model_config_to_json(cfg: ModelConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
 
@@ -83,7 +93,7 @@ def read_model_config(directory: pathlib.Path) -> ModelConfig:
     try:
         fields = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise WeightsError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise WeightsError(not_json(path, e, "a JSON object: the model's ModelConfig fields")) from None
     return model_config_from_dict(fields, source=str(path))
 
 

@@ -50,6 +50,7 @@ from flax import nnx
 
 from lmforge.model import ModelConfig, build_model
 from lmforge.model.paths import flatten, unflatten
+from lmforge.weights.folder import not_json
 from lmforge.weights.hf_config import (  # noqa: F401  (re-exported: the config half of the interop)
     CONFIG_FIELDS,
     HF_ARCHITECTURES,
@@ -308,7 +309,7 @@ def read_hf_config(folder: pathlib.Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise InteropError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise InteropError(not_json(path, e, "a JSON object: the transformers model's config")) from None
 
 
 def load_hf(folder, *, model_cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict, set]:

@@ -40,7 +40,8 @@ from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, ModelRuntime, 
 from lmforge.model.config import NATIVE_PLATFORM
 from lmforge.model.paths import combine, flatten, unflatten
 from lmforge.weights.checkpoint import Checkpointer
-from lmforge.weights.folder import MODEL_FILE, WeightsError, is_model_folder, read_model_config, read_model_folder
+from lmforge.weights.folder import (MODEL_FILE, WeightsError, is_model_folder, not_json, read_model_config,
+                                   read_model_folder)
 
 BASE_FILE = "base.json"
 KINDS = ("run", "hf", "model")
@@ -77,7 +78,8 @@ def source_kind(source: pathlib.Path) -> str:
         try:
             fields = json.loads(config.read_text())
         except json.JSONDecodeError as e:
-            raise WeightsError(f"{config}: not valid JSON ({e.msg} at line {e.lineno})") from None
+            raise WeightsError(not_json(config, e, "a JSON object: a run's config or a transformers model's "
+                                                  "config")) from None
         if isinstance(fields, dict) and "model_type" in fields:
             return "hf"
     if (source / "checkpoints").is_dir() or (source / "model.json").is_file():

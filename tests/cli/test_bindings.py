@@ -139,8 +139,12 @@ def test_post_init_sees_all_bindings_of_a_node_at_once():
     assert message.startswith("binding model.num_heads makes an invalid ModelCfg (model): model.embed_dim=8")
 
 
-def test_later_binding_wins():
+def test_later_binding_wins_and_says_so(capsys):
+    """As in gin, the later value counts (a script's defaults, then an override), and a note names both:
+    it used to win silently, so a typo in a long command line went unnoticed."""
     assert bind("steps=3", "steps=4").steps == 4
+    assert capsys.readouterr().err.strip() == "lmforge: config key 'steps' bound twice (3, then 4): 4 counts"
+    assert bind("steps=4").steps == 4 and capsys.readouterr().err == ""
 
 
 def test_flatten_keys_diff_non_default():

@@ -106,6 +106,10 @@ def test_traceback_flag_and_bugs_keep_tracebacks(exp, tmp_path):
 
 def test_argparse_errors_return_2(capsys):
     assert main(["run"]) == 2
+    # Only the experiment is required; the KEY=VALUE bindings are optional.
+    assert capsys.readouterr().err.strip().endswith("error: the following arguments are required: EXP.py[:VARIANT]")
+    assert main(["sweep"]) == 2
+    assert capsys.readouterr().err.strip().endswith("error: the following arguments are required: EXP.py[:VARIANT]")
     assert main([]) == 2
     assert main(["--help"]) == 0
     capsys.readouterr()

@@ -89,6 +89,53 @@ def test_a_pretraining_run_with_a_wrong_data_path_is_retried_in_its_folder(tmp_p
     assert not (workdir / "tokenizer").exists()    # refused before a tokenizer was trained
 
 
+def test_a_failed_continuation_leaves_the_finished_run_as_it_was(tmp_path, capsys, monkeypatch):
+    """Continuing a finished run whose only checkpoint is unreadable fails, and the folder is left byte for
+    byte as it was (final.json used to be deleted and config.json rewritten first, so the run's own command
+    was then refused). Reading the folder (sample) says which steps could not be read, with no resume advice."""
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path, PRETRAIN_EXP, name="pre.py")
+    (tmp_path / "text.txt").write_text("To be, or not to be, that is the question.\n" * 20)
+    workdir = tmp_path / "w"
+    assert main(["run", str(exp), "--workdir", str(workdir)]) == 0
+    final = read_json(workdir / "final.json")
+    assert final["final/step"] == 2.0 and "final/tokens_per_s" not in final   # too short to time: left out
+    (step,) = (workdir / "checkpoints").iterdir()
+    (step / "state" / "_METADATA").write_text("{not json")
+    files = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", str(exp), "steps=4", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2] == f"lmforge: {workdir} is left as it was (config.json and final.json put back): the run " \
+                      f"stopped before saving a checkpoint"
+    assert err[-1].startswith(f"lmforge: error: no readable checkpoint in {workdir / 'checkpoints'}: step(s) 2 (")
+    assert err[-1].endswith("could not be read (they are left as they are); move them aside to start this run "
+                            "from scratch")
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == files
+    assert main(["run", str(exp), "--workdir", str(workdir)]) == 0       # still the finished run
+    assert "is a finished run" in capsys.readouterr().err
+    assert main(["sample", str(workdir), "--prompt", "To"]) == 2          # a reader: nothing to start over
+    err = one_error_line(capsys)
+    assert f"no readable checkpoint in {workdir / 'checkpoints'}: step(s) 2 (" in err and "scratch" not in err
+
+
+def test_a_mesh_or_vocabulary_that_cannot_work_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """Checked up front with data.seq_len and init_from: not after curation and tokenizer training."""
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path, PRETRAIN_EXP, name="pre.py")
+    workdir = tmp_path / "w"
+    assert main(["run", str(exp), "mesh.fsdp=3", "--workdir", str(workdir)]) == 2     # the tests have 8 devices
+    assert one_error_line(capsys) == ("lmforge: error: mesh.fsdp=3: the fixed mesh axes need a multiple of 3 devices; "
+                                      "there are 8 (mesh.data=-1 takes the rest)")
+    assert main(["run", str(exp), "mesh.data=2", "mesh.tensor=2", "--workdir", str(workdir)]) == 2
+    assert one_error_line(capsys) == ("lmforge: error: mesh.data=2, mesh.tensor=2: the mesh needs 4 devices (no axis "
+                                      "is -1); there are 8")
+    assert main(["run", str(exp), "tokenizer.kind=sentencepiece", "tokenizer.vocab_size=10", "--workdir",
+                 str(workdir)]) == 2
+    assert one_error_line(capsys).startswith("lmforge: error: tokenizer.vocab_size=10: expected more than 300 ")
+    assert not workdir.exists()
+
+
 def test_a_validation_split_shorter_than_a_sequence_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = write_experiment(tmp_path, PRETRAIN_EXP, name="pre.py")
@@ -277,6 +324,15 @@ def test_a_mistake_in_an_experiment_file_is_one_line_at_its_line(tmp_path, capsy
     assert one_error_line(capsys) == (f"lmforge: error: {exp}:4: get_config('default') failed: TypeError: "
                                       f"PretrainConfig.__init__() got an unexpected keyword argument 'step' "
                                       f"(--traceback shows the whole traceback)")
+    # Any exception in get_config, a config's own check included: one line naming the file and the variant.
+    exp.write_text("from lmforge.train.pretrain import PretrainConfig\nVARIANTS = ('smoke',)\n"
+                   "def get_config(variant='default'):\n    return PretrainConfig(steps=-1)\n")
+    assert main(["run", f"{exp}:smoke", "--workdir", str(tmp_path / "w")]) == 2
+    assert one_error_line(capsys).startswith(f"lmforge: error: {exp}:4: get_config('smoke') failed: ValueError: steps ")
+    exp.write_text("VARIANTS = ('default',)\ndef get_config(variant='default'):\n    return 1 / 0\n")
+    assert main(["run", str(exp), "--workdir", str(tmp_path / "w")]) == 2
+    assert one_error_line(capsys) == (f"lmforge: error: {exp}:3: get_config('default') failed: ZeroDivisionError: "
+                                      f"division by zero (--traceback shows the whole traceback)")
     exp.write_text("VARIANTS = ('default',\n")
     assert main(["run", str(exp)]) == 2
     assert one_error_line(capsys).startswith(f"lmforge: error: {exp}:1: loading the experiment failed: SyntaxError: ")

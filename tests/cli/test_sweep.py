@@ -32,6 +32,23 @@ def test_grid_folders_and_summaries(tmp_path):
     assert (tmp_path / "summary.png").stat().st_size > 1000
 
 
+def test_a_metric_without_a_value_shows_as_a_dash(tmp_path):
+    """A run too short to time a step has no tokens/s (nan, null in an older final.json, or absent): '-' in the
+    progress line and summary.md, an empty cell in summary.csv, never 'nan' or 'None'."""
+    finals = iter([{"final/loss": 1.5, "final/tokens_per_s": float("nan")},
+                   {"final/loss": 2.0, "final/tokens_per_s": None}, {"final/loss": 2.5}])
+    lines = []
+    run_sweep(FakeConfig(), ["optim.lr=[1e-3,3e-4,1e-4]"], tmp_path, launch_fn=lambda c, w: next(finals),
+              log=lines.append)
+    done = [line for line in lines if "final/loss=" in line]
+    assert done[0].endswith("final/loss=1.5, final/tokens_per_s=-") and done[1].endswith("final/tokens_per_s=-")
+    md = (tmp_path / "summary.md").read_text()
+    assert "nan" not in md and "None" not in md
+    assert "| optim.lr=1e-3 | 1e-3 | ok | 1.5 | - |  |" in md and "| optim.lr=1e-4 | 1e-4 | ok | 2.5 | - |  |" in md
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [r["final/tokens_per_s"] for r in rows] == ["", "", ""]
+
+
 def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     points = run_sweep(FakeConfig(), ["fail=[false, true]", "model.num_heads=[2, 4]"], tmp_path, log=quiet)
     status = {p.name: (p.ok, p.error) for p in points}

@@ -301,3 +301,29 @@ def test_a_folder_of_stage_runs_names_them(tmp_path):
     with pytest.raises(WeightsError, match=r"nor a model folder \(model.json \+ params.safetensors\); it holds stage1, "
                                            r"stage2: give one of those$"):
         source_kind(tmp_path)
+
+
+def test_a_file_that_is_not_json_names_where_and_what_was_expected(tmp_path):
+    """A truncated model.json / config.json: line and column, a truncation named as such, and what the
+    file should hold (it read 'Invalid control character at at line 1')."""
+    import re
+
+    from lmforge.weights.hf import InteropError, read_hf_config
+    from lmforge.weights.load import source_kind
+
+    write_model_config(tmp_path / "cut", MODEL)
+    (tmp_path / "cut" / "model.json").write_text('{"family": "gpt2", "vocab\n')
+    with pytest.raises(WeightsError, match=re.escape(
+            f"{tmp_path / 'cut' / 'model.json'}: not valid JSON (invalid control character, line 1 column 26; the "
+            f"file ends there: truncated?); expected a JSON object: the model's ModelConfig fields")):
+        load_params(tmp_path / "cut", ONE)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "gpt2",}')
+    with pytest.raises(WeightsError, match=re.escape(
+            "config.json: not valid JSON (expecting property name enclosed in double quotes, line 1 column 23); "
+            "expected a JSON object: a run's config or a transformers model's config")):
+        source_kind(tmp_path / "hf")
+    (tmp_path / "hf" / "config.json").write_text("")
+    with pytest.raises(InteropError, match=re.escape("(expecting value, line 1 column 1; the file is empty); expected "
+                                                     "a JSON object: the transformers model's config")):
+        read_hf_config(tmp_path / "hf")
