@@ -349,14 +349,26 @@ def _training_lines(texts: Sequence[str], max_chars: int, seed: int) -> list[str
     return [lines[i] for i in np.sort(keep)]  # sorted: keep the corpus order of what is kept
 
 
-def _train_sentencepiece(cfg: TokenizerConfig, lines: list[str]) -> bytes:
-    symbols = [*SPECIAL_TOKENS, *(f"<|reserved_{i}|>" for i in range(cfg.num_reserved)), "\n"]
-    smallest = 4 + len(symbols) + 256  # pad/unk/bos/eos + user symbols + byte pieces
+def user_symbols(cfg: TokenizerConfig) -> list[str]:
+    """The pieces a trained SentencePiece vocabulary holds whole: lmforge's specials, the reserved ones, "\n"."""
+    return [*SPECIAL_TOKENS, *(f"<|reserved_{i}|>" for i in range(cfg.num_reserved)), "\n"]
+
+
+def check_vocab_size(cfg: TokenizerConfig) -> None:
+    """``cfg.vocab_size`` leaves room beyond the pieces every SentencePiece vocabulary holds (4 control,
+    :func:`user_symbols`, 256 byte pieces). Raises ValueError naming the smallest size."""
+    symbols = len(user_symbols(cfg))
+    smallest = 4 + symbols + 256  # pad/unk/bos/eos + user symbols + byte pieces
     if cfg.vocab_size <= smallest:
         raise ValueError(
             f"tokenizer.vocab_size={cfg.vocab_size}: expected more than {smallest} "
-            f"(4 control + {len(symbols)} special + 256 byte pieces), plus room for the corpus' characters"
+            f"(4 control + {symbols} special + 256 byte pieces), plus room for the corpus' characters"
         )
+
+
+def _train_sentencepiece(cfg: TokenizerConfig, lines: list[str]) -> bytes:
+    symbols = user_symbols(cfg)
+    check_vocab_size(cfg)
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(

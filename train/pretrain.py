@@ -148,17 +148,13 @@ class PretrainConfig(LoopConfig):
 
 def check_tokenizer_size(tok: TokenizerConfig, workdir: pathlib.Path | None = None) -> None:
     """``tokenizer.vocab_size`` leaves room beyond the pieces every sentencepiece vocabulary holds, checked
-    before curation and tokenizer training (``lmforge.data.tokenizer`` counts them the same way when it
-    trains); a run whose ``workdir`` already holds its tokenizer reuses it and trains none. Raises ValueError."""
-    from lmforge.data.tokenizer import SPECIAL_TOKENS
+    before curation and tokenizer training (``lmforge.data.tokenizer.check_vocab_size``, which training
+    runs too); a run whose ``workdir`` already holds its tokenizer reuses it and trains none. Raises ValueError."""
+    from lmforge.data.tokenizer import check_vocab_size
 
     if tok.kind != "sentencepiece" or (workdir is not None and any((workdir / "tokenizer").glob("tokenizer.*"))):
         return
-    symbols = len(SPECIAL_TOKENS) + tok.num_reserved + 1          # + "\n"
-    smallest = 4 + symbols + 256                                   # pad/unk/bos/eos + user symbols + byte pieces
-    if tok.vocab_size <= smallest:
-        raise ValueError(f"tokenizer.vocab_size={tok.vocab_size}: expected more than {smallest} (4 control + {symbols} "
-                         f"special + 256 byte pieces), plus room for the corpus' characters")
+    check_vocab_size(tok)
 
 
 OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
