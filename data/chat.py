@@ -212,8 +212,7 @@ class ChatFormat:
     def special_texts(self) -> frozenset[str]:
         """The texts that encode to one special id: lmforge's ``<|...|>`` pieces (``data.tokenizer``)."""
         if self._specials is None:
-            texts = (b.decode("utf-8", errors="replace") for b in self.tok.token_bytes())
-            self._specials = frozenset(t for t in texts if SPECIAL_PATTERN.fullmatch(t))
+            self._specials = frozenset(special_pieces(self.tok).values())
         return self._specials
 
     def _encode_segments(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
@@ -237,6 +236,13 @@ class ChatFormat:
                 self.tok.encode(marker[:1]) + self.tok.encode(marker[1:])
             at = m.end()
         return ids + self.tok.encode(text[at:])
+
+
+def special_pieces(tok: Tokenizer) -> dict[int, str]:
+    """``{id: text}`` of the pieces of ``tok`` shaped as lmforge's specials (``<|user|>``, ``<|end|>``,
+    ``<|reserved_i|>``: ``SPECIAL_PATTERN``), by the text ``tok.token_bytes()`` gives each id."""
+    texts = ((i, b.decode("utf-8", errors="replace")) for i, b in enumerate(tok.token_bytes()))
+    return {i: t for i, t in texts if SPECIAL_PATTERN.fullmatch(t)}
 
 
 def _segments(message: Mapping, index: int) -> list[tuple[str, bool]]:
@@ -397,4 +403,5 @@ def _short(x, n: int = 60) -> str:
 
 
 __all__ = ["ChatFormat", "ChatStats", "ChatTemplate", "END_TOKEN", "Message", "ROLES", "ROLE_TOKENS", "TRAIN_ON",
-           "chat_template_for", "check_messages", "sft_dataset", "sft_eval_batches", "sft_examples"]
+           "chat_template_for", "check_messages", "sft_dataset", "sft_eval_batches", "sft_examples",
+           "special_pieces"]

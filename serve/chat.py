@@ -62,7 +62,7 @@ from jax.sharding import AxisType
 
 from lmforge.data import load_tokenizer
 from lmforge.data.tokenizer import tokenizer_dir
-from lmforge.data.chat import SPECIAL_PATTERN, ChatTemplate, chat_template_for, check_messages
+from lmforge.data.chat import ChatTemplate, chat_template_for, check_messages, special_pieces
 from lmforge.infer import FINISH_NAMES, Sampler, SamplingConfig, bucket
 from lmforge.model import DEFAULT_RULES
 from lmforge.weights import load_params, refuse_reward_model, source_kind
@@ -160,8 +160,7 @@ def special_tokens(tok) -> dict[int, str]:
     table = tok.token_bytes()
     config = getattr(tok, "config", None)
     if not isinstance(config, dict):   # lmforge's tokenizers: SentencePiece or char (which has none)
-        return {i: t for i, t in ((i, b.decode("utf-8", errors="replace")) for i, b in enumerate(table))
-                if SPECIAL_PATTERN.fullmatch(t)}
+        return special_pieces(tok)
     extra = config.get("extra_special_tokens", config.get("additional_special_tokens")) or []
     extra = list(extra.values()) if isinstance(extra, dict) else list(extra)
     decoder = config.get("added_tokens_decoder") or {}
