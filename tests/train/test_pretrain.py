@@ -365,3 +365,36 @@ def test_batch_not_divisible_by_mesh_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"data\.batch_size=12 must be divisible by the batch mesh axes \(8\)"):
         run_pretrain(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resume_on_other_documents_is_refused_and_the_same_ones_resume(tmp_path):
+    """The first start fingerprints the documents (data.json); a resume on a changed source is a one-line
+    error naming it — the old tokenizer and the grain iterator's position would not fit the new data."""
+    text = tmp_path / "text.txt"
+    make_text(text, lines=60)
+    workdir = tmp_path / "run"
+    run_pretrain(tiny_config(text, checkpoint_every=2, steps=2), workdir)
+    recorded = json.loads((workdir / "data.json").read_text())["data"]
+    assert recorded["train_documents"] + recorded["val_documents"] >= 1 and len(recorded["sha256"]) == 64
+    text.write_text(text.read_text().replace("a", "b"))
+    with pytest.raises(ValueError, match=r"^data\.source: the documents differ from those this run started on") as e:
+        run_pretrain(tiny_config(text, checkpoint_every=2, steps=4), workdir)
+    assert "\n" not in str(e.value) and f"init_from={workdir}" in str(e.value)
+    assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == ["2"]   # nothing trained on
+    assert json.loads((workdir / "data.json").read_text())["data"] == recorded                  # nor overwritten
+
+
+def test_a_curated_source_is_not_curated_again(tmp_path, capfd):
+    """``data.source.kind=curated`` with the experiment's ``curate`` set (the quickstart's): the documents
+    `lmforge data curate` kept are used as they are, and stderr says the run's curation was skipped."""
+    from lmforge.data.curate import CurateConfig, Document, OutputConfig, write_shard
+    from lmforge.train.pretrain import data_splits
+    texts = [f"doc {i}: " + "short line\n" * (i % 3 + 1) for i in range(20)]   # a quality filter would drop these
+    write_shard(tmp_path / "cur" / "data", OutputConfig(), 0, [(i, Document(f"d{i}", t, "d")) for i, t in enumerate(texts)])
+    (tmp_path / "cur" / "funnel.json").write_text("{}")
+    cfg = tiny_config(tmp_path / "unused.txt", curate=CurateConfig())
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=SourceConfig(kind="curated",
+                                                                                          path=str(tmp_path / "cur"))))
+    train, val = data_splits(cfg, tmp_path / "run")["data"]
+    assert sorted(train + val) == sorted(texts) and not (tmp_path / "run" / "curated").exists()
+    assert "this run's curate stage is skipped" in capfd.readouterr().err
