@@ -15,6 +15,17 @@ question, then answers about entities it never saw in training — with the pass
 The closed-book column is the control: a model that answers unseen entities open book but not
 closed book reads its answers from the passages, not from its weights. Re-running with the same
 WORKDIR skips what is finished (``lmforge.align.stages``).
+
+``retrieval="tool"`` trains the same facts as tool use instead (Toolformer's search, Schick et al.
+2023; the ``search`` tool of ``lmforge.infer.retrieval.search_tool``): the user asks, the assistant
+calls ``search`` with the entity's name as its query, the tool's result is the ``k`` passages BM25
+finds for that name, and the assistant answers (:func:`tool_conversation`; SFT's loss is on the
+call and the answer, never on the result). The model writes its own query, so at evaluation the
+question goes through the tool-call loop (``lmforge.infer.tools.run_tools``, at most ``max_calls``
+calls): open book with the search over every entity's document, closed book with a search that
+finds nothing (``"no results"``) — the control, as above. Recall is then of the model's own
+queries (the entity's document among what its searches returned) and the records keep its calls
+(``tool_calls``: calls per question).
 """
 
 from __future__ import annotations
@@ -29,11 +40,14 @@ from lmforge.align.interrogation import split_phrasings
 from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, read_jsonl, sft_stage, write_json,
                                   write_jsonl)
 from lmforge.data import knowledge
-from lmforge.data.chat import OVERFLOW
-from lmforge.infer.retrieval import CONTEXT_HEADER, Retriever, retrieve_context
+from lmforge.data.chat import OVERFLOW, format_call
+from lmforge.infer.retrieval import CONTEXT_HEADER, Retriever, retrieve_context, search_tool
+from lmforge.infer.tools import Tool
 
 MODES = ("open_book", "closed_book")
 GROUPS = ("train", "heldout")
+RETRIEVALS = ("context", "tool")   # the passages in a system message, or a search the model calls
+NO_RESULTS = "no results"          # what the closed-book search tool returns (as search_tool when nothing matches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +62,8 @@ class RAGConfig(RecipeConfig):
     stage: StageConfig = StageConfig(steps=600)
     seq_len: int = 256
     overflow: str = "drop"           # OVERFLOW: a training conversation past seq_len is dropped (or cut: truncate)
+    retrieval: str = "context"       # RETRIEVALS: passages in front of the question, or a search tool it calls
+    max_calls: int = 2               # retrieval="tool": calls per question at evaluation (run_tools)
 
     def __post_init__(self):
         super().__post_init__()
@@ -60,6 +76,8 @@ class RAGConfig(RecipeConfig):
             (self.overflow not in OVERFLOW, f"overflow={self.overflow!r}: expected one of {', '.join(OVERFLOW)}"),
             (self.eval_max_new_tokens < 1, f"eval_max_new_tokens={self.eval_max_new_tokens}: expected >= 1"),
             (self.eval_facts < 0, f"eval_facts={self.eval_facts}: expected >= 0 (0: every fact)"),
+            (self.retrieval not in RETRIEVALS, f"retrieval={self.retrieval!r}: expected one of {', '.join(RETRIEVALS)}"),
+            (self.max_calls < 1, f"max_calls={self.max_calls}: expected >= 1"),
         ) if bad]
         if problems:
             raise ValueError("; ".join(problems))
@@ -94,20 +112,40 @@ def open_book(retriever: Retriever, items: list[dict], cfg: RAGConfig) -> list[l
     return retrieve_context(retriever, [it["messages"][:1] for it in items], k=cfg.k, header=cfg.header)
 
 
-def score_replies(items: list[dict], replies: list[str], found: list[bool]) -> list[dict]:
+def tool_conversation(search: Tool, item: dict) -> list[dict]:
+    """``item``'s question answered through the search tool (module docstring): user, the assistant's
+    ``search`` call with the entity's name as the query, the tool's result, the assistant's answer."""
+    name = item["entity"]
+    return [item["messages"][0], {"role": "assistant", "content": format_call("search", query=name)},
+            {"role": "tool", "content": search(query=name)}, item["messages"][1]]
+
+
+def no_results_tool() -> Tool:
+    """A ``search`` tool that finds nothing (the closed-book control of ``retrieval="tool"``)."""
+    return Tool("search", lambda query: NO_RESULTS, "Searches the passages by their words (BM25); finds nothing here",
+                {"query": "the words to search for"})
+
+
+def score_replies(items: list[dict], replies: list[str], found: list[bool], calls: list[list[dict]] | None = None
+                  ) -> list[dict]:
     """Held-out records: item, reply, ``correct`` (judged and not an abstention), ``idk``, and ``found``
-    (the entity's document was among the passages). Raises ValueError when the counts differ."""
-    if not len(items) == len(replies) == len(found):
-        raise ValueError(f"{len(items)} questions, {len(replies)} replies, {len(found)} retrieval flags; expected "
-                         f"one of each per question")
-    return [{"key": it["key"], "group": it["group"], "question": it["messages"][0]["content"], "answer": it["answer"],
-             "reply": r, "correct": knowledge.judge(r, it["answer"]) and not knowledge.is_idk(r),
-             "idk": knowledge.is_idk(r), "found": bool(f)} for it, r, f in zip(items, replies, found)]
+    (the entity's document was among the passages); with ``calls`` (one list per item: the tool calls
+    made, as ``{"name", "arguments", "result"}``) those too. Raises ValueError when the counts differ."""
+    if not len(items) == len(replies) == len(found) or (calls is not None and len(calls) != len(items)):
+        raise ValueError(f"{len(items)} questions, {len(replies)} replies, {len(found)} retrieval flags"
+                         f"{'' if calls is None else f', {len(calls)} call lists'}; expected one of each per question")
+    records = [{"key": it["key"], "group": it["group"], "question": it["messages"][0]["content"], "answer": it["answer"],
+                "reply": r, "correct": knowledge.judge(r, it["answer"]) and not knowledge.is_idk(r),
+                "idk": knowledge.is_idk(r), "found": bool(f)} for it, r, f in zip(items, replies, found)]
+    for record, made in zip(records, calls or ()):
+        record["calls"] = made
+    return records
 
 
 def metrics(records_by_mode: dict[str, list[dict]]) -> dict[str, float]:
     """``<mode>/<group>/accuracy`` and ``/idk`` per mode and group, ``retrieval/<group>/recall`` (from
-    the open-book records), and ``n/<group>``; a rate over no records is NaN."""
+    the open-book records), and ``n/<group>``; with records that keep their tool calls, also
+    ``<mode>/<group>/tool_calls`` (calls per question). A rate over no records is NaN."""
     def rate(rows, field):
         return float(np.mean([r[field] for r in rows])) if rows else float("nan")
     out = {}
@@ -116,6 +154,8 @@ def metrics(records_by_mode: dict[str, list[dict]]) -> dict[str, float]:
             rows = [r for r in records if r["group"] == group]
             out[f"{mode}/{group}/accuracy"] = rate(rows, "correct")
             out[f"{mode}/{group}/idk"] = rate(rows, "idk")
+            if rows and all("calls" in r for r in rows):
+                out[f"{mode}/{group}/tool_calls"] = float(np.mean([len(r["calls"]) for r in rows]))
             if mode == "open_book":
                 out[f"retrieval/{group}/recall"] = rate(rows, "found")
                 out[f"n/{group}"] = float(len(rows))
@@ -123,13 +163,20 @@ def metrics(records_by_mode: dict[str, list[dict]]) -> dict[str, float]:
 
 
 def format_table(m: dict[str, float]) -> str:
-    """The report's accuracies and abstentions, in percent."""
-    lines = [f"{'held-out phrasings':38s}{'open book':>12s}{'closed book':>13s}"]
+    """The report's accuracies, abstentions and retrieval recall in percent (and search calls per question
+    when the records kept their tool calls), one row each, open book and closed book side by side."""
+    rows = []
     for group, label in (("train", "entities trained on"), ("heldout", "entities never trained on")):
         for field in ("accuracy", "idk"):
-            lines.append(f"{label + ': ' + field:38s}" + "".join(f"{100 * m[f'{mode}/{group}/{field}']:11.1f}%"
-                                                                for mode in MODES))
-        lines.append(f"{label + ': retrieval recall':38s}{100 * m[f'retrieval/{group}/recall']:11.1f}%")
+            rows.append((f"{label}: {field}", [f"{100 * m[f'{mode}/{group}/{field}']:.1f}%" for mode in MODES]))
+        rows.append((f"{label}: retrieval recall", [f"{100 * m[f'retrieval/{group}/recall']:.1f}%"]))
+        if f"open_book/{group}/tool_calls" in m:
+            rows.append((f"{label}: search calls", [f"{m.get(f'{mode}/{group}/tool_calls', float('nan')):.2f}"
+                                                    for mode in MODES]))
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"{'held-out phrasings':{width}s}{'open book':>12s}{'closed book':>13s}"]
+    lines += [f"{label:{width}s}" + "".join(f"{v:>12s}" if i == 0 else f"{v:>13s}" for i, v in enumerate(values))
+              for label, values in rows]
     return "\n".join(lines)
 
 
@@ -145,37 +192,52 @@ def run_rag(cfg: RAGConfig, workdir: pathlib.Path) -> dict[str, float]:
     train, held = questions(kb, cfg)
     if not train:
         raise ValueError(f"train_fraction={cfg.train_fraction} leaves no entity to train on among {cfg.n_entities}")
-    train_convs = [c + [it["messages"][1]] for c, it in zip(open_book(retriever, train, cfg), train)]
     seen = [it for it in held if it["group"] == "train"]
-    held_convs = [c + [it["messages"][1]] for c, it in zip(open_book(retriever, seen, cfg), seen)]
+    if cfg.retrieval == "tool":
+        search = search_tool(retriever, k=cfg.k)
+        train_convs, held_convs = ([tool_conversation(search, it) for it in items] for items in (train, seen))
+    else:
+        train_convs, held_convs = ([c + [it["messages"][1]] for c, it in zip(open_book(retriever, items, cfg), items)]
+                                   for items in (train, seen))
     final = sft_stage(cfg.stage, "rag", cfg.init_from, train_convs, held_convs, workdir, seq_len=cfg.seq_len,
                       mesh=cfg.mesh, seed=cfg.seed, vocab_chunk=cfg.vocab_chunk, overflow=cfg.overflow)
-    own = {name: i for i, name in enumerate(kb.names)}      # an entity's document index
-    hits = retriever.search_batch([it["messages"][0]["content"] for it in held], cfg.k)
-    found = [own[it["entity"]] in {h.index for h in hs} for it, hs in zip(held, hits)]
-    records = {mode: _answers(cfg, workdir, retriever, held, found, mode) for mode in MODES}
+    records = {mode: _answers(cfg, workdir, retriever, kb, held, mode) for mode in MODES}
     out = metrics(records)
     write_json(workdir / "report.json", {"metrics": out, "stage_final": final})
     print(format_table(out), flush=True)
     return out
 
 
-def _answers(cfg: RAGConfig, workdir: pathlib.Path, retriever: Retriever, held: list[dict], found: list[bool],
-             mode: str) -> list[dict]:
+def _answers(cfg: RAGConfig, workdir: pathlib.Path, retriever: Retriever, kb: knowledge.KnowledgeBase,
+             held: list[dict], mode: str) -> list[dict]:
     """The model's greedy answers to ``held`` in ``mode``, scored (``rag/heldout_<mode>.jsonl``, read back)."""
     path = workdir / "rag" / f"heldout_{mode}.jsonl"
     records = read_jsonl(path, len(held))
     if records is not None:
         return records
-    from lmforge.infer import SamplingConfig, chat_replies   # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from lmforge.infer import SamplingConfig, chat_replies, replier
+    from lmforge.infer.tools import run_tools
     sampler, template = chat_model(cfg.mesh, workdir / "rag")
-    prompts = open_book(retriever, held, cfg) if mode == "open_book" else [it["messages"][:1] for it in held]
-    replies = chat_replies(sampler, template, prompts, SamplingConfig(max_new_tokens=cfg.eval_max_new_tokens,
-                                                                      temperature=0.0), seed=cfg.seed)
-    records = score_replies(held, replies, found)
+    sampling = SamplingConfig(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0)
+    docs = dict(zip(kb.names, kb.documents()))               # an entity's own document
+    questions_only = [it["messages"][:1] for it in held]
+    if cfg.retrieval == "tool":
+        tool = search_tool(retriever, k=cfg.k) if mode == "open_book" else no_results_tool()
+        runs = run_tools(replier(sampler, template, sampling, seed=cfg.seed), questions_only, [tool],
+                         max_calls=cfg.max_calls)
+        replies = [run.reply for run in runs]
+        calls = [[{"name": c.name, "arguments": c.arguments, "result": c.result} for c in run.calls] for run in runs]
+        found = [any(docs[it["entity"]] in c["result"] for c in made) for it, made in zip(held, calls)]
+    else:
+        hits = retriever.search_batch([it["messages"][0]["content"] for it in held], cfg.k)
+        found, calls = [docs[it["entity"]] in {h.text for h in hs} for it, hs in zip(held, hits)], None
+        prompts = open_book(retriever, held, cfg) if mode == "open_book" else questions_only
+        replies = chat_replies(sampler, template, prompts, sampling, seed=cfg.seed)
+    records = score_replies(held, replies, found, calls)
     write_jsonl(path, records)
     return records
 
 
-__all__ = ["GROUPS", "MODES", "RAGConfig", "format_table", "metrics", "open_book", "questions", "run_rag",
-           "score_replies"]
+__all__ = ["GROUPS", "MODES", "NO_RESULTS", "RAGConfig", "RETRIEVALS", "format_table", "metrics", "no_results_tool",
+           "open_book", "questions", "run_rag", "score_replies", "tool_conversation"]

@@ -117,8 +117,8 @@ def read_conversations(path, format: str = "auto", *, field: str = "chosen",
         if require_assistant and not any(m["role"] == "assistant" for m in messages):
             stats.skipped["conversations without an assistant turn"] += 1
             continue
-        roles = [m["role"] for m in messages if m["role"] in ("user", "assistant")]
-        if any(a == b for a, b in zip(roles, roles[1:])):
+        roles = [m["role"] for m in messages if m["role"] != "system"]   # a tool result between two assistant
+        if any(a == b != "tool" for a, b in zip(roles, roles[1:])):       # turns (a call, the answer) is regular
             stats.irregular["with two user or assistant turns in a row"] += 1
         out.append(messages)
     stats.conversations = len(out)

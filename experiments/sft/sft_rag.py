@@ -6,6 +6,7 @@ entities, then answers about entities it never trained on — with the passages 
         --workdir runs/base256
     lmforge run experiments/sft/sft_rag.py init_from=runs/base256 --workdir runs/rag
     lmforge run experiments/sft/sft_rag.py:smoke init_from=RUN   # what the tests run (tiny base)
+    lmforge run experiments/sft/sft_rag.py:tool init_from=runs/base256 --workdir runs/rag_tool   # a search call
 
 Measured on the 2-core CPU (jax 0.10.2), 2026-12-02, from the quickstart base above (600 steps, val
 perplexity 118.4): 1,000 entities, 2,344 training conversations (92 longer than 256 tokens dropped),
@@ -24,6 +25,23 @@ copies the invented names and numbers badly ("Pexil Tesdil was born in 1870." fo
 1862); a right answer needs the value copied whole. A first try with 128 entities (378 training
 conversations, 600 steps) memorised them instead: 17.5% open book on trained entities, 0.5% on
 never-trained ones. Left: longer runs and a larger model.
+
+``:tool`` (the same facts, retrieved by a ``search`` call the model writes: ``retrieval="tool"``), from
+the same base on the same machine, 2026-12-03, beside three other jobs (75% of one core's worth on
+average): 2,436 training conversations (113 longer than 256 tokens dropped), 800 steps (held-out
+loss 0.378 on the trained entities' new phrasings), 18 min 45 s in all. Greedy, 200 held-out
+phrasings per group, ``eval_max_new_tokens=64`` (at the default 32 most calls were cut inside their
+query: 1.5% and 0.0% open book):
+
+    held-out phrasings                              open book  closed book
+    entities trained on: accuracy                        4.5%         0.0%
+    entities never trained on: accuracy                  1.0%         0.0%
+    retrieval recall (own document among the results)   55.0% / 18.0% (trained on / never)
+    search calls per question                            1.00         1.00
+
+389 of the 400 open-book calls are well-formed ``search`` calls; what fails is the copy again, now
+twice — the query ("Pexillouillo" for Pextheil Teslou) and then the answer — so the tool form scores
+below the context form at this size.
 """
 
 import dataclasses
@@ -32,17 +50,22 @@ from lmforge.align.rag import RAGConfig
 from lmforge.align.stages import StageConfig
 from lmforge.train.optim import OptimConfig
 
-VARIANTS = ("default", "smoke")
+VARIANTS = ("default", "smoke", "tool", "tool_smoke")
 
 
 def get_config(variant: str = "default") -> RAGConfig:
     """``default``: 1,000 entities (~800 trained on, one phrasing per fact), 2 passages per question, 800 steps;
-    ``smoke``: 8 entities, one passage, a few steps (bind ``init_from=`` a base with chat specials)."""
+    ``smoke``: 8 entities, one passage, a few steps (bind ``init_from=`` a base with chat specials);
+    ``tool`` / ``tool_smoke``: the same, retrieved by a ``search`` call the model writes (``retrieval="tool"``)."""
     cfg = RAGConfig(n_entities=1000, train_fraction=0.8, paraphrases=1, k=2, seq_len=256, eval_facts=200,
                     stage=StageConfig(steps=800, batch_size=16,
                                       optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=20, weight_decay=0.0)))
-    if variant == "smoke":
+    if variant in ("smoke", "tool_smoke"):
         cfg = dataclasses.replace(cfg, n_entities=8, k=1, eval_max_new_tokens=8, overflow="truncate",
                                   stage=StageConfig(steps=3, batch_size=8, log_every=1,
                                                     optim=OptimConfig(lr=1e-3, warmup_steps=1, weight_decay=0.0)))
+    if variant == "tool":   # a call with its query takes ~30 tokens of the quickstart's tokenizer: 32 would cut it
+        cfg = dataclasses.replace(cfg, retrieval="tool", eval_max_new_tokens=64)
+    if variant == "tool_smoke":
+        cfg = dataclasses.replace(cfg, retrieval="tool")
     return cfg

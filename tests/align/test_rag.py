@@ -38,6 +38,55 @@ def test_held_out_entities_never_reach_training_but_their_documents_are_retrieve
     assert all(it in held for it in sampled) and sampled == rag.questions(kb, dataclasses.replace(cfg, eval_facts=5))[1]
 
 
+def test_tool_retrieval_trains_the_call_and_the_answer_never_the_result(tok_dir):
+    from lmforge.data import load_tokenizer
+    from lmforge.data.chat import chat_template_for
+    from lmforge.infer.retrieval import search_tool
+    from lmforge.infer.tools import parse_tool_call, run_tools
+    kb = knowledge.KnowledgeBase.generate(20)
+    cfg = rag.RAGConfig(n_entities=20, retrieval="tool", k=2, eval_facts=0)
+    train, held = rag.questions(kb, cfg)
+    search = search_tool(Retriever(kb.documents()), k=cfg.k)
+    docs = dict(zip(kb.names, kb.documents()))
+    for it in train[:10]:
+        conv = rag.tool_conversation(search, it)
+        assert [m["role"] for m in conv] == ["user", "assistant", "tool", "assistant"]
+        call = parse_tool_call(conv[1]["content"])
+        assert call.name == "search" and call.arguments == {"query": it["entity"]}
+        assert docs[it["entity"]] in conv[2]["content"] and "[3] " not in conv[2]["content"]
+        assert conv[3] == it["messages"][1]
+    # the loss mask covers the call and the answer, not the question or the tool's result
+    tok = load_tokenizer(tok_dir)
+    ids, mask = chat_template_for(tok).encode(conv)
+    trained = tok.decode([int(i) for i, m in zip(ids, mask) if m])
+    assert it["entity"] in trained and it["answer"] in trained
+    assert docs[it["entity"]] not in trained and it["messages"][0]["content"] not in trained
+    # evaluation's loop: a scripted model that searches for the name it read, then copies the first passage
+    def reply(convs):
+        out = []
+        for c in convs:
+            if c[-1]["role"] == "tool":
+                out.append(c[-1]["content"].split("\n")[0][4:])
+            else:
+                name = next(it["entity"] for it in held if it["messages"][0]["content"] == c[-1]["content"])
+                out.append(conv[1]["content"].replace(it["entity"], name))
+        return out
+    items = [it for it in held if it["group"] == "heldout"][:6]
+    runs = run_tools(reply, [h["messages"][:1] for h in items], [search], max_calls=cfg.max_calls)
+    calls = [[{"name": c.name, "arguments": c.arguments, "result": c.result} for c in r.calls] for r in runs]
+    found = [any(docs[h["entity"]] in c["result"] for c in made) for h, made in zip(items, calls)]
+    records = rag.score_replies(items, [r.reply for r in runs], found, calls)
+    closed = run_tools(reply, [h["messages"][:1] for h in items], [rag.no_results_tool()], max_calls=1)
+    assert all(r.calls[0].result == rag.NO_RESULTS for r in closed)
+    m = rag.metrics({"open_book": records, "closed_book": rag.score_replies(
+        items, [r.reply for r in closed], [False] * len(items), [[{"result": c.result} for c in r.calls] for r in closed])})
+    assert m["retrieval/heldout/recall"] == 1.0 and m["open_book/heldout/tool_calls"] == 1.0
+    assert m["open_book/heldout/accuracy"] > 0.5 and m["closed_book/heldout/accuracy"] == 0.0
+    assert "never trained on: search calls" in rag.format_table({**m, **{k.replace("heldout", "train"): v for k, v in m.items()}})
+    with pytest.raises(ValueError, match="6 call lists"):
+        rag.score_replies(items[:5], [r.reply for r in runs][:5], found[:5], calls)
+
+
 def test_report_arithmetic():
     items = [{"key": f"E{i}|birth_year", "group": g, "answer": "1874",
               "messages": [{"role": "user", "content": f"When was E{i} born?"}]}
@@ -58,7 +107,9 @@ def test_report_arithmetic():
 
 def test_bad_configs_are_one_line_errors(tmp_path):
     for kw, match in ((dict(paraphrases=3), "paraphrases=3: expected 1 or 2"), (dict(k=0), "k=0"),
-                      (dict(train_fraction=1.0), "train_fraction=1.0"), (dict(overflow="wrap"), "overflow='wrap'")):
+                      (dict(train_fraction=1.0), "train_fraction=1.0"), (dict(overflow="wrap"), "overflow='wrap'"),
+                      (dict(retrieval="dense"), "retrieval='dense': expected one of context, tool"),
+                      (dict(max_calls=0), "max_calls=0")):
         with pytest.raises(ValueError, match=match) as e:
             rag.RAGConfig(**kw)
         assert "\n" not in str(e.value)
@@ -67,19 +118,22 @@ def test_bad_configs_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.slow   # one SFT run, two rounds of greedy answers; -m slow
-def test_smoke_experiment_end_to_end_and_resume(long_base, tmp_path, capsys):
+@pytest.mark.parametrize("variant", ["smoke", "tool_smoke"])
+def test_smoke_experiment_end_to_end_and_resume(variant, long_base, tmp_path, capsys):
     from lmforge.cli.experiment import experiment_config, load_experiment
     from lmforge.cli.launch import launch
-    module, variant = load_experiment(f"{EXPERIMENT}:smoke")
+    module, variant = load_experiment(f"{EXPERIMENT}:{variant}")
     cfg = dataclasses.replace(experiment_config(module, variant), init_from=str(long_base))
     workdir = tmp_path / "run"
     out = launch(cfg, workdir)
     kb = knowledge.KnowledgeBase.generate(cfg.n_entities, seed=cfg.world_seed)
     trained = [json.loads(x)["messages"] for x in (workdir / "rag_data" / "train.jsonl").read_text().splitlines()]
-    assert all(c[0]["role"] == "system" and c[-1]["role"] == "assistant" for c in trained)
+    first = "user" if cfg.retrieval == "tool" else "system"
+    assert all(c[0]["role"] == first and c[-1]["role"] == "assistant" for c in trained)
     for mode in rag.MODES:
         records = [json.loads(x) for x in (workdir / "rag" / f"heldout_{mode}.jsonl").read_text().splitlines()]
         assert len(records) == len(kb.facts)
+        assert all(("calls" in r) == (cfg.retrieval == "tool") for r in records)
     report = json.loads((workdir / "report.json").read_text())
     for key, value in report["metrics"].items():
         assert value is None or out[key] == pytest.approx(value)

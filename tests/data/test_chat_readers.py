@@ -74,6 +74,9 @@ def test_skips_are_counted(tmp_path):
     convs, stats = read_conversations(path)
     assert len(convs) == 3 and stats.skipped == {"blank lines": 1, "empty conversations": 1}
     assert stats.irregular == {"with two user or assistant turns in a row": 1}
+    tool_use = [CONV[1], {"role": "assistant", "content": '<|tool_call|>{"name": "search", "arguments": {}}'},
+                {"role": "tool", "content": "no results"}, CONV[2]]   # a call, its result, the answer: regular
+    assert read_conversations(_write(tmp_path / "t.jsonl", [{"messages": tool_use}]))[1].irregular == {}
     convs, stats = read_conversations(path, require_assistant=True)
     assert len(convs) == 2 and stats.skipped["conversations without an assistant turn"] == 1
     assert stats.summary().startswith(f"{path} (messages): 2 conversations from 4 records; skipped: 1 blank lines")
