@@ -179,8 +179,8 @@ def load_policy(init_from: str, workdir: pathlib.Path, mesh, rules, *, lora: LoR
 
     if alone:
         if jax.process_index() == 0:
-            print(f"lmforge: resuming: the model is this run's ({workdir / 'model.json'}); init_from={init_from} "
-                  f"is not read", file=sys.stderr, flush=True)
+            print(f"lmforge: resuming: the model that trains is this run's ({workdir / 'model.json'}); init_from="
+                  f"{init_from} is not read for it", file=sys.stderr, flush=True)
         return load_params(workdir, mesh, rules=rules, runtime=runtime)
     base_step = resume_base_step(workdir, mesh, rules) if has_checkpoint(workdir) else None
     return load_params(init_from, mesh, rules=rules, lora=lora if lora.rank else None, seed=seed, runtime=runtime,
@@ -191,10 +191,14 @@ def load_recorded(source: str, record: pathlib.Path, mesh, rules, runtime: Model
                   reuse=None, num_labels: int = 0):
     """A frozen model (a reference policy, a reward model) from ``source``, at the step written in
     ``record`` (``{"source", "step"}``, JSON) at the run's first start, so that a resumed run reads the
-    same weights even if a source run has trained on since. ``reuse``: a ``LoadedModel`` just loaded
-    from the same source, returned as is when its step is the recorded one. Raises ValueError when the
-    record names another source."""
+    same weights even if a source run has trained on since; that step is pinned in the source run
+    (``lmforge.weights.pins.pin_step``), so continuing the source run does not prune it. ``reuse``: a
+    ``LoadedModel`` just loaded from the same source, returned as is when its step is the recorded
+    one. Raises ValueError when the record names another source, or its step is gone from the source
+    (pruned before the pin existed, or deleted)."""
     from lmforge.weights import load_params
+    from lmforge.weights.checkpoint import CheckpointError
+    from lmforge.weights.pins import pin_step
 
     recorded = json.loads(record.read_text()) if record.is_file() else {}
     if recorded and pathlib.Path(recorded["source"]).resolve() != pathlib.Path(source).resolve():
@@ -205,9 +209,18 @@ def load_recorded(source: str, record: pathlib.Path, mesh, rules, runtime: Model
             and step in (None, reuse.step):
         loaded = reuse
     else:
-        loaded = load_params(source, mesh, rules=rules, runtime=runtime, step=step, num_labels=num_labels)
-    if jax.process_index() == 0 and not recorded:
-        record.write_text(json.dumps({"source": str(source), "step": loaded.step}, indent=2) + "\n")
+        try:
+            loaded = load_params(source, mesh, rules=rules, runtime=runtime, step=step, num_labels=num_labels)
+        except CheckpointError as e:
+            if step is None:
+                raise
+            raise ValueError(f"the {what} {source} at step {step}, recorded in {record} at this run's first start, is "
+                             f"gone ({e}); restore that step, or start a new run") from None
+    if jax.process_index() == 0:
+        if not recorded:
+            record.write_text(json.dumps({"source": str(source), "step": loaded.step}, indent=2) + "\n")
+        if loaded.step is not None and (pathlib.Path(source) / "checkpoints").is_dir():
+            pin_step(source, loaded.step, by=record.parent, record=record.name)
     distributed.barrier(record.stem)
     return loaded
 

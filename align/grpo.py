@@ -10,8 +10,12 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
 
 - Data: problems with reference answers — synthetic tasks (``data.synthetic``: the verifiable tasks
   of ``lmforge.data.synthetic``, train and test splits disjoint) and/or a GSM8K file (``data.path``);
-  the prompt is the conversation before the reference reply, through the chat template. Rewards come
-  from the task's grader (``lmforge.align.sft.grade``: synthetic graders, GSM8K's ``#### n`` strictly).
+  the prompt is the conversation before the reference reply (or the whole conversation when it ends
+  with a user turn), through the chat template. Rewards come from the task's grader
+  (``lmforge.align.sft.grade``: synthetic graders, GSM8K's ``#### n`` strictly), or from a function of
+  one's own named in the config (``reward_fn="rewards.py:brevity"``: ``reward_fn(task, completion,
+  answer) -> float``, ``answer`` None for a problem without one, which then trains too); an exception
+  it raises ends the run in one line naming the completion.
 - Rollouts (:class:`Rollouts`) are sampled by the one sampler (``lmforge.infer.Sampler``) from the
   policy as it is after the previous step, at ``temperature`` (with ``top_k`` / ``top_p``), and end at
   the template's end-of-turn id (trained, as TRL trains the EOS) or at ``max_new_tokens``. The
@@ -69,7 +73,7 @@ from flax import nnx
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
                                   prepare_policy, raise_problems, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.rollouts import RolloutSource
+from lmforge.align.rollouts import RolloutSource, load_reward_fn
 from lmforge.align.sft import FILE_FORMATS, grade, read_items
 from lmforge.data import synthetic
 from lmforge.infer import Sampler, SamplingConfig
@@ -91,7 +95,7 @@ AdvantageFn = Callable[[np.ndarray], tuple]   # rewards (P * G,) -> (advantages 
 @dataclasses.dataclass(frozen=True)
 class PromptDataConfig:
     """Where the prompts of an RL run (GRPO, PPO) come from and how many a rollout answers."""
-    path: str = ""                   # GSM8K (question / answer with ``#### n``) or any chat file (PPO with a reward model)
+    path: str = ""                   # GSM8K (question / answer with ``#### n``) or any chat file (a reward model or reward_fn)
     format: str = "auto"             # FILE_FORMATS of lmforge.align.sft (items without an answer are left out)
     test_path: str = ""              # held-out problems; "" → a val_fraction of `path`
     val_fraction: float = 0.1
@@ -127,6 +131,7 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
     init_from: str = ""              # the starting policy: a run folder, a model folder or a transformers folder
     reference_from: str = ""         # the frozen reference for beta > 0; "" → the starting policy (under LoRA: its base)
     data: PromptDataConfig = PromptDataConfig(synthetic=(("arithmetic", 1.0),))
+    reward_fn: str = ""              # "file.py:fn" or "module:fn" (load_reward_fn); "" → the task's grader
     num_generations: int = 8         # G: completions per prompt (the group)
     num_iterations: int = 1          # mu: passes over each rollout (> 1: clipped against its old log-probs)
     steps_per_generation: int = 1    # optimizer steps a pass over a rollout is split into (TRL's steps_per_generation)
@@ -221,6 +226,8 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
         exist. Raises ValueError (FileNotFoundError for a missing file)."""
         check_policy_sources(self, "GRPO", "GRPO starts from a policy (usually an SFT run)",
                              ("data.max_prompt_len + max_new_tokens", self.seq_len))
+        if self.reward_fn:
+            load_reward_fn(self.reward_fn)
         for key in ("path", "test_path"):
             path = getattr(self.data, key)
             if path and not pathlib.Path(path).is_file():
@@ -363,7 +370,11 @@ class Rollouts(RolloutSource):
         tasks = [self.items[picked[r // g]].get("task", "") for r in range(len(texts))]
         rewards = np.zeros(len(texts), np.float32)
         for r, text in enumerate(texts):
-            value = self.reward_fn(tasks[r], text, self.items[picked[r // g]].get("answer"))
+            try:
+                value = self.reward_fn(tasks[r], text, self.items[picked[r // g]].get("answer"))
+            except Exception as e:   # pylint: disable=broad-except  (the user's function: said with its input)
+                raise ValueError(f"reward_fn raised {type(e).__name__}: {e} on completion {r} of rollout {k} (task "
+                                 f"{tasks[r]!r}, {text[:60]!r})") from e
             if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
                 raise ValueError(f"reward_fn gave {value!r} for completion {r} of rollout {k} (task "
                                  f"{tasks[r]!r}, {text[:60]!r}); expected a finite number")
@@ -414,7 +425,8 @@ def read_problems(cfg, template, *, need_answers: bool = True, task: str = "GRPO
         if need_answers and it.get("answer") is None:
             no_answer += 1
             continue
-        ids = template.prompt(prompt_messages(it["messages"])).tolist()
+        messages = it["messages"]   # a conversation ending in a user turn is a prompt as it is
+        ids = template.prompt(messages if messages[-1]["role"] == "user" else prompt_messages(messages)).tolist()
         if len(ids) > cfg.data.max_prompt_len:
             long += 1
             continue
@@ -432,12 +444,14 @@ def read_problems(cfg, template, *, need_answers: bool = True, task: str = "GRPO
     return kept, prompts, test
 
 
-def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = grade) -> dict[str, float]:
+def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None = None) -> dict[str, float]:
     """Trains ``cfg.init_from`` by GRPO on verifiable problems; returns the final metrics (``final/...``).
 
     ``reward_fn(task, completion, answer) -> float`` scores each completion (the text without its stop
-    id; TRL's ``reward_funcs``); the default is the task's grader (1.0 correct, 0.0 not). Held-out
-    accuracy is always the grader's.
+    id; TRL's ``reward_funcs``): this argument, else the function ``cfg.reward_fn`` names (what an
+    experiment file or a binding sets), else the task's grader (1.0 correct, 0.0 not). With a reward
+    function of one's own, problems without an answer train too (it gets ``answer=None``). Held-out
+    accuracy is always the grader's, over the held-out problems that have answers.
 
     Raises ValueError for an ``init_from`` / ``reference_from`` that is no weights source or not a
     decoder language model, prompts and completions beyond the model's context, no problem with an
@@ -451,7 +465,9 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = gr
     from lmforge.eval.chat import chat_accuracy
     from lmforge.weights import load_params
 
-    train_items, train_prompts, test_items = read_problems(cfg, template)
+    if reward_fn is None:
+        reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else grade
+    train_items, train_prompts, test_items = read_problems(cfg, template, need_answers=reward_fn is grade)
     eval_bs = cfg.eval_batch_size or cfg.rows    # prompts per sampler call, which pads rows itself
     rows_name = "data.batch_size * num_generations" + (" / steps_per_generation" if cfg.steps_per_generation > 1
                                                        else "")

@@ -27,7 +27,7 @@ sec. 3.5, eq. 2; Stiennon et al. 2020, "Learning to summarize from human feedbac
   policy and the value model are one trainable tree on the one trainer (the value model under the key
   ``critic``, TRL's ``PolicyAndValueWrapper``) with one optimizer; ``steps`` counts optimizer steps.
 - Without a reward model (``reward_from=""``) the scores come from the task's grader on verifiable
-  problems (``lmforge.align.sft.grade``, or ``run_ppo(reward_fn=...)``), as in GRPO, and the value
+  problems (``lmforge.align.sft.grade``, or a function of one's own: ``reward_fn="file.py:fn"``), as in GRPO, and the value
   model starts from the policy with a fresh score head.
 - Logged beside the loss's TRL metrics (``loss/policy``, ``loss/value``, ``policy/approxkl``,
   ``policy/clipfrac``, ``val/clipfrac``, ``val/ratio``, ``val/vpred``): TRL's ``objective/kl``,
@@ -70,6 +70,7 @@ from lmforge.align.common import (PolicyAndReference, check_policy_sources, chec
                                   write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.grpo import PromptDataConfig, RewardFn, completion_logprobs, read_problems, rollout_batch
+from lmforge.align.rollouts import load_reward_fn
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import grade
 from lmforge.infer import Sampler, SamplingConfig
@@ -97,6 +98,7 @@ class PPOConfig(PolicyAndReference, LoopConfig):
     init_from: str = ""              # the starting policy: a run folder, a model folder or a transformers folder
     reference_from: str = ""         # the KL's frozen reference; "" → the starting policy (under LoRA: its base)
     reward_from: str = ""            # a reward model (a score head of 1); "" → the task's grader (verifiable problems)
+    reward_fn: str = ""              # without reward_from: "file.py:fn" or "module:fn" (load_reward_fn); "" → the grader
     value_from: str = ""             # the value model's start; "" → reward_from, or init_from with a fresh score head
     data: PromptDataConfig = PromptDataConfig(synthetic=(("arithmetic", 1.0),))   # batch_size: prompts per rollout
     num_ppo_epochs: int = 4          # passes over each rollout
@@ -194,6 +196,11 @@ class PPOConfig(PolicyAndReference, LoopConfig):
             path = getattr(self.data, key)
             if path and not pathlib.Path(path).is_file():
                 raise FileNotFoundError(f"data.{key}={path}: no such file")
+        if self.reward_fn and self.reward_from:
+            raise ValueError(f"reward_fn={self.reward_fn!r} and reward_from={self.reward_from} are both set; expected "
+                             f"one source of scores")
+        if self.reward_fn:
+            load_reward_fn(self.reward_fn)
 
 
 # ----------------------------------------------------------------------------------------- loss
@@ -390,7 +397,11 @@ def grader_scorer(reward_fn: RewardFn) -> Scorer:
     def score(texts, items):
         out = np.zeros(len(texts), np.float32)
         for r, (text, it) in enumerate(zip(texts, items)):
-            value = reward_fn(it.get("task", ""), text, it.get("answer"))
+            try:
+                value = reward_fn(it.get("task", ""), text, it.get("answer"))
+            except Exception as e:   # pylint: disable=broad-except  (the user's function: said with its input)
+                raise ValueError(f"reward_fn raised {type(e).__name__}: {e} on completion {r} ({it.get('task', '')!r}, "
+                                 f"{text[:60]!r})") from e
             if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
                 raise ValueError(f"reward_fn gave {value!r} for completion {r} ({it.get('task', '')!r}, "
                                  f"{text[:60]!r}); expected a finite number")
@@ -399,13 +410,14 @@ def grader_scorer(reward_fn: RewardFn) -> Scorer:
     return score
 
 
-def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = grade) -> dict[str, float]:
+def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None = None) -> dict[str, float]:
     """Trains ``cfg.init_from`` by PPO against ``cfg.reward_from`` (or, without one, ``reward_fn`` on
     verifiable problems); returns the final metrics (``final/...``).
 
     ``reward_fn(task, completion, answer) -> float`` scores each completion when there is no reward
-    model (the text without its stop id); the default is the task's grader. Held-out accuracy is always
-    the grader's.
+    model (the text without its stop id): this argument, else the function ``cfg.reward_fn`` names,
+    else the task's grader; with one's own, problems without an answer train too. Held-out accuracy is
+    always the grader's.
 
     Raises ValueError for a source that is no weights source or not a decoder, a reward model without
     one score, sources with other tokenizers, prompts and completions beyond a model's context, no
@@ -418,7 +430,10 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn = grad
     from lmforge.eval.chat import chat_accuracy, prompt_messages
     from lmforge.weights import load_params
 
-    items, prompts, test_items = read_problems(cfg, template, need_answers=not cfg.reward_from, task="PPO")
+    if reward_fn is None:
+        reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else grade
+    items, prompts, test_items = read_problems(cfg, template, need_answers=not cfg.reward_from and reward_fn is grade,
+                                               task="PPO")
     mesh = make_mesh(cfg.mesh)
     check_rows(mesh, (("data.batch_size / num_mini_batches", cfg.mini_batch_size, cfg.optim.grad_accum),))
     # prepare_policy checks its data.batch_size against the mesh: here, a mini-batch's rows.

@@ -183,3 +183,35 @@ class RolloutSource(abc.ABC):
     def start_prefetch(self) -> None:
         """Grain's handler calls it after ``set_state``: nothing is prepared ahead (a rollout needs the
         weights of the step before it)."""
+
+
+def load_reward_fn(spec: str, key: str = "reward_fn"):
+    """The reward function a config names by ``spec``: ``"path/to/file.py:name"`` (a file, relative to
+    the working directory) or ``"package.module:name"`` (importable), a callable
+    ``reward_fn(task, completion, answer) -> float`` (TRL's ``reward_funcs``, as a string so that it
+    sits in config.json and in sweeps). Raises ValueError naming ``key`` for a spec without ``:``, a
+    file or module that does not load, or a name that is missing or not callable."""
+    import importlib          # pylint: disable=import-outside-toplevel
+    import importlib.util     # pylint: disable=import-outside-toplevel
+    import pathlib            # pylint: disable=import-outside-toplevel
+
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise ValueError(f"{key}={spec!r}: expected 'path/to/file.py:function' or 'package.module:function'")
+    try:
+        if where.endswith(".py"):
+            path = pathlib.Path(where).expanduser()
+            if not path.is_file():
+                raise ValueError(f"no such file ({path.resolve()})")
+            module_spec = importlib.util.spec_from_file_location(f"lmforge_reward_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except Exception as e:   # pylint: disable=broad-except  (whatever the user's file raises, said in one line)
+        raise ValueError(f"{key}={spec!r}: {where} does not load: {type(e).__name__}: {e}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"{key}={spec!r}: {where} has no function {name!r}" if fn is None else
+                         f"{key}={spec!r}: {name} is a {type(fn).__name__}, not a function")
+    return fn

@@ -190,8 +190,9 @@ def read_items(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
 
 
 def read_file(path: str, fmt: str) -> list[dict]:
-    """A conversations file as items; GSM8K lines (question / answer with ``#### n``) keep their answer."""
-    if fmt == "gsm8k" or (fmt == "auto" and "gsm8k" in pathlib.Path(path).name.lower()):
+    """A conversations file as items; GSM8K lines (question / answer with ``#### n``) keep their answer:
+    ``fmt="gsm8k"``, or ``"auto"`` on a file whose first record has exactly ``question`` and ``answer``."""
+    if fmt == "gsm8k" or (fmt == "auto" and _gsm8k_keys(path)):
         from lmforge.eval.generation import load_gsm8k
         return [{"task": "gsm8k", "answer": it.answer,
                  "messages": [{"role": "user", "content": it.question},
@@ -200,6 +201,20 @@ def read_file(path: str, fmt: str) -> list[dict]:
     convs, stats = read_conversations(path, format=fmt)
     say(f"read {stats.summary()}")
     return [{"task": "chat", "answer": None, "messages": c} for c in convs]
+
+
+def _gsm8k_keys(path: str) -> bool:
+    """Whether the first record of a JSON-lines file is a GSM8K one (keys ``question`` and ``answer``)."""
+    import json   # pylint: disable=import-outside-toplevel
+
+    from lmforge.data.sources import open_bytes   # pylint: disable=import-outside-toplevel
+    try:
+        with open_bytes(pathlib.Path(path)) as f:
+            first = next((line for line in f if line.strip()), b"")
+        record = json.loads(first)
+    except Exception:   # pylint: disable=broad-except  (unreadable, corrupt: the reader says what is wrong)
+        return False
+    return isinstance(record, dict) and set(record) == {"question", "answer"}
 
 
 def grade(task: str, reply: str, answer: str) -> bool:

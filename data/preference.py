@@ -163,11 +163,15 @@ class PreferenceStats:
     truncated: int = 0               # a side longer than seq_len + 1 tokens, cut (at the end or the start)
     dropped_too_long: int = 0        # a side longer than seq_len + 1 tokens, left out (overflow="drop")
     dropped_no_reply: int = 0        # no reply token left on a side within seq_len
+    dropped_identical: int = 0       # chosen and rejected the same tokens within seq_len: no preference to learn
     reply_tokens: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SIDES, 0))
 
     def summary(self) -> str:
+        hint = (" — prompts that fill the context: data.overflow=truncate_start cuts a prompt's start instead, or "
+                "raise data.seq_len" if self.dropped_no_reply else "")
         return (f"{self.kept}/{self.pairs} pairs kept ({self.truncated} truncated, {self.dropped_too_long} dropped "
-                f"as too long, {self.dropped_no_reply} with no reply token within the context); reply tokens: "
+                f"as too long, {self.dropped_no_reply} with no reply token within the context{hint}, "
+                f"{self.dropped_identical} with chosen identical to rejected); reply tokens: "
                 f"chosen {self.reply_tokens['chosen']:,}, rejected {self.reply_tokens['rejected']:,}")
 
 
@@ -180,8 +184,10 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
     padding. With ``soft_labels`` each example also has ``labels`` ``(2,)`` float32 ``[p, 1 - p]``,
     ``p`` the pair's ``p_chosen`` (1 when it has none): the targets of a soft-label DPO loss.
 
-    Raises ValueError naming ``f"{where} {i}"`` for an invalid pair, a template that does not render
-    the prompt as a prefix of prompt + reply, or an unknown ``overflow``.
+    A pair whose two sides are the same tokens within ``seq_len`` (chosen == rejected, or equal once
+    cut) is left out and counted (``dropped_identical``). Raises ValueError naming ``f"{where} {i}"``
+    for an invalid pair, a template that does not render the prompt as a prefix of prompt + reply, or
+    an unknown ``overflow``.
     """
     if overflow not in PREFERENCE_OVERFLOW:
         raise ValueError(f"overflow={overflow!r}: expected one of {', '.join(PREFERENCE_OVERFLOW)}")
@@ -206,6 +212,9 @@ def preference_examples(pairs: Iterable[Mapping], template: ChatTemplate, seq_le
             continue
         if not all(w[1:].any() for _, w in rows):
             stats.dropped_no_reply += 1
+            continue
+        if np.array_equal(rows[0][0], rows[1][0]):   # the loss is log 2 whatever the weights: only float noise
+            stats.dropped_identical += 1             # would move them (Adam scales it up to lr-sized steps)
             continue
         stats.kept += 1
         stats.truncated += cut

@@ -63,16 +63,16 @@ class LoRAConfig:
 
     def __post_init__(self):
         if self.rank < 0 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.lora: need rank >= 0, alpha > 0 and 0 <= dropout < 1; got rank={self.rank}, "
+            raise ValueError(f"LoRA: need rank >= 0, alpha > 0 and 0 <= dropout < 1; got rank={self.rank}, "
                              f"alpha={self.alpha}, dropout={self.dropout}")
         if self.rank and not self.targets:
-            raise ValueError("model.lora.targets is empty: name the projections to adapt (regexes over paths "
+            raise ValueError("LoRA targets are empty: name the projections to adapt (regexes over paths "
                              "such as 'blocks.0.attn.q')")
         for pattern in self.targets:
             try:
                 re.compile(pattern)
             except re.error as e:
-                raise ValueError(f"model.lora.targets: {pattern!r} is not a valid regular expression ({e})") from None
+                raise ValueError(f"LoRA target {pattern!r} is not a valid regular expression ({e})") from None
 
     @property
     def scale(self) -> float:

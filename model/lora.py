@@ -75,7 +75,7 @@ def apply_lora(model: nnx.Module, cfg: LoRAConfig, rngs: nnx.Rngs) -> list[str]:
     wrapped = []
     for pattern in patterns:
         if not any(pattern.fullmatch(path) for path, _ in dense):
-            raise ValueError(f"model.lora.targets: {pattern.pattern!r} matches no projection; projections are "
+            raise ValueError(f"LoRA target {pattern.pattern!r} matches no projection; projections are "
                              f"{', '.join(p for p, _ in dense[:6])}{' ...' if len(dense) > 6 else ''}")
     for path, module in dense:
         if not matches(path, patterns):

@@ -239,8 +239,9 @@ def _with_runtime(loaded: LoadedModel, runtime: ModelRuntime, mesh, rules) -> Lo
 def with_fresh_lora(cfg: ModelConfig, lora: LoRAConfig, source) -> ModelConfig:
     """``cfg`` with new LoRA adapters ``lora``; WeightsError when ``source``'s model has some already."""
     if cfg.lora.rank:
-        raise WeightsError(f"{source} already has LoRA adapters (rank {cfg.lora.rank}); merge them "
-                           f"(lmforge.model.lora.merge) before adding new ones")
+        raise WeightsError(f"{source} already has LoRA adapters (rank {cfg.lora.rank}); merge them before adding new "
+                           f"ones: `lmforge convert {source} MERGED` writes the model with its adapters merged (a "
+                           f"transformers folder), to start from as init_from=MERGED")
     return dataclasses.replace(cfg, lora=lora)
 
 

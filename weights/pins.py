@@ -2,7 +2,9 @@
 
 A run trained over part of another run's weights (a LoRA run, frozen layers: its ``base.json``
 names that base run) pins the base step it was trained over in ``BASE/pins/`` (:func:`pin_step`,
-one small JSON file per pinning run). The base run's :class:`~lmforge.weights.Checkpointer` prunes
+one small JSON file per pinning run and record). So does a run that reads a frozen model from
+another run at a step it records (a DPO, GRPO or PPO reference in ``reference.json``, PPO's reward
+model in ``reward.json``: ``lmforge.align.common.load_recorded``), so that it can resume. The base run's :class:`~lmforge.weights.Checkpointer` prunes
 with :class:`NewestAndPinned`, an orbax preservation policy: the newest ``keep`` steps and every
 step pinned by a run that still exists and still names this one as its base (said on stderr when
 one is kept beyond ``keep``). So continuing a base run no longer deletes the weights its adapters
@@ -27,19 +29,24 @@ import jax
 PINS_DIR = "pins"      # RUN/pins/<hash>.json: {"run": a run trained over RUN's weights, "step": the step it used}
 
 
-def pin_step(run: str | pathlib.Path, step: int, by: str | pathlib.Path) -> bool:
+BASE_RECORD = "base.json"
+
+
+def pin_step(run: str | pathlib.Path, step: int, by: str | pathlib.Path, *, record: str = BASE_RECORD) -> bool:
     """Asks the run folder ``run`` to keep its checkpoint step ``step`` while ``by`` -- a run whose
-    ``base.json`` names ``run`` -- exists and still names it: ``by`` was trained over that step's
-    weights and needs them to load (see the module docstring). One file per pinning run, replaced
-    atomically (a later pin of the same run moves it). Returns False, saying why on stderr, when
-    ``run``'s folder is not writable (a read-only shared base: its pruning cannot be told)."""
+    ``record`` file (``base.json``, ``reference.json``, ...: ``{"source": ...}``) names ``run`` -- exists
+    and still names it: ``by`` was trained over, or against, that step's weights and needs them to load
+    or resume (see the module docstring). One file per pinning run and record, replaced atomically (a
+    later pin of the same pair moves it). Returns False, saying why on stderr, when ``run``'s folder is
+    not writable (a read-only shared base: its pruning cannot be told)."""
     by = pathlib.Path(by).resolve()
     directory = pathlib.Path(run) / PINS_DIR
-    path = directory / (hashlib.sha1(str(by).encode()).hexdigest()[:16] + ".json")
+    key = str(by) if record == BASE_RECORD else f"{by}/{record}"   # base pins keep their old file names
+    path = directory / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".json")
     try:
         directory.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"run": str(by), "step": int(step)}) + "\n")
+        tmp.write_text(json.dumps({"run": str(by), "step": int(step), "record": record}) + "\n")
         tmp.replace(path)
     except OSError as e:
         _say(f"lmforge: could not pin step {step} of {run} for {by} ({type(e).__name__}: {e.strerror or e}); if "
@@ -50,7 +57,8 @@ def pin_step(run: str | pathlib.Path, step: int, by: str | pathlib.Path) -> bool
 
 def pinned_steps(run: str | pathlib.Path) -> dict[int, list[str]]:
     """{step: the runs pinning it} for the run folder ``run``: pins (:func:`pin_step`) whose run still
-    exists and whose ``base.json`` still names ``run``; unreadable pin files are skipped."""
+    exists and whose record (``base.json`` unless the pin names another) still names ``run``;
+    unreadable pin files are skipped."""
     directory = pathlib.Path(run) / PINS_DIR
     if not directory.is_dir():
         return {}
@@ -60,7 +68,7 @@ def pinned_steps(run: str | pathlib.Path) -> dict[int, list[str]]:
         try:
             pin = json.loads(path.read_text())
             by, step = pathlib.Path(pin["run"]), int(pin["step"])
-            base = json.loads((by / "base.json").read_text())["source"]
+            base = json.loads((by / pathlib.Path(pin.get("record", BASE_RECORD)).name).read_text())["source"]
         except (OSError, ValueError, KeyError, TypeError):
             continue   # a run deleted (or its base.json) releases its pin
         if pathlib.Path(base).resolve() == here:

@@ -157,7 +157,14 @@ def test_pair_rows_weigh_only_the_reply(tok_dir):
     full_ids, full_weights = template.encode(prompt + pair["rejected"])
     np.testing.assert_array_equal(kept["targets"][1], full_ids[-12:])
     assert start.truncated == 1 and kept["weights"][1].sum() == min(full_weights[-12:].sum(), 12)
-    assert preference_examples([pair], template, seq_len=head - 2)[1].dropped_no_reply == 1
+    no_reply = preference_examples([pair], template, seq_len=head - 2)[1]
+    assert no_reply.dropped_no_reply == 1 and "data.overflow=truncate_start" in no_reply.summary()
+    # chosen == rejected (or equal once cut): no preference to learn, left out and counted
+    same = {**pair, "rejected": [{"role": "assistant", "content": "Blue."}]}
+    kept_pairs, stats = preference_examples([same, pair], template, seq_len=80)
+    assert len(kept_pairs) == 1 and stats.dropped_identical == 1 and "1 with chosen identical to rejected" in stats.summary()
+    alike = {**pair, "chosen": [{"role": "assistant", "content": "I cannot say which colour is the best."}]}
+    assert preference_examples([alike], template, seq_len=head + 2)[1].dropped_identical == 1
     with pytest.raises(ValueError, match="overflow='cut': expected one of truncate, truncate_start, drop"):
         preference_examples([pair], template, seq_len=12, overflow="cut")
     with pytest.raises(ValueError, match="pair 0 chosen: the conversation has no assistant turn"):

@@ -527,3 +527,34 @@ def test_a_rollout_source_keeps_its_metrics_and_split_across_a_resume():
     del src
     gc.collect()
     assert ref() is None
+
+
+def test_a_reward_fn_named_in_the_config_trains_on_prompts_without_answers(base, tmp_path, write_jsonl):
+    """``reward_fn="file.py:name"`` (config.json-able, sweepable) scores rollouts over a chat file whose
+    conversations end in a user turn and carry no answer; an exception in it is one line naming the
+    completion; a spec that does not load is refused by check_runnable, before anything is written."""
+    from lmforge.align.rollouts import load_reward_fn
+
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def brevity(task, completion, answer):\n    assert answer is None and task == 'chat'\n"
+                       "    return -len(completion) / 16\n\n"
+                       "def boom(task, completion, answer):\n    raise KeyError('no such column')\n\nNOT_A_FN = 3\n")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl",
+                          [{"messages": [{"role": "user", "content": f"Say {i} once."}]} for i in range(20)])
+    data = PromptDataConfig(path=str(prompts), batch_size=4, max_prompt_len=40, val_fraction=0.2)
+    cfg = dataclasses.replace(_cfg(base, steps=2, eval_generate=0, reward_fn=f"{rewards}:brevity"), data=data)
+    cfg.check_runnable()
+    run_grpo(cfg, tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/reward" in r] == [1, 2] and all(
+        r["train/reward"] < 0 for r in rows if "train/reward" in r)
+    with pytest.raises(ValueError, match=r"^reward_fn raised KeyError: 'no such column' on completion 0 of rollout 0 "
+                                         r"\(task 'chat', ") as e:
+        run_grpo(dataclasses.replace(cfg, reward_fn=f"{rewards}:boom"), tmp_path / "boom")
+    assert "\n" not in str(e.value)
+    assert load_reward_fn("json:dumps")({"a": 1}) == '{"a": 1}'
+    for spec, match in (("rewards.py", "expected 'path/to/file.py:function'"), (f"{tmp_path}/none.py:f", "no such file"),
+                        (f"{rewards}:missing", "has no function 'missing'"), (f"{rewards}:NOT_A_FN", "is a int"),
+                        ("no_such_module_xyz:f", "does not load: ModuleNotFoundError")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(cfg, reward_fn=spec).check_runnable()

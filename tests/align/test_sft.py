@@ -318,3 +318,15 @@ def test_chat_replies_in_equal_calls_with_a_progress_bar(capsys):
     assert chat_replies(sampler, _Template(), conversations, SamplingConfig(max_new_tokens=4), seed=5) == replies
     assert sampler.calls == [(list(range(7)), 5)]     # batch 0: one call, as before
     assert capsys.readouterr().err == ""
+
+
+def test_a_gsm8k_file_is_known_by_its_keys_not_its_name(tmp_path, write_jsonl):
+    """``format="auto"`` reads question/answer records as GSM8K (their ``#### n`` answers kept) whatever the
+    file is called; a chat file stays a chat file."""
+    from lmforge.align.sft import read_file
+    path = write_jsonl(tmp_path / "myprompts.jsonl", [{"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"}])
+    (item,) = read_file(str(path), "auto")
+    assert item["task"] == "gsm8k" and item["answer"] == "5"
+    chat = write_jsonl(tmp_path / "gsm8k_chat.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                                     {"role": "assistant", "content": "hello"}]}])
+    assert read_file(str(chat), "auto")[0]["task"] == "chat"

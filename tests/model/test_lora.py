@@ -76,10 +76,10 @@ def test_targets_scale_and_errors():
     owners = {k.rsplit(".lora.", 1)[0] for k, _ in flatten(adapter_params(p)[0])}
     assert owners == {"blocks.0.attn.q", "blocks.1.attn.q"}
     assert LoRAConfig(rank=4, alpha=8.0).scale == 2.0 and LoRAConfig(rank=4, alpha=8.0, rslora=True).scale == 4.0
-    with pytest.raises(ValueError, match=r"model.lora.targets: '.\*attn\\\\.z' matches no projection"):
+    with pytest.raises(ValueError, match=r"LoRA target '.\*attn\\\\.z' matches no projection"):
         bad = dataclasses.replace(ModelConfig.gpt2_tiny(), lora=LoRAConfig(rank=2, targets=(r".*attn\.z",)))
         create_sharded(lambda: build_model(bad, rngs=nnx.Rngs(0)), ONE, DEFAULT_RULES)
-    with pytest.raises(ValueError, match="model.lora: need rank >= 0"):
+    with pytest.raises(ValueError, match="LoRA: need rank >= 0"):
         LoRAConfig(rank=-1)
     with pytest.raises(ValueError, match="not a valid regular expression"):
         LoRAConfig(rank=1, targets=("(",))

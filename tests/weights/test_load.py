@@ -222,6 +222,40 @@ def test_a_run_of_adapters_refuses_a_base_that_moved_on(tmp_path, capsys):
         load_params(lora_run, ONE)
 
 
+def test_a_reference_run_keeps_the_step_a_dpo_run_recorded(tmp_path, capsys):
+    """A frozen model read at a recorded step (DPO/GRPO/PPO's reference.json, PPO's reward.json) pins that
+    step in its source run: continuing the source with keep_checkpoints=1 keeps it, so the run resumes;
+    removing the record releases it; a recorded step that is gone is a one-line error naming the record."""
+    import json
+
+    from lmforge.align.common import load_recorded
+    from lmforge.model import ModelRuntime
+    from lmforge.weights.pins import pinned_steps
+
+    source, dpo = tmp_path / "sft", tmp_path / "dpo"
+    dpo.mkdir()
+    trainer = make_run(source)
+    record = dpo / "reference.json"
+    first = load_recorded(str(source), record, ONE, DEFAULT_RULES, ModelRuntime(), what="reference")
+    assert first.step == 3 and json.loads(record.read_text()) == {"source": str(source), "step": 3}
+    assert pinned_steps(source) == {3: [str(dpo.resolve())]}
+    trainer.loop = dataclasses.replace(trainer.loop, steps=6, checkpoint_every=1, keep_checkpoints=1)
+    capsys.readouterr()
+    trainer.fit(batches(6), source)
+    assert f"{dpo.resolve()} trained over it" in capsys.readouterr().err
+    assert sorted(int(d.name) for d in (source / "checkpoints").iterdir() if d.name.isdigit()) == [3, 6]
+    again = load_recorded(str(source), record, ONE, DEFAULT_RULES, ModelRuntime(), what="reference")   # a resume
+    assert again.step == 3
+    np.testing.assert_array_equal(np.asarray(again.params["embed"]), np.asarray(first.params["embed"]))
+    record.write_text(json.dumps({"source": str(source), "step": 5}))
+    with pytest.raises(ValueError, match=rf"the reference {source} at step 5, recorded in {record} at this run's "
+                                         r"first start, is gone \(") as e:
+        load_recorded(str(source), record, ONE, DEFAULT_RULES, ModelRuntime(), what="reference")
+    assert "\n" not in str(e.value)
+    record.unlink()
+    assert pinned_steps(source) == {}
+
+
 def test_a_base_run_keeps_the_step_its_adapter_runs_were_trained_over(tmp_path, capsys):
     """A LoRA run pins the base step it trained over (base_step, RUN/pins/): the base run trained on
     with keep_checkpoints=1 keeps that step beyond the newest (said once on stderr), so the adapters
