@@ -3,13 +3,15 @@
 The experiment's ``get_config()`` returns a ``CurateConfig``; bindings such as
 ``near_dedup.threshold=0.7 runner=beam`` apply to it as in ``lmforge run``. ``--input a.jsonl
 b.parquet`` curates those files (or globs) instead of the experiment's inputs: one input per
-argument, its format from the suffix, its source name the file's stem, the other input settings
-(text field, bad-record policy, size limit) those of the experiment's first input;
-``--text-field body`` names the field holding each document in every input's jsonl / parquet.
-``output.format=jsonl`` writes plain JSON lines to read with ``head``. WORKDIR gets
+argument, its format from the suffix, its source name the file's stem (its path from the inputs'
+common folder when two files share a stem: ``2023/data``, ``2024/data``), the other input
+settings those of the experiment's first input. For every input: ``--text-field body`` names the
+field holding each document in jsonl / JSON / parquet, ``--on-bad-record fail`` stops at the first
+malformed record (``skip``, the default, counts it), ``--max-doc-bytes N`` drops and counts longer
+documents. ``output.format=jsonl`` writes plain JSON lines to read with ``head``. WORKDIR gets
 ``config.json``, the shards under ``data/`` and ``report.md`` (funnel plot, top drop reasons,
-examples of dropped documents). Bad input (a missing file, a malformed line under
-``on_bad_record='fail'``, an unreadable archive) is a one-line ``lmforge: error: ...``.
+examples of dropped documents). Bad input (a missing file, an input with no records, a malformed
+line under ``--on-bad-record fail``, an unreadable archive) is a one-line ``lmforge: error: ...``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .bindings import apply_bindings, split_binding
 from .errors import ConfigError
 from .experiment import experiment_config, load_experiment, split_spec
 from .launch import default_workdir, launch, strict_json
+from .typecheck import check_flag
 
 
 def add_data_parser(sub) -> None:
@@ -36,9 +39,15 @@ def add_data_parser(sub) -> None:
                         help="overrides, e.g. near_dedup.threshold=0.7; output.format=jsonl writes plain JSON lines")
     curate.add_argument("--input", nargs="+", action="extend", metavar="FILE",
                         help="files or globs to curate instead of the experiment's inputs (.jsonl[.gz|.zst], "
-                             ".parquet, .txt/.md)")
+                             ".json (an array, or JSON lines), .parquet, .txt/.md)")
     curate.add_argument("--text-field", metavar="FIELD",
                         help="the jsonl field / parquet column holding each document, for every input "
+                             "(default: the experiment's)")
+    curate.add_argument("--on-bad-record", choices=("skip", "fail"),
+                        help="a malformed record in any input: skip (count it in the report) or fail "
+                             "(stop, naming FILE:LINE) (default: the experiment's)")
+    curate.add_argument("--max-doc-bytes", type=int, metavar="N",
+                        help="drop (and count) documents longer than N UTF-8 bytes, in every input "
                              "(default: the experiment's)")
     curate.add_argument("--workdir", help="output folder (default: a new folder under runs/)")
     curate.set_defaults(handler=_curate_cmd)
@@ -58,10 +67,17 @@ def _curate_cmd(args: argparse.Namespace) -> int:
                           f"`lmforge data curate` needs a lmforge.data.curate.CurateConfig")
     if args.input:
         config = dataclasses.replace(config, inputs=command_line_inputs(config.inputs, args.input))
+    every_input = {}   # flags that set one field of every input
     if args.text_field is not None:
         if not args.text_field.strip():
             raise ConfigError("--text-field is empty; expected the name of the field holding each document")
-        config = dataclasses.replace(config, inputs=tuple(dataclasses.replace(i, text_field=args.text_field)
+        every_input["text_field"] = args.text_field
+    if args.on_bad_record is not None:
+        every_input["on_bad_record"] = args.on_bad_record
+    if args.max_doc_bytes is not None:
+        every_input["max_doc_bytes"] = check_flag("--max-doc-bytes", args.max_doc_bytes, low=1)
+    if every_input:
+        config = dataclasses.replace(config, inputs=tuple(dataclasses.replace(i, **every_input)
                                                           for i in config.inputs))
     workdir = (pathlib.Path(args.workdir) if args.workdir
                else default_workdir(split_spec(args.experiment)[0], variant, suffix="curate"))
@@ -74,8 +90,9 @@ def _curate_cmd(args: argparse.Namespace) -> int:
 
 
 def command_line_inputs(inputs: tuple, paths: list[str]) -> tuple:
-    """One ``InputConfig`` per ``--input`` path: format by suffix, source named by the file's stem,
-    the other settings those of the experiment's first input (or the defaults)."""
+    """One ``InputConfig`` per ``--input`` path: format by suffix, source named by the file's name
+    (``document.file_names``: its stem, unique in the run), the other settings those of the
+    experiment's first input (or the defaults)."""
     from lmforge.data.curate import InputConfig  # pylint: disable=import-outside-toplevel
 
     template = inputs[0] if inputs else InputConfig()

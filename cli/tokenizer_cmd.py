@@ -73,6 +73,9 @@ def show_cmd(args: argparse.Namespace) -> int:
     tok = load_tokenizer(tokenizer_folder(pathlib.Path(args.tokenizer)))
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     view = TokenView(tok, color)
+    if not args.input:
+        raise ConfigError("TEXT_OR_JSONL is empty text; expected a text, a text file or a chat .jsonl[.gz] / .json "
+                          "file")
     path = pathlib.Path(args.input)
     is_chat_name = args.input.endswith(CHAT_SUFFIXES)
     if args.format == "auto" and _is_dir(path):
@@ -85,8 +88,10 @@ def show_cmd(args: argparse.Namespace) -> int:
         args.format == "auto" and args.input.endswith(DOCUMENT_SUFFIXES) and _is_file(path)
         and _first_record_is_document(path, args.text_field))
     if not is_documents and (args.format == "text" or (args.format == "auto" and not is_chat_name)):
+        from lmforge.data.sources import read_text_file   # pylint: disable=import-outside-toplevel
+
         from_file = args.format == "auto" and _is_file(path)
-        text = path.read_text(encoding="utf-8") if from_file else args.input
+        text = read_text_file(path) if from_file else args.input
         _show_text(view, tok, text, shown=_SHOW_CHARS if from_file else len(text))
         return 0
     if not path.is_file():
@@ -100,7 +105,13 @@ def show_cmd(args: argparse.Namespace) -> int:
     from lmforge.data.chat import chat_template_for
     from lmforge.data.chat_readers import read_conversations
 
-    conversations, stats = read_conversations(path, args.format, field=args.field)
+    try:
+        conversations, stats = read_conversations(path, args.format, field=args.field)
+    except ValueError as e:
+        if args.format != "auto" or "cannot tell the chat format" not in str(e):
+            raise
+        raise ValueError(f"{e}; for a file of documents (pretraining text in one field): --format documents "
+                         f"--text-field FIELD") from None
     template = chat_template_for(tok)
     shown = conversations[:args.limit]
     for i, conv in enumerate(shown):

@@ -10,11 +10,17 @@ Choices:
   triple-quoted string that starts a line counts as a docstring (this also keeps attribute
   docstrings; it drops ``x = \"\"\"...\"\"\"`` templates and bytes/f-strings). Deterministic for
   a given Python installation, not across Python versions. Read once per process (cached).
-- ``text``: one file is one document; a glob gives several, in sorted order. Strict UTF-8.
+- ``text``: one file is one document; a glob gives several, in sorted order. Strict UTF-8. A file
+  named as data (``.jsonl``, ``.json``, ``.parquet``, also ``.gz``/``.zst``) is refused rather than
+  read as text: its JSON syntax would become the documents (and the tokenizer's merges).
 - ``curated``: the documents a finished ``lmforge data curate`` run wrote (its workdir), in any of
   its output formats.
 - ``jsonl`` (optionally gzip- or zstd-compressed): one document per line, taken from ``text_field``. Blank lines
-  are ignored. A bad line fails naming ``path:LINE`` (or is skipped and counted).
+  are ignored. A bad line fails naming ``path:LINE`` (or is skipped and counted). A ``.json`` file
+  holding one JSON array (as Alpaca-style sets ship) gives one document per item (``path:item N``).
+- Empty documents (an empty file, ``{"text": ""}``) are skipped and counted, as curation counts
+  ``read/empty``; skips are one ``lmforge: skipped ...`` line on stderr per file. A source left
+  with no document is a one-line error naming it.
 - ``MixtureSource``: one named, weighted source of a mixture (``DataConfig.mixture`` for pretraining,
   ``lmforge.data.curate.MixtureConfig`` for a document stream). Its name keys its metrics
   (``eval/NAME/loss``) and its position in a checkpointed data iterator, so it is a lower-case
@@ -33,15 +39,13 @@ import gzip
 import inspect
 import io
 import json
-import logging
 import math
 import os
 import pathlib
 import re
+import sys
 import sysconfig
 from collections.abc import Sequence
-
-_log = logging.getLogger(__name__)
 
 try:
     from zstandard import ZstdError
@@ -107,7 +111,7 @@ def check_mixture(sources: Sequence[MixtureSource], key: str = "mixture") -> Non
 
 
 def read_documents(cfg: SourceConfig) -> list[str]:
-    """Returns the documents of ``cfg`` in a deterministic order."""
+    """Returns the documents of ``cfg`` in a deterministic order (at least one)."""
     if cfg.kind not in KINDS:
         raise ValueError(f"source.kind={cfg.kind!r}: expected one of {', '.join(KINDS)}")
     if cfg.on_bad_line not in ON_BAD_LINE:
@@ -118,10 +122,29 @@ def read_documents(cfg: SourceConfig) -> list[str]:
         return _read_curated(cfg.path)
     paths = _resolve_paths(cfg.path, cfg.kind)
     if cfg.kind == "text":
-        return [_read_text_file(p) for p in paths]
-    docs: list[str] = []
+        for p in paths:
+            _refuse_data_file(p)
+        texts = [(p, read_text_file(p)) for p in paths]
+        docs = [t for _, t in texts if t.strip()]
+        empty = [p for p, t in texts if not t.strip()]
+        if empty and docs:
+            print(f"lmforge: skipped {len(empty):,} empty file(s) of {len(paths):,} in source text {cfg.path!r}; "
+                  f"the first: {empty[0]}", file=sys.stderr, flush=True)
+        if not docs:
+            why = f"{paths[0]} is empty" if len(paths) == 1 else f"all {len(paths):,} files are empty"
+            raise ValueError(f"source text {cfg.path!r} holds no documents: {why}; expected UTF-8 text")
+        return docs
+    docs, lines = [], 0
     for p in paths:
-        docs.extend(_read_jsonl_file(p, cfg.text_field, cfg.on_bad_line))
+        file_docs, file_lines = _read_jsonl_file(p, cfg.text_field, cfg.on_bad_line)
+        docs += file_docs
+        lines += file_lines
+    if not docs:
+        where = paths[0] if len(paths) == 1 else f"its {len(paths):,} files"
+        why = (f"{where} {'is' if len(paths) == 1 else 'are'} empty" if not lines
+               else f"every one of the {lines:,} records was skipped (above)")
+        raise ValueError(f"source jsonl {cfg.path!r} holds no documents: {why}; expected one JSON object per line "
+                         f"with a non-empty string field {cfg.text_field!r}")
     return docs
 
 
@@ -221,7 +244,10 @@ def _read_compressed(path: pathlib.Path, read):
         raise ValueError(f"{path}: not a readable zst file (ZstdError: {e})") from None
 
 
-def _read_text_file(path: pathlib.Path) -> str:
+def read_text_file(path: pathlib.Path) -> str:
+    """The UTF-8 text of ``path`` (``.gz``/``.zst`` decompressed); a ValueError naming the file and
+    the byte offset for invalid UTF-8."""
+    path = pathlib.Path(path)
     data = _read_compressed(path, lambda f: f.read())
     try:
         return data.decode("utf-8")
@@ -232,28 +258,94 @@ def _read_text_file(path: pathlib.Path) -> str:
         ) from None
 
 
-def _read_jsonl_file(path: pathlib.Path, field: str, on_bad_line: str) -> list[str]:
-    docs, skipped, first_bad = [], 0, ""
+def data_suffix(path: pathlib.Path) -> str:
+    """``".jsonl"``, ``".json"`` or ``".parquet"`` when ``path``'s name says it holds records
+    (``.gz``/``.zst`` too), else ``""``."""
+    name = pathlib.Path(path).name.lower().removesuffix(".gz").removesuffix(".zst")
+    return next((s for s in (".jsonl", ".json", ".parquet") if name.endswith(s)), "")
 
-    def read(f) -> None:
-        nonlocal skipped, first_bad
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            doc, why = _parse_jsonl_line(raw, field)
-            if doc is not None:
-                docs.append(doc)
-                continue
-            msg = f"{path}:{lineno}: expected a JSON object with a string field {field!r} ({why})"
+
+def _refuse_data_file(path: pathlib.Path) -> None:
+    suffix = data_suffix(path)
+    if not suffix:
+        return
+    if suffix == ".parquet":
+        raise ValueError(f"{path}: a parquet file, not text (source.kind='text' reads each file as one document); "
+                         f"`lmforge data curate --input {path}` turns it into a kind='curated' source")
+    raise ValueError(f"{path}: a {suffix} file holds JSON records, not text (source.kind='text' would read its JSON "
+                     f"syntax as one document); expected kind 'jsonl': data.source.kind=jsonl, or "
+                     f"`lmforge tokenizer train --source-kind jsonl`")
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, for messages: ``null``, ``a int``, ``a list``, ..."""
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def is_json_array(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a ``.json`` file (``.gz``/``.zst`` too) holding one JSON array (its first
+    non-blank byte is ``[``) rather than JSON lines."""
+    def first_byte(f) -> bytes:
+        while chunk := f.read(4096):
+            if chunk.lstrip():
+                return chunk.lstrip()[:1]
+        return b""
+
+    return data_suffix(path) == ".json" and _read_compressed(pathlib.Path(path), first_byte) == b"["
+
+
+def read_json_array(path: pathlib.Path) -> list:
+    """The items of a file holding one JSON array, read whole: such files are data sets of thousands
+    of records, not crawls. Raises ValueError naming the file for anything else."""
+    path = pathlib.Path(path)
+    try:
+        items = json.loads(_read_compressed(path, lambda f: f.read()))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: invalid UTF-8 at byte offset {e.start}; expected a UTF-8 JSON array") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a valid JSON array ({e.msg} at line {e.lineno} column {e.colno}); expected "
+                         f"a JSON array of objects, or one JSON object per line") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: holds a JSON {type(items).__name__}; expected a JSON array of objects")
+    return items
+
+
+def _read_jsonl_file(path: pathlib.Path, field: str, on_bad_line: str) -> tuple[list[str], int]:
+    """The documents of a jsonl (or JSON array) file and how many records (non-blank lines) it has."""
+    docs, bad, empty, first_bad, first_empty = [], 0, 0, "", ""
+
+    def add(where: str, doc: str | None, why: str) -> None:
+        nonlocal bad, empty, first_bad, first_empty
+        if doc is None:
+            msg = f"{where}: expected a JSON object with a string field {field!r} ({why})"
             if on_bad_line == "fail":
                 raise ValueError(msg)
-            skipped += 1
+            bad += 1
             first_bad = first_bad or msg
+        elif not doc.strip():
+            empty += 1
+            first_empty = first_empty or where
+        else:
+            docs.append(doc)
 
-    _read_compressed(path, read)
-    if skipped:
-        _log.warning("%s: skipped %d bad line(s) of %d; first: %s", path, skipped, skipped + len(docs), first_bad)
-    return docs
+    def read(f) -> None:
+        for lineno, raw in enumerate(f, start=1):
+            if raw.strip():
+                add(f"{path}:{lineno}", *_parse_jsonl_line(raw, field))
+
+    if is_json_array(path):
+        for i, item in enumerate(read_json_array(path), start=1):
+            add(f"{path}:item {i}", *_text_of(item, field))
+    else:
+        _read_compressed(path, read)
+    records = len(docs) + bad + empty
+    if bad:
+        print(f"lmforge: skipped {bad:,} bad line(s) of {records:,} in {path}; the first: {first_bad}",
+              file=sys.stderr, flush=True)
+    if empty:
+        print(f"lmforge: skipped {empty:,} empty document(s) of {records:,} in {path}; the first: {first_empty}",
+              file=sys.stderr, flush=True)
+    return docs, records
 
 
 def _parse_jsonl_line(raw: bytes, field: str) -> tuple[str | None, str]:
@@ -264,13 +356,18 @@ def _parse_jsonl_line(raw: bytes, field: str) -> tuple[str | None, str]:
         return None, f"invalid UTF-8 at byte {e.start} of the line"
     except json.JSONDecodeError as e:
         return None, f"invalid JSON: {e.msg} (column {e.colno})"
+    return _text_of(obj, field)
+
+
+def _text_of(obj, field: str) -> tuple[str | None, str]:
+    """``obj[field]`` when ``obj`` is an object with a string ``field``: (document, "") or (None, why not)."""
     if not isinstance(obj, dict):
-        return None, f"got a JSON {type(obj).__name__}"
+        return None, "got JSON null" if obj is None else f"got a JSON {type(obj).__name__}"
     if field not in obj:
         keys = ", ".join(list(obj)[:8])
         return None, f"field missing; the keys are: {keys}"
     if not isinstance(obj[field], str):
-        return None, f"field is a {type(obj[field]).__name__}"
+        return None, f"field is {json_kind(obj[field])}"
     return obj[field], ""
 
 

@@ -24,7 +24,7 @@ import pathlib
 
 from lmforge.data.curate.config import CurateConfig
 from lmforge.data.curate.dedup import band_keys, bucket_edges, clusters
-from lmforge.data.curate.document import file_format, read_file, resolve_files
+from lmforge.data.curate.document import file_format, named_files, read_file
 from lmforge.data.curate.fates import fate
 from lmforge.data.curate.funnel import Funnel
 from lmforge.data.curate.stages import enabled_stages, process
@@ -37,8 +37,8 @@ def _import_beam():
     try:
         import apache_beam as beam  # pylint: disable=import-outside-toplevel
     except ImportError:
-        raise ValueError("curate.runner='beam' needs Apache Beam: pip install 'lmforge[beam]' "
-                         "(or use curate.runner='local')") from None
+        raise ValueError("runner='beam' needs Apache Beam: pip install 'lmforge[beam]' "
+                         "(or use runner='local')") from None
     return beam
 
 
@@ -47,16 +47,16 @@ def run_beam(cfg: CurateConfig, out_dir: pathlib.Path) -> Funnel:
     beam = _import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
 
-    files = [(i, icfg, str(path)) for i, (icfg, path) in enumerate(resolve_files(cfg.inputs))]
-    paths = [(path, file_format(icfg, pathlib.Path(path))) for _, icfg, path in files]
+    files = [(i, icfg, str(path), name) for i, (icfg, path, name) in enumerate(named_files(cfg.inputs))]
+    paths = [(path, file_format(icfg, pathlib.Path(path))) for _, icfg, path, _ in files]
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stages = enabled_stages(cfg)
 
     class Process(beam.DoFn):
         def process(self, element):
-            i, icfg, path = element
-            for rec in read_file(icfg, pathlib.Path(path), i):
+            i, icfg, path, name = element
+            for rec in read_file(icfg, pathlib.Path(path), i, name):
                 yield process(cfg, rec)
 
     class FunnelFn(beam.CombineFn):

@@ -61,7 +61,10 @@ class CurateConfig:
     beam_options: tuple[str, ...] = ("--runner=DirectRunner",)  # e.g. ("--runner=DataflowRunner", ...)
 
     def __post_init__(self):
+        # Keys as `lmforge data curate` binds them (`lmforge run` names the section, curate.*, before this).
         if self.runner not in RUNNERS:
-            raise ValueError(f"curate.runner={self.runner!r}: expected one of {', '.join(RUNNERS)}")
-        if self.workers < 0 or self.chunk_size < 1:
-            raise ValueError(f"curate.workers={self.workers}, chunk_size={self.chunk_size}: expected >= 0 and >= 1")
+            raise ValueError(f"runner={self.runner!r}: expected one of {', '.join(RUNNERS)}")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}: expected >= 0 (0: one per CPU core)")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1")

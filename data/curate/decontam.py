@@ -6,8 +6,11 @@ Choices:
   ``min_matches`` of its n-grams occur in an evaluation document. An eval document shorter than
   ``ngram`` words cannot match (lower ``ngram`` for sets of short items).
 - Eval sets are files read with the same readers as the inputs (``jsonl``: the fields in
-  ``fields`` are joined, so GSM8K's question and answer both count). The n-gram set is built once
-  per process and cached; n-grams are kept as 64-bit blake2b hashes, so 1M n-grams take ~60 MB.
+  ``fields`` are joined, so GSM8K's question and answer both count). Any bad record fails, naming
+  ``decontaminate.eval_paths[i]`` (a skipped eval item would silently let its overlap through). The
+  n-gram set is built once per process and cached; the curation's parent builds it before any
+  worker starts (``check_eval_sets``), so a bad eval set fails at once. n-grams are kept as 64-bit
+  blake2b hashes, so 1M n-grams take ~60 MB.
 - The kept documents are not rewritten (GPT-3 cut the overlapping spans; dropping is simpler to
   audit and loses little at web scale).
 """
@@ -20,8 +23,9 @@ import hashlib
 import json
 import pathlib
 import re
+import sys
 
-from lmforge.data.curate.document import Document, InputConfig, read_file, resolve_files
+from lmforge.data.curate.document import Document, InputConfig, expand_path, read_file
 from lmforge.data.curate.verdict import Verdict, drop
 
 _WORD = re.compile(r"[^\W_]+")
@@ -36,6 +40,9 @@ class DecontamConfig:
     min_matches: int = 1
 
     def __post_init__(self):
+        if not self.fields:
+            raise ValueError("decontaminate.fields is empty: expected the field(s) holding each evaluation item, "
+                             "e.g. ('question', 'answer')")
         if self.ngram < 1 or self.min_matches < 1:
             raise ValueError(f"decontaminate.ngram={self.ngram} and min_matches={self.min_matches}: expected >= 1")
 
@@ -55,18 +62,40 @@ def ngram_keys(text: str, n: int) -> list[bytes]:
 
 @functools.lru_cache(maxsize=4)
 def eval_ngrams(cfg: DecontamConfig) -> frozenset[bytes]:
-    """The hashed n-grams of every evaluation document (cached per process and config)."""
+    """The hashed n-grams of every evaluation document (cached per process and config). Errors name
+    ``decontaminate.eval_paths[i]`` and, for a record without the fields, ``decontaminate.fields``."""
     keys: set[bytes] = set()
-    field = cfg.fields[0] if len(cfg.fields) == 1 else "\x00unused"
-    for i, (icfg, path) in enumerate(resolve_files((InputConfig(paths=cfg.eval_paths, text_field=field,
-                                                                on_bad_record="fail"),))):
-        if len(cfg.fields) > 1:
-            texts = _joined_fields(path, cfg.fields)
-        else:
-            texts = [r.doc.text for r in read_file(icfg, path, i) if r.doc is not None]
-        for text in texts:
-            keys.update(ngram_keys(text, cfg.ngram))
+    for i, pattern in enumerate(cfg.eval_paths):
+        key = f"decontaminate.eval_paths[{i}]"
+        for path in sorted(expand_path(pattern, key)):
+            try:
+                texts = _joined_fields(path, cfg.fields) if len(cfg.fields) > 1 else _texts(path, cfg.fields[0])
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from None
+            for text in texts:
+                keys.update(ngram_keys(text, cfg.ngram))
     return frozenset(keys)
+
+
+def check_eval_sets(cfg: DecontamConfig) -> None:
+    """Reads the evaluation sets once (``eval_ngrams``), so a missing or malformed one is an error
+    before any document is curated."""
+    if cfg.enabled and cfg.eval_paths:
+        eval_ngrams(cfg)
+
+
+def _texts(path: pathlib.Path, field: str) -> list[str]:
+    icfg = InputConfig(paths=(str(path),), text_field=field, max_doc_bytes=sys.maxsize)
+    out = []
+    for r in read_file(icfg, path, 0):
+        if r.doc is not None:
+            out.append(r.doc.text)
+        elif r.reason == "missing_field":
+            raise ValueError(f"{r.where}: {r.why} (decontaminate.fields=({field!r},) names the field of each "
+                             f"evaluation item)")
+        elif r.reason != "empty":
+            raise ValueError(f"{r.where}: {r.why}")
+    return out
 
 
 def _joined_fields(path: pathlib.Path, fields: tuple[str, ...]) -> list[str]:
@@ -79,10 +108,15 @@ def _joined_fields(path: pathlib.Path, fields: tuple[str, ...]) -> list[str]:
                 continue
             try:
                 obj = json.loads(line)
-                out.append("\n".join(str(obj[k]) for k in fields))
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with fields {list(fields)} "
-                                 f"(decontaminate.fields): {type(e).__name__} {e}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({type(e).__name__}: {e}); expected one JSON "
+                                 f"object per line") from None
+            missing = [k for k in fields if not isinstance(obj, dict) or k not in obj]
+            if missing:
+                got = f"keys {', '.join(sorted(obj)[:8])}" if isinstance(obj, dict) else f"a JSON {type(obj).__name__}"
+                raise ValueError(f"{path}:{lineno}: expected a JSON object with the fields of decontaminate.fields="
+                                 f"{fields!r}, got {got}")
+            out.append("\n".join(str(obj[k]) for k in fields))
     return out
 
 

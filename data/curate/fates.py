@@ -13,10 +13,12 @@ from lmforge.data.curate.stages import DocResult
 
 def place(ordinal: int, files: Sequence[tuple[str, str]]) -> str:
     """Where a record came from, as the skipped-record lines say it: ``PATH:LINE`` (jsonl, 1-based;
-    ``PATH:1`` for a whole-file text document) or ``PATH:row N`` (parquet, 1-based). ``files`` are
+    ``PATH:1`` for a whole-file text document), ``PATH:row N`` (parquet) or ``PATH:item N`` (a JSON
+    array; both 1-based). ``files`` are
     the run's inputs in order as ``(path, format)`` (``document.file_format``; an ordinal's file index)."""
     (path, fmt), index = files[ordinal >> 32], ordinal & 0xFFFFFFFF
-    return f"{path}:row {index + 1}" if fmt == "parquet" else f"{path}:{index + 1}"
+    unit = {"parquet": "row ", "json": "item "}.get(fmt, "")
+    return f"{path}:{unit}{index + 1}"
 
 
 def fate(r: DocResult, exact: dict[int, int], near: dict[int, int],

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lmforge.data.curate.config import CurateConfig
 from lmforge.data.curate.dedup import exact_duplicates, near_duplicates
-from lmforge.data.curate.document import Record, file_format, read_file, resolve_files
+from lmforge.data.curate.document import Record, file_format, named_files, read_file, resolve_files
 from lmforge.data.curate.fates import fate
 from lmforge.data.curate.funnel import Funnel
 from lmforge.data.curate.stages import DocResult, enabled_stages, process_many
@@ -46,9 +46,8 @@ def _work(records: list[Record]) -> list[DocResult]:
 
 def read_records(cfg: CurateConfig) -> Iterator[Record]:
     """Every input record of ``cfg``, files in order (a missing or unreadable file raises first)."""
-    files = resolve_files(cfg.inputs)
-    for i, (icfg, path) in enumerate(files):
-        yield from read_file(icfg, path, i)
+    for i, (icfg, path, name) in enumerate(named_files(cfg.inputs)):
+        yield from read_file(icfg, path, i, name)
 
 
 def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:

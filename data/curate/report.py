@@ -30,6 +30,9 @@ def write_report(funnel: Funnel, workdir: pathlib.Path, title: str = "Curation r
              f"Input: {funnel.input_docs} records, {_mb(funnel.input_bytes)} MB. "
              f"Output: {funnel.docs[-1] if funnel.docs else 0} documents, "
              f"{_mb(funnel.bytes[-1] if funnel.bytes else 0)} MB.", "",
+             "Input MB are the records as stored (JSON lines with their keys, text files, parquet rows and JSON "
+             "array items as JSON), good or bad; from `read` on, MB are the documents' text, so the `read` row "
+             "also drops the records' framing.", "",
              "## Funnel", "", "![funnel](funnel.png)", "",
              "| stage | documents left | % of input | MB left | % of input bytes |",
              "|---|---:|---:|---:|---:|"]

@@ -11,14 +11,21 @@ import sys
 import time
 
 from lmforge.data.curate.config import CurateConfig
+from lmforge.data.curate.decontam import check_eval_sets
+from lmforge.data.curate.document import file_format, resolve_files
 from lmforge.data.curate.funnel import Funnel
 from lmforge.data.curate.report import write_report
 
 DATA_DIR = "data"
+# What a file that gave no record was expected to hold, by format (a text file is always one record).
+_EXPECTED = {"jsonl": "one JSON object per line", "json": "a JSON array of objects", "parquet": "at least one row"}
 
 
 def curate(cfg: CurateConfig, out_dir: pathlib.Path) -> Funnel:
-    """Writes the curated shards of ``cfg`` into ``out_dir``; returns the funnel."""
+    """Writes the curated shards of ``cfg`` into ``out_dir``; returns the funnel. The inputs and the
+    evaluation sets are resolved and read here first, so a bad one fails before any worker starts."""
+    resolve_files(cfg.inputs)
+    check_eval_sets(cfg.decontaminate)
     if cfg.runner == "beam":
         from lmforge.data.curate.beam import run_beam  # pylint: disable=import-outside-toplevel
 
@@ -49,8 +56,9 @@ def curate_texts(cfg: CurateConfig, texts: list[str], workdir: pathlib.Path, *, 
         inputs = (InputConfig(paths=(str(path),), format="jsonl", source=source),)
         funnel = curate(dataclasses.replace(cfg, inputs=inputs), workdir / DATA_DIR)
         report = write_report(funnel, workdir)
+        text_bytes = sum(len(t.encode("utf-8")) for t in texts)   # the texts, not the JSON lines wrapping them
         print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents "
-              f"({funnel.input_bytes / 1e6:.2f} → {funnel.bytes[-1] / 1e6:.2f} MB){funnel.top_drops()}; report {report}",
+              f"({text_bytes / 1e6:.2f} → {funnel.bytes[-1] / 1e6:.2f} MB){funnel.top_drops()}; report {report}",
               flush=True)
         for line in skipped_records(funnel):
             print(line, file=sys.stderr, flush=True)
@@ -69,18 +77,15 @@ def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
     t0 = time.time()
     funnel = curate(cfg, workdir / DATA_DIR)
     seconds = time.time() - t0
+    if not funnel.input_docs:
+        raise ValueError(no_records(cfg))
     report = write_report(funnel, workdir)
     print(f"curated {funnel.input_docs} → {funnel.docs[-1]} documents into {workdir / DATA_DIR}{funnel.top_drops()}; "
           f"report {report}", flush=True)
     for line in skipped_records(funnel):
         print(line, file=sys.stderr, flush=True)
-    if funnel.input_docs and not funnel.docs[-1]:
-        top = min(funnel.drops.items(), key=lambda kv: (-kv[1], kv[0]))[0]   # the report's first reason
-        first = (funnel.examples.get(top) or [(0, "")])[0][1]
-        raise ValueError(f"curation kept none of the {funnel.input_docs} documents: {top} dropped {funnel.drops[top]}"
-                         + (f", the first {first}" if top.startswith("read/") and first else "")
-                         + ("; `lmforge data curate --text-field NAME` reads another field" if top == "read/missing_field"
-                            else "") + f"; see {report}")
+    if not funnel.docs[-1]:
+        raise ValueError(kept_none(funnel, report))
     return {
         "curate/input_documents": funnel.input_docs,
         "curate/input_mb": funnel.input_bytes / 1e6,
@@ -89,3 +94,24 @@ def run_curate(cfg: CurateConfig, workdir: pathlib.Path) -> dict[str, float]:
         "curate/seconds": seconds,
         "curate/mb_per_s": funnel.input_bytes / 1e6 / max(seconds, 1e-9),
     }
+
+
+def no_records(cfg: CurateConfig) -> str:
+    """The error for inputs that held no record at all: which files, and what they should hold."""
+    files = [(str(path), file_format(icfg, path)) for icfg, path in resolve_files(cfg.inputs)]
+    names = ", ".join(path for path, _ in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    expected = " / ".join(dict.fromkeys(_EXPECTED.get(fmt, "a record") for _, fmt in files))
+    return f"{names}: no records; expected {expected}"
+
+
+def kept_none(funnel: Funnel, report: pathlib.Path) -> str:
+    """The error for a curation that kept no document: every reason with its count, the first bad
+    record of the top one, and a hint when the text field looks wrong."""
+    ranked = sorted(funnel.drops.items(), key=lambda kv: (-kv[1], kv[0]))
+    top = ranked[0][0]
+    first = (funnel.examples.get(top) or [(0, "")])[0][1]
+    reasons = [f"{top} dropped {ranked[0][1]}" + (f", the first {first}" if top.startswith("read/") and first else "")]
+    reasons += [f"{key} dropped {n}" for key, n in ranked[1:]]
+    hint = ("; `lmforge data curate --text-field NAME` reads another field"
+            if any(key == "read/missing_field" for key, _ in ranked) else "")
+    return f"curation kept none of the {funnel.input_docs} documents: {'; '.join(reasons)}{hint}; see {report}"

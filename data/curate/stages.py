@@ -52,7 +52,7 @@ class DocResult(NamedTuple):
     snippet: str = ""  # for a dropped document: its id / place and text as that stage saw it
     exact: bytes = b""
     sig: np.ndarray | None = None
-    raw_size: int = 0  # bytes of the input record
+    raw_size: int = 0  # bytes of the input record as stored (Record.raw_size)
 
 
 def enabled_stages(cfg: CurateConfig) -> tuple[str, ...]:
@@ -79,7 +79,7 @@ def process_many(cfg: CurateConfig, records: list[Record]) -> list[DocResult]:
         if rec.doc is None:
             why = f"{rec.why} " if rec.why else ""
             out[j] = DocResult(rec.ordinal, None, "read", rec.reason, (), (), f"[{rec.where}] {why}({rec.size} bytes)",
-                               raw_size=rec.size)
+                               raw_size=rec.raw_size)
         else:
             live.append((j, rec.doc, [rec.size], {}))
     for name, fn in _chain(cfg):
@@ -95,7 +95,7 @@ def process_many(cfg: CurateConfig, records: list[Record]) -> list[DocResult]:
                 counts[f"{name}/{k}"] = counts.get(f"{name}/{k}", 0) + v
             if verdict.doc is None:
                 out[j] = DocResult(rec.ordinal, None, name, verdict.reason, tuple(sizes), tuple(sorted(counts.items())),
-                                   f"[{doc.id}] {doc.text[:SNIPPET_CHARS]}", raw_size=rec.size)
+                                   f"[{doc.id}] {doc.text[:SNIPPET_CHARS]}", raw_size=rec.raw_size)
                 continue
             changed = verdict.doc.text is not doc.text
             sizes.append(len(verdict.doc.text.encode("utf-8")) if changed else sizes[-1])
@@ -106,5 +106,5 @@ def process_many(cfg: CurateConfig, records: list[Record]) -> list[DocResult]:
         exact = exact_key(doc.text) if cfg.exact_dedup.enabled else b""
         sig = signature(cfg.near_dedup, doc.text) if cfg.near_dedup.enabled else None
         out[j] = DocResult(rec.ordinal, doc, "", "", tuple(sizes), tuple(sorted(counts.items())),
-                           f"[{doc.id}] {doc.text[:SNIPPET_CHARS]}", exact, sig, rec.size)
+                           f"[{doc.id}] {doc.text[:SNIPPET_CHARS]}", exact, sig, rec.raw_size)
     return out

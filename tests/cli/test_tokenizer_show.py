@@ -110,3 +110,23 @@ def test_documents_jsonl_and_long_text_files(run_dir, capsys, tmp_path):
     code, out, _ = _show(capsys, str(tmp_path / "big.txt"), "--tokenizer", str(run))
     assert code == 0 and len(out) == 3 and out[-1].startswith("the first 1,9") and f"{len(big):,} chars" in out[-1]
     assert len(out[1].split()) - 1 < len(tok.encode(big)) // 10
+
+
+def test_odd_inputs_are_named_errors(run_dir, capsys, tmp_path):
+    # Data audit #10: a latin-1 file gave a bare codec error, "" was taken as the folder ".", and a file of
+    # documents in another field was only "cannot tell the chat format".
+    run, _ = run_dir
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    code, _, err = _show(capsys, str(tmp_path / "latin1.txt"), "--tokenizer", str(run))
+    assert code == 2 and err.strip() == (f"lmforge: error: {tmp_path / 'latin1.txt'}: invalid UTF-8 at byte offset 3 "
+                                         f"(b'\\xe9 au'); expected UTF-8 text")
+    code, out, err = _show(capsys, "", "--tokenizer", str(run))
+    assert code == 2 and out == [] and err.startswith("lmforge: error: TEXT_OR_JSONL is empty text; expected a text")
+    (tmp_path / "gsm.jsonl").write_text(json.dumps({"question": "what is 2+2?", "answer": "4"}) + "\n")
+    code, _, err = _show(capsys, str(tmp_path / "gsm.jsonl"), "--tokenizer", str(run))
+    assert code == 2 and "cannot tell the chat format of a record with keys ['answer', 'question']" in err
+    assert err.strip().endswith("; for a file of documents (pretraining text in one field): --format documents "
+                                "--text-field FIELD") and err.count("\n") == 1
+    code, out, _ = _show(capsys, str(tmp_path / "gsm.jsonl"), "--tokenizer", str(run), "--format", "documents",
+                         "--text-field", "question")
+    assert code == 0 and out[0] == f"== document 1 of 1 ({tmp_path / 'gsm.jsonl'}:1) =="

@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import logging
 
 import pytest
 
@@ -149,14 +148,15 @@ def test_jsonl_invalid_utf8_line(tmp_path):
         read_documents(SourceConfig(kind="jsonl", path=str(path)))
 
 
-def test_jsonl_skip_counts_and_logs(tmp_path, caplog):
+def test_jsonl_skip_counts_and_logs(tmp_path, capsys):
+    # Issue 13 (data audit): said as curation says it (`lmforge: skipped ...`), not in logging's raw format.
     path = tmp_path / "d.jsonl"
     _write_jsonl(path, ['{"text": "a"}', "oops", '{"text": "b"}', '{"x": 1}'])
-    with caplog.at_level(logging.WARNING):
-        docs = read_documents(SourceConfig(kind="jsonl", path=str(path), on_bad_line="skip"))
+    docs = read_documents(SourceConfig(kind="jsonl", path=str(path), on_bad_line="skip"))
     assert docs == ["a", "b"]
-    assert "skipped 2 bad line(s) of 4" in caplog.text
-    assert "d.jsonl:2:" in caplog.text
+    err = capsys.readouterr().err
+    assert err.startswith(f"lmforge: skipped 2 bad line(s) of 4 in {path}; the first: {path}:2:")
+    assert err.count("\n") == 1
 
 
 def test_gsm8k_questions(shared_data):
@@ -201,3 +201,59 @@ def test_split_edge_cases():
         split_documents(["a"], 1.0)
     with pytest.raises(ValueError, match="no documents"):
         split_documents([], 0.1)
+
+
+# --------------------------------------------------------------------------- data audit
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.jsonl.zst", "d.json", "d.json.gz", "d.parquet"])
+def test_text_kind_refuses_a_file_named_as_records(tmp_path, name):
+    # Data audit #8: kind=text read a .jsonl whole, so a tokenizer learned merges such as `{"` and `":`.
+    (tmp_path / name).write_bytes(b'{"text": "hello"}\n')
+    with pytest.raises(ValueError) as e:
+        read_documents(SourceConfig(kind="text", path=str(tmp_path / name)))
+    assert str(e.value).startswith(f"{tmp_path / name}: a ") and "\n" not in str(e.value)
+    if name.endswith(".parquet"):
+        assert "not text" in str(e.value) and "lmforge data curate --input" in str(e.value)
+    else:
+        assert str(e.value).endswith("expected kind 'jsonl': data.source.kind=jsonl, or "
+                                     "`lmforge tokenizer train --source-kind jsonl`")
+
+
+def test_jsonl_kind_reads_a_json_array_file(tmp_path):
+    # Data audit #9: a .json array (Alpaca-style) gives one document per item, bad items named as path:item N.
+    path = tmp_path / "arr.json"
+    path.write_text(json.dumps([{"text": "one"}, {"text": "two"}], indent=2))
+    assert read_documents(SourceConfig(kind="jsonl", path=str(path))) == ["one", "two"]
+    path.write_text(json.dumps([{"text": "one"}, {"body": "x"}]))
+    with pytest.raises(ValueError, match=rf"^{path}:item 2: expected a JSON object with a string field 'text' "
+                                         rf"\(field missing; the keys are: body\)$"):
+        read_documents(SourceConfig(kind="jsonl", path=str(path)))
+
+
+def test_an_empty_source_says_it_holds_no_documents(tmp_path):
+    # Data audit #13: an empty jsonl failed later in split_documents ("got no documents"), an empty .txt
+    # was one empty document ("too small to hold out 10%").
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match=rf"^source jsonl '{tmp_path / 'empty.jsonl'}' holds no documents: "
+                                         rf"{tmp_path / 'empty.jsonl'} is empty; expected one JSON object per line"):
+        read_documents(SourceConfig(kind="jsonl", path=str(tmp_path / "empty.jsonl")))
+    with pytest.raises(ValueError, match=rf"^source text '{tmp_path / 'empty.txt'}' holds no documents: "
+                                         rf"{tmp_path / 'empty.txt'} is empty; expected UTF-8 text$"):
+        read_documents(SourceConfig(kind="text", path=str(tmp_path / "empty.txt")))
+    _write_jsonl(tmp_path / "blank.jsonl", ['{"text": ""}', "oops"])
+    with pytest.raises(ValueError, match="holds no documents: every one of the 2 records was skipped"):
+        read_documents(SourceConfig(kind="jsonl", path=str(tmp_path / "blank.jsonl"), on_bad_line="skip"))
+
+
+def test_empty_documents_are_skipped_and_counted(tmp_path, capsys):
+    # Data audit #13: {"text": ""} was kept as an empty document; curation counts it as read/empty.
+    path = tmp_path / "d.jsonl"
+    _write_jsonl(path, ['{"text": "a"}', '{"text": ""}', '{"text": "  \\n"}', '{"text": "b"}'])
+    assert read_documents(SourceConfig(kind="jsonl", path=str(path))) == ["a", "b"]   # not a bad line: never fails
+    assert capsys.readouterr().err == f"lmforge: skipped 2 empty document(s) of 4 in {path}; the first: {path}:2\n"
+    (tmp_path / "a.txt").write_text("text")
+    (tmp_path / "b.txt").write_text(" \n")
+    assert read_documents(SourceConfig(kind="text", path=str(tmp_path / "*.txt"))) == ["text"]
+    assert capsys.readouterr().err.startswith(f"lmforge: skipped 1 empty file(s) of 2 in source text")

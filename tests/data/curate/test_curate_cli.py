@@ -138,3 +138,122 @@ def test_the_report_table_adds_up_past_the_top_reasons():
     with tempfile.TemporaryDirectory() as d:
         text = write_report(funnel, pathlib.Path(d)).read_text()
     assert f"| 2 more reasons (quality/r{TOP_REASONS:02d}, quality/r{TOP_REASONS + 1:02d}) | 2 | 0.000 |" in text
+
+
+def test_an_input_with_no_records_is_an_error_and_no_finished_run(tmp_path, capsys):
+    # Data audit #4: an empty input curated "0 → 0 documents" with exit 0 and a final.json, so the
+    # folder then counted as finished and a rerun after filling the file did nothing.
+    empty = tmp_path / "later.jsonl"
+    empty.write_text("\n")
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(empty)))
+    run = tmp_path / "run"
+    assert main(["data", "curate", str(exp), "--workdir", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == f"lmforge: error: {empty}: no records; expected one JSON object per line"
+    assert not (run / "final.json").exists()
+    (tmp_path / "empty.json").write_text("[]")
+    assert main(["data", "curate", str(exp), "--input", str(empty), str(tmp_path / "empty.json"),
+                 "--workdir", str(tmp_path / "run2")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{empty}, {tmp_path / 'empty.json'}: no records; expected one JSON object per line / a JSON array of objects")
+
+
+def test_on_bad_record_and_max_doc_bytes_flags_apply_to_every_input(tmp_path, capsys):
+    # Data audit #7: the per-input bad-record policy and size limit had no binding that reached them.
+    data = write_jsonl(tmp_path / "in.jsonl", [{"text": web_page(i)} for i in range(2)] + ["{bad"])
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(data)))
+    assert main(["data", "curate", str(exp), "--on-bad-record", "fail", "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lmforge: error: {data}:3: invalid JSON") and "--on-bad-record skip" in err
+    assert main(["data", "curate", str(exp), "--max-doc-bytes", "0", "--workdir", str(tmp_path / "run")]) == 2
+    assert "--max-doc-bytes=0: expected an integer >= 1" in capsys.readouterr().err
+    run = tmp_path / "run2"
+    assert main(["data", "curate", str(exp), "--input", str(data), str(data), "--max-doc-bytes", "10",
+                 "--on-bad-record", "skip", "--workdir", str(run)]) == 2   # every document is too large
+    err = capsys.readouterr().err
+    assert f"read/too_large dropped 4, the first [{data}:1] (" in err and "; read/malformed_json dropped 2; see" in err
+    config = json.loads((run / "config.json").read_text())
+    assert [(i["max_doc_bytes"], i["on_bad_record"]) for i in config["inputs"]] == [(10, "skip"), (10, "skip")]
+
+
+def test_kept_none_names_every_reason_with_its_count(tmp_path, capsys):
+    # Data audit #13: with three reasons of one document each, one was named, picked by alphabetical tie-break.
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("the cat sat with a dog.")
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(tmp_path / "*.txt")))
+    assert main(["data", "curate", str(exp), "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"lmforge: error: curation kept none of the 3 documents: gopher_quality/few_words dropped 1; "
+                          f"read/empty dropped 1; read/invalid_utf8 dropped 1; see ")
+
+
+def test_inputs_sharing_a_stem_get_distinct_ids_and_sources(tmp_path, capsys):
+    # Data audit #2, from the command line: --input 2023/data.jsonl 2024/data.jsonl.
+    paths = []
+    for k, folder in enumerate(("2023", "2024")):
+        (tmp_path / folder).mkdir()
+        rows = [{"text": web_page(10 * k + i)} for i in range(2)]
+        paths.append(str(write_jsonl(tmp_path / folder / "data.jsonl", rows)))
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(tmp_path / "never_read.jsonl")))
+    run = tmp_path / "run"
+    assert main(["data", "curate", str(exp), "--input", *paths, "output.format=jsonl", "--workdir", str(run)]) == 0
+    docs = [json.loads(line) for shard in sorted((run / "data").iterdir()) for line in shard.read_text().splitlines()]
+    assert sorted((d["id"], d["source"]) for d in docs) == [
+        ("2023/data:1", "2023/data"), ("2023/data:2", "2023/data"), ("2024/data:1", "2024/data"),
+        ("2024/data:2", "2024/data")]
+
+
+def test_the_same_input_reports_the_same_size_whether_its_records_read_or_not(tmp_path, capsys):
+    # Data audit #12: 0.275 MB when every record failed to read (the wrong --text-field), 0.267 MB when they read.
+    data = write_jsonl(tmp_path / "in.jsonl", [{"body": web_page(i)} for i in range(3)])
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(data)))
+    assert main(["data", "curate", str(exp), "--workdir", str(tmp_path / "wrong")]) == 2
+    assert main(["data", "curate", str(exp), "--text-field", "body", "--workdir", str(tmp_path / "right")]) == 0
+    capsys.readouterr()
+    wrong, right = (json.loads((tmp_path / d / "funnel.json").read_text()) for d in ("wrong", "right"))
+    assert wrong["input"] == right["input"] == {"documents": 3, "bytes": data.stat().st_size}
+    assert right["left"][0]["bytes"] == sum(len(web_page(i).encode()) for i in range(3))   # read: the texts
+    assert "Input MB are the records as stored" in (tmp_path / "right" / "report.md").read_text()
+
+
+def test_curate_errors_name_keys_as_data_curate_binds_them(tmp_path, capsys):
+    # Data audit #13: `runner=spark` was reported as curate.runner, a key `lmforge data curate` rejects.
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(tmp_path / "in.jsonl")))
+    for binding, words in (("runner=spark", "runner='spark': expected one of local, beam"),
+                           ("workers=-1", "workers=-1: expected >= 0")):
+        assert main(["data", "curate", str(exp), binding, "--workdir", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "curate." not in err
+
+
+def test_eval_set_errors_name_the_decontaminate_keys_before_any_work(tmp_path, capsys, monkeypatch):
+    # Data audit #5: a missing eval set was an "input path" error, a record without the field suggested
+    # input.on_bad_record, and both came only after the worker pool had started.
+    import lmforge.data.curate.local as local
+
+    def no_run(*_):
+        raise AssertionError("the runner started")
+
+    monkeypatch.setattr(local, "run_local", no_run)
+    data = write_jsonl(tmp_path / "in.jsonl", [{"text": web_page(0)}])
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "q", "answer": "a"}])
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(data)))
+    cases = ((f"decontaminate.eval_paths=('{tmp_path / 'nope.jsonl'}',)",
+              f"lmforge: error: decontaminate.eval_paths[0] '{tmp_path / 'nope.jsonl'}': no such file"),
+             (f"decontaminate.eval_paths=('{gsm}',)",
+              f"lmforge: error: decontaminate.eval_paths[0]: {gsm}:1: expected a JSON object with a string field "
+              f"'text', got keys answer, question (decontaminate.fields=('text',) names the field"),
+             (f"decontaminate.eval_paths=('{gsm}',)", "decontaminate.fields=(question,body)",
+              f"lmforge: error: decontaminate.eval_paths[0]: {gsm}:1: expected a JSON object with the fields of "
+              f"decontaminate.fields=('question', 'body'), got keys answer, question"))
+    for k, (*bindings, words) in enumerate(cases):
+        assert main(["data", "curate", str(exp), *bindings, "workers=2", "--workdir", str(tmp_path / f"run{k}")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(words) and "input" not in err and "on_bad_record" not in err, err

@@ -81,3 +81,76 @@ def test_unreadable_inputs_are_clear_errors(tmp_path):
         records(InputConfig(paths=(str(tmp_path / "w.csv"),)))
     with pytest.raises(ValueError, match="on_bad_record"):
         InputConfig(on_bad_record="ignore")
+
+
+def named_records(*cfgs):
+    """Every record of a run's inputs, read as the runners read them (file names unique in the run)."""
+    from lmforge.data.curate.document import named_files
+
+    return [r for i, (c, p, name) in enumerate(named_files(cfgs)) for r in read_file(c, p, i, name)]
+
+
+def test_ids_and_sources_stay_unique_when_two_inputs_share_a_stem(tmp_path):
+    # Data audit #2: a/data.jsonl and b/data.jsonl both gave ids data:1..data:N and source "data".
+    from lmforge.data.curate.document import file_names
+
+    for folder in ("2023", "2024"):
+        (tmp_path / folder).mkdir()
+        write_jsonl(tmp_path / folder / "data.jsonl", [{"text": f"{folder} one"}, {"text": f"{folder} two"}])
+    write_jsonl(tmp_path / "other.jsonl", [{"text": "other one"}])
+    got = named_records(InputConfig(paths=(str(tmp_path / "*" / "data.jsonl"),)),
+                        InputConfig(paths=(str(tmp_path / "other.jsonl"),)))
+    assert [(r.doc.id, r.doc.source) for r in got] == [
+        ("2023/data:1", "2023/data"), ("2023/data:2", "2023/data"), ("2024/data:1", "2024/data"),
+        ("2024/data:2", "2024/data"), ("other:1", "other")]   # a stem no other file has keeps its old ids
+    # the same stem and folder, two compressions: the suffixes tell them apart
+    assert file_names([tmp_path / "train.jsonl.gz", tmp_path / "train.jsonl.zst", tmp_path / "x" / "val.jsonl"]) == \
+        ["train.jsonl.gz", "train.jsonl.zst", "val"]
+    assert file_names([tmp_path / "a.txt", tmp_path / "b.jsonl"]) == ["a", "b"]
+
+
+def test_a_json_array_file_gives_one_document_per_item(tmp_path):
+    # Data audit #9: a pretty-printed .json array was read as JSON lines: one malformed record per line.
+    rows = [{"text": f"document {i}", "url": f"u{i}"} for i in range(3)] + [{"body": "no text"}]
+    path = tmp_path / "arr.json"
+    path.write_text(json.dumps(rows, indent=2))
+    got = records(InputConfig(paths=(str(path),)))
+    assert [(r.doc.id, r.doc.text, r.doc.metadata) for r in got[:3]] == [
+        (f"arr:{i + 1}", f"document {i}", {"url": f"u{i}"}) for i in range(3)]
+    assert (got[3].reason, got[3].where) == ("missing_field", f"{path}:item 4")
+    assert got[0].raw_size == len(json.dumps(rows[0], ensure_ascii=False))
+    (tmp_path / "lines.json").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))   # JSON lines named .json
+    assert [r.doc.text for r in records(InputConfig(paths=(str(tmp_path / "lines.json"),)))] == ["document 0",
+                                                                                               "document 1"]
+    (tmp_path / "broken.json").write_text('[{"text": "a"},')
+    with pytest.raises(ValueError, match=r"broken.json: not a valid JSON array \(Expecting value at line 1"):
+        records(InputConfig(paths=(str(tmp_path / "broken.json"),)))
+
+
+def test_a_present_but_not_string_text_field_says_what_it_is(tmp_path):
+    # Data audit #11: {"text": 42} was reported as "got keys text", as if the field were missing.
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"text": 42}, {"text": ["a"]}, {"text": None}, {"body": "x"}])
+    assert [r.why for r in records(InputConfig(paths=(str(path),)))] == [
+        "expected a JSON object with a string field 'text'; field 'text' is a int",
+        "expected a JSON object with a string field 'text'; field 'text' is a list",
+        "expected a JSON object with a string field 'text'; field 'text' is null",
+        "expected a JSON object with a string field 'text', got keys body"]
+
+
+def test_the_fail_policy_names_the_ways_to_skip(tmp_path):
+    # Data audit #7: the message named `input.on_bad_record`, a key no binding reaches.
+    path = write_jsonl(tmp_path / "bad.jsonl", ["{oops"])
+    with pytest.raises(ValueError, match=r"`lmforge data curate --on-bad-record skip`, or "
+                                         r"InputConfig\(on_bad_record='skip'\) in the experiment file"):
+        records(InputConfig(paths=(str(path),), on_bad_record="fail"))
+
+
+def test_input_bytes_are_the_raw_records_whether_they_read_or_not(tmp_path):
+    # Data audit #12: a record's input size was its text when it read and its line when it did not, so
+    # the same file reported two input sizes.
+    rows = [{"text": f"document {i} é", "id": i} for i in range(4)] + ["{oops"]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    good = records(InputConfig(paths=(str(path),)))
+    wrong_field = records(InputConfig(paths=(str(path),), text_field="body"))
+    assert sum(r.raw_size for r in good) == sum(r.raw_size for r in wrong_field) == path.stat().st_size
+    assert [r.size for r in good[:4]] == [len(f"document {i} é".encode()) for i in range(4)]   # read: the text
