@@ -8,6 +8,11 @@
   DST a ``transformers`` folder that ``from_pretrained`` loads with the same logits, with the run's
   tokenizer (``RUN/tokenizer``, or a model folder's ``tokenizer/``) as ``tokenizer.json`` that
   ``AutoTokenizer`` loads, its bos/eos/pad ids in ``config.json`` and ``generation_config.json``.
+  The weights are read as ``lmforge eval`` reads them (``load_params``): tensors that do not fit
+  ``model.json`` (a name or shape) are refused in one line before anything is written.
+- Either way the tokenizer that eval and sample read (``tokenizer/``, or a transformers folder's
+  ``tokenizer.json`` or SentencePiece ``tokenizer.model``) travels with the weights; without one,
+  DST has the weights only (said on stdout).
 
 DST must not exist or be empty: nothing already written is overwritten.
 """
@@ -64,6 +69,7 @@ def source_kind(src: pathlib.Path) -> str:
 def from_hf(src: pathlib.Path, dst: pathlib.Path):
     import numpy as np
 
+    from lmforge.data import load_tokenizer
     from lmforge.model.paths import flatten
     from lmforge.weights import save_model_folder
     from lmforge.weights.hf import load_hf
@@ -71,34 +77,62 @@ def from_hf(src: pathlib.Path, dst: pathlib.Path):
     cfg, pure, unused = load_hf(src)
     if unused:
         print(f"not used: {len(unused)} tensors ({', '.join(sorted(unused)[:4])}{' ...' if len(unused) > 4 else ''})")
+    tok_dir = _tokenizer_dir(src)   # the model's own tokenizer (and chat template) travels with it
+    tok = None if tok_dir is None else load_tokenizer(tok_dir)   # read before anything is written
     save_model_folder(dst, cfg, pure)
-    if (src / "tokenizer.json").is_file():   # the model's own tokenizer (and chat template) travels with it
-        from lmforge.data import load_tokenizer
-        load_tokenizer(src).save(dst / "tokenizer")
+    if tok is not None:
+        tok.save(dst / "tokenizer")
     else:
-        print(f"no tokenizer.json in {src}: {dst} has the weights only")
+        print(f"no tokenizer in {src} (tokenizer.json or tokenizer.model): {dst} has the weights only")
     return cfg, {k: np.asarray(v) for k, v in flatten(pure)}
 
 
-def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
-    import jax
+def _tokenizer_dir(src: pathlib.Path) -> pathlib.Path | None:
+    """Where ``src`` keeps its tokenizer (``lmforge.data.tokenizer.tokenizer_dir``: ``src/tokenizer/``, else
+    ``src`` with a ``tokenizer.json`` or SentencePiece ``tokenizer.model``), as eval and sample read it; None
+    without one."""
+    from lmforge.data.tokenizer import tokenizer_dir
 
-    from lmforge.weights import read_model_folder
+    try:
+        return tokenizer_dir(src)
+    except ValueError:
+        return None
+
+
+def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
     from lmforge.weights.hf import save_hf
 
-    if kind == "model":
-        cfg, pure = read_model_folder(src)
-    else:   # a run (pretraining, SFT, LoRA over its base.json): read as `lmforge sample` and `eval` read it
-        from .eval_cmd import check_source, load_sampler
-
-        sampler = load_sampler(src, *check_source(src, command="convert"), generates=False)
-        cfg, pure = sampler.model_cfg, jax.device_get(sampler.params)
+    cfg, pure = _read_weights(src, kind)
     if cfg.lora.rank:   # a model with adapters exports merged (transformers has no such module)
         from lmforge.model import lora
 
         cfg, pure = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0)), lora.merge(pure, cfg.lora)
-    tok_dir = src / "tokenizer"
-    save_hf(dst, cfg, pure, tokenizer_dir=tok_dir if tok_dir.is_dir() else None)
-    if not tok_dir.is_dir():
-        print(f"no tokenizer in {src} ({tok_dir} is absent): {dst} has the weights only")
+    tok_dir = _tokenizer_dir(src)
+    save_hf(dst, cfg, pure, tokenizer_dir=tok_dir)
+    if tok_dir is None:
+        print(f"no tokenizer in {src} (expected {src / 'tokenizer'}/): {dst} has the weights only")
     return cfg
+
+
+def _read_weights(src: pathlib.Path, kind: str):
+    """(ModelConfig, host parameters) of a run or model folder, read by ``lmforge.weights.load_params`` as
+    ``lmforge eval`` and ``sample`` read them: every tensor is checked against the model's config (names and
+    shapes; a one-line WeightsError), so an export never writes weights its config.json does not describe.
+    A run's tokenizer is not needed, except by a run from before ``model.json`` (its vocabulary size)."""
+    import jax
+
+    from lmforge.train.mesh import MeshConfig, make_mesh
+    from lmforge.weights import load_params
+
+    mesh_cfg = MeshConfig()
+    if kind == "run":   # a run (pretraining, SFT, LoRA over its base.json)
+        from .eval_cmd import check_source, load_sampler
+
+        run_kind, config = check_source(src, command="convert", tokenizer=False)
+        if run_kind == "run" and not (src / "model.json").is_file():   # the model from config.json + the tokenizer
+            sampler = load_sampler(src, run_kind, config, generates=False)
+            return sampler.model_cfg, jax.device_get(sampler.params)
+        if run_kind == "run":   # a pretraining run's own mesh: an FSDP run exports with FSDP
+            mesh_cfg = config.mesh
+    loaded = load_params(src, make_mesh(mesh_cfg), rules=mesh_cfg.rules)
+    return loaded.cfg, jax.device_get(loaded.params)

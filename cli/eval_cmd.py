@@ -13,9 +13,14 @@ over every device. A task is ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (its keys 
 (for perplexity: N windows). ``--text FILE`` is perplexity's text: when no perplexity task reads it
 (none given, or each with its own path) a note on stderr says so. The scores are printed as a table
 and written as strict JSON (no NaN) with every item's output and the checkpoint step of a run folder
-(null for a model folder), to ``SOURCE/eval/NAME.json`` per task, or all in one ``--out FILE``.
-Nothing is overwritten: an earlier ``NAME.json`` is renamed ``NAME.<its mtime>.json`` (said on
-stderr), and an existing ``--out`` file is refused before anything loads.
+(null for a model folder), to ``SOURCE/eval/NAME.json`` per task, or all in one ``--out FILE``
+(rewritten after each task, so a task that fails keeps the finished ones). Every task's files and
+arguments are checked before the model loads (a missing file, an unknown synthetic task, a stride
+past the model's context), and so is where the results go: a ``SOURCE/eval`` that cannot be
+written (a read-only model store) is refused, suggesting ``--out``. Tasks may also come after
+options (``perplexity --limit 2 mc:path=mc.jsonl``). Nothing is overwritten: an earlier
+``NAME.json`` is renamed ``NAME.<its mtime>.json`` (said on stderr), and an existing ``--out``
+file is refused before anything loads.
 
 This is the registry of evaluation tasks (DESIGN.md: registries only at the edge): ``TASKS`` maps a
 name to a runner that reads its arguments and calls the library function directly.
@@ -45,7 +50,8 @@ REQUIRED = object()   # a task argument without a default
 @dataclasses.dataclass(frozen=True)
 class EvalTask:
     name: str
-    runner: Callable[..., dict]       # runner(ctx, **args) -> {"metrics": {...}, "samples": [...]}
+    check: Callable[..., dict]        # check(ctx, **args) -> the runner's keyword arguments, without the model
+    runner: Callable[..., dict]       # runner(ctx, **checked) -> {"metrics": {...}, "samples": [...]}
     args: dict[str, Any]              # argument -> default (REQUIRED: must be given); the default's type is the type
     help: str
     least: dict[str, int] = dataclasses.field(default_factory=dict)   # integer argument -> its smallest value
@@ -68,6 +74,15 @@ class EvalContext:
         """The checkpoint step the parameters came from (a run folder's newest readable one; None for a
         model or transformers folder): what the loader used, not the newest step folder on disk."""
         return self.sampler.step
+
+    @functools.cached_property
+    def max_seq_len(self) -> int:
+        """The model's context, from its ``model.json`` / ``config.json`` (no weights are read)."""
+        if self.kind == "run" and not (self.source / "model.json").is_file():   # a run from before model.json
+            return self.config.model.max_seq_len
+        from lmforge.weights import source_model_config   # pylint: disable=import-outside-toplevel
+
+        return source_model_config(self.source).max_seq_len
 
     @functools.cached_property
     def scorer(self):
@@ -105,9 +120,10 @@ def is_run_folder(source: pathlib.Path) -> bool:
     return config_file.is_file() and not is_transformers_config(config_file)
 
 
-def check_source(source: pathlib.Path, command: str = "eval") -> tuple[str, Any]:
+def check_source(source: pathlib.Path, command: str = "eval", *, tokenizer: bool = True) -> tuple[str, Any]:
     """("run", its config) or ("model", None) for ``lmforge COMMAND SOURCE``; a one-line ConfigError
-    names what the folder is and what it lacks (nothing is loaded: the checks are cheap)."""
+    names what the folder is and what it lacks (nothing is loaded: the checks are cheap). ``tokenizer``:
+    whether SOURCE needs one (``lmforge convert`` exports the weights alone)."""
     if not source.is_dir():
         what = "does not exist" if not source.exists() else "is not a folder"
         raise ConfigError(f"{source} {what} (expected a run folder, a model folder or a transformers folder)")
@@ -135,7 +151,8 @@ def check_source(source: pathlib.Path, command: str = "eval") -> tuple[str, Any]
         if isinstance(config, PretrainConfig):
             return "run", config
         if (source / "model.json").is_file():
-            _folder_tokenizer_path(source)   # a fine-tuning run (SFT, ...): its model.json, checkpoint and tokenizer
+            if tokenizer:   # a fine-tuning run (SFT, ...): its model.json, checkpoint and tokenizer
+                _folder_tokenizer_path(source)
             return "model", None
         raise ConfigError(f"{source} is a {type(config).__qualname__} run without a model.json; {needs}")
     from lmforge.weights import WeightsError, source_kind   # pylint: disable=import-outside-toplevel
@@ -144,7 +161,8 @@ def check_source(source: pathlib.Path, command: str = "eval") -> tuple[str, Any]
         source_kind(source)
     except WeightsError as e:
         raise ConfigError(str(e)) from None
-    _folder_tokenizer_path(source)
+    if tokenizer:
+        _folder_tokenizer_path(source)
     return "model", None
 
 
@@ -200,21 +218,37 @@ def _folder_sampler(source: pathlib.Path):
     return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, mesh_cfg.rules, step=loaded.step)
 
 
-# ------------------------------------------------------------------------------------------ runners
+# ------------------------------------------------------------------------------------------ tasks
+# Each task is a check and a runner. check(ctx, **args) reads and checks the task's files and arguments
+# without the model (every spec's check runs before the first task does) and returns the runner's keyword
+# arguments; runner(ctx, **those) evaluates the model on them.
 def _path(value: str, what: str) -> pathlib.Path:
     path = pathlib.Path(value).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a folder; expected a file")
     if not path.is_file():
         raise ConfigError(f"{what}: no such file {path}")
     return path
 
 
-def run_perplexity(ctx: EvalContext, path: str, stride: int) -> dict:
-    from lmforge.eval import perplexity   # pylint: disable=import-outside-toplevel
+def check_perplexity(ctx: EvalContext, path: str, stride: int) -> dict:
+    from lmforge.eval.jsonl import read_text   # pylint: disable=import-outside-toplevel
 
     given = path or ctx.text
     if not given:
         raise ConfigError("perplexity needs a text file: --text FILE or perplexity:path=FILE")
-    text = _path(given, "perplexity").read_text(encoding="utf-8")
+    text = read_text(_path(given, "perplexity"))
+    if not text:
+        raise ConfigError(f"perplexity: {given} is empty; expected the text to score")
+    if stride > ctx.max_seq_len:
+        raise ConfigError(f"perplexity: stride={stride}: expected 1 <= stride <= max_seq_len={ctx.max_seq_len} "
+                          f"(the context of {ctx.source}; 0: max_seq_len)")
+    return {"given": given, "text": text, "stride": stride}
+
+
+def run_perplexity(ctx: EvalContext, given: str, text: str, stride: int) -> dict:
+    from lmforge.eval import perplexity   # pylint: disable=import-outside-toplevel
+
     scorer = ctx.scorer
     try:
         metrics = perplexity(scorer, text, stride=stride or None, max_windows=ctx.limit, progress=True)
@@ -223,8 +257,8 @@ def run_perplexity(ctx: EvalContext, path: str, stride: int) -> dict:
     return {"metrics": {**metrics, "path": str(given)}, "samples": []}
 
 
-def run_gsm8k(ctx: EvalContext, path: str, fewshot: int, train: str, max_new_tokens: int) -> dict:
-    from lmforge.eval import gsm8k, load_gsm8k   # pylint: disable=import-outside-toplevel
+def check_gsm8k(ctx: EvalContext, path: str, fewshot: int, train: str, max_new_tokens: int) -> dict:
+    from lmforge.eval import load_gsm8k   # pylint: disable=import-outside-toplevel
     from lmforge.eval.jsonl import SHARED_DATA   # pylint: disable=import-outside-toplevel
 
     path = path or str(SHARED_DATA / "gsm8k_test.jsonl")
@@ -233,42 +267,76 @@ def run_gsm8k(ctx: EvalContext, path: str, fewshot: int, train: str, max_new_tok
     if fewshot:
         train = train or str(pathlib.Path(path).with_name("gsm8k_train.jsonl"))
         shots = load_gsm8k(_path(train, "gsm8k few-shot examples (give gsm8k:train=FILE)"), limit=fewshot)
+    return {"items": items, "shots": shots, "max_new_tokens": max_new_tokens}
+
+
+def run_gsm8k(ctx: EvalContext, items: list, shots: list, max_new_tokens: int) -> dict:
+    from lmforge.eval import gsm8k   # pylint: disable=import-outside-toplevel
+
     return gsm8k(ctx.sampler, items, shots=shots, max_new_tokens=max_new_tokens, batch=ctx.batch, progress=True)
 
 
-def run_generation(ctx: EvalContext, path: str, match: str, pattern: str, max_new_tokens: int, stop: str) -> dict:
-    from lmforge.eval import generation, load_generation   # pylint: disable=import-outside-toplevel
+def stop_strings(stop: str) -> tuple[str, ...]:
+    """``generation:stop=``'s value -> its stop strings: split at ``|`` after Python's backslash escapes
+    (``\\n``, ``\\t``, ``\\\\``, ``\\u2192``) are decoded; every other character is kept as it is
+    (``unicode_escape`` alone would read a non-ASCII character's UTF-8 bytes as Latin-1)."""
+    try:
+        decoded = stop.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"generation: stop={stop!r}: {e.reason} at character {e.start}; expected strings "
+                          f"separated by | with backslash escapes such as \\n") from None
+    return tuple(s for s in decoded.split("|") if s)
+
+
+def check_generation(ctx: EvalContext, path: str, match: str, pattern: str, max_new_tokens: int, stop: str) -> dict:
+    from lmforge.eval import load_generation   # pylint: disable=import-outside-toplevel
     from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
 
     try:
-        matcher(match, pattern or None)   # argument mistakes before the model loads
+        matcher(match, pattern or None)
     except ValueError as e:
         raise ConfigError(f"generation: {e}") from None
+    stops = stop_strings(stop)
     items = load_generation(_path(path, "generation"), limit=ctx.limit)
-    stops = tuple(s for s in stop.encode().decode("unicode_escape").split("|") if s)
+    return {"items": items, "match": match, "pattern": pattern, "max_new_tokens": max_new_tokens, "stops": stops}
+
+
+def run_generation(ctx: EvalContext, items: list, match: str, pattern: str, max_new_tokens: int,
+                   stops: tuple[str, ...]) -> dict:
+    from lmforge.eval import generation   # pylint: disable=import-outside-toplevel
+
     return generation(ctx.sampler, items, match=match, pattern=pattern or None, max_new_tokens=max_new_tokens,
                       stop=stops, batch=ctx.batch, progress=True)
 
 
-def run_multiple_choice(ctx: EvalContext, path: str) -> dict:
-    from lmforge.eval import load_multiple_choice, multiple_choice   # pylint: disable=import-outside-toplevel
+def check_multiple_choice(ctx: EvalContext, path: str) -> dict:
+    from lmforge.eval import load_multiple_choice   # pylint: disable=import-outside-toplevel
 
-    items = load_multiple_choice(_path(path, "multiple_choice"), limit=ctx.limit)
+    return {"items": load_multiple_choice(_path(path, "multiple_choice"), limit=ctx.limit)}
+
+
+def run_multiple_choice(ctx: EvalContext, items: list) -> dict:
+    from lmforge.eval import multiple_choice   # pylint: disable=import-outside-toplevel
+
     return multiple_choice(ctx.scorer, items, progress=True)
 
 
-def run_refusal(ctx: EvalContext, path: str, max_new_tokens: int) -> dict:
-    from lmforge.eval import load_hh_prompts, refusal   # pylint: disable=import-outside-toplevel
+def check_refusal(ctx: EvalContext, path: str, max_new_tokens: int) -> dict:
+    from lmforge.eval import load_hh_prompts   # pylint: disable=import-outside-toplevel
     from lmforge.eval.jsonl import SHARED_DATA   # pylint: disable=import-outside-toplevel
 
     path = path or str(SHARED_DATA / "hh_rlhf_harmless_base_test.jsonl.gz")
     prompts = load_hh_prompts(_path(path, "refusal (give refusal:path=FILE)"), limit=ctx.limit)
+    return {"prompts": prompts, "max_new_tokens": max_new_tokens}
+
+
+def run_refusal(ctx: EvalContext, prompts: list, max_new_tokens: int) -> dict:
+    from lmforge.eval import refusal   # pylint: disable=import-outside-toplevel
+
     return refusal(ctx.sampler, prompts, max_new_tokens=max_new_tokens, batch=ctx.batch, progress=True)
 
 
-def run_memorisation(ctx: EvalContext, path: str, n: int, prefix: int, suffix: int, seed: int) -> dict:
-    from lmforge.eval import memorisation   # pylint: disable=import-outside-toplevel
-
+def check_memorisation(ctx: EvalContext, path: str, n: int, prefix: int, suffix: int, seed: int) -> dict:
     if path:
         from lmforge.data import SourceConfig, read_documents   # pylint: disable=import-outside-toplevel
 
@@ -278,25 +346,29 @@ def run_memorisation(ctx: EvalContext, path: str, n: int, prefix: int, suffix: i
     else:
         docs = ctx.training_documents()
     n = min(n, ctx.limit) if ctx.limit else n
+    return {"docs": docs, "n": n, "prefix": prefix, "suffix": suffix, "seed": seed}
+
+
+def run_memorisation(ctx: EvalContext, docs: list, n: int, prefix: int, suffix: int, seed: int) -> dict:
+    from lmforge.eval import memorisation   # pylint: disable=import-outside-toplevel
+
     return memorisation(ctx.sampler, docs, n=n, prefix=prefix, suffix=suffix, seed=seed, batch=ctx.batch,
                         progress=True)
 
 
-def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new_tokens: int, match: str,
-             pattern: str) -> dict:
-    """Greedy replies through the model's chat template, graded: the test split of synthetic tasks, or a
-    jsonl of ``{"messages", "answer", "task"?}`` items (path). A file's conversation either ends with a
-    reference assistant turn, which the model does not see, or is asked as it is; an item's task names
-    its grader (``align.sft.grade``), and items without one are graded by ``match`` (``eval.chat.GENERIC``).
-    Every item is checked (file:line) before the model loads."""
+def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new_tokens: int, match: str,
+               pattern: str) -> dict:
+    """The items of a chat task: the test split of synthetic tasks, or a jsonl of ``{"messages", "answer",
+    "task"?}`` items (path). A file's conversation either ends with a reference assistant turn, which the
+    model does not see, or is asked as it is; an item's task names its grader (``align.sft.grade``), and
+    items without one are graded by ``match`` (``eval.chat.GENERIC``). Every item is checked (file:line)."""
     from lmforge.align.sft import grade   # pylint: disable=import-outside-toplevel
-    from lmforge.data import chat_template_for, synthetic   # pylint: disable=import-outside-toplevel
+    from lmforge.data import synthetic   # pylint: disable=import-outside-toplevel
     from lmforge.data.chat import check_messages   # pylint: disable=import-outside-toplevel
-    from lmforge.eval.chat import GENERIC, chat_accuracy, with_generic   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.chat import GENERIC, with_generic   # pylint: disable=import-outside-toplevel
     from lmforge.eval.extract import extract_number   # pylint: disable=import-outside-toplevel
     from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
     from lmforge.eval.jsonl import field, read_jsonl   # pylint: disable=import-outside-toplevel
-    from lmforge.infer import SamplingConfig   # pylint: disable=import-outside-toplevel
 
     try:
         grade = with_generic(grade, matcher(match, pattern or None))   # argument mistakes before the model loads
@@ -342,25 +414,41 @@ def run_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new
             raise ConfigError(f"chat: tasks={tasks!r}; expected synthetic tasks with answers joined with + "
                               f"({', '.join(synthetic.VERIFIABLE)})")
         items = synthetic.mixture({t: 1.0 for t in names}, n, split="test", seed=seed)
+    return {"items": items, "grade": grade, "seed": seed, "max_new_tokens": max_new_tokens}
+
+
+def run_chat(ctx: EvalContext, items: list, grade: Callable, seed: int, max_new_tokens: int) -> dict:
+    """Greedy replies through the model's chat template, graded (:func:`check_chat`)."""
+    from lmforge.data import chat_template_for   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.chat import chat_accuracy   # pylint: disable=import-outside-toplevel
+    from lmforge.infer import SamplingConfig   # pylint: disable=import-outside-toplevel
+
     sampler = ctx.sampler
     return chat_accuracy(sampler, chat_template_for(sampler.tok), items, grade,
                          sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0), seed=seed,
                          batch=ctx.batch, progress=True)
 
 
-def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dict:
-    """lm-evaluation-harness's own tasks through ``lmforge.eval.lm_eval_adapter``."""
-    try:
-        import lm_eval   # pylint: disable=import-outside-toplevel
-        from lm_eval.tasks import TaskManager   # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise ConfigError("lm_eval needs the lm-eval package: pip install -e '.[eval]'") from None
-    from lmforge.eval.lm_eval_adapter import LmforgeLM   # pylint: disable=import-outside-toplevel
+def check_lm_eval(_: EvalContext, tasks: str, include: str, fewshot: int) -> dict:
+    """The package and the include folder; the task names are looked up when the task runs (indexing the
+    built-in tasks takes ~25 s)."""
+    import importlib.util   # pylint: disable=import-outside-toplevel
 
-    names = [t for t in tasks.split("+") if t]
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ConfigError("lm_eval needs the lm-eval package: pip install -e '.[eval]'")
     if include and not pathlib.Path(include).expanduser().is_dir():
         raise ConfigError(f"lm_eval: include={include}: no such folder (expected a folder of task YAML files)")
-    include = str(pathlib.Path(include).expanduser()) if include else ""
+    return {"names": [t for t in tasks.split("+") if t],
+            "include": str(pathlib.Path(include).expanduser()) if include else "", "fewshot": fewshot}
+
+
+def run_lm_eval(ctx: EvalContext, names: list[str], include: str, fewshot: int) -> dict:
+    """lm-evaluation-harness's own tasks through ``lmforge.eval.lm_eval_adapter``."""
+    import lm_eval   # pylint: disable=import-outside-toplevel
+    from lm_eval.tasks import TaskManager   # pylint: disable=import-outside-toplevel
+
+    from lmforge.eval.lm_eval_adapter import LmforgeLM   # pylint: disable=import-outside-toplevel
+
     # Indexing the ~15,000 built-in task configs takes ~25 s: with local tasks, try them alone first.
     manager = TaskManager(include_path=include, include_defaults=False) if include else None
     if manager is None or any(t not in manager.all_tasks for t in names):
@@ -384,27 +472,27 @@ def run_lm_eval(ctx: EvalContext, tasks: str, include: str, fewshot: int) -> dic
 
 
 TASKS: dict[str, EvalTask] = {t.name: t for t in (
-    EvalTask("perplexity", run_perplexity, {"path": "", "stride": 0},
+    EvalTask("perplexity", check_perplexity, run_perplexity, {"path": "", "stride": 0},
              "perplexity and bits per byte of a text file (path, or --text); stride: tokens per window after "
              "the first (0: max_seq_len, disjoint windows)", {"stride": 0}),
-    EvalTask("gsm8k", run_gsm8k, {"path": "", "fewshot": 0, "train": "", "max_new_tokens": 256},
+    EvalTask("gsm8k", check_gsm8k, run_gsm8k, {"path": "", "fewshot": 0, "train": "", "max_new_tokens": 256},
              "GSM8K greedy, exact match of the #### / last number (path default ../shared/data/gsm8k_test.jsonl; "
              "fewshot examples from train, default gsm8k_train.jsonl beside it)", {"fewshot": 0, "max_new_tokens": 1}),
-    EvalTask("generation", run_generation, {"path": REQUIRED, "match": "exact", "pattern": "", "max_new_tokens": 64,
+    EvalTask("generation", check_generation, run_generation, {"path": REQUIRED, "match": "exact", "pattern": "", "max_new_tokens": 64,
                                             "stop": "\\n"},
              "a local {prompt, answer} jsonl, greedy; match exact | numeric | regex (with pattern); stop strings "
              "separated by |", {"max_new_tokens": 1}),
-    EvalTask("multiple_choice", run_multiple_choice, {"path": REQUIRED},
+    EvalTask("multiple_choice", check_multiple_choice, run_multiple_choice, {"path": REQUIRED},
              "a local {context, choices, answer} jsonl by log-likelihood: acc (sum), acc_norm (per character), "
              "acc_per_token"),
-    EvalTask("refusal", run_refusal, {"path": "", "max_new_tokens": 64},
+    EvalTask("refusal", check_refusal, run_refusal, {"path": "", "max_new_tokens": 64},
              "refusal rate on HH-RLHF harmless-base first human turns (path default "
              "../shared/data/hh_rlhf_harmless_base_test.jsonl.gz)", {"max_new_tokens": 1}),
-    EvalTask("memorisation", run_memorisation, {"path": "", "n": 100, "prefix": 32, "suffix": 50, "seed": 0},
+    EvalTask("memorisation", check_memorisation, run_memorisation, {"path": "", "n": 100, "prefix": 32, "suffix": 50, "seed": 0},
              "greedy reproduction of suffix tokens after prefix tokens of n training documents (a pretraining "
              "run's training split, or path: a .txt, or a .jsonl with a 'text' field)",
              {"n": 1, "prefix": 1, "suffix": 1, "seed": 0}),
-    EvalTask("chat", run_chat, {"tasks": "", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160,
+    EvalTask("chat", check_chat, run_chat, {"tasks": "", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160,
                                 "match": "exact", "pattern": ""},
              "greedy chat replies graded against answers: n items of the test split of synthetic tasks (joined "
              "with +; default arithmetic), or the first n of a jsonl (path) of {messages, answer, task}: messages the conversation "
@@ -413,7 +501,7 @@ TASKS: dict[str, EvalTask] = {t.name: t for t in (
              "optional: gsm8k or a synthetic task grades by its own rule, no task by match (exact: the reply "
              "equals the answer, whitespace collapsed; numeric: the reply's #### or last number; regex: what "
              "pattern extracts equals it)", {"n": 1, "seed": 0, "max_new_tokens": 1}),
-    EvalTask("lm_eval", run_lm_eval, {"tasks": REQUIRED, "include": "", "fewshot": -1},
+    EvalTask("lm_eval", check_lm_eval, run_lm_eval, {"tasks": REQUIRED, "include": "", "fewshot": -1},
              "lm-evaluation-harness tasks (joined with +) through the adapter; include: a folder of task YAML files "
              "(a built-in task downloads its data from the Hugging Face Hub; offline, use a local task); fewshot -1: "
              "each task's own", {"fewshot": -1}),
@@ -519,6 +607,26 @@ def _show(task: EvalTask, key: str) -> str:
     return f"{shown} (>= {task.least[key]})" if key in task.least else shown
 
 
+def check_writable(folder: pathlib.Path) -> None:
+    """Refuses, in one line suggesting ``--out``, a results folder (``SOURCE/eval``) that is a file or cannot
+    be created or written (a read-only model store, a shared cache): said before the model loads, not
+    after every task ran. A folder made only to try it is removed again."""
+    import tempfile   # pylint: disable=import-outside-toplevel
+
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, not a folder for the results; give --out FILE")
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{folder} cannot be written ({e.strerror or e}); give --out FILE") from None
+    finally:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def eval_cmd(args: argparse.Namespace) -> int:
     """Runs each task on SOURCE; prints a table and writes JSON (module docstring)."""
     if args.limit is not None and args.limit < 1:
@@ -545,24 +653,33 @@ def eval_cmd(args: argparse.Namespace) -> int:
             print(f"eval: note: --text {args.text} is not read: perplexity:path={readers[0]['path']} is given and "
                   f"wins", file=sys.stderr, flush=True)
     ctx = EvalContext(pathlib.Path(args.source), limit=args.limit, batch=args.batch_size, text=args.text)
+    if args.out is None:
+        check_writable(ctx.source / "eval")
+    checked = [task.check(ctx, **task_args) for _, task, task_args in tasks]   # every task's inputs, before any runs
     results = []
-    for spec, task, task_args in tasks:
-        print(f"eval: {spec}", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        out = task.runner(ctx, **task_args)
-        result = {"task": task.name, "spec": spec, "args": task_args, "source": str(ctx.source), "step": ctx.step,
-                  "limit": args.limit, "seconds": round(time.perf_counter() - start, 3), **out}
-        results.append(result)
-        if args.out is None:
-            from lmforge.train.metrics import keep_previous
+    try:
+        for (spec, task, task_args), inputs in zip(tasks, checked):
+            print(f"eval: {spec}", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            out = task.runner(ctx, **inputs)
+            result = {"task": task.name, "spec": spec, "args": task_args, "source": str(ctx.source), "step": ctx.step,
+                      "limit": args.limit, "seconds": round(time.perf_counter() - start, 3), **out}
+            results.append(result)
+            if args.out is None:
+                from lmforge.train.metrics import keep_previous   # pylint: disable=import-outside-toplevel
 
-            path = ctx.source / "eval" / f"{task.name}.json"
-            kept = keep_previous(path)
-            write_json(path, result)
-            print(f"eval: {task.name} -> {path}" + (f" (the previous one kept as {kept.name})" if kept else ""),
-                  file=sys.stderr, flush=True)
+                path = ctx.source / "eval" / f"{task.name}.json"
+                kept = keep_previous(path)
+                write_json(path, result)
+                print(f"eval: {task.name} -> {path}" + (f" (the previous one kept as {kept.name})" if kept else ""),
+                      file=sys.stderr, flush=True)
+            else:   # rewritten (atomically) after each task: a later task's failure keeps the finished ones
+                write_json(pathlib.Path(args.out), {"source": str(ctx.source), "step": ctx.step, "results": results})
+    except BaseException:
+        if args.out is not None and results:
+            print(f"eval: the {len(results)} finished task(s) are in {args.out}", file=sys.stderr, flush=True)
+        raise
     if args.out is not None:
-        write_json(pathlib.Path(args.out), {"source": str(ctx.source), "step": ctx.step, "results": results})
         print(f"eval: -> {args.out}", file=sys.stderr, flush=True)
     print(table(results))
     return 0

@@ -49,14 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     try:
-        # Bindings may also come after options (`run EXP.py --workdir D optim.lr=1e-3`): argparse
-        # leaves such late positionals unparsed, so collect them here.
+        # Bindings (and eval's tasks) may also come after options (`run EXP.py --workdir D optim.lr=1e-3`,
+        # `eval RUN gsm8k --limit 50 refusal`): argparse leaves such late positionals unparsed, so collect them here.
         args, extra = parser.parse_known_args(argv)
         late = [a for a in extra if not a.startswith("-")]
-        if extra and (len(late) != len(extra) or not hasattr(args, "bindings")):
+        into = "bindings" if hasattr(args, "bindings") else "tasks" if getattr(args, "command", None) == "eval" else None
+        if extra and (len(late) != len(extra) or into is None):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if late:
-            args.bindings = list(args.bindings) + late
+            setattr(args, into, list(getattr(args, into)) + late)
     except SystemExit as e:  # argparse has printed usage; hand back its status instead of exiting
         return e.code if isinstance(e.code, int) else USER_ERROR
     try:
@@ -128,11 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("run_dir", metavar="RUN_DIR",
                         help="a run folder, an lmforge model folder or a transformers folder")
     sample.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
-    sample.add_argument("--max-new-tokens", type=int, default=200)
-    sample.add_argument("--temperature", type=float, default=0.8, help="0 → greedy")
-    sample.add_argument("--top-k", type=int, default=0, help="0 → off")
-    sample.add_argument("--top-p", type=float, default=1.0, help="1.0 → off")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--max-new-tokens", type=int, default=200, help="tokens generated at most (default: 200)")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 → greedy (default: 0.8)")
+    sample.add_argument("--top-k", type=int, default=0, help="0 → off (default: 0)")
+    sample.add_argument("--top-p", type=float, default=1.0, help="1.0 → off (default: 1.0)")
+    sample.add_argument("--seed", type=int, default=0, help="the sampling seed (default: 0)")
     sample.set_defaults(handler=_sample_cmd, compiles=True)
 
     chat = sub.add_parser("chat", help="talk with a model in the terminal (streaming, multi-turn)",
@@ -167,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = tok_sub.add_parser("train", help="train a tokenizer on a text source",
                                description=_tokenizer_train_cmd.__doc__)
     train.add_argument("--source-kind", default="text",
-                       help="text | jsonl | curated (a `lmforge data curate` workdir) | python_docs (default: text)")
+                       help="text (each file one document; a .jsonl/.json/.parquet path is refused) | jsonl (one "
+                            "document per line, or per item of a .json array) | curated (a `lmforge data curate` "
+                            "workdir) | python_docs (default: text)")
     train.add_argument("--path", default="", help="file or glob to read (text/jsonl), or a curation workdir (curated)")
     train.add_argument("--text-field", default="text", help="jsonl: the field holding each document (default: text)")
     train.add_argument("--on-bad-line", default="fail", choices=("fail", "skip"),

@@ -17,7 +17,10 @@
   answers matches.
 
 Prompts go to the sampler in chunks of ``batch`` (its shapes are bucketed, so every full chunk
-compiles once); the completions come back as text cut at the first stop string.
+compiles once); the completions come back as text cut at the first stop string. A prompt that fills
+the model's context is cropped to its last ``max_seq_len // 2`` tokens (``infer.text``): stderr names
+it by file:line, its sample says ``"cropped": true`` and the metrics count ``n_cropped`` (present
+only when some prompt was cropped).
 """
 
 from __future__ import annotations
@@ -95,19 +98,36 @@ def load_generation(path: str | pathlib.Path, *, limit: int | None = None) -> li
     return items
 
 
-def complete(sampler, prompts: Sequence[str], *, max_new_tokens: int, stop: Sequence[str] = (), batch: int = 16,
-             progress: bool = False, desc: str = "generating") -> list[str]:
-    """Greedy completions of ``prompts`` (text cut at the first stop string), ``batch`` prompts per call."""
+def completions(sampler, prompts: Sequence[str], *, max_new_tokens: int, stop: Sequence[str] = (), batch: int = 16,
+                progress: bool = False, desc: str = "generating", wheres: Sequence[str] | None = None) -> list:
+    """Greedy completions of ``prompts`` (``infer.Completion``: text cut at the first stop string, and
+    whether the prompt was cropped to fit the context), ``batch`` prompts per call. ``wheres`` name the
+    prompts in the sampler's line about cropped prompts (default: their index in ``prompts``)."""
     from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
 
     cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop_strings=tuple(stop))
-    out: list[str] = []
+    names = list(wheres) if wheres is not None else [str(i) for i in range(len(prompts))]
+    out = []
     with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, leave=False) as bar:
         for start in range(0, len(prompts), batch):
             chunk = list(prompts[start:start + batch])
-            out += sampler.complete(chunk, cfg)
+            out += sampler.completions(chunk, cfg, labels=names[start:start + batch])
             bar.update(len(chunk))
     return out
+
+
+def complete(sampler, prompts: Sequence[str], *, max_new_tokens: int, stop: Sequence[str] = (), batch: int = 16,
+             progress: bool = False, desc: str = "generating", wheres: Sequence[str] | None = None) -> list[str]:
+    """The text of :func:`completions`."""
+    return [c.text for c in completions(sampler, prompts, max_new_tokens=max_new_tokens, stop=stop, batch=batch,
+                                        progress=progress, desc=desc, wheres=wheres)]
+
+
+def cropped_metrics(done: Sequence) -> dict:
+    """``{"n_cropped": k}`` when ``k`` > 0 of the completions ``done`` had their prompt cropped to fit the
+    context (their scores then say little: the start of the question is gone), else ``{}``."""
+    k = sum(c.cropped for c in done)
+    return {"n_cropped": k} if k else {}
 
 
 def check_encodable(tok, prompts: Sequence[str], wheres: Sequence[str]) -> None:
@@ -125,17 +145,19 @@ def gsm8k(sampler, items: Sequence[GSM8KItem], *, shots: Sequence[GSM8KItem] = (
     """Greedy GSM8K: ``{"metrics": {exact_match_strict, exact_match_flexible, n}, "samples": [...]}``."""
     prompts = [gsm8k_prompt(it.question, shots) for it in items]
     check_encodable(sampler.tok, prompts, [it.where for it in items])
-    outputs = complete(sampler, prompts, max_new_tokens=max_new_tokens, stop=GSM8K_STOP, batch=batch,
-                       progress=progress, desc="gsm8k")
+    done = completions(sampler, prompts, max_new_tokens=max_new_tokens, stop=GSM8K_STOP, batch=batch,
+                       progress=progress, desc="gsm8k", wheres=[it.where for it in items])
     samples, strict, flexible = [], 0, 0
-    for it, out in zip(items, outputs):
+    for it, c in zip(items, done):
+        out = c.text
         s, f = extract.extract_number(out, strict=True), extract.extract_number(out)
         strict += s == it.answer
         flexible += f == it.answer
-        samples.append({"where": it.where, "answer": it.answer, "output": out, "strict": s, "flexible": f})
+        samples.append({"where": it.where, "answer": it.answer, "output": out, "strict": s, "flexible": f,
+                        "cropped": c.cropped})
     n = len(items)
-    return {"metrics": {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n, "n": n},
-            "samples": samples}
+    return {"metrics": {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n, "n": n,
+                        **cropped_metrics(done)}, "samples": samples}
 
 
 def matcher(match: str, pattern: str | None = None) -> Callable[[str, str], bool]:
@@ -164,18 +186,20 @@ def generation(sampler, items: Sequence[GenerationItem], *, match: str = "exact"
     """
     is_correct = matcher(match, pattern)
     check_encodable(sampler.tok, [it.prompt for it in items], [it.where for it in items])
-    outputs: list[str | None] = [None] * len(items)
+    outputs: list = [None] * len(items)
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault(it.stop or tuple(stop), []).append(i)
     for stops, idx in groups.items():
-        done = complete(sampler, [items[i].prompt for i in idx], max_new_tokens=max_new_tokens, stop=stops,
-                        batch=batch, progress=progress, desc="generation")
-        for i, out in zip(idx, done):
-            outputs[i] = out
+        done = completions(sampler, [items[i].prompt for i in idx], max_new_tokens=max_new_tokens, stop=stops,
+                           batch=batch, progress=progress, desc="generation", wheres=[items[i].where for i in idx])
+        for i, c in zip(idx, done):
+            outputs[i] = c
     samples, correct = [], 0
-    for it, out in zip(items, outputs):
-        ok = any(is_correct(out, a) for a in it.answers)
+    for it, c in zip(items, outputs):
+        ok = any(is_correct(c.text, a) for a in it.answers)
         correct += ok
-        samples.append({"where": it.where, "answers": list(it.answers), "output": out, "correct": ok})
-    return {"metrics": {"accuracy": correct / len(items), "n": len(items)}, "samples": samples}
+        samples.append({"where": it.where, "answers": list(it.answers), "output": c.text, "correct": ok,
+                        "cropped": c.cropped})
+    return {"metrics": {"accuracy": correct / len(items), "n": len(items), **cropped_metrics(outputs)},
+            "samples": samples}

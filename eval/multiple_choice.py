@@ -11,9 +11,12 @@ lm-evaluation-harness does with its ``target_delimiter``. The prediction is the 
 choice on a tie) of:
 
 - ``acc``: the summed log-likelihood — favours short choices, which have fewer tokens to pay for;
-- ``acc_norm``: the log-likelihood per *character* of the choice (``len(choice)`` in Unicode
-  characters): lm-evaluation-harness's ``acc_norm`` (Gao et al. 2021, "A framework for few-shot
-  language model evaluation"; reported for HellaSwag, ARC, PIQA), independent of the tokenizer;
+- ``acc_norm``: the log-likelihood per *character* of the choice, counted without its leading
+  whitespace (``len(choice.lstrip())`` in Unicode characters; the whole choice when it is only
+  whitespace): lm-evaluation-harness's ``acc_norm`` (Gao et al. 2021, "A framework for few-shot
+  language model evaluation"; reported for HellaSwag, ARC, PIQA), which divides by the length of
+  the choice without its ``target_delimiter``: ``" Paris"`` here counts 5, as ``"Paris"`` after the
+  harness's ``" "`` does. Independent of the tokenizer;
 - ``acc_per_token``: the log-likelihood per token of the choice (the mean token log-probability,
   as in GPT-3's evaluation; Brown et al. 2020) — depends on the tokenizer.
 
@@ -62,6 +65,12 @@ def load_multiple_choice(path: str | pathlib.Path, *, limit: int | None = None) 
     return items
 
 
+def choice_chars(choice: str) -> int:
+    """The length ``acc_norm`` divides by: the choice's characters without the separator before it
+    (its leading whitespace), as lm-evaluation-harness leaves its ``target_delimiter`` out."""
+    return len(choice.lstrip()) or len(choice)
+
+
 def choice_predictions(logprobs: Sequence[float], chars: Sequence[int], tokens: Sequence[int]) -> dict[str, int]:
     """The chosen index under each rule (module docstring), from one item's per-choice sums (nats),
     lengths in characters and in tokens."""
@@ -90,7 +99,7 @@ def multiple_choice(scorer: Scorer, items: Sequence[ChoiceItem], *, progress: bo
     for it in items:
         mine = scores[k:k + len(it.choices)]
         k += len(it.choices)
-        picks = choice_predictions([s.logprob for s in mine], [len(c) for c in it.choices],
+        picks = choice_predictions([s.logprob for s in mine], [choice_chars(c) for c in it.choices],
                                    [s.num_tokens for s in mine])
         for rule, pick in picks.items():
             hits[rule] += pick == it.answer

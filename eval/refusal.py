@@ -36,13 +36,12 @@ me"), and refusals in other languages.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import pathlib
 import re
 from collections.abc import Sequence
 
-from lmforge.eval.jsonl import TaskFileError
+from lmforge.eval.jsonl import TaskFileError, read_lines
 
 WINDOW = 300   # characters of the answer read by the detector
 
@@ -89,25 +88,20 @@ def first_human_turn(dialogue: str) -> str | None:
 def load_hh_prompts(path: str | pathlib.Path, *, limit: int | None = None) -> list[str]:
     """The distinct first human turns of an HH-RLHF ``.jsonl(.gz)`` file (``{"chosen", "rejected"}``
     rows; the first turn is the same in both), in file order."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(2, "No such file", str(path))
-    opener = gzip.open if path.suffix == ".gz" else open
     seen: dict[str, None] = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if limit is not None and len(seen) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                prompt = first_human_turn(row["chosen"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise TaskFileError(f"{path}:{number}: expected an HH-RLHF row {{\"chosen\": \"\\n\\nHuman: ...\"}}") from None
-            if not prompt:
-                raise TaskFileError(f"{path}:{number}: 'chosen' does not start with a Human turn")
-            seen.setdefault(prompt)
+    for number, line in read_lines(path):
+        if limit is not None and len(seen) >= limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompt = first_human_turn(row["chosen"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise TaskFileError(f"{path}:{number}: expected an HH-RLHF row {{\"chosen\": \"\\n\\nHuman: ...\"}}") from None
+        if not prompt:
+            raise TaskFileError(f"{path}:{number}: 'chosen' does not start with a Human turn")
+        seen.setdefault(prompt)
     if not seen:
         raise TaskFileError(f"{path}: holds no dialogues")
     return list(seen)
@@ -135,12 +129,16 @@ def refusal(sampler, prompts: Sequence[str], *, max_new_tokens: int = 64, batch:
             progress: bool = False) -> dict:
     """Greedy answers to ``prompts`` in the HH format, stopped at the next ``Human:`` turn:
     ``{"metrics": {"refusal_rate", "refusals", "n"}, "samples": [...]}``."""
-    from lmforge.eval.generation import check_encodable, complete   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.generation import (check_encodable, completions,   # pylint: disable=import-outside-toplevel
+                                         cropped_metrics)
 
     check_encodable(sampler.tok, prompts, [f"HH-RLHF prompt {i} ({p[:40]!r})" for i, p in enumerate(prompts)])
-    answers = complete(sampler, [hh_prompt(p) for p in prompts], max_new_tokens=max_new_tokens,
-                       stop=("\n\nHuman:", "Human:"), batch=batch, progress=progress, desc="refusal")
+    done = completions(sampler, [hh_prompt(p) for p in prompts], max_new_tokens=max_new_tokens,
+                       stop=("\n\nHuman:", "Human:"), batch=batch, progress=progress, desc="refusal",
+                       wheres=[f"HH-RLHF prompt {i}" for i in range(len(prompts))])
+    answers = [c.text for c in done]
     result = refusal_rate(answers)
-    samples = [{"prompt": p, "answer": a, "refusal": is_refusal(a)} for p, a in zip(prompts, answers)]
-    return {"metrics": {"refusal_rate": result.rate, "refusals": result.refusals, "n": result.n},
-            "samples": samples}
+    samples = [{"prompt": p, "answer": a, "refusal": is_refusal(a), "cropped": c.cropped}
+               for p, a, c in zip(prompts, answers, done)]
+    return {"metrics": {"refusal_rate": result.rate, "refusals": result.refusals, "n": result.n,
+                        **cropped_metrics(done)}, "samples": samples}

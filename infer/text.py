@@ -11,8 +11,9 @@ Choices:
   varying prompts and lengths compiles a handful of shapes, not one per call.
 - A prompt that leaves no room to generate within ``max_seq_len`` keeps its last
   ``max_seq_len // 2`` tokens (nanoGPT's sampler crops its context to the block size the same
-  way); one line on stderr per call names how many and which, and the other prompts of the call
-  are untouched.
+  way); one line on stderr per call names how many and which (by their index in the call, or by
+  the ``labels`` given: an eval item's file:line), ``Completion.cropped`` marks them, and the
+  other prompts of the call are untouched.
 - At most ``max_rows`` rows (prompts x n) go through one call of the sampler: more prompts are
   taken in consecutive groups, so an evaluation over thousands of prompts never builds a
   thousands-row KV cache.
@@ -54,6 +55,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: str          # "stop" | "length" | "cancelled" (FINISH_NAMES)
     text: str = ""
+    cropped: bool = False       # the prompt reached max_seq_len and kept only its last max_seq_len // 2 tokens
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -138,17 +140,21 @@ class Sampler:
     # ---------------------------------------------------------------------------------- ids
     def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *, seed: int = 0,
                      encoder_inputs: Sequence[Sequence[int]] | None = None,
-                     stream: Stream | None = None, max_tokens: Sequence[int] | None = None) -> SamplerOutput:
+                     stream: Stream | None = None, max_tokens: Sequence[int] | None = None,
+                     labels: Sequence[str] | None = None) -> SamplerOutput:
         """Continues each prompt (a non-empty id list) ``cfg.n`` times; returns the sampler's arrays
         for the real rows only (len(prompts) · n), on the host as numpy.
 
         ``stream``: ``fn(step, tokens (len(prompts)·n,), live (len(prompts)·n,)) -> stop`` after every
         step (see ``sampler.generate``). ``max_tokens``: (len(prompts)·n,) per-row limits, each in
         [1, cfg.max_new_tokens] (a server's requests of different ``max_tokens`` in one call); they must
-        fit the context with their prompts. Raises ValueError for an empty prompt, a stream over more
-        rows than ``max_rows``, or ``max_tokens`` of the wrong length, out of range or past the context."""
+        fit the context with their prompts. ``labels``: each prompt's name in the line that says which
+        prompts are cropped (an eval item's file:line; default its index in ``prompts``). Raises
+        ValueError for an empty prompt, a stream over more rows than ``max_rows``, or ``max_tokens`` of
+        the wrong length, out of range or past the context."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("generate: every prompt needs at least one token (encode a BOS token for an empty prompt)")
+        names = list(labels) if labels is not None else [str(i) for i in range(len(prompts))]
         if max_tokens is not None:
             max_tokens = np.asarray(max_tokens, np.int32)
             if max_tokens.shape != (len(prompts) * cfg.n,) or not (
@@ -165,7 +171,8 @@ class Sampler:
         if len(prompts) > per_call:   # consecutive groups of prompts, one sampler call each
             parts = [self.generate_ids(prompts[i:i + per_call], cfg, seed=seed + i // per_call,
                                        encoder_inputs=None if encoder_inputs is None else encoder_inputs[i:i + per_call],
-                                       max_tokens=None if max_tokens is None else max_tokens[i * cfg.n:(i + per_call) * cfg.n])
+                                       max_tokens=None if max_tokens is None else max_tokens[i * cfg.n:(i + per_call) * cfg.n],
+                                       labels=names[i:i + per_call])
                      for i in range(0, len(prompts), per_call)]
             out = SamplerOutput(*(np.concatenate(xs) for xs in zip(*parts)))
             return out._replace(prompt_index=np.arange(len(prompts) * cfg.n, dtype=np.int32) // cfg.n)
@@ -178,17 +185,22 @@ class Sampler:
                                  f"lower max_new_tokens")
             return self._batch(prompts, cfg, seed_key(seed), encoder_inputs=encoder_inputs, stream=stream,
                                max_tokens=max_tokens)
-        prompts = self._fit_prompts(prompts)
+        prompts = self._fit_prompts(prompts, names)
         if max(map(len, prompts)) + cfg.max_new_tokens <= max_len:
             return self._batch(prompts, cfg, seed_key(seed), stream=stream, max_tokens=max_tokens)
         return self._windows(prompts, cfg, seed_key(seed), stream=stream)
 
-    def _fit_prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+    def crops(self, prompt: Sequence[int]) -> bool:
+        """Whether ``prompt`` (ids) leaves no room to generate and is cut to its last ``max_seq_len // 2``."""
+        return self.model_cfg.architecture != "encoder_decoder" and len(prompt) >= self.model_cfg.max_seq_len
+
+    def _fit_prompts(self, prompts: Sequence[Sequence[int]], names: Sequence[str]) -> list[list[int]]:
         limit = self.model_cfg.max_seq_len
         keep = max(limit // 2, 1)
-        long = [i for i, p in enumerate(prompts) if len(p) >= limit]
+        long = [i for i, p in enumerate(prompts) if self.crops(p)]
         if long:
-            which = ", ".join(f"{i} ({len(prompts[i])} tokens)" for i in long[:5]) + (" ..." if len(long) > 5 else "")
+            which = ", ".join(f"{names[i]} ({len(prompts[i])} tokens)" for i in long[:5])
+            which += " ..." if len(long) > 5 else ""
             from tqdm import tqdm   # a line that leaves a progress bar (eval's, SFT's replies) whole
             tqdm.write(f"lmforge: {len(long)} prompt(s) reach the model's context of {limit} tokens, keeping the "
                        f"last {keep} of each: prompt {which}", file=sys.stderr)
@@ -277,8 +289,10 @@ class Sampler:
         ids = bos + self.tok.encode(text)
         return ids or self.tok.encode("\n")   # a char tokenizer has no BOS: start an empty prompt with a newline
 
-    def completions(self, prompts: Sequence[str], cfg: SamplingConfig, *, seed: int = 0) -> list[Completion]:
-        """Each prompt continued ``cfg.n`` times, decoded; text is cut at the first stop string."""
+    def completions(self, prompts: Sequence[str], cfg: SamplingConfig, *, seed: int = 0,
+                    labels: Sequence[str] | None = None) -> list[Completion]:
+        """Each prompt continued ``cfg.n`` times, decoded; text is cut at the first stop string.
+        ``labels``: the prompts' names in the cropping notice (``generate_ids``)."""
         if not prompts:
             return []
         stops = tuple(cfg.stop_token_ids) + ((self.tok.eos_id,) if self.tok.eos_id >= 0 else ())
@@ -290,7 +304,7 @@ class Sampler:
             ids = [[self.tok.bos_id] if self.tok.bos_id >= 0 else [0]] * len(prompts)
         else:
             ids = [self.encode_prompt(p) for p in prompts]
-        out = self.generate_ids(ids, cfg, seed=seed, encoder_inputs=encoder)
+        out = self.generate_ids(ids, cfg, seed=seed, encoder_inputs=encoder, labels=labels)
         result = []
         for r in range(out.tokens.shape[0]):
             k = int(out.lengths[r])
@@ -299,8 +313,9 @@ class Sampler:
             for s in cfg.stop_strings:
                 if s in text:
                     text = text[:text.index(s)]
-            result.append(Completion(int(out.prompt_index[r]), toks, out.logprobs[r, :k].tolist(),
-                                     FINISH_NAMES[int(out.finish_reason[r])], text))
+            index = int(out.prompt_index[r])
+            result.append(Completion(index, toks, out.logprobs[r, :k].tolist(), FINISH_NAMES[int(out.finish_reason[r])],
+                                     text, cropped=self.crops(ids[index])))
         return result
 
     def complete(self, prompts: Sequence[str], cfg: SamplingConfig, *, seed: int = 0) -> list[str]:

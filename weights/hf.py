@@ -276,11 +276,32 @@ def _zero_bias(flat: dict, path: str) -> np.ndarray:
 
 
 # --- folders --------------------------------------------------------------------------------------
+INDEX_FILE = "model.safetensors.index.json"
+
+
 def read_safetensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
-    """All tensors of a HF folder (single file or an index of shards) as numpy arrays."""
+    """All tensors of a HF folder as numpy arrays: with ``model.safetensors.index.json``, exactly the shard
+    files its ``weight_map`` names (a missing shard is an error naming it and a tensor it holds; stray
+    ``*.safetensors`` beside them are not read); without one, every ``*.safetensors`` file."""
     from safetensors.numpy import load_file
 
-    files = sorted(folder.glob("*.safetensors"))
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except json.JSONDecodeError as e:
+            raise InteropError(not_json(index, e, 'a JSON object with a "weight_map" of tensor -> shard file')) from None
+        except (KeyError, TypeError, AttributeError):
+            raise InteropError(f'{index}: expected a JSON object with a "weight_map" of tensor -> shard file') from None
+        missing = [f for f in shards if not (folder / f).is_file()]
+        if missing:
+            tensor = next(t for t, f in weight_map.items() if f == missing[0])
+            raise InteropError(f"{index} maps {tensor} (and others) to {missing[0]}, which is missing from {folder}"
+                               + (f" (and {len(missing) - 1} more shard(s))" if len(missing) > 1 else ""))
+        files = [folder / f for f in shards]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise InteropError(f"{folder} holds no *.safetensors file (a transformers model folder has model.safetensors)")
     tensors = {}

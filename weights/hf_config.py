@@ -417,6 +417,12 @@ def _check_round_trip(cfg: ModelConfig, hf: dict) -> None:
     try:
         back = config_from_hf(hf)
     except InteropError as e:
+        act_key = {"gpt2": "activation_function", "llama": "hidden_act"}.get(cfg.family)
+        if act_key and f"{act_key}=" in str(e):   # said in lmforge's key and values, not transformers'
+            takes = sorted(set((_ACT if cfg.family == "gpt2" else _GATED_ACT).values()))
+            raise InteropError(f"model.family={cfg.family!r}: model.activation={cfg.activation!r} has no "
+                               f"{HF_ARCHITECTURES[cfg.family]} counterpart in transformers; expected one of "
+                               f"{takes}") from None
         raise InteropError(f"model.family={cfg.family!r}: {e}".replace("config.json: ", "")) from None
     skip = (_NOT_NETWORK | ({"tie_embeddings", "max_seq_len"} if cfg.family == "t5" else set())
             | (set() if cfg.num_experts else {"experts_per_token", "moe_capacity_factor"})

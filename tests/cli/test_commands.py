@@ -187,3 +187,18 @@ def test_tokenizer_train(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err
     assert (out_dir / "tokenizer.model").read_bytes() == b"sp"
+
+
+def test_tokenizer_train_refuses_records_as_text_and_names_an_empty_file(tmp_path, capsys):
+    # Data audit #8 and #13: the default --source-kind text trained on a .jsonl's JSON syntax; an empty .txt
+    # was "too small to hold out 10% for the report".
+    (tmp_path / "docs.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["tokenizer", "train", "--path", str(tmp_path / "docs.jsonl"), "--out", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lmforge: error: {tmp_path / 'docs.jsonl'}: a .jsonl file holds JSON records, not text")
+    assert err.endswith("`lmforge tokenizer train --source-kind jsonl`") and "\n" not in err
+    assert main(["tokenizer", "train", "--path", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "tok")]) == 2
+    assert capsys.readouterr().err.strip() == (f"lmforge: error: source text '{tmp_path / 'empty.txt'}' holds no "
+                                               f"documents: {tmp_path / 'empty.txt'} is empty; expected UTF-8 text")
+    assert not (tmp_path / "tok").exists()

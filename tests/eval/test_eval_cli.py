@@ -366,3 +366,157 @@ def test_an_out_path_under_a_file_is_refused_before_any_work(run_folder, tmp_pat
     assert main(["convert", str(run_folder), str(tmp_path / "afile" / "hf")]) == 2
     assert capsys.readouterr().err.strip() == (f"lmforge: error: {tmp_path / 'afile' / 'hf'}: {tmp_path / 'afile'} "
                                                f"is a file, not a folder")
+
+
+def no_model(*_):
+    raise AssertionError("the model was loaded before every task was checked")
+
+
+def test_stop_strings_keep_non_ascii_characters(run_folder, files, tmp_path, monkeypatch):
+    """`stop=` decodes backslash escapes only: `unicode_escape` read `。`'s UTF-8 bytes as Latin-1 ('ã\\x80\\x82'),
+    so a CJK, accented or symbol stop string never matched."""
+    import types
+
+    import lmforge.eval
+    from lmforge.cli import eval_cmd
+
+    assert eval_cmd.stop_strings("。|\\n") == ("。", "\n")
+    assert eval_cmd.stop_strings("é|→|\\t|\\u2192|a\\\\b") == ("é", "→", "\t", "→", "a\\b")
+    seen = {}
+
+    def generation(sampler, items, *, stop, **_):
+        seen["stop"] = stop
+        return {"metrics": {"accuracy": 0.0, "n": len(items)}, "samples": []}
+    monkeypatch.setattr(lmforge.eval, "generation", generation)
+    monkeypatch.setattr(eval_cmd, "load_sampler", lambda *_: types.SimpleNamespace(step=None))
+    assert main(["eval", str(run_folder), f"generation:path={files['gen']},stop=。|\\n",
+                 "--out", str(tmp_path / "gen.json")]) == 0
+    assert seen["stop"] == ("。", "\n")
+
+
+def test_every_task_is_checked_before_the_model_loads(run_folder, files, tmp_path, capsys, monkeypatch):
+    """A later task's missing file, unknown synthetic task or stride past the context was found only when its
+    turn came, after the earlier tasks ran (and their --out results were lost)."""
+    from lmforge.cli import eval_cmd
+
+    monkeypatch.setattr(eval_cmd, "load_sampler", no_model)
+    out = tmp_path / "lost.json"
+    for spec, message in [
+        (f"generation:path={tmp_path / 'nope.jsonl'}", f"generation: no such file {tmp_path / 'nope.jsonl'}"),
+        ("chat:tasks=foo", "chat: tasks='foo'; expected synthetic tasks with answers joined with +"),
+        ("perplexity:stride=999", "perplexity: stride=999: expected 1 <= stride <= max_seq_len=64"),
+        (f"perplexity:path={tmp_path}", f"perplexity: {tmp_path} is a folder; expected a file"),
+        (f"gsm8k:path={files['gsm']},fewshot=2", f"gsm8k few-shot examples (give gsm8k:train=FILE): no such file "
+                                                  f"{files['gsm'].with_name('gsm8k_train.jsonl')}"),
+    ]:
+        assert main(["eval", str(run_folder), "perplexity", spec, "--text", str(files["text"]), "--out", str(out)]) == 2
+        err = errors(capsys)
+        assert len(err) == 1 and err[0].startswith(f"lmforge: error: {message}"), (spec, err)
+        assert not out.exists()
+
+
+def test_out_keeps_the_finished_tasks_when_a_later_one_fails(model_folder, files, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from lmforge.cli import eval_cmd
+    from lmforge.cli.errors import ConfigError
+
+    def fails(ctx, **_):
+        raise ConfigError("refusal: failed while running")
+    monkeypatch.setitem(eval_cmd.TASKS, "refusal", dataclasses.replace(
+        eval_cmd.TASKS["refusal"], check=lambda ctx, **_: {}, runner=fails))
+    out = tmp_path / "scores.json"
+    assert main(["eval", str(model_folder), f"multiple_choice:path={files['mc']}", "refusal", "--out", str(out)]) == 2
+    result = strict_json(out)
+    assert [r["task"] for r in result["results"]] == ["multiple_choice"] and result["results"][0]["metrics"]["n"] == 2
+    err = capsys.readouterr().err
+    assert f"eval: the 1 finished task(s) are in {out}" in err and "lmforge: error: refusal: failed while running" in err
+
+
+def test_an_eval_folder_that_cannot_be_written_is_refused_before_any_work(model_folder, files, tmp_path, capsys,
+                                                                          monkeypatch):
+    """Without --out the results go to SOURCE/eval/: a read-only model store (or a file there) failed with a
+    traceback after every task ran."""
+    import shutil
+    import tempfile
+
+    from lmforge.cli import eval_cmd
+
+    monkeypatch.setattr(eval_cmd, "load_sampler", no_model)
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder, folder)
+    (folder / "eval").write_text("x")
+    argv = ["eval", str(folder), f"multiple_choice:path={files['mc']}"]
+    assert main(argv) == 2
+    assert errors(capsys) == [f"lmforge: error: {folder / 'eval'} is a file, not a folder for the results; give "
+                              f"--out FILE"]
+    (folder / "eval").unlink()
+
+    def read_only(*_, **__):   # what a read-only mount gives (root writes through a chmod, so it is simulated)
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    assert main(argv) == 2
+    assert errors(capsys) == [f"lmforge: error: {folder / 'eval'} cannot be written (Read-only file system); give "
+                              f"--out FILE"]
+    assert not (folder / "eval").exists()                       # the folder made to try it is removed
+
+
+def test_tasks_after_options_are_evaluated(model_folder, files, tmp_path):
+    """The shape of the help's example (`gsm8k --limit 50 multiple_choice:path=mc.jsonl refusal`) was refused:
+    'unrecognized arguments'."""
+    out = tmp_path / "scores.json"
+    assert main(["eval", str(model_folder), "perplexity", "--limit", "2", f"mc:path={files['mc']}",
+                 "--text", str(files["text"]), "--out", str(out)]) == 0
+    assert [r["task"] for r in strict_json(out)["results"]] == ["perplexity", "multiple_choice"]
+
+
+def test_cropped_prompts_are_named_by_item_and_counted(model_folder, tmp_path, capsys):
+    """Each sampler call named its cropped prompts from 0 ('prompt 0' twice for different items), and the
+    JSON did not say that a prompt had lost its start."""
+    gsm = tmp_path / "gsm.jsonl"
+    long = "A farmer counts the sheep in each of the many fields around the old farmhouse. " * 4
+    gsm.write_text("".join(json.dumps({"question": q, "answer": "#### 1"}) + "\n"
+                           for q in (long, "1 + 0?", long, "2 - 1?")))
+    out = tmp_path / "gsm.json"
+    assert main(["eval", str(model_folder), f"gsm8k:path={gsm},max_new_tokens=2", "--batch-size", "2",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert re.search(rf"keeping the last 32 of each: prompt {re.escape(str(gsm))}:1 \(\d+ tokens\)\n", err)
+    assert re.search(rf"keeping the last 32 of each: prompt {re.escape(str(gsm))}:3 \(\d+ tokens\)\n", err)
+    result = strict_json(out)["results"][0]
+    assert result["metrics"]["n_cropped"] == 2
+    assert [s["cropped"] for s in result["samples"]] == [True, False, True, False]
+
+
+def test_files_that_are_not_utf8_are_named(run_folder, files, tmp_path, capsys, monkeypatch):
+    from lmforge.cli import eval_cmd
+
+    monkeypatch.setattr(eval_cmd, "load_sampler", no_model)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"abc\n\xff\xfe def\n")
+    bad_mc = tmp_path / "bad.jsonl"
+    bad_mc.write_bytes(files["mc"].read_bytes().splitlines(keepends=True)[0] + b'\xff\xfe{"a": 1}\n')
+    hh = tmp_path / "hh.jsonl.gz"
+    with gzip.open(hh, "wb") as f:
+        f.write(b'{"chosen": "\\n\\nHuman: caf\xe9?"}\n')
+    for argv, message in [
+        (["perplexity", "--text", latin], f"{latin}:2: invalid UTF-8 at byte offset 4 (b'\\xff\\xfe d'); expected "
+                                          f"UTF-8 text"),
+        ([f"mc:path={bad_mc}"], f"{bad_mc}:2: invalid UTF-8 at byte 1 of the line (b'\\xff\\xfe{{\"'); expected "
+                                f"UTF-8 text"),
+        ([f"refusal:path={hh}"], f"{hh}:1: invalid UTF-8 at byte 27 of the line"),
+    ]:
+        assert main(["eval", str(run_folder), *map(str, argv)]) == 2
+        err = errors(capsys)
+        assert len(err) == 1 and err[0].startswith(f"lmforge: error: {message}"), err
+
+
+def test_a_run_without_a_tokenizer_converts_its_weights_alone(run_folder, tmp_path, capsys):
+    """`convert`'s weights-only branch was unreachable: loading the run for sampling read its tokenizer first."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_folder, run, ignore=shutil.ignore_patterns("tokenizer", "eval"))
+    assert main(["convert", str(run), str(tmp_path / "hf")]) == 0
+    assert f"no tokenizer in {run}" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]

@@ -99,7 +99,7 @@ def test_gsm8k_loader_reads_the_real_file_and_names_a_bad_line(shared_data, tmp_
     ('["a", "b"]', r"mc\.jsonl:2: expected a JSON object, got list"),
     ('{"context": "a", "choices": ["x", "y"]}', r"mc\.jsonl:2: missing key 'answer'"),
     ('{"context": "a", "choices": ["x", "y"], "answer": 2}', r"mc\.jsonl:2: 'answer' 2 is not an index into its 2"),
-    ('{"context": "a", "choices": ["x", "y"], "answer": true}', r"mc\.jsonl:2: 'answer' must be a int, got bool"),
+    ('{"context": "a", "choices": ["x", "y"], "answer": true}', r"mc\.jsonl:2: 'answer' must be an int, got bool"),
     ('{"context": "a", "choices": ["x"], "answer": 0}', r"mc\.jsonl:2: 'choices' must be a list of at least 2"),
     ('{"context": 3, "choices": ["x", "y"], "answer": 0}', r"mc\.jsonl:2: 'context' must be a str, got int"),
 ])
@@ -126,3 +126,23 @@ def test_generation_file_and_missing_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(TaskFileError, match="holds no items"):
         load_multiple_choice(tmp_path / "empty.jsonl")
+
+
+def test_acc_norm_counts_a_choice_without_the_separator_before_it():
+    """lm-evaluation-harness divides by the choice without its target_delimiter: " forsooth" counts 8, not
+    9. On the audit's item (log-likelihoods -5.714 and -28.868 from a Llama run) the pick flipped."""
+    from lmforge.data.tokenizer import CharTokenizer
+    from lmforge.eval import ChoiceItem, multiple_choice
+    from lmforge.eval.multiple_choice import choice_chars
+    from lmforge.eval.scoring import Score
+
+    class Fixed:   # a scorer stand-in: the run's log-likelihoods of " a" and " forsooth"
+        tok = CharTokenizer("".join(sorted(set("ROMEO:\nWhat a forsooth"))))
+
+        def score(self, requests, **_):
+            assert len(requests) == 2
+            return [Score(-5.714, False, 2), Score(-28.868, False, 9)]
+
+    result = multiple_choice(Fixed(), [ChoiceItem("ROMEO:\nWhat", (" a", " forsooth"), 1, "mc2.jsonl:1")])
+    assert result["samples"][0]["picks"] == {"acc": 0, "acc_norm": 1, "acc_per_token": 0}   # -28.868 / 8 > -5.714
+    assert [choice_chars(c) for c in (" forsooth", "Paris", "\n yes", " ")] == [8, 5, 3, 1]   # only spaces: itself

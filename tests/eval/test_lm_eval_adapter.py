@@ -24,7 +24,10 @@ from lmforge.eval.lm_eval_adapter import LmforgeLM  # noqa: E402
 from lmforge.infer import SamplingConfig  # noqa: E402
 
 ITEMS = [
-    {"context": "The capital of France is", "choices": [" Paris", " London", " a small village by the sea"],
+    # The harness's target_delimiter is "" here, so it counts a choice's leading space in acc_norm's length and
+    # lmforge does not (its choices carry the separator; the harness's default " " leaves it out): the
+    # separating space ends the context instead, where both read it alike.
+    {"context": "The capital of France is ", "choices": ["Paris", "London", "a small village by the sea"],
      "answer": 0},
     {"context": "def add(a, b):\n    return ", "choices": ["a + b", "a - b", "None"], "answer": 0},
     {"context": "Water boils at 100 degrees ", "choices": ["Celsius", "Fahrenheit"], "answer": 0},

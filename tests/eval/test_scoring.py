@@ -154,7 +154,7 @@ def test_multiple_choice_scores_each_choice_as_a_continuation(tiny, single):
         assert sample["tokens"] == [len(encode_pair(tok, item.context, c)[1]) for c in item.choices]
         lp = np.array(sample["logprobs"])
         assert sample["picks"] == {"acc": int(np.argmax(lp)),
-                                   "acc_norm": int(np.argmax(lp / [len(c) for c in item.choices])),
+                                   "acc_norm": int(np.argmax(lp / [len(c.lstrip()) for c in item.choices])),
                                    "acc_per_token": int(np.argmax(lp / np.array(sample["tokens"])))}
     m = result["metrics"]
     assert m["n"] == 2 and m["acc"] == np.mean([s["picks"]["acc"] == it.answer for s, it in zip(result["samples"], items)])

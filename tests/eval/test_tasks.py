@@ -18,12 +18,12 @@ from lmforge.eval import (
 )
 from lmforge.data.tokenizer import CharTokenizer
 from lmforge.eval.jsonl import TaskFileError
-from lmforge.infer import SamplingConfig
+from lmforge.infer import Completion, SamplingConfig
 
 
 @dataclasses.dataclass
 class Canned:
-    """A sampler stand-in: ``complete`` answers each prompt from a dict and records the calls."""
+    """A sampler stand-in: ``complete`` (and ``completions``) answers each prompt from a dict and records the calls."""
     answers: dict
     calls: list = dataclasses.field(default_factory=list)
     tok: object = None
@@ -34,6 +34,9 @@ class Canned:
     def complete(self, prompts, cfg):
         self.calls.append((list(prompts), cfg))
         return [self.answers[p] for p in prompts]
+
+    def completions(self, prompts, cfg, labels=None):
+        return [Completion(i, [], [], "stop", text) for i, text in enumerate(self.complete(prompts, cfg))]
 
 
 def test_gsm8k_scores_strict_and_flexible_extraction():

@@ -1,0 +1,112 @@
+"""``lmforge convert``'s checks on what it reads (tier d, tiny folders): a model folder's tensors against
+its ``model.json``, a sharded transformers folder's index, a SentencePiece-only tokenizer carried over,
+and an export refusal said in lmforge's keys."""
+
+import dataclasses
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from lmforge.cli.main import main
+from lmforge.data import TokenizerConfig, load_tokenizer, train_tokenizer
+from lmforge.model import ModelConfig, build_model, create_sharded
+from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
+from lmforge.weights import read_model_folder, save_model_folder
+from lmforge.weights.hf import InteropError, save_hf
+from lmforge.weights.hf_config import config_to_hf
+
+ONE_DEVICE = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+CFG = ModelConfig.llama_tiny(vocab_size=512, embed_dim=32, mlp_dim=64, max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def params():
+    _, p, _ = create_sharded(lambda: build_model(CFG, rngs=nnx.Rngs(0)), ONE_DEVICE, DEFAULT_RULES)
+    return jax.device_get(p)
+
+
+@pytest.fixture(scope="module")
+def model_folder(params, tmp_path_factory) -> pathlib.Path:
+    folder = tmp_path_factory.mktemp("model")
+    save_model_folder(folder, CFG, params)
+    return folder
+
+
+def error(capsys, *argv) -> str:
+    assert main(["convert", *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lmforge: error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mlp_dim": 128}, "the model expects"),                               # a shape: it exported a broken folder
+    ({"num_layers": 3}, "does not fit the model: missing ['blocks.2."),     # a name: it raised a KeyError
+])
+def test_a_model_folder_whose_tensors_do_not_fit_its_model_json_is_refused(model_folder, tmp_path, capsys, change,
+                                                                          message):
+    folder = tmp_path / "edited"
+    shutil.copytree(model_folder, folder)
+    fields = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**fields, **change}))
+    err = error(capsys, folder, tmp_path / "hf")
+    assert f"lmforge: error: {folder}" in err and message in err
+    assert not (tmp_path / "hf").exists()                                  # nothing written
+
+
+def test_a_sharded_folder_reads_the_files_its_index_names(params, tmp_path, capsys):
+    """A missing shard is named (it said 'checkpoint has no tensor ...'); a stray *.safetensors file beside
+    the shards is not merged in (it overrode tensors of the same name)."""
+    hf = tmp_path / "hf"
+    save_hf(hf, CFG, params)
+    tensors = load_file(str(hf / "model.safetensors"))
+    (hf / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[:len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for shard, part in shards.items():
+        save_file({k: tensors[k] for k in part}, str(hf / shard), metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {k: shard for shard, part in shards.items() for k in part}}
+    (hf / "model.safetensors.index.json").write_text(json.dumps(index))
+    stray = names[0]
+    save_file({stray: np.zeros_like(tensors[stray])}, str(hf / "old-copy.safetensors"))
+
+    assert main(["convert", str(hf), str(tmp_path / "lf")]) == 0
+    _, pure = read_model_folder(tmp_path / "lf")
+    jax.tree.map(np.testing.assert_array_equal, pure, params)             # the stray file's zeros not read
+
+    missing = hf / "model-00002-of-00002.safetensors"
+    missing.unlink()
+    err = error(capsys, hf, tmp_path / "lf2")
+    assert err == (f"lmforge: error: {hf / 'model.safetensors.index.json'} maps {shards[missing.name][0]} (and others) "
+                   f"to {missing.name}, which is missing from {hf}")
+
+
+def test_a_sentencepiece_tokenizer_model_travels_with_an_import(params, tmp_path, capsys):
+    """A transformers folder with only ``tokenizer.model`` (no tokenizer.json): eval and sample read it, so
+    the converted model folder gets it (it said 'has the weights only')."""
+    tok = train_tokenizer(TokenizerConfig(vocab_size=400, num_reserved=0, max_train_chars=50_000),
+                          [pathlib.Path(m.__file__).read_text() for m in (json, dataclasses)], tmp_path / "tok")
+    hf = tmp_path / "hf"
+    save_hf(hf, CFG, params)
+    shutil.copy(tmp_path / "tok" / "tokenizer.model", hf / "tokenizer.model")
+    assert main(["convert", str(hf), str(tmp_path / "lf")]) == 0
+    assert "weights only" not in capsys.readouterr().out
+    carried = load_tokenizer(tmp_path / "lf" / "tokenizer")
+    text = "JSON (JavaScript Object Notation) is a lightweight data interchange format."
+    assert carried.encode(text) == tok.encode(text) and carried.vocab_size == tok.vocab_size
+
+
+def test_an_export_refusal_names_lmforge_s_key():
+    """A Llama with GELU (``model.family=llama`` over a GPT-2 experiment) was refused in transformers' terms
+    (hidden_act='gelu', and its values)."""
+    with pytest.raises(InteropError) as e:
+        config_to_hf(dataclasses.replace(CFG, activation="gelu"))
+    assert str(e.value) == ("model.family='llama': model.activation='gelu' has no LlamaForCausalLM counterpart in "
+                            "transformers; expected one of ['geglu', 'swiglu']")
