@@ -148,6 +148,23 @@ def read_documents(cfg: SourceConfig) -> list[str]:
     return docs
 
 
+def check_source(cfg: SourceConfig, key: str = "data.source") -> None:
+    """What :func:`read_documents` needs of the file system, checked without reading a document (before a
+    run writes anything): a ``text``/``jsonl`` path or glob that names files, a ``curated`` path that is a
+    finished curation's workdir. Raises ValueError or FileNotFoundError naming ``key``."""
+    try:
+        if cfg.kind in ("text", "jsonl"):
+            for path in _resolve_paths(cfg.path, cfg.kind):
+                if cfg.kind == "text":
+                    _refuse_data_file(path)
+        elif cfg.kind == "curated":
+            _curated_workdir(cfg.path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{key}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+
+
 def split_documents(docs: Sequence[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """Splits into (train_docs, val_docs).
 
@@ -208,11 +225,9 @@ def open_bytes(path: pathlib.Path):
     return open(path, "rb")
 
 
-def _read_curated(path: str) -> list[str]:
-    """The documents of a finished ``lmforge data curate`` run (its workdir, or the workdir's ``data/``
-    folder), in shard order, in any output format (jsonl.zst, jsonl, parquet, array_record)."""
-    from lmforge.data.curate.writers import read_shards  # pylint: disable=import-outside-toplevel
-
+def _curated_workdir(path: str) -> pathlib.Path:
+    """The finished curation's workdir ``path`` names (it, or its ``data/`` folder). Raises ValueError
+    (FileNotFoundError for a missing folder) otherwise."""
     if not path:
         raise ValueError("source.path is empty: expected the workdir of a `lmforge data curate` run for kind 'curated'")
     from lmforge.data.curate.run import DATA_DIR  # pylint: disable=import-outside-toplevel
@@ -225,6 +240,16 @@ def _read_curated(path: str) -> list[str]:
     if not (workdir / "funnel.json").is_file():
         raise ValueError(f"source.path={path!r} holds no finished curation ({workdir / 'funnel.json'} is missing); "
                          f"expected the workdir of a `lmforge data curate` run that finished")
+    return workdir
+
+
+def _read_curated(path: str) -> list[str]:
+    """The documents of a finished ``lmforge data curate`` run (its workdir, or the workdir's ``data/``
+    folder), in shard order, in any output format (jsonl.zst, jsonl, parquet, array_record)."""
+    from lmforge.data.curate.run import DATA_DIR  # pylint: disable=import-outside-toplevel
+    from lmforge.data.curate.writers import read_shards  # pylint: disable=import-outside-toplevel
+
+    workdir = _curated_workdir(path)
     docs = [doc.text for doc in read_shards(workdir / DATA_DIR)]
     if not docs:
         raise ValueError(f"source.path={path!r}: its curation kept no document (see {workdir / 'report.md'})")

@@ -127,7 +127,13 @@ class PretrainConfig(LoopConfig):
         records (read without its weights). A continued run resuming in ``workdir`` without replay
         needs no init_from (:func:`resumes_alone`); replay reads the original run's data split from it.
         A sentencepiece tokenizer this run will train has room for its fixed pieces (:func:`check_tokenizer_size`).
-        Raises ValueError."""
+        The data sources' files exist (``lmforge.data.sources.check_source``). Raises ValueError
+        (FileNotFoundError for a missing file)."""
+        from lmforge.data.sources import check_source
+
+        for key, source in ([(f"data.mixture.{m.name}.source", m.source) for m in self.data.mixture]
+                            or [("data.source", self.data.source)]):
+            check_source(source, key)
         check_replay(self)
         if not self.init_from:
             check_tokenizer_size(self.tokenizer, workdir)

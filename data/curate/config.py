@@ -68,3 +68,15 @@ class CurateConfig:
             raise ValueError(f"workers={self.workers}: expected >= 0 (0: one per CPU core)")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1")
+
+    def check_runnable(self, workdir=None) -> None:   # pylint: disable=unused-argument
+        """The input files and evaluation sets exist, checked before a run folder is written (``lmforge data
+        curate``, ``lmforge run`` of a curation). Raises ValueError (FileNotFoundError for a missing file)."""
+        from lmforge.data.curate.document import expand_path, resolve_files   # pylint: disable=import-outside-toplevel
+
+        if not self.inputs:
+            raise ValueError("inputs is empty: expected files to curate (--input FILE ... or inputs=(InputConfig(...),))")
+        resolve_files(self.inputs)
+        if self.decontaminate.enabled:
+            for i, pattern in enumerate(self.decontaminate.eval_paths):
+                expand_path(pattern, f"decontaminate.eval_paths[{i}]")

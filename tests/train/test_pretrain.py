@@ -398,3 +398,10 @@ def test_a_curated_source_is_not_curated_again(tmp_path, capfd):
     train, val = data_splits(cfg, tmp_path / "run")["data"]
     assert sorted(train + val) == sorted(texts) and not (tmp_path / "run" / "curated").exists()
     assert "this run's curate stage is skipped" in capfd.readouterr().err
+
+
+def test_a_missing_source_fails_before_the_run_folder_is_written(tmp_path):
+    from lmforge.cli.launch import launch
+    with pytest.raises(FileNotFoundError, match=r"^data\.source: .*nowhere\.txt: no such file"):
+        launch(tiny_config(tmp_path / "nowhere.txt"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -257,3 +257,20 @@ def test_eval_set_errors_name_the_decontaminate_keys_before_any_work(tmp_path, c
         assert main(["data", "curate", str(exp), *bindings, "workers=2", "--workdir", str(tmp_path / f"run{k}")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(words) and "input" not in err and "on_bad_record" not in err, err
+
+
+def test_missing_inputs_and_eval_sets_fail_before_a_run_folder_is_written(tmp_path, capsys):
+    """A failed start leaves nothing behind: a missing input, no inputs at all, or a missing evaluation set
+    is a one-line error before config.json (or the default runs/ folder) exists."""
+    data = write_jsonl(tmp_path / "in.jsonl", [{"text": web_page(i)} for i in range(2)])
+    exp = tmp_path / "exp.py"
+    exp.write_text(EXP.format(path=str(data)))
+    for extra, words in (([ "--input", str(tmp_path / "typo.jsonl")], "typo.jsonl': no such file"),
+                         (["inputs=()"], "inputs is empty: expected files to curate"),
+                         ([f"decontaminate.eval_paths=('{tmp_path / 'gone.jsonl'}',)"],
+                          "decontaminate.eval_paths[0] ")):
+        run = tmp_path / "run"
+        assert main(["data", "curate", str(exp), *extra, "--workdir", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+        assert not run.exists()
