@@ -130,7 +130,7 @@ def score_replies(items: list[dict], replies: list[str], found: list[bool], call
                   ) -> list[dict]:
     """Held-out records: item, reply, ``correct`` (judged and not an abstention), ``idk``, and ``found``
     (the entity's document was among the passages); with ``calls`` (one list per item: the tool calls
-    made, as ``{"name", "arguments", "result"}``) those too. Raises ValueError when the counts differ."""
+    made, as ``ToolCall`` dicts: name, arguments, result, error) those too. Raises ValueError when the counts differ."""
     if not len(items) == len(replies) == len(found) or (calls is not None and len(calls) != len(items)):
         raise ValueError(f"{len(items)} questions, {len(replies)} replies, {len(found)} retrieval flags"
                          f"{'' if calls is None else f', {len(calls)} call lists'}; expected one of each per question")
@@ -227,7 +227,7 @@ def _answers(cfg: RAGConfig, workdir: pathlib.Path, retriever: Retriever, kb: kn
         runs = run_tools(replier(sampler, template, sampling, seed=cfg.seed), questions_only, [tool],
                          max_calls=cfg.max_calls)
         replies = [run.reply for run in runs]
-        calls = [[{"name": c.name, "arguments": c.arguments, "result": c.result} for c in run.calls] for run in runs]
+        calls = [[dataclasses.asdict(c) for c in run.calls] for run in runs]
         found = [any(docs[it["entity"]] in c["result"] for c in made) for it, made in zip(held, calls)]
     else:
         hits = retriever.search_batch([it["messages"][0]["content"] for it in held], cfg.k)
