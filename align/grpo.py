@@ -9,13 +9,17 @@ and takes one policy-gradient step: Group Relative Policy Optimization (Shao et 
 one update per rollout, ``loss_type="dapo"``, ``beta=0``).
 
 - Data: problems with reference answers — synthetic tasks (``data.synthetic``: the verifiable tasks
-  of ``lmforge.data.synthetic``, train and test splits disjoint) and/or a GSM8K file (``data.path``);
-  the prompt is the conversation before the reference reply (or the whole conversation when it ends
-  with a user turn), through the chat template. Rewards come from the task's grader
-  (``lmforge.align.sft.grade``: synthetic graders, GSM8K's ``#### n`` strictly), or from a function of
-  one's own named in the config (``reward_fn="rewards.py:brevity"``: ``reward_fn(task, completion,
-  answer) -> float``, ``answer`` None for a problem without one, which then trains too); an exception
-  it raises ends the run in one line naming the completion.
+  of ``lmforge.data.synthetic``, train and test splits disjoint) and/or a file (``data.path``):
+  GSM8K, or any chat file whose records carry an ``answer`` column (TRL's ``{"prompt": ...,
+  "answer": ...}`` included; a ``task`` column names a grader, else ``data.match`` grades: exact,
+  numeric or regex). The prompt is the conversation before the reference reply (or the whole
+  conversation when it ends with a user turn), through the chat template. Rewards come from the
+  task's grader (``lmforge.align.sft.grader``: synthetic graders, GSM8K's ``#### n`` strictly), or
+  from a function of one's own named in the config (``reward_fn="rewards.py:brevity"``:
+  ``reward_fn(task, completion, answer, **columns) -> float``, ``answer`` None for a problem without
+  one, which then trains too; the record's other columns — test cases, say — come as keyword
+  arguments when the function declares them or ``**kwargs``, as TRL's ``reward_funcs`` get a data
+  set's columns); an exception it raises ends the run in one line naming the completion.
 - Rollouts (:class:`Rollouts`) are sampled by the one sampler (``lmforge.infer.Sampler``) from the
   policy as it is after the previous step, at ``temperature`` (with ``top_k`` / ``top_p``), and end at
   the template's end-of-turn id (trained, as TRL trains the EOS) or at ``max_new_tokens``. The
@@ -73,8 +77,8 @@ from flax import nnx
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
                                   prepare_policy, raise_problems, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.rollouts import RolloutSource, load_reward_fn
-from lmforge.align.sft import FILE_FORMATS, grade, read_items
+from lmforge.align.rollouts import RolloutSource, check_reward_columns, load_reward_fn, score_completions
+from lmforge.align.sft import FILE_FORMATS, check_graded, check_match, graded_tasks, grader, held_out_graded, read_items
 from lmforge.data import synthetic
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.infer.sampler import FINISH_LENGTH
@@ -88,15 +92,15 @@ from lmforge.train.objectives import (GRPO_LOSS_TYPES, IMPORTANCE_SAMPLING_LEVEL
 from lmforge.train.optim import OptimConfig
 from lmforge.train.trainer import LoopConfig, Trainer
 
-RewardFn = Callable[[str, str, str], float]   # (task, completion text, reference answer) -> reward
+RewardFn = Callable[..., float]   # (task, completion text, reference answer, **columns) -> reward
 AdvantageFn = Callable[[np.ndarray], tuple]   # rewards (P * G,) -> (advantages (P * G,), {metric: value})
 
 
 @dataclasses.dataclass(frozen=True)
 class PromptDataConfig:
     """Where the prompts of an RL run (GRPO, PPO) come from and how many a rollout answers."""
-    path: str = ""                   # GSM8K (question / answer with ``#### n``) or any chat file (a reward model or reward_fn)
-    format: str = "auto"             # FILE_FORMATS of lmforge.align.sft (items without an answer are left out)
+    path: str = ""                   # GSM8K (question / answer with ``#### n``) or any chat file (an answer column, a reward model or reward_fn)
+    format: str = "auto"             # FILE_FORMATS of lmforge.align.sft (graded rewards: items without an answer are left out)
     test_path: str = ""              # held-out problems; "" → a val_fraction of `path`
     val_fraction: float = 0.1
     synthetic: tuple[tuple[str, float], ...] = ()   # (task, weight) pairs of synthetic.VERIFIABLE tasks
@@ -104,11 +108,14 @@ class PromptDataConfig:
     test_size: int = 200             # held-out problems kept (synthetic: drawn from the test split)
     batch_size: int = 8              # GLOBAL prompts per rollout (GRPO: a step of batch_size * num_generations rows)
     max_prompt_len: int = 128        # prompt tokens (chat template included); longer prompts are left out
+    match: str = "exact"             # how a file's answers without a task column are graded: exact | numeric | regex
+    pattern: str = ""                # match=regex: what to extract from a reply (group 1, else the whole match)
     seed: int = 0
 
     def __post_init__(self):
         unknown = [t for t, _ in self.synthetic if t not in synthetic.VERIFIABLE]
         problems = [msg for bad, msg in (
+            *check_match(self),
             (not self.path and not self.synthetic, "no data: set data.path (a GSM8K file) or data.synthetic"),
             (self.format not in FILE_FORMATS, f"data.format={self.format!r}: expected one of {', '.join(FILE_FORMATS)}"),
             (not 0.0 <= self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction}: expected [0, 1)"),
@@ -338,7 +345,7 @@ class Rollouts(RolloutSource):
     ``old_logprobs``. Raises ValueError when it is missing."""
 
     def __init__(self, cfg: GRPOConfig, items: list[dict], prompts: list[list[int]], tok, template, make_sampler, *,
-                 reward_fn: RewardFn = grade, advantage_fn: AdvantageFn | None = None,
+                 reward_fn: RewardFn | None = None, advantage_fn: AdvantageFn | None = None,
                  old_logprobs: Callable[[dict], np.ndarray] | None = None):
         super().__init__(cfg, items, prompts, tok, template, epochs=cfg.num_iterations,
                          mini_batches=cfg.steps_per_generation)
@@ -348,7 +355,8 @@ class Rollouts(RolloutSource):
             raise ValueError(f"{named}: Rollouts needs old_logprobs, the sampling policy's log-probs of each rollout, "
                              f"to clip the later steps against")
         self.old_logprobs = old_logprobs
-        self.reward_fn, self.make_sampler = reward_fn, make_sampler   # () -> Sampler over the policy as it is now
+        self.reward_fn = reward_fn or grader(cfg.data)   # (task, completion, answer, **columns) -> reward
+        self.make_sampler = make_sampler   # () -> Sampler over the policy as it is now
         # rewards (P * G,) -> (advantages (P * G,), metrics): GRPO's group advantages unless given (RLOO's, ...)
         self.advantage_fn = advantage_fn or (lambda r: group_advantages(jnp.asarray(r), cfg.num_generations,
                                                                         scale_rewards=cfg.scale_rewards))
@@ -367,18 +375,9 @@ class Rollouts(RolloutSource):
         out = self.make_sampler().generate_ids(prompts, self.sampling, seed=self.seed(k))
         texts = [self.tok.decode([int(t) for t in out.tokens[r, :int(out.lengths[r])] if int(t) not in self.stops])
                  for r in range(len(prompts) * g)]
-        tasks = [self.items[picked[r // g]].get("task", "") for r in range(len(texts))]
-        rewards = np.zeros(len(texts), np.float32)
-        for r, text in enumerate(texts):
-            try:
-                value = self.reward_fn(tasks[r], text, self.items[picked[r // g]].get("answer"))
-            except Exception as e:   # pylint: disable=broad-except  (the user's function: said with its input)
-                raise ValueError(f"reward_fn raised {type(e).__name__}: {e} on completion {r} of rollout {k} (task "
-                                 f"{tasks[r]!r}, {text[:60]!r})") from e
-            if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-                raise ValueError(f"reward_fn gave {value!r} for completion {r} of rollout {k} (task "
-                                 f"{tasks[r]!r}, {text[:60]!r}); expected a finite number")
-            rewards[r] = value
+        rows = [self.items[picked[r // g]] for r in range(len(texts))]
+        tasks = [it.get("task", "") for it in rows]
+        rewards = score_completions(self.reward_fn, texts, rows, where=f"of rollout {k}")
         advantages, stats = self.advantage_fn(rewards)
         self.last_output = out
         truncated = np.asarray(out.finish_reason) == FINISH_LENGTH     # cut at max_new_tokens
@@ -411,12 +410,14 @@ class Rollouts(RolloutSource):
 # --------------------------------------------------------------------------------------- runner
 
 
-def read_problems(cfg, template, *, need_answers: bool = True, task: str = "GRPO"
+def read_problems(cfg, template, *, need_answers: bool = True, reward_fn=None, task: str = "GRPO"
                   ) -> tuple[list[dict], list[list[int]], list[dict]]:
     """(train items, their prompt ids, held-out items) of a config with ``data`` (:class:`PromptDataConfig`)
     and ``synthetic_options``: the items whose prompt fits ``data.max_prompt_len`` and, with
-    ``need_answers`` (rewards from a grader), that have a reference answer; what was left out is said.
-    Raises ValueError when no training problem is left."""
+    ``need_answers`` (rewards from the grader), that have a reference answer; what was left out is said.
+    Raises ValueError when no training problem is left, naming ``file:line`` for an answer the grader
+    could never check (``lmforge.align.sft.check_graded``) or, given ``reward_fn``, for an item without
+    a column the function requires (:func:`lmforge.align.rollouts.check_reward_columns`)."""
     from lmforge.eval.chat import prompt_messages
 
     train, test = read_items(cfg)
@@ -425,8 +426,10 @@ def read_problems(cfg, template, *, need_answers: bool = True, task: str = "GRPO
         if need_answers and it.get("answer") is None:
             no_answer += 1
             continue
-        messages = it["messages"]   # a conversation ending in a user turn is a prompt as it is
-        ids = template.prompt(messages if messages[-1]["role"] == "user" else prompt_messages(messages)).tolist()
+        if need_answers and (why := check_graded(it, cfg.data.match)) is not None:
+            raise ValueError(why + ("" if it.get("task") in graded_tasks() else
+                                    "; or score it with a reward function of your own (reward_fn=\"file.py:fn\")"))
+        ids = template.prompt(prompt_messages(it["messages"])).tolist()   # one ending in a user turn as it is
         if len(ids) > cfg.data.max_prompt_len:
             long += 1
             continue
@@ -441,17 +444,21 @@ def read_problems(cfg, template, *, need_answers: bool = True, task: str = "GRPO
                          + (f"{no_answer} without an answer, " if need_answers else "") + f"{long} with prompts over "
                          f"data.max_prompt_len={cfg.data.max_prompt_len} tokens); {task} needs "
                          + ("problems with checkable answers" if need_answers else "prompts"))
+    if reward_fn is not None:
+        check_reward_columns(reward_fn, kept)
     return kept, prompts, test
 
 
 def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None = None) -> dict[str, float]:
     """Trains ``cfg.init_from`` by GRPO on verifiable problems; returns the final metrics (``final/...``).
 
-    ``reward_fn(task, completion, answer) -> float`` scores each completion (the text without its stop
-    id; TRL's ``reward_funcs``): this argument, else the function ``cfg.reward_fn`` names (what an
-    experiment file or a binding sets), else the task's grader (1.0 correct, 0.0 not). With a reward
-    function of one's own, problems without an answer train too (it gets ``answer=None``). Held-out
-    accuracy is always the grader's, over the held-out problems that have answers.
+    ``reward_fn(task, completion, answer, **columns) -> float`` scores each completion (the text
+    without its stop id; TRL's ``reward_funcs``; the item's columns it accepts as keywords,
+    ``lmforge.align.rollouts.score_completions``): this argument, else the function ``cfg.reward_fn``
+    names (what an experiment file or a binding sets), else the task's grader (1.0 correct, 0.0 not).
+    With a reward function of one's own, problems without an answer train too (it gets
+    ``answer=None``). Held-out accuracy is always the grader's, over the held-out problems whose
+    answers it can check.
 
     Raises ValueError for an ``init_from`` / ``reference_from`` that is no weights source or not a
     decoder language model, prompts and completions beyond the model's context, no problem with an
@@ -465,9 +472,12 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
     from lmforge.eval.chat import chat_accuracy
     from lmforge.weights import load_params
 
+    by_grader = reward_fn is None and not cfg.reward_fn
+    grade = grader(cfg.data)
     if reward_fn is None:
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else grade
-    train_items, train_prompts, test_items = read_problems(cfg, template, need_answers=reward_fn is grade)
+    train_items, train_prompts, test_items = read_problems(cfg, template, need_answers=by_grader,
+                                                           reward_fn=None if by_grader else reward_fn)
     eval_bs = cfg.eval_batch_size or cfg.rows    # prompts per sampler call, which pads rows itself
     rows_name = "data.batch_size * num_generations" + (" / steps_per_generation" if cfg.steps_per_generation > 1
                                                        else "")
@@ -514,7 +524,7 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
 
     rollouts = Rollouts(cfg, train_items, train_prompts, tok, template, make_sampler, reward_fn=reward_fn,
                         old_logprobs=old_logprobs if cfg.steps_per_rollout > 1 else None)
-    graded = test_items[:cfg.eval_generate]
+    graded = held_out_graded(test_items, cfg.data.match, cfg.eval_generate, strict=by_grader)
     greedy = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     last_samples: list[dict] = []
 

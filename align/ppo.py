@@ -27,8 +27,9 @@ sec. 3.5, eq. 2; Stiennon et al. 2020, "Learning to summarize from human feedbac
   policy and the value model are one trainable tree on the one trainer (the value model under the key
   ``critic``, TRL's ``PolicyAndValueWrapper``) with one optimizer; ``steps`` counts optimizer steps.
 - Without a reward model (``reward_from=""``) the scores come from the task's grader on verifiable
-  problems (``lmforge.align.sft.grade``, or a function of one's own: ``reward_fn="file.py:fn"``), as in GRPO, and the value
-  model starts from the policy with a fresh score head.
+  problems (``lmforge.align.sft.grader``, a file's ``answer`` column included), or from a function of
+  one's own (``reward_fn="file.py:fn"``, given the record's columns it declares), as in GRPO, and
+  the value model starts from the policy with a fresh score head.
 - Logged beside the loss's TRL metrics (``loss/policy``, ``loss/value``, ``policy/approxkl``,
   ``policy/clipfrac``, ``val/clipfrac``, ``val/ratio``, ``val/vpred``): TRL's ``objective/kl``,
   ``objective/entropy`` (the sampled tokens' summed negative log-probs), ``objective/non_score_reward``,
@@ -70,9 +71,9 @@ from lmforge.align.common import (PolicyAndReference, check_policy_sources, chec
                                   write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.grpo import PromptDataConfig, RewardFn, completion_logprobs, read_problems, rollout_batch
-from lmforge.align.rollouts import load_reward_fn
+from lmforge.align.rollouts import check_reward_columns, load_reward_fn, score_completions
 from lmforge.align.rollouts import RolloutSource
-from lmforge.align.sft import grade
+from lmforge.align.sft import grader, held_out_graded
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.infer.sampler import FINISH_LENGTH
 from lmforge.model import LoRAConfig, ModelRuntime, axis_rules
@@ -392,21 +393,11 @@ def reward_model_scorer(reward, template, seq_len: int, mesh, rules, rows: int) 
 
 
 def grader_scorer(reward_fn: RewardFn) -> Scorer:
-    """Scores from ``reward_fn(task, completion text, reference answer)``, one per completion. Raises
-    ValueError for a score that is not a finite number."""
+    """Scores from ``reward_fn(task, completion text, reference answer, **columns)``, one per completion
+    (``lmforge.align.rollouts.score_completions``). Raises ValueError for a score that is not a finite
+    number, or an exception of the function, in one line."""
     def score(texts, items):
-        out = np.zeros(len(texts), np.float32)
-        for r, (text, it) in enumerate(zip(texts, items)):
-            try:
-                value = reward_fn(it.get("task", ""), text, it.get("answer"))
-            except Exception as e:   # pylint: disable=broad-except  (the user's function: said with its input)
-                raise ValueError(f"reward_fn raised {type(e).__name__}: {e} on completion {r} ({it.get('task', '')!r}, "
-                                 f"{text[:60]!r})") from e
-            if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-                raise ValueError(f"reward_fn gave {value!r} for completion {r} ({it.get('task', '')!r}, "
-                                 f"{text[:60]!r}); expected a finite number")
-            out[r] = value
-        return out
+        return score_completions(reward_fn, texts, items)
     return score
 
 
@@ -414,7 +405,7 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     """Trains ``cfg.init_from`` by PPO against ``cfg.reward_from`` (or, without one, ``reward_fn`` on
     verifiable problems); returns the final metrics (``final/...``).
 
-    ``reward_fn(task, completion, answer) -> float`` scores each completion when there is no reward
+    ``reward_fn(task, completion, answer, **columns) -> float`` scores each completion when there is no reward
     model (the text without its stop id): this argument, else the function ``cfg.reward_fn`` names,
     else the task's grader; with one's own, problems without an answer train too. Held-out accuracy is
     always the grader's.
@@ -430,9 +421,12 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     from lmforge.eval.chat import chat_accuracy, prompt_messages
     from lmforge.weights import load_params
 
+    by_grader = reward_fn is None and not cfg.reward_fn and not cfg.reward_from
+    grade = grader(cfg.data)
     if reward_fn is None:
         reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else grade
-    items, prompts, test_items = read_problems(cfg, template, need_answers=not cfg.reward_from and reward_fn is grade,
+    items, prompts, test_items = read_problems(cfg, template, need_answers=by_grader,
+                                               reward_fn=None if by_grader or cfg.reward_from else reward_fn,
                                                task="PPO")
     mesh = make_mesh(cfg.mesh)
     check_rows(mesh, (("data.batch_size / num_mini_batches", cfg.mini_batch_size, cfg.optim.grad_accum),))
@@ -501,6 +495,8 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     make_sampler = lambda: Sampler(policy.graphdef, split_critic(trainer.params)[0], tok, policy.cfg, mesh,  # noqa: E731
                                    rules)
     rollouts = PPORollouts(cfg, items, prompts, tok, template, make_sampler, evaluate, score)
+    if reward is None:   # accuracy by the grader: the held-out problems whose answers it can check
+        test_items = held_out_graded(test_items, cfg.data.match, strict=by_grader)
     # Held-out prompts that fit data.max_prompt_len, the first eval_generate of them.
     held_out = [(it, p) for it in test_items if len(p := template.prompt(prompt_messages(it["messages"])).tolist())
                 <= cfg.data.max_prompt_len][:cfg.eval_generate]

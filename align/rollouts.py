@@ -188,9 +188,10 @@ class RolloutSource(abc.ABC):
 def load_reward_fn(spec: str, key: str = "reward_fn"):
     """The reward function a config names by ``spec``: ``"path/to/file.py:name"`` (a file, relative to
     the working directory) or ``"package.module:name"`` (importable), a callable
-    ``reward_fn(task, completion, answer) -> float`` (TRL's ``reward_funcs``, as a string so that it
-    sits in config.json and in sweeps). Raises ValueError naming ``key`` for a spec without ``:``, a
-    file or module that does not load, or a name that is missing or not callable."""
+    ``reward_fn(task, completion, answer, **columns) -> float`` (TRL's ``reward_funcs``, as a string so
+    that it sits in config.json and in sweeps; :func:`score_completions` calls it). Raises ValueError
+    naming ``key`` for a spec without ``:``, a file or module that does not load, or a name that is
+    missing or not callable."""
     import importlib          # pylint: disable=import-outside-toplevel
     import importlib.util     # pylint: disable=import-outside-toplevel
     import pathlib            # pylint: disable=import-outside-toplevel
@@ -215,3 +216,57 @@ def load_reward_fn(spec: str, key: str = "reward_fn"):
         raise ValueError(f"{key}={spec!r}: {where} has no function {name!r}" if fn is None else
                          f"{key}={spec!r}: {name} is a {type(fn).__name__}, not a function")
     return fn
+
+
+FIXED = ("task", "completion", "answer")   # what every reward function is given, in this order
+
+
+def reward_columns(reward_fn) -> tuple[bool, frozenset[str], frozenset[str]]:
+    """``(takes_all, accepted, required)``: which of an item's columns ``reward_fn`` is given as keyword
+    arguments beyond its first three (:data:`FIXED`): all of them when it has ``**kwargs`` (TRL's
+    reward functions get every data set column so), else the names it declares; ``required`` are
+    those without a default. A function whose signature cannot be read is given none."""
+    import inspect   # pylint: disable=import-outside-toplevel
+    try:
+        params = list(inspect.signature(reward_fn).parameters.values())
+    except (TypeError, ValueError):
+        return False, frozenset(), frozenset()
+    named = [p for p in params[len(FIXED):] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return (any(p.kind == p.VAR_KEYWORD for p in params), frozenset(p.name for p in named),
+            frozenset(p.name for p in named if p.default is p.empty))
+
+
+def check_reward_columns(reward_fn, items: list[dict], key: str = "reward_fn") -> None:
+    """Every item has the columns ``reward_fn`` requires (:func:`reward_columns`). Raises ValueError
+    naming the first item (its ``where``) that lacks one, before anything is sampled."""
+    _, _, required = reward_columns(reward_fn)
+    for it in items:
+        missing = sorted(required - set(it.get("columns", {})))
+        if missing:
+            have = sorted(it.get("columns", {}))
+            raise ValueError(f"{it.get('where', 'an item')}: {key} {getattr(reward_fn, '__name__', reward_fn)!s} "
+                             f"needs the column{'s' * (len(missing) > 1)} {', '.join(missing)}; the record has "
+                             + (", ".join(have) if have else "no columns besides its conversation"))
+
+
+def score_completions(reward_fn, texts: list[str], items: list[dict], where: str = "") -> np.ndarray:
+    """``(N,)`` float32 rewards: ``reward_fn(task, completion, answer, **columns)`` for each completion
+    text and its item (``{"task", "answer", "columns"?, ...}``), given the item's columns the function
+    accepts (:func:`reward_columns`; TRL passes a data set's extra columns to ``reward_funcs`` so), a
+    column named ``task``, ``completion`` or ``answer`` never twice. ``where`` (``"of rollout 3"``)
+    names the call in errors. Raises ValueError, in one line naming the completion, when the function
+    raises or gives something other than a finite number."""
+    takes_all, accepted, _ = reward_columns(reward_fn)
+    out = np.zeros(len(texts), np.float32)
+    for r, (text, it) in enumerate(zip(texts, items)):
+        task = it.get("task", "")
+        columns = {k: v for k, v in it.get("columns", {}).items() if k not in FIXED and (takes_all or k in accepted)}
+        said = f"completion {r}{' ' + where if where else ''} (task {task!r}, {text[:60]!r})"
+        try:
+            value = reward_fn(task, text, it.get("answer"), **columns)
+        except Exception as e:   # pylint: disable=broad-except  (the user's function: said with its input)
+            raise ValueError(f"reward_fn raised {type(e).__name__}: {e} on {said}") from e
+        if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+            raise ValueError(f"reward_fn gave {value!r} for {said}; expected a finite number")
+        out[r] = value
+    return out

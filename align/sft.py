@@ -9,10 +9,14 @@ conversations), and the loss is the pretraining loss (``lmforge.train.pretrain.l
 weighted causal cross-entropy from chunked log-probs) with the mask as weights — TRL's
 ``SFTTrainer`` with ``assistant_only_loss`` and packing, as one loss on the one trainer.
 
-- Data: a conversations file (``data.path``: OpenAI ``messages``, Alpaca, ShareGPT, HH-RLHF or
-  GSM8K jsonl, read by ``lmforge.data.chat_readers``) and/or a mixture of synthetic tasks
-  (``data.synthetic``: ``lmforge.data.synthetic``, train and test splits disjoint by
-  construction). A file's held-out part is ``data.test_path`` or a seeded ``val_fraction`` of it.
+- Data: a conversations file (``data.path``: OpenAI ``messages``, Alpaca, ShareGPT, HH-RLHF, TRL's
+  ``prompt`` / ``completion`` or GSM8K jsonl, read by ``lmforge.data.chat_readers``) and/or a
+  mixture of synthetic tasks (``data.synthetic``: ``lmforge.data.synthetic``, train and test splits
+  disjoint by construction). A file's held-out part is ``data.test_path`` or a seeded
+  ``val_fraction`` of it. A record's ``answer`` column (a string or number) makes it a graded item,
+  as in ``lmforge eval RUN chat:path=...``: its ``task`` column names a grader (``gsm8k`` or a
+  synthetic task), and without one ``data.match`` grades it (``exact``, ``numeric``: the reply's
+  last number, ``regex`` with ``data.pattern``). Errors about a conversation name its ``file:line``.
 - LoRA: ``lora.rank > 0`` adds fresh adapters (B = 0, so training starts from the base's function)
   and trains only them (``optim.trainable`` defaults to the adapters); the run checkpoints the
   adapters alone and names its base in ``base.json``, so ``load_params(RUN)`` rebuilds the whole
@@ -36,6 +40,7 @@ import dataclasses
 import json
 import math
 import pathlib
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -59,6 +64,16 @@ from lmforge.train.trainer import BatchEvaluator, LoopConfig, Trainer
 FILE_FORMATS = ("auto", *FORMATS, "gsm8k")
 
 
+def check_match(data) -> list[tuple[bool, str]]:
+    """``(bad, message)`` for a data config's ``match`` / ``pattern`` (``__post_init__``'s problems)."""
+    from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
+    try:
+        matcher(data.match, data.pattern or None)
+    except ValueError as e:
+        return [(True, f"data.{e}")]
+    return []
+
+
 @dataclasses.dataclass(frozen=True)
 class ChatDataConfig:
     """Where the conversations come from and how they become batches."""
@@ -74,11 +89,14 @@ class ChatDataConfig:
     pack: bool = True                # several conversations per row, segment ids keep them apart
     train_on: str = "assistant"      # TRAIN_ON: the assistant's turns, or "all" tokens
     overflow: str = "truncate"       # OVERFLOW: a conversation longer than seq_len + 1 tokens is cut or dropped
+    match: str = "exact"             # how a file's answers without a task column are graded: exact | numeric | regex
+    pattern: str = ""                # match=regex: what to extract from a reply (group 1, else the whole match)
     seed: int = 0
 
     def __post_init__(self):
         unknown = [t for t, _ in self.synthetic if t not in synthetic.TASKS]
         problems = [msg for bad, msg in (
+            *check_match(self),
             (not self.path and not self.synthetic, "no data: set data.path (a conversations file) or data.synthetic"),
             (self.format not in FILE_FORMATS, f"data.format={self.format!r}: expected one of {', '.join(FILE_FORMATS)}"),
             (self.train_on not in TRAIN_ON, f"data.train_on={self.train_on!r}: expected one of {', '.join(TRAIN_ON)}"),
@@ -167,8 +185,9 @@ class SFTConfig(LoopConfig):
 # ----------------------------------------------------------------------------------------- data
 
 
-def read_items(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) items ``{"task", "messages", "answer"}`` from the file and the synthetic mixture."""
+def read_items(cfg) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) items ``{"task", "messages", "answer", "where", "columns"}`` from the file
+    (:func:`read_file`) and the synthetic mixture (``where`` names a synthetic item by its task)."""
     data = cfg.data
     train, test = [], []
     if data.path:
@@ -180,8 +199,10 @@ def read_items(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
     if data.synthetic:
         weights = dict(data.synthetic)
         options = dict(cfg.synthetic_options)
-        train += synthetic.mixture(weights, data.train_size, split="train", seed=data.seed, **options)
-        test += synthetic.mixture(weights, data.test_size, split="test", seed=data.seed, **options)
+        for split, out, n in (("train", train, data.train_size), ("test", test, data.test_size)):
+            drawn = synthetic.mixture(weights, n, split=split, seed=data.seed, **options)
+            out += [{**it, "where": f"synthetic {it['task']} {split} item {i}", "columns": {}}
+                    for i, it in enumerate(drawn)]
     if data.test_size and len(test) > data.test_size:
         test = test[:data.test_size]
     if not train:
@@ -190,17 +211,29 @@ def read_items(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
 
 
 def read_file(path: str, fmt: str) -> list[dict]:
-    """A conversations file as items; GSM8K lines (question / answer with ``#### n``) keep their answer:
-    ``fmt="gsm8k"``, or ``"auto"`` on a file whose first record has exactly ``question`` and ``answer``."""
+    """A conversations file as items ``{"task", "messages", "answer", "where", "columns"}``: GSM8K
+    lines (question / answer with ``#### n``; ``fmt="gsm8k"``, or ``"auto"`` on a file whose first
+    record has exactly ``question`` and ``answer``) keep their answer; a chat record's other keys are
+    its ``columns`` (``lmforge.data.chat_readers.read_chat_records``), its ``answer`` (a number made a
+    string) and ``task`` (``GENERIC`` when absent) taken from them. ``where`` is ``file:line``."""
+    from lmforge.eval.chat import GENERIC   # pylint: disable=import-outside-toplevel
+
     if fmt == "gsm8k" or (fmt == "auto" and _gsm8k_keys(path)):
         from lmforge.eval.generation import load_gsm8k
-        return [{"task": "gsm8k", "answer": it.answer,
+        return [{"task": "gsm8k", "answer": it.answer, "where": it.where, "columns": {},
                  "messages": [{"role": "user", "content": it.question},
                               {"role": "assistant", "content": it.solution}]} for it in load_gsm8k(path)]
-    from lmforge.data.chat_readers import read_conversations
-    convs, stats = read_conversations(path, format=fmt)
+    from lmforge.data.chat_readers import read_chat_records
+    records, stats = read_chat_records(path, format=fmt)
     say(f"read {stats.summary()}")
-    return [{"task": "chat", "answer": None, "messages": c} for c in convs]
+    items = []
+    for r in records:
+        answer, task = r.columns.get("answer"), r.columns.get("task", GENERIC)
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+            answer = str(answer)
+        items.append({"task": task, "answer": answer, "where": r.where, "columns": r.columns,
+                      "messages": r.messages})
+    return items
 
 
 def _gsm8k_keys(path: str) -> bool:
@@ -226,6 +259,63 @@ def grade(task: str, reply: str, answer: str) -> bool:
     return check_answer(task, reply, answer)
 
 
+def graded_tasks() -> tuple[str, ...]:
+    """The tasks :func:`grader` knows: ``GENERIC`` (graded by ``match``), ``gsm8k`` and the synthetic ones."""
+    from lmforge.eval.chat import GENERIC   # pylint: disable=import-outside-toplevel
+    return (GENERIC, "gsm8k", *synthetic.VERIFIABLE)
+
+
+def grader(data) -> Callable[[str, str, str], bool]:
+    """``grade(task, reply, answer) -> bool`` of a data config: :func:`grade` for a named task, and
+    ``data.match`` (``lmforge.eval.generation.matcher``) for a file's items that name none."""
+    from lmforge.eval.chat import with_generic   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
+    return with_generic(grade, matcher(data.match, data.pattern or None))
+
+
+def check_graded(item: dict, match: str, match_key: str = "data.match") -> str | None:
+    """Why ``item``'s reference answer could never be graded (``None`` when it can): a task without a
+    grader, an answer that is not a string, a numeric task's answer (or ``match=numeric``'s) that
+    holds no number. The reason starts with the item's ``where`` and names ``match`` as ``match_key``."""
+    from lmforge.eval.chat import GENERIC   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.extract import extract_number   # pylint: disable=import-outside-toplevel
+
+    task, answer, where = item.get("task"), item.get("answer"), item.get("where", "an item")
+    if task not in graded_tasks():
+        return (f"{where}: task {task!r} has no grader; expected one of {', '.join(graded_tasks()[1:])}, or no "
+                f"'task' (graded by {match_key}={match})")
+    if not isinstance(answer, str):
+        return f"{where}: answer {answer!r:.60}; expected a string or a number"
+    try:
+        grade(task, "", answer) if task != GENERIC else None   # a numeric task's answer must be a number
+    except ValueError as e:
+        return f"{where}: {e}"
+    if (task == "gsm8k" or (task == GENERIC and match == "numeric")) and extract_number(answer) is None:
+        return (f"{where}: answer {answer!r} holds no number; a {task} item is graded by the reply's number, so "
+                f"it could never be correct")
+    return None
+
+
+def held_out_graded(items: list[dict], match: str, limit: int | None = None, *, strict: bool = True) -> list[dict]:
+    """The held-out items with a reference answer the grader can check (:func:`check_graded`), at most
+    ``limit``. ``strict``: raises ValueError naming the first item whose answer could never be graded
+    (rewards and accuracy come from the grader); else such items are left out of the accuracy and
+    counted (a reward function of one's own may read tasks no grader knows)."""
+    out, left_out = [], []
+    for it in items:
+        if it.get("answer") is None:
+            continue
+        if (why := check_graded(it, match)) is None:
+            out.append(it)
+        elif strict:
+            raise ValueError(why)
+        else:
+            left_out.append(why)
+    if left_out:
+        say(f"held-out accuracy: {len(left_out)} items the grader cannot check left out (the first: {left_out[0]})")
+    return out[:limit]
+
+
 # --------------------------------------------------------------------------------------- runner
 
 
@@ -243,9 +333,11 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     train_items, test_items = read_items(cfg)
     data = cfg.data
     train_ex, stats = sft_examples([it["messages"] for it in train_items], template, data.seq_len,
-                                   train_on=data.train_on, overflow=data.overflow, where="train conversation")
+                                   train_on=data.train_on, overflow=data.overflow,
+                                   names=[it["where"] for it in train_items])
     test_ex, test_stats = sft_examples([it["messages"] for it in test_items], template, data.seq_len,
-                                       train_on=data.train_on, overflow=data.overflow, where="held-out conversation")
+                                       train_on=data.train_on, overflow=data.overflow,
+                                       names=[it["where"] for it in test_items])
     report_data(workdir, stats, test_stats, "conversation")
     mesh, eval_bs, alone, loaded, optim = prepare_policy(cfg, workdir, tok)
     rules, model_cfg = cfg.mesh.rules, loaded.cfg
@@ -259,7 +351,7 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
          f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
          + f"; mesh {dict(mesh.shape)}")
 
-    graded = [it for it in test_items if it.get("answer") is not None][:cfg.eval_generate]
+    graded, grade = held_out_graded(test_items, data.match, cfg.eval_generate), grader(data)
     losses = BatchEvaluator(sft_eval_batches(test_ex, data.seq_len, eval_bs), rows=eval_bs,
                             derive=lambda m: {"perplexity": math.exp(min(m["loss"], 50.0))}) if test_ex else None
     sampling = SamplingConfig(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0)
@@ -326,4 +418,5 @@ def _describe(m: dict) -> str:
     return line
 
 
-__all__ = ["ChatDataConfig", "SFTConfig", "grade", "read_items", "run_sft"]
+__all__ = ["ChatDataConfig", "SFTConfig", "check_graded", "grade", "graded_tasks", "grader", "held_out_graded",
+           "read_file", "read_items", "run_sft"]

@@ -177,11 +177,10 @@ def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_n
     "task"?}`` items (path). A file's conversation either ends with a reference assistant turn, which the
     model does not see, or is asked as it is; an item's task names its grader (``align.sft.grade``), and
     items without one are graded by ``match`` (``eval.chat.GENERIC``). Every item is checked (file:line)."""
-    from lmforge.align.sft import grade   # pylint: disable=import-outside-toplevel
+    from lmforge.align.sft import check_graded, grade   # pylint: disable=import-outside-toplevel
     from lmforge.data import synthetic   # pylint: disable=import-outside-toplevel
     from lmforge.data.chat import check_messages   # pylint: disable=import-outside-toplevel
     from lmforge.eval.chat import GENERIC, with_generic   # pylint: disable=import-outside-toplevel
-    from lmforge.eval.extract import extract_number   # pylint: disable=import-outside-toplevel
     from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
     from lmforge.eval.jsonl import field, read_jsonl   # pylint: disable=import-outside-toplevel
 
@@ -194,7 +193,6 @@ def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_n
                           f"(drop tasks=)")
     n = min(n, ctx.limit) if ctx.limit else n
     if path:
-        graded = (GENERIC, "gsm8k", *synthetic.VERIFIABLE)
         items = []
         for number, obj in read_jsonl(_path(path, "chat")):
             if len(items) >= n:
@@ -203,16 +201,8 @@ def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_n
             messages = check_messages(field(obj, "messages", list, where), where=where)
             answer = str(field(obj, "answer", (str, int, float), where))
             task = field(obj, "task", str, where) if "task" in obj else GENERIC
-            if task not in graded:
-                raise ConfigError(f"{where}: task {task!r} has no grader; expected one of {', '.join(graded[1:])}, "
-                                  f"or no 'task' (graded by match={match})")
-            try:
-                grade(task, "", answer)   # a numeric task's answer must be a number
-            except ValueError as e:
-                raise ConfigError(f"{where}: {e}") from None
-            if (task == "gsm8k" or (task == GENERIC and match == "numeric")) and extract_number(answer) is None:
-                raise ConfigError(f"{where}: answer {answer!r} holds no number; a {task} item is graded by the "
-                                  f"reply's number, so it could never be correct")
+            if (why := check_graded({"task": task, "answer": answer, "where": where}, match, "match")) is not None:
+                raise ConfigError(why)
             if messages[-1]["role"] == "assistant":   # the reference turn, which the prompt leaves out
                 if len(messages) == 1:
                     raise ConfigError(f"{where}: the conversation is only an assistant turn; expected the messages "

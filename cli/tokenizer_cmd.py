@@ -38,7 +38,7 @@ from .typecheck import check_flag
 
 CHAT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 DOCUMENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
-_CHAT_KEYS = ("messages", "conversations", "instruction", "chosen")
+_CHAT_KEYS = ("messages", "conversations", "instruction", "chosen", "prompt")
 _SHOW_CHARS = 2_000   # a text file's tokens shown; its counts cover all of it
 _BACKGROUNDS = ("\x1b[30;48;5;153m", "\x1b[30;48;5;223m")   # black on light blue / light orange
 _WEIGHTED = "\x1b[1;4m"                                      # bold, underlined
@@ -52,7 +52,7 @@ def add_show_parser(tok_sub) -> None:
     show.add_argument("--tokenizer", required=True, metavar="DIR_OR_RUN",
                       help="a tokenizer folder, or a run / model folder with tokenizer/ in it")
     show.add_argument("--format", default="auto",
-                      choices=("auto", "text", "documents", "messages", "alpaca", "sharegpt", "hh"),
+                      choices=("auto", "text", "documents", "messages", "alpaca", "sharegpt", "hh", "prompt"),
                       help="what the input is (default: detected)")
     show.add_argument("--text-field", default="text", metavar="FIELD",
                       help="the field holding a document in a documents .jsonl (default: text)")

@@ -297,12 +297,13 @@ class ChatStats:
 
 
 def sft_examples(conversations: Iterable[Sequence[Message]], template: ChatTemplate, seq_len: int, *,
-                 train_on: str = "assistant", overflow: str = "truncate",
-                 where: str = "conversation") -> tuple[list[dict[str, np.ndarray]], ChatStats]:
+                 train_on: str = "assistant", overflow: str = "truncate", where: str = "conversation",
+                 names: Sequence[str] | None = None) -> tuple[list[dict[str, np.ndarray]], ChatStats]:
     """Conversations → examples ``{"inputs", "targets", "weights"}`` (each ``(n,)``, ``n <= seq_len``).
 
     ``inputs = ids[:-1]``, ``targets = ids[1:]``, ``weights = mask[1:]``. Conversation ``i`` is
-    named ``f"{where} {i}"`` in errors. Raises ValueError for an invalid conversation or option.
+    named ``names[i]`` in errors (a reader's ``file:line``), else ``f"{where} {i}"``. Raises
+    ValueError for an invalid conversation or option.
     """
     if overflow not in OVERFLOW:
         raise ValueError(f"overflow={overflow!r}: expected one of {', '.join(OVERFLOW)}")
@@ -311,8 +312,12 @@ def sft_examples(conversations: Iterable[Sequence[Message]], template: ChatTempl
     stats, out = ChatStats(), []
     for i, conv in enumerate(conversations):
         stats.conversations += 1
-        conv = check_messages(conv, where=f"{where} {i}", need_assistant=train_on == "assistant")
-        ids, weights = template.encode(conv, train_on=train_on)
+        name = names[i] if names is not None else f"{where} {i}"
+        conv = check_messages(conv, where=name, need_assistant=train_on == "assistant")
+        try:
+            ids, weights = template.encode(conv, train_on=train_on)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
         if len(ids) > seq_len + 1:
             if overflow == "drop":
                 stats.dropped_too_long += 1

@@ -19,6 +19,9 @@ holding one JSON array of the same objects is read too, as Alpaca and ShareGPT d
   ``gpt``/``assistant``/``chatgpt``/``bard``/``bing``/``model``, ``system``, and
   ``tool``/``observation``/``function_response`` (a tool's result); an optional top-level
   ``system`` string comes first.
+- ``prompt`` (TRL's prompt-only and prompt-completion formats): ``{"prompt", "completion"?}``, each a
+  string (the user's turn, the assistant's reply) or a list of OpenAI messages; a prompt without a
+  completion is a conversation ending in a user turn (a prompt for GRPO / PPO).
 - ``hh`` (Anthropic HH-RLHF): ``{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}``;
   ``field`` picks the transcript (``chosen`` by default). Turns split on ``"\\n\\nHuman: "`` and
   ``"\\n\\nAssistant: "`` (:func:`parse_hh_transcript`); turns are kept as written and counted when
@@ -26,7 +29,11 @@ holding one JSON array of the same objects is read too, as Alpaca and ShareGPT d
   have two assistant turns in a row, and 4 chosen ones an empty turn.
 
 ``format="auto"`` decides from the first record's keys (``messages``, ``conversations``,
-``instruction`` + ``output``, ``chosen``) and every later record must be of that format.
+``instruction`` + ``output``, ``chosen``, ``prompt``) and every later record must be of that format.
+
+A record's other keys — a reference ``answer``, a ``task``, test cases, metadata — are kept as its
+``columns`` by :func:`read_chat_records` (TRL passes a data set's extra columns to its reward
+functions the same way).
 
 Nothing is dropped silently: a malformed record (not JSON, not an object, a missing or mistyped
 key, an unknown role) is a one-line ValueError naming ``file:line`` and what was expected; what is
@@ -47,7 +54,10 @@ from collections.abc import Iterator, Mapping
 
 from lmforge.data.chat import check_messages
 
-FORMATS = ("messages", "alpaca", "sharegpt", "hh")
+FORMATS = ("messages", "alpaca", "sharegpt", "hh", "prompt")
+COLUMNS_READ = {"messages": {"messages"}, "alpaca": {"instruction", "input", "output", "system", "history"},
+                "sharegpt": {"conversations", "system"}, "hh": {"chosen", "rejected"},
+                "prompt": {"prompt", "completion"}}   # a format's own keys; the rest are a record's columns
 HH_FIELDS = ("chosen", "rejected")
 OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
                 "tool": "tool", "function": "tool"}
@@ -79,6 +89,15 @@ class ReadStats:
         return text
 
 
+@dataclasses.dataclass(frozen=True)
+class ChatRecord:
+    """One conversation of a chat data file: where it was read (``file:line``), its messages and the
+    record's other keys as read (``columns``: ``{"answer": "42", "task": "gsm8k", ...}``)."""
+    where: str
+    messages: list[dict]
+    columns: dict
+
+
 def read_conversations(path, format: str = "auto", *, field: str = "chosen",
                        require_assistant: bool = False) -> tuple[list[list[dict]], ReadStats]:
     """Every conversation of a chat data file, in file order, with what was skipped.
@@ -92,13 +111,22 @@ def read_conversations(path, format: str = "auto", *, field: str = "chosen",
 
     Returns:
       ``(conversations, stats)``: each conversation a list of ``{"role", "content"}`` dicts (roles in
-      ``lmforge.data.chat.ROLES``), and a :class:`ReadStats`.
+      ``lmforge.data.chat.ROLES``), and a :class:`ReadStats`. :func:`read_chat_records` keeps each
+      one's ``file:line`` and the record's other keys too.
 
     Raises:
       FileNotFoundError: no such file.
       ValueError: an unknown ``format`` / ``field``, an undetectable first record, or a malformed
         record, naming ``file:line``.
     """
+    records, stats = read_chat_records(path, format, field=field, require_assistant=require_assistant)
+    return [r.messages for r in records], stats
+
+
+def read_chat_records(path, format: str = "auto", *, field: str = "chosen",
+                      require_assistant: bool = False) -> tuple[list[ChatRecord], ReadStats]:
+    """:func:`read_conversations` keeping, for each conversation, its ``file:line`` and its record's
+    other keys (:class:`ChatRecord`); same arguments and errors."""
     path = pathlib.Path(path)
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format={format!r}: expected auto or one of {', '.join(FORMATS)}")
@@ -120,7 +148,8 @@ def read_conversations(path, format: str = "auto", *, field: str = "chosen",
         roles = [m["role"] for m in messages if m["role"] != "system"]   # a tool result between two assistant
         if any(a == b != "tool" for a, b in zip(roles, roles[1:])):       # turns (a call, the answer) is regular
             stats.irregular["with two user or assistant turns in a row"] += 1
-        out.append(messages)
+        read = COLUMNS_READ[stats.format]
+        out.append(ChatRecord(where, messages, {k: v for k, v in record.items() if k not in read}))
     stats.conversations = len(out)
     if stats.format == "auto":   # an empty file: nothing to detect from
         stats.format = "empty"
@@ -138,10 +167,12 @@ def detect_format(record, *, where: str = "record") -> str:
             return "alpaca"
         if "chosen" in record and isinstance(record["chosen"], str):
             return "hh"
+        if "prompt" in record and "chosen" not in record:
+            return "prompt"
     keys = sorted(record)[:6] if isinstance(record, Mapping) else type(record).__name__
     raise ValueError(f"{where}: cannot tell the chat format of a record with keys {keys}; expected \"messages\" "
-                     f"(OpenAI), \"conversations\" (ShareGPT), \"instruction\" + \"output\" (Alpaca) or \"chosen\" "
-                     f"(HH-RLHF)")
+                     f"(OpenAI), \"conversations\" (ShareGPT), \"instruction\" + \"output\" (Alpaca), \"chosen\" "
+                     f"(HH-RLHF) or \"prompt\" (TRL)")
 
 
 def parse_hh_transcript(text: str, *, where: str = "transcript") -> list[dict]:
@@ -237,7 +268,26 @@ def _from_hh(record, where: str, field: str, stats: ReadStats) -> list[dict]:
     return messages
 
 
-_CONVERTERS = {"messages": _from_messages, "alpaca": _from_alpaca, "sharegpt": _from_sharegpt, "hh": _from_hh}
+def _from_prompt(record, where: str, field: str, stats: ReadStats) -> list[dict]:
+    if not isinstance(record, Mapping) or "prompt" not in record:
+        raise ValueError(f"{where}: expected a JSON object with \"prompt\" (and \"completion\"), got {_short(record)}")
+    out = []
+    for key, role in (("prompt", "user"), ("completion", "assistant")):
+        value = record.get(key)
+        if key == "completion" and value is None:
+            break
+        if isinstance(value, str):
+            out.append({"role": role, "content": value})
+        elif isinstance(value, list):
+            out += _from_messages({"messages": value}, f"{where}: \"{key}\"", field, stats)
+        else:
+            raise ValueError(f"{where}: \"{key}\" is {_short(value)}; expected a string or a list of "
+                             f"{{\"role\", \"content\"}} messages")
+    return out
+
+
+_CONVERTERS = {"messages": _from_messages, "alpaca": _from_alpaca, "sharegpt": _from_sharegpt, "hh": _from_hh,
+               "prompt": _from_prompt}
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -306,4 +356,5 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-__all__ = ["FORMATS", "HH_FIELDS", "ReadStats", "detect_format", "parse_hh_transcript", "read_conversations"]
+__all__ = ["COLUMNS_READ", "FORMATS", "HH_FIELDS", "ChatRecord", "ReadStats", "detect_format", "parse_hh_transcript",
+           "read_chat_records", "read_conversations"]

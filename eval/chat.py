@@ -24,12 +24,15 @@ GENERIC = "chat"   # the task of an item that names none: graded by a matcher, n
 
 
 def prompt_messages(messages: Sequence[Mapping[str, str]]) -> list[dict]:
-    """What the model is asked: the messages up to the last user turn's reply, i.e. before the first
-    assistant turn after the last user message (the last assistant turn when there is no user turn).
-    A tool-use item (user, call, result, answer) is asked from the user's turn: the calls are the
-    model's to make.
+    """What the model is asked: a conversation that ends in a user turn as it is (a prompt, as GRPO's
+    and TRL's prompt-only records are); else the messages up to the last user turn's reply, i.e.
+    before the first assistant turn after the last user message (the last assistant turn when there
+    is no user turn). A tool-use item (user, call, result, answer) is asked from the user's turn: the
+    calls are the model's to make.
 
     Raises ValueError if there is no assistant turn or nothing before it."""
+    if messages and messages[-1]["role"] == "user":
+        return [dict(m) for m in messages]
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     after = users[-1] if users else 0
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > after]

@@ -558,3 +558,63 @@ def test_a_reward_fn_named_in_the_config_trains_on_prompts_without_answers(base,
                         ("no_such_module_xyz:f", "does not load: ModuleNotFoundError")):
         with pytest.raises(ValueError, match=match):
             dataclasses.replace(cfg, reward_fn=spec).check_runnable()
+
+
+def test_reward_functions_get_the_columns_they_ask_for():
+    """TRL's reward functions get a data set's other columns as keywords: ``**kwargs`` gets them all,
+    declared names get theirs, ``task``/``completion``/``answer`` never twice; a required column a record
+    lacks is refused naming its ``file:line`` before anything is sampled."""
+    from lmforge.align.rollouts import check_reward_columns, reward_columns, score_completions
+
+    items = [{"task": "chat", "answer": "4", "where": "p.jsonl:1", "columns": {"answer": 4, "tests": [1, 2], "id": 9}},
+             {"task": "chat", "answer": None, "where": "p.jsonl:2", "columns": {"id": 10}}]
+    seen = []
+
+    def everything(task, completion, answer, **kw):
+        seen.append(kw)
+        return len(completion)
+
+    def named(task, completion, answer, tests=(), *, id):   # noqa: A002  (a column's name)
+        return len(tests) + id
+
+    assert score_completions(everything, ["ab", "c"], items).tolist() == [2.0, 1.0]
+    assert seen == [{"tests": [1, 2], "id": 9}, {"id": 10}]
+    assert score_completions(named, ["", ""], items).tolist() == [11.0, 10.0]
+    assert reward_columns(named) == (False, frozenset({"tests", "id"}), frozenset({"id"}))
+    assert reward_columns(_e_share) == (False, frozenset(), frozenset())
+    check_reward_columns(named, items)
+
+    def needs_tests(task, completion, answer, tests):
+        return 0.0
+    with pytest.raises(ValueError, match=r"^p.jsonl:2: reward_fn needs_tests needs the column tests; the record "
+                                         r"has id$"):
+        check_reward_columns(needs_tests, items)
+    with pytest.raises(ValueError, match=r"^reward_fn raised TypeError: .*on completion 1 of rollout 3 \(task 'chat'"):
+        score_completions(needs_tests, ["a", "b"], items, where="of rollout 3")
+
+
+def test_grpo_on_a_trl_prompt_file_with_answers_graded_and_a_column_reward(base, tmp_path, write_jsonl):
+    """A TRL-style ``{"prompt", "answer"}`` file trains with no reward function of one's own (the answers
+    graded by ``data.match``, held-out accuracy over them), and a ``reward_fn`` with ``**kwargs`` reads a
+    record's other columns; a task no grader knows is refused naming its ``file:line``."""
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"prompt": f"What is {i} + {i}?", "answer": 2 * i, "target_len": i % 5}
+                                              for i in range(20)])
+    data = PromptDataConfig(path=str(path), batch_size=4, max_prompt_len=40, val_fraction=0.2, match="numeric")
+    cfg = dataclasses.replace(_cfg(base, steps=2, eval_generate=4, eval_every=2), data=data)
+    final = run_grpo(cfg, tmp_path / "graded")
+    assert final["final/n"] == 4 and 0.0 <= final["final/accuracy"] <= 1.0
+    rows = [json.loads(x) for x in (tmp_path / "graded" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/reward" in r] == [1, 2]
+
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def length(task, completion, answer, **columns):\n"
+                       "    assert task == 'chat' and answer.isdigit() and set(columns) == {'target_len'}\n"
+                       "    return -abs(len(completion) - columns['target_len'])\n")
+    run_grpo(dataclasses.replace(cfg, eval_generate=0, reward_fn=f"{rewards}:length"), tmp_path / "columns")
+    rows = [json.loads(x) for x in (tmp_path / "columns" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train/reward"] <= 0 for r in rows if "train/reward" in r)
+
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"prompt": "Write f.", "answer": "def f(): pass", "task": "code"}] * 5)
+    with pytest.raises(ValueError, match=rf"^{odd}:\d: task 'code' has no grader; .*or score it with a reward function "
+                                         rf"of your own \(reward_fn="):
+        run_grpo(dataclasses.replace(cfg, data=dataclasses.replace(data, path=str(odd))), tmp_path / "odd")

@@ -342,3 +342,17 @@ def test_sample_rows_lays_out_n_completions_of_each_prompt():
     assert texts == ["e", "fff", "g", "hh"] and truncated.tolist() == [False, True, False, False]
     assert rows["targets"][:, :4].tolist() == [[2, 5, 3, 0], [2, 6, 6, 6], [7, 3, 0, 0], [8, 8, 3, 0]]
     assert rows["mask"].sum(-1).tolist() == got_lengths.tolist() == [2, 3, 2, 3]
+
+
+def test_ppo_with_a_reward_model_trains_and_scores_prompt_only_records(base, reward_model, tmp_path, write_jsonl):
+    """TRL's prompt-only records (no reference reply) are PPO's usual data beside a reward model: the
+    rollouts and the held-out replies are scored as prompt + reply (before, a conversation ending in a
+    user turn could not be rendered for the reward model)."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Tell me about {i}."} for i in range(40)])
+    cfg = dataclasses.replace(_cfg(base, reward_from=str(reward_model), steps=2, eval_generate=4),
+                              data=PromptDataConfig(path=str(prompts), batch_size=16, max_prompt_len=40,
+                                                    val_fraction=0.2))
+    out = run_ppo(cfg, tmp_path / "run")
+    assert out["final/step"] == 2 and np.isfinite(out["final/score"])
+    samples = [json.loads(x) for x in (tmp_path / "run" / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4

@@ -330,3 +330,44 @@ def test_a_gsm8k_file_is_known_by_its_keys_not_its_name(tmp_path, write_jsonl):
     chat = write_jsonl(tmp_path / "gsm8k_chat.jsonl", [{"messages": [{"role": "user", "content": "hi"},
                                                                      {"role": "assistant", "content": "hello"}]}])
     assert read_file(str(chat), "auto")[0]["task"] == "chat"
+
+
+def test_a_chat_files_answers_and_columns_become_graded_items_named_by_file_and_line(tmp_path, write_jsonl, tok_dir):
+    """A chat record's ``answer`` (a number made a string) and ``task`` columns make it a graded item, as
+    ``lmforge eval chat:path=`` reads them; answers no grader could check are refused naming ``file:line``
+    (or, for held-out accuracy beside a reward function of one's own, left out and counted); and a
+    conversation SFT cannot train is named by its ``file:line``, not its index in the shuffled split."""
+    from lmforge.align.sft import ChatDataConfig, check_graded, grader, held_out_graded, read_file
+    from lmforge.data.chat import ChatFormat
+
+    path = write_jsonl(tmp_path / "qa.jsonl", [
+        {"prompt": "2+2?", "answer": 4},
+        {"prompt": [{"role": "user", "content": "Spell cat."}], "answer": "c-a-t", "task": "spelling"},
+        {"prompt": "Name?", "answer": "Ada", "task": "poetry"},
+        {"prompt": "How many?", "answer": "many", "task": "gsm8k"},
+        {"prompt": "Hi"},
+    ])
+    with pytest.raises(ValueError, match=f'^{path}:1: no "messages"'):
+        read_file(str(path), "messages")
+    items = read_file(str(path), "auto")
+    assert [(it["task"], it["answer"], it["where"]) for it in items] == [
+        ("chat", "4", f"{path}:1"), ("spelling", "c-a-t", f"{path}:2"), ("poetry", "Ada", f"{path}:3"),
+        ("gsm8k", "many", f"{path}:4"), ("chat", None, f"{path}:5")]
+    assert items[0]["columns"] == {"answer": 4}
+    assert check_graded(items[0], "numeric") is None and check_graded(items[1], "exact") is None
+    assert check_graded(items[2], "exact").startswith(f"{path}:3: task 'poetry' has no grader; expected one of gsm8k")
+    assert check_graded(items[3], "exact") == (f"{path}:4: answer 'many' holds no number; a gsm8k item is graded by "
+                                               f"the reply's number, so it could never be correct")
+    with pytest.raises(ValueError, match=f"^{path}:3: task 'poetry'"):
+        held_out_graded(items, "exact")
+    assert held_out_graded(items, "exact", strict=False) == items[:2]
+    grade = grader(ChatDataConfig(path=str(path), match="numeric"))
+    assert grade("chat", "It is 4.", "4") and not grade("chat", "It is 5.", "4") and grade("spelling", "#### c-a-t", "cat")
+    with pytest.raises(ValueError, match=r"data.match='fuzzy': expected one of exact, numeric, regex"):
+        ChatDataConfig(path=str(path), match="fuzzy")
+    with pytest.raises(ValueError, match=r"data.match=regex needs a pattern"):
+        ChatDataConfig(path=str(path), match="regex")
+
+    template = ChatFormat(load_tokenizer(tok_dir))
+    with pytest.raises(ValueError, match=rf"^{path}:1: the conversation has no assistant turn"):
+        sft_examples([it["messages"] for it in items], template, 32, names=[it["where"] for it in items])

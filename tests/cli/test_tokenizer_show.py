@@ -130,3 +130,17 @@ def test_odd_inputs_are_named_errors(run_dir, capsys, tmp_path):
     code, out, _ = _show(capsys, str(tmp_path / "gsm.jsonl"), "--tokenizer", str(run), "--format", "documents",
                          "--text-field", "question")
     assert code == 0 and out[0] == f"== document 1 of 1 ({tmp_path / 'gsm.jsonl'}:1) =="
+
+
+def test_show_offers_every_chat_format_the_reader_knows(tmp_path, capsys):
+    """``--format`` lists the chat reader's FORMATS (kept literal so ``--help`` imports nothing heavy)."""
+    import argparse
+
+    from lmforge.cli.tokenizer_cmd import add_show_parser
+    from lmforge.data.chat_readers import FORMATS
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_show_parser(sub)
+    (show,) = sub.choices.values()
+    (fmt,) = [a for a in show._actions if a.dest == "format"]
+    assert set(fmt.choices) == {"auto", "text", "documents", *FORMATS}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lmforge.data.chat_readers import detect_format, parse_hh_transcript, read_conversations
+from lmforge.data.chat_readers import detect_format, parse_hh_transcript, read_chat_records, read_conversations
 
 CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
         {"role": "assistant", "content": "4."}, {"role": "user", "content": "And 3+3?"},
@@ -128,3 +128,30 @@ def test_real_hh_rlhf_harmless_base_test_split(shared_data):
     # a pair shares its prompt: everything up to the last assistant turn (in all but a handful of pairs)
     same_prompt = sum(c[:-1] == r[:-1] for c, r in zip(chosen, rejected))
     assert same_prompt > 0.95 * 2312
+
+
+def test_trl_prompt_format_and_the_columns_a_record_keeps(tmp_path):
+    """TRL's prompt-only and prompt-completion records (strings or messages) are read as the
+    conversation they stand for; every record's keys beyond its format's are kept as ``columns``
+    (what a reward function or a grader reads), and each conversation keeps its ``file:line``."""
+    path = _write(tmp_path / "p.jsonl", [
+        {"prompt": "What is 2+2?", "answer": 4, "tests": ["assert f() == 4"]},
+        "",
+        {"prompt": CONV[:4], "completion": [CONV[4]], "task": "arithmetic"},
+        {"prompt": [CONV[1]], "completion": "4."},
+    ])
+    records, stats = read_chat_records(path)
+    assert stats.format == "prompt" and detect_format({"prompt": "x", "solution": "y"}) == "prompt"
+    assert [r.where for r in records] == [f"{path}:1", f"{path}:3", f"{path}:4"]
+    assert records[0].messages == [CONV[1]] and records[0].columns == {"answer": 4, "tests": ["assert f() == 4"]}
+    assert records[1].messages == CONV and records[1].columns == {"task": "arithmetic"}
+    assert records[2].messages == CONV[1:3] and records[2].columns == {}
+    convs, _ = read_conversations(path)
+    assert convs == [r.messages for r in records]
+    other = _write(tmp_path / "m.jsonl", [{**RECORDS["messages"], "answer": "6", "id": 7}])
+    assert read_chat_records(other)[0][0].columns == {"answer": "6", "id": 7}   # not "messages"
+    bad = _write(tmp_path / "bad.jsonl", [{"prompt": "a"}, {"prompt": 3}])
+    with pytest.raises(ValueError, match=rf"^{bad}:2: \"prompt\" is 3; expected a string or a list of"):
+        read_conversations(bad)
+    # A TRL preference file is not read as prompts: its chosen side makes it one (or an error here).
+    assert detect_format({"prompt": "x", "chosen": "\n\nHuman: a\n\nAssistant: b"}) == "hh"
