@@ -24,8 +24,8 @@ weighted causal cross-entropy from chunked log-probs) with the mask as weights â
 - Evaluation at ``eval_every`` and at the end: the exact held-out loss (every held-out
   conversation once, weighted mean over its trained tokens) and, for held-out items with a
   reference answer, the accuracy of greedy replies (``lmforge.eval.chat``), overall and per task
-  (``eval/reply/accuracy``, ``eval/reply/accuracy/<task>``; ``eval/accuracy`` is the loss's
-  next-token accuracy on the trained tokens). Replies go to the sampler ``eval_batch_size`` prompts
+  (``eval/reply/accuracy``, ``eval/reply/accuracy/<task>``; ``eval/token_accuracy`` is the loss's
+  next-token accuracy on the trained tokens, TRL's ``mean_token_accuracy``). Replies go to the sampler ``eval_batch_size`` prompts
   a call, counted by a progress bar on process 0: they are most of an evaluation's time.
   The base model is scored the same way before the first step (``base_eval.json``) â€” the number
   SFT must beat. The final replies go to ``eval_samples.jsonl``. With ``eval_tools`` (names in
@@ -403,12 +403,12 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
 
 def _describe(m: dict) -> str:
     """``held-out loss 1.2345, token accuracy 0.712; replies correct 0.640 of 200 (arithmetic 0.5, ...)``.
-    ``eval/accuracy`` is the loss's next-token accuracy, ``eval/reply/accuracy`` the graded replies'."""
+    ``eval/token_accuracy`` is the loss's next-token accuracy, ``eval/reply/accuracy`` the graded replies'."""
     parts = []
     if "eval/loss" in m:
         parts.append(f"held-out loss {m['eval/loss']:.4f}")
-    if "eval/accuracy" in m:
-        parts.append(f"token accuracy {m['eval/accuracy']:.3f}")
+    if "eval/token_accuracy" in m:
+        parts.append(f"token accuracy {m['eval/token_accuracy']:.3f}")
     line = ", ".join(parts) or "no held-out data"
     if "eval/reply/accuracy" in m:
         tasks = [f"{k[len('eval/reply/accuracy/'):]} {v:.3f}" for k, v in m.items()

@@ -55,11 +55,12 @@ def causal_lm_loss(logprobs: jax.Array, weights: jax.Array, *, log_z: jax.Array 
       logprobs: (B, T) log p(target) (``token_logprobs(...).logprobs``; targets already shifted).
       weights: (B, T), 0 where a position must not count.
       log_z: (B, T) log-normalisers, needed for ``z_loss > 0``.
-      correct: (B, T) bool, the target is the argmax (for the ``accuracy`` metric).
+      correct: (B, T) bool, the target is the argmax (for the ``token_accuracy`` metric).
       z_loss: weight of the z-loss.
 
     Returns:
-      (loss, metrics): ``loss`` (cross-entropy), ``accuracy`` (with ``correct``), ``z_loss`` (with
+      (loss, metrics): ``loss`` (cross-entropy), ``token_accuracy`` (with ``correct``; TRL's
+      ``mean_token_accuracy``, named apart from graded replies' ``accuracy``), ``z_loss`` (with
       ``log_z``) — means over the weight — and ``weight_sum``.
 
     Raises:
@@ -71,7 +72,7 @@ def causal_lm_loss(logprobs: jax.Array, weights: jax.Array, *, log_z: jax.Array 
     nll = -(logprobs.astype(jnp.float32) * weights).sum() / denom
     metrics = {"loss": nll, "weight_sum": weight_sum}
     if correct is not None:
-        metrics["accuracy"] = (correct.astype(jnp.float32) * weights).sum() / denom
+        metrics["token_accuracy"] = (correct.astype(jnp.float32) * weights).sum() / denom
     total = nll
     if log_z is not None:
         metrics["z_loss"] = (jnp.square(log_z.astype(jnp.float32)) * weights).sum() / denom

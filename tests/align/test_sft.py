@@ -120,7 +120,7 @@ def test_sft_experiments_end_to_end_full_then_lora(base, tmp_path, capsys):
         assert out["final/step"] == 6 and math.isfinite(out["final/loss"]) and 0 <= out["final/reply/accuracy"] <= 1
         assert out["base/loss"] > out["final/loss"]       # fine-tuning lowers the held-out loss
         assert {"reply/accuracy/arithmetic", "reply/accuracy/identity"} <= {k[len("final/"):] for k in out}
-        assert 0 <= out["final/accuracy"] <= 1      # the loss's next-token accuracy, a separate metric
+        assert 0 <= out["final/token_accuracy"] <= 1      # the loss's next-token accuracy, a separate metric
         report = json.loads((run / "data_report.json").read_text())
         assert report["train"]["kept"] + report["train"]["dropped_no_weight"] + \
             report["train"]["dropped_too_long"] == report["train"]["conversations"] == 64

@@ -35,7 +35,7 @@ def test_causal_lm_loss_by_hand():
     weights = jnp.array([[1.0, 0.0]])
     loss, m = lm_loss_of(logits, targets, weights)
     assert float(loss) == pytest.approx(-math.log(0.5), rel=1e-6)
-    assert float(m["accuracy"]) == 1.0            # argmax of position 0 is token 1
+    assert float(m["token_accuracy"]) == 1.0            # argmax of position 0 is token 1
     assert float(m["weight_sum"]) == 1.0
     assert float(m["loss"]) == pytest.approx(math.log(2.0), rel=1e-6)
 
@@ -195,7 +195,7 @@ def test_masked_lm_loss_counts_chosen_positions_only():
     loss, m = masked_lm_loss(lp.logprobs, jnp.array([[0.0, 1.0]]), correct=lp.correct)
     expected = -(2.0 - math.log(math.exp(0) + math.exp(2) + math.exp(0)))
     assert float(loss) == pytest.approx(expected, rel=1e-6)
-    assert float(m["accuracy"]) == 1.0 and float(m["weight_sum"]) == 1.0
+    assert float(m["token_accuracy"]) == 1.0 and float(m["weight_sum"]) == 1.0
 
 
 @pytest.mark.parametrize("warmup", [0, 1, 100])

@@ -210,7 +210,7 @@ def test_killed_and_resumed_run_equals_straight_run(exp_dir, straight_run):
     assert f"resumed from step {saved[0]}" in resumed.out.read_text()
 
     want, got = read_metrics(straight_run / "metrics.jsonl"), read_metrics(metrics)
-    for key in ("train/loss", "train/grad_norm", "train/lr", "train/accuracy", "eval/loss"):
+    for key in ("train/loss", "train/grad_norm", "train/lr", "train/token_accuracy", "eval/loss"):
         w, g = by_step(want, key), by_step(got, key)
         assert list(g) == list(w), f"{key}: logged steps differ: {list(g)} vs {list(w)}"
         np.testing.assert_allclose([g[s] for s in w], list(w.values()), rtol=1e-6, err_msg=key)
