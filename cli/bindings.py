@@ -104,7 +104,27 @@ def apply_bindings(config: Any, bindings: Iterable[str]) -> Any:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = text
-    return _apply(config, tree, "", config)
+    out = _apply(config, tree, "", config)
+    for key in given:
+        if key.split(".")[-1] == "family":
+            _family_note(key, out)
+    return out
+
+
+def _family_note(key: str, config: Any) -> None:
+    """A note on stderr when a bound ``family`` leaves its model config another family's network
+    (``ModelConfig.family_differences``: ``model.family=llama`` over a GPT-2 experiment)."""
+    model = config
+    for part in key.split(".")[:-1]:
+        model = getattr(model, part, None)
+    differences = getattr(model, "family_differences", None)
+    if not callable(differences) or not (found := differences()):
+        return
+    prefix = key.rpartition(".")[0]
+    keeps = ", ".join(f"{k}={v!r}" for k, (v, _) in found.items())
+    wants = " ".join(f"{prefix + '.' if prefix else ''}{k}={format_value(w)}" for k, (_, w) in found.items())
+    print(f"lmforge: {key}={model.family} keeps {keeps} from the experiment; a {model.family} model has {wants} "
+          f"(bind those too, or start from an experiment of that family)", file=sys.stderr, flush=True)
 
 
 def diff(old: Any, new: Any) -> dict[str, tuple[Any, Any]]:

@@ -184,6 +184,17 @@ class ModelConfig:
             raise ValueError(f"model.num_labels={self.num_labels} (a score head) is for decoder-only families, not "
                              f"{self.family!r}")
 
+    def family_differences(self) -> dict[str, tuple]:
+        """``{field: (this value, the family's)}`` for the fields that make a family what it is (norm,
+        its position, positions, activation, biases) where this config leaves its family's preset
+        (``ModelConfig.gpt2()``, ``.llama()``, ...): ``model.family=llama`` bound over a GPT-2
+        experiment keeps LayerNorm, learned positions, GELU and biases, a network no Llama checkpoint
+        or exporter knows. Empty when the config is its family's kind of network. T5's activation
+        (ReLU in v1.0, gated GELU in v1.1) is not compared."""
+        preset = getattr(ModelConfig, self.family)()
+        keys = ("norm", "norm_position", "position", "use_bias") + (("activation",) if self.family != "t5" else ())
+        return {k: (getattr(self, k), getattr(preset, k)) for k in keys if getattr(self, k) != getattr(preset, k)}
+
     @property
     def architecture(self) -> str:
         """"decoder" (gpt2, llama), "encoder" (bert) or "encoder_decoder" (transformer, t5)."""

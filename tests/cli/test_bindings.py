@@ -218,3 +218,25 @@ def test_items_of_a_named_tuple_are_bound_by_name():
             apply_bindings(cfg, [binding])
     with pytest.raises(ConfigError, match="'mixture' is empty in this config.*they do not add items"):
         apply_bindings(DataConfig(), ["mixture.web.weight=2"])
+
+
+def test_binding_a_family_over_another_familys_model_says_what_it_keeps(capsys):
+    """``model.family=llama`` over a GPT-2 experiment keeps LayerNorm, learned positions, GELU and biases:
+    a note names them and the bindings that make a Llama; a family bound with its own fields is quiet."""
+    from lmforge.model import ModelConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class Exp:
+        model: ModelConfig = ModelConfig.gpt2_tiny()
+
+    out = apply_bindings(Exp(), ["model.family=llama"])
+    assert out.model.family == "llama" and out.model.norm == "layernorm"   # bound as asked, not rewritten
+    assert capsys.readouterr().err.strip() == (
+        "lmforge: model.family=llama keeps norm='layernorm', position='learned', use_bias=True, activation='gelu' "
+        "from the experiment; a llama model has model.norm=rmsnorm model.position=rope model.use_bias=False "
+        "model.activation=swiglu (bind those too, or start from an experiment of that family)")
+    fixed = apply_bindings(Exp(), ["model.family=llama", "model.norm=rmsnorm", "model.position=rope",
+                                   "model.use_bias=False", "model.activation=swiglu"])
+    assert fixed.model.family_differences() == {} and capsys.readouterr().err == ""
+    apply_bindings(Exp(), ["model.num_layers=3"])
+    assert capsys.readouterr().err == ""
