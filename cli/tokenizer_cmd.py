@@ -99,7 +99,7 @@ def show_cmd(args: argparse.Namespace) -> int:
     if is_documents:
         docs, total = _read_documents(path, args.text_field, args.limit)
         for i, (where, text) in enumerate(docs):
-            print(f"== document {i + 1} of {total} ({where}) ==")
+            print(f"== document {i + 1} of {total} records ({where}) ==")   # records: non-blank lines, read or not
             _show_text(view, tok, text, shown=_SHOW_CHARS)
         return 0
     from lmforge.data.chat import chat_template_for
@@ -159,8 +159,8 @@ def _first_record_is_document(path: pathlib.Path, text_field: str) -> bool:
 
 
 def _read_documents(path: pathlib.Path, text_field: str, limit: int) -> tuple[list[tuple[str, str]], str]:
-    """The first ``limit`` documents of a jsonl file as ``(PATH:LINE, text)``, and how many it holds
-    (counted to the end). Raises ValueError naming ``PATH:LINE`` for a line that is not a JSON object
+    """The first ``limit`` documents of a jsonl file as ``(PATH:LINE, text)``, and how many records
+    (non-blank lines, counted to the end without being parsed) it holds. Raises ValueError naming ``PATH:LINE`` for a line that is not a JSON object
     with a string ``text_field``."""
     import json   # pylint: disable=import-outside-toplevel
 

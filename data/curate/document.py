@@ -23,8 +23,11 @@ Choices:
   one-line error naming the file: curation never silently skips a whole input.
 - ``id``: the record's ``id_field`` when present, else ``<name>:<line, row or item>``, unique per
   run: a file's name is its stem, or, where two of the run's files share a stem, its path from their
-  common folder (``2023/data``, ``2024/data``; see :func:`file_names`). The name is also the
-  default ``source``.
+  common folder (``2023/data``, ``2024/data``; see :func:`file_names`).
+- ``source``: the input's ``source`` when set; else a record's own string ``source`` field (Dolma's
+  convention, and what a curation writes, so re-curating an output keeps every document's source);
+  else the file's name. A record's ``metadata`` object (a JSON string in lmforge's parquet shards)
+  is merged into the document's metadata, beside its other fields.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class InputConfig:
 
     paths: tuple[str, ...] = ()
     format: str = "auto"  # auto | text | jsonl | json (one array) | parquet
-    source: str = ""  # source name written into each document; "" → each file's name (file_names)
+    source: str = ""  # source name written into each document; "" → a record's "source", else its file's name
     text_field: str = "text"
     id_field: str = "id"
     on_bad_record: str = "skip"  # "skip" (count it) | "fail" (raise naming file:line)
@@ -264,8 +267,25 @@ def _from_object(cfg: InputConfig, ordinal: int, obj: Any, where: str, default_i
         return _bad(cfg, ordinal, "missing_field", where, why, raw_size)
     doc_id = obj.get(cfg.id_field)
     doc_id = str(doc_id) if doc_id is not None else default_id
-    meta = {k: v for k, v in obj.items() if k not in (cfg.text_field, cfg.id_field)}
+    source, meta = _source_and_metadata(cfg, {k: v for k, v in obj.items() if k not in (cfg.text_field, cfg.id_field)},
+                                        source)
     return _make(cfg, ordinal, text, doc_id, source, meta, where, raw_size)
+
+
+def _source_and_metadata(cfg: InputConfig, fields: dict, source: str) -> tuple[str, dict]:
+    """A record's source and metadata from its fields beyond text and id (the module's ``source`` rule):
+    a string ``source`` field is its source unless the input names one, and a ``metadata`` object (or
+    JSON object string) is merged into the rest."""
+    own = fields.pop("source", None) if isinstance(fields.get("source"), str) else None
+    nested = fields.pop("metadata", None) if isinstance(fields.get("metadata"), (dict, str)) else None
+    if isinstance(nested, str):
+        try:
+            nested = json.loads(nested)
+        except ValueError:
+            nested = None
+    if isinstance(nested, dict):
+        fields = {**nested, **fields}
+    return (cfg.source or own or source), fields
 
 
 def _read_parquet(cfg: InputConfig, path: pathlib.Path, base: int, source: str, name: str) -> Iterator[Record]:
@@ -292,9 +312,6 @@ def _read_parquet(cfg: InputConfig, path: pathlib.Path, base: int, source: str, 
                 doc_id = row.pop(cfg.id_field, None)
                 doc_id = str(doc_id) if doc_id is not None else f"{name}:{i + 1}"
                 # lmforge's own parquet shards keep metadata as one JSON string column.
-                nested = row.pop("metadata", None)
-                meta = {k: v for k, v in row.items() if k != "source"}
-                if isinstance(nested, str):
-                    meta.update(json.loads(nested))
-                yield _make(cfg, base | i, text, doc_id, source, meta, where, raw_size)
+                row_source, meta = _source_and_metadata(cfg, row, source)
+                yield _make(cfg, base | i, text, doc_id, row_source, meta, where, raw_size)
             i += 1

@@ -95,12 +95,12 @@ def test_documents_jsonl_and_long_text_files(run_dir, capsys, tmp_path):
     for name, data in (("docs.jsonl", lines.encode()), ("docs.jsonl.zst", zstandard.ZstdCompressor().compress(lines.encode()))):
         (tmp_path / name).write_bytes(data)
         code, out, _ = _show(capsys, str(tmp_path / name), "--tokenizer", str(run), "--limit", "2")
-        assert code == 0 and out[0] == f"== document 1 of 5 ({tmp_path / name}:1) ==" and out[4].startswith("== document 2 of 5")
+        assert code == 0 and out[0] == f"== document 1 of 5 records ({tmp_path / name}:1) ==" and out[4].startswith("== document 2 of 5 records")
         assert len([line for line in out if line.startswith("==")]) == 2
         assert [int(i) for i in out[2].removeprefix("ids: ").split()] == tok.encode("Line 0: the quick brown fox.")
     (tmp_path / "other.jsonl").write_text('{"body": "a"}\n')
     code, out, _ = _show(capsys, str(tmp_path / "other.jsonl"), "--tokenizer", str(run), "--text-field", "body")
-    assert code == 0 and out[0].startswith("== document 1 of 1")
+    assert code == 0 and out[0].startswith("== document 1 of 1 records")
     code, _, err = _show(capsys, str(tmp_path / "other.jsonl"), "--tokenizer", str(run), "--format", "documents")
     assert code == 2 and "other.jsonl:1: expected a JSON object with a string field 'text' (--text-field), got keys body" in err
     code, _, err = _show(capsys, "hi", "--tokenizer", str(run), "--format", "text", "--text-field", "body")
@@ -129,7 +129,7 @@ def test_odd_inputs_are_named_errors(run_dir, capsys, tmp_path):
                                 "--text-field FIELD") and err.count("\n") == 1
     code, out, _ = _show(capsys, str(tmp_path / "gsm.jsonl"), "--tokenizer", str(run), "--format", "documents",
                          "--text-field", "question")
-    assert code == 0 and out[0] == f"== document 1 of 1 ({tmp_path / 'gsm.jsonl'}:1) =="
+    assert code == 0 and out[0] == f"== document 1 of 1 records ({tmp_path / 'gsm.jsonl'}:1) =="
 
 
 def test_show_offers_every_chat_format_the_reader_knows(tmp_path, capsys):

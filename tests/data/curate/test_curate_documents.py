@@ -154,3 +154,23 @@ def test_input_bytes_are_the_raw_records_whether_they_read_or_not(tmp_path):
     wrong_field = records(InputConfig(paths=(str(path),), text_field="body"))
     assert sum(r.raw_size for r in good) == sum(r.raw_size for r in wrong_field) == path.stat().st_size
     assert [r.size for r in good[:4]] == [len(f"document {i} é".encode()) for i in range(4)]   # read: the text
+
+
+@pytest.mark.parametrize("fmt", ["jsonl.zst", "jsonl", "parquet"])
+def test_re_reading_a_curated_shard_keeps_each_documents_source_and_metadata(tmp_path, fmt):
+    """A curation's output read again (to curate it further) gives back the documents as written: each
+    one's own ``source`` (not the shard's name) and its metadata, not nested under ``metadata``; an
+    input that names a source still labels every document with it (Dolma's ``source`` field too)."""
+    from lmforge.data.curate.config import OutputConfig
+    from lmforge.data.curate.document import Document
+    from lmforge.data.curate.writers import write_shard
+
+    docs = [Document("a:1", "first text", "wiki", {"url": "u1", "lang": "en"}),
+            Document("b:1", "second text", "code", {})]
+    path = write_shard(tmp_path, OutputConfig(format=fmt, num_shards=1), 0, enumerate(docs))
+    got = records(InputConfig(paths=(str(path),)))
+    assert [r.doc for r in got] == docs
+    assert {r.doc.source for r in records(InputConfig(paths=(str(path),), source="again"))} == {"again"}
+    dolma = write_jsonl(tmp_path / "dolma.jsonl", [{"id": "d1", "text": "t", "source": "pes2o", "added": "2024"}])
+    [r] = records(InputConfig(paths=(str(dolma),)))
+    assert (r.doc.source, r.doc.metadata) == ("pes2o", {"added": "2024"})
