@@ -17,9 +17,10 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   task's grader (``lmforge.align.sft.grader``: synthetic graders, GSM8K's ``#### n`` strictly), or
   from a function of one's own named in the config (``reward_fn="rewards.py:brevity"``:
   ``reward_fn(task, completion, answer, **columns) -> float``, ``answer`` None for a problem without
-  one, which then trains too; the record's other columns — test cases, say — come as keyword
-  arguments when the function declares them or ``**kwargs``, as TRL's ``reward_funcs`` get a data
-  set's columns); an exception it raises ends the run in one line naming the completion.
+  one, which then trains too; the record's other columns — test cases, say — and ``prompt``, the
+  messages asked, come as keyword arguments when the function declares them or ``**kwargs``, as
+  TRL's ``reward_funcs`` get a data set's columns and the prompts); an exception it raises ends the
+  run in one line naming the completion.
 - Rollouts (:class:`Rollouts`) are sampled by the one sampler (``lmforge.infer.Sampler``) from the
   policy as it is after the previous step, at ``temperature`` (with ``top_k`` / ``top_p``), and end at
   the template's end-of-turn id (trained, as TRL trains the EOS) or at ``max_new_tokens``. The

@@ -219,6 +219,7 @@ def load_reward_fn(spec: str, key: str = "reward_fn"):
 
 
 FIXED = ("task", "completion", "answer")   # what every reward function is given, in this order
+PROMPT = "prompt"   # a keyword every item has: the messages the model was asked (TRL's ``prompts``)
 
 
 def reward_columns(reward_fn) -> tuple[bool, frozenset[str], frozenset[str]]:
@@ -241,7 +242,7 @@ def check_reward_columns(reward_fn, items: list[dict], key: str = "reward_fn") -
     naming the first item (its ``where``) that lacks one, before anything is sampled."""
     _, _, required = reward_columns(reward_fn)
     for it in items:
-        missing = sorted(required - set(it.get("columns", {})))
+        missing = sorted(required - set(it.get("columns", {})) - {PROMPT})
         if missing:
             have = sorted(it.get("columns", {}))
             raise ValueError(f"{it.get('where', 'an item')}: {key} {getattr(reward_fn, '__name__', reward_fn)!s} "
@@ -251,16 +252,22 @@ def check_reward_columns(reward_fn, items: list[dict], key: str = "reward_fn") -
 
 def score_completions(reward_fn, texts: list[str], items: list[dict], where: str = "") -> np.ndarray:
     """``(N,)`` float32 rewards: ``reward_fn(task, completion, answer, **columns)`` for each completion
-    text and its item (``{"task", "answer", "columns"?, ...}``), given the item's columns the function
-    accepts (:func:`reward_columns`; TRL passes a data set's extra columns to ``reward_funcs`` so), a
-    column named ``task``, ``completion`` or ``answer`` never twice. ``where`` (``"of rollout 3"``)
-    names the call in errors. Raises ValueError, in one line naming the completion, when the function
-    raises or gives something other than a finite number."""
+    text and its item (``{"task", "answer", "messages", "columns"?, ...}``), given the item's columns
+    the function accepts (:func:`reward_columns`; TRL passes a data set's extra columns to
+    ``reward_funcs`` so), a column named ``task``, ``completion`` or ``answer`` never twice, and
+    ``prompt``: the messages the model was asked (``lmforge.eval.chat.prompt_messages``; TRL's
+    ``prompts``). ``where`` (``"of rollout 3"``) names the call in errors. Raises ValueError, in one
+    line naming the completion, when the function raises or gives something other than a finite
+    number."""
+    from lmforge.eval.chat import prompt_messages   # pylint: disable=import-outside-toplevel
+
     takes_all, accepted, _ = reward_columns(reward_fn)
     out = np.zeros(len(texts), np.float32)
     for r, (text, it) in enumerate(zip(texts, items)):
         task = it.get("task", "")
         columns = {k: v for k, v in it.get("columns", {}).items() if k not in FIXED and (takes_all or k in accepted)}
+        if (takes_all or PROMPT in accepted) and "messages" in it:
+            columns[PROMPT] = prompt_messages(it["messages"])
         said = f"completion {r}{' ' + where if where else ''} (task {task!r}, {text[:60]!r})"
         try:
             value = reward_fn(task, text, it.get("answer"), **columns)

@@ -561,12 +561,14 @@ def test_a_reward_fn_named_in_the_config_trains_on_prompts_without_answers(base,
 
 
 def test_reward_functions_get_the_columns_they_ask_for():
-    """TRL's reward functions get a data set's other columns as keywords: ``**kwargs`` gets them all,
-    declared names get theirs, ``task``/``completion``/``answer`` never twice; a required column a record
-    lacks is refused naming its ``file:line`` before anything is sampled."""
+    """TRL's reward functions get a data set's other columns as keywords, and the prompt: ``**kwargs``
+    gets them all, declared names get theirs, ``task``/``completion``/``answer`` never twice; a required
+    column a record lacks is refused naming its ``file:line`` before anything is sampled."""
     from lmforge.align.rollouts import check_reward_columns, reward_columns, score_completions
 
-    items = [{"task": "chat", "answer": "4", "where": "p.jsonl:1", "columns": {"answer": 4, "tests": [1, 2], "id": 9}},
+    asked = [{"role": "user", "content": "2+2?"}]
+    items = [{"task": "chat", "answer": "4", "where": "p.jsonl:1", "columns": {"answer": 4, "tests": [1, 2], "id": 9},
+              "messages": asked + [{"role": "assistant", "content": "4"}]},
              {"task": "chat", "answer": None, "where": "p.jsonl:2", "columns": {"id": 10}}]
     seen = []
 
@@ -578,7 +580,9 @@ def test_reward_functions_get_the_columns_they_ask_for():
         return len(tests) + id
 
     assert score_completions(everything, ["ab", "c"], items).tolist() == [2.0, 1.0]
-    assert seen == [{"tests": [1, 2], "id": 9}, {"id": 10}]
+    assert seen == [{"tests": [1, 2], "id": 9, "prompt": asked}, {"id": 10}]
+    assert score_completions(lambda task, completion, answer, prompt: len(prompt), ["", ""],
+                             [items[0], {**items[1], "messages": asked * 3}]).tolist() == [1.0, 3.0]
     assert score_completions(named, ["", ""], items).tolist() == [11.0, 10.0]
     assert reward_columns(named) == (False, frozenset({"tests", "id"}), frozenset({"id"}))
     assert reward_columns(_e_share) == (False, frozenset(), frozenset())
