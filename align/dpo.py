@@ -31,7 +31,6 @@ summed over reply tokens, on the one trainer.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 
 import jax

@@ -117,7 +117,7 @@ class PromptDataConfig:
         unknown = [t for t, _ in self.synthetic if t not in synthetic.VERIFIABLE]
         problems = [msg for bad, msg in (
             *check_match(self),
-            (not self.path and not self.synthetic, "no data: set data.path (a GSM8K file) or data.synthetic"),
+            (not self.path and not self.synthetic, "no data: set data.path (a GSM8K or chat file) or data.synthetic"),
             (self.format not in FILE_FORMATS, f"data.format={self.format!r}: expected one of {', '.join(FILE_FORMATS)}"),
             (not 0.0 <= self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction}: expected [0, 1)"),
             (self.batch_size < 1 or self.max_prompt_len < 1,

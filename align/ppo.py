@@ -56,7 +56,6 @@ trunk.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -71,7 +70,7 @@ from lmforge.align.common import (PolicyAndReference, check_policy_sources, chec
                                   write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.grpo import PromptDataConfig, RewardFn, completion_logprobs, read_problems, rollout_batch
-from lmforge.align.rollouts import check_reward_columns, load_reward_fn, score_completions
+from lmforge.align.rollouts import load_reward_fn, score_completions
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import grader, held_out_graded
 from lmforge.infer import Sampler, SamplingConfig
