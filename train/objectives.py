@@ -247,9 +247,10 @@ def group_advantages(rewards: jax.Array, num_generations: int, *, scale_rewards:
       scale_rewards: one of ``SCALE_REWARDS``.
 
     Returns:
-      (advantages (P * G,) float32, metrics): ``reward`` and ``reward_std`` (the batch's mean and
-      std), ``frac_reward_zero_std`` (the share of completions whose std — the group's, or with
-      ``"batch"`` the batch's — is 0), TRL's names and definitions.
+      (advantages (P * G,) float32, metrics): ``reward`` (the batch's mean), ``reward_std`` (the
+      mean over completions of the std they are scaled by: their group's, or with ``"batch"`` the
+      batch's; ``"none"`` logs the group's), ``frac_reward_zero_std`` (the share of completions
+      whose std is 0), TRL's names and definitions (``GRPOTrainer._generate_and_score_completions``).
 
     Raises:
       ValueError: rewards not 1-D or not a whole number of groups, G < 2, or an unknown
@@ -273,8 +274,9 @@ def group_advantages(rewards: jax.Array, num_generations: int, *, scale_rewards:
         advantages = centred / (batch_std + 1e-4)
     else:
         advantages = centred
-    zero = jnp.isclose(batch_std if scale_rewards == "batch" else group_std, 0.0)
-    return advantages, {"reward": r.mean(), "reward_std": batch_std, "frac_reward_zero_std": zero.mean()}
+    std = jnp.broadcast_to(batch_std, group_std.shape) if scale_rewards == "batch" else group_std
+    zero = jnp.isclose(std, 0.0)
+    return advantages, {"reward": r.mean(), "reward_std": std.mean(), "frac_reward_zero_std": zero.mean()}
 
 
 def per_token_kl(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
