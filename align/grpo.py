@@ -56,8 +56,11 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   cut at ``max_new_tokens``), ``reward/<task>`` with several tasks, and ``perf/rollout_s`` (seconds
   per rollout), as means over the steps since the last log.
 - Evaluation (``eval_on_start``, ``eval_every``, the end): greedy replies to ``eval_generate``
-  held-out problems, graded the same way (``eval/accuracy``, per task with several); the last ones go
-  to ``eval_samples.jsonl``.
+  held-out problems, graded by the task's grader (``eval/accuracy`` of ``eval/n``, per task with
+  several); beside a reward function of one's own, also scored by it (``eval/reward`` over
+  ``eval/reward_n``, every held-out prompt, answer or not: :func:`reward_eval`), the accuracy then
+  over those whose answer the grader can check. The last replies, with their prompts, go to
+  ``eval_samples.jsonl``.
 
 Not built: rewards from a reward model, rollouts split over processes (a run with several processes
 is refused).
@@ -78,8 +81,10 @@ from flax import nnx
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
                                   prepare_policy, raise_problems, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.rollouts import RolloutSource, check_reward_columns, load_reward_fn, score_completions
-from lmforge.align.sft import FILE_FORMATS, check_graded, check_match, graded_tasks, grader, held_out_graded, read_items
+from lmforge.align.rollouts import (RolloutSource, check_reward_columns, load_reward_fn, reward_source,
+                                    score_completions)
+from lmforge.align.sft import (FILE_FORMATS, check_graded, check_match, check_references, graded_tasks, grader,
+                               held_out_graded, read_items)
 from lmforge.data import synthetic
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.infer.sampler import FINISH_LENGTH
@@ -109,7 +114,7 @@ class PromptDataConfig:
     test_size: int = 200             # held-out problems kept (synthetic: drawn from the test split)
     batch_size: int = 8              # GLOBAL prompts per rollout (GRPO: a step of batch_size * num_generations rows)
     max_prompt_len: int = 128        # prompt tokens (chat template included); longer prompts are left out
-    match: str = "exact"             # how a file's answers without a task column are graded: exact | numeric | regex
+    match: str = "auto"              # how a file's answers without a task column are graded: auto | exact | numeric | regex
     pattern: str = ""                # match=regex: what to extract from a reply (group 1, else the whole match)
     seed: int = 0
 
@@ -447,6 +452,8 @@ def read_problems(cfg, template, *, need_answers: bool = True, reward_fn=None, t
                          + ("problems with checkable answers" if need_answers else "prompts"))
     if reward_fn is not None:
         check_reward_columns(reward_fn, kept)
+    elif need_answers and (warning := check_references(kept, grader(cfg.data), cfg.data.match)) is not None:
+        say(warning)
     return kept, prompts, test
 
 
@@ -505,7 +512,8 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
                 else (cfg.reference_from or cfg.init_from))
     say(f"model: {model_cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters, "
         f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
-        + f"; reference {ref_name}; {cfg.data.batch_size} prompts x {cfg.num_generations} completions a rollout"
+        + f"; rewards from {reward_source(cfg, reward_fn, by_grader)}; reference {ref_name}; "
+          f"{cfg.data.batch_size} prompts x {cfg.num_generations} completions a rollout"
         + (f", {cfg.steps_per_rollout} steps on each ({cfg.num_iterations} pass{'es' if cfg.num_iterations > 1 else ''}"
            f" x {cfg.steps_per_generation} of {cfg.step_rows} rows)" if cfg.steps_per_rollout > 1 else " and a step")
         + f", {cfg.loss_type} loss" + (", sequence-level ratios" if cfg.importance_sampling_level == "sequence" else "")
@@ -525,17 +533,22 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
 
     rollouts = Rollouts(cfg, train_items, train_prompts, tok, template, make_sampler, reward_fn=reward_fn,
                         old_logprobs=old_logprobs if cfg.steps_per_rollout > 1 else None)
-    graded = held_out_graded(test_items, cfg.data.match, cfg.eval_generate, strict=by_grader)
+    graded = held_out_graded(test_items, cfg.data.match, cfg.eval_generate) if by_grader else []
     greedy = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     last_samples: list[dict] = []
 
-    def evaluate(tr: Trainer) -> dict[str, float]:
-        res = chat_accuracy(make_sampler(), template, graded, grade, sampling=greedy, seed=cfg.seed, batch=eval_bs,
-                            progress=jax.process_index() == 0)
-        last_samples[:] = res["samples"]
-        return {f"eval/{k}": float(v) for k, v in res["metrics"].items()}
+    asked = test_items[:cfg.eval_generate] if not by_grader else []   # replied to and scored by the reward function
 
-    result = trainer.fit(rollouts, workdir, evaluate=evaluate if graded else None,
+    def evaluate(tr: Trainer) -> dict[str, float]:
+        if by_grader:
+            res = chat_accuracy(make_sampler(), template, graded, grade, sampling=greedy, seed=cfg.seed,
+                                batch=eval_bs, progress=jax.process_index() == 0)
+            last_samples[:] = res["samples"]
+            return {f"eval/{k}": float(v) for k, v in res["metrics"].items()}
+        return reward_eval(make_sampler(), template, asked, reward_fn, grade, cfg.data.match, greedy, cfg.seed,
+                           eval_bs, last_samples)
+
+    result = trainer.fit(rollouts, workdir, evaluate=evaluate if graded or asked else None,
                          on_eval=lambda step, m: say(f"step {step}: " + describe(m)), host_metrics=rollouts.pop_metrics)
     write_eval_samples(workdir, result.step, last_samples)
     out = final_metrics(result, trainer, t_start)
@@ -544,14 +557,43 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
     return out
 
 
+def reward_eval(sampler, template, items: list[dict], reward_fn, grade, match: str, sampling: SamplingConfig,
+                seed: int, batch: int, samples_out: list) -> dict[str, float]:
+    """A held-out evaluation beside a reward function of one's own: greedy replies to ``items`` (their
+    prompts, ``lmforge.eval.chat.prompt_messages``), scored by ``reward_fn`` as rollouts are
+    (``eval/reward`` over ``eval/reward_n`` replies, TRL's eval ``reward``) and, for those whose answer the
+    grader can check (``lmforge.align.sft.check_graded``), graded (``eval/accuracy`` of ``eval/n``).
+    The samples (prompt, answer, reply, reward, correct) replace ``samples_out``'s."""
+    from lmforge.eval.chat import chat_replies, prompt_messages
+
+    prompts = [prompt_messages(it["messages"]) for it in items]
+    replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch,
+                           progress=jax.process_index() == 0)
+    rewards = score_completions(reward_fn, replies, items, where="of the held-out replies")
+    m = {"eval/reward": float(rewards.mean()), "eval/reward_n": float(len(items))}
+    samples = [{"task": it.get("task"), "prompt": p, "answer": it.get("answer"), "reply": r, "reward": float(v)}
+               for it, p, r, v in zip(items, prompts, replies, rewards)]
+    graded = [k for k, it in enumerate(items) if it.get("answer") is not None and check_graded(it, match) is None]
+    for k in graded:
+        samples[k]["correct"] = bool(grade(items[k]["task"], replies[k], items[k]["answer"]))
+    if graded:
+        m.update({"eval/accuracy": float(np.mean([samples[k]["correct"] for k in graded])), "eval/n": float(len(graded))})
+    samples_out[:] = samples
+    return m
+
+
 def describe(m: dict) -> str:
-    """``held-out accuracy 0.235 of 200 (arithmetic 0.240, letter_count 0.230)``."""
-    if "eval/accuracy" not in m:
-        return "no held-out problems"
-    tasks = [f"{k[len('eval/accuracy/'):]} {v:.3f}" for k, v in m.items() if k.startswith("eval/accuracy/")]
-    return (f"held-out accuracy {m['eval/accuracy']:.3f} of {int(m.get('eval/n', 0))}"
-            + (f" ({', '.join(tasks)})" if tasks else ""))
+    """``held-out accuracy 0.235 of 200 (arithmetic 0.240, letter_count 0.230)``, after ``held-out
+    reward 0.412 over 100`` beside a reward function of one's own."""
+    parts = []
+    if "eval/reward" in m:
+        parts.append(f"held-out reward {m['eval/reward']:.3f} over {int(m.get('eval/reward_n', 0))}")
+    if "eval/accuracy" in m:
+        tasks = [f"{k[len('eval/accuracy/'):]} {v:.3f}" for k, v in m.items() if k.startswith("eval/accuracy/")]
+        parts.append(f"held-out accuracy {m['eval/accuracy']:.3f} of {int(m.get('eval/n', 0))}"
+                     + (f" ({', '.join(tasks)})" if tasks else ""))
+    return ", ".join(parts) or "no held-out problems"
 
 
 __all__ = ["GRPOConfig", "PromptDataConfig", "Rollouts", "completion_logprobs", "grpo_loss_fn", "read_problems",
-           "rollout_batch", "run_grpo"]
+           "reward_eval", "rollout_batch", "run_grpo"]

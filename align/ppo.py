@@ -37,7 +37,9 @@ sec. 3.5, eq. 2; Stiennon et al. 2020, "Learning to summarize from human feedbac
   ``completions/clipped_ratio``, ``perf/rollout_s``, means over the rollouts since the last log.
 - Evaluation (``eval_on_start``, ``eval_every``, the end): greedy replies to ``eval_generate`` held-out
   prompts, scored the same way: ``eval/score`` (the reward model's mean score) or, with a grader,
-  ``eval/accuracy``; the last replies go to ``eval_samples.jsonl``.
+  ``eval/accuracy``, or with a reward function of one's own its ``eval/reward`` and the grader's
+  ``eval/accuracy`` where it can check the answer (``lmforge.align.grpo.reward_eval``); the last
+  replies go to ``eval_samples.jsonl``.
 - Checkpoints hold the policy and the value model, the optimizer, and the rollouts' position with
   the rollout being trained on (its rows, log-probs, values and advantages), so a run resumed
   between two mini-batches of a rollout continues bit for bit. The run folder is the policy's
@@ -69,8 +71,10 @@ from lmforge.align.common import (PolicyAndReference, check_policy_sources, chec
                                   prepare_policy, raise_problems, same_tokenizer, say, start_run, whole,
                                   write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.grpo import PromptDataConfig, RewardFn, completion_logprobs, read_problems, rollout_batch
-from lmforge.align.rollouts import load_reward_fn, score_completions
+from lmforge.align.grpo import (PromptDataConfig, RewardFn, completion_logprobs, read_problems, reward_eval,
+                                rollout_batch)
+from lmforge.align.grpo import describe as describe_graded
+from lmforge.align.rollouts import load_reward_fn, reward_source, score_completions
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import grader, held_out_graded
 from lmforge.infer import Sampler, SamplingConfig
@@ -463,7 +467,7 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     say(f"model: {policy.cfg.family} from {workdir if alone else cfg.init_from}, {n_params / 1e6:.2f}M parameters; "
         f"value model from {value_source}; {trainer.num_trainable() / 1e6:.3f}M trainable in all"
         + (f" (policy: LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
-        + f"; rewards from {cfg.reward_from or 'the task grader'}; reference {ref_name}; {cfg.data.batch_size} "
+        + f"; rewards from {cfg.reward_from or reward_source(cfg, reward_fn, by_grader)}; reference {ref_name}; {cfg.data.batch_size} "
         f"prompts a rollout, {cfg.num_ppo_epochs} epochs x {cfg.num_mini_batches} mini-batches; mesh {dict(mesh.shape)}")
 
     @jax.jit
@@ -494,8 +498,8 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     make_sampler = lambda: Sampler(policy.graphdef, split_critic(trainer.params)[0], tok, policy.cfg, mesh,  # noqa: E731
                                    rules)
     rollouts = PPORollouts(cfg, items, prompts, tok, template, make_sampler, evaluate, score)
-    if reward is None:   # accuracy by the grader: the held-out problems whose answers it can check
-        test_items = held_out_graded(test_items, cfg.data.match, strict=by_grader)
+    if by_grader:   # accuracy by the grader: the held-out problems whose answers it can check
+        test_items = held_out_graded(test_items, cfg.data.match)
     # Held-out prompts that fit data.max_prompt_len, the first eval_generate of them.
     held_out = [(it, p) for it in test_items if len(p := template.prompt(prompt_messages(it["messages"])).tolist())
                 <= cfg.data.max_prompt_len][:cfg.eval_generate]
@@ -505,11 +509,14 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     last_samples: list[dict] = []
 
     def run_eval(tr: Trainer) -> dict[str, float]:
-        if reward is None:   # held-out accuracy, the grader's (per task with several)
+        if by_grader:   # held-out accuracy, the grader's (per task with several)
             res = chat_accuracy(make_sampler(), template, [it for it, _ in held_out], grade, sampling=greedy,
                                 seed=cfg.seed, batch=cfg.data.batch_size, progress=jax.process_index() == 0)
             last_samples[:] = res["samples"]
             return {f"eval/{k}": float(v) for k, v in res["metrics"].items()}
+        if reward is None:   # a reward function of one's own: its held-out reward, and the grader's accuracy
+            return reward_eval(make_sampler(), template, [it for it, _ in held_out], reward_fn, grade, cfg.data.match,
+                               greedy, cfg.seed, cfg.data.batch_size, last_samples)
         # Greedy replies in rollout-sized calls (the last padded with copies), scored as rollouts are.
         per, scores, samples, sampler = cfg.data.batch_size, [], [], make_sampler()
         for k in range(0, len(held_out), per):
@@ -532,12 +539,11 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
 
 
 def describe(m: dict) -> str:
-    """``held-out score 0.412 over 100 prompts`` (reward model) or ``held-out accuracy 0.235 of 100``."""
+    """``held-out score 0.412 over 100 prompts`` (a reward model), else GRPO's (``held-out reward ...,
+    held-out accuracy 0.235 of 100``)."""
     if "eval/score" in m:
         return f"held-out score {m['eval/score']:.3f} over {int(m.get('eval/n', 0))} prompts"
-    if "eval/accuracy" in m:
-        return f"held-out accuracy {m['eval/accuracy']:.3f} of {int(m.get('eval/n', 0))}"
-    return "no held-out prompts"
+    return describe_graded(m)
 
 
 __all__ = ["PPOConfig", "PPORollouts", "RolloutFn", "Scorer", "grader_scorer", "ppo_loss_fn", "reward_model_scorer",

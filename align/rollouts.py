@@ -215,7 +215,35 @@ def load_reward_fn(spec: str, key: str = "reward_fn"):
     if not callable(fn):
         raise ValueError(f"{key}={spec!r}: {where} has no function {name!r}" if fn is None else
                          f"{key}={spec!r}: {name} is a {type(fn).__name__}, not a function")
+    check_reward_signature(fn, f"{key}={spec!r}")
     return fn
+
+
+def check_reward_signature(reward_fn, key: str = "reward_fn") -> None:
+    """``reward_fn`` can be called as ``reward_fn(task, completion, answer)``. Raises ValueError naming
+    ``key`` otherwise, with the form expected (TRL's batched ``reward_funcs(completions, **kwargs)``
+    need a per-completion wrapper). A function whose signature cannot be read passes."""
+    import inspect   # pylint: disable=import-outside-toplevel
+    try:
+        signature = inspect.signature(reward_fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind_partial("task", "completion", "answer")   # later required ones are columns
+    except TypeError:
+        name = getattr(reward_fn, "__name__", "reward_fn")
+        raise ValueError(f"{key}: {name}{signature} cannot be called as {name}(task, completion, answer); expected "
+                         f"def {name}(task, completion, answer, **columns) -> float, called once per completion (a "
+                         f"TRL reward function, which takes a batch as (completions, **kwargs), needs a wrapper)"
+                         ) from None
+
+
+def reward_source(cfg, reward_fn, by_grader: bool) -> str:
+    """What scores an RL run's completions, for its start-up line: the grader with ``cfg.data.match``,
+    the function ``cfg.reward_fn`` names, or one given from Python."""
+    if by_grader:
+        return f"the task grader (data.match={cfg.data.match} for items without a task)"
+    return f"reward_fn {cfg.reward_fn}" if cfg.reward_fn else f"reward_fn {getattr(reward_fn, '__name__', reward_fn)}"
 
 
 FIXED = ("task", "completion", "answer")   # what every reward function is given, in this order
@@ -240,6 +268,7 @@ def reward_columns(reward_fn) -> tuple[bool, frozenset[str], frozenset[str]]:
 def check_reward_columns(reward_fn, items: list[dict], key: str = "reward_fn") -> None:
     """Every item has the columns ``reward_fn`` requires (:func:`reward_columns`). Raises ValueError
     naming the first item (its ``where``) that lacks one, before anything is sampled."""
+    check_reward_signature(reward_fn, key)
     _, _, required = reward_columns(reward_fn)
     for it in items:
         missing = sorted(required - set(it.get("columns", {})) - {PROMPT})
@@ -254,7 +283,8 @@ def score_completions(reward_fn, texts: list[str], items: list[dict], where: str
     """``(N,)`` float32 rewards: ``reward_fn(task, completion, answer, **columns)`` for each completion
     text and its item (``{"task", "answer", "messages", "columns"?, ...}``), given the item's columns
     the function accepts (:func:`reward_columns`; TRL passes a data set's extra columns to
-    ``reward_funcs`` so), a column named ``task``, ``completion`` or ``answer`` never twice, and
+    ``reward_funcs`` so), a column named ``task``, ``completion`` or ``answer`` never twice (the
+    ``answer`` column is the third argument as the file holds it: a number stays a number), and
     ``prompt``: the messages the model was asked (``lmforge.eval.chat.prompt_messages``; TRL's
     ``prompts``). ``where`` (``"of rollout 3"``) names the call in errors. Raises ValueError, in one
     line naming the completion, when the function raises or gives something other than a finite
@@ -269,8 +299,10 @@ def score_completions(reward_fn, texts: list[str], items: list[dict], where: str
         if (takes_all or PROMPT in accepted) and "messages" in it:
             columns[PROMPT] = prompt_messages(it["messages"])
         said = f"completion {r}{' ' + where if where else ''} (task {task!r}, {text[:60]!r})"
+        stored = it.get("columns", {})
+        answer = stored["answer"] if "answer" in stored else it.get("answer")   # as the file holds it (11, not '11')
         try:
-            value = reward_fn(task, text, it.get("answer"), **columns)
+            value = reward_fn(task, text, answer, **columns)
         except Exception as e:   # pylint: disable=broad-except  (the user's function: said with its input)
             raise ValueError(f"reward_fn raised {type(e).__name__}: {e} on {said}") from e
         if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):

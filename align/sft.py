@@ -15,8 +15,9 @@ weighted causal cross-entropy from chunked log-probs) with the mask as weights â
   disjoint by construction). A file's held-out part is ``data.test_path`` or a seeded
   ``val_fraction`` of it. A record's ``answer`` column (a string or number) makes it a graded item,
   as in ``lmforge eval RUN chat:path=...``: its ``task`` column names a grader (``gsm8k`` or a
-  synthetic task), and without one ``data.match`` grades it (``exact``, ``numeric``: the reply's
-  last number, ``regex`` with ``data.pattern``). Errors about a conversation name its ``file:line``.
+  synthetic task), and without one ``data.match`` grades it (``auto``, the default: numeric for an
+  answer that is a number, else exact; ``exact``; ``numeric``: the reply's ``####`` or last
+  number; ``regex`` with ``data.pattern``). Errors about a conversation name its ``file:line``.
 - LoRA: ``lora.rank > 0`` adds fresh adapters (B = 0, so training starts from the base's function)
   and trains only them (``optim.trainable`` defaults to the adapters); the run checkpoints the
   adapters alone and names its base in ``base.json``, so ``load_params(RUN)`` rebuilds the whole
@@ -40,6 +41,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 from collections.abc import Callable
 
 import jax
@@ -70,7 +72,7 @@ def check_match(data) -> list[tuple[bool, str]]:
     try:
         matcher(data.match, data.pattern or None)
     except ValueError as e:
-        return [(True, f"data.{e}")]
+        return [(True, re.sub(r"(?<![.\w])(match|pattern)(=| is)", r"data.\1\2", str(e)))]   # the keys to bind
     return []
 
 
@@ -89,7 +91,7 @@ class ChatDataConfig:
     pack: bool = True                # several conversations per row, segment ids keep them apart
     train_on: str = "assistant"      # TRAIN_ON: the assistant's turns, or "all" tokens
     overflow: str = "truncate"       # OVERFLOW: a conversation longer than seq_len + 1 tokens is cut or dropped
-    match: str = "exact"             # how a file's answers without a task column are graded: exact | numeric | regex
+    match: str = "auto"              # how a file's answers without a task column are graded: auto | exact | numeric | regex
     pattern: str = ""                # match=regex: what to extract from a reply (group 1, else the whole match)
     seed: int = 0
 
@@ -267,10 +269,15 @@ def graded_tasks() -> tuple[str, ...]:
 
 def grader(data) -> Callable[[str, str, str], bool]:
     """``grade(task, reply, answer) -> bool`` of a data config: :func:`grade` for a named task, and
-    ``data.match`` (``lmforge.eval.generation.matcher``) for a file's items that name none."""
+    ``data.match`` (``lmforge.eval.generation.matcher``) for a file's items that name none; an answer
+    given as a number (a file's ``answer`` column as stored) is compared as its text."""
     from lmforge.eval.chat import with_generic   # pylint: disable=import-outside-toplevel
     from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
-    return with_generic(grade, matcher(data.match, data.pattern or None))
+    graded = with_generic(grade, matcher(data.match, data.pattern or None))
+
+    def grade_answer(task: str, reply: str, answer) -> bool:   # a file's answer column may hold a number
+        return graded(task, reply, str(answer) if isinstance(answer, (int, float)) else answer)
+    return grade_answer
 
 
 def check_graded(item: dict, match: str, match_key: str = "data.match") -> str | None:
@@ -294,6 +301,25 @@ def check_graded(item: dict, match: str, match_key: str = "data.match") -> str |
         return (f"{where}: answer {answer!r} holds no number; a {task} item is graded by the reply's number, so "
                 f"it could never be correct")
     return None
+
+
+def check_references(items: list[dict], grade, match: str) -> str | None:
+    """A warning when the grader fails most of the reference replies it can check: each graded item whose
+    conversation ends in an assistant turn (the reference reply) should pass its own grader, and when
+    fewer than half do, a model that learns the references perfectly would still score low (a grader
+    or ``data.match`` that does not fit the data). None when the references mostly pass or there are
+    none to check."""
+    refs = [(it, it["messages"][-1]["content"]) for it in items
+            if it.get("answer") is not None and it["messages"][-1]["role"] == "assistant"]
+    if not refs:
+        return None
+    failed = [(it, ref) for it, ref in refs if not grade(it["task"], ref, it["answer"])]
+    if 2 * len(failed) <= len(refs):
+        return None
+    it, ref = failed[0]
+    return (f"warning: the grader fails {len(failed)} of {len(refs)} reference replies (e.g. {it['where']}: "
+            f"{ref[:60]!r} against answer {it['answer']!r}, task {it['task']!r}, data.match={match}), so a model that "
+            f"learns them would score low too; is data.match right for these answers?")
 
 
 def held_out_graded(items: list[dict], match: str, limit: int | None = None, *, strict: bool = True) -> list[dict]:
@@ -351,7 +377,10 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
          f"{trainer.num_trainable() / 1e6:.3f}M trainable" + (f" (LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
          + f"; mesh {dict(mesh.shape)}")
 
-    graded, grade = held_out_graded(test_items, data.match, cfg.eval_generate), grader(data)
+    # Replies are graded where the grader can check them; other answers (a task column of one's own) are counted.
+    graded, grade = held_out_graded(test_items, data.match, cfg.eval_generate, strict=False), grader(data)
+    if (warning := check_references(graded, grade, data.match)) is not None:
+        say(warning)
     losses = BatchEvaluator(sft_eval_batches(test_ex, data.seq_len, eval_bs), rows=eval_bs,
                             derive=lambda m: {"perplexity": math.exp(min(m["loss"], 50.0))}) if test_ex else None
     sampling = SamplingConfig(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0)
@@ -418,5 +447,5 @@ def _describe(m: dict) -> str:
     return line
 
 
-__all__ = ["ChatDataConfig", "SFTConfig", "check_graded", "grade", "graded_tasks", "grader", "held_out_graded",
+__all__ = ["ChatDataConfig", "SFTConfig", "check_graded", "check_references", "grade", "graded_tasks", "grader", "held_out_graded",
            "read_file", "read_items", "run_sft"]

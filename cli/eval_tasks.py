@@ -173,16 +173,17 @@ def run_memorisation(ctx: EvalContext, docs: list, n: int, prefix: int, suffix: 
 
 def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new_tokens: int, match: str,
                pattern: str) -> dict:
-    """The items of a chat task: the test split of synthetic tasks, or a jsonl of ``{"messages", "answer",
-    "task"?}`` items (path). A file's conversation either ends with a reference assistant turn, which the
-    model does not see, or is asked as it is; an item's task names its grader (``align.sft.grade``), and
-    items without one are graded by ``match`` (``eval.chat.GENERIC``). Every item is checked (file:line)."""
-    from lmforge.align.sft import check_graded, grade   # pylint: disable=import-outside-toplevel
+    """The items of a chat task: the test split of synthetic tasks, or the first ``n`` records of a chat
+    file (path; any format ``lmforge.align.sft.read_file`` reads: OpenAI ``messages``, TRL ``prompt`` /
+    ``completion``, ShareGPT, Alpaca, GSM8K, ...) with an ``answer`` column and an optional ``task``
+    one, so the file SFT, GRPO or PPO trains on evaluates too. A file's conversation either ends with a
+    reference assistant turn, which the model does not see, or is asked as it is; an item's task names
+    its grader (``align.sft.grade``), and items without one are graded by ``match``
+    (``eval.chat.GENERIC``). Every item is checked (file:line)."""
+    from lmforge.align.sft import check_graded, grade, read_file   # pylint: disable=import-outside-toplevel
     from lmforge.data import synthetic   # pylint: disable=import-outside-toplevel
-    from lmforge.data.chat import check_messages   # pylint: disable=import-outside-toplevel
-    from lmforge.eval.chat import GENERIC, with_generic   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.chat import with_generic   # pylint: disable=import-outside-toplevel
     from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
-    from lmforge.eval.jsonl import field, read_jsonl   # pylint: disable=import-outside-toplevel
 
     try:
         grade = with_generic(grade, matcher(match, pattern or None))   # argument mistakes before the model loads
@@ -194,14 +195,15 @@ def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_n
     n = min(n, ctx.limit) if ctx.limit else n
     if path:
         items = []
-        for number, obj in read_jsonl(_path(path, "chat")):
-            if len(items) >= n:
-                break
-            where = f"{path}:{number}"
-            messages = check_messages(field(obj, "messages", list, where), where=where)
-            answer = str(field(obj, "answer", (str, int, float), where))
-            task = field(obj, "task", str, where) if "task" in obj else GENERIC
-            if (why := check_graded({"task": task, "answer": answer, "where": where}, match, "match")) is not None:
+        try:
+            records = read_file(str(_path(path, "chat")), "auto")   # any chat format, GSM8K too, with its columns
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for it in records[:n]:
+            where, messages, answer = it["where"], it["messages"], it["answer"]
+            if answer is None:
+                raise ConfigError(f"{where}: no 'answer'; expected each item to carry the answer a reply must give")
+            if (why := check_graded(it, match, "match")) is not None:
                 raise ConfigError(why)
             if messages[-1]["role"] == "assistant":   # the reference turn, which the prompt leaves out
                 if len(messages) == 1:
@@ -209,7 +211,7 @@ def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_n
                                       f"the model is asked (a user turn) before the reference assistant turn")
             else:   # asked as it is: the answer stands in for the reference turn eval.chat.prompt_messages drops
                 messages = [*messages, {"role": "assistant", "content": answer}]
-            items.append({"messages": messages, "answer": answer, "task": task})
+            items.append({**it, "messages": messages})
         if not items:
             raise ConfigError(f"{path}: holds no items")
     else:
@@ -298,14 +300,15 @@ TASKS: dict[str, EvalTask] = {t.name: t for t in (
              "run's training split, or path: a .txt, or a .jsonl with a 'text' field)",
              {"n": 1, "prefix": 1, "suffix": 1, "seed": 0}),
     EvalTask("chat", check_chat, run_chat, {"tasks": "", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160,
-                                "match": "exact", "pattern": ""},
+                                "match": "auto", "pattern": ""},
              "greedy chat replies graded against answers: n items of the test split of synthetic tasks (joined "
-             "with +; default arithmetic), or the first n of a jsonl (path) of {messages, answer, task}: messages the conversation "
-             "(role system, user, assistant or tool) ending with the reference assistant turn, which the model "
+             "with +; default arithmetic), or the first n records of a chat file (path: OpenAI messages, TRL prompt/"
+             "completion, ShareGPT, Alpaca or GSM8K, as SFT / GRPO / PPO read it) with an answer column and an "
+             "optional task column: the conversation ends with the reference assistant turn, which the model "
              "does not see (without one the model answers the whole conversation); answer what a reply must give; task "
-             "optional: gsm8k or a synthetic task grades by its own rule, no task by match (exact: the reply "
-             "equals the answer, whitespace collapsed; numeric: the reply's #### or last number; regex: what "
-             "pattern extracts equals it)", {"n": 1, "seed": 0, "max_new_tokens": 1}),
+             "optional: gsm8k or a synthetic task grades by its own rule, no task by match (auto: numeric for an "
+             "answer that is a number, else exact; exact: the reply equals the answer, whitespace collapsed; "
+             "numeric: the reply's #### or last number; regex: what pattern extracts equals it)", {"n": 1, "seed": 0, "max_new_tokens": 1}),
     EvalTask("lm_eval", check_lm_eval, run_lm_eval, {"tasks": REQUIRED, "include": "", "fewshot": -1},
              "lm-evaluation-harness tasks (joined with +) through the adapter; include: a folder of task YAML files "
              "(a built-in task downloads its data from the Hugging Face Hub; offline, use a local task); fewshot -1: "

@@ -50,8 +50,8 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
                   tools: Sequence[Tool] = (), max_calls: int = 4) -> dict:
     """Replies to ``items`` (dicts with ``messages``, ``answer``, ``task``) graded by ``grade``.
 
-    Returns ``{"metrics": {"accuracy", "n", "accuracy/<task>" per task}, "samples": [{task, answer,
-    reply, correct}]}``; with ``sampling.n > 1`` the accuracy is over all replies (pass@1 estimated
+    Returns ``{"metrics": {"accuracy", "n", "accuracy/<task>" per task}, "samples": [{task, prompt,
+    answer, reply, correct}]}`` (``prompt``: the messages asked); with ``sampling.n > 1`` the accuracy is over all replies (pass@1 estimated
     from n samples). ``batch``, ``progress``, ``desc``: as :func:`chat_replies`. With ``tools``, each
     reply goes through the tool-call loop (``lmforge.infer.tools.run_tools``, at most ``max_calls``
     calls; needs ``sampling.n == 1``): the last reply is graded, the metrics add ``tool_calls``
@@ -76,7 +76,8 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
         it = items[r // n]
         ok = bool(grade(it["task"], reply, it["answer"]))
         by_task.setdefault(it["task"], []).append(ok)
-        samples.append({"task": it["task"], "answer": it["answer"], "reply": reply, "correct": ok})
+        samples.append({"task": it["task"], "prompt": prompts[r // n], "answer": it["answer"], "reply": reply,
+                        "correct": ok})
         if runs is not None:
             samples[-1]["calls"] = [dataclasses.asdict(c) for c in runs[r].calls]
     metrics = {"accuracy": float(np.mean([s["correct"] for s in samples])), "n": len(items)}

@@ -12,9 +12,9 @@
   reports them: ``exact_match_strict`` reads only a ``#### N`` in the output,
   ``exact_match_flexible`` falls back to the last number (``extract.extract_number``).
 - A local generation task file (``.jsonl``: ``{"prompt": str, "answer": str | [str, ...]}``,
-  optionally ``"stop": [str, ...]``) is matched by ``exact``, ``numeric`` or ``regex`` (with a
-  pattern; its group 1 or whole match is compared exactly). An item is correct when any of its
-  answers matches.
+  optionally ``"stop": [str, ...]``) is matched by ``exact``, ``numeric``, ``auto`` (numeric for an
+  answer that is a number, else exact) or ``regex`` (with a pattern; its group 1 or whole match is
+  compared exactly). An item is correct when any of its answers matches.
 
 Prompts go to the sampler in chunks of ``batch`` (its shapes are bucketed, so every full chunk
 compiles once); the completions come back as text cut at the first stop string. A prompt that fills
@@ -34,7 +34,7 @@ from lmforge.eval import extract
 from lmforge.eval.jsonl import TaskFileError, field, read_jsonl
 from lmforge.infer import SamplingConfig
 
-MATCHES = ("exact", "numeric", "regex")
+MATCHES = ("auto", "exact", "numeric", "regex")
 GSM8K_STOP = ("Question:",)
 
 
@@ -161,7 +161,8 @@ def gsm8k(sampler, items: Sequence[GSM8KItem], *, shots: Sequence[GSM8KItem] = (
 
 
 def matcher(match: str, pattern: str | None = None) -> Callable[[str, str], bool]:
-    """``(output, answer) -> bool`` for ``match`` in ``MATCHES`` (``regex`` needs ``pattern``)."""
+    """``(output, answer) -> bool`` for ``match`` in ``MATCHES`` (``regex`` needs ``pattern``;
+    ``auto`` compares numbers for an answer that is one, else exact text)."""
     if match not in MATCHES:
         raise ValueError(f"match={match!r}: expected one of {', '.join(MATCHES)}")
     if match == "regex":
@@ -174,6 +175,9 @@ def matcher(match: str, pattern: str | None = None) -> Callable[[str, str], bool
         return lambda out, ans: extract.regex_match(out, ans, compiled)
     if pattern:
         raise ValueError(f"pattern is for match=regex, not match={match}")
+    if match == "auto":
+        return lambda out, ans: (extract.numeric_match(out, ans) if extract.normalize_number(ans) is not None
+                                 else extract.exact_match(out, ans))
     return extract.exact_match if match == "exact" else extract.numeric_match
 
 

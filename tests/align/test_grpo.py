@@ -553,7 +553,9 @@ def test_a_reward_fn_named_in_the_config_trains_on_prompts_without_answers(base,
                                          r"\(task 'chat', ") as e:
         run_grpo(dataclasses.replace(cfg, reward_fn=f"{rewards}:boom"), tmp_path / "boom")
     assert "\n" not in str(e.value)
-    assert load_reward_fn("json:dumps")({"a": 1}) == '{"a": 1}'
+    assert load_reward_fn("os.path:join")("a", "b", "c") == "a/b/c"   # a module's function
+    with pytest.raises(ValueError, match=r"dumps\(obj, .*cannot be called as dumps\(task, completion, answer\)"):
+        load_reward_fn("json:dumps")
     for spec, match in (("rewards.py", "expected 'path/to/file.py:function'"), (f"{tmp_path}/none.py:f", "no such file"),
                         (f"{rewards}:missing", "has no function 'missing'"), (f"{rewards}:NOT_A_FN", "is a int"),
                         ("no_such_module_xyz:f", "does not load: ModuleNotFoundError")):
@@ -596,6 +598,16 @@ def test_reward_functions_get_the_columns_they_ask_for():
         check_reward_columns(needs_tests, items)
     with pytest.raises(ValueError, match=r"^reward_fn raised TypeError: .*on completion 1 of rollout 3 \(task 'chat'"):
         score_completions(needs_tests, ["a", "b"], items, where="of rollout 3")
+    got = []
+    score_completions(lambda task, completion, answer: got.append(answer) or 0.0, ["", ""], items)
+    assert got == [4, None]   # the answer column as the file holds it, not the grader's string '4'
+
+    def trl_style(completions, **kwargs):
+        return [0.0 for _ in completions]
+    with pytest.raises(ValueError, match=r"^reward_fn: trl_style\(completions, \*\*kwargs\) cannot be called as "
+                                         r"trl_style\(task, completion, answer\); expected def trl_style\(task, "
+                                         r"completion, answer, \*\*columns\) -> float, called once per completion"):
+        check_reward_columns(trl_style, items)
 
 
 def test_grpo_on_a_trl_prompt_file_with_answers_graded_and_a_column_reward(base, tmp_path, write_jsonl):
@@ -613,11 +625,16 @@ def test_grpo_on_a_trl_prompt_file_with_answers_graded_and_a_column_reward(base,
 
     rewards = tmp_path / "rewards.py"
     rewards.write_text("def length(task, completion, answer, **columns):\n"
-                       "    assert task == 'chat' and answer.isdigit() and set(columns) == {'target_len'}\n"
+                       "    assert task == 'chat' and isinstance(answer, int) and set(columns) >= {'target_len', 'prompt'}\n"
                        "    return -abs(len(completion) - columns['target_len'])\n")
-    run_grpo(dataclasses.replace(cfg, eval_generate=0, reward_fn=f"{rewards}:length"), tmp_path / "columns")
+    final = run_grpo(dataclasses.replace(cfg, reward_fn=f"{rewards}:length"), tmp_path / "columns")
     rows = [json.loads(x) for x in (tmp_path / "columns" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["train/reward"] <= 0 for r in rows if "train/reward" in r)
+    # Held out: the reward function scores the greedy replies too (TRL's eval reward), beside the grader's accuracy.
+    assert final["final/reward_n"] == 4 and final["final/reward"] <= 0 and final["final/n"] == 4
+    samples = [json.loads(x) for x in (tmp_path / "columns" / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and all({"prompt", "reply", "reward", "correct"} <= set(x) for x in samples)
+    assert samples[0]["prompt"][-1]["content"].startswith("What is ")
 
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"prompt": "Write f.", "answer": "def f(): pass", "task": "code"}] * 5)
     with pytest.raises(ValueError, match=rf"^{odd}:\d: task 'code' has no grader; .*or score it with a reward function "

@@ -239,6 +239,7 @@ def test_ppo_learns_a_reward(base, tmp_path):
     scores = [r["train/objective/scores"] for r in _rows(tmp_path / "run") if "train/objective/scores" in r]
     assert len(scores) == 10 and np.mean(scores[-3:]) > np.mean(scores[:3]) + 0.01, scores   # measured: 0.094 -> 0.113
     assert "final/accuracy" in out   # held-out accuracy: the task grader's, whatever scores the rollouts
+    assert out["final/reward_n"] == 8 and 0 <= out["final/reward"] <= 1   # and the held-out replies' reward
 
 
 def test_ppo_resumes_exactly_between_two_mini_batches(base, reward_model, tmp_path):

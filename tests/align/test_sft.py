@@ -337,7 +337,7 @@ def test_a_chat_files_answers_and_columns_become_graded_items_named_by_file_and_
     ``lmforge eval chat:path=`` reads them; answers no grader could check are refused naming ``file:line``
     (or, for held-out accuracy beside a reward function of one's own, left out and counted); and a
     conversation SFT cannot train is named by its ``file:line``, not its index in the shuffled split."""
-    from lmforge.align.sft import ChatDataConfig, check_graded, grader, held_out_graded, read_file
+    from lmforge.align.sft import ChatDataConfig, check_graded, check_references, grader, held_out_graded, read_file
     from lmforge.data.chat import ChatFormat
 
     path = write_jsonl(tmp_path / "qa.jsonl", [
@@ -363,10 +363,20 @@ def test_a_chat_files_answers_and_columns_become_graded_items_named_by_file_and_
     assert held_out_graded(items, "exact", strict=False) == items[:2]
     grade = grader(ChatDataConfig(path=str(path), match="numeric"))
     assert grade("chat", "It is 4.", "4") and not grade("chat", "It is 5.", "4") and grade("spelling", "#### c-a-t", "cat")
-    with pytest.raises(ValueError, match=r"data.match='fuzzy': expected one of exact, numeric, regex"):
+    with pytest.raises(ValueError, match=r"data.match=.fuzzy.: expected one of auto, exact, numeric, regex"):
         ChatDataConfig(path=str(path), match="fuzzy")
     with pytest.raises(ValueError, match=r"data.match=regex needs a pattern"):
         ChatDataConfig(path=str(path), match="regex")
+
+    # References the grader fails (exact text against a bare number) are warned about; auto compares numbers.
+    refs = [{"task": "chat", "answer": "14", "where": f"qa.jsonl:{i}",
+             "messages": [{"role": "user", "content": "8 + 6?"}, {"role": "assistant", "content": "8 + 6 = 14"}]}
+            for i in range(3)]
+    assert check_references(refs, grader(ChatDataConfig(path=str(path), match="exact")), "exact") == (
+        "warning: the grader fails 3 of 3 reference replies (e.g. qa.jsonl:0: '8 + 6 = 14' against answer '14', "
+        "task 'chat', data.match=exact), so a model that learns them would score low too; is data.match right for "
+        "these answers?")
+    assert check_references(refs, grader(ChatDataConfig(path=str(path))), "auto") is None   # the default: auto
 
     template = ChatFormat(load_tokenizer(tok_dir))
     with pytest.raises(ValueError, match=rf"^{path}:1: the conversation has no assistant turn"):

@@ -198,6 +198,20 @@ def test_chat_file_items_without_a_task_are_graded_by_match(model_folder, tiny, 
     assert [s["reply"] for s in result["samples"][:2]] == [reply, reply]   # the same prompt either way
     assert [s["correct"] for s in result["samples"][:2]] == [True, False]  # exact: the reply equals the answer
     assert result["metrics"]["accuracy/chat"] == 0.5
+    assert result["samples"][0]["prompt"] == asked   # a wrong reply can be traced to its question
+
+    # The same items in TRL's prompt / completion format (what SFT, GRPO and PPO read) evaluate the same.
+    trl = tmp_path / "trl.jsonl"
+    trl.write_text("".join(json.dumps(x) + "\n" for x in [
+        {"prompt": asked, "completion": "hi", "answer": reply},
+        {"prompt": "Say hi", "answer": reply + " and more"},
+        {"prompt": "What is 2 + 3?", "answer": 5, "task": "arithmetic"},
+    ]))
+    out = tmp_path / "trl.json"
+    assert main(["eval", str(model_folder), f"chat:path={trl},max_new_tokens=4", "--out", str(out)]) == 0
+    again = strict_json(out)["results"][0]
+    assert again["metrics"] == result["metrics"]
+    assert [(s["reply"], s["correct"]) for s in again["samples"]] == [(s["reply"], s["correct"]) for s in result["samples"]]
 
 
 def test_chat_file_mistakes_are_refused_before_the_model_loads(run_folder, tmp_path, capsys, monkeypatch):
@@ -221,8 +235,8 @@ def test_chat_file_mistakes_are_refused_before_the_model_loads(run_folder, tmp_p
     assert f"{chat}:1: answer 'hi' of task 'arithmetic': expected a number" in error({**hi, "task": "arithmetic"})
     assert f"{chat}:1: the conversation is only an assistant turn" in error(
         {"messages": [{"role": "assistant", "content": "hi"}], "answer": "hi"})
-    assert f"{chat}:1: missing key 'answer'" in error({"messages": hi["messages"]})
-    assert "chat: match='fuzzy': expected one of exact, numeric, regex" in error(hi, spec="chat:path={},match=fuzzy")
+    assert f"{chat}:1: no 'answer'; expected each item to carry" in error({"messages": hi["messages"]})
+    assert "chat: match='fuzzy': expected one of auto, exact, numeric, regex" in error(hi, spec="chat:path={},match=fuzzy")
     assert "chat: tasks=identity and path= are both given; a file's items name their own task" in error(
         hi, spec="chat:path={},tasks=identity")
     assert f"{chat}:1: answer 'hi' holds no number; a gsm8k item is graded by the reply's number" in error(
