@@ -265,6 +265,13 @@ def _sample_cmd(args: argparse.Namespace) -> int:
     source = pathlib.Path(args.run_dir)
     kind, config = check_source(source, command="sample")
     from lmforge.infer import SamplingConfig
+    from lmforge.infer.text import check_generates
+    from lmforge.weights import source_model_config
+
+    try:   # before the weights load: a BERT or a reward model has nothing to continue text with
+        check_generates(source_model_config(str(source)), f"lmforge sample {source}")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p)

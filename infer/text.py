@@ -125,6 +125,17 @@ def _window_stream(stream: Stream, live: list[int], rows: int, offset: int) -> S
     return each
 
 
+def check_generates(model_cfg, who: str) -> None:
+    """Raises ValueError, naming ``who``, for a model that does not continue text: an encoder-only one
+    (BERT fills in masked tokens) or a reward model (a score head in place of the language-model head)."""
+    if model_cfg.architecture == "encoder" or model_cfg.num_labels:
+        what = (f"an encoder-only model ({model_cfg.family}: it fills in masked tokens)"
+                if model_cfg.architecture == "encoder" else
+                f"a reward model (a score head of {model_cfg.num_labels}, no language-model head)")
+        raise ValueError(f"{who}: {what} does not continue text; sample from a decoder (gpt2, llama) or an "
+                         f"encoder-decoder (t5, transformer)")
+
+
 class Sampler:
     """A model with its tokenizer and mesh, sampling text (see the module docstring)."""
 
@@ -150,8 +161,10 @@ class Sampler:
         [1, cfg.max_new_tokens] (a server's requests of different ``max_tokens`` in one call); they must
         fit the context with their prompts. ``labels``: each prompt's name in the line that says which
         prompts are cropped (an eval item's file:line; default its index in ``prompts``). Raises
-        ValueError for an empty prompt, a stream over more rows than ``max_rows``, or ``max_tokens`` of
-        the wrong length, out of range or past the context."""
+        ValueError for a model that does not generate (encoder-only, or a reward model's score head), an
+        empty prompt, a stream over more rows than ``max_rows``, or ``max_tokens`` of the wrong length,
+        out of range or past the context."""
+        check_generates(self.model_cfg, "generate")
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("generate: every prompt needs at least one token (encode a BOS token for an empty prompt)")
         names = list(labels) if labels is not None else [str(i) for i in range(len(prompts))]

@@ -11,11 +11,14 @@ from lmforge.train.step import reduce_metrics
 from lmforge.train.trainer import BatchEvaluator
 
 
-def lm_eval_metrics(bytes_per_token: float):
-    """Perplexity and bits per byte from the evaluation's mean loss (nats per token)."""
+def lm_eval_metrics(bytes_per_token: float | None):
+    """Perplexity and bits per byte from the evaluation's mean loss (nats per token); no bits per byte
+    when ``bytes_per_token`` is None (an objective that scores a share of the tokens)."""
     def derive(m: dict[str, float]) -> dict[str, float]:
-        return {"perplexity": math.exp(min(m["loss"], 50.0)),
-                "bits_per_byte": m["loss"] / math.log(2) / bytes_per_token, "tokens": m["weight_sum"]}
+        out = {"perplexity": math.exp(min(m["loss"], 50.0)), "tokens": m["weight_sum"]}
+        if bytes_per_token is not None:
+            out["bits_per_byte"] = m["loss"] / math.log(2) / bytes_per_token
+        return out
     return derive
 
 
@@ -43,9 +46,9 @@ def with_source_evals(evaluators: dict[str, tuple[BatchEvaluator, float]]):
             m = {k.removeprefix("eval/"): v for k, v in evaluate(trainer).items()}
             out.update({f"eval/{name}/{k}": v for k, v in m.items()})
             raw.append({k: v for k, v in m.items() if k not in _DERIVED})
-            n_bytes += bytes_per_token * m["weight_sum"]
+            n_bytes = None if n_bytes is None or bytes_per_token is None else n_bytes + bytes_per_token * m["weight_sum"]
         total = reduce_metrics(raw)
-        total.update(lm_eval_metrics(n_bytes / max(total["weight_sum"], 1e-8))(total))
+        total.update(lm_eval_metrics(None if n_bytes is None else n_bytes / max(total["weight_sum"], 1e-8))(total))
         return {**{f"eval/{k}": v for k, v in total.items()}, **out}
     return each
 
@@ -53,8 +56,9 @@ def with_source_evals(evaluators: dict[str, tuple[BatchEvaluator, float]]):
 def eval_line(step: int, m: dict[str, float]) -> str:
     """The one format of an evaluation line, during the run and at its end (issue 13):
     ``step 600: val loss 4.6412, perplexity 103.69, bits/byte 2.3225``."""
-    line = (f"step {step}: val loss {m['eval/loss']:.4f}, perplexity {m['eval/perplexity']:.2f}, "
-            f"bits/byte {m['eval/bits_per_byte']:.4f}")
+    line = f"step {step}: val loss {m['eval/loss']:.4f}, perplexity {m['eval/perplexity']:.2f}"
+    if "eval/bits_per_byte" in m:   # not for mlm / span, which score a share of the tokens
+        line += f", bits/byte {m['eval/bits_per_byte']:.4f}"
     sources = [k.split("/")[1] for k in m if k.count("/") == 2 and k.endswith("/loss") and k != "eval/replay/loss"]
     if sources:
         line += "; by source: " + ", ".join(f"{name} {m[f'eval/{name}/loss']:.4f}" for name in sources)

@@ -64,7 +64,7 @@ from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
 from lmforge.train import distributed
 from lmforge.train.lm_eval import eval_line, lm_eval_metrics, with_replay_eval, with_source_evals
 from lmforge.train.documents import check_same_data, data_splits
-from lmforge.train.mesh import MeshConfig, batch_axes_size, make_mesh, use_host_devices
+from lmforge.train.mesh import MeshConfig, batch_axes_size, check_devices, make_mesh, mesh_shape, use_host_devices
 from lmforge.train.metrics import keep_previous, lm_flops_per_token, peak_flops_per_device
 from lmforge.train.objectives import causal_lm_loss
 from lmforge.train.optim import OptimConfig
@@ -127,10 +127,14 @@ class PretrainConfig(LoopConfig):
         records (read without its weights). A continued run resuming in ``workdir`` without replay
         needs no init_from (:func:`resumes_alone`); replay reads the original run's data split from it.
         A sentencepiece tokenizer this run will train has room for its fixed pieces (:func:`check_tokenizer_size`).
-        The data sources' files exist (``lmforge.data.sources.check_source``). Raises ValueError
+        The batches split over the mesh's devices (:func:`check_batch_rows`; one process). The data sources' files exist (``lmforge.data.sources.check_source``). Raises ValueError
         (FileNotFoundError for a missing file)."""
         from lmforge.data.sources import check_source
 
+        if not self.distributed.enabled:   # a multi-process run's devices are known once it starts
+            check_devices(self.mesh)
+            data, fsdp, expert, _ = mesh_shape(self.mesh, jax.device_count())
+            check_batch_rows(self, data * fsdp * expert, 1)
         for key, source in ([(f"data.mixture.{m.name}.source", m.source) for m in self.data.mixture]
                             or [("data.source", self.data.source)]):
             check_source(source, key)
@@ -154,6 +158,19 @@ class PretrainConfig(LoopConfig):
             raise ValueError(f"init_from={self.init_from} (the model is its, not this config's model.*): {e}") from None
 
 
+def check_batch_rows(cfg: PretrainConfig, batch_ways: int, process_count: int) -> None:
+    """``data.batch_size`` and ``eval_batch_size`` (0: data.batch_size) split over the ``batch_ways``
+    of the batch mesh axes (data x fsdp x expert) and the processes, ``data.batch_size`` also over
+    ``optim.grad_accum`` micro-batches a process. Raises ValueError naming the first that does not."""
+    global_bs = cfg.data.batch_size
+    for name, rows, per_process, what in (
+            ("data.batch_size", global_bs, cfg.optim.grad_accum, ", the process count and optim.grad_accum"),
+            ("eval_batch_size", cfg.eval_batch_size or global_bs, 1, " and the process count")):
+        if rows % batch_ways or rows % (process_count * per_process):
+            raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes ({batch_ways}){what}"
+                             + (f" (={per_process})" if per_process > 1 else ""))
+
+
 def check_tokenizer_size(tok: TokenizerConfig, workdir: pathlib.Path | None = None) -> None:
     """``tokenizer.vocab_size`` leaves room beyond the pieces every sentencepiece vocabulary holds, checked
     before curation and tokenizer training (``lmforge.data.tokenizer.check_vocab_size``, which training
@@ -166,6 +183,7 @@ def check_tokenizer_size(tok: TokenizerConfig, workdir: pathlib.Path | None = No
 
 
 OBJECTIVES_OF = {"decoder": ("causal",), "encoder": ("mlm",), "encoder_decoder": ("span", "reverse")}
+PARTIAL_OBJECTIVES = ("mlm", "span")   # score a share of the text's tokens: no bits per byte
 
 
 def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chunk: int = VOCAB_CHUNK,
@@ -387,7 +405,8 @@ def start_from(cfg: PretrainConfig, mesh, vocab_size: int, workdir: pathlib.Path
     if ignored:
         print(f"lmforge: the model is {'the run' if alone else 'init_from'}'s; this config's "
               f"model.{', model.'.join(ignored[:6])}"
-              + (f" and {len(ignored) - 6} more" if len(ignored) > 6 else "") + " differ from it and do not apply",
+              + (f" and {len(ignored) - 6} more" if len(ignored) > 6 else "") + " differ from it and do not apply "
+              "(config.json keeps them as given; the run's model.json holds the model that trains)",
               file=sys.stderr, flush=True)
     try:   # the objective and lengths against the model that trains, not the config's model.*
         check_objective(cfg, model_cfg)
@@ -429,12 +448,7 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
     mesh = make_mesh(cfg.mesh)
     global_bs = cfg.data.batch_size
     eval_bs = cfg.eval_batch_size or global_bs
-    for name, rows, per_process, what in (
-            ("data.batch_size", global_bs, cfg.optim.grad_accum, ", the process count and optim.grad_accum"),
-            ("eval_batch_size", eval_bs, 1, " and the process count")):
-        if rows % batch_axes_size(mesh) or rows % (jax.process_count() * per_process):
-            raise ValueError(f"{name}={rows} must be divisible by the batch mesh axes "
-                             f"({batch_axes_size(mesh)}){what}")
+    check_batch_rows(cfg, batch_axes_size(mesh), jax.process_count())
     rules = cfg.mesh.rules
     base_step = None
     if cfg.init_from:
@@ -475,8 +489,11 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
         val_batches, val_bytes = eval_batches(cfg.data, tok, docs, batch_size=eval_bs)
         if cfg.objective.kind != "causal":   # a fixed draw per batch: every evaluation scores the same task
             val_batches = [objective(b, np.random.default_rng([seed, i])) for i, b in enumerate(val_batches)]
-        # Bytes per scored token over the whole split, so a capped evaluation still gives bits/byte.
-        bytes_per_token = val_bytes / max(sum(float(b["weights"].sum()) for b in val_batches), 1.0)
+        # Bytes per scored token over the whole split, so a capped evaluation still gives bits/byte; none for
+        # objectives that score a share of the tokens (mlm's masked 15%, span's sentinels and spans): their
+        # loss in bits over all the text's bytes would read as an impossible compression.
+        bytes_per_token = (val_bytes / max(sum(float(b["weights"].sum()) for b in val_batches), 1.0)
+                           if cfg.objective.kind not in PARTIAL_OBJECTIVES else None)
         if cfg.eval_max_batches:
             val_batches = val_batches[:cfg.eval_max_batches]
         return BatchEvaluator(val_batches, rows=eval_bs, derive=lm_eval_metrics(bytes_per_token)), bytes_per_token
@@ -518,9 +535,10 @@ def run_pretrain(cfg: PretrainConfig, workdir: pathlib.Path) -> dict[str, float]
         print(text, flush=True)
     return {"final/step": float(result.step), "final/train_loss": result.train.get("train/loss", float("nan")),
             **({"final/val_loss": ev["eval/loss"], "final/val_perplexity": ev["eval/perplexity"],
-                "final/val_bits_per_byte": ev["eval/bits_per_byte"]} if ev else {}),
-            **({f"final/replay_val_{k}": ev[f"eval/replay/{k}"] for k in ("loss", "perplexity", "bits_per_byte")}
-               if cfg.replay is not None else {}),
+                **({"final/val_bits_per_byte": ev["eval/bits_per_byte"]} if "eval/bits_per_byte" in ev else {})}
+               if ev else {}),
+            **({f"final/replay_val_{k}": ev[f"eval/replay/{k}"] for k in ("loss", "perplexity", "bits_per_byte")
+                if f"eval/replay/{k}" in ev} if cfg.replay is not None else {}),
             **{f"final/{s.name}_val_{k}": ev[f"eval/{s.name}/{k}"] for s in cfg.data.mixture
                for k in ("loss", "perplexity", "bits_per_byte") if f"eval/{s.name}/{k}" in ev},
             # Timed over logged steps after the first (compile): a run too short for that has no rate.

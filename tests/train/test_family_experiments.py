@@ -40,6 +40,11 @@ def test_smoke_experiment_learns(name, tmp_path_factory, request):
     assert len(evals) == 2 and evals[1] < evals[0] < 10
     if name != "bert_mlm":   # encoder-decoders sample through the shared KV-cache sampler
         assert (run_dir / "samples.txt").read_text().startswith("--- sample 0")
+    # bits/byte only where every token is scored: the masked 15% (or span targets) over all the text's bytes
+    # read as an impossible 0.67 bits/byte for BERT
+    final = json.loads((run_dir / "final.json").read_text())
+    has_bpb = any("bits_per_byte" in m for m in read_metrics(run_dir / "metrics.jsonl"))
+    assert has_bpb == (name == "transformer_base") and ("final/val_bits_per_byte" in final) == has_bpb
 
 
 def test_convert_bert_run_to_transformers_and_back(bert_run, tmp_path, capsys):
@@ -85,3 +90,25 @@ def test_objective_must_fit_the_family(tmp_path):
     cfg = PretrainConfig(model=ModelConfig.bert_tiny(vocab_size=0))   # objective defaults to causal
     with pytest.raises(ValueError, match=r"objective.kind='causal' does not train model.family='bert' \(encoder\)"):
         run_pretrain(cfg, tmp_path)
+
+
+def test_sample_refuses_an_encoder_only_run_in_one_line(bert_run, capsys):
+    """`lmforge sample` on a BERT run says an encoder-only model does not continue text (it raised an
+    AttributeError from deep in the sampler)."""
+    assert main(["sample", str(bert_run), "--prompt", "The with statement", "--max-new-tokens", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"lmforge: error: lmforge sample {bert_run}: an encoder-only model (bert: it fills in masked "
+                       f"tokens) does not continue text; sample from a decoder (gpt2, llama) or an encoder-decoder "
+                       f"(t5, transformer)")
+
+
+def test_a_batch_that_does_not_split_is_refused_before_the_run_folder_exists(tmp_path, capsys):
+    """data.batch_size against optim.grad_accum (and the mesh's batch axes) is checked with the config,
+    before config.json, data.json and the tokenizer are written (it was checked after them)."""
+    workdir = tmp_path / "run"
+    assert main(["run", str(EXPERIMENTS.parent / "shakespeare_char.py") + ":smoke", "optim.grad_accum=3",
+                 "--workdir", str(workdir)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "lmforge: error: data.batch_size=8 must be divisible by the batch mesh axes (8), the process count and "
+        "optim.grad_accum (=3)")
+    assert not workdir.exists()
