@@ -127,7 +127,8 @@ class PretrainConfig(LoopConfig):
         records (read without its weights). A continued run resuming in ``workdir`` without replay
         needs no init_from (:func:`resumes_alone`); replay reads the original run's data split from it.
         A sentencepiece tokenizer this run will train has room for its fixed pieces (:func:`check_tokenizer_size`).
-        The batches split over the mesh's devices (:func:`check_batch_rows`; one process). The data sources' files exist (``lmforge.data.sources.check_source``). Raises ValueError
+        The batches split over the mesh's devices (:func:`check_batch_rows`; one process). The data
+        sources' files exist (``lmforge.data.sources.check_source``). Raises ValueError
         (FileNotFoundError for a missing file)."""
         from lmforge.data.sources import check_source
 
