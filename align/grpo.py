@@ -20,7 +20,9 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   one, which then trains too; the record's other columns — test cases, say — and ``prompt``, the
   messages asked, come as keyword arguments when the function declares them or ``**kwargs``, as
   TRL's ``reward_funcs`` get a data set's columns and the prompts); an exception it raises ends the
-  run in one line naming the completion.
+  run in one line naming the completion. Several functions with weights, TRL's ``reward_funcs`` with
+  ``reward_weights``: ``reward_funcs=(("rewards.py:correct", 1.0), ("rewards.py:brevity", 0.1))``
+  sums them and logs each one's mean (``rewards/<name>/mean``).
 - Rollouts (:class:`Rollouts`) are sampled by the one sampler (``lmforge.infer.Sampler``) from the
   policy as it is after the previous step, at ``temperature`` (with ``top_k`` / ``top_p``), and end at
   the template's end-of-turn id (trained, as TRL trains the EOS) or at ``max_new_tokens``. The
@@ -81,7 +83,7 @@ from flax import nnx
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
                                   prepare_policy, raise_problems, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.rollouts import (RolloutSource, check_reward_columns, load_reward_fn, reward_source,
+from lmforge.align.rollouts import (RolloutSource, check_reward_columns, configured_reward, reward_source,
                                     score_completions)
 from lmforge.align.sft import (FILE_FORMATS, check_graded, check_match, check_references, graded_tasks, grader,
                                held_out_graded, read_items)
@@ -145,6 +147,7 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
     reference_from: str = ""         # the frozen reference for beta > 0; "" → the starting policy (under LoRA: its base)
     data: PromptDataConfig = PromptDataConfig(synthetic=(("arithmetic", 1.0),))
     reward_fn: str = ""              # "file.py:fn" or "module:fn" (load_reward_fn); "" → the task's grader
+    reward_funcs: tuple[tuple[str, float], ...] = ()   # (spec, weight) pairs summed (TRL's reward_funcs + reward_weights)
     num_generations: int = 8         # G: completions per prompt (the group)
     num_iterations: int = 1          # mu: passes over each rollout (> 1: clipped against its old log-probs)
     steps_per_generation: int = 1    # optimizer steps a pass over a rollout is split into (TRL's steps_per_generation)
@@ -239,12 +242,11 @@ class GRPOConfig(PolicyAndReference, LoopConfig):
         exist. Raises ValueError (FileNotFoundError for a missing file)."""
         check_policy_sources(self, "GRPO", "GRPO starts from a policy (usually an SFT run)",
                              ("data.max_prompt_len + max_new_tokens", self.seq_len))
-        if self.reward_fn:
-            load_reward_fn(self.reward_fn)
+        configured_reward(self)
         for key in ("path", "test_path"):
             path = getattr(self.data, key)
             if path and not pathlib.Path(path).is_file():
-                raise FileNotFoundError(f"data.{key}={path}: no such file; expected a GSM8K jsonl")
+                raise FileNotFoundError(f"data.{key}={path}: no such file; expected a GSM8K or chat file")
 
 
 # ----------------------------------------------------------------------------------------- loss
@@ -384,6 +386,7 @@ class Rollouts(RolloutSource):
         rows = [self.items[picked[r // g]] for r in range(len(texts))]
         tasks = [it.get("task", "") for it in rows]
         rewards = score_completions(self.reward_fn, texts, rows, where=f"of rollout {k}")
+        by_function = dict(getattr(self.reward_fn, "last", {}))   # several reward functions: each one's mean
         advantages, stats = self.advantage_fn(rewards)
         self.last_output = out
         truncated = np.asarray(out.finish_reason) == FINISH_LENGTH     # cut at max_new_tokens
@@ -396,6 +399,7 @@ class Rollouts(RolloutSource):
             batch["old_logprobs"] = np.where(batch["mask"] > 0, old, 0.0).astype(np.float32)
         m = {k: float(v) for k, v in stats.items()}
         m["reward"] = float(rewards.mean())
+        m.update(by_function)
         m["completions/mean_length"] = float(np.mean(out.lengths))
         m["completions/clipped_ratio"] = float(truncated.mean())
         if len(set(tasks)) > 1:
@@ -480,10 +484,11 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
     from lmforge.eval.chat import chat_accuracy
     from lmforge.weights import load_params
 
-    by_grader = reward_fn is None and not cfg.reward_fn
     grade = grader(cfg.data)
     if reward_fn is None:
-        reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else grade
+        reward_fn = configured_reward(cfg)
+    by_grader = reward_fn is None
+    reward_fn = reward_fn or grade
     train_items, train_prompts, test_items = read_problems(cfg, template, need_answers=by_grader,
                                                            reward_fn=None if by_grader else reward_fn)
     eval_bs = cfg.eval_batch_size or cfg.rows    # prompts per sampler call, which pads rows itself

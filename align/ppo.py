@@ -74,7 +74,7 @@ from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.grpo import (PromptDataConfig, RewardFn, completion_logprobs, read_problems, reward_eval,
                                 rollout_batch)
 from lmforge.align.grpo import describe as describe_graded
-from lmforge.align.rollouts import load_reward_fn, reward_source, score_completions
+from lmforge.align.rollouts import configured_reward, reward_source, score_completions
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import grader, held_out_graded
 from lmforge.infer import Sampler, SamplingConfig
@@ -103,6 +103,7 @@ class PPOConfig(PolicyAndReference, LoopConfig):
     reference_from: str = ""         # the KL's frozen reference; "" → the starting policy (under LoRA: its base)
     reward_from: str = ""            # a reward model (a score head of 1); "" → the task's grader (verifiable problems)
     reward_fn: str = ""              # without reward_from: "file.py:fn" or "module:fn" (load_reward_fn); "" → the grader
+    reward_funcs: tuple[tuple[str, float], ...] = ()   # without reward_from: (spec, weight) pairs summed, as in GRPO
     value_from: str = ""             # the value model's start; "" → reward_from, or init_from with a fresh score head
     data: PromptDataConfig = PromptDataConfig(synthetic=(("arithmetic", 1.0),))   # batch_size: prompts per rollout
     num_ppo_epochs: int = 4          # passes over each rollout
@@ -200,11 +201,10 @@ class PPOConfig(PolicyAndReference, LoopConfig):
             path = getattr(self.data, key)
             if path and not pathlib.Path(path).is_file():
                 raise FileNotFoundError(f"data.{key}={path}: no such file")
-        if self.reward_fn and self.reward_from:
-            raise ValueError(f"reward_fn={self.reward_fn!r} and reward_from={self.reward_from} are both set; expected "
-                             f"one source of scores")
-        if self.reward_fn:
-            load_reward_fn(self.reward_fn)
+        if (self.reward_fn or self.reward_funcs) and self.reward_from:
+            named = f"reward_fn={self.reward_fn!r}" if self.reward_fn else f"reward_funcs={self.reward_funcs!r}"
+            raise ValueError(f"{named} and reward_from={self.reward_from} are both set; expected one source of scores")
+        configured_reward(self)
 
 
 # ----------------------------------------------------------------------------------------- loss
@@ -353,6 +353,7 @@ class PPORollouts(RolloutSource):
         if len(set(tasks)) > 1:
             for task in sorted(set(tasks)):
                 metrics[f"objective/scores/{task}"] = float(scores[[t == task for t in tasks]].mean())
+        metrics.update(getattr(self.score, "last_metrics", dict)())   # several reward functions: each one's mean
         metrics["perf/rollout_s"] = time.perf_counter() - t0
         self.record(metrics)
         return {**rows, "logprobs": np.where(m, ev["logprobs"], 0.0).astype(np.float32), "values": a["values"],
@@ -401,6 +402,7 @@ def grader_scorer(reward_fn: RewardFn) -> Scorer:
     number, or an exception of the function, in one line."""
     def score(texts, items):
         return score_completions(reward_fn, texts, items)
+    score.last_metrics = lambda: dict(getattr(reward_fn, "last", {}))   # several functions: each one's mean
     return score
 
 
@@ -424,10 +426,11 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     from lmforge.eval.chat import chat_accuracy, prompt_messages
     from lmforge.weights import load_params
 
-    by_grader = reward_fn is None and not cfg.reward_fn and not cfg.reward_from
     grade = grader(cfg.data)
     if reward_fn is None:
-        reward_fn = load_reward_fn(cfg.reward_fn) if cfg.reward_fn else grade
+        reward_fn = configured_reward(cfg)
+    by_grader = reward_fn is None and not cfg.reward_from
+    reward_fn = reward_fn or grade
     items, prompts, test_items = read_problems(cfg, template, need_answers=by_grader,
                                                reward_fn=None if by_grader or cfg.reward_from else reward_fn,
                                                task="PPO")

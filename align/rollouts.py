@@ -14,6 +14,7 @@ import abc
 import base64
 import io
 import json
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -238,11 +239,56 @@ def check_reward_signature(reward_fn, key: str = "reward_fn") -> None:
                          ) from None
 
 
+class WeightedRewards:
+    """Several reward functions as one, TRL's ``reward_funcs`` with ``reward_weights``: a completion's
+    reward is ``sum(weight * fn(task, completion, answer, **columns))``, each function given the
+    columns it declares (:func:`score_completions`). ``last`` holds each function's mean over the
+    last call's completions, ``{"rewards/<name>/mean": ...}`` (TRL's metric names), for the rollout's
+    metrics."""
+
+    def __init__(self, funcs: Sequence[tuple[str, Callable, float]]):
+        self.funcs = [(str(name), fn, float(weight)) for name, fn, weight in funcs]
+        self.__name__ = " + ".join(f"{w:g} * {name}" for name, _, w in self.funcs)
+        self.last: dict[str, float] = {}
+
+
+def load_reward_funcs(pairs, key: str = "reward_funcs") -> WeightedRewards:
+    """The :class:`WeightedRewards` a config's ``reward_funcs`` names: ``(("rewards.py:correct", 1.0),
+    ("rewards.py:brevity", 0.1))``, each spec loaded by :func:`load_reward_fn`, named by its function
+    (by its spec where two share a name). Raises ValueError naming ``key`` for no pair, a pair that is
+    not (spec, weight) with a finite weight, or a spec that does not load."""
+    import math   # pylint: disable=import-outside-toplevel
+    if not pairs:
+        raise ValueError(f"{key}=(): expected (('file.py:fn', weight), ...)")
+    funcs = []
+    for i, pair in enumerate(pairs):
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str)
+                or isinstance(pair[1], bool) or not isinstance(pair[1], (int, float)) or not math.isfinite(pair[1])):
+            raise ValueError(f"{key}: item {i} is {pair!r}; expected ('file.py:fn', weight) with a finite weight")
+        funcs.append((pair[0].rpartition(":")[2], load_reward_fn(pair[0], f"{key}[{i}]"), pair[1]))
+    names = [n for n, _, _ in funcs]
+    return WeightedRewards([(pairs[i][0] if names.count(n) > 1 else n, fn, w) for i, (n, fn, w) in enumerate(funcs)])
+
+
+def configured_reward(cfg):
+    """The reward a GRPO / PPO config names: its ``reward_funcs`` (:func:`load_reward_funcs`), else its
+    ``reward_fn`` (:func:`load_reward_fn`), else None (the task's grader). Raises ValueError when both
+    are set or one does not load."""
+    if cfg.reward_funcs and cfg.reward_fn:
+        raise ValueError(f"reward_fn={cfg.reward_fn!r} and reward_funcs={cfg.reward_funcs!r} are both set; expected "
+                         f"one (reward_funcs holds one function too)")
+    if cfg.reward_funcs:
+        return load_reward_funcs(cfg.reward_funcs)
+    return load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
+
+
 def reward_source(cfg, reward_fn, by_grader: bool) -> str:
     """What scores an RL run's completions, for its start-up line: the grader with ``cfg.data.match``,
     the function ``cfg.reward_fn`` names, or one given from Python."""
     if by_grader:
         return f"the task grader (data.match={cfg.data.match} for items without a task)"
+    if isinstance(reward_fn, WeightedRewards):
+        return f"reward_funcs {reward_fn.__name__}"
     return f"reward_fn {cfg.reward_fn}" if cfg.reward_fn else f"reward_fn {getattr(reward_fn, '__name__', reward_fn)}"
 
 
@@ -268,6 +314,10 @@ def reward_columns(reward_fn) -> tuple[bool, frozenset[str], frozenset[str]]:
 def check_reward_columns(reward_fn, items: list[dict], key: str = "reward_fn") -> None:
     """Every item has the columns ``reward_fn`` requires (:func:`reward_columns`). Raises ValueError
     naming the first item (its ``where``) that lacks one, before anything is sampled."""
+    if isinstance(reward_fn, WeightedRewards):
+        for name, fn, _ in reward_fn.funcs:
+            check_reward_columns(fn, items, f"reward_funcs {name}")
+        return
     check_reward_signature(reward_fn, key)
     _, _, required = reward_columns(reward_fn)
     for it in items:
@@ -291,6 +341,13 @@ def score_completions(reward_fn, texts: list[str], items: list[dict], where: str
     number."""
     from lmforge.eval.chat import prompt_messages   # pylint: disable=import-outside-toplevel
 
+    if isinstance(reward_fn, WeightedRewards):   # each function's rewards, weighted and summed
+        total = np.zeros(len(texts), np.float32)
+        for name, fn, weight in reward_fn.funcs:
+            part = score_completions(fn, texts, items, where)
+            reward_fn.last[f"rewards/{name}/mean"] = float(part.mean()) if len(part) else float("nan")
+            total += np.float32(weight) * part
+        return total
     takes_all, accepted, _ = reward_columns(reward_fn)
     out = np.zeros(len(texts), np.float32)
     for r, (text, it) in enumerate(zip(texts, items)):

@@ -640,3 +640,36 @@ def test_grpo_on_a_trl_prompt_file_with_answers_graded_and_a_column_reward(base,
     with pytest.raises(ValueError, match=rf"^{odd}:\d: task 'code' has no grader; .*or score it with a reward function "
                                          rf"of your own \(reward_fn="):
         run_grpo(dataclasses.replace(cfg, data=dataclasses.replace(data, path=str(odd))), tmp_path / "odd")
+
+
+def test_several_reward_functions_with_weights(base, tmp_path, write_jsonl):
+    """TRL's reward_funcs + reward_weights: ``reward_funcs=(("rewards.py:a", 1.0), ("rewards.py:b", 0.5))``
+    sums the weighted rewards, each function given its own columns, and logs each one's mean as
+    ``rewards/<name>/mean``; bad pairs and reward_fn beside reward_funcs are one-line errors before a run."""
+    from lmforge.align.rollouts import configured_reward, load_reward_funcs, score_completions
+
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def one(task, completion, answer):\n    return 1.0\n\n"
+                       "def length(task, completion, answer, target_len=0):\n    return float(len(completion) + target_len)\n")
+    both = load_reward_funcs(((f"{rewards}:one", 1.0), (f"{rewards}:length", 0.5)))
+    items = [{"task": "chat", "answer": None, "columns": {"target_len": 2}}, {"task": "chat", "answer": None}]
+    assert score_completions(both, ["abcd", ""], items).tolist() == [1.0 + 0.5 * 6, 1.0 + 0.5 * 0]
+    assert both.last == {"rewards/one/mean": 1.0, "rewards/length/mean": 3.0}
+    for pairs, match in (((), r"reward_funcs=\(\): expected"), (((f"{rewards}:one",),), "item 0 is"),
+                         (((f"{rewards}:one", float("nan")),), "finite weight"),
+                         (((f"{rewards}:none", 1.0),), r"reward_funcs\[0\]=.*has no function 'none'")):
+        with pytest.raises(ValueError, match=match):
+            load_reward_funcs(pairs)
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Say {i}.", "target_len": i % 3} for i in range(20)])
+    cfg = dataclasses.replace(_cfg(base, steps=2, eval_generate=0,
+                                   reward_funcs=((f"{rewards}:one", 1.0), (f"{rewards}:length", 0.5))),
+                              data=PromptDataConfig(path=str(path), batch_size=4, max_prompt_len=40, val_fraction=0.2))
+    cfg.check_runnable()
+    run_grpo(cfg, tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train/reward" in r]
+    assert logged and all(r["train/rewards/one/mean"] == 1.0 and r["train/reward"] == pytest.approx(
+        1.0 + 0.5 * r["train/rewards/length/mean"], rel=1e-5) for r in logged)
+    with pytest.raises(ValueError, match="reward_fn=.* and reward_funcs=.* are both set"):
+        configured_reward(dataclasses.replace(cfg, reward_fn=f"{rewards}:one"))
