@@ -111,7 +111,7 @@ def parse_text(text: str, tp: Any, key: str) -> Any:
     parsed = _literal(text)
     candidates = [parsed, text]
     if parsed is _NOT_PARSED and _wants_tuple(tp):   # (attn, mlp): bare words inside a tuple, quoted text as written
-        candidates.insert(1, _literal(_BARE_WORD.sub(lambda m: m["text"] or f"{m['before']}{m['word']!r}", text)))
+        candidates.insert(1, _literal(_quote_bare_words(text)))
     for candidate in candidates:
         if candidate is _NOT_PARSED:
             continue
@@ -126,6 +126,10 @@ def parse_text(text: str, tp: Any, key: str) -> Any:
 # or "]" (not True/False/None).
 _BARE_WORD = re.compile(r"""(?P<text>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
                         r"|(?P<before>[(\[,]\s*)(?!(?:True|False|None)\s*[,)\]])(?P<word>[A-Za-z_][\w\-./]*)(?=\s*[,)\]])")
+
+
+def _quote_bare_words(text: str) -> str:
+    return _BARE_WORD.sub(lambda m: m["text"] or f"{m['before']}{m['word']!r}", text)
 
 
 def _wants_tuple(tp: Any) -> bool:
@@ -307,12 +311,29 @@ def _hint(text: str, parsed: Any, tp: Any, key: str) -> str:
         return f" — set its fields instead, e.g. '{key}.{first}=…'"
     if stripped.startswith("[") and typing.get_origin(tp) not in (tuple, list) and tp not in (tuple, list):
         return " — a [...] list is a sweep axis: use `lmforge sweep`"
-    wants_tuple = _wants_tuple(tp)
-    if wants_tuple and parsed is not _NOT_PARSED and not isinstance(parsed, (tuple, list)):
-        return " — a one-element tuple needs a trailing comma, e.g. (8,)"
-    if wants_tuple and parsed is _NOT_PARSED and stripped.startswith(("(", "[")):
+    if not _wants_tuple(tp):
+        return ""
+    # (hello), (8), ((embed, fsdp)) or a bare hello: one element whose parentheses (if any) only group
+    # it. Suggested only when the text with the comma is a valid value.
+    if stripped.startswith("(") and stripped.endswith(")"):
+        one, what = f"{stripped[:-1]},)", "a one-element tuple needs a trailing comma"
+    else:
+        one, what = f"({stripped},)", "a tuple goes in parentheses, one element with a trailing comma"
+    if _fits(_literal(_quote_bare_words(one)), tp, key):
+        return f" — {what}: {one}"
+    if parsed is _NOT_PARSED and stripped.startswith(("(", "[")):
         return " — quote strings inside a tuple that are not plain words, e.g. ('.*attn.*', 'mlp')"
     return ""
+
+
+def _fits(value: Any, tp: Any, key: str) -> bool:
+    if value is _NOT_PARSED:
+        return False
+    try:
+        _coerce(value, tp, key, "")
+    except (_Mismatch, ConfigError):
+        return False
+    return True
 
 
 def _where(source: str) -> str:

@@ -15,7 +15,7 @@ Variants:
 
     lmforge run experiments/llama_moe.py
     lmforge run experiments/llama_moe.py:smoke                   # what the tests run
-    lmforge run experiments/llama_moe.py:smoke mesh.expert=2     # experts split over 2 devices
+    lmforge run experiments/llama_moe.py:smoke mesh.expert=2 mesh.host_devices=2   # experts over 2 CPU devices
 
 On a pod, expert parallelism is one binding: ``mesh.expert=8`` (with ``mesh.data=-1``) splits the
 experts over 8 devices and uses the same devices as data parallel outside the expert layers.

@@ -145,6 +145,10 @@ class ModelConfig:
             raise ValueError(f"RoPE needs an even head dimension, got {self.dims_per_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not self.init_std >= 0:   # NaN fails too
+            raise ValueError(f"model.init_std must be >= 0, got {self.init_std}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"model.norm_eps must be > 0, got {self.norm_eps}")
         self._check_family()
         if self.num_experts < 0 or self.num_shared_experts < 0:
             raise ValueError(f"model.num_experts={self.num_experts} and model.num_shared_experts="

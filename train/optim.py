@@ -52,10 +52,20 @@ class OptimConfig:
     lr_multipliers: tuple[tuple[str, float], ...] = ()   # (regex, factor): per-group learning rates
 
     def __post_init__(self):
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+        # Written as `not (valid)` so that NaN fails each check too.
+        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.warmup_steps < 0 or self.decay_steps < 0 or self.grad_accum < 1:
             raise ValueError("optim: warmup_steps/decay_steps must be >= 0 and grad_accum >= 1")
+        for name in ("b1", "b2"):   # Adam's moment decays: 1 would never forget, > 1 diverges
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"optim.{name}={getattr(self, name)}: expected a number in [0, 1)")
+        if not self.eps > 0:
+            raise ValueError(f"optim.eps={self.eps}: expected a number > 0 (Adam's denominator guard)")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"optim.weight_decay={self.weight_decay}: expected a number >= 0 (0: no weight decay)")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"optim.grad_clip={self.grad_clip}: expected a number >= 0 (0: no clipping)")
         compile_patterns(self.trainable, "optim.trainable")
         compile_patterns(self.no_decay, "optim.no_decay")
         compile_patterns([p for p, _ in self.lr_multipliers], "optim.lr_multipliers")

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import pathlib
 import sys
@@ -98,6 +99,12 @@ class PretrainConfig(LoopConfig):
     def __post_init__(self):
         super().__post_init__()
         check_vocab_chunk(self.vocab_chunk)
+        if not self.z_loss >= 0:   # NaN fails too
+            raise ValueError(f"z_loss={self.z_loss}: expected a number >= 0 (the weight of the z-loss; 0: none)")
+        for name, zero in (("eval_max_batches", "the whole validation split"), ("eval_batch_size", "data.batch_size")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name}={value!r}: expected a whole number >= 0 (0 → {zero})")
         if not 0.0 <= self.replay_fraction < 1.0:   # NaN fails too
             raise ValueError(f"replay_fraction={self.replay_fraction}: expected a number in [0, 1) (the share of "
                              f"training sequences from the replay source)")

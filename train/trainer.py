@@ -373,10 +373,13 @@ class Trainer:
                             last.update(host_metrics())
                         # Timed here, after the fetch has waited for the step: dispatch is
                         # asynchronous, so the time between dispatches says nothing about the device.
-                        if tokens_per_step:
-                            perf = throughput.update(step, tokens_per_step * (step - logged_step)) or perf
+                        # The first update after a restart (an evaluation, a checkpoint) only starts
+                        # the clock: that line gets no perf/* keys rather than the previous window's.
+                        fresh = (throughput.update(step, tokens_per_step * (step - logged_step))
+                                 if tokens_per_step else {})
+                        perf = fresh or perf   # the progress bar and FitResult keep the last measurement
                         logged_step = last_written = step
-                        writer.write(step, {**last, **perf})
+                        writer.write(step, {**last, **fresh})
                         bar.update(step, {"loss": last.get("train/loss", math.nan), **perf})
                     if do_eval and step < loop.steps:
                         evals = run_eval(step)

@@ -63,6 +63,29 @@ def test_bare_words_inside_tuples_are_strings():
     assert bind("name=(answer)").name == "(answer)"
 
 
+def test_a_one_element_tuple_without_its_comma_gets_the_comma_as_its_hint():
+    """`(hello)` is a parenthesised word, not a tuple: the hint adds the missing comma to what was written
+    (it used to say to quote strings, though hello is a plain word that needs none)."""
+    from lmforge.train.pretrain import PretrainConfig
+
+    def real_error(binding):
+        with pytest.raises(ConfigError) as info:
+            apply_bindings(PretrainConfig(), [binding])
+        return str(info.value)
+
+    assert real_error("sample_prompts=(hello)") == ("config key 'sample_prompts' expects tuple[str, ...], got "
+                                                    "'(hello)' — a one-element tuple needs a trailing comma: (hello,)")
+    assert real_error("sample_prompts=hello").endswith(
+        " — a tuple goes in parentheses, one element with a trailing comma: (hello,)")
+    assert apply_bindings(PretrainConfig(), ["sample_prompts=(hello,)"]).sample_prompts == ("hello",)
+    assert error("mesh.rules=((embed, fsdp))").endswith(" — a one-element tuple needs a trailing comma: ((embed, fsdp),)")
+    assert error("mesh.rules=(('embed', 'fsdp'))").endswith(": (('embed', 'fsdp'),)")
+    assert error("model.dims=(8)").endswith(" — a one-element tuple needs a trailing comma: (8,)")
+    # no comma would make these valid: no comma is suggested
+    assert "quote strings inside a tuple" in real_error("sample_prompts=(.*x)")
+    assert "trailing comma" not in error("model.dims=(eight)")
+
+
 def test_optional_none():
     assert bind("optim.clip=None").optim.clip is None
     assert bind("optim.clip=2").optim.clip == 2.0

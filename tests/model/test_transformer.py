@@ -205,6 +205,10 @@ def test_sharding_errors_are_clear():
     (dict(norm="batchnorm"), "model.norm"),
     (dict(embed_dim=66, num_heads=4), "divisible"),
     (dict(dropout=1.0), "dropout"),
+    (dict(init_std=-1.0), r"^model\.init_std must be >= 0, got -1\.0$"),
+    (dict(init_std=float("nan")), r"^model\.init_std must be >= 0"),
+    (dict(norm_eps=0.0), r"^model\.norm_eps must be > 0, got 0\.0$"),
+    (dict(norm_eps=-1e-5), r"^model\.norm_eps must be > 0"),
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):

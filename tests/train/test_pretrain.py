@@ -367,6 +367,24 @@ def test_batch_not_divisible_by_mesh_is_a_clear_error(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eval_max_batches=-1), r"^eval_max_batches=-1: expected a whole number >= 0 \(0 → the whole validation split\)$"),
+    (dict(eval_max_batches=1.5), r"^eval_max_batches=1\.5: expected a whole number >= 0"),
+    (dict(eval_max_batches=True), r"^eval_max_batches=True: expected a whole number >= 0"),
+    (dict(eval_batch_size=-8), r"^eval_batch_size=-8: expected a whole number >= 0 \(0 → data\.batch_size\)$"),
+    (dict(eval_batch_size=2.0), r"^eval_batch_size=2\.0: expected a whole number >= 0"),
+    (dict(z_loss=-1.0), r"^z_loss=-1\.0: expected a number >= 0"),
+    (dict(z_loss=float("nan")), r"^z_loss=nan: expected a number >= 0"),
+])
+def test_eval_counts_and_z_loss_out_of_range_are_config_errors(kwargs, match):
+    """A negative eval_max_batches used to cut the last batches off the validation split
+    (``val_batches[:-1]``) and a negative z_loss trained with the wrong sign; both are refused."""
+    with pytest.raises(ValueError, match=match):
+        PretrainConfig(**kwargs)
+    PretrainConfig(eval_max_batches=0, eval_batch_size=0, z_loss=0.0)   # 0 is each one's documented default
+    PretrainConfig(eval_max_batches=np.int64(3), eval_batch_size=16, z_loss=1e-4)
+
+
 def test_resume_on_other_documents_is_refused_and_the_same_ones_resume(tmp_path):
     """The first start fingerprints the documents (data.json); a resume on a changed source is a one-line
     error naming it — the old tokenizer and the grain iterator's position would not fit the new data."""
@@ -405,3 +423,40 @@ def test_a_missing_source_fails_before_the_run_folder_is_written(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"^data\.source: .*nowhere\.txt: no such file"):
         launch(tiny_config(tmp_path / "nowhere.txt"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def _docstring_runs(module) -> list[list[str]]:
+    """The ``lmforge run`` commands of an experiment's docstring, as [spec, *bindings] (up to the first
+    word that is not a binding: a comment or a note in parentheses)."""
+    import itertools
+    import shlex
+    runs = [shlex.split(line, comments=True)[2:] for line in module.__doc__.splitlines() if line.strip().startswith("lmforge run ")]
+    return [[spec, *itertools.takewhile(lambda word: "=" in word, words)] for spec, *words in runs]
+
+
+def test_experiment_docstrings_state_what_their_commands_run():
+    """llama_moe's expert-parallel command fits the one-device CPU host it is written for (without
+    mesh.host_devices=2 it was refused there); gpt2_small's docstring gives the parameter counts of the
+    model it trains (its own 32,768-id tokenizer: 111.0M, not nanoGPT's 124M) and of its 124M binding."""
+    from lmforge.cli import apply_bindings
+    from lmforge.cli.experiment import experiment_config, load_experiment, split_spec
+    from lmforge.train.mesh import mesh_shape
+    from lmforge.train.pretrain import resolve_model
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    module, _ = load_experiment(str(root / "experiments" / "llama_moe.py"))
+    runs = _docstring_runs(module)
+    assert any("mesh.expert=2" in run for run in runs)
+    for spec, *bindings in runs:
+        cfg = apply_bindings(experiment_config(module, split_spec(spec)[1]), bindings)
+        mesh_shape(cfg.mesh, cfg.mesh.host_devices or 1)   # raises ValueError when it does not fit
+
+    module, _ = load_experiment(str(root / "experiments" / "pretrain" / "gpt2_small.py"))
+    cfg = experiment_config(module, "default")
+    sizes = {}
+    for bindings in ((), ("model.vocab_size=50304",)):
+        bound = apply_bindings(cfg, bindings)
+        sizes[bindings] = resolve_model(bound.model, bound.tokenizer.vocab_size).num_params() / 1e6
+        assert f"{sizes[bindings]:.3f}M" in module.__doc__, bindings
+    assert sizes[()] == pytest.approx(111.008, abs=1e-3) and sizes[("model.vocab_size=50304",)] > 124
+    assert any(run[1:] == ["model.vocab_size=50304"] for run in _docstring_runs(module))

@@ -267,6 +267,28 @@ def test_loop_config_errors():
         LoopConfig(steps=0)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(b1=2.0), r"^optim\.b1=2\.0: expected a number in \[0, 1\)$"),
+    (dict(b1=1.0), r"^optim\.b1=1\.0: expected a number in \[0, 1\)$"),
+    (dict(b2=1.5), r"^optim\.b2=1\.5: expected a number in \[0, 1\)$"),
+    (dict(b2=-0.1), r"^optim\.b2=-0\.1: expected"),
+    (dict(eps=-1.0), r"^optim\.eps=-1\.0: expected a number > 0"),
+    (dict(eps=0.0), r"^optim\.eps=0\.0: expected a number > 0"),
+    (dict(weight_decay=-3.0), r"^optim\.weight_decay=-3\.0: expected a number >= 0"),
+    (dict(grad_clip=-1.0), r"^optim\.grad_clip=-1\.0: expected a number >= 0 \(0: no clipping\)$"),
+    (dict(grad_clip=float("nan")), r"^optim\.grad_clip=nan: expected"),
+    (dict(lr=float("nan")), r"^optim: need 0 <= min_lr <= lr and lr > 0"),
+    (dict(min_lr=float("nan")), r"^optim: need 0 <= min_lr <= lr and lr > 0"),
+])
+def test_optim_config_errors(kwargs, match):
+    """Impossible optimizer values are one-line errors naming the key (a negative grad_clip used to
+    turn clipping off silently; b1 >= 1 or a negative eps trained on)."""
+    with pytest.raises(ValueError, match=match) as e:
+        OptimConfig(**kwargs)
+    assert "\n" not in str(e.value)
+    OptimConfig(b1=0.0, b2=0.0, weight_decay=0.0, grad_clip=0.0)   # the boundaries that mean "off" are fine
+
+
 def test_one_tree_as_policy_and_frozen_reference_and_fit_after_manual_steps(tmp_path):
     """A trainable leaf shared with a frozen tree is copied (the reference survives the donation of the
     state); fit continues from the state's step; fit writes model.json so load_params reads the run."""
@@ -378,3 +400,27 @@ def test_a_run_resumed_at_its_last_step_reports_its_last_logged_training_loss(tm
     assert again.resumed_from == 2 and again.step == 2
     assert np.isfinite(first.train["train/loss"])
     assert again.train["train/loss"] == pytest.approx(first.train["train/loss"], rel=1e-6)
+
+
+def test_logged_throughput_is_a_fresh_measurement_after_each_evaluation_and_checkpoint(tmp_path):
+    """An evaluation or a checkpoint restarts the throughput window, so the next logged step has no
+    measurement: its row carries no perf/* keys (it used to repeat the previous row's, digit for digit),
+    and curves.png still draws its tokens/s panel from the rows that have them."""
+    from lmforge.train.curves import plot_curves
+    mesh = mesh_of(MeshConfig(data=1))
+    graphdef, params, _ = model_params(mesh)
+    # logs at 2, 4, ..., 12; checkpoints at 4, 8 (and 12), an evaluation at 6 (and at the end)
+    loop = LoopConfig(steps=12, log_every=2, eval_every=6, checkpoint_every=4)
+    result = Trainer(lm_loss(graphdef, MODEL), params=params, optim=OPTIM, loop=loop, mesh=mesh).fit(
+        iter(batches(12)), tmp_path, evaluate=lambda trainer: {"eval/loss": 1.0}, tokens_per_step=8 * 16)
+    rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "train/loss" in r]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    # 2 starts the clock, 4 is timed from 2; the restarts at 4, 6 and 8 leave 6, 8 and 10 to start it
+    # again; 12 is timed from 10
+    timed = {r["step"]: r["perf/tokens_per_s"] for r in rows if "perf/tokens_per_s" in r}
+    assert list(timed) == [4, 12] and all(v > 0 for v in timed.values())
+    assert all(("perf/step_ms" in r) == (r["step"] in timed) for r in rows)
+    perf = [tuple(v for k, v in sorted(r.items()) if k.startswith("perf/")) for r in rows]
+    assert all(a != b for a, b in zip(perf, perf[1:]) if a and b)
+    assert result.perf["perf/tokens_per_s"] == timed[12]        # the last measurement
+    assert plot_curves(tmp_path).is_file()
