@@ -26,8 +26,10 @@ weighted causal cross-entropy from chunked log-probs) with the mask as weights â
   conversation once, weighted mean over its trained tokens) and, for held-out items with a
   reference answer, the accuracy of greedy replies (``lmforge.eval.chat``), overall and per task
   (``eval/reply/accuracy``, ``eval/reply/accuracy/<task>``; ``eval/token_accuracy`` is the loss's
-  next-token accuracy on the trained tokens, TRL's ``mean_token_accuracy``). Replies go to the sampler ``eval_batch_size`` prompts
-  a call, counted by a progress bar on process 0: they are most of an evaluation's time.
+  next-token accuracy on the trained tokens, TRL's ``mean_token_accuracy``). Replies go to the
+  sampler ``eval_batch_size`` prompts a call, counted by a progress bar on process 0: they are most
+  of an evaluation's time. A held-out answer no grader knows (a ``task`` column of one's own) is
+  left out of the accuracy and counted; a grader that fails most reference replies is warned about.
   The base model is scored the same way before the first step (``base_eval.json``) â€” the number
   SFT must beat. The final replies go to ``eval_samples.jsonl``. With ``eval_tools`` (names in
   ``lmforge.infer.tools.TOOLS``), replies go through the tool-call loop: a tool-use item (the
@@ -447,5 +449,5 @@ def _describe(m: dict) -> str:
     return line
 
 
-__all__ = ["ChatDataConfig", "SFTConfig", "check_graded", "check_references", "grade", "graded_tasks", "grader", "held_out_graded",
-           "read_file", "read_items", "run_sft"]
+__all__ = ["ChatDataConfig", "SFTConfig", "check_graded", "check_references", "grade", "graded_tasks", "grader",
+           "held_out_graded", "read_file", "read_items", "run_sft"]

@@ -268,10 +268,15 @@ def _sample_cmd(args: argparse.Namespace) -> int:
     from lmforge.infer.text import check_generates
     from lmforge.weights import source_model_config
 
-    try:   # before the weights load: a BERT or a reward model has nothing to continue text with
-        check_generates(source_model_config(str(source)), f"lmforge sample {source}")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    try:   # before the weights load: a BERT has nothing to continue text with (a reward model is refused as it loads)
+        model_cfg = config.model if kind == "run" and config.init_from == "" else source_model_config(str(source))
+    except Exception:   # pylint: disable=broad-except  (unreadable here: the loading below says what is wrong)
+        model_cfg = None
+    if model_cfg is not None and model_cfg.architecture == "encoder":
+        try:
+            check_generates(model_cfg, f"lmforge sample {source}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p)

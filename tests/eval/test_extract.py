@@ -60,7 +60,7 @@ def test_numeric_exact_and_regex_match():
     assert matcher("regex", r"is (\w+)")("it is Rome", "Rome")
     with pytest.raises(ValueError, match="needs a pattern"):
         matcher("regex")
-    with pytest.raises(ValueError, match="expected one of exact, numeric, regex"):
+    with pytest.raises(ValueError, match="expected one of auto, exact, numeric, regex"):
         matcher("fuzzy")
     with pytest.raises(ValueError, match="not a regular expression"):
         matcher("regex", "(")
