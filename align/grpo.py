@@ -60,7 +60,7 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
 - Evaluation (``eval_on_start``, ``eval_every``, the end): greedy replies to ``eval_generate``
   held-out problems, graded by the task's grader (``eval/accuracy`` of ``eval/n``, per task with
   several); beside a reward function of one's own, also scored by it (``eval/reward`` over
-  ``eval/reward_n``, every held-out prompt, answer or not: :func:`reward_eval`), the accuracy then
+  ``eval/reward_n``, every held-out prompt, answer or not: ``lmforge.align.rollouts.reward_eval``), the accuracy then
   over those whose answer the grader can check. The last replies, with their prompts, go to
   ``eval_samples.jsonl``.
 
@@ -83,8 +83,8 @@ from flax import nnx
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
                                   prepare_policy, raise_problems, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.rollouts import (RolloutSource, check_reward_columns, configured_reward, reward_source,
-                                    score_completions)
+from lmforge.align.rollouts import (RolloutSource, check_reward_columns, configured_reward, reward_eval,
+                                    reward_source, score_completions)
 from lmforge.align.sft import (FILE_FORMATS, check_graded, check_match, check_references, graded_tasks, grader,
                                held_out_graded, read_items)
 from lmforge.data import synthetic
@@ -562,31 +562,6 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
     return out
 
 
-def reward_eval(sampler, template, items: list[dict], reward_fn, grade, match: str, sampling: SamplingConfig,
-                seed: int, batch: int, samples_out: list) -> dict[str, float]:
-    """A held-out evaluation beside a reward function of one's own: greedy replies to ``items`` (their
-    prompts, ``lmforge.eval.chat.prompt_messages``), scored by ``reward_fn`` as rollouts are
-    (``eval/reward`` over ``eval/reward_n`` replies, TRL's eval ``reward``) and, for those whose answer the
-    grader can check (``lmforge.align.sft.check_graded``), graded (``eval/accuracy`` of ``eval/n``).
-    The samples (prompt, answer, reply, reward, correct) replace ``samples_out``'s."""
-    from lmforge.eval.chat import chat_replies, prompt_messages
-
-    prompts = [prompt_messages(it["messages"]) for it in items]
-    replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch,
-                           progress=jax.process_index() == 0)
-    rewards = score_completions(reward_fn, replies, items, where="of the held-out replies")
-    m = {"eval/reward": float(rewards.mean()), "eval/reward_n": float(len(items))}
-    samples = [{"task": it.get("task"), "prompt": p, "answer": it.get("answer"), "reply": r, "reward": float(v)}
-               for it, p, r, v in zip(items, prompts, replies, rewards)]
-    graded = [k for k, it in enumerate(items) if it.get("answer") is not None and check_graded(it, match) is None]
-    for k in graded:
-        samples[k]["correct"] = bool(grade(items[k]["task"], replies[k], items[k]["answer"]))
-    if graded:
-        m.update({"eval/accuracy": float(np.mean([samples[k]["correct"] for k in graded])), "eval/n": float(len(graded))})
-    samples_out[:] = samples
-    return m
-
-
 def describe(m: dict) -> str:
     """``held-out accuracy 0.235 of 200 (arithmetic 0.240, letter_count 0.230)``, after ``held-out
     reward 0.412 over 100`` beside a reward function of one's own."""
@@ -601,4 +576,4 @@ def describe(m: dict) -> str:
 
 
 __all__ = ["GRPOConfig", "PromptDataConfig", "Rollouts", "completion_logprobs", "grpo_loss_fn", "read_problems",
-           "reward_eval", "rollout_batch", "run_grpo"]
+           "rollout_batch", "run_grpo"]

@@ -71,10 +71,9 @@ from lmforge.align.common import (PolicyAndReference, check_policy_sources, chec
                                   prepare_policy, raise_problems, same_tokenizer, say, start_run, whole,
                                   write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.grpo import (PromptDataConfig, RewardFn, completion_logprobs, read_problems, reward_eval,
-                                rollout_batch)
+from lmforge.align.grpo import PromptDataConfig, RewardFn, completion_logprobs, read_problems, rollout_batch
 from lmforge.align.grpo import describe as describe_graded
-from lmforge.align.rollouts import configured_reward, reward_source, score_completions
+from lmforge.align.rollouts import configured_reward, reward_eval, reward_source, score_completions
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import grader, held_out_graded
 from lmforge.infer import Sampler, SamplingConfig

@@ -366,3 +366,31 @@ def score_completions(reward_fn, texts: list[str], items: list[dict], where: str
             raise ValueError(f"reward_fn gave {value!r} for {said}; expected a finite number")
         out[r] = value
     return out
+
+
+def reward_eval(sampler, template, items: list[dict], reward_fn, grade, match: str, sampling,
+                seed: int, batch: int, samples_out: list) -> dict[str, float]:
+    """A held-out evaluation beside a reward function of one's own: greedy replies to ``items`` (their
+    prompts, ``lmforge.eval.chat.prompt_messages``), scored by ``reward_fn`` as rollouts are
+    (``eval/reward`` over ``eval/reward_n`` replies, TRL's eval ``reward``) and, for those whose answer the
+    grader can check (``lmforge.align.sft.check_graded``), graded (``eval/accuracy`` of ``eval/n``).
+    The samples (prompt, answer, reply, reward, correct) replace ``samples_out``'s."""
+    import jax   # pylint: disable=import-outside-toplevel
+
+    from lmforge.align.sft import check_graded   # pylint: disable=import-outside-toplevel
+    from lmforge.eval.chat import chat_replies, prompt_messages   # pylint: disable=import-outside-toplevel
+
+    prompts = [prompt_messages(it["messages"]) for it in items]
+    replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch,
+                           progress=jax.process_index() == 0)
+    rewards = score_completions(reward_fn, replies, items, where="of the held-out replies")
+    m = {"eval/reward": float(rewards.mean()), "eval/reward_n": float(len(items))}
+    samples = [{"task": it.get("task"), "prompt": p, "answer": it.get("answer"), "reply": r, "reward": float(v)}
+               for it, p, r, v in zip(items, prompts, replies, rewards)]
+    graded = [k for k, it in enumerate(items) if it.get("answer") is not None and check_graded(it, match) is None]
+    for k in graded:
+        samples[k]["correct"] = bool(grade(items[k]["task"], replies[k], items[k]["answer"]))
+    if graded:
+        m.update({"eval/accuracy": float(np.mean([samples[k]["correct"] for k in graded])), "eval/n": float(len(graded))})
+    samples_out[:] = samples
+    return m
