@@ -22,7 +22,9 @@ one update per rollout, ``loss_type="dapo"``, ``beta=0``).
   TRL's ``reward_funcs`` get a data set's columns and the prompts); an exception it raises ends the
   run in one line naming the completion. Several functions with weights, TRL's ``reward_funcs`` with
   ``reward_weights``: ``reward_funcs=(("rewards.py:correct", 1.0), ("rewards.py:brevity", 0.1))``
-  sums them and logs each one's mean (``rewards/<name>/mean``).
+  sums them and logs each one's mean (``rewards/<name>/mean``). Ready ones, named the same way
+  (``"lmforge.align.rewards:accuracy"``): ``lmforge.align.rewards``' outcome, step (``a + b = c``
+  checked), answer-line and ``<think>`` format rewards.
 - Rollouts (:class:`Rollouts`) are sampled by the one sampler (``lmforge.infer.Sampler``) from the
   policy as it is after the previous step, at ``temperature`` (with ``top_k`` / ``top_p``), and end at
   the template's end-of-turn id (trained, as TRL trains the EOS) or at ``max_new_tokens``. The

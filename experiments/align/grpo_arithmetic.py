@@ -37,8 +37,9 @@ import dataclasses
 from lmforge.align.grpo import GRPOConfig, PromptDataConfig
 from lmforge.train.optim import OptimConfig
 
-VARIANTS = ("default", "kl", "smoke")
+VARIANTS = ("default", "kl", "shaped", "smoke")
 SMALL = (("min_ops", 2), ("max_ops", 2), ("max_value", 20))
+SHAPED = (("lmforge.align.rewards:accuracy", 1.0), ("lmforge.align.rewards:equation_accuracy", 0.5))
 
 
 def get_config(variant: str = "default") -> GRPOConfig:
@@ -52,6 +53,8 @@ def get_config(variant: str = "default") -> GRPOConfig:
     )
     if variant == "kl":
         cfg = dataclasses.replace(cfg, beta=0.04)
+    elif variant == "shaped":   # the outcome reward plus a step reward: right equations count in all-wrong groups
+        cfg = dataclasses.replace(cfg, reward_funcs=SHAPED)
     elif variant == "smoke":   # letter counting: prompts short enough for the tests' 64-token model
         cfg = dataclasses.replace(cfg, data=PromptDataConfig(synthetic=(("letter_count", 1.0),), train_size=32,
                                                              test_size=8, batch_size=4, max_prompt_len=40),

@@ -154,3 +154,27 @@ def test_several_reward_functions_with_weights(base, tmp_path, write_jsonl):
         1.0 + 0.5 * r["train/rewards/length/mean"], rel=1e-5) for r in logged)
     with pytest.raises(ValueError, match="reward_fn=.* and reward_funcs=.* are both set"):
         configured_reward(dataclasses.replace(cfg, reward_fn=f"{rewards}:one"))
+
+
+def test_the_ready_reward_functions_by_name(base, tmp_path):
+    """``lmforge.align.rewards``' functions are named by spec like one's own: grpo_arithmetic.py:shaped's
+    pair loads, and a run with them logs each one's mean (the step reward is 0 on letter counting, which
+    writes no equations)."""
+    import importlib.util
+    import pathlib
+
+    from lmforge.align.rollouts import configured_reward
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "align" / "grpo_arithmetic.py"
+    spec = importlib.util.spec_from_file_location("grpo_arithmetic", path)
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    shaped = exp.get_config("shaped")
+    assert configured_reward(shaped).__name__ == "1 * accuracy + 0.5 * equation_accuracy"
+    cfg = _cfg(base, steps=1, eval_generate=4, eval_on_start=True, reward_funcs=shaped.reward_funcs)
+    run_grpo(cfg, tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = next(r for r in rows if "train/reward" in r)
+    assert trained["train/rewards/equation_accuracy/mean"] == 0.0
+    assert trained["train/reward"] == pytest.approx(trained["train/rewards/accuracy/mean"])
+    assert {"eval/reward", "eval/accuracy"} <= set(rows[0])
