@@ -372,8 +372,9 @@ def reward_eval(sampler, template, items: list[dict], reward_fn, grade, match: s
                 seed: int, batch: int, samples_out: list) -> dict[str, float]:
     """A held-out evaluation beside a reward function of one's own: greedy replies to ``items`` (their
     prompts, ``lmforge.eval.chat.prompt_messages``), scored by ``reward_fn`` as rollouts are
-    (``eval/reward`` over ``eval/reward_n`` replies, TRL's eval ``reward``) and, for those whose answer the
-    grader can check (``lmforge.align.sft.check_graded``), graded (``eval/accuracy`` of ``eval/n``).
+    (``eval/reward`` over ``eval/reward_n`` replies, TRL's eval ``reward``; with several functions, each
+    one's mean as ``eval/rewards/<name>/mean``) and, for those whose answer the grader can check
+    (``lmforge.align.sft.check_graded``), graded (``eval/accuracy`` of ``eval/n``).
     The samples (prompt, answer, reply, reward, correct) replace ``samples_out``'s."""
     import jax   # pylint: disable=import-outside-toplevel
 
@@ -384,7 +385,8 @@ def reward_eval(sampler, template, items: list[dict], reward_fn, grade, match: s
     replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch,
                            progress=jax.process_index() == 0)
     rewards = score_completions(reward_fn, replies, items, where="of the held-out replies")
-    m = {"eval/reward": float(rewards.mean()), "eval/reward_n": float(len(items))}
+    m = {"eval/reward": float(rewards.mean()), "eval/reward_n": float(len(items)),
+         **{f"eval/{k}": v for k, v in getattr(reward_fn, "last", {}).items()}}   # several functions: each one's mean
     samples = [{"task": it.get("task"), "prompt": p, "answer": it.get("answer"), "reply": r, "reward": float(v)}
                for it, p, r, v in zip(items, prompts, replies, rewards)]
     graded = [k for k, it in enumerate(items) if it.get("answer") is not None and check_graded(it, match) is None]

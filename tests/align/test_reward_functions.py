@@ -177,4 +177,5 @@ def test_the_ready_reward_functions_by_name(base, tmp_path):
     trained = next(r for r in rows if "train/reward" in r)
     assert trained["train/rewards/equation_accuracy/mean"] == 0.0
     assert trained["train/reward"] == pytest.approx(trained["train/rewards/accuracy/mean"])
-    assert {"eval/reward", "eval/accuracy"} <= set(rows[0])
+    assert {"eval/reward", "eval/accuracy", "eval/rewards/accuracy/mean", "eval/rewards/equation_accuracy/mean"
+            } <= set(rows[0])
