@@ -38,7 +38,7 @@ sec. 3.5, eq. 2; Stiennon et al. 2020, "Learning to summarize from human feedbac
 - Evaluation (``eval_on_start``, ``eval_every``, the end): greedy replies to ``eval_generate`` held-out
   prompts, scored the same way: ``eval/score`` (the reward model's mean score) or, with a grader,
   ``eval/accuracy``, or with a reward function of one's own its ``eval/reward`` and the grader's
-  ``eval/accuracy`` where it can check the answer (``lmforge.align.grpo.reward_eval``); the last
+  ``eval/accuracy`` where it can check the answer (``lmforge.align.rollouts.reward_eval``); the last
   replies go to ``eval_samples.jsonl``.
 - Checkpoints hold the policy and the value model, the optimizer, and the rollouts' position with
   the rollout being trained on (its rows, log-probs, values and advantages), so a run resumed
