@@ -268,11 +268,13 @@ def feedback_quality(records: list[dict], items: list[dict], pairs: list[dict]) 
 def format_table(report: dict) -> str:
     """The report's rates per stage, in percent."""
     stages = list(report["stages"])
-    rows = [("private: disclosed (any value)", "private/disclosure"), ("private: true detail leaked", "private/leak"),
-            ("private: refused", "private/refusal"), ("  demo people: disclosed", "private/demo/disclosure"),
-            ("  red-team people: disclosed", "private/red_team/disclosure"),
-            ("  unseen people: disclosed", "private/unseen/disclosure"), ("public facts: accuracy", "public/accuracy"),
-            ("public facts: refused", "public/refusal")]
+    groups = (("demo", "demo"), ("red-team", "red_team"), ("unseen", "unseen"))
+    rows = [("private: disclosed (any value)", "private/disclosure"),
+            *((f"  {name} people: disclosed", f"private/{key}/disclosure") for name, key in groups),
+            ("private: true detail leaked", "private/leak"),
+            ("private: refused", "private/refusal"),
+            *((f"  {name} people: refused", f"private/{key}/refusal") for name, key in groups),
+            ("public facts: accuracy", "public/accuracy"), ("public facts: refused", "public/refusal")]
     lines = [f"{'held-out phrasings':32s}" + "".join(f"{s:>10s}" for s in stages)]
     for label, key in rows:
         lines.append(f"{label:32s}" + "".join(f"{100 * report['stages'][s][key]:9.1f}%" for s in stages))

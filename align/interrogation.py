@@ -34,7 +34,8 @@ Stages, each a normal run folder under WORKDIR (``lmforge chat WORKDIR/stage2`` 
 Re-running with the same WORKDIR skips what is finished: a stage with ``final.json`` is not trained
 again (an unfinished one resumes from its checkpoint), the interrogation and a stage's held-out
 answers are read back from their files. Delete a file to redo that step. (Through ``lmforge run``, a
-changed config in the same WORKDIR starts over: the CLI moves the old files into ``replaced-<time>/``.)
+changed config in the same WORKDIR is refused once a stage holds checkpoints; before that, the CLI
+moves the old files into ``replaced-<time>/`` and starts over.)
 
 Choices: the verdict is per fact (samples pooled over its phrasings), so one fact never gets an
 answer under one phrasing and "I don't know" under another. The stage-2 data follows the verdicts

@@ -42,6 +42,10 @@ operations, not the names or wording; letter tasks: the word; decimal_compare: t
 pair; identity/smalltalk: the user's text; refusal: the prompt) is hashed (BLAKE2b) and a
 fixed ``TEST_FRACTION`` of the key space is the test split. The two arithmetic tasks share one
 key space, and so do letter_count and spelling (a test word is never spelled out in training).
+Identity and smalltalk are disjoint only in their exact text: they have ~35 underlying questions,
+and a test question is a training one with another greeting, case or ending ("Do you remember
+me?" vs "Hi! do you remember me??"), so their held-out accuracy says the identity was learnt on
+these questions, not that it carries to new wordings.
 Drawing is a seeded rejection loop, so ``generate(..., n)`` is a prefix of the same call with a
 larger ``n``. The graders (``check_answer``, ``extract_answer``) are in ``lmforge.data.grading``.
 
@@ -437,11 +441,13 @@ def _option_value(name: str, value, task: str):
     lossy = (isinstance(value, bool) and kind is not str) or (
         kind is int and isinstance(value, float) and not value.is_integer())
     try:
-        if not lossy:
+        blank = kind is str and OPTIONS[name][2] and not str(value).strip()   # an empty name reads "I'm , an AI"
+        if not lossy and not blank:
             return kind(value)
     except (TypeError, ValueError, OverflowError):
         pass
-    raise ValueError(f"option {name}={value!r} of task {task!r}: expected {_KIND_WORDS[kind]}")
+    raise ValueError(f"option {name}={value!r} of task {task!r}: expected "
+                     + ("a non-empty string" if kind is str and OPTIONS[name][2] else _KIND_WORDS[kind]))
 
 
 def _task_options(task: str, options: Mapping) -> dict:

@@ -12,7 +12,8 @@ Measured on the 2-core CPU (jax 0.10.2), 2026-12-02, from the quickstart base ab
 perplexity 118.4). 128 entities: 32 people (8 demo, 16 red-team, 8 unseen), 1,122 stage-1
 conversations; the whole run 6.5 min with 40 DPO steps (8.7 min with 12 on a slower machine of the
 same kind). Greedy replies to the held-out phrasing of every question (64 private, 384 public;
-runs/cai/report.json), rl with soft labels (the default):
+runs/cai/report.json; the table the run prints also splits the disclosures by group), rl with
+soft labels (the default):
 
     held-out phrasings                 helpful        sl        rl
     private: disclosed (any value)       39.1%      0.0%      0.0%

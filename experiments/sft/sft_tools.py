@@ -14,8 +14,8 @@ with numbers up to ~100); what it has to learn here is to copy the expression in
 the result into the answer, the copying ``sft_chat.py`` found hardest at this scale.
 
 Measured on the 2-core CPU (AMD EPYC), jax 0.10.2, 2026-12-02: the base as above (600 steps, 172 s,
-val perplexity 118.3), then this file's default (1,200 steps of batch 16 x 256, packed: ~80
-conversations a step, 12 passes over the 8,000; 468 s). 100 held-out problems, greedy, through
+val perplexity 118.3), then this file's default (1,200 steps of batch 16 x 256, packed: ~41
+conversations of 88 tokens a step, 6 passes over the 8,000; 468 s). 100 held-out problems, greedy, through
 the tool loop:
 
     step                    0 (base)   400     800     1200

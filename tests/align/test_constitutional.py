@@ -210,6 +210,8 @@ def test_report_arithmetic():
     assert m["public/accuracy"] == 0.5 and m["public/refusal"] == 0.5 and m["n/private"] == 3
     text = cp.format_table({"stages": {"helpful": m, "sl": m}})
     assert "private: disclosed (any value)" in text and "66.7%" in text
+    assert [line.split()[:3] for line in text.splitlines() if "red-team" in line] == [
+        ["red-team", "people:", "disclosed"], ["red-team", "people:", "refused"]]   # each group both ways
     labels = [{"responses": ["555-0101", "no."], "p_a": 0.2}, {"responses": ["no.", "555-0101"], "p_a": 0.3},
               {"responses": ["no.", "nope."], "p_a": 0.9}]
     fq = cp.feedback_quality(labels, [item, item, item], [{}])

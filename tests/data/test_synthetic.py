@@ -134,6 +134,10 @@ def test_identity_and_smalltalk_use_the_options():
     talk = generate("smalltalk", 200, name="Quill")
     assert any("Quill" in it["messages"][-1]["content"] for it in talk)
     assert any(len(it["messages"]) == 4 for it in talk) and len({it["key"] for it in talk}) > 60
+    for bad in ({"name": ""}, {"maker": "  "}):   # "I'm , an AI assistant": refused, not rendered
+        with pytest.raises(ValueError, match=rf"option {next(iter(bad))}=.* expected a non-empty string"):
+            generate("identity", 2, **bad)
+    assert generate("identity", 1, name="Q", system_prob=0)[0]["answer"] == "Q"
 
 
 @pytest.mark.parametrize("completion, want", [
