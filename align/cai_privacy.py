@@ -46,8 +46,8 @@ import random
 import numpy as np
 
 from lmforge.align import constitutional as cai
-from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, dpo_stage, read_jsonl, sft_stage, write_json,
-                                  write_jsonl)
+from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, check_recipe_start, dpo_stage, read_jsonl,
+                                  sft_stage, write_json, write_jsonl)
 from lmforge.data import knowledge, private_info
 from lmforge.eval.refusal import is_refusal
 from lmforge.train.optim import OptimConfig
@@ -135,10 +135,9 @@ class CAIConfig(RecipeConfig):
             raise ValueError("; ".join(problems))
 
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
-        """``init_from`` names a weights source (checked before anything is written). Raises ValueError."""
-        from lmforge.weights import check_init_from   # pylint: disable=import-outside-toplevel
-
-        check_init_from(self.init_from, "Constitutional AI fine-tunes a pretrained model with chat specials")
+        """``init_from`` names a language model and ``seq_len`` fits it (checked before anything is
+        written: :func:`lmforge.align.stages.check_recipe_start`). Raises ValueError."""
+        check_recipe_start(self.init_from, self.seq_len, "Constitutional AI")
 
 
 # ------------------------------------------------------------------------------------- the world

@@ -52,8 +52,8 @@ import random
 
 import numpy as np
 
-from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, read_jsonl, sft_stage, write_json,
-                                  write_jsonl)
+from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, check_recipe_start, read_jsonl, sft_stage,
+                                  write_json, write_jsonl)
 from lmforge.data import knowledge
 from lmforge.train.optim import OptimConfig
 
@@ -125,9 +125,7 @@ class InterrogationConfig(RecipeConfig):
         every point of ``lmforge sweep``, :func:`run_interrogation`): ``init_from`` names a weights source
         (each stage starts from it, so a resumed run needs it too: ``workdir`` is not consulted).
         Raises ValueError."""
-        from lmforge.weights import check_init_from
-
-        check_init_from(self.init_from, "interrogation fine-tunes a pretrained model with chat specials")
+        check_recipe_start(self.init_from, self.seq_len, "interrogation")
 
 
 # ------------------------------------------------------------------------------------- the data

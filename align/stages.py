@@ -93,6 +93,25 @@ def write_data(data_dir: pathlib.Path, files: dict[str, list]) -> None:
     distributed.barrier(f"write {data_dir}")
 
 
+def check_recipe_start(init_from: str, seq_len: int, recipe: str) -> None:
+    """What a multi-stage ``recipe`` (``"RAG"``, for the errors) checks before anything is written:
+    ``init_from`` names a language model's weights source, and the recipe's ``seq_len`` fits that
+    model's ``max_seq_len`` (a source that records no model is not checked for it). Raises
+    ValueError naming the key to change."""
+    from lmforge.weights import (WeightsError, check_init_from, refuse_reward_model,   # pylint: disable=import-outside-toplevel
+                                 source_model_config)
+
+    check_init_from(init_from, f"{recipe} fine-tunes a pretrained model with chat specials")
+    refuse_reward_model(init_from, recipe)
+    try:
+        longest = source_model_config(init_from).max_seq_len
+    except WeightsError:
+        return
+    if seq_len > longest:
+        raise ValueError(f"seq_len={seq_len} exceeds the max_seq_len={longest} of init_from={init_from}'s model; "
+                         f"expected seq_len <= {longest}")
+
+
 def _finished(run: pathlib.Path, name: str) -> dict | None:
     """A stage's final metrics when ``run/final.json`` exists (the stage is skipped), else None."""
     final = run / "final.json"

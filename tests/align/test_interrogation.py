@@ -110,6 +110,19 @@ def test_bad_configs_are_one_line_errors(tmp_path):
         run_interrogation(InterrogationConfig(), tmp_path / "run")
 
 
+def test_the_recipes_check_seq_len_against_the_base_before_writing(base, tmp_path):
+    """A ``seq_len`` past the base's context (64 here) names the recipe's own key, ``seq_len``, and the
+    interrogation and Constitutional AI recipes refuse it before their folder exists."""
+    from lmforge.align.cai_privacy import CAIConfig, run_cai
+
+    for cfg, run in ((InterrogationConfig(init_from=str(base), seq_len=128), run_interrogation),
+                     (CAIConfig(init_from=str(base), seq_len=128), run_cai)):
+        with pytest.raises(ValueError, match=r"^seq_len=128 exceeds the max_seq_len=64 of init_from=.*expected seq_len "
+                                             r"<= 64$"):
+            run(cfg, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow   # two SFT runs, three sampler compiles: 42-90 s on the 2-core machine (shared); -m slow
 def test_smoke_experiment_end_to_end_and_resume(long_base, tmp_path, capsys):
     from lmforge.cli.experiment import experiment_config, load_experiment
