@@ -14,7 +14,10 @@ The lmforge format, built from the tokenizer's reserved specials (``lmforge.data
   unless ``plain_content=True`` (what ``lmforge serve`` asks for: a client must not forge turns),
   where such text stays text: the marker is encoded as its first character and the rest
   (``"<"``, ``"|end|>"``), which decodes to the same string and holds no special id. The format's
-  own markers (the tool-call marker before a call, the one in the tools' instructions) stay special.
+  own markers (the tool-call marker before a call, in an assistant's ``tool_calls`` or its content,
+  where ``format_call`` and the tool loop write it; the one in the tools' instructions) stay special.
+  Inference over untrusted text asks for it too: ``lmforge.infer.chat_replies`` (the tool loop's and
+  RAG's prompts, whose tool results and retrieved passages are anyone's text).
 - The generation prompt is the conversation so far followed by ``<|assistant|>``; the model
   ends its turn with ``<|end|>`` (the sampler's stop id).
 - Tools in OpenAI's shapes (what ``lmforge serve`` receives): ``encode(..., tools=schemas)`` writes
@@ -28,7 +31,8 @@ The lmforge format, built from the tokenizer's reserved specials (``lmforge.data
   contents of assistant turns and their ``<|end|>``; with ``train_on="all"`` every token after
   the first. Role markers are never targets under ``"assistant"``: the format puts them there.
 - Bad input is an error naming the conversation and what was expected: an empty conversation, a
-  message that is not ``{"role", "content"}`` with string content, an unknown role, and (with
+  message that is not ``{"role", "content"}`` with string content, an unknown role, ``tool_calls``
+  that are not OpenAI's (:func:`check_tool_calls`) or not on an assistant message, and (with
   ``train_on="assistant"``) a conversation with no assistant turn — it would carry no weight.
 - A conversation longer than ``seq_len + 1`` tokens is cut to its first ``seq_len + 1`` tokens
   (``overflow="truncate"``) or left out (``overflow="drop"``); both are counted in
@@ -123,12 +127,39 @@ class ChatTemplate(Protocol):
     def prompt(self, messages: Sequence[Message], *, tools: Sequence[dict] | None = None) -> np.ndarray: ...
 
 
+def check_tool_calls(calls, where: str = "message") -> list[dict]:
+    """An assistant message's OpenAI ``tool_calls`` in the shape chat templates take:
+    ``[{"type": "function", "function": {"name": str, "arguments": dict}}]``, each call's ``id`` kept
+    when it is a string (Mistral's template reads it). Arguments given as a JSON string of an object (as
+    OpenAI sends them) are parsed (:func:`call_arguments`), absent ones are ``{}``, an absent ``type`` is
+    ``"function"``. Raises ValueError naming ``where`` and the call for anything else."""
+    shape = '{"type": "function", "function": {"name": ..., "arguments": ...}}'
+    if not isinstance(calls, (list, tuple)):
+        raise ValueError(f"{where}: tool_calls is {_short(calls)}; expected a list of {shape}")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"] \
+                or call.get("type", "function") != "function":
+            raise ValueError(f"{where}: tool call {j} is {_short(call)}; expected {shape}")
+        one = {"type": "function", "function": {
+            "name": fn["name"], "arguments": call_arguments(fn.get("arguments", {}), f"{where}, tool call {j}")}}
+        if isinstance(call.get("id"), str):
+            one["id"] = call["id"]
+        out.append(one)
+    return out
+
+
 def check_messages(messages, *, where: str = "conversation", need_assistant: bool = False) -> list[dict]:
-    """Validates one conversation and returns it as a list of plain ``{"role", "content"}`` dicts.
+    """Validates one conversation and returns it as a list of plain ``{"role", "content"}`` dicts,
+    an assistant's with its OpenAI ``tool_calls`` (:func:`check_tool_calls`; not when empty) and a tool
+    result's with its ``tool_call_id`` (a string) — the shape every ``ChatTemplate`` takes; other keys
+    are dropped.
 
     Raises ValueError naming ``where`` (e.g. ``"train.jsonl:12"``) for: a conversation that is not
     a non-empty list, a message that is not a mapping with a string ``content``, an unknown
-    ``role`` (expected one of ``ROLES``), and, with ``need_assistant``, no assistant turn.
+    ``role`` (expected one of ``ROLES``), ``tool_calls`` on a message that is not the assistant's or
+    not in OpenAI's shape, and, with ``need_assistant``, no assistant turn.
     """
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError(f"{where}: expected a non-empty list of messages, got {_short(messages)}")
@@ -140,7 +171,15 @@ def check_messages(messages, *, where: str = "conversation", need_assistant: boo
             raise ValueError(f"{where}: message {i} has unknown role {m['role']!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise ValueError(f"{where}: message {i} ({m['role']}) has content {_short(m['content'])}; expected a string")
-        out.append({"role": m["role"], "content": m["content"]})
+        one = {"role": m["role"], "content": m["content"]}
+        if m.get("tool_calls"):
+            if m["role"] != "assistant":
+                raise ValueError(f"{where}: message {i} ({m['role']}) has tool_calls; expected them on an assistant "
+                                 f"message only")
+            one["tool_calls"] = check_tool_calls(m["tool_calls"], f"{where}: message {i}")
+        if m["role"] == "tool" and isinstance(m.get("tool_call_id"), str):
+            one["tool_call_id"] = m["tool_call_id"]
+        out.append(one)
     if need_assistant and not any(m["role"] == "assistant" for m in out):
         raise ValueError(f"{where}: the conversation has no assistant turn, so nothing in it would be trained on; "
                          f"expected at least one message with role 'assistant'")
@@ -175,9 +214,10 @@ class ChatFormat:
         ``add_generation_prompt`` appends ``<|assistant|>`` (and no eos): the prompt to sample a reply.
         ``tools`` (OpenAI function schemas) go into the system turn; assistant ``tool_calls`` become
         call markers (module docstring). ``plain_content``: special-token text typed in a content, a
-        call's arguments or a tool schema stays text (module docstring); the ids equal the default's
-        when there is none. Raises ValueError for ``train_on`` outside ``TRAIN_ON`` or a tool call
-        without a name or with arguments that are no object (messages: see :func:`check_messages`).
+        call's arguments or a tool schema stays text, but for the call marker in an assistant's content
+        (module docstring); the ids equal the default's when there is none. Raises ValueError for
+        ``train_on`` outside ``TRAIN_ON`` or a tool call without a name or with arguments that are no
+        object (messages: see :func:`check_messages`).
         """
         if train_on not in TRAIN_ON:
             raise ValueError(f"train_on={train_on!r}: expected one of {', '.join(TRAIN_ON)}")
@@ -246,9 +286,17 @@ def special_pieces(tok: Tokenizer) -> dict[int, str]:
 
 
 def _segments(message: Mapping, index: int) -> list[tuple[str, bool]]:
-    """A message's content as ``(text, ours)`` pieces: its own text (not ours), then each of its OpenAI
-    ``tool_calls`` as the call marker (ours) and the call's JSON (not ours)."""
-    out = [(message.get("content") or "", False)]
+    """A message's content as ``(text, ours)`` pieces: its own text (not ours; in an assistant's, the call
+    marker is ours: ``format_call`` and the tool loop write calls into the content), then each of its
+    OpenAI ``tool_calls`` as the call marker (ours) and the call's JSON (not ours)."""
+    text = message.get("content") or ""
+    if message.get("role") == "assistant" and TOOL_CALL in text:
+        first, *rest = text.split(TOOL_CALL)
+        out = [(first, False)]
+        for part in rest:
+            out += [(TOOL_CALL, True), (part, False)]
+    else:
+        out = [(text, False)]
     for j, call in enumerate(message.get("tool_calls") or ()):
         fn = call.get("function", call) if isinstance(call, Mapping) else None
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
@@ -408,5 +456,5 @@ def _short(x, n: int = 60) -> str:
 
 
 __all__ = ["ChatFormat", "ChatStats", "ChatTemplate", "END_TOKEN", "Message", "ROLES", "ROLE_TOKENS", "TRAIN_ON",
-           "chat_template_for", "check_messages", "sft_dataset", "sft_eval_batches", "sft_examples",
+           "chat_template_for", "check_messages", "check_tool_calls", "sft_dataset", "sft_eval_batches", "sft_examples",
            "special_pieces"]

@@ -10,7 +10,15 @@ holding one JSON array of the same objects is read too, as Alpaca and ShareGPT d
 
 - ``messages`` (OpenAI chat fine-tuning): ``{"messages": [{"role", "content"}, ...]}``. A content
   given as a list of parts keeps its text parts, joined; ``developer`` is the system role and
-  ``function`` the tool role (OpenAI's names).
+  ``function`` the tool role (OpenAI's names). An assistant message's ``tool_calls`` (``[{"type":
+  "function", "function": {"name", "arguments"}}]``, arguments an object or a JSON string of one, as
+  OpenAI's fine-tuning files, glaive and xLAM exports write them; the legacy ``function_call`` is one
+  such call) are kept, arguments as an object (``lmforge.data.chat.check_tool_calls``), and its
+  content may then be ``""``, null or absent; lmforge's chat format writes each call as
+  ``<|tool_call|>{"name", "arguments"}`` in the assistant's turn (trained on, as the turn is), an
+  imported model's template its own way. A ``tool`` message's content is the tool's result (not
+  trained on); its ``tool_call_id`` is kept, its ``name`` is not read. A record's ``tools`` (the
+  function schemas) is a column, not rendered.
 - ``alpaca``: ``{"instruction", "input", "output"}`` → user ``instruction + "\\n\\n" + input`` (just
   the instruction when the input is missing or empty), assistant ``output``; an optional
   ``system`` string and an optional ``history`` of ``[user, assistant]`` pairs (LLaMA-Factory's
@@ -18,7 +26,8 @@ holding one JSON array of the same objects is read too, as Alpaca and ShareGPT d
 - ``sharegpt``: ``{"conversations": [{"from", "value"}, ...]}`` with ``from`` in ``human``/``user``,
   ``gpt``/``assistant``/``chatgpt``/``bard``/``bing``/``model``, ``system``, and
   ``tool``/``observation``/``function_response`` (a tool's result); an optional top-level
-  ``system`` string comes first.
+  ``system`` string comes first. A ``function_call`` turn (LLaMA-Factory's tool call) is refused,
+  naming the OpenAI ``messages`` format with ``tool_calls``, which is read.
 - ``prompt`` (TRL's prompt-only and prompt-completion formats): ``{"prompt", "completion"?}``, each a
   string (the user's turn, the assistant's reply) or a list of OpenAI messages; a prompt without a
   completion is a conversation ending in a user turn (a prompt for GRPO / PPO).
@@ -52,7 +61,7 @@ import pathlib
 import re
 from collections.abc import Iterator, Mapping
 
-from lmforge.data.chat import check_messages
+from lmforge.data.chat import check_messages, check_tool_calls
 
 FORMATS = ("messages", "alpaca", "sharegpt", "hh", "prompt")
 COLUMNS_READ = {"messages": {"messages"}, "alpaca": {"instruction", "input", "output", "system", "history"},
@@ -111,8 +120,9 @@ def read_conversations(path, format: str = "auto", *, field: str = "chosen",
 
     Returns:
       ``(conversations, stats)``: each conversation a list of ``{"role", "content"}`` dicts (roles in
-      ``lmforge.data.chat.ROLES``), and a :class:`ReadStats`. :func:`read_chat_records` keeps each
-      one's ``file:line`` and the record's other keys too.
+      ``lmforge.data.chat.ROLES``; an assistant's may hold ``tool_calls``, a tool result's
+      ``tool_call_id``: ``lmforge.data.chat.check_messages``), and a :class:`ReadStats`.
+      :func:`read_chat_records` keeps each one's ``file:line`` and the record's other keys too.
 
     Raises:
       FileNotFoundError: no such file.
@@ -204,6 +214,15 @@ def _from_messages(record, where: str, field: str, stats: ReadStats) -> list[dic
             raise ValueError(f"{where}: message {i} has role {_short(m['role'])}; expected one of "
                              f"{', '.join(OPENAI_ROLES)}")
         content = m.get("content")
+        calls = m.get("tool_calls")
+        if calls is None and m.get("function_call") is not None:   # OpenAI's legacy single call
+            calls = [{"type": "function", "function": m["function_call"]}]
+        if calls:
+            if role != "assistant":
+                raise ValueError(f"{where}: message {i} ({m['role']}) has tool_calls; expected them on an assistant "
+                                 f"message only")
+            calls = check_tool_calls(calls, f"{where}: message {i}")
+            content = "" if content is None else content   # null or absent beside calls, as OpenAI writes it
         if isinstance(content, list):   # content parts: the text ones
             texts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
             if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
@@ -211,10 +230,14 @@ def _from_messages(record, where: str, field: str, stats: ReadStats) -> list[dic
                                  f"{{\"type\": \"text\", \"text\": ...}}; expected text only")
             content = "".join(texts)
         if not isinstance(content, str):
-            why = " and tool_calls (not read: lmforge's messages are text)" if m.get("tool_calls") else ""
-            raise ValueError(f"{where}: message {i} ({m['role']}) has content {_short(content)}{why}; "
-                             f"expected a string")
-        out.append({"role": role, "content": content})
+            raise ValueError(f"{where}: message {i} ({m['role']}) has content {_short(content)}; expected a string "
+                             f"(null only beside an assistant's tool_calls)")
+        one = {"role": role, "content": content}
+        if calls:
+            one["tool_calls"] = calls
+        if role == "tool" and isinstance(m.get("tool_call_id"), str):   # the call it answers (templates may read it)
+            one["tool_call_id"] = m["tool_call_id"]
+        out.append(one)
     return out
 
 
@@ -252,7 +275,9 @@ def _from_sharegpt(record, where: str, field: str, stats: ReadStats) -> list[dic
             raise ValueError(f"{where}: turn {i} is {_short(t)}; expected {{\"from\": ..., \"value\": ...}}")
         role = SHAREGPT_ROLES.get(t["from"]) if isinstance(t["from"], str) else None
         if role is None:
-            raise ValueError(f"{where}: turn {i} is from {_short(t['from'])}; expected one of "
+            calls = (" (a tool call: not read in ShareGPT records; write them as OpenAI \"messages\" with an "
+                     "assistant's \"tool_calls\", which are read)") if t["from"] == "function_call" else ""
+            raise ValueError(f"{where}: turn {i} is from {_short(t['from'])}{calls}; expected one of "
                              f"{', '.join(SHAREGPT_ROLES)}")
         if not isinstance(t["value"], str):
             raise ValueError(f"{where}: turn {i} ({t['from']}) has value {_short(t['value'])}; expected a string")

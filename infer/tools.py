@@ -72,9 +72,10 @@ class Tool:
     """A function the model may call: ``fn(**arguments) -> str``.
 
     ``parameters`` maps each argument name to its description (every argument is a string, the
-    shape small models learn); those with a default in ``fn`` are optional. :meth:`schema` is the
-    OpenAI ``tools`` entry. Raises ValueError for an empty name or ``parameters`` that is not a
-    mapping of names to descriptions."""
+    shape small models learn: :func:`call_tool` passes other JSON values as their JSON text and leaves
+    nulls out); those with a default in ``fn`` are optional. :meth:`schema` is the OpenAI ``tools``
+    entry. Raises ValueError for an empty name or ``parameters`` that is not a mapping of names to
+    descriptions."""
     name: str
     fn: Callable[..., str]
     description: str
@@ -189,18 +190,29 @@ def _read_call(body: str, marker: str) -> tuple[ToolCall, int]:
 
 def call_tool(call: ToolCall, tools: Mapping[str, Tool]) -> ToolCall:
     """``call`` with its result: the tool's return value, or ``"error: ..."`` (unknown tool,
-    arguments that are not the tool's, the tool raising). Never raises."""
+    arguments that are not the tool's, the tool raising). Never raises.
+
+    Arguments reach the tool as :class:`Tool` declares them, strings (its schema's ``"type": "string"``;
+    the builtin calculator, python and search tools read text): a string as written, a number, boolean,
+    list or object as its JSON text (``true``, ``{"metric": true}``), and a null one left out, so the
+    tool's default applies (a required one left out is the "takes ..." error), as OpenAI's function calling
+    treats an optional argument given as null."""
     tool = tools.get(call.name)
     if tool is None:
         return dataclasses.replace(call, result=f"error: no tool named {call.name!r}; the tools are "
                                                 f"{', '.join(sorted(tools)) or 'none'}", error=True)
-    if set(call.arguments) - set(tool.parameters) or set(tool.required) - set(call.arguments):
+    arguments = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                 for k, v in call.arguments.items() if v is not None}
+    if set(arguments) - set(tool.parameters) or set(tool.required) - set(arguments):
         optional = [p for p in tool.parameters if p not in tool.required]
         takes = ", ".join(tool.required) + (f" (optional: {', '.join(optional)})" if optional else "")
-        return dataclasses.replace(call, result=f"error: {call.name} takes {takes or 'no arguments'}; got "
-                                                f"{', '.join(call.arguments) or 'no arguments'}", error=True)
+        nulls = [k for k, v in call.arguments.items() if v is None]
+        got = ", ".join(arguments) or "no arguments"
+        got += f" ({', '.join(nulls)} null, left out)" if nulls else ""
+        return dataclasses.replace(call, result=f"error: {call.name} takes {takes or 'no arguments'}; got {got}",
+                                   error=True)
     try:
-        return dataclasses.replace(call, result=str(tool(**{k: str(v) for k, v in call.arguments.items()})))
+        return dataclasses.replace(call, result=str(tool(**arguments)))
     except ToolError as e:
         return dataclasses.replace(call, result=f"error: {e}", error=True)
     except Exception as e:   # pylint: disable=broad-except  (any failure is the model's to read)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from lmforge.data.chat import ChatFormat, format_call, sft_examples
 from lmforge.data.chat_readers import detect_format, parse_hh_transcript, read_chat_records, read_conversations
 
 CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
@@ -88,8 +89,18 @@ def test_skips_are_counted(tmp_path):
                                                r"\['answer', 'question'\]"),
     ('{"conversations": []}', "auto", r"m.jsonl:2: no \"messages\""),   # the format is the first record's
     ('{"messages": [{"role": "robot", "content": "x"}]}', "auto", r"m.jsonl:2: message 0 has role 'robot'"),
+    ('{"messages": [{"role": "assistant", "content": null}]}', "auto",
+     r"m.jsonl:2: message 0 \(assistant\) has content None; expected a string \(null only beside an assistant's "
+     r"tool_calls\)"),
     ('{"messages": [{"role": "assistant", "content": null, "tool_calls": [{}]}]}', "auto",
-     r"m.jsonl:2: message 0 \(assistant\) has content None and tool_calls"),
+     r"m.jsonl:2: message 0: tool call 0 is \{\}; expected \{\"type\": \"function\", \"function\": \{\"name\""),
+    ('{"messages": [{"role": "assistant", "content": "", "tool_calls": {"function": {"name": "f"}}}]}', "auto",
+     r"m.jsonl:2: message 0: tool_calls is \{'function': .*; expected a list of"),
+    ('{"messages": [{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", '
+     '"arguments": "{\\"x\\": 1"}}]}]}', "auto",
+     r"m.jsonl:2: message 0, tool call 0: arguments '\{\"x\": 1' are not JSON; expected an object"),
+    ('{"messages": [{"role": "user", "content": "hi", "tool_calls": [{"function": {"name": "f"}}]}]}', "auto",
+     r"m.jsonl:2: message 0 \(user\) has tool_calls; expected them on an assistant message only"),
     ('[1, 2]', "auto", r"m.jsonl:2: expected a JSON object"),
     ('{"instruction": "x"}', "alpaca", r"m.jsonl:1: no \"output\""),
     ('{"chosen": "Human: hi"}', "hh", r"m.jsonl:1: chosen: the transcript starts with 'Human: hi'"),
@@ -155,3 +166,89 @@ def test_trl_prompt_format_and_the_columns_a_record_keeps(tmp_path):
         read_conversations(bad)
     # A TRL preference file is not read as prompts: its chosen side makes it one (or an error here).
     assert detect_format({"prompt": "x", "chosen": "\n\nHuman: a\n\nAssistant: b"}) == "hh"
+
+
+# OpenAI's fine-tuning shape of a tool call (glaive, xLAM exports): content "", null or absent beside tool_calls.
+WEATHER = {"type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}
+ASK, ANSWER = {"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": "It is 12 C."}
+
+
+def _tool_record(call_message):
+    return {"messages": [ASK, call_message, {"role": "tool", "tool_call_id": "call_1", "name": "weather",
+                                             "content": "Oslo: 12 C"}, ANSWER], "tools": [{"type": "function"}]}
+
+
+def test_openai_tool_calls_are_read_and_their_tokens_trained(sp_tok, tmp_path):
+    """An assistant's ``tool_calls`` are kept (arguments as an object), whatever its content holds, and SFT
+    on the record trains the call's tokens and never the tool's result."""
+    path = _write(tmp_path / "tools.jsonl", [
+        _tool_record({"role": "assistant", "content": "", "tool_calls": [{**WEATHER, "id": "call_1"}]}),
+        _tool_record({"role": "assistant", "content": None, "tool_calls": [WEATHER]}),
+        _tool_record({"role": "assistant", "tool_calls": [{"function": {"name": "weather",
+                                                                        "arguments": {"city": "Oslo"}}}]}),
+        _tool_record({"role": "assistant", "content": None, "function_call": WEATHER["function"]}),   # legacy
+    ])
+    records, stats = read_chat_records(path)
+    call = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}
+    assert records[0].messages == [ASK, {"role": "assistant", "content": "", "tool_calls": [{**call, "id": "call_1"}]},
+                                   {"role": "tool", "content": "Oslo: 12 C", "tool_call_id": "call_1"}, ANSWER]
+    assert all(r.messages[1]["tool_calls"] == [call] for r in records[1:])
+    assert records[0].columns == {"tools": [{"type": "function"}]} and stats.irregular == {}
+    fmt = ChatFormat(sp_tok)
+    examples, _ = sft_examples([r.messages for r in records], fmt, seq_len=256)
+    as_text = [ASK, {"role": "assistant", "content": format_call("weather", city="Oslo")},
+               {"role": "tool", "content": "Oslo: 12 C"}, ANSWER]
+    ids, weights = fmt.encode(as_text)
+    for e in examples:   # the same ids and mask as the call written in lmforge's format
+        assert e["targets"].tolist() == ids[1:].tolist() and e["weights"].tolist() == weights[1:].tolist()
+    learned = sp_tok.decode(examples[0]["targets"][examples[0]["weights"] > 0].tolist())
+    assert learned == '<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo"}}<|end|>It is 12 C.<|end|>'
+
+
+def test_sharegpt_function_call_turns_name_what_is_read(tmp_path):
+    path = _write(tmp_path / "s.jsonl", [{"conversations": [
+        {"from": "human", "value": "weather?"}, {"from": "function_call", "value": "{\"name\": \"weather\"}"}]}])
+    with pytest.raises(ValueError, match=r"s.jsonl:1: turn 1 is from 'function_call' \(a tool call: not read in "
+                                         r"ShareGPT records; write them as OpenAI \"messages\" with an assistant's "
+                                         r"\"tool_calls\", which are read\); expected one of system"):
+        read_conversations(path)
+
+
+QWEN_TOOLS = """{%- for message in messages %}
+{%- if message.role == 'assistant' %}
+{{- '<|im_start|>assistant' }}
+{%- if message.content %}{{- '\n' + message.content }}{%- endif %}
+{%- for call in message.tool_calls or [] %}
+{%- if call.function is defined %}{%- set call = call.function %}{%- endif %}
+{{- '\n<tool_call>\n{"name": "' + call.name + '", "arguments": ' + (call.arguments | tojson) + '}\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\n' }}
+{%- elif message.role == 'tool' %}
+{{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
+{%- else %}
+{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""
+
+
+def test_tool_calls_read_from_a_file_render_through_an_imported_template(tmp_path):
+    """An imported model's template (Qwen 2.5's way with calls, shortened) gets the calls in OpenAI's shape,
+    arguments an object as ``apply_chat_template`` wants them: the call is trained on, the result is not."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from lmforge.data.hf_tokenizer import HFChatTemplate, HFTokenizer
+
+    tk = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tk.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"],
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+                                             show_progress=False)
+    tk.train_from_iterator(["Weather in Oslo? It is 12 C. weather city arguments name"] * 4, trainer)
+    tok = HFTokenizer(tk.to_str(), {"eos_token": "<|im_end|>"}, chat_template_file=QWEN_TOOLS)
+    records, _ = read_chat_records(_write(tmp_path / "t.jsonl", [_tool_record(
+        {"role": "assistant", "content": None, "tool_calls": [WEATHER]})]))
+    (example,), _ = sft_examples([records[0].messages], HFChatTemplate(tok), seq_len=256)
+    learned = tok.decode(example["targets"][example["weights"] > 0].tolist())
+    assert '<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>' in learned
+    assert "It is 12 C." in learned and "Oslo: 12 C" not in learned
