@@ -9,7 +9,8 @@ and takes one policy-gradient step: Group Relative Policy Optimization (Shao et 
 one update per rollout, ``loss_type="dapo"``, ``beta=0``).
 
 - Data: problems with reference answers — synthetic tasks (``data.synthetic``: the verifiable tasks
-  of ``lmforge.data.synthetic``, train and test splits disjoint) and/or a file (``data.path``):
+  of ``lmforge.data.synthetic``, train and test splits disjoint; not ``calculator``, which is answered
+  through a tool: rollouts run no tools, so it is refused) and/or a file (``data.path``):
   GSM8K, or any chat file whose records carry an ``answer`` column (TRL's ``{"prompt": ...,
   "answer": ...}`` included; a ``task`` column names a grader, else ``data.match`` grades: exact,
   numeric or regex). The prompt is the conversation before the reference reply (or the whole
@@ -90,6 +91,7 @@ from lmforge.align.rollouts import (RolloutSource, check_reward_columns, configu
 from lmforge.align.sft import (FILE_FORMATS, check_graded, check_match, check_references, graded_tasks, grader,
                                held_out_graded, read_items)
 from lmforge.data import synthetic
+from lmforge.eval.chat import task_tools
 from lmforge.infer import Sampler, SamplingConfig
 from lmforge.infer.sampler import FINISH_LENGTH
 from lmforge.model import LoRAConfig, ModelRuntime, axis_rules, forward_logprobs
@@ -124,6 +126,9 @@ class PromptDataConfig:
 
     def __post_init__(self):
         unknown = [t for t, _ in self.synthetic if t not in synthetic.VERIFIABLE]
+        # Rollouts sample one turn and run no tools: a tool-use task's completions would be bare calls,
+        # rewarded 0 by its grader, so the run would learn nothing and say nothing.
+        tool_tasks = [(t, tools) for t, _ in self.synthetic if t not in unknown and (tools := task_tools(t))]
         problems = [msg for bad, msg in (
             *check_match(self),
             (not self.path and not self.synthetic, "no data: set data.path (a GSM8K or chat file) or data.synthetic"),
@@ -135,6 +140,10 @@ class PromptDataConfig:
              f"data.synthetic={self.synthetic}: expected (task, weight) pairs with weights >= 0 and a positive sum"),
             (unknown, f"data.synthetic: {', '.join(map(repr, unknown))} has no checkable answer; expected tasks of "
                       f"{', '.join(synthetic.VERIFIABLE)}"),
+            *((True, f"data.synthetic: task {t} is answered through the {'+'.join(tools)} tool, but rollouts do not "
+                     f"run tools (its completions would be bare calls, never the answer); expected tasks answered "
+                     f"in text")
+              for t, tools in tool_tasks),
             *((not whole(getattr(self, k)), f"data.{k}={getattr(self, k)!r}: expected a whole number >= 0")
               for k in ("train_size", "test_size")),
         ) if bad]

@@ -17,6 +17,8 @@ sec. 3.5, eq. 2; Stiennon et al. 2020, "Learning to summarize from human feedbac
   (prompt and reply) rendered as it was trained on it (end of turn, then eos:
   ``lmforge.data.preference.conversation_rows``) and read at its last token. A completion cut at
   ``max_new_tokens`` is scored as if it had ended there; ``missing_eos_penalty`` is taken off its score.
+  A rollout is one turn and runs no tools, so a synthetic task answered through a tool (``calculator``)
+  is refused by the config check (``PromptDataConfig``, shared with GRPO).
 - Rewards per completion token: ``-kl_coef * kl_t`` (``kl_estimator``: k1 ``logp - ref_logp``, or k3),
   plus the score on the last token; ``whiten_rewards`` optionally. Advantages by GAE (``gamma``,
   ``lam``: ``lmforge.train.objectives.gae_advantages``), whitened over the rollout's tokens; returns =

@@ -171,28 +171,115 @@ def run_memorisation(ctx: EvalContext, docs: list, n: int, prefix: int, suffix: 
                         progress=True)
 
 
+# The synthetic tasks' options a chat task takes as arguments (lmforge.data.synthetic.OPTIONS: those of the
+# tasks with answers; tested to match). Listed, not imported: importing lmforge.data.synthetic loads JAX.
+SYNTHETIC_OPTIONS = ("min_ops", "max_ops", "max_value", "max_digits", "name", "maker", "system_prob")
+
+
+def run_synthetic_options(ctx: EvalContext) -> tuple[dict[str, Any], pathlib.Path | None]:
+    """The ``synthetic_options`` of the run being evaluated (SFT, GRPO and PPO configs keep them as
+    (option, value) pairs) and its ``config.json``; ``({}, None)`` for a model folder or a run without them."""
+    from .eval_cmd import is_run_folder   # pylint: disable=import-outside-toplevel
+    from .launch import CONFIG_FILE   # pylint: disable=import-outside-toplevel
+
+    if not is_run_folder(ctx.source):
+        return {}, None
+    from .config_io import load_config   # pylint: disable=import-outside-toplevel
+
+    config_file = ctx.source / CONFIG_FILE
+    return dict(getattr(load_config(config_file), "synthetic_options", ())), config_file
+
+
+def synthetic_options(ctx: EvalContext, names: list[str], given: dict[str, str]) -> dict[str, Any]:
+    """The options the synthetic tasks ``names`` are drawn with: the run's ``synthetic_options`` that one of
+    them reads (a model trained as "Zed" is asked and graded as Zed, not as the default "Forge"), with the
+    ``given`` task arguments over them; a note on stderr names those taken from the run. Raises ConfigError
+    for a given option no task drawn reads, or a value ``lmforge.data.synthetic`` refuses."""
+    import sys   # pylint: disable=import-outside-toplevel
+
+    from lmforge.data import synthetic   # pylint: disable=import-outside-toplevel
+
+    def read(option: str) -> bool:
+        return option in synthetic.OPTIONS and any(t in synthetic.OPTIONS[option][0] for t in names)
+
+    for key, value in given.items():
+        if not read(key):
+            raise ConfigError(f"chat: {key}={value!r} is an option of {', '.join(synthetic.OPTIONS[key][0])}; no task "
+                              f"of tasks={'+'.join(names)} reads it")
+    from_run, config_file = run_synthetic_options(ctx)
+    taken = {k: v for k, v in from_run.items() if read(k) and k not in given}
+    options = {**taken, **given}
+    try:
+        synthetic.check_options(names, options)
+    except ValueError as e:
+        raise ConfigError(f"chat: {e}" + (f" (synthetic_options of {config_file})" if taken else "")) from None
+    options = {k: synthetic.OPTIONS[k][1](v) for k, v in options.items()}   # checked: "4" -> 4, as drawn
+    over = [f"{k}={v!r} given over its {from_run[k]!r}" for k, v in given.items() if k in from_run and read(k)]
+    if taken or over:
+        print(f"eval: note: chat: synthetic options from {config_file}: "
+              + ", ".join([*(f"{k}={v!r}" for k, v in taken.items()), *over]), file=sys.stderr, flush=True)
+    return options
+
+
+def check_tools(items: list[dict], tools: list[str], drawn: bool) -> None:
+    """Refuses items answered through a tool that ``tools`` lacks (a tool-use conversation, as the synthetic
+    ``calculator`` task writes it: graded without the tool-call loop, the reply is the call itself, never
+    the answer), naming the task (``drawn``: synthetic items) or the file line."""
+    from lmforge.eval.chat import reference_tools   # pylint: disable=import-outside-toplevel
+    from lmforge.infer.tools import TOOLS   # pylint: disable=import-outside-toplevel
+
+    for it in items:
+        needed = reference_tools(it["messages"])
+        missing = [t for t in needed if t not in tools]
+        if not missing:
+            continue
+        what = f"chat: task {it['task']}" if drawn else it["where"]
+        if any(t not in TOOLS for t in missing):
+            unknown = next(t for t in missing if t not in TOOLS)
+            raise ConfigError(f"{what} is answered through the {unknown} tool, which lmforge eval does not have "
+                              f"(its tools: {', '.join(TOOLS)})")
+        raise ConfigError(f"{what} is answered through the {' and '.join(missing)} tool; add "
+                          f"tools={'+'.join(dict.fromkeys([*tools, *needed]))}")
+
+
 def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_new_tokens: int, match: str,
-               pattern: str) -> dict:
+               pattern: str, tools: str, **options: str) -> dict:
     """The items of a chat task: the test split of synthetic tasks, or the first ``n`` records of a chat
     file (path; any format ``lmforge.align.sft.read_file`` reads: OpenAI ``messages``, TRL ``prompt`` /
     ``completion``, ShareGPT, Alpaca, GSM8K, ...) with an ``answer`` column and an optional ``task``
     one, so the file SFT, GRPO or PPO trains on evaluates too. A file's conversation either ends with a
     reference assistant turn, which the model does not see, or is asked as it is; an item's task names
     its grader (``align.sft.grade``), and items without one are graded by ``match``
-    (``eval.chat.GENERIC``). Every item is checked (file:line)."""
+    (``eval.chat.GENERIC``). Every item is checked (file:line).
+
+    Synthetic tasks are drawn with the run's ``synthetic_options`` and the ``options`` given
+    (:func:`synthetic_options`). ``tools`` (names of ``lmforge.infer.tools.TOOLS`` joined with +) sends
+    each reply through the tool-call loop, as SFT's ``eval_tools`` does; an item answered through a tool
+    not given is refused (:func:`check_tools`)."""
     from lmforge.align.sft import check_graded, grade, read_file   # pylint: disable=import-outside-toplevel
     from lmforge.data import synthetic   # pylint: disable=import-outside-toplevel
     from lmforge.eval.chat import with_generic   # pylint: disable=import-outside-toplevel
     from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
+    from lmforge.infer.tools import tools_by_name   # pylint: disable=import-outside-toplevel
 
     try:
         grade = with_generic(grade, matcher(match, pattern or None))   # argument mistakes before the model loads
     except ValueError as e:
         raise ConfigError(f"chat: {e}") from None
+    tool_names = [t for t in tools.split("+") if t]
+    try:
+        tools_by_name(tool_names)
+    except ValueError as e:
+        raise ConfigError(f"chat: tools={tools!r}: {e} (joined with +)") from None
+    given = {k: v for k, v in options.items() if v != ""}
     if path and tasks:
         raise ConfigError(f"chat: tasks={tasks} and path= are both given; a file's items name their own task "
                           f"(drop tasks=)")
+    if path and given:
+        raise ConfigError(f"chat: {', '.join(f'{k}={v!r}' for k, v in given.items())} set synthetic tasks' options, "
+                          f"but path= items are read, not drawn (drop them)")
     n = min(n, ctx.limit) if ctx.limit else n
+    drawn = {}
     if path:
         items = []
         try:
@@ -220,20 +307,29 @@ def check_chat(ctx: EvalContext, tasks: str, path: str, n: int, seed: int, max_n
         if unknown or not names:
             raise ConfigError(f"chat: tasks={tasks!r}; expected synthetic tasks with answers joined with + "
                               f"({', '.join(synthetic.VERIFIABLE)})")
-        items = synthetic.mixture({t: 1.0 for t in names}, n, split="test", seed=seed)
-    return {"items": items, "grade": grade, "seed": seed, "max_new_tokens": max_new_tokens}
+        drawn = {"synthetic_options": synthetic_options(ctx, names, given)}
+        items = synthetic.mixture({t: 1.0 for t in names}, n, split="test", seed=seed, **drawn["synthetic_options"])
+    check_tools(items, tool_names, drawn=not path)
+    return {"items": items, "grade": grade, "seed": seed, "max_new_tokens": max_new_tokens, "tools": tool_names,
+            **drawn}
 
 
-def run_chat(ctx: EvalContext, items: list, grade: Callable, seed: int, max_new_tokens: int) -> dict:
-    """Greedy replies through the model's chat template, graded (:func:`check_chat`)."""
+def run_chat(ctx: EvalContext, items: list, grade: Callable, seed: int, max_new_tokens: int, tools: list[str],
+             synthetic_options: dict | None = None) -> dict:
+    """Greedy replies through the model's chat template, graded (:func:`check_chat`); with ``tools``, each
+    through the tool-call loop (``lmforge.eval.chat.chat_accuracy``, the code SFT's ``eval_tools`` runs),
+    the metrics adding ``tool_calls`` and ``tool_errors``. The options synthetic items were drawn with are
+    kept in the result (``synthetic_options``)."""
     from lmforge.data import chat_template_for   # pylint: disable=import-outside-toplevel
     from lmforge.eval.chat import chat_accuracy   # pylint: disable=import-outside-toplevel
     from lmforge.infer import SamplingConfig   # pylint: disable=import-outside-toplevel
+    from lmforge.infer.tools import tools_by_name   # pylint: disable=import-outside-toplevel
 
     sampler = ctx.sampler
-    return chat_accuracy(sampler, chat_template_for(sampler.tok), items, grade,
-                         sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0), seed=seed,
-                         batch=ctx.batch, progress=True)
+    out = chat_accuracy(sampler, chat_template_for(sampler.tok), items, grade,
+                        sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0), seed=seed,
+                        batch=ctx.batch, progress=True, tools=tools_by_name(tools))
+    return out if synthetic_options is None else {**out, "synthetic_options": synthetic_options}
 
 
 def check_lm_eval(_: EvalContext, tasks: str, include: str, fewshot: int) -> dict:
@@ -300,7 +396,8 @@ TASKS: dict[str, EvalTask] = {t.name: t for t in (
              "run's training split, or path: a .txt, or a .jsonl with a 'text' field)",
              {"n": 1, "prefix": 1, "suffix": 1, "seed": 0}),
     EvalTask("chat", check_chat, run_chat, {"tasks": "", "path": "", "n": 200, "seed": 0, "max_new_tokens": 160,
-                                "match": "auto", "pattern": ""},
+                                            "match": "auto", "pattern": "", "tools": "",
+                                            **{k: "" for k in SYNTHETIC_OPTIONS}},
              "greedy chat replies graded against answers: n items of the test split of synthetic tasks (joined "
              "with +; default arithmetic), or the first n records of a chat file (path: OpenAI messages, TRL prompt/"
              "completion, ShareGPT, Alpaca or GSM8K, as SFT / GRPO / PPO read it) with an answer column and an "
@@ -308,7 +405,12 @@ TASKS: dict[str, EvalTask] = {t.name: t for t in (
              "does not see (without one the model answers the whole conversation); answer what a reply must give; task "
              "optional: gsm8k or a synthetic task grades by its own rule, no task by match (auto: numeric for an "
              "answer that is a number, else exact; exact: the reply equals the answer, whitespace collapsed; "
-             "numeric: the reply's #### or last number; regex: what pattern extracts equals it)", {"n": 1, "seed": 0, "max_new_tokens": 1}),
+             "numeric: the reply's #### or last number; regex: what pattern extracts equals it); tools: tools "
+             "joined with + (calculator, python) each reply goes through, as SFT's eval_tools, adding tool_calls "
+             "and tool_errors (needed by items answered through a tool: tasks=calculator needs tools=calculator); "
+             "min_ops, max_ops, max_value (arithmetic), max_digits (calculator), name, maker, system_prob "
+             "(identity): the synthetic tasks' options, '' → the run's synthetic_options "
+             "(a note names them), else the task's default", {"n": 1, "seed": 0, "max_new_tokens": 1}),
     EvalTask("lm_eval", check_lm_eval, run_lm_eval, {"tasks": REQUIRED, "include": "", "fewshot": -1},
              "lm-evaluation-harness tasks (joined with +) through the adapter; include: a folder of task YAML files "
              "(a built-in task downloads its data from the Hugging Face Hub; offline, use a local task); fewshot -1: "

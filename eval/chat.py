@@ -7,17 +7,24 @@ message before it, and ``grade(task, reply, answer) -> bool`` decides (for the s
 ``lmforge.data.grading.check_answer``; for GSM8K the ``#### <number>`` convention). Items of no
 known task (``GENERIC``: a file's items that name none) are graded by a generation matcher instead
 (:func:`with_generic`; ``lmforge.eval.generation.matcher``: exact, numeric or regex).
+
+A tool-use item (the synthetic ``calculator`` task: user, call, result, answer) is answered through
+its tool: graded without the tool-call loop, its reply is the call itself and never the answer, so
+a caller asks :func:`reference_tools` (or :func:`task_tools`) which tools an item needs before
+grading it, and passes them to :func:`chat_accuracy`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from lmforge.data import synthetic
 from lmforge.infer import SamplingConfig, chat_replies, replier
-from lmforge.infer.tools import Tool, run_tools
+from lmforge.infer.tools import Tool, parse_tool_calls, run_tools
 
 Grader = Callable[[str, str, str], bool]   # (task, reply, answer) -> correct
 GENERIC = "chat"   # the task of an item that names none: graded by a matcher, not by a task's own grader
@@ -89,6 +96,30 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
     return {"metrics": metrics, "samples": samples}
 
 
+def reference_tools(messages: Sequence[Mapping[str, str]]) -> tuple[str, ...]:
+    """The tools a reference conversation's assistant turns call, each name once in order of first call
+    (``lmforge.infer.tools.parse_tool_calls``): what a reply must go through to reach the reference
+    answer. ``()`` for a conversation answered in text; a malformed call is not counted."""
+    names: dict[str, None] = {}
+    for m in messages:
+        if m["role"] == "assistant" and isinstance(m.get("content"), str):
+            try:
+                names.update((call.name, None) for call in parse_tool_calls(m["content"]))
+            except ValueError:
+                continue
+    return tuple(names)
+
+
+@functools.lru_cache(maxsize=None)
+def task_tools(task: str) -> tuple[str, ...]:
+    """The tools synthetic ``task``'s conversations call: ``("calculator",)`` for ``calculator``
+    (``lmforge.data.tool_use``), ``()`` for a task answered in text. Read off one drawn item with
+    :func:`reference_tools` (every item of a task has the same turns), so a tool-use task added to
+    ``lmforge.data.synthetic`` needs no list kept here. ``task``: one of ``synthetic.VERIFIABLE``
+    (``refusal`` draws from the HH-RLHF file). Raises ValueError for an unknown task."""
+    return reference_tools(synthetic.generate(task, 1)[0]["messages"])
+
+
 def with_generic(grade: Grader, is_correct: Callable[[str, str], bool]) -> Grader:
     """``grade`` for items of a named task; ``is_correct(reply, answer)`` (a ``generation.matcher``) for
     items of task ``GENERIC``, which no task grader knows."""
@@ -97,4 +128,5 @@ def with_generic(grade: Grader, is_correct: Callable[[str, str], bool]) -> Grade
     return graded
 
 
-__all__ = ["GENERIC", "chat_accuracy", "chat_replies", "prompt_messages", "with_generic"]
+__all__ = ["GENERIC", "chat_accuracy", "chat_replies", "prompt_messages", "reference_tools", "task_tools",
+           "with_generic"]

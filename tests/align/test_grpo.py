@@ -426,6 +426,23 @@ def test_grpo_num_iterations_clips_against_the_sampling_policy_and_resumes_mid_r
     assert g[0]["train/weight_sum"] == cfg.rows // 2 == 8      # grpo: one weight per completion, half the rollout
 
 
+def test_a_task_answered_through_a_tool_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Rollouts run no tools: a calculator task's completions were bare calls, rewarded 0 (reward 0, loss 0,
+    no word said). Refused in the config check, so `lmforge run` writes no folder."""
+    from lmforge.cli.main import main
+
+    message = ("data.synthetic: task calculator is answered through the calculator tool, but rollouts do not run "
+               "tools")
+    with pytest.raises(ValueError, match=message):
+        GRPOConfig(data=PromptDataConfig(synthetic=(("arithmetic", 1.0), ("calculator", 1.0))))
+    GRPOConfig(data=PromptDataConfig(synthetic=(("arithmetic", 1.0), ("identity", 1.0))))   # answered in text
+    run = tmp_path / "run"
+    assert main(["run", "experiments/align/grpo_arithmetic.py:smoke", f"init_from={tmp_path}",
+                 "data.synthetic=((calculator,1.0),)", "--workdir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not run.exists()
+
+
 def test_grpo_config_errors(base, tmp_path):
     with pytest.raises(ValueError, match="num_generations=1: expected a whole number >= 2"):
         GRPOConfig(num_generations=1)

@@ -265,6 +265,13 @@ def test_ppo_resumes_exactly_between_two_mini_batches(base, reward_model, tmp_pa
     assert json.loads((tmp_path / "straight" / "base.json").read_text())["source"] == str(base)
 
 
+def test_a_task_answered_through_a_tool_is_refused():
+    """PPO's rollouts run no tools either (its data is GRPO's PromptDataConfig): a calculator task is refused."""
+    with pytest.raises(ValueError, match="task calculator is answered through the calculator tool, but rollouts do "
+                                         "not run tools"):
+        PPOConfig(data=PromptDataConfig(synthetic=(("calculator", 1.0),), batch_size=8))
+
+
 def test_ppo_config_errors(base, reward_model, tmp_path):
     with pytest.raises(ValueError, match="data.batch_size=8 does not split into num_mini_batches=3"):
         PPOConfig(num_mini_batches=3)

@@ -244,6 +244,143 @@ def test_chat_file_mistakes_are_refused_before_the_model_loads(run_folder, tmp_p
     assert f"{chat}:1: answer 'hi' holds no number; a chat item" in error(hi, spec="chat:path={},match=numeric")
 
 
+@pytest.fixture
+def zed_run(sft_folder, tmp_path) -> pathlib.Path:
+    """An SFT run trained as "Zed" by "Acme Labs" (``synthetic_options``), with the tiny model's checkpoint."""
+    import shutil
+
+    from lmforge.align.sft import ChatDataConfig, SFTConfig
+    from lmforge.cli.launch import write_config
+
+    run = tmp_path / "zed"
+    run.mkdir()
+    write_config(SFTConfig(init_from=str(sft_folder), data=ChatDataConfig(synthetic=(("identity", 1.0),)),
+                           synthetic_options=(("name", "Zed"), ("maker", "Acme Labs")), steps=5), run)
+    shutil.copy(sft_folder / "model.json", run)
+    for folder in ("tokenizer", "checkpoints"):
+        shutil.copytree(sft_folder / folder, run / folder)
+    return run
+
+
+def test_chat_draws_synthetic_tasks_with_the_runs_options(zed_run, tiny, tmp_path, capsys, monkeypatch):
+    """A run trained as Zed was asked and graded as the default "Forge" (accuracy 0 where its own SFT
+    evaluation gave 0.93): its synthetic_options are read from config.json, said in a note, and task
+    arguments set or override them."""
+    import types
+
+    import lmforge.eval.chat
+    from lmforge.cli import eval_cmd
+
+    monkeypatch.setattr(eval_cmd, "load_sampler", lambda *_: types.SimpleNamespace(tok=tiny.sampler.tok, step=5))
+    learnt = "I'm Zed, an AI assistant made by Acme Labs."   # the reply of a model that learnt its identity
+    monkeypatch.setattr(lmforge.eval.chat, "chat_replies", lambda _s, _t, prompts, *_, **__: [learnt] * len(prompts))
+
+    def result(spec: str) -> tuple[dict, list[str]]:
+        out = tmp_path / f"{len(list(tmp_path.glob('*.json')))}.json"
+        assert main(["eval", str(zed_run), spec, "--out", str(out)]) == 0
+        return strict_json(out)["results"][0], errors(capsys)
+
+    zed, notes = result("chat:tasks=identity,n=20")
+    assert notes == [f"eval: note: chat: synthetic options from {zed_run / 'config.json'}: name='Zed', "
+                     f"maker='Acme Labs'"]
+    assert zed["metrics"]["accuracy"] == 1.0 and {s["answer"] for s in zed["samples"]} == {"Zed"}
+    assert zed["synthetic_options"] == {"name": "Zed", "maker": "Acme Labs"}
+    systems = [m["content"] for s in zed["samples"] for m in s["prompt"] if m["role"] == "system"]
+    assert any("Zed" in c for c in systems) and not any("Forge" in c for c in systems)   # asked as itself
+
+    bob, notes = result("chat:tasks=identity,n=8,name=Bob")   # a task argument wins over the run's option
+    assert notes == [f"eval: note: chat: synthetic options from {zed_run / 'config.json'}: maker='Acme Labs', "
+                     f"name='Bob' given over its 'Zed'"]
+    assert {s["answer"] for s in bob["samples"]} == {"Bob"} and bob["metrics"]["accuracy"] == 0.0
+    assert bob["synthetic_options"] == {"maker": "Acme Labs", "name": "Bob"}
+
+    calc, notes = result("chat:tasks=arithmetic,n=2,max_ops=2")   # options of other tasks are not taken
+    assert notes == [] and calc["synthetic_options"] == {"max_ops": 2}
+
+
+def test_chat_option_mistakes_are_refused_before_the_model_loads(zed_run, model_folder, tmp_path, capsys,
+                                                                 monkeypatch):
+    from lmforge.cli import eval_cmd
+
+    monkeypatch.setattr(eval_cmd, "load_sampler", no_model)
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "Say hi"}], "answer": "hi"}) + "\n")
+    for source, spec, message in [
+        (model_folder, "chat:tasks=arithmetic,name=Zed", "chat: name='Zed' is an option of identity, smalltalk; no "
+                                                         "task of tasks=arithmetic reads it"),
+        (model_folder, "chat:tasks=calculator,max_digits=1,tools=calculator",
+         "chat: option max_digits=1: expected a whole number in [2, 12]"),
+        (model_folder, "chat:tasks=identity,system_prob=often", "chat: option system_prob='often' of task "
+                                                                "'identity': expected a number"),
+        (zed_run, f"chat:path={chat},name=Zed", "chat: name='Zed' set synthetic tasks' options, but path= items "
+                                                "are read, not drawn"),
+    ]:
+        assert main(["eval", str(source), spec, "--out", str(tmp_path / "x.json")]) == 2
+        err = errors(capsys)
+        assert len(err) == 1 and err[0] == f"lmforge: error: {message}" + (" (drop them)" if "path=" in spec else ""), \
+            (spec, err)
+
+
+def test_chat_options_are_those_of_the_tasks_with_answers():
+    """The chat task's option arguments (listed, so --help needs no JAX) are synthetic.OPTIONS of the tasks
+    it draws."""
+    from lmforge.cli.eval_tasks import SYNTHETIC_OPTIONS
+    from lmforge.data import synthetic
+
+    assert set(SYNTHETIC_OPTIONS) == {k for k, (tasks, _, _) in synthetic.OPTIONS.items()
+                                      if set(tasks) & set(synthetic.VERIFIABLE)}
+    _, args = parse_task("chat:tasks=identity,name=Zed,maker=Acme Labs,tools=calculator+python")
+    assert (args["name"], args["maker"], args["tools"], args["max_digits"]) == ("Zed", "Acme Labs",
+                                                                                 "calculator+python", "")
+
+
+def test_chat_runs_the_tool_loop_for_items_answered_through_a_tool(model_folder, tiny, tmp_path, capsys,
+                                                                   monkeypatch):
+    """A calculator item was graded on the model's call itself (accuracy 0 for a model that scores 1 in
+    SFT's own evaluation): tools= sends each reply through the tool-call loop SFT's eval_tools runs, and
+    without it the task is refused before the model loads."""
+    import types
+
+    import lmforge.eval.chat
+    from lmforge.cli import eval_cmd
+    from lmforge.data import synthetic
+
+    calls = {it["messages"][0]["content"]: it["messages"][1]["content"]
+             for it in synthetic.mixture({"calculator": 1.0}, 6, split="test", seed=0, max_digits=3)}
+
+    def replier(*_, **__):   # a model that learnt the format: the call, then the tool's result
+        return lambda conversations: [calls[c[0]["content"]] if c[-1]["role"] == "user" else f"#### {c[-1]['content']}"
+                                      for c in conversations]
+    monkeypatch.setattr(eval_cmd, "load_sampler", no_model)
+    for spec, message in [
+        ("chat:tasks=arithmetic+calculator", "chat: task calculator is answered through the calculator tool; add "
+                                             "tools=calculator"),
+        ("chat:tasks=calculator,tools=python", "chat: task calculator is answered through the calculator tool; add "
+                                               "tools=python+calculator"),
+        ("chat:tasks=calculator,tools=abacus",
+         "chat: tools='abacus': tool 'abacus': expected one of calculator, python"),
+    ]:
+        assert main(["eval", str(model_folder), spec]) == 2
+        err = errors(capsys)
+        assert err == [f"lmforge: error: {message}" + (" (joined with +)" if "abacus" in spec else "")], (spec, err)
+    chat = tmp_path / "tools.jsonl"   # a file's tool-use items too, named by line
+    item = synthetic.generate("calculator", 1, split="test")[0]
+    chat.write_text(json.dumps({"messages": item["messages"], "answer": item["answer"]}) + "\n")
+    assert main(["eval", str(model_folder), f"chat:path={chat}"]) == 2
+    assert errors(capsys) == [f"lmforge: error: {chat}:1 is answered through the calculator tool; add tools=calculator"]
+
+    monkeypatch.setattr(eval_cmd, "load_sampler", lambda *_: types.SimpleNamespace(tok=tiny.sampler.tok, step=None))
+    monkeypatch.setattr(lmforge.eval.chat, "replier", replier)
+    out = tmp_path / "calc.json"
+    assert main(["eval", str(model_folder), "chat:tasks=calculator,n=6,max_digits=3,tools=calculator",
+                 "--out", str(out)]) == 0
+    result = strict_json(out)["results"][0]
+    assert result["metrics"] == {"accuracy": 1.0, "n": 6, "tool_calls": 1.0, "tool_errors": 0.0}
+    first = result["samples"][0]
+    assert first["calls"][0]["name"] == "calculator" and first["calls"][0]["result"] == first["answer"]
+    assert first["reply"] == f"#### {first['answer']}"
+
+
 def test_eval_a_fine_tuning_run_records_its_step(sft_folder, files, tmp_path, capsys):
     """An SFT run folder is a run folder: the JSON records the checkpoint step that was loaded (it said
     null), and memorisation says it is a fine-tuning run (it said 'a model folder')."""

@@ -122,3 +122,21 @@ def test_complete_and_gsm8k_on_the_real_sampler(tiny):
     result = gsm8k(tiny.sampler, items, max_new_tokens=6, batch=8)
     assert [s["output"] for s in result["samples"]] == texts
     assert result["metrics"]["n"] == 5 and 0.0 <= result["metrics"]["exact_match_flexible"] <= 1.0
+
+
+def test_reference_tools_name_the_tools_a_conversation_is_answered_through():
+    """What a chat evaluation, GRPO and PPO ask before grading an item without the tool-call loop."""
+    from lmforge.data import synthetic
+    from lmforge.data.chat import format_call
+    from lmforge.eval.chat import reference_tools, task_tools
+
+    assert {t: task_tools(t) for t in synthetic.VERIFIABLE if task_tools(t)} == {"calculator": ("calculator",)}
+    messages = [{"role": "user", "content": "q"},
+                {"role": "assistant",
+                 "content": format_call("python", code="1") + format_call("calculator", expression="2")},
+                {"role": "tool", "content": "1"}, {"role": "tool", "content": "2"},
+                {"role": "assistant", "content": 'again <tool_call>{"name": "python", "arguments": {}}</tool_call>'},
+                {"role": "tool", "content": "1"}, {"role": "assistant", "content": "#### 3"}]
+    assert reference_tools(messages) == ("python", "calculator")   # each once, in order of first call
+    assert reference_tools([{"role": "user", "content": "<|tool_call|>{...}"},   # a user's text, a malformed call
+                            {"role": "assistant", "content": "<|tool_call|>not json"}]) == ()
