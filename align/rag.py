@@ -37,8 +37,8 @@ import random
 import numpy as np
 
 from lmforge.align.interrogation import split_phrasings
-from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, read_jsonl, sft_stage, write_json,
-                                  write_jsonl)
+from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, check_recipe_start, read_jsonl, sft_stage,
+                                  write_json, write_jsonl)
 from lmforge.data import knowledge
 from lmforge.data.chat import OVERFLOW, format_call
 from lmforge.infer.retrieval import CONTEXT_HEADER, Retriever, retrieve_context, search_tool
@@ -83,10 +83,9 @@ class RAGConfig(RecipeConfig):
             raise ValueError("; ".join(problems))
 
     def check_runnable(self, workdir: pathlib.Path | None = None) -> None:
-        """``init_from`` names a weights source (checked before anything is written). Raises ValueError."""
-        from lmforge.weights import check_init_from   # pylint: disable=import-outside-toplevel
-
-        check_init_from(self.init_from, "RAG fine-tunes a pretrained model with chat specials")
+        """``init_from`` names a language model and ``seq_len`` fits it (checked before anything is
+        written: :func:`lmforge.align.stages.check_recipe_start`). Raises ValueError."""
+        check_recipe_start(self.init_from, self.seq_len, "RAG")
 
 
 def questions(kb: knowledge.KnowledgeBase, cfg: RAGConfig) -> tuple[list[dict], list[dict]]:

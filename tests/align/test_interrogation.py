@@ -112,11 +112,13 @@ def test_bad_configs_are_one_line_errors(tmp_path):
 
 def test_the_recipes_check_seq_len_against_the_base_before_writing(base, tmp_path):
     """A ``seq_len`` past the base's context (64 here) names the recipe's own key, ``seq_len``, and the
-    interrogation and Constitutional AI recipes refuse it before their folder exists."""
+    interrogation, Constitutional AI and RAG recipes refuse it before their folder exists."""
     from lmforge.align.cai_privacy import CAIConfig, run_cai
+    from lmforge.align.rag import RAGConfig, run_rag
 
     for cfg, run in ((InterrogationConfig(init_from=str(base), seq_len=128), run_interrogation),
-                     (CAIConfig(init_from=str(base), seq_len=128), run_cai)):
+                     (CAIConfig(init_from=str(base), seq_len=128), run_cai),
+                     (RAGConfig(init_from=str(base), seq_len=128), run_rag)):
         with pytest.raises(ValueError, match=r"^seq_len=128 exceeds the max_seq_len=64 of init_from=.*expected seq_len "
                                              r"<= 64$"):
             run(cfg, tmp_path / "run")
