@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--top-p", type=float, default=0.95, help="1.0 → off")
     chat.add_argument("--max-new-tokens", type=int, default=256, help="per reply (at most half the model's context)")
     chat.add_argument("--seed", type=int, default=0)
+    chat.add_argument("--tools", default="", help="tools the model may call, joined with + (calculator, python): "
+                                                  "its calls run and the results go back to it")
     chat.set_defaults(handler=_chat_cmd, compiles=True)
 
     serve = sub.add_parser("serve", help="serve a model over OpenAI's HTTP API (chat and text completions, streaming)",
@@ -295,17 +297,23 @@ def _chat_cmd(args: argparse.Namespace) -> int:
     are dropped, with a note, when it outgrows the model's context). In the chat: /reset clears the
     conversation, /system TEXT sets the system prompt, /help lists the commands, /quit or Ctrl-D
     leaves, Ctrl-C stops a reply. After each reply a line gives its tokens, the decode rate and the
-    prefill time.
+    prefill time. With --tools, the tool calls a reply makes are run, their results shown and given
+    back to the model, which goes on.
     """
     check_flag("--max-new-tokens", args.max_new_tokens, low=1)
     check_flag("--temperature", args.temperature, low=0)
     check_flag("--top-k", args.top_k, low=0)
     check_flag("--top-p", args.top_p, low=0, high=1, low_open=True)
+    from lmforge.infer.tools import tools_by_name
     from lmforge.serve import ChatSession, load_chat_model, run_terminal
 
+    try:
+        tools = tools_by_name([t for t in args.tools.replace(",", "+").split("+") if t])
+    except ValueError as e:
+        raise ConfigError(f"--tools {args.tools}: {e}") from None
     model = load_chat_model(args.run_dir)
     session = ChatSession(model, system=args.system, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
+                          top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, tools=tools)
     return run_terminal(session)
 
 

@@ -40,6 +40,12 @@ Choices:
   Ctrl-C stops the reply at the next step (the stream returns True and the sampler ends the row,
   "cancelled") and never the program; the partial reply stays in the history, as it was shown. ``/reset``, ``/system TEXT``, ``/help``, ``/quit`` and
   EOF (Ctrl-D) are the commands; ANSI dim/bold only on a terminal without ``NO_COLOR``.
+- Tools (``lmforge chat RUN --tools calculator``, ``ChatSession(tools=...)``): a reply that calls a
+  tool (``lmforge.infer.tools``' format, as ``sft_tools.py`` trains it) has its calls run
+  (:meth:`ChatSession.run_calls`), each result shown and added as a ``tool`` message, and the
+  assistant goes on, as ``lmforge.infer.tools.run_tools`` does in evaluation; at most ``max_calls``
+  calls per user message. The tools' schemas are not added to the prompt: a model fine-tuned on a
+  fixed set of tools was trained without them (give them with ``--system`` otherwise).
 """
 
 from __future__ import annotations
@@ -223,9 +229,14 @@ class ChatSession:
     """
 
     def __init__(self, model: ChatModel, *, system: str | None = None, temperature: float = 0.7, top_k: int = 0,
-                 top_p: float = 0.95, max_new_tokens: int = 256, seed: int = 0,
-                 notice: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
+                 top_p: float = 0.95, max_new_tokens: int = 256, seed: int = 0, tools: Sequence = (),
+                 max_calls: int = 4, notice: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
         self.model, self.seed, self.notice = model, seed, notice
+        self.tools = {t.name: t for t in tools}   # lmforge.infer.tools.Tool by name: run_calls runs them
+        if len(self.tools) != len(tools) or max_calls < 1:
+            raise ValueError(f"tools {[t.name for t in tools]}, max_calls={max_calls}: expected distinct names and "
+                             f"max_calls >= 1")
+        self.max_calls = max_calls
         self.system = system or None
         self.turns: list[dict] = []           # user / assistant messages, oldest first
         self.context = model.sampler.model_cfg.max_seq_len
@@ -281,19 +292,26 @@ class ChatSession:
             ids = ids[-budget:]
         return ids
 
-    def reply(self, text: str, *, on_text: Callable[[str], None] = lambda piece: None,
+    def reply(self, text: str | None, *, on_text: Callable[[str], None] = lambda piece: None,
               should_stop: Callable[[], bool] = lambda: False) -> Reply:
-        """Adds the user's ``text``, samples the assistant's reply and adds it too.
+        """Adds the user's ``text``, samples the assistant's reply and adds it too; ``text=None`` asks
+        the assistant to go on after the tool results :meth:`run_calls` added.
 
         ``on_text`` gets the reply's text piece by piece while it is generated (called from the
         runtime's callback thread); ``should_stop()`` is asked after every token and True ends the
-        reply there (it is kept, as far as it got). Raises ValueError for a message that is not text.
+        reply there (it is kept, as far as it got). Raises ValueError for a message that is not text,
+        or ``None`` when the last message is not a tool result.
         """
-        self.turns.append(check_messages([{"role": "user", "content": text}], where="chat message")[0])
+        if text is None:
+            if not self.turns or self.turns[-1]["role"] != "tool":
+                raise ValueError("reply(None) goes on after tool results; the last message is not one")
+        else:
+            self.turns.append(check_messages([{"role": "user", "content": text}], where="chat message")[0])
         try:
             ids = self.prompt_ids()
         except BaseException:
-            self.turns.pop()
+            if text is not None:
+                self.turns.pop()
             raise
         width = bucket(len(ids))
         compiled, self._widths = width not in self._widths, self._widths | {width}
@@ -324,6 +342,33 @@ class ChatSession:
                            decode_s=times[n - 1] - times[0] if n > 1 and len(times) >= n else 0.0,
                            finish=FINISH_NAMES[int(out.finish_reason[0])], compiled=compiled)
         return Reply(reply, out.tokens[0, :n].tolist(), stats)
+
+    def run_calls(self, reply: Reply) -> list:
+        """Runs the tool calls of ``reply`` (the last assistant turn) with ``self.tools`` and adds each
+        result as a ``tool`` message, as ``lmforge.infer.tools.run_tools`` does: ``[]`` when it calls
+        nothing or the session has no tools. A call that cannot run (not JSON, an unknown tool, the tool
+        raising) gets ``"error: ..."`` as its result, for the model to read. Past ``max_calls`` calls
+        since the user's last message the calls are not run: ``[]``, said on the notice channel.
+        Returns the ``lmforge.infer.tools.ToolCall`` s with their results; then ``reply(None)`` lets
+        the assistant go on."""
+        from lmforge.infer.tools import ToolCall, call_tool, parse_tool_calls   # pylint: disable=import-outside-toplevel
+
+        if not self.tools:
+            return []
+        try:
+            calls = parse_tool_calls(reply.text)
+        except ValueError as e:
+            calls = [ToolCall("", {}, f"error: {e}", error=True)]
+        if not calls:
+            return []
+        last_user = max((i for i, m in enumerate(self.turns) if m["role"] == "user"), default=-1)
+        made = sum(m["role"] == "tool" for m in self.turns[last_user + 1:])
+        if made + len(calls) > self.max_calls:
+            self.notice(f"{made + len(calls)} tool calls since your message pass max_calls={self.max_calls}: not run")
+            return []
+        done = [c if c.error else call_tool(c, self.tools) for c in calls]
+        self.turns.extend({"role": "tool", "content": c.result} for c in done)
+        return done
 
 
 # ------------------------------------------------------------------------------------------ the terminal
@@ -461,3 +506,10 @@ def run_terminal(session: ChatSession, *, stdin: TextIO | None = None, out: Text
         reply = stream_reply(session, line, write, label=style.bold("assistant> "))
         say()
         say(style.dim(reply.stats.line()))
+        while calls := session.run_calls(reply):   # --tools: each result, then the assistant goes on
+            for c in calls:
+                args = ", ".join(f"{k}={v!r}" for k, v in c.arguments.items())
+                say(style.dim(f"(tool {c.name or '?'}({args}) -> {c.result})"))
+            reply = stream_reply(session, None, write, label=style.bold("assistant> "))
+            say()
+            say(style.dim(reply.stats.line()))

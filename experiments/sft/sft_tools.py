@@ -9,6 +9,8 @@ must write the call itself; ``eval/reply/tool_calls`` counts its calls per probl
 
     lmforge run experiments/quickstart.py model.max_seq_len=256 data.seq_len=256 data.batch_size=8 --workdir runs/base256
     lmforge run experiments/sft/sft_tools.py init_from=runs/base256 --workdir runs/sft_tools
+    lmforge chat runs/sft_tools --tools calculator --temperature 0   # its calls run, results shown
+
 A base of this size does not compute such numbers (``sft_chat.py``: 0.06 exact on word problems
 with numbers up to ~100); what it has to learn here is to copy the expression into the call and
 the result into the answer, the copying ``sft_chat.py`` found hardest at this scale.

@@ -230,3 +230,44 @@ def test_lmforge_chat_in_a_pseudo_terminal(model_folder):
         assert term.proc.wait(timeout=30) == 0
     finally:
         term.close()
+
+
+def test_tools_run_the_calls_a_reply_makes_and_the_assistant_goes_on(model, capsys):
+    """``ChatSession(tools=...)`` (``lmforge chat --tools``): a reply's calls are run, each result is a
+    ``tool`` message, and ``reply(None)`` samples the assistant's next turn from the conversation with
+    them (the sampler's own reply to the same messages); past ``max_calls`` nothing runs; in the
+    terminal, each result is shown and the assistant goes on."""
+    from lmforge.infer.tools import calculator, format_call
+    from lmforge.serve.chat import Reply
+
+    notices = []
+    session = ChatSession(model, tools=[calculator()], max_calls=2, notice=notices.append, **GREEDY)
+    with pytest.raises(ValueError, match=r"reply\(None\) goes on after tool results"):
+        session.reply(None)
+    call = format_call("calculator", expression="2+3")
+    session.turns = [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": call}]
+    done = session.run_calls(Reply(call, [], None))
+    assert [(c.name, c.result, c.error) for c in done] == [("calculator", "5", False)]
+    assert session.turns[-1] == {"role": "tool", "content": "5"}
+    conversation = list(session.messages)
+    after = session.reply(None)
+    assert after.token_ids == expected_reply(model, conversation)
+    assert session.run_calls(Reply("no call here", [], None)) == []
+    assert session.run_calls(Reply(call + call, [], None)) == [] and "pass max_calls=2: not run" in notices[-1]
+    assert ChatSession(model, **GREEDY).run_calls(Reply(call, [], None)) == []   # no tools: nothing runs
+
+    class Scripted(ChatSession):   # a model that calls the calculator once, then answers
+        def reply(self, text, *, on_text=lambda piece: None, should_stop=lambda: False):
+            said = call if text is not None else "#### 5"
+            self.turns += ([{"role": "user", "content": text}] if text is not None else []) + [
+                {"role": "assistant", "content": said}]
+            on_text(said)
+            return Reply(said, [], after.stats)
+
+    out = io.StringIO()
+    assert run_terminal(Scripted(model, tools=[calculator()], **GREEDY), stdin=io.StringIO("2+3?\n"), out=out) == 0
+    text = out.getvalue()
+    assert "(tool calculator(expression='2+3') -> 5)" in text and text.count("assistant> ") == 2
+    assert text.index("-> 5)") < text.rindex("assistant> #### 5")
+    assert main(["chat", "nowhere", "--tools", "calc"]) == 2
+    assert "--tools calc: tool 'calc': expected one of calculator, python" in capsys.readouterr().err
