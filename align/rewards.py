@@ -10,7 +10,11 @@ Name them by spec in a config or a sweep, alone or weighted::
 - :func:`equation_accuracy`: a rule-checked step reward, the share of the worked equations
   (``14 + 6 = 20``, GSM8K's ``<<48/2=24>>``) that are right. Process supervision (Lightman et al.
   2023, "Let's Verify Step by Step") checked by arithmetic instead of a learned model: it tells apart
-  the completions of a group whose final answers are all wrong, which an outcome reward cannot.
+  the completions of a group whose final answers are all wrong, which an outcome reward cannot. It
+  checks arithmetic, not relevance, and is hacked so: GRPO with it beside the outcome
+  (``grpo_arithmetic.py:shaped``, measured there) learnt to write true equations that are not the
+  problem's ("2 * 2 = 4"), 86% right at step 200 while the accuracy fell from 0.18 to 0.055. Keep its
+  weight small, its run short, and watch ``eval/accuracy``.
 - :func:`answer_format`: one final ``#### answer`` line (GSM8K's format, Cobbe et al. 2021).
 - :func:`think_format`: reasoning in one ``<think>...</think>`` block before the answer (DeepSeek-R1's
   format reward; TRL's ``think_format_reward``).

@@ -30,6 +30,28 @@ tokens). At 1e-4 the policy degrades (0.075). At 3e-5 the gain is within the noi
 What would be tried next, at more CPU time: more prompts per step (fewer all-wrong groups), more
 steps, starting from the 1,500-step SFT model (0.505 greedy, ``sft_chat.py``), where most groups
 hold both right and wrong answers.
+
+``:shaped`` adds a step reward to fill the all-wrong groups: ``reward_funcs`` = the outcome
+(``lmforge.align.rewards:accuracy``, weight 1) + the share of the reply's equations that are right
+(``equation_accuracy``, weight 0.5). Measured 2026-12-03 on the 2-core CPU against the default, side
+by side from the same 600-step SFT model (greedy 0.180 again; 17% of its equations right), 200 steps
+each (100, then resumed to 200; 11-20 s a step with both runs and other jobs sharing the CPU):
+
+    held-out (200 problems, greedy)     step 0    50      100     150     200
+    default: accuracy                   0.180     0.170   0.175   0.170   0.160
+    shaped:  accuracy                   0.180     0.185   0.180   0.175   0.055
+    shaped:  equations right            0.17      0.19    0.21    0.36    0.86
+    sampled groups all alike            default 0.55-0.62 of them, shaped 0.02-0.12
+
+The step reward does what it was for (almost every group carries a signal) and then gets hacked: by
+step 200 the replies are full of true equations that are not the problem's ("Liam starts with 2
+apples. 2 groups of 2: 2 * 2 = 4. Taking them: 2 * 2 = 4."), 86% of equations right and the
+accuracy down to 0.055. ``equation_accuracy`` checks arithmetic, not that an equation uses the
+problem's numbers: reward hacking, a proxy reward optimised past the goal (Gao et al. 2023 measure
+it for learned reward models), at the smallest scale. Some of the default run's replies hold runs of
+digits by step 200 too (accuracy 0.160, within one standard error of its start).
+
+    lmforge run experiments/align/grpo_arithmetic.py:shaped init_from=runs/sft_small --workdir runs/grpo_shaped
 """
 
 import dataclasses
