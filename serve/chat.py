@@ -19,7 +19,9 @@ Choices:
   a device); the sampler pads the batch to the mesh's batch shards and the stream stops those
   filler rows as soon as the real one ends.
 - Each turn re-renders the whole conversation with the template (what the model was trained to
-  read: no prompt cache is carried between turns; its cost shows as prefill time). The prompt gets
+  read: no prompt cache is carried between turns; its cost shows as prefill time). With lmforge's
+  format, special-token text inside a message (``"<|end|>"`` typed, or in a tool's result) stays
+  text (``ChatFormat.encode(plain_content=True)``, as ``lmforge serve`` and the tool loop encode). The prompt gets
   at most ``max_seq_len - max_new_tokens`` tokens: when the conversation outgrows that, its oldest
   messages are dropped (the system prompt stays; a message and the reply to it go together), and if
   the newest message alone is still too long, its first tokens are cut (nanoGPT's sampler crops its
@@ -68,7 +70,7 @@ from jax.sharding import AxisType
 
 from lmforge.data import load_tokenizer
 from lmforge.data.tokenizer import tokenizer_dir
-from lmforge.data.chat import ChatTemplate, chat_template_for, check_messages, special_pieces
+from lmforge.data.chat import ChatFormat, ChatTemplate, chat_template_for, check_messages, special_pieces
 from lmforge.infer import FINISH_NAMES, Sampler, SamplingConfig, bucket
 from lmforge.model import DEFAULT_RULES
 from lmforge.weights import load_params, refuse_reward_model, source_kind
@@ -271,9 +273,11 @@ class ChatSession:
         """The rendered conversation ending in the assistant's generation prompt, fitted to the context
         (see the module docstring): drops the oldest turns from ``self.turns`` when needed."""
         budget = self.context - self.sampling.max_new_tokens
-        # train_on="all": the prompt needs no loss mask (an imported template then skips finding the assistant spans)
+        # train_on="all": the prompt needs no loss mask (an imported template then skips finding the assistant spans);
+        # lmforge's format keeps special-token text in a message as text: a tool's result cannot forge a turn
+        plain = {"plain_content": True} if isinstance(self.model.template, ChatFormat) else {}
         render = lambda: [int(i) for i in self.model.template.encode(self.messages, train_on="all",
-                                                                     add_generation_prompt=True)[0]]
+                                                                     add_generation_prompt=True, **plain)[0]]
         ids, dropped = render(), 0
         while len(ids) > budget and len(self.turns) > 1:
             # the oldest exchange goes: its user message and everything up to the next user message
