@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import ast
 import fractions
+import functools
 import re
+import types
 
 _ANSWER_LINE = re.compile(r"^[ \t]*####[ \t]*\S")
 _THINK = re.compile(r"^<think>(?!.*<think>)(.*?)</think>(.*)$", re.DOTALL)
@@ -40,13 +42,17 @@ def accuracy(task: str, completion: str, answer) -> float:
     else as exact text. The same as no reward function with ``data.match=auto``; use it by name to
     weigh it against others in ``reward_funcs``. Raises ValueError for an item without an answer or a
     task without a grader."""
-    from lmforge.align.sft import grade   # pylint: disable=import-outside-toplevel
-    from lmforge.eval.chat import with_generic   # pylint: disable=import-outside-toplevel
-    from lmforge.eval.generation import matcher   # pylint: disable=import-outside-toplevel
     if answer is None:
         raise ValueError("accuracy needs a reference answer (an 'answer' column); this item has none")
-    graded = with_generic(grade, matcher("auto"))
-    return float(graded(task, completion, str(answer) if isinstance(answer, (int, float)) else answer))
+    return float(_auto_grader()(task, completion, answer))
+
+
+@functools.cache
+def _auto_grader():
+    """``lmforge.align.sft.grader`` of a data config with ``match=auto``, made once (it is called per
+    completion)."""
+    from lmforge.align.sft import grader   # pylint: disable=import-outside-toplevel
+    return grader(types.SimpleNamespace(match="auto", pattern=""))
 
 
 def _value(node: ast.AST) -> fractions.Fraction:

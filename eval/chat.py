@@ -24,7 +24,7 @@ import numpy as np
 
 from lmforge.data import synthetic
 from lmforge.infer import SamplingConfig, chat_replies, replier
-from lmforge.infer.tools import Tool, parse_tool_calls, run_tools
+from lmforge.infer.tools import Tool, read_calls, run_tools
 
 Grader = Callable[[str, str, str], bool]   # (task, reply, answer) -> correct
 GENERIC = "chat"   # the task of an item that names none: graded by a matcher, not by a task's own grader
@@ -100,14 +100,9 @@ def reference_tools(messages: Sequence[Mapping[str, str]]) -> tuple[str, ...]:
     """The tools a reference conversation's assistant turns call, each name once in order of first call
     (``lmforge.infer.tools.parse_tool_calls``): what a reply must go through to reach the reference
     answer. ``()`` for a conversation answered in text; a malformed call is not counted."""
-    names: dict[str, None] = {}
-    for m in messages:
-        if m["role"] == "assistant" and isinstance(m.get("content"), str):
-            try:
-                names.update((call.name, None) for call in parse_tool_calls(m["content"]))
-            except ValueError:
-                continue
-    return tuple(names)
+    calls = [c for m in messages if m["role"] == "assistant" and isinstance(m.get("content"), str)
+             for c in read_calls(m["content"]) if not c.error]
+    return tuple(dict.fromkeys(c.name for c in calls))
 
 
 @functools.lru_cache(maxsize=None)

@@ -170,6 +170,16 @@ def parse_tool_calls(reply: str) -> list[ToolCall]:
         pos = start + len(marker) + used
 
 
+def read_calls(reply: str) -> list[ToolCall]:
+    """:func:`parse_tool_calls` for a loop that runs them: never raises. A reply whose calls cannot be
+    read gives one call with ``error=True`` and ``"error: ..."`` as its result, for the model to read
+    (what :func:`run_tools` and ``lmforge chat --tools`` feed back)."""
+    try:
+        return parse_tool_calls(reply)
+    except ValueError as e:
+        return [ToolCall("", {}, f"error: {e}", error=True)]
+
+
 def _read_call(body: str, marker: str) -> tuple[ToolCall, int]:
     """The call object at the start of ``body`` (after its marker) and the characters it took (with a
     Hermes call's closing tag)."""
@@ -249,10 +259,7 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
             run = runs[i]
             run.messages.append({"role": "assistant", "content": text})
             run.reply = text
-            try:
-                calls = parse_tool_calls(text)
-            except ValueError as e:
-                calls = [ToolCall("", {}, f"error: {e}", error=True)]
+            calls = read_calls(text)
             if not calls:
                 continue
             if len(run.calls) + len(calls) > max_calls:   # calls past the limit: not run
@@ -404,4 +411,4 @@ def _short(x, n: int = 60) -> str:
 
 
 __all__ = ["FINISHES", "HERMES_CALL", "TOOLS", "TOOL_CALL", "Tool", "ToolCall", "ToolError", "ToolRun", "calculator", "call_tool",
-           "format_call", "parse_tool_call", "parse_tool_calls", "python", "run_tools", "tools_by_name", "tools_prompt"]
+           "format_call", "parse_tool_call", "parse_tool_calls", "python", "read_calls", "run_tools", "tools_by_name", "tools_prompt"]

@@ -355,14 +355,9 @@ class ChatSession:
         since the user's last message the calls are not run: ``[]``, said on the notice channel.
         Returns the ``lmforge.infer.tools.ToolCall`` s with their results; then ``reply(None)`` lets
         the assistant go on."""
-        from lmforge.infer.tools import ToolCall, call_tool, parse_tool_calls   # pylint: disable=import-outside-toplevel
+        from lmforge.infer.tools import call_tool, read_calls   # pylint: disable=import-outside-toplevel
 
-        if not self.tools:
-            return []
-        try:
-            calls = parse_tool_calls(reply.text)
-        except ValueError as e:
-            calls = [ToolCall("", {}, f"error: {e}", error=True)]
+        calls = read_calls(reply.text) if self.tools else []
         if not calls:
             return []
         last_user = max((i for i, m in enumerate(self.turns) if m["role"] == "user"), default=-1)
