@@ -116,7 +116,7 @@ class ModelConfig:
     relative_max_distance: int = 128
     lm_head: bool = True             # encoder: False returns hidden states (sentence encoders, no MLM head)
     output_scale: bool = False       # decoder output times embed_dim ** -0.5 before unembedding (T5 with tied embeddings)
-    # Mixture of experts (model/moe.py): every block's FFN becomes num_experts SwiGLU/GELU experts.
+    # Mixture of experts (model/moe.py): every block's FFN becomes num_experts experts of its activation.
     num_experts: int = 0             # 0 → dense MLP
     experts_per_token: int = 2       # top-k routing (Mixtral: 2 of 8)
     moe_capacity_factor: float = 0.0  # 0 → dropless; > 0 → per-sequence capacity ceil(k T factor / E)

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmforge.model.layers import MLP, normal, param
+from lmforge.model.layers import GATED, MLP, activate, normal, param
 from lmforge.model.sharding import constrain, logical_spec
 
 
@@ -106,9 +106,8 @@ def capacity_dispatch(experts: jax.Array, weights: jax.Array, mask: jax.Array, n
 
 
 def _activate(h: jax.Array, g: jax.Array | None, activation: str) -> jax.Array:
-    if activation == "swiglu":
-        return jax.nn.silu(g) * h
-    return jax.nn.gelu(h, approximate=activation == "gelu")
+    """The dense MLP's nonlinearity (``layers.activate``): on the gate branch ``g`` for SwiGLU / GeGLU."""
+    return activate(h, activation) if g is None else activate(g, activation) * h
 
 
 def dropless_ffn(x: jax.Array, experts: jax.Array, weights: jax.Array, up: jax.Array, gate: jax.Array | None,
@@ -153,7 +152,7 @@ class MoE(nnx.Module):
         self.router = param(rngs, normal(init_std), (d, e), ("embed", None), param_dtype)
         self.up = param(rngs, normal(init_std), (e, d, f), ("expert", "embed", "mlp"), param_dtype)
         self.gate = (param(rngs, normal(init_std), (e, d, f), ("expert", "embed", "mlp"), param_dtype)
-                     if activation == "swiglu" else None)
+                     if activation in GATED else None)
         self.down = param(rngs, normal(out_std), (e, f, d), ("expert", "mlp", "embed"), param_dtype)
         self.shared = (MLP(embed_dim=d, mlp_dim=f * num_shared, activation=activation, use_bias=False,
                            init_std=init_std, out_std=out_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)

@@ -164,6 +164,29 @@ def test_dropless_ffn_with_gelu_experts():
     np.testing.assert_allclose(y[0], want, rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_exact", "relu", "swiglu", "geglu"])
+@pytest.mark.parametrize("capacity", [0.0, 1.0])
+def test_one_expert_is_the_dense_mlp(activation, capacity):
+    """One expert with k=1 keeps all its router weight (1.0), so it is the dense MLP of the same
+    activation: GeGLU experts are gated and ReLU ones are ReLU, as in ``layers.MLP``."""
+    from lmforge.model.layers import MLP
+
+    d, f, x = 8, 12, jax.random.normal(jax.random.key(0), (2, 5, 8))
+    with nnx.use_eager_sharding(False):   # bare modules, no mesh: the annotations stay metadata
+        common = dict(embed_dim=d, activation=activation, init_std=0.5, out_std=0.5, dtype=jnp.float32,
+                      param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+        moe = MoE(mlp_dim=f, num_experts=1, experts_per_token=1, capacity_factor=capacity, num_shared=0, **common)
+        mlp = MLP(mlp_dim=f, use_bias=False, **common)
+    for name in ("up", "gate", "down"):
+        if getattr(mlp, name) is not None:
+            getattr(mlp, name).kernel[...] = getattr(moe, name)[...][0]
+    assert (moe.gate is None) == (mlp.gate is None)
+    with use_mesh(ONE_DEVICE):
+        y, _ = moe(x, jnp.ones((2, 5), jnp.int32))
+        np.testing.assert_allclose(y, mlp(x), rtol=1e-5, atol=1e-5)
+
+
 def make(cfg, mesh=None):
     mesh = mesh or make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
     with use_mesh(ONE_DEVICE):
