@@ -107,6 +107,11 @@ def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
         from lmforge.model import lora
 
         cfg, pure = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=0)), lora.merge(pure, cfg.lora)
+    if cfg.num_experts and cfg.moe_capacity_factor:   # transformers' Mixtral never drops a token
+        print(f"{src}: trained with expert capacity (model.moe_capacity_factor={cfg.moe_capacity_factor}); exported "
+              f"as the same weights routed dropless, as transformers' Mixtral runs them (no token passes on the "
+              f"residual alone; one-token decoding was never dropped)")
+        cfg = dataclasses.replace(cfg, moe_capacity_factor=0.0)
     tok_dir = _tokenizer_dir(src)
     save_hf(dst, cfg, pure, tokenizer_dir=tok_dir)
     if tok_dir is None:

@@ -1,4 +1,4 @@
-"""Hugging Face interop: GPT-2, Llama, BERT and T5 weights in and out through safetensors.
+"""Hugging Face interop: GPT-2, Llama, Mixtral, BERT and T5 weights in and out through safetensors.
 
 A Hugging Face model folder is ``config.json`` + ``model.safetensors`` (or sharded
 ``model-0000x-of-0000y.safetensors`` with an index), in the ``transformers`` tensor layout. This
@@ -25,6 +25,11 @@ Choices:
   ``lm_head=False`` models.
 - Exported configs name the ``transformers`` class in ``architectures``; tied embeddings are not
   written twice (``transformers`` re-ties them on load).
+- Mixtral's experts are stored one tensor per expert (``block_sparse_moe.experts.{j}.w1`` / ``w3`` /
+  ``w2``: gate, up, down, (out, in) each), as transformers writes and the hub holds them; lmforge
+  stacks them into (E, in, out) arrays. The fused layout transformers 5 keeps in memory
+  (``mlp.experts.gate_up_proj`` (E, 2F, D), ``mlp.experts.down_proj`` (E, D, F), ``mlp.gate``) is
+  read too. The router (``gate.weight``, (E, D)) is lmforge's ``moe.router`` (D, E).
 - A decoder with a score head (``num_labels > 0``, a reward model) is ``GPT2ForSequenceClassification``
   / ``LlamaForSequenceClassification``: the trunk under the same prefix, ``score.weight`` in place of
   the LM head. transformers reads its score at the last token that is not ``pad_token_id``, lmforge at
@@ -53,6 +58,7 @@ from lmforge.model.paths import flatten, unflatten
 from lmforge.weights.folder import not_json
 from lmforge.weights.hf_config import (  # noqa: F401  (re-exported: the config half of the interop)
     CONFIG_FIELDS,
+    FAMILIES,
     HF_ARCHITECTURES,
     INERT,
     HONOURED,
@@ -63,6 +69,7 @@ from lmforge.weights.hf_config import (  # noqa: F401  (re-exported: the config 
     config_from_hf,
     config_to_hf,
     gpt2_query_scale,
+    hf_model_type,
 )
 
 
@@ -110,6 +117,10 @@ def tensor_map(cfg: ModelConfig, *, hf_prefix: str = "") -> list[Entry]:
             for x in "qkv":
                 m += _linear(f"{h}.self_attn.{x}_proj", f"{o}.attn.{x}", bias=b)
             m += _linear(f"{h}.self_attn.o_proj", f"{o}.attn.o", n_in=2, bias=b)
+            if cfg.num_experts:   # Mixtral: the router, and each expert kind stacked (see _mixtral_stack)
+                m += [(f"{h}.block_sparse_moe.gate.weight", f"{o}.moe.router", True, 1)]
+                m += [(f"{h}.block_sparse_moe.experts.{w}", f"{o}.moe.{ours}", False, None) for w, ours in _EXPERTS]
+                continue
             for hf, ours in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
                 m += _linear(f"{h}.mlp.{hf}", f"{o}.mlp.{ours}", bias=b)
         m += _norm(f"{p}norm", "final_norm", bias=False)
@@ -162,7 +173,7 @@ def tensor_map(cfg: ModelConfig, *, hf_prefix: str = "") -> list[Entry]:
             m += _norm(f"{stack}.final_layer_norm", f"{ours[:7]}_norm", bias=False)
         return m + ([] if cfg.tie_embeddings else [("lm_head.weight", "unembed", True, 1)])
     raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
-                       f"{sorted(HF_ARCHITECTURES)}")
+                       f"{list(FAMILIES)}")
 
 
 def _decoder_head(cfg: ModelConfig) -> list[Entry]:
@@ -181,6 +192,55 @@ def _hf_prefix(cfg: ModelConfig, names) -> str:
         if prefix + first in names:
             return prefix
     return {"gpt2": "transformer.", "llama": "model.", "bert": "bert."}.get(cfg.family, "")
+
+
+# Mixtral's expert weights: (file name, lmforge's MoE parameter). w1 is the gate (activated), w3 the up
+# projection, w2 the down projection; each expert's is an nn.Linear weight, (out, in).
+_EXPERTS = (("w1", "gate"), ("w3", "up"), ("w2", "down"))
+
+
+def _mixtral_stack(tensors: dict, cfg: ModelConfig, prefix: str) -> dict:
+    """Per-expert Mixtral tensors (or transformers 5's fused ones) -> one ``...experts.w1`` / ``w3`` / ``w2``
+    array per layer in lmforge's layout: (E, D, F) for w1 / w3, (E, F, D) for w2. Raises InteropError
+    naming the first missing or misshapen tensor."""
+    out, (e, d, f) = dict(tensors), (cfg.num_experts, cfg.embed_dim, cfg.mlp_dim)
+    for i in range(cfg.num_layers):
+        h = f"{prefix}layers.{i}"
+        fused = f"{h}.mlp.experts.gate_up_proj"
+        if fused in out and f"{h}.block_sparse_moe.experts.0.w1.weight" not in out:   # transformers 5's layout
+            gate_up, down = _shaped(out, fused, (e, 2 * f, d)), _shaped(out, f"{h}.mlp.experts.down_proj", (e, d, f))
+            out[f"{h}.block_sparse_moe.experts.w1"] = gate_up[:, :f].transpose(0, 2, 1)
+            out[f"{h}.block_sparse_moe.experts.w3"] = gate_up[:, f:].transpose(0, 2, 1)
+            out[f"{h}.block_sparse_moe.experts.w2"] = down.transpose(0, 2, 1)
+            if f"{h}.mlp.gate.weight" in out:
+                out[f"{h}.block_sparse_moe.gate.weight"] = out.pop(f"{h}.mlp.gate.weight")
+            continue
+        for w, _ in _EXPERTS:
+            shape = (d, f) if w == "w2" else (f, d)
+            out[f"{h}.block_sparse_moe.experts.{w}"] = np.stack(
+                [_shaped(out, f"{h}.block_sparse_moe.experts.{j}.{w}.weight", shape).T for j in range(e)])
+    return out
+
+
+def _shaped(tensors: dict, name: str, shape: tuple) -> np.ndarray:
+    """``tensors[name]`` popped, checked to be ``shape``; InteropError naming it otherwise."""
+    if name not in tensors:
+        raise InteropError(f"checkpoint has no tensor {name!r} (a Mixtral expert weight, {shape})")
+    x = np.asarray(tensors.pop(name), np.float32)
+    if x.shape != shape:
+        raise InteropError(f"tensor {name!r} has shape {x.shape}; expected {shape}")
+    return x
+
+
+def _mixtral_unstack(tensors: dict, cfg: ModelConfig) -> dict:
+    """The inverse of :func:`_mixtral_stack`: one (out, in) tensor per expert, as transformers saves them."""
+    out = dict(tensors)
+    for i in range(cfg.num_layers):
+        for w, _ in _EXPERTS:
+            stacked = out.pop(f"model.layers.{i}.block_sparse_moe.experts.{w}")
+            for j in range(cfg.num_experts):
+                out[f"model.layers.{i}.block_sparse_moe.experts.{j}.{w}.weight"] = np.ascontiguousarray(stacked[j].T)
+    return out
 
 
 def _gpt2_split(tensors: dict, cfg: ModelConfig, prefix: str) -> dict:
@@ -208,6 +268,8 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], shapes: dic
     prefix = _hf_prefix(cfg, tensors)
     if cfg.family == "gpt2":
         tensors = _gpt2_split(tensors, cfg, prefix)
+    if cfg.num_experts:
+        tensors = _mixtral_stack(tensors, cfg, prefix)
     if (cfg.family == "bert" and not cfg.tie_embeddings and "cls.predictions.decoder.bias" not in tensors
             and "cls.predictions.bias" in tensors):   # transformers 4 kept one bias for both
         tensors = {**tensors, "cls.predictions.decoder.bias": tensors.pop("cls.predictions.bias")}
@@ -248,7 +310,7 @@ def params_to_hf(cfg: ModelConfig, flat: dict[str, np.ndarray]) -> dict[str, np.
     left = sorted(set(flat) - {ours for _, ours, _, _ in entries})
     if left:   # a parameter transformers' model has no place for would be dropped without a word
         raise InteropError(f"lmforge parameters {left[:4]}{' ...' if len(left) > 4 else ''} have no tensor in "
-                           f"{HF_ARCHITECTURES[cfg.family]}")
+                           f"{HF_ARCHITECTURES[hf_model_type(cfg)]}")
     for hf, ours, transpose, n_in in entries:
         if ours not in flat and ours.endswith(".bias") and not cfg.use_bias:
             x = _zero_bias(flat, ours)   # GPT-2 without biases (nanoGPT's bias=False): zeros are exact
@@ -258,6 +320,8 @@ def params_to_hf(cfg: ModelConfig, flat: dict[str, np.ndarray]) -> dict[str, np.
         out[hf] = np.ascontiguousarray(x.T if transpose else x)
     if cfg.family == "gpt2":
         out = _gpt2_fuse(out, cfg)
+    if cfg.num_experts:
+        out = _mixtral_unstack(out, cfg)
     if cfg.family == "t5" and cfg.tie_embeddings and not cfg.output_scale:
         out["lm_head.weight"] = out["shared.weight"]   # transformers 4 would untie; 5 reads it back tied
     if cfg.family == "bert" and cfg.lm_head and not cfg.tie_embeddings:   # 4 reads this one, 5 the decoder's

@@ -25,6 +25,13 @@ Choices:
   the same function. Fine-tuning sees a query weight scaled by that factor.
 - Llama's ``attention_bias`` and ``mlp_bias`` together are lmforge's ``use_bias=True`` (RMSNorm has
   no bias); one without the other has no ModelConfig counterpart and is refused.
+- Mixtral (``model_type`` ``mixtral``) is a Llama whose every FFN is a mixture of experts: it imports
+  as ``family=llama`` with ``num_experts`` / ``experts_per_token`` and dropless routing (top-k of the
+  float32 softmax, renormalised: ``model/moe.py``), and a Llama with experts exports as
+  ``MixtralForCausalLM``. ``num_experts_per_tok=1`` is refused: Mixtral renormalises the single
+  choice to weight 1, lmforge keeps its probability (Switch). Exporting a model trained with expert
+  capacity (``moe_capacity_factor > 0``) is refused here, since transformers' Mixtral never drops a
+  token; ``lmforge convert`` exports it as the dropless model, saying so.
 - Exporting checks the reverse: :func:`config_to_hf` re-reads the config it wrote and refuses a
   ModelConfig whose network the transformers config cannot express (RMSNorm GPT-2, experts, ...).
 """
@@ -135,6 +142,19 @@ _LLAMA = {
     **_inert(_INIT, "initializer_range"),
     **_inert("transformers 4 split the same matmuls into slices; transformers 5 does not read it", "pretraining_tp"),
 }
+_MIXTRAL = {
+    **{k: v for k, v in _LLAMA.items() if k not in ("attention_bias", "mlp_bias", "pretraining_tp",
+                                                     "partial_rotary_factor")},
+    "num_local_experts": Field(HONOURED, "num_experts"),
+    "num_experts_per_tok": Field(HONOURED, "experts_per_token (top-k, renormalised); 1 is refused: Mixtral "
+                                           "renormalises a single choice to weight 1, lmforge keeps its probability"),
+    "sliding_window": Field(REFUSED, "attention to the last sliding_window tokens only", (None,)),
+    **_inert("the router's logits as an extra output, and its load-balancing loss in transformers' training loss",
+             "output_router_logits"),
+    **_inert("the load-balancing loss weight of transformers' training (lmforge's: model.moe_aux_loss)",
+             "router_aux_loss_coef"),
+    **_inert("noise on the router's input in training only", "router_jitter_noise"),
+}
 _BERT = {
     **{n: Field(HONOURED, "the shape") for n in ("vocab_size", "hidden_size", "num_hidden_layers",
                                                  "num_attention_heads", "intermediate_size")},
@@ -178,15 +198,18 @@ _T5 = {
 }
 
 CONFIG_FIELDS: dict[str, dict[str, Field]] = {
-    kind: {**_COMMON, **fields} for kind, fields in (("gpt2", _GPT2), ("llama", _LLAMA), ("bert", _BERT),
-                                                       ("t5", _T5))}
-HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM",
-                    "t5": "T5ForConditionalGeneration"}
+    kind: {**_COMMON, **fields} for kind, fields in (("gpt2", _GPT2), ("llama", _LLAMA), ("mixtral", _MIXTRAL),
+                                                       ("bert", _BERT), ("t5", _T5))}
+# The language-model class of each supported model_type (hf_model_type: a ModelConfig's).
+HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM",
+                    "bert": "BertForMaskedLM", "t5": "T5ForConditionalGeneration"}
+FAMILIES = ("gpt2", "llama", "bert", "t5")   # the ModelConfig families with a transformers counterpart
 # Classes whose folder holds the trunk the LM class reads (the bare model: lmforge adds the tied head), and
 # a decoder's sequence classifier (a reward model: lmforge's score head, ModelConfig.num_labels).
 _CLASSIFIERS = {"gpt2": "GPT2ForSequenceClassification", "llama": "LlamaForSequenceClassification"}
 _ARCHITECTURES = {"gpt2": {"GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification"},
                   "llama": {"LlamaForCausalLM", "LlamaModel", "LlamaForSequenceClassification"},
+                  "mixtral": {"MixtralForCausalLM", "MixtralModel"},
                   "t5": {"T5ForConditionalGeneration", "T5Model"}}
 _EXACT_GELU, _TANH_GELU = ("gelu", "gelu_python"), ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _ACT = {**dict.fromkeys(_EXACT_GELU, "gelu_exact"), **dict.fromkeys(_TANH_GELU, "gelu"), "relu": "relu"}
@@ -222,7 +245,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         raise InteropError(f"config.json: architectures={archs} is not supported for {kind}; expected one of "
                            f"{sorted(_ARCHITECTURES[kind])} (lmforge imports the language model, or a decoder's "
                            f"sequence classifier as a reward model)")
-    cfg = {"gpt2": _gpt2, "llama": _llama, "bert": _bert, "t5": _t5}[kind](_Reader(hf, kind))
+    cfg = {"gpt2": _gpt2, "llama": _llama, "mixtral": _mixtral, "bert": _bert, "t5": _t5}[kind](_Reader(hf, kind))
     classifier = {a for a in archs if a.endswith("ForSequenceClassification")} if kind in _CLASSIFIERS else set()
     if classifier and classifier != set(archs):
         raise InteropError(f"config.json: architectures={archs} mixes a sequence classifier with other heads; "
@@ -278,7 +301,10 @@ def gpt2_query_scale(hf: dict, layer: int, head_dim: int) -> float:
     return scale / (layer + 1) if hf.get("scale_attn_by_inverse_layer_idx") else scale
 
 
-def _llama(get: _Reader) -> ModelConfig:
+def _llama(get: _Reader, *, theta: float = 10_000.0, eps: float = 1e-6, max_len: int = 2048,
+           **experts) -> ModelConfig:
+    """``theta``, ``eps``, ``max_len``: the config class's defaults of rope_theta, rms_norm_eps and
+    max_position_embeddings (LlamaConfig's here, MixtralConfig's from :func:`_mixtral`)."""
     # transformers reads rope_scaling (its 4.x name) before rope_parameters, and rope_theta inside either
     # before the top-level one.
     rope_key = "rope_scaling" if get("rope_scaling") else "rope_parameters"
@@ -287,7 +313,7 @@ def _llama(get: _Reader) -> ModelConfig:
     if rope_type != "default":
         raise InteropError(f"config.json: {rope_key} has rope_type={rope_type!r} (RoPE scaling), which is not "
                            f"supported; expected 'default'")
-    theta = rope.pop("rope_theta", None) or get("rope_theta", 10_000.0)
+    theta = rope.pop("rope_theta", None) or get("rope_theta", theta)
     extra = sorted(k for k, v in rope.items() if not (k == "partial_rotary_factor" and v in (None, 1, 1.0)))
     if extra:
         raise InteropError(f"config.json: {rope_key} sets {extra} besides rope_theta, which lmforge does not "
@@ -300,11 +326,24 @@ def _llama(get: _Reader) -> ModelConfig:
     d, n = get.need("hidden_size"), get.need("num_attention_heads")
     return ModelConfig.llama(vocab_size=get.need("vocab_size"), num_layers=get.need("num_hidden_layers"), num_heads=n,
                              num_kv_heads=get("num_key_value_heads", n), embed_dim=d, head_dim=get("head_dim", d // n),
-                             mlp_dim=get.need("intermediate_size"), max_seq_len=get("max_position_embeddings", 2048),
-                             norm_eps=get("rms_norm_eps", 1e-6), rope_theta=float(theta),
+                             mlp_dim=get.need("intermediate_size"), max_seq_len=get("max_position_embeddings", max_len),
+                             norm_eps=get("rms_norm_eps", eps), rope_theta=float(theta),
                              activation=get.choice("hidden_act", _GATED_ACT, "silu"),
                              use_bias=bool(get("attention_bias", False)),
-                             tie_embeddings=bool(get("tie_word_embeddings", False)))
+                             tie_embeddings=bool(get("tie_word_embeddings", False)), **experts)
+
+
+def _mixtral(get: _Reader) -> ModelConfig:
+    """Mixtral (Jiang et al. 2024): a Llama whose FFNs are top-k routed SwiGLU experts, dropless."""
+    e, k = get.need("num_local_experts"), get("num_experts_per_tok", 2)
+    if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+        raise InteropError(f"config.json: num_local_experts={e!r}; expected the number of experts (an int >= 1)")
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= e:
+        raise InteropError(f"config.json: num_experts_per_tok={k!r} is not supported for mixtral; expected an int in "
+                           f"[2, num_local_experts={e}] (with 1, Mixtral gives the one expert weight 1, lmforge "
+                           f"its router probability)")
+    return _llama(get, theta=1_000_000.0, eps=1e-5, max_len=4096 * 32, num_experts=e, experts_per_token=k,
+                  moe_capacity_factor=0.0)
 
 
 def _bert(get: _Reader) -> ModelConfig:
@@ -359,12 +398,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     """ModelConfig -> a ``transformers`` config dict (the fields that define the same network).
 
     Raises InteropError naming the ModelConfig fields the transformers config cannot express."""
-    if cfg.family not in HF_ARCHITECTURES:
-        raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
-                           f"{sorted(HF_ARCHITECTURES)}")
+    kind = hf_model_type(cfg)
     if cfg.lora.rank:
         raise InteropError("a model with LoRA adapters exports merged: merge them first (lmforge.model.lora.merge)")
-    base = {"architectures": [HF_ARCHITECTURES[cfg.family]], "model_type": cfg.family,
+    base = {"architectures": [HF_ARCHITECTURES[kind]], "model_type": kind,
             "vocab_size": cfg.vocab_size, "torch_dtype": "float32",
             # no tokenizer known here: none rather than transformers' defaults (GPT-2's 50256); save_hf
             # writes the tokenizer's
@@ -383,6 +420,12 @@ def config_to_hf(cfg: ModelConfig) -> dict:
               "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_seq_len,
               "hidden_act": _GATED_TO_HF.get(act, act), "tie_word_embeddings": cfg.tie_embeddings,
               "attention_bias": cfg.use_bias, "mlp_bias": cfg.use_bias}
+        if kind == "mixtral":   # no bias fields (its projections have none); the experts
+            del hf["attention_bias"], hf["mlp_bias"]
+            hf.update(num_local_experts=cfg.num_experts, num_experts_per_tok=cfg.experts_per_token,
+                      sliding_window=None, output_router_logits=False,
+                      # transformers' load-balancing loss is k times lmforge's (model/moe.py)
+                      router_aux_loss_coef=cfg.moe_aux_loss / cfg.experts_per_token)
     elif cfg.family == "bert":
         hf = {**base, "architectures": ["BertForMaskedLM" if cfg.lm_head else "BertModel"],
               "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.num_layers,
@@ -412,17 +455,26 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     return hf
 
 
+def hf_model_type(cfg: ModelConfig) -> str:
+    """The transformers ``model_type`` of ``cfg``'s network: its family, or ``mixtral`` for a Llama with
+    experts. Raises InteropError for a family transformers has no counterpart of."""
+    if cfg.family not in FAMILIES:
+        raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
+                           f"{list(FAMILIES)}")
+    return "mixtral" if cfg.family == "llama" and cfg.num_experts else cfg.family
+
+
 def _check_round_trip(cfg: ModelConfig, hf: dict) -> None:
     """Refuses an export whose config.json would read back as another network."""
     try:
         back = config_from_hf(hf)
     except InteropError as e:
+        arch = HF_ARCHITECTURES[hf["model_type"]]
         act_key = {"gpt2": "activation_function", "llama": "hidden_act"}.get(cfg.family)
         if act_key and f"{act_key}=" in str(e):   # said in lmforge's key and values, not transformers'
             takes = sorted(set((_ACT if cfg.family == "gpt2" else _GATED_ACT).values()))
             raise InteropError(f"model.family={cfg.family!r}: model.activation={cfg.activation!r} has no "
-                               f"{HF_ARCHITECTURES[cfg.family]} counterpart in transformers; expected one of "
-                               f"{takes}") from None
+                               f"{arch} counterpart in transformers; expected one of {takes}") from None
         raise InteropError(f"model.family={cfg.family!r}: {e}".replace("config.json: ", "")) from None
     skip = (_NOT_NETWORK | ({"tie_embeddings", "max_seq_len"} if cfg.family == "t5" else set())
             | (set() if cfg.num_experts else {"experts_per_token", "moe_capacity_factor"})
@@ -432,5 +484,8 @@ def _check_round_trip(cfg: ModelConfig, hf: dict) -> None:
     differ += [n for n in ("kv_heads", "dims_per_head", "decoder_layers") if getattr(cfg, n) != getattr(back, n)]
     if differ:
         got = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ)
-        raise InteropError(f"a {cfg.family} model with {got} has no {HF_ARCHITECTURES[cfg.family]} counterpart in "
-                           f"transformers (it would load as {', '.join(f'{n}={getattr(back, n)!r}' for n in differ)})")
+        hint = ("; lmforge convert exports it dropless (model.moe_capacity_factor=0), saying so"
+                if differ == ["moe_capacity_factor"] else "")
+        raise InteropError(f"a {cfg.family} model with {got} has no {HF_ARCHITECTURES[hf['model_type']]} counterpart "
+                           f"in transformers (it would load as {', '.join(f'{n}={getattr(back, n)!r}' for n in differ)})"
+                           f"{hint}")

@@ -1,6 +1,6 @@
 """``lmforge convert``'s checks on what it reads (tier d, tiny folders): a model folder's tensors against
 its ``model.json``, a sharded transformers folder's index, a SentencePiece-only tokenizer carried over,
-and an export refusal said in lmforge's keys."""
+an export refusal said in lmforge's keys, and a capacity MoE exported as the dropless Mixtral."""
 
 import dataclasses
 import json
@@ -110,3 +110,26 @@ def test_an_export_refusal_names_lmforge_s_key():
         config_to_hf(dataclasses.replace(CFG, activation="gelu"))
     assert str(e.value) == ("model.family='llama': model.activation='gelu' has no LlamaForCausalLM counterpart in "
                             "transformers; expected one of ['geglu', 'swiglu']")
+
+
+def test_a_capacity_moe_exports_as_the_dropless_mixtral_saying_so(tmp_path, capsys):
+    """transformers' Mixtral never drops a token: a model trained with expert capacity exports as the same
+    weights routed dropless, and the export says so."""
+    torch = pytest.importorskip("torch", reason="needs CPU torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = ModelConfig.llama_moe_tiny(vocab_size=64, max_seq_len=32, moe_capacity_factor=1.25)
+    _, p, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), ONE_DEVICE, DEFAULT_RULES)
+    save_model_folder(tmp_path / "moe", cfg, jax.device_get(p))
+    assert main(["convert", str(tmp_path / "moe"), str(tmp_path / "hf")]) == 0
+    out = capsys.readouterr().out
+    assert "moe_capacity_factor=1.25" in out and "routed dropless" in out and "MixtralForCausalLM" in out
+    tokens = np.random.RandomState(0).randint(0, 64, (2, 10))
+    with torch.no_grad():
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()(
+            input_ids=torch.tensor(tokens)).logits.numpy()
+    dropless = dataclasses.replace(cfg, moe_capacity_factor=0.0)
+    from lmforge.model.sharding import use_mesh
+    from lmforge.weights.hf import merge_params
+    with use_mesh(ONE_DEVICE):
+        ours = np.asarray(merge_params(dropless, jax.device_get(p))(jax.numpy.asarray(tokens))[0])
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)

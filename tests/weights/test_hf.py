@@ -1,5 +1,5 @@
 """Hugging Face parity: same weights -> same logits as `transformers` (float32, CPU torch), both
-directions of conversion, for GPT-2, Llama (GQA), BERT and T5; real all-MiniLM-L6-v2 weights give
+directions of conversion, for GPT-2, Llama (GQA), Mixtral (MoE), BERT and T5; real all-MiniLM-L6-v2 weights give
 sentence-transformers' embeddings; a broken checkpoint folder is refused naming the tensor/field."""
 
 import json
@@ -26,6 +26,11 @@ TOKENS = np.random.RandomState(0).randint(0, 99, (2, 12))
 DEC = TOKENS[:, :7]
 
 
+MIXTRAL = transformers.MixtralConfig(vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                     num_experts_per_tok=2, max_position_embeddings=64)
+
+
 def hf_models():
     t5 = dict(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
               relative_attention_num_buckets=8, relative_attention_max_distance=20)
@@ -35,6 +40,7 @@ def hf_models():
         "llama_gqa": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
             vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0)),
+        "mixtral": lambda: transformers.MixtralForCausalLM(MIXTRAL),
         "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
             vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=64)),
@@ -77,6 +83,8 @@ PRESETS = {
     "gpt2": ModelConfig.gpt2_tiny(vocab_size=99),
     "llama_gqa": ModelConfig.llama_tiny(vocab_size=99),
     "llama_scan_tied": ModelConfig.llama_tiny(vocab_size=99, scan_layers=True, tie_embeddings=True),
+    "llama_moe": ModelConfig.llama_moe_tiny(vocab_size=99, experts_per_token=3),
+    "llama_moe_scan_geglu": ModelConfig.llama_moe_tiny(vocab_size=99, scan_layers=True, activation="geglu"),
     "bert": ModelConfig.bert_tiny(vocab_size=99),
     "t5_v1_1": ModelConfig.t5_tiny(vocab_size=99, num_decoder_layers=3),
     "t5_original": ModelConfig.t5_tiny(vocab_size=99, activation="relu", tie_embeddings=True, output_scale=True),
@@ -133,6 +141,49 @@ def test_minilm_real_weights_reproduce_sentence_transformers():
     want = want / np.linalg.norm(want, axis=1, keepdims=True)
     cosine = (got * want).sum(1)
     assert cosine.min() >= 0.99999, cosine
+
+
+# --- Mixtral -----------------------------------------------------------------------------------------
+def test_mixtral_fused_layout_and_transformers_load_balancing_loss(tmp_path):
+    """transformers 5's in-memory layout (``mlp.experts.gate_up_proj``) reads as the per-expert files do;
+    lmforge's load-balancing loss is transformers' divided by k (model/moe.py)."""
+    from safetensors.numpy import save_file
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    from lmforge.model.moe import load_balancing_loss, route
+
+    torch.manual_seed(0)
+    model = hf_models()["mixtral"]().eval()
+    assert "model.layers.0.mlp.experts.gate_up_proj" in model.state_dict()
+    save_file({k: v.numpy() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    model.config.to_json_file(tmp_path / "config.json")
+    cfg, pure, unused = load_hf(tmp_path)
+    assert cfg.num_experts == 4 and cfg.experts_per_token == 2 and cfg.moe_capacity_factor == 0 and not unused
+    np.testing.assert_allclose(our_logits(cfg, pure), hf_logits(model, False), atol=1e-4, rtol=0)
+
+    logits = np.random.RandomState(0).randn(2, 12, 4).astype(np.float32)
+    _, experts, probs = route(jnp.asarray(logits), 2)
+    ours = load_balancing_loss(probs, experts, jnp.ones((2, 12), bool))
+    theirs = load_balancing_loss_func((torch.tensor(logits.reshape(24, 4)),), num_experts=4, top_k=2)
+    np.testing.assert_allclose(2 * float(ours), float(theirs), rtol=1e-6)
+
+
+def test_mixtral_refusals_name_the_field_or_tensor(tmp_path):
+    torch.manual_seed(0)
+    hf_models()["mixtral"]().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_experts_per_tok": 1}))
+    with pytest.raises(InteropError, match=r"num_experts_per_tok=1 is not supported for mixtral"):
+        load_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    _rewrite(tmp_path, lambda t: t.pop("model.layers.1.block_sparse_moe.experts.3.w2.weight"))
+    with pytest.raises(InteropError, match=r"no tensor 'model.layers.1.block_sparse_moe.experts.3.w2.weight'"):
+        load_hf(tmp_path)
+    with pytest.raises(InteropError, match=r"moe_capacity_factor=1.25 has no MixtralForCausalLM counterpart.*"
+                                           r"lmforge convert exports it dropless"):
+        save_hf(tmp_path / "out", ModelConfig.llama_moe_tiny(vocab_size=99, moe_capacity_factor=1.25), {})
+    with pytest.raises(InteropError, match=r"num_shared_experts=1 has no MixtralForCausalLM counterpart"):
+        save_hf(tmp_path / "out", ModelConfig.llama_moe_tiny(vocab_size=99, num_shared_experts=1), {})
 
 
 # --- bad input ---------------------------------------------------------------------------------------

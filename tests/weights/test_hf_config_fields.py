@@ -44,6 +44,9 @@ TINY = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", dict(
         vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(
+        vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, num_local_experts=4, num_experts_per_tok=2)),
     "bert": ("BertConfig", "BertForMaskedLM", dict(
         vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=64)),
@@ -94,6 +97,16 @@ FLIPS = {
         "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "partial_rotary_factor": 0.5,
         "attention_dropout": DROP, "head_dim": 16,
     },
+    "mixtral": {
+        "architectures": ["MixtralModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
+        "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
+        "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 48, "initializer_range": 0.5,
+        "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
+        "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
+        "num_local_experts": 3, "num_experts_per_tok": 3, "sliding_window": 8, "output_router_logits": True,
+        "router_aux_loss_coef": 0.5, "router_jitter_noise": 0.5,
+    },
     "bert": {
         "architectures": ["BertModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
         "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 40, "hidden_act": "gelu_new",
@@ -116,6 +129,7 @@ MORE = {
     "gpt2": [{"activation_function": "gelu"}, {"activation_function": "gelu_pytorch_tanh"},
              {"scale_attn_weights": False, "scale_attn_by_inverse_layer_idx": True}],
     "llama": [{"attention_bias": True, "mlp_bias": True}, {"hidden_act": "silu", "tie_word_embeddings": True}],
+    "mixtral": [{"hidden_act": "silu", "tie_word_embeddings": True}, {"num_local_experts": 8, "num_experts_per_tok": 2}],
     "bert": [{"hidden_act": "relu", "architectures": ["BertModel"]}, {"architectures": ["BertForPreTraining"]}],
     "t5": [{"feed_forward_proj": "gelu"}, {"feed_forward_proj": "gated-silu"},
            {"is_gated_act": True, "dense_act_fn": "gelu_new"},
@@ -129,6 +143,9 @@ UNSUPPORTED = {
               {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}},
               {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}},
               {"architectures": ["LlamaForTokenClassification"]}, {"model_type": "mamba"}],
+    "mixtral": [{"num_experts_per_tok": 1}, {"hidden_act": "gelu"}, {"attention_bias": True},
+                {"architectures": ["MixtralForSequenceClassification"]},
+                {"rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0}}],
     "bert": [{"hidden_act": "relu"}, {"hidden_act": "silu"}, {"model_type": "mamba"}],
     "t5": [{"feed_forward_proj": "gated-relu"}, {"dense_act_fn": "tanh"}, {"is_gated_act": True},
            {"architectures": ["T5ForSequenceClassification"]}, {"model_type": "mamba"}],
