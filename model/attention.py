@@ -246,7 +246,8 @@ class Attention(nnx.Module):
 
     def __init__(self, *, embed_dim: int, num_heads: int, num_kv_heads: int, head_dim: int, use_bias: bool,
                  position: str, rope_theta: float, backend: str, dropout: float, init_std: float,
-                 out_std: float, dtype, param_dtype, rngs: nnx.Rngs, causal: bool = True, scale: bool = True):
+                 out_std: float, dtype, param_dtype, rngs: nnx.Rngs, causal: bool = True, scale: bool = True,
+                 qkv_bias: bool = False):
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.position, self.rope_theta, self.backend = position, rope_theta, backend
         self.dropout_rate, self.dtype, self.causal = dropout, dtype, causal
@@ -254,11 +255,12 @@ class Attention(nnx.Module):
         if dropout and backend != "xla":
             _warn_no_attention_dropout(backend)
         d, n, k, h = embed_dim, num_heads, num_kv_heads, head_dim
-        proj = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.q = Dense((d,), (n, h), ("embed",), ("heads", "head_dim"), init_std=init_std, **proj)
-        self.k = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **proj)
-        self.v = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **proj)
-        self.o = Dense((n, h), (d,), ("heads", "head_dim"), ("embed",), init_std=out_std, **proj)
+        proj = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        qkv = dict(use_bias=use_bias or qkv_bias, **proj)   # qkv_bias: Qwen2's biases on q, k, v alone
+        self.q = Dense((d,), (n, h), ("embed",), ("heads", "head_dim"), init_std=init_std, **qkv)
+        self.k = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **qkv)
+        self.v = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **qkv)
+        self.o = Dense((n, h), (d,), ("heads", "head_dim"), ("embed",), init_std=out_std, use_bias=use_bias, **proj)
 
     def _project(self, x, dense: Dense, names, rng):
         return constrain(dense(x, rng), names)                              # (B, T, N|K, H)

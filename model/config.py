@@ -3,7 +3,8 @@
 Two decoder-only families share one module tree and differ only in a few fields:
 - ``gpt2`` (Radford et al. 2019): learned absolute positions, pre-LayerNorm with biases, GELU
   (tanh approximation, as GPT-2 and Hugging Face's ``gelu_new``), tied input/output embeddings.
-- ``llama`` (Touvron et al. 2023): RoPE, RMSNorm, SwiGLU, no biases, grouped-query attention.
+- ``llama`` (Touvron et al. 2023): RoPE, RMSNorm, SwiGLU, no biases, grouped-query attention;
+  ``qkv_bias=True`` adds biases to the query, key and value projections alone (Qwen2, Yang et al. 2024).
 - ``num_experts > 0`` makes a decoder's FFNs mixtures of experts (``moe.py``); ``llama_moe`` is a
   Mixtral-style preset (8 experts, top-2).
 
@@ -98,6 +99,7 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     activation: str = "gelu"
     use_bias: bool = True
+    qkv_bias: bool = False           # biases on the query, key and value projections alone (Qwen2); use_bias: everywhere
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
@@ -150,6 +152,9 @@ class ModelConfig:
         if not self.norm_eps > 0:
             raise ValueError(f"model.norm_eps must be > 0, got {self.norm_eps}")
         self._check_family()
+        if self.qkv_bias and self.architecture != "decoder":
+            raise ValueError(f"model.qkv_bias (Qwen2's query/key/value biases) is for decoder-only families, not "
+                             f"{self.family!r}; model.use_bias puts biases everywhere")
         if self.num_experts < 0 or self.num_shared_experts < 0:
             raise ValueError(f"model.num_experts={self.num_experts} and model.num_shared_experts="
                              f"{self.num_shared_experts} must be >= 0")
@@ -235,6 +240,8 @@ class ModelConfig:
         bias = (h * (self.num_heads + 2 * self.kv_heads) + d + f + d) if self.use_bias else 0
         if self.use_bias and self.activation in ("swiglu", "geglu"):
             bias += f
+        elif self.qkv_bias and not self.use_bias:
+            bias = h * (self.num_heads + 2 * self.kv_heads)
         per_layer = attn + mlp + norms + bias
         final_norm = d * (2 if self.norm == "layernorm" and self.use_bias else 1)
         total = self.num_layers * per_layer + final_norm

@@ -25,6 +25,13 @@ Choices:
   the same function. Fine-tuning sees a query weight scaled by that factor.
 - Llama's ``attention_bias`` and ``mlp_bias`` together are lmforge's ``use_bias=True`` (RMSNorm has
   no bias); one without the other has no ModelConfig counterpart and is refused.
+- Mistral and Qwen2 are Llamas: Mistral's ``model_type`` imports as ``family=llama`` (and exports as
+  Llama, the same network); Qwen2's biases on the query, key and value projections alone are
+  ``qkv_bias=True``, and a Llama with ``qkv_bias`` exports as ``Qwen2ForCausalLM``.
+- Sliding-window attention (Mistral's, Mixtral's ``sliding_window``; Qwen2's ``sliding_attention``
+  layers) is full causal attention over sequences no longer than the window: the window caps
+  ``max_seq_len``, the context lmforge's training, sampling and evaluation keep to, so the imported
+  model computes what transformers computes within it (Mistral 7B v0.1: 4,096 of its 32,768).
 - Mixtral (``model_type`` ``mixtral``) is a Llama whose every FFN is a mixture of experts: it imports
   as ``family=llama`` with ``num_experts`` / ``experts_per_token`` and dropless routing (top-k of the
   float32 softmax, renormalised: ``model/moe.py``), and a Llama with experts exports as
@@ -142,13 +149,24 @@ _LLAMA = {
     **_inert(_INIT, "initializer_range"),
     **_inert("transformers 4 split the same matmuls into slices; transformers 5 does not read it", "pretraining_tp"),
 }
+# Llama's fields that its descendants' config classes do not have (refused there, as unknown fields).
+_LLAMA_CORE = {k: v for k, v in _LLAMA.items() if k not in ("attention_bias", "mlp_bias", "pretraining_tp",
+                                                            "partial_rotary_factor")}
+_SLIDING = "caps max_seq_len: within the window, sliding-window attention is full causal attention"
+_MISTRAL = {**_LLAMA_CORE, "sliding_window": Field(HONOURED, _SLIDING)}
+_QWEN2 = {
+    **_LLAMA_CORE,   # head_dim too: not a Qwen2Config field, but its attention and RoPE read it when present
+    "sliding_window": Field(HONOURED, f"with a sliding_attention layer, {_SLIDING}; otherwise not read"),
+    "layer_types": Field(HONOURED, "full_attention, or sliding_attention (see sliding_window); others refused"),
+    **{n: Field(HONOURED, "layer_types when the file has none: sliding_attention from layer max_window_layers on, "
+                          "when use_sliding_window") for n in ("use_sliding_window", "max_window_layers")},
+}
 _MIXTRAL = {
-    **{k: v for k, v in _LLAMA.items() if k not in ("attention_bias", "mlp_bias", "pretraining_tp",
-                                                     "partial_rotary_factor")},
+    **_LLAMA_CORE,
     "num_local_experts": Field(HONOURED, "num_experts"),
     "num_experts_per_tok": Field(HONOURED, "experts_per_token (top-k, renormalised); 1 is refused: Mixtral "
                                            "renormalises a single choice to weight 1, lmforge keeps its probability"),
-    "sliding_window": Field(REFUSED, "attention to the last sliding_window tokens only", (None,)),
+    "sliding_window": Field(HONOURED, _SLIDING),
     **_inert("the router's logits as an extra output, and its load-balancing loss in transformers' training loss",
              "output_router_logits"),
     **_inert("the load-balancing loss weight of transformers' training (lmforge's: model.moe_aux_loss)",
@@ -198,17 +216,22 @@ _T5 = {
 }
 
 CONFIG_FIELDS: dict[str, dict[str, Field]] = {
-    kind: {**_COMMON, **fields} for kind, fields in (("gpt2", _GPT2), ("llama", _LLAMA), ("mixtral", _MIXTRAL),
-                                                       ("bert", _BERT), ("t5", _T5))}
+    kind: {**_COMMON, **fields} for kind, fields in (("gpt2", _GPT2), ("llama", _LLAMA), ("mistral", _MISTRAL),
+                                                       ("qwen2", _QWEN2), ("mixtral", _MIXTRAL), ("bert", _BERT),
+                                                       ("t5", _T5))}
 # The language-model class of each supported model_type (hf_model_type: a ModelConfig's).
-HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM",
-                    "bert": "BertForMaskedLM", "t5": "T5ForConditionalGeneration"}
+HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                    "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM", "bert": "BertForMaskedLM",
+                    "t5": "T5ForConditionalGeneration"}
 FAMILIES = ("gpt2", "llama", "bert", "t5")   # the ModelConfig families with a transformers counterpart
 # Classes whose folder holds the trunk the LM class reads (the bare model: lmforge adds the tied head), and
 # a decoder's sequence classifier (a reward model: lmforge's score head, ModelConfig.num_labels).
-_CLASSIFIERS = {"gpt2": "GPT2ForSequenceClassification", "llama": "LlamaForSequenceClassification"}
+_CLASSIFIERS = {"gpt2": "GPT2ForSequenceClassification", "llama": "LlamaForSequenceClassification",
+                "qwen2": "Qwen2ForSequenceClassification"}
 _ARCHITECTURES = {"gpt2": {"GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification"},
                   "llama": {"LlamaForCausalLM", "LlamaModel", "LlamaForSequenceClassification"},
+                  "mistral": {"MistralForCausalLM", "MistralModel"},
+                  "qwen2": {"Qwen2ForCausalLM", "Qwen2Model", "Qwen2ForSequenceClassification"},
                   "mixtral": {"MixtralForCausalLM", "MixtralModel"},
                   "t5": {"T5ForConditionalGeneration", "T5Model"}}
 _EXACT_GELU, _TANH_GELU = ("gelu", "gelu_python"), ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -245,7 +268,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
         raise InteropError(f"config.json: architectures={archs} is not supported for {kind}; expected one of "
                            f"{sorted(_ARCHITECTURES[kind])} (lmforge imports the language model, or a decoder's "
                            f"sequence classifier as a reward model)")
-    cfg = {"gpt2": _gpt2, "llama": _llama, "mixtral": _mixtral, "bert": _bert, "t5": _t5}[kind](_Reader(hf, kind))
+    cfg = {"gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "mixtral": _mixtral, "bert": _bert,
+           "t5": _t5}[kind](_Reader(hf, kind))
     classifier = {a for a in archs if a.endswith("ForSequenceClassification")} if kind in _CLASSIFIERS else set()
     if classifier and classifier != set(archs):
         raise InteropError(f"config.json: architectures={archs} mixes a sequence classifier with other heads; "
@@ -302,9 +326,10 @@ def gpt2_query_scale(hf: dict, layer: int, head_dim: int) -> float:
 
 
 def _llama(get: _Reader, *, theta: float = 10_000.0, eps: float = 1e-6, max_len: int = 2048,
-           **experts) -> ModelConfig:
+           window: int | None = None, **fields) -> ModelConfig:
     """``theta``, ``eps``, ``max_len``: the config class's defaults of rope_theta, rms_norm_eps and
-    max_position_embeddings (LlamaConfig's here, MixtralConfig's from :func:`_mixtral`)."""
+    max_position_embeddings (LlamaConfig's here; the descendants' from their readers, with their own
+    ModelConfig ``fields``); ``window``: a sliding window, which caps max_seq_len."""
     # transformers reads rope_scaling (its 4.x name) before rope_parameters, and rope_theta inside either
     # before the top-level one.
     rope_key = "rope_scaling" if get("rope_scaling") else "rope_parameters"
@@ -324,13 +349,43 @@ def _llama(get: _Reader, *, theta: float = 10_000.0, eps: float = 1e-6, max_len:
                            f"{get('mlp_bias', False)} is not supported for llama; lmforge has biases everywhere or "
                            f"nowhere (expected both true or both false)")
     d, n = get.need("hidden_size"), get.need("num_attention_heads")
+    length = get("max_position_embeddings", max_len)
+    length = length if window is None else min(length, window)
     return ModelConfig.llama(vocab_size=get.need("vocab_size"), num_layers=get.need("num_hidden_layers"), num_heads=n,
                              num_kv_heads=get("num_key_value_heads", n), embed_dim=d, head_dim=get("head_dim", d // n),
-                             mlp_dim=get.need("intermediate_size"), max_seq_len=get("max_position_embeddings", max_len),
+                             mlp_dim=get.need("intermediate_size"), max_seq_len=length,
                              norm_eps=get("rms_norm_eps", eps), rope_theta=float(theta),
                              activation=get.choice("hidden_act", _GATED_ACT, "silu"),
                              use_bias=bool(get("attention_bias", False)),
-                             tie_embeddings=bool(get("tie_word_embeddings", False)), **experts)
+                             tie_embeddings=bool(get("tie_word_embeddings", False)), **fields)
+
+
+def _window(get: _Reader, sliding: bool = True) -> int | None:
+    """``sliding_window`` when a layer attends through one (``sliding``), else None."""
+    window = get("sliding_window") if sliding else None
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise InteropError(f"config.json: sliding_window={window!r}; expected a number of tokens (an int >= 1) or null")
+    return window
+
+
+def _mistral(get: _Reader) -> ModelConfig:
+    """Mistral 7B (Jiang et al. 2023): a Llama with GQA whose attention may slide (``_window``)."""
+    return _llama(get, max_len=4096 * 32, window=_window(get))
+
+
+def _qwen2(get: _Reader) -> ModelConfig:
+    """Qwen2 / Qwen2.5: a Llama with biases on q, k and v (``qkv_bias``), sliding layers as ``layer_types`` say."""
+    n = get.need("num_hidden_layers")
+    types = get("layer_types")
+    if types is None:   # transformers' rule when the file has none
+        first = get("max_window_layers", 28)
+        types = ["sliding_attention" if get("use_sliding_window", False) and i >= first else "full_attention"
+                 for i in range(n)]
+    bad = [t for t in types if t not in ("full_attention", "sliding_attention")]
+    if not isinstance(types, list) or len(types) != n or bad:
+        raise InteropError(f"config.json: layer_types={types!r} is not supported for qwen2; expected "
+                           f"num_hidden_layers={n} entries, each full_attention or sliding_attention")
+    return _llama(get, max_len=32768, window=_window(get, "sliding_attention" in types), qkv_bias=True)
 
 
 def _mixtral(get: _Reader) -> ModelConfig:
@@ -342,8 +397,8 @@ def _mixtral(get: _Reader) -> ModelConfig:
         raise InteropError(f"config.json: num_experts_per_tok={k!r} is not supported for mixtral; expected an int in "
                            f"[2, num_local_experts={e}] (with 1, Mixtral gives the one expert weight 1, lmforge "
                            f"its router probability)")
-    return _llama(get, theta=1_000_000.0, eps=1e-5, max_len=4096 * 32, num_experts=e, experts_per_token=k,
-                  moe_capacity_factor=0.0)
+    return _llama(get, theta=1_000_000.0, eps=1e-5, max_len=4096 * 32, window=_window(get), num_experts=e,
+                  experts_per_token=k, moe_capacity_factor=0.0)
 
 
 def _bert(get: _Reader) -> ModelConfig:
@@ -420,6 +475,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
               "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_seq_len,
               "hidden_act": _GATED_TO_HF.get(act, act), "tie_word_embeddings": cfg.tie_embeddings,
               "attention_bias": cfg.use_bias, "mlp_bias": cfg.use_bias}
+        if kind == "qwen2":     # q, k, v biases are the architecture's, not a field
+            del hf["attention_bias"], hf["mlp_bias"]
+            hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers,
+                      layer_types=["full_attention"] * cfg.num_layers)
         if kind == "mixtral":   # no bias fields (its projections have none); the experts
             del hf["attention_bias"], hf["mlp_bias"]
             hf.update(num_local_experts=cfg.num_experts, num_experts_per_tok=cfg.experts_per_token,
@@ -448,7 +507,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
               "tie_word_embeddings": cfg.output_scale, "dropout_rate": 0.0, "decoder_start_token_id": 0,
               "pad_token_id": 0, "eos_token_id": 1, "is_encoder_decoder": True}
     if cfg.num_labels:   # a reward model: the decoder with a score head (weights/hf.py, _decoder_head)
-        hf.update(architectures=[_CLASSIFIERS[cfg.family]],
+        if kind not in _CLASSIFIERS:
+            raise InteropError(f"a {kind} model with a score head (model.num_labels={cfg.num_labels}) has no "
+                               f"transformers class lmforge exports; expected one of {sorted(_CLASSIFIERS)}")
+        hf.update(architectures=[_CLASSIFIERS[kind]],
                   id2label={str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
                   label2id={f"LABEL_{i}": i for i in range(cfg.num_labels)})
     _check_round_trip(cfg, hf)
@@ -461,7 +523,9 @@ def hf_model_type(cfg: ModelConfig) -> str:
     if cfg.family not in FAMILIES:
         raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
                            f"{list(FAMILIES)}")
-    return "mixtral" if cfg.family == "llama" and cfg.num_experts else cfg.family
+    if cfg.family == "llama" and cfg.num_experts:
+        return "mixtral"
+    return "qwen2" if cfg.family == "llama" and cfg.qkv_bias and not cfg.use_bias else cfg.family
 
 
 def _check_round_trip(cfg: ModelConfig, hf: dict) -> None:
@@ -478,7 +542,8 @@ def _check_round_trip(cfg: ModelConfig, hf: dict) -> None:
         raise InteropError(f"model.family={cfg.family!r}: {e}".replace("config.json: ", "")) from None
     skip = (_NOT_NETWORK | ({"tie_embeddings", "max_seq_len"} if cfg.family == "t5" else set())
             | (set() if cfg.num_experts else {"experts_per_token", "moe_capacity_factor"})
-            | ({"use_bias"} if back.use_bias and not cfg.use_bias else set()))   # zero biases are exact
+            | ({"use_bias"} if back.use_bias and not cfg.use_bias else set())   # zero biases are exact
+            | ({"qkv_bias"} if cfg.use_bias or back.use_bias else set()))       # within biases everywhere
     differ = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in skip
               and getattr(cfg, f.name) != getattr(back, f.name)]
     differ += [n for n in ("kv_heads", "dims_per_head", "decoder_layers") if getattr(cfg, n) != getattr(back, n)]

@@ -1,5 +1,5 @@
 """Hugging Face parity: same weights -> same logits as `transformers` (float32, CPU torch), both
-directions of conversion, for GPT-2, Llama (GQA), Mixtral (MoE), BERT and T5; real all-MiniLM-L6-v2 weights give
+directions of conversion, for GPT-2, Llama (GQA), Mistral, Qwen2, Mixtral (MoE), BERT and T5; real all-MiniLM-L6-v2 weights give
 sentence-transformers' embeddings; a broken checkpoint folder is refused naming the tensor/field."""
 
 import json
@@ -31,6 +31,10 @@ MIXTRAL = transformers.MixtralConfig(vocab_size=99, hidden_size=32, intermediate
                                      num_experts_per_tok=2, max_position_embeddings=64)
 
 
+LLAMA = dict(vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64)
+
+
 def hf_models():
     t5 = dict(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
               relative_attention_num_buckets=8, relative_attention_max_distance=20)
@@ -40,6 +44,10 @@ def hf_models():
         "llama_gqa": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
             vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0)),
+        "mistral_window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(
+            **LLAMA, sliding_window=12)),
+        "qwen2_tied": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+            **LLAMA, tie_word_embeddings=True, rope_theta=1e6)),
         "mixtral": lambda: transformers.MixtralForCausalLM(MIXTRAL),
         "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
             vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -83,6 +91,7 @@ PRESETS = {
     "gpt2": ModelConfig.gpt2_tiny(vocab_size=99),
     "llama_gqa": ModelConfig.llama_tiny(vocab_size=99),
     "llama_scan_tied": ModelConfig.llama_tiny(vocab_size=99, scan_layers=True, tie_embeddings=True),
+    "qwen2": ModelConfig.llama_tiny(vocab_size=99, qkv_bias=True),
     "llama_moe": ModelConfig.llama_moe_tiny(vocab_size=99, experts_per_token=3),
     "llama_moe_scan_geglu": ModelConfig.llama_moe_tiny(vocab_size=99, scan_layers=True, activation="geglu"),
     "bert": ModelConfig.bert_tiny(vocab_size=99),

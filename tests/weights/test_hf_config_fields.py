@@ -44,6 +44,12 @@ TINY = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", dict(
         vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(
+        vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, sliding_window=None)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(
+        vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64)),
     "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(
         vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, num_local_experts=4, num_experts_per_tok=2)),
@@ -97,6 +103,26 @@ FLIPS = {
         "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "partial_rotary_factor": 0.5,
         "attention_dropout": DROP, "head_dim": 16,
     },
+    "mistral": {
+        "architectures": ["MistralModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
+        "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
+        "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 48, "initializer_range": 0.5,
+        "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
+        "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
+        "sliding_window": 16,
+    },
+    "qwen2": {
+        "architectures": ["Qwen2Model"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
+        "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
+        "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 48, "initializer_range": 0.5,
+        "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
+        "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
+        "head_dim": 8,   # hidden_size // num_attention_heads: Qwen2Config has no such field, its modules read it
+        "sliding_window": 16, "use_sliding_window": True, "max_window_layers": 1,
+        "layer_types": ["full_attention", "full_attention"],
+    },
     "mixtral": {
         "architectures": ["MixtralModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
         "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
@@ -104,7 +130,7 @@ FLIPS = {
         "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
         "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
         "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
-        "num_local_experts": 3, "num_experts_per_tok": 3, "sliding_window": 8, "output_router_logits": True,
+        "num_local_experts": 3, "num_experts_per_tok": 3, "sliding_window": 16, "output_router_logits": True,
         "router_aux_loss_coef": 0.5, "router_jitter_noise": 0.5,
     },
     "bert": {
@@ -129,6 +155,11 @@ MORE = {
     "gpt2": [{"activation_function": "gelu"}, {"activation_function": "gelu_pytorch_tanh"},
              {"scale_attn_weights": False, "scale_attn_by_inverse_layer_idx": True}],
     "llama": [{"attention_bias": True, "mlp_bias": True}, {"hidden_act": "silu", "tie_word_embeddings": True}],
+    "mistral": [{"hidden_act": "silu", "tie_word_embeddings": True}, {"sliding_window": 4096}],
+    "qwen2": [{"hidden_act": "silu", "tie_word_embeddings": True},
+              {"layer_types": ["full_attention", "sliding_attention"], "use_sliding_window": True,
+               "sliding_window": 16},
+              {"use_sliding_window": True, "max_window_layers": 1, "sliding_window": 16}],
     "mixtral": [{"hidden_act": "silu", "tie_word_embeddings": True}, {"num_local_experts": 8, "num_experts_per_tok": 2}],
     "bert": [{"hidden_act": "relu", "architectures": ["BertModel"]}, {"architectures": ["BertForPreTraining"]}],
     "t5": [{"feed_forward_proj": "gelu"}, {"feed_forward_proj": "gated-silu"},
@@ -143,6 +174,10 @@ UNSUPPORTED = {
               {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}},
               {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}},
               {"architectures": ["LlamaForTokenClassification"]}, {"model_type": "mamba"}],
+    "mistral": [{"hidden_act": "gelu"}, {"sliding_window": 0}, {"attention_bias": True},
+                {"architectures": ["MistralForTokenClassification"]}],
+    "qwen2": [{"hidden_act": "gelu"}, {"layer_types": ["full_attention", "chunked_attention"]},
+              {"mlp_bias": True}, {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}],
     "mixtral": [{"num_experts_per_tok": 1}, {"hidden_act": "gelu"}, {"attention_bias": True},
                 {"architectures": ["MixtralForSequenceClassification"]},
                 {"rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0}}],
