@@ -84,6 +84,14 @@ COMMON = {
     "target_lookbehind": 3,
 }
 DROP = 0.3
+# Llama's flips that its descendants (Mistral, Qwen2, Mixtral) share.
+LLAMA_CORE = {
+    "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48, "intermediate_size": 40,
+    "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4, "hidden_act": "gelu_pytorch_tanh",
+    "max_position_embeddings": 48, "initializer_range": 0.5, "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
+    "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
+}
 FLIPS = {
     "gpt2": {
         "architectures": ["GPT2Model"], "is_encoder_decoder": True, "vocab_size": 101, "n_positions": 48,
@@ -94,44 +102,17 @@ FLIPS = {
         "scale_attn_weights": False, "scale_attn_by_inverse_layer_idx": True, "reorder_and_upcast_attn": True,
         "add_cross_attention": True, "tie_word_embeddings": False,
     },
-    "llama": {
-        "architectures": ["LlamaModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
-        "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
-        "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 48, "initializer_range": 0.5,
-        "rms_norm_eps": 1e-2, "pretraining_tp": 2, "tie_word_embeddings": True,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
-        "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "partial_rotary_factor": 0.5,
-        "attention_dropout": DROP, "head_dim": 16,
-    },
-    "mistral": {
-        "architectures": ["MistralModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
-        "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
-        "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 48, "initializer_range": 0.5,
-        "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
-        "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
-        "sliding_window": 16,
-    },
+    "llama": {**LLAMA_CORE, "architectures": ["LlamaModel"], "pretraining_tp": 2, "partial_rotary_factor": 0.5},
+    "mistral": {**LLAMA_CORE, "architectures": ["MistralModel"], "sliding_window": 16},
     "qwen2": {
-        "architectures": ["Qwen2Model"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
-        "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
-        "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 48, "initializer_range": 0.5,
-        "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
-        "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
+        **LLAMA_CORE, "architectures": ["Qwen2Model"],
         "head_dim": 8,   # hidden_size // num_attention_heads: Qwen2Config has no such field, its modules read it
         "sliding_window": 16, "use_sliding_window": True, "max_window_layers": 1,
         "layer_types": ["full_attention", "full_attention"],
     },
     "mixtral": {
-        "architectures": ["MixtralModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
-        "intermediate_size": 40, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4,
-        "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 48, "initializer_range": 0.5,
-        "rms_norm_eps": 1e-2, "tie_word_embeddings": True,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}, "rope_theta": 500.0,
-        "rope_scaling": {"rope_type": "default", "rope_theta": 500.0}, "attention_dropout": DROP, "head_dim": 16,
-        "num_local_experts": 3, "num_experts_per_tok": 3, "sliding_window": 16, "output_router_logits": True,
-        "router_aux_loss_coef": 0.5, "router_jitter_noise": 0.5,
+        **LLAMA_CORE, "architectures": ["MixtralModel"], "num_local_experts": 3, "num_experts_per_tok": 3,
+        "sliding_window": 16, "output_router_logits": True, "router_aux_loss_coef": 0.5, "router_jitter_noise": 0.5,
     },
     "bert": {
         "architectures": ["BertModel"], "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48,
