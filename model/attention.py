@@ -53,7 +53,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec
 
-from lmforge.model.layers import Dense, dropout, einsum_f32
+from lmforge.model.layers import Dense, Norm, dropout, einsum_f32
 from lmforge.model.sharding import ShardingError, _mesh_axis_size, constrain, logical_spec
 
 PALLAS_BACKENDS = ("flash", "splash")
@@ -247,7 +247,7 @@ class Attention(nnx.Module):
     def __init__(self, *, embed_dim: int, num_heads: int, num_kv_heads: int, head_dim: int, use_bias: bool,
                  position: str, rope_theta: float, backend: str, dropout: float, init_std: float,
                  out_std: float, dtype, param_dtype, rngs: nnx.Rngs, causal: bool = True, scale: bool = True,
-                 qkv_bias: bool = False):
+                 qkv_bias: bool = False, qk_norm: bool = False, norm_eps: float = 1e-6):
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.position, self.rope_theta, self.backend = position, rope_theta, backend
         self.dropout_rate, self.dtype, self.causal = dropout, dtype, causal
@@ -261,6 +261,10 @@ class Attention(nnx.Module):
         self.k = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **qkv)
         self.v = Dense((d,), (k, h), ("embed",), ("kv_heads", "head_dim"), init_std=init_std, **qkv)
         self.o = Dense((n, h), (d,), ("heads", "head_dim"), ("embed",), init_std=out_std, use_bias=use_bias, **proj)
+        # QK-norm (Qwen3): RMSNorm over each head's H dims of q and k, before RoPE; the cache holds normed keys
+        norm = dict(kind="rmsnorm", eps=norm_eps, use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        self.q_norm = Norm(h, **norm) if qk_norm else None
+        self.k_norm = Norm(h, **norm) if qk_norm else None
 
     def _project(self, x, dense: Dense, names, rng):
         return constrain(dense(x, rng), names)                              # (B, T, N|K, H)
@@ -332,6 +336,8 @@ class Attention(nnx.Module):
         q = self._q(x, _adapter_rng(dropout_rng, 3))
         kv = self.memory_kv(x, _adapter_rng(dropout_rng, 4))
         k, v = kv["k"], kv["v"]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.position == "rope":
             q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
 

@@ -4,7 +4,9 @@ Two decoder-only families share one module tree and differ only in a few fields:
 - ``gpt2`` (Radford et al. 2019): learned absolute positions, pre-LayerNorm with biases, GELU
   (tanh approximation, as GPT-2 and Hugging Face's ``gelu_new``), tied input/output embeddings.
 - ``llama`` (Touvron et al. 2023): RoPE, RMSNorm, SwiGLU, no biases, grouped-query attention;
-  ``qkv_bias=True`` adds biases to the query, key and value projections alone (Qwen2, Yang et al. 2024).
+  ``qkv_bias=True`` adds biases to the query, key and value projections alone (Qwen2, Yang et al. 2024);
+  ``qk_norm=True`` RMS-normalises each head's queries and keys before RoPE (Qwen3, 2025; QK-norm,
+  Dehghani et al. 2023 "Scaling Vision Transformers to 22B", against attention-logit growth).
 - ``num_experts > 0`` makes a decoder's FFNs mixtures of experts (``moe.py``); ``llama_moe`` is a
   Mixtral-style preset (8 experts, top-2).
 
@@ -100,6 +102,7 @@ class ModelConfig:
     activation: str = "gelu"
     use_bias: bool = True
     qkv_bias: bool = False           # biases on the query, key and value projections alone (Qwen2); use_bias: everywhere
+    qk_norm: bool = False            # RMSNorm of each head's queries and keys before RoPE (Qwen3)
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
@@ -155,6 +158,9 @@ class ModelConfig:
         if self.qkv_bias and self.architecture != "decoder":
             raise ValueError(f"model.qkv_bias (Qwen2's query/key/value biases) is for decoder-only families, not "
                              f"{self.family!r}; model.use_bias puts biases everywhere")
+        if self.qk_norm and self.architecture != "decoder":
+            raise ValueError(f"model.qk_norm (Qwen3's query/key RMSNorm) is for decoder-only families, not "
+                             f"{self.family!r}")
         if self.num_experts < 0 or self.num_shared_experts < 0:
             raise ValueError(f"model.num_experts={self.num_experts} and model.num_shared_experts="
                              f"{self.num_shared_experts} must be >= 0")
@@ -242,7 +248,7 @@ class ModelConfig:
             bias += f
         elif self.qkv_bias and not self.use_bias:
             bias = h * (self.num_heads + 2 * self.kv_heads)
-        per_layer = attn + mlp + norms + bias
+        per_layer = attn + mlp + norms + bias + (2 * h if self.qk_norm else 0)
         final_norm = d * (2 if self.norm == "layernorm" and self.use_bias else 1)
         total = self.num_layers * per_layer + final_norm
         untied = not self.tie_embeddings and not self.num_labels

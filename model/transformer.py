@@ -60,7 +60,7 @@ class Block(nnx.Module):
                               head_dim=cfg.dims_per_head, use_bias=cfg.use_bias, position=cfg.position,
                               rope_theta=cfg.rope_theta, backend=cfg.attention, dropout=cfg.dropout,
                               init_std=cfg.init_std, out_std=out_std, dtype=dtype, param_dtype=pdtype, rngs=rngs,
-                              qkv_bias=cfg.qkv_bias)
+                              qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm, norm_eps=cfg.norm_eps)
         self.mlp_norm = Norm(cfg.embed_dim, **norm)
         self.mlp = None if cfg.num_experts else MLP(
             embed_dim=cfg.embed_dim, mlp_dim=cfg.mlp_dim, activation=cfg.activation, use_bias=cfg.use_bias,

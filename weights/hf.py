@@ -1,5 +1,5 @@
-"""Hugging Face interop: GPT-2, Llama (and Mistral, Qwen2, Mixtral), BERT and T5 weights in and out through
-safetensors.
+"""Hugging Face interop: GPT-2, Llama (and Mistral, Qwen2, Qwen3, Mixtral), BERT and T5 weights in and out
+through safetensors.
 
 A Hugging Face model folder is ``config.json`` + ``model.safetensors`` (or sharded
 ``model-0000x-of-0000y.safetensors`` with an index), in the ``transformers`` tensor layout. This
@@ -117,6 +117,9 @@ def tensor_map(cfg: ModelConfig, *, hf_prefix: str = "") -> list[Entry]:
             b = cfg.use_bias   # attention_bias and mlp_bias (config_from_hf takes both or neither)
             for x in "qkv":   # (Qwen2: biases on these three alone, qkv_bias)
                 m += _linear(f"{h}.self_attn.{x}_proj", f"{o}.attn.{x}", bias=b or cfg.qkv_bias)
+            if cfg.qk_norm:   # Qwen3
+                m += _norm(f"{h}.self_attn.q_norm", f"{o}.attn.q_norm", bias=False)
+                m += _norm(f"{h}.self_attn.k_norm", f"{o}.attn.k_norm", bias=False)
             m += _linear(f"{h}.self_attn.o_proj", f"{o}.attn.o", n_in=2, bias=b)
             if cfg.num_experts:   # Mixtral: the router, and each expert kind stacked (see _mixtral_stack)
                 m += [(f"{h}.block_sparse_moe.gate.weight", f"{o}.moe.router", True, 1)]

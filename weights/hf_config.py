@@ -25,9 +25,10 @@ Choices:
   the same function. Fine-tuning sees a query weight scaled by that factor.
 - Llama's ``attention_bias`` and ``mlp_bias`` together are lmforge's ``use_bias=True`` (RMSNorm has
   no bias); one without the other has no ModelConfig counterpart and is refused.
-- Mistral and Qwen2 are Llamas: Mistral's ``model_type`` imports as ``family=llama`` (and exports as
-  Llama, the same network); Qwen2's biases on the query, key and value projections alone are
-  ``qkv_bias=True``, and a Llama with ``qkv_bias`` exports as ``Qwen2ForCausalLM``.
+- Mistral, Qwen2 and Qwen3 are Llamas: Mistral's ``model_type`` imports as ``family=llama`` (and
+  exports as Llama, the same network); Qwen2's biases on the query, key and value projections alone
+  are ``qkv_bias=True``, and a Llama with ``qkv_bias`` exports as ``Qwen2ForCausalLM``; Qwen3's
+  per-head RMSNorm of queries and keys is ``qk_norm=True`` (``Qwen3ForCausalLM`` on export).
 - Sliding-window attention (Mistral's, Mixtral's ``sliding_window``; Qwen2's ``sliding_attention``
   layers) is full causal attention over sequences no longer than the window: the window caps
   ``max_seq_len``, the context lmforge's training, sampling and evaluation keep to, so the imported
@@ -161,6 +162,12 @@ _QWEN2 = {
     **{n: Field(HONOURED, "layer_types when the file has none: sliding_attention from layer max_window_layers on, "
                           "when use_sliding_window") for n in ("use_sliding_window", "max_window_layers")},
 }
+_QWEN3 = {
+    **_QWEN2,
+    "head_dim": Field(HONOURED, "head_dim (Qwen3Config's default: 128)"),
+    "attention_bias": Field(REFUSED, "biases on q, k, v and o but not the MLP, which lmforge does not build",
+                            (False, None)),
+}
 _MIXTRAL = {
     **_LLAMA_CORE,
     "num_local_experts": Field(HONOURED, "num_experts"),
@@ -217,21 +224,22 @@ _T5 = {
 
 CONFIG_FIELDS: dict[str, dict[str, Field]] = {
     kind: {**_COMMON, **fields} for kind, fields in (("gpt2", _GPT2), ("llama", _LLAMA), ("mistral", _MISTRAL),
-                                                       ("qwen2", _QWEN2), ("mixtral", _MIXTRAL), ("bert", _BERT),
+                                                       ("qwen2", _QWEN2), ("qwen3", _QWEN3), ("mixtral", _MIXTRAL), ("bert", _BERT),
                                                        ("t5", _T5))}
 # The language-model class of each supported model_type (hf_model_type: a ModelConfig's).
 HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                    "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM", "bert": "BertForMaskedLM",
+                    "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "mixtral": "MixtralForCausalLM", "bert": "BertForMaskedLM",
                     "t5": "T5ForConditionalGeneration"}
 FAMILIES = ("gpt2", "llama", "bert", "t5")   # the ModelConfig families with a transformers counterpart
 # Classes whose folder holds the trunk the LM class reads (the bare model: lmforge adds the tied head), and
 # a decoder's sequence classifier (a reward model: lmforge's score head, ModelConfig.num_labels).
 _CLASSIFIERS = {"gpt2": "GPT2ForSequenceClassification", "llama": "LlamaForSequenceClassification",
-                "qwen2": "Qwen2ForSequenceClassification"}
+                "qwen2": "Qwen2ForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification"}
 _ARCHITECTURES = {"gpt2": {"GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification"},
                   "llama": {"LlamaForCausalLM", "LlamaModel", "LlamaForSequenceClassification"},
                   "mistral": {"MistralForCausalLM", "MistralModel"},
                   "qwen2": {"Qwen2ForCausalLM", "Qwen2Model", "Qwen2ForSequenceClassification"},
+                  "qwen3": {"Qwen3ForCausalLM", "Qwen3Model", "Qwen3ForSequenceClassification"},
                   "mixtral": {"MixtralForCausalLM", "MixtralModel"},
                   "t5": {"T5ForConditionalGeneration", "T5Model"}}
 _EXACT_GELU, _TANH_GELU = ("gelu", "gelu_python"), ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -268,7 +276,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         raise InteropError(f"config.json: architectures={archs} is not supported for {kind}; expected one of "
                            f"{sorted(_ARCHITECTURES[kind])} (lmforge imports the language model, or a decoder's "
                            f"sequence classifier as a reward model)")
-    cfg = {"gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "mixtral": _mixtral, "bert": _bert,
+    cfg = {"gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "mixtral": _mixtral, "bert": _bert,
            "t5": _t5}[kind](_Reader(hf, kind))
     classifier = {a for a in archs if a.endswith("ForSequenceClassification")} if kind in _CLASSIFIERS else set()
     if classifier and classifier != set(archs):
@@ -326,10 +334,11 @@ def gpt2_query_scale(hf: dict, layer: int, head_dim: int) -> float:
 
 
 def _llama(get: _Reader, *, theta: float = 10_000.0, eps: float = 1e-6, max_len: int = 2048,
-           window: int | None = None, **fields) -> ModelConfig:
-    """``theta``, ``eps``, ``max_len``: the config class's defaults of rope_theta, rms_norm_eps and
-    max_position_embeddings (LlamaConfig's here; the descendants' from their readers, with their own
-    ModelConfig ``fields``); ``window``: a sliding window, which caps max_seq_len."""
+           head_dim: int | None = None, window: int | None = None, **fields) -> ModelConfig:
+    """``theta``, ``eps``, ``max_len``, ``head_dim``: the config class's defaults of rope_theta,
+    rms_norm_eps, max_position_embeddings and head_dim (None: hidden_size // num_attention_heads)
+    (LlamaConfig's here; the descendants' from their readers, with their own ModelConfig ``fields``);
+    ``window``: a sliding window, which caps max_seq_len."""
     # transformers reads rope_scaling (its 4.x name) before rope_parameters, and rope_theta inside either
     # before the top-level one.
     rope_key = "rope_scaling" if get("rope_scaling") else "rope_parameters"
@@ -352,7 +361,7 @@ def _llama(get: _Reader, *, theta: float = 10_000.0, eps: float = 1e-6, max_len:
     length = get("max_position_embeddings", max_len)
     length = length if window is None else min(length, window)
     return ModelConfig.llama(vocab_size=get.need("vocab_size"), num_layers=get.need("num_hidden_layers"), num_heads=n,
-                             num_kv_heads=get("num_key_value_heads", n), embed_dim=d, head_dim=get("head_dim", d // n),
+                             num_kv_heads=get("num_key_value_heads", n), embed_dim=d, head_dim=get("head_dim", head_dim or d // n),
                              mlp_dim=get.need("intermediate_size"), max_seq_len=length,
                              norm_eps=get("rms_norm_eps", eps), rope_theta=float(theta),
                              activation=get.choice("hidden_act", _GATED_ACT, "silu"),
@@ -375,6 +384,16 @@ def _mistral(get: _Reader) -> ModelConfig:
 
 def _qwen2(get: _Reader) -> ModelConfig:
     """Qwen2 / Qwen2.5: a Llama with biases on q, k and v (``qkv_bias``), sliding layers as ``layer_types`` say."""
+    return _llama(get, max_len=32768, window=_layer_window(get), qkv_bias=True)
+
+
+def _qwen3(get: _Reader) -> ModelConfig:
+    """Qwen3 (dense): a Llama with QK-norm (``qk_norm``) and no biases, sliding layers as Qwen2's."""
+    return _llama(get, max_len=32768, window=_layer_window(get), head_dim=128, qk_norm=True)
+
+
+def _layer_window(get: _Reader) -> int | None:
+    """Qwen's sliding window when a layer of ``layer_types`` (or of transformers' rule without it) slides."""
     n = get.need("num_hidden_layers")
     types = get("layer_types")
     if types is None:   # transformers' rule when the file has none
@@ -383,9 +402,9 @@ def _qwen2(get: _Reader) -> ModelConfig:
                  for i in range(n)]
     bad = [t for t in types if t not in ("full_attention", "sliding_attention")]
     if not isinstance(types, list) or len(types) != n or bad:
-        raise InteropError(f"config.json: layer_types={types!r} is not supported for qwen2; expected "
+        raise InteropError(f"config.json: layer_types={types!r} is not supported for {get.kind}; expected "
                            f"num_hidden_layers={n} entries, each full_attention or sliding_attention")
-    return _llama(get, max_len=32768, window=_window(get, "sliding_attention" in types), qkv_bias=True)
+    return _window(get, "sliding_attention" in types)
 
 
 def _mixtral(get: _Reader) -> ModelConfig:
@@ -475,8 +494,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
               "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_seq_len,
               "hidden_act": _GATED_TO_HF.get(act, act), "tie_word_embeddings": cfg.tie_embeddings,
               "attention_bias": cfg.use_bias, "mlp_bias": cfg.use_bias}
-        if kind == "qwen2":     # q, k, v biases are the architecture's, not a field
-            del hf["attention_bias"], hf["mlp_bias"]
+        if kind in ("qwen2", "qwen3"):   # qwen2: q, k, v biases are the architecture's, not a field
+            del hf["mlp_bias"]
+            if kind == "qwen2":
+                del hf["attention_bias"]
             hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers,
                       layer_types=["full_attention"] * cfg.num_layers)
         if kind == "mixtral":   # no bias fields (its projections have none); the experts
@@ -523,9 +544,13 @@ def hf_model_type(cfg: ModelConfig) -> str:
     if cfg.family not in FAMILIES:
         raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
                            f"{list(FAMILIES)}")
-    if cfg.family == "llama" and cfg.num_experts:
+    if cfg.family != "llama":
+        return cfg.family
+    if cfg.num_experts:
         return "mixtral"
-    return "qwen2" if cfg.family == "llama" and cfg.qkv_bias and not cfg.use_bias else cfg.family
+    if cfg.qk_norm:
+        return "qwen3"
+    return "qwen2" if cfg.qkv_bias and not cfg.use_bias else "llama"
 
 
 def _check_round_trip(cfg: ModelConfig, hf: dict) -> None:

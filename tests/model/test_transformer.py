@@ -23,6 +23,7 @@ CONFIGS = {
     "llama": ModelConfig.llama_tiny(),
     "gpt2_scan_remat": ModelConfig.gpt2_tiny(scan_layers=True, remat="full"),
     "llama_scan": ModelConfig.llama_tiny(scan_layers=True),
+    "qwen_qkv_bias_qk_norm": ModelConfig.llama_tiny(qkv_bias=True, qk_norm=True),   # Qwen2's biases, Qwen3's norms
 }
 
 

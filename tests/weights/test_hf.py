@@ -1,5 +1,5 @@
 """Hugging Face parity: same weights -> same logits as `transformers` (float32, CPU torch), both
-directions of conversion, for GPT-2, Llama (GQA), Mistral, Qwen2, Mixtral (MoE), BERT and T5; real all-MiniLM-L6-v2 weights give
+directions of conversion, for GPT-2, Llama (GQA), Mistral, Qwen2, Qwen3, Mixtral (MoE), BERT and T5; real all-MiniLM-L6-v2 weights give
 sentence-transformers' embeddings; a broken checkpoint folder is refused naming the tensor/field."""
 
 import json
@@ -48,6 +48,7 @@ def hf_models():
             **LLAMA, sliding_window=12)),
         "qwen2_tied": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
             **LLAMA, tie_word_embeddings=True, rope_theta=1e6)),
+        "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**LLAMA, head_dim=16)),
         "mixtral": lambda: transformers.MixtralForCausalLM(MIXTRAL),
         "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
             vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -92,6 +93,7 @@ PRESETS = {
     "llama_gqa": ModelConfig.llama_tiny(vocab_size=99),
     "llama_scan_tied": ModelConfig.llama_tiny(vocab_size=99, scan_layers=True, tie_embeddings=True),
     "qwen2": ModelConfig.llama_tiny(vocab_size=99, qkv_bias=True),
+    "qwen3_scan": ModelConfig.llama_tiny(vocab_size=99, qk_norm=True, scan_layers=True),
     "llama_moe": ModelConfig.llama_moe_tiny(vocab_size=99, experts_per_token=3),
     "llama_moe_scan_geglu": ModelConfig.llama_moe_tiny(vocab_size=99, scan_layers=True, activation="geglu"),
     "bert": ModelConfig.bert_tiny(vocab_size=99),

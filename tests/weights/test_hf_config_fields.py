@@ -50,6 +50,9 @@ TINY = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(
         vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(
+        vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, head_dim=8)),
     "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(
         vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, num_local_experts=4, num_experts_per_tok=2)),
@@ -84,7 +87,7 @@ COMMON = {
     "target_lookbehind": 3,
 }
 DROP = 0.3
-# Llama's flips that its descendants (Mistral, Qwen2, Mixtral) share.
+# Llama's flips that its descendants (Mistral, Qwen2, Qwen3, Mixtral) share.
 LLAMA_CORE = {
     "is_encoder_decoder": True, "vocab_size": 101, "hidden_size": 48, "intermediate_size": 40,
     "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 4, "hidden_act": "gelu_pytorch_tanh",
@@ -109,6 +112,10 @@ FLIPS = {
         "head_dim": 8,   # hidden_size // num_attention_heads: Qwen2Config has no such field, its modules read it
         "sliding_window": 16, "use_sliding_window": True, "max_window_layers": 1,
         "layer_types": ["full_attention", "full_attention"],
+    },
+    "qwen3": {
+        **LLAMA_CORE, "architectures": ["Qwen3Model"], "attention_bias": True, "sliding_window": 16,
+        "use_sliding_window": True, "max_window_layers": 1, "layer_types": ["full_attention", "full_attention"],
     },
     "mixtral": {
         **LLAMA_CORE, "architectures": ["MixtralModel"], "num_local_experts": 3, "num_experts_per_tok": 3,
@@ -141,6 +148,9 @@ MORE = {
               {"layer_types": ["full_attention", "sliding_attention"], "use_sliding_window": True,
                "sliding_window": 16},
               {"use_sliding_window": True, "max_window_layers": 1, "sliding_window": 16}],
+    "qwen3": [{"hidden_act": "silu", "tie_word_embeddings": True},
+              {"layer_types": ["sliding_attention", "full_attention"], "use_sliding_window": True,
+               "sliding_window": 16}],
     "mixtral": [{"hidden_act": "silu", "tie_word_embeddings": True}, {"num_local_experts": 8, "num_experts_per_tok": 2}],
     "bert": [{"hidden_act": "relu", "architectures": ["BertModel"]}, {"architectures": ["BertForPreTraining"]}],
     "t5": [{"feed_forward_proj": "gelu"}, {"feed_forward_proj": "gated-silu"},
@@ -159,6 +169,7 @@ UNSUPPORTED = {
                 {"architectures": ["MistralForTokenClassification"]}],
     "qwen2": [{"hidden_act": "gelu"}, {"layer_types": ["full_attention", "chunked_attention"]},
               {"mlp_bias": True}, {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}],
+    "qwen3": [{"hidden_act": "gelu"}, {"mlp_bias": True}, {"layer_types": ["full_attention", "chunked_attention"]}],
     "mixtral": [{"num_experts_per_tok": 1}, {"hidden_act": "gelu"}, {"attention_bias": True},
                 {"architectures": ["MixtralForSequenceClassification"]},
                 {"rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0}}],

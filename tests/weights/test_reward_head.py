@@ -1,5 +1,5 @@
 """The reward model's score head: a decoder with ``num_labels > 0`` scores each row at its last real
-token, as transformers' ``GPT2ForSequenceClassification`` / ``LlamaForSequenceClassification`` (and Qwen2's) do
+token, as transformers' ``GPT2ForSequenceClassification`` / ``LlamaForSequenceClassification`` (and Qwen2's, Qwen3's) do
 (same weights -> same scores, both directions of conversion); ``load_params(num_labels=)`` puts a
 fresh head on a language model; a reward model refuses to generate or give token log-probs."""
 
@@ -123,8 +123,9 @@ def test_a_pad_id_that_is_eos_is_said_on_import(tmp_path, capfd):
 @pytest.mark.parametrize("cfg", [ModelConfig.gpt2_tiny(vocab_size=99, num_labels=1),
                                  ModelConfig.llama_tiny(vocab_size=99, num_labels=1, scan_layers=True,
                                                         tie_embeddings=True),
-                                 ModelConfig.llama_tiny(vocab_size=99, num_labels=1, qkv_bias=True)],
-                         ids=["gpt2", "llama_scan_tied", "qwen2"])
+                                 ModelConfig.llama_tiny(vocab_size=99, num_labels=1, qkv_bias=True),
+                                 ModelConfig.llama_tiny(vocab_size=99, num_labels=1, qk_norm=True)],
+                         ids=["gpt2", "llama_scan_tied", "qwen2", "qwen3"])
 def test_export_to_transformers_gives_same_rewards(cfg, tmp_path):
     with use_mesh(ONE_DEVICE):
         _, pure, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(1)),
