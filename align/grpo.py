@@ -436,14 +436,19 @@ def read_problems(cfg, template, *, need_answers: bool = True, reward_fn=None, t
     """(train items, their prompt ids, held-out items) of a config with ``data`` (:class:`PromptDataConfig`)
     and ``synthetic_options``: the items whose prompt fits ``data.max_prompt_len`` and, with
     ``need_answers`` (rewards from the grader), that have a reference answer; what was left out is said.
-    Raises ValueError when no training problem is left, naming ``file:line`` for an answer the grader
+    Raises ValueError when no training problem is left, naming ``file:line`` for a conversation answered
+    through a tool (rollouts run none: ``lmforge.eval.chat.reference_tools``), for an answer the grader
     could never check (``lmforge.align.sft.check_graded``) or, given ``reward_fn``, for an item without
     a column the function requires (:func:`lmforge.align.rollouts.check_reward_columns`)."""
-    from lmforge.eval.chat import prompt_messages
+    from lmforge.eval.chat import prompt_messages, reference_tools
 
     train, test = read_items(cfg)
     kept, prompts, no_answer, long = [], [], 0, 0
     for it in train:
+        if tools := reference_tools(it["messages"]):   # (synthetic tool tasks are refused by the config)
+            raise ValueError(f"{it['where']}: the reference answer goes through the {'+'.join(tools)} tool, but "
+                             f"{task}'s rollouts run no tools (a completion would be a bare call, never the "
+                             f"answer); expected conversations answered in text")
         if need_answers and it.get("answer") is None:
             no_answer += 1
             continue

@@ -5,6 +5,7 @@ a reward, exact resume, LoRA with a KL to its base, the config's errors)."""
 import dataclasses
 import json
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -441,6 +442,23 @@ def test_a_task_answered_through_a_tool_is_refused_before_anything_is_written(tm
                  "data.synthetic=((calculator,1.0),)", "--workdir", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and not run.exists()
+
+
+def test_a_file_conversation_answered_through_a_tool_is_refused_naming_its_line(tmp_path):
+    """The same for a data file: a record whose reference answer is reached by a calculator call."""
+    from lmforge.align.grpo import read_problems
+    from lmforge.data.chat import format_call
+
+    text = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "#### 5"}]
+    tool = [{"role": "user", "content": "What is 2222 + 222?"},
+            {"role": "assistant", "content": format_call("calculator", expression="2222 + 222")},
+            {"role": "tool", "content": "2444"}, {"role": "assistant", "content": "#### 2444"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps({"messages": m, "answer": a}) + "\n" for m, a in ((text, 5), (tool, 2444))))
+    cfg = GRPOConfig(data=PromptDataConfig(path=str(path), val_fraction=0.0))
+    with pytest.raises(ValueError, match=rf"{path}:2: the reference answer goes through the calculator tool, but "
+                                         rf"GRPO's rollouts run no tools"):
+        read_problems(cfg, template=types.SimpleNamespace(prompt=lambda messages: np.zeros(3, np.int32)))
 
 
 def test_grpo_config_errors(base, tmp_path):
