@@ -38,6 +38,44 @@ def test_held_out_entities_never_reach_training_but_their_documents_are_retrieve
     assert all(it in held for it in sampled) and sampled == rag.questions(kb, dataclasses.replace(cfg, eval_facts=5))[1]
 
 
+def test_distractor_fraction_trains_that_share_as_refusals_with_passages_that_lack_the_answer():
+    kb = knowledge.KnowledgeBase.generate(60)
+    cfg = rag.RAGConfig(n_entities=60, train_fraction=0.5, k=2, paraphrases=2, eval_facts=0, distractor_fraction=0.25)
+    train, held = rag.questions(kb, cfg)
+    retriever = Retriever(kb.documents())
+    docs = dict(zip(kb.names, kb.documents()))
+    convs, picks = rag.context_conversations(retriever, kb, train, cfg)
+    refusals = [c for c in convs if c[-1]["content"] == knowledge.IDK]
+    assert len(convs) == len(train) and len(refusals) == sum(picks) == round(0.25 * len(train))
+    assert knowledge.is_idk(knowledge.IDK)                          # the interrogation recipe's refusal, scored as one
+    plain, _ = rag.context_conversations(retriever, kb, train, dataclasses.replace(cfg, distractor_fraction=0.0))
+    assert plain == [q + [it["messages"][1]] for q, it in zip(rag.open_book(retriever, train, cfg), train)]
+    for c, p, it, old in zip(convs, picks, train, plain):
+        assert [m["role"] for m in c] == ["system", "user", "assistant"] and c[1] == it["messages"][0]
+        if not p:
+            assert c == old                                          # the oracle conversations are untouched
+            continue
+        context = c[0]["content"]
+        assert c[-1]["content"] == knowledge.IDK and "[2] " in context and "[3] " not in context   # k passages
+        assert docs[it["entity"]] not in context and it["messages"][1]["content"] not in context
+    # seeded: the same picks again, others under another seed
+    assert rag.context_conversations(retriever, kb, train, cfg) == (convs, picks)
+    assert rag.distractor_picks(len(train), 0.25, seed=1) != picks
+    assert sum(rag.distractor_picks(len(train), 0.25, seed=1)) == sum(picks)
+    # every question, including those whose only content word is the name, gets k passages, never its own
+    own = rag.own_documents(kb)
+    for k in (1, 3):
+        shown = rag.distractor_passages(retriever, kb, held, k, seed=0)
+        assert all(len(idx) == k and own[it["entity"]] not in idx for it, idx in zip(held, shown))
+    bm25 = rag.distractor_passages(retriever, kb, held, 2, seed=0)
+    best = retriever.search_batch([it["messages"][0]["content"] for it in held], 3)
+    for it, idx, hs in zip(held, bm25, best):                      # BM25's near misses first, best first
+        near = [h.index for h in hs if h.index != own[it["entity"]]][:2]
+        assert idx[:len(near)] == near
+    with pytest.raises(ValueError, match="expected Retriever"):
+        rag.distractor_passages(Retriever(kb.documents()[:-1]), kb, held, 2, seed=0)
+
+
 def test_tool_retrieval_trains_the_call_and_the_answer_never_the_result(tok_dir):
     from lmforge.data import load_tokenizer
     from lmforge.data.chat import chat_template_for
@@ -95,6 +133,16 @@ def test_report_arithmetic():
                                              "I'm sorry, I don't know."], [True, True, True, False])
     closed = rag.score_replies(items, ["1874", "no", "no", "no"], [True, True, True, False])
     m = rag.metrics({"open_book": open_records, "closed_book": closed})
+    distracted = rag.score_replies(items, ["I'm sorry, I don't know.", "E1 was born in 1874.", "In 1900.",
+                                           "I'm sorry, I don't know."], [False] * 4)
+    with_d = rag.metrics({"open_book": open_records, "closed_book": closed, "distractors": distracted})
+    assert with_d == {**m, "distractors/train/accuracy": 0.5, "distractors/train/idk": 0.5,
+                      "distractors/heldout/accuracy": 0.0, "distractors/heldout/idk": 0.5}
+    table = rag.format_table(with_d)
+    assert table.splitlines()[0].split()[-1] == "distractors" and "distractors" not in rag.format_table(m)
+    assert table.splitlines()[2].split()[-3:] == ["0.0%", "0.0%", "50.0%"]      # train idk: open, closed, distractors
+    assert rag.eval_modes(rag.RAGConfig()) == rag.MODES == ("open_book", "closed_book", "distractors")
+    assert rag.eval_modes(rag.RAGConfig(retrieval="tool")) == ("open_book", "closed_book")
     assert m["open_book/train/accuracy"] == 0.5 and m["open_book/heldout/accuracy"] == 0.5
     assert m["open_book/heldout/idk"] == 0.5 and m["retrieval/heldout/recall"] == 0.5
     assert m["closed_book/train/accuracy"] == 0.5 and m["closed_book/heldout/accuracy"] == 0.0
@@ -109,7 +157,12 @@ def test_bad_configs_are_one_line_errors(tmp_path):
     for kw, match in ((dict(paraphrases=3), "paraphrases=3: expected 1 or 2"), (dict(k=0), "k=0"),
                       (dict(train_fraction=1.0), "train_fraction=1.0"), (dict(overflow="wrap"), "overflow='wrap'"),
                       (dict(retrieval="dense"), "retrieval='dense': expected one of context, tool"),
-                      (dict(max_calls=0), "max_calls=0")):
+                      (dict(max_calls=0), "max_calls=0"),
+                      (dict(distractor_fraction=1.0), r"distractor_fraction=1.0: expected \[0, 1\)"),
+                      (dict(distractor_fraction=-0.1), r"distractor_fraction=-0.1: expected \[0, 1\)"),
+                      (dict(distractor_fraction=float("nan")), r"distractor_fraction=nan: expected \[0, 1\)"),
+                      (dict(distractor_fraction=0.25, retrieval="tool"),
+                       "distractor_fraction=0.25 with retrieval='tool': expected 0")):
         with pytest.raises(ValueError, match=match) as e:
             rag.RAGConfig(**kw)
         assert "\n" not in str(e.value)
@@ -130,11 +183,17 @@ def test_smoke_experiment_end_to_end_and_resume(variant, long_base, tmp_path, ca
     trained = [json.loads(x)["messages"] for x in (workdir / "rag_data" / "train.jsonl").read_text().splitlines()]
     first = "user" if cfg.retrieval == "tool" else "system"
     assert all(c[0]["role"] == first and c[-1]["role"] == "assistant" for c in trained)
-    for mode in rag.MODES:
+    report = json.loads((workdir / "report.json").read_text())
+    n_idk = sum(c[-1]["content"] == knowledge.IDK for c in trained)
+    assert n_idk == report["training"]["distractors"] == round(cfg.distractor_fraction * len(trained))
+    assert (n_idk > 0) == (variant == "smoke")                       # smoke takes the distractor path
+    for mode in rag.eval_modes(cfg):
         records = [json.loads(x) for x in (workdir / "rag" / f"heldout_{mode}.jsonl").read_text().splitlines()]
         assert len(records) == len(kb.facts)
         assert all(("calls" in r) == (cfg.retrieval == "tool") for r in records)
-    report = json.loads((workdir / "report.json").read_text())
+        if mode == "distractors":                                  # never the entity's own document
+            assert not any(r["found"] for r in records)
+    assert ("distractors/heldout/idk" in out) == (cfg.retrieval == "context")
     for key, value in report["metrics"].items():
         assert value is None or out[key] == pytest.approx(value)
     capsys.readouterr()
