@@ -39,13 +39,19 @@ nanochat's synthetic tasks (``tasks/spellingbee.py``); the code is our own.
 
 Splits are disjoint by construction: a problem's canonical key (arithmetic: the numbers and
 operations, not the names or wording; letter tasks: the word; decimal_compare: the unordered
-pair; identity/smalltalk: the user's text; refusal: the prompt) is hashed (BLAKE2b) and a
-fixed ``TEST_FRACTION`` of the key space is the test split. The two arithmetic tasks share one
-key space, and so do letter_count and spelling (a test word is never spelled out in training).
-Identity and smalltalk are disjoint only in their exact text: they have ~35 underlying questions,
-and a test question is a training one with another greeting, case or ending ("Do you remember
-me?" vs "Hi! do you remember me??"), so their held-out accuracy says the identity was learnt on
-these questions, not that it carries to new wordings.
+pair; refusal: the prompt) is hashed (BLAKE2b) and a fixed ``TEST_FRACTION`` of the key space is
+the test split. The two arithmetic tasks share one key space, and so do letter_count and spelling
+(a test word is never spelled out in training). Identity and smalltalk have few underlying
+questions (35 identity questions in 7 categories, 38 smalltalk lines in 6 intents), which a hash
+of 10% would leave whole categories untested by: their key is the underlying question (the line
+before a greeting, case or ending is put on it), and one question of each category (intent) is
+held out (``held_out_lines``: the one whose hash is lowest). A test identity question is one the
+model never trained on, asked about something it did (its name, its maker, ...), so held-out
+accuracy says whether the identity carries to new questions; a smalltalk conversation is in the
+test split when one of its lines is held out. (Before 2026-12-03 the key was the user's whole
+text, so a test question was a training one with another greeting or case.) The identity grader
+checks the name only: on never-trained questions a small model keeps the name but often gives
+another category's answer (``experiments/sft/sft_chat.py``).
 Drawing is a seeded rejection loop, so ``generate(..., n)`` is a prefix of the same call with a
 larger ``n``. The graders (``check_answer``, ``extract_answer``) are in ``lmforge.data.grading``.
 
@@ -95,10 +101,25 @@ OPTIONS: dict[str, tuple[tuple[str, ...], type, object]] = {
 }
 
 
+def _digest(family: str, key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{family}\x00{key}".encode(), digest_size=8).digest(), "big")
+
+
 def split_of(family: str, key: str) -> str:
-    """``"test"`` for a fixed ``TEST_FRACTION`` of the keys of ``family`` (by BLAKE2b), else ``"train"``."""
-    digest = hashlib.blake2b(f"{family}\x00{key}".encode(), digest_size=8).digest()
-    return "test" if int.from_bytes(digest, "big") < TEST_FRACTION * 2**64 else "train"
+    """``"test"`` for a fixed ``TEST_FRACTION`` of the keys of ``family`` (by BLAKE2b), else ``"train"``;
+    for ``identity`` and ``smalltalk``, ``"test"`` when a line of the key (lines joined by `` | ``) is
+    one of :func:`held_out_lines`."""
+    if family in ("identity", "smalltalk"):
+        return "test" if set(key.split(" | ")) & held_out_lines(family) else "train"
+    return "test" if _digest(family, key) < TEST_FRACTION * 2**64 else "train"
+
+
+@functools.lru_cache(maxsize=None)
+def held_out_lines(family: str) -> frozenset[str]:
+    """The test split's questions of ``identity`` (or lines of ``smalltalk``): one per category (intent),
+    the one whose BLAKE2b hash is lowest, so every category is both trained on and tested."""
+    table = {"identity": _ID_QA, "smalltalk": _SMALLTALK}[family]
+    return frozenset(min(lines, key=lambda q: _digest(family, q)) for lines, _ in table.values())
 
 
 def _int(rng: random.Random, lo: int, hi: int) -> int:
@@ -310,14 +331,13 @@ _SYSTEMS = ("You are {name}, a helpful AI assistant made by {maker}.", "You are 
 
 def _identity_sample(rng: random.Random, opts: dict, split: str):
     category = _pick(rng, _ID_CATEGORIES)
-    question, prefix = _pick(rng, _ID_QA[category][0]), _pick(rng, _ID_PREFIX)
-    if prefix.endswith(", "):
-        question = question[0].lower() + question[1:]
+    base, prefix = _pick(rng, _ID_QA[category][0]), _pick(rng, _ID_PREFIX)
+    question = base[0].lower() + base[1:] if prefix.endswith(", ") else base
     end = "." if question.startswith(("Introduce", "Tell", "introduce", "tell")) else _pick(rng, ("?", "?", "", "??"))
     question = prefix + question + end
     if rng.random() < 0.2:
         question = question.lower()
-    return question, (category, question)
+    return base, (category, question)   # the key: the underlying question (split_of)
 
 
 def _identity_render(rng: random.Random, params, opts: dict):
@@ -387,9 +407,11 @@ _INTENTS = tuple(_SMALLTALK)
 _PUNCT = ("", "!", ".", " :)")
 
 
-def _smalltalk_line(rng: random.Random, intent: str) -> str:
-    line = _pick(rng, _SMALLTALK[intent][0]) + ("?" if intent == "how" else _pick(rng, _PUNCT))
-    return line.lower() if rng.random() < 0.3 else line
+def _smalltalk_line(rng: random.Random, intent: str) -> tuple[str, str]:
+    """(the underlying line, the line as the user writes it)."""
+    base = _pick(rng, _SMALLTALK[intent][0])
+    line = base + ("?" if intent == "how" else _pick(rng, _PUNCT))
+    return base, line.lower() if rng.random() < 0.3 else line
 
 
 def _smalltalk_sample(rng: random.Random, opts: dict, split: str):
@@ -398,8 +420,8 @@ def _smalltalk_sample(rng: random.Random, opts: dict, split: str):
         intents.append(_pick(rng, ("how", "meet")))
     elif intents[0] == "thanks" and rng.random() < 0.4:
         intents.append("bye")
-    users = [_smalltalk_line(rng, i) for i in intents]
-    return " | ".join(users), (intents, users)
+    bases, users = zip(*(_smalltalk_line(rng, i) for i in intents))
+    return " | ".join(bases), (intents, list(users))   # the key: the underlying lines (split_of)
 
 
 def _smalltalk_render(rng: random.Random, params, opts: dict):

@@ -26,7 +26,7 @@ Held-out: 400 conversations of the test split, 200 graded replies (greedy, 160 t
 
     held-out               base    step 250   step 500
     loss (trained tokens)  4.946   0.807      0.609
-    identity               0.000   1.000      0.980   (the name "Forge" in the reply; seen questions, reworded)
+    identity               0.000   1.000      0.980   (the name "Forge" in the reply; the old split: seen questions, reworded)
     letter_count           0.000   0.783      0.739
     arithmetic             0.000   0.035      0.059   (#### answer exact)
     decimal_compare        0.000   0.000      0.000
@@ -38,6 +38,25 @@ from the prompt or computing: "Lia starts with 29 beads. Twice as many: 29 * 2 =
 this size and budget does not reach the issue's >= 0.5 on the mixture's arithmetic (2-4
 operations on numbers up to ~100); spelling fails as BPE hides the letters of a word from a model
 this small. ``:small_worked`` reaches it on arithmetic alone with smaller numbers (below).
+
+The identity row was measured when a held-out identity question was a training question with
+another greeting or case. Since 2026-12-03 one question of each of the 7 categories is held out
+(``lmforge.data.synthetic.held_out_lines``). Side by side on the same base, identity and smalltalk
+alone (2,000 conversations, 150 steps, 53 identity replies graded; 37-43 s each, 2026-12-03):
+
+    lmforge run experiments/sft/sft_chat.py:smoke init_from=runs/base256 \
+        'data.synthetic=((identity,1.0),(smalltalk,0.5))' steps=150 data.train_size=2000 \
+        data.test_size=80 eval_generate=80 eval_max_new_tokens=48
+
+    held-out identity questions      the name in the reply   the category's own answer, exactly
+    old split (reworded, seen)       46 of 53                 8 of 53
+    new split (never trained on)     48 of 53                 1 of 53
+
+The grader (the name in the reply) is met on new questions as on seen ones. The answer mostly is not
+the question's: "Are you a real person?" gets the memory answer ("I'm Forge, and I don't keep memories
+between chats"). At this size and budget the model has learnt to say its name, not to tell its
+categories' new questions apart. The exact-answer column was counted by hand from
+``eval_samples.jsonl``; it is not a metric of the run.
 
 ``:small_worked`` vs ``:small_answer_first``: arithmetic alone, two operations, every number and
 running total <= 20 (``max_value=20``: 3,169 distinct train problems among the 8,000 conversations,

@@ -47,6 +47,30 @@ def test_shared_key_spaces_keep_test_problems_out_of_every_training_task():
     assert not test_words & train_words                        # a test word is never spelled out in training
 
 
+def _underlying(text: str) -> str:
+    """A user line without the greeting, case and ending put on it."""
+    text = re.sub(r"^(hi!|hey,|quick question:|hello\.|just curious:)\s*", "", text.lower())
+    return re.sub(r"[?.!:) ]+$", "", text)
+
+
+def test_identity_and_smalltalk_test_questions_are_new_questions_of_trained_categories():
+    """The held-out identity questions are questions never trained on, with another wording or not (before,
+    a test question was a training one with another greeting or case), and every category is in both
+    splits; a held-out smalltalk line never appears in training."""
+    from lmforge.data.synthetic import _ID_QA, held_out_lines
+
+    train, test = generate("identity", 3000), generate("identity", 300, split="test")
+    asked = lambda items: {_underlying(it["messages"][-2]["content"]) for it in items}   # noqa: E731
+    assert asked(train) and not asked(train) & asked(test)
+    category = {q.lower(): c for c, (questions, _) in _ID_QA.items() for q in questions}
+    assert {category[q] for q in asked(test)} == {category[q] for q in asked(train)} == set(_ID_QA)
+    held = {line.lower() for line in held_out_lines("smalltalk")}
+    talk = generate("smalltalk", 3000)
+    assert not {_underlying(m["content"]) for it in talk for m in it["messages"] if m["role"] == "user"} & held
+    assert all(set(it["key"].split(" | ")) & held_out_lines("smalltalk") for it in generate("smalltalk", 100,
+                                                                                              split="test"))
+
+
 def _perturb(task, reply, answer):
     """The same reply with a wrong final answer."""
     if task == "identity":
@@ -133,7 +157,8 @@ def test_identity_and_smalltalk_use_the_options():
     assert len({it["messages"][-2]["content"] for it in items}) > 50   # many phrasings
     talk = generate("smalltalk", 200, name="Quill")
     assert any("Quill" in it["messages"][-1]["content"] for it in talk)
-    assert any(len(it["messages"]) == 4 for it in talk) and len({it["key"] for it in talk}) > 60
+    users = {" | ".join(m["content"] for m in it["messages"] if m["role"] == "user") for it in talk}
+    assert any(len(it["messages"]) == 4 for it in talk) and len(users) > 60
     for bad in ({"name": ""}, {"maker": "  "}):   # "I'm , an AI assistant": refused, not rendered
         with pytest.raises(ValueError, match=rf"option {next(iter(bad))}=.* expected a non-empty string"):
             generate("identity", 2, **bad)
