@@ -336,7 +336,7 @@ class HFChatTemplate:
         for i, m in enumerate(messages):
             if m.get("role") != "assistant":
                 continue
-            base = self._call(messages[:i], False, None, tools)
+            base = self._call(messages[:i], False, None, tools) if i else self._before_content(messages[0], tools)
             upto = self._call(messages[:i + 1], False, None, tools)
             if not (text.startswith(upto) and upto.startswith(base)):
                 raise ValueError(
@@ -345,7 +345,7 @@ class HFChatTemplate:
                     f"{{% generation %}} blocks, or train_on='all'")
             # What the model writes after the generation prompt: a prompt that the turn does not begin
             # with verbatim (a stray newline after it) still ends where the two texts part.
-            head = self._call(messages[:i], True, None, tools)
+            head = self._call(messages[:i], True, None, tools) if i else base
             start = max(len(base), len(os.path.commonprefix([head, upto])))
             end = len(upto)
             tail = upto[start:].rstrip()
@@ -353,6 +353,16 @@ class HFChatTemplate:
                 end = start + len(tail)
             spans.append((start, end))
         return text, spans
+
+    def _before_content(self, message: dict, tools) -> str:
+        """What a conversation that opens with ``message`` renders before its content (the role header a
+        generation prompt would write, and any system text the template adds): the base of the first
+        turn's loss span. Not the empty conversation's render: templates read ``messages[0]`` outside
+        their loop (Qwen2.5's), which an empty list fails. "" when the template does not show the
+        content verbatim."""
+        marker = "\x00lmforge-content\x00"
+        text = self._call([{**message, "content": marker}], False, None, tools)
+        return text[:text.index(marker)] if marker in text else ""
 
     def _call(self, messages, add_generation_prompt: bool, spans: list | None, tools=None) -> str:
         import jinja2

@@ -264,6 +264,21 @@ def test_tools_and_tool_calls_render_and_tokenize_as_transformers(tmp_path):
     assert "<tool_response>" not in learned and "Evaluates" not in learned
 
 
+def test_a_conversation_opening_with_an_assistant_turn_under_a_template_that_reads_messages_0(tmp_path):
+    """Qwen2.5's template reads ``messages[0]`` outside its loop, so the empty conversation the first turn's
+    mask was measured against made it fail ("the chat template refused the conversation"), stopping SFT
+    on a record that opens with a greeting. Its mask now starts after the role header, as later turns'."""
+    folder = gpt2_style(tmp_path / "tools", CHATML_TOOLS)
+    tok, hf = load_tokenizer(folder), _hf(folder)
+    chat = chat_template_for(tok)
+    conv = [{"role": "assistant", "content": "Hi, how can I help?"}, {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4."}]
+    for tools in (None, TOOLS):
+        ids, w = chat.encode(conv, tools=tools)
+        assert ids.tolist() == hf.apply_chat_template(conv, tools=tools, return_dict=False)
+        assert tok.decode(ids[w > 0].tolist()) == "Hi, how can I help?<|im_end|>4.<|im_end|>"
+
+
 def test_assistant_mask_from_generation_blocks_equals_transformers_and_prefixes(folders, tmp_path):
     tok, hf = load_tokenizer(folders["gpt2"]), _hf(folders["gpt2"])
     chat = chat_template_for(tok)
