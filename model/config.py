@@ -46,9 +46,10 @@ class ModelRuntime:
     cuDNN or flash on GPUs, splash on TPUs) becomes ``xla`` when loaded (``lmforge.weights.load_params``)."""
     attention: str = ""              # "" or one of ATTENTION_BACKENDS
     remat: str = ""                  # "" or one of REMAT_POLICIES
+    dtype: str = ""                  # "" or one of DTYPES: the compute dtype (bfloat16 on accelerators); weights keep theirs
 
     def __post_init__(self):
-        for name, allowed in (("attention", ATTENTION_BACKENDS), ("remat", REMAT_POLICIES)):
+        for name, allowed in (("attention", ATTENTION_BACKENDS), ("remat", REMAT_POLICIES), ("dtype", DTYPES)):
             if getattr(self, name) not in ("", *allowed):
                 raise ValueError(f"model.{name}={getattr(self, name)!r}; expected \"\" (the source's) or one of {allowed}")
 

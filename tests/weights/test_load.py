@@ -102,6 +102,14 @@ def test_runtime_settings_of_a_loaded_model(run, tmp_path, capsys):
     np.testing.assert_allclose(logits(chosen), logits(plain), atol=1e-5)
     with pytest.raises(ValueError, match="model.remat='fast'; expected"):
         ModelRuntime(remat="fast")
+    # bf16 compute over the source's float32 weights (a transformers folder imports as float32)
+    half = load_params(tmp_path / "m", ONE, runtime=ModelRuntime(dtype="bfloat16"))
+    assert (half.cfg.dtype, half.cfg.param_dtype) == ("bfloat16", "float32")
+    assert jax.tree.leaves(half.params)[0].dtype == jnp.float32
+    gap = float(jnp.abs(logits(half) - logits(plain)).max())   # logits come back float32: rounding tells
+    assert 1e-4 < gap < 0.1, gap
+    with pytest.raises(ValueError, match="model.dtype='fp8'; expected"):
+        ModelRuntime(dtype="fp8")
 
 
 def test_bad_sources_are_one_line_errors(run, tmp_path):
