@@ -33,6 +33,10 @@ Choices:
   layers) is full causal attention over sequences no longer than the window: the window caps
   ``max_seq_len``, the context lmforge's training, sampling and evaluation keep to, so the imported
   model computes what transformers computes within it (Mistral 7B v0.1: 4,096 of its 32,768).
+- Mixtral's training loss weights travel with it: ``router_aux_loss_coef`` is ``moe_aux_loss / k``
+  (transformers' load-balancing loss is k times lmforge's; it pools the layers' tokens where lmforge
+  averages per-layer losses, so the two are close, not equal, when layers route differently), and
+  an imported Mixtral has no router z-loss (``moe_z_loss = 0``), as transformers trains it.
 - Mixtral (``model_type`` ``mixtral``) is a Llama whose every FFN is a mixture of experts: it imports
   as ``family=llama`` with ``num_experts`` / ``experts_per_token`` and dropless routing (top-k of the
   float32 softmax, renormalised: ``model/moe.py``), and a Llama with experts exports as
@@ -176,8 +180,9 @@ _MIXTRAL = {
     "sliding_window": Field(HONOURED, _SLIDING),
     **_inert("the router's logits as an extra output, and its load-balancing loss in transformers' training loss",
              "output_router_logits"),
-    **_inert("the load-balancing loss weight of transformers' training (lmforge's: model.moe_aux_loss)",
-             "router_aux_loss_coef"),
+    "router_aux_loss_coef": Field(HONOURED, "moe_aux_loss = router_aux_loss_coef * num_experts_per_tok (transformers' "
+                                            "load-balancing loss is k times lmforge's); training only, with "
+                                            "moe_z_loss = 0 (Mixtral has no router z-loss)"),
     **_inert("noise on the router's input in training only", "router_jitter_noise"),
 }
 _BERT = {
@@ -416,8 +421,11 @@ def _mixtral(get: _Reader) -> ModelConfig:
         raise InteropError(f"config.json: num_experts_per_tok={k!r} is not supported for mixtral; expected an int in "
                            f"[2, num_local_experts={e}] (with 1, Mixtral gives the one expert weight 1, lmforge "
                            f"its router probability)")
+    coef = get("router_aux_loss_coef", 0.001)
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not coef >= 0:
+        raise InteropError(f"config.json: router_aux_loss_coef={coef!r}; expected a loss weight (a number >= 0)")
     return _llama(get, theta=1_000_000.0, eps=1e-5, max_len=4096 * 32, window=_window(get), num_experts=e,
-                  experts_per_token=k, moe_capacity_factor=0.0)
+                  experts_per_token=k, moe_capacity_factor=0.0, moe_aux_loss=float(coef) * k, moe_z_loss=0.0)
 
 
 def _bert(get: _Reader) -> ModelConfig:

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from lmforge.model import ModelConfig, axis_rules, build_model, create_sharded, mean_pool
-from lmforge.weights.hf import InteropError, load_hf, merge_params, save_hf
+from lmforge.weights.hf import InteropError, config_to_hf, load_hf, merge_params, save_hf
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
 from lmforge.model.sharding import use_mesh
 from lmforge.train.mesh import MeshConfig as _MeshConfig, make_mesh as _make_mesh
@@ -170,6 +170,8 @@ def test_mixtral_fused_layout_and_transformers_load_balancing_loss(tmp_path):
     model.config.to_json_file(tmp_path / "config.json")
     cfg, pure, unused = load_hf(tmp_path)
     assert cfg.num_experts == 4 and cfg.experts_per_token == 2 and cfg.moe_capacity_factor == 0 and not unused
+    assert (cfg.moe_aux_loss, cfg.moe_z_loss) == (pytest.approx(0.002), 0.0)   # router_aux_loss_coef 0.001 * k
+    assert config_to_hf(cfg)["router_aux_loss_coef"] == pytest.approx(0.001)       # back as it came
     np.testing.assert_allclose(our_logits(cfg, pure), hf_logits(model, False), atol=1e-4, rtol=0)
 
     logits = np.random.RandomState(0).randn(2, 12, 4).astype(np.float32)
