@@ -231,6 +231,9 @@ class DecoderLM(nnx.Module):
         b, t = tokens.shape
         if cache is not None and t > cache["k"].shape[2]:
             raise ValueError(f"{t} tokens do not fit a KV cache of {cache['k'].shape[2]} slots (init_cache max_len)")
+        if cache is None and t > cfg.max_seq_len:   # learned positions would clamp; a sliding window would slide
+            raise ValueError(f"{t} tokens exceed model.max_seq_len={cfg.max_seq_len}, the context this model computes "
+                             f"(lmforge.infer.text continues longer texts in windows)")
         if positions is None:
             start = 0 if cache is None else cache["index"]
             positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))

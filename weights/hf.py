@@ -418,6 +418,11 @@ def load_hf(folder, *, model_cfg: ModelConfig | None = None) -> tuple[ModelConfi
         _fold_query_scale(flat, hf, cfg)
     if cfg.num_labels:
         _note_classifier_pad(folder, hf)
+    if hf and cfg.max_seq_len < (hf.get("max_position_embeddings") or cfg.max_seq_len):   # a sliding window
+        import sys
+        print(f"lmforge: {folder}: sliding_window={hf.get('sliding_window')} caps the context at max_seq_len="
+              f"{cfg.max_seq_len} (max_position_embeddings={hf['max_position_embeddings']}): within it, sliding "
+              f"attention is full causal attention", file=sys.stderr, flush=True)
     if cfg.scan_layers:
         flat = _stack_layers(flat, cfg.num_layers)
     return cfg, unflatten(flat), unused
@@ -477,19 +482,39 @@ def save_hf(folder, cfg: ModelConfig, pure: dict, *, tokenizer_dir=None) -> path
                                f"{cfg.vocab_size} rows")
         ids = save_hf_tokenizer(folder, tokenizer, tokenizer_dir, architecture=cfg.architecture,
                                 max_length=None if cfg.family == "t5" else cfg.max_seq_len)
+        carried = getattr(tokenizer, "generation_config", None) or {}   # a transformers source's, kept by its tokenizer
+        if ids["bos_token_id"] is None and isinstance(carried.get("bos_token_id"), int):
+            ids["bos_token_id"] = carried["bos_token_id"]
         config.update(ids)
-        generation = dict(ids)
+        generation = _generation_config(carried, ids)
         if cfg.architecture == "encoder_decoder":   # lmforge's sampler starts the decoder at bos
             config["decoder_start_token_id"] = generation["decoder_start_token_id"] = ids["bos_token_id"]
         if cfg.num_labels:
             _note_classifier_pad(folder, ids)
         if tokenizer.vocab_size < cfg.vocab_size:
-            generation["suppress_tokens"] = list(range(tokenizer.vocab_size, cfg.vocab_size))
+            padded = range(tokenizer.vocab_size, cfg.vocab_size)
+            generation["suppress_tokens"] = sorted({*generation.get("suppress_tokens", ()), *padded})
         if cfg.architecture != "encoder" and not cfg.num_labels:   # encoders and reward models do not generate
             (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        else:
+            (folder / "generation_config.json").unlink(missing_ok=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return folder
+
+
+def _generation_config(carried: Mapping, ids: Mapping) -> dict:
+    """The exported ``generation_config.json``: the source model's (``carried``: its stop ids and sampling
+    defaults, when it came from transformers) with the tokenizer's special ``ids`` over it, eos joined
+    to the source's stop ids (Qwen2.5 stops at ``<|im_end|>`` and ``<|endoftext|>``)."""
+    out = {k: v for k, v in carried.items() if k not in ("transformers_version", "_from_model_config")}
+    stops = carried.get("eos_token_id")
+    stops = [stops] if isinstance(stops, int) else list(stops or [])
+    out.update({k: v for k, v in ids.items() if v is not None or k not in out})
+    if ids["eos_token_id"] is not None and stops:
+        joined = list(dict.fromkeys([ids["eos_token_id"], *stops]))
+        out["eos_token_id"] = joined[0] if len(joined) == 1 else joined
+    return out
 
 
 def _stack_layers(flat: dict, num_layers: int) -> dict:

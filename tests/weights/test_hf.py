@@ -199,6 +199,17 @@ def test_mixtral_refusals_name_the_field_or_tensor(tmp_path):
         save_hf(tmp_path / "out", ModelConfig.llama_moe_tiny(vocab_size=99, num_shared_experts=1), {})
 
 
+def test_a_sliding_window_caps_the_context_and_says_so(tmp_path, capfd):
+    torch.manual_seed(0)
+    transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA, sliding_window=8)).save_pretrained(tmp_path)
+    capfd.readouterr()
+    cfg, pure, _ = load_hf(tmp_path)
+    assert cfg.max_seq_len == 8
+    assert "sliding_window=8 caps the context at max_seq_len=8 (max_position_embeddings=64)" in capfd.readouterr().err
+    with use_mesh(ONE_DEVICE), pytest.raises(ValueError, match="12 tokens exceed model.max_seq_len=8"):
+        merge_params(cfg, pure)(jnp.asarray(TOKENS))   # past the window transformers' logits differ
+
+
 # --- bad input ---------------------------------------------------------------------------------------
 @pytest.fixture
 def gpt2_folder(tmp_path):
