@@ -17,11 +17,13 @@ Choices:
 - At most ``max_rows`` rows (prompts x n) go through one call of the sampler: more prompts are
   taken in consecutive groups, so an evaluation over thousands of prompts never builds a
   thousands-row KV cache.
-- Generation past ``max_seq_len``: in windows of ``max_seq_len - max_seq_len // 2`` new tokens;
-  after each, the model re-reads the last ``max_seq_len // 2`` tokens (a fresh prefill at positions
-  0..) and continues — nanoGPT's cropping, with one re-prefill per half window instead of per
-  token. Every window after the first is padded to one width: one compiled shape for all of them.
-  Log-probabilities of tokens after the first window are under the cropped context.
+- Generation past ``max_seq_len``: the first window fills the context (the prompt and up to
+  ``max_seq_len`` tokens in all, as transformers generates them); then the model re-reads the last
+  ``max_seq_len // 2`` tokens (a fresh prefill at positions 0..) and writes
+  ``max_seq_len - max_seq_len // 2`` more, and so on — nanoGPT's cropping, with one re-prefill per
+  half window instead of per token. Every window after the first is padded to one width: one
+  compiled shape for all of them. Log-probabilities of tokens after the first window are under the
+  cropped context.
 - Streaming (``generate_ids(..., stream=fn)``, e.g. ``lmforge chat``): ``fn(step, tokens, live)``
   sees the real rows only (``len(prompts) · n``, not the bucket's filler rows), with ``step``
   counting on across windows; returning True stops the generation (finish reason "cancelled").
@@ -265,7 +267,8 @@ class Sampler:
         one = dataclasses.replace(cfg, n=1)
         while live and remaining:
             contexts = [(rows[r][1] + tokens[r])[-keep:] if window else rows[r][1] for r in live]
-            new = min(per_window, max_len - max(map(len, contexts)), remaining)
+            # the first window fills the context; each later one, half of it (its first half re-read)
+            new = min(per_window if window else max_len, max_len - max(map(len, contexts)), remaining)
             out = self._batch(contexts, dataclasses.replace(one, max_new_tokens=new),
                               rng if window == 0 else jax.random.fold_in(rng, window), min_width=keep,
                               stream=None if stream is None else _window_stream(stream, live, len(rows),

@@ -164,7 +164,7 @@ def test_long_prompts_keep_their_last_tokens_and_empty_ones_are_errors(models, c
         run(mesh, graphdef, params, [[1, 2], []])
 
 
-def test_generation_past_max_seq_len_continues_in_half_windows():
+def test_generation_past_max_seq_len_fills_the_context_then_continues_in_half_windows():
     # A larger init than the presets' makes greedy decoding wander instead of repeating one token,
     # so a wrong context after a window shift shows up in the tokens.
     mesh = one_device_mesh()
@@ -172,11 +172,12 @@ def test_generation_past_max_seq_len_continues_in_half_windows():
     L, n, greedy = 32, 40, SamplingConfig(max_new_tokens=40, temperature=0.0)
     for prompt in (PROMPTS[0], PROMPTS[2]):
         got = run(mesh, graphdef, params, [prompt], greedy, max_seq_len=L)[0]
-        # The reference: write up to L - L // 2 tokens (fewer when the prompt leaves less room),
-        # then re-read the last L // 2 tokens and go on.
+        # The reference: fill the context (the prompt and L tokens in all, as transformers does; the first
+        # window had stopped at L // 2 new tokens, cropping a context with room left), then re-read the last
+        # L // 2 tokens, write L - L // 2 more, and go on.
         expected, context = [], list(prompt)
         while len(expected) < n:
-            k = min(n - len(expected), L - L // 2, L - len(context))
+            k = min(n - len(expected), L - len(context))
             expected += naive_greedy(mesh, graphdef, params, context, k)
             context = (list(prompt) + expected)[-(L // 2):]
         assert got == expected and len(set(got)) > 10
