@@ -62,6 +62,7 @@ TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 TEMPLATE_FILE = "chat_template.jinja"
 SPECIAL_MAP_FILE = "special_tokens_map.json"
+GENERATION_FILE = "generation_config.json"   # the model's, beside its tokenizer: carried to an export
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -81,7 +82,7 @@ class HFTokenizer:
     """
 
     def __init__(self, tokenizer_json: str, config: dict | None = None, *, chat_template_file: str | None = None,
-                 origin: str = "<memory>"):
+                 origin: str = "<memory>", generation_config: dict | None = None):
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -91,6 +92,9 @@ class HFTokenizer:
         self._json = tokenizer_json
         self.config = dict(config or {})
         self._template_file = chat_template_file
+        # The source model's generation_config.json (stop ids, sampling defaults), kept with the tokenizer
+        # so that an export of a model fine-tuned from it writes them back (weights/hf.py save_hf).
+        self.generation_config = None if generation_config is None else dict(generation_config)
         try:
             self._tk = Tokenizer.from_str(tokenizer_json)
         except Exception as e:  # the Rust side raises plain Exceptions
@@ -113,29 +117,23 @@ class HFTokenizer:
     # ------------------------------------------------------------------ reading and writing folders
     @classmethod
     def from_folder(cls, directory, *, tokenizer_json: str | None = None) -> "HFTokenizer":
-        """Reads ``directory``'s tokenizer.json, tokenizer_config.json, special_tokens_map.json and
-        chat_template.jinja (the last three optional). Raises ValueError naming a malformed file."""
+        """Reads ``directory``'s tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+        chat_template.jinja and generation_config.json (all but the first optional). Raises ValueError
+        naming a malformed file."""
         directory = pathlib.Path(directory)
         if tokenizer_json is None:
             tokenizer_json = (directory / TOKENIZER_FILE).read_text(encoding="utf-8")
         config = {}
         for name in (SPECIAL_MAP_FILE, CONFIG_FILE):   # the config wins over the legacy map
-            path = directory / name
-            if path.is_file():
-                try:
-                    fields = json.loads(path.read_text(encoding="utf-8"))
-                except ValueError as e:
-                    raise ValueError(f"{path}: not valid JSON ({_first_line(e)}); expected a JSON object") from None
-                if not isinstance(fields, dict):
-                    raise ValueError(f"{path}: expected a JSON object, got {type(fields).__name__}")
-                config.update(fields)
+            config.update(_json_object(directory / name) or {})
         template = directory / TEMPLATE_FILE
         return cls(tokenizer_json, config, origin=str(directory / TOKENIZER_FILE),
-                   chat_template_file=template.read_text(encoding="utf-8") if template.is_file() else None)
+                   chat_template_file=template.read_text(encoding="utf-8") if template.is_file() else None,
+                   generation_config=_json_object(directory / GENERATION_FILE))
 
     def save(self, directory: pathlib.Path) -> None:
-        """Writes tokenizer.json (as read), tokenizer_config.json and chat_template.jinja (if it had one)
-        into ``directory``; an lmforge ``tokenizer.model`` there is removed (one tokenizer per folder)."""
+        """Writes tokenizer.json (as read), tokenizer_config.json, chat_template.jinja and
+        generation_config.json (if it had them) into ``directory``; an lmforge ``tokenizer.model`` there is removed (one tokenizer per folder)."""
         from lmforge.data.tokenizer import SP_FILE
 
         directory = pathlib.Path(directory)
@@ -143,10 +141,13 @@ class HFTokenizer:
         (directory / TOKENIZER_FILE).write_text(self._json, encoding="utf-8")
         (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
-        if self._template_file is not None:
-            (directory / TEMPLATE_FILE).write_text(self._template_file, encoding="utf-8")
-        else:
-            (directory / TEMPLATE_FILE).unlink(missing_ok=True)
+        for name, text in ((TEMPLATE_FILE, self._template_file),
+                           (GENERATION_FILE, None if self.generation_config is None else
+                            json.dumps(self.generation_config, indent=2, ensure_ascii=False) + "\n")):
+            if text is not None:
+                (directory / name).write_text(text, encoding="utf-8")
+            else:
+                (directory / name).unlink(missing_ok=True)
         (directory / SP_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ the Tokenizer protocol
@@ -401,6 +402,19 @@ class HFChatTemplate:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _json_object(path: pathlib.Path) -> dict | None:
+    """The JSON object in ``path``, None when there is no such file. Raises ValueError naming it otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({_first_line(e)}); expected a JSON object") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(fields).__name__}")
+    return fields
+
+
 def _compile(template: str, origin: str):
     """transformers' chat-template environment (utils/chat_template_utils.py), with a generation-block
     tracker that records character spans while a template is generated chunk by chunk."""

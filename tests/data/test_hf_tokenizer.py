@@ -356,6 +356,37 @@ def test_imported_tokenizer_exports_back_as_it_came(folders, tmp_path):
         chat_template_for(tok).encode(CONV)[0].tolist()
 
 
+def test_the_source_generation_config_travels_with_the_tokenizer_to_an_export(folders, tmp_path):
+    """A hub model's stop ids and sampling defaults (generation_config.json) were dropped on the way from an
+    import to an export: transformers then stopped at eos alone and sampled greedily."""
+    import jax
+    from flax import nnx
+
+    from lmforge.model import DEFAULT_RULES, ModelConfig, build_model, create_sharded
+    from lmforge.train.mesh import MeshConfig, make_mesh
+    from lmforge.weights.hf import save_hf
+
+    source = tmp_path / "hub"
+    shutil.copytree(folders["llama"], source)
+    (source / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 1, "eos_token_id": [2, 7], "temperature": 0.7, "top_p": 0.8, "do_sample": True,
+         "transformers_version": "4.43.0"}))
+    tok = load_tokenizer(source)
+    tok.save(tmp_path / "run" / "tokenizer")   # what init_from and `lmforge convert` keep in the run
+    assert json.loads((tmp_path / "run" / "tokenizer" / "generation_config.json").read_text())["top_p"] == 0.8
+    cfg = ModelConfig.llama_tiny(vocab_size=tok.vocab_size + 3)
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    _, params, _ = create_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(0)), mesh, DEFAULT_RULES)
+    save_hf(tmp_path / "out", cfg, jax.device_get(params), tokenizer_dir=tmp_path / "run" / "tokenizer")
+    generation = json.loads((tmp_path / "out" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [2, 7] and (generation["temperature"], generation["do_sample"]) == (0.7, True)
+    assert generation["suppress_tokens"] == list(range(tok.vocab_size, cfg.vocab_size))   # the padded rows
+    assert "transformers_version" not in generation
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["bos_token_id"] == 1
+    loaded = transformers.GenerationConfig.from_pretrained(tmp_path / "out")
+    assert loaded.eos_token_id == [2, 7] and loaded.top_p == 0.8
+
+
 def test_init_from_a_transformers_folder_copies_its_tokenizer(folders, tmp_path):
     from lmforge.train.pretrain import PretrainConfig, prepare_tokenizer
 
