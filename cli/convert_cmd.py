@@ -50,7 +50,9 @@ def convert_cmd(args: argparse.Namespace) -> int:
     kind = source_kind(src)
     if kind == "hf":
         cfg, tensors = from_hf(src, dst)
-        print(f"imported {cfg.family} ({sum(t.size for t in tensors.values()) / 1e6:.2f}M parameters) -> {dst}")
+        kind = json.loads((src / "config.json").read_text()).get("model_type")
+        as_family = "" if kind == cfg.family else f" as an lmforge {cfg.family}"
+        print(f"imported {kind}{as_family} ({sum(t.size for t in tensors.values()) / 1e6:.2f}M parameters) -> {dst}")
     else:
         cfg = to_hf(src, dst, kind)
         print(f"exported {cfg.family} -> {dst} (transformers: {json.loads((dst / 'config.json').read_text())['architectures'][0]})")

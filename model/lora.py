@@ -35,6 +35,7 @@ from flax import nnx
 
 from lmforge.model.config import LoRAConfig
 from lmforge.model.layers import Dense, dropout, matmul
+from lmforge.model.moe import MoE
 from lmforge.model.paths import combine, compile_patterns, flatten, matches, select, unflatten
 
 ADAPTER_PATTERN = r".*\.lora\.(a|b)"
@@ -75,8 +76,11 @@ def apply_lora(model: nnx.Module, cfg: LoRAConfig, rngs: nnx.Rngs) -> list[str]:
     wrapped = []
     for pattern in patterns:
         if not any(pattern.fullmatch(path) for path, _ in dense):
+            moe = any(isinstance(m, MoE) for _, m in nnx.iter_modules(model)) and "mlp" in pattern.pattern
             raise ValueError(f"LoRA target {pattern.pattern!r} matches no projection; projections are "
-                             f"{', '.join(p for p, _ in dense[:6])}{' ...' if len(dense) > 6 else ''}")
+                             f"{', '.join(p for p, _ in dense[:6])}{' ...' if len(dense) > 6 else ''}"
+                             + ("; a mixture of experts' FFNs are experts, which LoRA does not adapt: target the "
+                                "attention's projections, e.g. lora.targets=('.*attn\\.(q|k|v|o)',)" if moe else ""))
     for path, module in dense:
         if not matches(path, patterns):
             continue

@@ -14,6 +14,16 @@ tokenizer with chat specials) pretrained on the Python docs with a 256-token con
     lmforge run experiments/sft/sft_chat.py:worked init_from=runs/base256
     lmforge run experiments/sft/sft_chat.py:answer_first init_from=runs/base256
 
+``init_from`` takes a run, an lmforge model folder or a transformers folder (GPT-2, Llama, Mistral,
+Qwen2 / Qwen2.5, Qwen3, Mixtral; its tokenizer and chat template come with it). Your own chat file
+instead of the synthetic mixture, computing in bfloat16 on an accelerator:
+
+    lmforge run experiments/sft/sft_chat.py init_from=path/to/Qwen2.5-0.5B-Instruct \
+        'data.synthetic=()' 'synthetic_options=()' data.path=my_chats.jsonl model.dtype=bfloat16
+
+DPO (``experiments/align/dpo_hh.py``, ``data.path=`` a preference file) and GRPO
+(``experiments/align/grpo_arithmetic.py``) take the same ``init_from`` and ``model.dtype``.
+
 Data: ``lmforge.data.synthetic`` tasks (train and test splits disjoint by construction), refusal
 prompts from ../shared/data's HH-RLHF sample; loss on the assistant's turns only, conversations
 packed with segment ids. Held-out: the test split of the same mixture, graded greedily.

@@ -79,6 +79,10 @@ def test_targets_scale_and_errors():
     with pytest.raises(ValueError, match=r"LoRA target '.\*attn\\\\.z' matches no projection"):
         bad = dataclasses.replace(ModelConfig.gpt2_tiny(), lora=LoRAConfig(rank=2, targets=(r".*attn\.z",)))
         create_sharded(lambda: build_model(bad, rngs=nnx.Rngs(0)), ONE, DEFAULT_RULES)
+    with pytest.raises(ValueError, match=r"matches no projection; .* a mixture of experts' FFNs are experts, which "
+                                         r"LoRA does not adapt: target the attention's projections"):
+        moe = ModelConfig.llama_moe_tiny(lora=LoRAConfig(rank=2))   # the default targets name the MLP's
+        create_sharded(lambda: build_model(moe, rngs=nnx.Rngs(0)), ONE, DEFAULT_RULES)
     with pytest.raises(ValueError, match="LoRA: need rank >= 0"):
         LoRAConfig(rank=-1)
     with pytest.raises(ValueError, match="not a valid regular expression"):
