@@ -126,7 +126,7 @@ class SFTConfig(LoopConfig):
     data: ChatDataConfig = ChatDataConfig(synthetic=(("arithmetic", 1.0),))
     optim: OptimConfig = OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=20, weight_decay=0.0)
     lora: LoRAConfig = LoRAConfig()  # rank > 0: train low-rank adapters only
-    model: ModelRuntime = ModelRuntime()   # how the loaded model computes: model.attention, .remat, .dtype ("": the source's)
+    model: ModelRuntime = ModelRuntime()   # how the loaded model computes: attention, remat, dtype ("": the source's)
     mesh: MeshConfig = MeshConfig()
     distributed: distributed.DistributedConfig = distributed.DistributedConfig()
     synthetic_options: tuple[tuple[str, str | int | float], ...] = ()   # (option, value): synthetic.OPTIONS

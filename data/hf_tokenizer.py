@@ -133,7 +133,8 @@ class HFTokenizer:
 
     def save(self, directory: pathlib.Path) -> None:
         """Writes tokenizer.json (as read), tokenizer_config.json, chat_template.jinja and
-        generation_config.json (if it had them) into ``directory``; an lmforge ``tokenizer.model`` there is removed (one tokenizer per folder)."""
+        generation_config.json (if it had them) into ``directory``; an lmforge ``tokenizer.model`` there
+        is removed (one tokenizer per folder)."""
         from lmforge.data.tokenizer import SP_FILE
 
         directory = pathlib.Path(directory)

@@ -46,7 +46,7 @@ class ModelRuntime:
     cuDNN or flash on GPUs, splash on TPUs) becomes ``xla`` when loaded (``lmforge.weights.load_params``)."""
     attention: str = ""              # "" or one of ATTENTION_BACKENDS
     remat: str = ""                  # "" or one of REMAT_POLICIES
-    dtype: str = ""                  # "" or one of DTYPES: the compute dtype (bfloat16 on accelerators); weights keep theirs
+    dtype: str = ""                  # "" or one of DTYPES: the compute dtype; the weights keep theirs
 
     def __post_init__(self):
         for name, allowed in (("attention", ATTENTION_BACKENDS), ("remat", REMAT_POLICIES), ("dtype", DTYPES)):
@@ -102,7 +102,7 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     activation: str = "gelu"
     use_bias: bool = True
-    qkv_bias: bool = False           # biases on the query, key and value projections alone (Qwen2); use_bias: everywhere
+    qkv_bias: bool = False           # biases on the query, key and value projections alone (Qwen2)
     qk_norm: bool = False            # RMSNorm of each head's queries and keys before RoPE (Qwen3)
     tie_embeddings: bool = True
     dropout: float = 0.0

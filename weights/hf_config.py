@@ -33,10 +33,6 @@ Choices:
   layers) is full causal attention over sequences no longer than the window: the window caps
   ``max_seq_len``, the context lmforge's training, sampling and evaluation keep to, so the imported
   model computes what transformers computes within it (Mistral 7B v0.1: 4,096 of its 32,768).
-- Mixtral's training loss weights travel with it: ``router_aux_loss_coef`` is ``moe_aux_loss / k``
-  (transformers' load-balancing loss is k times lmforge's; it pools the layers' tokens where lmforge
-  averages per-layer losses, so the two are close, not equal, when layers route differently), and
-  an imported Mixtral has no router z-loss (``moe_z_loss = 0``), as transformers trains it.
 - Mixtral (``model_type`` ``mixtral``) is a Llama whose every FFN is a mixture of experts: it imports
   as ``family=llama`` with ``num_experts`` / ``experts_per_token`` and dropless routing (top-k of the
   float32 softmax, renormalised: ``model/moe.py``), and a Llama with experts exports as
@@ -44,6 +40,10 @@ Choices:
   choice to weight 1, lmforge keeps its probability (Switch). Exporting a model trained with expert
   capacity (``moe_capacity_factor > 0``) is refused here, since transformers' Mixtral never drops a
   token; ``lmforge convert`` exports it as the dropless model, saying so.
+- Mixtral's training loss weights travel with it: ``router_aux_loss_coef`` is ``moe_aux_loss / k``
+  (transformers' load-balancing loss is k times lmforge's; it pools the layers' tokens where lmforge
+  averages per-layer losses, so the two are close, not equal, when layers route differently), and
+  an imported Mixtral has no router z-loss (``moe_z_loss = 0``), as transformers trains it.
 - Exporting checks the reverse: :func:`config_to_hf` re-reads the config it wrote and refuses a
   ModelConfig whose network the transformers config cannot express (RMSNorm GPT-2, experts, ...).
 """
@@ -228,13 +228,13 @@ _T5 = {
 }
 
 CONFIG_FIELDS: dict[str, dict[str, Field]] = {
-    kind: {**_COMMON, **fields} for kind, fields in (("gpt2", _GPT2), ("llama", _LLAMA), ("mistral", _MISTRAL),
-                                                       ("qwen2", _QWEN2), ("qwen3", _QWEN3), ("mixtral", _MIXTRAL), ("bert", _BERT),
-                                                       ("t5", _T5))}
+    kind: {**_COMMON, **fields} for kind, fields in (
+        ("gpt2", _GPT2), ("llama", _LLAMA), ("mistral", _MISTRAL), ("qwen2", _QWEN2), ("qwen3", _QWEN3),
+        ("mixtral", _MIXTRAL), ("bert", _BERT), ("t5", _T5))}
 # The language-model class of each supported model_type (hf_model_type: a ModelConfig's).
 HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                    "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "mixtral": "MixtralForCausalLM", "bert": "BertForMaskedLM",
-                    "t5": "T5ForConditionalGeneration"}
+                    "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "mixtral": "MixtralForCausalLM",
+                    "bert": "BertForMaskedLM", "t5": "T5ForConditionalGeneration"}
 FAMILIES = ("gpt2", "llama", "bert", "t5")   # the ModelConfig families with a transformers counterpart
 # Classes whose folder holds the trunk the LM class reads (the bare model: lmforge adds the tied head), and
 # a decoder's sequence classifier (a reward model: lmforge's score head, ModelConfig.num_labels).
@@ -281,8 +281,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
         raise InteropError(f"config.json: architectures={archs} is not supported for {kind}; expected one of "
                            f"{sorted(_ARCHITECTURES[kind])} (lmforge imports the language model, or a decoder's "
                            f"sequence classifier as a reward model)")
-    cfg = {"gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "mixtral": _mixtral, "bert": _bert,
-           "t5": _t5}[kind](_Reader(hf, kind))
+    cfg = {"gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "mixtral": _mixtral,
+           "bert": _bert, "t5": _t5}[kind](_Reader(hf, kind))
     classifier = {a for a in archs if a.endswith("ForSequenceClassification")} if kind in _CLASSIFIERS else set()
     if classifier and classifier != set(archs):
         raise InteropError(f"config.json: architectures={archs} mixes a sequence classifier with other heads; "
@@ -366,7 +366,8 @@ def _llama(get: _Reader, *, theta: float = 10_000.0, eps: float = 1e-6, max_len:
     length = get("max_position_embeddings", max_len)
     length = length if window is None else min(length, window)
     return ModelConfig.llama(vocab_size=get.need("vocab_size"), num_layers=get.need("num_hidden_layers"), num_heads=n,
-                             num_kv_heads=get("num_key_value_heads", n), embed_dim=d, head_dim=get("head_dim", head_dim or d // n),
+                             num_kv_heads=get("num_key_value_heads", n), embed_dim=d,
+                             head_dim=get("head_dim", head_dim or d // n),
                              mlp_dim=get.need("intermediate_size"), max_seq_len=length,
                              norm_eps=get("rms_norm_eps", eps), rope_theta=float(theta),
                              activation=get.choice("hidden_act", _GATED_ACT, "silu"),
@@ -547,8 +548,9 @@ def config_to_hf(cfg: ModelConfig) -> dict:
 
 
 def hf_model_type(cfg: ModelConfig) -> str:
-    """The transformers ``model_type`` of ``cfg``'s network: its family, or ``mixtral`` for a Llama with
-    experts. Raises InteropError for a family transformers has no counterpart of."""
+    """The transformers ``model_type`` of ``cfg``'s network: its family, or for a Llama ``mixtral`` (with
+    experts), ``qwen3`` (``qk_norm``) or ``qwen2`` (``qkv_bias``). Raises InteropError for a family
+    transformers has no counterpart of."""
     if cfg.family not in FAMILIES:
         raise InteropError(f"model.family={cfg.family!r} has no transformers counterpart; expected one of "
                            f"{list(FAMILIES)}")
@@ -584,6 +586,6 @@ def _check_round_trip(cfg: ModelConfig, hf: dict) -> None:
         got = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ)
         hint = ("; lmforge convert exports it dropless (model.moe_capacity_factor=0), saying so"
                 if differ == ["moe_capacity_factor"] else "")
+        loads = ", ".join(f"{n}={getattr(back, n)!r}" for n in differ)
         raise InteropError(f"a {cfg.family} model with {got} has no {HF_ARCHITECTURES[hf['model_type']]} counterpart "
-                           f"in transformers (it would load as {', '.join(f'{n}={getattr(back, n)!r}' for n in differ)})"
-                           f"{hint}")
+                           f"in transformers (it would load as {loads}){hint}")

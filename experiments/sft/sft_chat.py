@@ -36,7 +36,7 @@ Held-out: 400 conversations of the test split, 200 graded replies (greedy, 160 t
 
     held-out               base    step 250   step 500
     loss (trained tokens)  4.946   0.807      0.609
-    identity               0.000   1.000      0.980   (the name "Forge" in the reply; the old split: seen questions, reworded)
+    identity               0.000   1.000      0.980   (the name "Forge" in the reply; old split: seen questions reworded)
     letter_count           0.000   0.783      0.739
     arithmetic             0.000   0.035      0.059   (#### answer exact)
     decimal_compare        0.000   0.000      0.000

@@ -1,6 +1,7 @@
 """Hugging Face parity: same weights -> same logits as `transformers` (float32, CPU torch), both
-directions of conversion, for GPT-2, Llama (GQA), Mistral, Qwen2, Qwen3, Mixtral (MoE), BERT and T5; real all-MiniLM-L6-v2 weights give
-sentence-transformers' embeddings; a broken checkpoint folder is refused naming the tensor/field."""
+directions of conversion, for GPT-2, Llama (GQA), Mistral, Qwen2, Qwen3, Mixtral (MoE), BERT and T5;
+real all-MiniLM-L6-v2 weights give sentence-transformers' embeddings; a broken checkpoint folder is
+refused naming the tensor/field."""
 
 import json
 import pathlib
