@@ -50,9 +50,10 @@ def convert_cmd(args: argparse.Namespace) -> int:
     kind = source_kind(src)
     if kind == "hf":
         cfg, tensors = from_hf(src, dst)
-        kind = json.loads((src / "config.json").read_text()).get("model_type")
-        as_family = "" if kind == cfg.family else f" as an lmforge {cfg.family}"
-        print(f"imported {kind}{as_family} ({sum(t.size for t in tensors.values()) / 1e6:.2f}M parameters) -> {dst}")
+        model_type = json.loads((src / "config.json").read_text()).get("model_type")
+        as_family = "" if model_type == cfg.family else f" as an lmforge {cfg.family}"
+        print(f"imported {model_type}{as_family} ({sum(t.size for t in tensors.values()) / 1e6:.2f}M parameters) "
+              f"-> {dst}")
     else:
         cfg = to_hf(src, dst, kind)
         print(f"exported {cfg.family} -> {dst} (transformers: {json.loads((dst / 'config.json').read_text())['architectures'][0]})")
