@@ -6,6 +6,7 @@ import gzip
 import json
 
 import pytest
+from chat_templates import CHATML_TOOLS
 
 from lmforge.data.chat import ChatFormat, format_call, sft_examples
 from lmforge.data.chat_readers import detect_format, parse_hh_transcript, read_chat_records, read_conversations
@@ -214,23 +215,6 @@ def test_sharegpt_function_call_turns_name_what_is_read(tmp_path):
         read_conversations(path)
 
 
-QWEN_TOOLS = """{%- for message in messages %}
-{%- if message.role == 'assistant' %}
-{{- '<|im_start|>assistant' }}
-{%- if message.content %}{{- '\n' + message.content }}{%- endif %}
-{%- for call in message.tool_calls or [] %}
-{%- if call.function is defined %}{%- set call = call.function %}{%- endif %}
-{{- '\n<tool_call>\n{"name": "' + call.name + '", "arguments": ' + (call.arguments | tojson) + '}\n</tool_call>' }}
-{%- endfor %}
-{{- '<|im_end|>\n' }}
-{%- elif message.role == 'tool' %}
-{{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
-{%- else %}
-{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
-{%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""
-
 
 def test_tool_calls_read_from_a_file_render_through_an_imported_template(tmp_path):
     """An imported model's template (Qwen 2.5's way with calls, shortened) gets the calls in OpenAI's shape,
@@ -245,7 +229,7 @@ def test_tool_calls_read_from_a_file_render_through_an_imported_template(tmp_pat
                                              initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
                                              show_progress=False)
     tk.train_from_iterator(["Weather in Oslo? It is 12 C. weather city arguments name"] * 4, trainer)
-    tok = HFTokenizer(tk.to_str(), {"eos_token": "<|im_end|>"}, chat_template_file=QWEN_TOOLS)
+    tok = HFTokenizer(tk.to_str(), {"eos_token": "<|im_end|>"}, chat_template_file=CHATML_TOOLS)
     records, _ = read_chat_records(_write(tmp_path / "t.jsonl", [_tool_record(
         {"role": "assistant", "content": None, "tool_calls": [WEATHER]})]))
     (example,), _ = sft_examples([records[0].messages], HFChatTemplate(tok), seq_len=256)
