@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=0)
     chat.add_argument("--tools", default="", help="tools the model may call, joined with + (calculator, python): "
                                                   "its calls run and the results go back to it")
+    chat.add_argument("--tool-schemas", action=argparse.BooleanOptionalAction, default=None,
+                      help="show the tools' schemas in the prompt (default: yes for an imported chat template, as "
+                           "instruct models are trained; no for lmforge's format, which sft_tools.py trains without)")
     chat.set_defaults(handler=_chat_cmd, compiles=True)
 
     serve = sub.add_parser("serve", help="serve a model over OpenAI's HTTP API (chat and text completions, streaming)",
@@ -313,7 +316,8 @@ def _chat_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tools {args.tools}: {e}") from None
     model = load_chat_model(args.run_dir)
     session = ChatSession(model, system=args.system, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, tools=tools)
+                          top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, tools=tools,
+                          tool_schemas=args.tool_schemas)
     return run_terminal(session)
 
 

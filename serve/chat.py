@@ -46,8 +46,12 @@ Choices:
   tool (``lmforge.infer.tools``' format, as ``sft_tools.py`` trains it) has its calls run
   (:meth:`ChatSession.run_calls`), each result shown and added as a ``tool`` message, and the
   assistant goes on, as ``lmforge.infer.tools.run_tools`` does in evaluation; at most ``max_calls``
-  calls per user message. The tools' schemas are not added to the prompt: a model fine-tuned on a
-  fixed set of tools was trained without them (give them with ``--system`` otherwise).
+  calls per user message. The tools' schemas (``Tool.schema()``, OpenAI's shape) go into the prompt
+  through the template's ``tools`` where the model learned to read them there: by default for an
+  imported chat template (an instruct model's, such as Qwen 2.5's ``# Tools`` system block, whose
+  ``<tool_call>`` replies ``lmforge.infer.tools`` reads), not for lmforge's format (``sft_tools.py``
+  trains a fixed set of tools without them; ``--tool-schemas`` adds lmforge's tool instructions).
+  An imported template that renders no ``tools`` is said on the notice channel.
 """
 
 from __future__ import annotations
@@ -232,13 +236,21 @@ class ChatSession:
 
     def __init__(self, model: ChatModel, *, system: str | None = None, temperature: float = 0.7, top_k: int = 0,
                  top_p: float = 0.95, max_new_tokens: int = 256, seed: int = 0, tools: Sequence = (),
-                 max_calls: int = 4, notice: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
+                 max_calls: int = 4, tool_schemas: bool | None = None,
+                 notice: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
         self.model, self.seed, self.notice = model, seed, notice
         self.tools = {t.name: t for t in tools}   # lmforge.infer.tools.Tool by name: run_calls runs them
         if len(self.tools) != len(tools) or max_calls < 1:
             raise ValueError(f"tools {[t.name for t in tools]}, max_calls={max_calls}: expected distinct names and "
                              f"max_calls >= 1")
         self.max_calls = max_calls
+        imported = not isinstance(model.template, ChatFormat)
+        # the schemas the template shows (its `tools`); None: where the model learned to read them (module docstring)
+        show = imported if tool_schemas is None else tool_schemas
+        self.tool_schemas = [t.schema() for t in tools] if show and tools else None
+        if self.tool_schemas and imported and not _renders_tools(model.template):
+            notice(f"{model.source}: its chat template renders no tools, so the model is not told of "
+                   f"{', '.join(self.tools)}; describe them with --system")
         self.system = system or None
         self.turns: list[dict] = []           # user / assistant messages, oldest first
         self.context = model.sampler.model_cfg.max_seq_len
@@ -276,8 +288,8 @@ class ChatSession:
         # train_on="all": the prompt needs no loss mask (an imported template then skips finding the assistant spans);
         # lmforge's format keeps special-token text in a message as text: a tool's result cannot forge a turn
         plain = {"plain_content": True} if isinstance(self.model.template, ChatFormat) else {}
-        render = lambda: [int(i) for i in self.model.template.encode(self.messages, train_on="all",
-                                                                     add_generation_prompt=True, **plain)[0]]
+        render = lambda: [int(i) for i in self.model.template.encode(
+            self.messages, train_on="all", add_generation_prompt=True, tools=self.tool_schemas, **plain)[0]]
         ids, dropped = render(), 0
         while len(ids) > budget and len(self.turns) > 1:
             # the oldest exchange goes: its user message and everything up to the next user message
@@ -290,9 +302,10 @@ class ChatSession:
                         f"kept for the reply): dropped the {dropped} oldest message(s)"
                         + (", the system prompt stays" if self.system else ""))
         if len(ids) > budget:
-            self.notice(f"the last message{' and the system prompt' if self.system else ''} "
-                        f"{'take' if self.system else 'takes'} {len(ids)} tokens; "
-                        f"the model reads only the last {budget}")
+            parts = ["the last message", *(["the system prompt"] if self.system else []),
+                     *(["the tools' schemas"] if self.tool_schemas else [])]
+            self.notice(f"{', '.join(parts[:-1]) + ' and ' if len(parts) > 1 else ''}{parts[-1]} "
+                        f"{'take' if len(parts) > 1 else 'takes'} {len(ids)} tokens; the model reads only the last {budget}")
             ids = ids[-budget:]
         return ids
 
@@ -371,6 +384,17 @@ class ChatSession:
 
 
 # ------------------------------------------------------------------------------------------ the terminal
+def _renders_tools(template) -> bool:
+    """Whether an imported template shows a ``tools`` list at all: rendering one conversation with a
+    probe tool and without it gives different text."""
+    probe = [{"type": "function", "function": {"name": "lmforge_probe", "description": "", "parameters": {}}}]
+    messages = [{"role": "user", "content": "hi"}]
+    try:
+        return template.render(messages, tools=probe) != template.render(messages)
+    except ValueError:
+        return True   # a template that refuses the probe conversation is left to say so on the real one
+
+
 class _Style:
     """ANSI bold / dim, only for a terminal that wants colour (https://no-color.org)."""
 

@@ -5,6 +5,7 @@ the terminal loop on plain pipes, one-line errors, and the real command in a pse
 import dataclasses
 import io
 import os
+import pathlib
 import pty
 import re
 import select
@@ -274,3 +275,56 @@ def test_tools_run_the_calls_a_reply_makes_and_the_assistant_goes_on(model, caps
     assert text.index("-> 5)") < text.rindex("assistant> #### 5")
     assert main(["chat", "nowhere", "--tools", "calc"]) == 2
     assert "--tools calc: tool 'calc': expected one of calculator, python" in capsys.readouterr().err
+
+
+def test_tool_schemas_reach_an_imported_template_not_lmforges_format(model):
+    """``--tools`` on an imported chat template (Qwen 2.5's way, shortened) shows the tools' schemas where the
+    template puts them, as transformers' ``apply_chat_template(tools=...)``, and its ``<tool_call>`` reply runs;
+    lmforge's format shows them only when asked (``tool_schemas=True``); a template without ``tools`` is said."""
+    tokenizers = pytest.importorskip("tokenizers")
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "data"))
+    from chat_templates import CHATML_TOOLS
+    from lmforge.data.chat import tools_system_prompt
+    from lmforge.data.hf_tokenizer import HFChatTemplate, HFTokenizer
+    from lmforge.infer.tools import calculator
+    from lmforge.serve.chat import Reply
+
+    tk = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tk.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = tokenizers.decoders.ByteLevel()
+    tk.train_from_iterator(["What is 2+3? calculator expression"] * 4, tokenizers.trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"], show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    hf = HFTokenizer(tk.to_str(), {"eos_token": "<|im_end|>"}, chat_template_file=CHATML_TOOLS)
+    imported = dataclasses.replace(model, template=HFChatTemplate(hf))
+    schema = calculator().schema()
+    notices = []
+    session = ChatSession(imported, tools=[calculator()], notice=notices.append, **GREEDY)
+    session.turns = [{"role": "user", "content": "What is 2+3?"}]
+    full = imported.template.prompt(session.messages, tools=[schema]).tolist()
+    assert '"name": "calculator"' in hf.decode(full)
+    budget = session.context - session.sampling.max_new_tokens   # the tiny model's context is short
+    assert session.prompt_ids() == full[-budget:]
+    assert notices == [f"the last message and the tools' schemas take {len(full)} tokens; the model reads only "
+                       f"the last {budget}"]
+    assert ChatSession(imported, tools=[calculator()], tool_schemas=False, **GREEDY).tool_schemas is None
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+3"}}\n</tool_call>'
+    session.turns.append({"role": "assistant", "content": call})
+    assert [(c.name, c.result) for c in session.run_calls(Reply(call, [], None))] == [("calculator", "5")]
+
+    fmt = ChatFormat(model.sampler.tok)
+    messages = [{"role": "user", "content": "2+3?"}]
+    plain = ChatSession(model, tools=[calculator()], **GREEDY)
+    plain.turns = list(messages)
+    assert plain.prompt_ids() == fmt.prompt(messages, plain_content=True).tolist()
+    shown = ChatSession(model, tools=[calculator()], tool_schemas=True, notice=notices.append, **GREEDY)
+    shown.turns = list(messages)
+    full = fmt.prompt(messages, tools=[schema], plain_content=True).tolist()
+    assert shown.prompt_ids() == full[-budget:]
+    assert tools_system_prompt([schema])[:20] in model.sampler.tok.decode(full)
+
+    notices.clear()
+    bare = dataclasses.replace(model, template=HFChatTemplate(
+        hf, "{%- for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}"))
+    ChatSession(bare, tools=[calculator()], notice=notices.append, **GREEDY)
+    assert len(notices) == 1 and "renders no tools" in notices[0] and "--system" in notices[0]
