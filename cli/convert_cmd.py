@@ -14,6 +14,11 @@
   ``tokenizer.json`` or SentencePiece ``tokenizer.model``) travels with the weights; without one,
   DST has the weights only (said on stdout).
 
+- ``--dtype`` the written tensors' dtype: float32 (default, lossless for any source), bfloat16 (half
+  the bytes; lossless for a bf16 source, which most hub checkpoints are) or float16 (refused for
+  weights past its range). An exported ``config.json`` names it (``dtype``), so ``from_pretrained``
+  loads it so; an imported model folder is cast back to the model's ``param_dtype`` when read.
+
 DST must not exist or be empty: nothing already written is overwritten.
 """
 
@@ -33,6 +38,8 @@ def add_convert_parser(sub) -> None:
                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     convert.add_argument("src", metavar="SRC", help="a transformers folder, an lmforge run folder or model folder")
     convert.add_argument("dst", metavar="DST", help="the folder to write (must not exist, or be empty)")
+    convert.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                         help="the written tensors' dtype (default float32; bfloat16 halves the folder)")
     convert.set_defaults(handler=convert_cmd)
 
 
@@ -49,13 +56,13 @@ def convert_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"{dst}: {blocking} is a file, not a folder")
     kind = source_kind(src)
     if kind == "hf":
-        cfg, tensors = from_hf(src, dst)
+        cfg, tensors = from_hf(src, dst, args.dtype)
         model_type = json.loads((src / "config.json").read_text()).get("model_type")
         as_family = "" if model_type == cfg.family else f" as an lmforge {cfg.family}"
         print(f"imported {model_type}{as_family} ({sum(t.size for t in tensors.values()) / 1e6:.2f}M parameters) "
               f"-> {dst}")
     else:
-        cfg = to_hf(src, dst, kind)
+        cfg = to_hf(src, dst, kind, args.dtype)
         print(f"exported {cfg.family} -> {dst} (transformers: {json.loads((dst / 'config.json').read_text())['architectures'][0]})")
     return 0
 
@@ -69,12 +76,13 @@ def source_kind(src: pathlib.Path) -> str:
         raise ConfigError(str(e)) from None
 
 
-def from_hf(src: pathlib.Path, dst: pathlib.Path):
+def from_hf(src: pathlib.Path, dst: pathlib.Path, dtype: str = "float32"):
     import numpy as np
 
     from lmforge.data import load_tokenizer
     from lmforge.model.paths import flatten
     from lmforge.weights import save_model_folder
+    from lmforge.weights.folder import DtypeRangeError
     from lmforge.weights.hf import load_hf
 
     cfg, pure, unused = load_hf(src)
@@ -82,7 +90,10 @@ def from_hf(src: pathlib.Path, dst: pathlib.Path):
         print(f"not used: {len(unused)} tensors ({', '.join(sorted(unused)[:4])}{' ...' if len(unused) > 4 else ''})")
     tok_dir = _tokenizer_dir(src)   # the model's own tokenizer (and chat template) travels with it
     tok = None if tok_dir is None else load_tokenizer(tok_dir)   # read before anything is written
-    save_model_folder(dst, cfg, pure)
+    try:
+        save_model_folder(dst, cfg, pure, dtype=dtype)
+    except DtypeRangeError as e:   # said before anything is written
+        raise ConfigError(f"--dtype {dtype}: {e}") from None
     if tok is not None:
         tok.save(dst / "tokenizer")
     else:
@@ -102,7 +113,8 @@ def _tokenizer_dir(src: pathlib.Path) -> pathlib.Path | None:
         return None
 
 
-def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
+def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str, dtype: str = "float32"):
+    from lmforge.weights.folder import DtypeRangeError
     from lmforge.weights.hf import save_hf
 
     cfg, pure = _read_weights(src, kind)
@@ -116,7 +128,10 @@ def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str):
               f"residual alone; one-token decoding was never dropped)")
         cfg = dataclasses.replace(cfg, moe_capacity_factor=0.0)
     tok_dir = _tokenizer_dir(src)
-    save_hf(dst, cfg, pure, tokenizer_dir=tok_dir)
+    try:
+        save_hf(dst, cfg, pure, tokenizer_dir=tok_dir, dtype=dtype)
+    except DtypeRangeError as e:   # said before anything is written
+        raise ConfigError(f"--dtype {dtype}: {e}") from None
     if tok_dir is None:
         print(f"no tokenizer in {src} (expected {src / 'tokenizer'}/): {dst} has the weights only")
     return cfg

@@ -97,13 +97,49 @@ def read_model_config(directory: pathlib.Path) -> ModelConfig:
     return model_config_from_dict(fields, source=str(path))
 
 
-def save_model_folder(directory: pathlib.Path, cfg: ModelConfig, params: dict) -> pathlib.Path:
-    """Writes a model folder: ``model.json`` + ``params.safetensors`` (host numpy copies of ``params``)."""
+STORED_DTYPES = ("float32", "bfloat16", "float16")   # what an exchange folder's tensors may be written as
+
+
+class DtypeRangeError(ValueError):
+    """Weights that the asked dtype cannot hold (float16's range)."""
+
+
+def cast_tensors(tensors: dict, dtype: str | None) -> dict:
+    """``{name: array}`` with each floating-point array as ``dtype`` (one of :data:`STORED_DTYPES`; None:
+    as they are), contiguous, for safetensors. bfloat16 keeps float32's range; float16 does not, so
+    weights past its largest value (65504) raise :class:`DtypeRangeError` naming the tensor and its largest
+    value, rather than being written as inf. Raises ValueError for another ``dtype``."""
+    import ml_dtypes   # pylint: disable=import-outside-toplevel  (jax's own dependency: numpy's bfloat16)
+
+    if dtype is not None and dtype not in STORED_DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(STORED_DTYPES)}")
+    want = None if dtype is None else np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    out = {}
+    for name, value in tensors.items():
+        x = np.asarray(value)
+        floating = np.issubdtype(x.dtype, np.floating) or x.dtype == ml_dtypes.bfloat16
+        if want is not None and floating and x.dtype != want:
+            if want == np.float16 and x.size:
+                top = float(np.max(np.abs(x[np.isfinite(x)]), initial=0.0))
+                if top > float(np.finfo(np.float16).max):
+                    raise DtypeRangeError(f"{name}: values up to {top:.4g} pass float16's largest, 65504; "
+                                     f"write bfloat16 (float32's range) or float32")
+            x = x.astype(want)
+        out[name] = np.ascontiguousarray(x)
+    return out
+
+
+def save_model_folder(directory: pathlib.Path, cfg: ModelConfig, params: dict, *,
+                      dtype: str | None = None) -> pathlib.Path:
+    """Writes a model folder: ``model.json`` + ``params.safetensors`` (host numpy copies of ``params``,
+    floating-point ones as ``dtype`` when given: :func:`cast_tensors`; ``load_params`` casts them back
+    to the model's ``param_dtype`` on reading). Raises ValueError as :func:`cast_tensors` does, before
+    anything is written."""
     from safetensors.numpy import save_file
 
     directory = pathlib.Path(directory)
+    tensors = cast_tensors(dict(flatten(params)), dtype)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flatten(params)}
     save_file(tensors, str(directory / PARAMS_FILE))
     write_model_config(directory, cfg)
     return directory

@@ -56,7 +56,7 @@ from flax import nnx
 
 from lmforge.model import ModelConfig, build_model
 from lmforge.model.paths import flatten, unflatten
-from lmforge.weights.folder import not_json
+from lmforge.weights.folder import cast_tensors, not_json
 from lmforge.weights.hf_config import (  # noqa: F401  (re-exported: the config half of the interop)
     CONFIG_FIELDS,
     FAMILIES,
@@ -455,10 +455,12 @@ def _fold_query_scale(flat: dict, hf: dict, cfg: ModelConfig) -> None:
                     flat[f"blocks.{i}.attn.q.{kind}"] = flat[f"blocks.{i}.attn.q.{kind}"] * factor
 
 
-def save_hf(folder, cfg: ModelConfig, pure: dict, *, tokenizer_dir=None) -> pathlib.Path:
+def save_hf(folder, cfg: ModelConfig, pure: dict, *, tokenizer_dir=None, dtype: str = "float32") -> pathlib.Path:
     """Writes ``config.json`` + ``model.safetensors`` that ``transformers`` loads with ``from_pretrained``.
 
     ``pure``: the nested parameter dict (``nnx.to_pure_dict``; the train state's ``params``).
+    ``dtype``: the tensors' dtype, ``config.json``'s ``dtype`` too (float32, bfloat16 or float16;
+    :func:`lmforge.weights.folder.cast_tensors`: a float16 export refuses weights past its range).
     ``tokenizer_dir``: the model's tokenizer folder (a run's ``RUN/tokenizer``); when given, the folder
     also gets ``tokenizer.json`` / ``tokenizer_config.json`` (weights/hf_tokenizer.py), the special ids
     in ``config.json``, and a ``generation_config.json`` that stops at eos and never picks the padded
@@ -470,7 +472,8 @@ def save_hf(folder, cfg: ModelConfig, pure: dict, *, tokenizer_dir=None) -> path
     flat = {k: np.asarray(v) for k, v in flatten(pure)}
     if cfg.scan_layers:   # stacked (L, ...) block parameters -> one entry per layer
         flat = _unstack_layers(flat, cfg.num_layers)
-    tensors = params_to_hf(cfg, flat)
+    tensors = cast_tensors(params_to_hf(cfg, flat), dtype)   # before anything is written: float16 may refuse
+    config["dtype"] = dtype
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is not None:
         from lmforge.data.tokenizer import load_tokenizer

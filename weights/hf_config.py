@@ -485,7 +485,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     if cfg.lora.rank:
         raise InteropError("a model with LoRA adapters exports merged: merge them first (lmforge.model.lora.merge)")
     base = {"architectures": [HF_ARCHITECTURES[kind]], "model_type": kind,
-            "vocab_size": cfg.vocab_size, "torch_dtype": "float32",
+            "vocab_size": cfg.vocab_size, "dtype": "float32",   # save_hf writes the tensors' dtype
             # no tokenizer known here: none rather than transformers' defaults (GPT-2's 50256); save_hf
             # writes the tokenizer's
             "bos_token_id": None, "eos_token_id": None, "pad_token_id": None}

@@ -1,6 +1,6 @@
 """``lmforge convert``'s checks on what it reads (tier d, tiny folders): a model folder's tensors against
 its ``model.json``, a sharded transformers folder's index, a SentencePiece-only tokenizer carried over,
-an export refusal said in lmforge's keys, and a capacity MoE exported as the dropless Mixtral."""
+an export refusal said in lmforge's keys, a capacity MoE exported as the dropless Mixtral, and ``--dtype``."""
 
 import dataclasses
 import json
@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file
 from lmforge.cli.main import main
 from lmforge.data import TokenizerConfig, load_tokenizer, train_tokenizer
 from lmforge.model import ModelConfig, build_model, create_sharded
+from lmforge.model.paths import flatten, unflatten
 from lmforge.train.mesh import DEFAULT_RULES, MeshConfig, make_mesh
 from lmforge.weights import read_model_folder, save_model_folder
 from lmforge.weights.hf import InteropError, save_hf
@@ -133,3 +134,43 @@ def test_a_capacity_moe_exports_as_the_dropless_mixtral_saying_so(tmp_path, caps
     with use_mesh(ONE_DEVICE):
         ours = np.asarray(merge_params(dropless, jax.device_get(p))(jax.numpy.asarray(tokens))[0])
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_dtype_writes_bfloat16_both_ways_and_float16_refuses_weights_past_its_range(params, model_folder, tmp_path,
+                                                                                     capsys):
+    """``--dtype bfloat16`` halves an export (its ``config.json`` says bfloat16, which ``from_pretrained`` loads
+    as such) and an import (read back as the model's float32 ``param_dtype``, the same bf16 values); float16
+    refuses a weight it cannot hold, naming it, before anything is written."""
+    import ml_dtypes
+
+    from lmforge.weights import load_params
+
+    assert main(["convert", str(model_folder), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
+    tensors = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert {t.dtype for t in tensors.values()} == {np.dtype(ml_dtypes.bfloat16)}
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "back"), "--dtype", "bfloat16"]) == 0
+    back = load_file(str(tmp_path / "back" / "params.safetensors"))
+    assert {t.dtype for t in back.values()} == {np.dtype(ml_dtypes.bfloat16)}
+    loaded = load_params(tmp_path / "back", ONE_DEVICE)
+    kernel = np.asarray(dict(flatten(loaded.params))["blocks.0.attn.q.kernel"])
+    assert kernel.dtype == np.float32
+    want = np.asarray(dict(flatten(params))["blocks.0.attn.q.kernel"])
+    np.testing.assert_array_equal(kernel, want.astype(ml_dtypes.bfloat16).astype(np.float32))
+    assert not np.array_equal(kernel, want)   # rounded: the test can tell float32 from bfloat16
+
+    big = dict(flatten(jax.tree.map(np.array, params)))
+    big["blocks.0.attn.q.kernel"][3, 1] = 7e4
+    save_model_folder(tmp_path / "big", CFG, unflatten(big))
+    capsys.readouterr()
+    err = error(capsys, tmp_path / "big", tmp_path / "f16", "--dtype", "float16")
+    assert "--dtype float16: " in err and "values up to 7e+04 pass float16's largest, 65504" in err
+    assert not (tmp_path / "f16").exists() or not any((tmp_path / "f16").iterdir())
+
+
+def test_a_bfloat16_export_loads_in_transformers_as_bfloat16(model_folder, tmp_path):
+    torch = pytest.importorskip("torch", reason="needs CPU torch")
+    transformers = pytest.importorskip("transformers")
+    assert main(["convert", str(model_folder), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert next(model.parameters()).dtype == torch.bfloat16
