@@ -236,7 +236,7 @@ def read_file(path: str, fmt: str) -> list[dict]:
         if isinstance(answer, (int, float)) and not isinstance(answer, bool):
             answer = str(answer)
         items.append({"task": task, "answer": answer, "where": r.where, "columns": r.columns,
-                      "messages": r.messages})
+                      "messages": r.messages, "tools": r.tools})
     return items
 
 
@@ -362,10 +362,12 @@ def run_sft(cfg: SFTConfig, workdir: pathlib.Path) -> dict[str, float]:
     data = cfg.data
     train_ex, stats = sft_examples([it["messages"] for it in train_items], template, data.seq_len,
                                    train_on=data.train_on, overflow=data.overflow,
-                                   names=[it["where"] for it in train_items])
+                                   names=[it["where"] for it in train_items],
+                                   tools=[it.get("tools") for it in train_items])
     test_ex, test_stats = sft_examples([it["messages"] for it in test_items], template, data.seq_len,
                                        train_on=data.train_on, overflow=data.overflow,
-                                       names=[it["where"] for it in test_items])
+                                       names=[it["where"] for it in test_items],
+                                       tools=[it.get("tools") for it in test_items])
     report_data(workdir, stats, test_stats, "conversation")
     mesh, eval_bs, alone, loaded, optim = prepare_policy(cfg, workdir, tok)
     rules, model_cfg = cfg.mesh.rules, loaded.cfg

@@ -150,6 +150,34 @@ def check_tool_calls(calls, where: str = "message") -> list[dict]:
     return out
 
 
+def check_tools(tools, where: str = "record") -> list[dict] | None:
+    """A record's ``tools`` (the function schemas its conversation may call) in the shape chat templates
+    take (``apply_chat_template(tools=...)``): ``[{"type": "function", "function": {"name": str, ...}}]``.
+    Read as OpenAI's fine-tuning files write them, as a JSON string of that list (glaive, LLaMA-Factory's
+    sharegpt), and with bare ``{"name", "description", "parameters"}`` entries (xLAM), each wrapped; the
+    function's other keys are kept as written. None (or an empty list) is None: no tools. Raises ValueError
+    naming ``where`` and the entry for anything else."""
+    shape = '{"type": "function", "function": {"name": ..., "parameters": {...}}}'
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools) if tools.strip() else None
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: tools {_short(tools)} is not JSON; expected a list of {shape}") from None
+    if tools is None or (isinstance(tools, (list, tuple)) and not tools):
+        return None
+    if not isinstance(tools, (list, tuple)):
+        raise ValueError(f"{where}: tools is {_short(tools)}; expected a list of {shape}")
+    out = []
+    for j, tool in enumerate(tools):
+        fn = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"] \
+                or (isinstance(tool, Mapping) and "function" in tool and tool.get("type", "function") != "function") \
+                or not isinstance(fn.get("parameters", {}), Mapping):
+            raise ValueError(f"{where}: tool {j} is {_short(tool)}; expected {shape}")
+        out.append({"type": "function", "function": dict(fn)})
+    return out
+
+
 def check_messages(messages, *, where: str = "conversation", need_assistant: bool = False) -> list[dict]:
     """Validates one conversation and returns it as a list of plain ``{"role", "content"}`` dicts,
     an assistant's with its OpenAI ``tool_calls`` (:func:`check_tool_calls`; not when empty) and a tool
@@ -346,12 +374,15 @@ class ChatStats:
 
 def sft_examples(conversations: Iterable[Sequence[Message]], template: ChatTemplate, seq_len: int, *,
                  train_on: str = "assistant", overflow: str = "truncate", where: str = "conversation",
-                 names: Sequence[str] | None = None) -> tuple[list[dict[str, np.ndarray]], ChatStats]:
+                 names: Sequence[str] | None = None,
+                 tools: Sequence[Sequence[dict] | None] | None = None) -> tuple[list[dict[str, np.ndarray]], ChatStats]:
     """Conversations → examples ``{"inputs", "targets", "weights"}`` (each ``(n,)``, ``n <= seq_len``).
 
     ``inputs = ids[:-1]``, ``targets = ids[1:]``, ``weights = mask[1:]``. Conversation ``i`` is
-    named ``names[i]`` in errors (a reader's ``file:line``), else ``f"{where} {i}"``. Raises
-    ValueError for an invalid conversation or option.
+    named ``names[i]`` in errors (a reader's ``file:line``), else ``f"{where} {i}"``. ``tools[i]``: the
+    function schemas conversation ``i`` is rendered with (:func:`check_tools`'s shape; None: none), where
+    the template shows them (lmforge's format: the system turn; not trained on), as TRL's SFT renders a
+    data set's ``tools`` column. Raises ValueError for an invalid conversation or option.
     """
     if overflow not in OVERFLOW:
         raise ValueError(f"overflow={overflow!r}: expected one of {', '.join(OVERFLOW)}")
@@ -363,7 +394,8 @@ def sft_examples(conversations: Iterable[Sequence[Message]], template: ChatTempl
         name = names[i] if names is not None else f"{where} {i}"
         conv = check_messages(conv, where=name, need_assistant=train_on == "assistant")
         try:
-            ids, weights = template.encode(conv, train_on=train_on)
+            ids, weights = template.encode(conv, train_on=train_on, **(
+                {"tools": tools[i]} if tools is not None and tools[i] else {}))
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
         if len(ids) > seq_len + 1:
@@ -456,5 +488,5 @@ def _short(x, n: int = 60) -> str:
 
 
 __all__ = ["ChatFormat", "ChatStats", "ChatTemplate", "END_TOKEN", "Message", "ROLES", "ROLE_TOKENS", "TRAIN_ON",
-           "chat_template_for", "check_messages", "check_tool_calls", "sft_dataset", "sft_eval_batches", "sft_examples",
+           "chat_template_for", "check_messages", "check_tool_calls", "check_tools", "sft_dataset", "sft_eval_batches", "sft_examples",
            "special_pieces"]

@@ -18,7 +18,9 @@ holding one JSON array of the same objects is read too, as Alpaca and ShareGPT d
   ``<|tool_call|>{"name", "arguments"}`` in the assistant's turn (trained on, as the turn is), an
   imported model's template its own way. A ``tool`` message's content is the tool's result (not
   trained on); its ``tool_call_id`` is kept, its ``name`` is not read. A record's ``tools`` (the
-  function schemas) is a column, not rendered.
+  function schemas, in any format: a list or its JSON string, entries bare or wrapped;
+  ``lmforge.data.chat.check_tools``) is :attr:`ChatRecord.tools`, which SFT renders where the chat
+  template shows tools (not trained on), as TRL does; it stays a column as written too.
 - ``alpaca``: ``{"instruction", "input", "output"}`` → user ``instruction + "\\n\\n" + input`` (just
   the instruction when the input is missing or empty), assistant ``output``; an optional
   ``system`` string and an optional ``history`` of ``[user, assistant]`` pairs (LLaMA-Factory's
@@ -61,7 +63,7 @@ import pathlib
 import re
 from collections.abc import Iterator, Mapping
 
-from lmforge.data.chat import check_messages, check_tool_calls
+from lmforge.data.chat import check_messages, check_tool_calls, check_tools
 
 FORMATS = ("messages", "alpaca", "sharegpt", "hh", "prompt")
 COLUMNS_READ = {"messages": {"messages"}, "alpaca": {"instruction", "input", "output", "system", "history"},
@@ -101,10 +103,12 @@ class ReadStats:
 @dataclasses.dataclass(frozen=True)
 class ChatRecord:
     """One conversation of a chat data file: where it was read (``file:line``), its messages and the
-    record's other keys as read (``columns``: ``{"answer": "42", "task": "gsm8k", ...}``)."""
+    record's other keys as read (``columns``: ``{"answer": "42", "task": "gsm8k", ...}``); ``tools``: its
+    ``tools`` column as chat templates take it (``lmforge.data.chat.check_tools``), None without one."""
     where: str
     messages: list[dict]
     columns: dict
+    tools: list[dict] | None = None
 
 
 def read_conversations(path, format: str = "auto", *, field: str = "chosen",
@@ -159,7 +163,8 @@ def read_chat_records(path, format: str = "auto", *, field: str = "chosen",
         if any(a == b != "tool" for a, b in zip(roles, roles[1:])):       # turns (a call, the answer) is regular
             stats.irregular["with two user or assistant turns in a row"] += 1
         read = COLUMNS_READ[stats.format]
-        out.append(ChatRecord(where, messages, {k: v for k, v in record.items() if k not in read}))
+        out.append(ChatRecord(where, messages, {k: v for k, v in record.items() if k not in read},
+                              check_tools(record.get("tools"), where)))
     stats.conversations = len(out)
     if stats.format == "auto":   # an empty file: nothing to detect from
         stats.format = "empty"

@@ -174,9 +174,14 @@ WEATHER = {"type": "function", "function": {"name": "weather", "arguments": "{\"
 ASK, ANSWER = {"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": "It is 12 C."}
 
 
+WEATHER_TOOL = {"type": "function", "function": {"name": "weather", "description": "Today's weather in a city",
+                                                 "parameters": {"type": "object", "properties": {
+                                                     "city": {"type": "string"}}, "required": ["city"]}}}
+
+
 def _tool_record(call_message):
     return {"messages": [ASK, call_message, {"role": "tool", "tool_call_id": "call_1", "name": "weather",
-                                             "content": "Oslo: 12 C"}, ANSWER], "tools": [{"type": "function"}]}
+                                             "content": "Oslo: 12 C"}, ANSWER], "tools": [WEATHER_TOOL]}
 
 
 def test_openai_tool_calls_are_read_and_their_tokens_trained(sp_tok, tmp_path):
@@ -194,7 +199,8 @@ def test_openai_tool_calls_are_read_and_their_tokens_trained(sp_tok, tmp_path):
     assert records[0].messages == [ASK, {"role": "assistant", "content": "", "tool_calls": [{**call, "id": "call_1"}]},
                                    {"role": "tool", "content": "Oslo: 12 C", "tool_call_id": "call_1"}, ANSWER]
     assert all(r.messages[1]["tool_calls"] == [call] for r in records[1:])
-    assert records[0].columns == {"tools": [{"type": "function"}]} and stats.irregular == {}
+    assert records[0].columns == {"tools": [WEATHER_TOOL]} and stats.irregular == {}
+    assert all(r.tools == [WEATHER_TOOL] for r in records)
     fmt = ChatFormat(sp_tok)
     examples, _ = sft_examples([r.messages for r in records], fmt, seq_len=256)
     as_text = [ASK, {"role": "assistant", "content": format_call("weather", city="Oslo")},
@@ -204,6 +210,46 @@ def test_openai_tool_calls_are_read_and_their_tokens_trained(sp_tok, tmp_path):
         assert e["targets"].tolist() == ids[1:].tolist() and e["weights"].tolist() == weights[1:].tolist()
     learned = sp_tok.decode(examples[0]["targets"][examples[0]["weights"] > 0].tolist())
     assert learned == '<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo"}}<|end|>It is 12 C.<|end|>'
+
+
+def test_a_records_tools_are_read_in_every_written_shape_and_rendered_untrained(sp_tok, tmp_path):
+    """A record's ``tools`` column — OpenAI's list, its JSON string (glaive, LLaMA-Factory), bare
+    ``{"name", ...}`` entries (xLAM) — reads as the schemas chat templates take; SFT renders them where the
+    template shows tools (lmforge's format: the system turn), as TRL's SFT does, and trains none of them;
+    a malformed one is a one-line error naming ``file:line``."""
+    conv = [ASK, ANSWER]
+    bare = dict(WEATHER_TOOL["function"])
+    path = _write(tmp_path / "t.jsonl", [{"messages": conv, "tools": [WEATHER_TOOL]},
+                                         {"messages": conv, "tools": json.dumps([WEATHER_TOOL])},
+                                         {"messages": conv, "tools": [bare]},
+                                         {"messages": conv, "tools": "[]"}, {"messages": conv}])
+    records, _ = read_chat_records(path)
+    assert [r.tools for r in records] == [[WEATHER_TOOL]] * 3 + [None, None]
+    assert records[2].columns == {"tools": [bare]}   # the column stays as written
+    fmt = ChatFormat(sp_tok)
+    examples, _ = sft_examples([r.messages for r in records], fmt, seq_len=512, tools=[r.tools for r in records])
+    with_tools, weights = fmt.encode(conv, tools=[WEATHER_TOOL])
+    assert examples[0]["targets"].tolist() == with_tools[1:].tolist() == examples[2]["targets"].tolist()
+    assert examples[0]["weights"].tolist() == weights[1:].tolist()
+    assert examples[4]["targets"].tolist() == fmt.encode(conv)[0][1:].tolist() != with_tools[1:].tolist()
+    assert "Today's weather in a city" in sp_tok.decode(examples[0]["targets"].tolist())
+    assert sp_tok.decode(examples[0]["targets"][examples[0]["weights"] > 0].tolist()) == "It is 12 C.<|end|>"
+
+    for tools, message in [("{", r"t2.jsonl:1: tools '\{' is not JSON; expected a list of"),
+                           ({"name": "weather"}, r"t2.jsonl:1: tools is \{'name': 'weather'\}; expected a list"),
+                           ([WEATHER_TOOL, {"description": "x"}], r"t2.jsonl:1: tool 1 is \{'description': 'x'\}"),
+                           ([{"type": "retrieval", "function": {"name": "w"}}], r"t2.jsonl:1: tool 0 is"),
+                           ([{"name": "w", "parameters": "city"}], r"t2.jsonl:1: tool 0 is")]:
+        with pytest.raises(ValueError, match=message):
+            read_chat_records(_write(tmp_path / "t2.jsonl", [{"messages": conv, "tools": tools}]))
+
+
+def test_sft_reads_a_files_tools_into_its_items(tmp_path):
+    from lmforge.align.sft import read_file
+
+    path = _write(tmp_path / "t.jsonl", [{"messages": [ASK, ANSWER], "tools": json.dumps([WEATHER_TOOL])},
+                                         {"messages": [ASK, ANSWER]}])
+    assert [it["tools"] for it in read_file(str(path), "auto")] == [[WEATHER_TOOL], None]
 
 
 def test_sharegpt_function_call_turns_name_what_is_read(tmp_path):
