@@ -3,7 +3,8 @@
     lmforge plan experiments/shakespeare_char.py:cpu_tuned model.vocab_size=65
     lmforge plan --preset llama3_70b mesh.fsdp=64 mesh.tensor=8 data.batch_size=64 model.dtype=bfloat16 \
         model.attention=cudnn model.remat=full
-    lmforge plan --preset llama3_405b mesh.data=2 mesh.fsdp=128 mesh.tensor=8 --mfu 0.38 --json
+    lmforge plan --preset llama3_405b mesh.data=2 mesh.fsdp=128 mesh.tensor=8 model.dtype=bfloat16 \
+        model.attention=cudnn model.remat=full model.scan_layers=true --mfu 0.38 --json
     lmforge plan experiments/sft/sft_lora.py init_from=runs/base256
 
 The experiment (``EXP.py[:VARIANT]``) gives the model, mesh, batch, sequence, optimizer and the loss's
@@ -25,7 +26,12 @@ device's peak as a table, or as one JSON object with ``--json``. The device is `
 GiB; ``here``: this machine's first device, its peak as ``lmforge run`` takes it -- a CPU's measured
 matmul rate -- and its memory), and ``--peak-tflops`` / ``--memory-gib`` override either figure. The
 device's name and the precision its peak is for are printed beside the figures; notes say what
-bf16 compute or a flash attention kernel would change.
+bf16 compute or a flash attention kernel would change. A ``--preset`` alone plans ModelConfig's
+defaults (float32, attention=xla, no remat, unrolled layers: what ``lmforge run`` would build); a
+note gives the usual large-model recipe's total beside it. The collectives line is the bytes FSDP
+and data parallelism move per device per step and their time at ``--device``'s links
+(``--link-gbs``): compute and communication side by side, as the scaling-book's rooflines set them
+(tensor-parallel and expert all-to-all traffic are not counted).
 """
 
 from __future__ import annotations
@@ -50,6 +56,25 @@ DEVICES = {
     "tpu-v5e": (197.0, 197.0, 16.0, "TPU v5e"),
     "tpu-v5p": (459.0, 459.0, 95.0, "TPU v5p"),
 }
+# name: ((GB/s per device within a node, what), (GB/s per device across nodes, what), devices per node):
+# the bandwidth a collective over the mesh gets, datasheet figures. A GPU mesh larger than a node is held
+# to the network (8 x 400 Gb/s InfiniBand per DGX H100 node: 50 GB/s per GPU; A100: 8 x 200 Gb/s);
+# a TPU slice's ICI joins every chip (v5e 1,600 Gb/s, v5p 4,800 Gb/s per chip).
+LINKS = {
+    "h100": ((450.0, "NVLink 4, one direction"), (50.0, "InfiniBand 400 Gb/s per GPU"), 8),
+    "h200": ((450.0, "NVLink 4, one direction"), (50.0, "InfiniBand 400 Gb/s per GPU"), 8),
+    "a100": ((300.0, "NVLink 3, one direction"), (25.0, "InfiniBand 200 Gb/s per GPU"), 8),
+    "tpu-v5e": ((200.0, "ICI 1,600 Gb/s"), (200.0, "ICI 1,600 Gb/s"), 256),
+    "tpu-v5p": ((600.0, "ICI 4,800 Gb/s"), (600.0, "ICI 4,800 Gb/s"), 8960),
+}
+
+
+def device_link(device: str, devices: int) -> tuple[float, str]:
+    """(bytes/s per device, what) a collective over ``devices`` of a :data:`LINKS` entry gets: the
+    node's links when the mesh fits in one node, else the network's."""
+    inside, across, per_node = LINKS[device]
+    gbs, what = inside if devices <= per_node else across
+    return gbs * 1e9, what
 
 
 def device_peak(device: str, dtype: str) -> tuple[float, float, str]:
@@ -73,6 +98,9 @@ def add_plan_parser(sub) -> None:
                    help="the device planned for (default h100); here: this machine's first device")
     p.add_argument("--peak-tflops", type=float, help="dense peak TFLOP/s per device (default: --device's)")
     p.add_argument("--memory-gib", type=float, help="memory per device in GiB (default: --device's)")
+    p.add_argument("--link-gbs", type=float,
+                   help="GB/s per device for FSDP / data-parallel collectives (default: --device's links: a node's "
+                        "NVLink up to 8 GPUs, InfiniBand beyond; a TPU's ICI)")
     p.add_argument("--decode-batch", type=int, default=1, help="rows decoded at once, for the KV cache (1)")
     p.add_argument("--decode-len", type=int, default=0, help="tokens held in the KV cache (0: model.max_seq_len)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -90,6 +118,8 @@ def plan_cmd(args: argparse.Namespace) -> int:
         check_flag("--peak-tflops", args.peak_tflops, low=0, low_open=True)
     if args.memory_gib is not None:
         check_flag("--memory-gib", args.memory_gib, low=0, low_open=True)
+    if args.link_gbs is not None:
+        check_flag("--link-gbs", args.link_gbs, low=0, low_open=True)
     check_flag("--decode-batch", args.decode_batch, low=1)
     check_flag("--decode-len", args.decode_len, low=0)
     if args.devices is not None:
@@ -98,6 +128,8 @@ def plan_cmd(args: argparse.Namespace) -> int:
     if args.experiment and "=" in args.experiment and not args.experiment.split("=")[0].endswith(".py"):
         bindings.insert(0, args.experiment)      # `lmforge plan --preset X mesh.fsdp=8`: no experiment
         args.experiment = None
+    if args.experiment and args.preset and ".py" not in args.experiment:
+        raise ConfigError(f"{args.experiment!r}: expected a KEY=VALUE binding or an experiment file (EXP.py[:VARIANT])")
     if not args.experiment and not args.preset:
         raise ConfigError("lmforge plan needs an experiment (EXP.py[:VARIANT]) or --preset NAME")
     bound = {split_binding(b)[0] for b in bindings}
@@ -175,12 +207,35 @@ def plan_cmd(args: argparse.Namespace) -> int:
     if args.peak_tflops is not None or args.memory_gib is not None:
         name += ", with " + " and ".join(f for f in (args.peak_tflops is not None and "--peak-tflops",
                                                       args.memory_gib is not None and "--memory-gib") if f)
+    devices = math.prod(sizes.values())
+    link, link_name = device_link(args.device, devices) if args.device != "here" else (50e9, "assumed")
+    if args.link_gbs is not None:
+        link, link_name = args.link_gbs * 1e9, "--link-gbs"
     device = Device(peak_flops=(args.peak_tflops or peak_tflops) * 1e12, mfu=args.mfu,
-                    memory_bytes=(args.memory_gib or memory_gib) * GIB, name=name)
-    result = plan(model, sizes, batch_size=batch, seq_len=seq_len, optim=optim, rules=mesh_cfg.rules, device=device,
-                  decode_batch=args.decode_batch, decode_len=args.decode_len,
-                  vocab_chunk=getattr(config, "vocab_chunk", VOCAB_CHUNK))
+                    memory_bytes=(args.memory_gib or memory_gib) * GIB, name=name, link_bytes_per_s=link,
+                    link=link_name)
+    options = dict(batch_size=batch, seq_len=seq_len, optim=optim, rules=mesh_cfg.rules, device=device,
+                   decode_batch=args.decode_batch, decode_len=args.decode_len,
+                   vocab_chunk=getattr(config, "vocab_chunk", VOCAB_CHUNK))
+    try:
+        result = plan(model, sizes, **options)
+    except ValueError as e:
+        raise ConfigError(f"--decode-len {args.decode_len}: {e}" if str(e).startswith("decode_len=") else str(e)) \
+            from None
     notes = (vocab_note,) if vocab_note else ()
+    recipe = {"dtype": "bfloat16", "attention": "splash" if args.device.startswith("tpu") else "cudnn",
+              "remat": "full", "scan_layers": True}
+    unbound = {k: v for k, v in recipe.items() if f"model.{k}" not in bound and getattr(model, k) != v}
+    if args.preset and not args.experiment and unbound:   # ModelConfig's defaults: what `lmforge run` would build
+        usual = plan(dataclasses.replace(model, **unbound), sizes, **{
+            **options, "device": dataclasses.replace(device, peak_flops=(args.peak_tflops or device_peak(
+                args.device, "bfloat16")[0] if args.device != "here" else args.peak_tflops or peak_tflops) * 1e12)})
+        notes += ("--preset plans ModelConfig's defaults (" + ", ".join(f"model.{k}={getattr(model, k)}"
+                                                               for k in unbound)
+                  + f"), as `lmforge run` would build it; the usual large-model recipe, "
+                  + " ".join(f"model.{k}={v}" for k, v in unbound.items())
+                  + f", needs {usual.memory['total'] / GIB:.2f} GiB per device "
+                  + f"({'fits' if usual.fits else 'does not fit'}) and {usual.step_time_s:.4g} s per step",)
     if model.dtype == "float32" and args.device != "here" and args.peak_tflops is None:
         notes += (f"model.dtype=float32: the step time is at the device's float32-matmul peak ({name.split(', ', 1)[1]}, "
                   f"{peak_tflops:g} TFLOP/s); model.dtype=bfloat16 (mixed precision, float32 master weights) plans "

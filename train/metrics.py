@@ -14,8 +14,10 @@ Choices:
   Models", sec. 2.1; PaLM, Chowdhery et al. 2022, appendix B; nanoGPT `estimate_mfu`):
   6 N for the forward + backward matmuls with N = non-embedding params + the unembedding matmul
   (V D; the embedding lookup is a gather, no FLOPs), and 12 L T D for attention scores and
-  values (2 matmuls of T x D per token and layer, x 2 FLOPs, x 3 for fwd + bwd). No causal
-  halving and no remat recompute, as in PaLM: MFU is model FLOPs, not hardware FLOPs.
+  values (2 matmuls of T x D per token and layer, x 2 FLOPs, x 3 for fwd + bwd; D there is the
+  attention's heads x head size, :func:`attention_dim`, which a ``head_dim`` of its own sets apart
+  from ``embed_dim``). No causal halving and no remat recompute, as in PaLM: MFU is model FLOPs,
+  not hardware FLOPs (MaxText halves causal attention: its MFU of a long-sequence run reads lower).
 - Peak FLOP/s per device are dense (no 2:4 sparsity) datasheet numbers. float32 on NVIDIA means
   TF32 tensor cores, which XLA uses for f32 matmuls at default precision; on TPU, default
   precision runs f32 matmuls as bf16 passes, so bf16 peak. Unknown kinds give None (no MFU).
@@ -51,6 +53,7 @@ __all__ = [
     "MetricsWriter",
     "ProgressBar",
     "Throughput",
+    "attention_dim",
     "format_postfix",
     "lm_flops_per_token",
     "model_flops_per_token",
@@ -213,19 +216,23 @@ def _to_float(key: str, value: Any) -> float:
 
 # -------------------------------------------------------------------------------------- FLOPs
 def model_flops_per_token(*, num_params_non_embedding: int, num_layers: int, seq_len: int,
-                          embed_dim: int, vocab_size: int) -> float:
-    """Training FLOPs per token: 6 (N + V D) + 12 L T D (see the module docstring).
+                          embed_dim: int, vocab_size: int, attention_dim: int | None = None) -> float:
+    """Training FLOPs per token: 6 (N + V D) + 12 L T A (see the module docstring).
 
     `num_params_non_embedding` counts the transformer blocks (attention, MLP, norms); the
-    unembedding matmul V x D is added here, whether or not it is tied to the embedding.
+    unembedding matmul V x D is added here, whether or not it is tied to the embedding. A is the
+    width of the attention's two matmuls (QK^T and PV), heads x head size (None: ``embed_dim``, equal
+    in most models but not with a ``head_dim`` of its own, as T5-3B's 32 x 128 over D 1024 or
+    Gemma's; MaxText counts query heads x head_dim too).
     """
+    attention_dim = embed_dim if attention_dim is None else attention_dim
     for name, value in (("num_params_non_embedding", num_params_non_embedding),
                         ("num_layers", num_layers), ("seq_len", seq_len),
-                        ("embed_dim", embed_dim), ("vocab_size", vocab_size)):
+                        ("embed_dim", embed_dim), ("vocab_size", vocab_size), ("attention_dim", attention_dim)):
         if int(value) < 0 or (name != "num_params_non_embedding" and int(value) == 0):
             raise ValueError(f"model_flops_per_token: {name}={value} must be positive")
     matmul_params = num_params_non_embedding + vocab_size * embed_dim
-    attention = 12 * num_layers * seq_len * embed_dim
+    attention = 12 * num_layers * seq_len * attention_dim
     return float(6 * matmul_params + attention)
 
 
@@ -236,11 +243,12 @@ def lm_flops_per_token(model_cfg, seq_len: int, num_params: int | None = None) -
 
     Decoder-only configs are counted from the config; other families need ``num_params`` (the
     built model's total), from which the token table and an untied unembedding are taken out. A
-    reward model (``num_labels > 0``) has its score head in place of the unembedding: 6 N + 12 L T D.
+    reward model (``num_labels > 0``) has its score head in place of the unembedding: 6 N + 12 L T A.
+    A is the attention's heads x head size (:func:`attention_dim`).
     """
     if model_cfg.num_labels:   # a reward model: a score head (in its parameters), no unembedding
         return float(6 * model_cfg.num_params(embeddings=False, active=True)
-                     + 12 * model_cfg.num_layers * seq_len * model_cfg.embed_dim)
+                     + 12 * model_cfg.num_layers * seq_len * attention_dim(model_cfg))
     vd = model_cfg.vocab_size * model_cfg.embed_dim
     untied = 0 if model_cfg.tie_embeddings else vd
     if model_cfg.architecture == "decoder":
@@ -250,7 +258,14 @@ def lm_flops_per_token(model_cfg, seq_len: int, num_params: int | None = None) -
     else:
         blocks = num_params - vd - untied
     return model_flops_per_token(num_params_non_embedding=blocks, num_layers=model_cfg.num_layers, seq_len=seq_len,
-                                 embed_dim=model_cfg.embed_dim, vocab_size=model_cfg.vocab_size)
+                                 embed_dim=model_cfg.embed_dim, vocab_size=model_cfg.vocab_size,
+                                 attention_dim=attention_dim(model_cfg))
+
+
+def attention_dim(model_cfg) -> int:
+    """The width of a model's attention matmuls: query heads x head size (``embed_dim`` unless the
+    config sets ``head_dim`` apart from it)."""
+    return model_cfg.num_heads * model_cfg.dims_per_head
 
 
 # Dense peak FLOP/s per jax device: (regex on device_kind.lower(), bf16/fp16, float32).

@@ -17,9 +17,10 @@ Choices:
   not divide is the model's own ``ShardingError``. Unrolled layers are traced stacked (one
   ``nnx.vmap``'d block): the per-device bytes are the same when ``layers`` is replicated, and tracing
   126 unrolled blocks took 92 s against 0.24 s stacked (Llama-3 405B, 2-core CPU, 2026-11-30).
-- FLOPs per token are ``lmforge.train.metrics.lm_flops_per_token``: 6 (N + V D) + 12 L T D (Kaplan
-  et al. 2020; PaLM appendix B): model FLOPs, no remat recompute, so the step time at an MFU is the
-  time of a run that reaches that MFU, whatever it recomputes.
+- FLOPs per token are ``lmforge.train.metrics.lm_flops_per_token``: 6 (N + V D) + 12 L T A (Kaplan
+  et al. 2020; PaLM appendix B; A the attention's heads x head size): model FLOPs, no remat
+  recompute, so the step time at an MFU is the time of a run that reaches that MFU, whatever it
+  recomputes. The causal-halved figure (MaxText's count) is given in a note.
 - Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
   Transformer Models", sec. 4), counted tensor by tensor for this model (pre-norm, SwiGLU or GELU,
   GQA, no dropout masks) instead of their fixed 34 s b h: what each remat policy of
@@ -29,7 +30,12 @@ Choices:
   logits (the run's ``vocab_chunk``, ``VOCAB_CHUNK`` columns by default; 0: the whole vocabulary).
   It is an estimate: ``benchmarks/sharding.py aot`` prints it beside XLA's compiled temporaries.
 - Gradients are counted once, sharded like their parameters, in the parameters' dtype (plus an
-  accumulator with ``optim.grad_accum > 1``).
+  accumulator with ``optim.grad_accum > 1``). FSDP's gathered weights (two layers whole) are in the
+  compute dtype, as the partitioned program gathers them after the cast.
+- Collectives: per device per step, FSDP's two gathers and one reduce-scatter of the layers per
+  micro-batch (ring: (f - 1) / f of them each) and data parallelism's all-reduce of the gradient
+  shards, in the compute dtype, timed at ``Device.link_bytes_per_s``. Tensor-parallel and expert
+  all-to-all traffic are not counted; overlap with compute is not assumed either way.
 """
 
 from __future__ import annotations
@@ -46,9 +52,10 @@ from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
 from lmforge.model import DEFAULT_RULES, ModelConfig, abstract_sharded, build_model
 from lmforge.model.logprobs import VOCAB_CHUNK, check_vocab_chunk
+from lmforge.model.moe import expert_capacity
 from lmforge.model.paths import flatten, select
 from lmforge.model.sharding import MESH_AXES, Rules, logical_spec
-from lmforge.train.metrics import lm_flops_per_token
+from lmforge.train.metrics import attention_dim, lm_flops_per_token
 from lmforge.train.optim import OptimConfig, make_optimizer
 
 GIB = 2 ** 30
@@ -261,11 +268,14 @@ class Device:
     mfu: float = 0.4
     memory_bytes: float = 80 * GIB
     name: str = "H100 SXM, bf16"
+    link_bytes_per_s: float = 50e9   # per device, for FSDP / data-parallel collectives (400 Gb/s InfiniBand per GPU)
+    link: str = "InfiniBand 400 Gb/s per GPU"
 
     def __post_init__(self):
-        if not self.peak_flops > 0 or not 0 < self.mfu <= 1 or not self.memory_bytes > 0:
-            raise ValueError(f"device: need peak FLOP/s > 0, 0 < MFU <= 1 and memory > 0; got {self.peak_flops}, "
-                             f"{self.mfu}, {self.memory_bytes}")
+        if not self.peak_flops > 0 or not 0 < self.mfu <= 1 or not self.memory_bytes > 0 \
+                or not self.link_bytes_per_s > 0:
+            raise ValueError(f"device: need peak FLOP/s > 0, 0 < MFU <= 1, memory > 0 and link bandwidth > 0; got "
+                             f"{self.peak_flops}, {self.mfu}, {self.memory_bytes}, {self.link_bytes_per_s}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,21 +285,25 @@ class Plan:
     mesh: dict[str, int]
     devices: int
     params: int                    # parameter count
-    params_non_embedding: int      # the blocks (attention, MLP, norms): N of 6 N
+    params_non_embedding: int      # the blocks (attention, MLP, norms; all experts), without V D tables
+    params_active: int             # N of 6 (N + V D): the blocks' parameters a token uses (an MoE's top-k experts)
+    attention_dim: int             # A of 12 L T A: query heads x head size
     batch_size: int
     seq_len: int
     grad_accum: int
     remat: str
     attention: str
     vocab_chunk: int               # the loss's logits columns at a time; 0: the whole vocabulary
-    flops_per_token: float         # 6 (N + V D) + 12 L T D
-    flops_attention_per_token: float   # the 12 L T D part
-    memory: dict[str, int]         # parameters, optimizer, gradients, activations, gathered_weights, total
-    decode: dict[str, int]         # batch, length, kv_cache, parameters, total
+    flops_per_token: float         # 6 (N + V D) + 12 L T A
+    flops_attention_per_token: float   # the 12 L T A part
+    memory: dict[str, int]         # bytes: parameters, optimizer, gradients, activations, gathered_weights, total
+    decode: dict[str, int]         # batch, length (tokens), kv_cache, parameters, total (bytes)
+    communication: dict[str, float]   # bytes per device per step of FSDP / data-parallel collectives, and seconds
     step_time_s: float
     tokens_per_s: float
     device: Device
     fits: bool
+    decode_fits: bool
     notes: tuple[str, ...]
 
     def to_json(self) -> dict:
@@ -326,6 +340,10 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     probabilities. Every policy but ``none`` adds the rest of one layer, recomputed for its backward.
     Plus embeddings and the final norm (2 B T D) and the loss's float32 logits chunk (2 x B T Vc / v;
     Vc = ``vocab_chunk`` columns, the whole vocabulary when 0 or larger).
+    A mixture of experts replaces the MLP's tensors by its routed ones (``model/moe.py``): R routed
+    rows (dropless: B T K assignments; capacity: B E C slots) each with its input (R D), up / gate /
+    activation (R F) and output (R D), the shared experts' B T S F, the float32 router logits and
+    probabilities (2 B T E) and, with capacity, the float32 one-hot dispatch and combine (2 B T E C).
     Returns ``{"per_layer", "layers", "head", "total"}`` in bytes; ValueError for a bad ``vocab_chunk``.
     """
     check_vocab_chunk(vocab_chunk)
@@ -345,7 +363,21 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     mlp = (3 if gated else 2) * bt * f // tensor
     up_gate = (2 if gated else 1) * bt * f // tensor
     down = bt * d
-    full_layer = x + norms + qkv + scores + lse + attn_out + o + mlp + down
+    routing = 0
+    if cfg.num_experts:
+        e = cfg.num_experts
+        if cfg.moe_capacity_factor > 0:
+            slots = expert_capacity(t, e, cfg.experts_per_token, cfg.moe_capacity_factor)
+            routed = b * e * slots
+            routing = 2 * bt * e * slots * 4 // itemsize          # float32 (B, T, E, C) dispatch and combine
+        else:
+            routed = bt * cfg.experts_per_token
+        routing += 2 * bt * e * 4 // itemsize                      # float32 router logits and probabilities
+        rows = routed + bt * cfg.num_shared_experts
+        mlp = (3 if gated else 2) * rows * f // tensor + routed * d
+        up_gate = (2 if gated else 1) * rows * f // tensor
+        down = routed * d + bt * d
+    full_layer = x + norms + qkv + scores + lse + attn_out + o + mlp + down + routing
     saved = {"none": full_layer,
              "dots": x + qkv + scores + lse + attn_out + o + up_gate + down,
              "dots_no_batch": x + qkv + o + up_gate + down,
@@ -403,6 +435,9 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
                          f"optim.grad_accum ({optim.grad_accum})")
     if seq_len > model_cfg.max_seq_len:
         raise ValueError(f"data.seq_len={seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}")
+    if decode_len > model_cfg.max_seq_len:
+        raise ValueError(f"decode_len={decode_len} exceeds model.max_seq_len={model_cfg.max_seq_len} (the KV cache "
+                         f"holds at most the model's context)")
     check_vocab_chunk(vocab_chunk)
     _, state, _, frozen, _ = abstract_train_state(model_cfg, optim, mesh, rules, exact_layers=False)
     param_bytes = bytes_per_device(state["params"]) + bytes_per_device(frozen)
@@ -416,11 +451,13 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
     flash_acts = (acts if model_cfg.attention in FLASH_BACKENDS else
                   activation_bytes(dataclasses.replace(model_cfg, attention="cudnn"), **shape))
     # FSDP all-gathers a layer's weights before its matmuls: two layers (the one computing and the
-    # one prefetched) exist whole over the fsdp axis, still split over tensor.
+    # one prefetched) exist whole over the fsdp axis, still split over tensor. The gather moves them
+    # cast to the compute dtype (the partitioned program's all-gathers of a bf16 run are bf16).
     n_params = model_cfg.num_params()
     fsdp = _axes_size(sizes, rules, "embed")
+    compute = _itemsize(model_cfg.dtype)
     blocks = [x for path, x in flatten({**frozen, "t": state["params"]}) if ".blocks." in f".{path}."]
-    per_layer_bytes = sum(x.size * _itemsize(x.dtype) for x in blocks) // model_cfg.num_layers
+    per_layer_bytes = sum(x.size * min(_itemsize(x.dtype), compute) for x in blocks) // model_cfg.num_layers
     gathered = 2 * per_layer_bytes // tensor if fsdp > 1 else 0
     memory = {"parameters": param_bytes, "optimizer": opt_bytes, "gradients": grad_bytes,
               "activations": acts["total"], "gathered_weights": gathered}
@@ -432,20 +469,64 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
     batch_split = batch_axes if decode_batch % batch_axes == 0 else 1
     kv = (2 * model_cfg.num_layers * (decode_batch // batch_split) * decode_len
           * -(-model_cfg.kv_heads // kv_heads_split) * model_cfg.dims_per_head * kv_itemsize)
-    decode = {"batch": decode_batch, "length": decode_len, "kv_cache": kv, "parameters": param_bytes,
-              "total": kv + param_bytes}
+    # served in the compute dtype (load_params(dtype=...) casts the float32 master weights once)
+    serve_params = param_bytes * compute // max(_itemsize(model_cfg.param_dtype), 1) \
+        if compute < _itemsize(model_cfg.param_dtype) else param_bytes
+    decode = {"batch": decode_batch, "length": decode_len, "kv_cache": kv, "parameters": serve_params,
+              "total": kv + serve_params}
 
     flops = lm_flops_per_token(model_cfg, seq_len)
-    attn = 12.0 * model_cfg.num_layers * seq_len * model_cfg.embed_dim
+    a_dim = attention_dim(model_cfg)
+    attn = 12.0 * model_cfg.num_layers * seq_len * a_dim
     tokens = batch_size * seq_len
     step_time = tokens * flops / (devices * device.peak_flops * device.mfu)
+
+    # Collectives of FSDP (ring: each device receives (f-1)/f of the layer weights it gathers, twice per
+    # micro-batch, forward and backward, and sends as much of its gradients in the reduce-scatter) and of
+    # data parallelism (an all-reduce of the gradient shards: 2 (d-1)/d of them), in the compute dtype.
+    trainable_compute = trainable_bytes * compute // max(_itemsize(model_cfg.param_dtype), 1)
+    data = _axes_size(sizes, rules, "act_batch") // max(fsdp, 1)
+    fsdp_bytes = (3 * (fsdp - 1) / fsdp * (sum(x.size for x in blocks) * compute / tensor) * optim.grad_accum
+                  if fsdp > 1 else 0.0)
+    dp_bytes = 2 * (data - 1) / data * trainable_compute if data > 1 else 0.0
+    comm_s = (fsdp_bytes + dp_bytes) / device.link_bytes_per_s
+    communication = {"fsdp_bytes": fsdp_bytes, "data_parallel_bytes": dp_bytes, "seconds": comm_s,
+                     "link_bytes_per_s": device.link_bytes_per_s}
+
+    untied = model_cfg.vocab_size * model_cfg.embed_dim if not model_cfg.tie_embeddings else 0
+    blocks_n = model_cfg.num_params(embeddings=False) - untied
+    active_n = model_cfg.num_params(embeddings=False, active=True) - untied
+    causal = flops - attn / 2
     notes = (
-        "FLOPs per token = 6 (N + V D) + 12 L T D (model FLOPs: no remat recompute, no causal halving)",
+        f"FLOPs per token = 6 (N + V D) + 12 L T A, A = heads x head size = {a_dim} (model FLOPs: no remat "
+        f"recompute, no causal halving; halved as MaxText counts causal attention: {_count(causal)}, so the same "
+        f"run's MFU reads {flops / causal:.3g}x lower there)",
         f"step time = tokens per step x FLOPs per token / ({devices} devices x {device.peak_flops / 1e12:g} TFLOP/s "
         f"x MFU {device.mfu:g})",
         "parameters and optimizer state: the shard shapes of the Trainer's real state (AdamW mu, nu in the "
         "parameter dtype); gradients: one sharded copy; activations: an estimate (train/plan.py)",
     )
+    if comm_s > step_time / 2:
+        notes += (f"communication: FSDP / data-parallel collectives move {(fsdp_bytes + dp_bytes) / 1e9:.3g} GB per "
+                  f"device per step, {comm_s:.3g} s at {device.link_bytes_per_s / 1e9:g} GB/s ({device.link}) against "
+                  f"{step_time:.3g} s of compute: {'communication-bound' if comm_s > step_time else 'hard to hide'} "
+                  f"unless they overlap; more tokens per device (a larger batch, fewer fsdp devices with tensor "
+                  f"parallelism inside a node) raise compute per byte",)
+    if not model_cfg.scan_layers and model_cfg.remat != "none" and model_cfg.num_layers > 1:
+        kept = activation_bytes(dataclasses.replace(model_cfg, remat="none"), **shape)["total"]
+        notes += (f"model.scan_layers=False: XLA:CPU compiles unrolled layers to the no-remat footprint whatever the "
+                  f"policy (measured, benchmarks/README.md; not measured on a GPU): {kept / GIB:.2f} GiB of "
+                  f"activations rather than the {acts['total'] / GIB:.2f} planned for remat={model_cfg.remat}; "
+                  f"model.scan_layers=True keeps the policy",)
+    if model_cfg.num_experts:
+        notes += (f"mixture of experts: {model_cfg.num_experts} experts, top-{model_cfg.experts_per_token}"
+                  + (f", capacity factor {model_cfg.moe_capacity_factor:g}" if model_cfg.moe_capacity_factor
+                     else ", dropless")
+                  + f"; FLOPs count the {_count(active_n)} active parameters of {_count(blocks_n)}; activations count "
+                    f"the routed rows (expert all-to-all not in the communication)",)
+    if decode_batch > 1 and decode_batch % batch_axes:
+        notes += (f"decoding: batch {decode_batch} does not split over the {batch_axes} batch devices, so every "
+                  f"device holds the whole KV cache",)
     if acts["total"] - flash_acts["total"] > acts["total"] / 10:
         notes += (f"attention={model_cfg.attention} materialises the (B, N, T, T) scores: activations "
                   f"{acts['total'] / GIB:.2f} GiB; a flash kernel keeps only their log-sum-exp "
@@ -457,22 +538,28 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
                   f"{_count(recompute)} FLOPs per token ({recompute / flops:.1%} of the step), not in the step time; "
                   f"vocab_chunk=0 holds the whole logits instead",)
     return Plan(model=_name(model_cfg), mesh=sizes, devices=devices, params=n_params,
-                params_non_embedding=model_cfg.num_params(embeddings=False), batch_size=batch_size, seq_len=seq_len,
+                params_non_embedding=blocks_n, params_active=active_n, attention_dim=a_dim,
+                batch_size=batch_size, seq_len=seq_len,
                 grad_accum=optim.grad_accum, remat=model_cfg.remat, attention=model_cfg.attention,
                 vocab_chunk=vocab_chunk,
                 flops_per_token=flops, flops_attention_per_token=attn, memory=memory, decode=decode,
-                step_time_s=step_time, tokens_per_s=tokens / step_time, device=device,
-                fits=memory["total"] <= device.memory_bytes, notes=notes)
+                communication=communication, step_time_s=step_time, tokens_per_s=tokens / step_time, device=device,
+                fits=memory["total"] <= device.memory_bytes, decode_fits=decode["total"] <= device.memory_bytes,
+                notes=notes)
 
 
 def _name(cfg: ModelConfig) -> str:
     kv = f"/{cfg.kv_heads} kv" if cfg.kv_heads != cfg.num_heads else ""
-    return (f"{cfg.family} L{cfg.num_layers} D{cfg.embed_dim} F{cfg.mlp_dim} heads {cfg.num_heads}{kv} "
+    head = f" head {cfg.head_dim}" if cfg.head_dim else ""
+    moe = (f" {cfg.num_experts} experts top-{cfg.experts_per_token}"
+           + (f" + {cfg.num_shared_experts} shared" if cfg.num_shared_experts else "")) if cfg.num_experts else ""
+    return (f"{cfg.family} L{cfg.num_layers} D{cfg.embed_dim} F{cfg.mlp_dim}{moe} heads {cfg.num_heads}{kv}{head} "
             f"V{cfg.vocab_size} {cfg.param_dtype} params, {cfg.dtype} compute")
 
 
-def _count(n: float) -> str:
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+def _count(n: float, units: str = "TGMk") -> str:
+    """``n`` with a unit: T G M k (FLOPs), or ``units="TBMk"`` for parameter counts (B for billions)."""
+    for unit, scale in zip(units, (1e12, 1e9, 1e6, 1e3)):
         if n >= scale:
             return f"{n / scale:.3f} {unit}"
     return f"{n:g}"
@@ -484,12 +571,14 @@ def format_plan(p: Plan) -> str:
     mesh = " x ".join(f"{a} {s}" for a, s in p.mesh.items() if s > 1) or "one device"
     lines = [
         f"model       {p.model}",
-        f"parameters  {_count(p.params)} ({_count(p.params_non_embedding)} outside the embeddings)",
-        f"mesh        {mesh} ({p.devices} devices)",
+        f"parameters  {_count(p.params, 'TBMk')}: N = {_count(p.params_non_embedding, 'TBMk')} in the blocks"
+        + (f" ({_count(p.params_active, 'TBMk')} active per token)" if p.params_active != p.params_non_embedding
+           else "") + "; the rest embeddings and the unembedding",
+        f"mesh        {mesh} ({p.devices} device{'s' if p.devices > 1 else ''})",
         f"batch       {p.batch_size} rows x {p.seq_len} tokens = {p.batch_size * p.seq_len:,} tokens per step"
         + (f", {p.grad_accum} micro-batches" if p.grad_accum > 1 else ""),
         f"FLOPs/token {_count(p.flops_per_token)} = 6 (N + V D) {_count(p.flops_per_token - p.flops_attention_per_token)}"
-        f" + attention 12 L T D {_count(p.flops_attention_per_token)}",
+        f" + attention 12 L T A {_count(p.flops_attention_per_token)} (A = {p.attention_dim})",
         "",
         f"memory per device (training, remat={p.remat}, attention={p.attention}, vocab_chunk={p.vocab_chunk})",
         f"  parameters        {g(p.memory['parameters'])}",
@@ -500,11 +589,17 @@ def format_plan(p: Plan) -> str:
         f"  total             {g(p.memory['total'])}   of {p.device.memory_bytes / GIB:.4g} GiB ({p.device.name}): "
         + ("fits" if p.fits else "DOES NOT FIT"),
         f"decoding, batch {p.decode['batch']} x {p.decode['length']} tokens: KV cache {g(p.decode['kv_cache']).strip()}"
-        f", with the parameters {g(p.decode['total']).strip()} per device",
+        f", with the parameters (in the compute dtype) {g(p.decode['total']).strip()} per device: "
+        + ("fits" if p.decode_fits else "DOES NOT FIT"),
         "",
         f"step time   {p.step_time_s:.4g} s at MFU {p.device.mfu:g} of {p.device.peak_flops / 1e12:.4g} TFLOP/s per "
         f"device ({p.device.name}; {p.tokens_per_s:,.0f} tokens/s)",
     ]
+    c = p.communication
+    if c["fsdp_bytes"] or c["data_parallel_bytes"]:
+        lines.append(f"collectives {(c['fsdp_bytes'] + c['data_parallel_bytes']) / 1e9:.4g} GB per device per step "
+                     f"(FSDP gathers and reduce-scatters, data-parallel all-reduce), {c['seconds']:.4g} s at "
+                     f"{c['link_bytes_per_s'] / 1e9:g} GB/s ({p.device.link}) if not overlapped")
     return "\n".join(lines + [f"note: {n}" for n in p.notes])
 
 
