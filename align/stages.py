@@ -182,16 +182,18 @@ def dpo_stage(stage: StageConfig, name: str, init_from: str, pairs, workdir: pat
 
 
 def chat_model(mesh_cfg: MeshConfig, run: pathlib.Path):
-    """(sampler, template) of a stage's run folder (its weights and ``tokenizer/``)."""
+    """(sampler, template) of a stage's run folder, or of any weights source (a model folder, a
+    transformers folder: its tokenizer where ``lmforge.data.tokenizer.tokenizer_dir`` finds it)."""
     # pylint: disable=import-outside-toplevel
     from lmforge.data import load_tokenizer
     from lmforge.data.chat import chat_template_for
+    from lmforge.data.tokenizer import tokenizer_dir
     from lmforge.infer import Sampler
     from lmforge.train.mesh import make_mesh
     from lmforge.weights import load_params
     mesh = make_mesh(mesh_cfg)
     loaded = load_params(run, mesh, rules=mesh_cfg.rules)
-    tok = load_tokenizer(pathlib.Path(run) / "tokenizer")
+    tok = load_tokenizer(tokenizer_dir(pathlib.Path(run)))
     return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, mesh_cfg.rules), chat_template_for(tok)
 
 

@@ -34,6 +34,7 @@ BUILTIN_TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("ppo", "lmforge.align.ppo", "PPOConfig", "run_ppo"),
     ("interrogation", "lmforge.align.interrogation", "InterrogationConfig", "run_interrogation"),
     ("constitutional", "lmforge.align.cai_privacy", "CAIConfig", "run_cai"),
+    ("constitutional_files", "lmforge.align.cai_files", "CAIFilesConfig", "run_cai_files"),
     ("rag", "lmforge.align.rag", "RAGConfig", "run_rag"),
     ("curate", "lmforge.data.curate", "CurateConfig", "run_curate"),
 )
