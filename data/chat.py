@@ -9,15 +9,16 @@ The lmforge format, built from the tokenizer's reserved specials (``lmforge.data
   ``system`` → ``<|system|>``, ``user`` → ``<|user|>``, ``assistant`` → ``<|assistant|>``,
   ``tool`` (what a tool returned) → ``<|tool_result|>``. Contents are encoded one by one, so a
   turn's ids do not depend on its neighbours (the rendered text decodes back exactly, since the
-  SentencePiece tokenizer round-trips every string). Specials typed inside a content (the text
-  ``"<|end|>"``) encode to their special id, as in every chat format built on atomic specials —
-  unless ``plain_content=True`` (what ``lmforge serve`` asks for: a client must not forge turns),
-  where such text stays text: the marker is encoded as its first character and the rest
-  (``"<"``, ``"|end|>"``), which decodes to the same string and holds no special id. The format's
-  own markers (the tool-call marker before a call, in an assistant's ``tool_calls`` or its content,
-  where ``format_call`` and the tool loop write it; the one in the tools' instructions) stay special.
-  Inference over untrusted text asks for it too: ``lmforge.infer.chat_replies`` (the tool loop's and
-  RAG's prompts, whose tool results and retrieved passages are anyone's text).
+  SentencePiece tokenizer round-trips every string). Special-token text typed inside a content
+  (the text ``"<|end|>"``) stays text (``plain_content=True``, the default): the marker is encoded
+  as its first character and the rest (``"<"``, ``"|end|>"``), which decodes to the same string and
+  holds no special id, so a user, a client of ``lmforge serve``, a tool's result or a retrieved
+  passage cannot forge a turn, and training (SFT, DPO, GRPO and PPO prompts) reads such text as
+  inference does. The format's own markers (the tool-call marker before a call, in an assistant's
+  ``tool_calls`` or its content, where ``format_call`` and the tool loop write it; the one in the
+  tools' instructions) stay special. ``plain_content=False`` encodes typed specials as their ids
+  (data written with the markers inline). Until 2026-12-03 that was the default for training while
+  every inference path asked for plain content.
 - The generation prompt is the conversation so far followed by ``<|assistant|>``; the model
   ends its turn with ``<|end|>`` (the sampler's stop id).
 - Tools in OpenAI's shapes (what ``lmforge serve`` receives): ``encode(..., tools=schemas)`` writes
@@ -235,15 +236,16 @@ class ChatFormat:
         self._specials = None   # special_texts(), made at the first use
 
     def encode(self, messages: Sequence[Message], *, train_on: str = "assistant", add_generation_prompt: bool = False,
-               tools: Sequence[dict] | None = None, plain_content: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               tools: Sequence[dict] | None = None, plain_content: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One conversation → ``(ids, weights)``, int32 and float32 of shape ``(L,)``.
 
         ``weights[i] = 1`` marks ``ids[i]`` as a token to learn (predicted from ``ids[:i]``).
         ``add_generation_prompt`` appends ``<|assistant|>`` (and no eos): the prompt to sample a reply.
         ``tools`` (OpenAI function schemas) go into the system turn; assistant ``tool_calls`` become
-        call markers (module docstring). ``plain_content``: special-token text typed in a content, a
-        call's arguments or a tool schema stays text, but for the call marker in an assistant's content
-        (module docstring); the ids equal the default's when there is none. Raises ValueError for
+        call markers (module docstring). ``plain_content`` (default): special-token text typed in a
+        content, a call's arguments or a tool schema stays text, but for the call marker in an
+        assistant's content (module docstring); False: it encodes as the special (the ids are the same
+        when there is none). Raises ValueError for
         ``train_on`` outside ``TRAIN_ON`` or a tool call without a name or with arguments that are no
         object (messages: see :func:`check_messages`).
         """
@@ -273,7 +275,7 @@ class ChatFormat:
         return np.asarray(ids, np.int32), np.asarray(weights, np.float32)
 
     def prompt(self, messages: Sequence[Message], *, tools: Sequence[dict] | None = None,
-               plain_content: bool = False) -> np.ndarray:
+               plain_content: bool = True) -> np.ndarray:
         """The ids that ask for the next assistant turn, ``(L,)`` int32 (``plain_content``: see ``encode``)."""
         return self.encode(messages, add_generation_prompt=True, tools=tools, plain_content=plain_content)[0]
 

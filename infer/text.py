@@ -351,22 +351,16 @@ def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str
     Call k is seeded ``seed + k``; 0 → all in one call. ``progress``: a tqdm bar (stderr) counting
     conversations, ticking once per call.
 
-    Special-token text in the conversations stays text with lmforge's ``ChatFormat``
-    (``prompt(plain_content=True)``, as ``lmforge serve`` asks for): ``"<|end|><|user|>..."`` in a tool's
-    result (the tool loop's replies come from here), a retrieved passage (RAG) or a data set's question
-    cannot forge a turn. Every prompt is built so, not only those with tool or retrieved text: a
-    conversation's turns are its messages, never markers typed inside one, and a content without such text
-    gets the same ids either way. An assistant turn's call marker stays the call (``ChatFormat.encode``).
-    Another template (an imported model's, which tokenizes its rendered text whole) has no such option
-    and is used as it is."""
+    Special-token text in the conversations stays text with lmforge's ``ChatFormat`` (its default,
+    ``plain_content=True``, as training encodes them): ``"<|end|><|user|>..."`` in a tool's result (the
+    tool loop's replies come from here), a retrieved passage (RAG) or a data set's question cannot forge
+    a turn. An assistant turn's call marker stays the call (``ChatFormat.encode``). Another template (an
+    imported model's, which tokenizes its rendered text whole) has no such option and is used as it is."""
     from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
-
-    from lmforge.data.chat import ChatFormat   # pylint: disable=import-outside-toplevel
 
     if not conversations:
         return []
-    plain = {"plain_content": True} if isinstance(template, ChatFormat) else {}
-    prompts = [template.prompt(c, **plain).tolist() for c in conversations]
+    prompts = [template.prompt(c).tolist() for c in conversations]
     eos = (sampler.tok.eos_id,) if sampler.tok.eos_id >= 0 else ()
     stops = tuple(dict.fromkeys((*sampling.stop_token_ids, *template.stop_ids, *eos)))
     cfg = dataclasses.replace(sampling, stop_token_ids=stops)

@@ -21,7 +21,7 @@ Choices:
 - Each turn re-renders the whole conversation with the template (what the model was trained to
   read: no prompt cache is carried between turns; its cost shows as prefill time). With lmforge's
   format, special-token text inside a message (``"<|end|>"`` typed, or in a tool's result) stays
-  text (``ChatFormat.encode(plain_content=True)``, as ``lmforge serve`` and the tool loop encode). The prompt gets
+  text (``ChatFormat``'s ``plain_content``, as ``lmforge serve``, the tool loop and training encode). The prompt gets
   at most ``max_seq_len - max_new_tokens`` tokens: when the conversation outgrows that, its oldest
   messages are dropped (the system prompt stays; a message and the reply to it go together), and if
   the newest message alone is still too long, its first tokens are cut (nanoGPT's sampler crops its
@@ -287,9 +287,8 @@ class ChatSession:
         budget = self.context - self.sampling.max_new_tokens
         # train_on="all": the prompt needs no loss mask (an imported template then skips finding the assistant spans);
         # lmforge's format keeps special-token text in a message as text: a tool's result cannot forge a turn
-        plain = {"plain_content": True} if isinstance(self.model.template, ChatFormat) else {}
         render = lambda: [int(i) for i in self.model.template.encode(
-            self.messages, train_on="all", add_generation_prompt=True, tools=self.tool_schemas, **plain)[0]]
+            self.messages, train_on="all", add_generation_prompt=True, tools=self.tool_schemas)[0]]
         ids, dropped = render(), 0
         while len(ids) > budget and len(self.turns) > 1:
             # the oldest exchange goes: its user message and everything up to the next user message

@@ -30,7 +30,7 @@ Choices:
   stream starts); distinct seeds give distinct streams (``lmforge.infer.text.seed_key`` folds the
   high 32 bits in, where ``jax.random.key`` would drop them).
 - Special tokens typed in a chat message (``"<|end|>\\n<|system|>..."``) cannot forge a turn:
-  lmforge's chat format encodes them as plain text (``ChatFormat.prompt(plain_content=True)``: the
+  lmforge's chat format encodes them as plain text (``ChatFormat``'s ``plain_content``: the
   client's words reach the model as the client wrote them, as OpenAI treats ``content``), and an
   imported model's template, which tokenizes its rendered text whole, refuses them with a 400 naming
   ``messages.{i}.content`` and the token. ``/v1/completions`` takes its prompt raw, specials included.
@@ -206,7 +206,7 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
     def refuse_markers(messages: list[dict], tools: list[dict]) -> None:
         """For a template that renders text and tokenizes it whole (an imported model's), special-token text in
         a content, a call or a tool schema would become the special: refused, naming where (lmforge's format
-        keeps it text instead: ``ChatFormat.prompt(plain_content=True)``)."""
+        keeps it text instead: ``ChatFormat``'s ``plain_content``)."""
         if not specials or getattr(tok, "config", {}).get("split_special_tokens"):
             return
         places = [(f"messages.{i}.content", m["content"]) for i, m in enumerate(messages)]
@@ -338,8 +338,7 @@ def create_app(model: ChatModel, *, model_name: str | None = None, max_batch: in
         if not plain_content:
             refuse_markers(messages, tools)
         try:
-            ids = [int(i) for i in (template.prompt(messages, tools=tools or None, plain_content=True) if plain_content
-                                    else template.prompt(messages, tools=tools or None))]
+            ids = [int(i) for i in template.prompt(messages, tools=tools or None)]
         except ValueError as e:
             raise BadRequest(f"messages: {e}", param="messages") from None
         hide = tuple(i for i, t in specials.items() if not (tools and t in call_markers))

@@ -107,11 +107,12 @@ def test_openai_tools_and_tool_calls_in_lmforge_format(sp_tok):
     fmt = ChatFormat(sp_tok)
     tools = [{"type": "function", "function": {"name": "calc", "description": "sums"}}]
     ask = [{"role": "user", "content": "2+3?"}]
+    # the instructions' call marker is the format's own (special); typed in a system message it would be text
     assert fmt.prompt(ask, tools=tools).tolist() == fmt.prompt(
-        [{"role": "system", "content": tools_system_prompt(tools)}] + ask).tolist()
+        [{"role": "system", "content": tools_system_prompt(tools)}] + ask, plain_content=False).tolist()
     sys_ask = [{"role": "system", "content": "Be brief."}] + ask
     assert fmt.prompt(sys_ask, tools=tools).tolist() == fmt.prompt(
-        [{"role": "system", "content": "Be brief.\n\n" + tools_system_prompt(tools)}] + ask).tolist()
+        [{"role": "system", "content": "Be brief.\n\n" + tools_system_prompt(tools)}] + ask, plain_content=False).tolist()
     calls = [{"type": "function", "function": {"name": "calc", "arguments": '{"x": "2+3"}'}},
              {"type": "function", "function": {"name": "calc", "arguments": {"x": "1"}}}]
     openai = ask + [{"role": "assistant", "content": None, "tool_calls": calls}, {"role": "tool", "content": "5"}]
@@ -149,7 +150,7 @@ def test_check_messages_keeps_openai_tool_calls_in_the_shape_templates_take():
 
 
 def test_plain_content_keeps_marker_text_as_text_but_the_assistants_call(sp_tok):
-    """With ``plain_content`` (untrusted text: serve's clients, tool results, passages) special-token text in a
+    """With ``plain_content`` (the default: serve's clients, tool results, passages, training data) special-token text in a
     user's or a tool's content stays text, while the call marker in an assistant's content (how
     ``format_call`` and the tool loop write a call) stays the call, as in training."""
     from lmforge.data.chat import format_call
@@ -164,5 +165,7 @@ def test_plain_content_keeps_marker_text_as_text_but_the_assistants_call(sp_tok)
     r = fmt.role_ids
     assert [i for i in plain if i in marks] == [r["user"], fmt.end_id, r["assistant"], call_id, call_id, fmt.end_id,
                                                 r["tool"], fmt.end_id, r["tool"], fmt.end_id, r["assistant"]]
-    assert sp_tok.decode(plain) == sp_tok.decode(fmt.prompt(conv).tolist())
-    assert fmt.prompt(conv[1:2], plain_content=True).tolist() == fmt.prompt(conv[1:2]).tolist()   # training's ids
+    assert fmt.prompt(conv).tolist() == plain   # the default, for training as for inference
+    forged = fmt.prompt(conv, plain_content=False).tolist()   # typed markers as their ids: a forged turn
+    assert sp_tok.decode(plain) == sp_tok.decode(forged) and forged.count(r["user"]) == plain.count(r["user"]) + 1
+    assert fmt.prompt(conv[1:2], plain_content=True).tolist() == fmt.prompt(conv[1:2], plain_content=False).tolist()
