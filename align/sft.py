@@ -177,11 +177,16 @@ class SFTConfig(LoopConfig):
         from lmforge.weights import check_init_from, read_model_config, refuse_reward_model, source_model_config
 
         if workdir is not None and self.resumes_alone(workdir):
-            source, longest = workdir, read_model_config(workdir).max_seq_len
+            source, model_cfg = workdir, read_model_config(workdir)
         else:
             check_init_from(self.init_from, "SFT starts from a pretrained model")
             refuse_reward_model(self.init_from, "SFT")
-            source, longest = f"init_from={self.init_from}", source_model_config(self.init_from).max_seq_len
+            source, model_cfg = f"init_from={self.init_from}", source_model_config(self.init_from)
+        if model_cfg.architecture != "decoder":   # next-token loss: a bidirectional encoder would see each target
+            raise ValueError(f"{source} is a {model_cfg.family} ({model_cfg.architecture}) model; SFT's next-token "
+                             f"loss trains decoder-only models (an encoder attends to the very token it would "
+                             f"predict; an encoder-decoder needs input/target pairs, which SFT does not build)")
+        longest = model_cfg.max_seq_len
         if self.data.seq_len > longest:
             raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the max_seq_len={longest} of {source}'s model")
 

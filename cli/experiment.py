@@ -68,7 +68,7 @@ def experiment_config(module: types.ModuleType, variant: str) -> Any:
     except Exception as e:   # a typo, 1/0, a config's own check: one line at the file's line, not a traceback
         raise _mistake(pathlib.Path(module.__file__), e, f"get_config({variant!r})") from e
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise ConfigError(f"{module.__file__}: get_config({variant!r}) returned a {type(config).__name__}; "
+        raise ConfigError(f"{module.__file__}: get_config({variant!r}) returned {type(config).__name__} {config!r:.40}; "
                           f"it must return a config dataclass instance")
     from .config_io import from_json, to_json   # pylint: disable=import-outside-toplevel
     from .typecheck import nonfinite_keys   # pylint: disable=import-outside-toplevel

@@ -42,8 +42,16 @@ class ObjectiveConfig:
     mean_span_length: float = 3.0    # span: mean length of a dropped span
 
     def __post_init__(self):
-        if self.kind not in OBJECTIVES:
-            raise ValueError(f"objective.kind={self.kind!r}; expected one of {OBJECTIVES}")
+        problems = [msg for bad, msg in (
+            (self.kind not in OBJECTIVES, f"objective.kind={self.kind!r}; expected one of {OBJECTIVES}"),
+            (not 0.0 < self.mask_rate < 1.0, f"objective.mask_rate={self.mask_rate}: expected a fraction in (0, 1)"),
+            (not 0.0 < self.noise_density < 1.0,
+             f"objective.noise_density={self.noise_density}: expected a fraction in (0, 1)"),
+            (not self.mean_span_length >= 1.0,
+             f"objective.mean_span_length={self.mean_span_length}: expected >= 1 (tokens)"),
+        ) if bad]
+        if problems:   # checked when the config is made: before a tokenizer is trained or a token read
+            raise ValueError("; ".join(problems))
 
     @property
     def seq2seq(self) -> bool:

@@ -128,7 +128,8 @@ def load_chat_model(source: str | pathlib.Path, *, mesh: jax.sharding.Mesh | Non
     mesh = one_device_mesh() if mesh is None else mesh
     loaded = load_params(source, mesh, rules=rules, dtype=dtype)
     if loaded.cfg.architecture != "decoder":
-        raise ValueError(f"{source} holds a {loaded.cfg.architecture} model; chat needs a decoder-only model")
+        raise ValueError(f"{source} holds a {loaded.cfg.family} model "
+                         f"({loaded.cfg.architecture.replace('_', '-')}); chat needs a decoder-only model")
     if tok.vocab_size > loaded.cfg.vocab_size:
         raise ValueError(f"{source}: the tokenizer has {tok.vocab_size} ids but the model only {loaded.cfg.vocab_size}")
     return ChatModel(Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, rules, step=loaded.step),

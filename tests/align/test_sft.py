@@ -257,6 +257,23 @@ def test_sft_bad_counts_are_refused_before_the_workdir(binding, expected, base, 
     assert not run.exists()
 
 
+@pytest.mark.parametrize("family", ["bert", "t5"])
+def test_sft_refuses_an_encoder_before_the_workdir(family, random_model_folder, tmp_path, capsys):
+    """SFT's next-token loss on a bidirectional encoder would let each position see its target (an audit
+    trained a BERT so to "accuracy 0.58"); a T5 failed at the first step with a model-internal message."""
+    from lmforge.cli.main import main
+    from lmforge.model import ModelConfig
+    model = getattr(ModelConfig, f"{family}_tiny")(vocab_size=512)
+    source = random_model_folder(f"sft_{family}", model)
+    run = tmp_path / "run"
+    assert main(["run", f"{EXPERIMENTS}/sft_chat.py:smoke", f"init_from={source}", "--workdir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"lmforge: error: init_from={source} is a {family} ({model.architecture}) model; SFT's next-token "
+                   f"loss trains decoder-only models (an encoder attends to the very token it would predict; an "
+                   f"encoder-decoder needs input/target pairs, which SFT does not build)")
+    assert not run.exists()
+
+
 def test_small_arithmetic_options_reach_the_task_as_whole_numbers():
     """sft_chat.py:small_worked's ("min_ops", 2), ... read back from config.json and bound on the command line
     (text) both make two-operation problems with every number <= 20."""
