@@ -1,5 +1,6 @@
 """Objective transforms of packed batches: MLM weights, span corruption round trip, reversal."""
 
+import re
 import numpy as np
 import pytest
 
@@ -69,3 +70,15 @@ def test_objective_errors():
             raise KeyError(piece)
     with pytest.raises(ValueError, match=r"needs a sentencepiece tokenizer"):
         Objective(ObjectiveConfig(kind="mlm"), CharTok(), 16)
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("mask_rate", 1.5, "objective.mask_rate=1.5: expected a fraction in (0, 1)"),
+    ("noise_density", 0.0, "objective.noise_density=0.0: expected a fraction in (0, 1)"),
+    ("mean_span_length", 0.5, "objective.mean_span_length=0.5: expected >= 1 (tokens)"),
+])
+def test_objective_fields_are_checked_when_the_config_is_made(field, value, expected):
+    """Before, mask_rate=1.5 was caught at the first batch (after the tokenizer was trained), naming a function."""
+    from lmforge.data.objectives import ObjectiveConfig
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        ObjectiveConfig(kind="mlm", **{field: value})
