@@ -119,12 +119,16 @@ class Objective:
             raise ValueError(f"span corruption made {len(enc)} / {len(targets)} tokens; the layout expects at most "
                              f"{self.encoder_len} / {self.decoder_len}")
         dec_in = np.concatenate([[self.bos], targets[:-1]]) if len(targets) else targets
-        return {"encoder_inputs": _pad(enc, self.encoder_len), "encoder_segment_ids": _pad(np.ones_like(enc), self.encoder_len),
+        row = {"encoder_inputs": _pad(enc, self.encoder_len), "encoder_segment_ids": _pad(np.ones_like(enc), self.encoder_len),
                 "encoder_positions": np.arange(self.encoder_len, dtype=np.int32),
                 "inputs": _pad(dec_in, self.decoder_len), "targets": _pad(targets, self.decoder_len),
                 "weights": _pad(np.ones(len(targets), np.float32), self.decoder_len).astype(np.float32),
                 "segment_ids": _pad(np.ones_like(targets), self.decoder_len),
                 "positions": np.arange(self.decoder_len, dtype=np.int32)}
+        if self.cfg.kind == "span":   # the dropped text alone: not the sentinels (in order) nor EOS
+            row["content_weights"] = _pad(~np.isin(targets, [*self.sentinels, self.eos]), self.decoder_len
+                                          ).astype(np.float32)
+        return row
 
 
 def _pad(x: np.ndarray, n: int) -> np.ndarray:

@@ -13,11 +13,18 @@ from lmforge.train.trainer import BatchEvaluator
 
 def lm_eval_metrics(bytes_per_token: float | None):
     """Perplexity and bits per byte from the evaluation's mean loss (nats per token); no bits per byte
-    when ``bytes_per_token`` is None (an objective that scores a share of the tokens)."""
+    when ``bytes_per_token`` is None (an objective that scores a share of the tokens). Span corruption's
+    ``content_*`` shares (means over every target, as the evaluation combines them) become the loss and
+    accuracy of the dropped text alone, ``span_loss`` and ``span_accuracy``: the sentinels and EOS, a
+    quarter of T5's targets, are predicted from their order and would flatter ``token_accuracy`` (an
+    audit measured 0.93 on them, 0.043 on the text, 0.28 together)."""
     def derive(m: dict[str, float]) -> dict[str, float]:
         out = {"perplexity": math.exp(min(m["loss"], 50.0)), "tokens": m["weight_sum"]}
         if bytes_per_token is not None:
             out["bits_per_byte"] = m["loss"] / math.log(2) / bytes_per_token
+        if m.get("content_share", 0) > 0:
+            out["span_loss"] = m["content_nll"] / m["content_share"]
+            out["span_accuracy"] = m["content_correct"] / m["content_share"]
         return out
     return derive
 
@@ -31,7 +38,7 @@ def with_replay_eval(evaluate, replay_evaluate):
     return both
 
 
-_DERIVED = ("perplexity", "bits_per_byte", "tokens")   # lm_eval_metrics' keys: computed, not averaged
+_DERIVED = ("perplexity", "bits_per_byte", "tokens", "span_loss", "span_accuracy")   # lm_eval_metrics': computed
 
 
 def with_source_evals(evaluators: dict[str, tuple[BatchEvaluator, float]]):
@@ -59,6 +66,9 @@ def eval_line(step: int, m: dict[str, float]) -> str:
     line = f"step {step}: val loss {m['eval/loss']:.4f}, perplexity {m['eval/perplexity']:.2f}"
     if "eval/bits_per_byte" in m:   # not for mlm / span, which score a share of the tokens
         line += f", bits/byte {m['eval/bits_per_byte']:.4f}"
+    elif "eval/token_accuracy" in m:   # mlm / span: what the model restored
+        line += f", masked-token accuracy {m['eval/token_accuracy']:.4f}" if "eval/span_accuracy" not in m else \
+            f", span text: loss {m['eval/span_loss']:.4f}, accuracy {m['eval/span_accuracy']:.4f}"
     sources = [k.split("/")[1] for k in m if k.count("/") == 2 and k.endswith("/loss") and k != "eval/replay/loss"]
     if sources:
         line += "; by source: " + ", ".join(f"{name} {m[f'eval/{name}/loss']:.4f}" for name in sources)

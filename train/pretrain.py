@@ -50,6 +50,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -231,6 +232,11 @@ def lm_loss(graphdef, model_cfg: ModelConfig, *, z_loss: float = 0.0, vocab_chun
                                    vocab_chunk=vocab_chunk, **kw)
         loss, metrics = causal_lm_loss(lp.logprobs, batch["weights"], correct=lp.correct,
                                        log_z=lp.log_z if z_loss else None, z_loss=z_loss)
+        if "content_weights" in batch:   # span corruption: the dropped text apart (lm_eval_metrics divides them)
+            cw, denom = batch["content_weights"].astype(jnp.float32), jnp.maximum(metrics["weight_sum"], 1e-8)
+            metrics = {**metrics, "content_share": cw.sum() / denom,
+                       "content_correct": (lp.correct.astype(jnp.float32) * cw).sum() / denom,
+                       "content_nll": -(lp.logprobs.astype(jnp.float32) * cw).sum() / denom}
         if aux:
             loss = loss + model_cfg.moe_aux_loss * aux["moe_aux_loss"] + model_cfg.moe_z_loss * aux["moe_z_loss"]
             metrics = {**metrics, **aux}

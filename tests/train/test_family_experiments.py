@@ -43,8 +43,13 @@ def test_smoke_experiment_learns(name, tmp_path_factory, request):
     # bits/byte only where every token is scored: the masked 15% (or span targets) over all the text's bytes
     # read as an impossible 0.67 bits/byte for BERT
     final = json.loads((run_dir / "final.json").read_text())
-    has_bpb = any("bits_per_byte" in m for m in read_metrics(run_dir / "metrics.jsonl"))
+    has_bpb = any("eval/bits_per_byte" in m for m in read_metrics(run_dir / "metrics.jsonl"))
     assert has_bpb == (name == "transformer_base") and ("final/val_bits_per_byte" in final) == has_bpb
+    # span corruption: the dropped text's loss and accuracy apart from the sentinels and EOS read off the layout
+    last = [m for m in read_metrics(run_dir / "metrics.jsonl") if "eval/loss" in m][-1]
+    assert ("eval/span_accuracy" in last) == (name == "t5_span_corruption")
+    if name == "t5_span_corruption":
+        assert last["eval/span_accuracy"] < last["eval/token_accuracy"] and last["eval/span_loss"] > last["eval/loss"]
 
 
 def test_convert_bert_run_to_transformers_and_back(bert_run, tmp_path, capsys):
