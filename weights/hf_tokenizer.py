@@ -16,7 +16,9 @@ Choices:
   words with ``allow_whitespace_only_pieces``. User-defined symbols (``<|user|>``, ``"\\n"``) are
   added tokens, atomic as in SentencePiece. Control tokens (``<s>``, ``</s>``, ``<pad>``) are
   special tokens and ``split_special_tokens`` is on: SentencePiece never reads them from text, so
-  ``"<s>"`` in a prompt is three pieces in both.
+  ``"<s>"`` in a prompt is three pieces in both. An encoder's (BERT's) export names ``cls_token``
+  (bos), ``sep_token`` (eos) and ``mask_token`` (``<|mask|>``), with ``split_special_tokens`` off:
+  transformers' fill-mask pipeline reads the mask typed in its input.
 - ``tokenizer(text)`` adds what lmforge's pipeline adds around a document: bos before it for
   decoders, eos after it for encoder-decoders' encoder inputs, both for encoders.
 - A char tokenizer (nanoGPT's) becomes a word-level model over single characters, with no special
@@ -40,6 +42,9 @@ import pathlib
 from lmforge.data.tokenizer import SP_FILE, CharTokenizer, SentencePieceTokenizer
 
 _SPACE_MARK = "\u2581"
+
+
+MASK = "<|mask|>"   # lmforge's masked-LM token (data/tokenizer.py's specials)
 
 
 def save_hf_tokenizer(folder, tok, tokenizer_dir, *, architecture: str = "decoder",
@@ -75,8 +80,10 @@ def save_hf_tokenizer(folder, tok, tokenizer_dir, *, architecture: str = "decode
     else:
         raise TypeError(f"no transformers export for a {type(tok).__name__}")
     hf.save(str(folder / "tokenizer.json"))
+    # typed special-token text stays text (lmforge's plain_content), but in a masked LM's input, where "<|mask|>"
+    # typed is the point (transformers' fill-mask pipeline)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-              "split_special_tokens": True, **special}
+              "split_special_tokens": architecture != "encoder", **special}
     if max_length:
         config["model_max_length"] = max_length
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
@@ -122,6 +129,10 @@ def _sentencepiece(path: pathlib.Path, tok: SentencePieceTokenizer, architecture
     for key, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id), ("pad_token", tok.pad_id)):
         if i >= 0:
             special[key] = pieces[i]
+    if architecture == "encoder":   # BERT's names for them: transformers' fill-mask pipeline needs mask_token
+        special.update({k: v for k, v in (("cls_token", bos), ("sep_token", eos)) if v})
+        if MASK in vocab:
+            special["mask_token"] = MASK
     return hf, special
 
 

@@ -70,6 +70,9 @@ def test_convert_bert_run_to_transformers_and_back(bert_run, tmp_path, capsys):
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(tokens)).logits.numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+    # transformers' fill-mask pipeline runs on the export (it had no mask_token): the mask typed in the text
+    fill = transformers.pipeline("fill-mask", model=str(hf_dir))
+    assert fill.tokenizer.mask_token == "<|mask|>" and len(fill("import numpy as <|mask|>", top_k=3)) == 3
     # transformers folder -> lmforge model folder -> transformers folder: the same tensors
     assert main(["convert", str(hf_dir), str(back)]) == 0
     assert json.loads((back / "model.json").read_text())["family"] == "bert"
