@@ -383,7 +383,6 @@ class ChatSession:
         return done
 
 
-# ------------------------------------------------------------------------------------------ the terminal
 def _renders_tools(template) -> bool:
     """Whether an imported template shows a ``tools`` list at all: rendering one conversation with a
     probe tool and without it gives different text."""
@@ -395,6 +394,7 @@ def _renders_tools(template) -> bool:
         return True   # a template that refuses the probe conversation is left to say so on the real one
 
 
+# ------------------------------------------------------------------------------------------ the terminal
 class _Style:
     """ANSI bold / dim, only for a terminal that wants colour (https://no-color.org)."""
 
