@@ -54,15 +54,22 @@ def convert_cmd(args: argparse.Namespace) -> int:
     blocking = next((d for d in dst.absolute().parents if d.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ConfigError(f"{dst}: {blocking} is a file, not a folder")
+    from lmforge.weights.folder import DtypeRangeError
+
     kind = source_kind(src)
+    try:
+        if kind == "hf":
+            cfg, tensors = from_hf(src, dst, args.dtype)
+        else:
+            cfg = to_hf(src, dst, kind, args.dtype)
+    except DtypeRangeError as e:   # said before anything is written
+        raise ConfigError(f"--dtype {args.dtype}: {e}") from None
     if kind == "hf":
-        cfg, tensors = from_hf(src, dst, args.dtype)
         model_type = json.loads((src / "config.json").read_text()).get("model_type")
         as_family = "" if model_type == cfg.family else f" as an lmforge {cfg.family}"
         print(f"imported {model_type}{as_family} ({sum(t.size for t in tensors.values()) / 1e6:.2f}M parameters) "
               f"-> {dst}")
     else:
-        cfg = to_hf(src, dst, kind, args.dtype)
         print(f"exported {cfg.family} -> {dst} (transformers: {json.loads((dst / 'config.json').read_text())['architectures'][0]})")
     return 0
 
@@ -82,7 +89,6 @@ def from_hf(src: pathlib.Path, dst: pathlib.Path, dtype: str = "float32"):
     from lmforge.data import load_tokenizer
     from lmforge.model.paths import flatten
     from lmforge.weights import save_model_folder
-    from lmforge.weights.folder import DtypeRangeError
     from lmforge.weights.hf import load_hf
 
     cfg, pure, unused = load_hf(src)
@@ -90,10 +96,7 @@ def from_hf(src: pathlib.Path, dst: pathlib.Path, dtype: str = "float32"):
         print(f"not used: {len(unused)} tensors ({', '.join(sorted(unused)[:4])}{' ...' if len(unused) > 4 else ''})")
     tok_dir = _tokenizer_dir(src)   # the model's own tokenizer (and chat template) travels with it
     tok = None if tok_dir is None else load_tokenizer(tok_dir)   # read before anything is written
-    try:
-        save_model_folder(dst, cfg, pure, dtype=dtype)
-    except DtypeRangeError as e:   # said before anything is written
-        raise ConfigError(f"--dtype {dtype}: {e}") from None
+    save_model_folder(dst, cfg, pure, dtype=dtype)
     if tok is not None:
         tok.save(dst / "tokenizer")
     else:
@@ -114,7 +117,6 @@ def _tokenizer_dir(src: pathlib.Path) -> pathlib.Path | None:
 
 
 def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str, dtype: str = "float32"):
-    from lmforge.weights.folder import DtypeRangeError
     from lmforge.weights.hf import save_hf
 
     cfg, pure = _read_weights(src, kind)
@@ -128,10 +130,7 @@ def to_hf(src: pathlib.Path, dst: pathlib.Path, kind: str, dtype: str = "float32
               f"residual alone; one-token decoding was never dropped)")
         cfg = dataclasses.replace(cfg, moe_capacity_factor=0.0)
     tok_dir = _tokenizer_dir(src)
-    try:
-        save_hf(dst, cfg, pure, tokenizer_dir=tok_dir, dtype=dtype)
-    except DtypeRangeError as e:   # said before anything is written
-        raise ConfigError(f"--dtype {dtype}: {e}") from None
+    save_hf(dst, cfg, pure, tokenizer_dir=tok_dir, dtype=dtype)
     if tok_dir is None:
         print(f"no tokenizer in {src} (expected {src / 'tokenizer'}/): {dst} has the weights only")
     return cfg

@@ -189,10 +189,10 @@ def load_sampler(source: pathlib.Path, kind: str, config: Any = None, *, generat
 
 
 def _folder_sampler(source: pathlib.Path):
-    """A model folder or transformers folder on a data-parallel mesh over every device. An encoder-decoder
-    model's encoder inputs end with EOS: T5 was pretrained and fine-tuned so (transformers' T5 tokenizer
-    appends ``</s>``; lmforge's span corruption ends its inputs so too), and without it a transformers T5
-    generates something else."""
+    """A model folder or transformers folder on a data-parallel mesh over every device. A T5's encoder
+    inputs end with EOS: T5 was pretrained and fine-tuned so (transformers' T5 tokenizer appends ``</s>``;
+    lmforge's span corruption ends its inputs so too), and without it a transformers T5 generates
+    something else. (The original Transformer's ``reverse`` objective ends none.)"""
     from lmforge.data import load_tokenizer   # pylint: disable=import-outside-toplevel
     from lmforge.infer import Sampler   # pylint: disable=import-outside-toplevel
     from lmforge.train.mesh import MeshConfig, make_mesh   # pylint: disable=import-outside-toplevel
@@ -205,7 +205,7 @@ def _folder_sampler(source: pathlib.Path):
     if loaded.cfg.vocab_size < tok.vocab_size:
         raise ConfigError(f"{source}: the tokenizer has {tok.vocab_size} ids but the model only {loaded.cfg.vocab_size}")
     return Sampler(loaded.graphdef, loaded.params, tok, loaded.cfg, mesh, mesh_cfg.rules, step=loaded.step,
-                   encoder_eos=loaded.cfg.architecture == "encoder_decoder" and tok.eos_id >= 0)
+                   encoder_eos=loaded.cfg.family == "t5" and tok.eos_id >= 0)
 
 
 # ------------------------------------------------------------------------------------------ output

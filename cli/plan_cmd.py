@@ -227,9 +227,10 @@ def plan_cmd(args: argparse.Namespace) -> int:
               "remat": "full", "scan_layers": True}
     unbound = {k: v for k, v in recipe.items() if f"model.{k}" not in bound and getattr(model, k) != v}
     if args.preset and not args.experiment and unbound:   # ModelConfig's defaults: what `lmforge run` would build
-        usual = plan(dataclasses.replace(model, **unbound), sizes, **{
-            **options, "device": dataclasses.replace(device, peak_flops=(args.peak_tflops or device_peak(
-                args.device, "bfloat16")[0] if args.device != "here" else args.peak_tflops or peak_tflops) * 1e12)})
+        bf16_peak = args.peak_tflops or (device_peak(args.device, "bfloat16")[0] if args.device != "here" else
+                                         peak_tflops)
+        usual = plan(dataclasses.replace(model, **unbound), sizes,
+                     **{**options, "device": dataclasses.replace(device, peak_flops=bf16_peak * 1e12)})
         notes += ("--preset plans ModelConfig's defaults (" + ", ".join(f"model.{k}={getattr(model, k)}"
                                                                for k in unbound)
                   + f"), as `lmforge run` would build it; the usual large-model recipe, "

@@ -396,8 +396,7 @@ def sft_examples(conversations: Iterable[Sequence[Message]], template: ChatTempl
         name = names[i] if names is not None else f"{where} {i}"
         conv = check_messages(conv, where=name, need_assistant=train_on == "assistant")
         try:
-            ids, weights = template.encode(conv, train_on=train_on, **(
-                {"tools": tools[i]} if tools is not None and tools[i] else {}))
+            ids, weights = template.encode(conv, train_on=train_on, tools=None if tools is None else tools[i])
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
         if len(ids) > seq_len + 1:

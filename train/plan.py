@@ -469,9 +469,8 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
     batch_split = batch_axes if decode_batch % batch_axes == 0 else 1
     kv = (2 * model_cfg.num_layers * (decode_batch // batch_split) * decode_len
           * -(-model_cfg.kv_heads // kv_heads_split) * model_cfg.dims_per_head * kv_itemsize)
-    # served in the compute dtype (load_params(dtype=...) casts the float32 master weights once)
-    serve_params = param_bytes * compute // max(_itemsize(model_cfg.param_dtype), 1) \
-        if compute < _itemsize(model_cfg.param_dtype) else param_bytes
+    as_compute = lambda n: n * min(compute, _itemsize(model_cfg.param_dtype)) // _itemsize(model_cfg.param_dtype)
+    serve_params = as_compute(param_bytes)   # served in the compute dtype (load_params(dtype=...) casts once)
     decode = {"batch": decode_batch, "length": decode_len, "kv_cache": kv, "parameters": serve_params,
               "total": kv + serve_params}
 
@@ -484,11 +483,10 @@ def plan(model_cfg: ModelConfig, mesh_sizes: Mapping[str, int], *, batch_size: i
     # Collectives of FSDP (ring: each device receives (f-1)/f of the layer weights it gathers, twice per
     # micro-batch, forward and backward, and sends as much of its gradients in the reduce-scatter) and of
     # data parallelism (an all-reduce of the gradient shards: 2 (d-1)/d of them), in the compute dtype.
-    trainable_compute = trainable_bytes * compute // max(_itemsize(model_cfg.param_dtype), 1)
     data = _axes_size(sizes, rules, "act_batch") // max(fsdp, 1)
     fsdp_bytes = (3 * (fsdp - 1) / fsdp * (sum(x.size for x in blocks) * compute / tensor) * optim.grad_accum
                   if fsdp > 1 else 0.0)
-    dp_bytes = 2 * (data - 1) / data * trainable_compute if data > 1 else 0.0
+    dp_bytes = 2 * (data - 1) / data * as_compute(trainable_bytes) if data > 1 else 0.0
     comm_s = (fsdp_bytes + dp_bytes) / device.link_bytes_per_s
     communication = {"fsdp_bytes": fsdp_bytes, "data_parallel_bytes": dp_bytes, "seconds": comm_s,
                      "link_bytes_per_s": device.link_bytes_per_s}
