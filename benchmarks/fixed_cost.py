@@ -98,7 +98,7 @@ def child(args) -> None:
     rec.wrap(pretrain, "read_documents", "data: read documents")
     rec.wrap(pretrain, "prepare_tokenizer", "tokenizer (train + save)")
     rec.wrap(pretrain, "make_mesh", "mesh (JAX backend start)")
-    rec.wrap(pretrain, "create_sharded", "model init (abstract trace + jitted init)")
+    rec.wrap(pretrain, "create_sharded", "model init (abstract trace + init)")
     rec.wrap(trainer.Trainer, "__init__", "trainer init (optimizer state)")
     rec.wrap(pretrain, "train_dataset", "data: training pipeline")
     rec.wrap(pretrain, "eval_batches", "data: validation batches")

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 # A rule maps one logical name to a mesh axis, a tuple of mesh axes, or None (replicated).
@@ -288,25 +289,62 @@ def create_sharded(make, mesh: jax.sharding.Mesh, rules: Rules, *, threefry_kern
     one device never exists whole on one device. ``threefry_kernel``: see :func:`init_prng_lowering`
     (None: on a one-GPU mesh only; the drawn bits are the same either way).
 
+    A small model on CPU devices is initialised op by op instead (:func:`eager_init`).
+
     Returns ``(graphdef, params, shardings)``: params a pure dict of arrays, shardings the same tree
     of NamedShardings. ``nnx.merge(graphdef, params)`` gives the module back.
     """
     from flax import nnx
 
-    graphdef, _, shardings = abstract_sharded(make, mesh, rules)
+    graphdef, abstract, shardings = abstract_sharded(make, mesh, rules)
 
     def init():
         with nnx.use_eager_sharding(False):
             return nnx.to_pure_dict(nnx.state(make()))
 
-    return graphdef, run_init(init, shardings, mesh, threefry_kernel=threefry_kernel), shardings
+    return graphdef, run_init(init, shardings, mesh, threefry_kernel=threefry_kernel,
+                              nbytes=tree_nbytes(abstract)), shardings
 
 
-def run_init(init, shardings, mesh: jax.sharding.Mesh, *, threefry_kernel: bool | None = None):
+# Parameters (bytes) up to which a CPU mesh initialises op by op (:func:`eager_init`).
+EAGER_INIT_MAX_BYTES = 256 << 20
+
+
+def tree_nbytes(tree) -> int:
+    """Bytes of a tree of arrays or ``jax.ShapeDtypeStruct``s."""
+    return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def eager_init(mesh: jax.sharding.Mesh, nbytes: int | None) -> bool:
+    """Whether :func:`run_init` runs ``init()`` op by op and then places each parameter in its shards:
+    on a mesh of CPU devices, for ``nbytes`` (what ``init()`` materialises) up to
+    ``EAGER_INIT_MAX_BYTES``; None (unknown) never.
+
+    Why: XLA:CPU compiles a jitted init as one program with a threefry and a normal transform per
+    parameter, 1-3 s for a tiny model even at -O0 (the tiny encoder-decoder, 85 parameters: 2.2-3.1 s
+    on the 2-core machine, 2026-12-03), and a new model is a new program. Op by op, each random draw
+    is a small program cached by shape: 0.3-0.5 s for the same model, 0.1-0.2 s once its shapes were
+    seen in the process. The parameters exist whole on one CPU device for a moment, which on CPU is
+    the same host memory. The drawn bits are the same; a normal draw's float transform may round
+    differently in the last place (7.5e-9 at most on those models).
+    """
+    return (nbytes is not None and nbytes <= EAGER_INIT_MAX_BYTES
+            and all(d.platform == "cpu" for d in mesh.devices.flat))
+
+
+def run_init(init, shardings, mesh: jax.sharding.Mesh, *, threefry_kernel: bool | None = None,
+             nbytes: int | None = None):
     """Runs ``init()`` (no arguments; returns a tree of fresh parameters) jitted with
     ``out_shardings=shardings`` under ``mesh``: every parameter is born in its shards. The one place
     a parameter init is compiled: its XLA options (:func:`init_compiler_options`) and its threefry
-    lowering (:func:`init_prng_lowering`) apply to every caller."""
+    lowering (:func:`init_prng_lowering`) apply to every caller. With ``nbytes`` (the bytes ``init()``
+    materialises) a small init on CPU runs op by op instead (:func:`eager_init`), each parameter then
+    placed in its shards (``jax.make_array_from_callback``: every process supplies its own)."""
+    if eager_init(mesh, nbytes):
+        with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
+            host = jax.tree.map(np.asarray, init())
+        return jax.tree.map(lambda x, sh: jax.make_array_from_callback(x.shape, sh, lambda index: x[index]),
+                            host, shardings)
     with jax.set_mesh(mesh), init_prng_lowering(mesh, threefry_kernel):
         return jax.jit(init, out_shardings=shardings, compiler_options=init_compiler_options(mesh))()
 

@@ -32,7 +32,7 @@ from flax import nnx
 from lmforge.model import DEFAULT_RULES, LoRAConfig, ModelConfig, abstract_sharded, build_model
 from lmforge.model.lora import adapter_params
 from lmforge.model.paths import flatten, unflatten
-from lmforge.model.sharding import run_init
+from lmforge.model.sharding import run_init, tree_nbytes
 from lmforge.weights.checkpoint import tree_digest
 from lmforge.weights.folder import WeightsError, model_config_from_dict
 from lmforge.weights.load import place
@@ -127,19 +127,21 @@ def init_adapters(cfg: ModelConfig, mesh: jax.sharding.Mesh, *, rules=DEFAULT_RU
                   ) -> tuple[dict, dict]:
     """Fresh adapters (A random, B zero) of ``cfg`` (``cfg.lora.rank > 0``), born sharded, without
     materialising a base: the jitted init returns the adapters only, so XLA drops the base's random
-    init as dead code. Their values equal those of ``build_model(cfg, rngs=nnx.Rngs(seed))``'s adapters.
+    init as dead code (a small model on CPU is drawn whole, op by op: ``model.sharding.eager_init``).
+    Their values equal those of ``build_model(cfg, rngs=nnx.Rngs(seed))``'s adapters.
 
     Returns (adapter tree, its shardings).
     """
     if not cfg.lora.rank:
         raise WeightsError("init_adapters: model.lora.rank is 0")
-    _, _, shardings = abstract_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(seed)), mesh, rules)
+    _, abstract, shardings = abstract_sharded(lambda: build_model(cfg, rngs=nnx.Rngs(seed)), mesh, rules)
     adapter_sh, _ = adapter_params(shardings)
 
     def init():
         with nnx.use_eager_sharding(False):
             return adapter_params(nnx.to_pure_dict(nnx.state(build_model(cfg, rngs=nnx.Rngs(seed)))))[0]
-    return run_init(init, adapter_sh, mesh), adapter_sh
+    # Op by op (a small model on CPU) the whole model is drawn: nbytes is the base's and the adapters'.
+    return run_init(init, adapter_sh, mesh, nbytes=tree_nbytes(abstract)), adapter_sh
 
 
 def load_adapters(directories: dict[str, str | pathlib.Path], base_cfg: ModelConfig, base_params: dict,

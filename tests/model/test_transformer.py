@@ -13,7 +13,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from lmforge.model import DecoderLM, ModelConfig, ShardingError, axis_rules, create_sharded, logical_spec
 from lmforge.train.mesh import DEFAULT_RULES
-from lmforge.model.sharding import init_prng_lowering, use_mesh
+from lmforge.model.sharding import EAGER_INIT_MAX_BYTES, eager_init, init_prng_lowering, run_init, use_mesh
 from lmforge.train.mesh import MeshConfig as _MeshConfig, make_mesh as _make_mesh
 
 ONE_DEVICE = _make_mesh(_MeshConfig(data=1), devices=jax.devices()[:1])   # models are called under a mesh
@@ -232,3 +232,28 @@ def test_init_prng_lowering_takes_the_threefry_kernel_on_one_gpu_only():
     assert kernel(one_gpu, None) and kernel(cpu_mesh, True) and kernel(two_gpus, True)
     assert not kernel(cpu_mesh, None) and not kernel(one_gpu, False) and not kernel(two_gpus, None)
     assert jax.config.jax_threefry_gpu_kernel_lowering is False
+
+
+def test_a_small_cpu_init_runs_op_by_op_into_the_same_shards_and_values():
+    """create_sharded on a CPU mesh draws a small model op by op (model.sharding.eager_init) and
+    places each parameter in its shards: the shardings of the born-sharded jitted init, its values
+    to the last place of a normal draw's transform, on every mesh; big, unknown and GPU inits jit."""
+    cfg = ModelConfig.llama_tiny()
+    mesh = _make_mesh(_MeshConfig(data=2, fsdp=2, tensor=2))
+    gd, eager, shardings = create_sharded(lambda: DecoderLM(cfg, rngs=nnx.Rngs(3)), mesh, DEFAULT_RULES)
+
+    def init():
+        with nnx.use_eager_sharding(False):
+            return nnx.to_pure_dict(nnx.state(DecoderLM(cfg, rngs=nnx.Rngs(3))))
+    jitted = run_init(init, shardings, mesh)   # no nbytes: the jitted init
+    _, one, _ = create_sharded(lambda: DecoderLM(cfg, rngs=nnx.Rngs(3)), ONE_DEVICE, DEFAULT_RULES)
+    for (path, e), j, o, sh in zip(jax.tree_util.tree_flatten_with_path(eager)[0], jax.tree.leaves(jitted),
+                                   jax.tree.leaves(one), jax.tree.leaves(shardings)):
+        assert e.sharding == j.sharding == sh, jax.tree_util.keystr(path)
+        np.testing.assert_allclose(np.asarray(e), np.asarray(j), rtol=0, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_array_equal(np.asarray(e), np.asarray(o), err_msg=jax.tree_util.keystr(path))
+    assert any(len(a.sharding.device_set) == 8 and a.addressable_shards[0].data.size < a.size
+               for a in jax.tree.leaves(eager))   # some parameter really is split
+    gpu_mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform="gpu")]))
+    assert eager_init(mesh, EAGER_INIT_MAX_BYTES) and not eager_init(mesh, EAGER_INIT_MAX_BYTES + 1)
+    assert not eager_init(mesh, None) and not eager_init(gpu_mesh, 1)

@@ -10,12 +10,14 @@ import sys
 import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
+# One CPU device (quick), with conftest's compile-speed flags (XLA takes a flag's last value).
+ONE_DEVICE_FLAGS = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=1".strip()
 KEYS = {"preset", "params", "batch", "seq_len", "dtype", "attention", "mesh", "device_kind", "num_devices",
         "compile_s", "step_ms_median", "step_ms_p90", "tokens_per_s", "mfu", "peak_memory_bytes", "jax"}
 
 
 def run(*args):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}    # one CPU device: quick
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ONE_DEVICE_FLAGS}
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
                           timeout=300)
 
@@ -70,7 +72,7 @@ def test_bad_arguments_are_one_line_errors():
 
 def test_kv_cache_reports_decode_time_per_buffer_length():
     script = SCRIPT.with_name("kv_cache.py")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ONE_DEVICE_FLAGS}
     proc = subprocess.run([sys.executable, str(script), "--lengths", "48,96", "--batch-size", "2", "--prompt-len", "8",
                            "--new-tokens", "8", "--repeats", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -86,7 +88,7 @@ def test_kv_cache_reports_decode_time_per_buffer_length():
 def test_fixed_cost_reports_a_cold_and_a_warm_run_by_phase(shared_data):
     """benchmarks/fixed_cost.py on the smoke recipe: the warm run reads the cold run's compiles back."""
     script = SCRIPT.with_name("fixed_cost.py")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ONE_DEVICE_FLAGS}
     proc = subprocess.run([sys.executable, str(script), "--experiment", "experiments/shakespeare_char.py:smoke",
                            "--steps", "2", "--runs", "1"], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -107,7 +109,7 @@ def test_cpu_step_alternates_sides_and_reports_ratios(shared_data):
     sides = "lmforge,gspmd" + (",torch" if _has_torch() else "")
     proc = subprocess.run([sys.executable, str(script), "--rounds", "1", "--steps", "3", "--warmup", "1",
                            "--sides", sides, "--data", str(shared_data / "tinyshakespeare.txt")],
-                          capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""}, timeout=600)
+                          capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ONE_DEVICE_FLAGS}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert [list(r) for r in result["rounds"]] == [sides.split(",")]

@@ -113,7 +113,9 @@ def exp_dir(tmp_path_factory) -> pathlib.Path:
 
 def subprocess_env(exp_dir: pathlib.Path, devices: int) -> dict[str, str]:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"  # replaces conftest's 8
+    # conftest's compile-speed flags stay; the device count given last wins over its 8 (XLA takes a
+    # flag's last value).
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_COMPILATION_CACHE_DIR"] = str(exp_dir / "jax_cache")
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
