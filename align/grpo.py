@@ -455,7 +455,8 @@ def read_problems(cfg, template, *, need_answers: bool = True, reward_fn=None, t
         if need_answers and (why := check_graded(it, cfg.data.match)) is not None:
             raise ValueError(why + ("" if it.get("task") in graded_tasks() else
                                     "; or score it with a reward function of your own (reward_fn=\"file.py:fn\")"))
-        ids = template.prompt(prompt_messages(it["messages"])).tolist()   # one ending in a user turn as it is
+        # One ending in a user turn as it is; a chat file's tools column shown as SFT trained it.
+        ids = template.prompt(prompt_messages(it["messages"]), tools=it.get("tools") or None).tolist()
         if len(ids) > cfg.data.max_prompt_len:
             long += 1
             continue

@@ -505,7 +505,8 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
     if by_grader:   # accuracy by the grader: the held-out problems whose answers it can check
         test_items = held_out_graded(test_items, cfg.data.match)
     # Held-out prompts that fit data.max_prompt_len, the first eval_generate of them.
-    held_out = [(it, p) for it in test_items if len(p := template.prompt(prompt_messages(it["messages"])).tolist())
+    held_out = [(it, p) for it in test_items
+                if len(p := template.prompt(prompt_messages(it["messages"]), tools=it.get("tools") or None).tolist())
                 <= cfg.data.max_prompt_len][:cfg.eval_generate]
     if len(held_out) < min(cfg.eval_generate, len(test_items)):
         say(f"held-out: {len(held_out)} prompts fit data.max_prompt_len={cfg.data.max_prompt_len} (of {len(test_items)})")

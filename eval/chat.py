@@ -63,20 +63,24 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
     reply goes through the tool-call loop (``lmforge.infer.tools.run_tools``, at most ``max_calls``
     calls; needs ``sampling.n == 1``): the last reply is graded, the metrics add ``tool_calls``
     (calls per item) and ``tool_errors`` (the share of calls that failed), each sample its
-    ``calls``."""
+    ``calls``. An item's ``tools`` (a chat file's function schemas, ``lmforge.data.chat.check_tools``)
+    are shown in its prompt, as SFT trained it (:func:`lmforge.infer.chat_replies`)."""
     items = [it for it in items if it.get("answer") is not None]
     if not items:
         return {"metrics": {"accuracy": float("nan"), "n": 0}, "samples": []}
     prompts = [prompt_messages(it["messages"]) for it in items]
+    schemas = [it.get("tools") for it in items]
+    schemas = schemas if any(schemas) else None
     runs = None
     if tools:
         if sampling.n != 1:
             raise ValueError(f"chat_accuracy: the tool loop samples one reply per conversation; got n={sampling.n}")
         runs = run_tools(replier(sampler, template, sampling, seed=seed, batch=batch, progress=progress, desc=desc),
-                         prompts, tools, max_calls=max_calls)
+                         prompts, tools, max_calls=max_calls, tool_schemas=schemas)
         replies = [run.reply for run in runs]
     else:
-        replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch, progress=progress, desc=desc)
+        replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch, progress=progress,
+                               desc=desc, tools=schemas)
     n = sampling.n
     samples, by_task = [], {}
     for r, reply in enumerate(replies):

@@ -340,8 +340,14 @@ class Sampler:
 
 
 def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str, str]]], sampling: SamplingConfig,
-                 *, seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies") -> list[str]:
+                 *, seed: int = 0, batch: int = 0, progress: bool = False, desc: str = "replies",
+                 tools: Sequence[Sequence[Mapping] | None] | None = None) -> list[str]:
     """The assistant's next turn for each conversation (``sampling.n`` replies each, prompt-major).
+
+    ``tools``: per conversation, the function schemas its prompt shows (``template.prompt(c, tools=...)``:
+    lmforge's ``ChatFormat`` lists them in the system turn, an imported template where its ``tools``
+    go), as SFT trained on a chat file's ``tools`` column; None (for all, or one conversation): none.
+    Raises ValueError when ``tools`` is not one entry per conversation.
 
     ``sampler`` is an ``lmforge.infer.Sampler``; ``template`` a ``ChatTemplate`` (its ``stop_ids``
     end the turn). The reply text excludes the stop id. At most ``batch`` conversations go to the
@@ -360,7 +366,11 @@ def chat_replies(sampler, template, conversations: Sequence[Sequence[Mapping[str
 
     if not conversations:
         return []
-    prompts = [template.prompt(c).tolist() for c in conversations]
+    if tools is not None and len(tools) != len(conversations):
+        raise ValueError(f"chat_replies: {len(tools)} tool lists for {len(conversations)} conversations; expected "
+                         f"one (or None) per conversation")
+    prompts = [template.prompt(c, tools=t or None).tolist()
+               for c, t in zip(conversations, tools if tools is not None else [None] * len(conversations))]
     eos = (sampler.tok.eos_id,) if sampler.tok.eos_id >= 0 else ()
     stops = tuple(dict.fromkeys((*sampling.stop_token_ids, *template.stop_ids, *eos)))
     cfg = dataclasses.replace(sampling, stop_token_ids=stops)
@@ -383,7 +393,7 @@ CALL_SEED_STRIDE = 1000   # replier: call k is seeded seed + k * stride (its cha
 
 def replier(sampler, template, sampling: SamplingConfig, *, seed: int = 0, batch: int = 0, progress: bool = False,
             desc: str = "replies"):
-    """``reply(conversations) -> list[str]``, the plain callable that multi-turn loops take
+    """``reply(conversations, tools=None) -> list[str]``, the plain callable that multi-turn loops take
     (``lmforge.infer.tools.run_tools``, ``lmforge.align.constitutional``): :func:`chat_replies` with these
     settings, the k-th call (from 0) seeded ``seed + k * CALL_SEED_STRIDE``. Each call draws fresh
     randomness — an answer, then its critique, then its revision, or two answers to one prompt, are never
@@ -393,8 +403,8 @@ def replier(sampler, template, sampling: SamplingConfig, *, seed: int = 0, batch
         raise ValueError(f"replier: one reply per conversation; got sampling.n={sampling.n}")
     calls = itertools.count()
 
-    def reply(conversations):
+    def reply(conversations, tools=None):
         return chat_replies(sampler, template, conversations, sampling, seed=seed + CALL_SEED_STRIDE * next(calls),
-                            batch=batch, progress=progress, desc=desc)
+                            batch=batch, progress=progress, desc=desc, tools=tools)
     return reply
 

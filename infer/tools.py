@@ -59,7 +59,7 @@ from lmforge.data.chat import TOOL_CALL, call_arguments, format_call, tools_syst
 HERMES_CALL, HERMES_END = "<tool_call>", "</tool_call>"
 FINISHES = ("reply", "max_calls")
 
-Reply = Callable[[list[list[dict]]], list[str]]   # conversations -> one assistant reply each
+Reply = Callable[..., list[str]]   # conversations (, tools=per-conversation schemas) -> one assistant reply each
 
 
 class ToolError(Exception):
@@ -230,11 +230,13 @@ def call_tool(call: ToolCall, tools: Mapping[str, Tool]) -> ToolCall:
 
 
 def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]], tools: Sequence[Tool] | Mapping[str, Tool],
-              *, max_calls: int = 4) -> list[ToolRun]:
+              *, max_calls: int = 4, tool_schemas: Sequence[Sequence[Mapping] | None] | None = None) -> list[ToolRun]:
     """Each conversation's next assistant turn, with tool calls run in between (see the module docstring).
 
     ``reply(conversations)`` returns one reply per conversation given (round k asks only for the
-    conversations still calling). A reply with several calls runs each, in order, and appends one
+    conversations still calling). With ``tool_schemas`` (per conversation, the function schemas its
+    prompt shows: a chat file's ``tools`` column) it is called ``reply(conversations, tools=...)`` with
+    those of the conversations asked (``lmforge.infer.text.replier`` takes them). A reply with several calls runs each, in order, and appends one
     ``tool`` message per call. At most ``max_calls`` calls per conversation: a reply whose calls would
     pass them ends the run with ``finish="max_calls"``, its last reply being those calls, not run (drop
     such runs before training on their ``messages``: SFT would teach them). ``reply`` gets copies of the
@@ -242,6 +244,8 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
     returning the wrong number of replies."""
     if max_calls < 1:
         raise ValueError(f"run_tools: max_calls must be >= 1; got {max_calls}")
+    if tool_schemas is not None and len(tool_schemas) != len(conversations):
+        raise ValueError(f"run_tools: {len(tool_schemas)} tool schema lists for {len(conversations)} conversations")
     if not isinstance(tools, Mapping):
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
@@ -250,7 +254,8 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
     runs = [ToolRun([dict(m) for m in c], "", [], "reply") for c in conversations]
     active = list(range(len(runs)))
     while active:
-        replies = reply([[dict(m) for m in runs[i].messages] for i in active])
+        asked = [[dict(m) for m in runs[i].messages] for i in active]
+        replies = (reply(asked) if tool_schemas is None else reply(asked, tools=[tool_schemas[i] for i in active]))
         if len(replies) != len(active):
             raise ValueError(f"run_tools: reply() returned {len(replies)} replies for {len(active)} conversations "
                              f"(sample one reply per conversation: n=1)")

@@ -458,7 +458,23 @@ def test_a_file_conversation_answered_through_a_tool_is_refused_naming_its_line(
     cfg = GRPOConfig(data=PromptDataConfig(path=str(path), val_fraction=0.0))
     with pytest.raises(ValueError, match=rf"{path}:2: the reference answer goes through the calculator tool, but "
                                          rf"GRPO's rollouts run no tools"):
-        read_problems(cfg, template=types.SimpleNamespace(prompt=lambda messages: np.zeros(3, np.int32)))
+        read_problems(cfg, template=types.SimpleNamespace(prompt=lambda messages, tools=None: np.zeros(3, np.int32)))
+
+
+def test_a_files_tools_column_is_shown_in_the_rollout_prompts(tmp_path):
+    """A chat file's ``tools`` column reaches the template with each problem's prompt (as SFT trained it)."""
+    from lmforge.align.grpo import read_problems
+
+    weather = {"type": "function", "function": {"name": "weather", "description": "today's weather",
+                                                "parameters": {"type": "object", "properties": {}}}}
+    ask = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "#### 5"}]
+    path = tmp_path / "tools.jsonl"
+    path.write_text(json.dumps({"messages": ask, "answer": 5, "tools": [weather]}) + "\n"
+                    + json.dumps({"messages": ask, "answer": 5}) + "\n")
+    shown = []
+    template = types.SimpleNamespace(prompt=lambda messages, tools=None: shown.append(tools) or np.zeros(3, np.int32))
+    items, prompts, _ = read_problems(GRPOConfig(data=PromptDataConfig(path=str(path), val_fraction=0.0)), template)
+    assert len(items) == len(prompts) == 2 and shown == [[weather], None]
 
 
 def test_grpo_config_errors(base, tmp_path):

@@ -299,7 +299,7 @@ class _Template:
     stop_ids = ()
 
     @staticmethod
-    def prompt(conversation):
+    def prompt(conversation, tools=None):
         return np.array([int(conversation[0]["content"])])
 
 

@@ -264,10 +264,11 @@ class _Scripted:
     eos_id = -1
 
     def __init__(self, script):
-        self.script, self.seen, self.tok = script, [], self
+        self.script, self.seen, self.schemas, self.tok = script, [], [], self
 
-    def prompt(self, conversation):
+    def prompt(self, conversation, tools=None):
         self.seen.append(conversation)
+        self.schemas.append(tools)
         return np.array([len(self.seen) - 1])
 
     def decode(self, ids):
@@ -357,3 +358,32 @@ def test_tool_results_and_retrieved_passages_cannot_forge_turns(chat_format):
     sampler = _RecordingSampler(fmt, ["Sunny."])
     assert chat_replies(sampler, fmt, [convo], SamplingConfig(max_new_tokens=8)) == ["Sunny."]
     assert specials(sampler.prompts[0]) == ["<|system|>", "<|end|>", "<|user|>", "<|end|>", "<|assistant|>"]
+
+
+def test_chat_accuracy_shows_each_items_tool_schemas_in_every_round():
+    """A chat file's tools column (an item's ``tools``) reaches the template with its prompt, as SFT trained
+    it: with and without the tool loop, and in each round of the loop (the conversations still calling
+    keep their own schemas)."""
+    from lmforge.eval.chat import chat_accuracy
+
+    def schema(name):
+        return {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+    items = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "#### 1"}], "answer": "1",
+              "task": "chat", "tools": t} for q, t in (("a", [schema("f")]), ("b", None), ("c", [schema("g")]))]
+
+    def script(conversation):
+        calls = conversation[0]["content"] == "c" and conversation[-1]["role"] == "user"
+        return format_call("calculator", expression="0+1") if calls else "#### 1"
+
+    def grade(task, reply, answer):
+        return reply == f"#### {answer}"
+    model = _Scripted(script)
+    assert chat_accuracy(model, model, items, grade, tools=[calculator()])["metrics"]["accuracy"] == 1.0
+    assert [(c[0]["content"], len(c)) for c in model.seen] == [("a", 1), ("b", 1), ("c", 1), ("c", 3)]
+    assert model.schemas == [items[0]["tools"], None, items[2]["tools"], items[2]["tools"]]
+    model = _Scripted(lambda conversation: "#### 1")
+    assert chat_accuracy(model, model, items, grade)["metrics"]["accuracy"] == 1.0
+    assert model.schemas == [items[0]["tools"], None, items[2]["tools"]]
+    with pytest.raises(ValueError, match="run_tools: 1 tool schema lists for 3 conversations"):
+        run_tools(lambda convs, tools=None: ["x"] * len(convs), [[{"role": "user", "content": q}] for q in "abc"],
+                  [calculator()], tool_schemas=[None])
