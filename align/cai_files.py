@@ -64,6 +64,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from lmforge.align import constitutional as cai
+from lmforge.align.common import split_held_out
 from lmforge.align.stages import (RecipeConfig, StageConfig, chat_model, check_recipe_start, dpo_stage, read_jsonl,
                                   sft_stage, write_json, write_jsonl)
 from lmforge.data.chat import check_messages
@@ -310,22 +311,14 @@ def read_inputs(cfg: CAIFilesConfig) -> Inputs:
     prompts = read_prompts(cfg.prompts, limit=cfg.max_prompts, first_user_turn=cfg.first_user_turn)
     helpful = read_prompts(cfg.helpful_prompts, key="helpful_prompts", limit=cfg.max_prompts,
                            first_user_turn=cfg.first_user_turn) if cfg.helpful_prompts else []
-    train, held = split(prompts, cfg.held_out_fraction, cfg.seed, "red_team")
+    train, held = split_held_out(prompts, cfg.held_out_fraction, (cfg.seed, 0), at_least_one=True)
     if not train:
         raise ValueError(f"prompts={cfg.prompts}: {len(prompts)} prompt(s), all held out "
                          f"(held_out_fraction={cfg.held_out_fraction}); expected some to train on")
-    helpful_train, helpful_held = split(helpful, cfg.held_out_fraction, cfg.seed, "helpful")
+    helpful_train, helpful_held = split_held_out(helpful, cfg.held_out_fraction, (cfg.seed, 1),
+                                                 at_least_one=True)
     return Inputs(constitution, train, helpful_train,
                   [("red_team", p) for p in held] + [("helpful", p) for p in helpful_held])
-
-
-def split(prompts: list, fraction: float, seed: int, salt: str) -> tuple[list, list]:
-    """(train, held out), each in file order: ``round(fraction * n)`` drawn by a seeded ``random.Random``,
-    at least 1 when ``fraction`` > 0 and n > 1."""
-    n = len(prompts)
-    k = min(max(round(fraction * n), 1 if fraction > 0 and n > 1 else 0), n)
-    held = set(random.Random(f"lmforge.cai_files:{salt}:{seed}").sample(range(n), k))
-    return [p for i, p in enumerate(prompts) if i not in held], [p for i, p in enumerate(prompts) if i in held]
 
 
 # --------------------------------------------------------------------------------------- runner

@@ -11,6 +11,7 @@ import numbers
 import pathlib
 import sys
 import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -79,10 +80,16 @@ def final_metrics(result, trainer, t_start: float, evals: dict | None = None) ->
     return out
 
 
-def split_held_out(items: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, held-out): a seeded ``fraction`` of ``items`` held out, both kept in file order."""
+def split_held_out(items: list, fraction: float, seed: int | Sequence[int], *, at_least_one: bool = False
+                   ) -> tuple[list, list]:
+    """(train, held-out): a seeded ``round(fraction * n)`` of the ``n`` ``items`` held out, both kept in
+    file order. ``at_least_one``: one when that rounds to 0 with ``fraction`` > 0 and ``n`` > 1. ``seed``:
+    an int or a sequence of ints (numpy's ``SeedSequence``: ``(seed, k)`` gives a file ``k`` a split of
+    its own)."""
     order = np.random.default_rng(seed).permutation(len(items))
     n_test = int(round(len(items) * fraction))
+    if at_least_one and fraction > 0 and len(items) > 1:
+        n_test = max(n_test, 1)
     return [items[i] for i in sorted(order[n_test:])], [items[i] for i in sorted(order[:n_test])]
 
 

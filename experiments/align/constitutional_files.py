@@ -59,7 +59,9 @@ graded replies; 271 s wall):
 
 (The learning rates are raised from the variant's 1e-5 / 5e-7, which are for ~1B models, so that 30 and
 10 steps move a 1M model.) 199 s wall, 2.2 GB peak memory: 72 red-team prompts critiqued and revised
-(24 held out), 30 helpful answers (10 held out), 102 SFT conversations; principles drawn harm_to_others
+(24 held out; which 24 was drawn by the split of commit 1fa08ac, since replaced by
+``align.common.split_held_out``'s: the same counts, other prompts), 30 helpful answers (10 held out), 102 SFT
+conversations; principles drawn harm_to_others
 19, socially_biased 28, harmful 25; in two sampler calls of the critique step, 2 and then 4
 conversations passed the 256-token context and were cut to their last 128 tokens. Held-out refusals
 (``is_refusal``):

@@ -4,6 +4,7 @@ end on a tiny random model (through ``lmforge.cli.launch``): the user's principl
 data files read as SFT and DPO data, the held-out replies side by side, and a re-run reads everything back."""
 
 import dataclasses
+import functools
 import gzip
 import json
 import pathlib
@@ -12,6 +13,7 @@ import pytest
 
 from lmforge.align import cai_files as cf
 from lmforge.align import constitutional as cai
+from lmforge.align.common import split_held_out
 
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "align" / "constitutional_files.py"
 MINE = [{"name": "kind", "critique": "Say how the reply could be kinder.", "revision": "Rewrite it more kindly."},
@@ -111,12 +113,14 @@ def test_read_principles_formats_and_errors(tmp_path):
 
 def test_split_and_config_checks(tmp_path):
     prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(20)]
-    train, held = cf.split(prompts, 0.25, 0, "red_team")
+    split = functools.partial(split_held_out, at_least_one=True)   # read_inputs' split, seeded (seed, file)
+    train, held = split(prompts, 0.25, (0, 0))
     assert len(held) == 5 and len(train) == 15
     assert not {p[0]["content"] for p in held} & {p[0]["content"] for p in train}
-    assert (train, held) == cf.split(prompts, 0.25, 0, "red_team") and held != cf.split(prompts, 0.25, 1, "red_team")[1]
+    assert (train, held) == split(prompts, 0.25, (0, 0)) and held != split(prompts, 0.25, (0, 1))[1]
     assert [p[0]["content"] for p in train] == sorted((p[0]["content"] for p in train), key=lambda s: int(s[1:]))
-    assert cf.split(prompts[:2], 0.01, 0, "x")[1] != [] and cf.split(prompts, 0.0, 0, "x") == (prompts, [])
+    assert split(prompts[:2], 0.01, (0, 0))[1] != [] and split(prompts, 0.0, (0, 0)) == (prompts, [])
+    assert split_held_out(prompts[:2], 0.01, 0) == (prompts[:2], [])   # SFT's and DPO's: no floor
     for kw, match in ((dict(held_out_fraction=1.0), "held_out_fraction=1.0: expected"),
                       (dict(feedback=cf.FeedbackConfig(pairs="human")), "feedback.pairs='human': expected one of"),
                       (dict(critique=cf.CritiqueConfig(revisions=0)), "critique.revisions=0"),
