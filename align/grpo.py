@@ -86,8 +86,8 @@ from flax import nnx
 from lmforge.align.common import (PolicyAndReference, check_policy_sources, check_rows, final_metrics,
                                   prepare_policy, raise_problems, say, start_run, whole, write_eval_samples)
 from lmforge.align.dpo import _load_reference, without_adapters
-from lmforge.align.rollouts import (RolloutSource, check_reward_columns, configured_reward, reward_eval,
-                                    reward_source, score_completions)
+from lmforge.align.rollouts import (RolloutSource, check_reward_columns, check_reward_sources, configured_reward,
+                                    reward_eval, reward_source, score_completions)
 from lmforge.align.sft import (FILE_FORMATS, check_graded, check_match, check_references, graded_tasks, grader,
                                held_out_graded, read_items)
 from lmforge.data import synthetic
@@ -540,6 +540,7 @@ def run_grpo(cfg: GRPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | No
            f" x {cfg.steps_per_generation} of {cfg.step_rows} rows)" if cfg.steps_per_rollout > 1 else " and a step")
         + f", {cfg.loss_type} loss" + (", sequence-level ratios" if cfg.importance_sampling_level == "sequence" else "")
         + f"; mesh {dict(mesh.shape)}")
+    check_reward_sources(cfg, workdir, say)
 
     make_sampler = lambda: Sampler(policy.graphdef, trainer.params, tok, model_cfg, mesh, rules)   # noqa: E731
 

@@ -75,7 +75,8 @@ from lmforge.align.common import (PolicyAndReference, check_policy_sources, chec
 from lmforge.align.dpo import _load_reference, without_adapters
 from lmforge.align.grpo import PromptDataConfig, RewardFn, completion_logprobs, read_problems, rollout_batch
 from lmforge.align.grpo import describe as describe_graded
-from lmforge.align.rollouts import configured_reward, reward_eval, reward_source, score_completions
+from lmforge.align.rollouts import (check_reward_sources, configured_reward, reward_eval, reward_source,
+                                    score_completions)
 from lmforge.align.rollouts import RolloutSource
 from lmforge.align.sft import grader, held_out_graded
 from lmforge.infer import Sampler, SamplingConfig
@@ -473,6 +474,7 @@ def run_ppo(cfg: PPOConfig, workdir: pathlib.Path, *, reward_fn: RewardFn | None
         + (f" (policy: LoRA rank {cfg.lora.rank})" if cfg.lora.rank else "")
         + f"; rewards from {cfg.reward_from or reward_source(cfg, reward_fn, by_grader)}; reference {ref_name}; {cfg.data.batch_size} "
         f"prompts a rollout, {cfg.num_ppo_epochs} epochs x {cfg.num_mini_batches} mini-batches; mesh {dict(mesh.shape)}")
+    check_reward_sources(cfg, workdir, say)
 
     @jax.jit
     def evaluate_rows(params, frozen, batch):

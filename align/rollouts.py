@@ -282,6 +282,58 @@ def configured_reward(cfg):
     return load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None
 
 
+REWARD_SOURCES = "reward_sources.json"   # in an RL run's workdir: the reward functions' source digests
+
+
+def reward_source_digests(cfg) -> dict[str, str]:
+    """``{spec: sha256 (16 hex digits) of its source file}`` for every reward function ``cfg`` names by a
+    string (``reward_fn``, each spec of ``reward_funcs``): a ``file.py:fn`` spec's file, a
+    ``module:fn`` spec's module file; a module without a file (built in) is left out. {} for the grader."""
+    import hashlib           # pylint: disable=import-outside-toplevel
+    import importlib.util    # pylint: disable=import-outside-toplevel
+    import pathlib           # pylint: disable=import-outside-toplevel
+
+    specs = [pair[0] for pair in cfg.reward_funcs] if cfg.reward_funcs else [cfg.reward_fn] if cfg.reward_fn else []
+    out = {}
+    for spec in specs:
+        where = spec.rpartition(":")[0]
+        if where.endswith(".py"):
+            path = pathlib.Path(where).expanduser()
+        else:
+            origin = getattr(importlib.util.find_spec(where), "origin", None)
+            path = pathlib.Path(origin) if origin and origin.endswith(".py") else None
+        if path is not None and path.is_file():
+            out[spec] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return out
+
+
+def check_reward_sources(cfg, workdir, say: Callable[[str], None]) -> None:
+    """Keeps ``workdir/reward_sources.json`` (:data:`REWARD_SOURCES`) of the reward functions' source
+    digests (:func:`reward_source_digests`): written at a run's start; on a resume, a file that changed
+    since is said in one line (the rewards logged before and after it come from different code, and
+    ``lmforge compare`` cannot tell), and the file keeps every digest seen with the step it was first
+    seen at (``history``). Nothing is refused: fixing a reward function mid-run is a researcher's call.
+    Only process 0 writes."""
+    import jax       # pylint: disable=import-outside-toplevel
+    import pathlib   # pylint: disable=import-outside-toplevel
+
+    digests = reward_source_digests(cfg)
+    path = pathlib.Path(workdir) / REWARD_SOURCES
+    record = json.loads(path.read_text()) if path.is_file() else {"history": []}
+    before = record["history"][-1]["digests"] if record["history"] else None
+    if before == digests:
+        return
+    checkpoints = pathlib.Path(workdir) / "checkpoints"   # the step a resume starts from (0: none yet)
+    step = max((int(c.name) for c in checkpoints.iterdir() if c.name.isdigit()), default=0) if checkpoints.is_dir() else 0
+    for spec, digest in digests.items():
+        if before is not None and before.get(spec) not in (None, digest):
+            say(f"reward: {spec.rpartition(':')[0]} changed since this run last ran (sha256 {before[spec]} -> "
+                f"{digest}): the rewards from step {step} on come from the new code")
+    record["history"].append({"step": step, "digests": digests})
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def reward_source(cfg, reward_fn, by_grader: bool) -> str:
     """What scores an RL run's completions, for its start-up line: the grader with ``cfg.data.match``,
     the function ``cfg.reward_fn`` names, or one given from Python."""

@@ -30,6 +30,8 @@ def test_a_reward_fn_named_in_the_config_trains_on_prompts_without_answers(base,
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/reward" in r] == [1, 2] and all(
         r["train/reward"] < 0 for r in rows if "train/reward" in r)
+    recorded = json.loads((tmp_path / "run" / "reward_sources.json").read_text())["history"]
+    assert list(recorded[0]["digests"]) == [cfg.reward_fn]   # the source's digest, for a later resume
     with pytest.raises(ValueError, match=r"^reward_fn raised KeyError: 'no such column' on completion 0 of rollout 0 "
                                          r"\(task 'chat', ") as e:
         run_grpo(dataclasses.replace(cfg, reward_fn=f"{rewards}:boom"), tmp_path / "boom")
@@ -179,3 +181,31 @@ def test_the_ready_reward_functions_by_name(base, tmp_path):
     assert trained["train/reward"] == pytest.approx(trained["train/rewards/accuracy/mean"])
     assert {"eval/reward", "eval/accuracy", "eval/rewards/accuracy/mean", "eval/rewards/equation_accuracy/mean"
             } <= set(rows[0])
+
+
+def test_a_reward_file_changed_between_runs_of_one_workdir_is_said_and_recorded(tmp_path):
+    """reward_sources.json keeps the reward functions' source digests; a resume over a changed file says
+    so in one line, naming the file and the step the new code scores from, and records it."""
+    import types
+
+    from lmforge.align.rollouts import REWARD_SOURCES, check_reward_sources, reward_source_digests
+
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def brevity(task, completion, answer):\n    return -len(completion)\n")
+    cfg = types.SimpleNamespace(reward_fn=f"{rewards}:brevity", reward_funcs=())
+    said = []
+    check_reward_sources(cfg, tmp_path, said.append)
+    check_reward_sources(cfg, tmp_path, said.append)   # the same code: nothing to say or add
+    first = json.loads((tmp_path / REWARD_SOURCES).read_text())["history"]
+    assert said == [] and len(first) == 1 and first[0]["step"] == 0
+    (tmp_path / "checkpoints" / "7").mkdir(parents=True)
+    rewards.write_text("def brevity(task, completion, answer):\n    return -2 * len(completion)\n")
+    check_reward_sources(cfg, tmp_path, said.append)
+    history = json.loads((tmp_path / REWARD_SOURCES).read_text())["history"]
+    old, new = first[0]["digests"][cfg.reward_fn], history[1]["digests"][cfg.reward_fn]
+    assert said == [f"reward: {rewards} changed since this run last ran (sha256 {old} -> {new}): the rewards from "
+                    f"step 7 on come from the new code"]
+    assert [h["step"] for h in history] == [0, 7]
+    pairs = types.SimpleNamespace(reward_fn="", reward_funcs=((f"{rewards}:brevity", 1.0), ("json:loads", 0.5)))
+    assert set(reward_source_digests(pairs)) == {f"{rewards}:brevity", "json:loads"}
+    assert reward_source_digests(types.SimpleNamespace(reward_fn="", reward_funcs=())) == {}
