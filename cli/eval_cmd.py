@@ -229,6 +229,18 @@ def write_json(path: pathlib.Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def check_out(path: pathlib.Path) -> None:
+    """Refuses, in one line naming ``--out``, a results file whose folder cannot be made or written: a
+    trial file beside it (what :func:`write_json` writes first) is created and removed before any work."""
+    trial = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trial.write_text("")
+        trial.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out {path} cannot be written ({e.strerror or e})") from None
+
+
 def table(results: list[dict]) -> str:
     rows = [(r["task"], key, value) for r in results
             for key, value in [*r["metrics"].items(), ("seconds", r["seconds"])]
@@ -302,6 +314,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
         blocking = next((d for d in pathlib.Path(args.out).absolute().parents if d.exists()), None)
         if blocking is not None and not blocking.is_dir():
             raise ConfigError(f"--out {args.out}: {blocking} is a file, not a folder")
+        check_out(pathlib.Path(args.out))
     if args.text is not None:   # an option no task reads is said, not silently dropped
         readers = [a for _, t, a in tasks if t.name == "perplexity"]
         if not readers:
@@ -314,7 +327,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
     if args.out is None:
         check_writable(ctx.source / "eval")
     checked = [task.check(ctx, **task_args) for _, task, task_args in tasks]   # every task's inputs, before any runs
-    results = []
+    results, saved = [], 0
     try:
         for (spec, task, task_args), inputs in zip(tasks, checked):
             print(f"eval: {spec}", file=sys.stderr, flush=True)
@@ -332,10 +345,14 @@ def eval_cmd(args: argparse.Namespace) -> int:
                 print(f"eval: {task.name} -> {path}" + (f" (the previous one kept as {kept.name})" if kept else ""),
                       file=sys.stderr, flush=True)
             else:   # rewritten (atomically) after each task: a later task's failure keeps the finished ones
-                write_json(pathlib.Path(args.out), {"source": str(ctx.source), "step": ctx.step, "results": results})
+                try:
+                    write_json(pathlib.Path(args.out), {"source": str(ctx.source), "step": ctx.step, "results": results})
+                except OSError as e:
+                    raise ConfigError(f"--out {args.out} cannot be written ({e.strerror or e})") from None
+                saved = len(results)
     except BaseException:
-        if args.out is not None and results:
-            print(f"eval: the {len(results)} finished task(s) are in {args.out}", file=sys.stderr, flush=True)
+        if args.out is not None and saved:
+            print(f"eval: the {saved} finished task(s) are in {args.out}", file=sys.stderr, flush=True)
         raise
     if args.out is not None:
         print(f"eval: -> {args.out}", file=sys.stderr, flush=True)

@@ -160,6 +160,10 @@ def check_memorisation(ctx: EvalContext, path: str, n: int, prefix: int, suffix:
         docs = read_documents(SourceConfig(kind=kind, path=str(file)))
     else:
         docs = ctx.training_documents()
+    if prefix + suffix > ctx.max_seq_len:   # past it the suffix would be read off a cropped prefix (windowed)
+        raise ConfigError(f"memorisation: prefix={prefix} + suffix={suffix} = {prefix + suffix} tokens: expected at "
+                          f"most max_seq_len={ctx.max_seq_len} (the context of {ctx.source}), so that every suffix "
+                          f"token is predicted from the whole prefix")
     n = min(n, ctx.limit) if ctx.limit else n
     return {"docs": docs, "n": n, "prefix": prefix, "suffix": suffix, "seed": seed}
 
@@ -444,7 +448,8 @@ def parse_task(spec: str) -> tuple[EvalTask, dict[str, Any]]:
     for key, default in task.args.items():
         if key not in given:
             if default is REQUIRED:
-                raise ConfigError(f"eval task {task.name} needs {key}=... (e.g. {task.name}:{key}=FILE)")
+                example = "hellaswag+arc_easy" if task.name == "lm_eval" and key == "tasks" else "FILE"
+                raise ConfigError(f"eval task {task.name} needs {key}=... (e.g. {task.name}:{key}={example})")
             args[key] = default
             continue
         value = given[key]

@@ -74,8 +74,15 @@ def matched_tokens(generated: Sequence[int], truth: Sequence[int]) -> int:
 def memorisation(sampler, documents: Sequence[str | Sequence[int]], *, n: int = 100, prefix: int = 32, suffix: int = 50,
                  seed: int = 0, batch: int = 16, progress: bool = False) -> dict:
     """Greedy decoding of each probe's prefix: ``{"metrics": {"memorised_rate", "mean_matched_tokens",
-    "n", "prefix", "suffix"}, "samples": [...]}``. Stop tokens are off: all ``suffix`` tokens are compared."""
+    "n", "prefix", "suffix"}, "samples": [...]}``. Stop tokens are off: all ``suffix`` tokens are compared.
+    Raises ValueError when ``prefix + suffix`` passes the model's ``max_seq_len`` (the sampler would go on
+    in windows, predicting the suffix from a cropped prefix)."""
     from tqdm.auto import tqdm   # pylint: disable=import-outside-toplevel
+
+    context = sampler.model_cfg.max_seq_len
+    if prefix + suffix > context:
+        raise ValueError(f"memorisation: prefix={prefix} + suffix={suffix} = {prefix + suffix} tokens: expected at most "
+                         f"max_seq_len={context}, so that every suffix token is predicted from the whole prefix")
 
     found = probes(sampler.tok, documents, n=n, prefix=prefix, suffix=suffix, seed=seed)
     cfg = SamplingConfig(max_new_tokens=suffix, temperature=0.0)

@@ -133,6 +133,10 @@ def test_task_specs_parse_with_types_and_aliases():
     (["refusal:max_new_tokens=-5"], "eval task refusal: max_new_tokens=-5: expected >= 1"),
     (["generation:path=g.jsonl,max_new_tokens=0"], "eval task generation: max_new_tokens=0: expected >= 1"),
     (["lm_eval:tasks=x,fewshot=-2"], "eval task lm_eval: fewshot=-2: expected >= -1"),
+    (["lm_eval"], "eval task lm_eval needs tasks=... (e.g. lm_eval:tasks=hellaswag+arc_easy)"),
+    (["memorisation:prefix=60,suffix=60"], "memorisation: prefix=60 + suffix=60 = 120 tokens: expected at most "
+                                           "max_seq_len="),
+    (["perplexity", "--out", "/proc/lmforge_eval.json"], "--out /proc/lmforge_eval.json cannot be written"),
 ])
 def test_bad_task_specs_are_one_line_errors(run_folder, argv, message, capsys):
     assert main(["eval", str(run_folder), *argv]) == 2
