@@ -432,7 +432,8 @@ def parse_task(spec: str) -> tuple[EvalTask, dict[str, Any]]:
     if task is None:
         near = difflib.get_close_matches(name, list(TASKS) + list(ALIASES), n=1, cutoff=0.5)
         hint = f" — did you mean {ALIASES.get(near[0], near[0])!r}?" if near else ""
-        raise ConfigError(f"unknown eval task {name!r}{hint} (known: {', '.join(TASKS)})")
+        raise ConfigError(f"unknown eval task {name!r}{hint} (known: {', '.join(TASKS)}; also "
+                          f"{', '.join(f'{a} = {t}' for a, t in ALIASES.items())})")
     given: dict[str, str] = {}
     for part in re.split(r",(?=\s*\w+=)", rest) if rest.strip() else []:
         key, eq, value = part.partition("=")
@@ -443,6 +444,9 @@ def parse_task(spec: str) -> tuple[EvalTask, dict[str, Any]]:
             near = did_you_mean(key, task.args)
             raise ConfigError(f"eval task {task.name}: unknown argument {key!r}"
                               + (f" — did you mean {near!r}?" if near else "") + f" (known: {', '.join(task.args)})")
+        if key in given:
+            raise ConfigError(f"eval task {task.name}: {key} is given twice ({key}={given[key]!r}, {key}={value!r}); "
+                              f"expected it once")
         given[key] = value
     args = {}
     for key, default in task.args.items():

@@ -133,6 +133,9 @@ def test_task_specs_parse_with_types_and_aliases():
     (["refusal:max_new_tokens=-5"], "eval task refusal: max_new_tokens=-5: expected >= 1"),
     (["generation:path=g.jsonl,max_new_tokens=0"], "eval task generation: max_new_tokens=0: expected >= 1"),
     (["lm_eval:tasks=x,fewshot=-2"], "eval task lm_eval: fewshot=-2: expected >= -1"),
+    (["perplexity:path=a.txt,path=b.txt"], "eval task perplexity: path is given twice (path='a.txt', path='b.txt')"),
+    (["perplexty"], "(known: perplexity, "),
+    (["perplexty"], "; also bits_per_byte = perplexity, bpb = perplexity"),
     (["lm_eval"], "eval task lm_eval needs tasks=... (e.g. lm_eval:tasks=hellaswag+arc_easy)"),
     (["memorisation:prefix=60,suffix=60"], "memorisation: prefix=60 + suffix=60 = 120 tokens: expected at most "
                                            "max_seq_len="),
