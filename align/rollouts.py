@@ -310,8 +310,8 @@ def reward_source_digests(cfg) -> dict[str, str]:
 def check_reward_sources(cfg, workdir, say: Callable[[str], None]) -> None:
     """Keeps ``workdir/reward_sources.json`` (:data:`REWARD_SOURCES`) of the reward functions' source
     digests (:func:`reward_source_digests`): written at a run's start; on a resume, a file that changed
-    since is said in one line (the rewards logged before and after it come from different code, and
-    ``lmforge compare`` cannot tell), and the file keeps every digest seen with the step it was first
+    since is said in one line (the rewards logged before and after it come from different code, which
+    the metrics alone cannot show), and the file keeps every digest seen with the step it was first
     seen at (``history``). Nothing is refused: fixing a reward function mid-run is a researcher's call.
     Only process 0 writes."""
     import jax       # pylint: disable=import-outside-toplevel
@@ -324,7 +324,8 @@ def check_reward_sources(cfg, workdir, say: Callable[[str], None]) -> None:
     if before == digests:
         return
     checkpoints = pathlib.Path(workdir) / "checkpoints"   # the step a resume starts from (0: none yet)
-    step = max((int(c.name) for c in checkpoints.iterdir() if c.name.isdigit()), default=0) if checkpoints.is_dir() else 0
+    steps = [int(c.name) for c in checkpoints.iterdir() if c.name.isdigit()] if checkpoints.is_dir() else []
+    step = max(steps, default=0)
     for spec, digest in digests.items():
         if before is not None and before.get(spec) not in (None, digest):
             say(f"reward: {spec.rpartition(':')[0]} changed since this run last ran (sha256 {before[spec]} -> "

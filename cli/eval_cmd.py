@@ -346,7 +346,8 @@ def eval_cmd(args: argparse.Namespace) -> int:
                       file=sys.stderr, flush=True)
             else:   # rewritten (atomically) after each task: a later task's failure keeps the finished ones
                 try:
-                    write_json(pathlib.Path(args.out), {"source": str(ctx.source), "step": ctx.step, "results": results})
+                    write_json(pathlib.Path(args.out),
+                               {"source": str(ctx.source), "step": ctx.step, "results": results})
                 except OSError as e:
                     raise ConfigError(f"--out {args.out} cannot be written ({e.strerror or e})") from None
                 saved = len(results)

@@ -81,8 +81,8 @@ def memorisation(sampler, documents: Sequence[str | Sequence[int]], *, n: int = 
 
     context = sampler.model_cfg.max_seq_len
     if prefix + suffix > context:
-        raise ValueError(f"memorisation: prefix={prefix} + suffix={suffix} = {prefix + suffix} tokens: expected at most "
-                         f"max_seq_len={context}, so that every suffix token is predicted from the whole prefix")
+        raise ValueError(f"memorisation: prefix={prefix} + suffix={suffix} = {prefix + suffix} tokens: expected at "
+                         f"most max_seq_len={context}, so that every suffix token is predicted from the whole prefix")
 
     found = probes(sampler.tok, documents, n=n, prefix=prefix, suffix=suffix, seed=seed)
     cfg = SamplingConfig(max_new_tokens=suffix, temperature=0.0)

@@ -236,11 +236,11 @@ def run_tools(reply: Reply, conversations: Sequence[Sequence[Mapping[str, str]]]
     ``reply(conversations)`` returns one reply per conversation given (round k asks only for the
     conversations still calling). With ``tool_schemas`` (per conversation, the function schemas its
     prompt shows: a chat file's ``tools`` column) it is called ``reply(conversations, tools=...)`` with
-    those of the conversations asked (``lmforge.infer.text.replier`` takes them). A reply with several calls runs each, in order, and appends one
-    ``tool`` message per call. At most ``max_calls`` calls per conversation: a reply whose calls would
-    pass them ends the run with ``finish="max_calls"``, its last reply being those calls, not run (drop
-    such runs before training on their ``messages``: SFT would teach them). ``reply`` gets copies of the
-    conversations. Raises ValueError for ``max_calls < 1``, two tools of one name, or a ``reply``
+    those of the conversations asked (``lmforge.infer.text.replier`` takes them). A reply with several
+    calls runs each, in order, and appends one ``tool`` message per call. At most ``max_calls`` calls per
+    conversation: a reply whose calls would pass them ends the run with ``finish="max_calls"``, its last
+    reply being those calls, not run (drop such runs before training on their ``messages``: SFT would
+    teach them). ``reply`` gets copies of the conversations. Raises ValueError for ``max_calls < 1``, two tools of one name, or a ``reply``
     returning the wrong number of replies."""
     if max_calls < 1:
         raise ValueError(f"run_tools: max_calls must be >= 1; got {max_calls}")

@@ -323,7 +323,7 @@ def eager_init(mesh: jax.sharding.Mesh, nbytes: int | None) -> bool:
     Why: XLA:CPU compiles a jitted init as one program with a threefry and a normal transform per
     parameter, 1-3 s for a tiny model even at -O0 (the tiny encoder-decoder, 85 parameters: 2.2-3.1 s
     on the 2-core machine, 2026-12-03), and a new model is a new program. Op by op, each random draw
-    is a small program cached by shape: 0.3-0.5 s for the same model, 0.1-0.2 s once its shapes were
+    is a small program cached by shape: 0.3-0.7 s for the same model, 0.1-0.4 s once its shapes were
     seen in the process. The parameters exist whole on one CPU device for a moment, which on CPU is
     the same host memory. The drawn bits are the same; a normal draw's float transform may round
     differently in the last place (7.5e-9 at most on those models).
