@@ -14,6 +14,9 @@ import tempfile
 # elemental emitter for fusions (--xla_cpu_use_fusion_emitters=false) compiles a third faster than the
 # MLIR fusion emitters: a tiny Llama's train run, 6 programs, 7.0-7.3 s of backend compile against
 # 4.7-5.0 s (2-core machine, 2026-12-02, alternating runs); it changes code generation only.
+# The other big share was each new model's jitted parameter init (1-3 s of XLA:CPU compile for a tiny
+# model): small CPU inits now run op by op (lmforge.model.sharding.eager_init), 926-1024 s -> 682 s for
+# the default run (2026-12-03). Tests that start subprocesses pass these flags on (the device count last).
 # The user's XLA_FLAGS come last: XLA takes a flag's last value, so they can override these.
 os.environ["XLA_FLAGS"] = (
     "--xla_backend_optimization_level=0 --xla_cpu_parallel_codegen_split_count=1 --xla_cpu_use_fusion_emitters=false "
