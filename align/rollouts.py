@@ -437,7 +437,7 @@ def reward_eval(sampler, template, items: list[dict], reward_fn, grade, match: s
     prompts = [prompt_messages(it["messages"]) for it in items]
     schemas = [it.get("tools") for it in items]   # a chat file's tools column, shown as SFT trained it
     replies = chat_replies(sampler, template, prompts, sampling, seed=seed, batch=batch,
-                           progress=jax.process_index() == 0, tools=schemas if any(schemas) else None)
+                           progress=jax.process_index() == 0, tools=schemas)
     rewards = score_completions(reward_fn, replies, items, where="of the held-out replies")
     m = {"eval/reward": float(rewards.mean()), "eval/reward_n": float(len(items)),
          **{f"eval/{k}": v for k, v in getattr(reward_fn, "last", {}).items()}}   # several functions: each one's mean

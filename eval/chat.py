@@ -70,7 +70,7 @@ def chat_accuracy(sampler, template, items: Sequence[Mapping], grade: Grader, *,
         return {"metrics": {"accuracy": float("nan"), "n": 0}, "samples": []}
     prompts = [prompt_messages(it["messages"]) for it in items]
     schemas = [it.get("tools") for it in items]
-    schemas = schemas if any(schemas) else None
+    schemas = schemas if any(schemas) else None   # none at all: a reply callable without tools= still serves
     runs = None
     if tools:
         if sampling.n != 1:
